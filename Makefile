@@ -1,0 +1,57 @@
+# inferscale developer commands. `make help` lists them.
+SHELL := bash
+.SHELLFLAGS := -o pipefail -ec
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+PYTEST_ARGS ?=
+
+##@ General
+
+.PHONY: help
+help: ## Show this help.
+	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make \033[36m<target>\033[0m\n"} /^[a-zA-Z_0-9-]+:.*?##/ { printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2 } /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) }' $(MAKEFILE_LIST)
+
+##@ Development
+
+$(BIN)/inferscale: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+.PHONY: install
+install: $(BIN)/inferscale ## Create .venv and install inferscale with its dev tools.
+
+.PHONY: fmt
+fmt: install ## Format the code.
+	$(BIN)/ruff format operator tests
+	$(BIN)/ruff check --fix operator tests
+
+.PHONY: crds
+crds: install ## Regenerate crds/ from the API models.
+	$(BIN)/inferscale crds --out crds
+
+##@ Checks
+
+.PHONY: lint
+lint: install ## ruff, mypy --strict and the import-linter layering contracts.
+	$(BIN)/ruff check operator tests
+	$(BIN)/ruff format --check operator tests
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+.PHONY: verify
+verify: crds ## Regenerate generated files and fail if they differ from the committed ones.
+	git diff --exit-code -- crds
+
+.PHONY: test
+test: install lint verify ## Lint, check for drift, and run every test.
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+.PHONY: unit
+unit: install ## Run the unit tests only (fast, no cluster).
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)

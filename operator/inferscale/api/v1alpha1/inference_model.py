@@ -1,0 +1,339 @@
+"""InferenceModel: one self-hosted model, served by replicas of an inference engine.
+
+The operator turns it into a Deployment, a Service and a PodDisruptionBudget, scales the
+replicas (or lets ``kubectl scale``, HPA or KEDA drive the ``scale`` subresource), and makes the
+model routable under ``servedName``. Typed optimisation fields (quantisation, tensor parallelism,
+prefix caching, speculative decoding, context length, KV-cache dtype) are mapped to each
+engine's own flags by the operator; ``args`` carries everything else.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from inferscale.api.meta import (
+    nested,
+    API_VERSION,
+    DNS_SUBDOMAIN_PATTERN,
+    ApiModel,
+    CelRule,
+    Condition,
+    ObjectMeta,
+    SecretKeyRef,
+)
+from inferscale.api.v1alpha1.common import EnvVar, Quantity, Toleration
+
+KIND = "InferenceModel"
+PLURAL = "inferencemodels"
+
+Engine = Literal["vllm", "sglang", "tgi", "trtllm", "sim"]
+"""The inference engines the operator knows how to run (``sim`` is inferscale's GPU-free one)."""
+
+ENGINES: tuple[Engine, ...] = ("vllm", "sglang", "tgi", "trtllm", "sim")
+
+MODEL_SOURCE_PATTERN = r"^(hf|s3|pvc)://[^\s]+$"
+"""``hf://org/name``, ``s3://bucket/path`` or ``pvc://claim/path``."""
+
+SERVED_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$"
+"""What clients send as ``model``: letters, digits and ``. _ : / -``, at most 128 characters."""
+
+
+class Resources(ApiModel):
+    """Compute resources of one replica."""
+
+    gpus: int = Field(default=1, ge=0, le=64)
+    """Number of GPUs per replica (a whole number). Tensor parallelism defaults to it."""
+
+    gpu_resource_name: str = Field(default="nvidia.com/gpu", min_length=1, max_length=253)
+    """Extended resource name that GPUs are requested under, for example ``amd.com/gpu``."""
+
+    cpu: Quantity | None = None
+    """CPU request and limit of the engine container, for example ``8`` or ``"7500m"``."""
+
+    memory: Quantity | None = None
+    """Memory request and limit of the engine container, for example ``64Gi``."""
+
+
+class Scheduling(ApiModel):
+    """Where replicas may run."""
+
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    """Node labels a replica's node must carry, for example a GPU product label."""
+
+    tolerations: list[Toleration] = Field(default_factory=list, max_length=32)
+    """Taints the replicas tolerate."""
+
+    priority_class_name: str | None = Field(
+        default=None, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN
+    )
+    """PriorityClass of the replicas' pods."""
+
+
+class SpeculativeDecoding(ApiModel):
+    """Speculative decoding: a cheap proposer drafts tokens that the model verifies in one step."""
+
+    __cel_rules__ = (
+        CelRule(
+            rule="self.method == 'ngram' || has(self.draftModel)",
+            message="speculativeDecoding.draftModel is required unless method is ngram",
+            check=lambda s: s.method == "ngram" or s.draft_model is not None,
+            field_path=".draftModel",
+        ),
+    )
+
+    method: Literal["draft", "ngram", "eagle", "eagle3"] = "draft"
+    """How tokens are proposed: a smaller draft model, n-gram lookup in the prompt, or EAGLE heads."""
+
+    draft_model: str | None = Field(default=None, min_length=1, max_length=512)
+    """The draft or EAGLE model (a source URL or a hub name); not used by ngram."""
+
+    num_speculative_tokens: int = Field(default=5, ge=1, le=32)
+    """Tokens proposed per step."""
+
+
+class Optimization(ApiModel):
+    """Inference optimisations, mapped by the operator to the engine's own flags.
+
+    An engine that cannot do what is asked gets a ``Ready=False`` condition saying so, rather than
+    a flag it would reject at start-up.
+    """
+
+    quantization: Literal["fp8", "awq", "gptq", "bitsandbytes"] | None = None
+    """Weight quantisation method; empty serves the checkpoint's own precision."""
+
+    tensor_parallel_size: int | None = Field(default=None, ge=1, le=64)
+    """GPUs one model copy is split over; defaults to ``resources.gpus``."""
+
+    prefix_caching: bool | None = None
+    """Reuse the KV cache of shared prompt prefixes; empty keeps the engine's default."""
+
+    max_model_len: int | None = Field(default=None, ge=16, le=10_000_000)
+    """Maximum context length in tokens (prompt plus output)."""
+
+    kv_cache_dtype: Literal["auto", "fp8", "fp8_e4m3", "fp8_e5m2"] | None = None
+    """Data type of the KV cache; fp8 roughly doubles its capacity."""
+
+    gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)
+    """Fraction of GPU memory the engine may use for weights and KV cache."""
+
+    speculative_decoding: SpeculativeDecoding | None = None
+    """Speculative decoding settings; empty turns it off."""
+
+
+class Autoscaling(ApiModel):
+    """How the operator scales replicas between ``minReplicas`` and ``maxReplicas``.
+
+    The signal is requests in flight (running plus waiting) per replica, read from the engines'
+    metrics and the router's held requests, so users never write PromQL.
+    """
+
+    enabled: bool = True
+    """Let inferscale's autoscaler set the replica count. When false, ``spec.replicas`` (and so
+    ``kubectl scale``, HPA or KEDA through the scale subresource) sets it."""
+
+    target_in_flight_per_replica: int = Field(default=16, ge=1, le=100_000)
+    """Requests in flight (running plus waiting) that one replica should carry."""
+
+    stable_window_seconds: int = Field(default=60, ge=5, le=3600)
+    """Window over which load is averaged for ordinary decisions."""
+
+    panic_window_seconds: int = Field(default=6, ge=1, le=600)
+    """Short window that reacts to bursts (as Knative's panic mode)."""
+
+    max_scale_up_step: int = Field(default=4, ge=1, le=1000)
+    """Most replicas added in one decision."""
+
+    scale_down_delay_seconds: int = Field(default=300, ge=0, le=86_400)
+    """How long load must stay low before replicas are removed."""
+
+    scale_to_zero_delay_seconds: int | None = Field(default=None, ge=0, le=604_800)
+    """Idle time before the last replica is removed; needs ``minReplicas: 0``. Defaults to 600
+    when ``minReplicas`` is 0."""
+
+    kv_cache_saturation: float = Field(default=0.8, gt=0, le=1)
+    """KV-cache use above which a replica counts as saturated, whatever its request count."""
+
+
+class Serving(ApiModel):
+    """Start-up, readiness and shutdown behaviour of the replicas."""
+
+    startup_timeout_seconds: int = Field(default=1800, ge=10, le=86_400)
+    """How long a replica may take to load the model before it is restarted."""
+
+    termination_grace_period_seconds: int = Field(default=120, ge=0, le=3600)
+    """How long a stopping replica may finish its in-flight requests and streams."""
+
+
+class ModelCache(ApiModel):
+    """Where downloaded weights are kept between restarts."""
+
+    pvc_name: str | None = Field(default=None, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)
+    """An existing PersistentVolumeClaim for the weights; empty uses a per-pod emptyDir."""
+
+    size_limit: Quantity | None = None
+    """Size limit of the emptyDir used when no PVC is named."""
+
+
+class InferenceModelSpec(ApiModel):
+    """The desired state of a self-hosted model."""
+
+    __cel_rules__ = (
+        CelRule(
+            rule="self.minReplicas <= self.maxReplicas",
+            message="minReplicas must be less than or equal to maxReplicas",
+            check=lambda s: s.min_replicas <= s.max_replicas,
+            field_path=".minReplicas",
+        ),
+        CelRule(
+            rule="!has(self.replicas) || (self.replicas >= self.minReplicas "
+            "&& self.replicas <= self.maxReplicas)",
+            message="replicas must lie between minReplicas and maxReplicas",
+            check=lambda s: s.replicas is None or s.min_replicas <= s.replicas <= s.max_replicas,
+            field_path=".replicas",
+        ),
+        CelRule(
+            rule="!has(self.autoscaling) || !has(self.autoscaling.scaleToZeroDelaySeconds) "
+            "|| self.minReplicas == 0",
+            message="autoscaling.scaleToZeroDelaySeconds needs minReplicas: 0",
+            check=lambda s: s.autoscaling.scale_to_zero_delay_seconds is None
+            or s.min_replicas == 0,
+            field_path=".autoscaling.scaleToZeroDelaySeconds",
+        ),
+        CelRule(
+            rule="!has(self.optimization) || !has(self.optimization.tensorParallelSize) "
+            "|| self.resources.gpus == 0 || self.resources.gpus % "
+            "self.optimization.tensorParallelSize == 0",
+            message="optimization.tensorParallelSize must divide resources.gpus",
+            check=lambda s: s.optimization.tensor_parallel_size is None
+            or s.resources.gpus == 0
+            or s.resources.gpus % s.optimization.tensor_parallel_size == 0,
+            field_path=".optimization.tensorParallelSize",
+        ),
+    )
+
+    model: str = Field(min_length=6, max_length=1024, pattern=MODEL_SOURCE_PATTERN)
+    """Where the weights come from: ``hf://org/name``, ``s3://bucket/path`` or
+    ``pvc://claim/path``."""
+
+    served_name: str | None = Field(default=None, pattern=SERVED_NAME_PATTERN)
+    """The name clients send as ``model``; defaults to the object's name."""
+
+    engine: Engine
+    """Inference engine: vllm, sglang, tgi, trtllm, or sim (inferscale's GPU-free engine)."""
+
+    image: str | None = Field(default=None, min_length=1, max_length=1024)
+    """Container image; empty uses the operator's default image for the engine."""
+
+    args: list[str] = Field(default_factory=list, max_length=256)
+    """Extra engine arguments, appended after the ones the operator derives from this spec."""
+
+    env: list[EnvVar] = Field(default_factory=list, max_length=256)
+    """Extra environment variables of the engine container."""
+
+    hf_token_secret_ref: SecretKeyRef | None = None
+    """Secret key that holds a Hugging Face token, for gated ``hf://`` models."""
+
+    resources: Resources = nested(Resources)
+    """GPUs, CPU and memory of each replica."""
+
+    scheduling: Scheduling = nested(Scheduling)
+    """Node selector, tolerations and priority class of the replicas."""
+
+    optimization: Optimization = nested(Optimization)
+    """Quantisation, parallelism, caching and decoding settings."""
+
+    cache: ModelCache = nested(ModelCache)
+    """Where downloaded weights are kept."""
+
+    replicas: int | None = Field(default=None, ge=0, le=10_000)
+    """Replica count when autoscaling is disabled; set by ``kubectl scale``, HPA or KEDA through
+    the scale subresource. Defaults to ``minReplicas``."""
+
+    min_replicas: int = Field(default=1, ge=0, le=10_000)
+    """Fewest replicas; 0 allows scale to zero (requests are held while a replica starts)."""
+
+    max_replicas: int = Field(default=4, ge=0, le=10_000)
+    """Most replicas."""
+
+    autoscaling: Autoscaling = nested(Autoscaling)
+    """Autoscaling policy settings."""
+
+    serving: Serving = nested(Serving)
+    """Start-up and shutdown behaviour."""
+
+
+class ObservedSignals(ApiModel):
+    """The load signals behind the last autoscaling decision."""
+
+    in_flight: float | None = Field(default=None, ge=0)
+    """Requests running plus waiting across all replicas."""
+
+    waiting: float | None = Field(default=None, ge=0)
+    """Requests queued inside the engines."""
+
+    held: int | None = Field(default=None, ge=0)
+    """Requests held by the routers while no replica is ready."""
+
+    kv_cache_usage: float | None = Field(default=None, ge=0)
+    """Mean KV-cache use of the ready replicas, from 0 to 1."""
+
+    observed_at: str | None = None
+    """When the signals were read (RFC 3339)."""
+
+
+class InferenceModelStatus(ApiModel):
+    """The observed state of a self-hosted model, written by the operator."""
+
+    observed_generation: int | None = Field(default=None, ge=0)
+    """The ``metadata.generation`` this status describes."""
+
+    replicas: int | None = Field(default=None, ge=0)
+    """Replicas that exist (the scale subresource's ``status.replicas``)."""
+
+    ready_replicas: int | None = Field(default=None, ge=0)
+    """Replicas that pass their readiness probe."""
+
+    desired_replicas: int | None = Field(default=None, ge=0)
+    """Replicas the operator currently wants."""
+
+    selector: str | None = None
+    """Label selector of the replicas' pods, for the scale subresource (HPA, KEDA)."""
+
+    served_name: str | None = None
+    """The name under which the model is routable."""
+
+    conditions: list[Condition] = Field(default_factory=list, max_length=16)
+    """Ready, Progressing and Degraded, with reasons a person understands."""
+
+    last_scale_time: str | None = None
+    """When the replica count last changed (RFC 3339)."""
+
+    last_scale_reason: str | None = Field(default=None, max_length=1024)
+    """Why, in words: for example ``scaled 2 -> 5: 78 in flight, target 16 per replica``."""
+
+    signals: ObservedSignals | None = None
+    """The signals behind the last decision."""
+
+    time_to_ready_seconds: float | None = Field(default=None, ge=0)
+    """How long the last replica took from creation to Ready."""
+
+
+class InferenceModel(ApiModel):
+    """A whole InferenceModel object, as ``kubectl apply`` sends it."""
+
+    api_version: Literal["inferscale.io/v1alpha1"] = API_VERSION
+    """API version."""
+
+    kind: Literal["InferenceModel"] = KIND
+    """Kind."""
+
+    metadata: ObjectMeta
+    """Standard object metadata."""
+
+    spec: InferenceModelSpec
+    """Desired state."""
+
+    status: InferenceModelStatus | None = None
+    """Observed state."""

@@ -1,0 +1,227 @@
+"""InferenceRoute: the model name clients send, mapped to self-hosted and hosted backends.
+
+Backends have roles: ``primary`` backends share traffic by weight; ``spillover`` takes the excess
+while every primary is saturated or cold-starting; ``fallback`` takes requests the primaries
+failed; ``mirror`` receives a copy of a share of requests whose responses are discarded. An
+InferenceModel without a route is served under its own served name with the defaults below.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from inferscale.api.meta import (
+    nested,
+    API_VERSION,
+    DNS_SUBDOMAIN_PATTERN,
+    ApiModel,
+    CelRule,
+    Condition,
+    ObjectMeta,
+)
+from inferscale.api.v1alpha1.inference_model import SERVED_NAME_PATTERN
+
+KIND = "InferenceRoute"
+PLURAL = "inferenceroutes"
+
+Role = Literal["primary", "spillover", "fallback", "mirror"]
+Strategy = Literal["leastInFlight", "prefixHash", "weighted", "roundRobin"]
+
+
+class ProviderBackend(ApiModel):
+    """A model of an InferenceProvider."""
+
+    name: str = Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)
+    """Name of the InferenceProvider in the route's namespace."""
+
+    model: str = Field(pattern=SERVED_NAME_PATTERN)
+    """One of the provider's ``models[].name``."""
+
+
+class RouteBackend(ApiModel):
+    """One place requests for the route can go."""
+
+    __cel_rules__ = (
+        CelRule(
+            rule="has(self.inferenceModel) != has(self.provider)",
+            message="a backend must name exactly one of inferenceModel or provider",
+            check=lambda s: (s.inference_model is None) != (s.provider is None),
+        ),
+        CelRule(
+            rule="self.role == 'mirror' || !has(self.mirrorPercent)",
+            message="mirrorPercent is only allowed on a backend with role mirror",
+            check=lambda s: s.role == "mirror" or s.mirror_percent is None,
+            field_path=".mirrorPercent",
+        ),
+    )
+
+    inference_model: str | None = Field(
+        default=None, min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN
+    )
+    """Name of an InferenceModel in the route's namespace."""
+
+    provider: ProviderBackend | None = None
+    """A hosted provider's model."""
+
+    role: Role = "primary"
+    """primary, spillover, fallback or mirror."""
+
+    weight: int = Field(default=1, ge=0, le=1_000_000)
+    """Share of traffic among primaries (weighted strategy and primaries of different kinds)."""
+
+    mirror_percent: float | None = Field(default=None, ge=0, le=100)
+    """Percentage of requests copied to a mirror backend (default 100)."""
+
+
+class PrefixHash(ApiModel):
+    """Bounded-load consistent hashing on the prompt prefix (as KubeAI's CHWBL)."""
+
+    load_bound: float = Field(default=1.25, ge=1, le=10)
+    """An endpoint takes no more than this multiple of the mean load before the next is tried."""
+
+    prefix_characters: int = Field(default=256, ge=1, le=1_000_000)
+    """Characters of the prompt that the hash covers."""
+
+    replicas_per_endpoint: int = Field(default=64, ge=1, le=1024)
+    """Points on the hash ring per endpoint."""
+
+
+class Retries(ApiModel):
+    """Retries before the first byte reaches the client, always on another endpoint."""
+
+    max_attempts: int = Field(default=3, ge=1, le=10)
+    """Attempts in total, the first one included."""
+
+    on_status: list[int] = Field(default_factory=lambda: [502, 503, 504], max_length=16)
+    """Upstream statuses that are retried (connect errors always are)."""
+
+
+class Timeouts(ApiModel):
+    """Per-request time limits."""
+
+    first_token_seconds: float = Field(default=120, gt=0, le=86_400)
+    """Longest wait for the first byte of the answer."""
+
+    total_seconds: float = Field(default=600, gt=0, le=86_400)
+    """Longest whole request."""
+
+
+class Spillover(ApiModel):
+    """When requests go to spillover backends."""
+
+    in_flight_per_replica: int | None = Field(default=None, ge=1, le=100_000)
+    """A primary replica counts as saturated at this many requests in flight; defaults to the
+    model's autoscaling target."""
+
+    on_cold_start: bool = True
+    """Spill over while a primary has no ready replica instead of holding the request."""
+
+
+class HoldQueue(ApiModel):
+    """Requests held while a model has no ready replica (scale from zero, cold start)."""
+
+    max_requests: int = Field(default=100, ge=0, le=1_000_000)
+    """Most requests held per model; past it the answer is 503 with Retry-After."""
+
+    max_wait_seconds: float = Field(default=300, ge=0, le=3600)
+    """Longest a request is held before it gets 503 with Retry-After."""
+
+
+class SpendCaps(ApiModel):
+    """Spend limits on hosted providers; past a cap, spillover stops."""
+
+    max_per_hour: float | None = Field(default=None, ge=0)
+    """Most spent per hour, in the providers' price currency."""
+
+    max_per_day: float | None = Field(default=None, ge=0)
+    """Most spent per day."""
+
+
+class InferenceRouteSpec(ApiModel):
+    """The desired state of a route."""
+
+    __cel_rules__ = (
+        CelRule(
+            rule="self.backends.exists(b, b.role == 'primary' && b.weight > 0)",
+            message="backends need at least one primary with a positive weight",
+            check=lambda s: any(b.role == "primary" and b.weight > 0 for b in s.backends),
+            field_path=".backends",
+        ),
+    )
+
+    model_name: str | None = Field(default=None, pattern=SERVED_NAME_PATTERN)
+    """The name clients send as ``model``; defaults to the route's own name."""
+
+    backends: list[RouteBackend] = Field(min_length=1, max_length=32)
+    """Where requests go, with roles and weights."""
+
+    strategy: Strategy = "leastInFlight"
+    """How an endpoint is picked among the primaries' ready replicas."""
+
+    prefix_hash: PrefixHash = nested(PrefixHash)
+    """Settings of the prefixHash strategy."""
+
+    retries: Retries = nested(Retries)
+    """Retries before the first byte."""
+
+    timeouts: Timeouts = nested(Timeouts)
+    """Time limits."""
+
+    spillover: Spillover = nested(Spillover)
+    """When spillover backends are used."""
+
+    hold_queue: HoldQueue = nested(HoldQueue)
+    """The cold-start hold queue."""
+
+    spend: SpendCaps = nested(SpendCaps)
+    """Spend caps on hosted providers."""
+
+
+class Spend(ApiModel):
+    """Money spent on hosted providers through this route."""
+
+    last_hour: float = Field(default=0, ge=0)
+    """Spent in the current hour."""
+
+    today: float = Field(default=0, ge=0)
+    """Spent in the current day (UTC)."""
+
+
+class InferenceRouteStatus(ApiModel):
+    """The observed state of a route, written by the operator."""
+
+    observed_generation: int | None = Field(default=None, ge=0)
+    """The ``metadata.generation`` this status describes."""
+
+    ready_backends: int | None = Field(default=None, ge=0)
+    """Backends that can take requests now."""
+
+    spilling: bool | None = None
+    """Whether requests are going to spillover backends now."""
+
+    spend: Spend | None = None
+    """Spend on hosted providers."""
+
+    conditions: list[Condition] = Field(default_factory=list, max_length=16)
+    """Ready (some primary can serve) and Degraded (a backend is missing or failing)."""
+
+
+class InferenceRoute(ApiModel):
+    """A whole InferenceRoute object, as ``kubectl apply`` sends it."""
+
+    api_version: Literal["inferscale.io/v1alpha1"] = API_VERSION
+    """API version."""
+
+    kind: Literal["InferenceRoute"] = KIND
+    """Kind."""
+
+    metadata: ObjectMeta
+    """Standard object metadata."""
+
+    spec: InferenceRouteSpec
+    """Desired state."""
+
+    status: InferenceRouteStatus | None = None
+    """Observed state."""

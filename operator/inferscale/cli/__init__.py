@@ -1,0 +1,1 @@
+"""The ``inferscale`` command line: one entry point, one subcommand per job."""
