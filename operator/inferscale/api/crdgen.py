@@ -24,7 +24,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from inferscale.api.meta import CATEGORY, GROUP, VERSION
+from inferscale.api.meta import API_VERSION, CATEGORY, GROUP, VERSION
 from inferscale.api.v1alpha1 import inference_model, inference_provider, inference_route
 
 JsonDict = dict[str, Any]
@@ -248,7 +248,10 @@ def build_crd(info: CrdInfo) -> JsonDict:
         "kind": "CustomResourceDefinition",
         "metadata": {
             "name": info.name,
-            "labels": {"app.kubernetes.io/name": "inferscale", "app.kubernetes.io/part-of": "inferscale"},
+            "labels": {
+                "app.kubernetes.io/name": "inferscale",
+                "app.kubernetes.io/part-of": "inferscale",
+            },
         },
         "spec": {
             "group": GROUP,
@@ -273,7 +276,7 @@ def build_crd(info: CrdInfo) -> JsonDict:
                             "required": ["spec"],
                             "properties": {
                                 "apiVersion": {
-                                    "description": "APIVersion of the object: inferscale.io/v1alpha1.",
+                                    "description": f"APIVersion of the object: {API_VERSION}.",
                                     "type": "string",
                                 },
                                 "kind": {

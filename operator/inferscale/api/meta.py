@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
@@ -21,7 +21,7 @@ GROUP = "inferscale.io"
 VERSION = "v1alpha1"
 """The only served and stored version."""
 
-API_VERSION = f"{GROUP}/{VERSION}"
+API_VERSION: Final = "inferscale.io/v1alpha1"
 """``apiVersion`` of every inferscale object."""
 
 CATEGORY = "inferscale"
@@ -111,19 +111,26 @@ class ApiModel(BaseModel):
 class Condition(ApiModel):
     """The state of one aspect of an object, as the Kubernetes API conventions define it."""
 
-    type: str = Field(max_length=316, pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$")
+    type: str = Field(
+        max_length=316,
+        pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$",
+    )
     """Type of the condition, in CamelCase: Ready, Progressing or Degraded."""
 
     status: Literal["True", "False", "Unknown"]
     """Whether the condition holds: True, False or Unknown."""
 
-    reason: str = Field(min_length=1, max_length=1024, pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
+    reason: str = Field(
+        min_length=1, max_length=1024, pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
+    )
     """A one-word CamelCase reason for the last transition, for tools and for ``kubectl get``."""
 
     message: str = Field(default="", max_length=32768)
     """A sentence for people: what happened and what to do about it."""
 
-    last_transition_time: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
+    last_transition_time: str = Field(
+        pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$"
+    )
     """When the status last changed (RFC 3339)."""
 
     observed_generation: int | None = Field(default=None, ge=0)

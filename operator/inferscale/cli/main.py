@@ -29,7 +29,9 @@ def render_crd(crd: dict[str, Any]) -> str:
 
 def crd_files() -> dict[str, str]:
     """File name to YAML text, for every CRD."""
-    return {f"{info.name}.yaml": render_crd(crd) for info, crd in zip(CRDS, build_all(), strict=True)}
+    return {
+        f"{info.name}.yaml": render_crd(crd) for info, crd in zip(CRDS, build_all(), strict=True)
+    }
 
 
 def cmd_crds(args: argparse.Namespace) -> int:
@@ -95,9 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     crds = sub.add_parser("crds", help="write the CustomResourceDefinitions generated from the API")
-    crds.add_argument(
-        "--out", action="append", help="output folder (repeatable; default: crds)"
-    )
+    crds.add_argument("--out", action="append", help="output folder (repeatable; default: crds)")
     crds.add_argument("--check", action="store_true", help="report drift instead of writing")
     crds.set_defaults(func=cmd_crds)
 

@@ -40,10 +40,10 @@ class EnvVarSource(ApiModel):
             rule="[has(self.secretKeyRef), has(self.configMapKeyRef), has(self.fieldRef)]"
             ".filter(x, x).size() == 1",
             message="valueFrom must name exactly one of secretKeyRef, configMapKeyRef or fieldRef",
-            check=lambda s: sum(
-                x is not None for x in (s.secret_key_ref, s.config_map_key_ref, s.field_ref)
-            )
-            == 1,
+            check=lambda s: (
+                sum(x is not None for x in (s.secret_key_ref, s.config_map_key_ref, s.field_ref))
+                == 1
+            ),
         ),
     )
 

@@ -9,12 +9,11 @@ engine's own flags by the operator; ``args`` carries everything else.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import Field
 
 from inferscale.api.meta import (
-    nested,
     API_VERSION,
     DNS_SUBDOMAIN_PATTERN,
     ApiModel,
@@ -22,10 +21,11 @@ from inferscale.api.meta import (
     Condition,
     ObjectMeta,
     SecretKeyRef,
+    nested,
 )
 from inferscale.api.v1alpha1.common import EnvVar, Quantity, Toleration
 
-KIND = "InferenceModel"
+KIND: Final = "InferenceModel"
 PLURAL = "inferencemodels"
 
 Engine = Literal["vllm", "sglang", "tgi", "trtllm", "sim"]
@@ -84,7 +84,8 @@ class SpeculativeDecoding(ApiModel):
     )
 
     method: Literal["draft", "ngram", "eagle", "eagle3"] = "draft"
-    """How tokens are proposed: a smaller draft model, n-gram lookup in the prompt, or EAGLE heads."""
+    """How tokens are proposed: a smaller draft model, n-gram lookup in the prompt, or EAGLE
+    heads."""
 
     draft_model: str | None = Field(default=None, min_length=1, max_length=512)
     """The draft or EAGLE model (a source URL or a hub name); not used by ngram."""
@@ -197,8 +198,9 @@ class InferenceModelSpec(ApiModel):
             rule="!has(self.autoscaling) || !has(self.autoscaling.scaleToZeroDelaySeconds) "
             "|| self.minReplicas == 0",
             message="autoscaling.scaleToZeroDelaySeconds needs minReplicas: 0",
-            check=lambda s: s.autoscaling.scale_to_zero_delay_seconds is None
-            or s.min_replicas == 0,
+            check=lambda s: (
+                s.autoscaling.scale_to_zero_delay_seconds is None or s.min_replicas == 0
+            ),
             field_path=".autoscaling.scaleToZeroDelaySeconds",
         ),
         CelRule(
@@ -206,9 +208,11 @@ class InferenceModelSpec(ApiModel):
             "|| self.resources.gpus == 0 || self.resources.gpus % "
             "self.optimization.tensorParallelSize == 0",
             message="optimization.tensorParallelSize must divide resources.gpus",
-            check=lambda s: s.optimization.tensor_parallel_size is None
-            or s.resources.gpus == 0
-            or s.resources.gpus % s.optimization.tensor_parallel_size == 0,
+            check=lambda s: (
+                s.optimization.tensor_parallel_size is None
+                or s.resources.gpus == 0
+                or s.resources.gpus % s.optimization.tensor_parallel_size == 0
+            ),
             field_path=".optimization.tensorParallelSize",
         ),
     )

@@ -5,14 +5,14 @@ The API key is always a Secret reference; the router reads it from the Secret an
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import Field
 
 from inferscale.api.meta import API_VERSION, ApiModel, CelRule, Condition, ObjectMeta, SecretKeyRef
 from inferscale.api.v1alpha1.inference_model import SERVED_NAME_PATTERN
 
-KIND = "InferenceProvider"
+KIND: Final = "InferenceProvider"
 PLURAL = "inferenceproviders"
 
 ProviderType = Literal["openai", "anthropic", "openai-compatible"]

@@ -8,22 +8,22 @@ InferenceModel without a route is served under its own served name with the defa
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import Field
 
 from inferscale.api.meta import (
-    nested,
     API_VERSION,
     DNS_SUBDOMAIN_PATTERN,
     ApiModel,
     CelRule,
     Condition,
     ObjectMeta,
+    nested,
 )
 from inferscale.api.v1alpha1.inference_model import SERVED_NAME_PATTERN
 
-KIND = "InferenceRoute"
+KIND: Final = "InferenceRoute"
 PLURAL = "inferenceroutes"
 
 Role = Literal["primary", "spillover", "fallback", "mirror"]
