@@ -1,0 +1,111 @@
+"""REST paths, error translation, and the fake's contract (the real client is tested in e2e/)."""
+
+import pytest
+
+from inferscale.errors import Conflict, Forbidden, KubeApiError, NotFound
+from inferscale.kube.client import KubeApi, KubernetesApi, _error_for, resource_type
+from inferscale.kube.fake import FakeKubeApi
+
+
+@pytest.mark.parametrize(
+    ("api_version", "kind", "namespace", "name", "sub", "path"),
+    [
+        ("v1", "Pod", "ns", "p", None, "/api/v1/namespaces/ns/pods/p"),
+        ("v1", "Pod", None, None, None, "/api/v1/pods"),
+        ("v1", "Node", None, "n1", None, "/api/v1/nodes/n1"),
+        ("apps/v1", "Deployment", "ns", None, None, "/apis/apps/v1/namespaces/ns/deployments"),
+        (
+            "inferscale.io/v1alpha1",
+            "InferenceModel",
+            "a b",
+            "m",
+            "status",
+            "/apis/inferscale.io/v1alpha1/namespaces/a%20b/inferencemodels/m/status",
+        ),
+    ],
+)
+def test_paths(api_version, kind, namespace, name, sub, path):
+    assert resource_type(api_version, kind).path(namespace, name, sub) == path
+
+
+def test_unknown_kind_and_missing_namespace_are_refused():
+    with pytest.raises(ValueError, match="does not manage"):
+        resource_type("batch/v1", "Job")
+    with pytest.raises(ValueError, match="needs a namespace"):
+        resource_type("v1", "Pod").path(None, "p")
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "error_type", "text"),
+    [
+        (
+            404,
+            b'{"kind":"Status","reason":"NotFound","message":"pods \\"x\\" not found"}',
+            NotFound,
+            "not found",
+        ),
+        (409, b'{"reason":"AlreadyExists","message":"exists"}', Conflict, "AlreadyExists"),
+        (
+            403,
+            b'{"reason":"Forbidden","message":"cannot list pods"}',
+            Forbidden,
+            "cannot list pods",
+        ),
+        (500, b"<html>oops</html>", KubeApiError, "oops"),
+        (422, None, KubeApiError, "422"),
+    ],
+)
+def test_error_translation(status, body, error_type, text):
+    error = _error_for(status, body)
+    assert type(error) is error_type
+    assert error.status == status
+    assert text in str(error)
+
+
+def test_real_and_fake_satisfy_the_protocol():
+    def accepts(api: KubeApi) -> KubeApi:
+        return api
+
+    accepts(FakeKubeApi())
+    assert callable(KubernetesApi.from_environment)
+
+
+DEPLOYMENT = {
+    "apiVersion": "apps/v1",
+    "kind": "Deployment",
+    "metadata": {"name": "d", "namespace": "ns", "labels": {"app": "x"}},
+    "spec": {"replicas": 1},
+}
+
+
+async def test_fake_apply_get_list_delete_and_status():
+    api = FakeKubeApi()
+    created = await api.apply(DEPLOYMENT)
+    assert created["metadata"]["generation"] == 1
+    same = await api.apply(DEPLOYMENT)
+    assert same["metadata"]["generation"] == 1, "an unchanged spec keeps its generation"
+    changed = await api.apply({**DEPLOYMENT, "spec": {"replicas": 3}})
+    assert changed["metadata"]["generation"] == 2
+    assert (await api.get("apps/v1", "Deployment", "ns", "d"))["spec"]["replicas"] == 3
+    assert len(await api.list("apps/v1", "Deployment", "ns", "app=x")) == 1
+    assert await api.list("apps/v1", "Deployment", "ns", "app=y") == []
+    await api.patch_status("apps/v1", "Deployment", "ns", "d", {"readyReplicas": 3})
+    assert (await api.get("apps/v1", "Deployment", "ns", "d"))["status"] == {"readyReplicas": 3}
+    assert await api.delete("apps/v1", "Deployment", "ns", "d") is True
+    assert await api.delete("apps/v1", "Deployment", "ns", "d") is False
+    with pytest.raises(NotFound):
+        await api.get("apps/v1", "Deployment", "ns", "d")
+    assert [c[0] for c in api.calls][:3] == ["apply", "apply", "apply"]
+
+
+async def test_fake_injected_failure_hits_once():
+    api = FakeKubeApi()
+    api.fail_next("apply", Forbidden(403, "Forbidden", "no"))
+    with pytest.raises(Forbidden):
+        await api.apply(DEPLOYMENT)
+    await api.apply(DEPLOYMENT)
+
+
+async def test_fake_rejects_selectors_it_cannot_evaluate():
+    with pytest.raises(ValueError, match="equality"):
+        await FakeKubeApi().list("v1", "Pod", "ns", "app!=x")
