@@ -32,8 +32,8 @@ fmt: install ## Format the code.
 	$(BIN)/ruff check --fix operator tests
 
 .PHONY: crds
-crds: install ## Regenerate crds/ from the API models.
-	$(BIN)/inferscale crds --out crds
+crds: install ## Regenerate crds/ and docs/reference.md from the API models.
+	$(BIN)/inferscale crds --out crds --reference docs/reference.md
 
 ##@ Checks
 
@@ -46,7 +46,7 @@ lint: install ## ruff, mypy --strict and the import-linter layering contracts.
 
 .PHONY: verify
 verify: crds ## Regenerate generated files and fail if they differ from the committed ones.
-	git diff --exit-code -- crds
+	git diff --exit-code -- crds docs/reference.md
 
 .PHONY: test
 test: install lint verify ## Lint, check for drift, and run every test.

@@ -1,7 +1,7 @@
 """``inferscale`` subcommands; the only layer (with ``controller``) that reads the environment.
 
-Subcommands today: ``crds`` (write or check the generated CRDs), ``validate`` (check manifests
-offline against the same models the operator uses) and ``version``.
+Each subcommand's handler is a small function here or a ``register(subparsers)`` module beside
+this one; ``inferscale --help`` lists them.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import yaml
 
 from inferscale import __version__
 from inferscale.api.crdgen import CRDS, build_all
+from inferscale.api.reference import render_reference
 from inferscale.api.validation import is_inferscale_object, parse_object
 from inferscale.errors import SpecError
 
@@ -35,9 +36,19 @@ def crd_files() -> dict[str, str]:
 
 
 def cmd_crds(args: argparse.Namespace) -> int:
-    """Write the CRDs into each output folder, or with ``--check`` report drift."""
+    """Write the CRDs (and the API reference) or, with ``--check``, report drift."""
     wanted = crd_files()
     drift: list[str] = []
+    if args.reference:
+        reference = Path(args.reference)
+        text = render_reference()
+        if args.check:
+            if not reference.is_file() or reference.read_text() != text:
+                drift.append(str(reference))
+        else:
+            reference.parent.mkdir(parents=True, exist_ok=True)
+            reference.write_text(text)
+            print(f"wrote the API reference to {reference}")
     for out in args.out:
         folder = Path(out)
         if args.check:
@@ -98,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     crds = sub.add_parser("crds", help="write the CustomResourceDefinitions generated from the API")
     crds.add_argument("--out", action="append", help="output folder (repeatable; default: crds)")
+    crds.add_argument("--reference", help="also write the Markdown API reference to this file")
     crds.add_argument("--check", action="store_true", help="report drift instead of writing")
     crds.set_defaults(func=cmd_crds)
 

@@ -149,3 +149,20 @@ def test_clean_description(raw, clean):
 def test_repo_layout_keeps_operator_a_source_folder():
     """`operator/` must never become a package: it would shadow the standard library."""
     assert not (Path(REPO) / "operator" / "__init__.py").exists()
+
+
+def test_committed_api_reference_matches_the_models():
+    from inferscale.api.reference import render_reference
+
+    committed = REPO / "docs" / "reference.md"
+    assert committed.read_text() == render_reference(), "docs/reference.md is stale: make crds"
+
+
+def test_reference_lists_every_field_and_rule():
+    from inferscale.api.reference import render_reference
+
+    text = render_reference()
+    for path in ("spec.minReplicas", "spec.backends[].provider.model", "spec.apiKeySecretRef.key"):
+        assert f"`{path}`" in text
+    assert "minReplicas must be less than or equal to maxReplicas" in text
+    assert "a backend must name exactly one of inferenceModel or provider" in text
