@@ -1,0 +1,444 @@
+"""The replica latency model: one pure, clock-free class shared by the server and the what-if sim.
+
+:class:`LatencyModel` is a discrete-step model of a continuous-batching engine (vLLM V1 without
+chunked prefill). Time is always passed in; the model never reads a clock, sleeps or does I/O, so
+the server drives it from the event loop's clock and the what-if simulator from virtual time, and
+both get the same numbers for the same inputs.
+
+How a step works:
+
+- A step starts when the previous one ends, or when a request arrives at an idle engine (never
+  before ``ready_at``, the cold start). At the start the scheduler admits waiting requests first
+  come, first served, while fewer than ``max_num_seqs`` run and the KV cache has room for the
+  whole sequence (prompt plus output; see below). A request that does not fit blocks the queue
+  behind it, as in vLLM.
+- The step lasts ``step_base + per_seq * running + per_context_token * context tokens of the
+  decoding sequences``, plus ``prefill_overhead + per_prompt_token * uncached prompt tokens``
+  when it prefills. Newly admitted sequences get their first token at the end of their prefill
+  step; every other running sequence gets one token per step.
+- KV space is counted in blocks of ``block_size`` tokens. Full prompt blocks are content-hashed
+  and stay cached after their request ends, in an LRU list that gives them up only when a new
+  block is needed; a new request reuses the longest cached prefix of its blocks and skips that
+  part of the prefill.
+
+Simplification, stated so nobody mistakes it for vLLM: the sim reserves a sequence's whole KV
+(prompt plus its known output length) at admission, as TGI and SGLang's conservative admission
+do, so it never preempts. vLLM allocates lazily and preempts under pressure.
+
+Results do not depend on how often :meth:`LatencyModel.advance` is called: steps are chained in
+model time, and a run of identical decode steps is fast-forwarded in closed form (which is what
+makes replaying an hour-long trace take seconds).
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from collections import OrderedDict, deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from inferscale.sim.stats import EngineStats
+
+
+class EngineParams(BaseModel):
+    """Every knob of the latency model; presets are instances of this (see ``presets.py``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    max_num_seqs: int = Field(256, ge=1)
+    """Most sequences in one batch (vLLM ``--max-num-seqs``)."""
+    kv_capacity_tokens: int = Field(400_000, ge=1)
+    """KV-cache size in tokens; requests wait when it is full."""
+    block_size: int = Field(16, ge=1)
+    """Tokens per KV block, the unit of allocation and of prefix caching (vLLM default 16)."""
+    max_model_len: int = Field(32_768, ge=2)
+    """Longest prompt plus output accepted, in tokens."""
+    startup_delay_seconds: float = Field(0.0, ge=0)
+    """Cold start: seconds from process start until the engine serves and ``/health`` is 200."""
+    step_base_seconds: float = Field(0.0, ge=0)
+    """Fixed cost of every forward pass (reading the weights once), seconds."""
+    prefill_overhead_seconds: float = Field(0.0, ge=0)
+    """Extra cost of a step that contains any prefill (per batch), seconds."""
+    prefill_seconds_per_token: float = Field(0.0, ge=0)
+    """Prefill cost per uncached prompt token, seconds."""
+    decode_seconds_per_seq: float = Field(0.0, ge=0)
+    """Step cost per running sequence, seconds (why decode slows as the batch grows)."""
+    decode_seconds_per_context_token: float = Field(0.0, ge=0)
+    """Step cost per context token of each decoding sequence (KV reads), seconds."""
+    spike_probability: float = Field(0.0, ge=0, le=1)
+    """Failure injection: chance that a step stalls by ``spike_seconds`` (GC, preemption, ...)."""
+    spike_seconds: float = Field(0.0, ge=0)
+    """Failure injection: length of one latency spike, seconds."""
+    slow_start_seconds: float = Field(0.0, ge=0)
+    """Failure injection: after becoming ready, steps are slower for this long (warm-up)."""
+    slow_start_factor: float = Field(1.0, ge=1)
+    """Failure injection: step-time multiplier during the slow start."""
+
+    @model_validator(mode="after")
+    def _fits(self) -> EngineParams:
+        if self.kv_capacity_tokens < self.block_size:
+            raise ValueError("kv_capacity_tokens must hold at least one block")
+        if self.max_model_len > self.kv_capacity_tokens:
+            # A request of max_model_len could never be admitted and would wait forever.
+            raise ValueError(
+                f"max_model_len ({self.max_model_len}) exceeds kv_capacity_tokens "
+                f"({self.kv_capacity_tokens})"
+            )
+        return self
+
+
+class SeqState(enum.Enum):
+    """Where a sequence is in its life."""
+
+    WAITING = "waiting"
+    RUNNING = "running"
+    FINISHED = "finished"
+    CANCELLED = "cancelled"
+
+
+@dataclass(slots=True, eq=False)
+class Seq:
+    """One request inside the model; the server reads its progress, never writes it."""
+
+    id: int
+    arrival: float
+    prompt_tokens: int
+    output_tokens: int
+    block_hashes: tuple[int, ...]
+    state: SeqState = SeqState.WAITING
+    generated: int = 0
+    cached_tokens: int = 0
+    admitted_at: float | None = None
+    first_token_at: float | None = None
+    finished_at: float | None = None
+    prefilling: bool = False
+    held_hashes: list[int] = field(default_factory=list)
+    anon_blocks: int = 0
+
+    @property
+    def done(self) -> bool:
+        """Finished or cancelled: nothing more will happen to it."""
+        return self.state is SeqState.FINISHED or self.state is SeqState.CANCELLED
+
+    @property
+    def ttft(self) -> float | None:
+        """Time to first token in model seconds, once known."""
+        return None if self.first_token_at is None else self.first_token_at - self.arrival
+
+    @property
+    def queue_time(self) -> float | None:
+        """Seconds spent waiting for admission, once admitted."""
+        return None if self.admitted_at is None else self.admitted_at - self.arrival
+
+
+class LatencyModel:
+    """A continuous-batching engine with a KV cache and a prefix cache, in model time.
+
+    Call :meth:`advance` with the current time before reading state; :meth:`submit` and
+    :meth:`cancel` advance to ``now`` themselves. :meth:`next_event_time` says when the next
+    step ends, so a driver knows when to call again.
+    """
+
+    def __init__(self, params: EngineParams, *, start: float = 0.0, seed: int = 0) -> None:
+        """Create an engine that started at ``start`` (model time) and is ready after the delay."""
+        self.params = params
+        self.start = start
+        self.ready_at = start + params.startup_delay_seconds
+        self.stats = EngineStats(max_model_len=params.max_model_len)
+        self.total_blocks = params.kv_capacity_tokens // params.block_size
+        self._rng = random.Random(seed)
+        self._next_id = 0
+        self._waiting: deque[Seq] = deque()
+        self._running: dict[int, Seq] = {}
+        self._free_blocks = self.total_blocks
+        # Cached, unreferenced blocks by hash, oldest first: the eviction order.
+        self._lru: OrderedDict[int, None] = OrderedDict()
+        # Reference counts of every hashed block that holds KV (in use or in the LRU list).
+        self._refs: dict[int, int] = {}
+        self._decode_ctx = 0  # context tokens of the running sequences past their prefill
+        self._step_started = start
+        self._step_end: float | None = None
+        self._step_prefill = False
+        self._blocked = False  # the queue head was refused at the last admission attempt
+        self._touched: dict[int, Seq] = {}
+
+    # ----- reading state -------------------------------------------------------------------
+
+    @property
+    def num_running(self) -> int:
+        """Sequences in the batch."""
+        return len(self._running)
+
+    @property
+    def num_waiting(self) -> int:
+        """Sequences queued for admission."""
+        return len(self._waiting)
+
+    @property
+    def used_blocks(self) -> int:
+        """KV blocks held by running sequences (cached but unreferenced blocks count as free)."""
+        return self.total_blocks - self._free_blocks - len(self._lru)
+
+    @property
+    def kv_usage(self) -> float:
+        """Fraction of KV blocks in use, 0 to 1, as ``vllm:kv_cache_usage_perc`` reports it."""
+        return self.used_blocks / self.total_blocks
+
+    def is_ready(self, now: float) -> bool:
+        """Whether the cold start is over at ``now``."""
+        return now >= self.ready_at
+
+    def next_event_time(self) -> float | None:
+        """When the step in flight ends, or None when the engine is idle."""
+        return self._step_end
+
+    # ----- driving -------------------------------------------------------------------------
+
+    def submit(
+        self,
+        now: float,
+        prompt_tokens: int,
+        output_tokens: int,
+        block_hashes: Sequence[int] = (),
+    ) -> Seq:
+        """Queue a request arriving at ``now``.
+
+        Args:
+            now: arrival time (model time), not earlier than the last call's.
+            prompt_tokens: prompt length in tokens (at least 1).
+            output_tokens: tokens to generate; 0 for a prefill-only request (embeddings).
+            block_hashes: content hashes of the prompt's full blocks, in order (see
+                ``tokens.block_hashes``); empty means no prefix can be shared.
+
+        Raises:
+            ValueError: the sequence can never fit the KV cache, or sizes are out of range.
+        """
+        if prompt_tokens < 1 or output_tokens < 0:
+            raise ValueError("prompt_tokens must be >= 1 and output_tokens >= 0")
+        if prompt_tokens + output_tokens > self.params.kv_capacity_tokens:
+            raise ValueError("sequence is larger than the KV cache and could never run")
+        self._run_until(now)
+        hashes = tuple(block_hashes[: prompt_tokens // self.params.block_size])
+        seq = Seq(self._next_id, now, prompt_tokens, output_tokens, hashes)
+        self._next_id += 1
+        self._waiting.append(seq)
+        self.stats.prompt_len.observe(prompt_tokens)
+        if self._step_end is None:
+            self._start_step(now)
+        return seq
+
+    def cancel(self, seq: Seq, now: float) -> None:
+        """Drop a request at once (client gone): its batch slot and KV blocks are freed now."""
+        self._run_until(now)
+        if seq.done:
+            return
+        if seq.state is SeqState.WAITING:
+            self._waiting.remove(seq)
+        else:
+            del self._running[seq.id]
+            if not seq.prefilling:
+                self._decode_ctx -= seq.prompt_tokens + seq.generated
+            self._release(seq)
+        seq.state = SeqState.CANCELLED
+        seq.finished_at = now
+        self._blocked = False  # room was freed: the next step must try to admit again
+        self.stats.requests_cancelled += 1
+        self._touched[seq.id] = seq
+        if self._step_end is None and self._waiting:
+            self._start_step(now)
+
+    def advance(self, now: float) -> list[Seq]:
+        """Run every step that ends at or before ``now``; return the sequences that changed."""
+        self._run_until(now)
+        touched = list(self._touched.values())
+        self._touched.clear()
+        return touched
+
+    # ----- internals -----------------------------------------------------------------------
+
+    def _run_until(self, now: float) -> None:
+        while self._step_end is not None and self._step_end <= now:
+            self._finish_step()
+            self._fast_forward(now)
+
+    def _step_seconds(self, start: float, prefill_tokens: int, prefill: bool) -> float:
+        p = self.params
+        seconds = (
+            p.step_base_seconds
+            + p.decode_seconds_per_seq * len(self._running)
+            + p.decode_seconds_per_context_token * self._decode_ctx
+        )
+        if prefill:
+            seconds += p.prefill_overhead_seconds + p.prefill_seconds_per_token * prefill_tokens
+        if start < self.ready_at + p.slow_start_seconds:
+            seconds *= p.slow_start_factor
+        # Draw only when spikes are on, so the default path stays free of RNG calls.
+        if p.spike_probability > 0 and self._rng.random() < p.spike_probability:
+            seconds += p.spike_seconds
+        return seconds
+
+    def _start_step(self, now: float) -> None:
+        start = max(now, self.ready_at)
+        prefill_tokens = 0
+        admitted = False
+        while self._waiting and len(self._running) < self.params.max_num_seqs:
+            seq = self._waiting[0]
+            if not self._allocate(seq):
+                break  # first come, first served: the head blocks the queue, as in vLLM
+            self._waiting.popleft()
+            seq.state = SeqState.RUNNING
+            seq.prefilling = True
+            seq.admitted_at = start
+            self._running[seq.id] = seq
+            self.stats.queue_time.observe(start - seq.arrival)
+            self.stats.prefix_cache_queries += seq.prompt_tokens
+            self.stats.prefix_cache_hits += seq.cached_tokens
+            prefill_tokens += seq.prompt_tokens - seq.cached_tokens
+            admitted = True
+        self._blocked = bool(self._waiting)
+        if not self._running:
+            self._step_end = None
+            return
+        self._step_prefill = admitted
+        self._step_started = start
+        self._step_end = start + self._step_seconds(start, prefill_tokens, admitted)
+
+    def _finish_step(self) -> None:
+        end = self._step_end
+        assert end is not None
+        seconds = end - self._step_started
+        decoders = 0
+        finished: list[Seq] = []
+        for seq in self._running.values():
+            if seq.prefilling:
+                seq.prefilling = False
+                if seq.output_tokens == 0:
+                    finished.append(seq)
+                    continue
+                seq.first_token_at = end
+                seq.generated = 1
+                self.stats.ttft.observe(end - seq.arrival)
+                self._decode_ctx += seq.prompt_tokens + 1
+                self.stats.prompt_tokens += seq.prompt_tokens
+                self.stats.generation_tokens += 1
+            else:
+                seq.generated += 1
+                decoders += 1
+                self._decode_ctx += 1
+            if seq.generated >= seq.output_tokens:
+                finished.append(seq)
+            self._touched[seq.id] = seq
+        if decoders:
+            self.stats.itl.observe(seconds, decoders)
+            self.stats.generation_tokens += decoders
+        for seq in finished:
+            self._complete(seq, end)
+        self._step_end = None
+        if self._running or self._waiting:
+            self._start_step(end)
+
+    def _fast_forward(self, now: float) -> None:
+        """Complete a run of identical decode steps in one go.
+
+        Valid while no sequence finishes and nobody can be admitted: the queue is empty, or its
+        head was refused at the start of this step and arrivals join behind it, and neither
+        changes until a sequence finishes. Each step is still computed one by one, in the same
+        order and with the same arithmetic as :meth:`_finish_step`, so the numbers are identical.
+        """
+        if self._step_end is None or self._step_prefill or self._step_end > now:
+            return
+        if not self._running or (self._waiting and not self._blocked):
+            return  # an arrival since the step started may be admitted at the next one
+        batch = len(self._running)
+        steps_left = min(s.output_tokens - s.generated for s in self._running.values())
+        if steps_left < 2:
+            return
+        end = self._step_end
+        seconds = end - self._step_started
+        done = 0
+        itl = self.stats.itl
+        while done < steps_left - 1 and end <= now:
+            itl.observe(seconds, batch)
+            done += 1
+            self._decode_ctx += batch
+            start = end
+            end = start + self._step_seconds(start, 0, False)
+            seconds = end - start  # as _finish_step computes it, so the floats match exactly
+            self._step_started = start
+        self._step_end = end
+        self.stats.generation_tokens += done * batch
+        for seq in self._running.values():
+            seq.generated += done
+            self._touched[seq.id] = seq
+
+    def _complete(self, seq: Seq, now: float) -> None:
+        del self._running[seq.id]
+        if seq.output_tokens:
+            self._decode_ctx -= seq.prompt_tokens + seq.generated
+        else:
+            self.stats.prompt_tokens += seq.prompt_tokens
+        self._release(seq)
+        seq.state = SeqState.FINISHED
+        seq.finished_at = now
+        self.stats.requests_finished += 1
+        self.stats.e2e.observe(now - seq.arrival)
+        self.stats.generation_len.observe(seq.generated)
+        if seq.generated > 1 and seq.first_token_at is not None:
+            self.stats.tpot.observe((now - seq.first_token_at) / (seq.generated - 1))
+        self._touched[seq.id] = seq
+
+    def _allocate(self, seq: Seq) -> bool:
+        bs = self.params.block_size
+        need = -(-(seq.prompt_tokens + seq.output_tokens) // bs)
+        hashes = seq.block_hashes
+        hit = 0
+        hit_in_lru = 0
+        for h in hashes:
+            refs = self._refs.get(h)
+            if refs is None:
+                break
+            hit += 1
+            hit_in_lru += refs == 0
+        fresh = need - hit
+        if fresh > self._free_blocks + len(self._lru) - hit_in_lru:
+            return False
+        held = seq.held_hashes
+        for h in hashes[:hit]:
+            if self._refs[h] == 0:
+                del self._lru[h]
+            self._refs[h] += 1
+            held.append(h)
+        for _ in range(fresh):
+            self._take_block()
+        registered = 0
+        for h in hashes[hit:]:
+            # A hash already cached elsewhere (a hole in this prefix) stays anonymous here.
+            if h not in self._refs:
+                self._refs[h] = 1
+                held.append(h)
+                registered += 1
+        seq.anon_blocks = fresh - registered
+        # vLLM always recomputes at least the last prompt token, even on a full hit.
+        seq.cached_tokens = min(hit * bs, seq.prompt_tokens - 1)
+        return True
+
+    def _take_block(self) -> None:
+        if self._free_blocks:
+            self._free_blocks -= 1
+            return
+        evicted, _ = self._lru.popitem(last=False)
+        del self._refs[evicted]
+
+    def _release(self, seq: Seq) -> None:
+        self._free_blocks += seq.anon_blocks
+        seq.anon_blocks = 0
+        # Tail blocks go to the LRU list first, so they are evicted before the shared prefix.
+        for h in reversed(seq.held_hashes):
+            refs = self._refs[h] - 1
+            self._refs[h] = refs
+            if refs == 0:
+                self._lru[h] = None
+        seq.held_hashes.clear()

@@ -1,0 +1,74 @@
+"""``SimSettings``: every setting of the sim server, read once (flags and ``INFERSCALE_SIM_*``).
+
+Built by ``cli/sim.py`` and passed to ``create_app``; nothing below the CLI reads the
+environment. Engine parameters start from a preset and are overridden field by field through
+``engine`` (``INFERSCALE_SIM_ENGINE__MAX_NUM_SEQS=8`` or ``--max-num-seqs 8``).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from inferscale.sim.model import EngineParams
+from inferscale.sim.presets import PresetName, preset
+
+MetricsDialect = Literal["vllm", "sglang", "tgi"]
+
+
+class FailureSettings(BaseModel):
+    """Failures the server injects on purpose (latency spikes and slow start are engine knobs)."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    error_rate: float = Field(0.0, ge=0, le=1)
+    """Fraction of inference requests answered with ``error_status`` instead of a result."""
+    error_status: int = Field(500, ge=400, le=599)
+    """HTTP status of an injected error."""
+    crash_after_requests: int | None = Field(None, ge=0)
+    """Exit the process abruptly when inference request number N+1 arrives."""
+    hang_after_requests: int | None = Field(None, ge=0)
+    """From inference request N+1 on, never answer anything again (``/health`` included)."""
+
+
+class SimSettings(BaseSettings):
+    """Settings of one sim server process."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="INFERSCALE_SIM_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        use_attribute_docstrings=True,
+    )
+
+    host: str = "0.0.0.0"
+    """Address to bind; all interfaces by default, because the sim runs as a pod."""
+    port: int = Field(8000, ge=0, le=65535)
+    """TCP port (vLLM's default 8000; 0 picks a free one)."""
+    model: str = "meta-llama/Llama-3.1-8B-Instruct"
+    """Served model name: the only accepted ``model`` and the ``model_name`` metric label."""
+    preset: PresetName = "llama-3.1-8b-h100"
+    """Engine preset the ``engine`` overrides apply to."""
+    engine: dict[str, int | float] = Field(default_factory=dict)
+    """Per-field overrides of the preset's ``EngineParams``."""
+    failures: FailureSettings = Field(default_factory=FailureSettings)
+    """Failure injection."""
+    metrics_dialect: MetricsDialect = "vllm"
+    """Whose metric names ``/metrics`` speaks."""
+    seed: int = 0
+    """Seed of the output text, the injected failures and the latency spikes."""
+    default_max_tokens: int = Field(16, ge=1)
+    """Output length when a request sets no ``max_tokens``."""
+    max_request_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    """Largest request body accepted; larger ones get 413."""
+    embedding_dimensions: int = Field(256, ge=1, le=8192)
+    """Length of the vectors ``/v1/embeddings`` returns."""
+    shutdown_grace_seconds: float = Field(30.0, ge=0)
+    """On SIGTERM, how long in-flight requests may take to finish."""
+
+    def engine_params(self) -> EngineParams:
+        """The preset with the overrides applied, validated."""
+        base = preset(self.preset).model_dump()
+        return EngineParams.model_validate({**base, **self.engine})
