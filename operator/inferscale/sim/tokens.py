@@ -25,9 +25,9 @@ VOCAB: tuple[str, ...] = tuple(
     "the a of to and in is it that for on with as was at by be this are from or an had not "
     "but what all were when we there can more if out so said up its about into than them "
     "only some time could these two may then do first any my now such like our over man me "
-    "even most made after also did many off before must well back years where much your way "
-    "down should shall each just those people how too little state good very make world still "
-    "own see men work long get here both life being under never day same another know while "
+    "even most made after also did many off must well back years where much your way "
+    "down shall each just those how too state good very make world still "
+    "own see men work long get here both life being under never day same know while "
     "last might us great old year come since go came right used take three".split()
 )
 
