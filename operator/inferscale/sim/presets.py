@@ -30,15 +30,17 @@ PRESETS: Final[dict[str, EngineParams]] = {
         decode_seconds_per_seq=0.00002,
         decode_seconds_per_context_token=0.00000004,
     ),
-    # L4: 300 GB/s, ~121 dense BF16 TFLOPS, 24 GB. 16 GB of weights per step -> ~53 ms floor;
-    # ~4.5 GB left for KV -> ~32k tokens; vLLM's default max_num_seqs below 70 GiB is 256.
+    # L4: 300 GB/s, ~121 dense BF16 TFLOPS, 24 GB. 16 GB of weights per step -> ~53 ms floor,
+    # ~68 ms at the ~77 % of peak bandwidth vLLM reaches at batch 1 on an A100; ~4.5 GB left for
+    # KV -> ~32k tokens; vLLM's default max_num_seqs below 70 GiB is 256. An estimate: no
+    # published L4 run was found to check it against (docs/sim.md).
     "llama-3.1-8b-l4": EngineParams(
         max_num_seqs=256,
         kv_capacity_tokens=32_768,
         block_size=16,
         max_model_len=8_192,
         startup_delay_seconds=90.0,
-        step_base_seconds=0.055,
+        step_base_seconds=0.068,
         prefill_overhead_seconds=0.005,
         prefill_seconds_per_token=0.00033,
         decode_seconds_per_seq=0.0001,
