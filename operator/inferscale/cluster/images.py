@@ -1,0 +1,82 @@
+"""The image map: container image -> the local command the launcher runs for it.
+
+The built-in map is ``images.yaml`` beside this module; a cluster may add or override entries
+with its own file (``ClusterConfig.image_map``).
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class UnmappedImage(LookupError):
+    """The image has no entry in the map (reported on the pod as ErrImagePull)."""
+
+
+@dataclass(frozen=True)
+class ImageMap:
+    """Image name (with or without tag) to entrypoint argv."""
+
+    entries: dict[str, list[str]]
+
+    @classmethod
+    def load(cls, extra: str | Path | None = None) -> ImageMap:
+        """The built-in map, overlaid with ``extra`` when given."""
+        text = resources.files("inferscale.cluster").joinpath("images.yaml").read_text()
+        entries = _parse(yaml.safe_load(text))
+        if extra:
+            entries.update(_parse(yaml.safe_load(Path(extra).read_text())))
+        return cls(entries)
+
+    def entrypoint(self, image: str) -> list[str]:
+        """The entrypoint argv of ``image``.
+
+        Raises:
+            UnmappedImage: neither the image with its tag nor its bare name is mapped.
+        """
+        if image in self.entries:
+            return list(self.entries[image])
+        name = strip_tag(image)
+        if name in self.entries:
+            return list(self.entries[name])
+        raise UnmappedImage(image)
+
+
+def _parse(doc: Any) -> dict[str, list[str]]:
+    images = (doc or {}).get("images") or {}
+    return {str(k): [str(a) for a in v["command"]] for k, v in images.items()}
+
+
+def strip_tag(image: str) -> str:
+    """``registry:5000/a/b:1.2@sha256:..`` -> ``registry:5000/a/b``."""
+    name = image.split("@", 1)[0]
+    slash = name.rfind("/")
+    colon = name.rfind(":")
+    return name[:colon] if colon > slash else name
+
+
+def resolve_argv(argv: list[str]) -> list[str]:
+    """Make ``inferscale``/``python`` mean this environment's, and find other words on PATH."""
+    if not argv:
+        return argv
+    first, rest = argv[0], argv[1:]
+    bin_dir = Path(sys.executable).parent
+    if first in ("python", "python3"):
+        return [sys.executable, *rest]
+    if first == "inferscale":
+        script = bin_dir / "inferscale"
+        return (
+            [str(script), *rest] if script.exists() else [sys.executable, "-m", "inferscale", *rest]
+        )
+    if "/" not in first:
+        found = shutil.which(first, path=f"{bin_dir}:/usr/local/bin:/usr/bin:/bin")
+        if found:
+            return [found, *rest]
+    return [first, *rest]
