@@ -420,6 +420,8 @@ class SimServer:
 
     async def models(self, _request: web.Request) -> web.StreamResponse:
         """``GET /v1/models``."""
+        if self.hung:
+            await self._hang()
         card = {
             "id": self.model_name,
             "object": "model",
@@ -441,6 +443,8 @@ class SimServer:
 
     async def metrics(self, _request: web.Request) -> web.StreamResponse:
         """``GET /metrics`` in the configured dialect."""
+        if self.hung:
+            await self._hang()  # a hung engine answers nothing, scrapes included
         self.driver.sync()
         text = self.render_metrics(self.driver.model, self.model_name)
         return web.Response(body=text.encode(), headers={"Content-Type": CONTENT_TYPE})

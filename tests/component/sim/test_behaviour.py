@@ -294,6 +294,8 @@ def test_hang_after_n_requests_stops_answering_even_health():
             )
         with pytest.raises(httpx.TimeoutException):
             httpx.get(server.base_url + "/health", timeout=0.5)
+        with pytest.raises(httpx.TimeoutException):
+            httpx.get(server.base_url + "/metrics", timeout=0.5)
 
 
 def test_latency_spikes_show_in_inter_token_latency():
