@@ -363,6 +363,8 @@ def down(state_dir: Path, quiet: bool = False) -> list[str]:
         for namespace in network.list_netns(config.netns_prefix):
             network.delete_pod_netns(namespace, grace=2.0)
             done.append(f"deleted network namespace {namespace}")
+        with contextlib.suppress(OSError):
+            Path("/etc/netns").rmdir()  # only if empty: the per-pod files are gone by now
         if config.network == "netns" and network.netns_supported():
             if network.ip("link", "show", config.bridge_name, check=False).returncode == 0:
                 network.teardown_bridge(config)

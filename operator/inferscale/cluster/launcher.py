@@ -529,7 +529,13 @@ class PodRunner:
             self.ip = launcher.node_ip
         elif launcher.config.network == "netns":
             self.netns = network.netns_name(launcher.config, self.uid)
-            await asyncio.to_thread(network.create_pod_netns, launcher.config, self.netns, self.ip)
+            await asyncio.to_thread(
+                network.create_pod_netns,
+                launcher.config,
+                self.netns,
+                self.ip,
+                self.pod["metadata"]["name"][:63],
+            )
         self._condition("PodReadyToStartContainers", True)
         self._condition("Initialized", True)
         self.changed()

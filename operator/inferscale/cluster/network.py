@@ -19,9 +19,11 @@ import contextlib
 import hashlib
 import ipaddress
 import os
+import shutil
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 from inferscale.cluster.config import ClusterConfig
 from inferscale.cluster.process import ClusterError
@@ -101,9 +103,27 @@ def _host_veth(namespace: str) -> str:
     return "isv" + hashlib.sha256(namespace.encode()).hexdigest()[:12]
 
 
-def create_pod_netns(config: ClusterConfig, namespace: str, address: str) -> None:
-    """Create ``namespace`` with ``eth0`` at ``address`` on the bridge and a default route."""
+def _etc_dir(namespace: str) -> Path:
+    return Path("/etc/netns") / namespace
+
+
+def create_pod_netns(
+    config: ClusterConfig, namespace: str, address: str, hostname: str = ""
+) -> None:
+    """Create ``namespace`` with ``eth0`` at ``address`` on the bridge and a default route.
+
+    ``ip netns exec`` bind-mounts the files of ``/etc/netns/NAME/`` over ``/etc``: the pod gets
+    an ``/etc/hosts`` with its own name (as a kubelet writes one) and a ``resolv.conf`` with
+    no servers. The pod network has no DNS, and the host's resolver is unreachable from the
+    namespace, so without this every lookup (even Python's ``HTTPServer`` start-up) would wait
+    for a resolver timeout instead of failing at once.
+    """
     delete_pod_netns(namespace)
+    etc = _etc_dir(namespace)
+    etc.mkdir(parents=True, exist_ok=True)
+    names = f"{address}\t{hostname}\n" if hostname else ""
+    (etc / "hosts").write_text(f"127.0.0.1\tlocalhost\n::1\tlocalhost\n{names}")
+    (etc / "resolv.conf").write_text("# inferscale local pod network: no DNS\noptions attempts:1\n")
     host_end = _host_veth(namespace)
     ip("link", "del", host_end, check=False)
     ip("netns", "add", namespace)
@@ -128,8 +148,9 @@ def netns_pids(namespace: str) -> list[int]:
 
 
 def delete_pod_netns(namespace: str, grace: float = 0.0) -> None:
-    """Kill whatever still runs inside ``namespace``, then delete it and its veth pair."""
+    """Kill whatever still runs inside ``namespace``, then delete it, its veth pair and files."""
     if namespace not in list_netns(namespace):
+        shutil.rmtree(_etc_dir(namespace), ignore_errors=True)
         return
     pids = netns_pids(namespace)
     if pids and grace > 0:
@@ -143,6 +164,7 @@ def delete_pod_netns(namespace: str, grace: float = 0.0) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     ip("netns", "del", namespace, check=False)
+    shutil.rmtree(_etc_dir(namespace), ignore_errors=True)
 
 
 def list_netns(prefix: str) -> list[str]:

@@ -20,6 +20,7 @@ import json
 import os
 import signal
 import socket
+import socketserver
 import ssl
 import sys
 import threading
@@ -122,6 +123,19 @@ class Handler(BaseHTTPRequestHandler):
             )
 
 
+class Server(ThreadingHTTPServer):
+    """``HTTPServer`` without its reverse DNS lookup of the bind address at start-up."""
+
+    daemon_threads = True
+
+    def server_bind(self) -> None:
+        """Bind, and name the server after the bind address instead of asking DNS."""
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name = str(host)
+        self.server_port = int(port)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Serve until SIGTERM."""
     parser = argparse.ArgumentParser(prog="testserver")
@@ -132,8 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--exit-code", type=int, default=1)
     args = parser.parse_args(argv)
     _State.never_ready = args.never_ready
-    server = ThreadingHTTPServer((args.host, args.port), Handler)
-    server.daemon_threads = True
+    server = Server((args.host, args.port), Handler)
 
     def on_term(signum: int, _frame: FrameType | None) -> None:
         print(f"received {signal.Signals(signum).name}; shutting down", flush=True)
