@@ -152,7 +152,7 @@ def spawn(
         os.chdir(old_cwd)
     started = start_time(pid)
     if started is None:
-        raise ClusterError(name, f"exited at once:\n{tail(log)}")
+        raise ClusterError(name, f"exited during start-up; last log lines:\n{tail(log)}")
     record = ProcessRecord(name, pid, started)
     record_path(state_dir, name).write_text(json.dumps(record.__dict__))
     return record
