@@ -55,3 +55,21 @@ test: install lint verify ## Lint, check for drift, and run every test.
 .PHONY: unit
 unit: install ## Run the unit tests only (fast, no cluster).
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+##@ Local cluster (docs/local-cluster.md)
+
+.PHONY: kube-binaries
+kube-binaries: ## Build or reuse the control plane, KWOK, kubectl, helm, Prometheus (first build ~9 min).
+	bash tools/kube/build.sh
+
+.PHONY: cluster-up
+cluster-up: install ## Start the local cluster in .cluster/ (`inferscale cluster env` prints how to use it).
+	$(BIN)/inferscale cluster up
+
+.PHONY: cluster-down
+cluster-down: install ## Stop the local cluster and everything it started (logs stay in .cluster/logs).
+	$(BIN)/inferscale cluster down
+
+.PHONY: e2e
+e2e: install ## Run e2e/ on a fresh local cluster (or on INFERSCALE_E2E_KUBECONFIG's cluster).
+	$(BIN)/pytest e2e $(PYTEST_ARGS)
