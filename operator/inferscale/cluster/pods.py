@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 _VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)|\$\$")
-_QUANTITY = re.compile(r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[i]?)$")
+_QUANTITY = re.compile(r"^([+-]?[0-9.]+)([eE][+-]?[0-9]+|[KMGTP]i|[numkMGTP]?)$")
 _SUFFIX = {
     "": Decimal(1),
     "n": Decimal("1e-9"),
@@ -56,7 +56,7 @@ def parse_quantity(value: str | int | float) -> Decimal:
         raise ValueError(f"not a quantity: {value!r}")
     number, suffix = match.groups()
     if suffix[:1] in ("e", "E"):
-        return Decimal(number) * Decimal(10) ** int(suffix[1:] or "0")
+        return Decimal(number) * Decimal(10) ** int(suffix[1:])
     if suffix not in _SUFFIX:
         raise ValueError(f"not a quantity: {value!r}")
     return Decimal(number) * _SUFFIX[suffix]
