@@ -31,7 +31,12 @@ from inferscale.cluster.config import ClusterConfig, NodePool
 from inferscale.cluster.control import down, up
 
 REPO = Path(__file__).resolve().parents[1]
-STATE_DIR = REPO / ".cluster" / "e2e"
+#: The session cluster's state directory, name and first port; the overrides let a test run a
+#: nested pytest session with a cluster of its own (see test_lifecycle.py).
+STATE_DIR = Path(os.environ.get("INFERSCALE_E2E_CLUSTER_DIR", REPO / ".cluster" / "e2e"))
+CLUSTER_NAME = os.environ.get("INFERSCALE_E2E_CLUSTER_NAME", "e2e")
+PORT_BASE = int(os.environ.get("INFERSCALE_E2E_PORT_BASE", "17443"))
+POD_CIDR = os.environ.get("INFERSCALE_E2E_POD_CIDR", "10.246.0.0/16")
 TEST_IMAGE = "inferscale.io/testing/http-echo:latest"
 KUBE_VERSION = "v1.36.3"
 #: A taint that keeps ordinary pods off the KWOK-only node.
@@ -42,9 +47,9 @@ def e2e_config(state_dir: Path = STATE_DIR, **overrides: Any) -> ClusterConfig:
     """The e2e session's local cluster: ports, ranges and bridge apart from `make cluster-up`."""
     settings: dict[str, Any] = {
         "state_dir": state_dir,
-        "name": "e2e",
-        "port_base": 17443,
-        "pod_cidr": "10.246.0.0/16",
+        "name": CLUSTER_NAME,
+        "port_base": PORT_BASE,
+        "pod_cidr": POD_CIDR,
         "kwok_pod_cidr": "10.247.0.0/16",
         "scrape_interval": 2.0,
         "initial_backoff": 1.0,

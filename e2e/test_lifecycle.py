@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -136,3 +137,48 @@ def test_down_after_a_crash_still_cleans_up(tmp_path: Path) -> None:
     assert not Path("/etc/netns", namespaces[0]).exists()
     assert sorted(p.name for p in config.state_dir.iterdir()) == ["logs"]
     assert pod.status.pod_ip.startswith("10.248.")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_an_interrupted_test_run_leaves_nothing_behind(tmp_path: Path, sig: signal.Signals) -> None:
+    state = tmp_path / "state"
+    env = {
+        **os.environ,
+        "INFERSCALE_E2E_CLUSTER_DIR": str(state),
+        "INFERSCALE_E2E_CLUSTER_NAME": "intr",
+        "INFERSCALE_E2E_PORT_BASE": str(CRASH_PORTS + 20),
+        "INFERSCALE_E2E_POD_CIDR": "10.250.0.0/16",
+    }
+    env.pop("INFERSCALE_E2E_KUBECONFIG", None)
+    target = Path(__file__).with_name("interrupt_target.py")
+    run = subprocess.Popen(
+        [sys.executable, "-m", "pytest", str(target), "-q", "-s", "-p", "no:cacheprovider"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    try:
+        assert run.stdout is not None
+        deadline = time.monotonic() + 120
+        seen = []
+        for line in run.stdout:
+            seen.append(line)
+            if "HELD" in line or time.monotonic() > deadline:
+                break
+        assert any("HELD" in line for line in seen), "".join(seen)
+        namespaces = network.list_netns("is-intr-")
+        assert len(namespaces) == 1
+        records = read_records(state)
+        assert records and all(r.alive() for r in records)
+        run.send_signal(sig)
+        output, _ = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    assert not network.list_netns("is-intr-"), output
+    assert not any(r.alive() for r in records), output
+    assert network.ip("link", "show", "isbr-intr", check=False).returncode != 0
+    assert sorted(p.name for p in state.iterdir()) == ["logs"], output
