@@ -48,7 +48,7 @@ from inferscale.cluster import network, pods, prometheus
 from inferscale.cluster.config import ClusterConfig
 from inferscale.cluster.images import ImageMap, UnmappedImage, resolve_argv
 from inferscale.cluster.kubeapi import async_client, server_address
-from inferscale.cluster.process import ProcessRecord, start_time
+from inferscale.cluster.process import ClusterError, ProcessRecord, start_time
 
 LOG = logging.getLogger("inferscale.cluster.launcher")
 COMPONENT = "inferscale-launcher"
@@ -529,13 +529,21 @@ class PodRunner:
             self.ip = launcher.node_ip
         elif launcher.config.network == "netns":
             self.netns = network.netns_name(launcher.config, self.uid)
-            await asyncio.to_thread(
-                network.create_pod_netns,
-                launcher.config,
-                self.netns,
-                self.ip,
-                self.pod["metadata"]["name"][:63],
-            )
+            try:
+                await asyncio.to_thread(
+                    network.create_pod_netns,
+                    launcher.config,
+                    self.netns,
+                    self.ip,
+                    self.pod["metadata"]["name"][:63],
+                )
+            except ClusterError as error:
+                # The kubelet's FailedCreatePodSandBox: say so on the pod, try nothing else.
+                for container in self.containers:
+                    container.set_waiting("ContainerCreating", str(error))
+                await launcher.api.event(self.pod, "Warning", "FailedCreatePodSandBox", str(error))
+                await self.stop_requested.wait()
+                return False
         self._condition("PodReadyToStartContainers", True)
         self._condition("Initialized", True)
         self.changed()
@@ -956,7 +964,7 @@ class Launcher:
     async def _supervise(self, runner: PodRunner) -> None:
         try:
             await runner.run()
-        except (httpx.HTTPError, OSError, SetupError, ValueError, KeyError) as error:
+        except (httpx.HTTPError, OSError, SetupError, ClusterError, ValueError, KeyError) as error:
             LOG.error("pod %s: %s", runner.key, error, exc_info=True)
         finally:
             if runner.stop_requested.is_set():
