@@ -79,6 +79,7 @@ if [[ -x "$bin/kube" && -x "$bin/kwok" ]]; then
   exit 0
 fi
 
+command -v go >/dev/null || { say "Go is needed for the first build (1.26; see docs/local-cluster.md)"; exit 1; }
 mkdir -p "$bin.tmp"
 minor=${KUBE_VERSION#v1.}; minor=${minor%%.*}
 ldflags="-s -w

@@ -393,8 +393,9 @@ class ContainerRunner:
         if target.kind == "http":
             url = f"{target.scheme}://{host}:{target.port}{target.path}"
             try:
-                async with httpx.AsyncClient(verify=False, timeout=timing.timeout) as client:
-                    response = await client.get(url, headers=dict(target.headers))
+                response = await self.pod.launcher.probe_client.get(
+                    url, headers=dict(target.headers), timeout=timing.timeout
+                )
             except httpx.HTTPError:
                 return False
             return 200 <= response.status_code < 400
@@ -885,6 +886,11 @@ class Launcher:
             self.allocatable = {"cpu": pool.cpu, "memory": pool.memory}
         self.max_grace = float(os.environ.get("INFERSCALE_LAUNCHER_MAX_GRACE", "3600"))
         self.healthy = False
+        # One client for every probe; no keep-alive, so each probe opens a fresh connection
+        # as the kubelet's do (a dead listener must fail the next probe, not a pooled socket).
+        self.probe_client = httpx.AsyncClient(
+            verify=False, limits=httpx.Limits(max_keepalive_connections=0)
+        )
         self.mountpoints_file = config.state_dir / "created-mountpoints.json"
 
     # ----- addresses -----------------------------------------------------------------------
@@ -1086,6 +1092,7 @@ async def main_async(state_dir: Path) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await watch
         await launcher.shutdown()
+        await launcher.probe_client.aclose()
         await health.cleanup()
 
 
