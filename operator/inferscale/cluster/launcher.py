@@ -492,7 +492,7 @@ class PodRunner:
             with contextlib.suppress(asyncio.CancelledError):
                 await writer
             await self._flush_status()
-            self._teardown()
+            await self._teardown()
 
     async def _run(self) -> None:
         if not self.stop_requested.is_set():
@@ -611,7 +611,7 @@ class PodRunner:
             )
         if not self.stop_requested.is_set():
             # Finished by restartPolicy (a Job-like pod): tear down now, stay until deleted.
-            self._teardown()
+            await self._teardown()
             self.changed()
             await self._flush_status()
             await self.stop_requested.wait()
@@ -623,10 +623,10 @@ class PodRunner:
             grace = self.pod["spec"].get("terminationGracePeriodSeconds", 30)
         return min(float(grace), self.launcher.max_grace)
 
-    def _teardown(self) -> None:
+    async def _teardown(self) -> None:
         if self.netns:
-            network.delete_pod_netns(self.netns)
-            self.netns = ""
+            namespace, self.netns = self.netns, ""
+            await asyncio.to_thread(network.delete_pod_netns, namespace)
         self.launcher.release_ip(self.pod, self.ip)
 
     # ----- status --------------------------------------------------------------------------
