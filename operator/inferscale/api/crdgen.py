@@ -6,7 +6,8 @@ schema. The translation, rule by rule:
 - ``$ref``/``$defs`` are inlined; a description beside a ``$ref`` (the field's docstring) wins
   over the referenced class's docstring.
 - ``anyOf: [T, null]`` becomes ``T`` with ``nullable: true``.
-- ``anyOf: [integer, string]`` (a Quantity) becomes ``x-kubernetes-int-or-string: true``.
+- ``anyOf: [integer, string]`` (a Quantity) becomes ``x-kubernetes-int-or-string: true``, with
+  the string's pattern beside it.
 - ``title`` and ``additionalProperties: false`` are dropped (pruning handles unknown fields, and
   strict field validation in kubectl reports them); ``default: null`` is dropped.
 - draft 2020-12's numeric ``exclusiveMinimum``/``exclusiveMaximum`` become OpenAPI's booleans.
@@ -190,7 +191,10 @@ def _structural(node: JsonDict) -> JsonDict:
             string = next(o for o in non_null if o["type"] == "string")
             node = _structural(node)
             node["x-kubernetes-int-or-string"] = True
-            node["anyOf"] = [{"type": "integer"}, {"type": "string", **_value_checks(string)}]
+            # Exactly this anyOf is what a structural schema allows; the string's own checks
+            # move up beside it, where they apply to string values only (as for Quantity).
+            node["anyOf"] = [{"type": "integer"}, {"type": "string"}]
+            node.update(_value_checks(string))
             return node
         else:
             raise ValueError(f"cannot express anyOf {options!r} in a structural schema")

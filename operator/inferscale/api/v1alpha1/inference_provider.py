@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Final, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from inferscale.api.meta import API_VERSION, ApiModel, CelRule, Condition, ObjectMeta, SecretKeyRef
 from inferscale.api.v1alpha1.inference_model import SERVED_NAME_PATTERN
@@ -50,12 +50,6 @@ class InferenceProviderSpec(ApiModel):
             check=lambda s: s.type != "openai-compatible" or s.base_url is not None,
             field_path=".baseURL",
         ),
-        CelRule(
-            rule="self.models.all(m, self.models.exists_one(n, n.name == m.name))",
-            message="models must have unique names",
-            check=lambda s: len({m.name for m in s.models}) == len(s.models),
-            field_path=".models",
-        ),
     )
 
     type: ProviderType
@@ -70,8 +64,22 @@ class InferenceProviderSpec(ApiModel):
     api_key_secret_ref: SecretKeyRef
     """Secret key that holds the API key. Keys are never written in a spec."""
 
-    models: list[ProviderModel] = Field(min_length=1, max_length=256)
-    """The models routes may use from this provider, with their prices."""
+    models: list[ProviderModel] = Field(
+        min_length=1,
+        max_length=256,
+        # A map-list keyed by name: the API server itself refuses two entries with one name.
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    """The models routes may use from this provider, with their prices (names are unique)."""
+
+    @field_validator("models")
+    @classmethod
+    def _unique_model_names(cls, models: list[ProviderModel]) -> list[ProviderModel]:
+        names = [m.name for m in models]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"models must have unique names (repeated: {', '.join(duplicates)})")
+        return models
 
     timeout_seconds: float = Field(default=60, gt=0, le=3600)
     """Longest wait for a whole response from the provider."""
