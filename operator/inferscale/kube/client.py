@@ -72,6 +72,7 @@ RESOURCES: dict[tuple[str, str], ResourceType] = {
     ("apps/v1", "Deployment"): ResourceType("apps", "v1", "deployments"),
     ("apps/v1", "ReplicaSet"): ResourceType("apps", "v1", "replicasets"),
     ("policy/v1", "PodDisruptionBudget"): ResourceType("policy", "v1", "poddisruptionbudgets"),
+    ("coordination.k8s.io/v1", "Lease"): ResourceType("coordination.k8s.io", "v1", "leases"),
     ("inferscale.io/v1alpha1", "InferenceModel"): ResourceType(
         "inferscale.io", "v1alpha1", "inferencemodels"
     ),
@@ -95,8 +96,13 @@ def resource_type(api_version: str, kind: str) -> ResourceType:
 class KubeApi(Protocol):
     """What the operator needs from the Kubernetes API (real: :class:`KubernetesApi`)."""
 
-    async def apply(self, obj: JsonDict, *, force: bool = True) -> JsonDict:
-        """Server-side apply ``obj`` as field manager ``inferscale``; return the stored object."""
+    async def apply(
+        self, obj: JsonDict, *, force: bool = True, field_manager: str = FIELD_MANAGER
+    ) -> JsonDict:
+        """Server-side apply ``obj`` (as ``inferscale`` by default); return the stored object.
+
+        A ``metadata.resourceVersion`` in ``obj`` makes the write conditional (409 if stale).
+        """
         ...
 
     async def get(self, api_version: str, kind: str, namespace: str | None, name: str) -> JsonDict:
@@ -199,12 +205,14 @@ class KubernetesApi:
             raise KubeApiError(response.status, "BadResponse", f"{method} {path}: not an object")
         return result
 
-    async def apply(self, obj: JsonDict, *, force: bool = True) -> JsonDict:
+    async def apply(
+        self, obj: JsonDict, *, force: bool = True, field_manager: str = FIELD_MANAGER
+    ) -> JsonDict:
         """Server-side apply; ``force`` takes over fields another manager set (kubectl edit)."""
         meta = obj.get("metadata") or {}
         kind = resource_type(obj["apiVersion"], obj["kind"])
         path = kind.path(meta.get("namespace"), meta["name"])
-        query = [("fieldManager", FIELD_MANAGER), ("force", "true" if force else "false")]
+        query = [("fieldManager", field_manager), ("force", "true" if force else "false")]
         return await asyncio.to_thread(
             self._call, "PATCH", path, query, json.dumps(obj), "application/apply-patch+yaml"
         )

@@ -13,7 +13,7 @@ import copy
 from collections import defaultdict
 from typing import Any
 
-from inferscale.errors import KubeApiError, NotFound
+from inferscale.errors import Conflict, KubeApiError, NotFound
 from inferscale.kube.client import resource_type
 
 JsonDict = dict[str, Any]
@@ -47,6 +47,7 @@ class FakeKubeApi:
     def __init__(self) -> None:
         """Start empty."""
         self.objects: dict[Key, JsonDict] = {}
+        self.managers: dict[Key, str] = {}
         self.calls: list[tuple[str, str, str | None, str]] = []
         self._failures: dict[str, list[KubeApiError]] = defaultdict(list)
         self._version = 0
@@ -75,15 +76,37 @@ class FakeKubeApi:
         self.objects[key] = stored
         return copy.deepcopy(stored)
 
-    async def apply(self, obj: JsonDict, *, force: bool = True) -> JsonDict:
-        """Create, or merge into the existing object; a changed spec bumps the generation."""
+    async def apply(
+        self, obj: JsonDict, *, force: bool = True, field_manager: str = "inferscale"
+    ) -> JsonDict:
+        """Create, or merge into the existing object; a changed spec bumps the generation.
+
+        A ``resourceVersion`` in ``obj`` must match the stored one (else Conflict), and without
+        ``force`` a field another manager set to a different value is a Conflict, as on a real
+        API server.
+        """
         resource_type(obj["apiVersion"], obj["kind"])  # unknown kinds fail as in the real client
         meta = obj["metadata"]
         key = (obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"])
         self._enter("apply", obj["kind"], meta.get("namespace"), meta["name"])
         existing = self.objects.get(key)
+        wanted_version = meta.get("resourceVersion")
+        if wanted_version is not None and (
+            existing is None or existing["metadata"]["resourceVersion"] != wanted_version
+        ):
+            raise Conflict(
+                409, "Conflict", f"{obj['kind']} {meta['name']}: resourceVersion is stale"
+            )
         if existing is None:
-            return self.put(obj)
+            stored = self.put(obj)
+            self.managers[key] = field_manager
+            return stored
+        if not force and self.managers.get(key, field_manager) != field_manager:
+            if _merge(existing, obj).get("spec") != existing.get("spec"):
+                raise Conflict(
+                    409, "Conflict", f"{obj['kind']} {meta['name']}: owned by another manager"
+                )
+        self.managers[key] = field_manager
         applied = {k: v for k, v in obj.items() if k != "status"}
         merged = _merge(existing, applied)
         if merged.get("spec") != existing.get("spec"):

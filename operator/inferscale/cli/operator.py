@@ -1,0 +1,115 @@
+"""``inferscale operator``: run the controller, with leader election between replicas.
+
+The process reads its credentials in-cluster (the pod's ServiceAccount) or from the kubeconfig,
+waits until it holds the leader Lease (unless ``--no-leader-election``), then runs kopf's
+operator loop until SIGTERM, or until leadership is lost, in which case it exits with status 1 so
+Kubernetes restarts it as a follower: never two leaders writing at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import socket
+import uuid
+from typing import Any
+
+DEFAULT_LEASE_NAME = "inferscale-operator"
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``operator`` subcommand."""
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "operator",
+        help="run the inferscale operator (reconciles InferenceModels)",
+        description="Run the controller. Credentials: in-cluster, else $KUBECONFIG.",
+    )
+    p.add_argument(
+        "--namespace",
+        action="append",
+        default=[],
+        help="watch only this namespace (repeatable; default: every namespace)",
+    )
+    p.add_argument(
+        "--no-leader-election",
+        dest="leader_election",
+        action="store_false",
+        help="run without the leader Lease (one replica only)",
+    )
+    p.add_argument(
+        "--lease-namespace",
+        default=os.environ.get("POD_NAMESPACE", "default"),
+        help="namespace of the leader Lease (default $POD_NAMESPACE or default)",
+    )
+    p.add_argument("--lease-name", default=DEFAULT_LEASE_NAME, help="name of the leader Lease")
+    p.add_argument(
+        "--liveness",
+        default="http://0.0.0.0:8080/healthz",
+        help="kopf's liveness endpoint (empty to disable)",
+    )
+    p.add_argument("--kubeconfig", default=None, help="kubeconfig file (default $KUBECONFIG)")
+    p.add_argument("--verbose", action="store_true", help="debug logging")
+    p.set_defaults(func=cmd_operator)
+
+
+def _identity() -> str:
+    # The pod name is unique among live replicas; the suffix separates restarts of one pod.
+    base = os.environ.get("POD_NAME") or socket.gethostname()
+    return f"{base}-{uuid.uuid4().hex[:6]}"
+
+
+async def run_operator(args: argparse.Namespace) -> int:
+    """Elect, then run kopf until stopped; 1 when leadership was lost."""
+    import kopf
+
+    import inferscale.controller  # noqa: F401  (registers the handlers)
+    from inferscale.config import OperatorSettings
+    from inferscale.controller.inference_model import Runtime
+    from inferscale.kube.client import KubernetesApi
+    from inferscale.kube.lease import LeaderElector
+
+    log = logging.getLogger("inferscale.operator")
+    settings = OperatorSettings()
+    api = KubernetesApi.from_environment(args.kubeconfig)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    elector = LeaderElector(api, args.lease_namespace, args.lease_name, _identity())
+    if args.leader_election:
+        import signal
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        if not await elector.acquire(stop):
+            return 0
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    holder = asyncio.create_task(elector.hold(stop)) if args.leader_election else None
+    try:
+        await kopf.operator(
+            standalone=True,
+            clusterwide=not args.namespace,
+            namespaces=args.namespace,
+            memo=kopf.Memo(runtime=Runtime(api=api, settings=settings)),
+            stop_flag=stop,
+            liveness_endpoint=args.liveness or None,
+        )
+    finally:
+        stop.set()
+        kept = await holder if holder is not None else True
+        api.close()
+    if not kept:
+        log.error("exiting: leadership was lost")
+        return 1
+    return 0
+
+
+def cmd_operator(args: argparse.Namespace) -> int:
+    """Entry point of ``inferscale operator``."""
+    import kopf
+
+    if args.kubeconfig:
+        os.environ["KUBECONFIG"] = args.kubeconfig
+    kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.JSON)
+    return asyncio.run(run_operator(args))

@@ -1,0 +1,11 @@
+"""kopf glue: importing this package registers every handler.
+
+Run it with ``inferscale operator`` or ``kopf run -m inferscale.controller``.
+
+Handlers stay thin (read, build, apply, report); the decisions live in :mod:`inferscale.reconcile`
+and the API calls in :mod:`inferscale.kube`.
+"""
+
+from inferscale.controller import inference_model, startup
+
+__all__ = ["inference_model", "startup"]

@@ -1,0 +1,344 @@
+"""InferenceModel handlers: children and status on create, update, resume, drift and child events.
+
+One reconcile for every trigger (STYLE 9.2.1): parse the spec, check what it depends on, build the
+children with the pure builders, plan against what exists, execute the plan, write the status
+(only when it changed) and post an Event for each change. Child Deployments and Pods are watched,
+so a deleted or hand-edited child comes back within moments and the status follows the pods;
+a slow timer catches anything a missed watch event would leave behind.
+
+Runs of the same model are serialised by a per-model lock, because kopf's handler for the model
+and a child event can fire together, and bursts of child events are coalesced into one run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import kopf
+from pydantic import ValidationError
+
+from inferscale.api.meta import GROUP, LABEL_MANAGED_BY, LABEL_MODEL, MANAGED_BY, VERSION
+from inferscale.api.v1alpha1.inference_model import (
+    KIND,
+    PLURAL,
+    InferenceModelSpec,
+    InferenceModelStatus,
+)
+from inferscale.api.validation import describe_errors
+from inferscale.config import OperatorSettings
+from inferscale.controller.errors import to_kopf
+from inferscale.errors import DependencyNotReady, InferscaleError, NotFound, SpecError
+from inferscale.kube.client import KubeApi
+from inferscale.reconcile.deployment import build_deployment, dependencies, desired_replicas
+from inferscale.reconcile.pdb import build_pdb
+from inferscale.reconcile.plan import Plan, calculate_plan
+from inferscale.reconcile.service import build_service
+from inferscale.reconcile.status import Problem, compute_status, status_patch
+
+log = logging.getLogger(__name__)
+
+API_VERSION = f"{GROUP}/{VERSION}"
+CHILD_KINDS = (("apps/v1", "Deployment"), ("v1", "Service"), ("policy/v1", "PodDisruptionBudget"))
+"""The kinds of object the operator creates for a model, all selected by the model label."""
+
+DRIFT_INTERVAL_SECONDS = 120
+"""How often every model is reconciled even without an event (a missed watch, a lost update)."""
+
+COALESCE_SECONDS = 0.2
+"""Child events within this window after the first one lead to a single reconcile."""
+
+KopfLogger = logging.Logger | logging.LoggerAdapter[Any]
+"""The logger kopf passes to handlers."""
+
+EventPoster = Callable[[str, str, str], None]
+"""Posts an Event on the model: (type ``Normal``/``Warning``, reason, message)."""
+
+_EVENT_REASONS = {
+    "create": "Created",
+    "update": "Updated",
+    "recreate": "Recreated",
+    "delete": "Deleted",
+}
+
+
+def now_rfc3339() -> str:
+    """The current time as the API server writes it (second precision, UTC)."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class Runtime:
+    """What handlers share, kept in kopf's ``memo``: the API, the settings, the locks."""
+
+    api: KubeApi
+    settings: OperatorSettings
+    locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
+    pending: dict[tuple[str, str], asyncio.Task[None]] = field(default_factory=dict)
+
+    def lock(self, namespace: str, name: str) -> asyncio.Lock:
+        """The lock that serialises reconciles of one model."""
+        return self.locks.setdefault((namespace, name), asyncio.Lock())
+
+
+def _previous_status(body: Mapping[str, Any]) -> InferenceModelStatus | None:
+    # A status written by an older or foreign writer must not stop the reconcile: start afresh.
+    try:
+        return InferenceModelStatus.model_validate(body.get("status") or {})
+    except ValidationError:
+        return None
+
+
+async def _missing_dependencies(
+    api: KubeApi, namespace: str, spec: InferenceModelSpec
+) -> list[str]:
+    missing = []
+    for dep in dependencies(spec):
+        try:
+            await api.get("v1", dep.kind, namespace, dep.name)
+        except NotFound:
+            missing.append(f'{dep.kind} "{dep.name}" (spec.{dep.field}) does not exist')
+    return missing
+
+
+def _owner_reference(body: Mapping[str, Any]) -> dict[str, Any]:
+    meta = body["metadata"]
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+async def _observed_children(api: KubeApi, namespace: str, name: str) -> list[dict[str, Any]]:
+    selector = f"{LABEL_MODEL}={name}"
+    found: list[dict[str, Any]] = []
+    for api_version, kind in CHILD_KINDS:
+        found.extend(await api.list(api_version, kind, namespace, selector))
+    return found
+
+
+async def execute_plan(api: KubeApi, plan: Plan) -> None:
+    """Delete first, then apply (a recreated object needs its old self gone)."""
+    for ref in plan.to_delete:
+        await api.delete(ref.api_version, ref.kind, ref.namespace, ref.name)
+    for obj in plan.to_apply:
+        await api.apply(obj)
+
+
+async def write_status(
+    api: KubeApi,
+    body: Mapping[str, Any],
+    spec: InferenceModelSpec | None,
+    *,
+    replicas: int,
+    now: str,
+    problem: Problem | None = None,
+) -> None:
+    """Compute the status from the Deployment and pods, and patch it if it changed."""
+    meta = body["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    previous = _previous_status(body)
+    deployment: dict[str, Any] | None
+    try:
+        deployment = await api.get("apps/v1", "Deployment", namespace, name)
+    except NotFound:
+        deployment = None
+    pods = await api.list("v1", "Pod", namespace, f"{LABEL_MODEL}={name}")
+    if spec is None:
+        # The spec did not parse: compute the status from an all-defaults spec, which only
+        # shapes the replica counts (zero) while ``problem`` decides every condition.
+        spec = InferenceModelSpec.model_construct(model="", engine="sim")
+    status = compute_status(
+        model_name=name,
+        spec=spec,
+        generation=meta.get("generation"),
+        desired_replicas=replicas,
+        deployment=deployment,
+        pods=pods,
+        now=now,
+        previous=previous,
+        problem=problem,
+    )
+    patch = status_patch(body.get("status"), status)
+    if patch is not None:
+        await api.patch_status(API_VERSION, KIND, namespace, name, patch)
+
+
+async def reconcile_model(
+    runtime: Runtime,
+    body: Mapping[str, Any],
+    *,
+    post_event: EventPoster,
+    now: Callable[[], str] = now_rfc3339,
+) -> None:
+    """Bring one model's children and status to its spec.
+
+    Raises:
+        SpecError: the spec cannot work as written (reported in status and an Event).
+        DependencyNotReady: a Secret or PVC it names is missing (reported; retried later).
+        KubeApiError: the API server refused or failed a call.
+    """
+    api, settings = runtime.api, runtime.settings
+    meta = body["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    previous = _previous_status(body)
+    current = previous.desired_replicas if previous else None
+    try:
+        spec = InferenceModelSpec.model_validate(body.get("spec") or {})
+    except ValidationError as error:
+        message = "; ".join(describe_errors(error))
+        await write_status(
+            api, body, None, replicas=0, now=now(), problem=Problem("InvalidSpec", message)
+        )
+        post_event("Warning", "InvalidSpec", message)
+        raise SpecError(message) from error
+    replicas = desired_replicas(spec, current)
+    try:
+        desired = [
+            build_deployment(name, namespace, spec, settings.reconcile, replicas=replicas),
+            build_service(name, namespace, spec),
+            build_pdb(name, namespace, spec),
+        ]
+    except SpecError as error:
+        await write_status(
+            api,
+            body,
+            spec,
+            replicas=replicas,
+            now=now(),
+            problem=Problem("InvalidSpec", str(error)),
+        )
+        post_event("Warning", "InvalidSpec", str(error))
+        raise
+    missing = await _missing_dependencies(api, namespace, spec)
+    if missing:
+        message = "; ".join(missing)
+        problem = Problem("MissingDependency", message)
+        await write_status(api, body, spec, replicas=replicas, now=now(), problem=problem)
+        post_event("Warning", "MissingDependency", message)
+        raise DependencyNotReady(message)
+    owner = _owner_reference(body)
+    for obj in desired:
+        obj["metadata"]["ownerReferences"] = [owner]
+    plan = calculate_plan(desired, await _observed_children(api, namespace, name))
+    await execute_plan(api, plan)
+    for detail in plan.details:
+        verb = detail.split(" ", 1)[0]
+        if verb in _EVENT_REASONS:
+            post_event("Normal", _EVENT_REASONS[verb], detail)
+        else:
+            # "keep" lines repeat on every run; they are logged, not posted as Events.
+            log.info("%s/%s: %s", namespace, name, detail)
+    await write_status(api, body, spec, replicas=replicas, now=now())
+
+
+async def _run_reconcile(
+    runtime: Runtime, body: Mapping[str, Any], post_event: EventPoster
+) -> None:
+    meta = body["metadata"]
+    async with runtime.lock(meta["namespace"], meta["name"]):
+        # Re-read under the lock: the body a handler got may be older than the last write.
+        try:
+            fresh = await runtime.api.get(API_VERSION, KIND, meta["namespace"], meta["name"])
+        except NotFound:
+            return
+        if (fresh.get("metadata") or {}).get("deletionTimestamp"):
+            return
+        await reconcile_model(runtime, fresh, post_event=post_event)
+
+
+def _poster(body: kopf.Body) -> EventPoster:
+    def post(type_: str, reason: str, message: str) -> None:
+        # kopf.event, not kopf.info: info() is filtered by posting.level, which we keep at
+        # WARNING so that kopf's own "handler succeeded" log lines do not become Events.
+        kopf.event(body, type=type_, reason=reason, message=message)
+
+    return post
+
+
+async def _handle(runtime: Runtime, body: kopf.Body, logger: KopfLogger) -> None:
+    try:
+        await _run_reconcile(runtime, body, _poster(body))
+    except InferscaleError as error:
+        logger.warning("reconcile of %s failed: %s", body["metadata"]["name"], error)
+        raise to_kopf(error) from error
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
+async def inference_model_reconcile(
+    body: kopf.Body, memo: Any, logger: KopfLogger, **_: Any
+) -> None:
+    """Create, update or resume: reconcile the model."""
+    await _handle(memo["runtime"], body, logger)
+
+
+@kopf.timer(
+    GROUP, VERSION, PLURAL, interval=DRIFT_INTERVAL_SECONDS, initial_delay=DRIFT_INTERVAL_SECONDS
+)
+async def inference_model_drift(body: kopf.Body, memo: Any, logger: KopfLogger, **_: Any) -> None:
+    """Periodic safety net: repair drift that no event reported."""
+    await _handle(memo["runtime"], body, logger)
+
+
+def _schedule(runtime: Runtime, namespace: str, name: str, logger: KopfLogger) -> None:
+    """Reconcile a model soon, once for a burst of child events."""
+    key = (namespace, name)
+    if key in runtime.pending and not runtime.pending[key].done():
+        return
+
+    async def later() -> None:
+        await asyncio.sleep(COALESCE_SECONDS)
+        runtime.pending.pop(key, None)
+        try:
+            model = await runtime.api.get(API_VERSION, KIND, namespace, name)
+        except NotFound:
+            return  # the model is gone; garbage collection removes its children
+        try:
+            await _run_reconcile(runtime, model, _poster(kopf.Body(cast(kopf.RawBody, model))))
+        except InferscaleError as error:
+            # kopf's own handler for the model retries with back-off; this is only a nudge.
+            logger.info("reconcile of %s/%s after a child event: %s", namespace, name, error)
+
+    runtime.pending[key] = asyncio.get_running_loop().create_task(later())
+
+
+@kopf.on.event(
+    "apps", "v1", "deployments", labels={LABEL_MANAGED_BY: MANAGED_BY, LABEL_MODEL: kopf.PRESENT}
+)
+@kopf.on.event("", "v1", "pods", labels={LABEL_MANAGED_BY: MANAGED_BY, LABEL_MODEL: kopf.PRESENT})
+@kopf.on.event(
+    "", "v1", "services", labels={LABEL_MANAGED_BY: MANAGED_BY, LABEL_MODEL: kopf.PRESENT}
+)
+@kopf.on.event(
+    "policy",
+    "v1",
+    "poddisruptionbudgets",
+    labels={LABEL_MANAGED_BY: MANAGED_BY, LABEL_MODEL: kopf.PRESENT},
+)
+async def inference_model_child_event(
+    body: kopf.Body, memo: Any, logger: KopfLogger, **_: Any
+) -> None:
+    """A child changed (or vanished): restore it and refresh the owner's status."""
+    meta = body.get("metadata") or {}
+    model = (meta.get("labels") or {}).get(LABEL_MODEL)
+    namespace = meta.get("namespace")
+    if model and namespace:
+        _schedule(memo["runtime"], namespace, model, logger)
+
+
+async def cancel_pending(runtime: Runtime) -> None:
+    """Stop coalesced reconciles that have not started (operator shutdown)."""
+    tasks = [t for t in runtime.pending.values() if not t.done()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,41 @@
+"""Operator start-up and shutdown: kopf's settings and the shared :class:`Runtime`.
+
+kopf keeps its own bookkeeping (handler progress, the last handled spec) in annotations under
+our own prefix, never in ``status``, so the status stays ours and readable; only warnings are
+turned into Events automatically, because the handlers post their own Events for every change.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from inferscale.api.meta import GROUP
+from inferscale.config import OperatorSettings
+from inferscale.controller.inference_model import KopfLogger, Runtime, cancel_pending
+from inferscale.kube.client import KubernetesApi
+
+
+@kopf.on.startup()
+async def operator_startup(
+    settings: kopf.OperatorSettings, memo: Any, logger: KopfLogger, **_: Any
+) -> None:
+    """Configure kopf and, unless a caller (the CLI, a test) provided one, build the runtime."""
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    settings.posting.level = logging.WARNING
+    if "runtime" not in memo:
+        memo["runtime"] = Runtime(api=KubernetesApi.from_environment(), settings=OperatorSettings())
+    logger.info("inferscale operator started")
+
+
+@kopf.on.cleanup()
+async def operator_cleanup(memo: Any, **_: Any) -> None:
+    """Cancel coalesced reconciles that have not started yet."""
+    runtime = memo.get("runtime")
+    if isinstance(runtime, Runtime):
+        await cancel_pending(runtime)

@@ -1,0 +1,158 @@
+"""reconcile_model against FakeKubeApi: children, owner references, status, events, faults."""
+
+import copy
+
+import pytest
+
+from inferscale.config import OperatorSettings
+from inferscale.controller.inference_model import Runtime, reconcile_model
+from inferscale.errors import DependencyNotReady, Forbidden, SpecError
+from inferscale.kube.fake import FakeKubeApi
+
+NOW = "2026-11-27T00:00:00Z"
+
+
+def model_body(**spec):
+    return {
+        "apiVersion": "inferscale.io/v1alpha1",
+        "kind": "InferenceModel",
+        "metadata": {"name": "llama", "namespace": "ns", "uid": "uid-llama", "generation": 1},
+        "spec": {"model": "hf://org/llama", "engine": "sim", "resources": {"gpus": 0}, **spec},
+    }
+
+
+class Events(list):
+    def __call__(self, type_, reason, message):
+        self.append((type_, reason, message))
+
+
+@pytest.fixture
+def runtime():
+    return Runtime(api=FakeKubeApi(), settings=OperatorSettings())
+
+
+async def reconcile(runtime, body, events=None):
+    stored = runtime.api.objects.get(("inferscale.io/v1alpha1", "InferenceModel", "ns", "llama"))
+    if stored is None:
+        stored = runtime.api.put(body)
+    events = events if events is not None else Events()
+    await reconcile_model(runtime, stored, post_event=events, now=lambda: NOW)
+    return events
+
+
+def model_status(runtime):
+    return runtime.api.objects[("inferscale.io/v1alpha1", "InferenceModel", "ns", "llama")].get(
+        "status"
+    )
+
+
+async def test_creates_children_with_owner_references_and_writes_status(runtime):
+    events = await reconcile(runtime, model_body())
+    kinds = sorted(k for (_, k, _, _) in runtime.api.objects if k != "InferenceModel")
+    assert kinds == ["Deployment", "PodDisruptionBudget", "Service"]
+    for (_, kind, _, _), obj in runtime.api.objects.items():
+        if kind == "InferenceModel":
+            continue
+        (owner,) = obj["metadata"]["ownerReferences"]
+        assert owner == {
+            "apiVersion": "inferscale.io/v1alpha1",
+            "kind": "InferenceModel",
+            "name": "llama",
+            "uid": "uid-llama",
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    assert [e[1] for e in events] == ["Created", "Created", "Created"]
+    status = model_status(runtime)
+    assert status["desiredReplicas"] == 1
+    assert status["servedName"] == "llama"
+    assert {c["type"] for c in status["conditions"]} == {"Ready", "Progressing", "Degraded"}
+
+
+async def test_second_run_changes_nothing_and_writes_no_status(runtime):
+    await reconcile(runtime, model_body())
+    runtime.api.calls.clear()
+    events = await reconcile(runtime, model_body())
+    assert events == []
+    assert [c for c in runtime.api.calls if c[0] in ("apply", "delete", "patch_status")] == []
+
+
+async def test_deleted_child_comes_back(runtime):
+    await reconcile(runtime, model_body())
+    del runtime.api.objects[("apps/v1", "Deployment", "ns", "llama")]
+    events = await reconcile(runtime, model_body())
+    assert [(t, r) for t, r, m in events if "Deployment" in m] == [("Normal", "Created")]
+    assert ("apps/v1", "Deployment", "ns", "llama") in runtime.api.objects
+
+
+async def test_hand_edited_child_is_restored(runtime):
+    await reconcile(runtime, model_body())
+    key = ("apps/v1", "Deployment", "ns", "llama")
+    edited = copy.deepcopy(runtime.api.objects[key])
+    edited["spec"]["template"]["spec"]["containers"][0]["image"] = "evil:latest"
+    runtime.api.objects[key] = edited
+    events = await reconcile(runtime, model_body())
+    assert any(e[1] == "Updated" and "Deployment" in e[2] for e in events)
+    image = runtime.api.objects[key]["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image != "evil:latest"
+
+
+async def test_invalid_spec_is_reported_and_creates_nothing(runtime):
+    body = model_body()
+    body["spec"]["minReplicas"] = 5
+    body["spec"]["maxReplicas"] = 1
+    events = Events()
+    with pytest.raises(SpecError, match="minReplicas"):
+        await reconcile(runtime, body, events)
+    assert [k for (_, k, _, _) in runtime.api.objects] == ["InferenceModel"]
+    ready = next(c for c in model_status(runtime)["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
+    assert events[0][:2] == ("Warning", "InvalidSpec")
+
+
+async def test_missing_secret_is_reported_then_recovers(runtime):
+    body = model_body(engine="vllm", hfTokenSecretRef={"name": "hf", "key": "token"})
+    body["spec"]["resources"] = {"gpus": 1}
+    with pytest.raises(DependencyNotReady, match='Secret "hf"'):
+        await reconcile(runtime, body)
+    ready = next(c for c in model_status(runtime)["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "MissingDependency")
+    assert [k for (_, k, _, _) in runtime.api.objects] == ["InferenceModel"], "nothing half-way"
+    runtime.api.put(
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "hf", "namespace": "ns"}}
+    )
+    await reconcile(runtime, body)
+    assert ("apps/v1", "Deployment", "ns", "llama") in runtime.api.objects
+    ready = next(c for c in model_status(runtime)["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] != "MissingDependency"
+
+
+async def test_forbidden_surfaces_unchanged(runtime):
+    runtime.api.fail_next("apply", Forbidden(403, "Forbidden", "cannot patch deployments"))
+    with pytest.raises(Forbidden):
+        await reconcile(runtime, model_body())
+
+
+async def test_scale_through_spec_replicas_when_autoscaling_is_off(runtime):
+    body = model_body(autoscaling={"enabled": False}, replicas=3)
+    await reconcile(runtime, body)
+    assert runtime.api.objects[("apps/v1", "Deployment", "ns", "llama")]["spec"]["replicas"] == 3
+    assert model_status(runtime)["desiredReplicas"] == 3
+
+
+async def test_unmanaged_labelled_object_is_kept(runtime):
+    await reconcile(runtime, model_body())
+    runtime.api.put(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {
+                "name": "handmade",
+                "namespace": "ns",
+                "labels": {"inferscale.io/model": "llama"},
+            },
+        }
+    )
+    events = await reconcile(runtime, model_body())
+    assert ("v1", "Service", "ns", "handmade") in runtime.api.objects
+    assert events == [], "a kept object is logged, not announced on every run"
