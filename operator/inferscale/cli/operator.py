@@ -81,8 +81,15 @@ async def run_operator(args: argparse.Namespace) -> int:
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        if not await elector.acquire(stop):
-            return 0
+        # A follower is healthy too: answer the liveness probe while waiting, or a rollout of
+        # the operator's Deployment would never see its standby replicas become ready.
+        standby = await _serve_standby_health(args.liveness) if args.liveness else None
+        try:
+            if not await elector.acquire(stop):
+                return 0
+        finally:
+            if standby is not None:
+                await standby.cleanup()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
     holder = asyncio.create_task(elector.hold(stop)) if args.leader_election else None
@@ -98,11 +105,31 @@ async def run_operator(args: argparse.Namespace) -> int:
     finally:
         stop.set()
         kept = await holder if holder is not None else True
+        if args.leader_election and kept:
+            await elector.release()  # a standby takes over now, not when the lease expires
         api.close()
     if not kept:
         log.error("exiting: leadership was lost")
         return 1
     return 0
+
+
+async def _serve_standby_health(liveness: str) -> Any:
+    """Serve ``200`` on the liveness URL's path until leadership starts kopf's own endpoint."""
+    from urllib.parse import urlsplit
+
+    from aiohttp import web
+
+    async def healthy(_request: web.Request) -> web.Response:
+        return web.json_response({"role": "standby"})
+
+    url = urlsplit(liveness)
+    app = web.Application()
+    app.router.add_get(url.path or "/", healthy)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, url.hostname or "0.0.0.0", url.port or 8080).start()
+    return runner
 
 
 def cmd_operator(args: argparse.Namespace) -> int:

@@ -104,3 +104,16 @@ async def test_acquire_returns_false_when_stopped():
     await asyncio.sleep(0.05)
     stop.set()
     assert await asyncio.wait_for(task, timeout=5) is False
+
+
+async def test_release_hands_over_at_once():
+    api, clock = FakeKubeApi(), Clock()
+    a = LeaderElector(api, "ns", "l", "a", clock=clock)
+    b = LeaderElector(api, "ns", "l", "b", clock=clock)
+    assert await a.try_acquire()
+    assert await b.try_acquire() is False
+    await a.release()
+    assert await b.try_acquire() is True, "no need to wait for the lease to expire"
+    await a.release()  # not the holder any more: changes nothing
+    stored = api.objects[("coordination.k8s.io/v1", "Lease", "ns", "l")]
+    assert stored["spec"]["holderIdentity"] == "b"
