@@ -28,8 +28,8 @@ install: $(BIN)/inferscale ## Create .venv and install inferscale with its dev t
 
 .PHONY: fmt
 fmt: install ## Format the code.
-	$(BIN)/ruff format operator tests
-	$(BIN)/ruff check --fix operator tests
+	$(BIN)/ruff format operator tests e2e bench
+	$(BIN)/ruff check --fix operator tests e2e bench
 
 .PHONY: crds
 crds: install ## Regenerate crds/ and docs/reference.md from the API models.
@@ -39,8 +39,8 @@ crds: install ## Regenerate crds/ and docs/reference.md from the API models.
 
 .PHONY: lint
 lint: install ## ruff, mypy --strict and the import-linter layering contracts.
-	$(BIN)/ruff check operator tests
-	$(BIN)/ruff format --check operator tests
+	$(BIN)/ruff check operator tests e2e bench
+	$(BIN)/ruff format --check operator tests e2e bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
