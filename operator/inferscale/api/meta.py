@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Final, Literal
+from typing import Any, ClassVar, Final, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
@@ -176,3 +176,23 @@ def nested(model: type[ApiModel]) -> Any:
     nested fields without guarding each parent.
     """
     return Field(default_factory=model, json_schema_extra={"default": {}})
+
+
+SpecT = TypeVar("SpecT", bound=ApiModel)
+StatusT = TypeVar("StatusT", bound=ApiModel)
+
+
+class Resource(ApiModel, Generic[SpecT, StatusT]):
+    """A whole object as ``kubectl apply`` sends it; each kind adds its ``kind`` literal."""
+
+    api_version: Literal["inferscale.io/v1alpha1"] = API_VERSION
+    """API version."""
+
+    metadata: ObjectMeta
+    """Standard object metadata."""
+
+    spec: SpecT
+    """Desired state."""
+
+    status: StatusT | None = None
+    """Observed state, written by the operator."""

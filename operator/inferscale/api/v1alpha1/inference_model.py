@@ -14,12 +14,11 @@ from typing import Final, Literal
 from pydantic import Field
 
 from inferscale.api.meta import (
-    API_VERSION,
     DNS_SUBDOMAIN_PATTERN,
     ApiModel,
     CelRule,
     Condition,
-    ObjectMeta,
+    Resource,
     SecretKeyRef,
     nested,
 )
@@ -324,20 +323,8 @@ class InferenceModelStatus(ApiModel):
     """How long the last replica took from creation to Ready."""
 
 
-class InferenceModel(ApiModel):
+class InferenceModel(Resource[InferenceModelSpec, InferenceModelStatus]):
     """A whole InferenceModel object, as ``kubectl apply`` sends it."""
-
-    api_version: Literal["inferscale.io/v1alpha1"] = API_VERSION
-    """API version."""
 
     kind: Literal["InferenceModel"] = KIND
     """Kind."""
-
-    metadata: ObjectMeta
-    """Standard object metadata."""
-
-    spec: InferenceModelSpec
-    """Desired state."""
-
-    status: InferenceModelStatus | None = None
-    """Observed state."""

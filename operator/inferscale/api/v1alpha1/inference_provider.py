@@ -9,7 +9,7 @@ from typing import Final, Literal
 
 from pydantic import Field, field_validator
 
-from inferscale.api.meta import API_VERSION, ApiModel, CelRule, Condition, ObjectMeta, SecretKeyRef
+from inferscale.api.meta import ApiModel, CelRule, Condition, Resource, SecretKeyRef
 from inferscale.api.v1alpha1.inference_model import SERVED_NAME_PATTERN
 
 KIND: Final = "InferenceProvider"
@@ -98,20 +98,8 @@ class InferenceProviderStatus(ApiModel):
     """Ready (the key Secret exists and holds the key) and Degraded (recent failures)."""
 
 
-class InferenceProvider(ApiModel):
+class InferenceProvider(Resource[InferenceProviderSpec, InferenceProviderStatus]):
     """A whole InferenceProvider object, as ``kubectl apply`` sends it."""
-
-    api_version: Literal["inferscale.io/v1alpha1"] = API_VERSION
-    """API version."""
 
     kind: Literal["InferenceProvider"] = KIND
     """Kind."""
-
-    metadata: ObjectMeta
-    """Standard object metadata."""
-
-    spec: InferenceProviderSpec
-    """Desired state."""
-
-    status: InferenceProviderStatus | None = None
-    """Observed state."""

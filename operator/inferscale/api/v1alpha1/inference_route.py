@@ -13,12 +13,11 @@ from typing import Final, Literal
 from pydantic import Field
 
 from inferscale.api.meta import (
-    API_VERSION,
     DNS_SUBDOMAIN_PATTERN,
     ApiModel,
     CelRule,
     Condition,
-    ObjectMeta,
+    Resource,
     nested,
 )
 from inferscale.api.v1alpha1.inference_model import SERVED_NAME_PATTERN
@@ -208,20 +207,8 @@ class InferenceRouteStatus(ApiModel):
     """Ready (some primary can serve) and Degraded (a backend is missing or failing)."""
 
 
-class InferenceRoute(ApiModel):
+class InferenceRoute(Resource[InferenceRouteSpec, InferenceRouteStatus]):
     """A whole InferenceRoute object, as ``kubectl apply`` sends it."""
-
-    api_version: Literal["inferscale.io/v1alpha1"] = API_VERSION
-    """API version."""
 
     kind: Literal["InferenceRoute"] = KIND
     """Kind."""
-
-    metadata: ObjectMeta
-    """Standard object metadata."""
-
-    spec: InferenceRouteSpec
-    """Desired state."""
-
-    status: InferenceRouteStatus | None = None
-    """Observed state."""
