@@ -1,0 +1,296 @@
+"""The Deployment of an InferenceModel's serving replicas (pure: spec + settings -> dict).
+
+No clock, no environment, no client, and no owner reference (the handler adds it with
+``kopf.adopt``). Rules that are not obvious from the output:
+
+- List items are unique by their merge key (env ``name``, volume ``name``): server-side apply
+  refuses duplicates, so ``spec.env`` replaces a derived variable of the same name in place.
+- ``terminationGracePeriodSeconds`` is ``serving.terminationGracePeriodSeconds`` plus the
+  ``preStop`` pause, because the grace period also counts the pause.
+- ``progressDeadlineSeconds`` outlasts the startup probe, so a model that is still loading is
+  not reported as a failed rollout.
+- Service links are off: with many models in a namespace their environment variables would
+  crowd every engine's environment, and engines never read them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Final
+
+from inferscale.api.v1alpha1.inference_model import InferenceModelSpec
+from inferscale.config import ReconcileSettings
+from inferscale.reconcile.engines import (
+    ENGINES,
+    HF_HOME,
+    MODEL_CACHE_MOUNT,
+    MODEL_SOURCE_MOUNT,
+    EngineProfile,
+    engine_command,
+    parse_model_source,
+)
+from inferscale.reconcile.labels import (
+    check_model_name,
+    object_labels,
+    selector_labels,
+)
+
+CONTAINER_NAME: Final = "engine"
+PORT_NAME: Final = "http"
+SHM_VOLUME: Final = "dshm"
+MODEL_CACHE_VOLUME: Final = "model-cache"
+MODEL_SOURCE_VOLUME: Final = "model-source"
+
+ANNOTATION_SCRAPE: Final = "prometheus.io/scrape"
+ANNOTATION_PORT: Final = "prometheus.io/port"
+ANNOTATION_PATH: Final = "prometheus.io/path"
+
+STARTUP_PERIOD_SECONDS: Final = 10
+READINESS_PERIOD_SECONDS: Final = 5
+LIVENESS_PERIOD_SECONDS: Final = 15
+
+
+@dataclass(frozen=True)
+class Dependency:
+    """An object the Deployment's pods need that the operator does not create."""
+
+    kind: str
+    """``Secret`` or ``PersistentVolumeClaim``."""
+    name: str
+    field: str
+    """The spec field that names it, for the condition's message."""
+
+
+def served_name(model_name: str, spec: InferenceModelSpec) -> str:
+    """The name clients send as ``model``: ``spec.servedName`` or the object's name."""
+    return spec.served_name or model_name
+
+
+def desired_replicas(spec: InferenceModelSpec, current: int | None = None) -> int:
+    """The replica count to build with.
+
+    With autoscaling off, ``spec.replicas`` (which ``kubectl scale`` writes) or else
+    ``minReplicas``. With it on, the autoscaler's ``current`` count is kept, clamped to the
+    bounds; before the autoscaler has decided anything, the start is the same as with it off.
+    """
+    start = spec.replicas if spec.replicas is not None else spec.min_replicas
+    if not spec.autoscaling.enabled or current is None:
+        return start
+    return min(max(current, spec.min_replicas), spec.max_replicas)
+
+
+def dependencies(spec: InferenceModelSpec) -> list[Dependency]:
+    """The Secrets and PVCs the pods mount, for the handler to check before applying."""
+    profile = ENGINES[spec.engine]
+    out: list[Dependency] = []
+    if not profile.needs_weights:
+        return out
+    if spec.hf_token_secret_ref is not None:
+        out.append(Dependency("Secret", spec.hf_token_secret_ref.name, "hfTokenSecretRef"))
+    if spec.cache.pvc_name is not None:
+        out.append(Dependency("PersistentVolumeClaim", spec.cache.pvc_name, "cache.pvcName"))
+    source = parse_model_source(spec.model)
+    if source.claim is not None:
+        out.append(Dependency("PersistentVolumeClaim", source.claim, "model"))
+    return out
+
+
+def _quantity(value: int | str) -> str:
+    # The API server returns quantities as strings; emitting strings keeps drift checks quiet.
+    return str(value)
+
+
+def _resources(spec: InferenceModelSpec) -> dict[str, Any]:
+    amounts: dict[str, str] = {}
+    if spec.resources.cpu is not None:
+        amounts["cpu"] = _quantity(spec.resources.cpu)
+    if spec.resources.memory is not None:
+        amounts["memory"] = _quantity(spec.resources.memory)
+    if spec.resources.gpus > 0:
+        amounts[spec.resources.gpu_resource_name] = str(spec.resources.gpus)
+    # Requests equal limits: GPUs must, and a replica that bursts past its CPU or memory
+    # request would be the first evicted under node pressure.
+    return {"requests": dict(amounts), "limits": dict(amounts)} if amounts else {}
+
+
+def _env(
+    spec: InferenceModelSpec, profile: EngineProfile, extra: tuple[tuple[str, str], ...]
+) -> list[dict[str, Any]]:
+    env: dict[str, dict[str, Any]] = {}
+    if profile.needs_weights:
+        env["HF_HOME"] = {"name": "HF_HOME", "value": HF_HOME}
+        if spec.hf_token_secret_ref is not None:
+            ref = spec.hf_token_secret_ref
+            env["HF_TOKEN"] = {
+                "name": "HF_TOKEN",
+                "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
+            }
+    for name, value in extra:
+        env[name] = {"name": name, "value": value}
+    for var in spec.env:
+        env[var.name] = var.to_wire()
+    return list(env.values())
+
+
+def _probe(profile: EngineProfile, period: int, timeout: int, failures: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": profile.health_path, "port": PORT_NAME},
+        "periodSeconds": period,
+        "timeoutSeconds": timeout,
+        "failureThreshold": failures,
+    }
+
+
+def _volumes(
+    spec: InferenceModelSpec, profile: EngineProfile, settings: ReconcileSettings
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    volumes: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    if profile.needs_shm:
+        shm: dict[str, Any] = {"medium": "Memory"}
+        if settings.shm_size_limit is not None:
+            shm["sizeLimit"] = settings.shm_size_limit
+        volumes.append({"name": SHM_VOLUME, "emptyDir": shm})
+        mounts.append({"name": SHM_VOLUME, "mountPath": "/dev/shm"})
+    if profile.needs_weights:
+        if spec.cache.pvc_name is not None:
+            cache: dict[str, Any] = {
+                "name": MODEL_CACHE_VOLUME,
+                "persistentVolumeClaim": {"claimName": spec.cache.pvc_name},
+            }
+        else:
+            empty: dict[str, Any] = {}
+            if spec.cache.size_limit is not None:
+                empty["sizeLimit"] = _quantity(spec.cache.size_limit)
+            cache = {"name": MODEL_CACHE_VOLUME, "emptyDir": empty}
+        volumes.append(cache)
+        mounts.append({"name": MODEL_CACHE_VOLUME, "mountPath": MODEL_CACHE_MOUNT})
+        source = parse_model_source(spec.model)
+        if source.claim is not None:
+            volumes.append(
+                {
+                    "name": MODEL_SOURCE_VOLUME,
+                    "persistentVolumeClaim": {"claimName": source.claim, "readOnly": True},
+                }
+            )
+            mounts.append(
+                {"name": MODEL_SOURCE_VOLUME, "mountPath": MODEL_SOURCE_MOUNT, "readOnly": True}
+            )
+    return volumes, mounts
+
+
+def _security(
+    profile: EngineProfile, settings: ReconcileSettings
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    container: dict[str, Any] = {"allowPrivilegeEscalation": False}
+    pod: dict[str, Any] = {}
+    if profile.non_root:
+        container["capabilities"] = {"drop": ["ALL"]}
+        container["runAsNonRoot"] = True
+        pod = {
+            "runAsNonRoot": True,
+            "runAsUser": settings.run_as_user,
+            "runAsGroup": settings.run_as_user,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        }
+    return pod, container
+
+
+def build_deployment(
+    model_name: str,
+    namespace: str,
+    spec: InferenceModelSpec,
+    settings: ReconcileSettings,
+    *,
+    replicas: int | None = None,
+) -> dict[str, Any]:
+    """The Deployment that runs ``spec.engine`` for the model, with ``replicas`` pods.
+
+    ``replicas`` defaults to :func:`desired_replicas` with no autoscaler decision yet.
+
+    Raises:
+        SpecError: the name cannot name the children, or the engine cannot serve the spec
+            (:class:`~inferscale.reconcile.engines.UnsupportedSpec` lists every reason).
+    """
+    check_model_name(model_name)
+    profile = ENGINES[spec.engine]
+    command = engine_command(spec, served_name(model_name, spec))
+    labels = object_labels(model_name, spec.engine)
+    volumes, mounts = _volumes(spec, profile, settings)
+    pod_security, container_security = _security(profile, settings)
+    grace = spec.serving.termination_grace_period_seconds
+    startup = spec.serving.startup_timeout_seconds
+
+    container: dict[str, Any] = {
+        "name": CONTAINER_NAME,
+        "image": spec.image or settings.images.get(spec.engine) or profile.default_image,
+        "command": list(command.command),
+        "args": list(command.args),
+        "ports": [{"name": PORT_NAME, "containerPort": profile.port, "protocol": "TCP"}],
+        "env": _env(spec, profile, command.env),
+        "resources": _resources(spec),
+        "volumeMounts": mounts,
+        # The startup probe owns the (long) model load; liveness and readiness start after it.
+        "startupProbe": _probe(
+            profile, STARTUP_PERIOD_SECONDS, 5, math.ceil(startup / STARTUP_PERIOD_SECONDS)
+        ),
+        "readinessProbe": _probe(profile, READINESS_PERIOD_SECONDS, 3, 3),
+        # A busy engine answers /health late; a minute of failures, not one slow reply, restarts.
+        "livenessProbe": _probe(profile, LIVENESS_PERIOD_SECONDS, 10, 4),
+        "securityContext": container_security,
+    }
+    if settings.pre_stop_seconds > 0:
+        container["lifecycle"] = {"preStop": {"sleep": {"seconds": settings.pre_stop_seconds}}}
+    if not container["env"]:
+        del container["env"]
+    if not mounts:
+        del container["volumeMounts"]
+
+    pod_spec: dict[str, Any] = {
+        "containers": [container],
+        "terminationGracePeriodSeconds": grace + settings.pre_stop_seconds,
+        "enableServiceLinks": False,
+        # Engines never call the Kubernetes API; no token in the pod is one less secret to leak.
+        "automountServiceAccountToken": False,
+    }
+    if pod_security:
+        pod_spec["securityContext"] = pod_security
+    if volumes:
+        pod_spec["volumes"] = volumes
+    if spec.scheduling.node_selector:
+        pod_spec["nodeSelector"] = dict(spec.scheduling.node_selector)
+    if spec.scheduling.tolerations:
+        pod_spec["tolerations"] = [t.to_wire() for t in spec.scheduling.tolerations]
+    if spec.scheduling.priority_class_name:
+        pod_spec["priorityClassName"] = spec.scheduling.priority_class_name
+
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": model_name, "namespace": namespace, "labels": labels},
+        "spec": {
+            "replicas": desired_replicas(spec) if replicas is None else replicas,
+            "selector": {"matchLabels": selector_labels(model_name)},
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {
+                    "maxSurge": settings.max_surge,
+                    "maxUnavailable": settings.max_unavailable,
+                },
+            },
+            "progressDeadlineSeconds": startup + settings.progress_deadline_margin_seconds,
+            "revisionHistoryLimit": settings.revision_history_limit,
+            "template": {
+                "metadata": {
+                    "labels": labels,
+                    "annotations": {
+                        ANNOTATION_SCRAPE: "true",
+                        ANNOTATION_PORT: str(profile.port),
+                        ANNOTATION_PATH: profile.metrics_path,
+                    },
+                },
+                "spec": pod_spec,
+            },
+        },
+    }

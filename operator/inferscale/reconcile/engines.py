@@ -1,0 +1,486 @@
+"""What each inference engine needs to run: image, command, flags, ports, paths (pure).
+
+One :class:`EngineProfile` per engine in :data:`ENGINES`, and one flag mapper per engine that
+turns the typed fields of ``spec.optimization`` into that engine's own flags, following each
+engine's documentation:
+
+- vLLM: ``vllm serve`` (``--tensor-parallel-size``, ``--quantization``,
+  ``--[no-]enable-prefix-caching``, ``--max-model-len``, ``--kv-cache-dtype``,
+  ``--gpu-memory-utilization``, ``--speculative-config`` JSON).
+- SGLang: ``python3 -m sglang.launch_server`` (``--tp-size``, ``--dp-size``, ``--quantization``,
+  ``--disable-radix-cache``, ``--context-length``, ``--kv-cache-dtype``,
+  ``--mem-fraction-static``, ``--speculative-algorithm``); metrics need ``--enable-metrics``.
+- TGI: ``text-generation-launcher`` (``--num-shard``, ``--quantize``, ``--max-total-tokens``,
+  ``--kv-cache-dtype fp8_e4m3fn|fp8_e5m2``, ``--cuda-memory-fraction``, ``--speculate``);
+  prefix caching is the ``PREFIX_CACHING`` environment variable, and TGI has no served-name flag
+  (it answers whatever ``model`` a request names).
+- TensorRT-LLM: ``trtllm-serve`` (``--tp_size``, ``--max_seq_len``,
+  ``--kv_cache_free_gpu_memory_fraction``); KV-cache and speculative settings only exist in the
+  ``--extra_llm_api_options`` YAML file, which a small shell wrapper writes from an environment
+  variable before ``exec``-ing the server.
+- sim: ``inferscale sim`` (``--model`` is the served name, ``--port``, ``--max-model-len``,
+  ``--shutdown-grace-seconds``). GPU-only knobs are accepted and ignored, so a manifest can be
+  tried on the sim before it meets a GPU.
+
+An engine that cannot do what the spec asks raises :class:`UnsupportedSpec` (a
+:class:`~inferscale.errors.SpecError`) naming every problem at once, instead of building a pod
+that would crash-loop on a flag the engine rejects. No I/O here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from inferscale import __version__
+from inferscale.api.v1alpha1.inference_model import Engine, InferenceModelSpec, SpeculativeDecoding
+from inferscale.errors import SpecError
+
+MODEL_SOURCE_MOUNT: Final = "/mnt/model-source"
+"""Where a ``pvc://claim/path`` model's claim is mounted (read-only)."""
+
+MODEL_CACHE_MOUNT: Final = "/models"
+"""Where the model-cache volume (PVC or emptyDir) is mounted; ``HF_HOME`` points into it."""
+
+HF_HOME: Final = f"{MODEL_CACHE_MOUNT}/huggingface"
+
+TRTLLM_OPTIONS_ENV: Final = "INFERSCALE_TRTLLM_OPTIONS"
+TRTLLM_OPTIONS_FILE: Final = "/tmp/extra-llm-api-options.yaml"
+# JSON is YAML, so the options travel as one environment variable and need no ConfigMap child.
+_TRTLLM_WRAPPER: Final = (
+    f'printf "%s" "${TRTLLM_OPTIONS_ENV}" > {TRTLLM_OPTIONS_FILE} && exec trtllm-serve "$@"'
+)
+
+
+class UnsupportedSpec(SpecError):
+    """The engine cannot do what the spec asks; ``problems`` lists each thing, in words."""
+
+    def __init__(self, engine: str, problems: list[str]) -> None:
+        super().__init__(f"engine {engine} cannot serve this spec: " + "; ".join(problems))
+        self.engine = engine
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class EngineCommand:
+    """The container's command, args and engine-specific environment."""
+
+    command: tuple[str, ...]
+    args: tuple[str, ...]
+    env: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where the engine loads weights from, after ``hf://`` / ``s3://`` / ``pvc://`` resolution."""
+
+    scheme: str
+    """``hf``, ``s3`` or ``pvc``."""
+    path: str
+    """What the engine is given: a hub id, an ``s3://`` URL or a path under the mount."""
+    claim: str | None = None
+    """The PVC to mount read-only at :data:`MODEL_SOURCE_MOUNT` (``pvc://`` only)."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a replica's GPUs are used: one model copy over ``tp`` GPUs, ``dp`` copies per pod."""
+
+    gpus: int
+    tp: int
+    dp: int
+
+
+@dataclass
+class _Flags:
+    """Accumulates one engine's args, env and problems while the mapper runs."""
+
+    args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    def add(self, *items: object) -> None:
+        self.args.extend(str(i) for i in items)
+
+
+@dataclass(frozen=True)
+class EngineProfile:
+    """Everything the builders need to know about one engine."""
+
+    name: Engine
+    default_image: str
+    port: int
+    """Port the engine listens on; serving, health and metrics share it."""
+    health_path: str
+    """HTTP path of the startup, readiness and liveness probes (200 once the model is loaded)."""
+    metrics_path: str
+    """Prometheus text-format path, advertised through ``prometheus.io/path``."""
+    needs_shm: bool
+    """Mount a memory-backed ``/dev/shm``: NCCL and the engines' worker IPC use it, and the
+    container runtime's 64 MiB default breaks tensor parallelism."""
+    needs_weights: bool
+    """Loads real weights: gets the model-cache volume, ``HF_HOME`` and the HF token."""
+    non_root: bool
+    """The image runs as a non-root user; the vendor GPU images run as root and write caches
+    under ``/root``, so they keep their user and only lose privilege escalation."""
+    model_sources: frozenset[str]
+    """Model source schemes the engine can load from."""
+    flags: Callable[[InferenceModelSpec, ModelSource, str, Layout, _Flags], None] = field(
+        repr=False, compare=False
+    )
+    """Writes the engine's args (model, served name, optimisations) into ``_Flags``."""
+    base_command: tuple[str, ...] = ()
+
+
+# --- flag mappers ---------------------------------------------------------------------------
+
+
+def _draft_model(spec: SpeculativeDecoding, out: _Flags) -> str | None:
+    """The draft model as a hub id; other sources would need their own volume."""
+    draft = spec.draft_model
+    if draft is None:
+        return None
+    if draft.startswith(("s3://", "pvc://")):
+        out.problems.append(
+            "speculativeDecoding.draftModel must be a hub name or an hf:// URL "
+            f"(got {draft.split('://', 1)[0]}://)"
+        )
+        return None
+    return draft.removeprefix("hf://")
+
+
+def _vllm(spec: InferenceModelSpec, src: ModelSource, served: str, lay: Layout, o: _Flags) -> None:
+    opt = spec.optimization
+    o.add(src.path, "--served-model-name", served, "--host", "0.0.0.0", "--port", VLLM.port)
+    if src.scheme == "s3":
+        # vLLM streams safetensors straight from object storage with the Run:ai streamer.
+        o.add("--load-format", "runai_streamer")
+    if lay.tp > 1:
+        o.add("--tensor-parallel-size", lay.tp)
+    if lay.dp > 1:
+        o.add("--data-parallel-size", lay.dp)
+    if opt.quantization:
+        o.add("--quantization", opt.quantization)
+    if opt.prefix_caching is not None:
+        o.add("--enable-prefix-caching" if opt.prefix_caching else "--no-enable-prefix-caching")
+    if opt.max_model_len is not None:
+        o.add("--max-model-len", opt.max_model_len)
+    if opt.kv_cache_dtype not in (None, "auto"):
+        o.add("--kv-cache-dtype", opt.kv_cache_dtype)
+    if opt.gpu_memory_utilization is not None:
+        o.add("--gpu-memory-utilization", opt.gpu_memory_utilization)
+    sd = opt.speculative_decoding
+    if sd is not None:
+        config: dict[str, Any] = {"num_speculative_tokens": sd.num_speculative_tokens}
+        if sd.method != "draft":
+            # A draft model is vLLM's default method when "model" is set, so only name others.
+            config["method"] = sd.method
+        draft = _draft_model(sd, o)
+        if draft is not None:
+            config["model"] = draft
+        o.add("--speculative-config", json.dumps(config, sort_keys=True, separators=(",", ":")))
+
+
+_SGLANG_KV_DTYPE: Final = {"fp8": "fp8_e4m3", "fp8_e4m3": "fp8_e4m3", "fp8_e5m2": "fp8_e5m2"}
+_SGLANG_SPEC_ALGORITHM: Final = {
+    "draft": "STANDALONE",
+    "ngram": "NGRAM",
+    "eagle": "EAGLE",
+    "eagle3": "EAGLE3",
+}
+
+
+def _sglang(
+    spec: InferenceModelSpec, src: ModelSource, served: str, lay: Layout, o: _Flags
+) -> None:
+    opt = spec.optimization
+    o.add("--model-path", src.path, "--served-model-name", served)
+    o.add("--host", "0.0.0.0", "--port", SGLANG.port, "--enable-metrics")
+    if lay.tp > 1:
+        o.add("--tp-size", lay.tp)
+    if lay.dp > 1:
+        o.add("--dp-size", lay.dp)
+    if opt.quantization:
+        o.add("--quantization", opt.quantization)
+    # RadixAttention prefix caching is on by default; it can only be switched off.
+    if opt.prefix_caching is False:
+        o.add("--disable-radix-cache")
+    if opt.max_model_len is not None:
+        o.add("--context-length", opt.max_model_len)
+    if opt.kv_cache_dtype not in (None, "auto"):
+        # SGLang spells the e4m3 format out; vLLM's plain "fp8" means the same e4m3.
+        o.add("--kv-cache-dtype", _SGLANG_KV_DTYPE[opt.kv_cache_dtype])
+    if opt.gpu_memory_utilization is not None:
+        o.add("--mem-fraction-static", opt.gpu_memory_utilization)
+    sd = opt.speculative_decoding
+    if sd is not None:
+        n = sd.num_speculative_tokens
+        o.add("--speculative-algorithm", _SGLANG_SPEC_ALGORITHM[sd.method])
+        draft = _draft_model(sd, o)
+        if draft is not None:
+            o.add("--speculative-draft-model-path", draft)
+        if sd.method == "ngram":
+            o.add("--speculative-num-draft-tokens", n)
+        else:
+            # A chain (top-k 1) of n steps verifies n drafted tokens plus the bonus one.
+            o.add("--speculative-num-steps", n, "--speculative-eagle-topk", 1)
+            o.add("--speculative-num-draft-tokens", n + 1)
+
+
+_TGI_KV_DTYPE: Final = {"fp8": "fp8_e4m3fn", "fp8_e4m3": "fp8_e4m3fn", "fp8_e5m2": "fp8_e5m2"}
+
+
+def _tgi(spec: InferenceModelSpec, src: ModelSource, served: str, lay: Layout, o: _Flags) -> None:
+    del served  # TGI has no served-name flag; the router names the model to clients.
+    opt = spec.optimization
+    o.add("--model-id", src.path, "--hostname", "0.0.0.0", "--port", TGI.port)
+    o.add("--huggingface-hub-cache", f"{HF_HOME}/hub")
+    if lay.dp > 1:
+        o.problems.append(
+            f"TGI runs one model copy per pod, so optimization.tensorParallelSize ({lay.tp}) "
+            f"must equal resources.gpus ({lay.gpus})"
+        )
+    if lay.tp > 1:
+        o.add("--num-shard", lay.tp)
+    if opt.quantization:
+        o.add("--quantize", opt.quantization)
+    if opt.prefix_caching is not None:
+        o.env["PREFIX_CACHING"] = "1" if opt.prefix_caching else "0"
+    if opt.max_model_len is not None:
+        # TGI refuses max-input-tokens >= max-total-tokens, and its default input limit can
+        # exceed a smaller total, so both are set.
+        o.add("--max-input-tokens", opt.max_model_len - 1, "--max-total-tokens", opt.max_model_len)
+    if opt.kv_cache_dtype not in (None, "auto"):
+        o.add("--kv-cache-dtype", _TGI_KV_DTYPE[opt.kv_cache_dtype])
+    if opt.gpu_memory_utilization is not None:
+        o.add("--cuda-memory-fraction", opt.gpu_memory_utilization)
+    sd = opt.speculative_decoding
+    if sd is not None:
+        if sd.method == "ngram":
+            o.add("--speculate", sd.num_speculative_tokens)
+        else:
+            o.problems.append(
+                f"TGI has no {sd.method} speculative decoding (only ngram, or Medusa heads "
+                "built into the checkpoint)"
+            )
+
+
+_TRTLLM_SPEC: Final = {"draft": "DraftTarget", "ngram": "NGram", "eagle3": "Eagle3"}
+
+
+def _trtllm(
+    spec: InferenceModelSpec, src: ModelSource, served: str, lay: Layout, o: _Flags
+) -> None:
+    opt = spec.optimization
+    o.add(src.path, "--served_model_name", served, "--host", "0.0.0.0", "--port", TRTLLM.port)
+    o.add("--backend", "pytorch")
+    if lay.dp > 1:
+        o.problems.append(
+            f"trtllm-serve runs one model copy per pod, so optimization.tensorParallelSize "
+            f"({lay.tp}) must equal resources.gpus ({lay.gpus})"
+        )
+    if lay.tp > 1:
+        o.add("--tp_size", lay.tp)
+    if opt.quantization:
+        o.problems.append(
+            "trtllm-serve has no runtime quantisation: serve a checkpoint quantised with "
+            "TensorRT Model Optimizer and leave optimization.quantization empty"
+        )
+    if opt.max_model_len is not None:
+        o.add("--max_seq_len", opt.max_model_len)
+    if opt.gpu_memory_utilization is not None:
+        # The closest knob: the share of memory left after the weights that the KV cache takes.
+        o.add("--kv_cache_free_gpu_memory_fraction", opt.gpu_memory_utilization)
+    options: dict[str, Any] = {}
+    kv: dict[str, Any] = {}
+    if opt.prefix_caching is not None:
+        kv["enable_block_reuse"] = opt.prefix_caching
+    if opt.kv_cache_dtype == "fp8_e5m2":
+        o.problems.append("TensorRT-LLM's fp8 KV cache is e4m3; fp8_e5m2 is not available")
+    elif opt.kv_cache_dtype in ("fp8", "fp8_e4m3"):
+        kv["dtype"] = "fp8"
+    if kv:
+        options["kv_cache_config"] = kv
+    sd = opt.speculative_decoding
+    if sd is not None:
+        if sd.method not in _TRTLLM_SPEC:
+            o.problems.append(
+                "TensorRT-LLM's PyTorch backend has no eagle (EAGLE-1/2) speculative "
+                "decoding; use eagle3, draft or ngram"
+            )
+        else:
+            spec_config: dict[str, Any] = {
+                "decoding_type": _TRTLLM_SPEC[sd.method],
+                "max_draft_len": sd.num_speculative_tokens,
+            }
+            draft = _draft_model(sd, o)
+            if draft is not None:
+                spec_config["speculative_model"] = draft
+            options["speculative_config"] = spec_config
+            if sd.method == "draft":
+                # Draft/target decoding does not run with the overlap scheduler.
+                options["disable_overlap_scheduler"] = True
+    if options:
+        o.add("--extra_llm_api_options", TRTLLM_OPTIONS_FILE)
+        o.env[TRTLLM_OPTIONS_ENV] = json.dumps(options, sort_keys=True, separators=(",", ":"))
+
+
+def _sim(spec: InferenceModelSpec, src: ModelSource, served: str, lay: Layout, o: _Flags) -> None:
+    del src, lay  # The sim loads no weights and uses no GPU.
+    o.add("--model", served, "--port", SIM.port)
+    o.add("--shutdown-grace-seconds", spec.serving.termination_grace_period_seconds)
+    if spec.optimization.max_model_len is not None:
+        o.add("--max-model-len", spec.optimization.max_model_len)
+
+
+# --- the table ------------------------------------------------------------------------------
+
+VLLM: Final = EngineProfile(
+    name="vllm",
+    default_image="vllm/vllm-openai:v0.11.0",
+    base_command=("vllm", "serve"),
+    port=8000,
+    health_path="/health",
+    metrics_path="/metrics",
+    needs_shm=True,
+    needs_weights=True,
+    non_root=False,
+    model_sources=frozenset({"hf", "s3", "pvc"}),
+    flags=_vllm,
+)
+SGLANG: Final = EngineProfile(
+    name="sglang",
+    default_image="lmsysorg/sglang:v0.5.4",
+    base_command=("python3", "-m", "sglang.launch_server"),
+    port=30000,
+    health_path="/health",
+    metrics_path="/metrics",
+    needs_shm=True,
+    needs_weights=True,
+    non_root=False,
+    model_sources=frozenset({"hf", "pvc"}),
+    flags=_sglang,
+)
+TGI: Final = EngineProfile(
+    name="tgi",
+    default_image="ghcr.io/huggingface/text-generation-inference:3.3.6",
+    base_command=("text-generation-launcher",),
+    # The image listens on 80 by default; a high port keeps the option of dropping root.
+    port=8080,
+    health_path="/health",
+    metrics_path="/metrics",
+    needs_shm=True,
+    needs_weights=True,
+    non_root=False,
+    model_sources=frozenset({"hf", "pvc"}),
+    flags=_tgi,
+)
+TRTLLM: Final = EngineProfile(
+    name="trtllm",
+    default_image="nvcr.io/nvidia/tensorrt-llm/release:1.1.0",
+    base_command=("trtllm-serve",),
+    port=8000,
+    health_path="/health",
+    # trtllm-serve's /metrics is JSON iteration stats; the Prometheus text lives here.
+    metrics_path="/prometheus/metrics",
+    needs_shm=True,
+    needs_weights=True,
+    non_root=False,
+    model_sources=frozenset({"hf", "pvc"}),
+    flags=_trtllm,
+)
+SIM: Final = EngineProfile(
+    name="sim",
+    default_image=f"ghcr.io/inferscale/sim:{__version__}",
+    base_command=("inferscale", "sim"),
+    port=8000,
+    health_path="/health",
+    metrics_path="/metrics",
+    needs_shm=False,
+    needs_weights=False,
+    non_root=True,
+    model_sources=frozenset({"hf", "s3", "pvc"}),
+    flags=_sim,
+)
+
+ENGINES: Final[Mapping[Engine, EngineProfile]] = {
+    p.name: p for p in (VLLM, SGLANG, TGI, TRTLLM, SIM)
+}
+"""Every engine's profile, by the name ``spec.engine`` uses."""
+
+
+# --- entry points ---------------------------------------------------------------------------
+
+
+def parse_model_source(model: str) -> ModelSource:
+    """``hf://org/name`` -> hub id; ``s3://...`` kept whole; ``pvc://claim/path`` -> mount path.
+
+    Raises:
+        SpecError: a source the API pattern lets through but that names nothing.
+    """
+    scheme, _, rest = model.partition("://")
+    rest = rest.strip("/")
+    if not rest:
+        raise SpecError(f"model {model!r} names no model after {scheme}://")
+    if scheme == "hf":
+        return ModelSource("hf", rest)
+    if scheme == "s3":
+        return ModelSource("s3", model)
+    if scheme == "pvc":
+        claim, _, sub = rest.partition("/")
+        path = f"{MODEL_SOURCE_MOUNT}/{sub}" if sub else MODEL_SOURCE_MOUNT
+        return ModelSource("pvc", path, claim=claim)
+    raise SpecError(f"model {model!r}: unknown source scheme {scheme}://")
+
+
+def layout(spec: InferenceModelSpec) -> Layout:
+    """Tensor parallelism defaults to the GPU count; GPUs left over hold more model copies."""
+    gpus = spec.resources.gpus
+    tp = spec.optimization.tensor_parallel_size or max(gpus, 1)
+    dp = gpus // tp if gpus >= tp else 1
+    return Layout(gpus=gpus, tp=tp, dp=dp)
+
+
+def engine_command(spec: InferenceModelSpec, served_name: str) -> EngineCommand:
+    """The container command, args and env of ``spec.engine`` for this spec.
+
+    ``spec.args`` come last, so a flag given there overrides the derived one for engines whose
+    parsers keep the last value (vLLM, SGLang, the sim).
+
+    Raises:
+        UnsupportedSpec: the engine cannot do something the spec asks; every problem is named.
+        SpecError: the model source names nothing.
+    """
+    profile = ENGINES[spec.engine]
+    source = parse_model_source(spec.model)
+    out = _Flags()
+    if source.scheme not in profile.model_sources:
+        out.problems.append(
+            f"{spec.engine} cannot load {source.scheme}:// models; copy the weights into a "
+            "PersistentVolumeClaim and use pvc://claim/path"
+        )
+    profile.flags(spec, source, served_name, layout(spec), out)
+    if out.problems:
+        raise UnsupportedSpec(spec.engine, out.problems)
+    command = profile.base_command
+    if TRTLLM_OPTIONS_ENV in out.env:
+        # "$@" hands the args to trtllm-serve unchanged, so spec.args still append as usual.
+        command = ("/bin/sh", "-c", _TRTLLM_WRAPPER, "trtllm-serve")
+    return EngineCommand(
+        command=command,
+        args=(*out.args, *spec.args),
+        env=tuple(out.env.items()),
+    )
+
+
+def check_spec(spec: InferenceModelSpec, served_name: str) -> list[str]:
+    """Every reason ``spec.engine`` cannot serve ``spec``; empty when it can."""
+    try:
+        engine_command(spec, served_name)
+    except UnsupportedSpec as error:
+        return list(error.problems)
+    except SpecError as error:
+        return [str(error)]
+    return []
