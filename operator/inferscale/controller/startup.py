@@ -33,6 +33,31 @@ async def operator_startup(
     logger.info("inferscale operator started")
 
 
+@kopf.on.login()
+def operator_login(memo: Any, **kwargs: Any) -> kopf.ConnectionInfo | None:
+    """Log kopf in with the very credentials of our own client.
+
+    kopf's default login reads ``$KUBECONFIG`` through the ``kubernetes`` library, whose default
+    path is fixed when that library is first imported; ``inferscale operator --kubeconfig FILE``
+    sets the variable later, so kopf found no credentials (or another cluster's) while our
+    client used FILE. Taking kopf's credentials from the runtime's client keeps both on the same
+    cluster as the same user. A runtime without a real client (tests) falls back to kopf's own.
+    """
+    runtime = memo.get("runtime")
+    if not isinstance(runtime, Runtime) or not isinstance(runtime.api, KubernetesApi):
+        return kopf.login_via_client(**kwargs)
+    conn = runtime.api.connection()
+    return kopf.ConnectionInfo(
+        server=conn.server,
+        ca_path=conn.ca_path,
+        insecure=conn.insecure,
+        scheme=conn.scheme,
+        token=conn.token,
+        certificate_path=conn.certificate_path,
+        private_key_path=conn.private_key_path,
+    )
+
+
 @kopf.on.cleanup()
 async def operator_cleanup(memo: Any, **_: Any) -> None:
     """Cancel coalesced reconciles that have not started yet."""

@@ -130,6 +130,19 @@ class KubeApi(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Connection:
+    """Where the API server is and how this client authenticates (paths, not key material)."""
+
+    server: str
+    ca_path: str | None
+    insecure: bool
+    scheme: str | None
+    token: str | None
+    certificate_path: str | None
+    private_key_path: str | None
+
+
 def _error_for(status: int, body: bytes | str | None) -> KubeApiError:
     """Turn an API server error response (a ``Status`` object) into our exception."""
     reason, message = "Unknown", ""
@@ -166,6 +179,28 @@ class KubernetesApi:
     def close(self) -> None:
         """Release the connection pool."""
         self._api.close()
+
+    def connection(self) -> Connection:
+        """The server and credentials this client uses, for kopf's login (one source for both).
+
+        The bearer token is read through the configuration's refresh hook, so an in-cluster
+        token that the kubelet rotated is picked up when kopf logs in again after a 401.
+        """
+        conf: k8s.Configuration = self._api.configuration
+        header = conf.get_api_key_with_prefix("BearerToken") or conf.get_api_key_with_prefix(
+            "authorization"
+        )
+        parts = header.split(" ", 1) if header else []
+        scheme, token = (parts[0], parts[1]) if len(parts) == 2 else (None, header or None)
+        return Connection(
+            server=str(conf.host),
+            ca_path=conf.ssl_ca_cert or None,
+            insecure=not conf.verify_ssl,
+            scheme=scheme,
+            token=token,
+            certificate_path=conf.cert_file or None,
+            private_key_path=conf.key_file or None,
+        )
 
     def _call(
         self,

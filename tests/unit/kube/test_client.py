@@ -1,5 +1,7 @@
 """REST paths, error translation, and the fake's contract (the real client is tested in e2e/)."""
 
+from pathlib import Path
+
 import pytest
 
 from inferscale.errors import Conflict, Forbidden, KubeApiError, NotFound
@@ -109,3 +111,52 @@ async def test_fake_injected_failure_hits_once():
 async def test_fake_rejects_selectors_it_cannot_evaluate():
     with pytest.raises(ValueError, match="equality"):
         await FakeKubeApi().list("v1", "Pod", "ns", "app!=x")
+
+
+def _kubeconfig(tmp_path, user):
+    import yaml
+
+    path = tmp_path / "kubeconfig"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "c",
+                "clusters": [
+                    {
+                        "name": "k",
+                        "cluster": {
+                            "server": "https://10.0.0.1:6443",
+                            "certificate-authority-data": "Q0E=",
+                        },
+                    }
+                ],
+                "users": [{"name": "u", "user": user}],
+                "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}],
+            }
+        )
+    )
+    return str(path)
+
+
+def test_connection_is_the_clients_own_server_and_token(tmp_path, monkeypatch):
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    api = KubernetesApi.from_environment(_kubeconfig(tmp_path, {"token": "t0ken"}))
+    conn = api.connection()
+    assert conn.server == "https://10.0.0.1:6443"
+    assert (conn.scheme, conn.token) == ("Bearer", "t0ken")
+    assert conn.ca_path and Path(conn.ca_path).read_text() == "CA"
+    assert not conn.insecure and conn.certificate_path is None
+    api.close()
+
+
+def test_connection_with_client_certificates_has_no_token(tmp_path, monkeypatch):
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    user = {"client-certificate-data": "Q0VSVA==", "client-key-data": "S0VZ"}
+    api = KubernetesApi.from_environment(_kubeconfig(tmp_path, user))
+    conn = api.connection()
+    assert conn.token is None and conn.scheme is None
+    assert conn.certificate_path and Path(conn.certificate_path).read_text() == "CERT"
+    assert conn.private_key_path and Path(conn.private_key_path).read_text() == "KEY"
+    api.close()
