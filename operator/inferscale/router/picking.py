@@ -1,0 +1,245 @@
+"""The pickers: which endpoint gets a request, as pure functions over an endpoint snapshot.
+
+Every picker takes the candidates (ready endpoints whose circuit breaker is closed, with their
+in-flight counts and, when the router scrapes engines, their queue and KV-cache use) plus the
+request's inputs, and returns one candidate. Randomness and rotation come in as arguments, so
+the same inputs always give the same answer; the what-if simulator runs this same code.
+
+- ``leastInFlight`` (default): fewest requests in flight (plus the engine's own waiting queue
+  when scraped); ties go to the lower KV-cache use, then rotate from ``start``.
+- ``prefixHash``: consistent hashing with bounded loads (CHWBL, Mirrokni et al. 2016, as
+  KubeAI's): the request's prompt prefix picks a point on a ring; walking clockwise, the first
+  endpoint whose load after taking the request stays within
+  ``ceil(load_bound * (total + 1) / n)`` gets it. One always qualifies (the least loaded one),
+  and the same prefix keeps the same endpoint while it is not overloaded, which is what makes
+  engines' prefix caches hit.
+- ``weighted``: by weight, from a uniform number in [0, 1).
+- ``roundRobin``: the ``counter``-th candidate.
+
+No I/O, no clock, no HTTP library (import-linter enforces it).
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, Final, Protocol, TypeVar
+
+from inferscale.api.v1alpha1.inference_route import Strategy
+
+
+class Candidate(Protocol):
+    """What a picker reads of an endpoint."""
+
+    @property
+    def key(self) -> str:
+        """Stable identity (the address); hashed onto the ring."""
+
+    @property
+    def in_flight(self) -> int:
+        """Requests this router has in flight there."""
+
+    @property
+    def weight(self) -> int:
+        """Share under the weighted strategy."""
+
+    @property
+    def queued(self) -> int:
+        """Requests waiting in the engine (scraped; 0 when unknown)."""
+
+    @property
+    def kv_usage(self) -> float:
+        """KV-cache use 0..1 (scraped; 0 when unknown)."""
+
+
+C = TypeVar("C", bound=Candidate)
+
+DEFAULT_LOAD_BOUND: Final = 1.25
+
+
+def hash64(text: str) -> int:
+    """A stable 64-bit hash (the same in every process, unlike ``hash``)."""
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
+
+
+def least_in_flight(candidates: Sequence[C], start: int = 0) -> C:
+    """The candidate with the least load; ties by KV-cache use, then rotating from ``start``.
+
+    Args:
+        candidates: at least one.
+        start: where the rotation begins among equals, so idle endpoints share traffic.
+    """
+    n = len(candidates)
+    best = candidates[start % n]
+    best_load = best.in_flight + best.queued
+    best_kv = best.kv_usage
+    for i in range(1, n):
+        c = candidates[(start + i) % n]
+        load = c.in_flight + c.queued
+        if load < best_load or (load == best_load and c.kv_usage < best_kv):
+            best, best_load, best_kv = c, load, c.kv_usage
+    return best
+
+
+def round_robin(candidates: Sequence[C], counter: int) -> C:
+    """The ``counter``-th candidate, wrapping around."""
+    return candidates[counter % len(candidates)]
+
+
+def weighted(candidates: Sequence[C], r: float) -> C:
+    """A candidate chosen with probability proportional to its weight.
+
+    Args:
+        candidates: at least one.
+        r: uniform in [0, 1).
+    """
+    total = 0
+    for c in candidates:
+        total += max(c.weight, 0)
+    if total <= 0:
+        return candidates[int(r * len(candidates)) % len(candidates)]
+    target = r * total
+    acc = 0
+    for c in candidates:
+        acc += max(c.weight, 0)
+        if target < acc:
+            return c
+    return candidates[-1]
+
+
+class HashRing:
+    """Points on a ring for a fixed set of endpoint keys (built once per table, not per request)."""
+
+    __slots__ = ("keys", "points", "owners")
+
+    def __init__(self, keys: Sequence[str], replicas: int = 64) -> None:
+        """Place ``replicas`` points per key."""
+        self.keys = tuple(keys)
+        pairs = sorted((hash64(f"{key}#{i}"), key) for key in set(keys) for i in range(replicas))
+        self.points = [p for p, _ in pairs]
+        self.owners = [k for _, k in pairs]
+
+    def walk(self, h: int) -> list[str]:
+        """Distinct keys in ring order, starting at the first point at or after ``h``."""
+        n = len(self.points)
+        if n == 0:
+            return []
+        i = bisect.bisect_left(self.points, h)
+        seen: dict[str, None] = {}
+        want = len(set(self.owners))
+        for step in range(n):
+            key = self.owners[(i + step) % n]
+            if key not in seen:
+                seen[key] = None
+                if len(seen) == want:
+                    break
+        return list(seen)
+
+
+def load_cap(total_in_flight: int, n: int, load_bound: float) -> int:
+    """Most requests an endpoint may hold after taking one more (CHWBL's capacity)."""
+    return math.ceil(load_bound * (total_in_flight + 1) / n)
+
+
+def prefix_hash(
+    candidates: Sequence[C], ring: HashRing, h: int, load_bound: float = DEFAULT_LOAD_BOUND
+) -> C:
+    """Bounded-load consistent hashing: the first endpoint clockwise from ``h`` under the cap.
+
+    Args:
+        candidates: at least one; endpoints on the ring that are not candidates are skipped.
+        ring: built over (a superset of) the candidates' keys.
+        h: the hash of the request's prefix.
+        load_bound: the cap as a multiple of the mean load (>= 1).
+    """
+    by_key = {c.key: c for c in candidates}
+    total = 0
+    for c in candidates:
+        total += c.in_flight
+    cap = load_cap(total, len(candidates), load_bound)
+    for key in ring.walk(h):
+        found = by_key.get(key)
+        if found is not None and found.in_flight + 1 <= cap:
+            return found
+    # Only when the ring misses candidates (it always holds one under the cap otherwise).
+    return least_in_flight(candidates)
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for part in content:
+            if isinstance(part, Mapping) and isinstance(part.get("text"), str):
+                parts.append(part["text"])
+            elif isinstance(part, str):
+                parts.append(part)
+        return "".join(parts)
+    return ""
+
+
+def prefix_text(body: Mapping[str, Any], characters: int) -> str:
+    """The first ``characters`` of the request's prompt, whatever the endpoint's shape.
+
+    Chat messages are joined in order (role and text), so turns of one conversation share the
+    prefix of the first turn; completions use ``prompt``; embeddings use ``input``. Token-id
+    prompts are rendered as numbers. Anything else gives the empty string (all such requests
+    hash alike, and the load bound spreads them).
+    """
+    out: list[str] = []
+    size = 0
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        for m in messages:
+            if not isinstance(m, Mapping):
+                continue
+            role = m.get("role")
+            text = f"{role if isinstance(role, str) else ''}:{_text_of(m.get('content'))}\n"
+            out.append(text)
+            size += len(text)
+            if size >= characters:
+                break
+        return "".join(out)[:characters]
+    prompt = body.get("prompt", body.get("input"))
+    if isinstance(prompt, list) and prompt:
+        prompt = prompt[0] if not isinstance(prompt[0], int) else prompt
+    if isinstance(prompt, str):
+        return prompt[:characters]
+    if isinstance(prompt, list):
+        return ",".join(str(t) for t in prompt[: max(characters // 4, 1)])[:characters]
+    return ""
+
+
+def pick(
+    strategy: Strategy,
+    candidates: Sequence[C],
+    *,
+    counter: int = 0,
+    r: float = 0.0,
+    ring: HashRing | None = None,
+    prefix: int = 0,
+    load_bound: float = DEFAULT_LOAD_BOUND,
+) -> C:
+    """Dispatch to the strategy's picker.
+
+    Args:
+        strategy: the route's strategy.
+        candidates: at least one.
+        counter: a per-model request counter (round robin; rotation among equals).
+        r: uniform in [0, 1) (weighted).
+        ring: the model's ring (prefixHash); built from the candidates when absent.
+        prefix: ``hash64`` of the prompt prefix (prefixHash).
+        load_bound: prefixHash's bound.
+    """
+    if strategy == "leastInFlight":
+        return least_in_flight(candidates, counter)
+    if strategy == "roundRobin":
+        return round_robin(candidates, counter)
+    if strategy == "weighted":
+        return weighted(candidates, r)
+    if ring is None:
+        ring = HashRing([c.key for c in candidates])
+    return prefix_hash(candidates, ring, prefix, load_bound)

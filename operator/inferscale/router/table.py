@@ -1,0 +1,278 @@
+"""The routing table: the versioned document the operator pushes, and the router's live copy.
+
+:class:`RoutingTable` is the wire schema (camelCase JSON, like the API): served model name →
+route settings (named as in InferenceRoute) and endpoints (pod, ``host:port``, ready, engine,
+weight). The operator compiles it with a pure function, PUTs it to every router pod and keeps
+the last one in a ConfigMap that a starting router reads.
+
+:class:`EndpointTable` is the in-memory copy the server picks from. It swaps a new version in
+at once (one assignment, so a request sees either the old table or the new one) and refuses a
+version older than the one it holds. Per-endpoint runtime state (in-flight count, circuit
+breaker, scraped engine load) lives on :class:`EndpointState` and survives a swap for every
+endpoint that stays, so a push never resets the counts the pickers balance on.
+
+Pure: no I/O, no clock (callers pass ``now``), no asyncio.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from typing import Final
+
+from pydantic import Field, model_validator
+
+from inferscale.api.meta import ApiModel, nested
+from inferscale.api.v1alpha1.inference_model import SERVED_NAME_PATTERN
+from inferscale.api.v1alpha1.inference_route import (
+    HoldQueue,
+    PrefixHash,
+    Retries,
+    Strategy,
+    Timeouts,
+)
+from inferscale.errors import InferscaleError
+
+ADDRESS_PATTERN: Final = r"^[A-Za-z0-9.\-]{1,253}:[0-9]{1,5}$"
+"""``host:port`` of an engine pod (an IPv4 address or a DNS name; no scheme, no path)."""
+
+_SERVED_NAME: Final = re.compile(SERVED_NAME_PATTERN)
+
+
+class StaleTableError(InferscaleError):
+    """A pushed table is older than (or conflicts with) the one the router holds."""
+
+
+class TableEndpoint(ApiModel):
+    """One engine pod that serves a model."""
+
+    pod: str = Field(min_length=1, max_length=253)
+    """Pod name (a label on metrics and access logs)."""
+
+    address: str = Field(pattern=ADDRESS_PATTERN)
+    """``host:port`` the router sends requests to."""
+
+    ready: bool = True
+    """Whether the pod is Ready; endpoints that are not ready are kept but never picked."""
+
+    engine: str = Field(default="vllm", max_length=32)
+    """Engine kind (``vllm``, ``sglang``, ``tgi``, ``trtllm``, ``sim``): which metric names the
+    router scrapes for queue and KV-cache use."""
+
+    weight: int = Field(default=1, ge=0, le=1_000_000)
+    """Share of traffic under the weighted strategy."""
+
+
+class RouteSettings(ApiModel):
+    """How requests for one model are routed; names as in InferenceRoute's spec."""
+
+    strategy: Strategy = "leastInFlight"
+    """How an endpoint is picked among the ready ones."""
+
+    prefix_hash: PrefixHash = nested(PrefixHash)
+    """Settings of the prefixHash strategy."""
+
+    retries: Retries = nested(Retries)
+    """Retries before the first byte."""
+
+    timeouts: Timeouts = nested(Timeouts)
+    """Time limits."""
+
+    hold_queue: HoldQueue = nested(HoldQueue)
+    """The cold-start hold queue."""
+
+
+class ModelRoute(ApiModel):
+    """A served model: its route settings and its endpoints."""
+
+    route: RouteSettings = nested(RouteSettings)
+    """Route settings."""
+
+    endpoints: list[TableEndpoint] = Field(default_factory=list, max_length=10_000)
+    """Every pod of the model, ready or not; an empty list means the model is at zero and its
+    requests are held."""
+
+
+class RoutingTable(ApiModel):
+    """The whole routing table of a router, as the operator pushes it."""
+
+    version: int = Field(ge=0)
+    """Monotonic version; a router refuses a table older than the one it holds."""
+
+    models: dict[str, ModelRoute] = Field(default_factory=dict, max_length=100_000)
+    """Served model name (what clients send as ``model``) → its route."""
+
+    @model_validator(mode="after")
+    def _served_names(self) -> RoutingTable:
+        # Dict keys get no pattern from the field declaration.
+        bad = [name for name in self.models if not _SERVED_NAME.fullmatch(name)]
+        if bad:
+            raise ValueError(f"invalid served model names: {bad[:5]}")
+        return self
+
+
+class EndpointState:
+    """One endpoint's live state: what pickers read and what the proxy updates.
+
+    A plain slotted class, not a pydantic model: the hot path touches it several times per
+    request.
+    """
+
+    __slots__ = (
+        "address",
+        "base_url",
+        "engine",
+        "ejected_until",
+        "ejections",
+        "failures",
+        "in_flight",
+        "kv_usage",
+        "pod",
+        "queued",
+        "ready",
+        "weight",
+    )
+
+    def __init__(self, spec: TableEndpoint) -> None:
+        """Fresh state for ``spec``: nothing in flight, breaker closed."""
+        self.address = spec.address
+        self.base_url = f"http://{spec.address}"
+        self.pod = spec.pod
+        self.engine = spec.engine
+        self.weight = spec.weight
+        self.ready = spec.ready
+        self.in_flight = 0
+        self.failures = 0
+        """Consecutive failures (connect errors, retryable statuses, broken responses)."""
+        self.ejections = 0
+        """Consecutive ejections; the ejection time doubles with each."""
+        self.ejected_until = 0.0
+        """Monotonic time the ejection ends; 0 when the breaker is closed."""
+        self.queued = 0
+        """Requests waiting in the engine, from its last scrape (0 when unknown or stale)."""
+        self.kv_usage = 0.0
+        """KV-cache use 0..1, from the engine's last scrape."""
+
+    @property
+    def key(self) -> str:
+        """Stable identity for hashing: the address."""
+        return self.address
+
+    def update(self, spec: TableEndpoint) -> None:
+        """Take the table's new view of this endpoint, keeping the runtime counters."""
+        self.pod = spec.pod
+        self.engine = spec.engine
+        self.weight = spec.weight
+        self.ready = spec.ready
+
+    def available(self, now: float) -> bool:
+        """Whether the breaker lets a request through now.
+
+        Closed: yes. Open (ejected): no. Half-open (the ejection ran out): one request at a
+        time, whose result closes or reopens the breaker.
+        """
+        until = self.ejected_until
+        if until == 0.0:
+            return True
+        if now < until:
+            return False
+        return self.in_flight == 0
+
+    def record_success(self) -> None:
+        """Close the breaker."""
+        self.failures = 0
+        self.ejections = 0
+        self.ejected_until = 0.0
+
+    def record_failure(self, now: float, threshold: int, base_s: float, max_s: float) -> bool:
+        """Count a failure; eject after ``threshold`` in a row. True when this ejected it."""
+        self.failures += 1
+        if self.failures < threshold and self.ejected_until == 0.0:
+            return False
+        # Each ejection in a row doubles the wait, so a dead pod costs one probe per max_s.
+        wait = min(max_s, base_s * (2 ** min(self.ejections, 16)))
+        self.ejections += 1
+        self.ejected_until = now + wait
+        return True
+
+
+class ModelState:
+    """A served model's compiled route: its settings and the endpoints that may be picked."""
+
+    __slots__ = ("endpoints", "name", "ready", "route", "ring_keys")
+
+    def __init__(self, name: str, route: RouteSettings, endpoints: list[EndpointState]) -> None:
+        """Compile; ``ready`` holds the endpoints whose pods are Ready (pickers choose here)."""
+        self.name = name
+        self.route = route
+        self.endpoints = endpoints
+        weighted = route.strategy == "weighted"
+        self.ready = [e for e in endpoints if e.ready and (e.weight > 0 or not weighted)]
+        self.ring_keys = tuple(e.key for e in self.ready)
+
+    def candidates(self, now: float) -> list[EndpointState]:
+        """Ready endpoints whose breaker lets a request through now."""
+        ready = self.ready
+        for e in ready:
+            if e.ejected_until != 0.0:
+                break
+        else:
+            return ready  # the common case: nothing ejected, no copy
+        return [e for e in ready if e.available(now)]
+
+
+class EndpointTable:
+    """The live routing table: swapped atomically, never rolled back to an older version."""
+
+    def __init__(self) -> None:
+        """An empty table (version -1: any pushed table is newer)."""
+        self.table: RoutingTable | None = None
+        self.version = -1
+        self.models: dict[str, ModelState] = {}
+        self._states: dict[str, EndpointState] = {}
+        self._listeners: list[Callable[[EndpointTable], None]] = []
+
+    def subscribe(self, listener: Callable[[EndpointTable], None]) -> None:
+        """Call ``listener(self)`` after every swap (the hold queue wakes held requests)."""
+        self._listeners.append(listener)
+
+    def replace(self, table: RoutingTable) -> bool:
+        """Install ``table``; False when it is the one already held (same version and content).
+
+        Raises:
+            StaleTableError: its version is older than the one held, or equal with other
+                content.
+        """
+        if table.version < self.version:
+            raise StaleTableError(
+                f"routing table version {table.version} is older than {self.version}"
+            )
+        if table.version == self.version:
+            if self.table is not None and table == self.table:
+                return False
+            raise StaleTableError(
+                f"routing table version {table.version} is already held with other content"
+            )
+        states: dict[str, EndpointState] = {}
+        models: dict[str, ModelState] = {}
+        for name, model in table.models.items():
+            endpoints: list[EndpointState] = []
+            for spec in model.endpoints:
+                # One state per address across models: an address is one engine process.
+                state = states.get(spec.address) or self._states.get(spec.address)
+                if state is None:
+                    state = EndpointState(spec)
+                else:
+                    state.update(spec)
+                states[spec.address] = state
+                endpoints.append(state)
+            models[name] = ModelState(name, model.route, endpoints)
+        # The swap: readers on the event loop see the old or the new table, never a mixture.
+        self.models, self._states, self.table, self.version = models, states, table, table.version
+        for listener in self._listeners:
+            listener(self)
+        return True
+
+    def endpoints(self) -> Iterable[EndpointState]:
+        """Every endpoint of every model, once each."""
+        return self._states.values()

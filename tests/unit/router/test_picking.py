@@ -1,0 +1,236 @@
+"""Pickers: tables of cases and hypothesis properties."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from inferscale.router.picking import (
+    HashRing,
+    hash64,
+    least_in_flight,
+    load_cap,
+    pick,
+    prefix_hash,
+    prefix_text,
+    round_robin,
+    weighted,
+)
+
+
+@dataclass(frozen=True)
+class Snap:
+    key: str
+    in_flight: int = 0
+    weight: int = 1
+    queued: int = 0
+    kv_usage: float = 0.0
+
+
+def make(*loads: int, **kw) -> list[Snap]:
+    return [Snap(f"10.0.0.{i}:8000", in_flight=n, **kw) for i, n in enumerate(loads)]
+
+
+@pytest.mark.parametrize(
+    ("loads", "start", "expected"),
+    [
+        ((0,), 0, 0),
+        ((3, 1, 2), 0, 1),
+        ((0, 0, 0), 0, 0),
+        ((0, 0, 0), 1, 1),
+        ((0, 0, 0), 5, 2),
+        ((2, 2, 1, 1), 0, 2),
+        ((2, 2, 1, 1), 3, 3),
+    ],
+)
+def test_least_in_flight_table(loads, start, expected):
+    cands = make(*loads)
+    assert least_in_flight(cands, start) is cands[expected]
+
+
+def test_least_in_flight_counts_the_engines_queue_and_breaks_ties_on_kv():
+    a = Snap("a:1", in_flight=1, queued=5)
+    b = Snap("b:1", in_flight=3)
+    assert least_in_flight([a, b]) is b
+    c = Snap("c:1", in_flight=1, kv_usage=0.9)
+    d = Snap("d:1", in_flight=1, kv_usage=0.1)
+    assert least_in_flight([c, d]) is d
+
+
+def test_round_robin_cycles():
+    cands = make(0, 0, 0)
+    assert [round_robin(cands, i).key for i in range(6)] == [c.key for c in cands] * 2
+
+
+def test_weighted_follows_weights():
+    cands = [Snap("a:1", weight=1), Snap("b:1", weight=3), Snap("c:1", weight=0)]
+    counts = Counter(weighted(cands, i / 1000).key for i in range(1000))
+    assert counts == {"a:1": 250, "b:1": 750}
+
+
+def test_weighted_all_zero_still_answers():
+    cands = [Snap("a:1", weight=0), Snap("b:1", weight=0)]
+    assert weighted(cands, 0.7).key == "b:1"
+
+
+def test_pick_dispatches():
+    cands = make(1, 0)
+    assert pick("leastInFlight", cands) is cands[1]
+    assert pick("roundRobin", cands, counter=2) is cands[0]
+    assert pick("weighted", cands, r=0.9) is cands[1]
+    assert pick("prefixHash", cands, prefix=hash64("x")) in cands
+
+
+@pytest.mark.parametrize(
+    ("total", "n", "bound", "cap"),
+    [(0, 1, 1.25, 2), (0, 4, 1.25, 1), (8, 4, 1.25, 3), (99, 10, 1.0, 10)],
+)
+def test_load_cap(total, n, bound, cap):
+    assert load_cap(total, n, bound) == cap
+
+
+def test_prefix_hash_sticks_until_overloaded_then_moves_on():
+    cands = make(0, 0, 0, 0)
+    ring = HashRing([c.key for c in cands])
+    h = hash64("conversation-1")
+    home = prefix_hash(cands, ring, h)
+    # Load the home endpoint past the cap: the next endpoint clockwise takes the request.
+    loaded = [Snap(c.key, in_flight=5 if c.key == home.key else 1) for c in cands]
+    moved = prefix_hash(loaded, ring, h)
+    assert moved.key != home.key
+    assert moved.key == ring.walk(h)[1]  # the next one clockwise (load 1, under the cap of 3)
+
+
+def test_prefix_hash_skips_endpoints_that_are_not_candidates():
+    cands = make(0, 0, 0)
+    ring = HashRing([c.key for c in cands])
+    h = hash64("p")
+    home = prefix_hash(cands, ring, h)
+    rest = [c for c in cands if c is not home]
+    assert prefix_hash(rest, ring, h) in rest
+
+
+def test_ring_walk_visits_each_key_once():
+    ring = HashRing(["a", "b", "c"], replicas=8)
+    for h in (0, 2**63, 2**64 - 1):
+        assert sorted(ring.walk(h)) == ["a", "b", "c"]
+    assert HashRing([]).walk(5) == []
+
+
+def test_adding_an_endpoint_moves_few_prefixes():
+    keys = [f"10.0.0.{i}:8000" for i in range(8)]
+    before = HashRing(keys)
+    after = HashRing([*keys, "10.0.0.99:8000"])
+    hashes = [hash64(f"prompt {i}") for i in range(2000)]
+    moved = sum(before.walk(h)[0] != after.walk(h)[0] for h in hashes)
+    assert moved < 2000 * 0.25  # ideal is 1/9 of them
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (
+            {
+                "messages": [
+                    {"role": "system", "content": "be nice"},
+                    {"role": "user", "content": "hi"},
+                ]
+            },
+            "system:be nice\nuser:hi\n",
+        ),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [{"type": "text", "text": "a"}, {"type": "image_url"}],
+                    }
+                ]
+            },
+            "user:a\n",
+        ),
+        ({"prompt": "hello world"}, "hello world"),
+        ({"prompt": ["first", "second"]}, "first"),
+        ({"prompt": [1, 2, 3]}, "1,2,3"),
+        ({"input": "embed me"}, "embed me"),
+        ({"messages": "not a list"}, ""),
+        ({"messages": [5, None]}, ""),
+        ({}, ""),
+        ({"prompt": {"x": 1}}, ""),
+    ],
+)
+def test_prefix_text(body, expected):
+    assert prefix_text(body, 1000) == expected
+
+
+def test_prefix_text_is_cut():
+    assert prefix_text({"prompt": "x" * 500}, 256) == "x" * 256
+    long = {"messages": [{"role": "user", "content": "y" * 1000}, {"role": "user", "content": "z"}]}
+    assert prefix_text(long, 10) == "user:yyyyy"
+
+
+loads = st.lists(st.integers(min_value=0, max_value=200), min_size=1, max_size=24)
+
+
+@settings(max_examples=300, deadline=None)
+@given(loads=loads, prefix=st.text(max_size=40), bound=st.floats(min_value=1.0, max_value=3.0))
+def test_chwbl_never_exceeds_the_bound(loads, prefix, bound):
+    cands = make(*loads)
+    ring = HashRing([c.key for c in cands], replicas=16)
+    chosen = prefix_hash(cands, ring, hash64(prefix), bound)
+    assert chosen.in_flight + 1 <= load_cap(sum(loads), len(loads), bound)
+
+
+@settings(max_examples=300, deadline=None)
+@given(loads=loads, prefix=st.text(max_size=40))
+def test_chwbl_same_prefix_same_endpoint_when_not_overloaded(loads, prefix):
+    cands = make(*loads)
+    ring = HashRing([c.key for c in cands], replicas=16)
+    h = hash64(prefix)
+    home_key = ring.walk(h)[0]
+    home = next(c for c in cands if c.key == home_key)
+    chosen = prefix_hash(cands, ring, h)
+    if home.in_flight + 1 <= load_cap(sum(loads), len(loads), 1.25):
+        assert chosen is home
+    assert prefix_hash(cands, ring, h) is chosen  # deterministic
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    n=st.integers(min_value=1, max_value=12),
+    requests=st.integers(min_value=1, max_value=400),
+    seed=st.integers(0, 10**6),
+)
+def test_chwbl_sequential_assignment_keeps_every_load_within_the_bound(n, requests, seed):
+    """Requests that never finish, all with the same prefix: loads stay within 1.25 x mean + 1."""
+    keys = [f"e{i}:1" for i in range(n)]
+    ring = HashRing(keys, replicas=16)
+    load = dict.fromkeys(keys, 0)
+    for i in range(requests):
+        cands = [Snap(k, in_flight=load[k]) for k in keys]
+        chosen = prefix_hash(cands, ring, hash64(str(seed % 3)))
+        load[chosen.key] += 1
+        assert max(load.values()) <= load_cap(i, n, 1.25)
+
+
+@settings(max_examples=200, deadline=None)
+@given(loads=loads, start=st.integers(0, 1000))
+def test_least_in_flight_is_a_minimum(loads, start):
+    cands = make(*loads)
+    assert least_in_flight(cands, start).in_flight == min(loads)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    weights=st.lists(st.integers(0, 100), min_size=1, max_size=10),
+    r=st.floats(0, 1, exclude_max=True),
+)
+def test_weighted_never_picks_a_zero_weight_when_some_are_positive(weights, r):
+    cands = [Snap(f"e{i}:1", weight=w) for i, w in enumerate(weights)]
+    chosen = weighted(cands, r)
+    if any(weights):
+        assert chosen.weight > 0
