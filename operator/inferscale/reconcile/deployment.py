@@ -283,7 +283,8 @@ def build_deployment(
             "revisionHistoryLimit": settings.revision_history_limit,
             "template": {
                 "metadata": {
-                    "labels": labels,
+                    # A copy: the handler's kopf.adopt edits the top-level labels in place.
+                    "labels": dict(labels),
                     "annotations": {
                         ANNOTATION_SCRAPE: "true",
                         ANNOTATION_PORT: str(profile.port),
