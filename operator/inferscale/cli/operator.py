@@ -62,15 +62,20 @@ def _identity() -> str:
 
 async def run_operator(args: argparse.Namespace) -> int:
     """Elect, then run kopf until stopped; 1 when leadership was lost."""
+    from concurrent.futures import ThreadPoolExecutor
+
     import kopf
 
     import inferscale.controller  # noqa: F401  (registers the handlers)
     from inferscale.config import OperatorSettings
     from inferscale.controller.inference_model import Runtime
-    from inferscale.kube.client import KubernetesApi
+    from inferscale.kube.client import API_THREADS, KubernetesApi
     from inferscale.kube.lease import LeaderElector
 
     log = logging.getLogger("inferscale.operator")
+    # asyncio.to_thread's default pool has min(32, cores + 4) threads: 6 on a 2-core node, too
+    # few for API calls while a thousand models reconcile.
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(API_THREADS))
     settings = OperatorSettings()
     api = KubernetesApi.from_environment(args.kubeconfig)
     stop = asyncio.Event()

@@ -31,6 +31,7 @@ from inferscale.api.v1alpha1.inference_model import (
 )
 from inferscale.api.validation import describe_errors
 from inferscale.config import OperatorSettings
+from inferscale.controller.cache import INDEX_NAMES, ChildCache
 from inferscale.controller.errors import to_kopf
 from inferscale.errors import DependencyNotReady, InferscaleError, NotFound, SpecError
 from inferscale.kube.client import KubeApi
@@ -77,6 +78,8 @@ class Runtime:
 
     api: KubeApi
     settings: OperatorSettings
+    cache: ChildCache | None = None
+    """Children from kopf's indices; without it (tests, tools) they are listed from the API."""
     locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
     pending: dict[tuple[str, str], asyncio.Task[None]] = field(default_factory=dict)
 
@@ -117,7 +120,16 @@ def _owner_reference(body: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-async def _observed_children(api: KubeApi, namespace: str, name: str) -> list[dict[str, Any]]:
+def bind_cache(runtime: Runtime, handler_kwargs: Mapping[str, Any]) -> None:
+    """Give the runtime kopf's indices, which kopf passes to every handler as keyword args."""
+    if runtime.cache is None and all(name in handler_kwargs for name in INDEX_NAMES):
+        runtime.cache = ChildCache({name: handler_kwargs[name] for name in INDEX_NAMES})
+
+
+async def _observed_children(runtime: Runtime, namespace: str, name: str) -> list[dict[str, Any]]:
+    if runtime.cache is not None:
+        return runtime.cache.children(namespace, name)
+    api = runtime.api
     selector = f"{LABEL_MODEL}={name}"
     found: list[dict[str, Any]] = []
     for api_version, kind in CHILD_KINDS:
@@ -125,16 +137,20 @@ async def _observed_children(api: KubeApi, namespace: str, name: str) -> list[di
     return found
 
 
-async def execute_plan(api: KubeApi, plan: Plan) -> None:
+async def execute_plan(api: KubeApi, plan: Plan, cache: ChildCache | None = None) -> None:
     """Delete first, then apply (a recreated object needs its old self gone)."""
     for ref in plan.to_delete:
         await api.delete(ref.api_version, ref.kind, ref.namespace, ref.name)
+        if cache is not None and ref.namespace is not None:
+            cache.deleted(ref.kind, ref.namespace, ref.name)
     for obj in plan.to_apply:
-        await api.apply(obj)
+        stored = await api.apply(obj)
+        if cache is not None:
+            cache.applied(stored)
 
 
 async def write_status(
-    api: KubeApi,
+    runtime: Runtime,
     body: Mapping[str, Any],
     spec: InferenceModelSpec | None,
     *,
@@ -146,12 +162,20 @@ async def write_status(
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     previous = _previous_status(body)
+    api = runtime.api
     deployment: dict[str, Any] | None
-    try:
-        deployment = await api.get("apps/v1", "Deployment", namespace, name)
-    except NotFound:
-        deployment = None
-    pods = await api.list("v1", "Pod", namespace, f"{LABEL_MODEL}={name}")
+    if runtime.cache is not None:
+        deployment = next(
+            (c for c in runtime.cache.children(namespace, name) if c.get("kind") == "Deployment"),
+            None,
+        )
+        pods = runtime.cache.pods(namespace, name)
+    else:
+        try:
+            deployment = await api.get("apps/v1", "Deployment", namespace, name)
+        except NotFound:
+            deployment = None
+        pods = await api.list("v1", "Pod", namespace, f"{LABEL_MODEL}={name}")
     if spec is None:
         # The spec did not parse: compute the status from an all-defaults spec, which only
         # shapes the replica counts (zero) while ``problem`` decides every condition.
@@ -169,7 +193,9 @@ async def write_status(
     )
     patch = status_patch(body.get("status"), status)
     if patch is not None:
-        await api.patch_status(API_VERSION, KIND, namespace, name, patch)
+        stored = await api.patch_status(API_VERSION, KIND, namespace, name, patch)
+        if runtime.cache is not None:
+            runtime.cache.applied(stored)
 
 
 async def reconcile_model(
@@ -196,7 +222,7 @@ async def reconcile_model(
     except ValidationError as error:
         message = "; ".join(describe_errors(error))
         await write_status(
-            api, body, None, replicas=0, now=now(), problem=Problem("InvalidSpec", message)
+            runtime, body, None, replicas=0, now=now(), problem=Problem("InvalidSpec", message)
         )
         post_event("Warning", "InvalidSpec", message)
         raise SpecError(message) from error
@@ -209,7 +235,7 @@ async def reconcile_model(
         ]
     except SpecError as error:
         await write_status(
-            api,
+            runtime,
             body,
             spec,
             replicas=replicas,
@@ -222,14 +248,14 @@ async def reconcile_model(
     if missing:
         message = "; ".join(missing)
         problem = Problem("MissingDependency", message)
-        await write_status(api, body, spec, replicas=replicas, now=now(), problem=problem)
+        await write_status(runtime, body, spec, replicas=replicas, now=now(), problem=problem)
         post_event("Warning", "MissingDependency", message)
         raise DependencyNotReady(message)
     owner = _owner_reference(body)
     for obj in desired:
         obj["metadata"]["ownerReferences"] = [owner]
-    plan = calculate_plan(desired, await _observed_children(api, namespace, name))
-    await execute_plan(api, plan)
+    plan = calculate_plan(desired, await _observed_children(runtime, namespace, name))
+    await execute_plan(api, plan, runtime.cache)
     for detail in plan.details:
         verb = detail.split(" ", 1)[0]
         if verb in _EVENT_REASONS:
@@ -237,7 +263,17 @@ async def reconcile_model(
         else:
             # "keep" lines repeat on every run; they are logged, not posted as Events.
             log.info("%s/%s: %s", namespace, name, detail)
-    await write_status(api, body, spec, replicas=replicas, now=now())
+    await write_status(runtime, body, spec, replicas=replicas, now=now())
+
+
+async def _current_model(runtime: Runtime, namespace: str, name: str) -> dict[str, Any] | None:
+    """The model as it is now: from the index when there is one, else from the API."""
+    if runtime.cache is not None:
+        return runtime.cache.model(namespace, name)
+    try:
+        return await runtime.api.get(API_VERSION, KIND, namespace, name)
+    except NotFound:
+        return None
 
 
 async def _run_reconcile(
@@ -246,9 +282,8 @@ async def _run_reconcile(
     meta = body["metadata"]
     async with runtime.lock(meta["namespace"], meta["name"]):
         # Re-read under the lock: the body a handler got may be older than the last write.
-        try:
-            fresh = await runtime.api.get(API_VERSION, KIND, meta["namespace"], meta["name"])
-        except NotFound:
+        fresh = await _current_model(runtime, meta["namespace"], meta["name"])
+        if fresh is None:
             return
         if (fresh.get("metadata") or {}).get("deletionTimestamp"):
             return
@@ -279,6 +314,7 @@ async def inference_model_reconcile(
     body: kopf.Body, memo: Any, logger: KopfLogger, **_: Any
 ) -> None:
     """Create, update or resume: reconcile the model."""
+    bind_cache(memo["runtime"], _)
     await _handle(memo["runtime"], body, logger)
 
 
@@ -287,6 +323,7 @@ async def inference_model_reconcile(
 )
 async def inference_model_drift(body: kopf.Body, memo: Any, logger: KopfLogger, **_: Any) -> None:
     """Periodic safety net: repair drift that no event reported."""
+    bind_cache(memo["runtime"], _)
     await _handle(memo["runtime"], body, logger)
 
 
@@ -299,9 +336,8 @@ def _schedule(runtime: Runtime, namespace: str, name: str, logger: KopfLogger) -
     async def later() -> None:
         await asyncio.sleep(COALESCE_SECONDS)
         runtime.pending.pop(key, None)
-        try:
-            model = await runtime.api.get(API_VERSION, KIND, namespace, name)
-        except NotFound:
+        model = await _current_model(runtime, namespace, name)
+        if model is None:
             return  # the model is gone; garbage collection removes its children
         try:
             await _run_reconcile(runtime, model, _poster(kopf.Body(cast(kopf.RawBody, model))))
@@ -333,6 +369,7 @@ async def inference_model_child_event(
     model = (meta.get("labels") or {}).get(LABEL_MODEL)
     namespace = meta.get("namespace")
     if model and namespace:
+        bind_cache(memo["runtime"], _)
         _schedule(memo["runtime"], namespace, model, logger)
 
 

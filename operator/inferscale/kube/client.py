@@ -26,6 +26,9 @@ from kubernetes import config as k8s_config
 
 from inferscale.errors import Conflict, Forbidden, KubeApiError, NotFound
 
+API_THREADS = 16
+"""Worker threads (and pooled connections) for the blocking client's calls."""
+
 FIELD_MANAGER = "inferscale"
 """Field manager of every server-side apply the operator makes."""
 
@@ -174,6 +177,9 @@ class KubernetesApi:
             k8s_config.load_incluster_config(client_configuration=configuration)
         except k8s_config.ConfigException:
             k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+        # Calls run in worker threads; give each its own connection instead of queueing on
+        # urllib3's small default pool.
+        configuration.connection_pool_maxsize = API_THREADS
         return cls(k8s.ApiClient(configuration))
 
     def close(self) -> None:

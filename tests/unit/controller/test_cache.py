@@ -1,0 +1,92 @@
+"""ChildCache: the index view of a model's children, and writes the watch has not shown yet."""
+
+from inferscale.controller.cache import ChildCache
+
+
+def obj(kind, name, rv, model="m", ns="ns"):
+    return {
+        "apiVersion": "v1",
+        "kind": kind,
+        "metadata": {
+            "name": name,
+            "namespace": ns,
+            "resourceVersion": str(rv),
+            "labels": {"inferscale.io/model": model},
+        },
+    }
+
+
+def cache_with(**stores):
+    indices = {
+        n: {} for n in ("models", "model_deployments", "model_services", "model_pdbs", "model_pods")
+    }
+    for index, objects in stores.items():
+        for o in objects:
+            indices[index].setdefault(
+                (o["metadata"]["namespace"], o["metadata"]["labels"]["inferscale.io/model"]), []
+            ).append(o)
+    return ChildCache(indices), indices
+
+
+def test_children_and_pods_come_from_the_indices():
+    cache, _ = cache_with(
+        model_deployments=[obj("Deployment", "m", 5)], model_pods=[obj("Pod", "p", 6)]
+    )
+    assert [c["kind"] for c in cache.children("ns", "m")] == ["Deployment"]
+    assert [p["metadata"]["name"] for p in cache.pods("ns", "m")] == ["p"]
+    assert cache.children("other", "m") == []
+
+
+def test_an_applied_object_counts_until_the_watch_shows_it():
+    cache, indices = cache_with()
+    cache.applied(obj("Service", "m", 10))
+    assert [c["kind"] for c in cache.children("ns", "m")] == ["Service"], "not re-created"
+    indices["model_services"][("ns", "m")] = [obj("Service", "m", 10)]
+    assert len(cache.children("ns", "m")) == 1
+    assert cache.recent == {}, "the watch caught up"
+
+
+def test_an_update_wins_over_the_older_watched_copy():
+    cache, indices = cache_with(model_deployments=[obj("Deployment", "m", 5)])
+    updated = obj("Deployment", "m", 9)
+    updated["spec"] = {"replicas": 3}
+    cache.applied(updated)
+    (seen,) = cache.children("ns", "m")
+    assert seen["spec"] == {"replicas": 3}
+    indices["model_deployments"][("ns", "m")] = [obj("Deployment", "m", 12)]
+    (seen,) = cache.children("ns", "m")
+    assert seen["metadata"]["resourceVersion"] == "12", "a newer watched copy (a hand edit) wins"
+
+
+def test_deleted_objects_are_forgotten_and_other_models_are_not_mixed_in():
+    cache, _ = cache_with()
+    cache.applied(obj("Service", "m", 3))
+    cache.applied(obj("Service", "other", 4, model="other"))
+    cache.deleted("Service", "ns", "m")
+    assert cache.children("ns", "m") == []
+    assert len(cache.children("ns", "other")) == 1
+
+
+def test_returned_objects_are_copies():
+    cache, indices = cache_with(model_deployments=[obj("Deployment", "m", 5)])
+    cache.children("ns", "m")[0]["metadata"]["name"] = "changed"
+    assert indices["model_deployments"][("ns", "m")][0]["metadata"]["name"] == "m"
+
+
+def test_model_reads_prefer_our_newer_status_write_and_see_deletion():
+    model = obj("InferenceModel", "m", 5)
+    model["metadata"]["labels"] = {}
+    indices = {
+        n: {} for n in ("models", "model_deployments", "model_services", "model_pdbs", "model_pods")
+    }
+    indices["models"][("ns", "m")] = [model]
+    cache = ChildCache(indices)
+    written = obj("InferenceModel", "m", 8)
+    written["status"] = {"desiredReplicas": 2}
+    written["metadata"]["managedFields"] = [{"manager": "x"}]
+    cache.applied(written)
+    current = cache.model("ns", "m")
+    assert current["status"] == {"desiredReplicas": 2}
+    assert "managedFields" not in current["metadata"]
+    indices["models"][("ns", "m")] = []
+    assert cache.model("ns", "m") is None
