@@ -49,7 +49,7 @@ verify: crds ## Regenerate generated files and fail if they differ from the comm
 	git diff --exit-code -- crds docs/reference.md
 
 .PHONY: test
-test: install lint verify ## Lint, check for drift, and run every test.
+test: install lint verify kube-binaries ## Lint, check for drift, and run every test (e2e/ included).
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 .PHONY: unit
