@@ -1,0 +1,112 @@
+"""Factories for tests: a valid object from a few overrides (as GIE's ``MakePod`` wrappers).
+
+Overrides use the wire (camelCase) names and merge deeply into a minimal valid object, so a test
+names only what it is about: ``make_model("tgi", optimization={"quantization": "awq"})``.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from inferscale.api.v1alpha1.inference_model import InferenceModelSpec
+
+DEFAULT_SOURCE = "hf://meta-llama/Llama-3.1-8B-Instruct"
+
+
+def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``overrides`` merged in; nested dicts merge, everything else replaces."""
+    out = copy.deepcopy(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def model_spec_dict(engine: str = "vllm", **overrides: Any) -> dict[str, Any]:
+    """The wire form of a minimal valid InferenceModel spec with ``overrides`` merged in."""
+    return deep_merge({"model": DEFAULT_SOURCE, "engine": engine}, overrides)
+
+
+def make_model(engine: str = "vllm", **overrides: Any) -> InferenceModelSpec:
+    """A validated ``InferenceModelSpec`` for ``engine`` with ``overrides`` (camelCase keys)."""
+    return InferenceModelSpec.model_validate(model_spec_dict(engine, **overrides))
+
+
+def make_pod(
+    name: str = "m-abc-1",
+    *,
+    ready: bool = False,
+    phase: str = "Pending",
+    created: str = "2025-01-01T00:00:00Z",
+    ready_at: str | None = None,
+    unschedulable: str | None = None,
+    waiting: tuple[str, str] | None = None,
+    running: bool = False,
+    last_terminated: str | None = None,
+    deleting: bool = False,
+) -> dict[str, Any]:
+    """A pod as the API server reports it, in the states status tests care about."""
+    conditions: list[dict[str, Any]] = []
+    if unschedulable is not None:
+        conditions.append(
+            {
+                "type": "PodScheduled",
+                "status": "False",
+                "reason": "Unschedulable",
+                "message": unschedulable,
+            }
+        )
+    else:
+        conditions.append({"type": "PodScheduled", "status": "True"})
+    conditions.append(
+        {
+            "type": "Ready",
+            "status": "True" if ready else "False",
+            "lastTransitionTime": ready_at or created,
+        }
+    )
+    state: dict[str, Any] = {}
+    if waiting is not None:
+        state["waiting"] = {"reason": waiting[0], "message": waiting[1]}
+    elif running or ready:
+        state["running"] = {"startedAt": created}
+    container: dict[str, Any] = {"name": "engine", "ready": ready, "state": state}
+    if last_terminated is not None:
+        container["lastState"] = {"terminated": {"reason": last_terminated, "exitCode": 137}}
+    meta: dict[str, Any] = {"name": name, "creationTimestamp": created}
+    if deleting:
+        meta["deletionTimestamp"] = "2025-01-01T01:00:00Z"
+    status: dict[str, Any] = {"phase": "Running" if (running or ready) else phase}
+    status["conditions"] = conditions
+    if unschedulable is None:
+        status["containerStatuses"] = [container]
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "status": status}
+
+
+def make_deployment_status(
+    *,
+    replicas: int = 1,
+    ready: int = 0,
+    updated: int | None = None,
+    generation: int = 1,
+    observed_generation: int | None = None,
+    conditions: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """An observed Deployment reduced to what status computation reads."""
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "m", "namespace": "ns", "generation": generation},
+        "status": {
+            "observedGeneration": generation
+            if observed_generation is None
+            else observed_generation,
+            "replicas": replicas,
+            "readyReplicas": ready,
+            "updatedReplicas": replicas if updated is None else updated,
+            "conditions": conditions or [],
+        },
+    }
