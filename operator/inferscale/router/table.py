@@ -32,6 +32,7 @@ from inferscale.api.v1alpha1.inference_route import (
     Timeouts,
 )
 from inferscale.errors import InferscaleError
+from inferscale.router.picking import HashRing
 
 ADDRESS_PATTERN: Final = r"^[A-Za-z0-9.\-]{1,253}:[0-9]{1,5}$"
 """``host:port`` of an engine pod (an IPv4 address or a DNS name; no scheme, no path)."""
@@ -199,7 +200,7 @@ class EndpointState:
 class ModelState:
     """A served model's compiled route: its settings and the endpoints that may be picked."""
 
-    __slots__ = ("endpoints", "name", "ready", "route", "ring_keys")
+    __slots__ = ("counter", "endpoints", "name", "ready", "ring", "route")
 
     def __init__(self, name: str, route: RouteSettings, endpoints: list[EndpointState]) -> None:
         """Compile; ``ready`` holds the endpoints whose pods are Ready (pickers choose here)."""
@@ -208,7 +209,14 @@ class ModelState:
         self.endpoints = endpoints
         weighted = route.strategy == "weighted"
         self.ready = [e for e in endpoints if e.ready and (e.weight > 0 or not weighted)]
-        self.ring_keys = tuple(e.key for e in self.ready)
+        self.counter = 0
+        """Requests picked so far (round robin; rotation among equals)."""
+        self.ring: HashRing | None = None
+        """The prefixHash ring over the ready endpoints, built once per table."""
+        if route.strategy == "prefixHash":
+            self.ring = HashRing(
+                [e.key for e in self.ready], route.prefix_hash.replicas_per_endpoint
+            )
 
     def candidates(self, now: float) -> list[EndpointState]:
         """Ready endpoints whose breaker lets a request through now."""

@@ -1,0 +1,78 @@
+"""``inferscale router``: run the router (flags over ``INFERSCALE_ROUTER_*`` env over defaults).
+
+Flags that are not given leave the setting to the environment and then to the defaults, because
+the router runs as a pod with both env and args. The admin token comes from
+``--admin-token-file`` (a mounted Secret) or ``INFERSCALE_ROUTER_ADMIN_TOKEN``; never a flag, so
+it stays out of process listings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import ValidationError
+
+from inferscale.router.app import read_admin_token, serve
+from inferscale.router.settings import RouterSettings
+
+_FLAGS: dict[str, tuple[type, str]] = {
+    "host": (str, "address to bind (default 0.0.0.0)"),
+    "port": (int, "TCP port (default 8080)"),
+    "table_file": (str, "routing table to load at start and re-read on change (ConfigMap)"),
+    "table_poll_seconds": (float, "how often the table file is checked (10)"),
+    "admin_token_file": (str, "file holding the admin API's bearer token (a Secret)"),
+    "max_request_bytes": (int, "largest request body (413 beyond)"),
+    "client_body_timeout_seconds": (float, "time a client has to send its body (408 beyond)"),
+    "connect_timeout_seconds": (float, "engine connect timeout"),
+    "breaker_failures": (int, "consecutive failures that eject an endpoint"),
+    "breaker_ejection_seconds": (float, "first ejection, doubled each time in a row"),
+    "keepalive_seconds": (float, "SSE keep-alive interval for held streams"),
+    "scrape_interval_seconds": (float, "engine /metrics scrape interval (0: off)"),
+    "drain_seconds": (float, "on SIGTERM, serve this long with /readyz at 503"),
+    "shutdown_grace_seconds": (float, "then, time in-flight requests get to finish"),
+}
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``router`` subcommand to the CLI's subparsers."""
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "router",
+        help="run the OpenAI-compatible router (programmed by the operator)",
+        description="The data plane in front of the engines; see docs/router.md.",
+        argument_default=argparse.SUPPRESS,
+    )
+    for name, (kind, text) in _FLAGS.items():
+        p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, help=text)
+    p.add_argument("--no-access-log", dest="access_log", action="store_false", help="no access log")
+    p.add_argument("--no-uvloop", dest="uvloop", action="store_false", help="plain asyncio loop")
+    p.set_defaults(func=cmd_router)
+
+
+def _loop_factory(settings: RouterSettings) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    if not settings.uvloop:
+        return None
+    try:
+        uvloop = importlib.import_module("uvloop")
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
+def cmd_router(args: argparse.Namespace) -> int:
+    """Run the router until SIGTERM; 2 on invalid settings or an unreadable token file."""
+    given = {k: v for k, v in vars(args).items() if k not in ("func", "command")}
+    try:
+        settings = RouterSettings(**given)
+        token = read_admin_token(settings)
+    except (ValidationError, OSError) as error:
+        print(f"inferscale router: invalid settings: {error}", file=sys.stderr)
+        return 2
+    with asyncio.Runner(loop_factory=_loop_factory(settings)) as runner:
+        runner.run(serve(settings, token))
+    return 0

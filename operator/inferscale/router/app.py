@@ -1,0 +1,1008 @@
+"""The router's HTTP server: the OpenAI API in front of the engines, health, metrics, admin API.
+
+``create_app(settings, table, upstream_session=...)`` returns an aiohttp application (aiohttp
+server and aiohttp client: the pair that won ``bench/gateway``); ``serve(settings)`` runs one
+until SIGTERM. All state lives on one :class:`Router` per app; there are no module-level
+singletons. The pickers and the table are pure (``picking``, ``table``); this module does the
+I/O around them.
+
+Request path: read the body (bounded in size and time), parse it once, find the model, pick an
+endpoint, forward the body byte for byte (unknown fields untouched), and relay the answer:
+non-streaming bodies whole, streams chunk by chunk as they arrive.
+
+Failure behaviour:
+
+- Bad input never reaches an engine: malformed JSON, a body that is not an object, a missing
+  or wrong-typed ``model``/``stream``/``stream_options`` get 400; an unknown model 404
+  ``model_not_found``; a body over ``max_request_bytes`` 413; a client slower than
+  ``client_body_timeout_seconds`` to send its body 408. Every refusal is an OpenAI error object.
+- Connect errors, an engine that drops the connection before answering, and the route's
+  ``retries.onStatus`` (502/503/504) are retried on another endpoint, up to
+  ``retries.maxAttempts`` in all, only while nothing has reached the client. Once a stream has
+  started, a broken engine ends it with an SSE ``error`` event and no ``[DONE]``, so the client
+  can tell the answer is incomplete (never a clean end).
+- Each failure counts towards the endpoint's circuit breaker; ``breaker_failures`` in a row eject
+  it, and after the ejection one request at a time probes it back.
+- ``timeouts.firstTokenSeconds`` bounds the wait for the engine's answer (and any stall between
+  chunks), ``timeouts.totalSeconds`` the whole request: past either, 504 (or an SSE error event
+  once streaming).
+- An engine answer that is not HTTP, or a non-streaming 2xx whose JSON body does not parse, is
+  502 with a message that says so.
+- A client that disconnects cancels its handler (handler cancellation), which closes the
+  upstream connection: the engine sees the disconnect and frees the sequence.
+- A known model with no ready endpoint holds the request in a bounded per-model queue until the
+  table gives it one; held streams get SSE comment keep-alives; past ``holdQueue.maxRequests``
+  or ``maxWaitSeconds`` the answer is 503 with ``Retry-After`` (an SSE error event if the
+  stream's headers already went out with a keep-alive), never 404.
+- The admin API answers 401 without a bearer token, 403 with a wrong one (or when no token is
+  configured), 400 for an invalid table and 409 for an older version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import importlib
+import itertools
+import json
+import logging
+import math
+import os
+import random
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, Final
+
+import aiohttp
+from aiohttp import web
+from pydantic import ValidationError
+
+from inferscale.router import picking
+from inferscale.router.metrics import CONTENT_TYPE, RouterMetrics
+from inferscale.router.settings import RouterSettings
+from inferscale.router.table import (
+    EndpointState,
+    EndpointTable,
+    ModelState,
+    RoutingTable,
+    StaleTableError,
+)
+
+log = logging.getLogger("inferscale.router")
+
+try:  # orjson parses request bodies 3-5x faster; the stdlib parser is the fallback.
+    _orjson: Any = importlib.import_module("orjson")
+    loads: Callable[[bytes], Any] = _orjson.loads
+except ImportError:
+    loads = json.loads
+
+ROUTER_KEY: Final[web.AppKey[Router]] = web.AppKey("inferscale_router")
+JSON: Final = "application/json"
+SSE_HEADERS: Final = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+KEEPALIVE: Final = b": waiting for a replica\n\n"
+# Request headers passed on to engines; everything else (Authorization above all) stays here.
+FORWARDED: Final = ("Content-Type", "Accept", "X-Request-Id", "Traceparent")
+ENGINE_METRICS: Final = {
+    # engine → (waiting requests, KV-cache use 0..1)
+    "vllm": ("vllm:num_requests_waiting", "vllm:kv_cache_usage_perc"),
+    "sim": ("vllm:num_requests_waiting", "vllm:kv_cache_usage_perc"),
+    "sglang": ("sglang:num_queue_reqs", "sglang:token_usage"),
+    "tgi": ("tgi_queue_size", ""),
+}
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_body(
+    status: int, message: str, *, param: str | None = None, code: str | None = None
+) -> bytes:
+    """An OpenAI error object."""
+    kind = {
+        400: "invalid_request_error",
+        401: "authentication_error",
+        403: "permission_error",
+        404: "invalid_request_error",
+        408: "timeout",
+        409: "conflict",
+        413: "invalid_request_error",
+        502: "upstream_error",
+        503: "service_unavailable",
+        504: "timeout",
+    }.get(status, "server_error")
+    doc = {"error": {"message": message, "type": kind, "param": param, "code": code}}
+    return json.dumps(doc).encode()
+
+
+def error_response(
+    status: int,
+    message: str,
+    *,
+    param: str | None = None,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    """An OpenAI error as a response."""
+    out = {"Content-Type": JSON}
+    if headers:
+        out.update(headers)
+    return web.Response(
+        status=status, body=error_body(status, message, param=param, code=code), headers=out
+    )
+
+
+def sse_error(status: int, message: str, code: str | None = None) -> bytes:
+    """An OpenAI error as an SSE event (what the ``openai`` SDK raises from mid-stream)."""
+    return b"data: " + error_body(status, message, code=code) + b"\n\n"
+
+
+class _Retry(Exception):
+    """This attempt failed before anything reached the client; try another endpoint."""
+
+    def __init__(self, reason: str, status: int = 502, body: bytes | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+        self.body = body
+
+
+class Router:
+    """Per-app state and the request handlers."""
+
+    def __init__(
+        self,
+        settings: RouterSettings,
+        table: EndpointTable,
+        session: aiohttp.ClientSession | None,
+        *,
+        admin_token: str | None,
+        log_sink: Callable[[str], object] | None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """Wire the collaborators; the session is created at startup when none is given."""
+        self.settings = settings
+        self.table = table
+        self.session = session
+        self.own_session = session is None
+        self.admin_token = admin_token.encode() if admin_token else None
+        self.log_sink = log_sink
+        self.clock = clock
+        self.metrics = RouterMetrics()
+        self.random = random.Random()
+        self.held: dict[str, int] = {}
+        self.ready_events: dict[str, asyncio.Event] = {}
+        self.timeouts: dict[str, aiohttp.ClientTimeout] = {}
+        self.draining = False
+        self.ids = itertools.count(1)
+        self.id_prefix = f"{os.getpid():x}{int(time.time()) & 0xFFFFFF:x}"
+        self.tasks: list[asyncio.Task[None]] = []
+        self.stop = asyncio.Event()
+        table.subscribe(self.on_table)
+        self.on_table(table)
+
+    # -- table --------------------------------------------------------------------------
+
+    def on_table(self, table: EndpointTable) -> None:
+        """After a swap: rebuild per-route timeouts; wake held requests whose model can serve."""
+        self.timeouts = {
+            name: aiohttp.ClientTimeout(
+                total=m.route.timeouts.total_seconds,
+                sock_connect=self.settings.connect_timeout_seconds,
+                sock_read=m.route.timeouts.first_token_seconds,
+            )
+            for name, m in table.models.items()
+        }
+        for name in list(self.ready_events):
+            model = table.models.get(name)
+            if model is None or model.ready:
+                self.ready_events.pop(name).set()
+
+    def apply_table(self, table: RoutingTable, source: str) -> bool:
+        """Install ``table`` (StaleTableError when older); log what changed."""
+        changed = self.table.replace(table)
+        if changed:
+            ready = sum(len(m.ready) for m in self.table.models.values())
+            log.info(
+                "routing table applied",
+                extra={"version": table.version, "source": source, "ready": ready},
+            )
+        return changed
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def on_startup(self, _app: web.Application) -> None:
+        """Create the upstream session; start the table-file and scrape loops."""
+        if self.session is None:
+            self.session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(
+                    limit=self.settings.upstream_connections,
+                    limit_per_host=0,
+                    keepalive_timeout=60,
+                    ttl_dns_cache=300,
+                ),
+                auto_decompress=False,
+                skip_auto_headers=("User-Agent",),
+            )
+        if self.settings.table_file and self.settings.table_poll_seconds > 0:
+            self.tasks.append(asyncio.create_task(self.watch_table_file()))
+        if self.settings.scrape_interval_seconds > 0:
+            self.tasks.append(asyncio.create_task(self.scrape_engines()))
+
+    async def on_shutdown(self, _app: web.Application) -> None:
+        """Stop the loops; wake held requests so they answer now."""
+        self.stop.set()
+        for event in self.ready_events.values():
+            event.set()
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def on_cleanup(self, _app: web.Application) -> None:
+        """Close the upstream session if it is ours."""
+        if self.own_session and self.session is not None:
+            await self.session.close()
+
+    async def watch_table_file(self) -> None:
+        """Re-read the table file when it changes (a ConfigMap update); runs until shutdown."""
+        path = Path(self.settings.table_file or "")
+        seen = _mtime(path)
+        while not self.stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), self.settings.table_poll_seconds)
+            mtime = _mtime(path)
+            if mtime is None or mtime == seen:
+                continue
+            seen = mtime
+            try:
+                table = await asyncio.to_thread(load_table_file, path)
+                self.apply_table(table, str(path))
+            except StaleTableError:
+                continue  # the operator already pushed something newer
+            except (OSError, ValueError) as error:
+                log.warning("table file unusable: %s", error)
+
+    async def scrape_engines(self) -> None:
+        """Read each endpoint's queue and KV-cache use; unknown or failed means 0."""
+        assert self.session is not None
+        timeout = aiohttp.ClientTimeout(total=max(self.settings.scrape_interval_seconds, 0.5))
+
+        async def one(e: EndpointState) -> None:
+            names = ENGINE_METRICS.get(e.engine)
+            if names is None or self.session is None:
+                return
+            try:
+                async with self.session.get(e.base_url + "/metrics", timeout=timeout) as resp:
+                    text = (await resp.read()).decode("utf-8", "replace")
+                    e.queued, e.kv_usage = parse_engine_metrics(text, names)
+            except (aiohttp.ClientError, OSError, TimeoutError, ValueError):
+                e.queued, e.kv_usage = 0, 0.0
+
+        while not self.stop.is_set():
+            await asyncio.gather(*(one(e) for e in list(self.table.endpoints())))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), self.settings.scrape_interval_seconds)
+
+    # -- small endpoints ----------------------------------------------------------------
+
+    async def healthz(self, _request: web.Request) -> web.StreamResponse:
+        """Liveness: the process answers."""
+        return web.Response(text="ok")
+
+    async def readyz(self, _request: web.Request) -> web.StreamResponse:
+        """Readiness: a table is loaded and we are not draining."""
+        if self.draining:
+            return web.Response(status=503, text="draining")
+        if self.table.table is None:
+            return web.Response(status=503, text="no routing table yet")
+        return web.Response(text="ok")
+
+    async def metrics_endpoint(self, _request: web.Request) -> web.StreamResponse:
+        """Prometheus text format."""
+        in_flight = [
+            (name, e.pod, e.in_flight) for name, m in self.table.models.items() for e in m.endpoints
+        ]
+        held = [(name, self.held.get(name, 0)) for name in self.table.models]
+        text = self.metrics.render(in_flight, held, self.table.version)
+        return web.Response(body=text.encode(), headers={"Content-Type": CONTENT_TYPE})
+
+    async def list_models(self, _request: web.Request) -> web.StreamResponse:
+        """``GET /v1/models``: every model in the table (at zero too: those are held, not 404)."""
+        data = [
+            {"id": name, "object": "model", "created": 0, "owned_by": "inferscale"}
+            for name in sorted(self.table.models)
+        ]
+        return web.Response(
+            body=json.dumps({"object": "list", "data": data}).encode(),
+            headers={"Content-Type": JSON},
+        )
+
+    async def not_found(self, request: web.Request) -> web.StreamResponse:
+        """Unknown path or method: an OpenAI error rather than aiohttp's text page."""
+        return error_response(404, f"no route for {request.method} {request.path}")
+
+    # -- admin API ----------------------------------------------------------------------
+
+    def _auth(self, request: web.Request) -> web.Response | None:
+        header = request.headers.get("Authorization", "")
+        if not header.startswith("Bearer ") or len(header) <= 7:
+            return error_response(
+                401, "a bearer token is required", headers={"WWW-Authenticate": "Bearer"}
+            )
+        if self.admin_token is None:
+            return error_response(403, "the admin API is disabled: no token is configured")
+        if not hmac.compare_digest(header[7:].encode(), self.admin_token):
+            return error_response(403, "invalid token")
+        return None
+
+    async def get_table(self, request: web.Request) -> web.StreamResponse:
+        """``GET /admin/v1/routing-table``: the table held."""
+        if (refused := self._auth(request)) is not None:
+            return refused
+        if self.table.table is None:
+            return error_response(404, "no routing table yet")
+        body = self.table.table.model_dump_json(by_alias=True).encode()
+        return web.Response(body=body, headers={"Content-Type": JSON})
+
+    async def put_table(self, request: web.Request) -> web.StreamResponse:
+        """``PUT /admin/v1/routing-table``: install a newer table."""
+        if (refused := self._auth(request)) is not None:
+            return refused
+        try:
+            body = await request.read()
+            table = RoutingTable.model_validate_json(body)
+        except web.HTTPRequestEntityTooLarge:
+            return error_response(413, "routing table too large")
+        except ValidationError as error:
+            problems = error.errors(include_url=False, include_input=False)[:5]
+            detail = "; ".join(
+                f"{'.'.join(str(x) for x in p['loc']) or 'body'}: {p['msg']}" for p in problems
+            )
+            return error_response(400, f"invalid routing table: {detail}")
+        try:
+            changed = self.apply_table(table, "admin API")
+        except StaleTableError as error:
+            return error_response(409, str(error), code="stale_version")
+        doc = {"version": table.version, "changed": changed, "models": len(table.models)}
+        return web.Response(body=json.dumps(doc).encode(), headers={"Content-Type": JSON})
+
+    async def get_held(self, request: web.Request) -> web.StreamResponse:
+        """``GET /admin/v1/held``: held and in-flight requests per model, for the autoscaler."""
+        if (refused := self._auth(request)) is not None:
+            return refused
+        models = {
+            name: {
+                "held": self.held.get(name, 0),
+                "inFlight": sum(e.in_flight for e in m.endpoints),
+                "readyEndpoints": len(m.ready),
+            }
+            for name, m in self.table.models.items()
+        }
+        doc = {"version": self.table.version, "models": models}
+        return web.Response(body=json.dumps(doc).encode(), headers={"Content-Type": JSON})
+
+    # -- the proxy ----------------------------------------------------------------------
+
+    async def proxy(self, request: web.Request) -> web.StreamResponse:
+        """``POST /v1/chat/completions``, ``/v1/completions``, ``/v1/embeddings``."""
+        start = self.clock()
+        content = request.content
+        try:
+            if content.is_eof():
+                body = await request.read()  # already buffered: no timer needed
+            else:
+                async with asyncio.timeout(self.settings.client_body_timeout_seconds):
+                    body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return self._refuse(request, start, 413, "request body too large", "request_too_large")
+        except TimeoutError:
+            return self._refuse(request, start, 408, "the request body was not sent in time")
+        try:
+            obj = loads(body)
+        except (ValueError, RecursionError):
+            return self._refuse(request, start, 400, "the request body is not valid JSON")
+        if not isinstance(obj, dict):
+            return self._refuse(request, start, 400, "the request body must be a JSON object")
+        name = obj.get("model")
+        if not isinstance(name, str) or not name:
+            return self._refuse(
+                request, start, 400, "model: a non-empty string is required", "model"
+            )
+        stream = obj.get("stream")
+        if stream is not None and not isinstance(stream, bool):
+            return self._refuse(request, start, 400, "stream: must be a boolean", "stream")
+        options = obj.get("stream_options")
+        if options is not None and not isinstance(options, dict):
+            return self._refuse(request, start, 400, "stream_options: must be an object")
+        model = self.table.models.get(name)
+        if model is None:
+            return self._refuse(
+                request,
+                start,
+                404,
+                f"The model `{name}` does not exist.",
+                "model",
+                "model_not_found",
+            )
+        ctx = _Context(request, name, bool(stream), start, next(self.ids))
+        if not model.ready:
+            refused = await self._hold(ctx, model)
+            if refused is not None:
+                return refused
+            assert ctx.model is not None
+            model = ctx.model
+        return await self._forward(ctx, model, body, obj, ctx.committed)
+
+    async def _hold(self, ctx: _Context, model: ModelState) -> web.StreamResponse | None:
+        """Wait for the model to get a ready endpoint; sets ``ctx.model`` when it has one."""
+        name = ctx.name
+        bounds = model.route.hold_queue
+        retry_after = str(max(1, math.ceil(min(bounds.max_wait_seconds, 60))))
+        if self.held.get(name, 0) >= bounds.max_requests:
+            self.metrics.held_total[(name, "full")] = (
+                self.metrics.held_total.get((name, "full"), 0) + 1
+            )
+            return self._refuse(
+                ctx.request,
+                ctx.start,
+                503,
+                f"The model `{name}` is starting and its hold queue is full; retry later.",
+                code="model_unavailable",
+                headers={"Retry-After": retry_after},
+            )
+        self.held[name] = self.held.get(name, 0) + 1
+        deadline = ctx.start + bounds.max_wait_seconds
+        resp: web.StreamResponse | None = None
+        outcome = "timeout"
+        try:
+            # Bounded: each pass either waits until the deadline or a keep-alive, or returns.
+            while not self.stop.is_set():
+                now = self.clock()
+                current = self.table.models.get(name)
+                if current is None:
+                    outcome = "removed"
+                    break
+                if current.ready:
+                    ctx.model, ctx.committed = current, resp
+                    outcome = "served"
+                    return None
+                left = deadline - now
+                if left <= 0:
+                    break
+                event = self.ready_events.get(name)
+                if event is None:
+                    event = self.ready_events[name] = asyncio.Event()
+                wait = min(left, self.settings.keepalive_seconds) if ctx.stream else left
+                try:
+                    async with asyncio.timeout(wait):
+                        await event.wait()
+                except TimeoutError:
+                    if ctx.stream and self.clock() < deadline:
+                        if resp is None:
+                            resp = web.StreamResponse(status=200, headers=SSE_HEADERS)
+                            await resp.prepare(ctx.request)
+                        await resp.write(KEEPALIVE)
+        finally:
+            self.held[name] -= 1
+            key = (name, outcome)
+            self.metrics.held_total[key] = self.metrics.held_total.get(key, 0) + 1
+        if outcome == "removed":
+            message = f"The model `{name}` does not exist."
+            if resp is not None:
+                await resp.write(sse_error(404, message, "model_not_found"))
+                return resp
+            return self._refuse(ctx.request, ctx.start, 404, message, "model", "model_not_found")
+        message = f"The model `{name}` has no ready replica yet; retry after {retry_after} s."
+        if resp is not None:
+            ctx.status = 503
+            await resp.write(sse_error(503, message, "model_unavailable"))
+            self._access(ctx, 503, "")
+            return resp
+        return self._refuse(
+            ctx.request,
+            ctx.start,
+            503,
+            message,
+            code="model_unavailable",
+            headers={"Retry-After": retry_after},
+        )
+
+    def _pick(
+        self, model: ModelState, candidates: list[EndpointState], obj: dict[str, Any]
+    ) -> EndpointState:
+        route = model.route
+        model.counter += 1
+        strategy = route.strategy
+        if strategy == "leastInFlight":
+            return picking.least_in_flight(candidates, model.counter)
+        if strategy == "prefixHash":
+            text = picking.prefix_text(obj, route.prefix_hash.prefix_characters)
+            ring = model.ring
+            if ring is None:
+                ring = model.ring = picking.HashRing(
+                    [e.key for e in model.ready], route.prefix_hash.replicas_per_endpoint
+                )
+            return picking.prefix_hash(
+                candidates, ring, picking.hash64(text), route.prefix_hash.load_bound
+            )
+        return picking.pick(strategy, candidates, counter=model.counter, r=self.random.random())
+
+    async def _forward(
+        self,
+        ctx: _Context,
+        model: ModelState,
+        body: bytes,
+        obj: dict[str, Any],
+        committed: web.StreamResponse | None,
+    ) -> web.StreamResponse:
+        request = ctx.request
+        route = model.route
+        headers = {k: v for k in FORWARDED if (v := request.headers.get(k)) is not None}
+        headers.setdefault("X-Request-Id", f"{self.id_prefix}-{ctx.id}")
+        url_path = request.path
+        tried: list[EndpointState] = []
+        last = _Retry("no endpoint could take the request", 503)
+        for attempt in range(route.retries.max_attempts):
+            now = self.clock()
+            candidates = model.candidates(now)
+            if tried:
+                candidates = [e for e in candidates if e not in tried]
+            if not candidates:
+                break
+            endpoint = self._pick(model, candidates, obj)
+            if attempt:
+                self.metrics.bump(self.metrics.retries, ctx.name)
+            tried.append(endpoint)
+            endpoint.in_flight += 1
+            try:
+                return await self._attempt(ctx, model, endpoint, url_path, body, headers, committed)
+            except _Retry as retry:
+                last = retry
+                self._failed(endpoint)
+            finally:
+                endpoint.in_flight -= 1
+        if committed is not None:
+            await committed.write(sse_error(last.status, f"upstream failed: {last.reason}"))
+            self._access(ctx, last.status, tried[-1].pod if tried else "", attempts=len(tried))
+            return committed
+        pod = tried[-1].pod if tried else ""
+        if last.body is not None:  # the engine's own answer to the last attempt, as it was
+            self._access(ctx, last.status, pod, attempts=len(tried))
+            return web.Response(status=last.status, body=last.body, headers={"Content-Type": JSON})
+        headers_out = {"Retry-After": "1"} if last.status == 503 else None
+        message = (
+            f"all endpoints of `{ctx.name}` are failing; retry later"
+            if not tried
+            else f"upstream failed after {len(tried)} attempt(s): {last.reason}"
+        )
+        self._access(ctx, last.status, pod, attempts=len(tried))
+        return error_response(last.status, message, headers=headers_out)
+
+    def _failed(self, endpoint: EndpointState) -> None:
+        s = self.settings
+        if endpoint.record_failure(
+            self.clock(),
+            s.breaker_failures,
+            s.breaker_ejection_seconds,
+            s.breaker_max_ejection_seconds,
+        ):
+            self.metrics.bump(self.metrics.ejections, endpoint.pod)
+            log.warning("endpoint ejected", extra={"endpoint": endpoint.pod})
+
+    async def _attempt(
+        self,
+        ctx: _Context,
+        model: ModelState,
+        endpoint: EndpointState,
+        path: str,
+        body: bytes,
+        headers: dict[str, str],
+        committed: web.StreamResponse | None,
+    ) -> web.StreamResponse:
+        assert self.session is not None
+        route = model.route
+        try:
+            async with self.session.post(
+                endpoint.base_url + path,
+                data=body,
+                headers=headers,
+                timeout=self.timeouts.get(ctx.name) or aiohttp.ClientTimeout(total=600),
+            ) as up:
+                status = up.status
+                if status in route.retries.on_status:
+                    raise _Retry(f"HTTP {status}", status, await up.read())
+                ctype = up.headers.get("Content-Type", JSON)
+                if ctype.startswith("text/event-stream"):
+                    return await self._relay_stream(ctx, endpoint, up, ctype, committed)
+                data = await up.read()
+        except _Retry:
+            raise
+        except (aiohttp.ConnectionTimeoutError, aiohttp.ClientConnectorError) as error:
+            raise _Retry(f"cannot connect to {endpoint.pod}: {type(error).__name__}") from error
+        except (
+            aiohttp.ServerDisconnectedError,
+            aiohttp.ClientOSError,
+            aiohttp.ClientPayloadError,
+        ) as error:
+            raise _Retry(f"{endpoint.pod} closed the connection: {type(error).__name__}") from error
+        except TimeoutError:
+            self._failed(endpoint)
+            return await self._end(
+                ctx, endpoint, committed, 504, "the engine did not answer in time"
+            )
+        except aiohttp.ClientResponseError as error:
+            self._failed(endpoint)
+            return await self._end(
+                ctx,
+                endpoint,
+                committed,
+                502,
+                f"the engine sent an invalid HTTP response ({error.message})",
+            )
+        except aiohttp.ClientError as error:
+            self._failed(endpoint)
+            return await self._end(
+                ctx, endpoint, committed, 502, f"upstream error: {type(error).__name__}"
+            )
+        if status < 500:
+            endpoint.record_success()
+        else:
+            self._failed(endpoint)
+        usage = None
+        if 200 <= status < 300 and ctype.startswith(JSON):
+            try:
+                doc = loads(data)
+            except (ValueError, RecursionError):
+                self._failed(endpoint)
+                return await self._end(
+                    ctx, endpoint, committed, 502, "the engine answered invalid JSON"
+                )
+            usage = doc.get("usage") if isinstance(doc, dict) else None
+        self._usage(ctx.name, usage)
+        if committed is not None:  # a held stream asked for stream but got JSON: pass it as data
+            await committed.write(b"data: " + data + b"\n\n")
+            self._access(ctx, status, endpoint.pod)
+            return committed
+        self._access(ctx, status, endpoint.pod, usage)
+        return web.Response(
+            status=status,
+            body=data,
+            headers={"Content-Type": ctype, "X-Inferscale-Pod": endpoint.pod},
+        )
+
+    async def _relay_stream(
+        self,
+        ctx: _Context,
+        endpoint: EndpointState,
+        up: aiohttp.ClientResponse,
+        ctype: str,
+        committed: web.StreamResponse | None,
+    ) -> web.StreamResponse:
+        chunks = up.content.iter_any()
+        # The first chunk decides: nothing has reached the client yet, so a failure is retried.
+        try:
+            first = await chunks.__anext__()
+        except StopAsyncIteration:
+            first = b""
+        except (
+            aiohttp.ServerDisconnectedError,
+            aiohttp.ClientOSError,
+            aiohttp.ClientPayloadError,
+        ) as error:
+            raise _Retry(
+                f"{endpoint.pod} broke off before the first token: {type(error).__name__}"
+            ) from error
+        self.metrics.ttft.observe((ctx.name,), self.clock() - ctx.start)
+        resp = committed
+        if resp is None:
+            resp = web.StreamResponse(
+                status=up.status,
+                headers={
+                    "Content-Type": ctype,
+                    "Cache-Control": "no-cache",
+                    "X-Inferscale-Pod": endpoint.pod,
+                },
+            )
+            await resp.prepare(ctx.request)
+        prev = b""
+        last = first
+        status = up.status
+        try:
+            if first:
+                await resp.write(first)
+            async for chunk in chunks:
+                await resp.write(chunk)
+                prev, last = last, chunk
+        except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+            self._failed(endpoint)
+            status = 502
+            await resp.write(
+                sse_error(502, f"the engine {endpoint.pod} broke off the stream", "upstream_error")
+            )
+        except TimeoutError:
+            self._failed(endpoint)
+            status = 504
+            await resp.write(sse_error(504, "the engine stalled mid-stream", "timeout"))
+        else:
+            endpoint.record_success()
+        usage = stream_usage(prev + last) if status == 200 else None
+        self._usage(ctx.name, usage)
+        self._access(ctx, status, endpoint.pod, usage)
+        return resp
+
+    async def _end(
+        self,
+        ctx: _Context,
+        endpoint: EndpointState,
+        committed: web.StreamResponse | None,
+        status: int,
+        message: str,
+    ) -> web.StreamResponse:
+        self._access(ctx, status, endpoint.pod)
+        if committed is not None:
+            await committed.write(sse_error(status, message))
+            return committed
+        return error_response(status, message)
+
+    # -- bookkeeping --------------------------------------------------------------------
+
+    def _usage(self, name: str, usage: object) -> None:
+        if not isinstance(usage, dict):
+            return
+        p, c = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        if isinstance(p, int):
+            self.metrics.bump(self.metrics.tokens_in, name, p)
+        if isinstance(c, int):
+            self.metrics.bump(self.metrics.tokens_out, name, c)
+
+    def _refuse(
+        self,
+        request: web.Request,
+        start: float,
+        status: int,
+        message: str,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> web.Response:
+        ctx = _Context(request, "", False, start, next(self.ids))
+        self._access(ctx, status, "")
+        return error_response(status, message, param=param, code=code, headers=headers)
+
+    def _access(
+        self,
+        ctx: _Context,
+        status: int,
+        pod: str,
+        usage: object = None,
+        attempts: int | None = None,
+    ) -> None:
+        elapsed = self.clock() - ctx.start
+        if ctx.name:
+            self.metrics.count_request(ctx.name, pod, status)
+            self.metrics.latency.observe((ctx.name,), elapsed)
+        if self.log_sink is None:
+            return
+        line: dict[str, object] = {
+            "ts": round(time.time(), 3),
+            "id": f"{self.id_prefix}-{ctx.id}",
+            "method": ctx.request.method,
+            "path": ctx.request.path,
+            "model": ctx.name,
+            "stream": ctx.stream,
+            "status": status,
+            "endpoint": pod,
+            "ms": round(elapsed * 1000, 3),
+        }
+        if attempts is not None:
+            line["attempts"] = attempts
+        if isinstance(usage, dict):
+            line["prompt_tokens"] = usage.get("prompt_tokens")
+            line["completion_tokens"] = usage.get("completion_tokens")
+        self.log_sink(json.dumps(line) + "\n")
+
+
+class _Context:
+    """What one request carries through the proxy (no prompt text: it is never logged)."""
+
+    __slots__ = ("committed", "id", "model", "name", "request", "start", "status", "stream")
+
+    def __init__(self, request: web.Request, name: str, stream: bool, start: float, n: int) -> None:
+        self.request = request
+        self.name = name
+        self.stream = stream
+        self.start = start
+        self.id = n
+        self.model: ModelState | None = None
+        self.committed: web.StreamResponse | None = None
+        """A held stream whose headers already went out with a keep-alive."""
+        self.status = 200
+
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
+
+
+def load_table_file(path: Path) -> RoutingTable:
+    """The table stored in ``path`` (JSON or YAML; a ConfigMap key holds either).
+
+    Raises:
+        OSError: unreadable.
+        ValueError: not a valid table (pydantic's ValidationError is a ValueError).
+    """
+    text = path.read_text()
+    if text.lstrip().startswith("{"):
+        return RoutingTable.model_validate_json(text)
+    import yaml
+
+    return RoutingTable.model_validate(yaml.safe_load(text))
+
+
+def parse_engine_metrics(text: str, names: tuple[str, str]) -> tuple[int, float]:
+    """(waiting requests, KV-cache use) summed over the series of an engine's ``/metrics``."""
+    waiting_name, kv_name = names
+    waiting = 0.0
+    kv = 0.0
+    for line in text.splitlines():
+        if not line or line[0] == "#":
+            continue
+        metric = line.split("{", 1)[0].split(" ", 1)[0]
+        if metric == waiting_name:
+            waiting += float(line.rsplit(" ", 1)[1])
+        elif kv_name and metric == kv_name:
+            kv = max(kv, float(line.rsplit(" ", 1)[1]))
+    return int(waiting), kv
+
+
+def stream_usage(tail: bytes) -> dict[str, Any] | None:
+    """The ``usage`` of the last SSE event that carries one, from the stream's tail bytes."""
+    at = tail.rfind(b'"usage":{')
+    if at < 0:
+        at = tail.rfind(b'"usage": {')
+    if at < 0:
+        return None
+    start = tail.rfind(b"data:", 0, at)
+    end = tail.find(b"\n", at)
+    if start < 0:
+        return None
+    try:
+        doc = loads(tail[start + 5 : end if end >= 0 else len(tail)])
+    except (ValueError, RecursionError):
+        return None
+    usage = doc.get("usage") if isinstance(doc, dict) else None
+    return usage if isinstance(usage, dict) else None
+
+
+def create_app(
+    settings: RouterSettings,
+    table: EndpointTable,
+    upstream_session: aiohttp.ClientSession | None = None,
+    *,
+    admin_token: str | None = None,
+    log_sink: Callable[[str], object] | None = None,
+) -> web.Application:
+    """The router as an aiohttp app.
+
+    Args:
+        settings: validated settings.
+        table: the live table (already loaded from the table file, or empty).
+        upstream_session: the client session to the engines; created at startup when absent.
+        admin_token: the admin API's bearer token; the admin API refuses all without one.
+        log_sink: where access-log lines go (``None``: no access log).
+    """
+    router = Router(settings, table, upstream_session, admin_token=admin_token, log_sink=log_sink)
+    app = web.Application(client_max_size=settings.max_request_bytes)
+    app[ROUTER_KEY] = router
+    app.on_startup.append(router.on_startup)
+    app.on_shutdown.append(router.on_shutdown)
+    app.on_cleanup.append(router.on_cleanup)
+    for path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings"):
+        app.router.add_post(path, router.proxy)
+    app.router.add_get("/v1/models", router.list_models)
+    app.router.add_get("/healthz", router.healthz)
+    app.router.add_get("/readyz", router.readyz)
+    app.router.add_get("/metrics", router.metrics_endpoint)
+    app.router.add_get("/admin/v1/routing-table", router.get_table)
+    app.router.add_put("/admin/v1/routing-table", router.put_table)
+    app.router.add_get("/admin/v1/held", router.get_held)
+    app.router.add_route("*", "/{tail:.*}", router.not_found)
+    return app
+
+
+def read_admin_token(settings: RouterSettings) -> str | None:
+    """The admin token: the file (a mounted Secret) wins over the setting."""
+    if settings.admin_token_file:
+        token = Path(settings.admin_token_file).read_text().strip()
+        return token or None
+    return settings.admin_token or None
+
+
+def initial_table(settings: RouterSettings) -> EndpointTable:
+    """An EndpointTable holding the table file's table, if there is a usable one."""
+    table = EndpointTable()
+    if settings.table_file:
+        path = Path(settings.table_file)
+        try:
+            table.replace(load_table_file(path))
+        except (OSError, ValueError) as error:
+            log.warning("no usable routing table in %s: %s", path, error)
+    return table
+
+
+def stdout_sink(line: str) -> object:
+    """Access-log lines to standard output (block-buffered when it is a pipe or file)."""
+    return sys.stdout.write(line)
+
+
+async def start(
+    settings: RouterSettings,
+    table: EndpointTable | None = None,
+    *,
+    admin_token: str | None = None,
+    log_sink: Callable[[str], object] | None = None,
+) -> tuple[web.AppRunner, int, Router]:
+    """Start serving on ``settings.host``/``port``; returns the runner, bound port and router."""
+    app = create_app(
+        settings,
+        table if table is not None else initial_table(settings),
+        admin_token=admin_token,
+        log_sink=log_sink,
+    )
+    # handler_cancellation: a client that goes away cancels its handler, which closes the
+    # upstream connection, so the engine stops generating for nobody.
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        handler_cancellation=True,
+        shutdown_timeout=settings.shutdown_grace_seconds,
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port, backlog=2048)
+    await site.start()
+    port = settings.port
+    server = site._server  # aiohttp exposes no public accessor for the bound port
+    if isinstance(server, asyncio.base_events.Server) and server.sockets:
+        port = server.sockets[0].getsockname()[1]
+    return runner, port, app[ROUTER_KEY]
+
+
+async def serve(settings: RouterSettings, admin_token: str | None) -> None:
+    """Serve until SIGTERM/SIGINT; then drain (``/readyz`` 503), stop, let requests finish."""
+    sink = stdout_sink if settings.access_log else None
+    runner, port, router = await start(settings, admin_token=admin_token, log_sink=sink)
+    print(
+        f"inferscale router on http://{settings.host}:{port}, table v{router.table.version}",
+        file=sys.stderr,
+        flush=True,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    flusher = asyncio.create_task(_flush_stdout(stop))
+    try:
+        await stop.wait()
+        router.draining = True
+        if settings.drain_seconds > 0:
+            await asyncio.sleep(settings.drain_seconds)
+    finally:
+        await runner.cleanup()
+        flusher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await flusher
+        sys.stdout.flush()
+
+
+async def _flush_stdout(stop: asyncio.Event) -> None:
+    # Access lines are written unflushed (one write per request is cheap; a flush is a syscall);
+    # this puts them out at least once a second.
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 1.0)
+        sys.stdout.flush()

@@ -1,0 +1,141 @@
+"""The router's Prometheus metrics: plain counters and histograms, rendered as text format 0.0.4.
+
+Hand-rolled rather than prometheus_client because the hot path adds to a few dicts per request
+and nothing else (no locks, no label objects). Gauges that mirror live state (in flight per
+endpoint, held per model) are read from the router at render time. One instance per app; no
+module-level registry.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable, Sequence
+from typing import Final
+
+CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
+
+LATENCY_BUCKETS: Final = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+)  # fmt: skip
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _labels(names: Sequence[str], values: Sequence[object]) -> str:
+    inner = ",".join(f'{n}="{_escape(str(v))}"' for n, v in zip(names, values, strict=True))
+    return "{" + inner + "}" if inner else ""
+
+
+class Histogram:
+    """A histogram keyed by a label tuple."""
+
+    def __init__(self, buckets: Sequence[float] = LATENCY_BUCKETS) -> None:
+        """Fixed upper bounds (``+Inf`` is implicit)."""
+        self.buckets = tuple(buckets)
+        self.series: dict[tuple[str, ...], list[float]] = {}
+
+    def observe(self, key: tuple[str, ...], value: float) -> None:
+        """Count one observation: per-bucket counts, then sum, then count."""
+        row = self.series.get(key)
+        if row is None:
+            row = self.series[key] = [0.0] * (len(self.buckets) + 3)
+        row[bisect.bisect_left(self.buckets, value)] += 1
+        row[-2] += value
+        row[-1] += 1
+
+    def render(self, name: str, labels: Sequence[str]) -> Iterable[str]:
+        """Exposition lines (cumulative buckets)."""
+        for key, row in self.series.items():
+            acc = 0.0
+            for i, bound in enumerate((*self.buckets, float("inf"))):
+                acc += row[i]
+                le = "+Inf" if bound == float("inf") else repr(bound)
+                yield f"{name}_bucket{_labels((*labels, 'le'), (*key, le))} {acc:g}"
+            yield f"{name}_sum{_labels(labels, key)} {row[-2]!r}"
+            yield f"{name}_count{_labels(labels, key)} {row[-1]:g}"
+
+
+class RouterMetrics:
+    """Everything the router counts."""
+
+    def __init__(self) -> None:
+        """All zero."""
+        self.requests: dict[tuple[str, str, int], int] = {}
+        """(model, pod, status) → requests answered."""
+        self.latency = Histogram()
+        """model → whole-request seconds."""
+        self.ttft = Histogram()
+        """model → seconds to the first streamed chunk from the engine."""
+        self.tokens_in: dict[str, int] = {}
+        self.tokens_out: dict[str, int] = {}
+        self.retries: dict[str, int] = {}
+        self.ejections: dict[str, int] = {}
+        """pod → circuit-breaker ejections."""
+        self.held_total: dict[tuple[str, str], int] = {}
+        """(model, outcome) → held requests by how the hold ended."""
+
+    def count_request(self, model: str, pod: str, status: int) -> None:
+        """One answered request."""
+        key = (model, pod, status)
+        self.requests[key] = self.requests.get(key, 0) + 1
+
+    def bump(self, table: dict[str, int], key: str, by: int = 1) -> None:
+        """Add to a counter keyed by one label."""
+        table[key] = table.get(key, 0) + by
+
+    def render(
+        self,
+        in_flight: Iterable[tuple[str, str, int]],
+        held: Iterable[tuple[str, int]],
+        table_version: int,
+    ) -> str:
+        """The whole exposition, with the live gauges passed in."""
+        out: list[str] = []
+
+        def family(name: str, kind: str, text: str) -> None:
+            out.append(f"# HELP {name} {text}")
+            out.append(f"# TYPE {name} {kind}")
+
+        family("inferscale_router_requests_total", "counter", "Requests answered.")
+        for (model, pod, status), n in self.requests.items():
+            labels = _labels(("model", "endpoint", "status"), (model, pod, status))
+            out.append(f"inferscale_router_requests_total{labels} {n}")
+        family("inferscale_router_request_duration_seconds", "histogram", "Whole request.")
+        out.extend(self.latency.render("inferscale_router_request_duration_seconds", ("model",)))
+        family(
+            "inferscale_router_time_to_first_token_seconds",
+            "histogram",
+            "Streams: request received to the engine's first chunk.",
+        )
+        out.extend(self.ttft.render("inferscale_router_time_to_first_token_seconds", ("model",)))
+        for name, table, text in (
+            ("inferscale_router_prompt_tokens_total", self.tokens_in, "Prompt tokens (usage)."),
+            ("inferscale_router_completion_tokens_total", self.tokens_out, "Output tokens."),
+            ("inferscale_router_retries_total", self.retries, "Attempts after the first."),
+        ):
+            family(name, "counter", text)
+            out.extend(f"{name}{_labels(('model',), (k,))} {v}" for k, v in table.items())
+        family("inferscale_router_ejections_total", "counter", "Circuit-breaker ejections.")
+        out.extend(
+            f"inferscale_router_ejections_total{_labels(('endpoint',), (k,))} {v}"
+            for k, v in self.ejections.items()
+        )
+        family("inferscale_router_held_total", "counter", "Held requests by outcome.")
+        out.extend(
+            f"inferscale_router_held_total{_labels(('model', 'outcome'), k)} {v}"
+            for k, v in self.held_total.items()
+        )
+        family("inferscale_router_in_flight", "gauge", "Requests in flight per endpoint.")
+        out.extend(
+            f"inferscale_router_in_flight{_labels(('model', 'endpoint'), (m, p))} {n}"
+            for m, p, n in in_flight
+        )
+        family("inferscale_router_held_requests", "gauge", "Requests held per model now.")
+        out.extend(
+            f"inferscale_router_held_requests{_labels(('model',), (m,))} {n}" for m, n in held
+        )
+        family("inferscale_router_table_version", "gauge", "Version of the routing table held.")
+        out.append(f"inferscale_router_table_version {table_version}")
+        return "\n".join(out) + "\n"

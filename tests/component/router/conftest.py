@@ -1,0 +1,203 @@
+"""A real router (and real sims) on 127.0.0.1, each on its own event loop in a thread.
+
+The router is programmed the way the operator will program it: tests PUT a routing table to
+its admin API. Sims come from the sim's own fixtures; ``SimProcess`` runs one as a separate
+``inferscale sim`` process for the tests that kill it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from inferscale.router.app import Router, start
+from inferscale.router.settings import RouterSettings
+from tests.component.sim.conftest import MODEL, RunningSim, make_settings
+
+TOKEN = "test-admin-token"
+
+
+class RunningRouter:
+    """Start on enter, graceful stop on exit; ``push`` programs it through the admin API."""
+
+    def __init__(self, **settings: Any) -> None:
+        defaults: dict[str, Any] = {
+            "host": "127.0.0.1",
+            "port": 0,
+            "shutdown_grace_seconds": 2.0,
+            "keepalive_seconds": 0.2,
+            "breaker_ejection_seconds": 0.5,
+            "connect_timeout_seconds": 2.0,
+        }
+        self.settings = RouterSettings(**{**defaults, **settings})
+        self.port = 0
+        self.router: Router | None = None
+        self.lines: list[str] = []
+        self.version = 0
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="router", daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+
+        async def main() -> None:
+            self._stop = asyncio.Event()
+            try:
+                runner, self.port, self.router = await start(
+                    self.settings, admin_token=TOKEN, log_sink=self.lines.append
+                )
+            except BaseException as error:
+                self._error = error
+                self._ready.set()
+                return
+            self._ready.set()
+            await self._stop.wait()
+            await runner.cleanup()
+
+        try:
+            loop.run_until_complete(main())
+        finally:
+            loop.close()
+
+    def __enter__(self) -> RunningRouter:
+        self._thread.start()
+        assert self._ready.wait(10), "router did not start"
+        if self._error:
+            raise self._error
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._loop is not None and self._stop is not None
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(15)
+        assert not self._thread.is_alive(), "router did not stop"
+
+    def push(self, models: dict[str, Any], version: int | None = None) -> httpx.Response:
+        """PUT a table; ``models`` maps a name to endpoint addresses or to a full ModelRoute."""
+        if version is None:
+            self.version += 1
+            version = self.version
+        doc = {"version": version, "models": {}}
+        for name, spec in models.items():
+            if isinstance(spec, list):
+                spec = {"endpoints": spec}
+            spec = dict(spec)
+            spec["endpoints"] = [
+                e if isinstance(e, dict) else {"pod": f"pod-{e.rsplit(':', 1)[1]}", "address": e}
+                for e in spec.get("endpoints", [])
+            ]
+            doc["models"][name] = spec
+        resp = httpx.put(
+            self.base_url + "/admin/v1/routing-table",
+            json=doc,
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            timeout=10,
+        )
+        return resp
+
+    def metric(self, name: str, **labels: str) -> float:
+        """Sum of the samples of ``name`` whose labels include ``labels``."""
+        text = httpx.get(self.base_url + "/metrics", timeout=10).text
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith("#") or not line.startswith(name):
+                continue
+            key, value = line.rsplit(" ", 1)
+            if key.split("{", 1)[0] != name:
+                continue
+            if all(f'{k}="{v}"' in key for k, v in labels.items()):
+                total += float(value)
+        return total
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class SimProcess:
+    """``inferscale sim`` as its own process (killable), on a free loopback port."""
+
+    def __init__(self, *args: str) -> None:
+        self.port = free_port()
+        self.args = args
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def __enter__(self) -> SimProcess:
+        cmd = [sys.executable, "-m", "inferscale", "sim", "--host", "127.0.0.1",
+               "--port", str(self.port), "--model", MODEL, "--preset", "zero",
+               "--max-model-len", "4096", "--kv-capacity-tokens", "65536",
+               "--shutdown-grace-seconds", "1", *self.args]  # fmt: skip
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"sim exited: {self.proc.stderr.read().decode()[-2000:]}")
+            try:
+                if httpx.get(f"http://{self.address}/health", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("sim did not start")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if self.proc.stderr:
+            self.proc.stderr.close()
+
+
+@pytest.fixture(scope="module")
+def sims() -> Iterator[list[RunningSim]]:
+    """Two zero-latency sims shared by a module."""
+    with RunningSim(make_settings()) as a, RunningSim(make_settings()) as b:
+        yield [a, b]
+
+
+@pytest.fixture
+def router() -> Iterator[RunningRouter]:
+    with RunningRouter() as running:
+        yield running
+
+
+def address(sim: RunningSim) -> str:
+    return f"127.0.0.1:{sim.port}"
+
+
+__all__ = ["MODEL", "RunningRouter", "SimProcess", "address", "free_port", "os"]
