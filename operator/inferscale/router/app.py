@@ -74,11 +74,18 @@ from inferscale.router.table import (
 
 log = logging.getLogger("inferscale.router")
 
-try:  # orjson parses request bodies 3-5x faster; the stdlib parser is the fallback.
+
+def _dumps_stdlib(doc: object) -> bytes:
+    return json.dumps(doc).encode()
+
+
+try:  # orjson parses and writes JSON 3-5x faster; the stdlib is the fallback.
     _orjson: Any = importlib.import_module("orjson")
     loads: Callable[[bytes], Any] = _orjson.loads
+    dumps: Callable[[object], bytes] = _orjson.dumps
 except ImportError:
     loads = json.loads
+    dumps = _dumps_stdlib
 
 ROUTER_KEY: Final[web.AppKey[Router]] = web.AppKey("inferscale_router")
 JSON: Final = "application/json"
@@ -802,7 +809,7 @@ class Router:
         if isinstance(usage, dict):
             line["prompt_tokens"] = usage.get("prompt_tokens")
             line["completion_tokens"] = usage.get("completion_tokens")
-        self.log_sink(json.dumps(line) + "\n")
+        self.log_sink(dumps(line).decode() + "\n")
 
 
 class _Context:

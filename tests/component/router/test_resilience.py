@@ -337,7 +337,8 @@ def test_router_process_serves_from_its_table_file_and_stops_on_sigterm(tmp_path
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=20)
         assert proc.returncode == 0, err.decode()[-2000:]
-        assert b'"status": 200' in out
+        logged = [json.loads(line) for line in out.decode().splitlines() if line.startswith("{")]
+        assert [entry["status"] for entry in logged] == [200]
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -349,3 +350,20 @@ def _ok(url: str) -> bool:
         return httpx.get(url, timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def test_engine_metrics_are_scraped_for_queue_aware_picking():
+    with RunningSim(make_settings(step_base_seconds=0.05)) as slow:
+        with RunningRouter(scrape_interval_seconds=0.1) as r:
+            r.push({MODEL: [address(slow)]})
+            endpoint = r.router.table.models[MODEL].ready[0]
+            with httpx.stream(
+                "POST",
+                r.base_url + "/v1/chat/completions",
+                json={**CHAT, "max_tokens": 400, "stream": True},
+                timeout=30,
+            ) as resp:
+                lines = resp.iter_lines()
+                next(lines)
+                # While the sequence runs, its KV blocks show in the scraped gauge.
+                wait_for(lambda: endpoint.kv_usage > 0, timeout=10)
