@@ -193,11 +193,14 @@ class Router:
 
     def on_table(self, table: EndpointTable) -> None:
         """After a swap: rebuild per-route timeouts; wake held requests whose model can serve."""
+        # No ``total`` timer per request (a timer armed and cancelled per request costs more
+        # than the rest of the bookkeeping): a non-streaming answer arrives in one piece, so
+        # the read timeout bounds it; a stream is checked against its deadline at each chunk.
         self.timeouts = {
             name: aiohttp.ClientTimeout(
-                total=m.route.timeouts.total_seconds,
+                total=None,
                 sock_connect=self.settings.connect_timeout_seconds,
-                sock_read=m.route.timeouts.first_token_seconds,
+                sock_read=min(m.route.timeouts.first_token_seconds, m.route.timeouts.total_seconds),
             )
             for name, m in table.models.items()
         }
@@ -548,7 +551,6 @@ class Router:
         request = ctx.request
         route = model.route
         headers = {k: v for k in FORWARDED if (v := request.headers.get(k)) is not None}
-        headers.setdefault("X-Request-Id", f"{self.id_prefix}-{ctx.id}")
         url_path = request.path
         tried: list[EndpointState] = []
         last = _Retry("no endpoint could take the request", 503)
@@ -623,7 +625,8 @@ class Router:
                     raise _Retry(f"HTTP {status}", status, await up.read())
                 ctype = up.headers.get("Content-Type", JSON)
                 if ctype.startswith("text/event-stream"):
-                    return await self._relay_stream(ctx, endpoint, up, ctype, committed)
+                    total = route.timeouts.total_seconds
+                    return await self._relay_stream(ctx, endpoint, up, ctype, committed, total)
                 data = await up.read()
         except _Retry:
             raise
@@ -687,6 +690,7 @@ class Router:
         up: aiohttp.ClientResponse,
         ctype: str,
         committed: web.StreamResponse | None,
+        total_seconds: float,
     ) -> web.StreamResponse:
         chunks = up.content.iter_any()
         # The first chunk decides: nothing has reached the client yet, so a failure is retried.
@@ -720,9 +724,16 @@ class Router:
         try:
             if first:
                 await resp.write(first)
+            deadline = ctx.start + total_seconds
             async for chunk in chunks:
                 await resp.write(chunk)
                 prev, last = last, chunk
+                if self.clock() > deadline:
+                    status = 504
+                    await resp.write(
+                        sse_error(504, "the request ran past timeouts.totalSeconds", "timeout")
+                    )
+                    break
         except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
             self._failed(endpoint)
             status = 502
@@ -734,7 +745,8 @@ class Router:
             status = 504
             await resp.write(sse_error(504, "the engine stalled mid-stream", "timeout"))
         else:
-            endpoint.record_success()
+            if status != 504:
+                endpoint.record_success()
         usage = stream_usage(prev + last) if status == 200 else None
         self._usage(ctx.name, usage)
         self._access(ctx, status, endpoint.pod, usage)

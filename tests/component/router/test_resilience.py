@@ -367,3 +367,28 @@ def test_engine_metrics_are_scraped_for_queue_aware_picking():
                 next(lines)
                 # While the sequence runs, its KV blocks show in the scraped gauge.
                 wait_for(lambda: endpoint.kv_usage > 0, timeout=10)
+
+
+def test_route_timeouts_first_token_and_total(router):
+    with SimProcess("--fail-hang-after", "0") as hung:
+        router.push(
+            {
+                MODEL: {
+                    "route": {"timeouts": {"firstTokenSeconds": 0.5}},
+                    "endpoints": [hung.address],
+                }
+            }
+        )
+        r = httpx.post(router.base_url + "/v1/chat/completions", json=CHAT, timeout=10)
+        assert r.status_code == 504 and r.json()["error"]["type"] == "timeout"
+    with RunningSim(make_settings(step_base_seconds=0.05)) as slow:
+        router.push(
+            {MODEL: {"route": {"timeouts": {"totalSeconds": 0.5}}, "endpoints": [address(slow)]}}
+        )
+        c = openai.OpenAI(base_url=router.base_url + "/v1", api_key="x", max_retries=0)
+        stream = c.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "x"}], max_tokens=400, stream=True
+        )
+        with pytest.raises(openai.APIError):
+            for _ in stream:
+                pass
