@@ -8,11 +8,15 @@ sim uses are typed, so a wrong type is a 400, never a 500.
 from __future__ import annotations
 
 import json
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 _ALLOW = ConfigDict(extra="allow")
+
+
+TokenId = Annotated[int, Field(ge=0, le=2**32 - 1)]
+"""A token id: a non-negative 32-bit number (router fuzzing found that -1 made a 500)."""
 
 
 class ContentPart(BaseModel):
@@ -71,7 +75,7 @@ class ChatCompletionRequest(_Generation):
 class CompletionRequest(_Generation):
     """``POST /v1/completions``; one prompt (text, a one-element list, or token ids)."""
 
-    prompt: str | list[str] | list[int]
+    prompt: str | list[str] | list[TokenId]
 
 
 class EmbeddingRequest(BaseModel):
@@ -79,7 +83,7 @@ class EmbeddingRequest(BaseModel):
 
     model_config = _ALLOW
     model: str
-    input: str | list[str] | list[int] | list[list[int]]
+    input: str | list[str] | list[TokenId] | list[list[TokenId]]
     encoding_format: Literal["float", "base64"] | None = "float"
     dimensions: int | None = Field(None, ge=1, le=8192)
 

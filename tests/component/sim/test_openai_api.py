@@ -148,3 +148,14 @@ def test_metrics_count_exact_tokens(sim, client):
         == before["vllm:time_to_first_token_seconds_count"] + 1
     )
     assert after["vllm:num_requests_running"] == 0 and after["vllm:num_requests_waiting"] == 0
+
+
+def test_out_of_range_token_ids_are_a_400_not_a_500(sim):
+    for path, body in (
+        ("/v1/embeddings", {"model": MODEL, "input": [-1]}),
+        ("/v1/embeddings", {"model": MODEL, "input": [[2**40]]}),
+        ("/v1/completions", {"model": MODEL, "prompt": [-5], "max_tokens": 1}),
+    ):
+        r = httpx.post(sim.base_url + path, json=body, timeout=10)
+        assert r.status_code == 400, (body, r.text)
+        assert r.json()["error"]["type"] == "invalid_request_error"
