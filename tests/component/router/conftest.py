@@ -7,13 +7,11 @@ its admin API. Sims come from the sim's own fixtures; ``SimProcess`` runs one as
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -24,12 +22,15 @@ import pytest
 from inferscale.router.app import Router, start
 from inferscale.router.settings import RouterSettings
 from tests.component.sim.conftest import MODEL, RunningSim, make_settings
+from tests.servers import ServerThread
 
 TOKEN = "test-admin-token"
 
 
-class RunningRouter:
+class RunningRouter(ServerThread):
     """Start on enter, graceful stop on exit; ``push`` programs it through the admin API."""
+
+    name = "router"
 
     def __init__(self, **settings: Any) -> None:
         defaults: dict[str, Any] = {
@@ -41,55 +42,16 @@ class RunningRouter:
             "connect_timeout_seconds": 2.0,
         }
         self.settings = RouterSettings(**{**defaults, **settings})
-        self.port = 0
         self.router: Router | None = None
         self.lines: list[str] = []
         self.version = 0
-        self._ready = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="router", daemon=True)
+        super().__init__()
 
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def _run(self) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-
-        async def main() -> None:
-            self._stop = asyncio.Event()
-            try:
-                runner, self.port, self.router = await start(
-                    self.settings, admin_token=TOKEN, log_sink=self.lines.append
-                )
-            except BaseException as error:
-                self._error = error
-                self._ready.set()
-                return
-            self._ready.set()
-            await self._stop.wait()
-            await runner.cleanup()
-
-        try:
-            loop.run_until_complete(main())
-        finally:
-            loop.close()
-
-    def __enter__(self) -> RunningRouter:
-        self._thread.start()
-        assert self._ready.wait(10), "router did not start"
-        if self._error:
-            raise self._error
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        assert self._loop is not None and self._stop is not None
-        self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(15)
-        assert not self._thread.is_alive(), "router did not stop"
+    async def start_server(self) -> tuple[Any, int]:
+        runner, port, self.router = await start(
+            self.settings, admin_token=TOKEN, log_sink=self.lines.append
+        )
+        return runner, port
 
     def push(self, models: dict[str, Any], version: int | None = None) -> httpx.Response:
         """PUT a table; ``models`` maps a name to endpoint addresses or to a full ModelRoute."""

@@ -1,74 +1,32 @@
-"""A real sim server on 127.0.0.1 (free port) in a background thread, plus metric helpers.
-
-The server runs on its own event loop in a thread so that the synchronous ``openai`` client
-can talk to it from the test's thread, and the async client from the test's loop.
-"""
+"""A real sim server on 127.0.0.1 (free port) in a background thread, plus metric helpers."""
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import httpx
 import pytest
 
 from inferscale.sim.server import start
 from inferscale.sim.settings import SimSettings
+from tests.servers import ServerThread
 
 MODEL = "sim-test-model"
 
 
-class RunningSim:
-    """Start on enter, graceful stop on exit."""
+class RunningSim(ServerThread):
+    """A sim server: start on enter, graceful stop on exit."""
+
+    name = "sim-server"
 
     def __init__(self, settings: SimSettings, on_crash: Callable[[], None] | None = None):
         self.settings = settings
         self.on_crash = on_crash
-        self.port = 0
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=self._run, name="sim-server", daemon=True)
+        super().__init__()
 
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def _run(self) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-
-        async def main() -> None:
-            self._stop = asyncio.Event()
-            try:
-                runner, self.port = await start(self.settings, on_crash=self.on_crash)
-            except BaseException as error:  # surfaced in __enter__
-                self._error = error
-                self._ready.set()
-                return
-            self._ready.set()
-            await self._stop.wait()
-            await runner.cleanup()
-
-        try:
-            loop.run_until_complete(main())
-        finally:
-            loop.close()
-
-    def __enter__(self) -> RunningSim:
-        self._thread.start()
-        assert self._ready.wait(10), "sim did not start"
-        if self._error:
-            raise self._error
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        assert self._loop is not None and self._stop is not None
-        self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(15)
-        assert not self._thread.is_alive(), "sim did not stop"
+    async def start_server(self) -> tuple[Any, int]:
+        return await start(self.settings, on_crash=self.on_crash)
 
     def metrics(self) -> dict[str, float]:
         """Every sample of /metrics, keyed by metric name (labels dropped; one series each)."""
