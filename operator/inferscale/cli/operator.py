@@ -125,15 +125,15 @@ async def _serve_standby_health(liveness: str) -> Any:
 
     from aiohttp import web
 
+    from inferscale.serving import serve_app
+
     async def healthy(_request: web.Request) -> web.Response:
         return web.json_response({"role": "standby"})
 
     url = urlsplit(liveness)
     app = web.Application()
     app.router.add_get(url.path or "/", healthy)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, url.hostname or "0.0.0.0", url.port or 8080).start()
+    runner, _port = await serve_app(app, url.hostname or "0.0.0.0", url.port or 8080)
     return runner
 
 

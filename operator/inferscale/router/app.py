@@ -71,6 +71,7 @@ from inferscale.router.table import (
     RoutingTable,
     StaleTableError,
 )
+from inferscale.serving import serve_app
 
 log = logging.getLogger("inferscale.router")
 
@@ -973,21 +974,15 @@ async def start(
         admin_token=admin_token,
         log_sink=log_sink,
     )
-    # handler_cancellation: a client that goes away cancels its handler, which closes the
-    # upstream connection, so the engine stops generating for nobody.
-    runner = web.AppRunner(
+    # A client that goes away cancels its handler, which closes the upstream connection, so
+    # the engine stops generating for nobody (serve_app turns handler cancellation on).
+    runner, port = await serve_app(
         app,
-        access_log=None,
-        handler_cancellation=True,
-        shutdown_timeout=settings.shutdown_grace_seconds,
+        settings.host,
+        settings.port,
+        shutdown_grace_seconds=settings.shutdown_grace_seconds,
+        backlog=2048,
     )
-    await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port, backlog=2048)
-    await site.start()
-    port = settings.port
-    server = site._server  # aiohttp exposes no public accessor for the bound port
-    if isinstance(server, asyncio.base_events.Server) and server.sockets:
-        port = server.sockets[0].getsockname()[1]
     return runner, port, app[ROUTER_KEY]
 
 

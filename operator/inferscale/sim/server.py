@@ -30,6 +30,7 @@ from typing import TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from inferscale.serving import serve_app
 from inferscale.sim.driver import EngineDriver, Ticket
 from inferscale.sim.metrics import CONTENT_TYPE, RENDERERS
 from inferscale.sim.model import EngineParams, LatencyModel
@@ -521,21 +522,11 @@ async def start(
 ) -> tuple[web.AppRunner, int]:
     """Start serving on ``settings.host``/``port``; returns the runner and the bound port."""
     app = create_app(settings, on_crash=on_crash)
-    # handler_cancellation: a client that disconnects cancels its handler, which frees its
+    # A client that disconnects cancels its handler (serve_app turns that on), which frees its
     # sequence at once instead of at the next write.
-    runner = web.AppRunner(
-        app,
-        access_log=None,
-        handler_cancellation=True,
-        shutdown_timeout=settings.shutdown_grace_seconds,
+    runner, port = await serve_app(
+        app, settings.host, settings.port, shutdown_grace_seconds=settings.shutdown_grace_seconds
     )
-    await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port, backlog=1024)
-    await site.start()
-    port = settings.port
-    server = site._server  # aiohttp exposes no public accessor for the bound port
-    if isinstance(server, asyncio.base_events.Server) and server.sockets:
-        port = server.sockets[0].getsockname()[1]
     return runner, port
 
 

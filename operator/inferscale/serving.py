@@ -1,0 +1,38 @@
+"""Start an aiohttp application on a TCP port: the one way inferscale's servers listen.
+
+Shared by the sim, the router and the operator's standby health endpoint, so they agree on the
+choices that matter: a client that goes away cancels its handler (the engine stops generating
+for nobody, a held request leaves its queue), no aiohttp access log (each server writes its own,
+without prompts or credentials), a bounded graceful shutdown, and port 0 reporting the port the
+kernel picked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+
+async def serve_app(
+    app: web.Application,
+    host: str,
+    port: int,
+    *,
+    shutdown_grace_seconds: float = 5.0,
+    backlog: int = 1024,
+) -> tuple[web.AppRunner, int]:
+    """Serve ``app`` on ``host:port``; return the runner (``cleanup()`` stops it) and the port."""
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        handler_cancellation=True,
+        shutdown_timeout=shutdown_grace_seconds,
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, backlog=backlog)
+    await site.start()
+    server = site._server  # aiohttp exposes no public accessor for the bound port
+    if isinstance(server, asyncio.base_events.Server) and server.sockets:
+        port = server.sockets[0].getsockname()[1]
+    return runner, port
