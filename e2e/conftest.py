@@ -115,9 +115,11 @@ def cluster() -> Iterator[Cluster]:
         return
     # SIGTERM (CI's stop, `timeout`) must run the teardown below, as Ctrl-C does.
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    down(STATE_DIR, quiet=True)  # whatever a killed earlier run left behind
+    config = e2e_config()
+    # Whatever a killed earlier run left behind, even outside the state directory.
+    down(STATE_DIR, quiet=True, expected=config)
     try:
-        started = up(e2e_config())
+        started = up(config)
         api = kube_config.new_client_from_config(config_file=str(started.config.kubeconfig))
         try:
             yield Cluster(started.config.kubeconfig, api, started.config, started.seconds)

@@ -139,6 +139,35 @@ def test_down_after_a_crash_still_cleans_up(tmp_path: Path) -> None:
     assert pod.status.pod_ip.startswith("10.248.")
 
 
+def test_leftovers_outside_a_missing_state_directory_are_named_and_removed(tmp_path: Path) -> None:
+    """A killed run, then a fresh checkout: the namespaces and bridge outlive the directory."""
+    if not network.netns_supported():
+        pytest.skip("network namespaces are not available here")
+    config = e2e_config(tmp_path / "fresh", name="orphan", pod_cidr="10.250.0.0/16")
+    leftover = f"{config.netns_prefix}0123456789ab"
+    network.ip("netns", "add", leftover)
+    network.setup_bridge(config)
+    try:
+        with pytest.raises(ClusterError) as error:
+            up(config)
+        assert leftover in str(error.value)
+        assert f"--name {config.name}" in str(error.value), "the message says how to clean up"
+        result = subprocess.run(
+            [sys.executable, "-m", "inferscale", "cluster", "down"]
+            + ["--dir", str(config.state_dir), "--name", config.name],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        assert f"deleted network namespace {leftover}" in result.stdout
+        assert f"deleted bridge {config.bridge_name}" in result.stdout
+        assert not network.list_netns(config.netns_prefix)
+    finally:
+        network.ip("netns", "del", leftover, check=False)
+        network.ip("link", "del", config.bridge_name, check=False)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_an_interrupted_test_run_leaves_nothing_behind(tmp_path: Path, sig: signal.Signals) -> None:
     state = tmp_path / "state"

@@ -80,7 +80,8 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def cmd_down(args: argparse.Namespace) -> int:
     """Stop everything and remove the state (the logs stay)."""
-    done = down(state_dir(args), quiet=True)
+    expected = ClusterConfig(state_dir=state_dir(args), name=args.name) if args.name else None
+    done = down(state_dir(args), quiet=True, expected=expected)
     for line in done:
         print(line)
     print("cluster is down" if done else "nothing was running")
@@ -152,6 +153,11 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser("down", parents=[common], help="stop everything, also after a crash")
+    p.add_argument(
+        "--name",
+        help="when the state directory is gone: remove the network namespaces and bridge "
+        "that a cluster of this name left behind",
+    )
     p.set_defaults(func=cmd_down)
     p = sub.add_parser("status", parents=[common], help="components, nodes, pods")
     p.set_defaults(func=cmd_status)

@@ -104,7 +104,8 @@ def up(config: ClusterConfig, assets: str | None = None) -> Started:
         raise ClusterError(
             "up",
             f"stale state in {config.state_dir} from a cluster that did not shut down "
-            f"({'; '.join(stale)}); run `inferscale cluster down` first",
+            f"({'; '.join(stale)}); run `inferscale cluster down --dir {config.state_dir} "
+            f"--name {config.name}` first",
         )
     assets_dir = find_assets(assets)
     mode = network.resolve_mode(config)
@@ -340,8 +341,15 @@ def _load(state_dir: Path) -> ClusterConfig | None:
         return None
 
 
-def down(state_dir: Path, quiet: bool = False) -> list[str]:
+def down(state_dir: Path, quiet: bool = False, expected: ClusterConfig | None = None) -> list[str]:
     """Stop everything the cluster in ``state_dir`` started and remove its state but the logs.
+
+    Args:
+        state_dir: the cluster's state directory.
+        quiet: print nothing.
+        expected: the configuration the cluster would have had, used when ``state_dir`` holds
+            none (a fresh checkout on a machine where a killed run left network namespaces and
+            a bridge behind: those live outside the directory and survive its removal).
 
     Returns:
         One line per thing that was stopped or removed (what ``cluster down`` prints).
@@ -355,7 +363,7 @@ def down(state_dir: Path, quiet: bool = False) -> list[str]:
         if record.alive():
             killed = record.stop(STOP_GRACE.get(name, 5.0))
             done.append(f"stopped {name} (pid {record.pid}{', killed' if killed else ''})")
-    config = _load(state_dir)
+    config = _load(state_dir) or expected
     if config is not None:
         # Whatever the launcher left behind if it died: pod processes by record, then namespaces.
         for pid_file in config.pods_dir.glob("*/pids/*.json"):
@@ -370,7 +378,7 @@ def down(state_dir: Path, quiet: bool = False) -> list[str]:
             done.append(f"deleted network namespace {namespace}")
         with contextlib.suppress(OSError):
             Path("/etc/netns").rmdir()  # only if empty: the per-pod files are gone by now
-        if config.network == "netns" and network.netns_supported():
+        if config.network != "loopback" and network.netns_supported():
             if network.ip("link", "show", config.bridge_name, check=False).returncode == 0:
                 network.teardown_bridge(config)
                 done.append(f"deleted bridge {config.bridge_name}")
