@@ -284,6 +284,8 @@ async def _run_reconcile(
         # Re-read under the lock: the body a handler got may be older than the last write.
         fresh = await _current_model(runtime, meta["namespace"], meta["name"])
         if fresh is None:
+            # The model is gone: drop its lock too, or a churn of models would grow the map.
+            runtime.locks.pop((meta["namespace"], meta["name"]), None)
             return
         if (fresh.get("metadata") or {}).get("deletionTimestamp"):
             return

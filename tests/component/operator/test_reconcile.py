@@ -156,3 +156,13 @@ async def test_unmanaged_labelled_object_is_kept(runtime):
     events = await reconcile(runtime, model_body())
     assert ("v1", "Service", "ns", "handmade") in runtime.api.objects
     assert events == [], "a kept object is logged, not announced on every run"
+
+
+async def test_a_deleted_model_leaves_no_lock_behind(runtime):
+    from inferscale.controller.inference_model import _run_reconcile
+
+    runtime.lock("ns", "gone")
+    await _run_reconcile(
+        runtime, model_body() | {"metadata": {"name": "gone", "namespace": "ns"}}, Events()
+    )
+    assert ("ns", "gone") not in runtime.locks
