@@ -5,6 +5,9 @@ Settings come from ``INFERSCALE_*`` environment variables (nested groups with ``
 ``controller`` build an :class:`OperatorSettings`; everything below them receives the group it
 needs (the pure builders in :mod:`inferscale.reconcile` take a :class:`ReconcileSettings`) and
 never reads ``os.environ`` itself.
+
+The ``routing`` group is named so (not ``router``) because the router process has settings of its
+own under ``INFERSCALE_ROUTER_*``; ``INFERSCALE_ROUTING__*`` is how the operator reaches routers.
 """
 
 from __future__ import annotations
@@ -54,6 +57,77 @@ class ReconcileSettings(BaseModel):
     """UID of engines that run as non-root (the sim image's ``USER 1000``). Default 1000."""
 
 
+DEFAULT_ROUTER_NAMESPACE = "inferscale-system"
+"""Where routers live when neither ``routing.namespace`` nor ``POD_NAMESPACE`` says."""
+
+
+class RoutingSettings(BaseModel):
+    """How the operator programs the routers: where they are, how it authenticates, what it keeps.
+
+    Every router pod in ``namespace`` carrying ``router_labels`` gets each new routing table by
+    ``PUT http://POD_IP:admin_port/admin/v1/routing-table`` with the token from the Secret; the
+    last table is also kept in a ConfigMap that routers mount, so a router that starts while the
+    operator is down still serves. The RBAC in ``config/rbac/operator.yaml`` names the default
+    Secret: change both together.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    enabled: bool = True
+    """Compile and publish routing tables. Default true; false for clusters without our router."""
+
+    namespace: str | None = Field(default=None, min_length=1, max_length=63)
+    """Namespace of the router pods, their admin-token Secret and the table's ConfigMap. Default:
+    the operator's own namespace (``POD_NAMESPACE``), else ``inferscale-system``. The operator
+    must watch it (``--namespace`` includes it, or watch every namespace)."""
+
+    router_labels: dict[str, str] = Field(
+        default_factory=lambda: {"app.kubernetes.io/name": "inferscale-router"}, min_length=1
+    )
+    """Labels that mark a pod as a router (all must match). Default
+    ``app.kubernetes.io/name: inferscale-router``, as in ``config/router/``."""
+
+    admin_port: int = Field(default=8080, ge=1, le=65535)
+    """Port of the routers' admin API (the router's ``--port``). Default 8080."""
+
+    admin_token_secret: str = Field(default="inferscale-router-admin", min_length=1)
+    """Secret holding the routers' admin token (the same one the routers mount). Default
+    ``inferscale-router-admin``."""
+
+    admin_token_key: str = Field(default="token", min_length=1)
+    """Key of the token in that Secret. Default ``token``."""
+
+    configmap_name: str = Field(default="inferscale-routing-table", min_length=1)
+    """ConfigMap that keeps the last table for starting routers. Default
+    ``inferscale-routing-table``."""
+
+    configmap_key: str = Field(default="routing-table.json", min_length=1)
+    """Key of the table (JSON) in the ConfigMap. Default ``routing-table.json``."""
+
+    coalesce_seconds: float = Field(default=0.1, ge=0, le=5)
+    """Changes within this long of the first one make one table. Default 0.1 s: a pod is
+    routable within a push of turning Ready, and a rollout's burst of events is one push."""
+
+    push_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
+    """Time limit of one push to one router, connect included. Default 2 s."""
+
+    retry_initial_seconds: float = Field(default=0.2, gt=0, le=60)
+    """First wait before a failed push is retried; each failure in a row doubles it. Default
+    0.2 s."""
+
+    retry_max_seconds: float = Field(default=10.0, gt=0, le=600)
+    """Longest wait between retries of a failed push (or a failed ConfigMap write). Default
+    10 s."""
+
+    resync_seconds: float = Field(default=60.0, gt=0, le=86_400)
+    """Every router is sent the current table again this often, and the token re-read, so a
+    router that lost its table or a rotated token heals without an event. Default 60 s."""
+
+    configmap_interval_seconds: float = Field(default=1.0, ge=0, le=600)
+    """Least time between two ConfigMap writes; pushes are never delayed by it. Default 1 s:
+    a burst of pod changes writes the (large) ConfigMap once, not per change."""
+
+
 class OperatorSettings(BaseSettings):
     """Every setting of the operator process, grouped as kopf groups its own."""
 
@@ -62,7 +136,20 @@ class OperatorSettings(BaseSettings):
         env_nested_delimiter="__",
         extra="forbid",
         use_attribute_docstrings=True,
+        populate_by_name=True,
     )
 
     reconcile: ReconcileSettings = Field(default_factory=ReconcileSettings)
     """Defaults of the Deployments, Services and PodDisruptionBudgets built per model."""
+
+    routing: RoutingSettings = Field(default_factory=RoutingSettings)
+    """How routers are programmed (``INFERSCALE_ROUTING__*``)."""
+
+    pod_namespace: str | None = Field(default=None, validation_alias="POD_NAMESPACE")
+    """The operator's own namespace, from ``POD_NAMESPACE`` (the downward API) when it runs as
+    a pod; routers are looked for there unless ``routing.namespace`` says otherwise."""
+
+    @property
+    def router_namespace(self) -> str:
+        """Where the routers, their Secret and the table's ConfigMap are."""
+        return self.routing.namespace or self.pod_namespace or DEFAULT_ROUTER_NAMESPACE

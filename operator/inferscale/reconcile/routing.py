@@ -1,0 +1,460 @@
+"""InferenceModels, InferenceRoutes and Pods -> the routing table the routers serve from (pure).
+
+:func:`compile_table` turns plain dicts (the objects as the API server returns them) into a
+:class:`~inferscale.router.table.RoutingTable`: one entry per served model name, with its route
+settings and one endpoint per pod (``podIP:port`` of the engine). The rules that are not obvious:
+
+- A model with no pods is still in the table with no endpoints: its requests are *held* while a
+  replica starts, never refused as unknown.
+- A pod leaves the table as soon as its deletion is seen (``metadata.deletionTimestamp``), before
+  its engine is asked to stop, so scale-down and rollouts lose no request. A pod that has no IP
+  yet, or has finished, is left out; one that has an IP but is not Ready is kept with
+  ``ready: false`` (never picked).
+- A route whose backend is an InferenceModel applies its settings (strategy, retries, ...) to
+  that model's served name. Routers forward request bodies unchanged, so clients send the served
+  name; a route ``modelName`` that differs is reported, not silently served under a name the
+  engine would refuse.
+- Conflicts (two models with one served name, two routes for one model) go to the oldest object
+  (``creationTimestamp``, then namespace/name), so the winner does not flip between compiles;
+  every loser is reported.
+
+Bad data never raises: an object that cannot be used is left out and a sentence saying why is
+added to :attr:`CompiledRoutes.problems`, which the controller logs. No I/O, no clock: the
+caller passes the version (:func:`next_version` derives one from the time it read).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from pydantic import ValidationError
+
+from inferscale.api.meta import LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_MODEL, MANAGED_BY
+from inferscale.api.v1alpha1.inference_model import SERVED_NAME_PATTERN, InferenceModelSpec
+from inferscale.api.v1alpha1.inference_route import InferenceRouteSpec
+from inferscale.api.validation import describe_errors
+from inferscale.reconcile.deployment import served_name
+from inferscale.reconcile.engines import ENGINES
+from inferscale.reconcile.labels import COMPONENT_ENGINE
+from inferscale.router.table import ModelRoute, RouteSettings, RoutingTable, TableEndpoint
+
+JsonDict = dict[str, Any]
+
+MAX_ENDPOINTS: Final = 10_000
+"""Endpoints per model the table schema accepts; more are left out (and reported)."""
+
+_GONE_PHASES: Final = frozenset({"Succeeded", "Failed"})
+_SERVED_NAME: Final = re.compile(SERVED_NAME_PATTERN)
+_IPV4: Final = re.compile(r"[0-9]{1,3}(\.[0-9]{1,3}){3}")
+
+
+@dataclass(frozen=True)
+class CompiledRoutes:
+    """The table's content without a version, and what had to be left out."""
+
+    models: dict[str, ModelRoute]
+    """Served name -> route settings and endpoints, sorted by name (endpoints by pod name)."""
+    problems: tuple[str, ...]
+    """One sentence per object that was left out or overridden, sorted."""
+
+
+@dataclass(frozen=True)
+class _Model:
+    namespace: str
+    name: str
+    served: str
+    engine: str
+    port: int
+
+
+@dataclass(frozen=True)
+class PodView:
+    """What routing reads from one pod; equal views mean the table does not change."""
+
+    namespace: str
+    name: str
+    model: str
+    ip: str | None
+    ready: bool
+    gone: bool
+    """Being deleted or finished: never an endpoint."""
+
+
+@dataclass(frozen=True)
+class RouterTarget:
+    """A router pod the table is pushed to."""
+
+    namespace: str
+    name: str
+    uid: str
+    ip: str
+    ready: bool
+    restarts: int
+    """Container restarts: a restarted router process must be sent the table again."""
+
+
+def _mapping(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    return _mapping(obj.get("metadata"))
+
+
+def _ident(obj: Mapping[str, Any]) -> str:
+    meta = _meta(obj)
+    return f"{meta.get('namespace') or '?'}/{meta.get('name') or '?'}"
+
+
+def _age_key(obj: Mapping[str, Any]) -> tuple[str, str, str]:
+    # RFC 3339 in UTC ("...Z", second precision) sorts as text; a missing one sorts last.
+    meta = _meta(obj)
+    created = meta.get("creationTimestamp")
+    return (
+        created if isinstance(created, str) and created else "~",
+        str(meta.get("namespace") or ""),
+        str(meta.get("name") or ""),
+    )
+
+
+def _is_ready(status: Mapping[str, Any]) -> bool:
+    conditions = status.get("conditions")
+    if not isinstance(conditions, list):
+        return False
+    return any(
+        isinstance(c, Mapping) and c.get("type") == "Ready" and c.get("status") == "True"
+        for c in conditions
+    )
+
+
+def _ipv4(status: Mapping[str, Any]) -> str | None:
+    """The pod's IPv4 address: ``podIP``, else the first IPv4 of ``podIPs`` (dual stack)."""
+    candidates: list[object] = [status.get("podIP")]
+    pod_ips = status.get("podIPs")
+    if isinstance(pod_ips, list):
+        candidates.extend(_mapping(p).get("ip") for p in pod_ips)
+    for candidate in candidates:
+        # A regex first: ipaddress alone costs a fifth of a thousand-pod compile.
+        if isinstance(candidate, str) and _IPV4.fullmatch(candidate):
+            try:
+                ipaddress.IPv4Address(candidate)
+            except ValueError:
+                continue  # 999.1.1.1 and the like
+            return candidate
+    return None
+
+
+def _has_ip(status: Mapping[str, Any]) -> bool:
+    return bool(status.get("podIP")) or bool(status.get("podIPs"))
+
+
+def pod_view(pod: Mapping[str, Any]) -> PodView | None:
+    """Routing's view of an engine pod of a model; ``None`` when it is no model's engine pod."""
+    meta = _meta(pod)
+    labels = _mapping(meta.get("labels"))
+    model = labels.get(LABEL_MODEL)
+    name = meta.get("name")
+    namespace = meta.get("namespace")
+    if (
+        labels.get(LABEL_MANAGED_BY) != MANAGED_BY
+        or labels.get(LABEL_COMPONENT) != COMPONENT_ENGINE
+        or not isinstance(model, str)
+        or not isinstance(name, str)
+        or not isinstance(namespace, str)
+        or not (model and name and namespace)
+    ):
+        return None
+    status = _mapping(pod.get("status"))
+    gone = bool(meta.get("deletionTimestamp")) or status.get("phase") in _GONE_PHASES
+    return PodView(
+        namespace=namespace,
+        name=name,
+        model=model,
+        ip=_ipv4(status),
+        ready=_is_ready(status),
+        gone=gone,
+    )
+
+
+def _parse_model(body: Mapping[str, Any], problems: list[str]) -> _Model | None:
+    meta = _meta(body)
+    name, namespace = meta.get("name"), meta.get("namespace")
+    if not isinstance(name, str) or not isinstance(namespace, str) or not name or not namespace:
+        problems.append("an InferenceModel without a name or namespace was left out")
+        return None
+    if meta.get("deletionTimestamp"):
+        return None  # being deleted: its name stops resolving now rather than holding requests
+    try:
+        spec = InferenceModelSpec.model_validate(body.get("spec") or {})
+    except ValidationError as error:
+        problems.append(
+            f"InferenceModel {namespace}/{name} left out: its spec does not parse: "
+            + "; ".join(describe_errors(error))
+        )
+        return None
+    served = served_name(name, spec)
+    if not _SERVED_NAME.fullmatch(served):
+        # spec.servedName is checked by the API; the object's name (its default) may be longer.
+        problems.append(
+            f"InferenceModel {namespace}/{name} left out: {served!r} cannot be a served model "
+            "name (at most 128 letters, digits and . _ : / -, starting with a letter or digit)"
+        )
+        return None
+    profile = ENGINES[spec.engine]
+    return _Model(namespace, name, served, spec.engine, profile.port)
+
+
+def _models_by_key(
+    models: Iterable[Mapping[str, Any]], problems: list[str]
+) -> dict[tuple[str, str], _Model]:
+    """Parsed models by (namespace, name); of two models with one served name the older wins."""
+    by_key: dict[tuple[str, str], _Model] = {}
+    owners: dict[str, _Model] = {}
+    for body in sorted((m for m in models if isinstance(m, Mapping)), key=_age_key):
+        model = _parse_model(body, problems)
+        if model is None:
+            continue
+        first = owners.get(model.served)
+        if first is not None:
+            problems.append(
+                f"InferenceModel {model.namespace}/{model.name} left out: served name "
+                f"{model.served!r} is already served by the older InferenceModel "
+                f"{first.namespace}/{first.name}"
+            )
+            continue
+        owners[model.served] = model
+        by_key[(model.namespace, model.name)] = model
+    return by_key
+
+
+def _route_settings(
+    routes: Iterable[Mapping[str, Any]],
+    models: Mapping[tuple[str, str], _Model],
+    problems: list[str],
+) -> dict[str, RouteSettings]:
+    """Route settings by served name, from every route's InferenceModel backends."""
+    settings: dict[str, RouteSettings] = {}
+    owner: dict[str, str] = {}
+    for body in sorted((r for r in routes if isinstance(r, Mapping)), key=_age_key):
+        ident = _ident(body)
+        meta = _meta(body)
+        namespace = meta.get("namespace")
+        if meta.get("deletionTimestamp") or not isinstance(namespace, str):
+            continue
+        try:
+            spec = InferenceRouteSpec.model_validate(body.get("spec") or {})
+        except ValidationError as error:
+            problems.append(
+                f"InferenceRoute {ident} ignored: its spec does not parse: "
+                + "; ".join(describe_errors(error))
+            )
+            continue
+        route = RouteSettings(
+            strategy=spec.strategy,
+            prefix_hash=spec.prefix_hash,
+            retries=spec.retries,
+            timeouts=spec.timeouts,
+            hold_queue=spec.hold_queue,
+        )
+        client_name = spec.model_name or str(meta.get("name") or "")
+        for backend in spec.backends:
+            # Provider backends (hosted spillover and fallback) and the non-primary roles of
+            # model backends need router support that a later issue brings; until then a route
+            # shapes only how its primary models' replicas are picked.
+            if backend.inference_model is None or backend.role != "primary":
+                continue
+            model = models.get((namespace, backend.inference_model))
+            if model is None:
+                problems.append(
+                    f"InferenceRoute {ident}: backend InferenceModel {namespace}/"
+                    f"{backend.inference_model} does not exist (or was left out)"
+                )
+                continue
+            if model.served in owner:
+                problems.append(
+                    f"InferenceRoute {ident}: served name {model.served!r} already takes its "
+                    f"settings from the older InferenceRoute {owner[model.served]}"
+                )
+                continue
+            if client_name != model.served:
+                problems.append(
+                    f"InferenceRoute {ident}: clients must send model {model.served!r} (the "
+                    f"served name of InferenceModel {namespace}/{model.name}), not "
+                    f"{client_name!r}: routers do not rename requests; its settings apply "
+                    f"to {model.served!r}"
+                )
+            owner[model.served] = ident
+            settings[model.served] = route
+    return settings
+
+
+def _endpoints(
+    pods: Iterable[Mapping[str, Any]],
+    models: Mapping[tuple[str, str], _Model],
+    problems: list[str],
+) -> dict[str, list[TableEndpoint]]:
+    out: dict[str, list[TableEndpoint]] = {}
+    for pod in pods:
+        if not isinstance(pod, Mapping):
+            continue
+        view = pod_view(pod)
+        if view is None or view.gone:
+            continue
+        model = models.get((view.namespace, view.model))
+        if model is None:
+            # A model's pods outlive it for their grace period, and a model left out above is
+            # already reported: nothing to route to either way.
+            continue
+        if view.ip is None:
+            if _has_ip(_mapping(pod.get("status"))):
+                problems.append(
+                    f"pod {view.namespace}/{view.name} left out: it has no IPv4 address "
+                    "(routing tables carry IPv4 addresses only)"
+                )
+            continue  # not started yet: an IP comes with the sandbox
+        out.setdefault(model.served, []).append(
+            TableEndpoint(
+                pod=view.name,
+                address=f"{view.ip}:{model.port}",
+                ready=view.ready,
+                engine=model.engine,
+            )
+        )
+    for served, endpoints in out.items():
+        endpoints.sort(key=lambda e: (e.pod, e.address))
+        if len(endpoints) > MAX_ENDPOINTS:
+            problems.append(
+                f"served name {served!r}: {len(endpoints) - MAX_ENDPOINTS} of "
+                f"{len(endpoints)} pods left out (a model carries at most {MAX_ENDPOINTS})"
+            )
+            del endpoints[MAX_ENDPOINTS:]
+    return out
+
+
+def compile_routes(
+    models: Iterable[Mapping[str, Any]],
+    routes: Iterable[Mapping[str, Any]],
+    pods: Iterable[Mapping[str, Any]],
+) -> CompiledRoutes:
+    """Everything of the table but its version, and the problems found on the way.
+
+    Args:
+        models: InferenceModel objects (every namespace).
+        routes: InferenceRoute objects.
+        pods: engine pods of the models (others are ignored).
+    """
+    problems: list[str] = []
+    by_key = _models_by_key(models, problems)
+    settings = _route_settings(routes, by_key, problems)
+    endpoints = _endpoints(pods, by_key, problems)
+    served = sorted(m.served for m in by_key.values())
+    default = RouteSettings()  # one shared instance: nothing mutates a compiled table
+    table = {
+        name: ModelRoute(route=settings.get(name) or default, endpoints=endpoints.get(name, []))
+        for name in served
+    }
+    return CompiledRoutes(models=table, problems=tuple(sorted(set(problems))))
+
+
+def compile_table(
+    version: int,
+    models: Iterable[Mapping[str, Any]],
+    routes: Iterable[Mapping[str, Any]],
+    pods: Iterable[Mapping[str, Any]],
+) -> RoutingTable:
+    """The complete routing table at ``version`` (see the module docstring for the rules)."""
+    return RoutingTable(version=version, models=compile_routes(models, routes, pods).models)
+
+
+def next_version(previous: int, now_ms: int) -> int:
+    """A version above ``previous`` that also grows across restarts: the wall clock in ms.
+
+    ``previous`` is the highest version known anywhere (the ConfigMap's, a router's), so even a
+    clock that went backwards cannot make a router refuse the table as stale.
+    """
+    return max(previous + 1, now_ms)
+
+
+def table_json(table: RoutingTable) -> str:
+    """The table as pushed and stored: camelCase JSON without the defaults.
+
+    Routers fill the defaults in again; leaving them out keeps a thousand models' table well
+    inside a ConfigMap's 1 MiB.
+    """
+    return table.model_dump_json(by_alias=True, exclude_defaults=True)
+
+
+def stored_version(text: object) -> int | None:
+    """The ``version`` of a stored table (the ConfigMap's value); ``None`` if it has none."""
+    if not isinstance(text, str):
+        return None
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return None
+    version = doc.get("version") if isinstance(doc, dict) else None
+    return version if isinstance(version, int) and not isinstance(version, bool) else None
+
+
+def build_table_configmap(name: str, namespace: str, key: str, text: str) -> JsonDict:
+    """The ConfigMap that keeps the last table for routers that start (they mount it)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {
+                "app.kubernetes.io/name": "inferscale",
+                "app.kubernetes.io/component": "routing-table",
+                LABEL_MANAGED_BY: MANAGED_BY,
+            },
+        },
+        "data": {key: text},
+    }
+
+
+def is_router_pod(pod: Mapping[str, Any], namespace: str, labels: Mapping[str, str]) -> bool:
+    """Whether ``pod`` is a router: in the routers' namespace, carrying every router label."""
+    meta = _meta(pod)
+    have = _mapping(meta.get("labels"))
+    return meta.get("namespace") == namespace and all(have.get(k) == v for k, v in labels.items())
+
+
+def router_target(pod: Mapping[str, Any]) -> RouterTarget | None:
+    """The push target a router pod is, or ``None`` when it cannot take a push.
+
+    A router that is running but not Ready is a target too: it turns Ready only once it holds a
+    table, so waiting for Ready would leave a router that started without the ConfigMap (the
+    first router of a cluster) unready for good. One being deleted is not: it is draining.
+    """
+    meta = _meta(pod)
+    status = _mapping(pod.get("status"))
+    name, namespace, uid = meta.get("name"), meta.get("namespace"), meta.get("uid")
+    ip = _ipv4(status)
+    if (
+        not isinstance(name, str)
+        or not isinstance(namespace, str)
+        or not isinstance(uid, str)
+        or ip is None
+        or meta.get("deletionTimestamp")
+        or status.get("phase") != "Running"
+    ):
+        return None
+    restarts = 0
+    statuses = status.get("containerStatuses")
+    for cs in statuses if isinstance(statuses, list) else []:
+        count = _mapping(cs).get("restartCount")
+        restarts += count if isinstance(count, int) else 0
+    return RouterTarget(namespace, name, uid, ip, _is_ready(status), restarts)
+
+
+def router_targets(pods: Sequence[Mapping[str, Any]]) -> list[RouterTarget]:
+    """Every router pod that can take a push, by name."""
+    found = [t for p in pods if isinstance(p, Mapping) and (t := router_target(p)) is not None]
+    return sorted(found, key=lambda t: (t.namespace, t.name))

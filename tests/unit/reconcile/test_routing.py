@@ -1,0 +1,359 @@
+"""compile_table: models, routes and pods -> the routing table, including bad data."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from inferscale.reconcile.engines import ENGINES
+from inferscale.reconcile.routing import (
+    build_table_configmap,
+    compile_routes,
+    compile_table,
+    is_router_pod,
+    next_version,
+    pod_view,
+    router_targets,
+    stored_version,
+    table_json,
+)
+from inferscale.router.table import RouteSettings, RoutingTable
+from tests.factories import model_spec_dict
+
+NS = "team"
+
+
+def model(
+    name: str = "llama",
+    engine: str = "vllm",
+    namespace: str = NS,
+    created: str = "2025-01-01T00:00:00Z",
+    **spec: Any,
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "inferscale.io/v1alpha1",
+        "kind": "InferenceModel",
+        "metadata": {"name": name, "namespace": namespace, "creationTimestamp": created},
+        "spec": model_spec_dict(engine, **spec),
+    }
+
+
+def route(
+    name: str = "llama",
+    backends: list[dict[str, Any]] | None = None,
+    namespace: str = NS,
+    created: str = "2025-01-02T00:00:00Z",
+    **spec: Any,
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "inferscale.io/v1alpha1",
+        "kind": "InferenceRoute",
+        "metadata": {"name": name, "namespace": namespace, "creationTimestamp": created},
+        "spec": {"backends": backends or [{"inferenceModel": "llama"}], **spec},
+    }
+
+
+def pod(
+    name: str,
+    model_name: str = "llama",
+    ip: str | None = "10.0.0.1",
+    ready: bool = True,
+    namespace: str = NS,
+    deleting: bool = False,
+    phase: str = "Running",
+    **labels: str,
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "name": name,
+        "namespace": namespace,
+        "uid": f"uid-{name}",
+        "labels": {
+            "inferscale.io/model": model_name,
+            "app.kubernetes.io/component": "engine",
+            "app.kubernetes.io/managed-by": "inferscale",
+            **labels,
+        },
+    }
+    if deleting:
+        meta["deletionTimestamp"] = "2025-01-01T01:00:00Z"
+    status: dict[str, Any] = {
+        "phase": phase,
+        "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+    }
+    if ip is not None:
+        status["podIP"] = ip
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "status": status}
+
+
+def test_a_model_with_ready_and_starting_pods():
+    table = compile_table(
+        7,
+        [model(servedName="llama-3.1-8b")],
+        [],
+        [pod("llama-b", ip="10.0.0.2", ready=False), pod("llama-a", ip="10.0.0.1")],
+    )
+    assert table.version == 7
+    entry = table.models["llama-3.1-8b"]
+    assert entry.route == RouteSettings()
+    # Sorted by pod name; the engine port is the Deployment builder's (vLLM: 8000).
+    assert [(e.pod, e.address, e.ready, e.engine) for e in entry.endpoints] == [
+        ("llama-a", f"10.0.0.1:{ENGINES['vllm'].port}", True, "vllm"),
+        ("llama-b", "10.0.0.2:8000", False, "vllm"),
+    ]
+
+
+@pytest.mark.parametrize("engine", sorted(ENGINES))
+def test_each_engine_gets_its_own_port(engine):
+    table = compile_table(1, [model(engine=engine)], [], [pod("p")])
+    (endpoint,) = table.models["llama"].endpoints
+    assert endpoint.address == f"10.0.0.1:{ENGINES[engine].port}"
+    assert endpoint.engine == engine
+
+
+def test_served_name_defaults_to_the_model_name():
+    assert list(compile_table(1, [model("qwen")], [], []).models) == ["qwen"]
+
+
+def test_a_model_without_pods_is_known_with_no_endpoints():
+    # Its requests are held while a replica starts, never refused as unknown.
+    table = compile_table(1, [model()], [], [])
+    assert table.models["llama"].endpoints == []
+
+
+@pytest.mark.parametrize(
+    ("bad_pod", "why"),
+    [
+        (pod("p", ip=None, ready=False), "no IP yet: not started"),
+        (pod("p", deleting=True), "being deleted: leaves before its engine is stopped"),
+        (pod("p", phase="Succeeded"), "finished"),
+        (pod("p", phase="Failed", ready=False), "failed"),
+        (pod("p", model_name="ghost"), "unknown model label"),
+        (pod("p", namespace="other"), "same model name, other namespace"),
+        (pod("p", **{"app.kubernetes.io/managed-by": "someone"}), "not ours"),
+        (pod("p", **{"app.kubernetes.io/component": "router"}), "not an engine pod"),
+        ({"metadata": "garbage"}, "metadata not an object"),
+        ({"metadata": {"name": "p", "namespace": NS}}, "no labels"),
+        ({}, "empty"),
+    ],
+)
+def test_pods_that_cannot_take_requests_are_left_out(bad_pod, why):
+    table = compile_table(1, [model()], [], [bad_pod, pod("good", ip="10.0.0.9")])
+    assert [e.pod for e in table.models["llama"].endpoints] == ["good"], why
+
+
+def test_non_mapping_inputs_do_not_crash():
+    compiled = compile_routes([model(), "junk", None], [42], ["junk", None])  # type: ignore[list-item]
+    assert list(compiled.models) == ["llama"]
+
+
+def test_a_pod_with_only_an_ipv6_address_is_reported():
+    ipv6 = pod("p6", ip="fd00::1")
+    compiled = compile_routes([model()], [], [ipv6])
+    assert compiled.models["llama"].endpoints == []
+    assert any("p6" in p and "IPv4" in p for p in compiled.problems)
+
+
+def test_dual_stack_pod_uses_its_ipv4_address():
+    dual = pod("p", ip="fd00::1")
+    dual["status"]["podIPs"] = [{"ip": "fd00::1"}, {"ip": "10.1.2.3"}]
+    (endpoint,) = compile_table(1, [model()], [], [dual]).models["llama"].endpoints
+    assert endpoint.address == "10.1.2.3:8000"
+
+
+def test_a_malformed_ip_is_left_out():
+    compiled = compile_routes([model()], [], [pod("p", ip="not-an-ip")])
+    assert compiled.models["llama"].endpoints == []
+
+
+def test_a_model_being_deleted_leaves_the_table():
+    gone = model()
+    gone["metadata"]["deletionTimestamp"] = "2025-01-01T01:00:00Z"
+    assert compile_table(1, [gone], [], [pod("p")]).models == {}
+
+
+def test_a_model_whose_spec_does_not_parse_is_reported_and_left_out():
+    bad = model()
+    bad["spec"]["engine"] = "warp-drive"
+    compiled = compile_routes([bad, model("other")], [], [])
+    assert list(compiled.models) == ["other"]
+    (problem,) = compiled.problems
+    assert "team/llama" in problem and "engine" in problem
+
+
+def test_a_model_without_metadata_is_reported():
+    compiled = compile_routes([{"spec": model_spec_dict()}], [], [])
+    assert compiled.models == {}
+    assert compiled.problems == ("an InferenceModel without a name or namespace was left out",)
+
+
+def test_a_name_too_long_to_serve_is_reported():
+    compiled = compile_routes([model("m" * 200)], [], [])
+    assert compiled.models == {}
+    assert "cannot be a served model name" in compiled.problems[0]
+
+
+def test_two_models_with_one_served_name_the_older_wins():
+    young = model("young", servedName="shared", created="2025-03-01T00:00:00Z")
+    old = model("old", namespace="b", servedName="shared", created="2025-02-01T00:00:00Z")
+    pods = [pod("y", model_name="young"), pod("o", model_name="old", namespace="b")]
+    for order in ([young, old], [old, young]):
+        compiled = compile_routes(order, [], pods)
+        assert [e.pod for e in compiled.models["shared"].endpoints] == ["o"]
+        (problem,) = compiled.problems
+        assert "team/young left out" in problem and "b/old" in problem
+
+
+def test_a_route_applies_its_settings_to_its_models_served_name():
+    spec = {
+        "strategy": "prefixHash",
+        "prefixHash": {"loadBound": 2, "prefixCharacters": 64, "replicasPerEndpoint": 8},
+        "retries": {"maxAttempts": 2, "onStatus": [503]},
+        "timeouts": {"firstTokenSeconds": 5, "totalSeconds": 60},
+        "holdQueue": {"maxRequests": 3, "maxWaitSeconds": 9},
+    }
+    compiled = compile_routes(
+        [model(servedName="llama-3.1-8b"), model("other")],
+        [route(modelName="llama-3.1-8b", **spec)],
+        [pod("p")],
+    )
+    assert compiled.problems == ()
+    settings = compiled.models["llama-3.1-8b"].route
+    assert settings.to_wire() == RouteSettings.model_validate(spec).to_wire()
+    assert settings.strategy == "prefixHash" and settings.hold_queue.max_requests == 3
+    assert compiled.models["other"].route == RouteSettings()
+    assert [e.pod for e in compiled.models["llama-3.1-8b"].endpoints] == ["p"]
+
+
+def test_a_route_named_otherwise_than_the_served_name_is_reported_but_applied():
+    compiled = compile_routes([model()], [route("chat", strategy="roundRobin")], [])
+    assert compiled.models["llama"].route.strategy == "roundRobin"
+    (problem,) = compiled.problems
+    assert "clients must send model 'llama'" in problem and "'chat'" in problem
+
+
+def test_provider_and_non_primary_backends_are_ignored_for_now():
+    backends = [
+        {"inferenceModel": "llama"},
+        {"provider": {"name": "openai", "model": "gpt-4o-mini"}, "role": "spillover"},
+        {"inferenceModel": "spare", "role": "fallback"},
+    ]
+    compiled = compile_routes(
+        [model(), model("spare")], [route(backends=backends, strategy="weighted")], []
+    )
+    assert compiled.problems == ()
+    assert compiled.models["llama"].route.strategy == "weighted"
+    assert compiled.models["spare"].route == RouteSettings()
+
+
+def test_a_route_to_a_missing_model_is_reported():
+    compiled = compile_routes([model()], [route(backends=[{"inferenceModel": "nope"}])], [])
+    assert compiled.models["llama"].route == RouteSettings()
+    assert any("nope does not exist" in p for p in compiled.problems)
+
+
+def test_a_route_in_another_namespace_does_not_reach_the_model():
+    compiled = compile_routes([model()], [route(namespace="elsewhere")], [])
+    assert compiled.models["llama"].route == RouteSettings()
+    assert any("elsewhere/llama does not exist" in p for p in compiled.problems)
+
+
+def test_two_routes_for_one_model_the_older_wins():
+    first = route("a", modelName="llama", strategy="roundRobin", created="2025-01-01T00:00:00Z")
+    second = route("b", modelName="llama", strategy="weighted", created="2025-01-05T00:00:00Z")
+    compiled = compile_routes([model()], [second, first], [])
+    assert compiled.models["llama"].route.strategy == "roundRobin"
+    (problem,) = compiled.problems
+    assert "team/b" in problem and "team/a" in problem
+
+
+def test_an_invalid_route_is_reported_and_ignored():
+    bad = route(strategy="random")
+    compiled = compile_routes([model()], [bad], [])
+    assert compiled.models["llama"].route == RouteSettings()
+    assert any("InferenceRoute team/llama ignored" in p for p in compiled.problems)
+
+
+def test_a_route_being_deleted_no_longer_applies():
+    gone = route(strategy="roundRobin")
+    gone["metadata"]["deletionTimestamp"] = "2025-01-03T00:00:00Z"
+    assert compile_routes([model()], [gone], []).models["llama"].route == RouteSettings()
+
+
+def test_the_compiled_table_is_what_a_router_accepts_and_stable():
+    inputs = ([model(), model("b", engine="sim")], [route()], [pod("p"), pod("q", "b")])
+    first = compile_table(5, *inputs)
+    again = compile_table(5, *(list(reversed(x)) for x in inputs))
+    assert first == again  # the order of the watch does not matter
+    text = table_json(first)
+    assert RoutingTable.model_validate_json(text) == first
+    assert stored_version(text) == 5
+
+
+@pytest.mark.parametrize(
+    ("previous", "now_ms", "expected"),
+    [
+        (0, 1_700_000_000_000, 1_700_000_000_000),
+        (1_800_000_000_000, 1_700_000_000_000, 1_800_000_000_001),
+    ],
+)
+def test_next_version_grows_even_when_the_clock_went_back(previous, now_ms, expected):
+    assert next_version(previous, now_ms) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "version"),
+    [
+        ('{"version": 12, "models": {}}', 12),
+        ('{"version": "12"}', None),
+        ('{"version": true}', None),
+        ("[1]", None),
+        ("not json", None),
+        (None, None),
+    ],
+)
+def test_stored_version_reads_what_it_can(text, version):
+    assert stored_version(text) == version
+
+
+def test_configmap_holds_the_table_text():
+    cm = build_table_configmap("t", "sys", "routing-table.json", '{"version":1}')
+    assert cm["metadata"]["namespace"] == "sys"
+    assert json.loads(cm["data"]["routing-table.json"]) == {"version": 1}
+    assert cm["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "inferscale"
+
+
+def test_pod_view_is_none_for_non_engine_pods_and_sees_readiness():
+    assert pod_view({"metadata": {"name": "x"}}) is None
+    view = pod_view(pod("p", ready=False))
+    assert view is not None and (view.ip, view.ready, view.gone) == ("10.0.0.1", False, False)
+    deleting = pod_view(pod("p", deleting=True))
+    assert deleting is not None and deleting.gone
+
+
+def router_pod(name: str, ip: str | None = "10.9.0.1", **kw: Any) -> dict[str, Any]:
+    body = pod(name, ip=ip, namespace="sys", **kw)
+    body["metadata"]["labels"] = {"app.kubernetes.io/name": "inferscale-router"}
+    body["status"]["containerStatuses"] = [{"name": "router", "restartCount": 2}]
+    return body
+
+
+def test_router_targets():
+    labels = {"app.kubernetes.io/name": "inferscale-router"}
+    pods = [
+        router_pod("r2", ip="10.9.0.2", ready=False),  # starting: pushed, so it can turn Ready
+        router_pod("r1"),
+        router_pod("r3", ip=None),
+        router_pod("r4", deleting=True),
+        router_pod("r5", phase="Pending"),
+        {"metadata": {"name": "r6"}},
+    ]
+    targets = router_targets(pods)
+    assert [(t.name, t.ip, t.ready, t.restarts) for t in targets] == [
+        ("r1", "10.9.0.1", True, 2),
+        ("r2", "10.9.0.2", False, 2),
+    ]
+    assert is_router_pod(router_pod("r1"), "sys", labels)
+    assert not is_router_pod(router_pod("r1"), "other", labels)
+    assert not is_router_pod(pod("p", namespace="sys"), "sys", labels)
