@@ -163,6 +163,7 @@ class RoutingPublisher:
         """Version last written to the ConfigMap."""
         self.store_at = 0.0
         self.store_failures = 0
+        self.store_error: str | None = None
         self.pause = settings.coalesce_seconds
         self.next_resync = 0.0
         self.floor_loaded = False
@@ -180,13 +181,17 @@ class RoutingPublisher:
             timeout = max(0.0, self.wake_at() - self.monotonic())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.dirty.wait(), timeout)
+            changed = self.dirty.is_set()
             if self.monotonic() >= self.next_resync:
                 self.resync()
+                changed = True  # the safety net recompiles too
             # Coalesce: the first change of a burst waits for the rest of it.
             await asyncio.sleep(max(self.pause, MIN_PAUSE_SECONDS))
+            changed = changed or self.dirty.is_set()
             self.dirty.clear()
             try:
-                await self.sync()
+                # A retry alone (a router back, the ConfigMap) sends the table it has.
+                await self.sync(recompile=changed)
             except Exception:
                 # This task alone keeps the routers current: a bug met by one sync is logged
                 # with its traceback and the next sync tries again, rather than ending it.
@@ -216,12 +221,27 @@ class RoutingPublisher:
         self.token = None
         self.token_retry_at = 0.0
 
-    async def sync(self) -> None:
+    async def sync(self, recompile: bool = True) -> None:
         """Recompile; on a change take a new version; deliver where it is missing and due."""
         if not self.floor_loaded:
             self.floor = max(self.floor, await self._stored_floor())
             self.floor_loaded = True
         sources = self.read()
+        if recompile or self.table is None:
+            self._compile(sources)
+        targets = self._track(router_targets(sources.routers))
+        now = self.monotonic()
+        due = [
+            t
+            for t in targets
+            if self.routers[t.uid].delivered != self._want(self.routers[t.uid], t)
+            and self.routers[t.uid].retry_at <= now
+        ]
+        token = await self._token() if due else None
+        pushes = [self._push(t, token) for t in due] if token is not None else []
+        await asyncio.gather(self._store(), *pushes)
+
+    def _compile(self, sources: Sources) -> None:
         started = self.monotonic()
         compiled = compile_routes(sources.models, sources.routes, sources.pods)
         self.pause = max(
@@ -239,17 +259,6 @@ class RoutingPublisher:
                 len(self.table.models),
                 sum(e.ready for m in self.table.models.values() for e in m.endpoints),
             )
-        targets = self._track(router_targets(sources.routers))
-        now = self.monotonic()
-        due = [
-            t
-            for t in targets
-            if self.routers[t.uid].delivered != self._want(self.routers[t.uid], t)
-            and self.routers[t.uid].retry_at <= now
-        ]
-        token = await self._token() if due else None
-        pushes = [self._push(t, token) for t in due] if token is not None else []
-        await asyncio.gather(self._store(), *pushes)
 
     # -- routers --------------------------------------------------------------------------
 
@@ -440,17 +449,24 @@ class RoutingPublisher:
             )
             self.store_at = self.monotonic() + delay
             hint = " (RBAC: the operator's Role must allow configmaps get, create, patch)"
-            log.warning(
-                "writing %s failed (%d in a row, next try in %.1fs): %s%s",
+            why = f"{error}{hint if isinstance(error, Forbidden) else ''}"
+            # The same cause again is a debug line: a missing namespace must not flood the log.
+            level = logging.WARNING if why != self.store_error else logging.DEBUG
+            self.store_error = why
+            log.log(
+                level,
+                "writing %s failed (%d in a row, next try in %.1fs): %s",
                 where,
                 self.store_failures,
                 delay,
-                error,
-                hint if isinstance(error, Forbidden) else "",
+                why,
             )
             return
+        if self.store_error is not None:
+            log.info("%s written again (version %d)", where, table.version)
         self.stored = table.version
         self.store_failures = 0
+        self.store_error = None
         self.store_at = self.monotonic() + self.settings.configmap_interval_seconds
 
     def _report(self, problems: tuple[str, ...]) -> None:

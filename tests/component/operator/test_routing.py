@@ -20,7 +20,7 @@ from inferscale.config import OperatorSettings, RoutingSettings
 from inferscale.controller import routing
 from inferscale.controller.inference_model import Runtime
 from inferscale.controller.routing import RoutingPublisher, RoutingState, Sources, read_sources
-from inferscale.errors import Forbidden
+from inferscale.errors import Forbidden, NotFound
 from inferscale.kube.fake import FakeKubeApi
 from inferscale.router.table import RoutingTable
 from tests.component.router.conftest import TOKEN, RunningRouter
@@ -307,6 +307,17 @@ async def test_a_forbidden_configmap_write_names_rbac_and_is_retried(world, capl
     assert world.stored()["version"] == 1_000
 
 
+async def test_a_configmap_write_failing_the_same_way_warns_once(world, caplog):
+    for _ in range(3):
+        world.api.fail_next("apply", NotFound(404, "NotFound", 'namespaces "sys" not found'))
+    with caplog.at_level(logging.WARNING, logger="inferscale.controller.routing"):
+        for _ in range(3):
+            world.publisher.store_at = 0
+            await world.publisher.sync()
+    assert sum("writing ConfigMap" in r.getMessage() for r in caplog.records) == 1
+    assert world.publisher.store_failures == 3
+
+
 async def test_configmap_writes_are_paced_but_pushes_are_not():
     w = World(SETTINGS.model_copy(update={"configmap_interval_seconds": 60}))
     try:
@@ -505,3 +516,14 @@ def test_index_snapshots_and_read_sources():
     sources = read_sources(indices(w))
     assert [m["metadata"]["name"] for m in sources.models] == ["llama"]
     assert sources.routes == [] and len(sources.pods) == 1 and len(sources.routers) == 1
+
+
+async def test_a_retry_alone_sends_the_table_it_has_without_recompiling(world):
+    world.routers.down.add("10.9.0.1")
+    await world.publisher.sync()
+    world.routers.down.clear()
+    world.pods.append(pod("llama-2", ip="10.0.0.2", namespace="team"))  # not notified
+    world.publisher.routers["uid-r1"].retry_at = 0
+    await world.publisher.sync(recompile=False)
+    assert world.routers.tables["10.9.0.1"]["version"] == 1_000
+    assert len(world.routers.tables["10.9.0.1"]["models"]["llama"]["endpoints"]) == 1
