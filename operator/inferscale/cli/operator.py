@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import logging
 import os
 import socket
@@ -137,9 +138,34 @@ async def _serve_standby_health(liveness: str) -> Any:
     return runner
 
 
+MALLOC_ARENAS = 2
+"""glibc malloc arenas the operator may use (``M_ARENA_MAX``)."""
+
+
+def cap_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
+    """Limit glibc's malloc arenas before any thread starts; False where that is not glibc.
+
+    Every thread that allocates gets its own arena by default (up to 8 per core), and memory
+    freed in one stays held there. The operator's API calls run on 16 threads, each parsing
+    responses: with the default, a thousand models left the process at 648 MiB peak RSS; with
+    two arenas, 463 MiB (``bench/operator_scale``). ``MALLOC_ARENA_MAX`` in the environment,
+    read by glibc at start-up, has the same effect and wins when set.
+    """
+    if "MALLOC_ARENA_MAX" in os.environ:
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_arena_max = -8  # from glibc's malloc.h
+        return bool(libc.mallopt(m_arena_max, arenas))
+    except (OSError, AttributeError):
+        return False  # musl, macOS: their allocators do not keep per-thread arenas this way
+
+
 def cmd_operator(args: argparse.Namespace) -> int:
     """Entry point of ``inferscale operator``."""
     import kopf
+
+    cap_malloc_arenas()
 
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = args.kubeconfig

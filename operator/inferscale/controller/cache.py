@@ -12,12 +12,12 @@ so the next reconcile neither re-creates it nor announces it twice.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
+import orjson
 
 from inferscale.api.meta import LABEL_MANAGED_BY, LABEL_MODEL, MANAGED_BY
 
@@ -33,13 +33,50 @@ def _key_of(body: Mapping[str, Any], labels: Mapping[str, str]) -> ModelKey:
     return (str(body["metadata"]["namespace"]), labels[LABEL_MODEL])
 
 
+def json_copy(obj: Mapping[str, Any]) -> JsonDict:
+    """A deep copy of a JSON-shaped mapping.
+
+    An orjson round trip is many times faster than ``copy.deepcopy``, which was the largest
+    single cost of a reconcile at a thousand models (``py-spy`` on ``bench/operator_scale``).
+    """
+    copied: JsonDict = orjson.loads(orjson.dumps(dict(obj)))
+    return copied
+
+
 def _snapshot(body: Mapping[str, Any]) -> JsonDict:
     # A Body is a live view that kopf replaces on the next event; the index keeps a copy, less
     # managedFields, which server-side apply makes the largest part of every object and which
     # nothing here reads (memory with a thousand models, see bench/operator_scale).
-    snapshot = copy.deepcopy(dict(body))
+    snapshot = json_copy(body)
     snapshot.get("metadata", {}).pop("managedFields", None)
     return snapshot
+
+
+POD_METADATA_KEPT = (
+    "name",
+    "namespace",
+    "uid",
+    "labels",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "resourceVersion",
+)
+"""What a pod snapshot keeps of its metadata: what status and the routing table read."""
+
+
+def _pod_snapshot(body: Mapping[str, Any]) -> JsonDict:
+    # Status and the routing table read a pod's identity, labels, times, node and status only.
+    # Its spec (containers, volumes, probes, tolerations) is most of its size and is the
+    # Deployment's template, which the Deployment's own snapshot already holds.
+    meta = body.get("metadata") or {}
+    snapshot: JsonDict = {
+        "apiVersion": body.get("apiVersion"),
+        "kind": body.get("kind"),
+        "metadata": {k: meta[k] for k in POD_METADATA_KEPT if k in meta},
+        "spec": {"nodeName": (body.get("spec") or {}).get("nodeName")},
+        "status": body.get("status") or {},
+    }
+    return json_copy(snapshot)
 
 
 @kopf.index("inferscale.io", "v1alpha1", "inferencemodels")
@@ -69,8 +106,8 @@ def model_pdbs(body: kopf.Body, labels: Mapping[str, str], **_: Any) -> Any:
 
 @kopf.index("", "v1", "pods", labels=CHILD_LABELS)
 def model_pods(body: kopf.Body, labels: Mapping[str, str], **_: Any) -> Any:
-    """Pods by (namespace, model)."""
-    return {_key_of(body, labels): _snapshot(body)}
+    """Pods by (namespace, model), slimmed to what status and routing read (no spec)."""
+    return {_key_of(body, labels): _pod_snapshot(body)}
 
 
 INDEX_NAMES = ("models", "model_deployments", "model_services", "model_pdbs", "model_pods")
@@ -92,6 +129,14 @@ def _older(seen: Mapping[str, Any], applied: Mapping[str, Any]) -> bool:
         return False  # not comparable: trust the watch
 
 
+def _model_of(obj: Mapping[str, Any]) -> ModelKey:
+    """The model an object belongs to: its model label, or its own name for a model."""
+    meta = obj["metadata"]
+    if obj.get("kind") == "InferenceModel":
+        return (str(meta["namespace"]), str(meta["name"]))
+    return (str(meta["namespace"]), str((meta.get("labels") or {}).get(LABEL_MODEL, "")))
+
+
 @dataclass
 class ChildCache:
     """A model's children and pods from kopf's indices, plus the applies they do not show yet."""
@@ -99,12 +144,20 @@ class ChildCache:
     indices: Mapping[str, Any]
     """The four kopf indices by name (see :data:`INDEX_NAMES`)."""
 
-    recent: dict[ObjectKey, JsonDict] = field(default_factory=dict)
-    """Objects this operator applied that their index has not shown yet."""
+    recent: dict[ModelKey, dict[ObjectKey, JsonDict]] = field(default_factory=dict)
+    """Objects this operator applied that their index has not shown yet, per model: a lookup
+    reads only its own model's writes (scanning them all made every reconcile O(models))."""
 
     def _values(self, index: str, key: ModelKey) -> list[JsonDict]:
         store: Iterable[JsonDict] | None = self.indices[index].get(key)
-        return [copy.deepcopy(v) for v in store] if store is not None else []
+        return [json_copy(v) for v in store] if store is not None else []
+
+    def _forget(self, model: ModelKey, key: ObjectKey) -> None:
+        mine = self.recent.get(model)
+        if mine is not None:
+            mine.pop(key, None)
+            if not mine:
+                del self.recent[model]
 
     def children(self, namespace: str, model: str) -> list[JsonDict]:
         """The model's Deployment, Service and PDB as last seen (or as last applied)."""
@@ -114,33 +167,34 @@ class ChildCache:
             for index in ("model_deployments", "model_services", "model_pdbs")
             for obj in self._values(index, key)
         ]
+        mine = self.recent.get(key, {})
         out: list[JsonDict] = []
         for obj in seen:
-            mine = self.recent.get(_object_key(obj))
-            if mine is not None and _older(obj, mine):
-                out.append(copy.deepcopy(mine))  # the watch has not shown our write yet
+            applied = mine.get(_object_key(obj))
+            if applied is not None and _older(obj, applied):
+                out.append(json_copy(applied))  # the watch has not shown our write yet
                 continue
-            self.recent.pop(_object_key(obj), None)  # the watch caught up: trust it again
+            self._forget(key, _object_key(obj))  # the watch caught up: trust it again
             out.append(obj)
         seen_keys = {_object_key(o) for o in seen}
         out.extend(
-            copy.deepcopy(obj)
-            for key, obj in self.recent.items()
-            if key not in seen_keys
-            and key[1] == namespace
-            and obj["metadata"].get("labels", {}).get(LABEL_MODEL) == model
+            json_copy(obj)
+            for object_key, obj in self.recent.get(key, {}).items()
+            if object_key not in seen_keys and object_key[0] != "InferenceModel"
         )
         return out
 
     def model(self, namespace: str, name: str) -> JsonDict | None:
         """The InferenceModel as last seen, or as last written by us if that is newer."""
-        found = self._values("models", (namespace, name))
-        mine = self.recent.get(("InferenceModel", namespace, name))
+        key = (namespace, name)
+        found = self._values("models", key)
+        object_key = ("InferenceModel", namespace, name)
+        mine = self.recent.get(key, {}).get(object_key)
         if not found:
             return None  # deleted (a write of ours cannot resurrect it)
         if mine is not None and _older(found[0], mine):
-            return copy.deepcopy(mine)
-        self.recent.pop(("InferenceModel", namespace, name), None)
+            return json_copy(mine)
+        self._forget(key, object_key)
         return found[0]
 
     def pods(self, namespace: str, model: str) -> list[JsonDict]:
@@ -149,8 +203,13 @@ class ChildCache:
 
     def applied(self, obj: JsonDict) -> None:
         """Remember an object the API server just stored, until its index shows it."""
-        self.recent[_object_key(obj)] = _snapshot(obj)
+        self.recent.setdefault(_model_of(obj), {})[_object_key(obj)] = _snapshot(obj)
 
     def deleted(self, kind: str, namespace: str, name: str) -> None:
         """Forget an object the operator deleted."""
-        self.recent.pop((kind, namespace, name), None)
+        for model in [m for m, mine in self.recent.items() if (kind, namespace, name) in mine]:
+            self._forget(model, (kind, namespace, name))
+
+    def forget_model(self, namespace: str, name: str) -> None:
+        """Drop every write remembered for a model that is gone."""
+        self.recent.pop((namespace, name), None)

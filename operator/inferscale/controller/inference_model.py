@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -82,6 +83,16 @@ class Runtime:
     """Children from kopf's indices; without it (tests, tools) they are listed from the API."""
     locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
     pending: dict[tuple[str, str], asyncio.Task[None]] = field(default_factory=dict)
+    reconciled_at: dict[tuple[str, str], float] = field(default_factory=dict)
+    """When each model's last reconcile succeeded (``time.monotonic()``): the drift timer skips
+    models that events kept current, so a thousand timers do not all reconcile at once."""
+
+    def forget(self, namespace: str, name: str) -> None:
+        """Drop what the runtime keeps for a model that is gone, or churn would grow it."""
+        self.locks.pop((namespace, name), None)
+        self.reconciled_at.pop((namespace, name), None)
+        if self.cache is not None:
+            self.cache.forget_model(namespace, name)
 
     def lock(self, namespace: str, name: str) -> asyncio.Lock:
         """The lock that serialises reconciles of one model."""
@@ -284,12 +295,12 @@ async def _run_reconcile(
         # Re-read under the lock: the body a handler got may be older than the last write.
         fresh = await _current_model(runtime, meta["namespace"], meta["name"])
         if fresh is None:
-            # The model is gone: drop its lock too, or a churn of models would grow the map.
-            runtime.locks.pop((meta["namespace"], meta["name"]), None)
+            runtime.forget(meta["namespace"], meta["name"])
             return
         if (fresh.get("metadata") or {}).get("deletionTimestamp"):
             return
         await reconcile_model(runtime, fresh, post_event=post_event)
+        runtime.reconciled_at[(meta["namespace"], meta["name"])] = time.monotonic()
 
 
 def _poster(body: kopf.Body) -> EventPoster:
@@ -324,9 +335,19 @@ async def inference_model_reconcile(
     GROUP, VERSION, PLURAL, interval=DRIFT_INTERVAL_SECONDS, initial_delay=DRIFT_INTERVAL_SECONDS
 )
 async def inference_model_drift(body: kopf.Body, memo: Any, logger: KopfLogger, **_: Any) -> None:
-    """Periodic safety net: repair drift that no event reported."""
-    bind_cache(memo["runtime"], _)
-    await _handle(memo["runtime"], body, logger)
+    """Periodic safety net: repair drift that no event reported.
+
+    A model reconciled within the last interval (its children's events keep it current) is
+    skipped: the net is for a model nothing happened to, and without the skip every model
+    created in one burst would be reconciled again in one burst, an interval later.
+    """
+    runtime: Runtime = memo["runtime"]
+    meta = body["metadata"]
+    last = runtime.reconciled_at.get((meta["namespace"], meta["name"]))
+    if last is not None and time.monotonic() - last < DRIFT_INTERVAL_SECONDS:
+        return
+    bind_cache(runtime, _)
+    await _handle(runtime, body, logger)
 
 
 def _schedule(runtime: Runtime, namespace: str, name: str, logger: KopfLogger) -> None:

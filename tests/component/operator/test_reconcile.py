@@ -166,3 +166,26 @@ async def test_a_deleted_model_leaves_no_lock_behind(runtime):
         runtime, model_body() | {"metadata": {"name": "gone", "namespace": "ns"}}, Events()
     )
     assert ("ns", "gone") not in runtime.locks
+
+
+async def test_the_drift_timer_skips_a_model_that_events_kept_current(runtime, monkeypatch):
+    import logging
+    import time
+
+    import kopf
+
+    from inferscale.controller import inference_model
+
+    monkeypatch.setattr(inference_model, "_poster", lambda body: Events())
+    stored = runtime.api.put(model_body())
+    kwargs = {"body": kopf.Body(stored), "memo": {"runtime": runtime}}
+    runtime.reconciled_at[("ns", "llama")] = time.monotonic()
+    await inference_model.inference_model_drift(logger=logging.getLogger(), **kwargs)
+    assert [k for (_, k, _, _) in runtime.api.objects] == ["InferenceModel"], "skipped"
+
+    interval = inference_model.DRIFT_INTERVAL_SECONDS
+    runtime.reconciled_at[("ns", "llama")] = time.monotonic() - interval - 1
+    await inference_model.inference_model_drift(logger=logging.getLogger(), **kwargs)
+    kinds = sorted(k for (_, k, _, _) in runtime.api.objects)
+    assert kinds == ["Deployment", "InferenceModel", "PodDisruptionBudget", "Service"]
+    assert runtime.reconciled_at[("ns", "llama")] > time.monotonic() - 5, "the run is recorded"

@@ -90,3 +90,36 @@ def test_model_reads_prefer_our_newer_status_write_and_see_deletion():
     assert "managedFields" not in current["metadata"]
     indices["models"][("ns", "m")] = []
     assert cache.model("ns", "m") is None
+
+
+def test_a_models_own_status_write_is_not_one_of_its_children():
+    cache, _ = cache_with()
+    model = obj("InferenceModel", "m", 8)
+    model["metadata"]["labels"] = {}
+    cache.applied(model)
+    cache.applied(obj("Service", "m", 9))
+    assert [c["kind"] for c in cache.children("ns", "m")] == ["Service"]
+
+
+def test_a_gone_model_leaves_no_remembered_writes():
+    cache, _ = cache_with()
+    cache.applied(obj("Service", "m", 9))
+    cache.applied(obj("Service", "other", 9, model="other"))
+    cache.forget_model("ns", "m")
+    assert list(cache.recent) == [("ns", "other")]
+
+
+def test_pod_snapshots_keep_identity_and_status_but_not_the_spec():
+    from inferscale.controller.cache import _pod_snapshot
+
+    pod = obj("Pod", "p", 7)
+    pod["metadata"]["managedFields"] = [{"manager": "kubelet"}]
+    pod["metadata"]["deletionTimestamp"] = "2026-11-27T00:00:00Z"
+    pod["spec"] = {"nodeName": "gpu-0", "containers": [{"name": "engine", "image": "x"}]}
+    pod["status"] = {"podIP": "10.0.0.7", "conditions": [{"type": "Ready", "status": "True"}]}
+    snapshot = _pod_snapshot(pod)
+    assert snapshot["spec"] == {"nodeName": "gpu-0"}
+    assert snapshot["status"] == pod["status"] and snapshot["status"] is not pod["status"]
+    assert snapshot["metadata"]["deletionTimestamp"] == "2026-11-27T00:00:00Z"
+    assert snapshot["metadata"]["labels"] == {"inferscale.io/model": "m"}
+    assert "managedFields" not in snapshot["metadata"]
