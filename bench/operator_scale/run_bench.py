@@ -29,10 +29,16 @@ from kubernetes import client
 from kubernetes import config as kube_config
 from kubernetes.client.rest import ApiException
 
+from inferscale.api.v1alpha1.inference_model import InferenceModelSpec
 from inferscale.cluster.config import ClusterConfig, NodePool
 from inferscale.cluster.control import down, up
+from inferscale.config import ReconcileSettings
+from inferscale.reconcile.deployment import build_deployment
+from inferscale.reconcile.pdb import build_pdb
+from inferscale.reconcile.service import build_service
 
 REPO = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
 GROUP, VERSION, PLURAL = "inferscale.io", "v1alpha1", "inferencemodels"
 NAMESPACE = "bench"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -114,6 +120,32 @@ def ready_count(custom: client.CustomObjectsApi) -> tuple[int, int]:
     return ready, len(items)
 
 
+def children(name: str) -> list[dict[str, Any]]:
+    """What the operator would create for ``model(name)``, built by its own pure builders."""
+    spec = InferenceModelSpec.model_validate(model(name)["spec"])
+    return [
+        build_deployment(name, NAMESPACE, spec, ReconcileSettings(), replicas=1),
+        build_service(name, NAMESPACE, spec),
+        build_pdb(name, NAMESPACE, spec),
+    ]
+
+
+def ready_deployments(api: client.ApiClient) -> tuple[int, int]:
+    """Deployments with their one replica ready, of all (from the API server's watch cache)."""
+    items = client.AppsV1Api(api).list_namespaced_deployment(NAMESPACE, resource_version="0").items
+    return sum(1 for d in items if (d.status.ready_replicas or 0) >= 1), len(items)
+
+
+def profile_env(args: argparse.Namespace, config: ClusterConfig) -> dict[str, str]:
+    """With ``--profile-memory``: trace the operator's allocations (see memprofile/)."""
+    if not args.profile_memory:
+        return {}
+    out = config.state_dir.parent / f"{config.state_dir.name}-memprofile.txt"
+    log(f"tracing the operator's memory into {out} (slower, and RSS is not the target's)")
+    path = os.pathsep.join(filter(None, [str(HERE / "memprofile"), os.environ.get("PYTHONPATH")]))
+    return {"PYTHONPATH": path, "INFERSCALE_MEMPROFILE": str(out)}
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     config = cluster_config(args)
     log(f"starting cluster {config.name} in {config.state_dir} ({args.kwok_nodes} KWOK nodes)")
@@ -144,8 +176,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     core.create_namespace({"metadata": {"name": NAMESPACE}})
     log_path = config.state_dir.parent / f"{config.state_dir.name}-operator.log"
     operator_log = log_path.open("w")
-    operator = subprocess.Popen(
-        [
+    # The baseline runs no operator: `sleep` stands in so that the sampling code stays one path.
+    command = (
+        ["sleep", str(args.timeout + 60)]
+        if args.baseline
+        else [
             sys.executable,
             "-m",
             "inferscale",
@@ -157,13 +192,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             NAMESPACE,
             "--kubeconfig",
             kubeconfig,
-        ],
+        ]
+    )
+    operator = subprocess.Popen(
+        command,
         stdout=operator_log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
-        env={**os.environ, "KUBECONFIG": kubeconfig},
+        env={**os.environ, "KUBECONFIG": kubeconfig, **profile_env(args, config)},
     )
     sampler = ProcSampler(operator.pid)
+    apps, policy = client.AppsV1Api(api), client.PolicyV1Api(api)
     try:
         time.sleep(3)  # let kopf start its watches
         sampler.sample()
@@ -171,6 +210,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         log(f"operator pid {operator.pid} up, RSS {idle_rss / 1024:.0f} MiB; creating models")
         cpu_before = sampler.cpu_seconds
         began = time.monotonic()
+
+        def create_children(i: int) -> None:
+            for obj in children(f"m-{i:04d}"):
+                create_one = {
+                    "Deployment": apps.create_namespaced_deployment,
+                    "Service": core.create_namespaced_service,
+                    "PodDisruptionBudget": policy.create_namespaced_pod_disruption_budget,
+                }[obj["kind"]]
+                create_one(NAMESPACE, obj)
 
         def create(i: int) -> None:
             for _ in range(5):
@@ -185,7 +233,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     time.sleep(0.5)
 
         with ThreadPoolExecutor(args.writers) as pool:
-            list(pool.map(create, range(args.models)))
+            list(pool.map(create_children if args.baseline else create, range(args.models)))
         created_in = time.monotonic() - began
         log(f"{args.models} models created in {created_in:.1f} s")
         all_ready_in: float | None = None
@@ -194,11 +242,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ready = 0
         while time.monotonic() < deadline:
             sampler.sample()
-            ready, total = ready_count(custom)
+            ready, total = ready_deployments(api) if args.baseline else ready_count(custom)
             elapsed = time.monotonic() - began
             if elapsed >= next_report:
+                # Whether the models wait for their pods or for the operator to notice them.
+                pods_ready = (
+                    "" if args.baseline else f" (Deployments ready {ready_deployments(api)[0]})"
+                )
                 log(
-                    f"t={elapsed:5.1f}s ready {ready}/{total}, operator RSS peak "
+                    f"t={elapsed:5.1f}s ready {ready}/{total}{pods_ready}, operator RSS peak "
                     f"{sampler.peak_rss_kib / 1024:.0f} MiB, CPU {sampler.cpu_seconds:.1f} s"
                 )
                 next_report = elapsed + 5
@@ -211,6 +263,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             time.sleep(0.5)
         sampler.sample()
         result = {
+            "mode": "baseline: children created directly, no operator"
+            if args.baseline
+            else "operator",
             "models": args.models,
             "kwok_nodes": args.kwok_nodes,
             "created_in_s": round(created_in, 1),
@@ -244,6 +299,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             down(config.state_dir, quiet=True)
 
 
+def _raise_interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", type=int, default=1000)
@@ -254,7 +313,21 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=600, help="give up after (s)")
     parser.add_argument("--settle", type=float, default=0, help="then watch idle CPU for (s)")
     parser.add_argument("--keep", action="store_true", help="leave the cluster running")
+    parser.add_argument(
+        "--baseline",
+        action="store_true",
+        help="no operator: create each model's Deployment, Service and PDB directly and time "
+        "until every Deployment is ready (what the cluster alone needs)",
+    )
+    parser.add_argument(
+        "--profile-memory",
+        action="store_true",
+        help="trace the operator's allocations into <dir>-memprofile.txt (slow)",
+    )
     args = parser.parse_args()
+    # SIGTERM (`timeout`, `kill`) must run the clean-up as Ctrl-C does, or the operator (in its
+    # own session) outlives the bench and keeps loading the next run's cluster.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     down(Path(args.dir).absolute(), quiet=True)  # a leftover of a killed run
     print(json.dumps(run(args)))
     return 0
