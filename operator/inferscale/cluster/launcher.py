@@ -880,6 +880,9 @@ class Launcher:
         self.api_host = self.node_ip
         self.runners: dict[str, PodRunner] = {}
         self.used: dict[str, set[str]] = {}
+        self.released: dict[str, dict[str, int]] = {}
+        """Per node: address -> when it was given back (a count), for :meth:`allocate_ip`."""
+        self.releases = 0
         self.allocatable: dict[str, str] = {}
         pool = next((p for p in config.pools if p.runner == "launcher"), None)
         if pool is not None:
@@ -895,24 +898,43 @@ class Launcher:
 
     # ----- addresses -----------------------------------------------------------------------
     def allocate_ip(self, pod: dict[str, Any]) -> str:
-        """The lowest free address in the node's podCIDR (``.2`` up), or a loopback one."""
+        """A free address in the node's podCIDR (``.2`` up), or a loopback one.
+
+        Addresses go round rather than lowest-first: one never used is taken before any given
+        back, and of those given back the one released longest ago. A reused address comes
+        with a new MAC (a new veth), and a pod that talked to its previous owner keeps the old
+        MAC in its neighbour cache for up to a minute: its packets to the new pod vanish
+        (connect timeouts), which a real CNI prevents with a gratuitous ARP.
+        """
         node = pod["spec"]["nodeName"]
         index = self.nodes[node]
         used = self.used.setdefault(node, set())
+        released = self.released.setdefault(node, {})
+        best: str | None = None
         for host in range(2, 255):
             if self.config.network == "netns":
                 cidr = self.config.node_pod_cidr(index)
                 address = cidr.rsplit(".", 1)[0] + f".{host}"
             else:
                 address = network.loopback_address(self.config, index, host)
-            if address not in used:
-                used.add(address)
-                return address
-        raise SetupError("PodIPsExhausted", f"no free pod address on {node}")
+            if address in used:
+                continue
+            if address not in released:
+                best = address  # never used: the best there is
+                break
+            if best is None or released[address] < released[best]:
+                best = address
+        if best is None:
+            raise SetupError("PodIPsExhausted", f"no free pod address on {node}")
+        used.add(best)
+        return best
 
     def release_ip(self, pod: dict[str, Any], address: str) -> None:
-        """Give an address back."""
-        self.used.get(pod["spec"].get("nodeName", ""), set()).discard(address)
+        """Give an address back (it is reused last)."""
+        node = pod["spec"].get("nodeName", "")
+        self.used.get(node, set()).discard(address)
+        self.releases += 1
+        self.released.setdefault(node, {})[address] = self.releases
 
     def ensure_mountpoint(self, path: str, directory: bool) -> None:
         """Create a missing mount point on the host and remember it for ``cluster down``."""

@@ -218,3 +218,27 @@ def test_prometheus_targets_from_ports_and_annotations(tmp_path: Path) -> None:
     assert not prometheus.target_file(config, "n", "p").exists()
     rendered = yaml.safe_load(prometheus.render_config(config))
     assert rendered["global"]["scrape_interval"] == "2s"
+
+
+def test_pod_addresses_go_round_so_a_released_one_is_reused_last() -> None:
+    import httpx
+
+    from inferscale.cluster.launcher import Launcher
+
+    config = make_config(
+        pod_cidr="10.246.0.0/16",
+        network="netns",
+        pools=[NodePool(name="n", count=1, runner="launcher")],
+    )
+    launcher = Launcher(config, httpx.AsyncClient())
+    (node,) = launcher.nodes
+    pod = {"spec": {"nodeName": node}}
+    first, second = launcher.allocate_ip(pod), launcher.allocate_ip(pod)
+    assert (first, second) == ("10.246.1.2", "10.246.1.3")
+    launcher.release_ip(pod, first)
+    # A fresh address, not the one given back a moment ago (stale neighbour caches).
+    assert launcher.allocate_ip(pod) == "10.246.1.4"
+    launcher.release_ip(pod, second)
+    taken = [launcher.allocate_ip(pod) for _ in range(252)]  # every free address
+    assert taken[-2:] == [first, second]  # the released ones last, the oldest release first
+    assert len(set(taken)) == 252
