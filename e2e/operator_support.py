@@ -76,9 +76,9 @@ def apply_crds(cluster: Cluster) -> None:
             )
 
 
-def rbac_documents(namespace: str) -> list[dict[str, Any]]:
-    """config/rbac/operator.yaml with its namespace (objects and subjects) set to ``namespace``."""
-    docs = load_yaml(RBAC_FILE)
+def namespaced_documents(path: Path, namespace: str) -> list[dict[str, Any]]:
+    """A manifest of ``config/`` with inferscale-system (objects, subjects) set to ``namespace``."""
+    docs = load_yaml(path)
     for doc in docs:
         meta = doc["metadata"]
         if meta.get("namespace") == RBAC_NAMESPACE:
@@ -87,6 +87,37 @@ def rbac_documents(namespace: str) -> list[dict[str, Any]]:
             if subject.get("namespace") == RBAC_NAMESPACE:
                 subject["namespace"] = namespace
     return docs
+
+
+def rbac_documents(namespace: str) -> list[dict[str, Any]]:
+    """config/rbac/operator.yaml with its namespace (objects and subjects) set to ``namespace``."""
+    return namespaced_documents(RBAC_FILE, namespace)
+
+
+def apply_documents(cluster: Cluster, docs: list[dict[str, Any]]) -> None:
+    """Server-side apply ``docs`` as the admin (one kubectl call)."""
+    kubectl(cluster, "apply", "--server-side", "-f", "-", stdin=json.dumps(_as_list(docs)))
+
+
+@contextlib.contextmanager
+def own_namespace(cluster: Cluster, name: str) -> Iterator[str]:
+    """A namespace for the operator (and what runs beside it), deleted afterwards."""
+    with contextlib.suppress(ApiException):
+        cluster.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+
+    def has_sa() -> bool:
+        try:
+            cluster.core.read_namespaced_service_account("default", name)
+        except ApiException:
+            return False
+        return True
+
+    wait_for(has_sa, 30, f"the default ServiceAccount of {name}")
+    try:
+        yield name
+    finally:
+        with contextlib.suppress(ApiException):
+            cluster.core.delete_namespace(name)
 
 
 def operator_deployment(replicas: int) -> dict[str, Any]:
@@ -196,7 +227,7 @@ class Operator:
 def running_operator(cluster: Cluster, namespace: str, replicas: int) -> Iterator[Operator]:
     """Install RBAC into ``namespace``, run the operator there, and remove it all afterwards."""
     docs = rbac_documents(namespace)
-    kubectl(cluster, "apply", "--server-side", "-f", "-", stdin=json.dumps(_as_list(docs)))
+    apply_documents(cluster, docs)
     cluster.apps.create_namespaced_deployment(namespace, operator_deployment(replicas))
     operator = Operator(cluster, namespace)
     try:
