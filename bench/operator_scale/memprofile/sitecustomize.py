@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 import tracemalloc
+import types
 
 _OUT = os.environ.get("INFERSCALE_MEMPROFILE", "")
 _EVERY = float(os.environ.get("INFERSCALE_MEMPROFILE_SECONDS", "10"))
@@ -78,8 +79,8 @@ def _census() -> list[str]:
     # Coroutines by function: a backlog of tasks (and the bodies they hold) shows up here.
     coroutines: dict[str, int] = {}
     for obj in gc.get_objects():
-        code = getattr(obj, "cr_code", None)
-        if code is not None:
+        if isinstance(obj, types.CoroutineType):
+            code = obj.cr_code
             where = f"{code.co_qualname} ({code.co_filename.rsplit('/', 2)[-1]})"
             coroutines[where] = coroutines.get(where, 0) + 1
     lines += ["", "coroutines by function:"]
@@ -133,7 +134,10 @@ def _write(lines: list[str]) -> None:
 def _loop() -> None:
     while True:
         time.sleep(_EVERY)
-        _dump()
+        try:
+            _dump()
+        except Exception as error:
+            print(f"memprofile: {error!r}", file=sys.stderr)
 
 
 if _OUT:

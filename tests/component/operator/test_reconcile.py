@@ -189,3 +189,50 @@ async def test_the_drift_timer_skips_a_model_that_events_kept_current(runtime, m
     kinds = sorted(k for (_, k, _, _) in runtime.api.objects)
     assert kinds == ["Deployment", "InferenceModel", "PodDisruptionBudget", "Service"]
     assert runtime.reconciled_at[("ns", "llama")] > time.monotonic() - 5, "the run is recorded"
+
+
+async def test_a_burst_of_child_events_queues_one_run_behind_the_running_one(runtime, monkeypatch):
+    import asyncio
+    import logging
+
+    from inferscale.controller import inference_model
+
+    runs: list[str] = []
+
+    async def slow_reconcile(runtime, namespace, name, post_event):
+        runs.append(name)
+        await asyncio.sleep(0.3)
+
+    monkeypatch.setattr(inference_model, "COALESCE_SECONDS", 0.01)
+    monkeypatch.setattr(inference_model, "_reconcile_locked", slow_reconcile)
+    logger = logging.getLogger("test")
+    inference_model._schedule(runtime, "ns", "llama", logger)
+    await asyncio.sleep(0.1)  # the first run is under way
+    for _ in range(20):  # child events while it runs
+        inference_model._schedule(runtime, "ns", "llama", logger)
+        await asyncio.sleep(0.005)
+    for _ in range(50):
+        if not runtime.pending:
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.35)
+    assert runs == ["llama", "llama"], "one run, then one more for all the events during it"
+    assert runtime.pending == {}
+
+
+async def test_an_unexpected_error_in_a_queued_run_is_logged_not_lost(runtime, monkeypatch, caplog):
+    import asyncio
+    import logging
+
+    from inferscale.controller import inference_model
+
+    async def broken(runtime, namespace, name, post_event):
+        raise KeyError("bug")
+
+    monkeypatch.setattr(inference_model, "COALESCE_SECONDS", 0.01)
+    monkeypatch.setattr(inference_model, "_reconcile_locked", broken)
+    inference_model._schedule(runtime, "ns", "llama", logging.getLogger("test"))
+    task = runtime.pending[("ns", "llama")]
+    await asyncio.wait_for(task, 2)
+    assert "reconcile of ns/llama after a child event failed" in caplog.text
+    assert runtime.pending == {}, "the next event can queue a run again"
