@@ -8,7 +8,9 @@ spec, a router's readiness); one :class:`RoutingPublisher` task, started by the 
 (kopf runs handlers only once every index is filled, so the first table is never built from a
 half-listed cluster), then:
 
-1. waits ``coalesce_seconds`` so a burst of changes makes one table, and recompiles;
+1. waits ``coalesce_seconds`` so a burst of changes makes one table, and recompiles (in a
+   worker thread, then waits at least four times as long as that took before the next one, so
+   churn among a thousand models costs a bounded share of a core);
 2. gives the table a new version when its content changed: ``max(last + 1, ms since epoch)``,
    where "last" starts from the ConfigMap's version, so versions grow across restarts;
 3. PUTs it to every running router pod at ``http://POD_IP:admin_port/admin/v1/routing-table``
@@ -51,6 +53,7 @@ from inferscale.controller.inference_model import Runtime
 from inferscale.errors import Forbidden, KubeApiError, NotFound
 from inferscale.kube.client import KubeApi
 from inferscale.reconcile.routing import (
+    ParseCache,
     RouterTarget,
     build_table_configmap,
     compile_routes,
@@ -156,6 +159,8 @@ class RoutingPublisher:
         """The highest version known anywhere (ours, the ConfigMap's, a router's)."""
         self.routers: dict[str, _RouterState] = {}
         self.problems: tuple[str, ...] = ()
+        self.parse_cache: ParseCache = {}
+        """Model specs already validated, by uid and generation (only the compiler uses it)."""
         self.token: str | None = None
         self.token_retry_at = 0.0
         self.token_problem: str | None = None
@@ -228,7 +233,7 @@ class RoutingPublisher:
             self.floor_loaded = True
         sources = self.read()
         if recompile or self.table is None:
-            self._compile(sources)
+            await self._compile(sources)
         targets = self._track(router_targets(sources.routers))
         now = self.monotonic()
         due = [
@@ -241,9 +246,18 @@ class RoutingPublisher:
         pushes = [self._push(t, token) for t in due] if token is not None else []
         await asyncio.gather(self._store(), *pushes)
 
-    def _compile(self, sources: Sources) -> None:
+    async def _compile(self, sources: Sources) -> None:
         started = self.monotonic()
-        compiled = compile_routes(sources.models, sources.routes, sources.pods)
+        # In a worker thread: a thousand models take tens of milliseconds, which kopf's event
+        # loop must not stall for. The lists were taken on the loop, and kopf replaces index
+        # entries rather than changing them, so the thread reads a consistent snapshot.
+        compiled = await asyncio.to_thread(
+            compile_routes,
+            sources.models,
+            sources.routes,
+            sources.pods,
+            cache=self.parse_cache,
+        )
         self.pause = max(
             self.settings.coalesce_seconds, COMPILE_PACING * (self.monotonic() - started)
         )

@@ -357,3 +357,35 @@ def test_router_targets():
     assert is_router_pod(router_pod("r1"), "sys", labels)
     assert not is_router_pod(router_pod("r1"), "other", labels)
     assert not is_router_pod(pod("p", namespace="sys"), "sys", labels)
+
+
+@pytest.mark.parametrize("ip", ["999.1.1.1", "256.0.0.1", "01.2.3.4", "1.2.3", "1.2.3.4.5"])
+def test_addresses_that_are_not_ipv4_are_left_out(ip):
+    assert compile_table(1, [model()], [], [pod("p", ip=ip)]).models["llama"].endpoints == []
+
+
+def test_the_parse_cache_changes_nothing_but_skips_unchanged_specs(monkeypatch):
+    from inferscale.api.v1alpha1.inference_model import InferenceModelSpec
+
+    models = [model("a"), model("b", servedName="bee")]
+    for i, m in enumerate(models):
+        m["metadata"].update(uid=f"u{i}", generation=1)
+    cache: dict = {}
+    first = compile_routes(models, [], [pod("p", "a")], cache=cache)
+    assert first == compile_routes(models, [], [pod("p", "a")])
+    assert set(cache) == {("team", "a", "u0", 1), ("team", "b", "u1", 1)}
+    calls = []
+    original = InferenceModelSpec.model_validate
+    monkeypatch.setattr(
+        InferenceModelSpec,
+        "model_validate",
+        lambda *a, **kw: calls.append(1) or original(*a, **kw),
+    )
+    assert compile_routes(models, [], [pod("p", "a")], cache=cache) == first
+    assert calls == []
+    # A spec change moves the generation: that model is parsed again, the gone one forgotten.
+    models[1]["spec"]["servedName"] = "bee-2"
+    models[1]["metadata"]["generation"] = 2
+    again = compile_routes(models[1:], [], [], cache=cache)
+    assert list(again.models) == ["bee-2"] and len(calls) == 1
+    assert set(cache) == {("team", "b", "u1", 2)}
