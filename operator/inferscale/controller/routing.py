@@ -53,6 +53,7 @@ from inferscale.controller.inference_model import Runtime
 from inferscale.errors import Forbidden, KubeApiError, NotFound
 from inferscale.kube.client import KubeApi
 from inferscale.reconcile.routing import (
+    CompiledRoutes,
     ParseCache,
     RouterTarget,
     build_table_configmap,
@@ -248,31 +249,36 @@ class RoutingPublisher:
 
     async def _compile(self, sources: Sources) -> None:
         started = self.monotonic()
-        # In a worker thread: a thousand models take tens of milliseconds, which kopf's event
-        # loop must not stall for. The lists were taken on the loop, and kopf replaces index
-        # entries rather than changing them, so the thread reads a consistent snapshot.
-        compiled = await asyncio.to_thread(
-            compile_routes,
-            sources.models,
-            sources.routes,
-            sources.pods,
-            cache=self.parse_cache,
-        )
+        # In a worker thread: a thousand models take tens of milliseconds to compile, compare
+        # and serialise, which kopf's event loop must not stall for. The lists were taken on
+        # the loop, and kopf replaces index entries rather than changing them, so the thread
+        # reads a consistent snapshot; this task waits for it, so nothing else touches self.
+        compiled, table, text = await asyncio.to_thread(self._build, sources)
         self.pause = max(
             self.settings.coalesce_seconds, COMPILE_PACING * (self.monotonic() - started)
         )
         self._report(compiled.problems)
-        if self.table is None or compiled.models != self.table.models:
-            version = next_version(self.floor, self.wall_ms())
-            self.floor = version
-            self.table = RoutingTable(version=version, models=compiled.models)
-            self.text = table_json(self.table)
-            log.info(
-                "routing table version %d: %d models, %d ready endpoints",
-                version,
-                len(self.table.models),
-                sum(e.ready for m in self.table.models.values() for e in m.endpoints),
-            )
+        if table is None:
+            return
+        self.floor, self.table, self.text = table.version, table, text
+        log.info(
+            "routing table version %d: %d models, %d ready endpoints",
+            table.version,
+            len(table.models),
+            sum(e.ready for m in table.models.values() for e in m.endpoints),
+        )
+
+    def _build(self, sources: Sources) -> tuple[CompiledRoutes, RoutingTable | None, str]:
+        """Compile; a new table (and its JSON) only when the content changed."""
+        compiled = compile_routes(
+            sources.models, sources.routes, sources.pods, cache=self.parse_cache
+        )
+        if self.table is not None and compiled.models == self.table.models:
+            return compiled, None, ""
+        table = RoutingTable(
+            version=next_version(self.floor, self.wall_ms()), models=compiled.models
+        )
+        return compiled, table, table_json(table)
 
     # -- routers --------------------------------------------------------------------------
 
