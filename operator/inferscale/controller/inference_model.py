@@ -349,15 +349,19 @@ async def inference_model_reconcile(
 async def inference_model_drift(body: kopf.Body, memo: Any, logger: KopfLogger, **_: Any) -> None:
     """Periodic safety net: repair drift that no event reported.
 
-    A model reconciled within the last interval (its children's events keep it current) is
-    skipped: the net is for a model nothing happened to, and without the skip every model
-    created in one burst would be reconciled again in one burst, an interval later.
+    A model reconciled within the last interval (its children's events keep it current), or
+    one with a run under way or queued, is skipped: the net is for a model nothing happened
+    to. Without the skip every model created in one burst is reconciled again in one burst an
+    interval later, behind the first runs when the API server is slow (bench/operator_scale).
     """
     runtime: Runtime = memo["runtime"]
     meta = body["metadata"]
-    last = runtime.reconciled_at.get((meta["namespace"], meta["name"]))
+    key = (str(meta["namespace"]), str(meta["name"]))
+    last = runtime.reconciled_at.get(key)
     if last is not None and time.monotonic() - last < DRIFT_INTERVAL_SECONDS:
         return
+    if runtime.lock(*key).locked() or key in runtime.pending:
+        return  # a run is under way or queued: it reads everything the net would
     bind_cache(runtime, _)
     await _handle(runtime, body, logger)
 

@@ -236,3 +236,19 @@ async def test_an_unexpected_error_in_a_queued_run_is_logged_not_lost(runtime, m
     await asyncio.wait_for(task, 2)
     assert "reconcile of ns/llama after a child event failed" in caplog.text
     assert runtime.pending == {}, "the next event can queue a run again"
+
+
+async def test_the_drift_timer_skips_a_model_with_a_run_under_way(runtime, monkeypatch):
+    import logging
+
+    import kopf
+
+    from inferscale.controller import inference_model
+
+    monkeypatch.setattr(inference_model, "_poster", lambda body: Events())
+    stored = runtime.api.put(model_body())
+    async with runtime.lock("ns", "llama"):
+        await inference_model.inference_model_drift(
+            body=kopf.Body(stored), memo={"runtime": runtime}, logger=logging.getLogger()
+        )
+    assert [k for (_, k, _, _) in runtime.api.objects] == ["InferenceModel"], "skipped"
