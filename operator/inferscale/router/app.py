@@ -556,10 +556,15 @@ class Router:
         tried: list[EndpointState] = []
         last = _Retry("no endpoint could take the request", 503)
         for attempt in range(route.retries.max_attempts):
+            if attempt:
+                # Retry from the table as it is now: a push during the failed attempt may have
+                # removed that pod (a scale-down) or added the one that can take the request.
+                model = self.table.models.get(ctx.name, model)
             now = self.clock()
             candidates = model.candidates(now)
             if tried:
-                candidates = [e for e in candidates if e not in tried]
+                failed = {e.address for e in tried}
+                candidates = [e for e in candidates if e.address not in failed]
             if not candidates:
                 break
             endpoint = self._pick(model, candidates, obj)

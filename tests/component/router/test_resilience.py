@@ -143,6 +143,35 @@ def test_crash_before_first_byte_is_retried_elsewhere(router, sims):
     assert router.metric("inferscale_router_retries_total", model=MODEL) >= 1
 
 
+def test_a_retry_picks_from_the_table_pushed_during_the_failed_attempt(router, sims):
+    """Scale-down: the pod the first attempt went to leaves the table, its replacement joins."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class LeavingPod(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            # The operator's push lands while this pod is answering its last request.
+            router.push({MODEL: [address(sims[0])]})
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), LeavingPod)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        router.push({MODEL: [f"127.0.0.1:{server.server_address[1]}"]})
+        r = httpx.post(router.base_url + "/v1/chat/completions", json=CHAT, timeout=10)
+        assert r.status_code == 200, r.text
+        joined = "pod-" + address(sims[0]).rsplit(":", 1)[1]
+        assert r.headers["X-Inferscale-Pod"] == joined, "answered by the pod that joined"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_dead_endpoint_is_ejected_and_probed_back(router, sims):
     dead = f"127.0.0.1:{free_port()}"
     router.push(
