@@ -35,7 +35,6 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import copy
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -48,7 +47,7 @@ import kopf
 from inferscale.api.meta import GROUP, VERSION
 from inferscale.api.v1alpha1.inference_route import PLURAL as ROUTE_PLURAL
 from inferscale.config import OperatorSettings, RoutingSettings
-from inferscale.controller.cache import CHILD_LABELS
+from inferscale.controller.cache import CHILD_LABELS, json_copy
 from inferscale.controller.inference_model import Runtime
 from inferscale.errors import Forbidden, KubeApiError, NotFound
 from inferscale.kube.client import KubeApi
@@ -604,10 +603,10 @@ def inference_routes(body: kopf.Body, **_: Any) -> Any:
     """InferenceRoutes by (namespace, name): their specs shape the routes."""
     meta = body["metadata"]
     snapshot = {
-        "metadata": {k: copy.deepcopy(meta.get(k)) for k in _ROUTE_META},
-        "spec": copy.deepcopy(dict(body.get("spec") or {})),
+        "metadata": {k: meta.get(k) for k in _ROUTE_META},
+        "spec": body.get("spec") or {},
     }
-    return {(str(meta["namespace"]), str(meta["name"])): snapshot}
+    return {(str(meta["namespace"]), str(meta["name"])): json_copy(snapshot)}
 
 
 @kopf.index("", "v1", "pods", when=_is_router)
@@ -617,10 +616,10 @@ def router_pods(body: kopf.Body, **_: Any) -> Any:
     status = body.get("status") or {}
     # A copy of the few fields a push reads: kopf's body is a view it replaces on the next event.
     snapshot = {
-        "metadata": {k: copy.deepcopy(meta.get(k)) for k in _ROUTER_META},
-        "status": {k: copy.deepcopy(status.get(k)) for k in _ROUTER_STATUS},
+        "metadata": {k: meta.get(k) for k in _ROUTER_META},
+        "status": {k: status.get(k) for k in _ROUTER_STATUS},
     }
-    return {(str(meta["namespace"]), str(meta["name"])): snapshot}
+    return {(str(meta["namespace"]), str(meta["name"])): json_copy(snapshot)}
 
 
 @kopf.on.startup()
