@@ -1,10 +1,11 @@
 """Programs the routers: compile the routing table, push it to every router, keep it in a ConfigMap.
 
-kopf glue around the pure :mod:`inferscale.reconcile.routing`. Two indices of its own (the
-InferenceRoutes, and the router pods in the routers' namespace) join the ``models`` and
-``model_pods`` indices of :mod:`inferscale.controller.cache`. Event handlers only note *that*
-something routing reads has changed (a pod's IP, readiness or deletion, a model's or route's
-spec, a router's readiness); one :class:`RoutingPublisher` task, started by the first event
+kopf glue around the pure :mod:`inferscale.reconcile.routing`. Three indices of its own (the
+InferenceRoutes, the InferenceProviders, and the router pods in the routers' namespace) join the
+``models`` and ``model_pods`` indices of :mod:`inferscale.controller.cache`. Event handlers only
+note *that* something routing reads has changed (a pod's IP, readiness or deletion, a model's,
+route's or provider's spec, a router's readiness); one :class:`RoutingPublisher` task, started
+by the first event
 (kopf runs handlers only once every index is filled, so the first table is never built from a
 half-listed cluster), then:
 
@@ -45,6 +46,7 @@ import httpx
 import kopf
 
 from inferscale.api.meta import GROUP, VERSION
+from inferscale.api.v1alpha1.inference_provider import PLURAL as PROVIDER_PLURAL
 from inferscale.api.v1alpha1.inference_route import PLURAL as ROUTE_PLURAL
 from inferscale.config import OperatorSettings, RoutingSettings
 from inferscale.controller.cache import CHILD_LABELS, json_copy
@@ -72,7 +74,13 @@ log = logging.getLogger(__name__)
 MEMO_KEY: Final = "routing"
 """Where the shared :class:`RoutingState` lives in kopf's operator-level memo."""
 
-SOURCE_INDICES: Final = ("models", "model_pods", "inference_routes", "router_pods")
+SOURCE_INDICES: Final = (
+    "models",
+    "model_pods",
+    "inference_routes",
+    "inference_providers",
+    "router_pods",
+)
 """The kopf indices a table is compiled from (kopf passes them to handlers by these names)."""
 
 CONFIGMAP_MAX_BYTES: Final = 1_000_000
@@ -97,6 +105,7 @@ class Sources:
     routes: list[Mapping[str, Any]]
     pods: list[Mapping[str, Any]]
     routers: list[Mapping[str, Any]]
+    providers: list[Mapping[str, Any]] = field(default_factory=list)
 
 
 def read_sources(indices: Mapping[str, Mapping[Any, Iterable[Mapping[str, Any]]]]) -> Sources:
@@ -110,6 +119,7 @@ def read_sources(indices: Mapping[str, Mapping[Any, Iterable[Mapping[str, Any]]]
         routes=values("inference_routes"),
         pods=values("model_pods"),
         routers=values("router_pods"),
+        providers=values("inference_providers"),
     )
 
 
@@ -159,6 +169,8 @@ class RoutingPublisher:
         """The highest version known anywhere (ours, the ConfigMap's, a router's)."""
         self.routers: dict[str, _RouterState] = {}
         self.problems: tuple[str, ...] = ()
+        self.compiled: CompiledRoutes | None = None
+        """The last compile (route status reads its problems and backends)."""
         self.parse_cache: ParseCache = {}
         """Model specs already validated, by uid and generation (only the compiler uses it)."""
         self.token: str | None = None
@@ -270,12 +282,23 @@ class RoutingPublisher:
     def _build(self, sources: Sources) -> tuple[CompiledRoutes, RoutingTable | None, str]:
         """Compile; a new table (and its JSON) only when the content changed."""
         compiled = compile_routes(
-            sources.models, sources.routes, sources.pods, cache=self.parse_cache
+            sources.models,
+            sources.routes,
+            sources.pods,
+            providers=sources.providers,
+            cache=self.parse_cache,
         )
-        if self.table is not None and compiled.models == self.table.models:
+        self.compiled = compiled
+        if (
+            self.table is not None
+            and compiled.models == self.table.models
+            and compiled.providers == self.table.providers
+        ):
             return compiled, None, ""
         table = RoutingTable(
-            version=next_version(self.floor, self.wall_ms()), models=compiled.models
+            version=next_version(self.floor, self.wall_ms()),
+            models=compiled.models,
+            providers=compiled.providers,
         )
         return compiled, table, table_json(table)
 
@@ -609,6 +632,17 @@ def inference_routes(body: kopf.Body, **_: Any) -> Any:
     return {(str(meta["namespace"]), str(meta["name"])): json_copy(snapshot)}
 
 
+@kopf.index(GROUP, VERSION, PROVIDER_PLURAL)
+def inference_providers(body: kopf.Body, **_: Any) -> Any:
+    """InferenceProviders by (namespace, name): their URLs, models and prices (never a key)."""
+    meta = body["metadata"]
+    snapshot = {
+        "metadata": {k: meta.get(k) for k in _ROUTE_META},
+        "spec": body.get("spec") or {},
+    }
+    return {(str(meta["namespace"]), str(meta["name"])): json_copy(snapshot)}
+
+
 @kopf.index("", "v1", "pods", when=_is_router)
 def router_pods(body: kopf.Body, **_: Any) -> Any:
     """Router pods by (namespace, name), reduced to what a push needs."""
@@ -652,6 +686,14 @@ async def routing_model_event(type: str | None, body: kopf.Body, memo: Any, **kw
 async def routing_route_event(type: str | None, body: kopf.Body, memo: Any, **kwargs: Any) -> None:
     """A route appeared, changed its spec, started deleting or is gone."""
     _changed(memo, kwargs, _key("route", body), _spec_view(type, body))
+
+
+@kopf.on.event(GROUP, VERSION, PROVIDER_PLURAL)
+async def routing_provider_event(
+    type: str | None, body: kopf.Body, memo: Any, **kwargs: Any
+) -> None:
+    """A provider appeared, changed its spec (URL, models, prices), started deleting or is gone."""
+    _changed(memo, kwargs, _key("provider", body), _spec_view(type, body))
 
 
 @kopf.on.event("", "v1", "pods", labels=CHILD_LABELS)
