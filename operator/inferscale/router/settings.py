@@ -51,6 +51,9 @@ class RouterSettings(BaseSettings):
     scrape_interval_seconds: float = Field(0.0, ge=0)
     """How often engines' ``/metrics`` are read for queue and KV-cache use (0: never; the
     pickers then balance on the router's own in-flight counts)."""
+    mirror_max_in_flight: int = Field(64, ge=0)
+    """Most mirror copies in flight at once; past it a copy is dropped (and counted), so
+    mirroring never queues work behind the clients' requests."""
     access_log: bool = True
     """Write one JSON line per request to standard output (no prompt text, no credentials)."""
     drain_seconds: float = Field(0.0, ge=0)

@@ -323,16 +323,51 @@ class EndpointState:
         return True
 
 
+class RouteRoles:
+    """A model's backends other than its own endpoints, sorted by role (compiled per table)."""
+
+    __slots__ = (
+        "fallback",
+        "local_weight",
+        "mirror",
+        "primaries",
+        "route_id",
+        "serves_locally",
+        "spillover",
+    )
+
+    def __init__(self, entry: ModelRoute) -> None:
+        """Sort ``entry``'s backends by role, keeping their order."""
+        self.route_id = entry.route_id or ""
+        self.serves_locally = entry.serves_locally
+        self.local_weight = entry.weight if entry.serves_locally else 0
+        by_role: dict[str, list[TableBackend]] = {}
+        for backend in entry.backends:
+            by_role.setdefault(backend.role, []).append(backend)
+        self.primaries = [b for b in by_role.get("primary", []) if b.weight > 0]
+        self.spillover = by_role.get("spillover", [])
+        self.fallback = by_role.get("fallback", [])
+        self.mirror = by_role.get("mirror", [])
+
+
 class ModelState:
     """A served model's compiled route: its settings and the endpoints that may be picked."""
 
-    __slots__ = ("counter", "endpoints", "name", "ready", "ring", "route")
+    __slots__ = ("counter", "endpoints", "name", "ready", "ring", "roles", "route")
 
-    def __init__(self, name: str, route: RouteSettings, endpoints: list[EndpointState]) -> None:
+    def __init__(
+        self,
+        name: str,
+        route: RouteSettings,
+        endpoints: list[EndpointState],
+        roles: RouteRoles | None = None,
+    ) -> None:
         """Compile; ``ready`` holds the endpoints whose pods are Ready (pickers choose here)."""
         self.name = name
         self.route = route
         self.endpoints = endpoints
+        self.roles = roles
+        """Provider and other-model backends; None for a plain model (the fast path)."""
         weighted = route.strategy == "weighted"
         self.ready = [e for e in endpoints if e.ready and (e.weight > 0 or not weighted)]
         self.counter = 0
@@ -363,6 +398,8 @@ class EndpointTable:
         self.table: RoutingTable | None = None
         self.version = -1
         self.models: dict[str, ModelState] = {}
+        self.providers: dict[str, TableProvider] = {}
+        """Hosted providers by ``<namespace>/<name>``, as the table held names them."""
         self._states: dict[str, EndpointState] = {}
         self._listeners: list[Callable[[EndpointTable], None]] = []
 
@@ -400,9 +437,11 @@ class EndpointTable:
                     state.update(spec)
                 states[spec.address] = state
                 endpoints.append(state)
-            models[name] = ModelState(name, model.route, endpoints)
+            roles = RouteRoles(model) if model.backends or not model.serves_locally else None
+            models[name] = ModelState(name, model.route, endpoints, roles)
         # The swap: readers on the event loop see the old or the new table, never a mixture.
         self.models, self._states, self.table, self.version = models, states, table, table.version
+        self.providers = table.providers
         for listener in self._listeners:
             listener(self)
         return True

@@ -53,12 +53,17 @@ class RunningRouter(ServerThread):
         )
         return runner, port
 
-    def push(self, models: dict[str, Any], version: int | None = None) -> httpx.Response:
+    def push(
+        self,
+        models: dict[str, Any],
+        version: int | None = None,
+        providers: dict[str, Any] | None = None,
+    ) -> httpx.Response:
         """PUT a table; ``models`` maps a name to endpoint addresses or to a full ModelRoute."""
         if version is None:
             self.version += 1
             version = self.version
-        doc = {"version": version, "models": {}}
+        doc: dict[str, Any] = {"version": version, "models": {}, "providers": providers or {}}
         for name, spec in models.items():
             if isinstance(spec, list):
                 spec = {"endpoints": spec}
@@ -75,6 +80,11 @@ class RunningRouter(ServerThread):
             timeout=10,
         )
         return resp
+
+    def set_provider_keys(self, keys: dict[str, str]) -> None:
+        """Give the router provider API keys (what the credentials channel delivers)."""
+        assert self.router is not None
+        self.router.provider_keys = dict(keys)
 
     def metric(self, name: str, **labels: str) -> float:
         """Sum of the samples of ``name`` whose labels include ``labels``."""
