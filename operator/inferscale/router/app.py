@@ -35,7 +35,8 @@ Failure behaviour:
   or ``maxWaitSeconds`` the answer is 503 with ``Retry-After`` (an SSE error event if the
   stream's headers already went out with a keep-alive), never 404.
 - The admin API answers 401 without a bearer token, 403 with a wrong one (or when no token is
-  configured), 400 for an invalid table and 409 for an older version.
+  configured), 400 for an invalid table or credentials and 409 for an older version. An
+  invalid credentials document is never quoted back or logged (it holds keys).
 """
 
 from __future__ import annotations
@@ -62,6 +63,8 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from inferscale.router import picking
+from inferscale.router.access import Access, load_credentials_file
+from inferscale.router.credentials import RouterCredentials, StaleCredentialsError, summary
 from inferscale.router.metrics import CONTENT_TYPE, RouterMetrics
 from inferscale.router.settings import RouterSettings
 from inferscale.router.table import (
@@ -178,6 +181,7 @@ class Router:
         self.log_sink = log_sink
         self.clock = clock
         self.metrics = RouterMetrics()
+        self.access = Access(require_client_key=settings.require_client_key)
         self.random = random.Random()
         self.held: dict[str, int] = {}
         self.ready_events: dict[str, asyncio.Event] = {}
@@ -221,6 +225,25 @@ class Router:
             )
         return changed
 
+    def apply_credentials(self, credentials: RouterCredentials, source: str) -> bool:
+        """Install ``credentials`` (StaleCredentialsError when older); log the counts only."""
+        changed = self.access.replace(credentials)
+        if changed:
+            log.info(
+                "credentials applied",
+                extra={
+                    "version": credentials.version,
+                    "source": source,
+                    "providers": len(credentials.provider_keys),
+                    "client_keys": len(credentials.client_keys),
+                },
+            )
+        return changed
+
+    def provider_key(self, provider_id: str) -> str | None:
+        """The API key of InferenceProvider ``<namespace>/<name>`` (``None``: none held)."""
+        return self.access.provider_key(provider_id)
+
     # -- lifecycle ----------------------------------------------------------------------
 
     async def on_startup(self, _app: web.Application) -> None:
@@ -236,8 +259,15 @@ class Router:
                 auto_decompress=False,
                 skip_auto_headers=("User-Agent",),
             )
-        if self.settings.table_file and self.settings.table_poll_seconds > 0:
-            self.tasks.append(asyncio.create_task(self.watch_table_file()))
+        if self.settings.table_poll_seconds > 0:
+            if self.settings.table_file:
+                path = Path(self.settings.table_file)
+                self.tasks.append(asyncio.create_task(self.watch_file(path, self._load_table)))
+            if self.settings.credentials_file:
+                path = Path(self.settings.credentials_file)
+                self.tasks.append(
+                    asyncio.create_task(self.watch_file(path, self._load_credentials))
+                )
         if self.settings.scrape_interval_seconds > 0:
             self.tasks.append(asyncio.create_task(self.scrape_engines()))
 
@@ -257,9 +287,8 @@ class Router:
         if self.own_session and self.session is not None:
             await self.session.close()
 
-    async def watch_table_file(self) -> None:
-        """Re-read the table file when it changes (a ConfigMap update); runs until shutdown."""
-        path = Path(self.settings.table_file or "")
+    async def watch_file(self, path: Path, load: Callable[[Path], Awaitable[None]]) -> None:
+        """Re-read ``path`` when it changes (a ConfigMap or Secret update); until shutdown."""
         seen = _mtime(path)
         while not self.stop.is_set():
             with contextlib.suppress(TimeoutError):
@@ -268,13 +297,27 @@ class Router:
             if mtime is None or mtime == seen:
                 continue
             seen = mtime
-            try:
-                table = await asyncio.to_thread(load_table_file, path)
-                self.apply_table(table, str(path))
-            except StaleTableError:
-                continue  # the operator already pushed something newer
-            except (OSError, ValueError) as error:
-                log.warning("table file unusable: %s", error)
+            await load(path)
+
+    async def _load_table(self, path: Path) -> None:
+        try:
+            table = await asyncio.to_thread(load_table_file, path)
+            self.apply_table(table, str(path))
+        except StaleTableError:
+            pass  # the operator already pushed something newer
+        except (OSError, ValueError) as error:
+            log.warning("table file unusable: %s", error)
+
+    async def _load_credentials(self, path: Path) -> None:
+        try:
+            credentials = await asyncio.to_thread(load_credentials_file, path)
+            self.apply_credentials(credentials, str(path))
+        except StaleCredentialsError:
+            pass  # the operator already pushed something newer
+        except OSError as error:
+            log.warning("credentials file unreadable: %s", error)
+        except ValidationError as error:
+            log.warning("credentials file invalid: %s", _problems(error))
 
     async def scrape_engines(self) -> None:
         """Read each endpoint's queue and KV-cache use; unknown or failed means 0."""
@@ -368,16 +411,38 @@ class Router:
         except web.HTTPRequestEntityTooLarge:
             return error_response(413, "routing table too large")
         except ValidationError as error:
-            problems = error.errors(include_url=False, include_input=False)[:5]
-            detail = "; ".join(
-                f"{'.'.join(str(x) for x in p['loc']) or 'body'}: {p['msg']}" for p in problems
-            )
-            return error_response(400, f"invalid routing table: {detail}")
+            return error_response(400, f"invalid routing table: {_problems(error)}")
         try:
             changed = self.apply_table(table, "admin API")
         except StaleTableError as error:
             return error_response(409, str(error), code="stale_version")
         doc = {"version": table.version, "changed": changed, "models": len(table.models)}
+        return web.Response(body=json.dumps(doc).encode(), headers={"Content-Type": JSON})
+
+    async def get_credentials(self, request: web.Request) -> web.StreamResponse:
+        """``GET /admin/v1/credentials``: version and counts held (never a key or digest)."""
+        if (refused := self._auth(request)) is not None:
+            return refused
+        if self.access.credentials is None:
+            return error_response(404, "no credentials yet")
+        body = json.dumps(summary(self.access.credentials)).encode()
+        return web.Response(body=body, headers={"Content-Type": JSON})
+
+    async def put_credentials(self, request: web.Request) -> web.StreamResponse:
+        """``PUT /admin/v1/credentials``: install newer credentials."""
+        if (refused := self._auth(request)) is not None:
+            return refused
+        try:
+            credentials = RouterCredentials.model_validate_json(await request.read())
+        except web.HTTPRequestEntityTooLarge:
+            return error_response(413, "credentials too large")
+        except ValidationError as error:
+            return error_response(400, f"invalid credentials: {_problems(error)}")
+        try:
+            changed = self.apply_credentials(credentials, "admin API")
+        except StaleCredentialsError as error:
+            return error_response(409, str(error), code="stale_version")
+        doc = {"version": credentials.version, "changed": changed}
         return web.Response(body=json.dumps(doc).encode(), headers={"Content-Type": JSON})
 
     async def get_held(self, request: web.Request) -> web.StreamResponse:
@@ -847,6 +912,14 @@ class _Context:
         self.status = 200
 
 
+def _problems(error: ValidationError) -> str:
+    """The first few problems as ``path: message``, never the input (it may hold keys)."""
+    problems = error.errors(include_url=False, include_input=False, include_context=False)[:5]
+    return "; ".join(
+        f"{'.'.join(str(x) for x in p['loc']) or 'body'}: {p['msg']}" for p in problems
+    )
+
+
 def _mtime(path: Path) -> float | None:
     try:
         return path.stat().st_mtime
@@ -922,6 +995,7 @@ def create_app(
         log_sink: where access-log lines go (``None``: no access log).
     """
     router = Router(settings, table, upstream_session, admin_token=admin_token, log_sink=log_sink)
+    initial_credentials(router)
     app = web.Application(client_max_size=settings.max_request_bytes)
     app[ROUTER_KEY] = router
     app.on_startup.append(router.on_startup)
@@ -935,6 +1009,8 @@ def create_app(
     app.router.add_get("/metrics", router.metrics_endpoint)
     app.router.add_get("/admin/v1/routing-table", router.get_table)
     app.router.add_put("/admin/v1/routing-table", router.put_table)
+    app.router.add_get("/admin/v1/credentials", router.get_credentials)
+    app.router.add_put("/admin/v1/credentials", router.put_credentials)
     app.router.add_get("/admin/v1/held", router.get_held)
     app.router.add_route("*", "/{tail:.*}", router.not_found)
     return app
@@ -946,6 +1022,19 @@ def read_admin_token(settings: RouterSettings) -> str | None:
         token = Path(settings.admin_token_file).read_text().strip()
         return token or None
     return settings.admin_token or None
+
+
+def initial_credentials(router: Router) -> None:
+    """Load the credentials file into ``router``, if there is a usable one."""
+    if not router.settings.credentials_file:
+        return
+    path = Path(router.settings.credentials_file)
+    try:
+        router.apply_credentials(load_credentials_file(path), str(path))
+    except OSError as error:
+        log.warning("no usable credentials in %s: %s", path, error)
+    except ValidationError as error:
+        log.warning("no usable credentials in %s: %s", path, _problems(error))
 
 
 def initial_table(settings: RouterSettings) -> EndpointTable:

@@ -26,7 +26,17 @@ class RouterSettings(BaseSettings):
     """Routing table to load at start (the operator's ConfigMap, mounted); re-read when it
     changes, and applied when its version is newer than the one held."""
     table_poll_seconds: float = Field(10.0, ge=0)
-    """How often the table file is checked for changes (0: only at start)."""
+    """How often the table file and the credentials file are checked for changes (0: only at
+    start)."""
+    credentials_file: str | None = None
+    """Credentials to load at start (the operator's Secret ``inferscale-router-credentials``,
+    mounted): provider API keys and the digests of client keys. Re-read when it changes, and
+    applied when its version is newer than the one held."""
+    require_client_key: bool = False
+    """Refuse every request without a known client key (401), whatever the credentials say.
+    Without it a key is required once the operator's credentials say so (while any
+    InferenceClient exists); set it where the router must never serve openly, not even before
+    its first credentials arrive."""
     admin_token: str | None = Field(None, repr=False)
     """Bearer token of the admin API (env ``INFERSCALE_ROUTER_ADMIN_TOKEN``, set from a
     Secret). Without a token (here or in ``admin_token_file``) the admin API refuses all."""
