@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from aiohttp import web
@@ -45,10 +45,15 @@ ERROR_TYPES: Final = {
 
 
 def error_body(
-    status: int, message: str, *, param: str | None = None, code: str | None = None
+    status: int,
+    message: str,
+    *,
+    param: str | None = None,
+    code: str | None = None,
+    kind: str | None = None,
 ) -> bytes:
-    """An OpenAI error object."""
-    kind = ERROR_TYPES.get(status, "server_error")
+    """An OpenAI error object (``kind``: its ``type``, else the usual one for ``status``)."""
+    kind = kind or ERROR_TYPES.get(status, "server_error")
     doc = {"error": {"message": message, "type": kind, "param": param, "code": code}}
     return json.dumps(doc).encode()
 
@@ -59,15 +64,15 @@ def error_response(
     *,
     param: str | None = None,
     code: str | None = None,
-    headers: dict[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
+    kind: str | None = None,
 ) -> web.Response:
     """An OpenAI error as a response."""
     out = {"Content-Type": JSON}
     if headers:
         out.update(headers)
-    return web.Response(
-        status=status, body=error_body(status, message, param=param, code=code), headers=out
-    )
+    body = error_body(status, message, param=param, code=code, kind=kind)
+    return web.Response(status=status, body=body, headers=out)
 
 
 def sse_error(status: int, message: str, code: str | None = None) -> bytes:

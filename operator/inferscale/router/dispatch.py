@@ -223,11 +223,12 @@ class Dispatcher:
         label = backend.label
         if isinstance(answer, providers.Answer):
             self._spend(roles.route_id, ctx.name, backend, answer.usage)
+            router.count_tokens(ctx, answer.usage)
             if ctx.committed is not None:  # a held stream asked for a stream: unreachable
                 await ctx.committed.write(b"data: " + answer.body + b"\n\n")
-                router.access(ctx, answer.status, label, answer.usage)
+                router.log_access(ctx, answer.status, label, answer.usage)
                 return ctx.committed
-            router.access(ctx, answer.status, label, answer.usage)
+            router.log_access(ctx, answer.status, label, answer.usage)
             return web.Response(
                 status=answer.status,
                 body=answer.body,
@@ -286,6 +287,7 @@ class Dispatcher:
         finally:
             stream.close()
             self._spend(roles.route_id, ctx.name, backend, stream.usage)
+            router.count_tokens(ctx, stream.usage)
             if stream.failure is not None:
                 status = 504 if stream.failure == "timeout" else 502
                 self._failed(
@@ -293,13 +295,13 @@ class Dispatcher:
                     f"mid_stream_{stream.failure}",
                     f"the stream broke after its first byte ({stream.failure})",
                 )
-        router.access(ctx, status, label, stream.usage)
+        router.log_access(ctx, status, label, stream.usage)
         return resp
 
     async def _answer_error(
         self, ctx: RequestContext, status: int, body: bytes, backend: TableBackend
     ) -> web.StreamResponse:
-        self.router.access(ctx, status, backend.label)
+        self.router.log_access(ctx, status, backend.label)
         if ctx.committed is not None:
             await ctx.committed.write(b"data: " + body + b"\n\n")
             return ctx.committed
@@ -334,7 +336,7 @@ class Dispatcher:
         status = last.status
         body = last.body or error_body(status, f"upstream failed: {last.reason}")
         committed = ctx.committed
-        self.router.access(ctx, status, "")
+        self.router.log_access(ctx, status, "")
         if committed is not None:
             await committed.write(b"data: " + body + b"\n\n")
             return committed
@@ -354,7 +356,7 @@ class Dispatcher:
         headers: dict[str, str] | None,
         param: str | None = None,
     ) -> web.StreamResponse:
-        self.router.access(ctx, status, "")
+        self.router.log_access(ctx, status, "")
         if ctx.committed is not None:
             # A held stream already sent its headers: the error goes as an event.
             await ctx.committed.write(sse_error(status, message, code))
@@ -373,7 +375,6 @@ class Dispatcher:
         entry = provider.models.get(backend.model) if provider is not None else None
         if entry is None:
             return
-        router.count_tokens(name, usage)
         amount = cost(
             usage, entry.input_price_per_million_tokens, entry.output_price_per_million_tokens
         )

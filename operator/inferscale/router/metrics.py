@@ -104,8 +104,9 @@ class RouterMetrics:
         held: Iterable[tuple[str, int]],
         table_version: int,
         spend: Iterable[tuple[str, float, float]] = (),
+        extra: Iterable[str] = (),
     ) -> str:
-        """The whole exposition, with the live gauges passed in.
+        """The whole exposition, with the live gauges (and others' lines) passed in.
 
         ``spend`` holds this router's (route, hour, day) spend in the current UTC windows.
         """
@@ -209,4 +210,5 @@ class RouterMetrics:
         )
         family("inferscale_router_table_version", "gauge", "Version of the routing table held.")
         out.append(f"inferscale_router_table_version {table_version}")
+        out.extend(extra)
         return "\n".join(out) + "\n"
