@@ -129,6 +129,19 @@ class RoutingSettings(BaseModel):
     """Least time between two ConfigMap writes; pushes are never delayed by it. Default 1 s:
     a burst of pod changes writes the (large) ConfigMap once, not per change."""
 
+    status_interval_seconds: float = Field(default=5.0, ge=0.5, le=3600)
+    """How often the operator reads every router's spend (``GET /admin/v1/spend``), sends
+    each router what the others spent (so spend caps hold across routers), and refreshes the
+    InferenceRoutes' and InferenceProviders' status. Default 5 s."""
+
+    spilling_window_seconds: float = Field(default=30.0, gt=0, le=3600)
+    """A route's ``status.spilling`` is true while a request spilled over this recently.
+    Default 30 s."""
+
+    provider_health_window_seconds: float = Field(default=300.0, gt=0, le=86_400)
+    """A provider whose last call failed this recently is ``Degraded`` (and so are its
+    routes). Default 300 s."""
+
 
 class AccessSettings(BaseModel):
     """The routers' credentials: provider API keys and client keys (``docs/access.md``).

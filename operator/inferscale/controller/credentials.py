@@ -144,6 +144,8 @@ class CredentialsPublisher(RouterPublisher[CredentialSources, RouterCredentials]
         self.refetch_at = 0.0
         """When a compile that could not read a Secret is retried (0: none pending)."""
         self.limit = asyncio.Semaphore(access.status_concurrency)
+        self.provider_states: dict[ObjectKey, KeyState] = {}
+        """Whether each InferenceProvider's key reached the routers (its status reads it)."""
 
     # -- Secrets --------------------------------------------------------------------------
 
@@ -197,6 +199,7 @@ class CredentialsPublisher(RouterPublisher[CredentialSources, RouterCredentials]
             self.access.require_client_key,
         )
         self._report(compiled.problems)
+        self.provider_states = compiled.providers
         await self._write_statuses(sources.clients, compiled.clients)
         held = self.document
         document = RouterCredentials(

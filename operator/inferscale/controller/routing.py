@@ -127,6 +127,10 @@ class RoutingPublisher(RouterPublisher[Sources, RoutingTable]):
         self.parse_cache: ParseCache = {}
         """Model specs already validated, by uid and generation (only the compiler uses it)."""
 
+    async def admin_token(self) -> str | None:
+        """The routers' admin token (cached; ``None`` while its Secret cannot be read)."""
+        return await self._token()
+
     @property
     def table(self) -> RoutingTable | None:
         """The current table."""
@@ -281,11 +285,15 @@ _ROUTER_STATUS: Final = ("phase", "podIP", "podIPs", "conditions", "containerSta
 
 @kopf.index(GROUP, VERSION, ROUTE_PLURAL)
 def inference_routes(body: kopf.Body, **_: Any) -> Any:
-    """InferenceRoutes by (namespace, name): their specs shape the routes."""
+    """InferenceRoutes by (namespace, name): their specs shape the routes.
+
+    Their status is kept too, for the status reporter, which writes it only when it changed.
+    """
     meta = body["metadata"]
     snapshot = {
         "metadata": {k: meta.get(k) for k in _ROUTE_META},
         "spec": body.get("spec") or {},
+        "status": body.get("status") or {},
     }
     return {(str(meta["namespace"]), str(meta["name"])): json_copy(snapshot)}
 

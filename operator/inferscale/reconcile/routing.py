@@ -35,7 +35,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping, MutableMapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from pydantic import ValidationError
@@ -81,6 +81,8 @@ class CompiledRoutes:
     """The providers that some backend uses, by ``<namespace>/<name>``."""
     problems: tuple[str, ...]
     """One sentence per object that was left out or overridden, sorted."""
+    served: dict[tuple[str, str], str] = field(default_factory=dict)
+    """Served name of every InferenceModel in the table, by (namespace, name)."""
 
 
 @dataclass(frozen=True)
@@ -580,6 +582,7 @@ def compile_routes(
         models=table,
         providers={k: v for k, v in sorted(all_providers.items()) if k in used},
         problems=tuple(sorted(set(problems))),
+        served={key: m.served for key, m in by_key.items()},
     )
 
 

@@ -462,8 +462,8 @@ class Router:
         """``GET /admin/v1/spend``: this router's spend per route, spillover, provider health."""
         if (refused := self._auth(request)) is not None:
             return refused
-        doc = self.dispatcher.report(self.wall())
-        return web.Response(body=json.dumps(doc).encode(), headers={"Content-Type": JSON})
+        body = self.dispatcher.report(self.wall()).model_dump_json(by_alias=True).encode()
+        return web.Response(body=body, headers={"Content-Type": JSON})
 
     async def put_spend(self, request: web.Request) -> web.StreamResponse:
         """``PUT /admin/v1/spend``: what the other routers spent (the operator's sum)."""

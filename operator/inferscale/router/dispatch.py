@@ -48,7 +48,15 @@ from inferscale.router.codec import (
     sse_error,
 )
 from inferscale.router.roles import LOCAL, Plan, plan, saturated
-from inferscale.router.spend import cost
+from inferscale.router.spend import (
+    DAY,
+    HOUR,
+    ProviderReport,
+    RouteReport,
+    SpendReport,
+    cost,
+    window_start,
+)
 from inferscale.router.table import ModelState, RouteRoles, TableBackend
 
 if TYPE_CHECKING:
@@ -68,17 +76,19 @@ class ProviderHealth:
     failures: dict[str, int] = field(default_factory=dict)
     last_error: str | None = None
     """The last failure, in words (never a key, never request content)."""
+    last_reason: str | None = None
     last_error_at: float | None = None
     last_ok_at: float | None = None
 
-    def to_wire(self) -> dict[str, Any]:
-        """The JSON of ``GET /admin/v1/spend``."""
-        return {
-            "failures": dict(self.failures),
-            "lastError": self.last_error,
-            "lastErrorAt": self.last_error_at,
-            "lastOkAt": self.last_ok_at,
-        }
+    def report(self) -> ProviderReport:
+        """As ``GET /admin/v1/spend`` shows it."""
+        return ProviderReport(
+            failures=dict(self.failures),
+            last_error=self.last_error,
+            last_reason=self.last_reason,
+            last_error_at=self.last_error_at,
+            last_ok_at=self.last_ok_at,
+        )
 
 
 class Dispatcher:
@@ -386,6 +396,7 @@ class Dispatcher:
         health = self.health.setdefault(provider_id, ProviderHealth())
         health.failures[reason] = health.failures.get(reason, 0) + 1
         health.last_error, health.last_error_at = message, self.router.wall()
+        health.last_reason = reason
         key = (provider_id, reason)
         metrics = self.router.metrics
         metrics.provider_failures[key] = metrics.provider_failures.get(key, 0) + 1
@@ -507,22 +518,20 @@ class Dispatcher:
 
     # -- status ---------------------------------------------------------------------------
 
-    def report(self, now: float) -> dict[str, Any]:
+    def report(self, now: float) -> SpendReport:
         """``GET /admin/v1/spend``: this router's spend, spillover and provider health."""
         router = self.router
-        routes: dict[str, Any] = {}
+        routes: dict[str, RouteReport] = {}
         for route_id in sorted(set(router.spend.routes()) | set(self.spilled_at)):
             hour, day = router.spend.mine(route_id, now)
-            routes[route_id] = {
-                "hour": hour,
-                "day": day,
-                "lastSpillAt": self.spilled_at.get(route_id),
-            }
-        return {
-            "process": router.id_prefix,
-            "now": now,
-            "hourStart": int(now // 3600) * 3600,
-            "dayStart": int(now // 86400) * 86400,
-            "routes": routes,
-            "providers": {k: v.to_wire() for k, v in sorted(self.health.items())},
-        }
+            routes[route_id] = RouteReport(
+                hour=hour, day=day, last_spill_at=self.spilled_at.get(route_id)
+            )
+        return SpendReport(
+            process=router.id_prefix,
+            now=now,
+            hour_start=window_start(now, HOUR),
+            day_start=window_start(now, DAY),
+            routes=routes,
+            providers={k: v.report() for k, v in sorted(self.health.items())},
+        )

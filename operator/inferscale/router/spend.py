@@ -46,6 +46,49 @@ class ElsewhereSpend(ApiModel):
     """Route id (``<namespace>/<name>``) -> its spend on the other routers."""
 
 
+class RouteReport(ApiModel):
+    """One route in a router's report: its spend here, and when it last spilled over."""
+
+    hour: float = Field(default=0, ge=0)
+    """Spent by this router in the current UTC hour."""
+    day: float = Field(default=0, ge=0)
+    """Spent by this router in the current UTC day."""
+    last_spill_at: float | None = Field(default=None, ge=0)
+    """Epoch seconds of the last request this router sent to a spillover backend first."""
+
+
+class ProviderReport(ApiModel):
+    """What one router saw of a provider (no key, no request content)."""
+
+    failures: dict[str, int] = Field(default_factory=dict, max_length=64)
+    """Failed calls since the router started, by reason (``status_429``, ``auth``, ...)."""
+    last_error: str | None = Field(default=None, max_length=2048)
+    """The last failure, in words."""
+    last_reason: str | None = Field(default=None, max_length=64)
+    """The last failure's reason."""
+    last_error_at: float | None = Field(default=None, ge=0)
+    """Epoch seconds of the last failure."""
+    last_ok_at: float | None = Field(default=None, ge=0)
+    """Epoch seconds of the last call the provider answered."""
+
+
+class SpendReport(ApiModel):
+    """``GET /admin/v1/spend``: one router process's spend, spillover and provider health."""
+
+    process: str = Field(min_length=1, max_length=64)
+    """Identifies the router process (a restarted router is a new one)."""
+    now: float = Field(ge=0)
+    """The router's clock when it answered (epoch seconds)."""
+    hour_start: int = Field(ge=0)
+    """Start of the hour window the spend belongs to."""
+    day_start: int = Field(ge=0)
+    """Start of the day window the spend belongs to."""
+    routes: dict[str, RouteReport] = Field(default_factory=dict, max_length=100_000)
+    """Route id -> its spend and spillover on this router."""
+    providers: dict[str, ProviderReport] = Field(default_factory=dict, max_length=10_000)
+    """Provider id -> what this router saw of it."""
+
+
 def window_start(now: float, length: int) -> int:
     """Start (epoch seconds) of the window of ``length`` seconds that holds ``now``."""
     return int(now // length) * length
