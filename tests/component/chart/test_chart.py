@@ -29,7 +29,7 @@ from inferscale.cli.main import build_parser, crd_files
 from inferscale.config import OperatorSettings, ReconcileSettings, RoutingSettings
 from inferscale.reconcile.engines import SIM
 from inferscale.reconcile.labels import object_labels
-from inferscale.reconcile.routing import is_router_pod
+from inferscale.reconcile.routing import build_table_configmap, is_router_pod
 from tests.component.chart.helm import (
     CHART,
     NAMESPACE,
@@ -279,6 +279,17 @@ def test_the_operator_finds_the_chart_routers_secret_and_configmap(values_file, 
         assert f"Secret/{routing.admin_token_secret}" in objs
     else:
         assert f"Secret/{routing.admin_token_secret}" not in objs  # existingSecret
+
+
+def test_helm_and_the_operator_agree_on_the_routing_table_configmap():
+    # Helm creates it (and sets managed-by: Helm); the operator applies the table into it. With
+    # server-side apply, a label both set to different values fails every `helm upgrade`.
+    chart = by_kind_name(render())["ConfigMap/inferscale-routing-table"]
+    assert "data" not in chart
+    operator = build_table_configmap(chart["metadata"]["name"], NAMESPACE, "k", "{}")
+    for key, value in operator["metadata"]["labels"].items():
+        assert chart["metadata"]["labels"][key] == value, key
+    assert "app.kubernetes.io/managed-by" not in operator["metadata"]["labels"]
 
 
 def test_operator_settings_values_become_the_operators_settings(monkeypatch):
