@@ -17,10 +17,12 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from pydantic import BaseModel
 
 from inferscale import __version__
 from inferscale.cli.chart import (
     CHART_OWNED_ROUTING,
+    SETTINGS_GROUPS,
     build_values_schema,
     render_values_schema,
     values_comments,
@@ -180,6 +182,19 @@ def test_the_settings_schema_follows_the_operators_settings_models():
     assert set(settings["routing"]["properties"]) == {
         _camel(f) for f in RoutingSettings.model_fields if f not in CHART_OWNED_ROUTING
     }
+
+
+def test_every_settings_group_of_the_operator_is_a_chart_value():
+    # A new group in OperatorSettings (an autoscaler's, say) needs its place in SETTINGS_GROUPS
+    # (inferscale/cli/chart.py) and a commented `operator.settings.<group>: {}` in values.yaml.
+    groups = {
+        name
+        for name, info in OperatorSettings.model_fields.items()
+        if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel)
+    }
+    assert groups == set(SETTINGS_GROUPS)
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert set(values["operator"]["settings"]) == groups
 
 
 def _camel(name: str) -> str:
