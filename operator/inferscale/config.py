@@ -12,10 +12,27 @@ own under ``INFERSCALE_ROUTER_*``; ``INFERSCALE_ROUTING__*`` is how the operator
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from inferscale.api.v1alpha1.inference_model import Engine
+
+
+def _int_or_percent(value: Any) -> Any:
+    """``"1"`` (an environment variable is always text) -> ``1``; ``"25%"`` stays text.
+
+    Kubernetes refuses the string ``"1"`` where it takes an int-or-string: a string must be a
+    percentage.
+    """
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return value
+
+
+IntOrPercent = Annotated[int | str, BeforeValidator(_int_or_percent)]
+"""A Deployment rollout bound: a number of pods, or a percentage such as ``"25%"``."""
 
 
 class ReconcileSettings(BaseModel):
@@ -32,12 +49,12 @@ class ReconcileSettings(BaseModel):
     """Seconds a stopping pod waits before the engine gets SIGTERM, so routers and Services
     drop it first and no new request lands on a draining replica. Default 5."""
 
-    max_surge: int | str = 1
+    max_surge: IntOrPercent = 1
     """Deployment ``maxSurge``: extra replicas a rolling update may start (a number or a
     percentage). Default 1, so a rollout never removes capacity first; it needs one spare
     replica's GPUs."""
 
-    max_unavailable: int | str = 0
+    max_unavailable: IntOrPercent = 0
     """Deployment ``maxUnavailable`` during a rolling update. Default 0: never fewer ready
     replicas than desired while the new ones load. Raise it where no spare GPU exists."""
 

@@ -386,6 +386,15 @@ def test_rollout_strategy_from_settings():
     assert dep["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": "25%", "maxUnavailable": 1}
 
 
+def test_rollout_bounds_from_the_environment_are_numbers_unless_percentages(monkeypatch):
+    # Environment variables are text; Kubernetes refuses the string "1" as an int-or-string.
+    monkeypatch.setenv("INFERSCALE_RECONCILE__MAX_SURGE", "2")
+    monkeypatch.setenv("INFERSCALE_RECONCILE__MAX_UNAVAILABLE", "25%")
+    settings = OperatorSettings().reconcile
+    dep = build_deployment("m", "ns", make_model(), settings)
+    assert dep["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 2, "maxUnavailable": "25%"}
+
+
 # --- replicas --------------------------------------------------------------------------------
 
 REPLICAS = [
