@@ -198,11 +198,16 @@ def _trace_phase(name: str, speedup: float) -> Phase:
     return phase
 
 
-def _open_trace(args: argparse.Namespace, stats: TraceStats) -> Iterator[Arrival]:
-    """The trace's arrivals, the first one read already so a bad file fails before any load."""
+def _open_trace(
+    args: argparse.Namespace, stats: TraceStats, files: contextlib.ExitStack
+) -> Iterator[Arrival]:
+    """The trace's arrivals, the first one read already so a bad file fails before any load.
+
+    The file stays open (on ``files``) while the arrivals are read, lazily.
+    """
     path: Path = args.trace
     try:
-        handle = path.open(encoding="utf-8", newline="")
+        handle = files.enter_context(path.open(encoding="utf-8", newline=""))
     except OSError as error:
         raise UsageError(f"cannot read the trace {path}: {error.strerror or error}") from None
     fmt: TraceFormat | None = None if args.trace_format == "auto" else args.trace_format
@@ -210,17 +215,21 @@ def _open_trace(args: argparse.Namespace, stats: TraceStats) -> Iterator[Arrival
         handle, stats, speedup=args.speedup, limit=args.limit, trace_format=fmt, name=path.name
     )
     try:
+        # No StopIteration: a trace without a valid row is a TraceError.
         first = next(arrivals)
     except (TraceError, UnicodeDecodeError) as error:
-        handle.close()
         raise UsageError(str(error)) from None
-    except StopIteration:
-        handle.close()
-        raise UsageError(f"{path.name}: no request rows") from None
     return itertools.chain([first], arrivals)
 
 
 async def _serve(args: argparse.Namespace, api_key: str | None, out: TextIO) -> int:
+    with contextlib.ExitStack() as files:
+        return await _load(args, api_key, out, files)
+
+
+async def _load(
+    args: argparse.Namespace, api_key: str | None, out: TextIO, files: contextlib.ExitStack
+) -> int:
     try:
         base_url = normalise_url(args.url)
         stages = _schedule(args)
@@ -239,7 +248,7 @@ async def _serve(args: argparse.Namespace, api_key: str | None, out: TextIO) -> 
     else:
         assert trace_stats is not None
         try:
-            arrivals = _open_trace(args, trace_stats)
+            arrivals = _open_trace(args, trace_stats, files)
         except UsageError as error:
             return _fail(str(error))
         planned = args.duration

@@ -145,7 +145,7 @@ def render_table(
         )
         for r in rows
     ]
-    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header[:-1])]
+    widths = [max([len(h), *(len(c[i]) for c in cells)]) for i, h in enumerate(header[:-1])]
     source = "routers" if routers else "status (the operator's last read)"
     lines = [
         f"inferscale top  {now:%Y-%m-%d %H:%M:%S} UTC  {len(rows)} InferenceModels"
@@ -156,10 +156,10 @@ def render_table(
     lines.append("")
     for row in (header, *cells):
         fixed = "  ".join(c.ljust(w) for c, w in zip(row[:-1], widths, strict=True))
-        lines.append(f"{fixed}  {row[-1]}"[:width].rstrip())
+        lines.append(f"{fixed}  {row[-1]}".rstrip())
     if not rows:
         lines.append("(no InferenceModels)")
-    return lines
+    return [line[:width] for line in lines]
 
 
 def build_rows(
