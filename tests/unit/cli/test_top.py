@@ -5,6 +5,7 @@ from datetime import UTC, datetime
 
 import pytest
 import yaml
+from aiohttp import web
 
 from inferscale.cli.main import main
 from inferscale.cli.top import Top, build_rows, render_table
@@ -12,7 +13,9 @@ from inferscale.errors import Forbidden, KubeApiError, NotFound
 from inferscale.kube.fake import FakeKubeApi
 from inferscale.loadtest.observe import ClusterUnavailable, read_models, router_snapshot
 from inferscale.router.metrics import RouterMetrics
+from inferscale.serving import serve_app
 from tests.factories import make_model_status
+from tests.servers import ServerThread
 
 NOW = datetime(2025, 1, 1, 12, 0, 0, tzinfo=UTC)
 GV = "inferscale.io/v1alpha1"
@@ -181,3 +184,74 @@ def test_top_exits_2_without_credentials(tmp_path, capsys, monkeypatch):
 def test_top_refuses_bad_interval(capsys):
     assert main(["top", "--interval", "0"]) == 2
     assert "--interval" in capsys.readouterr().err
+
+
+class ClosableFake(FakeKubeApi):
+    closed = False
+
+    def close(self):
+        self.closed = True
+
+
+class RouterServer(ServerThread):
+    """A router stand-in: serves the router's own metrics text on /metrics."""
+
+    name = "router-metrics"
+
+    def __init__(self, text):
+        self.text = text
+        super().__init__()
+
+    async def start_server(self):
+        async def metrics(_request):
+            return web.Response(text=self.text)
+
+        app = web.Application()
+        app.router.add_get("/metrics", metrics)
+        return await serve_app(app, "127.0.0.1", 0)
+
+
+def test_watch_refreshes_count_times_and_reads_the_routers(monkeypatch, capsys):
+    api = ClosableFake()
+    for obj in cluster_with_models().objects.values():
+        api.put(obj)
+    monkeypatch.setattr("inferscale.cli.top.connect_cluster", lambda _kubeconfig: api)
+    metrics = RouterMetrics()
+    metrics.ttft.observe(("llama-3",), 0.03)
+    text = metrics.render([("llama-3", "pod-a", 7)], [], 1)
+    with RouterServer(text) as router:
+        code = main(
+            ["top", "-n", "prod", "--count", "2", "--interval", "0.01",
+             "--router", router.base_url, "--router", "http://127.0.0.1:9"]
+        )  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0 and api.closed
+    assert out.count("inferscale top ") == 2
+    assert "from routers" in out and "router not read: http://127.0.0.1:9:" in out
+    llama = next(ln for ln in out.splitlines() if " llama " in ln).split()
+    assert llama[5] == "7"  # in flight from the router, not the status's 70
+
+
+def test_the_first_read_failing_exits_2_and_later_failures_are_shown(monkeypatch, capsys):
+    api = ClosableFake()
+    api.fail_next("list", NotFound(404, "NotFound", "no such kind"))
+    monkeypatch.setattr("inferscale.cli.top.connect_cluster", lambda _kubeconfig: api)
+    assert main(["top", "--once"]) == 2
+    assert "CRD is not installed" in capsys.readouterr().err
+
+    api.put(im("m"))
+    real_list = api.list
+    calls = []
+
+    async def flaky(api_version, kind, namespace, label_selector=None):
+        if kind == "InferenceModel":
+            calls.append(1)
+            if len(calls) == 2:
+                raise KubeApiError(0, "Unreachable", "connection refused")
+        return await real_list(api_version, kind, namespace, label_selector)
+
+    api.list = flaky
+    assert main(["top", "--count", "3", "--interval", "0.01"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("inferscale top ") == 3
+    assert "! cannot reach the Kubernetes API server: connection refused" in out
