@@ -19,6 +19,7 @@ import random
 import signal
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -67,7 +68,7 @@ def _positive(kind: type[int] | type[float]) -> Any:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if not value > 0 or value != value or value == float("inf"):
+        if not 0 < value < float("inf"):  # NaN fails both comparisons
             raise argparse.ArgumentTypeError(f"must be above 0: {text!r}")
         return value
 
@@ -176,10 +177,16 @@ def _schedule(args: argparse.Namespace) -> list[Stage] | None:
     else:
         seconds = args.duration if args.duration is not None else parse_duration(DEFAULT_DURATION)
         stages = constant_schedule(args.rate, seconds, args.ramp)
-    for flag in ("speedup", "limit", "max_prompt_tokens", "max_output_tokens"):
-        default = 1.0 if flag == "speedup" else None
-        if getattr(args, flag) != default:
-            raise UsageError(f"--{flag.replace('_', '-')} goes with --trace")
+    trace_only = {
+        "--speedup": args.speedup != 1.0,
+        "--limit": args.limit is not None,
+        "--max-prompt-tokens": args.max_prompt_tokens is not None,
+        "--max-output-tokens": args.max_output_tokens is not None,
+        "--trace-format": args.trace_format != "auto",
+    }
+    for flag, given in trace_only.items():
+        if given:
+            raise UsageError(f"{flag} goes with --trace")
     return stages
 
 
@@ -222,47 +229,57 @@ def _open_trace(
     return itertools.chain([first], arrivals)
 
 
-async def _serve(args: argparse.Namespace, api_key: str | None, out: TextIO) -> int:
-    with contextlib.ExitStack() as files:
-        return await _load(args, api_key, out, files)
+@dataclass
+class _Plan:
+    """The arrivals to send and how to describe them."""
+
+    arrivals: Iterator[Arrival]
+    planned: float | None
+    phase: Phase
+    load: str
+    trace: TraceStats | None
 
 
-async def _load(
-    args: argparse.Namespace, api_key: str | None, out: TextIO, files: contextlib.ExitStack
-) -> int:
-    try:
-        base_url = normalise_url(args.url)
-        stages = _schedule(args)
-    except (ValueError, UsageError) as error:
-        return _fail(str(error))
-    trace_stats = TraceStats() if args.trace is not None else None
+def _plan(args: argparse.Namespace, files: contextlib.ExitStack) -> _Plan:
+    """Arrivals from ``--rate``/``--stages`` or ``--trace``; UsageError when they cannot work."""
+    stages = _schedule(args)
     if stages is not None:
-        planned: float | None = schedule_seconds(stages)
+        planned = schedule_seconds(stages)
         if args.duration is not None and args.stages is not None:
-            planned = min(planned or 0.0, args.duration)
-        arrivals: Iterator[Arrival] = poisson_arrivals(
+            planned = min(planned, args.duration)
+        arrivals = poisson_arrivals(
             stages, random.Random(args.seed), args.prompt_tokens or 128, args.max_tokens or 64
         )
-        phase = _stage_phase(stages)
         load = f"stages {','.join(s.describe() for s in stages)}"
-    else:
-        assert trace_stats is not None
-        try:
-            arrivals = _open_trace(args, trace_stats, files)
-        except UsageError as error:
-            return _fail(str(error))
-        planned = args.duration
-        phase = _trace_phase(args.trace.name, args.speedup)
-        load = f"trace {args.trace.name} x{args.speedup:g}"
-        if args.limit:
-            load += f" (first {args.limit:,} rows)"
+        return _Plan(arrivals, planned, _stage_phase(stages), load, None)
+    stats = TraceStats()
     arrivals = resize(
-        arrivals,
-        prompt_tokens=args.prompt_tokens if stages is None else None,
-        output_tokens=args.max_tokens if stages is None else None,
+        _open_trace(args, stats, files),
+        prompt_tokens=args.prompt_tokens,
+        output_tokens=args.max_tokens,
         max_prompt_tokens=args.max_prompt_tokens,
         max_output_tokens=args.max_output_tokens,
     )
+    load = f"trace {args.trace.name} x{args.speedup:g}"
+    if args.limit:
+        load += f" (first {args.limit:,} rows)"
+    return _Plan(arrivals, args.duration, _trace_phase(args.trace.name, args.speedup), load, stats)
+
+
+async def _serve(args: argparse.Namespace, api_key: str | None, out: TextIO) -> int:
+    with contextlib.ExitStack() as files:
+        try:
+            base_url = normalise_url(args.url)
+            plan = _plan(args, files)
+        except (ValueError, UsageError) as error:
+            return _fail(str(error))
+        return await _load(args, api_key, out, base_url, plan)
+
+
+async def _load(
+    args: argparse.Namespace, api_key: str | None, out: TextIO, base_url: str, plan: _Plan
+) -> int:
+    """Preflight, then run the plan and report; the exit status."""
     headers = auth_headers(api_key)
     connector = aiohttp.TCPConnector(limit=args.max_in_flight, limit_per_host=args.max_in_flight)
     async with aiohttp.ClientSession(connector=connector) as session:
@@ -295,9 +312,9 @@ async def _load(
             model=model,
             api=args.api,
             stream=args.stream,
-            load=load,
+            load=plan.load,
             seed=args.seed,
-            duration=planned,
+            duration=plan.planned,
             max_in_flight=args.max_in_flight,
             max_error_ratio=args.max_error_ratio,
         )
@@ -317,17 +334,17 @@ async def _load(
             target,
             session,
             PromptBuilder(args.seed),
-            phase=phase,
+            phase=plan.phase,
             view=view,
             watch=watch,
-            trace=trace_stats,
+            trace=plan.trace,
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         try:
-            summary = await runner.run(arrivals, stop)
+            summary = await runner.run(plan.arrivals, stop)
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)

@@ -76,8 +76,11 @@ class Runner:
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop = asyncio.get_running_loop()
         self.start = self._loop.time()
+        self.recorder = self._new_recorder()
+
+    def _new_recorder(self) -> Recorder:
         # The reservoir's RNG is separate from the arrivals' so that sampling never shifts them.
-        self.recorder = Recorder(self.start, random.Random(options.seed + 1))
+        return Recorder(self.start, random.Random(self.options.seed + 1))
 
     def now(self) -> float:
         """The runner's clock (monotonic seconds)."""
@@ -112,9 +115,8 @@ class Runner:
                 break
             self.next_index = arrival.index
             due = self.start + arrival.at
-            delay = due - self.now()
-            if delay > 0:
-                await asyncio.sleep(delay)
+            # sleep(0) when late still yields, so requests start and the view redraws in a burst.
+            await asyncio.sleep(max(due - self.now(), 0.0))
             now = self.now()
             if self.recorder.in_flight >= self.options.max_in_flight:
                 self.recorder.on_dropped(now)
@@ -153,6 +155,8 @@ class Runner:
 
     async def run(self, arrivals: Iterator[Arrival], stop: asyncio.Event) -> Summary:
         """Send, watch and draw until the arrivals end and the requests in flight finish."""
+        self.start = self.now()
+        self.recorder = self._new_recorder()
         helpers: list[asyncio.Task[Any]] = []
         if self.watch is not None:
             helpers.append(asyncio.create_task(self.watch.run(self._record_models)))
