@@ -310,7 +310,7 @@ def render_live(frame: LiveFrame) -> list[str]:
         f"inferscale loadtest  {info.url}  model {info.model}  ({info.api}, {mode})",
         f"  {clock_text(frame.elapsed)}{planned}  {head}",
         f"  req/s      sent {rec.sent_rate.rate(now):7.1f}   done {rec.done_rate.rate(now):7.1f}"
-        f"   in flight {rec.in_flight:>5}",
+        f"   failed {rec.failed_rate.rate(now):5.1f}   in flight {rec.in_flight:>5}",
         f"  totals     sent {count_text(rec.sent)}   ok {count_text(rec.ok)}"
         f"   errors {count_text(rec.errored)}   dropped {count_text(rec.dropped)}",
         f"  TTFT 10s   p50 {p50:>8}   p95 {p95:>8}"

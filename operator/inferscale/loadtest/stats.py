@@ -258,7 +258,8 @@ class Recorder:
         self.recent_ttft = SlidingSamples(TTFT_WINDOW_SECONDS)
         self.sent_rate = RateWindow(RATE_WINDOW_SECONDS, start)
         self.done_rate = RateWindow(RATE_WINDOW_SECONDS, start)
-        self.error_rate = RateWindow(RATE_WINDOW_SECONDS, start)
+        self.failed_rate = RateWindow(RATE_WINDOW_SECONDS, start)
+        """Errors and drops per second."""
         self.output_rate = RateWindow(RATE_WINDOW_SECONDS, start)
         self.replicas = ReplicaTracker()
 
@@ -277,7 +278,7 @@ class Recorder:
     def on_dropped(self, now: float) -> None:
         """A request was due while ``--max-in-flight`` were already running: not sent."""
         self.dropped += 1
-        self.error_rate.add(now)
+        self.failed_rate.add(now)
 
     def on_cancelled(self) -> None:
         """A request in flight was abandoned (the run was interrupted)."""
@@ -305,4 +306,4 @@ class Recorder:
                 self.recent_ttft.add(now, outcome.ttft)
         else:
             self.errors[outcome.error or "error"] += 1
-            self.error_rate.add(now)
+            self.failed_rate.add(now)

@@ -140,6 +140,7 @@ def test_live_view_shows_rates_ttft_errors_and_replicas():
     text = "\n".join(lines)
     assert "0:06 / 0:10  stage 1/1 10s@2" in text
     assert "sent 4   ok 3   errors 1   dropped 0" in text
+    assert "failed   0.2" in text  # one error over the 5 s window
     assert "p50   200 ms" in text
     assert "http 503 x1" in text
     assert "default/m      1/3" in text and "scaling up" in text
