@@ -156,6 +156,11 @@ def register(subparsers: Any) -> None:
         default=0.0,
         help="exit 1 when (errors + dropped) / requests exceeds this (default 0)",
     )
+    out.add_argument(
+        "--expect-scaling",
+        action="store_true",
+        help="exit 1 unless some InferenceModel scaled both up and down during the run",
+    )
     p.set_defaults(func=cmd_loadtest)
 
 
@@ -267,6 +272,8 @@ def _plan(args: argparse.Namespace, files: contextlib.ExitStack) -> _Plan:
 
 
 async def _serve(args: argparse.Namespace, api_key: str | None, out: TextIO) -> int:
+    if args.expect_scaling and args.no_cluster:
+        return _fail("--expect-scaling needs the cluster: drop --no-cluster")
     with contextlib.ExitStack() as files:
         try:
             base_url = normalise_url(args.url)
@@ -317,6 +324,7 @@ async def _load(
             duration=plan.planned,
             max_in_flight=args.max_in_flight,
             max_error_ratio=args.max_error_ratio,
+            expect_scaling=args.expect_scaling,
         )
         watch = _watch(args)
         view_stream = sys.stderr if args.json else out

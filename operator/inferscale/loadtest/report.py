@@ -39,6 +39,8 @@ class RunInfo:
     """Seconds of arrivals planned; None for a whole trace."""
     max_in_flight: int
     max_error_ratio: float
+    expect_scaling: bool = False
+    """Fail the run unless some InferenceModel scaled both up and down during it."""
 
 
 @dataclass(frozen=True)
@@ -82,9 +84,15 @@ class Summary:
         return (self.errored + self.dropped) / due if due else 0.0
 
     @property
+    def scaled_up_and_down(self) -> bool:
+        """Whether some model's desired replicas went both up and down during the run."""
+        return any(r.scale_ups and r.scale_downs for r in self.replicas.values())
+
+    @property
     def passed(self) -> bool:
-        """Whether the failed ratio is within ``--max-error-ratio``."""
-        return self.failed_ratio <= self.info.max_error_ratio
+        """Failed ratio within ``--max-error-ratio`` and, if asked for, scaling seen."""
+        scaled = self.scaled_up_and_down or not self.info.expect_scaling
+        return self.failed_ratio <= self.info.max_error_ratio and scaled
 
     def rate(self, count: int) -> float:
         """``count`` per second of the run."""
@@ -158,6 +166,8 @@ class Summary:
             "max_schedule_lag_seconds": round(self.max_lag, 4),
             "failed_ratio": round(self.failed_ratio, 6),
             "max_error_ratio": self.info.max_error_ratio,
+            "expect_scaling": self.info.expect_scaling,
+            "scaled_up_and_down": self.scaled_up_and_down,
             "passed": self.passed,
             "interrupted": self.interrupted,
             "notes": list(self.notes),
@@ -433,6 +443,9 @@ def render_summary(summary: Summary) -> str:
         f"  result      {verdict}: failed {summary.failed_ratio:.2%} of requests"
         f" (limit {info.max_error_ratio:.2%})",
     ]
+    if info.expect_scaling:
+        seen = "seen" if summary.scaled_up_and_down else "NOT seen"
+        lines.append(f"              scale-up and scale-down {seen} (--expect-scaling)")
     return "\n".join(lines)
 
 

@@ -17,6 +17,8 @@ URL = "http://127.0.0.1:9"
         (["--stages", "30s"], "needs DURATION@RATE"),
         (["--rate", "5", "--duration", "10s", "--ramp", "20s"], "ramp must be between"),
         (["--trace", "/nonexistent/trace.csv"], "cannot read the trace"),
+        (["--rate", "5", "--trace-format", "azure"], "--trace-format goes with --trace"),
+        (["--rate", "5", "--expect-scaling", "--no-cluster"], "--expect-scaling needs the cluster"),
     ],
 )
 def test_bad_combinations_exit_2_with_a_message(args, message, capsys):

@@ -58,8 +58,8 @@ def test_json_shape_is_stable():
     assert set(doc) == {
         "target", "load", "elapsed_seconds", "requests", "rates", "tokens", "ttft_seconds",
         "latency_seconds", "errors", "replicas", "scale_events", "cluster", "trace",
-        "max_schedule_lag_seconds", "failed_ratio", "max_error_ratio", "passed", "interrupted",
-        "notes",
+        "max_schedule_lag_seconds", "failed_ratio", "max_error_ratio", "expect_scaling",
+        "scaled_up_and_down", "passed", "interrupted", "notes",
     }  # fmt: skip
     assert doc["requests"] == {
         "attempted": 5, "sent": 4, "ok": 3, "errors": 1, "dropped": 1, "cancelled": 0,
@@ -99,6 +99,19 @@ def test_failed_ratio_against_the_limit(errors, dropped, limit, passed):
     info = RunInfo(**{**INFO.__dict__, "max_error_ratio": limit})
     summary = summarize(info, recorder(ok=3, errors=errors, dropped=dropped), 10.0)
     assert summary.passed is passed
+
+
+def test_expect_scaling_needs_an_up_and_a_down_of_one_model():
+    info = RunInfo(**{**INFO.__dict__, "expect_scaling": True})
+    rec = recorder()
+    rec.on_models(1.0, [make_model_status(desired=1)])
+    rec.on_models(2.0, [make_model_status(desired=3)])
+    only_up = summarize(info, rec, 10.0)
+    assert not only_up.passed and "scale-up and scale-down NOT seen" in render_summary(only_up)
+    rec.on_models(3.0, [make_model_status(desired=1)])
+    both = summarize(info, rec, 10.0)
+    assert both.passed and both.to_json()["scaled_up_and_down"] is True
+    assert summarize(INFO, recorder(), 10.0).passed  # not asked for: not needed
 
 
 def test_nothing_attempted_passes():
