@@ -15,9 +15,6 @@ from typing import Any
 import yaml
 
 from inferscale import __version__
-from inferscale.api.crdgen import CRDS, build_all
-from inferscale.api.reference import render_reference
-from inferscale.api.validation import is_inferscale_object, parse_object
 from inferscale.cli import cluster, loadtest, operator, router, sim, top
 from inferscale.errors import SpecError
 
@@ -31,6 +28,9 @@ def render_crd(crd: dict[str, Any]) -> str:
 
 def crd_files() -> dict[str, str]:
     """File name to YAML text, for every CRD."""
+    # The API's generators load only here: a pod's `inferscale sim` starts without them.
+    from inferscale.api.crdgen import CRDS, build_all
+
     return {
         f"{info.name}.yaml": render_crd(crd) for info, crd in zip(CRDS, build_all(), strict=True)
     }
@@ -41,6 +41,8 @@ def cmd_crds(args: argparse.Namespace) -> int:
     wanted = crd_files()
     drift: list[str] = []
     if args.reference:
+        from inferscale.api.reference import render_reference
+
         reference = Path(args.reference)
         text = render_reference()
         if args.check:
@@ -72,6 +74,8 @@ def cmd_crds(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """Validate every inferscale object in the given YAML files; 1 if any is invalid."""
+    from inferscale.api.validation import is_inferscale_object, parse_object
+
     failures = checked = 0
     for name in args.files:
         try:
