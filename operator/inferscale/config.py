@@ -12,7 +12,7 @@ own under ``INFERSCALE_ROUTER_*``; ``INFERSCALE_ROUTING__*`` is how the operator
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -194,6 +194,38 @@ class AutoscalerSettings(BaseModel):
     per decision would be 500 writes a second."""
 
 
+class AccessSettings(BaseModel):
+    """The routers' credentials: provider API keys and client keys (``docs/access.md``).
+
+    The operator reads the Secrets that InferenceProviders and InferenceClients reference,
+    writes the compiled credentials (client keys as SHA-256 digests only) to a Secret in the
+    routers' namespace that routers mount, and pushes them to every router with the admin token,
+    as it pushes routing tables (``routing`` settings: ports, retries, resync).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    enabled: bool = True
+    """Compile and publish credentials. Default true."""
+
+    require_client_key: Literal["auto", "always", "never"] = "auto"
+    """When routers require a client key: ``auto`` (default) while any InferenceClient exists
+    in the namespaces the operator watches, ``always`` (also with no client: the routers then
+    refuse every request), or ``never`` (keys still select limits, but anonymous requests pass).
+    """
+
+    credentials_secret: str = Field(default="inferscale-router-credentials", min_length=1)
+    """Secret in the routers' namespace that keeps the compiled credentials for routers that
+    start. Default ``inferscale-router-credentials``; the RBAC in ``config/rbac/operator.yaml``
+    names it: change both together."""
+
+    credentials_key: str = Field(default="credentials.json", min_length=1)
+    """Key of the credentials (JSON) in that Secret. Default ``credentials.json``."""
+
+    status_concurrency: int = Field(default=8, ge=1, le=64)
+    """Most InferenceClient status writes and Secret reads in flight at once. Default 8."""
+
+
 class OperatorSettings(BaseSettings):
     """Every setting of the operator process, grouped as kopf groups its own."""
 
@@ -213,6 +245,9 @@ class OperatorSettings(BaseSettings):
 
     autoscaler: AutoscalerSettings = Field(default_factory=AutoscalerSettings)
     """Where load is read and how often replicas are decided (``INFERSCALE_AUTOSCALER__*``)."""
+
+    access: AccessSettings = Field(default_factory=AccessSettings)
+    """The routers' credentials: provider keys and client keys (``INFERSCALE_ACCESS__*``)."""
 
     pod_namespace: str | None = Field(default=None, validation_alias="POD_NAMESPACE")
     """The operator's own namespace, from ``POD_NAMESPACE`` (the downward API) when it runs as

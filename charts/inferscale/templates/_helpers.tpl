@@ -18,6 +18,8 @@ Names, labels and images shared by the templates. Every object's name starts wit
 {{- define "inferscale.router.name" -}}{{ include "inferscale.fullname" . }}-router{{- end -}}
 {{- define "inferscale.routingTable.name" -}}{{ include "inferscale.fullname" . }}-routing-table{{- end -}}
 
+{{- define "inferscale.credentials.name" -}}{{ include "inferscale.fullname" . }}-router-credentials{{- end -}}
+
 {{- define "inferscale.leaseName" -}}
 {{- .Values.operator.leaderElection.leaseName | default (include "inferscale.operator.name" .) -}}
 {{- end -}}

@@ -26,7 +26,12 @@ from typing import Any
 from pydantic import BaseModel
 
 from inferscale.api.meta import API_VERSION, CATEGORY, GROUP, VERSION
-from inferscale.api.v1alpha1 import inference_model, inference_provider, inference_route
+from inferscale.api.v1alpha1 import (
+    inference_client,
+    inference_model,
+    inference_provider,
+    inference_route,
+)
 
 JsonDict = dict[str, Any]
 
@@ -140,6 +145,28 @@ CRDS: tuple[CrdInfo, ...] = (
         columns=(
             PrinterColumn("Type", ".spec.type"),
             PrinterColumn("Base-URL", ".spec.baseURL"),
+            PrinterColumn("Status", _condition("Ready", "reason")),
+            AGE,
+        ),
+    ),
+    CrdInfo(
+        kind=inference_client.KIND,
+        plural=inference_client.PLURAL,
+        short_names=("ic",),
+        description=(
+            "InferenceClient is one client of the inferscale router: its API key (a Secret "
+            "reference, never the key itself), the models it may use, its request and token "
+            "rates and its token budgets."
+        ),
+        spec=inference_client.InferenceClientSpec,
+        status=inference_client.InferenceClientStatus,
+        columns=(
+            PrinterColumn("Secret", ".spec.apiKeySecretRef.name"),
+            PrinterColumn("RPM", ".spec.limits.requestsPerMinute", "integer"),
+            PrinterColumn("TPM", ".spec.limits.tokensPerMinute", "integer"),
+            PrinterColumn("Tokens-Day", ".spec.budgets.tokensPerDay", "integer", priority=1),
+            PrinterColumn("Tokens-Month", ".spec.budgets.tokensPerMonth", "integer", priority=1),
+            PrinterColumn("Models", ".spec.allowedModels", priority=1),
             PrinterColumn("Status", _condition("Ready", "reason")),
             AGE,
         ),

@@ -12,15 +12,21 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from inferscale.api.meta import API_VERSION
-from inferscale.api.v1alpha1 import InferenceModel, InferenceProvider, InferenceRoute
+from inferscale.api.v1alpha1 import (
+    InferenceClient,
+    InferenceModel,
+    InferenceProvider,
+    InferenceRoute,
+)
 from inferscale.errors import SpecError
 
-Resource = InferenceModel | InferenceRoute | InferenceProvider
+Resource = InferenceModel | InferenceRoute | InferenceProvider | InferenceClient
 
 MODELS_BY_KIND: dict[str, type[BaseModel]] = {
     "InferenceModel": InferenceModel,
     "InferenceRoute": InferenceRoute,
     "InferenceProvider": InferenceProvider,
+    "InferenceClient": InferenceClient,
 }
 
 
@@ -55,5 +61,5 @@ def parse_object(doc: Any) -> Resource:
         parsed = model.model_validate(doc)
     except ValidationError as error:
         raise SpecError("; ".join(describe_errors(error))) from error
-    assert isinstance(parsed, InferenceModel | InferenceRoute | InferenceProvider)
+    assert isinstance(parsed, InferenceModel | InferenceRoute | InferenceProvider | InferenceClient)
     return parsed

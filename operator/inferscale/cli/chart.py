@@ -27,7 +27,12 @@ import yaml
 from pydantic import BaseModel
 from pydantic.alias_generators import to_camel
 
-from inferscale.config import AutoscalerSettings, ReconcileSettings, RoutingSettings
+from inferscale.config import (
+    AccessSettings,
+    AutoscalerSettings,
+    ReconcileSettings,
+    RoutingSettings,
+)
 
 JsonDict = dict[str, Any]
 Path_ = tuple[str, ...]
@@ -50,6 +55,7 @@ SETTINGS_GROUPS: dict[str, tuple[type[BaseModel], frozenset[str]]] = {
     "reconcile": (ReconcileSettings, frozenset()),
     "routing": (RoutingSettings, CHART_OWNED_ROUTING),
     "autoscaler": (AutoscalerSettings, frozenset()),
+    "access": (AccessSettings, frozenset({"credentials_secret"})),
 }
 """``operator.settings`` groups: the model behind each and the fields users may not set."""
 

@@ -24,6 +24,7 @@ _FLAGS: dict[str, tuple[type, str]] = {
     "port": (int, "TCP port (default 8080)"),
     "table_file": (str, "routing table to load at start and re-read on change (ConfigMap)"),
     "table_poll_seconds": (float, "how often the table file is checked (10)"),
+    "credentials_file": (str, "provider keys and client-key digests (a Secret), re-read on change"),
     "admin_token_file": (str, "file holding the admin API's bearer token (a Secret)"),
     "max_request_bytes": (int, "largest request body (413 beyond)"),
     "client_body_timeout_seconds": (float, "time a client has to send its body (408 beyond)"),
@@ -47,6 +48,12 @@ def register(subparsers: Any) -> None:
     )
     for name, (kind, text) in _FLAGS.items():
         p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, help=text)
+    p.add_argument(
+        "--require-client-key",
+        dest="require_client_key",
+        action="store_true",
+        help="refuse requests without a known client key, whatever the credentials say",
+    )
     p.add_argument("--no-access-log", dest="access_log", action="store_false", help="no access log")
     p.add_argument("--no-uvloop", dest="uvloop", action="store_false", help="plain asyncio loop")
     p.set_defaults(func=cmd_router)

@@ -377,7 +377,7 @@ def schedule_reconcile(
     namespace: str,
     name: str,
     logger: KopfLogger,
-    delay: float = COALESCE_SECONDS,
+    delay: float | None = None,
 ) -> None:
     """Reconcile a model soon: one run for a burst of child events, one queued at most.
 
@@ -392,7 +392,7 @@ def schedule_reconcile(
 
     async def later() -> None:
         try:
-            await asyncio.sleep(delay)
+            await asyncio.sleep(COALESCE_SECONDS if delay is None else delay)
             async with runtime.lock(namespace, name):
                 runtime.pending.pop(key, None)  # events from here on queue the next run
                 await _reconcile_locked(runtime, namespace, name, None)

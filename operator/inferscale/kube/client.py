@@ -86,6 +86,9 @@ RESOURCES: dict[tuple[str, str], ResourceType] = {
     ("inferscale.io/v1alpha1", "InferenceProvider"): ResourceType(
         "inferscale.io", "v1alpha1", "inferenceproviders"
     ),
+    ("inferscale.io/v1alpha1", "InferenceClient"): ResourceType(
+        "inferscale.io", "v1alpha1", "inferenceclients"
+    ),
 }
 
 

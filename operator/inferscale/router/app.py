@@ -34,8 +34,13 @@ Failure behaviour:
   table gives it one; held streams get SSE comment keep-alives; past ``holdQueue.maxRequests``
   or ``maxWaitSeconds`` the answer is 503 with ``Retry-After`` (an SSE error event if the
   stream's headers already went out with a keep-alive), never 404.
+- Client access (``access``, ``docs/access.md``): 401 for a missing or unknown key while keys
+  are required, 403 for a model the key may not use, 429 with ``Retry-After`` past a rate or
+  budget; a shared limits store (Redis) that fails leaves the router serving with local limits,
+  reported in ``/readyz``'s body and the metrics.
 - The admin API answers 401 without a bearer token, 403 with a wrong one (or when no token is
-  configured), 400 for an invalid table and 409 for an older version.
+  configured), 400 for an invalid table or credentials and 409 for an older version. An
+  invalid credentials document is never quoted back or logged (it holds keys).
 """
 
 from __future__ import annotations
@@ -53,7 +58,7 @@ import random
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -62,6 +67,17 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from inferscale.router import picking
+from inferscale.router.access import (
+    ANONYMOUS,
+    Access,
+    Grant,
+    Refusal,
+    estimate_tokens,
+    load_credentials_file,
+)
+from inferscale.router.credentials import RouterCredentials, StaleCredentialsError, summary
+from inferscale.router.limits import LocalLimiter
+from inferscale.router.limits_redis import SharedLimiter
 from inferscale.router.metrics import CONTENT_TYPE, RouterMetrics
 from inferscale.router.settings import RouterSettings
 from inferscale.router.table import (
@@ -105,10 +121,15 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def error_body(
-    status: int, message: str, *, param: str | None = None, code: str | None = None
+    status: int,
+    message: str,
+    *,
+    param: str | None = None,
+    code: str | None = None,
+    kind: str | None = None,
 ) -> bytes:
-    """An OpenAI error object."""
-    kind = {
+    """An OpenAI error object (``kind``: its ``type``, else the usual one for ``status``)."""
+    kind = kind or {
         400: "invalid_request_error",
         401: "authentication_error",
         403: "permission_error",
@@ -116,6 +137,7 @@ def error_body(
         408: "timeout",
         409: "conflict",
         413: "invalid_request_error",
+        429: "rate_limit_error",
         502: "upstream_error",
         503: "service_unavailable",
         504: "timeout",
@@ -130,15 +152,15 @@ def error_response(
     *,
     param: str | None = None,
     code: str | None = None,
-    headers: dict[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
+    kind: str | None = None,
 ) -> web.Response:
     """An OpenAI error as a response."""
     out = {"Content-Type": JSON}
     if headers:
         out.update(headers)
-    return web.Response(
-        status=status, body=error_body(status, message, param=param, code=code), headers=out
-    )
+    body = error_body(status, message, param=param, code=code, kind=kind)
+    return web.Response(status=status, body=body, headers=out)
 
 
 def sse_error(status: int, message: str, code: str | None = None) -> bytes:
@@ -178,6 +200,9 @@ class Router:
         self.log_sink = log_sink
         self.clock = clock
         self.metrics = RouterMetrics()
+        self.access = Access(
+            LocalLimiter(clock, time.time), require_client_key=settings.require_client_key
+        )
         self.random = random.Random()
         self.held: dict[str, int] = {}
         self.ready_events: dict[str, asyncio.Event] = {}
@@ -221,6 +246,25 @@ class Router:
             )
         return changed
 
+    def apply_credentials(self, credentials: RouterCredentials, source: str) -> bool:
+        """Install ``credentials`` (StaleCredentialsError when older); log the counts only."""
+        changed = self.access.replace(credentials)
+        if changed:
+            log.info(
+                "credentials applied",
+                extra={
+                    "version": credentials.version,
+                    "source": source,
+                    "providers": len(credentials.provider_keys),
+                    "client_keys": len(credentials.client_keys),
+                },
+            )
+        return changed
+
+    def provider_key(self, provider_id: str) -> str | None:
+        """The API key of InferenceProvider ``<namespace>/<name>`` (``None``: none held)."""
+        return self.access.provider_key(provider_id)
+
     # -- lifecycle ----------------------------------------------------------------------
 
     async def on_startup(self, _app: web.Application) -> None:
@@ -236,8 +280,17 @@ class Router:
                 auto_decompress=False,
                 skip_auto_headers=("User-Agent",),
             )
-        if self.settings.table_file and self.settings.table_poll_seconds > 0:
-            self.tasks.append(asyncio.create_task(self.watch_table_file()))
+        if self.settings.redis_url:
+            self.access.shared = shared_limiter(self.settings, self.access.local)
+        if self.settings.table_poll_seconds > 0:
+            if self.settings.table_file:
+                path = Path(self.settings.table_file)
+                self.tasks.append(asyncio.create_task(self.watch_file(path, self._load_table)))
+            if self.settings.credentials_file:
+                path = Path(self.settings.credentials_file)
+                self.tasks.append(
+                    asyncio.create_task(self.watch_file(path, self._load_credentials))
+                )
         if self.settings.scrape_interval_seconds > 0:
             self.tasks.append(asyncio.create_task(self.scrape_engines()))
 
@@ -253,13 +306,14 @@ class Router:
                 await task
 
     async def on_cleanup(self, _app: web.Application) -> None:
-        """Close the upstream session if it is ours."""
+        """Close the upstream session if it is ours, and the limits store."""
         if self.own_session and self.session is not None:
             await self.session.close()
+        if self.access.shared is not None:
+            await self.access.shared.close()
 
-    async def watch_table_file(self) -> None:
-        """Re-read the table file when it changes (a ConfigMap update); runs until shutdown."""
-        path = Path(self.settings.table_file or "")
+    async def watch_file(self, path: Path, load: Callable[[Path], Awaitable[None]]) -> None:
+        """Re-read ``path`` when it changes (a ConfigMap or Secret update); until shutdown."""
         seen = _mtime(path)
         while not self.stop.is_set():
             with contextlib.suppress(TimeoutError):
@@ -268,13 +322,27 @@ class Router:
             if mtime is None or mtime == seen:
                 continue
             seen = mtime
-            try:
-                table = await asyncio.to_thread(load_table_file, path)
-                self.apply_table(table, str(path))
-            except StaleTableError:
-                continue  # the operator already pushed something newer
-            except (OSError, ValueError) as error:
-                log.warning("table file unusable: %s", error)
+            await load(path)
+
+    async def _load_table(self, path: Path) -> None:
+        try:
+            table = await asyncio.to_thread(load_table_file, path)
+            self.apply_table(table, str(path))
+        except StaleTableError:
+            pass  # the operator already pushed something newer
+        except (OSError, ValueError) as error:
+            log.warning("table file unusable: %s", error)
+
+    async def _load_credentials(self, path: Path) -> None:
+        try:
+            credentials = await asyncio.to_thread(load_credentials_file, path)
+            self.apply_credentials(credentials, str(path))
+        except StaleCredentialsError:
+            pass  # the operator already pushed something newer
+        except OSError as error:
+            log.warning("credentials file unreadable: %s", error)
+        except ValidationError as error:
+            log.warning("credentials file invalid: %s", _problems(error))
 
     async def scrape_engines(self) -> None:
         """Read each endpoint's queue and KV-cache use; unknown or failed means 0."""
@@ -309,7 +377,9 @@ class Router:
             return web.Response(status=503, text="draining")
         if self.table.table is None:
             return web.Response(status=503, text="no routing table yet")
-        return web.Response(text="ok")
+        degraded = self.access.degraded()
+        # Still ready: a router whose limits went local must keep serving.
+        return web.Response(text=f"ok (degraded: {degraded})" if degraded else "ok")
 
     async def metrics_endpoint(self, _request: web.Request) -> web.StreamResponse:
         """Prometheus text format."""
@@ -317,14 +387,25 @@ class Router:
             (name, e.pod, e.in_flight) for name, m in self.table.models.items() for e in m.endpoints
         ]
         held = [(name, self.held.get(name, 0)) for name in self.table.models]
-        text = self.metrics.render(in_flight, held, self.table.version)
+        text = self.metrics.render(
+            in_flight, held, self.table.version, extra=self.access.metric_lines()
+        )
         return web.Response(body=text.encode(), headers={"Content-Type": CONTENT_TYPE})
 
-    async def list_models(self, _request: web.Request) -> web.StreamResponse:
-        """``GET /v1/models``: every model in the table (at zero too: those are held, not 404)."""
+    async def list_models(self, request: web.Request) -> web.StreamResponse:
+        """``GET /v1/models``: every model in the table (at zero too: those are held, not 404).
+
+        With client keys, only the models the caller's key may use.
+        """
+        names = sorted(self.table.models)
+        if self.access.active:
+            policy = self.access.identify(request.headers.get("Authorization"))
+            if isinstance(policy, Refusal):
+                return _refusal(policy)
+            names = self.access.visible(policy, names)
         data = [
             {"id": name, "object": "model", "created": 0, "owned_by": "inferscale"}
-            for name in sorted(self.table.models)
+            for name in names
         ]
         return web.Response(
             body=json.dumps({"object": "list", "data": data}).encode(),
@@ -368,16 +449,38 @@ class Router:
         except web.HTTPRequestEntityTooLarge:
             return error_response(413, "routing table too large")
         except ValidationError as error:
-            problems = error.errors(include_url=False, include_input=False)[:5]
-            detail = "; ".join(
-                f"{'.'.join(str(x) for x in p['loc']) or 'body'}: {p['msg']}" for p in problems
-            )
-            return error_response(400, f"invalid routing table: {detail}")
+            return error_response(400, f"invalid routing table: {_problems(error)}")
         try:
             changed = self.apply_table(table, "admin API")
         except StaleTableError as error:
             return error_response(409, str(error), code="stale_version")
         doc = {"version": table.version, "changed": changed, "models": len(table.models)}
+        return web.Response(body=json.dumps(doc).encode(), headers={"Content-Type": JSON})
+
+    async def get_credentials(self, request: web.Request) -> web.StreamResponse:
+        """``GET /admin/v1/credentials``: version and counts held (never a key or digest)."""
+        if (refused := self._auth(request)) is not None:
+            return refused
+        if self.access.credentials is None:
+            return error_response(404, "no credentials yet")
+        body = json.dumps(summary(self.access.credentials)).encode()
+        return web.Response(body=body, headers={"Content-Type": JSON})
+
+    async def put_credentials(self, request: web.Request) -> web.StreamResponse:
+        """``PUT /admin/v1/credentials``: install newer credentials."""
+        if (refused := self._auth(request)) is not None:
+            return refused
+        try:
+            credentials = RouterCredentials.model_validate_json(await request.read())
+        except web.HTTPRequestEntityTooLarge:
+            return error_response(413, "credentials too large")
+        except ValidationError as error:
+            return error_response(400, f"invalid credentials: {_problems(error)}")
+        try:
+            changed = self.apply_credentials(credentials, "admin API")
+        except StaleCredentialsError as error:
+            return error_response(409, str(error), code="stale_version")
+        doc = {"version": credentials.version, "changed": changed}
         return web.Response(body=json.dumps(doc).encode(), headers={"Content-Type": JSON})
 
     async def get_held(self, request: web.Request) -> web.StreamResponse:
@@ -400,6 +503,12 @@ class Router:
     async def proxy(self, request: web.Request) -> web.StreamResponse:
         """``POST /v1/chat/completions``, ``/v1/completions``, ``/v1/embeddings``."""
         start = self.clock()
+        policy = ANONYMOUS
+        if self.access.active:  # the key first: an unknown caller learns nothing else
+            identified = self.access.identify(request.headers.get("Authorization"))
+            if isinstance(identified, Refusal):
+                return self._refuse_access(request, start, identified)
+            policy = identified
         content = request.content
         try:
             if content.is_eof():
@@ -428,6 +537,11 @@ class Router:
         options = obj.get("stream_options")
         if options is not None and not isinstance(options, dict):
             return self._refuse(request, start, 400, "stream_options: must be an object")
+        grant: Grant | None = None
+        if policy is not ANONYMOUS:
+            refusal = self.access.authorize(policy, name)
+            if refusal is not None:
+                return self._refuse_access(request, start, refusal, policy.client)
         model = self.table.models.get(name)
         if model is None:
             return self._refuse(
@@ -438,14 +552,27 @@ class Router:
                 "model",
                 "model_not_found",
             )
+        if policy.limited:
+            admitted = await self.access.admit(policy, estimate_tokens(len(body), obj))
+            if isinstance(admitted, Refusal):
+                return self._refuse_access(request, start, admitted, policy.client)
+            grant = admitted
         ctx = _Context(request, name, bool(stream), start, next(self.ids))
-        if not model.ready:
-            refused = await self._hold(ctx, model)
-            if refused is not None:
-                return refused
-            assert ctx.model is not None
-            model = ctx.model
-        return await self._forward(ctx, model, body, obj, ctx.committed)
+        ctx.client = policy.client
+        try:
+            if not model.ready:
+                refused = await self._hold(ctx, model)
+                if refused is not None:
+                    ctx.status = refused.status
+                    return refused
+                assert ctx.model is not None
+                model = ctx.model
+            return await self._forward(ctx, model, body, obj, ctx.committed)
+        finally:
+            if grant is not None:
+                # Also when the client went away (handler cancelled): the engine's tokens up to
+                # then are unknown, so the estimate stays charged (status 200 until answered).
+                self.access.settle(grant, ctx.usage, ctx.status)
 
     async def _hold(self, ctx: _Context, model: ModelState) -> web.StreamResponse | None:
         """Wait for the model to get a ready endpoint; sets ``ctx.model`` when it has one."""
@@ -677,7 +804,7 @@ class Router:
                     ctx, endpoint, committed, 502, "the engine answered invalid JSON"
                 )
             usage = doc.get("usage") if isinstance(doc, dict) else None
-        self._usage(ctx.name, usage)
+        self._usage(ctx, usage)
         if committed is not None:  # a held stream asked for stream but got JSON: pass it as data
             await committed.write(b"data: " + data + b"\n\n")
             self._access(ctx, status, endpoint.pod)
@@ -754,7 +881,7 @@ class Router:
             if status != 504:
                 endpoint.record_success()
         usage = stream_usage(prev + last) if status == 200 else None
-        self._usage(ctx.name, usage)
+        self._usage(ctx, usage)
         self._access(ctx, status, endpoint.pod, usage)
         return resp
 
@@ -774,14 +901,24 @@ class Router:
 
     # -- bookkeeping --------------------------------------------------------------------
 
-    def _usage(self, name: str, usage: object) -> None:
+    def _usage(self, ctx: _Context, usage: object) -> None:
         if not isinstance(usage, dict):
             return
+        ctx.usage = usage
+        name = ctx.name
         p, c = usage.get("prompt_tokens"), usage.get("completion_tokens")
         if isinstance(p, int):
             self.metrics.bump(self.metrics.tokens_in, name, p)
         if isinstance(c, int):
             self.metrics.bump(self.metrics.tokens_out, name, c)
+
+    def _refuse_access(
+        self, request: web.Request, start: float, refusal: Refusal, client: str = ""
+    ) -> web.Response:
+        ctx = _Context(request, "", False, start, next(self.ids))
+        ctx.client = client
+        self._access(ctx, refusal.status, "")
+        return _refusal(refusal)
 
     def _refuse(
         self,
@@ -806,6 +943,7 @@ class Router:
         attempts: int | None = None,
     ) -> None:
         elapsed = self.clock() - ctx.start
+        ctx.status = status
         if ctx.name:
             self.metrics.count_request(ctx.name, pod, status)
             self.metrics.latency.observe((ctx.name,), elapsed)
@@ -822,6 +960,8 @@ class Router:
             "endpoint": pod,
             "ms": round(elapsed * 1000, 3),
         }
+        if ctx.client:
+            line["client"] = ctx.client
         if attempts is not None:
             line["attempts"] = attempts
         if isinstance(usage, dict):
@@ -833,7 +973,18 @@ class Router:
 class _Context:
     """What one request carries through the proxy (no prompt text: it is never logged)."""
 
-    __slots__ = ("committed", "id", "model", "name", "request", "start", "status", "stream")
+    __slots__ = (
+        "client",
+        "committed",
+        "id",
+        "model",
+        "name",
+        "request",
+        "start",
+        "status",
+        "stream",
+        "usage",
+    )
 
     def __init__(self, request: web.Request, name: str, stream: bool, start: float, n: int) -> None:
         self.request = request
@@ -845,6 +996,52 @@ class _Context:
         self.committed: web.StreamResponse | None = None
         """A held stream whose headers already went out with a keep-alive."""
         self.status = 200
+        """The answer's status, once known (what the access log says)."""
+        self.client = ""
+        """The InferenceClient of the caller's key, if it sent a known one."""
+        self.usage: dict[str, Any] | None = None
+        """The response's token usage, once read."""
+
+
+def _refusal(refusal: Refusal) -> web.Response:
+    return error_response(
+        refusal.status,
+        refusal.message,
+        code=refusal.code,
+        headers=refusal.headers,
+        kind=refusal.kind,
+    )
+
+
+def shared_limiter(settings: RouterSettings, local: LocalLimiter) -> SharedLimiter:
+    """The Redis-backed limiter of ``settings.redis_url`` (connects lazily, never raises here)."""
+    import redis.asyncio
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    client = redis.asyncio.Redis.from_url(
+        settings.redis_url or "",
+        socket_timeout=settings.redis_timeout_seconds,
+        socket_connect_timeout=settings.redis_timeout_seconds,
+        # No retries inside the client: a failed call falls back to local limits at once, and
+        # Redis is tried again after redis_retry_seconds.
+        retry=Retry(NoBackoff(), 0),
+    )
+    return SharedLimiter(
+        client,
+        local,
+        prefix=settings.redis_key_prefix,
+        retry_seconds=settings.redis_retry_seconds,
+        outage=settings.budgets_during_outage,
+    )
+
+
+def _problems(error: ValidationError) -> str:
+    """The first few problems as ``path: message``, never the input (it may hold keys)."""
+    problems = error.errors(include_url=False, include_input=False, include_context=False)[:5]
+    return "; ".join(
+        f"{'.'.join(str(x) for x in p['loc']) or 'body'}: {p['msg']}" for p in problems
+    )
 
 
 def _mtime(path: Path) -> float | None:
@@ -922,6 +1119,7 @@ def create_app(
         log_sink: where access-log lines go (``None``: no access log).
     """
     router = Router(settings, table, upstream_session, admin_token=admin_token, log_sink=log_sink)
+    initial_credentials(router)
     app = web.Application(client_max_size=settings.max_request_bytes)
     app[ROUTER_KEY] = router
     app.on_startup.append(router.on_startup)
@@ -935,6 +1133,8 @@ def create_app(
     app.router.add_get("/metrics", router.metrics_endpoint)
     app.router.add_get("/admin/v1/routing-table", router.get_table)
     app.router.add_put("/admin/v1/routing-table", router.put_table)
+    app.router.add_get("/admin/v1/credentials", router.get_credentials)
+    app.router.add_put("/admin/v1/credentials", router.put_credentials)
     app.router.add_get("/admin/v1/held", router.get_held)
     app.router.add_route("*", "/{tail:.*}", router.not_found)
     return app
@@ -946,6 +1146,19 @@ def read_admin_token(settings: RouterSettings) -> str | None:
         token = Path(settings.admin_token_file).read_text().strip()
         return token or None
     return settings.admin_token or None
+
+
+def initial_credentials(router: Router) -> None:
+    """Load the credentials file into ``router``, if there is a usable one."""
+    if not router.settings.credentials_file:
+        return
+    path = Path(router.settings.credentials_file)
+    try:
+        router.apply_credentials(load_credentials_file(path), str(path))
+    except OSError as error:
+        log.warning("no usable credentials in %s: %s", path, error)
+    except ValidationError as error:
+        log.warning("no usable credentials in %s: %s", path, _problems(error))
 
 
 def initial_table(settings: RouterSettings) -> EndpointTable:

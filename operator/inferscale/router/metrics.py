@@ -90,8 +90,9 @@ class RouterMetrics:
         in_flight: Iterable[tuple[str, str, int]],
         held: Iterable[tuple[str, int]],
         table_version: int,
+        extra: Iterable[str] = (),
     ) -> str:
-        """The whole exposition, with the live gauges passed in."""
+        """The whole exposition, with the live gauges (and others' lines) passed in."""
         out: list[str] = []
 
         def family(name: str, kind: str, text: str) -> None:
@@ -138,4 +139,5 @@ class RouterMetrics:
         )
         family("inferscale_router_table_version", "gauge", "Version of the routing table held.")
         out.append(f"inferscale_router_table_version {table_version}")
+        out.extend(extra)
         return "\n".join(out) + "\n"

@@ -7,6 +7,8 @@ retries, timeouts, hold queue) comes from the routing table, not from here.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -26,7 +28,17 @@ class RouterSettings(BaseSettings):
     """Routing table to load at start (the operator's ConfigMap, mounted); re-read when it
     changes, and applied when its version is newer than the one held."""
     table_poll_seconds: float = Field(10.0, ge=0)
-    """How often the table file is checked for changes (0: only at start)."""
+    """How often the table file and the credentials file are checked for changes (0: only at
+    start)."""
+    credentials_file: str | None = None
+    """Credentials to load at start (the operator's Secret ``inferscale-router-credentials``,
+    mounted): provider API keys and the digests of client keys. Re-read when it changes, and
+    applied when its version is newer than the one held."""
+    require_client_key: bool = False
+    """Refuse every request without a known client key (401), whatever the credentials say.
+    Without it a key is required once the operator's credentials say so (while any
+    InferenceClient exists); set it where the router must never serve openly, not even before
+    its first credentials arrive."""
     admin_token: str | None = Field(None, repr=False)
     """Bearer token of the admin API (env ``INFERSCALE_ROUTER_ADMIN_TOKEN``, set from a
     Secret). Without a token (here or in ``admin_token_file``) the admin API refuses all."""
@@ -51,6 +63,22 @@ class RouterSettings(BaseSettings):
     scrape_interval_seconds: float = Field(0.0, ge=0)
     """How often engines' ``/metrics`` are read for queue and KV-cache use (0: never; the
     pickers then balance on the router's own in-flight counts)."""
+    redis_url: str | None = Field(None, repr=False)
+    """Redis holding the client limits and budgets that several router replicas share, for
+    example ``redis://redis.inferscale-system:6379/0`` (a password in it: set the variable
+    ``INFERSCALE_ROUTER_REDIS_URL`` from a Secret). Unset: each router keeps its own."""
+    redis_timeout_seconds: float = Field(0.25, gt=0, le=30)
+    """Longest wait for Redis per call (connect or answer); past it the request is limited
+    by this router alone and Redis counts as down."""
+    redis_retry_seconds: float = Field(1.0, gt=0, le=300)
+    """While Redis is down, how often it is tried again (requests in between do not wait)."""
+    redis_key_prefix: str = Field("inferscale:", max_length=64)
+    """Prefix of every key the router writes in Redis (several installations, one Redis)."""
+    budgets_during_outage: Literal["local", "refuse"] = "local"
+    """While Redis is down: ``local`` (default) counts budgets in each router from the
+    shared figure it last read, so the budget is exceeded by at most what the other replicas
+    admit meanwhile; ``refuse`` answers 503 to clients that have a budget until Redis is
+    back."""
     access_log: bool = True
     """Write one JSON line per request to standard output (no prompt text, no credentials)."""
     drain_seconds: float = Field(0.0, ge=0)

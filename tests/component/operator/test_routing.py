@@ -236,8 +236,8 @@ async def test_a_missing_secret_stops_pushes_not_the_configmap(world, caplog):
     assert world.stored()["version"] == 1_000
     lines = [r.getMessage() for r in caplog.records if "not pushed" in r.getMessage()]
     assert lines == [
-        "routing tables are not pushed to routers: Secret sys/inferscale-router-admin does not "
-        "exist; routers keep serving the ConfigMap's table"
+        "routing table is not pushed to routers: Secret sys/inferscale-router-admin does not "
+        "exist; routers keep what the ConfigMap sys/inferscale-routing-table holds"
     ]  # once, not per try
 
 
@@ -491,16 +491,16 @@ async def test_routing_disabled_starts_nothing():
     w = World()
     await routing.routing_model_pod_event(type=None, body=pod("p"), memo=memo, **indices(w))
     assert memo["routing"].publisher is None
-    assert not routing._is_router(body=router_pod("r1"), memo=memo)
+    assert not routing.is_router(body=router_pod("r1"), memo=memo)
     await w.client.aclose()
 
 
 def test_router_pods_are_recognised_by_namespace_and_labels():
     settings = OperatorSettings(pod_namespace=NS)
     memo = {"runtime": Runtime(api=FakeKubeApi(), settings=settings)}
-    assert routing._is_router(body=router_pod("r1"), memo=memo)
-    assert not routing._is_router(body=pod("p", namespace=NS), memo=memo)
-    assert not routing._is_router(body=router_pod("r1"), memo={})
+    assert routing.is_router(body=router_pod("r1"), memo=memo)
+    assert not routing.is_router(body=pod("p", namespace=NS), memo=memo)
+    assert not routing.is_router(body=router_pod("r1"), memo={})
 
 
 def test_index_snapshots_and_read_sources():

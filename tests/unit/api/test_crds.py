@@ -123,8 +123,13 @@ def test_quantities_are_int_or_string():
 
 
 def test_every_kind_is_generated_once():
-    assert sorted(i.kind for i in CRDS) == ["InferenceModel", "InferenceProvider", "InferenceRoute"]
-    assert len({i.name for i in CRDS}) == 3
+    assert sorted(i.kind for i in CRDS) == [
+        "InferenceClient",
+        "InferenceModel",
+        "InferenceProvider",
+        "InferenceRoute",
+    ]
+    assert len({i.name for i in CRDS}) == 4
 
 
 def test_crd_files_are_valid_yaml_with_the_generated_header():

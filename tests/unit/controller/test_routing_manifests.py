@@ -10,11 +10,12 @@ from pathlib import Path
 import kubernetes_validate
 import yaml
 
-from inferscale.config import DEFAULT_ROUTER_NAMESPACE, RoutingSettings
+from inferscale.config import DEFAULT_ROUTER_NAMESPACE, AccessSettings, RoutingSettings
 from inferscale.router.settings import RouterSettings
 
 REPO = Path(__file__).resolve().parents[3]
 DEFAULTS = RoutingSettings()
+ACCESS = AccessSettings()
 
 
 def docs(path: str) -> dict[str, dict]:
@@ -51,6 +52,13 @@ def test_the_router_manifest_matches_the_operators_settings():
     (item,) = token["items"]
     assert item["key"] == DEFAULTS.admin_token_key
     assert args["admin-token-file"] == f"{mounts['admin-token']}/{item['path']}"
+    credentials = volumes["credentials"]["secret"]
+    assert credentials["secretName"] == ACCESS.credentials_secret
+    assert credentials["optional"] is True
+    (item,) = credentials["items"]
+    assert item["key"] == ACCESS.credentials_key
+    assert args["credentials-file"] == f"{mounts['credentials']}/{item['path']}"
+    assert not any("subPath" in m for m in container["volumeMounts"])  # updates must arrive
     service = objs["Service/inferscale-router"]
     assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
 
@@ -59,10 +67,16 @@ def test_the_operators_role_allows_exactly_what_routing_does():
     objs = docs("config/rbac/operator.yaml")
     role = objs["Role/inferscale-operator-routing"]
     assert role["metadata"]["namespace"] == DEFAULT_ROUTER_NAMESPACE
-    rules = {tuple(r["resources"]): r for r in role["rules"]}
-    assert rules[("configmaps",)]["verbs"] == ["get", "create", "patch"]
-    assert rules[("secrets",)]["resourceNames"] == [DEFAULTS.admin_token_secret]
-    assert rules[("secrets",)]["verbs"] == ["get"]
+    rules = {
+        (tuple(r["resources"]), tuple(r.get("resourceNames", ()))): r["verbs"]
+        for r in role["rules"]
+    }
+    assert rules == {
+        (("configmaps",), ()): ["get", "create", "patch"],
+        (("secrets",), (DEFAULTS.admin_token_secret,)): ["get"],
+        (("secrets",), ()): ["create"],
+        (("secrets",), (ACCESS.credentials_secret,)): ["get", "patch"],
+    }
     binding = objs["RoleBinding/inferscale-operator-routing"]
     assert binding["roleRef"]["name"] == "inferscale-operator-routing"
     cluster = objs["ClusterRole/inferscale-operator"]
@@ -72,4 +86,6 @@ def test_the_operators_role_allows_exactly_what_routing_does():
         if {"list", "watch"} <= set(r["verbs"])
         for res in r["resources"]
     }
-    assert {"pods", "inferenceroutes", "inferencemodels"} <= watched
+    assert {"pods", "inferenceroutes", "inferencemodels", "inferenceclients", "secrets"} <= watched
+    status = {res for r in cluster["rules"] if "patch" in r["verbs"] for res in r["resources"]}
+    assert "inferenceclients/status" in status

@@ -1,5 +1,10 @@
-"""Version ``v1alpha1`` of the ``inferscale.io`` API: the three custom resources and their parts."""
+"""Version ``v1alpha1`` of the ``inferscale.io`` API: the four custom resources and their parts."""
 
+from inferscale.api.v1alpha1.inference_client import (
+    InferenceClient,
+    InferenceClientSpec,
+    InferenceClientStatus,
+)
 from inferscale.api.v1alpha1.inference_model import (
     InferenceModel,
     InferenceModelSpec,
@@ -17,6 +22,9 @@ from inferscale.api.v1alpha1.inference_route import (
 )
 
 __all__ = [
+    "InferenceClient",
+    "InferenceClientSpec",
+    "InferenceClientStatus",
     "InferenceModel",
     "InferenceModelSpec",
     "InferenceModelStatus",

@@ -1,0 +1,332 @@
+"""Client access in the router: the credentials it holds, and who may send what.
+
+:class:`Access` holds the current :class:`~inferscale.router.credentials.RouterCredentials`, the
+index of client-key digests and one :class:`~inferscale.router.limits.Policy` per client, all
+built from them; :meth:`Access.replace` swaps them in with one assignment each, and nothing
+awaits between reading them, so a request sees the old credentials or the new ones, never a mix.
+Provider backends read their API keys through :meth:`Access.provider_key` at the moment they
+call the provider, so a rotated key is used from the next request on.
+
+A request passes three checks, each an OpenAI error object when it fails:
+
+1. :meth:`Access.identify`: the bearer token is hashed and looked up. No or an unknown key is
+   401 while keys are required (the credentials say so, or the router's own setting); when they
+   are not, such a request is anonymous and unlimited (an OpenAI SDK always sends some key).
+2. :meth:`Access.authorize`: a model outside the client's ``allowedModels`` is 403 (checked
+   before the model's existence, so a client cannot probe for other models).
+3. :meth:`Access.admit`: rates and budgets (:mod:`inferscale.router.limits`), 429 with
+   ``Retry-After`` in whole seconds; :meth:`Access.settle` then charges the real usage.
+
+Failure behaviour: credentials older than the ones held raise
+:class:`~inferscale.router.credentials.StaleCredentialsError` (the admin API answers 409, the
+file watcher ignores them); an invalid document is refused whole, and the error never quotes it.
+A shared limits store that fails is the limiter's business (:mod:`inferscale.router.limits_redis`:
+local limits, reported).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, Protocol
+
+from inferscale.router.credentials import (
+    ClientKey,
+    KeyIndex,
+    RouterCredentials,
+    StaleCredentialsError,
+)
+from inferscale.router.limits import (
+    Charge,
+    LimitName,
+    LocalLimiter,
+    Policy,
+    Verdict,
+    retry_after_header,
+)
+
+ANONYMOUS: Final = Policy(client="")
+"""The policy of a request without a known key while keys are not required: no limit."""
+
+_LIMIT_TEXT: Final[dict[LimitName, str]] = {
+    "requests": "requests per minute",
+    "tokens": "tokens per minute",
+    "tokens_per_day": "tokens per day",
+    "tokens_per_month": "tokens per month",
+    "unavailable": "budget",
+}
+
+
+class SharedLimits(Protocol):
+    """A limiter whose state other routers share (:class:`~.limits_redis.SharedLimiter`)."""
+
+    async def admit(self, policy: Policy, estimate: int) -> tuple[Verdict, Charge | None]:
+        """Check and take, as :meth:`LocalLimiter.admit`."""
+        ...
+
+    def settle(self, policy: Policy, charge: Charge, used: int | None, failed: bool) -> None:
+        """Correct a charge (may finish in the background)."""
+        ...
+
+    def degraded(self) -> str | None:
+        """Why the limits are not shared right now (``None``: they are)."""
+        ...
+
+    def metric_lines(self) -> Iterable[str]:
+        """Its own metrics, in the exposition format."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """An access check that failed: the HTTP answer to give."""
+
+    status: int
+    message: str
+    code: str
+    kind: str
+    headers: Mapping[str, str] | None = None
+
+
+@dataclass(slots=True)
+class Grant:
+    """An admitted request of a known client: what to settle when it ends."""
+
+    policy: Policy
+    charge: Charge | None
+
+
+def policy_of(key: ClientKey) -> Policy:
+    """The policy a client key carries."""
+    return Policy(
+        client=key.client,
+        allowed_models=frozenset(key.allowed_models) if key.allowed_models else None,
+        requests_per_minute=key.limits.requests_per_minute,
+        tokens_per_minute=key.limits.tokens_per_minute,
+        tokens_per_day=key.budgets.tokens_per_day,
+        tokens_per_month=key.budgets.tokens_per_month,
+    )
+
+
+def estimate_tokens(body_bytes: int, obj: Mapping[str, Any]) -> int:
+    """What a request may cost before it runs, in tokens.
+
+    Its body's bytes / 4 (about a token each in English and JSON) plus the completion it asks
+    for at most (``max_completion_tokens``, else ``max_tokens``).
+    """
+    out = obj.get("max_completion_tokens")
+    if not isinstance(out, int) or isinstance(out, bool) or out < 0:
+        out = obj.get("max_tokens")
+    if not isinstance(out, int) or isinstance(out, bool) or out < 0:
+        out = 0
+    return body_bytes // 4 + min(out, 10_000_000)
+
+
+def used_tokens(usage: object) -> int | None:
+    """Prompt plus completion tokens of a response's ``usage`` (``None``: no usage)."""
+    if not isinstance(usage, Mapping):
+        return None
+    total = usage.get("total_tokens")
+    if isinstance(total, int) and not isinstance(total, bool) and total >= 0:
+        return total
+    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    parts = [p for p in (prompt, completion) if isinstance(p, int) and not isinstance(p, bool)]
+    return sum(parts) if parts else None
+
+
+class Access:
+    """The router's credentials and client-access checks."""
+
+    def __init__(
+        self,
+        local: LocalLimiter | None = None,
+        shared: SharedLimits | None = None,
+        *,
+        require_client_key: bool = False,
+    ) -> None:
+        """No credentials yet; ``require_client_key`` forces keys whatever they say."""
+        self.local = local or LocalLimiter(time.monotonic, time.time)
+        self.shared = shared
+        self.force_required = require_client_key
+        self.credentials: RouterCredentials | None = None
+        self.keys = KeyIndex.build(())
+        self.policies: dict[str, Policy] = {}
+        self.provider_keys: dict[str, str] = {}
+        self.required = require_client_key
+        self.active = require_client_key
+        """Whether requests are checked at all (keys required, or some key known): a router
+        without client keys pays nothing per request."""
+        self.refused: dict[tuple[str, str], int] = {}
+        """(reason, client) -> requests refused (``client`` empty for 401)."""
+
+    @property
+    def version(self) -> int:
+        """Version of the credentials held (0 before any)."""
+        return self.credentials.version if self.credentials is not None else 0
+
+    def replace(self, credentials: RouterCredentials) -> bool:
+        """Install ``credentials``; False when they are the ones already held.
+
+        Raises:
+            StaleCredentialsError: older than the ones held, or the same version with other
+                content.
+        """
+        held = self.credentials
+        if held is not None:
+            if credentials.version < held.version:
+                raise StaleCredentialsError(
+                    f"credentials version {credentials.version} is older than {held.version}"
+                )
+            if credentials.version == held.version:
+                if credentials.same_content(held):
+                    return False
+                raise StaleCredentialsError(
+                    f"credentials version {credentials.version} are already held with other content"
+                )
+        keys = KeyIndex.build(credentials.client_keys)
+        policies: dict[str, Policy] = {}
+        for key in credentials.client_keys:
+            policies.setdefault(key.client, policy_of(key))
+        provider_keys = {k: v.get_secret_value() for k, v in credentials.provider_keys.items()}
+        # Each is one assignment; readers take what they need in one step (no await between).
+        self.keys, self.policies = keys, policies
+        self.provider_keys, self.credentials = provider_keys, credentials
+        self.required = self.force_required or credentials.require_client_key
+        self.active = self.required or len(keys) > 0
+        return True
+
+    def provider_key(self, provider_id: str) -> str | None:
+        """The API key of provider ``<namespace>/<name>``, or ``None`` when none is held."""
+        return self.provider_keys.get(provider_id)
+
+    # -- the checks -----------------------------------------------------------------------
+
+    def identify(self, authorization: str | None) -> Policy | Refusal:
+        """The caller's policy from its ``Authorization`` header, or 401."""
+        token = ""
+        if authorization and authorization[:7].lower() == "bearer ":
+            token = authorization[7:].strip()
+        key = self.keys.find(token) if token else None
+        if key is not None:
+            policy = self.policies.get(key.client)
+            if policy is not None:
+                return policy
+        if not self.required:
+            return ANONYMOUS
+        if not token:
+            self._count("missing_key", "")
+            return Refusal(
+                401,
+                "You didn't provide an API key: send it as 'Authorization: Bearer <key>'.",
+                "missing_api_key",
+                "invalid_request_error",
+                {"WWW-Authenticate": "Bearer"},
+            )
+        self._count("invalid_key", "")
+        return Refusal(
+            401,
+            "Incorrect API key provided.",
+            "invalid_api_key",
+            "invalid_request_error",
+            {"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        )
+
+    def authorize(self, policy: Policy, model: str) -> Refusal | None:
+        """403 when ``model`` is not among the client's allowed models."""
+        allowed = policy.allowed_models
+        if allowed is None or model in allowed:
+            return None
+        self._count("model_not_allowed", policy.client)
+        return Refusal(
+            403,
+            f"The client `{policy.client}` may not use the model `{model}`.",
+            "model_not_allowed",
+            "permission_error",
+        )
+
+    def visible(self, policy: Policy, models: Iterable[str]) -> list[str]:
+        """The models a client may see in ``GET /v1/models``."""
+        allowed = policy.allowed_models
+        return [m for m in models if allowed is None or m in allowed]
+
+    async def admit(self, policy: Policy, estimate: int) -> Grant | Refusal:
+        """Take the request from the client's limits, or 429 with ``Retry-After``."""
+        if self.shared is not None:
+            verdict, charge = await self.shared.admit(policy, estimate)
+        else:
+            verdict, charge = self.local.admit(policy, estimate)
+        if verdict.allowed:
+            return Grant(policy, charge)
+        name = verdict.limit or "requests"
+        self._count(name, policy.client)
+        retry = retry_after_header(verdict.retry_after)
+        if name == "unavailable":
+            return Refusal(
+                503,
+                f"The budget of `{policy.client}` cannot be checked right now (the shared limits "
+                f"store is unreachable); retry after {retry} s.",
+                "budget_unavailable",
+                "service_unavailable",
+                {"Retry-After": retry},
+            )
+        what = _LIMIT_TEXT[name]
+        budget = name in ("tokens_per_day", "tokens_per_month")
+        message = (
+            f"{'Budget spent' if budget else 'Rate limit reached'} for {what} "
+            f"(limit {verdict.limit_value}) by client `{policy.client}`; retry after {retry} s."
+        )
+        return Refusal(
+            429,
+            message,
+            "insufficient_quota" if budget else "rate_limit_exceeded",
+            "insufficient_quota" if budget else name,
+            {"Retry-After": retry},
+        )
+
+    def settle(self, grant: Grant, usage: object, status: int) -> None:
+        """Charge the real usage; refund a request that failed; keep the estimate otherwise."""
+        if grant.charge is None:
+            return
+        used = used_tokens(usage) if 200 <= status < 300 else None
+        failed = not 200 <= status < 300
+        if self.shared is not None:
+            self.shared.settle(grant.policy, grant.charge, used, failed)
+        else:
+            self.local.settle(grant.policy, grant.charge, used, failed)
+
+    def _count(self, reason: str, client: str) -> None:
+        key = (reason, client)
+        self.refused[key] = self.refused.get(key, 0) + 1
+
+    # -- reporting ------------------------------------------------------------------------
+
+    def degraded(self) -> str | None:
+        """Why limits are not what they should be right now (``None``: they are)."""
+        return self.shared.degraded() if self.shared is not None else None
+
+    def metric_lines(self) -> Iterable[str]:
+        """Refusals by reason and client, and the shared store's health."""
+        yield "# HELP inferscale_router_access_refused_total Requests refused by client access."
+        yield "# TYPE inferscale_router_access_refused_total counter"
+        for (reason, client), n in self.refused.items():
+            yield (
+                f'inferscale_router_access_refused_total{{reason="{reason}",client="{client}"}} {n}'
+            )
+        if self.shared is not None:
+            yield from self.shared.metric_lines()
+
+
+def load_credentials_file(path: Path) -> RouterCredentials:
+    """The credentials stored in ``path`` (JSON, as the operator writes them).
+
+    Raises:
+        OSError: unreadable.
+        ValueError: not valid credentials (the message never quotes the file).
+    """
+    return RouterCredentials.model_validate_json(path.read_bytes())

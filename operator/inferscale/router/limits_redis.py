@@ -1,0 +1,327 @@
+"""Limits shared by several router replicas through Redis, with a local fallback.
+
+:class:`SharedLimiter` applies the rules of :mod:`inferscale.router.limits` atomically in Redis:
+one Lua script per admission refills and checks every bucket and budget of the client and takes
+the request only if all pass (one round trip, no race between replicas), on Redis's own clock
+(``TIME``), so replicas whose clocks differ still share one bucket. Settling a request's real
+usage is a second small script, sent in the background: the response never waits for it.
+
+Keys (all of one client in one hash slot, so a Redis Cluster works too)::
+
+    {prefix}{<namespace>/<name>}:rpm            hash: tokens, stamp    (expires when full)
+    {prefix}{<namespace>/<name>}:tpm            hash: tokens, stamp
+    {prefix}{<namespace>/<name>}:b:YYYY-MM-DD   integer: tokens of that UTC day
+    {prefix}{<namespace>/<name>}:b:YYYY-MM      integer: tokens of that month
+
+Failure behaviour: when Redis does not answer (refused, timed out, an error reply), the router
+keeps serving and enforces the same limits **in its own process** (each replica on its own, so
+together they admit up to replicas x the rates) and reports it: the gauge
+``inferscale_router_limits_degraded`` is 1, ``/readyz`` says so in its body (still 200: the
+router must keep serving), and one warning is logged per outage. Budgets never restart at zero:
+each replica counts from the shared figure it last read for that client and window plus what it
+admitted since, and adds what it counted during the outage to Redis when Redis is back. With
+``budgets_during_outage: refuse`` a client that has a budget is refused (503, ``Retry-After``)
+instead until Redis answers again. Redis is retried at most once per ``retry_seconds``, so an
+outage costs no request a timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any, Final, Literal
+
+from inferscale.router.limits import (
+    ALLOWED,
+    Charge,
+    LimitName,
+    LocalLimiter,
+    Policy,
+    Verdict,
+    windows,
+)
+
+log = logging.getLogger("inferscale.router")
+
+OutagePolicy = Literal["local", "refuse"]
+
+# KEYS: rpm bucket, tpm bucket, day counter, month counter.
+# ARGV: rpm, tpm, day budget, month budget (0: none), cost, day ttl, month ttl (s), bucket ttl.
+# Returns {admitted, which (1 rpm, 2 tpm, 3 day, 4 month), wait seconds (text), day, month}.
+ADMIT_SCRIPT: Final = """
+if redis.replicate_commands then redis.replicate_commands() end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local rpm, tpm = tonumber(ARGV[1]), tonumber(ARGV[2])
+local day_budget, month_budget = tonumber(ARGV[3]), tonumber(ARGV[4])
+local cost = tonumber(ARGV[5])
+local function level(key, cap)
+  local v = redis.call('HMGET', key, 't', 's')
+  local tokens, stamp = tonumber(v[1]), tonumber(v[2])
+  if tokens == nil then return cap end
+  if stamp == nil then stamp = now end
+  local l = tokens + math.max(0, now - stamp) * cap / 60
+  if l > cap then l = cap end
+  return l
+end
+local rl, tl = 0, 0
+if rpm > 0 then
+  rl = level(KEYS[1], rpm)
+  if rl < 1 then return {0, 1, tostring((1 - rl) * 60 / rpm), 0, 0} end
+end
+if tpm > 0 then
+  if cost > tpm then cost = tpm end
+  tl = level(KEYS[2], tpm)
+  if tl < cost then return {0, 2, tostring((cost - tl) * 60 / tpm), 0, 0} end
+end
+local day, month = 0, 0
+if day_budget > 0 then
+  day = tonumber(redis.call('GET', KEYS[3]) or '0')
+  if day >= day_budget then return {0, 3, '0', day, 0} end
+end
+if month_budget > 0 then
+  month = tonumber(redis.call('GET', KEYS[4]) or '0')
+  if month >= month_budget then return {0, 4, '0', day, month} end
+end
+if rpm > 0 then
+  redis.call('HSET', KEYS[1], 't', tostring(rl - 1), 's', tostring(now))
+  redis.call('EXPIRE', KEYS[1], ARGV[8])
+end
+if tpm > 0 then
+  redis.call('HSET', KEYS[2], 't', tostring(tl - cost), 's', tostring(now))
+  redis.call('EXPIRE', KEYS[2], ARGV[8])
+end
+if day_budget > 0 then
+  day = redis.call('INCRBY', KEYS[3], cost)
+  redis.call('EXPIRE', KEYS[3], ARGV[6])
+end
+if month_budget > 0 then
+  month = redis.call('INCRBY', KEYS[4], cost)
+  redis.call('EXPIRE', KEYS[4], ARGV[7])
+end
+return {1, 0, '0', day, month}
+"""
+
+# KEYS: tpm bucket, day counter, month counter. ARGV: delta tokens, then 1/0 for each key.
+SETTLE_SCRIPT: Final = """
+local d = tonumber(ARGV[1])
+if ARGV[2] == '1' and redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HINCRBYFLOAT', KEYS[1], 't', -d)
+end
+if ARGV[3] == '1' and redis.call('EXISTS', KEYS[2]) == 1 then redis.call('INCRBY', KEYS[2], d) end
+if ARGV[4] == '1' and redis.call('EXISTS', KEYS[3]) == 1 then redis.call('INCRBY', KEYS[3], d) end
+return 1
+"""
+
+_WHICH: Final[dict[int, LimitName]] = {
+    1: "requests",
+    2: "tokens",
+    3: "tokens_per_day",
+    4: "tokens_per_month",
+}
+
+BUCKET_TTL_SECONDS: Final = 120
+"""A bucket untouched this long is full again; Redis may forget it."""
+
+
+class SharedLimiter:
+    """Limits in Redis, and this process's :class:`LocalLimiter` while Redis is unreachable."""
+
+    def __init__(
+        self,
+        client: Any,
+        local: LocalLimiter,
+        *,
+        prefix: str = "inferscale:",
+        retry_seconds: float = 1.0,
+        outage: OutagePolicy = "local",
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``client`` is a ``redis.asyncio.Redis``; the errors it raises are ``redis``'s."""
+        import redis.exceptions
+
+        self.client = client
+        self.local = local
+        self.prefix = prefix
+        self.retry_seconds = retry_seconds
+        self.outage = outage
+        self.monotonic = monotonic
+        self.errors_caught: tuple[type[BaseException], ...] = (
+            redis.exceptions.RedisError,
+            OSError,
+            TimeoutError,
+        )
+        self.admit_script = client.register_script(ADMIT_SCRIPT)
+        self.settle_script = client.register_script(SETTLE_SCRIPT)
+        self.down_since: float | None = None
+        """Wall time Redis stopped answering (``None``: it answers)."""
+        self.next_try = 0.0
+        self.last_error = ""
+        self.failures = 0
+        """Redis calls that failed, all told (a counter metric)."""
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    # -- keys -----------------------------------------------------------------------------
+
+    def _key(self, client: str, suffix: str) -> str:
+        return f"{self.prefix}{{{client}}}:{suffix}"
+
+    # -- admission ------------------------------------------------------------------------
+
+    async def admit(self, policy: Policy, estimate: int) -> tuple[Verdict, Charge | None]:
+        """Admit against Redis; against the local limiter while Redis is down."""
+        if self.down_since is not None and self.monotonic() < self.next_try:
+            return self._local(policy, estimate)
+        at = windows(self.local.wall())
+        cost = min(estimate, policy.tokens_per_minute or estimate)
+        keys = [
+            self._key(policy.client, "rpm"),
+            self._key(policy.client, "tpm"),
+            self._key(policy.client, f"b:{at.day}"),
+            self._key(policy.client, f"b:{at.month}"),
+        ]
+        args = [
+            policy.requests_per_minute or 0,
+            policy.tokens_per_minute or 0,
+            policy.tokens_per_day or 0,
+            policy.tokens_per_month or 0,
+            cost,
+            int(at.day_left) + 3600,
+            int(at.month_left) + 86_400,
+            BUCKET_TTL_SECONDS,
+        ]
+        try:
+            reply = await self.admit_script(keys=keys, args=args)
+            if self.down_since is not None:
+                await self._recovered()
+        except self.errors_caught as error:
+            self._failed(error)
+            return self._local(policy, estimate)
+        admitted, which, wait, day, month = reply
+        client = policy.client
+        if policy.tokens_per_day is not None:
+            self.local.shared[(client, at.day)] = int(day)
+        if policy.tokens_per_month is not None:
+            self.local.shared[(client, at.month)] = int(month)
+        if admitted:
+            day_id = at.day if policy.tokens_per_day is not None else None
+            month_id = at.month if policy.tokens_per_month is not None else None
+            return ALLOWED, Charge(client, cost, day_id, month_id, shared=True)
+        name = _WHICH[int(which)]
+        values = {
+            "requests": policy.requests_per_minute,
+            "tokens": policy.tokens_per_minute,
+            "tokens_per_day": policy.tokens_per_day,
+            "tokens_per_month": policy.tokens_per_month,
+        }
+        retry = float(wait)
+        if name == "tokens_per_day":
+            retry = at.day_left
+        elif name == "tokens_per_month":
+            retry = at.month_left
+        return Verdict(False, name, retry, values[name] or 0), None
+
+    def _local(self, policy: Policy, estimate: int) -> tuple[Verdict, Charge | None]:
+        if self.outage == "refuse" and policy.budgeted:
+            return Verdict(False, "unavailable", self.retry_seconds, 0), None
+        return self.local.admit(policy, estimate)
+
+    # -- settling -------------------------------------------------------------------------
+
+    def settle(self, policy: Policy, charge: Charge, used: int | None, failed: bool) -> None:
+        """Correct a charge with real usage (in the background for a shared charge)."""
+        if not charge.shared:
+            self.local.settle(policy, charge, used, failed)
+            return
+        delta = used - charge.tokens if used is not None else (-charge.tokens if failed else 0)
+        if delta == 0:
+            return
+        task = asyncio.get_running_loop().create_task(self._settle(policy, charge, delta))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _settle(self, policy: Policy, charge: Charge, delta: int) -> None:
+        client = charge.client
+        keys = [
+            self._key(client, "tpm"),
+            self._key(client, f"b:{charge.day or '-'}"),
+            self._key(client, f"b:{charge.month or '-'}"),
+        ]
+        args = [
+            delta,
+            int(policy.tokens_per_minute is not None),
+            int(charge.day is not None),
+            int(charge.month is not None),
+        ]
+        try:
+            if self.down_since is not None and self.monotonic() < self.next_try:
+                raise ConnectionError("Redis is down")
+            await self.settle_script(keys=keys, args=args)
+        except self.errors_caught as error:
+            if not isinstance(error, ConnectionError) or self.down_since is None:
+                self._failed(error)
+            # Counted here instead, and added to Redis with the rest of the outage's counts.
+            local_charge = Charge(client, charge.tokens, charge.day, charge.month)
+            self.local.settle(policy, local_charge, charge.tokens + delta, False)
+
+    # -- health ---------------------------------------------------------------------------
+
+    def _failed(self, error: BaseException) -> None:
+        self.failures += 1
+        self.next_try = self.monotonic() + self.retry_seconds
+        self.last_error = f"{type(error).__name__}: {error}"[:300]
+        if self.down_since is None:
+            self.down_since = self.local.wall()
+            log.warning(
+                "Redis unreachable (%s): limits are enforced by this router alone until it is "
+                "back%s",
+                self.last_error,
+                "; clients with budgets are refused" if self.outage == "refuse" else "",
+            )
+
+    async def _recovered(self) -> None:
+        counts = self.local.take_budget_counts()
+        if counts:
+            pipe = self.client.pipeline(transaction=False)
+            for (client, window), count in counts.items():
+                pipe.incrby(self._key(client, f"b:{window}"), count)
+                # A day or month key with no TTL would stay forever: give it the longest.
+                pipe.expire(self._key(client, f"b:{window}"), 32 * 86_400, nx=True)
+            try:
+                await pipe.execute()
+            except BaseException:
+                self.local.add_budget_counts(counts)  # not delivered: keep counting them here
+                raise
+        outage = self.local.wall() - (self.down_since or self.local.wall())
+        log.info(
+            "Redis reachable again after %.1fs: limits are shared again (%d budget counts added)",
+            outage,
+            len(counts),
+        )
+        self.down_since = None
+        self.last_error = ""
+
+    def degraded(self) -> str | None:
+        """Why limits are not shared now, or ``None`` when they are."""
+        if self.down_since is None:
+            return None
+        since = datetime.fromtimestamp(self.down_since, UTC).isoformat(timespec="seconds")
+        return f"limits are local: Redis unreachable since {since} ({self.last_error})"
+
+    def metric_lines(self) -> Iterable[str]:
+        """Exposition lines for the degradation gauge and the failure counter."""
+        yield "# HELP inferscale_router_limits_degraded 1 while Redis is unreachable."
+        yield "# TYPE inferscale_router_limits_degraded gauge"
+        yield f"inferscale_router_limits_degraded {int(self.down_since is not None)}"
+        yield "# HELP inferscale_router_limits_redis_errors_total Failed Redis calls."
+        yield "# TYPE inferscale_router_limits_redis_errors_total counter"
+        yield f"inferscale_router_limits_redis_errors_total {self.failures}"
+
+    async def close(self) -> None:
+        """Let pending settles finish (bounded), then close the connection pool."""
+        if self.tasks:
+            await asyncio.wait(list(self.tasks), timeout=2.0)
+        await self.client.aclose()
