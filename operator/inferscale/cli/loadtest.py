@@ -21,9 +21,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
-
-import aiohttp
+from typing import TYPE_CHECKING, Any, TextIO
 
 from inferscale.loadtest.arrivals import (
     Arrival,
@@ -37,13 +35,11 @@ from inferscale.loadtest.arrivals import (
     schedule_seconds,
     stage_at,
 )
-from inferscale.loadtest.client import Target, Unreachable, auth_headers, normalise_url, preflight
-from inferscale.loadtest.observe import ClusterUnavailable, ClusterWatch, connect_cluster
-from inferscale.loadtest.prompts import PromptBuilder
-from inferscale.loadtest.report import RunInfo, Summary, render_summary
-from inferscale.loadtest.runner import Phase, Runner, RunOptions
+from inferscale.loadtest.report import Phase, RunInfo, Summary, render_summary
 from inferscale.loadtest.trace import TraceError, TraceFormat, TraceStats, read_trace
-from inferscale.loadtest.view import LiveView
+
+if TYPE_CHECKING:
+    from inferscale.loadtest.observe import ClusterWatch
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -274,6 +270,10 @@ def _plan(args: argparse.Namespace, files: contextlib.ExitStack) -> _Plan:
 async def _serve(args: argparse.Namespace, api_key: str | None, out: TextIO) -> int:
     if args.expect_scaling and args.no_cluster:
         return _fail("--expect-scaling needs the cluster: drop --no-cluster")
+    # aiohttp and the Kubernetes client load here, not with the CLI: `inferscale sim` in a pod
+    # starts without them.
+    from inferscale.loadtest.client import normalise_url
+
     with contextlib.ExitStack() as files:
         try:
             base_url = normalise_url(args.url)
@@ -287,6 +287,13 @@ async def _load(
     args: argparse.Namespace, api_key: str | None, out: TextIO, base_url: str, plan: _Plan
 ) -> int:
     """Preflight, then run the plan and report; the exit status."""
+    import aiohttp
+
+    from inferscale.loadtest.client import Target, Unreachable, auth_headers, preflight
+    from inferscale.loadtest.prompts import PromptBuilder
+    from inferscale.loadtest.runner import Runner, RunOptions
+    from inferscale.loadtest.view import LiveView
+
     headers = auth_headers(api_key)
     connector = aiohttp.TCPConnector(limit=args.max_in_flight, limit_per_host=args.max_in_flight)
     async with aiohttp.ClientSession(connector=connector) as session:
@@ -365,6 +372,8 @@ async def _load(
 
 
 def _watch(args: argparse.Namespace) -> ClusterWatch | None:
+    from inferscale.loadtest.observe import ClusterUnavailable, ClusterWatch, connect_cluster
+
     if args.no_cluster:
         return None
     try:

@@ -20,23 +20,16 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-import aiohttp
-
-from inferscale.kube.client import KubeApi
-from inferscale.loadtest.observe import (
-    ClusterUnavailable,
-    RouterSnapshot,
-    connect_cluster,
-    counter_rate,
-    read_models,
-    read_spilling,
-    scrape_routers,
-    ttft_quantiles,
-)
 from inferscale.loadtest.report import seconds_text
+from inferscale.loadtest.routermetrics import RouterSnapshot, counter_rate, ttft_quantiles
 from inferscale.loadtest.status import ModelStatus
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from inferscale.kube.client import KubeApi
 
 EXIT_UNAVAILABLE = 2
 TTFT_WINDOW_SECONDS = 10.0
@@ -207,6 +200,8 @@ class Top:
 
     async def frame(self, now: datetime, width: int) -> list[str]:
         """Read everything once and render; ClusterUnavailable when models cannot be read."""
+        from inferscale.loadtest.observe import read_models, read_spilling, scrape_routers
+
         models = await read_models(self.api, self.namespace)
         spilling = await read_spilling(self.api, self.namespace)
         snapshot = older = None
@@ -225,6 +220,12 @@ class Top:
 
 
 async def _run(args: argparse.Namespace, out: TextIO) -> int:
+    # The Kubernetes client and aiohttp load here, not with the CLI: `inferscale sim` in a pod
+    # starts without them.
+    import aiohttp
+
+    from inferscale.loadtest.observe import ClusterUnavailable, connect_cluster
+
     try:
         api = connect_cluster(args.kubeconfig)
     except ClusterUnavailable as error:

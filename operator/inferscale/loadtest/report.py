@@ -11,13 +11,16 @@ endpoint would not have had answered.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from inferscale.loadtest.stats import Quantiles, Recorder, ReplicaRange, ScaleEvent, percentile
 from inferscale.loadtest.status import ModelStatus
 from inferscale.loadtest.trace import TraceStats
+
+Phase = Callable[[float, int], str]
+"""(seconds since the start, index of the next arrival) -> what the arrivals are doing now."""
 
 SPARK = " ▁▂▃▄▅▆▇█"
 MODELS_SHOWN = 8

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,14 +24,11 @@ from inferscale.loadtest.arrivals import Arrival
 from inferscale.loadtest.client import Target, send
 from inferscale.loadtest.observe import ClusterWatch
 from inferscale.loadtest.prompts import PromptBuilder
-from inferscale.loadtest.report import LiveFrame, RunInfo, Summary, summarize
+from inferscale.loadtest.report import LiveFrame, Phase, RunInfo, Summary, summarize
 from inferscale.loadtest.stats import Recorder
 from inferscale.loadtest.status import ModelStatus
 from inferscale.loadtest.trace import TraceError, TraceStats
 from inferscale.loadtest.view import LiveView
-
-Phase = Callable[[float, int], str]
-"""(seconds since the start, index of the next arrival) -> what the arrivals are doing now."""
 
 
 @dataclass

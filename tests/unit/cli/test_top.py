@@ -11,7 +11,8 @@ from inferscale.cli.main import main
 from inferscale.cli.top import Top, build_rows, render_table
 from inferscale.errors import Forbidden, KubeApiError, NotFound
 from inferscale.kube.fake import FakeKubeApi
-from inferscale.loadtest.observe import ClusterUnavailable, read_models, router_snapshot
+from inferscale.loadtest.observe import ClusterUnavailable, read_models
+from inferscale.loadtest.routermetrics import router_snapshot
 from inferscale.router.metrics import RouterMetrics
 from inferscale.serving import serve_app
 from tests.factories import make_model_status
@@ -215,7 +216,7 @@ def test_watch_refreshes_count_times_and_reads_the_routers(monkeypatch, capsys):
     api = ClosableFake()
     for obj in cluster_with_models().objects.values():
         api.put(obj)
-    monkeypatch.setattr("inferscale.cli.top.connect_cluster", lambda _kubeconfig: api)
+    monkeypatch.setattr("inferscale.loadtest.observe.connect_cluster", lambda _kubeconfig: api)
     metrics = RouterMetrics()
     metrics.ttft.observe(("llama-3",), 0.03)
     text = metrics.render([("llama-3", "pod-a", 7)], [], 1)
@@ -235,7 +236,7 @@ def test_watch_refreshes_count_times_and_reads_the_routers(monkeypatch, capsys):
 def test_the_first_read_failing_exits_2_and_later_failures_are_shown(monkeypatch, capsys):
     api = ClosableFake()
     api.fail_next("list", NotFound(404, "NotFound", "no such kind"))
-    monkeypatch.setattr("inferscale.cli.top.connect_cluster", lambda _kubeconfig: api)
+    monkeypatch.setattr("inferscale.loadtest.observe.connect_cluster", lambda _kubeconfig: api)
     assert main(["top", "--once"]) == 2
     assert "CRD is not installed" in capsys.readouterr().err
 

@@ -4,11 +4,6 @@ import math
 
 import pytest
 
-from inferscale.loadtest.observe import (
-    counter_rate,
-    router_snapshot,
-    ttft_quantiles,
-)
 from inferscale.loadtest.promtext import (
     Sample,
     histogram_buckets,
@@ -16,6 +11,7 @@ from inferscale.loadtest.promtext import (
     parse_samples,
     sum_by,
 )
+from inferscale.loadtest.routermetrics import counter_rate, router_snapshot, ttft_quantiles
 from inferscale.router.metrics import RouterMetrics
 
 
