@@ -7,6 +7,7 @@ and the API calls in :mod:`inferscale.kube`.
 """
 
 from inferscale.controller import (
+    autoscaler,
     cache,
     credentials,
     inference_model,
@@ -15,4 +16,12 @@ from inferscale.controller import (
     startup,
 )
 
-__all__ = ["cache", "credentials", "inference_model", "route_status", "routing", "startup"]
+__all__ = [
+    "autoscaler",
+    "cache",
+    "credentials",
+    "inference_model",
+    "route_status",
+    "routing",
+    "startup",
+]

@@ -629,7 +629,13 @@ def stored_version(text: object) -> int | None:
 
 
 def build_table_configmap(name: str, namespace: str, key: str, text: str) -> JsonDict:
-    """The ConfigMap that keeps the last table for routers that start (they mount it)."""
+    """The ConfigMap that keeps the last table for routers that start (they mount it).
+
+    No ``managed-by`` label: the Helm chart creates this ConfigMap (so that an uninstall
+    removes it) and Helm marks it ``managed-by: Helm``; claiming that label here would make
+    every later ``helm upgrade`` fail on a server-side apply conflict. The operator applies the
+    table and the two labels the chart sets to the same values.
+    """
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -639,7 +645,6 @@ def build_table_configmap(name: str, namespace: str, key: str, text: str) -> Jso
             "labels": {
                 "app.kubernetes.io/name": "inferscale",
                 "app.kubernetes.io/component": "routing-table",
-                LABEL_MANAGED_BY: MANAGED_BY,
             },
         },
         "data": {key: text},
