@@ -44,8 +44,10 @@ class MockProvider(ServerThread):
 
     name = "mock-provider"
 
-    def __init__(self, key: str = KEY) -> None:
+    def __init__(self, key: str = KEY, host: str = "127.0.0.1") -> None:
         self.key = key
+        self.host = host
+        """Address to listen on: loopback, or the pod network's gateway for routers in pods."""
         self.fault: str | None = None
         self.fault_times: int | None = None
         """Misbehave this many times, then behave (None: always)."""
@@ -57,7 +59,12 @@ class MockProvider(ServerThread):
     async def start_server(self) -> tuple[Any, int]:
         app = web.Application()
         self.routes(app)
-        return await serve_app(app, "127.0.0.1", 0, shutdown_grace_seconds=0.5)
+        return await serve_app(app, self.host, 0, shutdown_grace_seconds=0.5)
+
+    @property
+    def url(self) -> str:
+        """Where routers reach it."""
+        return f"http://{self.host}:{self.port}"
 
     def routes(self, app: web.Application) -> None:
         raise NotImplementedError
