@@ -33,6 +33,7 @@ _FLAGS: dict[str, tuple[type, str]] = {
     "breaker_ejection_seconds": (float, "first ejection, doubled each time in a row"),
     "keepalive_seconds": (float, "SSE keep-alive interval for held streams"),
     "scrape_interval_seconds": (float, "engine /metrics scrape interval (0: off)"),
+    "mirror_max_in_flight": (int, "most mirror copies in flight; past it a copy is dropped (64)"),
     "drain_seconds": (float, "on SIGTERM, serve this long with /readyz at 503"),
     "shutdown_grace_seconds": (float, "then, time in-flight requests get to finish"),
 }

@@ -23,8 +23,9 @@ def test_crds_check_reports_edited_and_stale_files(tmp_path, capsys):
 
 
 def test_validate_examples(capsys):
-    assert main(["validate", *map(str, sorted(EXAMPLES.glob("*.yaml")))]) == 0
-    assert capsys.readouterr().out.count(": valid") == 4
+    examples = sorted(EXAMPLES.glob("*.yaml"))
+    assert main(["validate", *map(str, examples)]) == 0
+    assert capsys.readouterr().out.count(": valid") == len(examples) >= 6  # one object each
 
 
 def test_validate_reports_each_problem_with_its_field(capsys):

@@ -600,3 +600,37 @@ def test_the_parse_cache_changes_nothing_but_skips_unchanged_specs(monkeypatch):
     again = compile_routes(models[1:], [], [], cache=cache)
     assert list(again.models) == ["bee-2"] and len(calls) == 1
     assert set(cache) == {("team", "b", "u1", 2)}
+
+
+def test_the_provider_examples_compile_without_problems():
+    import yaml
+
+    from tests.manifests import REPO
+
+    docs = {}
+    for name in (
+        "sim-model",
+        "openai-provider",
+        "anthropic-provider",
+        "sim-route-with-spillover",
+        "vllm-llama-3.1-8b",
+        "route-with-spillover",
+    ):
+        (doc,) = yaml.safe_load_all((REPO / "examples" / f"{name}.yaml").read_text())
+        doc["metadata"]["namespace"] = NS
+        docs[name] = doc
+    compiled = compile_routes(
+        [docs["sim-model"], docs["vllm-llama-3.1-8b"]],
+        [docs["sim-route-with-spillover"], docs["route-with-spillover"]],
+        [],
+        providers=[docs["openai-provider"], docs["anthropic-provider"]],
+    )
+    assert compiled.problems == ()
+    sim = compiled.models["llama-3.1-8b-sim"]
+    assert [(b.role, b.label) for b in sim.backends] == [
+        ("spillover", "provider:team/openai/gpt-4o-mini"),
+        ("fallback", "provider:team/anthropic/claude-sonnet"),
+        ("mirror", "provider:team/anthropic/claude-sonnet"),
+    ]
+    assert sim.route.spend.max_per_hour == 2
+    assert compiled.models["llama-3.1-8b"].route.spillover.in_flight_per_replica == 48
