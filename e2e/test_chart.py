@@ -248,7 +248,7 @@ def test_install_runs_the_operator_and_two_routers_under_the_charts_accounts(
         # (docs/access.md); writing them is narrowed to the routers' credentials Secret.
         ("list", "secrets", NAMESPACE, "yes"),
         ("patch", f"secrets/{ADMIN_SECRET}", NAMESPACE, "no"),
-        ("patch", f"secrets/{RELEASE}-router-credentials", NAMESPACE, "yes"),
+        ("patch", f"secrets/{FULLNAME}-router-credentials", NAMESPACE, "yes"),
         ("delete", "secrets", NAMESPACE, "no"),
         ("create", "configmaps", "default", "no"),
         ("create", "pods", NAMESPACE, "no"),
