@@ -32,8 +32,9 @@ fmt: install ## Format the code.
 	$(BIN)/ruff check --fix operator tests e2e bench
 
 .PHONY: crds
-crds: install ## Regenerate crds/ and docs/reference.md from the API models.
-	$(BIN)/inferscale crds --out crds --reference docs/reference.md
+crds: install ## Regenerate crds/, the chart's copy, its values.schema.json and docs/reference.md.
+	$(BIN)/inferscale crds --out crds --out charts/inferscale/files/crds --reference docs/reference.md
+	$(BIN)/inferscale chart-schema charts/inferscale
 
 ##@ Checks
 
@@ -46,7 +47,14 @@ lint: install ## ruff, mypy --strict and the import-linter layering contracts.
 
 .PHONY: verify
 verify: crds ## Regenerate generated files and fail if they differ from the committed ones.
-	git diff --exit-code -- crds docs/reference.md
+	git diff --exit-code -- crds docs/reference.md charts
+
+.PHONY: chart-lint
+chart-lint: install ## helm lint the chart with its default and ci/ values, then its render tests.
+	@helm="$$(bash tools/kube/build.sh | tail -n 1)/helm"; \
+	"$$helm" lint --strict charts/inferscale; \
+	for values in charts/inferscale/ci/*-values.yaml; do "$$helm" lint --strict charts/inferscale -f "$$values"; done
+	$(BIN)/pytest tests/component/chart $(PYTEST_ARGS)
 
 .PHONY: test
 test: install lint verify kube-binaries ## Lint, check for drift, and run every test (e2e/ included).

@@ -92,7 +92,7 @@ class Cluster:
     @property
     def prometheus(self) -> str:
         assert self.local is not None
-        return f"http://127.0.0.1:{self.local.prometheus_port}"
+        return self.local.prometheus_url
 
     def require_local(self) -> ClusterConfig:
         if self.local is None:

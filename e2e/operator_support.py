@@ -120,8 +120,11 @@ def own_namespace(cluster: Cluster, name: str) -> Iterator[str]:
             cluster.core.delete_namespace(name)
 
 
-def operator_deployment(replicas: int) -> dict[str, Any]:
-    """The operator as it would be deployed: in-cluster credentials, leader election, probes."""
+def operator_deployment(replicas: int, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """The operator as it would be deployed: in-cluster credentials, leader election, probes.
+
+    ``env`` adds settings (``INFERSCALE_*``) to the container.
+    """
     field_env = [
         ("POD_NAME", "metadata.name"),
         ("POD_NAMESPACE", "metadata.namespace"),
@@ -143,8 +146,11 @@ def operator_deployment(replicas: int) -> dict[str, Any]:
                             "name": "operator",
                             "image": OPERATOR_IMAGE,
                             "env": [
-                                {"name": n, "valueFrom": {"fieldRef": {"fieldPath": p}}}
-                                for n, p in field_env
+                                *(
+                                    {"name": n, "valueFrom": {"fieldRef": {"fieldPath": p}}}
+                                    for n, p in field_env
+                                ),
+                                *({"name": k, "value": v} for k, v in (env or {}).items()),
                             ],
                             "ports": [{"name": "health", "containerPort": 8080}],
                             "readinessProbe": {
@@ -224,11 +230,13 @@ class Operator:
 
 
 @contextlib.contextmanager
-def running_operator(cluster: Cluster, namespace: str, replicas: int) -> Iterator[Operator]:
+def running_operator(
+    cluster: Cluster, namespace: str, replicas: int, env: dict[str, str] | None = None
+) -> Iterator[Operator]:
     """Install RBAC into ``namespace``, run the operator there, and remove it all afterwards."""
     docs = rbac_documents(namespace)
     apply_documents(cluster, docs)
-    cluster.apps.create_namespaced_deployment(namespace, operator_deployment(replicas))
+    cluster.apps.create_namespaced_deployment(namespace, operator_deployment(replicas, env))
     operator = Operator(cluster, namespace)
     try:
         wait_for(

@@ -10,6 +10,7 @@ import copy
 from typing import Any
 
 from inferscale.api.v1alpha1.inference_model import InferenceModelSpec
+from inferscale.loadtest.status import ModelStatus
 
 DEFAULT_SOURCE = "hf://meta-llama/Llama-3.1-8B-Instruct"
 
@@ -110,3 +111,28 @@ def make_deployment_status(
             "conditions": conditions or [],
         },
     }
+
+
+def make_model_status(
+    name: str = "m",
+    namespace: str = "default",
+    *,
+    desired: int | None = 1,
+    ready: int | None = 1,
+    reason: str | None = None,
+    served_name: str | None = None,
+) -> ModelStatus:
+    """A :class:`~inferscale.loadtest.status.ModelStatus` as the load test and top read it."""
+    return ModelStatus(
+        namespace=namespace,
+        name=name,
+        served_name=served_name or name,
+        desired=desired,
+        ready=ready,
+        replicas=ready,
+        in_flight=None,
+        held=None,
+        ready_condition="True",
+        last_scale_time=None,
+        last_scale_reason=reason,
+    )

@@ -12,12 +12,27 @@ own under ``INFERSCALE_ROUTER_*``; ``INFERSCALE_ROUTING__*`` is how the operator
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from inferscale.api.v1alpha1.inference_model import Engine
+
+
+def _int_or_percent(value: Any) -> Any:
+    """``"1"`` (an environment variable is always text) -> ``1``; ``"25%"`` stays text.
+
+    Kubernetes refuses the string ``"1"`` where it takes an int-or-string: a string must be a
+    percentage.
+    """
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return value
+
+
+IntOrPercent = Annotated[int | str, BeforeValidator(_int_or_percent)]
+"""A Deployment rollout bound: a number of pods, or a percentage such as ``"25%"``."""
 
 
 class ReconcileSettings(BaseModel):
@@ -34,12 +49,12 @@ class ReconcileSettings(BaseModel):
     """Seconds a stopping pod waits before the engine gets SIGTERM, so routers and Services
     drop it first and no new request lands on a draining replica. Default 5."""
 
-    max_surge: int | str = 1
+    max_surge: IntOrPercent = 1
     """Deployment ``maxSurge``: extra replicas a rolling update may start (a number or a
     percentage). Default 1, so a rollout never removes capacity first; it needs one spare
     replica's GPUs."""
 
-    max_unavailable: int | str = 0
+    max_unavailable: IntOrPercent = 0
     """Deployment ``maxUnavailable`` during a rolling update. Default 0: never fewer ready
     replicas than desired while the new ones load. Raise it where no spare GPU exists."""
 
@@ -130,6 +145,55 @@ class RoutingSettings(BaseModel):
     a burst of pod changes writes the (large) ConfigMap once, not per change."""
 
 
+class AutoscalerSettings(BaseModel):
+    """Where the autoscaler reads load, and how often it decides (``INFERSCALE_AUTOSCALER__*``).
+
+    Every ``interval_seconds`` the operator reads the engines' requests in flight and KV-cache
+    use from Prometheus (one query for every model, built from the engines' own metric names)
+    and the requests the routers hold or have in flight (the fast path, no scrape delay), then
+    asks the policy (:mod:`inferscale.autoscaler.policy`) for each model with
+    ``spec.autoscaling.enabled``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    enabled: bool = True
+    """Run the autoscaler. Default true; false leaves every replica count to ``spec.replicas``
+    (``kubectl scale``, HPA, KEDA)."""
+
+    prometheus_url: str | None = Field(default=None, pattern=r"^https?://[^\s]+$")
+    """Base URL of the Prometheus that scrapes the engine pods, for example
+    ``http://prometheus-operated.monitoring:9090``. Default none: the autoscaler uses only the
+    routers' counts (engines' queues and KV-cache use are then unknown)."""
+
+    interval_seconds: float = Field(default=2.0, ge=0.5, le=300)
+    """Time between two decisions. Default 2 s (with a 2 s scrape, a step up is seen in ~4 s)."""
+
+    from_zero_poll_seconds: float = Field(default=0.25, ge=0.05, le=60)
+    """Between decisions, how often the routers are asked whether a model at zero replicas
+    holds a request; one that does is decided at once. Default 0.25 s: scale from zero should
+    not wait for the next round (one GET per router, and only while some model is at zero)."""
+
+    query_timeout_seconds: float = Field(default=3.0, gt=0, le=60)
+    """Time limit of one Prometheus query and of one router poll. Default 3 s."""
+
+    stale_after_seconds: float = Field(default=30.0, ge=1, le=3600)
+    """A signal older than this is stale and the decision holds. Default 30 s."""
+
+    model_label: str = Field(default="inferscale_io_model", pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+    """Prometheus label that carries the pod's ``inferscale.io/model`` label. Default
+    ``inferscale_io_model``: what Kubernetes service discovery's ``labelmap`` (and the local
+    cluster) make of it."""
+
+    namespace_label: str = Field(default="namespace", pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+    """Prometheus label that carries the pod's namespace. Default ``namespace``."""
+
+    status_interval_seconds: float = Field(default=15.0, ge=1, le=3600)
+    """Least time between two status writes of a model whose replica count did not change
+    (signals, the windows kept across restarts). Default 15 s: at a thousand models a write
+    per decision would be 500 writes a second."""
+
+
 class AccessSettings(BaseModel):
     """The routers' credentials: provider API keys and client keys (``docs/access.md``).
 
@@ -178,6 +242,9 @@ class OperatorSettings(BaseSettings):
 
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
     """How routers are programmed (``INFERSCALE_ROUTING__*``)."""
+
+    autoscaler: AutoscalerSettings = Field(default_factory=AutoscalerSettings)
+    """Where load is read and how often replicas are decided (``INFERSCALE_AUTOSCALER__*``)."""
 
     access: AccessSettings = Field(default_factory=AccessSettings)
     """The routers' credentials: provider keys and client keys (``INFERSCALE_ACCESS__*``)."""

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from inferscale.cluster.config import ClusterConfig, NodePool
-from inferscale.cluster.control import down, env_lines, status, up
 from inferscale.cluster.process import ClusterError
 
 DIR_ENV = "INFERSCALE_CLUSTER_DIR"
@@ -39,6 +38,8 @@ def _labels(pairs: list[str]) -> dict[str, str]:
 
 def cmd_up(args: argparse.Namespace) -> int:
     """Start a cluster and print how to use it."""
+    from inferscale.cluster.control import up
+
     pools = [
         NodePool(
             name="gpu",
@@ -73,13 +74,15 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"cluster up failed: {error}", file=sys.stderr)
         return 1
     print(f"cluster {config.name} is up in {started.seconds:.1f}s: {started.server}")
-    print(f"  network: {started.config.network}; Prometheus: 127.0.0.1:{config.prometheus_port}")
+    print(f"  network: {started.config.network}; Prometheus: {started.config.prometheus_url}")
     print(f"  use it:  eval $(inferscale cluster env --dir {config.state_dir})")
     return 0
 
 
 def cmd_down(args: argparse.Namespace) -> int:
     """Stop everything and remove the state (the logs stay)."""
+    from inferscale.cluster.control import down
+
     expected = ClusterConfig(state_dir=state_dir(args), name=args.name) if args.name else None
     done = down(state_dir(args), quiet=True, expected=expected)
     for line in done:
@@ -90,6 +93,8 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Print the components, nodes and pod count; exit 1 unless everything runs."""
+    from inferscale.cluster.control import status
+
     report: dict[str, Any] = status(state_dir(args))
     print(json.dumps(report, indent=2))
     return 0 if report.get("running") else 1
@@ -97,6 +102,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_env(args: argparse.Namespace) -> int:
     """Print shell exports for kubectl, helm and the tests."""
+    from inferscale.cluster.control import env_lines
+
     try:
         lines = env_lines(state_dir(args))
     except ClusterError as error:

@@ -74,6 +74,8 @@ async def run_operator(args: argparse.Namespace) -> int:
     from inferscale.kube.lease import LeaderElector
 
     log = logging.getLogger("inferscale.operator")
+    # httpx logs every request at INFO: a line per router per autoscaler round and per push.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     # asyncio.to_thread's default pool has min(32, cores + 4) threads: 6 on a 2-core node, too
     # few for API calls while a thousand models reconcile.
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(API_THREADS))

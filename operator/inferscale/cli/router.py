@@ -17,7 +17,6 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from inferscale.router.app import read_admin_token, serve
 from inferscale.router.settings import RouterSettings
 
 _FLAGS: dict[str, tuple[type, str]] = {
@@ -73,6 +72,10 @@ def _loop_factory(settings: RouterSettings) -> Callable[[], asyncio.AbstractEven
 
 def cmd_router(args: argparse.Namespace) -> int:
     """Run the router until SIGTERM; 2 on invalid settings or an unreadable token file."""
+    # Imported here: every other subcommand (the sim in each pod above all) starts faster
+    # without the router's aiohttp server and its dependencies.
+    from inferscale.router.app import read_admin_token, serve
+
     given = {k: v for k, v in vars(args).items() if k not in ("func", "command")}
     try:
         settings = RouterSettings(**given)

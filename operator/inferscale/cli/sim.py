@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from inferscale.sim.model import EngineParams
 from inferscale.sim.presets import PRESETS
-from inferscale.sim.server import serve
+from inferscale.sim.server import process_age, serve
 from inferscale.sim.settings import MetricsDialect, SimSettings
 
 _ENGINE = "engine."
@@ -85,5 +85,5 @@ def cmd_sim(args: argparse.Namespace) -> int:
     except (ValidationError, KeyError) as error:
         print(f"inferscale sim: invalid settings: {error}", file=sys.stderr)
         return 2
-    asyncio.run(serve(settings))
+    asyncio.run(serve(settings, started_before=process_age()))
     return 0

@@ -138,6 +138,15 @@ class ClusterConfig:
         """The bridge's address: the first address of the pod range (netns mode)."""
         return str(ipaddress.ip_network(self.pod_cidr)[1])
 
+    @property
+    def prometheus_url(self) -> str:
+        """Prometheus' base URL: on the bridge in netns mode, else on loopback.
+
+        On the bridge, pods (the operator's autoscaler) reach it as well as this machine does.
+        """
+        host = self.gateway_ip if self.network == "netns" else "127.0.0.1"
+        return f"http://{host}:{self.prometheus_port}"
+
     def node_pod_cidr(self, index: int) -> str:
         """The podCIDR of the index-th launcher node: the (index+1)th /24 of the pod range."""
         net = ipaddress.ip_network(self.pod_cidr)

@@ -275,10 +275,10 @@ def _start(config: ClusterConfig, assets: Path, address: str) -> str:
             str(assets / "prometheus"),
             f"--config.file={prom_config}",
             f"--storage.tsdb.path={state / 'prometheus' / 'data'}",
-            f"--web.listen-address=127.0.0.1:{config.prometheus_port}",
+            f"--web.listen-address={config.prometheus_url.removeprefix('http://')}",
             "--storage.tsdb.retention.time=1d",
         ],
-        f"http://127.0.0.1:{config.prometheus_port}/-/ready",
+        f"{config.prometheus_url}/-/ready",
     )
     run(
         "launcher",
@@ -425,7 +425,7 @@ def status(state_dir: Path) -> dict[str, Any]:
         server=server,
         kubeconfig=str(config.kubeconfig),
         network=config.network,
-        prometheus=f"http://127.0.0.1:{config.prometheus_port}",
+        prometheus=config.prometheus_url,
     )
     report["running"] = bool(components) and all(components.values())
     if not components.get("kube-apiserver"):
@@ -460,7 +460,7 @@ def env_lines(state_dir: Path) -> list[str]:
         f"export KUBECONFIG={config.kubeconfig}",
         f'export PATH="{config.assets_dir}:$PATH"',
         f"export INFERSCALE_CLUSTER_DIR={state_dir}",
-        f"export INFERSCALE_PROMETHEUS_URL=http://127.0.0.1:{config.prometheus_port}",
+        f"export INFERSCALE_PROMETHEUS_URL={config.prometheus_url}",
     ]
 
 

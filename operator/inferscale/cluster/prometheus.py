@@ -41,7 +41,7 @@ def render_config(config: ClusterConfig) -> str:
             },
             {
                 "job_name": "prometheus",
-                "static_configs": [{"targets": [f"127.0.0.1:{config.prometheus_port}"]}],
+                "static_configs": [{"targets": [config.prometheus_url.removeprefix("http://")]}],
             },
         ],
     }

@@ -6,6 +6,6 @@ Handlers stay thin (read, build, apply, report); the decisions live in :mod:`inf
 and the API calls in :mod:`inferscale.kube`.
 """
 
-from inferscale.controller import cache, credentials, inference_model, routing, startup
+from inferscale.controller import autoscaler, cache, credentials, inference_model, routing, startup
 
-__all__ = ["cache", "credentials", "inference_model", "routing", "startup"]
+__all__ = ["autoscaler", "cache", "credentials", "inference_model", "routing", "startup"]

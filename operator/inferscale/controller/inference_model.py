@@ -86,11 +86,15 @@ class Runtime:
     reconciled_at: dict[tuple[str, str], float] = field(default_factory=dict)
     """When each model's last reconcile succeeded (``time.monotonic()``): the drift timer skips
     models that events kept current, so a thousand timers do not all reconcile at once."""
+    autoscaled: dict[tuple[str, str], int] = field(default_factory=dict)
+    """Replica counts the autoscaler decided that a reconcile has not written yet (the status'
+    ``desiredReplicas`` holds them afterwards, also across an operator restart)."""
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop what the runtime keeps for a model that is gone, or churn would grow it."""
         self.locks.pop((namespace, name), None)
         self.reconciled_at.pop((namespace, name), None)
+        self.autoscaled.pop((namespace, name), None)
         if self.cache is not None:
             self.cache.forget_model(namespace, name)
 
@@ -227,7 +231,9 @@ async def reconcile_model(
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     previous = _previous_status(body)
-    current = previous.desired_replicas if previous else None
+    current = runtime.autoscaled.get((namespace, name))
+    if current is None and previous is not None:
+        current = previous.desired_replicas
     try:
         spec = InferenceModelSpec.model_validate(body.get("spec") or {})
     except ValidationError as error:
@@ -310,12 +316,12 @@ async def _reconcile_locked(
     if (fresh.get("metadata") or {}).get("deletionTimestamp"):
         return
     if post_event is None:
-        post_event = _poster(kopf.Body(cast(kopf.RawBody, fresh)))
+        post_event = event_poster(kopf.Body(cast(kopf.RawBody, fresh)))
     await reconcile_model(runtime, fresh, post_event=post_event)
     runtime.reconciled_at[(namespace, name)] = time.monotonic()
 
 
-def _poster(body: kopf.Body) -> EventPoster:
+def event_poster(body: kopf.Body) -> EventPoster:
     def post(type_: str, reason: str, message: str) -> None:
         # kopf.event, not kopf.info: info() is filtered by posting.level, which we keep at
         # WARNING so that kopf's own "handler succeeded" log lines do not become Events.
@@ -326,7 +332,7 @@ def _poster(body: kopf.Body) -> EventPoster:
 
 async def _handle(runtime: Runtime, body: kopf.Body, logger: KopfLogger) -> None:
     try:
-        await _run_reconcile(runtime, body, _poster(body))
+        await _run_reconcile(runtime, body, event_poster(body))
     except InferscaleError as error:
         logger.warning("reconcile of %s failed: %s", body["metadata"]["name"], error)
         raise to_kopf(error) from error
@@ -366,7 +372,13 @@ async def inference_model_drift(body: kopf.Body, memo: Any, logger: KopfLogger, 
     await _handle(runtime, body, logger)
 
 
-def _schedule(runtime: Runtime, namespace: str, name: str, logger: KopfLogger) -> None:
+def schedule_reconcile(
+    runtime: Runtime,
+    namespace: str,
+    name: str,
+    logger: KopfLogger,
+    delay: float | None = None,
+) -> None:
     """Reconcile a model soon: one run for a burst of child events, one queued at most.
 
     A queued run stays in ``pending`` until it holds the model's lock and is about to read the
@@ -380,7 +392,7 @@ def _schedule(runtime: Runtime, namespace: str, name: str, logger: KopfLogger) -
 
     async def later() -> None:
         try:
-            await asyncio.sleep(COALESCE_SECONDS)
+            await asyncio.sleep(COALESCE_SECONDS if delay is None else delay)
             async with runtime.lock(namespace, name):
                 runtime.pending.pop(key, None)  # events from here on queue the next run
                 await _reconcile_locked(runtime, namespace, name, None)
@@ -419,7 +431,7 @@ async def inference_model_child_event(
     namespace = meta.get("namespace")
     if model and namespace:
         bind_cache(memo["runtime"], _)
-        _schedule(memo["runtime"], namespace, model, logger)
+        schedule_reconcile(memo["runtime"], namespace, model, logger)
 
 
 async def cancel_pending(runtime: Runtime) -> None:

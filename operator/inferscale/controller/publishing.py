@@ -325,6 +325,39 @@ class RouterPublisher(Generic[SourcesT, DocT]):
         else:
             self._failed(target, f"answered {response.status_code}: {detail}")
 
+    async def read_routers(self, path: str, timeout: float) -> tuple[list[Any], list[str]]:
+        """GET ``path`` (a JSON admin endpoint) from every Ready router.
+
+        Returns the documents of the routers that answered and, in words, why the others did
+        not (never the token). No Ready router gives two empty lists.
+        """
+        targets = [t for t in router_targets(self.router_pods(self.read())) if t.ready]
+        if not targets:
+            return [], []
+        token = await self._token()
+        if token is None:
+            return [], [self.token_problem or "no admin token for the routers"]
+        headers = {"Authorization": f"Bearer {token}"}
+
+        async def one(target: RouterTarget) -> Any:
+            url = f"http://{target.ip}:{self.settings.admin_port}{path}"
+            response = await self.client.get(url, headers=headers, timeout=timeout)
+            if response.status_code != 200:
+                if response.status_code in (401, 403):
+                    self.token = None  # rotated: re-read before the next round
+                raise ValueError(f"answered {response.status_code}")
+            return response.json()
+
+        results = await asyncio.gather(*(one(t) for t in targets), return_exceptions=True)
+        docs: list[Any] = []
+        errors: list[str] = []
+        for target, result in zip(targets, results, strict=True):
+            if isinstance(result, BaseException):
+                errors.append(f"router {target.namespace}/{target.name}: {_describe(result)}")
+            else:
+                docs.append(result)
+        return docs, errors
+
     async def _held_version(self, target: RouterTarget, token: str) -> int | None:
         url = f"http://{target.ip}:{self.settings.admin_port}{self.ADMIN_PATH}"
         try:
@@ -485,6 +518,14 @@ def secret_text(secret: Mapping[str, Any], key: str) -> tuple[str | None, str]:
         return base64.b64decode(raw, validate=True).decode(), ""
     except (binascii.Error, UnicodeDecodeError):
         return None, f"key {key!r} is not valid base64 text"
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, httpx.TimeoutException):
+        return "timed out"
+    if isinstance(error, httpx.HTTPError):
+        return f"unreachable: {type(error).__name__}"
+    return str(error) or type(error).__name__
 
 
 def _error_message(response: httpx.Response) -> str:

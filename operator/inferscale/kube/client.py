@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from urllib.parse import quote
 
 import urllib3
+import yaml
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
@@ -173,17 +174,29 @@ class KubernetesApi:
         self._timeout = timeout_seconds
 
     @classmethod
-    def from_environment(cls, kubeconfig: str | None = None) -> KubernetesApi:
-        """In-cluster credentials when running in a pod, else the kubeconfig (or $KUBECONFIG)."""
+    def from_environment(
+        cls, kubeconfig: str | None = None, timeout_seconds: float = 30
+    ) -> KubernetesApi:
+        """In-cluster credentials when running in a pod, else the kubeconfig (or $KUBECONFIG).
+
+        Raises ``KubeApiError`` (status 0, reason ``NoCredentials``) when neither is usable:
+        no kubeconfig, or one that cannot be read.
+        """
         configuration = k8s.Configuration()
         try:
             k8s_config.load_incluster_config(client_configuration=configuration)
         except k8s_config.ConfigException:
-            k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+            try:
+                k8s_config.load_kube_config(
+                    config_file=kubeconfig, client_configuration=configuration
+                )
+            except (k8s_config.ConfigException, OSError, ValueError, yaml.YAMLError) as error:
+                where = kubeconfig or "the default kubeconfig ($KUBECONFIG or ~/.kube/config)"
+                raise KubeApiError(0, "NoCredentials", f"{where}: {error}") from error
         # Calls run in worker threads; give each its own connection instead of queueing on
         # urllib3's small default pool.
         configuration.connection_pool_maxsize = API_THREADS
-        return cls(k8s.ApiClient(configuration))
+        return cls(k8s.ApiClient(configuration), timeout_seconds)
 
     def close(self) -> None:
         """Release the connection pool."""

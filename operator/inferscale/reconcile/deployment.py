@@ -46,7 +46,10 @@ ANNOTATION_SCRAPE: Final = "prometheus.io/scrape"
 ANNOTATION_PORT: Final = "prometheus.io/port"
 ANNOTATION_PATH: Final = "prometheus.io/path"
 
-STARTUP_PERIOD_SECONDS: Final = 10
+STARTUP_PERIOD_SECONDS: Final = 1
+"""The start-up probe asks ``/health`` every second: a replica that finished loading serves
+(and ends a cold start's hold queue) within a second, not a period later. The probe is a cheap
+GET; ``failureThreshold`` stretches to ``startupTimeoutSeconds``."""
 READINESS_PERIOD_SECONDS: Final = 5
 LIVENESS_PERIOD_SECONDS: Final = 15
 

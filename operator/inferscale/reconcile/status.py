@@ -303,7 +303,8 @@ def compute_status(
 
     ``pods`` are the model's pods (selected by its labels). ``problem`` is set when the
     operator refused to apply the spec. The autoscaler's fields (``lastScaleTime``,
-    ``lastScaleReason``, ``signals``) are carried over from ``previous`` untouched.
+    ``lastScaleReason``, ``signals``, ``autoscalerState`` and its ``ScalingActive``
+    condition) are carried over from ``previous`` untouched.
     """
     before = previous or InferenceModelStatus()
     verdict = _verdict(spec, desired_replicas, deployment, pods, problem)
@@ -315,6 +316,9 @@ def compute_status(
             (CONDITION_DEGRADED, verdict.degraded),
         )
     ]
+    # Conditions of other writers (the autoscaler's ScalingActive) are theirs to keep.
+    owned = {CONDITION_READY, CONDITION_PROGRESSING, CONDITION_DEGRADED}
+    conditions.extend(c for c in before.conditions if c.type not in owned)
     st = (deployment or {}).get("status") or {}
     ttr = time_to_ready(pods)
     return InferenceModelStatus(
@@ -329,6 +333,7 @@ def compute_status(
         last_scale_reason=before.last_scale_reason,
         signals=before.signals,
         time_to_ready_seconds=ttr if ttr is not None else before.time_to_ready_seconds,
+        autoscaler_state=before.autoscaler_state,
     )
 
 

@@ -25,6 +25,7 @@ import time
 import uuid
 import zlib
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TypeVar
 
 from aiohttp import web
@@ -79,10 +80,15 @@ class SimServer:
     """Per-app state and the request handlers."""
 
     def __init__(
-        self, settings: SimSettings, params: EngineParams, on_crash: Callable[[], None]
+        self,
+        settings: SimSettings,
+        params: EngineParams,
+        on_crash: Callable[[], None],
+        started_before: float = 0.0,
     ) -> None:
         """Hold the settings; the model is created when the app starts (the cold start)."""
         self.settings = settings
+        self.started_before = started_before
         self.params = params
         self.on_crash = on_crash
         self.model_name = settings.model
@@ -101,9 +107,10 @@ class SimServer:
         return self._driver
 
     async def on_startup(self, _app: web.Application) -> None:
-        """Start the engine clock: the cold start counts from here."""
+        """Start the engine clock: the cold start counts from here, less ``started_before``."""
         loop = asyncio.get_running_loop()
-        model = LatencyModel(self.params, start=loop.time(), seed=self.settings.seed)
+        start = loop.time() - self.started_before
+        model = LatencyModel(self.params, start=start, seed=self.settings.seed)
         self._driver = EngineDriver(model, loop)
 
     async def on_shutdown(self, _app: web.Application) -> None:
@@ -492,15 +499,20 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 def create_app(
-    settings: SimSettings, *, on_crash: Callable[[], None] | None = None
+    settings: SimSettings,
+    *,
+    on_crash: Callable[[], None] | None = None,
+    started_before: float = 0.0,
 ) -> web.Application:
     """The sim as an aiohttp app.
 
     Args:
         settings: validated settings; the engine parameters come from ``settings.engine_params``.
         on_crash: what "crash after N requests" does; the default exits the process at once.
+        started_before: seconds of the cold start already spent before the app starts (the
+            process's own start-up), so the start-up delay counts from the process's start.
     """
-    server = SimServer(settings, settings.engine_params(), on_crash or _crash)
+    server = SimServer(settings, settings.engine_params(), on_crash or _crash, started_before)
     # aiohttp checks client_max_size itself too; one byte over ours so that our own check (with
     # its OpenAI error body) is the one that answers.
     app = web.Application(client_max_size=settings.max_request_bytes + 1, middlewares=[_errors])
@@ -518,10 +530,13 @@ def create_app(
 
 
 async def start(
-    settings: SimSettings, *, on_crash: Callable[[], None] | None = None
+    settings: SimSettings,
+    *,
+    on_crash: Callable[[], None] | None = None,
+    started_before: float = 0.0,
 ) -> tuple[web.AppRunner, int]:
     """Start serving on ``settings.host``/``port``; returns the runner and the bound port."""
-    app = create_app(settings, on_crash=on_crash)
+    app = create_app(settings, on_crash=on_crash, started_before=started_before)
     # A client that disconnects cancels its handler (serve_app turns that on), which frees its
     # sequence at once instead of at the next write.
     runner, port = await serve_app(
@@ -530,9 +545,9 @@ async def start(
     return runner, port
 
 
-async def serve(settings: SimSettings) -> None:
+async def serve(settings: SimSettings, started_before: float = 0.0) -> None:
     """Serve until SIGTERM or SIGINT, then let in-flight requests finish within the grace period."""
-    runner, port = await start(settings)
+    runner, port = await start(settings, started_before=started_before)
     print(f"inferscale sim: {settings.model} on http://{settings.host}:{port}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -544,3 +559,20 @@ async def serve(settings: SimSettings) -> None:
         # cleanup(): stop listening, report 503 on /health, wait for handlers up to
         # shutdown_timeout, then cancel what is left.
         await runner.cleanup()
+
+
+def process_age() -> float:
+    """Seconds since this process started (Linux ``/proc``; 0 where it cannot be read).
+
+    A real engine's cold start includes its interpreter start and imports, so the sim's
+    start-up delay counts from the process's start too, not from the moment it can listen.
+    """
+    try:
+        stat = Path("/proc/self/stat").read_text()
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        # Fields after the command name (which may hold spaces) start at field 3; the
+        # start time is field 22, in clock ticks since boot.
+        ticks = int(stat.rsplit(")", 1)[1].split()[19])
+        return max(0.0, uptime - ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return 0.0

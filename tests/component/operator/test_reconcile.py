@@ -176,7 +176,7 @@ async def test_the_drift_timer_skips_a_model_that_events_kept_current(runtime, m
 
     from inferscale.controller import inference_model
 
-    monkeypatch.setattr(inference_model, "_poster", lambda body: Events())
+    monkeypatch.setattr(inference_model, "event_poster", lambda body: Events())
     stored = runtime.api.put(model_body())
     kwargs = {"body": kopf.Body(stored), "memo": {"runtime": runtime}}
     runtime.reconciled_at[("ns", "llama")] = time.monotonic()
@@ -206,10 +206,10 @@ async def test_a_burst_of_child_events_queues_one_run_behind_the_running_one(run
     monkeypatch.setattr(inference_model, "COALESCE_SECONDS", 0.01)
     monkeypatch.setattr(inference_model, "_reconcile_locked", slow_reconcile)
     logger = logging.getLogger("test")
-    inference_model._schedule(runtime, "ns", "llama", logger)
+    inference_model.schedule_reconcile(runtime, "ns", "llama", logger)
     await asyncio.sleep(0.1)  # the first run is under way
     for _ in range(20):  # child events while it runs
-        inference_model._schedule(runtime, "ns", "llama", logger)
+        inference_model.schedule_reconcile(runtime, "ns", "llama", logger)
         await asyncio.sleep(0.005)
     for _ in range(50):
         if not runtime.pending:
@@ -231,7 +231,7 @@ async def test_an_unexpected_error_in_a_queued_run_is_logged_not_lost(runtime, m
 
     monkeypatch.setattr(inference_model, "COALESCE_SECONDS", 0.01)
     monkeypatch.setattr(inference_model, "_reconcile_locked", broken)
-    inference_model._schedule(runtime, "ns", "llama", logging.getLogger("test"))
+    inference_model.schedule_reconcile(runtime, "ns", "llama", logging.getLogger("test"))
     task = runtime.pending[("ns", "llama")]
     await asyncio.wait_for(task, 2)
     assert "reconcile of ns/llama after a child event failed" in caplog.text
@@ -245,7 +245,7 @@ async def test_the_drift_timer_skips_a_model_with_a_run_under_way(runtime, monke
 
     from inferscale.controller import inference_model
 
-    monkeypatch.setattr(inference_model, "_poster", lambda body: Events())
+    monkeypatch.setattr(inference_model, "event_poster", lambda body: Events())
     stored = runtime.api.put(model_body())
     async with runtime.lock("ns", "llama"):
         await inference_model.inference_model_drift(

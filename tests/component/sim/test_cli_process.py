@@ -76,3 +76,17 @@ def test_env_and_flags_then_sigterm_lets_in_flight_requests_finish():
             proc.kill()
             proc.wait(5)
         proc.stdout.close()
+
+
+def test_process_age_counts_from_the_process_start() -> None:
+    # The sim's cold start counts from its process's start (interpreter and imports included).
+    import subprocess
+    import sys
+
+    code = (
+        "import time; time.sleep(0.6); "
+        "from inferscale.sim.server import process_age; print(process_age())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    age = float(out.stdout)
+    assert 0.6 <= age < 30

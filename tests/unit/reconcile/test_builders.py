@@ -202,12 +202,14 @@ def test_probes_ports_and_metrics_use_the_engines_own_paths(engine):
     }
 
 
-@pytest.mark.parametrize(("timeout", "threshold"), [(1800, 180), (10, 1), (95, 10), (1200, 120)])
+@pytest.mark.parametrize(("timeout", "threshold"), [(1800, 1800), (10, 10), (95, 95), (1200, 1200)])
 def test_startup_probe_allows_the_startup_timeout(timeout, threshold):
     spec = make_model(serving={"startupTimeoutSeconds": timeout})
     probe = container(build_deployment("m", "ns", spec, SETTINGS))["startupProbe"]
     assert probe["failureThreshold"] == threshold
     assert probe["periodSeconds"] * probe["failureThreshold"] >= timeout
+    # A loaded replica is found within a second: a cold start's held requests wait no longer.
+    assert probe["periodSeconds"] == 1
 
 
 def test_progress_deadline_outlasts_the_startup_probe():
@@ -382,6 +384,15 @@ def test_rollout_strategy_from_settings():
     settings = ReconcileSettings(max_surge="25%", max_unavailable=1)
     dep = build_deployment("m", "ns", make_model(), settings)
     assert dep["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": "25%", "maxUnavailable": 1}
+
+
+def test_rollout_bounds_from_the_environment_are_numbers_unless_percentages(monkeypatch):
+    # Environment variables are text; Kubernetes refuses the string "1" as an int-or-string.
+    monkeypatch.setenv("INFERSCALE_RECONCILE__MAX_SURGE", "2")
+    monkeypatch.setenv("INFERSCALE_RECONCILE__MAX_UNAVAILABLE", "25%")
+    settings = OperatorSettings().reconcile
+    dep = build_deployment("m", "ns", make_model(), settings)
+    assert dep["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 2, "maxUnavailable": "25%"}
 
 
 # --- replicas --------------------------------------------------------------------------------

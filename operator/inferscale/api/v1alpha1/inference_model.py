@@ -308,7 +308,8 @@ class InferenceModelStatus(ApiModel):
     """The name under which the model is routable."""
 
     conditions: list[Condition] = Field(default_factory=list, max_length=16)
-    """Ready, Progressing and Degraded, with reasons a person understands."""
+    """Ready, Progressing and Degraded, with reasons a person understands; ScalingActive says
+    whether the autoscaler can see the load (False: it holds the replica count, and why)."""
 
     last_scale_time: str | None = None
     """When the replica count last changed (RFC 3339)."""
@@ -321,6 +322,10 @@ class InferenceModelStatus(ApiModel):
 
     time_to_ready_seconds: float | None = Field(default=None, ge=0)
     """How long the last replica took from creation to Ready."""
+
+    autoscaler_state: str | None = Field(default=None, max_length=65_536)
+    """The autoscaler's memory (its windows' load samples, when load last fell, when it last
+    scaled), kept here so an operator restart keeps its windows. Written by the operator."""
 
 
 class InferenceModel(Resource[InferenceModelSpec, InferenceModelStatus]):

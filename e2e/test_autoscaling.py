@@ -1,0 +1,253 @@
+"""The autoscaler on the local cluster: scale from zero, a load step, back down, to zero.
+
+The operator runs as in test_routing (its own namespace, config/rbac, two routers) and reads
+the engines' load from the cluster's Prometheus, which scrapes every pod every 2 s, and the
+routers' held and in-flight counts. One sim model with ``minReplicas: 0`` and a 4 s cold start
+goes through the life the issue describes, while a load generator (threads of the official
+``openai`` SDK, no SDK retries) counts every failed request:
+
+1. a burst arrives at zero replicas: the routers hold it, the autoscaler scales from zero, and
+   the first replica is Ready within the sim's start-up delay plus 3 s of the first request;
+2. a load step beyond capacity gets a scale-up decision within 5 s;
+3. the load stops: replicas fall back and then reach zero after the idle delay;
+
+and not one request fails through all of it. Every step's figure is printed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import openai
+import pytest
+
+from e2e.conftest import Cluster
+from e2e.operator_support import Models, sim_model
+from e2e.router_support import Routers, endpoints, pod_ready, routers_running, wait_routers
+
+pytestmark = pytest.mark.e2e
+
+OPERATOR_NAMESPACE = "e2e-inferscale-autoscaling"
+STARTUP_DELAY = 4.0
+"""The sim's cold start (seconds): long enough that holding is visible, short for CI."""
+TARGET = 4
+"""Requests in flight per replica the model's autoscaling aims at."""
+POLL = 0.1
+
+
+@pytest.fixture(scope="module")
+def routers(cluster: Cluster) -> Iterator[Routers]:
+    env = {
+        "INFERSCALE_AUTOSCALER__PROMETHEUS_URL": cluster.prometheus,
+        "INFERSCALE_AUTOSCALER__INTERVAL_SECONDS": "1",
+        "INFERSCALE_AUTOSCALER__STATUS_INTERVAL_SECONDS": "5",
+    }
+    with routers_running(cluster, OPERATOR_NAMESPACE, env) as running:
+        yield running
+
+
+@pytest.fixture
+def models(cluster: Cluster, namespace: str, routers: Routers) -> Models:
+    return Models(cluster, namespace)
+
+
+def autoscaled_model(name: str) -> dict[str, Any]:
+    """A sim that starts in 4 s and answers in ~1 s (64 tokens), scaled by inferscale."""
+    body = sim_model(
+        name,
+        replicas=0,
+        args=[
+            "--startup-delay-seconds",
+            str(STARTUP_DELAY),
+            "--decode-seconds-per-seq",
+            "0.0005",
+            "--step-base-seconds",
+            "0.015",
+            "--default-max-tokens",
+            "64",
+        ],
+        minReplicas=0,
+        maxReplicas=4,
+        autoscaling={
+            "enabled": True,
+            "targetInFlightPerReplica": TARGET,
+            "stableWindowSeconds": 20,
+            "panicWindowSeconds": 6,
+            "maxScaleUpStep": 2,
+            "scaleDownDelaySeconds": 10,
+            "scaleToZeroDelaySeconds": 15,
+        },
+        serving={"terminationGracePeriodSeconds": 10, "startupTimeoutSeconds": 60},
+    )
+    del body["spec"]["replicas"]
+    return body
+
+
+@dataclass
+class OpenLoad:
+    """``workers`` threads that each send one request after another until stopped."""
+
+    routers: Routers
+    served: str
+    workers: int
+    sent: int = 0
+    done: int = 0
+    first_sent_at: float | None = None
+    errors: list[str] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def loop(self, index: int) -> None:
+        pods = self.routers.ready_pods()
+        with self.routers.client(pods[index % len(pods)]) as client:
+            client = client.with_options(timeout=120)
+            while not self.stop.is_set():
+                with self.lock:
+                    self.sent += 1
+                    if self.first_sent_at is None:
+                        self.first_sent_at = time.monotonic()
+                try:
+                    answer = client.chat.completions.create(
+                        model=self.served,
+                        messages=[{"role": "user", "content": f"count to {index}"}],
+                    )
+                    assert answer.choices[0].finish_reason
+                except (openai.OpenAIError, AssertionError) as error:
+                    with self.lock:
+                        self.errors.append(f"{type(error).__name__}: {error}")
+                else:
+                    with self.lock:
+                        self.done += 1
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[OpenLoad]:
+        threads = [
+            threading.Thread(target=self.loop, args=(i,), daemon=True) for i in range(self.workers)
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            yield self
+        finally:
+            self.stop.set()
+            for thread in threads:
+                thread.join(150)
+
+
+def _status(models: Models, name: str) -> dict[str, Any]:
+    return (models.get(name) or {}).get("status") or {}
+
+
+def _wait(routers: Routers, check: Any, timeout: float, what: str) -> Any:
+    return wait_routers(routers, check, timeout, what)
+
+
+def test_scale_from_zero_up_down_and_to_zero_without_a_failed_request(
+    cluster: Cluster, namespace: str, routers: Routers, models: Models
+) -> None:
+    name = "elastic"
+    served = f"{name}-served"
+    models.create(autoscaled_model(name))
+    # At zero: the model is in every router's table with no endpoint, so requests are held.
+    _wait(
+        routers,
+        lambda: all(
+            served in ((t or {}).get("models") or {}) and endpoints(t, served) == {}
+            for t in routers.tables()
+        ),
+        30,
+        f"every router to know {served} at zero replicas",
+    )
+    assert _status(models, name).get("desiredReplicas") == 0
+
+    # 1. A burst at zero: held, then served by the first replica.
+    burst = OpenLoad(routers, served, workers=3)
+    with burst.running():
+        ready_at = _wait(
+            routers,
+            lambda: models.ready_pods(name) and time.monotonic(),
+            STARTUP_DELAY + 30,
+            "the first replica to turn Ready",
+        )
+        assert burst.first_sent_at is not None
+        from_zero = ready_at - burst.first_sent_at
+        _wait(routers, lambda: burst.done >= 6, 60, "the held burst to be answered")
+    sent_wall = time.time() - (time.monotonic() - burst.first_sent_at)
+    print(
+        f"\nfirst request -> first replica Ready: {from_zero:.1f} s (sent "
+        f"{time.strftime('%H:%M:%S', time.gmtime(sent_wall))}, decided "
+        f"{_status(models, name).get('lastScaleTime')}, pod created "
+        f"{models.ready_pods(name)[0].metadata.creation_timestamp})"
+    )
+    assert from_zero <= STARTUP_DELAY + 3, f"scale from zero took {from_zero:.1f} s"
+    scaled = [e.message for e in models.events(name) if e.reason == "ScaledUp"]
+    assert any(m.startswith("scaled 0 -> ") for m in scaled), scaled
+
+    # 2. A step to 4x one replica's target: a scale-up decision within 5 s.
+    _wait(
+        routers,
+        lambda: (
+            len(models.ready_pods(name)) >= 1
+            and all(len(endpoints(t, served)) >= 1 for t in routers.tables())
+        ),
+        30,
+        "the model routable",
+    )
+    before = int(_status(models, name).get("desiredReplicas") or 0)
+    step = OpenLoad(routers, served, workers=TARGET * 4)
+    with step.running():
+        step_at = time.monotonic()
+        decided_at = _wait(
+            routers,
+            lambda: (
+                int(_status(models, name).get("desiredReplicas") or 0) > before and time.monotonic()
+            ),
+            30,
+            f"a scale-up above {before} replicas",
+        )
+        reaction = decided_at - step_at
+        reason = _status(models, name).get("lastScaleReason") or ""
+        _wait(
+            routers,
+            lambda: len(models.ready_pods(name)) >= 2,
+            STARTUP_DELAY + 30,
+            "the added replicas to turn Ready",
+        )
+        time.sleep(3)  # traffic over the grown set
+        peak = len(models.ready_pods(name))
+    print(f"load step -> scale-up decision: {reaction:.1f} s ({reason}); peak {peak} ready")
+    assert reaction <= 5, f"the scale-up decision took {reaction:.1f} s"
+    assert "in flight" in reason and "target 4 per replica" in reason, reason
+
+    # 3. Load stops: down, then to zero after the idle delay.
+    idle_at = time.monotonic()
+    _wait(
+        routers,
+        lambda: int(_status(models, name).get("desiredReplicas") or 0) < peak,
+        90,
+        "a scale-down after the load stopped",
+    )
+    _wait(
+        routers,
+        lambda: (
+            _status(models, name).get("desiredReplicas") == 0
+            and not any(pod_ready(p) for p in models.ready_pods(name))
+        ),
+        120,
+        "the model to scale to zero",
+    )
+    to_zero = time.monotonic() - idle_at
+    print(f"load stopped -> zero replicas: {to_zero:.0f} s")
+    # Never before the idle delay: the last request ended at most a request's time earlier.
+    assert to_zero >= 15 - 2, f"scaled to zero {to_zero:.0f} s after the load stopped"
+
+    reasons = models.event_reasons(name)
+    assert {"ScaledUp", "ScaledDown"} <= reasons, reasons
+    total_errors = burst.errors + step.errors
+    print(f"requests: {burst.done + step.done} answered, {len(total_errors)} failed")
+    assert total_errors == [], total_errors[:5]

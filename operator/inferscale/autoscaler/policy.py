@@ -1,0 +1,619 @@
+"""The autoscaling policy: ``decide(params, history, sample, now, current) -> Decision``.
+
+Pure: no clock (``now`` comes in), no I/O, no asyncio. Everything the policy remembers between
+calls is the :class:`History` it is handed and hands back; the operator keeps it in an
+annotation, so a restart keeps the windows.
+
+How a decision is made (``docs/autoscaling.md`` has the long version):
+
+- **Load** is requests in flight (running plus waiting, summed over the engines) plus requests
+  the routers hold while no replica is ready. When the ready replicas' mean KV-cache use is above
+  ``kv_cache_saturation`` they are full whatever their request count: the sample counts as at
+  least their capacity and the policy wants one replica more than are ready.
+- **Windows** in the manner of Knative's KPA: the desired count is ``ceil(load / target)`` over
+  the mean of the stable window (60 s), or of the panic window (6 s) in panic. Panic starts when
+  the panic window wants at least twice the ready replicas and lasts at least a stable window
+  after the last time it did; in panic the count never goes down.
+- **Start-up aware**: with ``time_to_ready_s`` known, a queue (a stable-window load beyond what
+  the replicas set carry) that is still growing is projected that far ahead (least squares over
+  the stable window, shrunk by the fit's R^2 so noise does not count as growth) and the count
+  sized for the projection, because replicas asked for now serve only then. The replica count
+  passed in includes replicas still starting, so they count as capacity already on its way,
+  and at most ``max(max_scale_up_step, ready)`` replicas start at once: a burst shorter than a
+  cold start does not fill the cluster with replicas that arrive after it, while a lasting rise
+  still doubles the count every cold start.
+- **Up** at most ``max_scale_up_step`` replicas per decision, and, outside panic, only as far
+  as the panic window still wants (a burst that is over stays in the stable mean for a whole
+  window); from zero straight to what the held queue needs, on the first held request.
+- **Down** only after the load has wanted fewer replicas for ``scale_down_delay_s``, then to the
+  most it wanted during that delay (HPA's stabilisation), never while a replica is starting
+  (a Deployment scale-down may remove the loading pod first) and never below ``max(min, 1)``.
+- **To zero** only with ``min_replicas == 0`` and ``scale_to_zero_delay_s`` set, after that long
+  with zero load and nothing held.
+- **Bad data holds.** No sample, a NaN, a negative count, a sample older than ``stale_after_s``
+  or from the future: hold, ``stale=True``, the reason says why. A clock that went backwards
+  resets the windows and holds. Bounds still apply: a count outside ``[min, max]`` (the user
+  changed them) is brought inside even on bad data, because the bounds are the user's order and
+  need no metric.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Final, Literal
+
+if TYPE_CHECKING:
+    from inferscale.api.v1alpha1.inference_model import InferenceModelSpec
+
+DEFAULT_SCALE_TO_ZERO_DELAY_S: Final = 600.0
+"""Idle time before the last replica goes when ``minReplicas`` is 0 and no delay is given."""
+
+MAX_SAMPLES: Final = 512
+"""Most samples a History keeps (the newest), so the annotation stays small at any tick rate."""
+
+Action = Literal["scale-up", "scale-down", "hold", "scale-to-zero", "scale-from-zero"]
+Window = Literal["stable", "panic", "none"]
+
+
+def _finite(x: float) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyParams:
+    """The knobs of one model's policy; construction refuses values that cannot work."""
+
+    min_replicas: int
+    max_replicas: int
+    target_in_flight_per_replica: float
+    stable_window_s: float = 60
+    panic_window_s: float = 6
+    max_scale_up_step: int = 4
+    scale_down_delay_s: float = 300
+    scale_to_zero_delay_s: float | None = None
+    """None: never to zero. Needs ``min_replicas == 0``."""
+    kv_cache_saturation: float = 0.8
+    time_to_ready_s: float | None = None
+    """Measured start-up time of this model; sizes scale-up from the load's growth."""
+    stale_after_s: float = 30
+    """A sample older than this (against ``now``) is stale: hold."""
+
+    def __post_init__(self) -> None:
+        problems: list[str] = []
+        if self.min_replicas < 0:
+            problems.append(f"min_replicas must be >= 0, got {self.min_replicas}")
+        if self.max_replicas < self.min_replicas:
+            problems.append(
+                f"min_replicas ({self.min_replicas}) must not exceed "
+                f"max_replicas ({self.max_replicas})"
+            )
+        if not _finite(self.target_in_flight_per_replica) or self.target_in_flight_per_replica <= 0:
+            problems.append(
+                "target_in_flight_per_replica must be a positive number, "
+                f"got {self.target_in_flight_per_replica}"
+            )
+        for name in ("stable_window_s", "panic_window_s", "stale_after_s"):
+            value = getattr(self, name)
+            if not _finite(value) or value <= 0:
+                problems.append(f"{name} must be a positive number, got {value}")
+        if (
+            _finite(self.panic_window_s)
+            and _finite(self.stable_window_s)
+            and self.panic_window_s > self.stable_window_s
+        ):
+            problems.append(
+                f"panic_window_s ({self.panic_window_s}) must not exceed "
+                f"stable_window_s ({self.stable_window_s})"
+            )
+        if self.max_scale_up_step < 1:
+            problems.append(f"max_scale_up_step must be >= 1, got {self.max_scale_up_step}")
+        if not _finite(self.scale_down_delay_s) or self.scale_down_delay_s < 0:
+            problems.append(f"scale_down_delay_s must be >= 0, got {self.scale_down_delay_s}")
+        if self.scale_to_zero_delay_s is not None:
+            if not _finite(self.scale_to_zero_delay_s) or self.scale_to_zero_delay_s < 0:
+                problems.append(
+                    f"scale_to_zero_delay_s must be >= 0, got {self.scale_to_zero_delay_s}"
+                )
+            if self.min_replicas != 0:
+                problems.append("scale_to_zero_delay_s needs min_replicas == 0")
+        if not _finite(self.kv_cache_saturation) or not 0 < self.kv_cache_saturation <= 1:
+            problems.append(
+                f"kv_cache_saturation must be in (0, 1], got {self.kv_cache_saturation}"
+            )
+        if self.time_to_ready_s is not None and (
+            not _finite(self.time_to_ready_s) or self.time_to_ready_s < 0
+        ):
+            problems.append(f"time_to_ready_s must be >= 0, got {self.time_to_ready_s}")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    @classmethod
+    def from_spec(
+        cls, spec: InferenceModelSpec, time_to_ready_s: float | None = None
+    ) -> PolicyParams:
+        """The params of an InferenceModel's spec (its replicas and ``autoscaling`` fields).
+
+        A model with ``minReplicas: 0`` and no ``scaleToZeroDelaySeconds`` scales to zero after
+        the API's documented default of 600 s.
+
+        Raises:
+            ValueError: the spec's values cannot work together.
+        """
+        a = spec.autoscaling
+        to_zero: float | None = a.scale_to_zero_delay_seconds
+        if to_zero is None and spec.min_replicas == 0:
+            to_zero = DEFAULT_SCALE_TO_ZERO_DELAY_S
+        return cls(
+            min_replicas=spec.min_replicas,
+            max_replicas=spec.max_replicas,
+            target_in_flight_per_replica=a.target_in_flight_per_replica,
+            stable_window_s=a.stable_window_seconds,
+            panic_window_s=a.panic_window_seconds,
+            max_scale_up_step=a.max_scale_up_step,
+            scale_down_delay_s=a.scale_down_delay_seconds,
+            scale_to_zero_delay_s=to_zero,
+            kv_cache_saturation=a.kv_cache_saturation,
+            time_to_ready_s=time_to_ready_s,
+        )
+
+    def clamp(self, replicas: int) -> int:
+        """``replicas`` brought inside ``[min_replicas, max_replicas]``."""
+        return max(self.min_replicas, min(self.max_replicas, replicas))
+
+    def wanted(self, load: float) -> int:
+        """Replicas that carry ``load`` at the target (unbounded)."""
+        # The epsilon keeps 32.0000000001 / 16 (float noise in a mean) at 2, not 3.
+        return max(0, math.ceil(load / self.target_in_flight_per_replica - 1e-9))
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One observation of a model's load, taken by the caller at ``at`` (caller's clock, s)."""
+
+    at: float
+    in_flight: float | None
+    """Running plus waiting across all replicas (engine metrics); None: unknown."""
+    held: int = 0
+    """Requests held by the routers (the model has no ready replica)."""
+    kv_cache_usage: float | None = None
+    """Mean KV-cache use over the ready replicas, 0 to 1."""
+    ready: int = 0
+    """Ready replicas."""
+    starting: int = 0
+    """Replicas that exist but are not ready yet (loading the model)."""
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """Everything the policy remembers between calls; JSON round-trips it for an annotation."""
+
+    samples: tuple[tuple[float, float], ...] = ()
+    """``(at, load)`` within the stable window, oldest first (load with KV saturation)."""
+    panic_until: float | None = None
+    low_since: float | None = None
+    """The load has wanted fewer replicas than there are since then."""
+    idle_since: float | None = None
+    """The load (in flight and held) has been zero since then."""
+    last_change_at: float | None = None
+    recent_wants: tuple[tuple[float, int], ...] = ()
+    """``(since, replicas)``: what the load wanted, run-length encoded over the last
+    scale-down delay (the first entry may start earlier: it covers the window's start)."""
+    last_sample_at: float | None = None
+    """Time of the newest sample used, kept even when the window has emptied (gap detection)."""
+
+    def to_json(self) -> str:
+        """Compact JSON; :meth:`from_json` reads it back."""
+        return json.dumps(
+            {
+                "samples": [[at, load] for at, load in self.samples],
+                "panic_until": self.panic_until,
+                "low_since": self.low_since,
+                "idle_since": self.idle_since,
+                "last_change_at": self.last_change_at,
+                "recent_wants": [[at, n] for at, n in self.recent_wants],
+                "last_sample_at": self.last_sample_at,
+            },
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> History:
+        """Parse :meth:`to_json` output; unknown keys are ignored (a newer operator wrote them).
+
+        Raises:
+            ValueError: not JSON, not an object, or a field of the wrong type or not finite.
+        """
+        try:
+            data = json.loads(text)
+        except (TypeError, ValueError, RecursionError) as error:
+            raise ValueError(f"history is not JSON: {error}") from None
+        if not isinstance(data, dict):
+            raise ValueError("history must be a JSON object")
+        raw_samples = data.get("samples", [])
+        if not isinstance(raw_samples, list):
+            raise ValueError("history.samples must be a list")
+        samples: list[tuple[float, float]] = []
+        for item in raw_samples[-MAX_SAMPLES:]:
+            if (
+                not isinstance(item, list)
+                or len(item) != 2
+                or not all(_finite(v) for v in item)
+                or item[1] < 0
+            ):
+                raise ValueError(f"history.samples holds a bad entry: {item!r}")
+            samples.append((float(item[0]), float(item[1])))
+        if any(b[0] < a[0] for a, b in zip(samples, samples[1:], strict=False)):
+            raise ValueError("history.samples are not in time order")
+
+        def time_field(name: str) -> float | None:
+            value = data.get(name)
+            if value is None:
+                return None
+            if not _finite(value):
+                raise ValueError(f"history.{name} must be a finite number or null")
+            return float(value)
+
+        raw_wants = data.get("recent_wants", [])
+        if not isinstance(raw_wants, list):
+            raise ValueError("history.recent_wants must be a list")
+        wants: list[tuple[float, int]] = []
+        for item in raw_wants[-MAX_SAMPLES:]:
+            if (
+                not isinstance(item, list)
+                or len(item) != 2
+                or not _finite(item[0])
+                or not isinstance(item[1], int)
+                or isinstance(item[1], bool)
+                or item[1] < 0
+            ):
+                raise ValueError(f"history.recent_wants holds a bad entry: {item!r}")
+            wants.append((float(item[0]), item[1]))
+        return cls(
+            samples=tuple(samples),
+            panic_until=time_field("panic_until"),
+            low_since=time_field("low_since"),
+            idle_since=time_field("idle_since"),
+            last_change_at=time_field("last_change_at"),
+            recent_wants=tuple(wants),
+            last_sample_at=time_field("last_sample_at"),
+        )
+
+    def latest_time(self) -> float | None:
+        """The latest time this history has seen (a later ``now`` must not be earlier)."""
+        times = [
+            t
+            for t in (self.last_sample_at, self.last_change_at, self.low_since, self.idle_since)
+            if t is not None
+        ]
+        if self.samples:
+            times.append(self.samples[-1][0])
+        return max(times) if times else None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What to do, why, and the history to keep for the next call."""
+
+    replicas: int
+    """The count to set (``== current`` when holding)."""
+    current: int
+    action: Action
+    window: Window
+    reason: str
+    """In words, for the Event and ``status.lastScaleReason``."""
+    stale: bool
+    """The decision is a hold because the signal was missing, stale or invalid."""
+    history: History
+    load: float | None = None
+    """The load the decision was sized on (window mean or projection); None when stale."""
+    desired: int | None = None
+    """What the load wanted before steps, delays and bounds; None when stale."""
+
+
+def _num(x: float) -> str:
+    """A load for a reason: whole numbers bare, others to one decimal."""
+    return f"{x:.0f}" if abs(x - round(x)) < 0.05 else f"{x:.1f}"
+
+
+def _secs(x: float) -> str:
+    return f"{x:.0f} s"
+
+
+def _sample_problem(sample: Sample | None, now: float, params: PolicyParams) -> str | None:
+    """Why ``sample`` cannot be used, or None when it can."""
+    if sample is None:
+        return "no metrics"
+    if not _finite(sample.at):
+        return "the sample has no valid time"
+    if sample.in_flight is None:
+        return "in-flight count missing"
+    if not _finite(sample.in_flight) or sample.in_flight < 0:
+        return f"in-flight count invalid ({sample.in_flight})"
+    for name in ("held", "ready", "starting"):
+        value = getattr(sample, name)
+        if not _finite(value) or value < 0:
+            return f"{name} count invalid ({value})"
+    kv = sample.kv_cache_usage
+    if kv is not None and (not _finite(kv) or kv < 0):
+        return f"KV-cache use invalid ({kv})"
+    age = now - sample.at
+    if age < 0:
+        return f"the sample is {_secs(-age)} in the future (clocks disagree)"
+    if age > params.stale_after_s:
+        return f"no metrics for {_secs(age)}"
+    return None
+
+
+def _bounded(
+    params: PolicyParams, history: History, now: float, current: int, reason: str, stale: bool
+) -> Decision:
+    """A hold at ``current``, or the move into bounds when ``current`` is outside them."""
+    target = params.clamp(current)
+    if target == current:
+        return Decision(current, current, "hold", "none", reason, stale, history)
+    action: Action = "scale-up" if target > current else "scale-down"
+    if current == 0:
+        action = "scale-from-zero"
+    elif target == 0:
+        action = "scale-to-zero"
+    side = "minReplicas" if target > current else "maxReplicas"
+    return Decision(
+        target,
+        current,
+        action,
+        "none",
+        f"scaled {current} -> {target}: {side} is {target} ({reason})",
+        stale,
+        replace(
+            history, last_change_at=now if _finite(now) else history.last_change_at, low_since=None
+        ),
+    )
+
+
+def _trend(points: list[tuple[float, float]]) -> float:
+    """The load's growth per second, shrunk by how well a line fits (0 with < 3 points).
+
+    The least-squares slope times R^2: a steady ramp (R^2 near 1) keeps its slope, while the
+    slope that noise alone draws through a flat load (R^2 near 0) is all but dropped, so
+    projecting it a cold start ahead does not add replicas for nothing.
+    """
+    n = len(points)
+    if n < 3:
+        return 0.0
+    mean_t = sum(t for t, _ in points) / n
+    mean_y = sum(y for _, y in points) / n
+    var_t = sum((t - mean_t) ** 2 for t, _ in points)
+    var_y = sum((y - mean_y) ** 2 for _, y in points)
+    if var_t <= 0 or var_y <= 0:
+        return 0.0
+    cov = sum((t - mean_t) * (y - mean_y) for t, y in points)
+    r_squared = cov * cov / (var_t * var_y)
+    return cov / var_t * r_squared
+
+
+def _remember_want(
+    wants: tuple[tuple[float, int], ...], now: float, desired: int, delay: float
+) -> tuple[tuple[float, int], ...]:
+    """``wants`` with ``desired`` at ``now``, run-length encoded and pruned to the delay."""
+    kept = list(wants)
+    if not kept or kept[-1][1] != desired:
+        kept.append((now, desired))
+    # Drop an entry once the next one starts at or before the window's start: it no longer
+    # covers any of the window. The first kept entry may start earlier and still cover it.
+    while len(kept) >= 2 and kept[1][0] <= now - delay:
+        kept.pop(0)
+    return tuple(kept[-MAX_SAMPLES:])
+
+
+def _low_since(wants: tuple[tuple[float, int], ...], replicas: int) -> float | None:
+    """Since when the load has wanted fewer than ``replicas`` (None: it wants that many now)."""
+    since: float | None = None
+    for at, n in reversed(wants):
+        if n >= replicas:
+            return since
+        since = at
+    return since
+
+
+def decide(
+    params: PolicyParams, history: History, sample: Sample | None, now: float, current: int
+) -> Decision:
+    """The replica count for a model now, and why.
+
+    Args:
+        params: the model's knobs.
+        history: what the last call returned (``History()`` the first time).
+        sample: the latest observation, or None when none could be read.
+        now: the caller's clock, in the same seconds as ``sample.at``.
+        current: the replica count now set (ready plus starting plus not yet created).
+
+    Returns:
+        The decision; its ``history`` is what to pass next time. Never raises on bad data.
+    """
+    current = max(0, current)
+    if not _finite(now):
+        return _bounded(
+            params, history, now, current, f"holding at {current}: invalid clock ({now})", True
+        )
+    latest = history.latest_time()
+    if latest is not None and now < latest:
+        # The clock jumped back: every recorded time is in the future. Forget them all, so no
+        # delay or window is measured across the jump, and wait for fresh samples.
+        reason = f"holding at {current}: clock went back {_secs(latest - now)}; windows reset"
+        return _bounded(params, History(), now, current, reason, True)
+    problem = _sample_problem(sample, now, params)
+    if problem is None and sample is not None and history.last_sample_at is not None:
+        if sample.at < history.last_sample_at:
+            problem = "the sample is older than the one used before"
+    if problem is not None or sample is None:
+        return _bounded(
+            params, history, now, current, f"holding at {current}: {problem} (stale)", True
+        )
+    return _decide_on(params, history, sample, now, current)
+
+
+def _decide_on(
+    params: PolicyParams, history: History, sample: Sample, now: float, current: int
+) -> Decision:
+    """``decide`` once the sample is known to be usable."""
+    target = params.target_in_flight_per_replica
+    raw = float(sample.in_flight or 0) + sample.held
+    kv = sample.kv_cache_usage
+    saturated = kv is not None and sample.ready > 0 and kv > params.kv_cache_saturation
+    # A KV-full replica is at capacity whatever its request count (long contexts).
+    load = max(raw, sample.ready * target) if saturated else raw
+
+    # A gap in the observations means the delays were not watched: they restart now.
+    low_since, idle_since = history.low_since, history.idle_since
+    wants = history.recent_wants
+    if history.last_sample_at is None or sample.at - history.last_sample_at > params.stale_after_s:
+        low_since = idle_since = None
+        wants = ()
+
+    # Windows end at the newest sample, not at `now`: a scrape's lag must not empty them.
+    stable_from = sample.at - params.stable_window_s
+    kept = [(t, y) for t, y in history.samples if t > stable_from]
+    if history.last_sample_at is None or sample.at > history.last_sample_at:
+        kept.append((sample.at, load))
+    kept = kept[-MAX_SAMPLES:]
+    panic_from = sample.at - params.panic_window_s
+    in_panic_window = [y for t, y in kept if t > panic_from] or [load]
+    stable_load = sum(y for _, y in kept) / len(kept)
+    panic_load = sum(in_panic_window) / len(in_panic_window)
+    stable_want = params.wanted(stable_load)
+    panic_want = params.wanted(panic_load)
+
+    panic_until = history.panic_until
+    if panic_until is not None and now >= panic_until:
+        panic_until = None
+    if current > 0 and panic_want >= 2 * max(sample.ready, 1):
+        panic_until = now + params.stable_window_s
+    panic = panic_until is not None
+
+    window: Window = "panic" if panic else "stable"
+    sized_on = panic_load if panic else stable_load
+    desired = panic_want if panic else stable_want
+    if not panic and desired > current and panic_want < desired:
+        # The stable mean still remembers a burst that is over: go up only as far as the
+        # load now (the panic window) still wants.
+        desired = max(current, panic_want)
+    projected = False
+    queue_growing = stable_load > current * target and panic_load >= stable_load
+    if params.time_to_ready_s and queue_growing:
+        # Only a queue (load beyond what the replicas set carry) is projected: the wander
+        # of a load that the replicas carry is not growth worth a cold start.
+        growth = _trend(kept)
+        if growth > 0:
+            # The window's mean lags a ramp by half the window; then a cold start ahead.
+            lead = (kept[-1][0] - kept[0][0]) / 2 + params.time_to_ready_s
+            ahead = stable_load + growth * lead
+            if params.wanted(ahead) > desired:
+                desired, sized_on, projected = params.wanted(ahead), ahead, True
+    if saturated:
+        desired = max(desired, sample.ready + 1)
+    if panic:
+        desired = max(desired, current)
+
+    idle_since = (idle_since if idle_since is not None else now) if raw == 0 else None
+    if desired < current:
+        low_since = low_since if low_since is not None else now
+    else:
+        low_since = None
+    wants = _remember_want(wants, now, desired, params.scale_down_delay_s)
+
+    new_history = History(
+        samples=tuple(kept),
+        panic_until=panic_until,
+        low_since=low_since,
+        idle_since=idle_since,
+        last_change_at=history.last_change_at,
+        recent_wants=wants,
+        last_sample_at=max(sample.at, history.last_sample_at or sample.at),
+    )
+    what = f"{_num(sized_on)} {'projected in' if projected else 'in'} flight"
+    if sample.held:
+        what += f" ({sample.held} held)"
+    if saturated:
+        what += f", KV cache {kv:.0%} full"
+    where = f"target {_num(target)} per replica ({window} window)"
+
+    def change(replicas: int, action: Action, why: str, win: Window = window) -> Decision:
+        moved = replace(new_history, last_change_at=now, low_since=_low_since(wants, replicas))
+        reason = f"scaled {current} -> {replicas}: {why}"
+        return Decision(replicas, current, action, win, reason, False, moved, sized_on, desired)
+
+    def hold(why: str, win: Window = window) -> Decision:
+        reason = f"holding at {current}: {why}"
+        return Decision(
+            current, current, "hold", win, reason, False, new_history, sized_on, desired
+        )
+
+    bounded = params.clamp(current)
+    if bounded != current:
+        side = "minReplicas" if bounded > current else "maxReplicas"
+        action: Action = "scale-up" if bounded > current else "scale-down"
+        if current == 0:
+            action = "scale-from-zero"
+        elif bounded == 0:
+            action = "scale-to-zero"
+        return change(bounded, action, f"{side} is {bounded}", "none")
+
+    if current == 0:
+        if raw > 0:
+            # The first held request: straight to what the queue needs, no step limit.
+            replicas = min(params.max_replicas, max(1, params.wanted(raw)))
+            if replicas == 0:
+                return hold("requests are held but maxReplicas is 0", "none")
+            held = f"{_num(raw)} waiting for a replica"
+            return change(replicas, "scale-from-zero", f"{held}, {where}", "none")
+        return hold("no load", "none")
+
+    if desired > current:
+        replicas = min(desired, current + params.max_scale_up_step, params.max_replicas)
+        if params.time_to_ready_s is not None:
+            # Scale-ups already on their way count: at most max(step, ready) replicas start at
+            # once, so a burst shorter than a cold start does not fill the cluster with
+            # replicas that arrive after it; a lasting rise still doubles every cold start.
+            on_the_way = max(current - sample.ready, 0)
+            room = max(params.max_scale_up_step, sample.ready) - on_the_way
+            replicas = min(replicas, current + max(room, 0))
+        if replicas > current:
+            return change(replicas, "scale-up", f"{what}, {where}")
+        if replicas < params.max_replicas:
+            return hold(f"{what} wants {desired}; {current - sample.ready} already starting")
+        return hold(f"{what} wants {desired}, but maxReplicas is {params.max_replicas}")
+
+    zero_delay = params.scale_to_zero_delay_s
+    if params.min_replicas == 0 and zero_delay is not None and idle_since is not None:
+        idle_for = now - idle_since
+        if idle_for >= zero_delay and not panic:
+            if sample.starting:
+                return hold(f"idle, but {sample.starting} replica(s) still starting", "none")
+            return change(0, "scale-to-zero", f"idle for {_secs(idle_for)}", "none")
+
+    if desired < current:
+        floor = max(params.min_replicas, 1)
+        if current <= floor:
+            return hold(f"{what}; at the floor of {floor}")
+        if panic:
+            return hold(f"{what} wants {desired}, but no scale-down in panic")
+        assert low_since is not None
+        low_for = now - low_since
+        if low_for < params.scale_down_delay_s:
+            return hold(
+                f"{what} wants {desired} for {_secs(low_for)} of the "
+                f"{_secs(params.scale_down_delay_s)} scale-down delay"
+            )
+        if sample.starting:
+            return hold(f"{what} wants {desired}, but {sample.starting} replica(s) still starting")
+        # HPA's stabilisation: the most the load wanted over the whole delay, not the least.
+        replicas = max(max(n for _, n in wants), floor)
+        if replicas < current:
+            return change(
+                replicas,
+                "scale-down",
+                f"{what} for {_secs(low_for)}, {where}",
+            )
+    return hold(f"{what}, {where}")

@@ -1,0 +1,107 @@
+"""Reads the engines' load from Prometheus, through prometheus-api-client, off the event loop.
+
+prometheus-api-client is blocking (requests underneath), so every query runs in a worker
+thread with a time limit; the operator's event loop never waits on Prometheus. One round is
+three instant queries covering every model (see
+:func:`~inferscale.autoscaler.signals.build_queries`), whatever the number of models. A failed
+round is reported as a reason, never raised: the autoscaler then holds every model whose load
+it cannot see.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+from prometheus_api_client import PrometheusConnect
+from urllib3.util.retry import Retry
+
+from inferscale.autoscaler.signals import (
+    EngineReading,
+    ModelKey,
+    Queries,
+    build_queries,
+    parse_vector,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PrometheusRound:
+    """What one round read: per-model readings, or why it could not."""
+
+    readings: dict[ModelKey, EngineReading] = field(default_factory=dict)
+    error: str | None = None
+    problems: list[str] = field(default_factory=list)
+    """Series that were left out (missing labels, NaN values): logged, not fatal."""
+
+
+class PrometheusSource:
+    """The engines' in-flight requests and KV-cache use per model, from one Prometheus."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float,
+        model_label: str,
+        namespace_label: str,
+        client: Any | None = None,
+    ) -> None:
+        self.url = url
+        self.timeout = timeout
+        self.model_label = model_label
+        self.namespace_label = namespace_label
+        self.queries: Queries = build_queries(model_label, namespace_label)
+        # disable_ssl=False keeps certificate checks on for https URLs. No retries inside a
+        # round: the next round (seconds later) is the retry, and a retry loop here would make
+        # a down Prometheus slow instead of failed.
+        # Our own session, so close() can release its sockets.
+        self.session = requests.Session()
+        self.client = client or PrometheusConnect(
+            url=url, disable_ssl=False, retry=Retry(total=0), timeout=timeout, session=self.session
+        )
+
+    def close(self) -> None:
+        """Release the HTTP connections (the operator is stopping)."""
+        self.session.close()
+
+    def _query(self, promql: str) -> object:
+        # The HTTP time limit, and Prometheus' own (so it gives up on a slow query too).
+        return self.client.custom_query(
+            query=promql, params={"timeout": f"{self.timeout:g}s"}, timeout=self.timeout
+        )
+
+    async def _run(self, promql: str) -> object:
+        return await asyncio.wait_for(asyncio.to_thread(self._query, promql), self.timeout + 1)
+
+    async def read(self) -> PrometheusRound:
+        """One round of queries; never raises for Prometheus' faults."""
+        try:
+            in_flight_raw, fresh_raw, kv_raw = await asyncio.gather(
+                self._run(self.queries.in_flight),
+                self._run(self.queries.freshness),
+                self._run(self.queries.kv_cache),
+            )
+        except TimeoutError:
+            return PrometheusRound(error=f"Prometheus at {self.url} did not answer in time")
+        except Exception as error:  # any client fault means "unknown", never a crash
+            return PrometheusRound(error=f"Prometheus at {self.url} failed: {_short(error)}")
+        labels = (self.model_label, self.namespace_label)
+        in_flight, p1 = parse_vector(in_flight_raw, *labels)
+        fresh, p2 = parse_vector(fresh_raw, *labels)
+        kv, p3 = parse_vector(kv_raw, *labels)
+        readings = {
+            key: EngineReading(in_flight=value, sampled_at=fresh.get(key), kv_cache=kv.get(key))
+            for key, value in in_flight.items()
+        }
+        return PrometheusRound(readings=readings, problems=[*p1, *p2, *p3])
+
+
+def _short(error: BaseException) -> str:
+    text = str(error) or type(error).__name__
+    return text if len(text) <= 300 else text[:297] + "..."

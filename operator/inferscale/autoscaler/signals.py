@@ -1,0 +1,225 @@
+"""The autoscaler's signals: PromQL built from the engines' metric names, and one policy sample.
+
+Users never write PromQL: the operator knows which gauges each engine exports for requests
+running and waiting and for KV-cache use, and builds one query per signal that covers every
+engine at once (a ``__name__`` regex over all their names), grouped by namespace and model.
+Renamed metrics are listed side by side (vLLM's ``gpu_cache_usage_perc`` became
+``kv_cache_usage_perc``), so either version of an engine is read.
+
+:func:`build_sample` turns what was read (Prometheus, the routers) into the policy's
+:class:`~inferscale.autoscaler.policy.Sample`, deciding what counts as *unknown*: a model with
+ready replicas but no engine series is unknown (a renamed metric, a broken scrape), never
+*zero*; a model with no replica at all has zero engine load by definition.
+
+Pure: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from inferscale.autoscaler.policy import Sample
+
+ModelKey = tuple[str, str]
+"""(namespace, InferenceModel name)."""
+
+
+@dataclass(frozen=True, slots=True)
+class EngineMetrics:
+    """The Prometheus gauges of one engine that the autoscaler reads."""
+
+    in_flight: tuple[str, ...]
+    """Gauges whose sum is the requests running plus waiting in one replica."""
+    kv_cache: tuple[str, ...] = ()
+    """Gauges of KV-cache use from 0 to 1 (alternatives: one engine version exports one)."""
+
+
+ENGINE_METRICS: Final[Mapping[str, EngineMetrics]] = {
+    "vllm": EngineMetrics(
+        ("vllm:num_requests_running", "vllm:num_requests_waiting"),
+        ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"),
+    ),
+    # The sim exports vLLM's exact names.
+    "sim": EngineMetrics(
+        ("vllm:num_requests_running", "vllm:num_requests_waiting"),
+        ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"),
+    ),
+    "sglang": EngineMetrics(
+        ("sglang:num_running_reqs", "sglang:num_queue_reqs"), ("sglang:token_usage",)
+    ),
+    "tgi": EngineMetrics(("tgi_batch_current_size", "tgi_queue_size")),
+    # trtllm-serve exports no in-flight gauge in Prometheus form: its load is the routers'
+    # in-flight count alone.
+    "trtllm": EngineMetrics(()),
+}
+"""Engine -> the gauges read for it (see docs/autoscaling.md for the sources)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Queries:
+    """The three PromQL queries of one autoscaler round."""
+
+    in_flight: str
+    """Requests running plus waiting, summed per model."""
+    freshness: str
+    """Timestamp of the newest in-flight sample per model: an old one means a dead scrape."""
+    kv_cache: str
+    """Mean KV-cache use per model."""
+
+
+def _names_regex(names: Iterable[str]) -> str:
+    return "|".join(re.escape(n).replace("\\:", ":") for n in sorted(set(names)))
+
+
+def build_queries(model_label: str, namespace_label: str) -> Queries:
+    """The queries for every engine's metrics, grouped by ``(namespace_label, model_label)``."""
+    in_flight = _names_regex(n for m in ENGINE_METRICS.values() for n in m.in_flight)
+    # One gauge per engine for the timestamp: timestamp() drops the metric name, and two
+    # gauges of one pod would then be two series with one label set (an error in PromQL).
+    first = _names_regex(m.in_flight[0] for m in ENGINE_METRICS.values() if m.in_flight)
+    kv = _names_regex(n for m in ENGINE_METRICS.values() for n in m.kv_cache)
+    by = f"by ({namespace_label}, {model_label})"
+    ours = f'{model_label}!=""'
+    return Queries(
+        in_flight=f'sum {by} ({{__name__=~"{in_flight}", {ours}}})',
+        freshness=f'max {by} (timestamp({{__name__=~"{first}", {ours}}}))',
+        kv_cache=f'avg {by} ({{__name__=~"{kv}", {ours}}})',
+    )
+
+
+def parse_vector(
+    result: object, model_label: str, namespace_label: str
+) -> tuple[dict[ModelKey, float], list[str]]:
+    """Values per model from an instant-query result (``data.result`` of a vector).
+
+    Returns the values and the problems met: entries without the labels, values that are not
+    finite numbers. Such entries are left out (the model's signal is then unknown), never
+    read as zero.
+    """
+    values: dict[ModelKey, float] = {}
+    problems: list[str] = []
+    if not isinstance(result, list):
+        return values, [f"expected a vector result, got {type(result).__name__}"]
+    for entry in result:
+        if not isinstance(entry, dict):
+            problems.append("a result entry is not an object")
+            continue
+        metric = entry.get("metric")
+        value = entry.get("value")
+        if not isinstance(metric, dict):
+            problems.append("a result entry has no labels")
+            continue
+        namespace, model = metric.get(namespace_label), metric.get(model_label)
+        if not isinstance(namespace, str) or not isinstance(model, str) or not model:
+            problems.append(f"a series lacks the {namespace_label}/{model_label} labels")
+            continue
+        number = _number(value)
+        if number is None:
+            problems.append(f"{namespace}/{model}: value {value!r} is not a finite number")
+            continue
+        values[(namespace, model)] = number
+    return values, problems
+
+
+def _number(value: Any) -> float | None:
+    # A vector sample is [timestamp, "value"]; the value is a string ("NaN" and "+Inf" too).
+    if not isinstance(value, list | tuple) or len(value) != 2:
+        return None
+    try:
+        number = float(value[1])
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+@dataclass(frozen=True, slots=True)
+class EngineReading:
+    """What Prometheus said about one model's engines."""
+
+    in_flight: float | None
+    """Sum of running plus waiting over the replicas scraped; None when no series matched."""
+    sampled_at: float | None
+    """Unix time of the newest sample behind ``in_flight``."""
+    kv_cache: float | None = None
+    """Mean KV-cache use, 0..1."""
+
+
+@dataclass(frozen=True, slots=True)
+class RouterReading:
+    """What the routers said about one model (summed over router pods)."""
+
+    held: int
+    """Requests held because no replica is ready."""
+    in_flight: int
+    """Requests the routers have in flight to the model's replicas."""
+
+
+def build_sample(
+    *,
+    engine: str,
+    now: float,
+    ready: int,
+    starting: int,
+    prometheus_configured: bool,
+    prometheus: EngineReading | None,
+    prometheus_error: str | None,
+    router: RouterReading | None,
+    router_error: str | None,
+    stale_after: float,
+) -> tuple[Sample, str | None]:
+    """The policy's sample for one model, and why its load is unknown (None when known).
+
+    ``prometheus`` is None when Prometheus returned nothing for the model; ``router`` is None
+    when no router answered (``router_error`` says why; both None: there are no routers). In
+    flight is the larger of the
+    engines' count and the routers' (engines also see clients that bypass the router; the
+    routers see requests before the next scrape does). Held requests only come from routers.
+    """
+    metrics = ENGINE_METRICS.get(engine, EngineMetrics(()))
+    reasons: list[str] = []
+    engine_load: float | None = None
+    kv: float | None = None
+    if ready == 0:
+        engine_load = 0.0  # nothing serves, so no engine holds a request
+    elif not metrics.in_flight or not prometheus_configured:
+        pass  # no gauges for this engine, or no Prometheus: the routers' count is the signal
+    elif prometheus_error is not None:
+        reasons.append(prometheus_error)
+    elif prometheus is not None and prometheus.in_flight is not None:
+        age = now - prometheus.sampled_at if prometheus.sampled_at is not None else math.inf
+        if age > stale_after:
+            reasons.append(
+                f"engine metrics are {age:.0f} s old (stale after {stale_after:g} s)"
+                if math.isfinite(age)
+                else "engine metrics carry no timestamp"
+            )
+        else:
+            engine_load = prometheus.in_flight
+            kv = prometheus.kv_cache
+    else:
+        names = ", ".join(metrics.in_flight)
+        reasons.append(f"no engine metrics for {ready} ready replicas (looked for {names})")
+
+    held = router.held if router is not None else 0
+    router_load = float(router.in_flight) if router is not None else None
+    if router is None and router_error is not None:
+        reasons.append(router_error)
+
+    known = [v for v in (engine_load, router_load) if v is not None]
+    unknown = bool(reasons) or not known
+    if not known and not reasons:
+        reasons.append("no load signal: neither Prometheus nor a router answered")
+    in_flight = None if unknown else max(known)
+    sample = Sample(
+        at=now,
+        in_flight=in_flight,
+        held=held,
+        kv_cache_usage=kv,
+        ready=ready,
+        starting=starting,
+    )
+    return sample, ("; ".join(reasons) if unknown else None)

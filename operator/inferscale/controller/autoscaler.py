@@ -1,0 +1,505 @@
+"""The autoscaler loop: read the load, ask the policy, set the replica count, say why.
+
+Every ``autoscaler.intervalSeconds`` one round reads the engines' load for every model at once
+(:class:`~inferscale.autoscaler.prometheus.PrometheusSource`) and the routers' held and
+in-flight counts (``GET /admin/v1/held`` on each Ready router, the fast path that needs no
+scrape), then runs the pure policy (:func:`inferscale.autoscaler.policy.decide`) for each
+InferenceModel with ``spec.autoscaling.enabled``.
+
+A decision that changes the count is actuated through the operator's own reconcile: the count
+goes into :attr:`Runtime.autoscaled` and the model is reconciled, which writes the Deployment
+and ``status.desiredReplicas``. Its reason is written to ``status.lastScaleReason`` and posted
+as an Event. A model whose load cannot be seen (Prometheus down, stale or NaN metrics, a
+renamed metric, routers unreachable) keeps its count, and its ``ScalingActive`` condition says
+why: missing data means *hold*, never *scale to minimum*.
+
+The policy's memory (its windows) lives here and in ``status.autoscalerState``, written at most
+every ``statusIntervalSeconds`` (or with a scale), so an operator restart keeps its windows
+without a status write per model per round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any, Final, cast
+
+import kopf
+from pydantic import ValidationError
+
+from inferscale.api.meta import GROUP, LABEL_MODEL, VERSION, Condition
+from inferscale.api.v1alpha1.inference_model import (
+    KIND,
+    InferenceModelSpec,
+    InferenceModelStatus,
+    ObservedSignals,
+)
+from inferscale.autoscaler.policy import Decision, History, PolicyParams, Sample, decide
+from inferscale.autoscaler.prometheus import PrometheusRound, PrometheusSource
+from inferscale.autoscaler.signals import ModelKey, RouterReading, build_sample
+from inferscale.config import AutoscalerSettings
+from inferscale.controller.inference_model import (
+    API_VERSION,
+    Runtime,
+    event_poster,
+    now_rfc3339,
+    schedule_reconcile,
+)
+from inferscale.controller.routing import MEMO_KEY as ROUTING_MEMO_KEY
+from inferscale.controller.routing import RoutingState
+from inferscale.errors import InferscaleError, NotFound
+from inferscale.reconcile.deployment import desired_replicas
+from inferscale.reconcile.status import ConditionStatus, make_condition
+
+log = logging.getLogger(__name__)
+
+MEMO_KEY: Final = "autoscaler"
+"""Where the shared :class:`AutoscalerState` lives in kopf's operator-level memo."""
+
+CONDITION_SCALING_ACTIVE: Final = "ScalingActive"
+"""True while the autoscaler sees the load; False (with the reason) while it holds."""
+
+HELD_PATH: Final = "/admin/v1/held"
+
+
+@dataclass
+class _Memory:
+    """What the loop keeps per model between rounds."""
+
+    history: History
+    status_written_at: float = 0.0
+    """``time.monotonic()`` of the last status write (a scale, a condition, the resync)."""
+    spec_key: tuple[object, ...] = ()
+    params: PolicyParams | None = None
+    params_error: str | None = None
+
+
+@dataclass
+class _RoundInputs:
+    prometheus: PrometheusRound | None
+    routers: dict[str, RouterReading] | None
+    router_error: str | None
+
+
+def _iso(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _pod_counts(pods: list[dict[str, Any]]) -> tuple[int, int]:
+    """(ready, starting) among pods that are not being deleted."""
+    ready = starting = 0
+    for pod in pods:
+        if (pod.get("metadata") or {}).get("deletionTimestamp"):
+            continue
+        conditions = (pod.get("status") or {}).get("conditions") or []
+        if any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions):
+            ready += 1
+        else:
+            starting += 1
+    return ready, starting
+
+
+class Autoscaler:
+    """One loop for every model: read, decide, actuate, explain."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        settings: AutoscalerSettings,
+        models: Callable[[], list[Mapping[str, Any]]],
+        *,
+        prometheus: PrometheusSource | None,
+        routers: Callable[[], RoutingState | None],
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.runtime = runtime
+        self.settings = settings
+        self.models = models
+        self.prometheus = prometheus
+        self.routers = routers
+        self.clock = clock
+        self.monotonic = monotonic
+        self.memory: dict[ModelKey, _Memory] = {}
+        self.last_problem: str | None = None
+        self.at_zero: set[str] = set()
+        """Served names of the models at zero replicas after the last round."""
+
+    async def run(self) -> None:
+        """Decide every interval until cancelled; a round's bug is logged, never fatal.
+
+        Between rounds, while some model is at zero replicas, the routers are asked often
+        whether one of those holds a request: if so the next round starts at once, so a cold
+        start begins within a fraction of a second of the first request.
+        """
+        while True:
+            started = self.monotonic()
+            try:
+                await self.round()
+            except Exception:
+                log.exception("autoscaler round failed; the next one tries again")
+            while True:
+                left = self.settings.interval_seconds - (self.monotonic() - started)
+                if left <= 0:
+                    break
+                await asyncio.sleep(min(left, self.settings.from_zero_poll_seconds))
+                if self.at_zero and await self._held_at_zero():
+                    break
+
+    async def _held_at_zero(self) -> bool:
+        """Whether a router holds a request for a model that has no replica."""
+        try:
+            routers, _ = await self._read_routers()
+        except Exception:
+            log.exception("polling the routers for held requests failed")
+            return False
+        return bool(routers) and any(
+            reading.held > 0
+            for served, reading in (routers or {}).items()
+            if served in self.at_zero
+        )
+
+    async def round(self) -> None:
+        """Read every signal once, then decide every model."""
+        models = self.models()
+        inputs = await self._read()
+        now = self.clock()
+        live: set[ModelKey] = set()
+        self.at_zero = set()
+        for body in models:
+            meta = body.get("metadata") or {}
+            key = (str(meta.get("namespace")), str(meta.get("name")))
+            live.add(key)
+            try:
+                await self._one(key, body, inputs, now)
+            except InferscaleError as error:
+                log.warning("autoscaling %s/%s: %s", key[0], key[1], error)
+        for gone in [k for k in self.memory if k not in live]:
+            del self.memory[gone]
+
+    async def _read(self) -> _RoundInputs:
+        prometheus_task = (
+            asyncio.ensure_future(self.prometheus.read()) if self.prometheus is not None else None
+        )
+        routers, router_error = await self._read_routers()
+        prometheus = await prometheus_task if prometheus_task is not None else None
+        problem = (prometheus.error if prometheus else None) or router_error
+        if prometheus is not None and prometheus.problems:
+            log.debug("Prometheus series left out: %s", "; ".join(prometheus.problems[:5]))
+        if problem != self.last_problem:
+            if problem:
+                log.warning("autoscaler cannot see the load, holding: %s", problem)
+            else:
+                log.info("autoscaler sees the load again")
+            self.last_problem = problem
+        return _RoundInputs(prometheus, routers, router_error)
+
+    async def _read_routers(self) -> tuple[dict[str, RouterReading] | None, str | None]:
+        state = self.routers()
+        if state is None or state.publisher is None:
+            return None, None
+        docs, errors = await state.publisher.read_routers(
+            HELD_PATH, self.settings.query_timeout_seconds
+        )
+        if not docs:
+            return None, ("; ".join(errors[:3]) if errors else None)
+        if errors:
+            log.debug("some routers did not report held requests: %s", "; ".join(errors[:3]))
+        totals: dict[str, list[int]] = {}
+        for doc in docs:
+            per_model = doc.get("models") if isinstance(doc, dict) else None
+            if not isinstance(per_model, dict):
+                continue
+            for served, counts in per_model.items():
+                if not isinstance(counts, dict):
+                    continue
+                held, in_flight = counts.get("held"), counts.get("inFlight")
+                total = totals.setdefault(str(served), [0, 0])
+                total[0] += held if isinstance(held, int) and held > 0 else 0
+                total[1] += in_flight if isinstance(in_flight, int) and in_flight > 0 else 0
+        return {k: RouterReading(held=v[0], in_flight=v[1]) for k, v in totals.items()}, None
+
+    def _params(self, memory: _Memory, spec: InferenceModelSpec, ttr: float | None) -> None:
+        # Rebuilt only when the spec or the measured start-up time changes.
+        spec_key: tuple[object, ...] = (
+            spec.model_dump_json(include={"min_replicas", "max_replicas", "autoscaling"}),
+            None if ttr is None else round(ttr),
+        )
+        if spec_key == memory.spec_key:
+            return
+        memory.spec_key = spec_key
+        try:
+            memory.params = PolicyParams.from_spec(spec, ttr)
+            memory.params = _with_staleness(memory.params, self.settings.stale_after_seconds)
+            memory.params_error = None
+        except ValueError as error:
+            memory.params, memory.params_error = None, str(error)
+
+    async def _one(
+        self, key: ModelKey, body: Mapping[str, Any], inputs: _RoundInputs, now: float
+    ) -> None:
+        meta = body.get("metadata") or {}
+        if meta.get("deletionTimestamp"):
+            return
+        try:
+            spec = InferenceModelSpec.model_validate(body.get("spec") or {})
+        except ValidationError:
+            return  # the reconcile reports an invalid spec
+        if not spec.autoscaling.enabled:
+            self.memory.pop(key, None)
+            self.runtime.autoscaled.pop(key, None)
+            return
+        try:
+            status = InferenceModelStatus.model_validate(body.get("status") or {})
+        except ValidationError:
+            status = InferenceModelStatus()
+        memory = self.memory.get(key)
+        if memory is None:
+            memory = _Memory(history=_restore(status.autoscaler_state))
+            self.memory[key] = memory
+        self._params(memory, spec, status.time_to_ready_seconds)
+        current = self.runtime.autoscaled.get(key)
+        if current is None:
+            current = desired_replicas(spec, status.desired_replicas)
+        if memory.params is None:
+            await self._write(
+                key,
+                memory,
+                None,
+                None,
+                f"invalid autoscaling settings: {memory.params_error}",
+                current,
+                force=False,
+            )
+            return
+
+        if self.runtime.cache is not None:
+            pods = self.runtime.cache.pods(*key)
+        else:
+            pods = await self.runtime.api.list("v1", "Pod", key[0], f"{LABEL_MODEL}={key[1]}")
+        ready, starting = _pod_counts(pods)
+        served = status.served_name or spec.served_name or key[1]
+        prometheus = inputs.prometheus
+        reading = prometheus.readings.get(key) if prometheus is not None else None
+        router = inputs.routers.get(served, RouterReading(0, 0)) if inputs.routers else None
+        sample, unknown = build_sample(
+            engine=spec.engine,
+            now=now,
+            ready=ready,
+            starting=starting,
+            prometheus_configured=self.prometheus is not None,
+            prometheus=reading,
+            prometheus_error=prometheus.error if prometheus is not None else None,
+            router=router,
+            router_error=inputs.router_error,
+            stale_after=self.settings.stale_after_seconds,
+        )
+        decision = decide(memory.params, memory.history, sample, now, current)
+        memory.history = decision.history
+        if decision.replicas == 0:
+            self.at_zero.add(served)
+        if decision.replicas != current:
+            await self._scale(key, memory, decision, sample)
+            return
+        await self._write(key, memory, decision, sample, unknown, current, force=False)
+
+    async def _scale(
+        self, key: ModelKey, memory: _Memory, decision: Decision, sample: Sample
+    ) -> None:
+        namespace, name = key
+        self.runtime.autoscaled[key] = decision.replicas
+        log.info("%s/%s: %s", namespace, name, decision.reason)
+        await self._write(key, memory, decision, sample, None, decision.replicas, force=True)
+        # At once, not after the child-event coalescing: a cold start is waiting on it.
+        schedule_reconcile(self.runtime, namespace, name, log, delay=0)
+
+    async def _write(
+        self,
+        key: ModelKey,
+        memory: _Memory,
+        decision: Decision | None,
+        sample: Sample | None,
+        unknown: str | None,
+        replicas: int,
+        *,
+        force: bool,
+    ) -> None:
+        """Patch the autoscaler's part of the status when it says something new."""
+        namespace, name = key
+        async with self.runtime.lock(namespace, name):
+            fresh = await self._fresh(key)
+            if fresh is None:
+                return
+            try:
+                status = InferenceModelStatus.model_validate(fresh.get("status") or {})
+            except ValidationError:
+                status = InferenceModelStatus()
+            generation = (fresh.get("metadata") or {}).get("generation")
+            now_text = now_rfc3339()
+            condition: tuple[ConditionStatus, str, str] = (
+                (
+                    "False",
+                    "InvalidSettings" if decision is None else "SignalsUnavailable",
+                    f"holding at {replicas} replicas: {unknown}",
+                )
+                if unknown is not None
+                else ("True", "ValidSignals", "the autoscaler sees the load")
+            )
+            active = make_condition(
+                CONDITION_SCALING_ACTIVE,
+                *condition,
+                now=now_text,
+                generation=generation,
+                previous=status.conditions,
+            )
+            before = next(
+                (c for c in status.conditions if c.type == CONDITION_SCALING_ACTIVE), None
+            )
+            flipped = before is None or (before.status, before.reason, before.message) != (
+                active.status,
+                active.reason,
+                active.message,
+            )
+            due = self.monotonic() - memory.status_written_at >= (
+                self.settings.status_interval_seconds
+            )
+            if not (force or flipped or (due and decision is not None)):
+                return
+            patch: dict[str, Any] = {
+                "conditions": [
+                    c.to_wire() if isinstance(c, Condition) else c
+                    for c in [
+                        *(c for c in status.conditions if c.type != CONDITION_SCALING_ACTIVE),
+                        active,
+                    ]
+                ],
+                "autoscalerState": memory.history.to_json(),
+            }
+            if sample is not None:
+                patch["signals"] = ObservedSignals(
+                    in_flight=sample.in_flight,
+                    held=sample.held,
+                    kv_cache_usage=sample.kv_cache_usage,
+                    observed_at=_iso(sample.at),
+                ).to_wire()
+            if force and decision is not None:
+                patch["lastScaleTime"] = now_text
+                patch["lastScaleReason"] = decision.reason[:1024]
+            try:
+                stored = await self.runtime.api.patch_status(
+                    API_VERSION, KIND, namespace, name, patch
+                )
+            except NotFound:
+                return
+            if self.runtime.cache is not None:
+                self.runtime.cache.applied(stored)
+            memory.status_written_at = self.monotonic()
+            if force and decision is not None:
+                kind = "ScaledUp" if decision.replicas > decision.current else "ScaledDown"
+                event_poster(kopf.Body(cast(kopf.RawBody, fresh)))("Normal", kind, decision.reason)
+            elif flipped and unknown is not None:
+                event_poster(kopf.Body(cast(kopf.RawBody, fresh)))(
+                    "Warning", str(active.reason), str(active.message)
+                )
+
+    async def _fresh(self, key: ModelKey) -> dict[str, Any] | None:
+        if self.runtime.cache is not None:
+            return self.runtime.cache.model(*key)
+        try:
+            return await self.runtime.api.get(API_VERSION, KIND, *key)
+        except NotFound:
+            return None
+
+
+def _restore(text: str | None) -> History:
+    """The windows kept in the status, or fresh ones when there are none or they are garbled."""
+    if not text:
+        return History()
+    try:
+        return History.from_json(text)
+    except ValueError:
+        log.warning("status.autoscalerState does not parse; starting with empty windows")
+        return History()
+
+
+def _with_staleness(params: PolicyParams, stale_after: float) -> PolicyParams:
+    """The operator's staleness setting (``autoscaler.staleAfterSeconds``) into the policy."""
+    return replace(params, stale_after_s=stale_after)
+
+
+# -- kopf glue ---------------------------------------------------------------------------
+
+
+@dataclass
+class AutoscalerState:
+    """Shared through kopf's memo: the loop and its task."""
+
+    autoscaler: Autoscaler | None = None
+    task: asyncio.Task[None] | None = None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+def _start(memo: Any, indices: Mapping[str, Any]) -> None:
+    state = memo.get(MEMO_KEY)
+    runtime = memo.get("runtime")
+    if not isinstance(state, AutoscalerState) or not isinstance(runtime, Runtime):
+        return
+    if state.autoscaler is not None or "models" not in indices:
+        return
+    settings = runtime.settings.autoscaler
+    if not settings.enabled:
+        return
+    models_index = indices["models"]
+
+    def models() -> list[Mapping[str, Any]]:
+        return [obj for store in models_index.values() for obj in store]
+
+    def routers() -> RoutingState | None:
+        routing = memo.get(ROUTING_MEMO_KEY)
+        return routing if isinstance(routing, RoutingState) else None
+
+    prometheus = (
+        PrometheusSource(
+            settings.prometheus_url,
+            timeout=settings.query_timeout_seconds,
+            model_label=settings.model_label,
+            namespace_label=settings.namespace_label,
+        )
+        if settings.prometheus_url
+        else None
+    )
+    state.autoscaler = Autoscaler(runtime, settings, models, prometheus=prometheus, routers=routers)
+    state.task = asyncio.get_running_loop().create_task(state.autoscaler.run(), name="autoscaler")
+    where = settings.prometheus_url or "the routers only (no Prometheus URL set)"
+    log.info("autoscaler started: every %gs from %s", settings.interval_seconds, where)
+
+
+@kopf.on.startup()
+async def autoscaler_startup(memo: Any, **_: Any) -> None:
+    """Make the shared state; the loop starts with the first model event (indices complete)."""
+    if not isinstance(memo.get(MEMO_KEY), AutoscalerState):
+        memo[MEMO_KEY] = AutoscalerState()
+
+
+@kopf.on.cleanup()
+async def autoscaler_cleanup(memo: Any, **_: Any) -> None:
+    """Stop the loop."""
+    state = memo.get(MEMO_KEY)
+    if not isinstance(state, AutoscalerState) or state.task is None:
+        return
+    state.task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await state.task
+    if state.autoscaler is not None and state.autoscaler.prometheus is not None:
+        state.autoscaler.prometheus.close()
+
+
+@kopf.on.event(GROUP, VERSION, "inferencemodels")
+async def autoscaler_model_event(memo: Any, **kwargs: Any) -> None:
+    """Start the loop once kopf's indices are there (it reads models from them)."""
+    _start(memo, kwargs)

@@ -1,0 +1,199 @@
+"""PrometheusSource against a real Prometheus (the cluster's binary) scraping real sims.
+
+Two sims stand for two replicas of one model (both export vLLM's running and waiting gauges,
+the case where a careless ``timestamp()`` query fails), a third for another model in another
+namespace. Prometheus scrapes them every second from a static config that carries the labels
+Kubernetes service discovery would. Also: Prometheus down, and a garbled answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from inferscale.autoscaler.prometheus import PrometheusSource
+from inferscale.cluster.assets import find_assets
+from inferscale.cluster.process import ClusterError
+from tests.component.sim.conftest import RunningSim, make_settings
+
+LABELS = ("inferscale_io_model", "namespace")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def prometheus_binary() -> Path:
+    try:
+        assets = find_assets()
+    except ClusterError as error:
+        pytest.skip(f"no Prometheus binary (run `make kube-binaries`): {error}")
+    return assets / "prometheus"
+
+
+@pytest.fixture(scope="module")
+def sims() -> Iterator[list[RunningSim]]:
+    # 50 tokens at 50 ms a step: a request stays in flight for 2.5 s.
+    slow = make_settings(step_base_seconds=0.05)
+    with RunningSim(slow) as a, RunningSim(slow) as b, RunningSim(slow) as c:
+        yield [a, b, c]
+
+
+@pytest.fixture(scope="module")
+def prometheus(
+    prometheus_binary: Path, sims: list[RunningSim], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    folder = tmp_path_factory.mktemp("prometheus")
+    port = free_port()
+    groups = [
+        {
+            "targets": [sim.base_url.removeprefix("http://")],
+            "labels": {"namespace": namespace, "inferscale_io_model": model, "pod": pod},
+        }
+        for sim, (namespace, model, pod) in zip(
+            sims, [("ns", "llama", "llama-0"), ("ns", "llama", "llama-1"), ("ml", "qwen", "q-0")]
+        )
+    ]
+    config = {
+        "global": {"scrape_interval": "1s"},
+        "scrape_configs": [{"job_name": "pods", "static_configs": groups}],
+    }
+    (folder / "prometheus.yml").write_text(yaml.safe_dump(config))
+    process = subprocess.Popen(
+        [
+            str(prometheus_binary),
+            f"--config.file={folder / 'prometheus.yml'}",
+            f"--storage.tsdb.path={folder / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                query = httpx.get(
+                    f"{url}/api/v1/query", params={"query": "count(up == 1)"}, timeout=1
+                ).json()
+                result = query["data"]["result"]
+                if result and result[0]["value"][1] == "3":
+                    break
+            except (httpx.HTTPError, ValueError, KeyError):
+                pass
+            time.sleep(0.2)
+        else:
+            pytest.fail("Prometheus did not scrape the three sims within 30 s")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def busy(sim: RunningSim, n: int, stop: threading.Event) -> list[threading.Thread]:
+    """``n`` requests that stay in flight until ``stop`` (long outputs on a slow sim)."""
+
+    def one() -> None:
+        with httpx.Client(timeout=60) as client:
+            while not stop.is_set():
+                client.post(
+                    sim.base_url + "/v1/completions",
+                    json={"model": "sim-test-model", "prompt": "x", "max_tokens": 50},
+                )
+
+    threads = [threading.Thread(target=one, daemon=True) for _ in range(n)]
+    for t in threads:
+        t.start()
+    return threads
+
+
+async def test_reads_in_flight_freshness_and_kv_per_model(
+    prometheus: str, sims: list[RunningSim]
+) -> None:
+    source = PrometheusSource(
+        prometheus, timeout=3, model_label=LABELS[0], namespace_label=LABELS[1]
+    )
+    stop = threading.Event()
+    threads = busy(sims[0], 3, stop) + busy(sims[1], 2, stop)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            round_ = await source.read()
+            assert round_.error is None, round_.error
+            reading = round_.readings.get(("ns", "llama"))
+            if reading is not None and reading.in_flight == 5:
+                break
+            await asyncio.sleep(0.5)
+        else:
+            pytest.fail(f"never saw 5 in flight for ns/llama: {round_.readings}")
+    finally:
+        source.close()
+        stop.set()
+        for t in threads:
+            t.join(30)
+    assert reading.sampled_at is not None and abs(time.time() - reading.sampled_at) < 10
+    assert reading.kv_cache is not None and 0 <= reading.kv_cache <= 1
+    assert round_.readings[("ml", "qwen")].in_flight == 0
+
+
+async def test_prometheus_down_is_an_error_not_an_exception() -> None:
+    source = PrometheusSource(
+        f"http://127.0.0.1:{free_port()}",
+        timeout=1,
+        model_label=LABELS[0],
+        namespace_label=LABELS[1],
+    )
+    started = time.monotonic()
+    round_ = await source.read()
+    source.close()
+    assert round_.error is not None and "failed" in round_.error
+    assert round_.readings == {}
+    assert time.monotonic() - started < 5
+
+
+class _Garbled(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = b'{"status":"success","data":{"resultType":"vector","result":"nonsense"}}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+async def test_a_garbled_answer_leaves_every_model_unknown() -> None:
+    server = HTTPServer(("127.0.0.1", 0), _Garbled)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        source = PrometheusSource(
+            f"http://127.0.0.1:{server.server_port}",
+            timeout=2,
+            model_label=LABELS[0],
+            namespace_label=LABELS[1],
+        )
+        round_ = await source.read()
+        source.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert round_.error is None
+    assert round_.readings == {}
+    assert round_.problems and "vector" in round_.problems[0]

@@ -1,0 +1,309 @@
+"""The autoscaler loop against FakeKubeApi: actuation, explanations, holds on bad signals.
+
+Prometheus and the routers are replaced by stand-ins that return what each case needs (the real
+Prometheus and routers are exercised in e2e/test_autoscaling.py); the policy is the real one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+import pytest
+
+from inferscale.autoscaler.prometheus import PrometheusRound
+from inferscale.autoscaler.signals import EngineReading, RouterReading
+from inferscale.config import AutoscalerSettings, OperatorSettings
+from inferscale.controller import autoscaler as autoscaler_module
+from inferscale.controller import inference_model
+from inferscale.controller.autoscaler import Autoscaler
+from inferscale.controller.inference_model import Runtime
+from inferscale.kube.fake import FakeKubeApi
+
+MODEL_KEY = ("inferscale.io/v1alpha1", "InferenceModel", "ns", "llama")
+NOW = 1_800_000_000.0
+
+
+class Events(list):
+    def __call__(self, type_, reason, message):
+        self.append((type_, reason, message))
+
+
+class FakePrometheus:
+    def __init__(self) -> None:
+        self.round = PrometheusRound()
+
+    async def read(self) -> PrometheusRound:
+        return self.round
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def model_body(**spec: Any) -> dict[str, Any]:
+    autoscaling = {"targetInFlightPerReplica": 4, "panicWindowSeconds": 6}
+    autoscaling.update(spec.pop("autoscaling", {}))
+    return {
+        "apiVersion": "inferscale.io/v1alpha1",
+        "kind": "InferenceModel",
+        "metadata": {"name": "llama", "namespace": "ns", "uid": "uid-llama", "generation": 1},
+        "spec": {
+            "model": "hf://org/llama",
+            "engine": "sim",
+            "resources": {"gpus": 0},
+            "minReplicas": 1,
+            "maxReplicas": 8,
+            "autoscaling": autoscaling,
+            **spec,
+        },
+    }
+
+
+def ready_pod(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": "ns",
+            "labels": {"inferscale.io/model": "llama"},
+        },
+        "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+    }
+
+
+@pytest.fixture
+def events(monkeypatch: pytest.MonkeyPatch) -> Events:
+    collected = Events()
+    monkeypatch.setattr(autoscaler_module, "event_poster", lambda body: collected)
+    monkeypatch.setattr(inference_model, "event_poster", lambda body: collected)
+    return collected
+
+
+@pytest.fixture
+def setup(events: Events) -> tuple[Runtime, Autoscaler, FakePrometheus, Clock]:
+    runtime = Runtime(api=FakeKubeApi(), settings=OperatorSettings())
+    prometheus = FakePrometheus()
+    clock = Clock()
+    api: FakeKubeApi = runtime.api  # type: ignore[assignment]
+
+    def models() -> list[dict[str, Any]]:
+        return [o for (_, kind, _, _), o in api.objects.items() if kind == "InferenceModel"]
+
+    scaler = Autoscaler(
+        runtime,
+        AutoscalerSettings(prometheus_url="http://prometheus.invalid:9090"),
+        models,
+        prometheus=prometheus,  # type: ignore[arg-type]
+        routers=lambda: None,
+        clock=clock,
+        monotonic=clock,
+    )
+    return runtime, scaler, prometheus, clock
+
+
+def status(runtime: Runtime) -> dict[str, Any]:
+    api: FakeKubeApi = runtime.api  # type: ignore[assignment]
+    return api.objects[MODEL_KEY].get("status") or {}
+
+
+def condition(runtime: Runtime, type_: str) -> dict[str, Any] | None:
+    return next((c for c in status(runtime).get("conditions") or [] if c["type"] == type_), None)
+
+
+async def settle(runtime: Runtime) -> None:
+    """Let the reconcile the autoscaler scheduled run (it coalesces for 0.2 s)."""
+    for _ in range(50):
+        await asyncio.sleep(0.05)
+        if not runtime.pending:
+            return
+    raise AssertionError("the scheduled reconcile did not finish")
+
+
+async def start(runtime: Runtime, pods: int = 1, **spec: Any) -> None:
+    api: FakeKubeApi = runtime.api  # type: ignore[assignment]
+    api.put(model_body(**spec))
+    await inference_model.reconcile_model(
+        runtime, api.objects[MODEL_KEY], post_event=Events(), now=lambda: "2027-01-15T08:00:00Z"
+    )
+    for i in range(pods):
+        api.put(ready_pod(f"llama-{i}"))
+
+
+def load(prometheus: FakePrometheus, clock: Clock, in_flight: float, kv: float = 0.1) -> None:
+    reading = EngineReading(in_flight=in_flight, sampled_at=clock.now - 1, kv_cache=kv)
+    prometheus.round = PrometheusRound(readings={("ns", "llama"): reading})
+
+
+def deployment_replicas(runtime: Runtime) -> int:
+    api: FakeKubeApi = runtime.api  # type: ignore[assignment]
+    return int(api.objects[("apps/v1", "Deployment", "ns", "llama")]["spec"]["replicas"])
+
+
+async def test_a_burst_scales_up_through_the_reconcile_and_says_why(setup, events) -> None:
+    runtime, scaler, prometheus, clock = setup
+    await start(runtime)
+    load(prometheus, clock, 3)
+    await scaler.round()
+    assert runtime.autoscaled.get(("ns", "llama")) is None  # 3 in flight fit one replica
+    clock.now += 2
+    load(prometheus, clock, 20)
+    await scaler.round()
+    await settle(runtime)
+    want = runtime.autoscaled[("ns", "llama")]
+    assert want > 1
+    assert deployment_replicas(runtime) == want
+    st = status(runtime)
+    assert st["desiredReplicas"] == want
+    assert st["lastScaleReason"].startswith(f"scaled 1 -> {want}")
+    assert "in flight, target 4 per replica" in st["lastScaleReason"]
+    assert st["signals"]["inFlight"] == 20
+    assert st["autoscalerState"]
+    assert condition(runtime, "ScalingActive")["status"] == "True"
+    assert ("Normal", "ScaledUp", st["lastScaleReason"]) in events
+
+
+async def test_prometheus_down_holds_and_the_condition_says_why(setup, events) -> None:
+    runtime, scaler, prometheus, clock = setup
+    await start(runtime, pods=2, replicas=None)
+    prometheus.round = PrometheusRound(error="Prometheus at http://p:9090 did not answer in time")
+    for _ in range(5):
+        await scaler.round()
+        clock.now += 2
+    assert ("ns", "llama") not in runtime.autoscaled
+    active = condition(runtime, "ScalingActive")
+    assert active is not None and active["status"] == "False"
+    assert active["reason"] == "SignalsUnavailable"
+    assert "did not answer in time" in active["message"]
+    assert "holding at 1 replicas" in active["message"]
+    warnings = [e for e in events if e[0] == "Warning"]
+    assert len(warnings) == 1, "a hold is one Event, not one per round"
+    # Prometheus is back: the condition turns True again.
+    load(prometheus, clock, 2)
+    await scaler.round()
+    assert condition(runtime, "ScalingActive")["status"] == "True"
+
+
+async def test_a_renamed_metric_holds_instead_of_scaling_to_minimum(setup) -> None:
+    runtime, scaler, prometheus, clock = setup
+    await start(runtime, pods=3, minReplicas=1, autoscaling={"scaleDownDelaySeconds": 0})
+    runtime.autoscaled[("ns", "llama")] = 3
+    prometheus.round = PrometheusRound()  # answers, but no series for this model
+    for _ in range(10):
+        await scaler.round()
+        clock.now += 30
+    assert runtime.autoscaled[("ns", "llama")] == 3
+    active = condition(runtime, "ScalingActive")
+    assert active is not None and "no engine metrics for 3 ready replicas" in active["message"]
+
+
+async def test_a_garbled_saved_state_starts_fresh_windows(setup) -> None:
+    runtime, scaler, prometheus, clock = setup
+    await start(runtime)
+    api: FakeKubeApi = runtime.api  # type: ignore[assignment]
+    api.objects[MODEL_KEY]["status"]["autoscalerState"] = "{not json"
+    load(prometheus, clock, 2)
+    await scaler.round()
+    assert condition(runtime, "ScalingActive")["status"] == "True"
+
+
+async def test_settings_the_policy_refuses_are_a_condition_not_a_crash(setup) -> None:
+    runtime, scaler, prometheus, clock = setup
+    # The API accepts both windows on their own; the policy refuses panic > stable.
+    await start(runtime, autoscaling={"panicWindowSeconds": 120, "stableWindowSeconds": 60})
+    load(prometheus, clock, 50)
+    await scaler.round()
+    assert ("ns", "llama") not in runtime.autoscaled
+    active = condition(runtime, "ScalingActive")
+    assert active is not None and active["reason"] == "InvalidSettings"
+    assert "panic_window_s" in active["message"]
+
+
+async def test_autoscaling_off_leaves_the_count_to_the_spec(setup) -> None:
+    runtime, scaler, prometheus, clock = setup
+    await start(runtime, replicas=2, autoscaling={"enabled": False})
+    load(prometheus, clock, 500)
+    await scaler.round()
+    assert ("ns", "llama") not in runtime.autoscaled
+    assert condition(runtime, "ScalingActive") is None
+
+
+async def test_held_requests_scale_from_zero(setup, events) -> None:
+    runtime, scaler, prometheus, clock = setup
+    await start(runtime, pods=0, minReplicas=0, autoscaling={"scaleToZeroDelaySeconds": 60})
+    assert deployment_replicas(runtime) == 0
+    prometheus.round = PrometheusRound()
+    scaler.routers = lambda: _StubRouters({"llama": RouterReading(held=3, in_flight=0)})  # type: ignore[assignment,return-value]
+    await scaler.round()
+    await settle(runtime)
+    assert deployment_replicas(runtime) >= 1
+    assert status(runtime)["lastScaleReason"].startswith("scaled 0 -> ")
+
+
+class _StubPublisher:
+    def __init__(self, readings: dict[str, RouterReading]) -> None:
+        self.readings = readings
+
+    async def read_routers(self, path: str, timeout: float) -> tuple[list[Any], list[str]]:
+        assert path == "/admin/v1/held"
+        models = {k: {"held": v.held, "inFlight": v.in_flight} for k, v in self.readings.items()}
+        return [{"version": 1, "models": models}], []
+
+
+class _StubRouters:
+    def __init__(self, readings: dict[str, RouterReading]) -> None:
+        self.publisher = _StubPublisher(readings)
+
+
+async def test_a_model_deleted_between_read_and_write_is_skipped(setup) -> None:
+    runtime, scaler, prometheus, clock = setup
+    await start(runtime)
+    api: FakeKubeApi = runtime.api  # type: ignore[assignment]
+    body = api.objects[MODEL_KEY]
+    scaler.models = lambda: [body]
+    del api.objects[MODEL_KEY]
+    load(prometheus, clock, 50)
+    await scaler.round()  # no exception
+
+
+async def test_a_held_request_at_zero_starts_a_round_at_once(setup) -> None:
+    runtime, scaler, prometheus, clock = setup
+    await start(runtime, pods=0, minReplicas=0, autoscaling={"scaleToZeroDelaySeconds": 60})
+    prometheus.round = PrometheusRound()
+    readings: dict[str, RouterReading] = {}
+    scaler.routers = lambda: _StubRouters(readings)  # type: ignore[assignment,return-value]
+    scaler.monotonic = time.monotonic  # real time for the loop's waits
+    scaler.settings = AutoscalerSettings(interval_seconds=300, from_zero_poll_seconds=0.05)
+    rounds = 0
+    real_round = scaler.round
+
+    async def counting_round() -> None:
+        nonlocal rounds
+        rounds += 1
+        await real_round()
+
+    scaler.round = counting_round  # type: ignore[method-assign]
+    task = asyncio.create_task(scaler.run())
+    try:
+        await asyncio.sleep(0.3)
+        assert rounds == 1 and scaler.at_zero == {"llama"}
+        readings["llama"] = RouterReading(held=1, in_flight=0)
+        for _ in range(40):
+            await asyncio.sleep(0.05)
+            if rounds >= 2:
+                break
+        assert rounds == 2, "the held request did not start a round before the interval"
+        await settle(runtime)
+        assert deployment_replicas(runtime) >= 1
+        assert scaler.at_zero == set()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

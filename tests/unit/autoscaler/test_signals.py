@@ -1,0 +1,153 @@
+"""The autoscaler's PromQL and the sample it builds from Prometheus and the routers."""
+
+from __future__ import annotations
+
+import pytest
+
+from inferscale.autoscaler.signals import (
+    ENGINE_METRICS,
+    EngineReading,
+    RouterReading,
+    build_queries,
+    build_sample,
+    parse_vector,
+)
+
+NOW = 1_000_000.0
+
+
+def test_one_query_covers_every_engine_and_groups_by_model() -> None:
+    q = build_queries("inferscale_io_model", "namespace")
+    for metrics in ENGINE_METRICS.values():
+        for name in metrics.in_flight:
+            assert name in q.in_flight
+        if metrics.in_flight:
+            # One gauge per engine: timestamp() drops names, so two would clash.
+            assert metrics.in_flight[0] in q.freshness
+            assert all(n not in q.freshness for n in metrics.in_flight[1:])
+        for name in metrics.kv_cache:
+            assert name in q.kv_cache
+    assert q.in_flight.startswith("sum by (namespace, inferscale_io_model) (")
+    assert 'inferscale_io_model!=""' in q.in_flight
+    assert q.freshness.startswith("max by (namespace, inferscale_io_model) (timestamp(")
+    # vLLM renamed its KV gauge; both names are read.
+    assert "vllm:gpu_cache_usage_perc" in q.kv_cache and "vllm:kv_cache_usage_perc" in q.kv_cache
+
+
+def test_custom_labels_are_used() -> None:
+    q = build_queries("model", "kubernetes_namespace")
+    assert "by (kubernetes_namespace, model)" in q.in_flight
+    assert 'model!=""' in q.kv_cache
+
+
+def series(value: object, **labels: str) -> dict[str, object]:
+    return {"metric": {"namespace": "ns", "inferscale_io_model": "m", **labels}, "value": value}
+
+
+def test_parse_vector_reads_values_per_model() -> None:
+    result = [
+        series([NOW, "12"]),
+        {"metric": {"namespace": "ns", "inferscale_io_model": "b"}, "value": [NOW, "0.5"]},
+    ]
+    values, problems = parse_vector(result, "inferscale_io_model", "namespace")
+    assert values == {("ns", "m"): 12.0, ("ns", "b"): 0.5}
+    assert problems == []
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        series([NOW, "NaN"]),
+        series([NOW, "+Inf"]),
+        series([NOW, "twelve"]),
+        series(None),
+        series([NOW]),
+        {"metric": {"namespace": "ns"}, "value": [NOW, "1"]},
+        {"value": [NOW, "1"]},
+        "garbage",
+    ],
+)
+def test_bad_series_are_left_out_and_reported_never_zero(entry: object) -> None:
+    values, problems = parse_vector([entry], "inferscale_io_model", "namespace")
+    assert values == {}
+    assert len(problems) == 1
+
+
+def test_a_result_that_is_not_a_vector_is_a_problem() -> None:
+    values, problems = parse_vector({"resultType": "matrix"}, "inferscale_io_model", "namespace")
+    assert values == {} and problems
+
+
+def sample(**kwargs: object):  # type: ignore[no-untyped-def]
+    args: dict[str, object] = dict(
+        engine="sim",
+        now=NOW,
+        prometheus_configured=True,
+        ready=2,
+        starting=0,
+        prometheus=EngineReading(in_flight=10, sampled_at=NOW - 2, kv_cache=0.3),
+        prometheus_error=None,
+        router=RouterReading(held=0, in_flight=7),
+        router_error=None,
+        stale_after=30,
+    )
+    args.update(kwargs)
+    return build_sample(**args)  # type: ignore[arg-type]
+
+
+def test_in_flight_is_the_larger_of_engines_and_routers() -> None:
+    s, unknown = sample()
+    assert unknown is None
+    assert s.in_flight == 10 and s.kv_cache_usage == 0.3 and s.ready == 2
+    s, _ = sample(router=RouterReading(held=3, in_flight=25))
+    assert s.in_flight == 25 and s.held == 3
+
+
+def test_stale_engine_metrics_make_the_load_unknown() -> None:
+    s, unknown = sample(prometheus=EngineReading(in_flight=10, sampled_at=NOW - 45))
+    assert s.in_flight is None
+    assert unknown is not None and "45 s old" in unknown
+
+
+def test_prometheus_failure_makes_the_load_unknown_while_replicas_serve() -> None:
+    s, unknown = sample(prometheus=None, prometheus_error="Prometheus at x did not answer")
+    assert s.in_flight is None and unknown == "Prometheus at x did not answer"
+
+
+def test_ready_replicas_without_series_are_unknown_not_zero() -> None:
+    # A renamed metric or a broken scrape: Prometheus answers, but nothing for this model.
+    s, unknown = sample(prometheus=None)
+    assert s.in_flight is None
+    assert unknown is not None and "no engine metrics for 2 ready replicas" in unknown
+    assert "vllm:num_requests_running" in unknown
+
+
+def test_no_replica_means_zero_engine_load_and_held_requests_count() -> None:
+    s, unknown = sample(ready=0, starting=0, prometheus=None, router=RouterReading(4, 0))
+    assert unknown is None
+    assert s.in_flight == 0 and s.held == 4
+
+
+def test_without_prometheus_configured_the_routers_alone_decide() -> None:
+    s, unknown = sample(prometheus_configured=False, prometheus=None, router=RouterReading(0, 9))
+    assert unknown is None and s.in_flight == 9
+
+
+def test_unreachable_routers_make_the_load_unknown() -> None:
+    s, unknown = sample(router=None, router_error="router sys/r-1: timed out")
+    assert s.in_flight is None and unknown == "router sys/r-1: timed out"
+
+
+def test_an_engine_without_gauges_uses_the_routers_count() -> None:
+    s, unknown = sample(engine="trtllm", prometheus=None, router=RouterReading(1, 30))
+    assert unknown is None and s.in_flight == 30 and s.held == 1
+
+
+def test_nothing_at_all_is_unknown() -> None:
+    s, unknown = sample(engine="trtllm", prometheus=None, router=None)
+    assert s.in_flight is None and unknown is not None
+
+
+def test_a_sample_without_timestamp_is_stale() -> None:
+    s, unknown = sample(prometheus=EngineReading(in_flight=3, sampled_at=None))
+    assert s.in_flight is None and unknown is not None and "timestamp" in unknown
