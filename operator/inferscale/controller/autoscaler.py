@@ -43,6 +43,7 @@ from inferscale.autoscaler.policy import Decision, History, PolicyParams, Sample
 from inferscale.autoscaler.prometheus import PrometheusRound, PrometheusSource
 from inferscale.autoscaler.signals import ModelKey, RouterReading, build_sample
 from inferscale.config import AutoscalerSettings
+from inferscale.controller.cache import count_pods
 from inferscale.controller.inference_model import (
     API_VERSION,
     Runtime,
@@ -92,20 +93,6 @@ class _RoundInputs:
 
 def _iso(at: float) -> str:
     return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _pod_counts(pods: list[dict[str, Any]]) -> tuple[int, int]:
-    """(ready, starting) among pods that are not being deleted."""
-    ready = starting = 0
-    for pod in pods:
-        if (pod.get("metadata") or {}).get("deletionTimestamp"):
-            continue
-        conditions = (pod.get("status") or {}).get("conditions") or []
-        if any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions):
-            ready += 1
-        else:
-            starting += 1
-    return ready, starting
 
 
 class Autoscaler:
@@ -304,10 +291,10 @@ class Autoscaler:
             return
 
         if self.runtime.cache is not None:
-            pods = self.runtime.cache.pods(*key)
+            ready, starting = self.runtime.cache.pod_counts(*key)
         else:
             pods = await self.runtime.api.list("v1", "Pod", key[0], f"{LABEL_MODEL}={key[1]}")
-        ready, starting = _pod_counts(pods)
+            ready, starting = count_pods(pods)
         served = status.text("servedName") or spec.served_name or key[1]
         prometheus = inputs.prometheus
         reading = prometheus.readings.get(key) if prometheus is not None else None
