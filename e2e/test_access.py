@@ -29,7 +29,9 @@ from e2e.operator_support import (
     running_operator,
     sim_model,
 )
-from e2e.test_routing import ROUTER_FILE, ROUTER_PORT, SECRET, Routers, _wait, _wait_routable
+from e2e.router_support import ROUTER_FILE, ROUTER_PORT, SECRET, Routers
+from e2e.router_support import wait_routable as _wait_routable
+from e2e.router_support import wait_routers as _wait
 
 pytestmark = pytest.mark.e2e
 

@@ -201,6 +201,15 @@ class ChildCache:
         """The model's pods as last seen."""
         return self._values("model_pods", (namespace, model))
 
+    def pod_counts(self, namespace: str, model: str) -> tuple[int, int]:
+        """(ready, starting) among the model's pods that are not being deleted.
+
+        Read in place, without the copies :meth:`pods` makes: the autoscaler asks for every
+        model every round.
+        """
+        store: Iterable[JsonDict] | None = self.indices["model_pods"].get((namespace, model))
+        return count_pods(store or ())
+
     def applied(self, obj: JsonDict) -> None:
         """Remember an object the API server just stored, until its index shows it."""
         self.recent.setdefault(_model_of(obj), {})[_object_key(obj)] = _snapshot(obj)
@@ -213,3 +222,17 @@ class ChildCache:
     def forget_model(self, namespace: str, name: str) -> None:
         """Drop every write remembered for a model that is gone."""
         self.recent.pop((namespace, name), None)
+
+
+def count_pods(pods: Iterable[Mapping[str, Any]]) -> tuple[int, int]:
+    """(ready, starting) among pods that are not being deleted."""
+    ready = starting = 0
+    for pod in pods:
+        if (pod.get("metadata") or {}).get("deletionTimestamp"):
+            continue
+        conditions = (pod.get("status") or {}).get("conditions") or []
+        if any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions):
+            ready += 1
+        else:
+            starting += 1
+    return ready, starting

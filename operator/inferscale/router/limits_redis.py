@@ -45,7 +45,6 @@ from inferscale.router.limits import (
     LocalLimiter,
     Policy,
     Verdict,
-    windows,
 )
 
 log = logging.getLogger("inferscale.router")
@@ -194,7 +193,7 @@ class SharedLimiter:
         """Admit against Redis; against the local limiter while Redis is down."""
         if self.down_since is not None and self.monotonic() < self.next_try:
             return self._local(policy, estimate)
-        at = windows(self.local.wall())
+        at = self.local.calendar.at(self.local.wall())
         cost = min(estimate, policy.tokens_per_minute or estimate)
         keys = [
             self._key(policy.client, "rpm"),

@@ -123,3 +123,19 @@ def test_pod_snapshots_keep_identity_and_status_but_not_the_spec():
     assert snapshot["metadata"]["deletionTimestamp"] == "2026-11-27T00:00:00Z"
     assert snapshot["metadata"]["labels"] == {"inferscale.io/model": "m"}
     assert "managedFields" not in snapshot["metadata"]
+
+
+def test_pod_counts_reads_ready_and_starting_without_deleting_ones() -> None:
+    from inferscale.controller.cache import ChildCache
+
+    def pod(name: str, ready: bool, deleting: bool = False) -> dict:
+        meta = {"name": name, "namespace": "ns"}
+        if deleting:
+            meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+        status = "True" if ready else "False"
+        return {"metadata": meta, "status": {"conditions": [{"type": "Ready", "status": status}]}}
+
+    pods = [pod("a", True), pod("b", False), pod("c", True, deleting=True), {"metadata": {}}]
+    cache = ChildCache({"model_pods": {("ns", "m"): pods}})
+    assert cache.pod_counts("ns", "m") == (1, 2)
+    assert cache.pod_counts("ns", "other") == (0, 0)
