@@ -156,6 +156,9 @@ class RouterReading:
     """Requests held because no replica is ready."""
     in_flight: int
     """Requests the routers have in flight to the model's replicas."""
+    hosted_in_flight: int = 0
+    """Requests hosted providers answer for the model now (spillover, fallback): demand the
+    replicas did not meet, so it counts as load."""
 
 
 def build_sample(
@@ -177,7 +180,8 @@ def build_sample(
     when no router answered (``router_error`` says why; both None: there are no routers). In
     flight is the larger of the
     engines' count and the routers' (engines also see clients that bypass the router; the
-    routers see requests before the next scrape does). Held requests only come from routers.
+    routers see requests before the next scrape does), plus the requests hosted providers answer
+    for the model (spilled over). Held requests only come from routers.
     """
     metrics = ENGINE_METRICS.get(engine, EngineMetrics(()))
     reasons: list[str] = []
@@ -206,6 +210,7 @@ def build_sample(
 
     held = router.held if router is not None else 0
     router_load = float(router.in_flight) if router is not None else None
+    hosted = router.hosted_in_flight if router is not None else 0
     if router is None and router_error is not None:
         reasons.append(router_error)
 
@@ -213,7 +218,9 @@ def build_sample(
     unknown = bool(reasons) or not known
     if not known and not reasons:
         reasons.append("no load signal: neither Prometheus nor a router answered")
-    in_flight = None if unknown else max(known)
+    # Spilled requests are demand the replicas would have served: without them, spillover
+    # would hide the very load that should scale the model up.
+    in_flight = None if unknown else max(known) + hosted
     sample = Sample(
         at=now,
         in_flight=in_flight,

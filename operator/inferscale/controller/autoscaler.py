@@ -213,11 +213,18 @@ class Autoscaler:
             for served, counts in per_model.items():
                 if not isinstance(counts, dict):
                     continue
-                held, in_flight = counts.get("held"), counts.get("inFlight")
-                total = totals.setdefault(str(served), [0, 0])
-                total[0] += held if isinstance(held, int) and held > 0 else 0
-                total[1] += in_flight if isinstance(in_flight, int) and in_flight > 0 else 0
-        return {k: RouterReading(held=v[0], in_flight=v[1]) for k, v in totals.items()}, None
+                total = totals.setdefault(str(served), [0, 0, 0])
+                for i, field_name in enumerate(("held", "inFlight", "hostedInFlight")):
+                    value = counts.get(field_name)
+                    # A count that is not a non-negative integer (an older router has no
+                    # hostedInFlight) adds nothing.
+                    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                        total[i] += value
+        readings = {
+            k: RouterReading(held=v[0], in_flight=v[1], hosted_in_flight=v[2])
+            for k, v in totals.items()
+        }
+        return readings, None
 
     def _spec(self, key: ModelKey, body: Mapping[str, Any]) -> InferenceModelSpec | None:
         """The parsed spec, parsed again only when its generation moves.

@@ -444,13 +444,19 @@ class Router:
         return web.Response(body=json.dumps(doc).encode(), headers={"Content-Type": JSON})
 
     async def get_held(self, request: web.Request) -> web.StreamResponse:
-        """``GET /admin/v1/held``: held and in-flight requests per model, for the autoscaler."""
+        """``GET /admin/v1/held``: held and in-flight requests per model, for the autoscaler.
+
+        ``inFlight`` counts requests at the model's replicas, ``hostedInFlight`` those a hosted
+        provider answers for it now (spilled over, or failed over).
+        """
         if (refused := self._auth(request)) is not None:
             return refused
+        hosted = self.dispatcher.hosted_in_flight
         models = {
             name: {
                 "held": self.held.get(name, 0),
                 "inFlight": sum(e.in_flight for e in m.endpoints),
+                "hostedInFlight": hosted.get(name, 0),
                 "readyEndpoints": len(m.ready),
             }
             for name, m in self.table.models.items()

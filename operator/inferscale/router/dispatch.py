@@ -101,6 +101,10 @@ class Dispatcher:
         """Per provider id: failures and last success, for the operator's status."""
         self.spilled_at: dict[str, float] = {}
         """Per route id: wall time of the last request that spilled over."""
+        self.hosted_in_flight: dict[str, int] = {}
+        """Per served model: requests a hosted provider is answering now. The autoscaler adds
+        them to the replicas' load: spilled requests are demand the replicas did not meet, and
+        without them spillover would hide the very load that should scale the model up."""
         self.mirrors: set[asyncio.Task[None]] = set()
 
     # -- the request path -----------------------------------------------------------------
@@ -212,6 +216,20 @@ class Dispatcher:
         return await self.router.forward(ctx, other, dumps(renamed), renamed, ctx.committed)
 
     async def _provider(
+        self, ctx: RequestContext, roles: RouteRoles, backend: TableBackend, obj: dict[str, Any]
+    ) -> web.StreamResponse:
+        name = ctx.name
+        self.hosted_in_flight[name] = self.hosted_in_flight.get(name, 0) + 1
+        try:
+            return await self._provider_call(ctx, roles, backend, obj)
+        finally:
+            left = self.hosted_in_flight[name] - 1
+            if left:
+                self.hosted_in_flight[name] = left
+            else:
+                del self.hosted_in_flight[name]
+
+    async def _provider_call(
         self, ctx: RequestContext, roles: RouteRoles, backend: TableBackend, obj: dict[str, Any]
     ) -> web.StreamResponse:
         router = self.router

@@ -621,3 +621,42 @@ def test_the_other_routers_spend_counts_towards_the_cap(router, mock_openai, moc
         c.chat.completions.create(model=MODEL, messages=MESSAGES)
     assert caught.value.status_code == 503
     assert mock_openai.count() == 0
+
+
+async def test_requests_at_a_provider_are_reported_to_the_autoscaler(
+    router, slow_sim, mock_openai, mock_anthropic
+):
+    # The autoscaler adds them to the replicas' load (GET /admin/v1/held, hostedInFlight).
+    router.set_provider_keys({OPENAI_ID: KEY})
+    table = {
+        MODEL: local(
+            slow_sim,
+            backend("spillover", OPENAI_ID, "mini"),
+            spillover={"inFlightPerReplica": 1},
+        )
+    }
+    assert router.push(table, providers=providers(mock_openai, mock_anthropic)).status_code == 200
+    mock_openai.fault, mock_openai.delay = "slow", 1.0
+    aclient = openai.AsyncOpenAI(base_url=router.base_url + "/v1", api_key="x", max_retries=0)
+
+    def held() -> dict[str, Any]:
+        return httpx.get(router.base_url + "/admin/v1/held", headers=AUTH).json()["models"][MODEL]
+
+    try:
+        calls = [
+            asyncio.ensure_future(
+                aclient.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=40)
+            )
+            for _ in range(3)
+        ]
+        seen: dict[str, Any] = {}
+        for _ in range(100):  # bounded: 5 s
+            await asyncio.sleep(0.05)
+            seen = await asyncio.to_thread(held)
+            if seen["hostedInFlight"] == 2:
+                break
+        await asyncio.gather(*calls)
+    finally:
+        await aclient.close()
+    assert seen == {"held": 0, "inFlight": 1, "hostedInFlight": 2, "readyEndpoints": 1}
+    assert (await asyncio.to_thread(held))["hostedInFlight"] == 0

@@ -151,3 +151,10 @@ def test_nothing_at_all_is_unknown() -> None:
 def test_a_sample_without_timestamp_is_stale() -> None:
     s, unknown = sample(prometheus=EngineReading(in_flight=3, sampled_at=None))
     assert s.in_flight is None and unknown is not None and "timestamp" in unknown
+
+
+def test_requests_at_hosted_providers_count_as_load() -> None:
+    # Spilled requests are demand the replicas did not meet: hiding them would keep the model
+    # from scaling up while spillover takes the excess.
+    s, unknown = sample(router=RouterReading(held=0, in_flight=7, hosted_in_flight=5))
+    assert unknown is None and s.in_flight == 10 + 5
