@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
@@ -41,11 +42,12 @@ FULLNAME = "e2e-chart-inferscale"
 OPERATOR = f"{FULLNAME}-operator"
 ROUTER = f"{FULLNAME}-router"
 ADMIN_SECRET = f"{FULLNAME}-router-admin"
-CRDS = [
-    "inferencemodels.inferscale.io",
-    "inferenceroutes.inferscale.io",
-    "inferenceproviders.inferscale.io",
-]
+CRDS = sorted(
+    doc["metadata"]["name"]
+    for path in (REPO / "crds").glob("*.yaml")
+    for doc in yaml.safe_load_all(path.read_text())
+    if doc
+)
 SELECTOR = f"app.kubernetes.io/instance={RELEASE}"
 #: Short grace periods, so that the upgrade and the uninstall finish quickly; and the pods run
 #: this checkout's code (the launcher starts pods with a clean environment, where `inferscale`
@@ -154,8 +156,32 @@ def _helm_binary(cluster: Cluster) -> str:
 
 
 def _remove_crds(cluster: Cluster) -> None:
-    """Delete CRDs that other modules applied, so the chart installs them as on a new cluster."""
+    """Delete CRDs that other modules applied, so the chart installs them as on a new cluster.
+
+    Objects that earlier modules left behind with a finalizer of an operator that is gone would
+    keep their CRD terminating for ever: their finalizers are dropped first.
+    """
     ext = client.ApiextensionsV1Api(cluster.api)
+    custom = client.CustomObjectsApi(cluster.api)
+    for crd in ext.list_custom_resource_definition().items:
+        if crd.metadata.name not in CRDS:
+            continue
+        group, plural = crd.spec.group, crd.spec.names.plural
+        version = crd.spec.versions[0].name
+        with contextlib.suppress(ApiException):
+            listed = custom.list_cluster_custom_object(group, version, plural)
+            for obj in listed.get("items") or []:
+                meta = obj["metadata"]
+                if meta.get("finalizers"):
+                    with contextlib.suppress(ApiException):
+                        custom.patch_namespaced_custom_object(
+                            group,
+                            version,
+                            meta["namespace"],
+                            plural,
+                            meta["name"],
+                            {"metadata": {"finalizers": None}},
+                        )
     for name in CRDS:
         with contextlib.suppress(ApiException):
             ext.delete_custom_resource_definition(name)
@@ -218,7 +244,12 @@ def test_install_runs_the_operator_and_two_routers_under_the_charts_accounts(
         ("create", "leases", NAMESPACE, "yes"),
         ("patch", "configmaps", NAMESPACE, "yes"),
         ("get", f"secrets/{ADMIN_SECRET}", NAMESPACE, "yes"),
-        ("list", "secrets", NAMESPACE, "no"),
+        # Watching Secrets lets a rotated provider or client key reach the routers at once
+        # (docs/access.md); writing them is narrowed to the routers' credentials Secret.
+        ("list", "secrets", NAMESPACE, "yes"),
+        ("patch", f"secrets/{ADMIN_SECRET}", NAMESPACE, "no"),
+        ("patch", f"secrets/{FULLNAME}-router-credentials", NAMESPACE, "yes"),
+        ("delete", "secrets", NAMESPACE, "no"),
         ("create", "configmaps", "default", "no"),
         ("create", "pods", NAMESPACE, "no"),
         ("patch", "inferencemodels.inferscale.io/status", "default", "yes"),

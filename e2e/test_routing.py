@@ -91,7 +91,7 @@ def _chat_through(client: openai.OpenAI, served: str, pods: set[str]) -> None:
         )
 
 
-def test_a_new_replica_is_routable_within_a_second_of_turningpod_ready(
+def test_a_new_replica_is_routable_within_a_second_of_turning_ready(
     cluster: Cluster, namespace: str, routers: Routers, models: Models
 ) -> None:
     name = "grow"

@@ -14,12 +14,17 @@ How a decision is made (``docs/autoscaling.md`` has the long version):
   the mean of the stable window (60 s), or of the panic window (6 s) in panic. Panic starts when
   the panic window wants at least twice the ready replicas and lasts at least a stable window
   after the last time it did; in panic the count never goes down.
-- **Start-up aware**: with ``time_to_ready_s`` known, the load's growth over the stable window is
-  projected that far ahead and the count sized for the projection, because replicas asked for now
-  serve only then. The replica count passed in includes replicas still starting, so they count
-  as capacity already on its way and are not asked for twice.
-- **Up** at most ``max_scale_up_step`` replicas per decision; from zero straight to what the
-  held queue needs, on the first held request.
+- **Start-up aware**: with ``time_to_ready_s`` known, a queue (a stable-window load beyond what
+  the replicas set carry) that is still growing is projected that far ahead (least squares over
+  the stable window, shrunk by the fit's R^2 so noise does not count as growth) and the count
+  sized for the projection, because replicas asked for now serve only then. The replica count
+  passed in includes replicas still starting, so they count as capacity already on its way,
+  and at most ``max(max_scale_up_step, ready)`` replicas start at once: a burst shorter than a
+  cold start does not fill the cluster with replicas that arrive after it, while a lasting rise
+  still doubles the count every cold start.
+- **Up** at most ``max_scale_up_step`` replicas per decision, and, outside panic, only as far
+  as the panic window still wants (a burst that is over stays in the stable mean for a whole
+  window); from zero straight to what the held queue needs, on the first held request.
 - **Down** only after the load has wanted fewer replicas for ``scale_down_delay_s``, then to the
   most it wanted during that delay (HPA's stabilisation), never while a replica is starting
   (a Deployment scale-down may remove the loading pod first) and never below ``max(min, 1)``.
@@ -367,17 +372,25 @@ def _bounded(
     )
 
 
-def _slope(points: list[tuple[float, float]]) -> float:
-    """Least-squares slope of load over time (load per second); 0 with too few points."""
+def _trend(points: list[tuple[float, float]]) -> float:
+    """The load's growth per second, shrunk by how well a line fits (0 with < 3 points).
+
+    The least-squares slope times R^2: a steady ramp (R^2 near 1) keeps its slope, while the
+    slope that noise alone draws through a flat load (R^2 near 0) is all but dropped, so
+    projecting it a cold start ahead does not add replicas for nothing.
+    """
     n = len(points)
     if n < 3:
         return 0.0
     mean_t = sum(t for t, _ in points) / n
     mean_y = sum(y for _, y in points) / n
-    var = sum((t - mean_t) ** 2 for t, _ in points)
-    if var <= 0:
+    var_t = sum((t - mean_t) ** 2 for t, _ in points)
+    var_y = sum((y - mean_y) ** 2 for _, y in points)
+    if var_t <= 0 or var_y <= 0:
         return 0.0
-    return sum((t - mean_t) * (y - mean_y) for t, y in points) / var
+    cov = sum((t - mean_t) * (y - mean_y) for t, y in points)
+    r_squared = cov * cov / (var_t * var_y)
+    return cov / var_t * r_squared
 
 
 def _remember_want(
@@ -482,11 +495,20 @@ def _decide_on(
     window: Window = "panic" if panic else "stable"
     sized_on = panic_load if panic else stable_load
     desired = panic_want if panic else stable_want
+    if not panic and desired > current and panic_want < desired:
+        # The stable mean still remembers a burst that is over: go up only as far as the
+        # load now (the panic window) still wants.
+        desired = max(current, panic_want)
     projected = False
-    if params.time_to_ready_s:
-        growth = _slope(kept)
+    queue_growing = stable_load > current * target and panic_load >= stable_load
+    if params.time_to_ready_s and queue_growing:
+        # Only a queue (load beyond what the replicas set carry) is projected: the wander
+        # of a load that the replicas carry is not growth worth a cold start.
+        growth = _trend(kept)
         if growth > 0:
-            ahead = max(panic_load, stable_load) + growth * params.time_to_ready_s
+            # The window's mean lags a ramp by half the window; then a cold start ahead.
+            lead = (kept[-1][0] - kept[0][0]) / 2 + params.time_to_ready_s
+            ahead = stable_load + growth * lead
             if params.wanted(ahead) > desired:
                 desired, sized_on, projected = params.wanted(ahead), ahead, True
     if saturated:
@@ -550,8 +572,17 @@ def _decide_on(
 
     if desired > current:
         replicas = min(desired, current + params.max_scale_up_step, params.max_replicas)
+        if params.time_to_ready_s is not None:
+            # Scale-ups already on their way count: at most max(step, ready) replicas start at
+            # once, so a burst shorter than a cold start does not fill the cluster with
+            # replicas that arrive after it; a lasting rise still doubles every cold start.
+            on_the_way = max(current - sample.ready, 0)
+            room = max(params.max_scale_up_step, sample.ready) - on_the_way
+            replicas = min(replicas, current + max(room, 0))
         if replicas > current:
             return change(replicas, "scale-up", f"{what}, {where}")
+        if replicas < params.max_replicas:
+            return hold(f"{what} wants {desired}; {current - sample.ready} already starting")
         return hold(f"{what} wants {desired}, but maxReplicas is {params.max_replicas}")
 
     zero_delay = params.scale_to_zero_delay_s

@@ -74,6 +74,10 @@ class _Memory:
     history: History
     status_written_at: float = 0.0
     """``time.monotonic()`` of the last status write (a scale, a condition, the resync)."""
+    condition: tuple[str, str] | None = None
+    """The ScalingActive condition's (status, reason) that the status is known to hold."""
+    signals: tuple[object, ...] | None = None
+    """(in flight, held, KV use, replicas) as last written."""
     spec_key: tuple[object, ...] = ()
     params: PolicyParams | None = None
     params_error: str | None = None
@@ -129,6 +133,8 @@ class Autoscaler:
         self.last_problem: str | None = None
         self.at_zero: set[str] = set()
         """Served names of the models at zero replicas after the last round."""
+        self.specs: dict[ModelKey, tuple[tuple[object, object], InferenceModelSpec | None]] = {}
+        """Parsed specs by model, with the (uid, generation) they were parsed at."""
 
     async def run(self) -> None:
         """Decide every interval until cancelled; a round's bug is logged, never fatal.
@@ -181,6 +187,8 @@ class Autoscaler:
                 log.warning("autoscaling %s/%s: %s", key[0], key[1], error)
         for gone in [k for k in self.memory if k not in live]:
             del self.memory[gone]
+        for gone in [k for k in self.specs if k not in live]:
+            del self.specs[gone]
 
     async def _read(self) -> _RoundInputs:
         prometheus_task = (
@@ -224,6 +232,26 @@ class Autoscaler:
                 total[1] += in_flight if isinstance(in_flight, int) and in_flight > 0 else 0
         return {k: RouterReading(held=v[0], in_flight=v[1]) for k, v in totals.items()}, None
 
+    def _spec(self, key: ModelKey, body: Mapping[str, Any]) -> InferenceModelSpec | None:
+        """The parsed spec, parsed again only when its generation moves.
+
+        A round reads every model: validating a thousand specs every two seconds would be most
+        of its cost.
+        """
+        meta = body.get("metadata") or {}
+        version = (meta.get("uid"), meta.get("generation"))
+        cached = self.specs.get(key)
+        if cached is not None and cached[0] == version and version != (None, None):
+            return cached[1]
+        try:
+            spec: InferenceModelSpec | None = InferenceModelSpec.model_validate(
+                body.get("spec") or {}
+            )
+        except ValidationError:
+            spec = None
+        self.specs[key] = (version, spec)
+        return spec
+
     def _params(self, memory: _Memory, spec: InferenceModelSpec, ttr: float | None) -> None:
         # Rebuilt only when the spec or the measured start-up time changes.
         spec_key: tuple[object, ...] = (
@@ -246,26 +274,23 @@ class Autoscaler:
         meta = body.get("metadata") or {}
         if meta.get("deletionTimestamp"):
             return
-        try:
-            spec = InferenceModelSpec.model_validate(body.get("spec") or {})
-        except ValidationError:
+        spec = self._spec(key, body)
+        if spec is None:
             return  # the reconcile reports an invalid spec
         if not spec.autoscaling.enabled:
             self.memory.pop(key, None)
             self.runtime.autoscaled.pop(key, None)
             return
-        try:
-            status = InferenceModelStatus.model_validate(body.get("status") or {})
-        except ValidationError:
-            status = InferenceModelStatus()
+        status = _StatusView(body.get("status"))
         memory = self.memory.get(key)
         if memory is None:
-            memory = _Memory(history=_restore(status.autoscaler_state))
+            memory = _Memory(history=_restore(status.text("autoscalerState")))
             self.memory[key] = memory
-        self._params(memory, spec, status.time_to_ready_seconds)
+        self._params(memory, spec, status.number("timeToReadySeconds"))
         current = self.runtime.autoscaled.get(key)
         if current is None:
-            current = desired_replicas(spec, status.desired_replicas)
+            desired = status.number("desiredReplicas")
+            current = desired_replicas(spec, int(desired) if desired is not None else None)
         if memory.params is None:
             await self._write(
                 key,
@@ -283,7 +308,7 @@ class Autoscaler:
         else:
             pods = await self.runtime.api.list("v1", "Pod", key[0], f"{LABEL_MODEL}={key[1]}")
         ready, starting = _pod_counts(pods)
-        served = status.served_name or spec.served_name or key[1]
+        served = status.text("servedName") or spec.served_name or key[1]
         prometheus = inputs.prometheus
         reading = prometheus.readings.get(key) if prometheus is not None else None
         router = inputs.routers.get(served, RouterReading(0, 0)) if inputs.routers else None
@@ -331,6 +356,31 @@ class Autoscaler:
     ) -> None:
         """Patch the autoscaler's part of the status when it says something new."""
         namespace, name = key
+        condition: tuple[ConditionStatus, str, str] = (
+            (
+                "False",
+                "InvalidSettings" if decision is None else "SignalsUnavailable",
+                f"holding at {replicas} replicas: {unknown}",
+            )
+            if unknown is not None
+            else ("True", "ValidSignals", "the autoscaler sees the load")
+        )
+        signals = (
+            None
+            if sample is None
+            else (sample.in_flight, sample.held, sample.kv_cache_usage, replicas)
+        )
+        # The periodic write keeps the windows for a restart; while the load and the count stay
+        # as last written (an idle model, a steady one) the windows say nothing new.
+        due = (
+            self.monotonic() - memory.status_written_at >= self.settings.status_interval_seconds
+            and decision is not None
+            and signals != memory.signals
+        )
+        # A change of status or reason is news; the message alone (an age that grows every
+        # round while Prometheus is stale) is not, or a hold would write and post every round.
+        if not force and memory.condition == condition[:2] and not due:
+            return  # nothing new: no lock, no read (a round passes every model)
         async with self.runtime.lock(namespace, name):
             fresh = await self._fresh(key)
             if fresh is None:
@@ -341,15 +391,6 @@ class Autoscaler:
                 status = InferenceModelStatus()
             generation = (fresh.get("metadata") or {}).get("generation")
             now_text = now_rfc3339()
-            condition: tuple[ConditionStatus, str, str] = (
-                (
-                    "False",
-                    "InvalidSettings" if decision is None else "SignalsUnavailable",
-                    f"holding at {replicas} replicas: {unknown}",
-                )
-                if unknown is not None
-                else ("True", "ValidSignals", "the autoscaler sees the load")
-            )
             active = make_condition(
                 CONDITION_SCALING_ACTIVE,
                 *condition,
@@ -360,15 +401,12 @@ class Autoscaler:
             before = next(
                 (c for c in status.conditions if c.type == CONDITION_SCALING_ACTIVE), None
             )
-            flipped = before is None or (before.status, before.reason, before.message) != (
+            flipped = before is None or (before.status, before.reason) != (
                 active.status,
                 active.reason,
-                active.message,
             )
-            due = self.monotonic() - memory.status_written_at >= (
-                self.settings.status_interval_seconds
-            )
-            if not (force or flipped or (due and decision is not None)):
+            if not (force or flipped or due):
+                memory.condition = condition[:2]
                 return
             patch: dict[str, Any] = {
                 "conditions": [
@@ -399,6 +437,8 @@ class Autoscaler:
             if self.runtime.cache is not None:
                 self.runtime.cache.applied(stored)
             memory.status_written_at = self.monotonic()
+            memory.condition = condition[:2]
+            memory.signals = signals
             if force and decision is not None:
                 kind = "ScaledUp" if decision.replicas > decision.current else "ScaledDown"
                 event_poster(kopf.Body(cast(kopf.RawBody, fresh)))("Normal", kind, decision.reason)
@@ -414,6 +454,27 @@ class Autoscaler:
             return await self.runtime.api.get(API_VERSION, KIND, *key)
         except NotFound:
             return None
+
+
+class _StatusView:
+    """The few status fields a round reads, without validating the whole status each time.
+
+    A field of the wrong type reads as missing (a foreign or older writer must not stop the
+    autoscaler); the status is validated in full only when the autoscaler writes it.
+    """
+
+    def __init__(self, raw: object) -> None:
+        self.raw: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
+
+    def text(self, name: str) -> str | None:
+        value = self.raw.get(name)
+        return value if isinstance(value, str) and value else None
+
+    def number(self, name: str) -> float | None:
+        value = self.raw.get(name)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return None
+        return float(value) if value >= 0 else None
 
 
 def _restore(text: str | None) -> History:

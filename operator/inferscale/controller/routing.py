@@ -2,9 +2,11 @@
 
 kopf glue around the pure :mod:`inferscale.reconcile.routing`. Two indices of its own (the
 InferenceRoutes, and the router pods in the routers' namespace) join the ``models`` and
-``model_pods`` indices of :mod:`inferscale.controller.cache`. Event handlers only note *that*
-something routing reads has changed (a pod's IP, readiness or deletion, a model's or route's
-spec, a router's readiness); one :class:`RoutingPublisher` task, started by the first event
+``model_pods`` indices of :mod:`inferscale.controller.cache` and the ``inference_providers``
+index of :mod:`inferscale.controller.credentials`. Event handlers only
+note *that* something routing reads has changed (a pod's IP, readiness or deletion, a model's,
+route's or provider's spec, a router's readiness); one :class:`RoutingPublisher` task, started
+by the first event
 (kopf runs handlers only once every index is filled, so the first table is never built from a
 half-listed cluster), compiles the table (in a worker thread) and delivers it as
 :class:`~inferscale.controller.publishing.RouterPublisher` delivers every document: coalesced,
@@ -29,6 +31,7 @@ import httpx
 import kopf
 
 from inferscale.api.meta import GROUP, VERSION
+from inferscale.api.v1alpha1.inference_provider import PLURAL as PROVIDER_PLURAL
 from inferscale.api.v1alpha1.inference_route import PLURAL as ROUTE_PLURAL
 from inferscale.config import OperatorSettings, RoutingSettings
 from inferscale.controller.cache import CHILD_LABELS, json_copy
@@ -52,7 +55,13 @@ log = logging.getLogger(__name__)
 MEMO_KEY: Final = "routing"
 """Where the shared :class:`RoutingState` lives in kopf's operator-level memo."""
 
-SOURCE_INDICES: Final = ("models", "model_pods", "inference_routes", "router_pods")
+SOURCE_INDICES: Final = (
+    "models",
+    "model_pods",
+    "inference_routes",
+    "inference_providers",
+    "router_pods",
+)
 """The kopf indices a table is compiled from (kopf passes them to handlers by these names)."""
 
 
@@ -64,6 +73,7 @@ class Sources:
     routes: list[Mapping[str, Any]]
     pods: list[Mapping[str, Any]]
     routers: list[Mapping[str, Any]]
+    providers: list[Mapping[str, Any]] = field(default_factory=list)
 
 
 def read_sources(indices: Mapping[str, Mapping[Any, Iterable[Mapping[str, Any]]]]) -> Sources:
@@ -77,6 +87,7 @@ def read_sources(indices: Mapping[str, Mapping[Any, Iterable[Mapping[str, Any]]]
         routes=values("inference_routes"),
         pods=values("model_pods"),
         routers=values("router_pods"),
+        providers=values("inference_providers"),
     )
 
 
@@ -111,6 +122,8 @@ class RoutingPublisher(RouterPublisher[Sources, RoutingTable]):
             monotonic=monotonic,
         )
         self.problems: tuple[str, ...] = ()
+        self.compiled: CompiledRoutes | None = None
+        """The last compile (route status reads its problems and backends)."""
         self.parse_cache: ParseCache = {}
         """Model specs already validated, by uid and generation (only the compiler uses it)."""
 
@@ -131,11 +144,22 @@ class RoutingPublisher(RouterPublisher[Sources, RoutingTable]):
 
     def _build(self, sources: Sources) -> tuple[CompiledRoutes, tuple[RoutingTable, str] | None]:
         compiled = compile_routes(
-            sources.models, sources.routes, sources.pods, cache=self.parse_cache
+            sources.models,
+            sources.routes,
+            sources.pods,
+            providers=sources.providers,
+            cache=self.parse_cache,
         )
-        if self.table is not None and compiled.models == self.table.models:
+        self.compiled = compiled
+        if (
+            self.table is not None
+            and compiled.models == self.table.models
+            and compiled.providers == self.table.providers
+        ):
             return compiled, None
-        table = RoutingTable(version=self.next_version(), models=compiled.models)
+        table = RoutingTable(
+            version=self.next_version(), models=compiled.models, providers=compiled.providers
+        )
         return compiled, (table, table_json(table))
 
     def announce(self, document: RoutingTable) -> None:
@@ -309,6 +333,14 @@ async def routing_model_event(type: str | None, body: kopf.Body, memo: Any, **kw
 async def routing_route_event(type: str | None, body: kopf.Body, memo: Any, **kwargs: Any) -> None:
     """A route appeared, changed its spec, started deleting or is gone."""
     _changed(memo, kwargs, object_key("route", body), spec_view(type, body))
+
+
+@kopf.on.event(GROUP, VERSION, PROVIDER_PLURAL)
+async def routing_provider_event(
+    type: str | None, body: kopf.Body, memo: Any, **kwargs: Any
+) -> None:
+    """A provider appeared, changed its spec (URL, models, prices), started deleting or is gone."""
+    _changed(memo, kwargs, object_key("provider", body), spec_view(type, body))
 
 
 @kopf.on.event("", "v1", "pods", labels=CHILD_LABELS)

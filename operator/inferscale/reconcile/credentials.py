@@ -31,7 +31,7 @@ from typing import Any, Final, Literal
 
 from pydantic import ValidationError
 
-from inferscale.api.meta import CONDITION_READY, LABEL_MANAGED_BY, MANAGED_BY, Condition
+from inferscale.api.meta import CONDITION_READY, Condition
 from inferscale.api.v1alpha1.inference_client import InferenceClientSpec, InferenceClientStatus
 from inferscale.api.validation import describe_errors
 from inferscale.reconcile.status import make_condition
@@ -303,7 +303,13 @@ def client_status(
 
 
 def build_credentials_secret(name: str, namespace: str, key: str, text: str) -> JsonDict:
-    """The Secret that keeps the credentials for routers that start (they mount it)."""
+    """The Secret that keeps the credentials for routers that start (they mount it).
+
+    No ``managed-by`` label, as on the routing table's ConfigMap: the Helm chart creates this
+    Secret empty (so that an uninstall removes it, keys included) and Helm marks it
+    ``managed-by: Helm``; the operator applies the data and the two labels the chart sets to
+    the same values, so neither write conflicts with the other.
+    """
     return {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -314,7 +320,6 @@ def build_credentials_secret(name: str, namespace: str, key: str, text: str) -> 
             "labels": {
                 "app.kubernetes.io/name": "inferscale",
                 "app.kubernetes.io/component": "router-credentials",
-                LABEL_MANAGED_BY: MANAGED_BY,
             },
         },
         "data": {key: base64.b64encode(text.encode()).decode()},

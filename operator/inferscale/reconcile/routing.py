@@ -1,4 +1,4 @@
-"""InferenceModels, InferenceRoutes and Pods -> the routing table the routers serve from (pure).
+"""Models, routes, providers and pods -> the routing table the routers serve from (pure).
 
 :func:`compile_table` turns plain dicts (the objects as the API server returns them) into a
 :class:`~inferscale.router.table.RoutingTable`: one entry per served model name, with its route
@@ -10,10 +10,17 @@ settings and one endpoint per pod (``podIP:port`` of the engine). The rules that
   its engine is asked to stop, so scale-down and rollouts lose no request. A pod that has no IP
   yet, or has finished, is left out; one that has an IP but is not Ready is kept with
   ``ready: false`` (never picked).
-- A route whose backend is an InferenceModel applies its settings (strategy, retries, ...) to
-  that model's served name. Routers forward request bodies unchanged, so clients send the served
-  name; a route ``modelName`` that differs is reported, not silently served under a name the
-  engine would refuse.
+- A route whose primary backend is an InferenceModel applies its settings (strategy, retries,
+  spillover, spend caps, ...) to that model's served name, and its other backends (provider
+  primaries with their weights, spillover, fallback and mirror backends) join that entry.
+  Routers forward request bodies to replicas unchanged, so clients send the served name; a route
+  ``modelName`` that differs is reported, not silently served under a name the engine would
+  refuse. A route whose primaries are all hosted is an entry of its own under its
+  ``modelName`` (routers rename the model for providers and for other served models).
+- The spillover threshold defaults to the primary model's autoscaling target per replica.
+- Providers go into the table by ``<namespace>/<name>`` with their models and prices (never the
+  key); only the ones some backend uses. A backend naming a missing provider, a model the
+  provider does not offer, or a missing InferenceModel is left out and reported.
 - Conflicts (two models with one served name, two routes for one model) go to the oldest object
   (``creationTimestamp``, then namespace/name), so the winner does not flip between compiles;
   every loser is reported.
@@ -35,12 +42,22 @@ from pydantic import ValidationError
 
 from inferscale.api.meta import LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_MODEL, MANAGED_BY
 from inferscale.api.v1alpha1.inference_model import SERVED_NAME_PATTERN, InferenceModelSpec
+from inferscale.api.v1alpha1.inference_provider import DEFAULT_BASE_URLS, InferenceProviderSpec
 from inferscale.api.v1alpha1.inference_route import InferenceRouteSpec
 from inferscale.api.validation import describe_errors
 from inferscale.reconcile.deployment import served_name
 from inferscale.reconcile.engines import ENGINES
 from inferscale.reconcile.labels import COMPONENT_ENGINE
-from inferscale.router.table import ModelRoute, RouteSettings, RoutingTable, TableEndpoint
+from inferscale.router.table import (
+    ModelRoute,
+    RouteSettings,
+    RoutingTable,
+    SpilloverSettings,
+    TableBackend,
+    TableEndpoint,
+    TableProvider,
+    TableProviderModel,
+)
 
 JsonDict = dict[str, Any]
 
@@ -60,6 +77,8 @@ class CompiledRoutes:
 
     models: dict[str, ModelRoute]
     """Served name -> route settings and endpoints, sorted by name (endpoints by pod name)."""
+    providers: dict[str, TableProvider]
+    """The providers that some backend uses, by ``<namespace>/<name>``."""
     problems: tuple[str, ...]
     """One sentence per object that was left out or overridden, sorted."""
 
@@ -71,6 +90,8 @@ class _Model:
     served: str
     engine: str
     port: int
+    target_in_flight: int
+    """The model's autoscaling target per replica: the default spillover threshold."""
 
 
 @dataclass(frozen=True)
@@ -201,7 +222,8 @@ def _parse_spec(
             "name (at most 128 letters, digits and . _ : / -, starting with a letter or digit)"
         )
     profile = ENGINES[spec.engine]
-    return _Model(namespace, name, served, spec.engine, profile.port), None
+    target = spec.autoscaling.target_in_flight_per_replica
+    return _Model(namespace, name, served, spec.engine, profile.port, target), None
 
 
 def _parse_model(
@@ -263,14 +285,129 @@ def _models_by_key(
     return by_key
 
 
-def _route_settings(
+def _providers(
+    providers: Iterable[Mapping[str, Any]], problems: list[str]
+) -> dict[str, TableProvider]:
+    """Hosted providers by ``<namespace>/<name>`` (what the table's backends refer to)."""
+    out: dict[str, TableProvider] = {}
+    for body in providers:
+        if not isinstance(body, Mapping):
+            continue
+        meta = _meta(body)
+        name, namespace = meta.get("name"), meta.get("namespace")
+        if not isinstance(name, str) or not isinstance(namespace, str) or not name or not namespace:
+            problems.append("an InferenceProvider without a name or namespace was left out")
+            continue
+        if meta.get("deletionTimestamp"):
+            continue
+        try:
+            spec = InferenceProviderSpec.model_validate(body.get("spec") or {})
+        except ValidationError as error:
+            problems.append(
+                f"InferenceProvider {namespace}/{name} left out: its spec does not parse: "
+                + "; ".join(describe_errors(error))
+            )
+            continue
+        out[f"{namespace}/{name}"] = TableProvider(
+            type=spec.type,
+            base_url=(spec.base_url or DEFAULT_BASE_URLS[spec.type]).rstrip("/"),
+            timeout_seconds=spec.timeout_seconds,
+            anthropic_version=spec.anthropic_version,
+            models={
+                m.name: TableProviderModel(
+                    provider_model=m.provider_model or m.name,
+                    input_price_per_million_tokens=m.input_price_per_million_tokens,
+                    output_price_per_million_tokens=m.output_price_per_million_tokens,
+                )
+                for m in spec.models
+            },
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class _RouteEntry:
+    """What a route gives one table entry: everything of a ModelRoute but its endpoints."""
+
+    route_id: str
+    settings: RouteSettings
+    weight: int
+    backends: tuple[TableBackend, ...]
+    serves_locally: bool
+
+
+def _route_backends(
+    ident: str,
+    namespace: str,
+    spec: InferenceRouteSpec,
+    own: str | None,
+    models: Mapping[tuple[str, str], _Model],
+    providers: Mapping[str, TableProvider],
+    problems: list[str],
+) -> list[TableBackend]:
+    """The route's backends other than ``own`` (the served name whose entry they join)."""
+    out: list[TableBackend] = []
+    for backend in spec.backends:
+        if backend.provider is not None:
+            key = f"{namespace}/{backend.provider.name}"
+            provider = providers.get(key)
+            if provider is None:
+                problems.append(
+                    f"InferenceRoute {ident}: backend InferenceProvider {key} does not exist "
+                    "(or was left out)"
+                )
+                continue
+            if backend.provider.model not in provider.models:
+                problems.append(
+                    f"InferenceRoute {ident}: InferenceProvider {key} offers no model "
+                    f"{backend.provider.model!r} (it offers {', '.join(sorted(provider.models))})"
+                )
+                continue
+            target_provider: str | None = key
+            target = backend.provider.model
+        else:
+            if backend.role == "primary":
+                continue  # a primary model's replicas are its entry's endpoints
+            model = models.get((namespace, str(backend.inference_model)))
+            if model is None:
+                problems.append(
+                    f"InferenceRoute {ident}: backend InferenceModel {namespace}/"
+                    f"{backend.inference_model} does not exist (or was left out)"
+                )
+                continue
+            if model.served == own:
+                problems.append(
+                    f"InferenceRoute {ident}: InferenceModel {namespace}/{model.name} is both a "
+                    f"primary and a {backend.role} backend; its {backend.role} role is ignored"
+                )
+                continue
+            target_provider, target = None, model.served
+        mirror = backend.mirror_percent
+        out.append(
+            TableBackend(
+                role=backend.role,
+                provider=target_provider,
+                model=target,
+                weight=backend.weight,
+                mirror_percent=(100.0 if mirror is None else mirror)
+                if backend.role == "mirror"
+                else None,
+            )
+        )
+    return out
+
+
+def _route_entries(
     routes: Iterable[Mapping[str, Any]],
     models: Mapping[tuple[str, str], _Model],
+    providers: Mapping[str, TableProvider],
     problems: list[str],
-) -> dict[str, RouteSettings]:
-    """Route settings by served name, from every route's InferenceModel backends."""
-    settings: dict[str, RouteSettings] = {}
+) -> tuple[dict[str, _RouteEntry], dict[str, _RouteEntry]]:
+    """(entries for served models, entries for routes served by providers alone), by name."""
+    settings: dict[str, _RouteEntry] = {}
+    hosted: dict[str, _RouteEntry] = {}
     owner: dict[str, str] = {}
+    served_names = {m.served for m in models.values()}
     for body in sorted((r for r in routes if isinstance(r, Mapping)), key=_age_key):
         ident = _ident(body)
         meta = _meta(body)
@@ -285,21 +422,27 @@ def _route_settings(
                 + "; ".join(describe_errors(error))
             )
             continue
-        route = RouteSettings(
-            strategy=spec.strategy,
-            prefix_hash=spec.prefix_hash,
-            retries=spec.retries,
-            timeouts=spec.timeouts,
-            hold_queue=spec.hold_queue,
-        )
         client_name = spec.model_name or str(meta.get("name") or "")
-        for backend in spec.backends:
-            # Provider backends (hosted spillover and fallback) and the non-primary roles of
-            # model backends need router support that a later issue brings; until then a route
-            # shapes only how its primary models' replicas are picked.
-            if backend.inference_model is None or backend.role != "primary":
-                continue
-            model = models.get((namespace, backend.inference_model))
+
+        def route_settings(model: _Model | None, spec: InferenceRouteSpec = spec) -> RouteSettings:
+            threshold = spec.spillover.in_flight_per_replica or (
+                model.target_in_flight if model is not None else 16
+            )
+            return RouteSettings(
+                strategy=spec.strategy,
+                prefix_hash=spec.prefix_hash,
+                retries=spec.retries,
+                timeouts=spec.timeouts,
+                hold_queue=spec.hold_queue,
+                spillover=SpilloverSettings(
+                    in_flight_per_replica=threshold, on_cold_start=spec.spillover.on_cold_start
+                ),
+                spend=spec.spend,
+            )
+
+        local = [b for b in spec.backends if b.inference_model is not None and b.role == "primary"]
+        for backend in local:
+            model = models.get((namespace, str(backend.inference_model)))
             if model is None:
                 problems.append(
                     f"InferenceRoute {ident}: backend InferenceModel {namespace}/"
@@ -320,8 +463,30 @@ def _route_settings(
                     f"to {model.served!r}"
                 )
             owner[model.served] = ident
-            settings[model.served] = route
-    return settings
+            backends = _route_backends(
+                ident, namespace, spec, model.served, models, providers, problems
+            )
+            settings[model.served] = _RouteEntry(
+                ident, route_settings(model), backend.weight, tuple(backends), True
+            )
+        if local:
+            continue
+        # Hosted primaries only: the route is an entry of its own, under the client name.
+        backends = _route_backends(ident, namespace, spec, None, models, providers, problems)
+        if not any(b.role == "primary" and b.weight > 0 for b in backends):
+            problems.append(
+                f"InferenceRoute {ident} left out: none of its primary backends is usable"
+            )
+            continue
+        if client_name in served_names or client_name in owner:
+            problems.append(
+                f"InferenceRoute {ident} left out: model {client_name!r} is already served by "
+                f"{owner.get(client_name) or 'an InferenceModel'}"
+            )
+            continue
+        owner[client_name] = ident
+        hosted[client_name] = _RouteEntry(ident, route_settings(None), 0, tuple(backends), False)
+    return settings, hosted
 
 
 def _endpoints(
@@ -376,6 +541,7 @@ def compile_routes(
     routes: Iterable[Mapping[str, Any]],
     pods: Iterable[Mapping[str, Any]],
     *,
+    providers: Iterable[Mapping[str, Any]] = (),
     cache: ParseCache | None = None,
 ) -> CompiledRoutes:
     """Everything of the table but its version, and the problems found on the way.
@@ -384,21 +550,37 @@ def compile_routes(
         models: InferenceModel objects (every namespace).
         routes: InferenceRoute objects.
         pods: engine pods of the models (others are ignored).
+        providers: InferenceProvider objects.
         cache: a dict the caller keeps from one compile to the next: a model whose uid and
             ``metadata.generation`` (which every spec change moves) are unchanged is not
             validated again. The result is the same with or without it.
     """
     problems: list[str] = []
     by_key = _models_by_key(models, problems, cache)
-    settings = _route_settings(routes, by_key, problems)
+    all_providers = _providers(providers, problems)
+    entries, hosted = _route_entries(routes, by_key, all_providers, problems)
     endpoints = _endpoints(pods, by_key, problems)
-    served = sorted(m.served for m in by_key.values())
     default = RouteSettings()  # one shared instance: nothing mutates a compiled table
-    table = {
-        name: ModelRoute(route=settings.get(name) or default, endpoints=endpoints.get(name, []))
-        for name in served
-    }
-    return CompiledRoutes(models=table, problems=tuple(sorted(set(problems))))
+    table: dict[str, ModelRoute] = {}
+    for name in sorted({m.served for m in by_key.values()} | set(hosted)):
+        entry = entries.get(name) or hosted.get(name)
+        if entry is None:
+            table[name] = ModelRoute(route=default, endpoints=endpoints.get(name, []))
+            continue
+        table[name] = ModelRoute(
+            route=entry.settings,
+            endpoints=endpoints.get(name, []),
+            route_id=entry.route_id,
+            weight=entry.weight,
+            backends=list(entry.backends),
+            serves_locally=entry.serves_locally,
+        )
+    used = {b.provider for m in table.values() for b in m.backends if b.provider is not None}
+    return CompiledRoutes(
+        models=table,
+        providers={k: v for k, v in sorted(all_providers.items()) if k in used},
+        problems=tuple(sorted(set(problems))),
+    )
 
 
 def compile_table(
@@ -406,9 +588,11 @@ def compile_table(
     models: Iterable[Mapping[str, Any]],
     routes: Iterable[Mapping[str, Any]],
     pods: Iterable[Mapping[str, Any]],
+    providers: Iterable[Mapping[str, Any]] = (),
 ) -> RoutingTable:
     """The complete routing table at ``version`` (see the module docstring for the rules)."""
-    return RoutingTable(version=version, models=compile_routes(models, routes, pods).models)
+    compiled = compile_routes(models, routes, pods, providers=providers)
+    return RoutingTable(version=version, models=compiled.models, providers=compiled.providers)
 
 
 def next_version(previous: int, now_ms: int) -> int:

@@ -48,7 +48,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import importlib
 import itertools
 import json
 import logging
@@ -58,7 +57,7 @@ import random
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Final
 
@@ -66,6 +65,7 @@ import aiohttp
 from aiohttp import web
 from pydantic import ValidationError
 
+from inferscale.api.validation import describe_errors
 from inferscale.router import picking
 from inferscale.router.access import (
     ANONYMOUS,
@@ -75,11 +75,21 @@ from inferscale.router.access import (
     estimate_tokens,
     load_credentials_file,
 )
+from inferscale.router.codec import (
+    JSON,
+    AttemptFailed,
+    dumps,
+    error_response,
+    loads,
+    sse_error,
+)
 from inferscale.router.credentials import RouterCredentials, StaleCredentialsError, summary
+from inferscale.router.dispatch import Dispatcher
 from inferscale.router.limits import LocalLimiter
 from inferscale.router.limits_redis import SharedLimiter
 from inferscale.router.metrics import CONTENT_TYPE, RouterMetrics
 from inferscale.router.settings import RouterSettings
+from inferscale.router.spend import ElsewhereSpend, SpendLedger
 from inferscale.router.table import (
     EndpointState,
     EndpointTable,
@@ -92,20 +102,7 @@ from inferscale.serving import serve_app
 log = logging.getLogger("inferscale.router")
 
 
-def _dumps_stdlib(doc: object) -> bytes:
-    return json.dumps(doc).encode()
-
-
-try:  # orjson parses and writes JSON 3-5x faster; the stdlib is the fallback.
-    _orjson: Any = importlib.import_module("orjson")
-    loads: Callable[[bytes], Any] = _orjson.loads
-    dumps: Callable[[object], bytes] = _orjson.dumps
-except ImportError:
-    loads = json.loads
-    dumps = _dumps_stdlib
-
 ROUTER_KEY: Final[web.AppKey[Router]] = web.AppKey("inferscale_router")
-JSON: Final = "application/json"
 SSE_HEADERS: Final = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
 KEEPALIVE: Final = b": waiting for a replica\n\n"
 # Request headers passed on to engines; everything else (Authorization above all) stays here.
@@ -120,62 +117,15 @@ ENGINE_METRICS: Final = {
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def error_body(
-    status: int,
-    message: str,
-    *,
-    param: str | None = None,
-    code: str | None = None,
-    kind: str | None = None,
-) -> bytes:
-    """An OpenAI error object (``kind``: its ``type``, else the usual one for ``status``)."""
-    kind = kind or {
-        400: "invalid_request_error",
-        401: "authentication_error",
-        403: "permission_error",
-        404: "invalid_request_error",
-        408: "timeout",
-        409: "conflict",
-        413: "invalid_request_error",
-        429: "rate_limit_error",
-        502: "upstream_error",
-        503: "service_unavailable",
-        504: "timeout",
-    }.get(status, "server_error")
-    doc = {"error": {"message": message, "type": kind, "param": param, "code": code}}
-    return json.dumps(doc).encode()
+_Retry = AttemptFailed
+"""This attempt failed before anything reached the client; try another endpoint."""
 
 
-def error_response(
-    status: int,
-    message: str,
-    *,
-    param: str | None = None,
-    code: str | None = None,
-    headers: Mapping[str, str] | None = None,
-    kind: str | None = None,
-) -> web.Response:
-    """An OpenAI error as a response."""
-    out = {"Content-Type": JSON}
-    if headers:
-        out.update(headers)
-    body = error_body(status, message, param=param, code=code, kind=kind)
-    return web.Response(status=status, body=body, headers=out)
+class _Final(AttemptFailed):
+    """An attempt failed in a way not retried on another endpoint (a timeout, a broken answer).
 
-
-def sse_error(status: int, message: str, code: str | None = None) -> bytes:
-    """An OpenAI error as an SSE event (what the ``openai`` SDK raises from mid-stream)."""
-    return b"data: " + error_body(status, message, code=code) + b"\n\n"
-
-
-class _Retry(Exception):
-    """This attempt failed before anything reached the client; try another endpoint."""
-
-    def __init__(self, reason: str, status: int = 502, body: bytes | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.status = status
-        self.body = body
+    Raised only for a caller that has other backends to fail over to (``ctx.fallible``).
+    """
 
 
 class Router:
@@ -190,8 +140,12 @@ class Router:
         admin_token: str | None,
         log_sink: Callable[[str], object] | None,
         clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
     ) -> None:
-        """Wire the collaborators; the session is created at startup when none is given."""
+        """Wire the collaborators; the session is created at startup when none is given.
+
+        ``clock`` (monotonic) times requests; ``wall`` (epoch seconds) dates spend windows.
+        """
         self.settings = settings
         self.table = table
         self.session = session
@@ -212,6 +166,9 @@ class Router:
         self.id_prefix = f"{os.getpid():x}{int(time.time()) & 0xFFFFFF:x}"
         self.tasks: list[asyncio.Task[None]] = []
         self.stop = asyncio.Event()
+        self.wall = wall
+        self.spend = SpendLedger()
+        self.dispatcher = Dispatcher(self)
         table.subscribe(self.on_table)
         self.on_table(table)
 
@@ -304,6 +261,7 @@ class Router:
         for task in self.tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self.dispatcher.stop_mirrors()
 
     async def on_cleanup(self, _app: web.Application) -> None:
         """Close the upstream session if it is ours, and the limits store."""
@@ -387,8 +345,10 @@ class Router:
             (name, e.pod, e.in_flight) for name, m in self.table.models.items() for e in m.endpoints
         ]
         held = [(name, self.held.get(name, 0)) for name in self.table.models]
+        now = self.wall()
+        spend = [(r, *self.spend.mine(r, now)) for r in self.spend.routes()]
         text = self.metrics.render(
-            in_flight, held, self.table.version, extra=self.access.metric_lines()
+            in_flight, held, self.table.version, spend, extra=self.access.metric_lines()
         )
         return web.Response(body=text.encode(), headers={"Content-Type": CONTENT_TYPE})
 
@@ -498,6 +458,33 @@ class Router:
         doc = {"version": self.table.version, "models": models}
         return web.Response(body=json.dumps(doc).encode(), headers={"Content-Type": JSON})
 
+    async def get_spend(self, request: web.Request) -> web.StreamResponse:
+        """``GET /admin/v1/spend``: this router's spend per route, spillover, provider health."""
+        if (refused := self._auth(request)) is not None:
+            return refused
+        doc = self.dispatcher.report(self.wall())
+        return web.Response(body=json.dumps(doc).encode(), headers={"Content-Type": JSON})
+
+    async def put_spend(self, request: web.Request) -> web.StreamResponse:
+        """``PUT /admin/v1/spend``: what the other routers spent (the operator's sum)."""
+        if (refused := self._auth(request)) is not None:
+            return refused
+        try:
+            doc = ElsewhereSpend.model_validate_json(await request.read())
+        except ValidationError as error:
+            return error_response(400, f"invalid spend: {describe_errors(error)[0]}")
+        except web.HTTPRequestEntityTooLarge:
+            return error_response(413, "spend document too large")
+        self.spend.set_elsewhere(
+            doc.hour_start,
+            doc.day_start,
+            {route: (s.hour, s.day) for route, s in doc.routes.items()},
+        )
+        return web.Response(
+            body=json.dumps({"routes": len(doc.routes)}).encode(),
+            headers={"Content-Type": JSON},
+        )
+
     # -- the proxy ----------------------------------------------------------------------
 
     async def proxy(self, request: web.Request) -> web.StreamResponse:
@@ -557,24 +544,26 @@ class Router:
             if isinstance(admitted, Refusal):
                 return self._refuse_access(request, start, admitted, policy.client)
             grant = admitted
-        ctx = _Context(request, name, bool(stream), start, next(self.ids))
+        ctx = RequestContext(request, name, bool(stream), start, next(self.ids))
         ctx.client = policy.client
         try:
+            if model.roles is not None:  # hosted or other-model backends: spillover, fallback...
+                return await self.dispatcher.serve(ctx, model, body, obj)
             if not model.ready:
-                refused = await self._hold(ctx, model)
+                refused = await self.hold(ctx, model)
                 if refused is not None:
                     ctx.status = refused.status
                     return refused
                 assert ctx.model is not None
                 model = ctx.model
-            return await self._forward(ctx, model, body, obj, ctx.committed)
+            return await self.forward(ctx, model, body, obj, ctx.committed)
         finally:
             if grant is not None:
                 # Also when the client went away (handler cancelled): the engine's tokens up to
                 # then are unknown, so the estimate stays charged (status 200 until answered).
                 self.access.settle(grant, ctx.usage, ctx.status)
 
-    async def _hold(self, ctx: _Context, model: ModelState) -> web.StreamResponse | None:
+    async def hold(self, ctx: RequestContext, model: ModelState) -> web.StreamResponse | None:
         """Wait for the model to get a ready endpoint; sets ``ctx.model`` when it has one."""
         name = ctx.name
         bounds = model.route.hold_queue
@@ -583,6 +572,12 @@ class Router:
             self.metrics.held_total[(name, "full")] = (
                 self.metrics.held_total.get((name, "full"), 0) + 1
             )
+            if ctx.fallible:
+                raise _Final(
+                    f"the model `{name}` is starting and its hold queue is full",
+                    503,
+                    headers={"Retry-After": retry_after},
+                )
             return self._refuse(
                 ctx.request,
                 ctx.start,
@@ -627,6 +622,10 @@ class Router:
             self.held[name] -= 1
             key = (name, outcome)
             self.metrics.held_total[key] = self.metrics.held_total.get(key, 0) + 1
+        if ctx.fallible:
+            ctx.committed = resp
+            reason = "was removed" if outcome == "removed" else "has no ready replica yet"
+            raise _Final(f"the model `{name}` {reason}", 503, headers={"Retry-After": retry_after})
         if outcome == "removed":
             message = f"The model `{name}` does not exist."
             if resp is not None:
@@ -637,7 +636,7 @@ class Router:
         if resp is not None:
             ctx.status = 503
             await resp.write(sse_error(503, message, "model_unavailable"))
-            self._access(ctx, 503, "")
+            self.log_access(ctx, 503, "")
             return resp
         return self._refuse(
             ctx.request,
@@ -668,9 +667,9 @@ class Router:
             )
         return picking.pick(strategy, candidates, counter=model.counter, r=self.random.random())
 
-    async def _forward(
+    async def forward(
         self,
-        ctx: _Context,
+        ctx: RequestContext,
         model: ModelState,
         body: bytes,
         obj: dict[str, Any],
@@ -686,7 +685,7 @@ class Router:
             if attempt:
                 # Retry from the table as it is now: a push during the failed attempt may have
                 # removed that pod (a scale-down) or added the one that can take the request.
-                model = self.table.models.get(ctx.name, model)
+                model = self.table.models.get(model.name, model)
             now = self.clock()
             candidates = model.candidates(now)
             if tried:
@@ -701,18 +700,24 @@ class Router:
             endpoint.in_flight += 1
             try:
                 return await self._attempt(ctx, model, endpoint, url_path, body, headers, committed)
+            except _Final:
+                raise
             except _Retry as retry:
                 last = retry
                 self._failed(endpoint)
             finally:
                 endpoint.in_flight -= 1
+        if ctx.fallible:
+            if not tried:
+                last = _Retry(f"no replica of `{model.name}` can take the request", 503)
+            raise last
         if committed is not None:
             await committed.write(sse_error(last.status, f"upstream failed: {last.reason}"))
-            self._access(ctx, last.status, tried[-1].pod if tried else "", attempts=len(tried))
+            self.log_access(ctx, last.status, tried[-1].pod if tried else "", attempts=len(tried))
             return committed
         pod = tried[-1].pod if tried else ""
         if last.body is not None:  # the engine's own answer to the last attempt, as it was
-            self._access(ctx, last.status, pod, attempts=len(tried))
+            self.log_access(ctx, last.status, pod, attempts=len(tried))
             return web.Response(status=last.status, body=last.body, headers={"Content-Type": JSON})
         headers_out = {"Retry-After": "1"} if last.status == 503 else None
         message = (
@@ -720,7 +725,7 @@ class Router:
             if not tried
             else f"upstream failed after {len(tried)} attempt(s): {last.reason}"
         )
-        self._access(ctx, last.status, pod, attempts=len(tried))
+        self.log_access(ctx, last.status, pod, attempts=len(tried))
         return error_response(last.status, message, headers=headers_out)
 
     def _failed(self, endpoint: EndpointState) -> None:
@@ -736,7 +741,7 @@ class Router:
 
     async def _attempt(
         self,
-        ctx: _Context,
+        ctx: RequestContext,
         model: ModelState,
         endpoint: EndpointState,
         path: str,
@@ -804,12 +809,12 @@ class Router:
                     ctx, endpoint, committed, 502, "the engine answered invalid JSON"
                 )
             usage = doc.get("usage") if isinstance(doc, dict) else None
-        self._usage(ctx, usage)
+        self.count_tokens(ctx, usage)
         if committed is not None:  # a held stream asked for stream but got JSON: pass it as data
             await committed.write(b"data: " + data + b"\n\n")
-            self._access(ctx, status, endpoint.pod)
+            self.log_access(ctx, status, endpoint.pod)
             return committed
-        self._access(ctx, status, endpoint.pod, usage)
+        self.log_access(ctx, status, endpoint.pod, usage)
         return web.Response(
             status=status,
             body=data,
@@ -818,7 +823,7 @@ class Router:
 
     async def _relay_stream(
         self,
-        ctx: _Context,
+        ctx: RequestContext,
         endpoint: EndpointState,
         up: aiohttp.ClientResponse,
         ctype: str,
@@ -881,19 +886,21 @@ class Router:
             if status != 504:
                 endpoint.record_success()
         usage = stream_usage(prev + last) if status == 200 else None
-        self._usage(ctx, usage)
-        self._access(ctx, status, endpoint.pod, usage)
+        self.count_tokens(ctx, usage)
+        self.log_access(ctx, status, endpoint.pod, usage)
         return resp
 
     async def _end(
         self,
-        ctx: _Context,
+        ctx: RequestContext,
         endpoint: EndpointState,
         committed: web.StreamResponse | None,
         status: int,
         message: str,
     ) -> web.StreamResponse:
-        self._access(ctx, status, endpoint.pod)
+        if ctx.fallible:
+            raise _Final(f"{endpoint.pod}: {message}", status)
+        self.log_access(ctx, status, endpoint.pod)
         if committed is not None:
             await committed.write(sse_error(status, message))
             return committed
@@ -901,7 +908,7 @@ class Router:
 
     # -- bookkeeping --------------------------------------------------------------------
 
-    def _usage(self, ctx: _Context, usage: object) -> None:
+    def count_tokens(self, ctx: RequestContext, usage: object) -> None:
         if not isinstance(usage, dict):
             return
         ctx.usage = usage
@@ -915,9 +922,9 @@ class Router:
     def _refuse_access(
         self, request: web.Request, start: float, refusal: Refusal, client: str = ""
     ) -> web.Response:
-        ctx = _Context(request, "", False, start, next(self.ids))
+        ctx = RequestContext(request, "", False, start, next(self.ids))
         ctx.client = client
-        self._access(ctx, refusal.status, "")
+        self.log_access(ctx, refusal.status, "")
         return _refusal(refusal)
 
     def _refuse(
@@ -930,13 +937,13 @@ class Router:
         code: str | None = None,
         headers: dict[str, str] | None = None,
     ) -> web.Response:
-        ctx = _Context(request, "", False, start, next(self.ids))
-        self._access(ctx, status, "")
+        ctx = RequestContext(request, "", False, start, next(self.ids))
+        self.log_access(ctx, status, "")
         return error_response(status, message, param=param, code=code, headers=headers)
 
-    def _access(
+    def log_access(
         self,
-        ctx: _Context,
+        ctx: RequestContext,
         status: int,
         pod: str,
         usage: object = None,
@@ -970,12 +977,13 @@ class Router:
         self.log_sink(dumps(line).decode() + "\n")
 
 
-class _Context:
+class RequestContext:
     """What one request carries through the proxy (no prompt text: it is never logged)."""
 
     __slots__ = (
         "client",
         "committed",
+        "fallible",
         "id",
         "model",
         "name",
@@ -996,6 +1004,9 @@ class _Context:
         self.committed: web.StreamResponse | None = None
         """A held stream whose headers already went out with a keep-alive."""
         self.status = 200
+        """The answer's status, once known (what the access log says)."""
+        self.fallible = False
+        """Other backends follow: failures raise AttemptFailed instead of answering."""
         """The answer's status, once known (what the access log says)."""
         self.client = ""
         """The InferenceClient of the caller's key, if it sent a known one."""
@@ -1136,6 +1147,8 @@ def create_app(
     app.router.add_get("/admin/v1/credentials", router.get_credentials)
     app.router.add_put("/admin/v1/credentials", router.put_credentials)
     app.router.add_get("/admin/v1/held", router.get_held)
+    app.router.add_get("/admin/v1/spend", router.get_spend)
+    app.router.add_put("/admin/v1/spend", router.put_spend)
     app.router.add_route("*", "/{tail:.*}", router.not_found)
     return app
 

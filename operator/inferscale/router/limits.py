@@ -82,8 +82,16 @@ class Windows:
     """Seconds until the first of the next month, 00:00 UTC."""
 
 
-def windows(wall: float) -> Windows:
-    """The UTC day and month of the Unix time ``wall``."""
+@dataclass(frozen=True, slots=True)
+class _Bounds:
+    day: str
+    day_start: float
+    day_end: float
+    month: str
+    month_end: float
+
+
+def _bounds(wall: float) -> _Bounds:
     now = datetime.fromtimestamp(wall, UTC)
     day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
     month_start = day_start.replace(day=1)
@@ -92,12 +100,37 @@ def windows(wall: float) -> Windows:
         if month_start.month == 12
         else month_start.replace(month=month_start.month + 1)
     )
-    return Windows(
-        day=day_start.strftime("%Y-%m-%d"),
-        day_left=day_start.timestamp() + 86_400 - wall,
-        month=month_start.strftime("%Y-%m"),
-        month_left=next_month.timestamp() - wall,
+    start = day_start.timestamp()
+    return _Bounds(
+        day_start.strftime("%Y-%m-%d"),
+        start,
+        start + 86_400,
+        month_start.strftime("%Y-%m"),
+        next_month.timestamp(),
     )
+
+
+def windows(wall: float) -> Windows:
+    """The UTC day and month of the Unix time ``wall``."""
+    return Calendar().at(wall)
+
+
+class Calendar:
+    """:func:`windows`, recomputed only when ``wall`` leaves the current day.
+
+    The date arithmetic costs tens of microseconds; a request must not pay it.
+    """
+
+    def __init__(self) -> None:
+        """Nothing computed yet."""
+        self._bounds: _Bounds | None = None
+
+    def at(self, wall: float) -> Windows:
+        """The windows of ``wall``."""
+        b = self._bounds
+        if b is None or not b.day_start <= wall < b.day_end:
+            b = self._bounds = _bounds(wall)
+        return Windows(b.day, b.day_end - wall, b.month, b.month_end - wall)
 
 
 def retry_after_header(seconds: float) -> str:
@@ -170,6 +203,7 @@ class LocalLimiter:
         """Clocks are injected: ``monotonic`` for rates, ``wall`` (Unix time) for budgets."""
         self.monotonic = monotonic
         self.wall = wall
+        self.calendar = Calendar()
         self.clients: dict[str, _ClientState] = {}
         """State per client. Only clients of the credentials get here (a request with an
         unknown key is refused first), so its size is bounded by the InferenceClients."""
@@ -188,18 +222,26 @@ class LocalLimiter:
         # Check all, then take: a request refused by one limit must not use up another.
         requests = tokens = None
         if rpm is not None:
-            bucket = state.requests or _Bucket(float(rpm), now)
-            requests = bucket_admit(bucket.tokens, bucket.stamp, now, rpm, 1)
+            bucket = state.requests
+            requests = (
+                bucket_admit(bucket.tokens, bucket.stamp, now, rpm, 1)
+                if bucket is not None
+                else (rpm - 1.0, now, 0.0)
+            )
             if requests[2] > 0:
                 return Verdict(False, "requests", requests[2], rpm), None
         if tpm is not None:
-            bucket = state.tokens or _Bucket(float(tpm), now)
-            tokens = bucket_admit(bucket.tokens, bucket.stamp, now, tpm, cost)
+            bucket = state.tokens
+            tokens = (
+                bucket_admit(bucket.tokens, bucket.stamp, now, tpm, cost)
+                if bucket is not None
+                else bucket_admit(float(tpm), now, now, tpm, cost)
+            )
             if tokens[2] > 0:
                 return Verdict(False, "tokens", tokens[2], tpm), None
         day = month = None
         if policy.budgeted:
-            at = windows(self.wall())
+            at = self.calendar.at(self.wall())
             budgets: tuple[tuple[int | None, str, float, LimitName], ...] = (
                 (policy.tokens_per_day, at.day, at.day_left, "tokens_per_day"),
                 (policy.tokens_per_month, at.month, at.month_left, "tokens_per_month"),
@@ -210,9 +252,15 @@ class LocalLimiter:
             day = at.day if policy.tokens_per_day is not None else None
             month = at.month if policy.tokens_per_month is not None else None
         if requests is not None:
-            state.requests = _Bucket(requests[0], requests[1])
+            if state.requests is None:
+                state.requests = _Bucket(requests[0], requests[1])
+            else:
+                state.requests.tokens, state.requests.stamp = requests[0], requests[1]
         if tokens is not None:
-            state.tokens = _Bucket(tokens[0], tokens[1])
+            if state.tokens is None:
+                state.tokens = _Bucket(tokens[0], tokens[1])
+            else:
+                state.tokens.tokens, state.tokens.stamp = tokens[0], tokens[1]
         for taken in (day, month):
             if taken is not None:
                 state.budgets[taken] = state.budgets.get(taken, 0) + cost

@@ -3,8 +3,11 @@
 :class:`SharedLimiter` applies the rules of :mod:`inferscale.router.limits` atomically in Redis:
 one Lua script per admission refills and checks every bucket and budget of the client and takes
 the request only if all pass (one round trip, no race between replicas), on Redis's own clock
-(``TIME``), so replicas whose clocks differ still share one bucket. Settling a request's real
-usage is a second small script, sent in the background: the response never waits for it.
+(``TIME``), so replicas whose clocks differ still share one bucket. Admissions that arrive in
+the same turn of the event loop go to Redis in one pipeline (one write and one read for all of
+them: the system calls, not Redis, are the cost). Settling a request's real usage never delays
+its response: corrections are summed per client and window and sent every
+``SETTLE_INTERVAL_SECONDS`` in one pipeline.
 
 Keys (all of one client in one hash slot, so a Redis Cluster works too)::
 
@@ -28,6 +31,7 @@ outage costs no request a timeout.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -41,7 +45,6 @@ from inferscale.router.limits import (
     LocalLimiter,
     Policy,
     Verdict,
-    windows,
 )
 
 log = logging.getLogger("inferscale.router")
@@ -126,6 +129,12 @@ _WHICH: Final[dict[int, LimitName]] = {
 BUCKET_TTL_SECONDS: Final = 120
 """A bucket untouched this long is full again; Redis may forget it."""
 
+SETTLE_INTERVAL_SECONDS: Final = 0.02
+"""How long usage corrections are summed before they go to Redis together."""
+
+_SettleKey = tuple[str, bool, str | None, str | None]
+"""(client, has a token rate, day window, month window): corrections summed under one key."""
+
 
 class SharedLimiter:
     """Limits in Redis, and this process's :class:`LocalLimiter` while Redis is unreachable."""
@@ -154,8 +163,17 @@ class SharedLimiter:
             OSError,
             TimeoutError,
         )
-        self.admit_script = client.register_script(ADMIT_SCRIPT)
-        self.settle_script = client.register_script(SETTLE_SCRIPT)
+        self.admit_sha = hashlib.sha1(ADMIT_SCRIPT.encode()).hexdigest()
+        self.settle_sha = hashlib.sha1(SETTLE_SCRIPT.encode()).hexdigest()
+        self.noscript: type[BaseException] = redis.exceptions.NoScriptError
+        self.waiting: list[tuple[list[str], list[int], asyncio.Future[list[Any]]]] = []
+        """Admissions of this loop turn, sent together."""
+        self.settles: dict[_SettleKey, int] = {}
+        """Usage corrections not sent yet."""
+        self.unsent: dict[tuple[str, str], int] = {}
+        """The same corrections by (client, budget window): a budget figure read from Redis
+        does not include them yet, so the floor an outage starts from adds them."""
+        self.settle_task: asyncio.Task[None] | None = None
         self.down_since: float | None = None
         """Wall time Redis stopped answering (``None``: it answers)."""
         self.next_try = 0.0
@@ -175,7 +193,7 @@ class SharedLimiter:
         """Admit against Redis; against the local limiter while Redis is down."""
         if self.down_since is not None and self.monotonic() < self.next_try:
             return self._local(policy, estimate)
-        at = windows(self.local.wall())
+        at = self.local.calendar.at(self.local.wall())
         cost = min(estimate, policy.tokens_per_minute or estimate)
         keys = [
             self._key(policy.client, "rpm"),
@@ -194,7 +212,7 @@ class SharedLimiter:
             BUCKET_TTL_SECONDS,
         ]
         try:
-            reply = await self.admit_script(keys=keys, args=args)
+            reply = await self._admit_batched(keys, args)
             if self.down_since is not None:
                 await self._recovered()
         except self.errors_caught as error:
@@ -203,9 +221,10 @@ class SharedLimiter:
         admitted, which, wait, day, month = reply
         client = policy.client
         if policy.tokens_per_day is not None:
-            self.local.shared[(client, at.day)] = int(day)
+            self.local.shared[(client, at.day)] = int(day) + self.unsent.get((client, at.day), 0)
         if policy.tokens_per_month is not None:
-            self.local.shared[(client, at.month)] = int(month)
+            floor = int(month) + self.unsent.get((client, at.month), 0)
+            self.local.shared[(client, at.month)] = floor
         if admitted:
             day_id = at.day if policy.tokens_per_day is not None else None
             month_id = at.month if policy.tokens_per_month is not None else None
@@ -224,6 +243,52 @@ class SharedLimiter:
             retry = at.month_left
         return Verdict(False, name, retry, values[name] or 0), None
 
+    async def _admit_batched(self, keys: list[str], args: list[int]) -> list[Any]:
+        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        self.waiting.append((keys, args, future))
+        if len(self.waiting) == 1:
+            # The first of this turn schedules the send; the others of the turn join it.
+            self._track(asyncio.get_running_loop().create_task(self._send_admissions()))
+        return await future
+
+    async def _send_admissions(self) -> None:
+        batch, self.waiting = self.waiting, []
+        try:
+            replies = await self._evalsha_all(
+                self.admit_sha, ADMIT_SCRIPT, [(keys, args) for keys, args, _ in batch]
+            )
+        except asyncio.CancelledError:
+            for _, _, future in batch:
+                future.cancel()
+            raise
+        except Exception as error:  # handed to every waiter, which falls back or reports
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_exception(error)
+            return
+        for (_, _, future), reply in zip(batch, replies, strict=True):
+            if future.done():
+                continue  # its request went away meanwhile
+            if isinstance(reply, BaseException):
+                future.set_exception(reply)
+            else:
+                future.set_result(reply)
+
+    async def _evalsha_all(
+        self, sha: str, script: str, calls: list[tuple[list[str], list[Any]]]
+    ) -> list[Any]:
+        """Run ``script`` once per call in one pipeline; load it once if Redis lacks it."""
+        for attempt in range(2):
+            pipe = self.client.pipeline(transaction=False)
+            for keys, args in calls:
+                pipe.evalsha(sha, len(keys), *keys, *args)
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+            if attempt == 0 and any(isinstance(r, self.noscript) for r in replies):
+                await self.client.script_load(script)  # a restarted Redis has no scripts
+                continue
+            return replies
+        return replies
+
     def _local(self, policy: Policy, estimate: int) -> tuple[Verdict, Charge | None]:
         if self.outage == "refuse" and policy.budgeted:
             return Verdict(False, "unavailable", self.retry_seconds, 0), None
@@ -232,40 +297,67 @@ class SharedLimiter:
     # -- settling -------------------------------------------------------------------------
 
     def settle(self, policy: Policy, charge: Charge, used: int | None, failed: bool) -> None:
-        """Correct a charge with real usage (in the background for a shared charge)."""
+        """Correct a charge with real usage (a shared one is sent with the next batch)."""
         if not charge.shared:
             self.local.settle(policy, charge, used, failed)
             return
         delta = used - charge.tokens if used is not None else (-charge.tokens if failed else 0)
         if delta == 0:
             return
-        task = asyncio.get_running_loop().create_task(self._settle(policy, charge, delta))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        key = (charge.client, policy.tokens_per_minute is not None, charge.day, charge.month)
+        self.settles[key] = self.settles.get(key, 0) + delta
+        for window in (charge.day, charge.month):
+            if window is None:
+                continue
+            floor = (charge.client, window)
+            self.unsent[floor] = self.unsent.get(floor, 0) + delta
+            if floor in self.local.shared:
+                # The floor an outage would start from: real usage, not the estimate.
+                self.local.shared[floor] += delta
+        if self.settle_task is None:
+            self.settle_task = asyncio.get_running_loop().create_task(self._send_settles())
+            self._track(self.settle_task)
 
-    async def _settle(self, policy: Policy, charge: Charge, delta: int) -> None:
-        client = charge.client
-        keys = [
-            self._key(client, "tpm"),
-            self._key(client, f"b:{charge.day or '-'}"),
-            self._key(client, f"b:{charge.month or '-'}"),
-        ]
-        args = [
-            delta,
-            int(policy.tokens_per_minute is not None),
-            int(charge.day is not None),
-            int(charge.month is not None),
+    async def _send_settles(self, delay: float = SETTLE_INTERVAL_SECONDS) -> None:
+        try:
+            await asyncio.sleep(delay)
+        finally:
+            self.settle_task = None
+        batch, self.settles, self.unsent = self.settles, {}, {}
+        if not batch:
+            return
+        calls = [
+            (
+                [
+                    self._key(client, "tpm"),
+                    self._key(client, f"b:{day or '-'}"),
+                    self._key(client, f"b:{month or '-'}"),
+                ],
+                [delta, int(has_tpm), int(day is not None), int(month is not None)],
+            )
+            for (client, has_tpm, day, month), delta in batch.items()
         ]
         try:
             if self.down_since is not None and self.monotonic() < self.next_try:
                 raise ConnectionError("Redis is down")
-            await self.settle_script(keys=keys, args=args)
+            replies = await self._evalsha_all(self.settle_sha, SETTLE_SCRIPT, calls)
+            failed = next((r for r in replies if isinstance(r, BaseException)), None)
+            if failed is not None:
+                raise failed
         except self.errors_caught as error:
-            if not isinstance(error, ConnectionError) or self.down_since is None:
+            if self.down_since is None:
                 self._failed(error)
             # Counted here instead, and added to Redis with the rest of the outage's counts.
-            local_charge = Charge(client, charge.tokens, charge.day, charge.month)
-            self.local.settle(policy, local_charge, charge.tokens + delta, False)
+            counts: dict[tuple[str, str], int] = {}
+            for (client, _, day, month), delta in batch.items():
+                for window in (day, month):
+                    if window is not None:
+                        counts[(client, window)] = counts.get((client, window), 0) + delta
+            self.local.add_budget_counts(counts)
+
+    def _track(self, task: asyncio.Task[None]) -> None:
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
     # -- health ---------------------------------------------------------------------------
 
@@ -321,7 +413,11 @@ class SharedLimiter:
         yield f"inferscale_router_limits_redis_errors_total {self.failures}"
 
     async def close(self) -> None:
-        """Let pending settles finish (bounded), then close the connection pool."""
+        """Send pending settles now (bounded), then close the connection pool."""
+        if self.settle_task is not None:
+            self.settle_task.cancel()
+        if self.settles:
+            self._track(asyncio.get_running_loop().create_task(self._send_settles(0)))
         if self.tasks:
             await asyncio.wait(list(self.tasks), timeout=2.0)
         await self.client.aclose()

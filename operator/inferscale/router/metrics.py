@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterable, Sequence
-from typing import Final
+from typing import Any, Final
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -75,6 +75,19 @@ class RouterMetrics:
         """pod → circuit-breaker ejections."""
         self.held_total: dict[tuple[str, str], int] = {}
         """(model, outcome) → held requests by how the hold ended."""
+        self.spillover: dict[tuple[str, str], int] = {}
+        """(model, reason) → requests sent to spillover first (saturated, cold_start,
+        hold_full)."""
+        self.spend_capped: dict[str, int] = {}
+        """route → requests that would have spilled over but a spend cap stopped."""
+        self.failovers: dict[str, int] = {}
+        """model → steps taken after a failed one (to spillover, replicas or fallback)."""
+        self.provider_failures: dict[tuple[str, str], int] = {}
+        """(provider, reason) → failed provider calls."""
+        self.mirrored: dict[tuple[str, str, str], int] = {}
+        """(model, backend, outcome) → mirror copies."""
+        self.spend_total: dict[tuple[str, str], float] = {}
+        """(route, backend) → money spent."""
 
     def count_request(self, model: str, pod: str, status: int) -> None:
         """One answered request."""
@@ -90,9 +103,13 @@ class RouterMetrics:
         in_flight: Iterable[tuple[str, str, int]],
         held: Iterable[tuple[str, int]],
         table_version: int,
+        spend: Iterable[tuple[str, float, float]] = (),
         extra: Iterable[str] = (),
     ) -> str:
-        """The whole exposition, with the live gauges (and others' lines) passed in."""
+        """The whole exposition, with the live gauges (and others' lines) passed in.
+
+        ``spend`` holds this router's (route, hour, day) spend in the current UTC windows.
+        """
         out: list[str] = []
 
         def family(name: str, kind: str, text: str) -> None:
@@ -128,6 +145,60 @@ class RouterMetrics:
             f"inferscale_router_held_total{_labels(('model', 'outcome'), k)} {v}"
             for k, v in self.held_total.items()
         )
+        series: tuple[tuple[str, dict[Any, int], tuple[str, ...], str], ...] = (
+            (
+                "inferscale_router_spillover_total",
+                self.spillover,
+                ("model", "reason"),
+                "Requests sent to spillover backends first, by why.",
+            ),
+            (
+                "inferscale_router_provider_failures_total",
+                self.provider_failures,
+                ("provider", "reason"),
+                "Failed provider calls, by reason.",
+            ),
+            (
+                "inferscale_router_mirror_requests_total",
+                self.mirrored,
+                ("model", "backend", "outcome"),
+                "Copies of requests sent to mirror backends, by outcome.",
+            ),
+        )
+        for name, counts, label_names, text in series:
+            family(name, "counter", text)
+            out.extend(f"{name}{_labels(label_names, k)} {v}" for k, v in counts.items())
+        family("inferscale_router_failovers_total", "counter", "Steps after a failed one.")
+        out.extend(
+            f"inferscale_router_failovers_total{_labels(('model',), (k,))} {v}"
+            for k, v in self.failovers.items()
+        )
+        family(
+            "inferscale_router_spend_capped_total",
+            "counter",
+            "Requests that would have spilled over past a spend cap.",
+        )
+        out.extend(
+            f"inferscale_router_spend_capped_total{_labels(('route',), (k,))} {v}"
+            for k, v in self.spend_capped.items()
+        )
+        family("inferscale_router_spend_total", "counter", "Money spent on hosted providers.")
+        out.extend(
+            f"inferscale_router_spend_total{_labels(('route', 'backend'), k)} {v!r}"
+            for k, v in self.spend_total.items()
+        )
+        family(
+            "inferscale_router_spend",
+            "gauge",
+            "This router's spend in the current UTC hour and day.",
+        )
+        for route, hour, day in spend:
+            out.append(
+                f"inferscale_router_spend{_labels(('route', 'window'), (route, 'hour'))} {hour!r}"
+            )
+            out.append(
+                f"inferscale_router_spend{_labels(('route', 'window'), (route, 'day'))} {day!r}"
+            )
         family("inferscale_router_in_flight", "gauge", "Requests in flight per endpoint.")
         out.extend(
             f"inferscale_router_in_flight{_labels(('model', 'endpoint'), (m, p))} {n}"

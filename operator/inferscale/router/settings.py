@@ -63,6 +63,9 @@ class RouterSettings(BaseSettings):
     scrape_interval_seconds: float = Field(0.0, ge=0)
     """How often engines' ``/metrics`` are read for queue and KV-cache use (0: never; the
     pickers then balance on the router's own in-flight counts)."""
+    mirror_max_in_flight: int = Field(64, ge=0)
+    """Most mirror copies in flight at once; past it a copy is dropped (and counted), so
+    mirroring never queues work behind the clients' requests."""
     redis_url: str | None = Field(None, repr=False)
     """Redis holding the client limits and budgets that several router replicas share, for
     example ``redis://redis.inferscale-system:6379/0`` (a password in it: set the variable

@@ -307,3 +307,41 @@ async def test_a_held_request_at_zero_starts_a_round_at_once(setup) -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def test_a_steady_model_is_not_rewritten_every_round(setup) -> None:
+    # A thousand models would otherwise cost a status write each per interval.
+    runtime, scaler, prometheus, clock = setup
+    await start(runtime, pods=2)
+    runtime.autoscaled[("ns", "llama")] = 2
+    api: FakeKubeApi = runtime.api  # type: ignore[assignment]
+    load(prometheus, clock, 6)
+    await scaler.round()
+    api.calls.clear()
+    for _ in range(30):  # a minute of rounds, four status intervals
+        clock.now += 2
+        load(prometheus, clock, 6)  # scraped again, the same load
+        await scaler.round()
+    assert [c for c in api.calls if c[0] in ("patch_status", "get")] == []
+    # The load moves: its signals are written at the next interval, not before.
+    load(prometheus, clock, 7)
+    clock.now += 20
+    await scaler.round()
+    assert [c[0] for c in api.calls].count("patch_status") == 1
+    assert status(runtime)["signals"]["inFlight"] == 7
+
+
+async def test_a_long_hold_is_one_write_and_one_event(setup, events) -> None:
+    runtime, scaler, prometheus, clock = setup
+    await start(runtime, pods=2)
+    runtime.autoscaled[("ns", "llama")] = 2  # 6 in flight, target 4: two is right
+    load(prometheus, clock, 6)
+    await scaler.round()
+    api: FakeKubeApi = runtime.api  # type: ignore[assignment]
+    api.calls.clear()
+    for _ in range(30):  # the scrape stopped: the sample only ages
+        clock.now += 2
+        await scaler.round()
+    assert [c[0] for c in api.calls].count("patch_status") == 1
+    assert [e[1] for e in events if e[0] == "Warning"] == ["SignalsUnavailable"]
+    assert "old (stale after 30 s)" in condition(runtime, "ScalingActive")["message"]

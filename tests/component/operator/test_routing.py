@@ -84,13 +84,14 @@ class World:
         self.routes: list[dict[str, Any]] = []
         self.pods: list[dict[str, Any]] = [pod("llama-1", ip="10.0.0.1", namespace="team")]
         self.router_pods: list[dict[str, Any]] = [router_pod("r1", ip="10.9.0.1")]
+        self.providers: list[dict[str, Any]] = []
         self.now_ms = 1_000
         self.client = httpx.AsyncClient(transport=httpx.MockTransport(self.routers.handler))
         self.publisher = RoutingPublisher(
             self.api,
             settings,
             NS,
-            lambda: Sources(self.models, self.routes, self.pods, self.router_pods),
+            lambda: Sources(self.models, self.routes, self.pods, self.router_pods, self.providers),
             client=self.client,
             wall_ms=lambda: self.now_ms,
         )
@@ -118,6 +119,44 @@ async def test_pushes_the_table_with_the_token_and_stores_it(world):
     assert (endpoint.pod, endpoint.address, endpoint.ready) == ("llama-1", "10.0.0.1:8000", True)
     assert world.stored()["version"] == 1_000
     assert RoutingTable.model_validate(world.stored()) == table
+
+
+def _provider(price: float) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "openai", "namespace": "team"},
+        "spec": {
+            "type": "openai",
+            "apiKeySecretRef": {"name": "openai-key", "key": "api-key"},
+            "models": [{"name": "gpt-4o-mini", "outputPricePerMillionTokens": price}],
+        },
+    }
+
+
+async def test_providers_and_spillover_reach_the_routers_and_a_price_change_is_a_new_table(world):
+    world.routes.append(
+        {
+            "metadata": {"name": "llama", "namespace": "team"},
+            "spec": {
+                "backends": [
+                    {"inferenceModel": "llama"},
+                    {"provider": {"name": "openai", "model": "gpt-4o-mini"}, "role": "spillover"},
+                ]
+            },
+        }
+    )
+    world.providers.append(_provider(0.6))
+    await world.publisher.sync()
+    table = RoutingTable.model_validate(world.routers.tables["10.9.0.1"])
+    (backend,) = table.models["llama"].backends
+    assert backend.label == "provider:team/openai/gpt-4o-mini"
+    assert (
+        table.providers["team/openai"].models["gpt-4o-mini"].output_price_per_million_tokens == 0.6
+    )
+    world.providers[0] = _provider(0.8)
+    world.now_ms = 2_000
+    await world.publisher.sync()
+    assert world.routers.tables["10.9.0.1"]["version"] == 2_000
+    assert world.publisher.compiled is not None and world.publisher.compiled.problems == ()
 
 
 async def test_nothing_changed_means_no_new_version_and_no_push(world):
@@ -428,6 +467,7 @@ def indices(w: World) -> dict[str, Any]:
         "models": Index({("team", "llama"): w.models}),
         "model_pods": Index({("team", "llama"): w.pods}),
         "inference_routes": Index(),
+        "inference_providers": Index(),
         "router_pods": Index({(NS, "r1"): w.router_pods}),
     }
 

@@ -18,8 +18,10 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from inferscale.router.app import Router, start
+from inferscale.router.credentials import RouterCredentials
 from inferscale.router.settings import RouterSettings
 from tests.component.sim.conftest import MODEL, RunningSim, make_settings
 from tests.servers import ServerThread
@@ -45,6 +47,7 @@ class RunningRouter(ServerThread):
         self.router: Router | None = None
         self.lines: list[str] = []
         self.version = 0
+        self.credentials_version = 0
         super().__init__()
 
     async def start_server(self) -> tuple[Any, int]:
@@ -53,12 +56,17 @@ class RunningRouter(ServerThread):
         )
         return runner, port
 
-    def push(self, models: dict[str, Any], version: int | None = None) -> httpx.Response:
+    def push(
+        self,
+        models: dict[str, Any],
+        version: int | None = None,
+        providers: dict[str, Any] | None = None,
+    ) -> httpx.Response:
         """PUT a table; ``models`` maps a name to endpoint addresses or to a full ModelRoute."""
         if version is None:
             self.version += 1
             version = self.version
-        doc = {"version": version, "models": {}}
+        doc: dict[str, Any] = {"version": version, "models": {}, "providers": providers or {}}
         for name, spec in models.items():
             if isinstance(spec, list):
                 spec = {"endpoints": spec}
@@ -75,6 +83,16 @@ class RunningRouter(ServerThread):
             timeout=10,
         )
         return resp
+
+    def set_provider_keys(self, keys: dict[str, str]) -> None:
+        """Give the router provider API keys, as the operator's credentials channel does."""
+        assert self.router is not None
+        self.credentials_version += 1
+        credentials = RouterCredentials(
+            version=self.credentials_version,
+            provider_keys={k: SecretStr(v) for k, v in keys.items()},
+        )
+        self.router.apply_credentials(credentials, "test")
 
     def metric(self, name: str, **labels: str) -> float:
         """Sum of the samples of ``name`` whose labels include ``labels``."""

@@ -9,6 +9,7 @@ Redis when it is back.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -198,3 +199,33 @@ def test_a_redis_that_never_answered_means_local_limits_from_the_start(tmp_path,
             statuses = [send(http, router, RPM_KEY).status_code for _ in range(35)]
         assert statuses.count(200) in range(30, 32) and statuses[-1] == 429
         assert "degraded" in httpx.get(router.base_url + "/readyz").text
+
+
+async def test_concurrent_admissions_share_one_pipeline_and_stay_exact(pair):
+    a, _ = pair
+    assert a.router is not None and a.router.access.shared is not None
+    limiter = a.router.access.shared
+    sent: list[int] = []
+    real = limiter._evalsha_all
+
+    async def counting(sha, script, calls):
+        sent.append(len(calls))
+        return await real(sha, script, calls)
+
+    limiter._evalsha_all = counting  # type: ignore[method-assign]
+    async with httpx.AsyncClient(timeout=10, trust_env=False) as http:
+
+        async def one() -> int:
+            resp = await http.post(
+                a.base_url + "/v1/chat/completions",
+                json={"model": MODEL, "messages": MESSAGES, "max_tokens": 1},
+                headers={"Authorization": f"Bearer {RPM_KEY}"},
+            )
+            return resp.status_code
+
+        started_at = time.monotonic()
+        statuses = await asyncio.gather(*(one() for _ in range(60)))
+        elapsed = time.monotonic() - started_at
+    assert 30 <= statuses.count(200) <= 30 + int(elapsed / 2) + 1
+    assert statuses.count(429) == 60 - statuses.count(200)
+    assert max(sent) > 1  # several admissions went to Redis together

@@ -50,7 +50,7 @@ def test_admin_api_authenticates(router):
     assert httpx.get(url, headers={"Authorization": "Basic x"}).status_code == 401
     assert httpx.get(url, headers=AUTH).status_code == 404  # nothing pushed yet
     assert httpx.put(url, json=doc, headers=AUTH).status_code == 200
-    assert httpx.get(url, headers=AUTH).json() == {"version": 1, "models": {}}
+    assert httpx.get(url, headers=AUTH).json() == {"version": 1, "models": {}, "providers": {}}
 
 
 def test_admin_api_refuses_invalid_and_older_tables(router):

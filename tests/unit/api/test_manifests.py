@@ -13,7 +13,7 @@ INVALID = invalid_manifests()
 
 def test_there_are_examples_of_every_kind():
     kinds = {doc["kind"] for _, doc in EXAMPLES}
-    assert kinds == {"InferenceModel", "InferenceRoute", "InferenceProvider"}
+    assert kinds == {"InferenceModel", "InferenceRoute", "InferenceProvider", "InferenceClient"}
     assert any(
         doc["spec"]["engine"] == "sim" for _, doc in EXAMPLES if doc["kind"] == "InferenceModel"
     )

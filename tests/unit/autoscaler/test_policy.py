@@ -240,6 +240,42 @@ def test_time_to_ready_sizes_the_scale_up_from_the_queue_growth():
     assert "projected in flight" in with_ttr.reason
 
 
+def test_time_to_ready_ignores_a_load_the_replicas_carry():
+    # The load wanders up inside what 4 replicas carry (64): no queue, nothing to project.
+    samples = tuple((940.0 + 2 * i, 30.0 + i) for i in range(30))
+    h = History(samples=samples, last_sample_at=998)
+    d = one(params(time_to_ready_s=180), h, 1000, 4, in_flight=60, ready=4)
+    assert (d.replicas, d.action) == (4, "hold")
+
+
+def test_noise_is_not_growth():
+    # A saw-tooth around 40 has a least-squares slope near zero and an R^2 near zero.
+    samples = tuple((940.0 + 2 * i, 40.0 + (6 if i % 2 else -6)) for i in range(30))
+    h = History(samples=samples, last_sample_at=998)
+    d = one(params(time_to_ready_s=600), h, 1000, 2, in_flight=46, ready=2)
+    assert "projected" not in d.reason
+
+
+def test_a_burst_that_is_over_does_not_scale_up_from_the_stable_mean():
+    # The stable mean (60 s) still holds a burst; the panic window (6 s) shows it is over.
+    samples = tuple((940.0 + 2 * i, 200.0 if i < 10 else 10.0) for i in range(30))
+    h = History(samples=samples, last_sample_at=998)
+    d = one(params(), h, 1000, 2, in_flight=10, ready=2)
+    assert (d.replicas, d.action) == (2, "hold")
+
+
+@pytest.mark.parametrize(
+    ("ready", "starting", "expected"),
+    [(2, 0, 6), (2, 3, 6), (2, 4, 6), (8, 0, 12), (8, 6, 16), (8, 8, 16)],
+)
+def test_scale_ups_on_their_way_count(ready, starting, expected):
+    # With a start-up time known, at most max(step, ready) replicas start at once.
+    p = params(max_replicas=40, time_to_ready_s=60)
+    current = ready + starting
+    d = one(p, steady(600, 990), 1000, current, in_flight=600, ready=ready, starting=starting)
+    assert d.replicas == max(expected, current)
+
+
 def test_time_to_ready_never_shrinks_a_decision():
     samples = tuple((940.0 + 2 * i, 100.0 - 2 * i) for i in range(30))
     h = History(samples=samples, last_sample_at=998)

@@ -233,18 +233,225 @@ def test_a_route_named_otherwise_than_the_served_name_is_reported_but_applied():
     assert "clients must send model 'llama'" in problem and "'chat'" in problem
 
 
-def test_provider_and_non_primary_backends_are_ignored_for_now():
+def provider(
+    name: str = "openai",
+    type: str = "openai",
+    namespace: str = NS,
+    models: list[dict[str, Any]] | None = None,
+    **spec: Any,
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "inferscale.io/v1alpha1",
+        "kind": "InferenceProvider",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "type": type,
+            "apiKeySecretRef": {"name": f"{name}-key", "key": "api-key"},
+            "models": models
+            or [
+                {
+                    "name": "gpt-4o-mini",
+                    "inputPricePerMillionTokens": 0.15,
+                    "outputPricePerMillionTokens": 0.6,
+                }
+            ],
+            **spec,
+        },
+    }
+
+
+ANTHROPIC = provider(
+    "claude",
+    "anthropic",
+    models=[
+        {"name": "sonnet", "providerModel": "claude-sonnet-4-5", "inputPricePerMillionTokens": 3}
+    ],
+)
+
+
+def test_every_role_joins_the_primary_models_entry():
+    backends = [
+        {"inferenceModel": "llama", "weight": 3},
+        {"provider": {"name": "claude", "model": "sonnet"}, "weight": 1},
+        {"provider": {"name": "openai", "model": "gpt-4o-mini"}, "role": "spillover"},
+        {"inferenceModel": "spare", "role": "fallback"},
+        {
+            "provider": {"name": "openai", "model": "gpt-4o-mini"},
+            "role": "mirror",
+            "mirrorPercent": 5,
+        },
+        {"inferenceModel": "spare", "role": "mirror"},
+    ]
+    compiled = compile_routes(
+        [model(autoscaling={"targetInFlightPerReplica": 8}), model("spare")],
+        [route(backends=backends, spend={"maxPerHour": 2, "onCapReached": "reject"})],
+        [pod("p")],
+        providers=[provider(), ANTHROPIC, provider("unused")],
+    )
+    assert compiled.problems == ()
+    entry = compiled.models["llama"]
+    assert entry.route_id == "team/llama" and entry.weight == 3 and entry.serves_locally
+    assert [e.pod for e in entry.endpoints] == ["p"]
+    assert [(b.role, b.provider, b.model, b.weight, b.mirror_percent) for b in entry.backends] == [
+        ("primary", "team/claude", "sonnet", 1, None),
+        ("spillover", "team/openai", "gpt-4o-mini", 1, None),
+        ("fallback", None, "spare", 1, None),
+        ("mirror", "team/openai", "gpt-4o-mini", 1, 5.0),
+        ("mirror", None, "spare", 1, 100.0),
+    ]
+    # The threshold defaults to the model's autoscaling target.
+    assert entry.route.spillover.in_flight_per_replica == 8
+    assert entry.route.spillover.on_cold_start is True
+    assert entry.route.spend.max_per_hour == 2 and entry.route.spend.on_cap_reached == "reject"
+    # Only the providers some backend uses, with official URLs and provider-side names.
+    assert sorted(compiled.providers) == ["team/claude", "team/openai"]
+    claude = compiled.providers["team/claude"]
+    assert claude.base_url == "https://api.anthropic.com"
+    assert claude.models["sonnet"].provider_model == "claude-sonnet-4-5"
+    openai = compiled.providers["team/openai"]
+    assert openai.base_url == "https://api.openai.com/v1"
+    assert openai.models["gpt-4o-mini"].provider_model == "gpt-4o-mini"
+    assert openai.models["gpt-4o-mini"].output_price_per_million_tokens == 0.6
+    assert (
+        compiled.models["spare"].route == RouteSettings() and not compiled.models["spare"].backends
+    )
+
+
+def test_a_routes_own_threshold_wins_and_the_table_round_trips_without_keys():
     backends = [
         {"inferenceModel": "llama"},
         {"provider": {"name": "openai", "model": "gpt-4o-mini"}, "role": "spillover"},
-        {"inferenceModel": "spare", "role": "fallback"},
+    ]
+    table = compile_table(
+        4,
+        [model()],
+        [route(backends=backends, spillover={"inFlightPerReplica": 3, "onColdStart": False})],
+        [],
+        [provider(baseURL="https://proxy.example/v1/")],
+    )
+    assert table.models["llama"].route.spillover.in_flight_per_replica == 3
+    assert table.providers["team/openai"].base_url == "https://proxy.example/v1"
+    text = table_json(table)
+    assert RoutingTable.model_validate_json(text) == table
+    assert "api-key" not in text and "apiKeySecretRef" not in text
+
+
+def test_a_route_served_by_providers_alone_has_an_entry_of_its_own():
+    backends = [
+        {"provider": {"name": "claude", "model": "sonnet"}, "weight": 2},
+        {"provider": {"name": "openai", "model": "gpt-4o-mini"}, "role": "fallback"},
     ]
     compiled = compile_routes(
-        [model(), model("spare")], [route(backends=backends, strategy="weighted")], []
+        [model()],
+        [route("chat", backends=backends, modelName="assistant")],
+        [],
+        providers=[provider(), ANTHROPIC],
     )
     assert compiled.problems == ()
-    assert compiled.models["llama"].route.strategy == "weighted"
-    assert compiled.models["spare"].route == RouteSettings()
+    entry = compiled.models["assistant"]
+    assert entry.endpoints == [] and not entry.serves_locally and entry.route_id == "team/chat"
+    assert [(b.role, b.model) for b in entry.backends] == [
+        ("primary", "sonnet"),
+        ("fallback", "gpt-4o-mini"),
+    ]
+    assert sorted(compiled.models) == ["assistant", "llama"]
+
+
+@pytest.mark.parametrize(
+    ("backend", "problem"),
+    [
+        (
+            {"provider": {"name": "nobody", "model": "gpt-4o-mini"}, "role": "spillover"},
+            "InferenceProvider team/nobody does not exist",
+        ),
+        (
+            {"provider": {"name": "openai", "model": "gpt-5"}, "role": "spillover"},
+            "offers no model 'gpt-5' (it offers gpt-4o-mini)",
+        ),
+        (
+            {"inferenceModel": "ghost", "role": "fallback"},
+            "InferenceModel team/ghost does not exist",
+        ),
+        ({"inferenceModel": "llama", "role": "fallback"}, "both a primary and a fallback backend"),
+    ],
+)
+def test_unusable_backends_are_left_out_and_reported(backend, problem):
+    compiled = compile_routes(
+        [model()],
+        [route(backends=[{"inferenceModel": "llama"}, backend])],
+        [],
+        providers=[provider()],
+    )
+    assert compiled.models["llama"].backends == []
+    assert compiled.providers == {}
+    (found,) = compiled.problems
+    assert problem in found and "team/llama" in found
+
+
+def test_a_provider_in_another_namespace_is_out_of_reach():
+    backends = [
+        {"inferenceModel": "llama"},
+        {"provider": {"name": "openai", "model": "gpt-4o-mini"}, "role": "spillover"},
+    ]
+    compiled = compile_routes(
+        [model()], [route(backends=backends)], [], providers=[provider(namespace="other")]
+    )
+    assert compiled.models["llama"].backends == []
+    assert any("team/openai does not exist" in p for p in compiled.problems)
+
+
+@pytest.mark.parametrize(
+    ("routes", "problem"),
+    [
+        (
+            [route("chat", backends=[{"provider": {"name": "nobody", "model": "x"}}])],
+            "InferenceRoute team/chat left out: none of its primary backends is usable",
+        ),
+        (
+            [route("llama", backends=[{"provider": {"name": "openai", "model": "gpt-4o-mini"}}])],
+            "InferenceRoute team/llama left out: model 'llama' is already served by an "
+            "InferenceModel",
+        ),
+        (
+            [
+                route(
+                    "a",
+                    modelName="chat",
+                    backends=[{"provider": {"name": "openai", "model": "gpt-4o-mini"}}],
+                ),
+                route(
+                    "b",
+                    modelName="chat",
+                    created="2025-02-01T00:00:00Z",
+                    backends=[{"provider": {"name": "openai", "model": "gpt-4o-mini"}}],
+                ),
+            ],
+            "InferenceRoute team/b left out: model 'chat' is already served by team/a",
+        ),
+    ],
+)
+def test_hosted_routes_that_cannot_be_served(routes, problem):
+    compiled = compile_routes([model()], routes, [], providers=[provider()])
+    assert problem in compiled.problems
+    assert compiled.models["llama"].backends == []
+
+
+def test_an_invalid_provider_is_reported_and_left_out():
+    bad = provider(type="openai-compatible")  # needs a baseURL
+    nameless = provider()
+    del nameless["metadata"]["name"]
+    backends = [
+        {"inferenceModel": "llama"},
+        {"provider": {"name": "openai", "model": "gpt-4o-mini"}, "role": "spillover"},
+    ]
+    compiled = compile_routes(
+        [model()], [route(backends=backends)], [], providers=[bad, nameless, "junk"]
+    )  # type: ignore[list-item]
+    assert compiled.providers == {}
+    assert any(
+        "InferenceProvider team/openai left out" in p and "baseURL" in p for p in compiled.problems
+    )
+    assert "an InferenceProvider without a name or namespace was left out" in compiled.problems
 
 
 def test_a_route_to_a_missing_model_is_reported():

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from inferscale.router.app import error_body, parse_engine_metrics, sse_error, stream_usage
+from inferscale.router.app import parse_engine_metrics, stream_usage
+from inferscale.router.codec import error_body, sse_error
 
 VLLM = """# HELP vllm:num_requests_waiting x
 vllm:num_requests_waiting{engine="0",model_name="m"} 3.0

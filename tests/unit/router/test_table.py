@@ -122,3 +122,82 @@ def test_circuit_breaker_ejects_then_half_opens_one_at_a_time():
     assert not e.available(16.0) and e.available(17.5)
     e.record_success()
     assert e.available(0.0) and e.failures == 0
+
+
+PROVIDERS = {
+    "team/openai": {
+        "type": "openai",
+        "baseURL": "https://api.openai.com/v1",
+        "models": {"mini": {"providerModel": "gpt-4o-mini", "inputPricePerMillionTokens": 0.15}},
+    }
+}
+
+
+def test_backends_and_providers_on_the_wire():
+    table = RoutingTable.model_validate(
+        {
+            "version": 1,
+            "providers": PROVIDERS,
+            "models": {
+                "m": {
+                    "routeId": "team/m",
+                    "weight": 2,
+                    "route": {"spillover": {"inFlightPerReplica": 4}, "spend": {"maxPerDay": 9}},
+                    "backends": [
+                        {"role": "spillover", "provider": "team/openai", "model": "mini"},
+                        {"role": "mirror", "model": "other", "mirrorPercent": 10},
+                    ],
+                },
+                "other": {},
+            },
+        }
+    )
+    entry = table.models["m"]
+    assert entry.route.spillover.in_flight_per_replica == 4
+    assert entry.route.spillover.on_cold_start is True
+    assert entry.route.spend.max_per_day == 9 and entry.route.spend.on_cap_reached == "queue"
+    assert [b.label for b in entry.backends] == ["provider:team/openai/mini", "model:other"]
+    assert table.providers["team/openai"].timeout_seconds == 60
+    assert "baseURL" in table.model_dump(by_alias=True)["providers"]["team/openai"]
+
+
+@pytest.mark.parametrize(
+    ("backend", "providers"),
+    [
+        ({"role": "spillover", "provider": "team/nobody", "model": "mini"}, PROVIDERS),
+        ({"role": "spillover", "provider": "team/openai", "model": "gpt-5"}, PROVIDERS),
+        ({"role": "fallback", "model": "ghost"}, {}),
+        ({"role": "fallback", "model": "m"}, {}),  # itself
+        ({"role": "fallback", "model": "other", "mirrorPercent": 5}, {}),
+        ({"role": "boss", "model": "other"}, {}),
+    ],
+)
+def test_backends_that_do_not_resolve_are_refused(backend, providers):
+    with pytest.raises(ValidationError):
+        RoutingTable.model_validate(
+            {
+                "version": 1,
+                "providers": providers,
+                "models": {"m": {"backends": [backend]}, "other": {}},
+            }
+        )
+
+
+@pytest.mark.parametrize(
+    "provider",
+    [
+        {"type": "openai", "baseURL": "ftp://x", "models": {"a": {"providerModel": "a"}}},
+        {"type": "openai", "baseURL": "https://x", "models": {}},
+        {"type": "gemini", "baseURL": "https://x", "models": {"a": {"providerModel": "a"}}},
+        {
+            "type": "openai",
+            "baseURL": "https://x",
+            "apiKey": "sk-1",
+            "models": {"a": {"providerModel": "a"}},
+        },
+    ],
+)
+def test_invalid_providers_are_refused(provider):
+    # An API key is not even a field: keys never travel in the table.
+    with pytest.raises(ValidationError):
+        RoutingTable.model_validate({"version": 1, "providers": {"team/p": provider}})

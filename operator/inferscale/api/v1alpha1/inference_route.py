@@ -27,6 +27,7 @@ PLURAL = "inferenceroutes"
 
 Role = Literal["primary", "spillover", "fallback", "mirror"]
 Strategy = Literal["leastInFlight", "prefixHash", "weighted", "roundRobin"]
+OnCapReached = Literal["queue", "reject"]
 
 
 class ProviderBackend(ApiModel):
@@ -129,13 +130,19 @@ class HoldQueue(ApiModel):
 
 
 class SpendCaps(ApiModel):
-    """Spend limits on hosted providers; past a cap, spillover stops."""
+    """Spend limits on hosted providers; past a cap, spillover (and mirroring) stops."""
 
     max_per_hour: float | None = Field(default=None, ge=0)
-    """Most spent per hour, in the providers' price currency."""
+    """Most spent per clock hour (UTC), in the providers' price currency."""
 
     max_per_day: float | None = Field(default=None, ge=0)
-    """Most spent per day."""
+    """Most spent per day (UTC)."""
+
+    on_cap_reached: OnCapReached = "queue"
+    """What happens to a request that would spill over once a cap is reached: ``queue`` sends
+    it to the primaries as if there were no spillover (held while no replica is ready, queued
+    at the replicas while they are saturated); ``reject`` answers 503 with ``Retry-After``
+    (the seconds until the capped hour or day ends)."""
 
 
 class InferenceRouteSpec(ApiModel):

@@ -1,0 +1,208 @@
+"""``inferscale whatif``: replay a request trace against autoscaling policies in virtual time.
+
+Reads the trace, runs each policy through ``inferscale.whatif`` and prints a table (or JSON
+with ``--json``); ``--plots DIR`` also writes PNG plots. Bad input (a missing or garbled trace,
+an impossible option) prints one line on standard error and exits 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import asdict, replace
+from typing import Any
+
+from inferscale.sim.presets import PRESETS
+from inferscale.whatif.cluster import SimConfig
+from inferscale.whatif.compare import calibrate_target, compare, initial_replicas
+from inferscale.whatif.policies import POLICY_NAMES
+from inferscale.whatif.report import DEFAULT_PRICES, Prices, render_table, summarize, to_json
+from inferscale.whatif.trace import TRACE_FORMATS, TraceError, load_trace
+
+DEFAULT_PRESET = "llama-3.1-8b-h100"
+BAD_INPUT = 2
+
+
+def _positive(kind: type) -> Any:
+    def parse(text: str) -> Any:
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return value
+
+    return parse
+
+
+def _not_negative(kind: type) -> Any:
+    def parse(text: str) -> Any:
+        value = kind(text)
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+        return value
+
+    return parse
+
+
+def _target(text: str) -> float | str:
+    if text == "auto":
+        return text
+    return float(_positive(float)(text))
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``whatif`` subcommand."""
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "whatif",
+        help="replay a trace against autoscaling policies in virtual time (docs/autoscaling.md)",
+        description="Replay a request trace through simulated replicas, the router's picker "
+        "and each autoscaling policy, in virtual time; print SLO attainment, TTFT and "
+        "GPU-hours per policy.",
+    )
+    p.add_argument("--trace", required=True, help="trace file (Azure CSV or Mooncake JSONL)")
+    p.add_argument("--trace-format", choices=TRACE_FORMATS, help="default: detect")
+    p.add_argument(
+        "--preset", choices=sorted(PRESETS), default=DEFAULT_PRESET, help="replica latency model"
+    )
+    p.add_argument(
+        "--cold-start", type=_not_negative(float), default=60.0, help="seconds to ready (60)"
+    )
+    p.add_argument("--slo-ttft", type=_positive(float), default=2.0, help="TTFT target, s (2)")
+    p.add_argument(
+        "--target",
+        type=_target,
+        default=16.0,
+        help="in-flight requests per replica for request-based policies (16, the API "
+        "default), or 'auto': the largest at which the oracle meets 99%% of the SLO",
+    )
+    p.add_argument("--min-replicas", type=_not_negative(int), default=1, help="(1)")
+    p.add_argument("--max-replicas", type=_positive(int), default=20, help="(20)")
+    p.add_argument(
+        "--scale-to-zero-delay",
+        type=_not_negative(float),
+        help="idle seconds before zero, with --min-replicas 0 (600)",
+    )
+    p.add_argument(
+        "--initial-replicas",
+        type=_not_negative(int),
+        help="replicas ready at the start (default: what the oracle wants then)",
+    )
+    p.add_argument("--spillover", action="store_true", help="spill to a hosted provider")
+    p.add_argument(
+        "--spill-at",
+        type=_positive(float),
+        help="spill when every ready replica has this many in flight (default: --target)",
+    )
+    p.add_argument(
+        "--policies",
+        default=",".join(POLICY_NAMES),
+        help=f"comma-separated, in table order ({','.join(POLICY_NAMES)})",
+    )
+    window = p.add_argument_group("trace slice")
+    window.add_argument("--start", type=_not_negative(float), default=0.0, help="skip seconds")
+    window.add_argument("--duration", type=_positive(float), help="keep seconds after --start")
+    window.add_argument("--limit", type=_positive(int), help="keep the first N requests")
+    window.add_argument(
+        "--speedup", type=_positive(float), default=1.0, help="divide inter-arrival times"
+    )
+    prices = p.add_argument_group("cost (placeholders: use your own)")
+    prices.add_argument(
+        "--gpu-hour-price", type=_not_negative(float), default=DEFAULT_PRICES.gpu_hour
+    )
+    prices.add_argument(
+        "--spill-price-in", type=_not_negative(float), default=DEFAULT_PRICES.input_per_million
+    )
+    prices.add_argument(
+        "--spill-price-out", type=_not_negative(float), default=DEFAULT_PRICES.output_per_million
+    )
+    p.add_argument("--plots", metavar="DIR", help="write load/replicas/ttft PNGs here")
+    p.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    p.set_defaults(func=cmd_whatif)
+
+
+def _fail(message: str) -> int:
+    print(f"inferscale whatif: {message}", file=sys.stderr)
+    return BAD_INPUT
+
+
+def cmd_whatif(args: argparse.Namespace) -> int:
+    """Run the comparison; 2 on bad input."""
+    names = [n.strip() for n in args.policies.split(",") if n.strip()]
+    unknown = [n for n in names if n not in POLICY_NAMES]
+    if unknown or not names:
+        return _fail(f"unknown policies {unknown or names}; known: {', '.join(POLICY_NAMES)}")
+    if args.min_replicas > args.max_replicas:
+        return _fail("--min-replicas must not exceed --max-replicas")
+    if args.scale_to_zero_delay is not None and args.min_replicas != 0:
+        return _fail("--scale-to-zero-delay needs --min-replicas 0")
+    try:
+        trace = load_trace(args.trace, args.trace_format).sliced(
+            start=args.start, duration=args.duration, limit=args.limit, speedup=args.speedup
+        )
+    except TraceError as error:
+        return _fail(str(error))
+    started = time.monotonic()
+    config = SimConfig(
+        engine=PRESETS[args.preset],
+        cold_start_s=args.cold_start,
+        slo_ttft_s=args.slo_ttft,
+        target=16.0 if args.target == "auto" else args.target,
+        min_replicas=args.min_replicas,
+        max_replicas=args.max_replicas,
+        scale_to_zero_delay_s=args.scale_to_zero_delay,
+        spillover=args.spillover,
+        spill_in_flight_per_replica=args.spill_at,
+    )
+    if args.target == "auto":
+        config = replace(config, target=float(calibrate_target(trace, config)))
+    initial = args.initial_replicas
+    if initial is None:
+        initial = initial_replicas(trace, config)
+    config = replace(config, initial_replicas=min(max(initial, args.min_replicas), 10_000))
+    results = compare(trace, config, names)
+    prices = Prices(args.gpu_hour_price, args.spill_price_in, args.spill_price_out)
+    summaries = [summarize(r, prices) for r in results]
+    meta: dict[str, Any] = {
+        "trace": trace.name,
+        "format": trace.format,
+        "requests": len(trace.requests),
+        "span_s": round(trace.span, 3),
+        "preset": args.preset,
+        **{
+            k: v
+            for k, v in asdict(config).items()
+            if k not in ("engine", "drain_s", "scrape_interval_s")
+        },
+        "prices": asdict(prices),
+        "wall_s": round(time.monotonic() - started, 2),
+    }
+    if args.plots:
+        from inferscale.whatif.plots import write_plots
+
+        title = (
+            f"{trace.name}: {args.preset}, cold start {config.cold_start_s:g} s, "
+            f"target {config.target:g}/replica, SLO {config.slo_ttft_s:g} s"
+            + (", spillover" if config.spillover else "")
+        )
+        try:
+            meta["plots"] = [str(p) for p in write_plots(results, args.plots, title)]
+        except OSError as error:
+            return _fail(f"cannot write plots to {args.plots}: {error}")
+    if args.json:
+        print(to_json(summaries, meta))
+        return 0
+    print(
+        f"{trace.name}: {len(trace.requests)} requests over {trace.span:.0f} s, {args.preset}, "
+        f"cold start {config.cold_start_s:g} s, SLO TTFT {config.slo_ttft_s:g} s, target "
+        f"{config.target:g} in flight per replica, replicas {config.min_replicas}.."
+        f"{config.max_replicas} (start {config.initial_replicas})"
+        + (f", spillover at {config.spill_threshold:g}" if config.spillover else "")
+    )
+    print(render_table(summaries))
+    rejected = summaries[0].rejected if summaries else 0
+    if rejected:
+        print(f"({rejected} requests longer than the engine accepts were left out)")
+    print(f"({meta['wall_s']} s)")
+    for path in meta.get("plots", []):
+        print(f"wrote {path}")
+    return 0

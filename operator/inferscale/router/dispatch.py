@@ -1,0 +1,528 @@
+"""Requests of models with more than their own replicas: spillover, fallback, mirror, providers.
+
+A model whose table entry has backends (hosted provider models, other served models) or whose
+primaries are all hosted is served here instead of the plain path of :mod:`router.app`, which
+therefore pays one attribute check for this feature. :class:`Dispatcher` asks the pure
+:func:`inferscale.router.roles.plan` for the steps (the replicas, backends), tries them in order
+while nothing has reached the client, copies a share of requests to mirror backends in the
+background, and prices every provider answer into the route's spend.
+
+Failure behaviour:
+
+- A step that fails before the first byte (replicas: connect errors, retryable statuses, a
+  timeout, a broken answer, a hold that ran out; providers: see
+  :mod:`inferscale.router.providers`) fails over to the next step. When none is left, the
+  client gets the last step's own error (a provider's 429 stays a 429) or a clear OpenAI error
+  naming what failed; a held stream whose headers already went out gets it as an SSE event.
+- A provider without an API key, one that does not serve the path, or a model without a ready
+  replica is skipped (and a provider without a key counted as ``no_key``); a route with no
+  usable backend at all answers 503 with ``Retry-After``.
+- A provider's verdict on the request itself (a 4xx other than 401/403/404/408/409/429) goes to
+  the client as it is: another backend would refuse it too.
+- Past a spend cap, spillover stops: such requests go to the replicas, or get 503 with
+  ``Retry-After`` until the hour or day ends (``spend.onCapReached``). Mirrors to providers
+  stop too.
+- Mirrors never slow or fail the client's request: each is a background task, at most
+  ``mirror_max_in_flight`` at a time (past that the copy is dropped and counted), whose answer
+  is read to its end and discarded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+
+import aiohttp
+from aiohttp import web
+
+from inferscale.router import picking, providers
+from inferscale.router.codec import (
+    JSON,
+    AttemptFailed,
+    dumps,
+    error_body,
+    error_response,
+    sse_error,
+)
+from inferscale.router.roles import LOCAL, Plan, plan, saturated
+from inferscale.router.spend import cost
+from inferscale.router.table import ModelState, RouteRoles, TableBackend
+
+if TYPE_CHECKING:
+    from inferscale.router.app import RequestContext, Router
+
+log = logging.getLogger("inferscale.router")
+
+SSE_HEADERS: Final = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+_NEVER: Final = " (never)"
+"""Marks a skip reason that no retry can change (the backend lacks the path)."""
+
+
+@dataclass
+class ProviderHealth:
+    """What the router saw of one provider: failures by reason and when it last worked."""
+
+    failures: dict[str, int] = field(default_factory=dict)
+    last_error: str | None = None
+    """The last failure, in words (never a key, never request content)."""
+    last_error_at: float | None = None
+    last_ok_at: float | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        """The JSON of ``GET /admin/v1/spend``."""
+        return {
+            "failures": dict(self.failures),
+            "lastError": self.last_error,
+            "lastErrorAt": self.last_error_at,
+            "lastOkAt": self.last_ok_at,
+        }
+
+
+class Dispatcher:
+    """Serves the models that have roles; one per router."""
+
+    def __init__(self, router: Router) -> None:
+        """Share the router's table, session, metrics, clocks and spend ledger."""
+        self.router = router
+        self.health: dict[str, ProviderHealth] = {}
+        """Per provider id: failures and last success, for the operator's status."""
+        self.spilled_at: dict[str, float] = {}
+        """Per route id: wall time of the last request that spilled over."""
+        self.mirrors: set[asyncio.Task[None]] = set()
+
+    # -- the request path -----------------------------------------------------------------
+
+    async def serve(
+        self, ctx: RequestContext, model: ModelState, body: bytes, obj: dict[str, Any]
+    ) -> web.StreamResponse:
+        """Answer one request of ``model`` (whose ``roles`` is set)."""
+        router = self.router
+        roles = model.roles
+        assert roles is not None
+        settings = model.route
+        path = ctx.request.path
+        wall = router.wall()
+        if roles.mirror:
+            self._mirror(ctx.name, roles, path, obj, wall)
+        candidates = model.candidates(router.clock())
+        busy = saturated(
+            [e.in_flight for e in candidates], settings.spillover.in_flight_per_replica
+        )
+        skipped: dict[str, str] = {}
+        capped = router.spend.capped(roles.route_id, settings.spend, wall)
+        steps = plan(
+            roles,
+            settings,
+            ready=len(candidates),
+            busy=busy,
+            held=router.held.get(ctx.name, 0),
+            capped=capped,
+            usable=lambda b: self._usable(b, path, skipped),
+            r=router.random.random(),
+        )
+        self._count_plan(ctx.name, roles, steps, wall)
+        if steps.reject:
+            wait = router.spend.retry_after(roles.route_id, settings.spend, wall)
+            return await self._refuse(
+                ctx,
+                503,
+                f"The model `{ctx.name}` is at capacity and its spend cap is reached; "
+                f"retry after {wait} s.",
+                "spend_cap_reached",
+                {"Retry-After": str(wait)},
+            )
+        ctx.fallible = True
+        last: AttemptFailed | None = None
+        unsupported: providers.Unsupported | None = None
+        for index, step in enumerate(steps.steps):
+            if index:
+                router.metrics.bump(router.metrics.failovers, ctx.name)
+            try:
+                if step is LOCAL:
+                    return await self._replicas(ctx, model, body, obj)
+                if step.provider is None:
+                    return await self._other_model(ctx, step, obj)
+                return await self._provider(ctx, roles, step, obj)
+            except providers.Unsupported as error:
+                unsupported = error
+            except AttemptFailed as error:
+                last = error
+        return await self._give_up(ctx, last, unsupported, skipped)
+
+    def _usable(self, backend: TableBackend, path: str, skipped: dict[str, str]) -> bool:
+        router = self.router
+        if backend.provider is None:
+            other = router.table.models.get(backend.model)
+            if other is None or not other.candidates(router.clock()):
+                skipped[backend.label] = "has no ready replica"
+                return False
+            return True
+        provider = router.table.providers[backend.provider]
+        if not providers.serves_path(provider, path):
+            skipped[backend.label] = f"({provider.type}) does not serve {path}" + _NEVER
+            return False
+        if router.provider_key(backend.provider) is None:
+            if backend.label not in skipped:
+                self._failed(backend.provider, "no_key", "the router has no API key for it")
+            skipped[backend.label] = "has no API key (its Secret or key is missing)"
+            return False
+        return True
+
+    def _count_plan(self, name: str, roles: RouteRoles, steps: Plan, wall: float) -> None:
+        metrics = self.router.metrics
+        if steps.spill is not None:
+            key = (name, steps.spill)
+            metrics.spillover[key] = metrics.spillover.get(key, 0) + 1
+            self.spilled_at[roles.route_id] = wall
+        if steps.capped is not None:
+            metrics.bump(metrics.spend_capped, roles.route_id)
+
+    async def _replicas(
+        self, ctx: RequestContext, model: ModelState, body: bytes, obj: dict[str, Any]
+    ) -> web.StreamResponse:
+        """The model's own replicas, holding the request while none is ready."""
+        router = self.router
+        if not model.ready:
+            await router.hold(ctx, model)  # raises when the hold fails (ctx.fallible)
+            assert ctx.model is not None
+            model = ctx.model
+        return await router.forward(ctx, model, body, obj, ctx.committed)
+
+    async def _other_model(
+        self, ctx: RequestContext, backend: TableBackend, obj: dict[str, Any]
+    ) -> web.StreamResponse:
+        """Another served model's replicas, with the request renamed to it (never held)."""
+        other = self.router.table.models.get(backend.model)
+        if other is None or not other.ready:
+            raise AttemptFailed(f"the model `{backend.model}` has no ready replica", 503)
+        renamed = {**obj, "model": backend.model}
+        return await self.router.forward(ctx, other, dumps(renamed), renamed, ctx.committed)
+
+    async def _provider(
+        self, ctx: RequestContext, roles: RouteRoles, backend: TableBackend, obj: dict[str, Any]
+    ) -> web.StreamResponse:
+        router = self.router
+        provider_id = str(backend.provider)
+        key = router.provider_key(provider_id)
+        if key is None:
+            self._failed(provider_id, "no_key", "the router has no API key for it")
+            raise AttemptFailed(f"provider {provider_id} has no API key", 503)
+        try:
+            answer = await self._call(ctx.name, backend, key, ctx.request.path, obj)
+        except providers.ProviderFault as fault:
+            self._failed(provider_id, fault.reason, fault.message)
+            body = dumps(fault.error) if fault.error is not None else None
+            raise AttemptFailed(fault.message, fault.status, body) from fault
+        except providers.ProviderRefusal as refusal:
+            self._ok(provider_id)
+            return await self._answer_error(ctx, refusal.status, dumps(refusal.error), backend)
+        self._ok(provider_id)
+        label = backend.label
+        if isinstance(answer, providers.Answer):
+            self._spend(roles.route_id, ctx.name, backend, answer.usage)
+            router.count_tokens(ctx, answer.usage)
+            if ctx.committed is not None:  # a held stream asked for a stream: unreachable
+                await ctx.committed.write(b"data: " + answer.body + b"\n\n")
+                router.log_access(ctx, answer.status, label, answer.usage)
+                return ctx.committed
+            router.log_access(ctx, answer.status, label, answer.usage)
+            return web.Response(
+                status=answer.status,
+                body=answer.body,
+                headers={"Content-Type": JSON, "X-Inferscale-Backend": label},
+            )
+        return await self._relay(ctx, roles, backend, answer)
+
+    async def _call(
+        self, name: str, backend: TableBackend, key: str, path: str, obj: dict[str, Any]
+    ) -> providers.Answer | providers.Stream:
+        router = self.router
+        assert router.session is not None and backend.provider is not None
+        provider = router.table.providers[backend.provider]
+        model = router.table.models.get(name)
+        timeouts = model.route.timeouts if model is not None else None
+        total = provider.timeout_seconds
+        first = total
+        if timeouts is not None:
+            total = min(total, timeouts.total_seconds)
+            first = min(total, timeouts.first_token_seconds)
+        return await providers.call(
+            router.session,
+            backend.provider,
+            provider,
+            backend.model,
+            key,
+            path,
+            obj,
+            connect_timeout=router.settings.connect_timeout_seconds,
+            first_byte_timeout=first,
+            total_timeout=total,
+            created=int(router.wall()),
+        )
+
+    async def _relay(
+        self,
+        ctx: RequestContext,
+        roles: RouteRoles,
+        backend: TableBackend,
+        stream: providers.Stream,
+    ) -> web.StreamResponse:
+        router = self.router
+        label = backend.label
+        status = 200
+        try:
+            router.metrics.ttft.observe((ctx.name,), router.clock() - ctx.start)
+            resp = ctx.committed
+            if resp is None:
+                resp = web.StreamResponse(
+                    status=200, headers={**SSE_HEADERS, "X-Inferscale-Backend": label}
+                )
+                await resp.prepare(ctx.request)
+            await resp.write(stream.first)
+            async for chunk in stream.rest():
+                await resp.write(chunk)
+        finally:
+            stream.close()
+            self._spend(roles.route_id, ctx.name, backend, stream.usage)
+            router.count_tokens(ctx, stream.usage)
+            if stream.failure is not None:
+                status = 504 if stream.failure == "timeout" else 502
+                self._failed(
+                    str(backend.provider),
+                    f"mid_stream_{stream.failure}",
+                    f"the stream broke after its first byte ({stream.failure})",
+                )
+        router.log_access(ctx, status, label, stream.usage)
+        return resp
+
+    async def _answer_error(
+        self, ctx: RequestContext, status: int, body: bytes, backend: TableBackend
+    ) -> web.StreamResponse:
+        self.router.log_access(ctx, status, backend.label)
+        if ctx.committed is not None:
+            await ctx.committed.write(b"data: " + body + b"\n\n")
+            return ctx.committed
+        return web.Response(
+            status=status,
+            body=body,
+            headers={"Content-Type": JSON, "X-Inferscale-Backend": backend.label},
+        )
+
+    async def _give_up(
+        self,
+        ctx: RequestContext,
+        last: AttemptFailed | None,
+        unsupported: providers.Unsupported | None,
+        skipped: dict[str, str],
+    ) -> web.StreamResponse:
+        """No step answered: the most telling error for the client."""
+        if last is None and unsupported is not None:
+            return await self._refuse(ctx, 400, unsupported.message, None, None, unsupported.param)
+        if last is None:
+            why = "; ".join(
+                f"{label} {why.removesuffix(_NEVER)}" for label, why in sorted(skipped.items())
+            )
+            if skipped and all(reason.endswith(_NEVER) for reason in skipped.values()):
+                # Nothing the route has can ever serve this path: the request is wrong.
+                message = f"The model `{ctx.name}` does not serve {ctx.request.path}: {why}"
+                return await self._refuse(ctx, 400, message, None, None)
+            message = f"No backend of `{ctx.name}` can take requests now" + (
+                f": {why}" if why else ""
+            )
+            return await self._refuse(ctx, 503, message, "no_backend", {"Retry-After": "1"})
+        status = last.status
+        body = last.body or error_body(status, f"upstream failed: {last.reason}")
+        committed = ctx.committed
+        self.router.log_access(ctx, status, "")
+        if committed is not None:
+            await committed.write(b"data: " + body + b"\n\n")
+            return committed
+        headers = {"Content-Type": JSON}
+        if last.headers:
+            headers.update(last.headers)
+        elif status in (429, 503):
+            headers["Retry-After"] = "1"
+        return web.Response(status=status, body=body, headers=headers)
+
+    async def _refuse(
+        self,
+        ctx: RequestContext,
+        status: int,
+        message: str,
+        code: str | None,
+        headers: dict[str, str] | None,
+        param: str | None = None,
+    ) -> web.StreamResponse:
+        self.router.log_access(ctx, status, "")
+        if ctx.committed is not None:
+            # A held stream already sent its headers: the error goes as an event.
+            await ctx.committed.write(sse_error(status, message, code))
+            return ctx.committed
+        return error_response(status, message, param=param, code=code, headers=headers)
+
+    # -- bookkeeping ----------------------------------------------------------------------
+
+    def _spend(
+        self, route_id: str, name: str, backend: TableBackend, usage: dict[str, Any] | None
+    ) -> None:
+        router = self.router
+        if usage is None or backend.provider is None:
+            return
+        provider = router.table.providers.get(backend.provider)
+        entry = provider.models.get(backend.model) if provider is not None else None
+        if entry is None:
+            return
+        amount = cost(
+            usage, entry.input_price_per_million_tokens, entry.output_price_per_million_tokens
+        )
+        router.spend.add(route_id, amount, router.wall())
+        key = (route_id, backend.label)
+        router.metrics.spend_total[key] = router.metrics.spend_total.get(key, 0.0) + amount
+
+    def _failed(self, provider_id: str, reason: str, message: str) -> None:
+        health = self.health.setdefault(provider_id, ProviderHealth())
+        health.failures[reason] = health.failures.get(reason, 0) + 1
+        health.last_error, health.last_error_at = message, self.router.wall()
+        key = (provider_id, reason)
+        metrics = self.router.metrics
+        metrics.provider_failures[key] = metrics.provider_failures.get(key, 0) + 1
+
+    def _ok(self, provider_id: str) -> None:
+        self.health.setdefault(provider_id, ProviderHealth()).last_ok_at = self.router.wall()
+
+    # -- mirrors --------------------------------------------------------------------------
+
+    def _mirror(
+        self, name: str, roles: RouteRoles, path: str, obj: dict[str, Any], wall: float
+    ) -> None:
+        router = self.router
+        for backend in roles.mirror:
+            percent = 100.0 if backend.mirror_percent is None else backend.mirror_percent
+            if router.random.random() * 100 >= percent:
+                continue
+            outcome: str | None = None
+            if backend.provider is not None and router.spend.capped(
+                roles.route_id, router.table.models[name].route.spend, wall
+            ):
+                outcome = "capped"
+            elif len(self.mirrors) >= router.settings.mirror_max_in_flight:
+                outcome = "dropped"
+            elif not self._usable(backend, path, {}):
+                outcome = "unusable"
+            if outcome is not None:
+                self._count_mirror(name, backend, outcome)
+                continue
+            task = asyncio.get_running_loop().create_task(
+                self._mirror_one(name, roles.route_id, backend, path, obj)
+            )
+            self.mirrors.add(task)
+            task.add_done_callback(self.mirrors.discard)
+
+    def _count_mirror(self, name: str, backend: TableBackend, outcome: str) -> None:
+        metrics = self.router.metrics
+        key = (name, backend.label, outcome)
+        metrics.mirrored[key] = metrics.mirrored.get(key, 0) + 1
+
+    async def _mirror_one(
+        self, name: str, route_id: str, backend: TableBackend, path: str, obj: dict[str, Any]
+    ) -> None:
+        outcome = "ok"
+        try:
+            if backend.provider is None:
+                outcome = await self._mirror_model(name, backend, path, obj)
+            else:
+                outcome = await self._mirror_provider(name, route_id, backend, path, obj)
+        except asyncio.CancelledError:
+            outcome = "cancelled"
+            raise
+        except (providers.ProviderFault, providers.Unsupported) as error:
+            outcome = "error"
+            if isinstance(error, providers.ProviderFault):
+                self._failed(str(backend.provider), error.reason, error.message)
+        except providers.ProviderRefusal:
+            outcome = "refused"
+        except (aiohttp.ClientError, OSError, TimeoutError):
+            outcome = "error"
+        finally:
+            self._count_mirror(name, backend, outcome)
+
+    async def _mirror_provider(
+        self, name: str, route_id: str, backend: TableBackend, path: str, obj: dict[str, Any]
+    ) -> str:
+        key = self.router.provider_key(str(backend.provider))
+        if key is None:
+            return "unusable"
+        answer = await self._call(name, backend, key, path, obj)
+        self._ok(str(backend.provider))
+        if isinstance(answer, providers.Answer):
+            self._spend(route_id, name, backend, answer.usage)
+            return "ok"
+        try:
+            async for _ in answer.rest():
+                pass
+        finally:
+            answer.close()
+            self._spend(route_id, name, backend, answer.usage)
+        return "ok" if answer.failure is None else "error"
+
+    async def _mirror_model(
+        self, name: str, backend: TableBackend, path: str, obj: dict[str, Any]
+    ) -> str:
+        router = self.router
+        other = router.table.models.get(backend.model)
+        candidates = other.candidates(router.clock()) if other is not None else []
+        if other is None or not candidates or router.session is None:
+            return "unusable"
+        other.counter += 1
+        endpoint = picking.least_in_flight(candidates, other.counter)
+        timeout = aiohttp.ClientTimeout(
+            total=other.route.timeouts.total_seconds,
+            sock_connect=router.settings.connect_timeout_seconds,
+        )
+        endpoint.in_flight += 1
+        try:
+            async with router.session.post(
+                endpoint.base_url + path,
+                data=dumps({**obj, "model": backend.model}),
+                headers={"Content-Type": JSON},
+                timeout=timeout,
+            ) as response:
+                async for _ in response.content.iter_any():
+                    pass
+                return "ok" if response.status < 400 else "error"
+        finally:
+            endpoint.in_flight -= 1
+
+    async def stop_mirrors(self) -> None:
+        """Cancel the mirror copies still running (at shutdown)."""
+        tasks = list(self.mirrors)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    # -- status ---------------------------------------------------------------------------
+
+    def report(self, now: float) -> dict[str, Any]:
+        """``GET /admin/v1/spend``: this router's spend, spillover and provider health."""
+        router = self.router
+        routes: dict[str, Any] = {}
+        for route_id in sorted(set(router.spend.routes()) | set(self.spilled_at)):
+            hour, day = router.spend.mine(route_id, now)
+            routes[route_id] = {
+                "hour": hour,
+                "day": day,
+                "lastSpillAt": self.spilled_at.get(route_id),
+            }
+        return {
+            "process": router.id_prefix,
+            "now": now,
+            "hourStart": int(now // 3600) * 3600,
+            "dayStart": int(now // 86400) * 86400,
+            "routes": routes,
+            "providers": {k: v.to_wire() for k, v in sorted(self.health.items())},
+        }

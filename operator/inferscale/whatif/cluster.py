@@ -1,0 +1,392 @@
+"""The simulated cluster: replicas, the router and one autoscaler, in virtual time.
+
+One :func:`simulate` call replays a trace against one policy. Time jumps from event to event
+(arrival, scrape, policy tick, replica ready), nothing sleeps, and every replica is a
+:class:`~inferscale.sim.model.LatencyModel` advanced to the event's time, so an hour of trace
+takes seconds. What happens, in the order a real deployment does it:
+
+- **Router**: a request goes to a ready replica chosen by the router's own
+  :func:`~inferscale.router.picking.least_in_flight`; with none ready it is held (FIFO) until
+  one is, or spilled to the provider when spillover is on. With spillover on, a request is
+  also spilled when every ready replica already has ``spill_in_flight_per_replica`` in flight
+  (the route's ``spillover.inFlightPerReplica``, defaulting to the autoscaling target).
+  Requests longer than the engine accepts are rejected, as the engine would with a 400.
+- **Scrapes** every ``scrape_interval_s``: in-flight, held, spilled, KV-cache use, GPU busy
+  per ready replica, ready and starting counts. Policies read these (with their own lag).
+- **Replicas**: a new one holds a GPU from the moment it is created and serves after
+  ``cold_start_s``. One removed stops taking requests at once and finishes those it has
+  (a graceful drain), holding its GPU until then; starting replicas go first (newest first),
+  then the least busy ready ones, as a ReplicaSet picks them.
+- **GPU-hours** count every replica's GPU time inside the trace's span (first to last
+  arrival), so policies are charged over the same interval.
+
+Pure: no clock, no I/O, deterministic (the picker's rotation is the request's index).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+from inferscale.router.picking import least_in_flight
+from inferscale.sim.model import EngineParams, LatencyModel, Seq
+from inferscale.whatif.policies import Autoscaler, Scrape, service_seconds
+from inferscale.whatif.trace import MOONCAKE_BLOCK_TOKENS, Request, Trace
+
+# Outcomes of a request.
+SERVED: Final = 0
+SPILLED: Final = 1
+REJECTED: Final = 2
+UNFINISHED: Final = 3
+
+_READY, _SCRAPE, _TICK = 0, 1, 2  # event kinds; at equal times they run in this order
+
+
+@dataclass(frozen=True, slots=True)
+class SimConfig:
+    """Everything about a what-if run except the trace and the policy."""
+
+    engine: EngineParams
+    """The replica's latency model; its own ``startup_delay_seconds`` is replaced."""
+    cold_start_s: float = 60.0
+    slo_ttft_s: float = 2.0
+    target: float = 16.0
+    """In-flight requests per replica that the request-based policies aim at."""
+    min_replicas: int = 1
+    max_replicas: int = 20
+    scale_to_zero_delay_s: float | None = None
+    spillover: bool = False
+    spill_in_flight_per_replica: float | None = None
+    """Spill when every ready replica has this many in flight (None: ``target``)."""
+    scrape_interval_s: float = 2.0
+    initial_replicas: int = 1
+    """Replicas ready at the start (the system was running before the trace begins)."""
+    drain_s: float | None = None
+    """How long after the last arrival the run may go on finishing requests (None: the larger
+    of 600 s and three cold starts)."""
+
+    def __post_init__(self) -> None:
+        if self.cold_start_s < 0 or self.slo_ttft_s <= 0 or self.target <= 0:
+            raise ValueError("cold_start_s must be >= 0, slo_ttft_s and target > 0")
+        if not 0 <= self.min_replicas <= self.max_replicas or self.max_replicas < 1:
+            raise ValueError("need 0 <= min_replicas <= max_replicas and max_replicas >= 1")
+        if self.scrape_interval_s <= 0:
+            raise ValueError("scrape_interval_s must be > 0")
+
+    @property
+    def spill_threshold(self) -> float:
+        """In flight per ready replica at which requests spill."""
+        if self.spill_in_flight_per_replica is None:
+            return self.target
+        return self.spill_in_flight_per_replica
+
+
+@dataclass(slots=True, eq=False)
+class Replica:
+    """One simulated replica; reads as a picker ``Candidate``."""
+
+    key: str
+    model: LatencyModel
+    created_at: float
+    ready_at: float
+    draining: bool = False
+    stopped_at: float | None = None
+    weight: int = 1
+    queued: int = 0
+
+    @property
+    def in_flight(self) -> int:
+        """Requests running or waiting in the engine (sent by the router, not yet finished)."""
+        return self.model.num_running + self.model.num_waiting
+
+    @property
+    def kv_usage(self) -> float:
+        """The engine's KV-cache use."""
+        return self.model.kv_usage
+
+
+@dataclass(frozen=True, slots=True)
+class TimelinePoint:
+    """The cluster at one scrape."""
+
+    at: float
+    load: int
+    """In flight plus held plus spilled in flight."""
+    replicas: int
+    """Replicas set (ready or starting; draining ones excluded)."""
+    ready: int
+    held: int
+
+
+@dataclass(slots=True)
+class RunResult:
+    """Everything a run produced, for ``report`` and ``plots``."""
+
+    policy: str
+    trace: Trace
+    config: SimConfig
+    ttft: list[float]
+    """Per request (trace order): seconds to the first token; inf when it never came."""
+    outcome: list[int]
+    """Per request: SERVED, SPILLED, REJECTED or UNFINISHED."""
+    timeline: list[TimelinePoint]
+    replica_spans: list[tuple[float, float]]
+    """(created, stopped) per replica ever created, clipped to the run."""
+    scale_events: int
+    cold_starts: int
+    horizon: float
+    """The trace's span: GPU time is counted over [0, horizon]."""
+    decisions: list[str] = field(default_factory=list)
+
+
+def _block_hashes(request: Request, block_size: int) -> tuple[int, ...]:
+    """The latency model's block hashes from Mooncake's 512-token block ids."""
+    if not request.prefix_blocks:
+        return ()
+    per = max(MOONCAKE_BLOCK_TOKENS // block_size, 1)
+    # Distinct per (trace block, position inside it); the chain makes equal prefixes equal.
+    return tuple(b * 1_000_003 + j for b in request.prefix_blocks for j in range(per))
+
+
+class _Cluster:
+    """The mutable state of one run."""
+
+    def __init__(self, trace: Trace, policy: Autoscaler, config: SimConfig) -> None:
+        self.trace = trace
+        self.policy = policy
+        self.config = config
+        self.engine = config.engine.model_copy(
+            update={"startup_delay_seconds": config.cold_start_s}
+        )
+        self.requests = trace.requests
+        n = len(self.requests)
+        self.ttft = [math.inf] * n
+        self.outcome = [UNFINISHED] * n
+        self.seqs: dict[int, Seq] = {}
+        self.alive: list[Replica] = []
+        self.all_replicas: list[Replica] = []
+        self.held: deque[int] = deque()
+        self.spilled_until: list[float] = []
+        self.scrapes: list[Scrape] = []
+        self.timeline: list[TimelinePoint] = []
+        self.events: list[tuple[float, int, int, Replica | None]] = []
+        self.event_seq = 0
+        self.scale_events = 0
+        self.cold_starts = 0
+        self.horizon = trace.requests[-1].arrival
+        drain = config.drain_s
+        if drain is None:
+            drain = max(600.0, 3 * config.cold_start_s)
+        self.end = self.horizon + drain
+
+    # ----- replicas ---------------------------------------------------------------------------
+
+    def push(self, at: float, kind: int, replica: Replica | None = None) -> None:
+        self.event_seq += 1
+        heapq.heappush(self.events, (at, kind, self.event_seq, replica))
+
+    def create(self, now: float, *, warm: bool = False) -> None:
+        start = now - self.config.cold_start_s if warm else now
+        model = LatencyModel(self.engine, start=start, seed=len(self.all_replicas))
+        replica = Replica(f"r{len(self.all_replicas)}", model, now, model.ready_at)
+        self.alive.append(replica)
+        self.all_replicas.append(replica)
+        if not warm:
+            self.cold_starts += 1
+        self.push(replica.ready_at, _READY, replica)
+
+    def active(self) -> list[Replica]:
+        return [r for r in self.alive if not r.draining]
+
+    def ready(self, now: float) -> list[Replica]:
+        return [r for r in self.alive if not r.draining and r.ready_at <= now]
+
+    def stop(self, replica: Replica, now: float) -> None:
+        replica.stopped_at = now
+        self.alive.remove(replica)
+
+    def apply(self, now: float, wanted: int) -> None:
+        wanted = max(0, wanted)
+        active = self.active()
+        if wanted == len(active):
+            return
+        self.scale_events += 1
+        if wanted > len(active):
+            for _ in range(wanted - len(active)):
+                self.create(now)
+            return
+        # A ReplicaSet removes pods not ready first (newest first), then the least busy.
+        order = sorted(
+            active,
+            key=lambda r: (r.ready_at <= now, r.in_flight, -r.created_at),
+        )
+        for replica in order[: len(active) - wanted]:
+            replica.draining = True
+            if replica.in_flight == 0:
+                self.stop(replica, now)
+
+    def advance(self, now: float) -> None:
+        for replica in list(self.alive):
+            step_end = replica.model.next_event_time()
+            if step_end is not None and step_end <= now:
+                replica.model.advance(now)
+            if replica.draining and replica.in_flight == 0:
+                self.stop(replica, now)
+
+    # ----- requests ---------------------------------------------------------------------------
+
+    def fits(self, r: Request) -> bool:
+        total = max(r.prompt_tokens, 1) + r.output_tokens
+        return total <= self.engine.max_model_len and total <= self.engine.kv_capacity_tokens
+
+    def dispatch(self, index: int, now: float, candidates: Sequence[Replica]) -> None:
+        r = self.requests[index]
+        replica = least_in_flight(candidates, index)
+        hashes = _block_hashes(r, self.engine.block_size)
+        self.seqs[index] = replica.model.submit(
+            now, max(r.prompt_tokens, 1), r.output_tokens, hashes
+        )
+        self.outcome[index] = SERVED
+
+    def spill(self, index: int, now: float) -> None:
+        r = self.requests[index]
+        self.outcome[index] = SPILLED
+        self.ttft[index] = 0.0
+        # The provider holds it about as long as a replica at the target batch would.
+        heapq.heappush(
+            self.spilled_until, now + service_seconds(self.engine, r, self.config.target)
+        )
+
+    def arrive(self, index: int, now: float) -> None:
+        r = self.requests[index]
+        if not self.fits(r):
+            self.outcome[index] = REJECTED
+            self.ttft[index] = math.nan
+            return
+        candidates = self.ready(now)
+        if self.config.spillover:
+            threshold = self.config.spill_threshold
+            if not candidates or min(c.in_flight for c in candidates) >= threshold:
+                self.spill(index, now)
+                return
+        if candidates:
+            self.release_held(now)  # first come, first served
+            self.dispatch(index, now, candidates)
+            return
+        self.held.append(index)
+        if len(self.held) == 1:
+            wanted = self.policy.on_held(now, len(self.active()))
+            if wanted is not None:
+                self.apply(now, wanted)
+
+    def release_held(self, now: float) -> None:
+        candidates = self.ready(now)
+        while self.held and candidates:
+            self.dispatch(self.held.popleft(), now, candidates)
+
+    # ----- scrapes and ticks ------------------------------------------------------------------
+
+    def scrape(self, now: float) -> None:
+        # A spilled request counts if it was in flight at any time since the last scrape, as a
+        # rate over the scrape interval would see it: a short one is demand all the same.
+        since = self.scrapes[-1].at if self.scrapes else now
+        while self.spilled_until and self.spilled_until[0] <= since:
+            heapq.heappop(self.spilled_until)
+        active = self.active()
+        ready = [r for r in active if r.ready_at <= now]
+        in_flight = sum(r.in_flight for r in self.alive)
+        kv = sum(r.kv_usage for r in ready) / len(ready) if ready else None
+        busy = tuple(r.model.next_event_time() is not None for r in ready)
+        scrape = Scrape(
+            at=now,
+            in_flight=in_flight,
+            held=len(self.held),
+            spilled_in_flight=len(self.spilled_until),
+            kv_cache_usage=kv,
+            busy=busy,
+            ready=len(ready),
+            starting=len(active) - len(ready),
+        )
+        self.scrapes.append(scrape)
+        load = in_flight + len(self.held) + len(self.spilled_until)
+        self.timeline.append(TimelinePoint(now, load, len(active), len(ready), len(self.held)))
+
+    def drained(self, next_arrival: int) -> bool:
+        return (
+            next_arrival >= len(self.requests)
+            and not self.held
+            and all(r.in_flight == 0 for r in self.alive)
+        )
+
+    # ----- the loop ---------------------------------------------------------------------------
+
+    def run(self) -> RunResult:
+        config = self.config
+        for _ in range(config.initial_replicas):
+            self.create(0.0, warm=True)
+        self.push(0.0, _SCRAPE)
+        self.push(0.0, _TICK)
+        next_arrival = 0
+        n = len(self.requests)
+        while True:
+            t_arrival = self.requests[next_arrival].arrival if next_arrival < n else math.inf
+            t_event = self.events[0][0] if self.events else math.inf
+            now = min(t_arrival, t_event)
+            if now > self.end or (now > self.horizon and self.drained(next_arrival)):
+                break
+            self.advance(now)
+            if t_event <= t_arrival:
+                _, kind, _, replica = heapq.heappop(self.events)
+                if kind == _READY:
+                    if replica is not None and replica.stopped_at is None:
+                        self.release_held(now)
+                elif kind == _SCRAPE:
+                    self.scrape(now)
+                    self.push(now + config.scrape_interval_s, _SCRAPE)
+                else:
+                    wanted = self.policy.tick(now, len(self.active()), self.scrapes)
+                    self.apply(now, wanted)
+                    self.release_held(now)  # a policy may only now have left some replica
+                    self.push(now + self.policy.interval, _TICK)
+            else:
+                self.arrive(next_arrival, now)
+                next_arrival += 1
+        return self.result(now)
+
+    def result(self, now: float) -> RunResult:
+        last = min(now, self.end)
+        self.advance(last)
+        for index, seq in self.seqs.items():
+            if seq.first_token_at is not None:
+                self.ttft[index] = seq.first_token_at - self.requests[index].arrival
+            elif seq.output_tokens == 0 and seq.finished_at is not None:
+                self.ttft[index] = seq.finished_at - self.requests[index].arrival
+            else:
+                self.outcome[index] = UNFINISHED
+        spans = [
+            (r.created_at, r.stopped_at if r.stopped_at is not None else last)
+            for r in self.all_replicas
+        ]
+        decisions = [d.reason for d in getattr(self.policy, "decisions", [])]
+        return RunResult(
+            policy=self.policy.name,
+            trace=self.trace,
+            config=self.config,
+            ttft=self.ttft,
+            outcome=self.outcome,
+            timeline=self.timeline,
+            replica_spans=spans,
+            scale_events=self.scale_events,
+            cold_starts=self.cold_starts,
+            horizon=self.horizon,
+            decisions=decisions,
+        )
+
+
+def simulate(trace: Trace, policy: Autoscaler, config: SimConfig) -> RunResult:
+    """Replay ``trace`` against ``policy``; deterministic for the same inputs."""
+    return _Cluster(trace, policy, config).run()

@@ -1,0 +1,139 @@
+"""One what-if comparison: build each named policy for a run's config and replay the trace.
+
+Pure (no I/O): the CLI reads the trace and writes the table, JSON and plots.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Final
+
+from inferscale.autoscaler.policy import DEFAULT_SCALE_TO_ZERO_DELAY_S, PolicyParams
+from inferscale.whatif.cluster import RunResult, SimConfig, simulate
+from inferscale.whatif.policies import (
+    POLICY_NAMES,
+    Autoscaler,
+    HpaLike,
+    KedaLike,
+    KubeAiLike,
+    Oracle,
+    Ours,
+    Static,
+)
+from inferscale.whatif.report import summarize
+from inferscale.whatif.trace import Trace
+
+
+def our_params(config: SimConfig) -> PolicyParams:
+    """Our policy's params for a run: the API defaults, the run's bounds, target and cold start.
+
+    ``time_to_ready_s`` is the cold start, which the operator measures on a real cluster.
+    """
+    to_zero = config.scale_to_zero_delay_s
+    if config.min_replicas == 0 and to_zero is None:
+        to_zero = DEFAULT_SCALE_TO_ZERO_DELAY_S
+    return PolicyParams(
+        min_replicas=config.min_replicas,
+        max_replicas=config.max_replicas,
+        target_in_flight_per_replica=config.target,
+        scale_to_zero_delay_s=to_zero if config.min_replicas == 0 else None,
+        time_to_ready_s=config.cold_start_s,
+    )
+
+
+def build_policy(name: str, trace: Trace, config: SimConfig) -> Autoscaler:
+    """A fresh autoscaler named ``name`` (one of ``POLICY_NAMES``) for this run.
+
+    Raises:
+        ValueError: an unknown name.
+    """
+    if name == "ours":
+        return Ours(our_params(config))
+    if name == "hpa":
+        return HpaLike(config.min_replicas, config.max_replicas)
+    if name == "keda":
+        return KedaLike(config.min_replicas, config.max_replicas, config.target)
+    if name == "kubeai":
+        return KubeAiLike(config.min_replicas, config.max_replicas, config.target)
+    if name == "oracle":
+        return oracle_for(trace, config)
+    raise ValueError(f"unknown policy {name!r}; known: {', '.join(POLICY_NAMES)}")
+
+
+def foreseen_load(trace: Trace, config: SimConfig) -> list[float]:
+    """The load at every scrape of a replay with ``max_replicas`` always ready."""
+    ample = replace(config, initial_replicas=config.max_replicas, spillover=False)
+    run = simulate(trace, Static(config.max_replicas), ample)
+    buckets = int(trace.span // config.scrape_interval_s) + 2
+    load = [0.0] * buckets
+    for point in run.timeline:
+        b = int(point.at // config.scrape_interval_s)
+        if b < buckets:
+            load[b] = float(point.load)
+    return load
+
+
+def oracle_for(trace: Trace, config: SimConfig) -> Oracle:
+    """The perfect-foresight oracle of this trace and config."""
+    return Oracle.from_load(
+        foreseen_load(trace, config),
+        target=config.target,
+        cold_start_s=config.cold_start_s,
+        min_replicas=config.min_replicas,
+        max_replicas=config.max_replicas,
+        interval=config.scrape_interval_s,
+    )
+
+
+def initial_replicas(trace: Trace, config: SimConfig) -> int:
+    """Replicas running when the trace starts: what the oracle wants then (a warm start)."""
+    return oracle_for(trace, config).wanted_at(0.0)
+
+
+def compare(trace: Trace, config: SimConfig, names: Sequence[str]) -> list[RunResult]:
+    """Replay ``trace`` once per policy name, in the order given."""
+    for name in names:
+        if name not in POLICY_NAMES:
+            raise ValueError(f"unknown policy {name!r}; known: {', '.join(POLICY_NAMES)}")
+    return [simulate(trace, build_policy(name, trace, config), config) for name in names]
+
+
+TARGET_CANDIDATES: Final = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128)
+"""Targets ``calibrate_target`` chooses from (whole requests, roughly 1.5x apart)."""
+
+
+def calibrate_target(trace: Trace, config: SimConfig, goal: float = 0.99) -> int:
+    """The largest target per replica at which the oracle meets ``goal`` SLO attainment.
+
+    The what-if counterpart of the load test that sets ``targetInFlightPerReplica`` in
+    production: with perfect foresight and this target the SLO is met, so what remains
+    between a policy and the oracle is timing. A binary search over ``TARGET_CANDIDATES``
+    (attainment falls as the target grows); the smallest candidate when none meets the goal.
+    """
+    load = foreseen_load(trace, config)
+
+    def attains(target: int) -> bool:
+        trial = replace(config, target=float(target))
+        oracle = Oracle.from_load(
+            load,
+            target=trial.target,
+            cold_start_s=trial.cold_start_s,
+            min_replicas=trial.min_replicas,
+            max_replicas=trial.max_replicas,
+            interval=trial.scrape_interval_s,
+        )
+        trial = replace(trial, initial_replicas=oracle.wanted_at(0.0))
+        summary = summarize(simulate(trace, oracle, trial))
+        return summary.slo_attainment >= goal
+
+    lo, hi = 0, len(TARGET_CANDIDATES) - 1
+    best = TARGET_CANDIDATES[0]
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        if attains(TARGET_CANDIDATES[mid]):
+            best = TARGET_CANDIDATES[mid]
+            lo = mid + 1
+        else:
+            hi = mid - 1
+    return best

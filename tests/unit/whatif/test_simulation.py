@@ -1,0 +1,191 @@
+"""The simulated cluster and the policies in it: small synthetic traces with known answers."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import pytest
+
+from inferscale.sim.presets import preset
+from inferscale.whatif.cluster import REJECTED, SERVED, SPILLED, SimConfig, simulate
+from inferscale.whatif.compare import (
+    build_policy,
+    calibrate_target,
+    compare,
+    initial_replicas,
+    oracle_for,
+)
+from inferscale.whatif.policies import HpaLike, KedaLike, KubeAiLike, Scrape, Static
+from inferscale.whatif.report import gpu_hours, quantile, render_table, summarize, to_json
+from inferscale.whatif.trace import Request, Trace
+
+H100 = preset("llama-3.1-8b-h100")
+
+
+def steady(rate: float, seconds: float, prompt: int = 200, output: int = 20) -> Trace:
+    n = int(rate * seconds)
+    return Trace("steady", "azure", tuple(Request(i / rate, prompt, output) for i in range(n)))
+
+
+def config(**kw) -> SimConfig:
+    base = {"engine": H100, "cold_start_s": 30.0, "max_replicas": 8}
+    base.update(kw)
+    return SimConfig(**base)
+
+
+@pytest.mark.parametrize("name", ["ours", "hpa", "keda", "kubeai", "oracle"])
+def test_a_light_constant_load_is_served_within_the_slo_by_one_replica(name):
+    trace = steady(1.0, 600)
+    cfg = config(initial_replicas=1)
+    result = simulate(trace, build_policy(name, trace, cfg), cfg)
+    s = summarize(result)
+    assert s.slo_attainment == 1.0 and s.unfinished == 0
+    assert s.ttft_p99 < 0.2
+    assert s.peak_replicas == 1 and s.cold_starts == 0
+    assert s.gpu_hours == pytest.approx(trace.span / 3600, rel=1e-6)
+
+
+def test_the_oracle_never_uses_more_gpu_hours_than_the_load_needs():
+    # Two busy minutes around ten idle ones: the oracle keeps replicas only around the busy
+    # parts (plus a cold start ahead), never the whole span.
+    busy = [Request(t * 0.05, 2000, 200) for t in range(2400)]  # 20/s for 120 s
+    later = [Request(840 + t * 0.05, 2000, 200) for t in range(2400)]
+    trace = Trace("two-bursts", "azure", tuple(busy + later))
+    cfg = config(min_replicas=0, target=8.0, max_replicas=20)
+    cfg = replace(cfg, initial_replicas=initial_replicas(trace, cfg))
+    oracle = simulate(trace, oracle_for(trace, cfg), cfg)
+    static_peak = simulate(trace, Static(summarize(oracle).peak_replicas), cfg)
+    assert gpu_hours(oracle) < 0.6 * gpu_hours(static_peak)
+    # And it never holds more than the foreseen need over [t, t + cold start].
+    need = oracle_for(trace, cfg)
+    for point in oracle.timeline:
+        assert point.replicas <= max(need.wanted_at(point.at), need.wanted_at(point.at - 2.0))
+
+
+def test_same_inputs_give_the_same_figures():
+    trace = steady(6.0, 300, prompt=1500, output=150)
+    cfg = config(initial_replicas=1, target=8.0)
+    first = [summarize(r) for r in compare(trace, cfg, ["ours", "keda", "oracle"])]
+    second = [summarize(r) for r in compare(trace, cfg, ["ours", "keda", "oracle"])]
+    assert first == second
+    assert render_table(first) == render_table(second)
+
+
+def test_scale_from_zero_holds_the_first_request_for_about_a_cold_start():
+    trace = Trace("one", "azure", (Request(0.0, 10, 5), Request(100.0, 100, 5)))
+    cfg = config(min_replicas=0, initial_replicas=0, cold_start_s=30.0)
+    result = simulate(trace, build_policy("ours", trace, cfg), cfg)
+    # The first request waits for a replica: the next scrape (<= 2 s), one scrape of lag
+    # (2 s), then the cold start.
+    assert 30.0 <= result.ttft[0] <= 35.0
+    assert result.outcome == [SERVED, SERVED]
+    assert result.cold_starts == 1
+
+
+def test_kubeai_scales_from_zero_when_its_proxy_holds_a_request():
+    trace = Trace("one", "azure", (Request(1.0, 10, 5), Request(100.0, 100, 5)))
+    cfg = config(min_replicas=0, initial_replicas=0, cold_start_s=30.0)
+    result = simulate(trace, build_policy("kubeai", trace, cfg), cfg)
+    assert 30.0 <= result.ttft[0] <= 30.5
+
+
+def test_spillover_serves_cold_starts_at_the_provider():
+    trace = Trace("one", "azure", (Request(0.0, 1000, 50), Request(60.0, 100, 5)))
+    cfg = config(min_replicas=0, initial_replicas=0, spillover=True, cold_start_s=30.0)
+    result = simulate(trace, build_policy("ours", trace, cfg), cfg)
+    assert result.outcome == [SPILLED, SERVED]
+    s = summarize(result)
+    assert s.slo_attainment == 1.0 and s.spilled_requests == 1
+    assert s.spilled_tokens_pct == pytest.approx(100 * 1050 / 1155)
+    assert s.cost == pytest.approx(s.gpu_hours + 1000 / 1e6 * 0.5 + 50 / 1e6 * 1.5)
+
+
+def test_requests_the_engine_cannot_take_are_left_out():
+    too_long = H100.max_model_len + 1
+    trace = Trace("t", "azure", (Request(0.0, too_long, 1), Request(1.0, 10, 2)))
+    cfg = config(initial_replicas=1)
+    result = simulate(trace, build_policy("ours", trace, cfg), cfg)
+    assert result.outcome[0] == REJECTED
+    s = summarize(result)
+    assert (s.rejected, s.slo_attainment) == (1, 1.0)
+
+
+def test_an_overload_scales_up_and_misses_are_counted():
+    # 30 req/s of 2000-token prompts need several H100s; one replica to start with.
+    trace = steady(30.0, 400, prompt=2000, output=100)
+    cfg = config(initial_replicas=1, target=8.0, max_replicas=10)
+    ours = summarize(simulate(trace, build_policy("ours", trace, cfg), cfg))
+    static = summarize(simulate(trace, Static(1), cfg))
+    assert ours.peak_replicas > 1 and ours.cold_starts >= 1
+    assert ours.slo_attainment > static.slo_attainment
+    assert static.slo_attainment < 0.5 and math.isfinite(static.ttft_p50)
+
+
+def test_json_has_no_nan():
+    trace = Trace("t", "azure", (Request(0.0, H100.max_model_len + 1, 1),))
+    cfg = config(initial_replicas=1)
+    s = summarize(simulate(trace, build_policy("ours", trace, cfg), cfg))
+    text = to_json([s], {"trace": "t"})
+    assert "NaN" not in text and '"ttft_p50": null' in text
+
+
+def test_calibration_picks_a_target_the_oracle_meets():
+    trace = steady(20.0, 200, prompt=2000, output=100)
+    cfg = config(max_replicas=12)
+    target = calibrate_target(trace, cfg)
+    trial = replace(cfg, target=float(target))
+    trial = replace(trial, initial_replicas=initial_replicas(trace, trial))
+    assert summarize(simulate(trace, oracle_for(trace, trial), trial)).slo_attainment >= 0.99
+
+
+def test_unknown_policy_is_refused():
+    with pytest.raises(ValueError, match="unknown policy"):
+        compare(steady(1, 10), config(), ["ours", "magic"])
+
+
+def test_quantile_interpolates():
+    assert quantile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.5
+    assert quantile([1.0, math.inf], 0.99) == math.inf
+    assert math.isnan(quantile([], 0.5))
+
+
+# ----- the baselines' arithmetic ----------------------------------------------------------------
+
+
+def scrape(at, in_flight=0, held=0, busy=(), ready=1, starting=0):
+    return Scrape(at, in_flight, held, 0, None, busy, ready, starting)
+
+
+def test_hpa_scales_on_duty_cycle_and_never_below_one():
+    hpa = HpaLike(min_replicas=0, max_replicas=10)
+    busy = [scrape(t, busy=(True, True), ready=2) for t in range(0, 30, 2)]
+    assert hpa.tick(30.0, 2, busy) == 3  # 100 % busy against 80 %: ceil(2 / 0.8)
+    idle = [scrape(t, busy=(False, False, False), ready=3) for t in range(30, 400, 2)]
+    counts = [hpa.tick(float(t), 3, busy + idle) for t in range(45, 400, 15)]
+    assert min(counts) == 1 and counts[0] == 3  # 300 s of stabilisation first
+
+
+def test_hpa_scale_up_is_limited_to_double_or_four():
+    hpa = HpaLike(min_replicas=1, max_replicas=100, target_utilization=0.01)
+    busy = [scrape(t, busy=(True,) * 10, ready=10) for t in range(0, 30, 2)]
+    assert hpa.tick(30.0, 10, busy) == 20
+
+
+def test_keda_activates_at_its_poll_and_cools_down_to_zero():
+    keda = KedaLike(min_replicas=0, max_replicas=5, target=4)
+    assert keda.tick(0.0, 0, [scrape(-2.0)]) == 0
+    assert keda.tick(15.0, 0, [scrape(13.0, held=3, ready=0)]) == 0  # not a poll
+    assert keda.tick(30.0, 0, [scrape(28.0, held=3, ready=0)]) == 1
+    quiet = [scrape(float(t)) for t in range(30, 700, 2)]
+    counts = {t: keda.tick(float(t), 1, quiet) for t in range(45, 700, 15)}
+    assert counts[315] == 1 and counts[330] == 0  # 300 s after it was last active
+
+
+def test_kubeai_averages_ten_minutes_and_waits_three_ticks_to_go_down():
+    kubeai = KubeAiLike(min_replicas=1, max_replicas=10, target=10)
+    assert kubeai.tick(0.0, 1, [scrape(0.0, in_flight=50)]) == 5
+    assert kubeai.on_held(1.0, 0) == 1 and kubeai.on_held(1.0, 2) is None
+    # Load gone: the 10-minute average falls slowly, each drop waits for 3 ticks.
+    counts = [kubeai.tick(float(t), 5, [scrape(float(t))]) for t in range(10, 60, 10)]
+    assert counts[:2] == [5, 5]
