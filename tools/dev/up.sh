@@ -24,7 +24,9 @@ else
   say "starting the local cluster in $cluster_dir (name $DEV_CLUSTER_NAME, ports $DEV_PORT_BASE-$((DEV_PORT_BASE + 7)), pods $DEV_POD_CIDR)"
   inferscale cluster up --name "$DEV_CLUSTER_NAME" --port-base "$DEV_PORT_BASE" \
     --pod-cidr "$DEV_POD_CIDR" --scrape-interval 2 \
-    || die "the local cluster did not start (the reason is above); if one is half up, \`make dev-down\` clears it"
+    || die "the local cluster did not start (the reason is above). A port in use: another program or
+    cluster holds it (DEV_PORT_BASE=21443 make dev moves all 8 ports); a cluster half up or stale
+    state: \`make dev-down\` clears it"
 fi
 # KUBECONFIG, kubectl and helm on PATH, INFERSCALE_PROMETHEUS_URL.
 env_lines=$(inferscale cluster env) || die "cannot read the cluster's settings in $cluster_dir"

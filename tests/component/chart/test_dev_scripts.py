@@ -77,7 +77,7 @@ def test_shellcheck_finds_nothing():
         capture_output=True,
         text=True,
         check=False,
-        cwd=DEV,
+        cwd=REPO,
     )
     assert done.returncode == 0, done.stdout + done.stderr
 
