@@ -17,13 +17,20 @@ source "$(dirname "$0")/common.sh"
 cluster_dir=$(shown "$INFERSCALE_CLUSTER_DIR")
 if inferscale cluster status >/dev/null 2>&1; then
   say "reusing the local cluster running from $cluster_dir"
-  scrape=$("$DEV_PYTHON" -c 'import json, sys; print(json.load(open(sys.argv[1]))["scrape_interval"])' \
-    "$INFERSCALE_CLUSTER_DIR/cluster.json")
+  read -r network scrape < <("$DEV_PYTHON" -c 'import json, sys
+config = json.load(open(sys.argv[1]))
+print(config["network"], config["scrape_interval"])' "$INFERSCALE_CLUSTER_DIR/cluster.json")
+  [[ "$network" == netns ]] || die "that cluster gives pods loopback addresses, where the chart's
+    routers and the sim replicas would contend for the same ports: \`make dev-down\`, then \`make dev\` as root"
   [[ "$scrape" == 2.0 ]] || say "note: its Prometheus scrapes every ${scrape}s (make dev uses 2 s); scaling reacts later"
 else
+  # Pods need network namespaces of their own: in the loopback fallback every router and sim
+  # replica would bind the same host ports (docs/local-cluster.md, "Pod network").
+  [[ "$(id -u)" == 0 ]] || die "make dev needs root: the local cluster gives each pod a network namespace
+    (ip netns), which only root may create"
   say "starting the local cluster in $cluster_dir (name $DEV_CLUSTER_NAME, ports $DEV_PORT_BASE-$((DEV_PORT_BASE + 7)), pods $DEV_POD_CIDR)"
   inferscale cluster up --name "$DEV_CLUSTER_NAME" --port-base "$DEV_PORT_BASE" \
-    --pod-cidr "$DEV_POD_CIDR" --scrape-interval 2 \
+    --pod-cidr "$DEV_POD_CIDR" --network netns --scrape-interval 2 \
     || die "the local cluster did not start (the reason is above). A port in use: another program or
     cluster holds it (DEV_PORT_BASE=21443 make dev moves all 8 ports); a cluster half up or stale
     state: \`make dev-down\` clears it"

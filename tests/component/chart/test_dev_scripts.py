@@ -126,3 +126,26 @@ def test_a_missing_interpreter_is_reported(tmp_path: Path):
             check=False,
         )
         assert done.returncode == 1 and "run `make install`" in done.stderr, done.stderr
+
+
+def test_without_root_it_says_so_before_starting_anything(tmp_path: Path):
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "id").write_text("#!/bin/sh\necho 1000\n")  # a user who is not root
+    (fake_bin / "id").chmod(0o755)
+    state = tmp_path / "state"
+    done = subprocess.run(
+        ["bash", str(DEV / "up.sh")],
+        env={
+            "PATH": f"{fake_bin}:/usr/bin:/bin",
+            "DEV_PYTHON": sys.executable,
+            "INFERSCALE_CLUSTER_DIR": str(state),
+            "PYTHONPATH": str(REPO / "operator"),
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1 and "make dev needs root" in done.stderr, done.stderr
+    assert not state.exists() or not any(state.iterdir())  # no cluster was started
