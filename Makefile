@@ -36,6 +36,14 @@ crds: install ## Regenerate crds/, the chart's copy, its values.schema.json and 
 	$(BIN)/inferscale crds --out crds --out charts/inferscale/files/crds --reference docs/reference.md
 	$(BIN)/inferscale chart-schema charts/inferscale
 
+.PHONY: dev
+dev: install kube-binaries ## Local cluster + the chart + the sim model + a 2-minute load test that scales it (docs/dev.md).
+	DEV_PYTHON=$(abspath $(PY)) bash tools/dev/up.sh
+
+.PHONY: dev-down
+dev-down: install ## Remove everything `make dev` started: processes, network namespaces, state (logs stay).
+	DEV_PYTHON=$(abspath $(PY)) bash tools/dev/down.sh
+
 ##@ Checks
 
 .PHONY: lint

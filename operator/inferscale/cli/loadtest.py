@@ -1,9 +1,10 @@
 """``inferscale loadtest``: open-loop load against an OpenAI endpoint, with a live view and summary.
 
 Reads ``OPENAI_API_KEY`` when ``--api-key`` is not given; the key is sent, never printed. Exit
-status: 0 when the failed ratio is within ``--max-error-ratio``, 1 when it is not, 2 for bad
-arguments, an unreadable trace or an endpoint that cannot be reached (found by the preflight
-``GET /v1/models`` before any load), 130 when interrupted (the summary is still printed).
+status: 0 when the failed ratio is within ``--max-error-ratio``, 1 when it is not (or the
+``--json-file`` could not be written), 2 for bad arguments, an unreadable trace or an endpoint
+that cannot be reached (found by the preflight ``GET /v1/models`` before any load), 130 when
+interrupted (the summary is still printed).
 See docs/loadtest.md.
 """
 
@@ -142,6 +143,12 @@ def register(subparsers: Any) -> None:
 
     out = p.add_argument_group("output")
     out.add_argument("--json", action="store_true", help="summary as JSON on stdout")
+    out.add_argument(
+        "--json-file",
+        type=Path,
+        metavar="PATH",
+        help="also write the JSON summary to PATH (the table still prints; for scripts)",
+    )
     out.add_argument("--quiet", "-q", action="store_true", help="no live view")
     out.add_argument(
         "--refresh", type=_positive(float), help="live view interval, s (1 on a terminal, else 5)"
@@ -277,6 +284,7 @@ async def _serve(args: argparse.Namespace, api_key: str | None, out: TextIO) -> 
     with contextlib.ExitStack() as files:
         try:
             base_url = normalise_url(args.url)
+            _check_json_file(args.json_file)
             plan = _plan(args, files)
         except (ValueError, UsageError) as error:
             return _fail(str(error))
@@ -366,6 +374,8 @@ async def _load(
             if watch is not None:
                 watch.close()
     _report(summary, args.json, out)
+    if args.json_file is not None and not _write_json_file(summary, args.json_file):
+        return EXIT_FAILED
     if summary.interrupted:
         return EXIT_INTERRUPTED
     return 0 if summary.passed else EXIT_FAILED
@@ -392,6 +402,29 @@ def _report(summary: Summary, as_json: bool, out: TextIO) -> None:
     else:
         out.write(render_summary(summary) + "\n")
     out.flush()
+
+
+def _check_json_file(path: Path | None) -> None:
+    """Refuse, before any load, a ``--json-file`` that could not be written at the end."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise UsageError(f"--json-file {path} is a directory")
+    if not path.parent.is_dir():
+        raise UsageError(f"--json-file {path}: the directory {path.parent} does not exist")
+
+
+def _write_json_file(summary: Summary, path: Path) -> bool:
+    """Write the JSON summary to ``path``; say why and return False when that fails."""
+    try:
+        path.write_text(json.dumps(summary.to_json(), indent=2) + "\n", encoding="utf-8")
+    except OSError as error:
+        print(
+            f"inferscale loadtest: cannot write --json-file {path}: {error.strerror or error}",
+            file=sys.stderr,
+        )
+        return False
+    return True
 
 
 def cmd_loadtest(args: argparse.Namespace) -> int:

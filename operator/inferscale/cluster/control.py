@@ -7,14 +7,17 @@ started is stopped again and the error names the component with the tail of its 
 
 ``down`` works from the state directory alone, so it also cleans up after a crash or a killed
 test run: recorded processes (by pid and start time), pod network namespaces and whatever
-still runs in them, the bridge, and the mount points the launcher created. It keeps
-``logs/`` for post-mortems and removes everything else.
+still runs in them, the bridge, and the mount points the launcher created (but not one that a
+pod of another cluster on this machine still mounts on). It keeps ``logs/`` for post-mortems
+and removes everything else.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
+import re
 import shutil
 import sys
 import time
@@ -396,19 +399,54 @@ def down(state_dir: Path, quiet: bool = False, expected: ClusterConfig | None = 
     return done
 
 
-def _remove_mountpoints(state_dir: Path) -> list[str]:
+def _remove_mountpoints(state_dir: Path, proc: Path = Path("/proc")) -> list[str]:
     path = state_dir / CREATED_MOUNTPOINTS
     try:
         created = json.loads(path.read_text())
     except (FileNotFoundError, ValueError):
         return []
+    # Another cluster on this machine may create the same mount points (every pod mounts its
+    # token at /var/run/secrets/kubernetes.io/serviceaccount). Its pods' bind mounts live in
+    # their own mount namespaces, so the host's directory looks empty; yet removing it would
+    # detach those mounts (Linux >= 3.18 lets rmdir succeed and unmounts lazily) and the
+    # other cluster's running pods would lose their files.
+    in_use = mounted_anywhere(proc)
     out = []
     # Deepest first, and only while empty: never remove anything that holds files.
     for directory in sorted(created, key=len, reverse=True):
+        if directory in in_use:
+            continue
         with contextlib.suppress(OSError):
             Path(directory).rmdir()
             out.append(f"removed mount point {directory}")
     return out
+
+
+def mounted_anywhere(proc: Path = Path("/proc")) -> set[str]:
+    """Every path that is a mount point in the mount namespace of some process on this machine.
+
+    Reads ``/proc/PID/mountinfo`` once per mount namespace; processes that vanish or cannot be
+    read (another user's, without root) are skipped.
+    """
+    namespaces: set[str] = set()
+    points: set[str] = set()
+    for entry in proc.iterdir() if proc.is_dir() else []:
+        if not entry.name.isdigit():
+            continue
+        try:
+            namespace = os.readlink(entry / "ns" / "mnt")
+            if namespace in namespaces:
+                continue
+            text = (entry / "mountinfo").read_text()
+        except OSError:
+            continue
+        namespaces.add(namespace)
+        for line in text.splitlines():
+            fields = line.split(" ")
+            if len(fields) > 4:
+                # The kernel writes space, tab, newline and backslash as octal escapes.
+                points.add(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), fields[4]))
+    return points
 
 
 def status(state_dir: Path) -> dict[str, Any]:

@@ -83,6 +83,43 @@ def test_a_trace_is_replayed_with_its_sizes(sim, capsys, tmp_path):
     assert doc["trace"]["problems"] == ["line 3: not JSON"]
 
 
+def test_json_file_holds_the_summary_while_the_table_still_prints(sim, capsys, tmp_path):
+    saved = tmp_path / "run.json"
+    code = main(
+        ["loadtest", "--url", sim.base_url, "--rate", "20", "--duration", "0.5s",
+         "--no-cluster", "--quiet", "--json-file", str(saved)]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0 and "inferscale loadtest summary" in out and "PASS" in out
+    doc = json.loads(saved.read_text())
+    assert doc["passed"] and doc["requests"]["ok"] == doc["requests"]["sent"] > 0
+    assert f"ok {doc['requests']['ok']}" in out  # the same run in both
+
+
+@pytest.mark.parametrize("where", ["missing-dir/run.json", "."])
+def test_a_json_file_that_cannot_be_written_is_refused_before_any_load(capsys, tmp_path, where):
+    started = time.monotonic()
+    # The endpoint is never asked: the path is checked first.
+    code = main(
+        ["loadtest", "--url", "http://127.0.0.1:9", "--rate", "5", "--json-file",
+         str(tmp_path / where)]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and time.monotonic() - started < 2
+    assert "--json-file" in err and "unreachable" not in err
+
+
+def test_a_json_file_that_fails_at_the_end_fails_the_run(sim, capsys):
+    # /dev/full passes the check before the load and refuses every write (ENOSPC), root or not.
+    code = main(
+        ["loadtest", "--url", sim.base_url, "--rate", "5", "--duration", "0.2s",
+         "--no-cluster", "--quiet", "--json-file", "/dev/full"]
+    )  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 1 and "PASS" in captured.out  # the run itself passed
+    assert "cannot write --json-file /dev/full" in captured.err
+
+
 def test_errors_fail_the_run_unless_allowed():
     settings = make_settings(failures={"error_rate": 1.0, "error_status": 503})
     with RunningSim(settings) as failing:
