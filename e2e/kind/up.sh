@@ -50,6 +50,7 @@ say "installing the inferscale chart as $RELEASE in $NAMESPACE"
 helm upgrade --install "$RELEASE" "$REPO/charts/inferscale" \
   --kube-context "$CONTEXT" -n "$NAMESPACE" --create-namespace \
   -f "$REPO/charts/inferscale/ci/kind-values.yaml" --set fullnameOverride="$RELEASE" \
+  --set operator.settings.autoscaler.prometheusUrl="http://$PROMETHEUS_RELEASE-kube-prometheus-prometheus.$MONITORING_NAMESPACE:9090" \
   --wait --timeout 5m
 
 say "applying examples/sim-model.yaml ($GPUS_PER_REPLICA fake GPU per replica)"
