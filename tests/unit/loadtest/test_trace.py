@@ -6,7 +6,8 @@ import pytest
 
 from inferscale.loadtest.trace import TraceError, TraceStats, detect_format, read_trace
 
-TRACES = Path("/work/shared/traces")
+# tests/unit/loadtest/<this file> -> the repository is parents[3]; the shared folder sits beside it.
+TRACES = Path(__file__).resolve().parents[3].parent / "shared" / "traces"
 AZURE = """TIMESTAMP,ContextTokens,GeneratedTokens
 2023-11-16 18:17:03.9799600,4808,10
 2023-11-16 18:17:04.0319600,3180,8
