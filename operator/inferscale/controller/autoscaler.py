@@ -21,7 +21,6 @@ without a status write per model per round.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -51,6 +50,7 @@ from inferscale.controller.inference_model import (
     now_rfc3339,
     schedule_reconcile,
 )
+from inferscale.controller.publishing import stop_task
 from inferscale.controller.routing import MEMO_KEY as ROUTING_MEMO_KEY
 from inferscale.controller.routing import RoutingState
 from inferscale.errors import InferscaleError, NotFound
@@ -246,18 +246,18 @@ class Autoscaler:
         self.specs[key] = (version, spec)
         return spec
 
-    def _params(self, memory: _Memory, spec: InferenceModelSpec, ttr: float | None) -> None:
-        # Rebuilt only when the spec or the measured start-up time changes.
-        spec_key: tuple[object, ...] = (
-            spec.model_dump_json(include={"min_replicas", "max_replicas", "autoscaling"}),
-            None if ttr is None else round(ttr),
-        )
+    def _params(
+        self, memory: _Memory, key: ModelKey, spec: InferenceModelSpec, ttr: float | None
+    ) -> None:
+        """Rebuild the policy's params when the spec's generation or the start-up time moves."""
+        spec_key = (self.specs[key][0], None if ttr is None else round(ttr))
         if spec_key == memory.spec_key:
             return
         memory.spec_key = spec_key
         try:
-            memory.params = PolicyParams.from_spec(spec, ttr)
-            memory.params = _with_staleness(memory.params, self.settings.stale_after_seconds)
+            params = PolicyParams.from_spec(spec, ttr)
+            # The operator's staleness setting (autoscaler.staleAfterSeconds) into the policy.
+            memory.params = replace(params, stale_after_s=self.settings.stale_after_seconds)
             memory.params_error = None
         except ValueError as error:
             memory.params, memory.params_error = None, str(error)
@@ -280,7 +280,7 @@ class Autoscaler:
         if memory is None:
             memory = _Memory(history=_restore(status.text("autoscalerState")))
             self.memory[key] = memory
-        self._params(memory, spec, status.number("timeToReadySeconds"))
+        self._params(memory, key, spec, status.number("timeToReadySeconds"))
         current = self.runtime.autoscaled.get(key)
         if current is None:
             desired = status.number("desiredReplicas")
@@ -482,11 +482,6 @@ def _restore(text: str | None) -> History:
         return History()
 
 
-def _with_staleness(params: PolicyParams, stale_after: float) -> PolicyParams:
-    """The operator's staleness setting (``autoscaler.staleAfterSeconds``) into the policy."""
-    return replace(params, stale_after_s=stale_after)
-
-
 # -- kopf glue ---------------------------------------------------------------------------
 
 
@@ -545,11 +540,9 @@ async def autoscaler_startup(memo: Any, **_: Any) -> None:
 async def autoscaler_cleanup(memo: Any, **_: Any) -> None:
     """Stop the loop."""
     state = memo.get(MEMO_KEY)
-    if not isinstance(state, AutoscalerState) or state.task is None:
+    if not isinstance(state, AutoscalerState):
         return
-    state.task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await state.task
+    await stop_task(state.task)
     if state.autoscaler is not None and state.autoscaler.prometheus is not None:
         state.autoscaler.prometheus.close()
 

@@ -24,11 +24,10 @@ Log lines name Secrets and counts, never a key.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final
 
 import httpx
@@ -41,7 +40,7 @@ from inferscale.api.v1alpha1.inference_provider import PLURAL as PROVIDER_PLURAL
 from inferscale.config import AccessSettings, OperatorSettings, RoutingSettings
 from inferscale.controller.cache import json_copy
 from inferscale.controller.inference_model import Runtime, now_rfc3339
-from inferscale.controller.publishing import RouterPublisher, secret_text
+from inferscale.controller.publishing import PublisherSlot, RouterPublisher, secret_text
 from inferscale.controller.routing import is_router, object_key, spec_view
 from inferscale.errors import KubeApiError, NotFound
 from inferscale.kube.client import KubeApi
@@ -299,13 +298,8 @@ class CredentialsPublisher(RouterPublisher[CredentialSources, RouterCredentials]
 # -- kopf glue ---------------------------------------------------------------------------
 
 
-@dataclass
-class CredentialsState:
-    """Shared through kopf's memo: the publisher, its task, what each object looked like."""
-
-    publisher: CredentialsPublisher | None = None
-    task: asyncio.Task[None] | None = None
-    views: dict[tuple[str, ...], object] = field(default_factory=dict)
+class CredentialsState(PublisherSlot[CredentialsPublisher]):
+    """The credentials' publisher, shared through kopf's memo."""
 
 
 def _enabled(settings: OperatorSettings) -> bool:
@@ -340,15 +334,8 @@ def _state(memo: Any, indices: Mapping[str, Any]) -> CredentialsState | None:
 def _changed(memo: Any, indices: Mapping[str, Any], key: tuple[str, ...], view: object) -> None:
     """Record ``view`` of an object (``None``: it is gone); wake the publisher if it differs."""
     state = _state(memo, indices)
-    if state is None or state.publisher is None:
-        return
-    if view is None:
-        changed = state.views.pop(key, None) is not None
-    else:
-        changed = state.views.get(key) != view
-        state.views[key] = view
-    if changed:
-        state.publisher.notify()
+    if state is not None:
+        state.changed(key, view)
 
 
 _META: Final = ("name", "namespace", "uid", "creationTimestamp", "deletionTimestamp", "generation")
@@ -424,13 +411,8 @@ async def credentials_startup(memo: Any, **_: Any) -> None:
 async def credentials_cleanup(memo: Any, **_: Any) -> None:
     """Stop the publisher; store credentials the Secret does not have yet."""
     state = memo.get(MEMO_KEY)
-    if not isinstance(state, CredentialsState) or state.publisher is None:
-        return
-    if state.task is not None:
-        state.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await state.task
-    await state.publisher.close()
+    if isinstance(state, CredentialsState):
+        await state.stop()
 
 
 @kopf.on.event(GROUP, VERSION, CLIENT_PLURAL)

@@ -36,7 +36,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final, Generic, Protocol, TypeVar
 
 import httpx
@@ -535,3 +535,46 @@ def _error_message(response: httpx.Response) -> str:
     except (ValueError, KeyError, TypeError):
         return response.text[:200]
     return str(message)[:500]
+
+
+async def stop_task(task: asyncio.Task[None] | None) -> None:
+    """Cancel a background loop of the operator and wait until it has stopped."""
+    if task is None:
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+PublisherT = TypeVar("PublisherT", bound="RouterPublisher[Any, Any]")
+
+
+@dataclass
+class PublisherSlot(Generic[PublisherT]):
+    """One publisher, its task, and what each watched object looked like (in kopf's memo).
+
+    The views make only the changes its document reads wake the publisher.
+    """
+
+    publisher: PublisherT | None = None
+    task: asyncio.Task[None] | None = None
+    views: dict[tuple[str, ...], object] = field(default_factory=dict)
+
+    def changed(self, key: tuple[str, ...], view: object) -> None:
+        """Record ``view`` of an object (``None``: it is gone); wake the publisher if it differs."""
+        if self.publisher is None:
+            return
+        if view is None:
+            differs = self.views.pop(key, None) is not None
+        else:
+            differs = self.views.get(key) != view
+            self.views[key] = view
+        if differs:
+            self.publisher.notify()
+
+    async def stop(self) -> None:
+        """Stop the publisher's loop, then let it store what it has not stored yet."""
+        if self.publisher is None:
+            return
+        await stop_task(self.task)
+        await self.publisher.close()

@@ -45,6 +45,7 @@ from inferscale.config import RoutingSettings
 from inferscale.controller import credentials as credentials_controller
 from inferscale.controller import routing as routing_controller
 from inferscale.controller.inference_model import Runtime, now_rfc3339
+from inferscale.controller.publishing import stop_task
 from inferscale.errors import KubeApiError, NotFound
 from inferscale.kube.client import KubeApi
 from inferscale.reconcile.route_status import (
@@ -337,10 +338,8 @@ async def route_status_startup(memo: Any, **_: Any) -> None:
 async def route_status_cleanup(memo: Any, **_: Any) -> None:
     """Stop the reporter."""
     state = memo.get(MEMO_KEY)
-    if isinstance(state, StatusState) and state.task is not None:
-        state.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await state.task
+    if isinstance(state, StatusState):
+        await stop_task(state.task)
 
 
 @kopf.on.event(GROUP, VERSION, ROUTE_PLURAL)

@@ -20,7 +20,6 @@ again each ``resync_seconds``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -36,7 +35,7 @@ from inferscale.api.v1alpha1.inference_route import PLURAL as ROUTE_PLURAL
 from inferscale.config import OperatorSettings, RoutingSettings
 from inferscale.controller.cache import CHILD_LABELS, json_copy
 from inferscale.controller.inference_model import Runtime
-from inferscale.controller.publishing import RouterPublisher
+from inferscale.controller.publishing import PublisherSlot, RouterPublisher
 from inferscale.kube.client import KubeApi
 from inferscale.reconcile.routing import (
     CompiledRoutes,
@@ -201,14 +200,8 @@ class RoutingPublisher(RouterPublisher[Sources, RoutingTable]):
 # -- kopf glue ---------------------------------------------------------------------------
 
 
-@dataclass
-class RoutingState:
-    """Shared through kopf's memo: the publisher, its task, and what each object looked like."""
-
-    publisher: RoutingPublisher | None = None
-    task: asyncio.Task[None] | None = None
-    views: dict[tuple[str, ...], object] = field(default_factory=dict)
-    """Routing's view of each watched object, so only changes that matter wake the publisher."""
+class RoutingState(PublisherSlot[RoutingPublisher]):
+    """The routing table's publisher, shared through kopf's memo."""
 
 
 def _settings(memo: Any) -> OperatorSettings | None:
@@ -243,15 +236,8 @@ def _state(memo: Any, indices: Mapping[str, Any]) -> RoutingState | None:
 def _changed(memo: Any, indices: Mapping[str, Any], key: tuple[str, ...], view: object) -> None:
     """Record ``view`` of an object (``None``: it is gone); wake the publisher if it differs."""
     state = _state(memo, indices)
-    if state is None or state.publisher is None:
-        return
-    if view is None:
-        changed = state.views.pop(key, None) is not None
-    else:
-        changed = state.views.get(key) != view
-        state.views[key] = view
-    if changed:
-        state.publisher.notify()
+    if state is not None:
+        state.changed(key, view)
 
 
 def object_key(kind: str, body: Mapping[str, Any]) -> tuple[str, ...]:
@@ -322,13 +308,8 @@ async def routing_startup(memo: Any, **_: Any) -> None:
 async def routing_cleanup(memo: Any, **_: Any) -> None:
     """Stop the publisher; store a table the ConfigMap does not have yet."""
     state = memo.get(MEMO_KEY)
-    if not isinstance(state, RoutingState) or state.publisher is None:
-        return
-    if state.task is not None:
-        state.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await state.task
-    await state.publisher.close()
+    if isinstance(state, RoutingState):
+        await state.stop()
 
 
 @kopf.on.event(GROUP, VERSION, "inferencemodels")
