@@ -41,6 +41,19 @@ CONFIGMAP = "inferscale-routing-table"
 POLL_SECONDS = 0.05
 
 
+def read_table(http: httpx.Client, address: str, token: str) -> dict[str, Any] | None:
+    """The routing table the router at ``address`` holds, or None when it has none or is down."""
+    try:
+        response = http.get(
+            f"http://{address}/admin/v1/routing-table",
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    except httpx.HTTPError:
+        return None
+    assert response.status_code != 403, "the router refuses the test's admin token"
+    return response.json() if response.status_code == 200 else None
+
+
 def pod_ready(pod: Any) -> bool:
     return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
 
@@ -66,15 +79,7 @@ class Routers:
 
     def table(self, pod: Any) -> dict[str, Any] | None:
         """The table a router holds (its admin API), or None when it has none or is down."""
-        try:
-            response = self.http.get(
-                f"http://{pod.status.pod_ip}:{ROUTER_PORT}/admin/v1/routing-table",
-                headers={"Authorization": f"Bearer {self.token}"},
-            )
-        except httpx.HTTPError:
-            return None
-        assert response.status_code != 403, "the routers refuse the test's admin token"
-        return response.json() if response.status_code == 200 else None
+        return read_table(self.http, f"{pod.status.pod_ip}:{ROUTER_PORT}", self.token)
 
     def tables(self) -> list[dict[str, Any] | None]:
         return [self.table(p) for p in self.ready_pods()]

@@ -32,6 +32,7 @@ from kubernetes.client.rest import ApiException
 
 from e2e.conftest import REPO, Cluster, get_json, wait_for
 from e2e.operator_support import Models, kubectl, own_namespace, sim_model
+from e2e.router_support import read_table
 
 pytestmark = pytest.mark.e2e
 
@@ -117,15 +118,7 @@ class Release:
 
     def table(self, endpoint: str) -> dict[str, Any] | None:
         """The routing table a router holds, read with the chart's admin token."""
-        try:
-            response = self.http.get(
-                f"http://{endpoint}/admin/v1/routing-table",
-                headers={"Authorization": f"Bearer {self.admin_token()}"},
-            )
-        except httpx.HTTPError:
-            return None
-        assert response.status_code != 403, "the routers refuse the chart's admin token"
-        return response.json() if response.status_code == 200 else None
+        return read_table(self.http, endpoint, self.admin_token())
 
     def client(self, endpoint: str) -> openai.OpenAI:
         return openai.OpenAI(
