@@ -5,7 +5,8 @@
 #   ./run.sh --duration 10 --warmup 2                  # longer cells; extra args go to run_bench.py
 set -euo pipefail
 cd "$(dirname "$0")"
-V=/tmp/gwbench-venv/bin/python
+# GWBENCH_PYTHON: an interpreter that has the harness's packages, where /tmp/gwbench-venv is not.
+V=${GWBENCH_PYTHON:-/tmp/gwbench-venv/bin/python}
 mkdir -p results
 # The routing table the operator would push: model m1 -> the mock, least in-flight (default).
 cat > results/router_table.json <<'JSON'

@@ -1013,7 +1013,6 @@ class RequestContext:
         """The answer's status, once known (what the access log says)."""
         self.fallible = False
         """Other backends follow: failures raise AttemptFailed instead of answering."""
-        """The answer's status, once known (what the access log says)."""
         self.client = ""
         """The InferenceClient of the caller's key, if it sent a known one."""
         self.usage: dict[str, Any] | None = None
