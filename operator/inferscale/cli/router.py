@@ -29,7 +29,7 @@ _FLAGS: dict[str, tuple[type, str]] = {
     "max_request_bytes": (int, "largest request body (413 beyond)"),
     "client_body_timeout_seconds": (float, "time a client has to send its body (408 beyond)"),
     "connect_timeout_seconds": (float, "engine connect timeout"),
-    "breaker_failures": (int, "consecutive failures that eject an endpoint"),
+    "breaker_failures": (int, "consecutive failures that eject an endpoint or a provider"),
     "breaker_ejection_seconds": (float, "first ejection, doubled each time in a row"),
     "keepalive_seconds": (float, "SSE keep-alive interval for held streams"),
     "scrape_interval_seconds": (float, "engine /metrics scrape interval (0: off)"),

@@ -119,12 +119,14 @@ class SpendBook:
                 failures[reason] = failures.get(reason, 0) + n
         latest = max(seen, key=lambda r: r.last_error_at or 0.0)
         oks = [r.last_ok_at for r in seen if r.last_ok_at is not None]
+        ejected = [r.ejected_until for r in seen if r.ejected_until is not None]
         return ProviderReport(
             failures=failures,
             last_error=latest.last_error,
             last_reason=latest.last_reason,
             last_error_at=latest.last_error_at,
             last_ok_at=max(oks) if oks else None,
+            ejected_until=max(ejected) if ejected else None,
         )
 
 
@@ -367,6 +369,15 @@ def provider_status(
                 "KeyRejected",
                 f"the provider refuses the routers' API key ({report.last_error}); update the "
                 "Secret with a valid key",
+            )
+        elif report.ejected_until is not None and report.ejected_until > now:
+            degraded = condition(
+                CONDITION_DEGRADED,
+                "True",
+                "Ejected",
+                f"the routers skip it after failures in a row and probe it again shortly "
+                f"(last: {report.last_reason}: {report.last_error}; {count} failures since the "
+                "routers started)",
             )
         else:
             degraded = condition(

@@ -57,7 +57,7 @@ from inferscale.router.spend import (
     cost,
     window_start,
 )
-from inferscale.router.table import ModelState, RouteRoles, TableBackend
+from inferscale.router.table import ModelState, RouteRoles, TableBackend, ejection_seconds
 
 if TYPE_CHECKING:
     from inferscale.router.app import RequestContext, Router
@@ -69,9 +69,23 @@ _NEVER: Final = " (never)"
 """Marks a skip reason that no retry can change (the backend lacks the path)."""
 
 
+BREAKER_REASONS: Final = frozenset(
+    {"connect", "timeout", "status_429", "status_5xx", "malformed"}
+    | {"mid_stream_timeout", "mid_stream_cut", "mid_stream_malformed"}
+)
+"""Failures that say the provider is unwell (they open its circuit breaker when they come in a
+row). Not among them: a rejected or missing key and a 404, which no waiting mends and which
+the provider's status reports, and an error event that may be about the request itself."""
+
+
 @dataclass
 class ProviderHealth:
-    """What the router saw of one provider: failures by reason and when it last worked."""
+    """What the router saw of one provider, and its circuit breaker.
+
+    Failures by reason and when it last worked; the breaker follows the endpoints' rules:
+    ``breaker_failures`` in a row eject it, for a wait that doubles with each ejection in a
+    row; then one request at a time probes it.
+    """
 
     failures: dict[str, int] = field(default_factory=dict)
     last_error: str | None = None
@@ -79,6 +93,42 @@ class ProviderHealth:
     last_reason: str | None = None
     last_error_at: float | None = None
     last_ok_at: float | None = None
+    in_a_row: int = 0
+    """Breaker failures since the last call that worked."""
+    ejections: int = 0
+    """Ejections in a row (each doubles the next wait)."""
+    ejected_until: float = 0.0
+    """Monotonic time the ejection ends; 0 when the breaker is closed."""
+    ejected_until_wall: float | None = None
+    """The same as epoch seconds, for the report."""
+    in_flight: int = 0
+    """Requests this router has at the provider now (a half-open breaker lets one through)."""
+
+    def available(self, now: float) -> bool:
+        """Whether the breaker lets a request through at monotonic time ``now``."""
+        until = self.ejected_until
+        if until == 0.0:
+            return True
+        if now < until:
+            return False
+        return self.in_flight == 0
+
+    def record_failure(
+        self, now: float, wall: float, threshold: int, base_s: float, max_s: float
+    ) -> bool:
+        """Count a breaker failure; True when this one ejected the provider."""
+        self.in_a_row += 1
+        if self.in_a_row < threshold and self.ejected_until == 0.0:
+            return False
+        wait = ejection_seconds(self.ejections, base_s, max_s)
+        self.ejections += 1
+        self.ejected_until, self.ejected_until_wall = now + wait, wall + wait
+        return True
+
+    def record_success(self) -> None:
+        """Close the breaker."""
+        self.in_a_row = self.ejections = 0
+        self.ejected_until, self.ejected_until_wall = 0.0, None
 
     def report(self) -> ProviderReport:
         """As ``GET /admin/v1/spend`` shows it."""
@@ -88,6 +138,7 @@ class ProviderHealth:
             last_reason=self.last_reason,
             last_error_at=self.last_error_at,
             last_ok_at=self.last_ok_at,
+            ejected_until=self.ejected_until_wall,
         )
 
 
@@ -183,6 +234,13 @@ class Dispatcher:
                 self._failed(backend.provider, "no_key", "the router has no API key for it")
             skipped[backend.label] = "has no API key (its Secret or key is missing)"
             return False
+        health = self.health.get(backend.provider)
+        if health is not None and not health.available(router.clock()):
+            skipped[backend.label] = (
+                f"is ejected after {health.in_a_row} failures in a row "
+                f"(last: {health.last_reason}); it is probed again shortly"
+            )
+            return False
         return True
 
     def _count_plan(self, name: str, roles: RouteRoles, steps: Plan, wall: float) -> None:
@@ -220,9 +278,12 @@ class Dispatcher:
     ) -> web.StreamResponse:
         name = ctx.name
         self.hosted_in_flight[name] = self.hosted_in_flight.get(name, 0) + 1
+        health = self.health.setdefault(str(backend.provider), ProviderHealth())
+        health.in_flight += 1
         try:
             return await self._provider_call(ctx, roles, backend, obj)
         finally:
+            health.in_flight -= 1
             left = self.hosted_in_flight[name] - 1
             if left:
                 self.hosted_in_flight[name] = left
@@ -411,16 +472,35 @@ class Dispatcher:
         router.metrics.spend_total[key] = router.metrics.spend_total.get(key, 0.0) + amount
 
     def _failed(self, provider_id: str, reason: str, message: str) -> None:
+        router = self.router
         health = self.health.setdefault(provider_id, ProviderHealth())
         health.failures[reason] = health.failures.get(reason, 0) + 1
-        health.last_error, health.last_error_at = message, self.router.wall()
+        wall = router.wall()
+        health.last_error, health.last_error_at = message, wall
         health.last_reason = reason
         key = (provider_id, reason)
-        metrics = self.router.metrics
+        metrics = router.metrics
         metrics.provider_failures[key] = metrics.provider_failures.get(key, 0) + 1
+        if reason not in BREAKER_REASONS:
+            return
+        s = router.settings
+        if health.record_failure(
+            router.clock(),
+            wall,
+            s.breaker_failures,
+            s.breaker_ejection_seconds,
+            s.breaker_max_ejection_seconds,
+        ):
+            metrics.bump(metrics.provider_ejections, provider_id)
+            log.warning(
+                "provider ejected",
+                extra={"provider": provider_id, "reason": reason, "in_a_row": health.in_a_row},
+            )
 
     def _ok(self, provider_id: str) -> None:
-        self.health.setdefault(provider_id, ProviderHealth()).last_ok_at = self.router.wall()
+        health = self.health.setdefault(provider_id, ProviderHealth())
+        health.last_ok_at = self.router.wall()
+        health.record_success()
 
     # -- mirrors --------------------------------------------------------------------------
 
@@ -481,11 +561,17 @@ class Dispatcher:
     async def _mirror_provider(
         self, name: str, route_id: str, backend: TableBackend, path: str, obj: dict[str, Any]
     ) -> str:
-        key = self.router.provider_key(str(backend.provider))
+        provider_id = str(backend.provider)
+        key = self.router.provider_key(provider_id)
         if key is None:
             return "unusable"
-        answer = await self._call(name, backend, key, path, obj)
-        self._ok(str(backend.provider))
+        health = self.health.setdefault(provider_id, ProviderHealth())
+        health.in_flight += 1  # a copy can be the half-open breaker's one probe too
+        try:
+            answer = await self._call(name, backend, key, path, obj)
+        finally:
+            health.in_flight -= 1
+        self._ok(provider_id)
         if isinstance(answer, providers.Answer):
             self._spend(route_id, name, backend, answer.usage)
             return "ok"

@@ -73,6 +73,8 @@ class RouterMetrics:
         self.retries: dict[str, int] = {}
         self.ejections: dict[str, int] = {}
         """pod → circuit-breaker ejections."""
+        self.provider_ejections: dict[str, int] = {}
+        """provider id → circuit-breaker ejections."""
         self.held_total: dict[tuple[str, str], int] = {}
         """(model, outcome) → held requests by how the hold ended."""
         self.spillover: dict[tuple[str, str], int] = {}
@@ -139,6 +141,15 @@ class RouterMetrics:
         out.extend(
             f"inferscale_router_ejections_total{_labels(('endpoint',), (k,))} {v}"
             for k, v in self.ejections.items()
+        )
+        family(
+            "inferscale_router_provider_ejections_total",
+            "counter",
+            "Circuit-breaker ejections of hosted providers.",
+        )
+        out.extend(
+            f"inferscale_router_provider_ejections_total{_labels(('provider',), (k,))} {v}"
+            for k, v in self.provider_ejections.items()
         )
         family("inferscale_router_held_total", "counter", "Held requests by outcome.")
         out.extend(

@@ -53,7 +53,7 @@ class RouterSettings(BaseSettings):
     upstream_connections: int = Field(4096, ge=1)
     """Most pooled connections to the engines, all together."""
     breaker_failures: int = Field(3, ge=1)
-    """Consecutive failures that eject an endpoint (circuit breaker)."""
+    """Consecutive failures that eject an endpoint or a hosted provider (circuit breaker)."""
     breaker_ejection_seconds: float = Field(5.0, gt=0)
     """First ejection; each ejection in a row doubles it."""
     breaker_max_ejection_seconds: float = Field(60.0, gt=0)

@@ -70,6 +70,9 @@ class ProviderReport(ApiModel):
     """Epoch seconds of the last failure."""
     last_ok_at: float | None = Field(default=None, ge=0)
     """Epoch seconds of the last call the provider answered."""
+    ejected_until: float | None = Field(default=None, ge=0)
+    """Epoch seconds until which the router's circuit breaker skips the provider (``None``:
+    the breaker is closed)."""
 
 
 class SpendReport(ApiModel):

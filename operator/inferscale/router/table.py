@@ -316,11 +316,17 @@ class EndpointState:
         self.failures += 1
         if self.failures < threshold and self.ejected_until == 0.0:
             return False
-        # Each ejection in a row doubles the wait, so a dead pod costs one probe per max_s.
-        wait = min(max_s, base_s * (2 ** min(self.ejections, 16)))
+        self.ejected_until = now + ejection_seconds(self.ejections, base_s, max_s)
         self.ejections += 1
-        self.ejected_until = now + wait
         return True
+
+
+def ejection_seconds(ejections: int, base_s: float, max_s: float) -> float:
+    """How long a circuit breaker stays open after ``ejections`` earlier ones in a row.
+
+    Each ejection in a row doubles the wait, so a dead backend costs one probe per ``max_s``.
+    """
+    return min(max_s, base_s * float(2 ** min(ejections, 16)))
 
 
 class RouteRoles:

@@ -329,6 +329,54 @@ def test_a_stream_cut_after_its_first_byte_ends_with_an_error(wired, mock_openai
     assert wired.metric("inferscale_router_provider_failures_total", reason="mid_stream_cut") == 2
 
 
+def test_a_provider_failing_in_a_row_is_ejected_then_probed_back(wired, mock_anthropic):
+    """The endpoints' circuit breaker, for providers: 3 failures in a row (the default) eject
+    it for 0.5 s here, doubling while probes fail; a probe that works closes it."""
+    mock_anthropic.fault = "500"
+
+    def ask(model: str) -> str:
+        with client(wired) as c:
+            return str(
+                c.chat.completions.create(model=model, messages=MESSAGES).choices[0].message.content
+            )
+
+    for _ in range(3):
+        assert ask("claude-then-gpt") == "mock:hello"  # the fallback answered
+    assert mock_anthropic.count() == 3
+    assert wired.metric("inferscale_router_provider_ejections_total", provider=CLAUDE_ID) == 1
+    # Ejected: the fallback answers without a call to the provider, a route without one 503s.
+    assert ask("claude-then-gpt") == "mock:hello" and mock_anthropic.count() == 3
+    with pytest.raises(openai.APIStatusError) as caught:
+        ask("claude")
+    assert caught.value.status_code == 503 and "ejected" in str(caught.value)
+    assert caught.value.response.headers["Retry-After"] == "1"
+    report = httpx.get(wired.base_url + "/admin/v1/spend", headers=AUTH).json()
+    assert report["providers"][CLAUDE_ID]["ejectedUntil"] > time.time() - 1
+    # The ejection runs out: one request probes; it fails, so it is ejected again (for 1 s).
+    time.sleep(0.6)
+    assert ask("claude-then-gpt") == "mock:hello" and mock_anthropic.count() == 4
+    assert wired.metric("inferscale_router_provider_ejections_total", provider=CLAUDE_ID) == 2
+    assert ask("claude-then-gpt") == "mock:hello" and mock_anthropic.count() == 4
+    # Mended: after the doubled wait the probe works and closes the breaker.
+    mock_anthropic.fault = None
+    time.sleep(1.1)
+    assert ask("claude") == "claude:hello" and mock_anthropic.count() == 5
+    assert ask("claude") == "claude:hello" and mock_anthropic.count() == 6
+    report = httpx.get(wired.base_url + "/admin/v1/spend", headers=AUTH).json()
+    assert report["providers"][CLAUDE_ID].get("ejectedUntil") is None
+
+
+def test_a_rejected_key_does_not_eject_the_provider(wired, mock_anthropic):
+    """No wait mends a wrong key: every call tries it (and its status says KeyRejected)."""
+    wired.set_provider_keys({OPENAI_ID: KEY, CLAUDE_ID: "sk-rotated-away"})
+    for _ in range(4):
+        with client(wired) as c:
+            out = c.chat.completions.create(model="claude-then-gpt", messages=MESSAGES)
+        assert out.choices[0].message.content == "mock:hello"
+    assert mock_anthropic.count() == 4
+    assert wired.metric("inferscale_router_provider_ejections_total", provider=CLAUDE_ID) == 0
+
+
 def test_an_anthropic_error_event_mid_stream_reaches_the_client(wired, mock_anthropic):
     mock_anthropic.fault = "error_mid"
     with client(wired) as c, pytest.raises(openai.APIError) as caught:
@@ -536,24 +584,27 @@ def test_mirrors_get_their_share_and_never_touch_the_answer(
         for _ in range(40):
             out = c.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=2)
             assert out.choices[0].finish_reason == "length"
+    claude_label = "provider:team/claude/sonnet"
+
+    def claude_copies(outcome: str) -> float:
+        return router.metric(
+            "inferscale_router_mirror_requests_total", backend=claude_label, outcome=outcome
+        )
+
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and mock_anthropic.count() < 40:
+    while time.monotonic() < deadline and claude_copies("error") + claude_copies("unusable") < 40:
         time.sleep(0.05)
-    assert mock_anthropic.count() == 40
+    # Every request was copied to the failing mirror until its circuit breaker opened (3
+    # failures in a row); copies while it is ejected are skipped and counted.
+    errors = claude_copies("error")
+    assert errors + claude_copies("unusable") == 40
+    assert 3 <= errors == mock_anthropic.count() < 40
     assert 10 <= mock_openai.count() <= 30
     assert all(r["model"] == "gpt-4o-mini" for r in mock_openai.requests)
     openai_label = "provider:team/openai/mini"
     assert (
         router.metric("inferscale_router_mirror_requests_total", backend=openai_label, outcome="ok")
         == mock_openai.count()
-    )
-    assert (
-        router.metric(
-            "inferscale_router_mirror_requests_total",
-            backend="provider:team/claude/sonnet",
-            outcome="error",
-        )
-        == 40
     )
 
 

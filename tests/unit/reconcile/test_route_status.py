@@ -282,3 +282,33 @@ def test_provider_status_key_rotation_and_rejection():
         body, None, None, None, previous=None, now=NOW, now_text=NOW_TEXT, health_window=300
     )
     assert pending is not None and conditions(pending)["Ready"] == ("Unknown", "CredentialsPending")
+
+
+def test_an_ejected_provider_says_so_until_its_breaker_closes():
+    body = provider()
+    a, b = report("a"), report("b")
+    a.providers["team/p"] = ProviderReport(
+        failures={"status_5xx": 3},
+        last_error="provider team/p answered HTTP 500",
+        last_reason="status_5xx",
+        last_error_at=NOW - 2,
+        ejected_until=NOW + 5,
+    )
+    b.providers["team/p"] = ProviderReport(failures={"status_5xx": 1}, last_error_at=NOW - 20)
+    book = SpendBook()
+    book.update([a, b], NOW)
+    merged = book.provider("team/p")
+    assert merged is not None and merged.ejected_until == NOW + 5  # any router's ejection shows
+
+    def degraded(at: float, health: ProviderReport) -> tuple[str, str]:
+        status = provider_status(
+            body, KEY_OK, None, health, previous=None, now=at, now_text=NOW_TEXT, health_window=300
+        )
+        assert status is not None
+        return conditions(status)["Degraded"]
+
+    assert degraded(NOW, merged) == ("True", "Ejected")
+    # Past the ejection (the breaker is probing), the last call still failed: Failing.
+    assert degraded(NOW + 6, merged) == ("True", "Failing")
+    closed = merged.model_copy(update={"last_ok_at": NOW + 7, "ejected_until": None})
+    assert degraded(NOW + 8, closed) == ("False", "AsExpected")
