@@ -129,6 +129,9 @@ def _write(lines: list[str]) -> None:
     with open(tmp, "w") as out:
         out.write("\n".join(lines) + "\n")
     os.replace(tmp, _OUT)
+    # Every dump is also kept, so the one at the peak can be read after the run.
+    with open(_OUT + ".history", "a") as history:
+        history.write(f"=== {time.strftime('%H:%M:%S')}\n" + "\n".join(lines) + "\n")
 
 
 def _loop() -> None:
