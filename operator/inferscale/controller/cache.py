@@ -101,33 +101,38 @@ def _pod_snapshot(body: Mapping[str, Any]) -> JsonDict:
     return json_copy(snapshot)
 
 
+# The index functions are ``async`` although they never await: kopf runs a sync handler in a
+# worker thread (a hand-off, a context copy and a shielded task for every watch event, for
+# each of the five), and a copy of one object takes microseconds (bench/operator_scale).
+
+
 @kopf.index("inferscale.io", "v1alpha1", "inferencemodels")
-def models(body: kopf.Body, **_: Any) -> Any:
+async def models(body: kopf.Body, **_: Any) -> Any:
     """InferenceModels by (namespace, name): a reconcile reads its model from here."""
     meta = body["metadata"]
     return {(str(meta["namespace"]), str(meta["name"])): _snapshot(body)}
 
 
 @kopf.index("apps", "v1", "deployments", labels=CHILD_LABELS)
-def model_deployments(body: kopf.Body, labels: Mapping[str, str], **_: Any) -> Any:
+async def model_deployments(body: kopf.Body, labels: Mapping[str, str], **_: Any) -> Any:
     """Deployments by (namespace, model), frozen."""
     return {_key_of(body, labels): freeze(body)}
 
 
 @kopf.index("", "v1", "services", labels=CHILD_LABELS)
-def model_services(body: kopf.Body, labels: Mapping[str, str], **_: Any) -> Any:
+async def model_services(body: kopf.Body, labels: Mapping[str, str], **_: Any) -> Any:
     """Services by (namespace, model), frozen."""
     return {_key_of(body, labels): freeze(body)}
 
 
 @kopf.index("policy", "v1", "poddisruptionbudgets", labels=CHILD_LABELS)
-def model_pdbs(body: kopf.Body, labels: Mapping[str, str], **_: Any) -> Any:
+async def model_pdbs(body: kopf.Body, labels: Mapping[str, str], **_: Any) -> Any:
     """PodDisruptionBudgets by (namespace, model), frozen."""
     return {_key_of(body, labels): freeze(body)}
 
 
 @kopf.index("", "v1", "pods", labels=CHILD_LABELS)
-def model_pods(body: kopf.Body, labels: Mapping[str, str], **_: Any) -> Any:
+async def model_pods(body: kopf.Body, labels: Mapping[str, str], **_: Any) -> Any:
     """Pods by (namespace, model), slimmed to what status and routing read (no spec)."""
     return {_key_of(body, labels): _pod_snapshot(body)}
 

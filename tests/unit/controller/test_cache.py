@@ -141,7 +141,7 @@ def test_pod_counts_reads_ready_and_starting_without_deleting_ones() -> None:
     assert cache.pod_counts("ns", "other") == (0, 0)
 
 
-def test_child_indices_keep_frozen_snapshots_without_managed_fields():
+async def test_child_indices_keep_frozen_snapshots_without_managed_fields():
     import kopf
 
     from inferscale.controller.cache import model_deployments, model_pdbs, model_services
@@ -151,7 +151,7 @@ def test_child_indices_keep_frozen_snapshots_without_managed_fields():
     body["spec"] = {"replicas": 2}
     labels = body["metadata"]["labels"]
     for index in (model_deployments, model_services, model_pdbs):
-        ((key, frozen),) = index(body=kopf.Body(body), labels=labels).items()
+        ((key, frozen),) = (await index(body=kopf.Body(body), labels=labels)).items()
         assert key == ("ns", "m")
         assert isinstance(frozen, bytes)
     assert "managedFields" in body["metadata"], "the watched body is left alone"
@@ -185,3 +185,19 @@ def test_model_keys_lists_the_models_in_the_index():
     indices["models"][("ns", "m")] = [model]
     indices["models"][("ns", "emptied")] = []
     assert ChildCache(indices).model_keys() == {("ns", "m")}
+
+
+async def test_model_and_pod_indices_keep_parsed_snapshots():
+    import kopf
+
+    from inferscale.controller.cache import model_pods, models
+
+    body = obj("InferenceModel", "m", 5)
+    body["metadata"]["managedFields"] = [{"manager": "inferscale"}]
+    (snapshot,) = (await models(body=kopf.Body(body))).values()
+    assert snapshot["metadata"]["name"] == "m" and "managedFields" not in snapshot["metadata"]
+    pod = obj("Pod", "p", 6)
+    ((key, snapshot),) = (
+        await model_pods(body=kopf.Body(pod), labels=pod["metadata"]["labels"])
+    ).items()
+    assert key == ("ns", "m") and snapshot["metadata"]["name"] == "p"
