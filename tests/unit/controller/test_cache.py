@@ -201,3 +201,19 @@ async def test_model_and_pod_indices_keep_parsed_snapshots():
         await model_pods(body=kopf.Body(pod), labels=pod["metadata"]["labels"])
     ).items()
     assert key == ("ns", "m") and snapshot["metadata"]["name"] == "p"
+
+
+def test_a_frozen_snapshot_holds_no_spare_buffer():
+    import tracemalloc
+
+    from inferscale.controller.cache import freeze
+
+    body = obj("Deployment", "m", 5)
+    body["spec"] = {"template": {"spec": {"containers": [{"args": ["--x"] * 300}]}}}
+    tracemalloc.start()
+    try:
+        kept = [freeze(body) for _ in range(20)]
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert held < 20 * (len(kept[0]) + 256), "orjson's spare buffer is not kept"
