@@ -5,7 +5,8 @@ allocation of the operator process from its first import (``tracemalloc`` with
 ``INFERSCALE_MEMPROFILE_FRAMES`` frames, default 1: more frames slow the operator down so much
 that it no longer keeps up; 0 traces nothing and only counts) and, every
 ``INFERSCALE_MEMPROFILE_SECONDS`` and at exit, writes the largest allocation sites, by line and
-by the first frame inside ``inferscale``/``kopf``, to ``INFERSCALE_MEMPROFILE``. Tracing roughly
+by the first frame inside ``inferscale``/``kopf``, to ``INFERSCALE_MEMPROFILE`` (the latest) and
+``INFERSCALE_MEMPROFILE.history`` (every dump, so the one at the peak can be read). Tracing roughly
 doubles the memory and slows the process: use it to attribute memory, not to measure the target.
 """
 
@@ -129,6 +130,9 @@ def _write(lines: list[str]) -> None:
     with open(tmp, "w") as out:
         out.write("\n".join(lines) + "\n")
     os.replace(tmp, _OUT)
+    # Every dump is also kept, so the one at the peak can be read after the run.
+    with open(_OUT + ".history", "a") as history:
+        history.write(f"=== {time.strftime('%H:%M:%S')}\n" + "\n".join(lines) + "\n")
 
 
 def _loop() -> None:

@@ -164,6 +164,24 @@ def cap_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
         return False  # musl, macOS: their allocators do not keep per-thread arenas this way
 
 
+def quiet_watch_successes(record: logging.LogRecord) -> bool:
+    """Logging filter: drop kopf's "Handler '...' succeeded." for watch-event handlers.
+
+    kopf logs one such line at INFO for every handler of every watch event: with a thousand
+    models, 21,000 of the operator's 22,000 log lines, and about 4 % of its CPU in formatting
+    and writing them (``bench/operator_scale``). kopf marks the records of watch-event
+    handlers, and only those, with ``k8s_skip``; their failures, the handlers' own messages and
+    every line of the create/update/resume handlers stay. ``--verbose`` keeps them all.
+    """
+    return not (
+        record.levelno == logging.INFO
+        and getattr(record, "k8s_skip", False)
+        and isinstance(record.msg, str)
+        and record.msg.startswith("Handler ")
+        and record.msg.endswith(" succeeded.")
+    )
+
+
 def cmd_operator(args: argparse.Namespace) -> int:
     """Entry point of ``inferscale operator``."""
     import kopf
@@ -173,4 +191,6 @@ def cmd_operator(args: argparse.Namespace) -> int:
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = args.kubeconfig
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.JSON)
+    if not args.verbose:
+        logging.getLogger("kopf.objects").addFilter(quiet_watch_successes)
     return asyncio.run(run_operator(args))

@@ -8,6 +8,11 @@ from the watch streams the operator already has, like controller-runtime's infor
 A watch lags a write by a moment: right after the operator applies an object, its index may not
 show it yet. :class:`ChildCache` therefore remembers what it applied until the index catches up,
 so the next reconcile neither re-creates it nor announces it twice.
+
+Deployments, Services and PodDisruptionBudgets, which only a reconcile of their own model reads,
+are kept as compact JSON bytes and parsed when read: a parsed Deployment takes four times the
+memory of its JSON, and a read needed a fresh copy anyway. Models and pods stay parsed, because
+the autoscaler and the routing compiler read all of them in place, every round.
 """
 
 from __future__ import annotations
@@ -43,13 +48,32 @@ def json_copy(obj: Mapping[str, Any]) -> JsonDict:
     return copied
 
 
+def _without_managed_fields(body: Mapping[str, Any]) -> JsonDict:
+    # managedFields, which server-side apply makes the largest part of every object, is read by
+    # nothing here (memory with a thousand models, see bench/operator_scale). A shallow copy:
+    # the caller serialises or deep-copies it at once.
+    meta = {k: v for k, v in (body.get("metadata") or {}).items() if k != "managedFields"}
+    return {**body, "metadata": meta}
+
+
 def _snapshot(body: Mapping[str, Any]) -> JsonDict:
-    # A Body is a live view that kopf replaces on the next event; the index keeps a copy, less
-    # managedFields, which server-side apply makes the largest part of every object and which
-    # nothing here reads (memory with a thousand models, see bench/operator_scale).
-    snapshot = json_copy(body)
-    snapshot.get("metadata", {}).pop("managedFields", None)
-    return snapshot
+    # A Body is a live view that kopf replaces on the next event; the index keeps a copy.
+    return json_copy(_without_managed_fields(body))
+
+
+def freeze(body: Mapping[str, Any]) -> bytes:
+    """A snapshot of ``body`` (less managedFields) as compact JSON: :func:`thaw` reads it."""
+    # orjson returns its growing buffer as is: 8 KB held for a 3 KB Deployment. The copy
+    # through a memoryview is exact-size, and a snapshot is kept for long.
+    return bytes(memoryview(orjson.dumps(_without_managed_fields(body))))
+
+
+def thaw(value: bytes | Mapping[str, Any]) -> JsonDict:
+    """A private, mutable copy of a snapshot, frozen or not."""
+    if isinstance(value, bytes):
+        thawed: JsonDict = orjson.loads(value)
+        return thawed
+    return json_copy(value)
 
 
 POD_METADATA_KEPT = (
@@ -79,33 +103,38 @@ def _pod_snapshot(body: Mapping[str, Any]) -> JsonDict:
     return json_copy(snapshot)
 
 
+# The index functions are ``async`` although they never await: kopf runs a sync handler in a
+# worker thread (a hand-off, a context copy and a shielded task for every watch event, for
+# each of the five), and a copy of one object takes microseconds (bench/operator_scale).
+
+
 @kopf.index("inferscale.io", "v1alpha1", "inferencemodels")
-def models(body: kopf.Body, **_: Any) -> Any:
+async def models(body: kopf.Body, **_: Any) -> Any:
     """InferenceModels by (namespace, name): a reconcile reads its model from here."""
     meta = body["metadata"]
     return {(str(meta["namespace"]), str(meta["name"])): _snapshot(body)}
 
 
 @kopf.index("apps", "v1", "deployments", labels=CHILD_LABELS)
-def model_deployments(body: kopf.Body, labels: Mapping[str, str], **_: Any) -> Any:
-    """Deployments by (namespace, model)."""
-    return {_key_of(body, labels): _snapshot(body)}
+async def model_deployments(body: kopf.Body, labels: Mapping[str, str], **_: Any) -> Any:
+    """Deployments by (namespace, model), frozen."""
+    return {_key_of(body, labels): freeze(body)}
 
 
 @kopf.index("", "v1", "services", labels=CHILD_LABELS)
-def model_services(body: kopf.Body, labels: Mapping[str, str], **_: Any) -> Any:
-    """Services by (namespace, model)."""
-    return {_key_of(body, labels): _snapshot(body)}
+async def model_services(body: kopf.Body, labels: Mapping[str, str], **_: Any) -> Any:
+    """Services by (namespace, model), frozen."""
+    return {_key_of(body, labels): freeze(body)}
 
 
 @kopf.index("policy", "v1", "poddisruptionbudgets", labels=CHILD_LABELS)
-def model_pdbs(body: kopf.Body, labels: Mapping[str, str], **_: Any) -> Any:
-    """PodDisruptionBudgets by (namespace, model)."""
-    return {_key_of(body, labels): _snapshot(body)}
+async def model_pdbs(body: kopf.Body, labels: Mapping[str, str], **_: Any) -> Any:
+    """PodDisruptionBudgets by (namespace, model), frozen."""
+    return {_key_of(body, labels): freeze(body)}
 
 
 @kopf.index("", "v1", "pods", labels=CHILD_LABELS)
-def model_pods(body: kopf.Body, labels: Mapping[str, str], **_: Any) -> Any:
+async def model_pods(body: kopf.Body, labels: Mapping[str, str], **_: Any) -> Any:
     """Pods by (namespace, model), slimmed to what status and routing read (no spec)."""
     return {_key_of(body, labels): _pod_snapshot(body)}
 
@@ -144,13 +173,14 @@ class ChildCache:
     indices: Mapping[str, Any]
     """The four kopf indices by name (see :data:`INDEX_NAMES`)."""
 
-    recent: dict[ModelKey, dict[ObjectKey, JsonDict]] = field(default_factory=dict)
-    """Objects this operator applied that their index has not shown yet, per model: a lookup
-    reads only its own model's writes (scanning them all made every reconcile O(models))."""
+    recent: dict[ModelKey, dict[ObjectKey, bytes]] = field(default_factory=dict)
+    """Objects this operator applied that their index has not shown yet, per model and frozen:
+    a lookup reads only its own model's writes (scanning them all made every reconcile
+    O(models)), and the last writes of a steady model stay here until its next run."""
 
     def _values(self, index: str, key: ModelKey) -> list[JsonDict]:
-        store: Iterable[JsonDict] | None = self.indices[index].get(key)
-        return [json_copy(v) for v in store] if store is not None else []
+        store: Iterable[bytes | JsonDict] | None = self.indices[index].get(key)
+        return [thaw(v) for v in store] if store is not None else []
 
     def _forget(self, model: ModelKey, key: ObjectKey) -> None:
         mine = self.recent.get(model)
@@ -170,16 +200,17 @@ class ChildCache:
         mine = self.recent.get(key, {})
         out: list[JsonDict] = []
         for obj in seen:
-            applied = mine.get(_object_key(obj))
+            frozen = mine.get(_object_key(obj))
+            applied = thaw(frozen) if frozen is not None else None
             if applied is not None and _older(obj, applied):
-                out.append(json_copy(applied))  # the watch has not shown our write yet
+                out.append(applied)  # the watch has not shown our write yet
                 continue
             self._forget(key, _object_key(obj))  # the watch caught up: trust it again
             out.append(obj)
         seen_keys = {_object_key(o) for o in seen}
         out.extend(
-            json_copy(obj)
-            for object_key, obj in self.recent.get(key, {}).items()
+            thaw(frozen)
+            for object_key, frozen in self.recent.get(key, {}).items()
             if object_key not in seen_keys and object_key[0] != "InferenceModel"
         )
         return out
@@ -189,13 +220,18 @@ class ChildCache:
         key = (namespace, name)
         found = self._values("models", key)
         object_key = ("InferenceModel", namespace, name)
-        mine = self.recent.get(key, {}).get(object_key)
+        frozen = self.recent.get(key, {}).get(object_key)
         if not found:
             return None  # deleted (a write of ours cannot resurrect it)
+        mine = thaw(frozen) if frozen is not None else None
         if mine is not None and _older(found[0], mine):
-            return json_copy(mine)
+            return mine
         self._forget(key, object_key)
         return found[0]
+
+    def model_keys(self) -> set[ModelKey]:
+        """(namespace, name) of every model in the index."""
+        return {key for key, store in self.indices["models"].items() if store}
 
     def pods(self, namespace: str, model: str) -> list[JsonDict]:
         """The model's pods as last seen."""
@@ -212,7 +248,7 @@ class ChildCache:
 
     def applied(self, obj: JsonDict) -> None:
         """Remember an object the API server just stored, until its index shows it."""
-        self.recent.setdefault(_model_of(obj), {})[_object_key(obj)] = _snapshot(obj)
+        self.recent.setdefault(_model_of(obj), {})[_object_key(obj)] = freeze(obj)
 
     def deleted(self, kind: str, namespace: str, name: str) -> None:
         """Forget an object the operator deleted."""

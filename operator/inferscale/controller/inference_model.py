@@ -4,10 +4,13 @@ One reconcile for every trigger (STYLE 9.2.1): parse the spec, check what it dep
 children with the pure builders, plan against what exists, execute the plan, write the status
 (only when it changed) and post an Event for each change. Child Deployments and Pods are watched,
 so a deleted or hand-edited child comes back within moments and the status follows the pods;
-a slow timer catches anything a missed watch event would leave behind.
+one slow loop over all models catches anything a missed watch event would leave behind.
 
 Runs of the same model are serialised by a per-model lock, because kopf's handler for the model
-and a child event can fire together, and bursts of child events are coalesced into one run.
+and a child event can fire together, and bursts of child events are coalesced into one run. Runs
+of different models share a fixed number of slots: a thousand models created at once wait for a
+slot holding only their names, not a thousand half-done runs each holding its built children and
+its queued API calls (``bench/operator_scale``).
 """
 
 from __future__ import annotations
@@ -51,6 +54,14 @@ CHILD_KINDS = (("apps/v1", "Deployment"), ("v1", "Service"), ("policy/v1", "PodD
 DRIFT_INTERVAL_SECONDS = 120
 """How often every model is reconciled even without an event (a missed watch, a lost update)."""
 
+DRIFT_TICK_SECONDS = 10
+"""How often the drift loop looks for models that nothing reconciled within the interval."""
+
+RECONCILE_SLOTS = 32
+"""Reconciles of different models that run at once: twice the API threads
+(:data:`inferscale.kube.client.API_THREADS`), so the threads stay busy while a run between two
+calls computes, and no more, because a run beyond that would only wait for a thread."""
+
 COALESCE_SECONDS = 0.2
 """Child events within this window after the first one lead to a single reconcile."""
 
@@ -84,17 +95,23 @@ class Runtime:
     locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
     pending: dict[tuple[str, str], asyncio.Task[None]] = field(default_factory=dict)
     reconciled_at: dict[tuple[str, str], float] = field(default_factory=dict)
-    """When each model's last reconcile succeeded (``time.monotonic()``): the drift timer skips
-    models that events kept current, so a thousand timers do not all reconcile at once."""
+    """When each model's last reconcile succeeded (``time.monotonic()``): the drift check skips
+    models that events kept current, so a thousand models do not all reconcile again at once."""
     autoscaled: dict[tuple[str, str], int] = field(default_factory=dict)
     """Replica counts the autoscaler decided that a reconcile has not written yet (the status'
     ``desiredReplicas`` holds them afterwards, also across an operator restart)."""
+    slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(RECONCILE_SLOTS))
+    """Held by every run while it reads, builds, applies and writes status (see the module)."""
+    drift_checked_at: dict[tuple[str, str], float] = field(default_factory=dict)
+    """When the drift loop first saw each model, or last queued a run for it (monotonic)."""
+    drift_task: asyncio.Task[None] | None = None
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop what the runtime keeps for a model that is gone, or churn would grow it."""
         self.locks.pop((namespace, name), None)
         self.reconciled_at.pop((namespace, name), None)
         self.autoscaled.pop((namespace, name), None)
+        self.drift_checked_at.pop((namespace, name), None)
         if self.cache is not None:
             self.cache.forget_model(namespace, name)
 
@@ -136,9 +153,16 @@ def _owner_reference(body: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def bind_cache(runtime: Runtime, handler_kwargs: Mapping[str, Any]) -> None:
-    """Give the runtime kopf's indices, which kopf passes to every handler as keyword args."""
+    """Give the runtime kopf's indices, which kopf passes to every handler as keyword args.
+
+    The drift loop starts with them, because it finds the models in the models index.
+    """
     if runtime.cache is None and all(name in handler_kwargs for name in INDEX_NAMES):
         runtime.cache = ChildCache({name: handler_kwargs[name] for name in INDEX_NAMES})
+    if runtime.cache is not None and runtime.drift_task is None:
+        runtime.drift_task = asyncio.get_running_loop().create_task(
+            drift_loop(runtime), name="drift"
+        )
 
 
 async def _observed_children(runtime: Runtime, namespace: str, name: str) -> list[dict[str, Any]]:
@@ -297,14 +321,14 @@ async def _run_reconcile(
     runtime: Runtime, body: Mapping[str, Any], post_event: EventPoster
 ) -> None:
     meta = body["metadata"]
-    async with runtime.lock(meta["namespace"], meta["name"]):
+    async with runtime.lock(meta["namespace"], meta["name"]), runtime.slots:
         await _reconcile_locked(runtime, meta["namespace"], meta["name"], post_event)
 
 
 async def _reconcile_locked(
     runtime: Runtime, namespace: str, name: str, post_event: EventPoster | None
 ) -> None:
-    """Reconcile the model as it is now; the caller holds its lock.
+    """Reconcile the model as it is now; the caller holds its lock and a slot.
 
     ``post_event`` None posts Events on the model read here.
     """
@@ -349,27 +373,52 @@ async def inference_model_reconcile(
     await _handle(memo["runtime"], body, logger)
 
 
-@kopf.timer(
-    GROUP, VERSION, PLURAL, interval=DRIFT_INTERVAL_SECONDS, initial_delay=DRIFT_INTERVAL_SECONDS
-)
-async def inference_model_drift(body: kopf.Body, memo: Any, logger: KopfLogger, **_: Any) -> None:
-    """Periodic safety net: repair drift that no event reported.
+def check_drift(runtime: Runtime, now: float, logger: KopfLogger = log) -> list[tuple[str, str]]:
+    """Queue a run for every model that nothing reconciled within the interval; return them.
 
-    A model reconciled within the last interval (its children's events keep it current), or
-    one with a run under way or queued, is skipped: the net is for a model nothing happened
-    to. Without the skip every model created in one burst is reconciled again in one burst an
-    interval later, behind the first runs when the API server is slow (bench/operator_scale).
+    The safety net for a model nothing happened to: a missed watch event, a lost update. A
+    model reconciled within the last interval (its children's events keep it current), or one
+    with a run under way or queued, is skipped; a model seen for the first time waits one
+    interval, as the runs that its creation or the operator's start triggered cover it. A run
+    that fails counts as an attempt, so a broken spec is retried (and reported) once an
+    interval, not on every tick. One loop for all models replaces a kopf timer per model,
+    which kept each model's full body and two tasks alive (``bench/operator_scale``).
     """
-    runtime: Runtime = memo["runtime"]
-    meta = body["metadata"]
-    key = (str(meta["namespace"]), str(meta["name"]))
-    last = runtime.reconciled_at.get(key)
-    if last is not None and time.monotonic() - last < DRIFT_INTERVAL_SECONDS:
-        return
-    if runtime.lock(*key).locked() or key in runtime.pending:
-        return  # a run is under way or queued: it reads everything the net would
-    bind_cache(runtime, _)
-    await _handle(runtime, body, logger)
+    if runtime.cache is None:
+        return []
+    known = runtime.cache.model_keys()
+    for key in [k for k in runtime.drift_checked_at if k not in known]:
+        del runtime.drift_checked_at[key]  # deleted without a run that noticed
+    due = []
+    for key in known:
+        checked = runtime.drift_checked_at.get(key)
+        reconciled = runtime.reconciled_at.get(key)
+        if checked is None and reconciled is None:
+            runtime.drift_checked_at[key] = now
+            continue
+        last = max(t for t in (checked, reconciled) if t is not None)
+        if now - last < DRIFT_INTERVAL_SECONDS:
+            continue
+        if runtime.lock(*key).locked() or key in runtime.pending:
+            continue  # a run is under way or queued: it reads everything the net would
+        runtime.drift_checked_at[key] = now
+        schedule_reconcile(runtime, *key, logger, delay=0)
+        due.append(key)
+    return due
+
+
+async def drift_loop(runtime: Runtime, tick: float = DRIFT_TICK_SECONDS) -> None:
+    """Every ``tick`` seconds, :func:`check_drift` (stopped by :func:`cancel_pending`)."""
+    while True:
+        await asyncio.sleep(tick)
+        try:
+            queued = check_drift(runtime, time.monotonic())
+        except Exception:
+            # A bug must not end the safety net for good: log it and look again next tick.
+            log.exception("drift check failed")
+            continue
+        if queued:
+            log.info("drift check: reconciling %d models nothing reconciled lately", len(queued))
 
 
 def schedule_reconcile(
@@ -381,10 +430,10 @@ def schedule_reconcile(
 ) -> None:
     """Reconcile a model soon: one run for a burst of child events, one queued at most.
 
-    A queued run stays in ``pending`` until it holds the model's lock and is about to read the
-    model and its children, so every event before that moment is covered by it. Without this,
-    each event during a slow reconcile queued one more full run behind the lock: a thousand
-    models created at once piled up 3,400 redundant runs (``bench/operator_scale``).
+    A queued run stays in ``pending`` until it holds the model's lock and a slot and is about
+    to read the model and its children, so every event before that moment is covered by it.
+    Without this, each event during a slow reconcile queued one more full run behind the lock:
+    a thousand models created at once piled up 3,400 redundant runs (``bench/operator_scale``).
     """
     key = (namespace, name)
     if key in runtime.pending:
@@ -393,14 +442,14 @@ def schedule_reconcile(
     async def later() -> None:
         try:
             await asyncio.sleep(COALESCE_SECONDS if delay is None else delay)
-            async with runtime.lock(namespace, name):
+            async with runtime.lock(namespace, name), runtime.slots:
                 runtime.pending.pop(key, None)  # events from here on queue the next run
                 await _reconcile_locked(runtime, namespace, name, None)
         except InferscaleError as error:
             # kopf's own handler for the model retries with back-off; this is only a nudge.
             logger.info("reconcile of %s/%s after a child event: %s", namespace, name, error)
         except Exception:
-            # A bug must not vanish into a task nobody awaits; the drift timer retries.
+            # A bug must not vanish into a task nobody awaits; the drift check retries.
             logger.exception("reconcile of %s/%s after a child event failed", namespace, name)
         finally:
             if runtime.pending.get(key) is asyncio.current_task():
@@ -435,8 +484,11 @@ async def inference_model_child_event(
 
 
 async def cancel_pending(runtime: Runtime) -> None:
-    """Stop coalesced reconciles that have not started (operator shutdown)."""
+    """Stop the drift loop and the coalesced reconciles that have not started (shutdown)."""
     tasks = [t for t in runtime.pending.values() if not t.done()]
+    if runtime.drift_task is not None:
+        tasks.append(runtime.drift_task)
+        runtime.drift_task = None
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)

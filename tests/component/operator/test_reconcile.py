@@ -168,27 +168,129 @@ async def test_a_deleted_model_leaves_no_lock_behind(runtime):
     assert ("ns", "gone") not in runtime.locks
 
 
-async def test_the_drift_timer_skips_a_model_that_events_kept_current(runtime, monkeypatch):
-    import logging
-    import time
+def drift_runtime(runtime, *names):
+    """The runtime with a models index holding ``names`` (as kopf would pass it)."""
+    from inferscale.controller.cache import INDEX_NAMES, ChildCache
 
-    import kopf
+    indices = {name: {} for name in INDEX_NAMES}
+    for name in names:
+        indices["models"][("ns", name)] = [model_body() | {"metadata": {"name": name}}]
+    runtime.cache = ChildCache(indices)
+    return indices
+
+
+async def test_the_drift_check_waits_an_interval_for_a_model_it_sees_first(runtime, monkeypatch):
+    from inferscale.controller import inference_model
+
+    queued = []
+    monkeypatch.setattr(
+        inference_model, "schedule_reconcile", lambda rt, ns, name, *a, **k: queued.append(name)
+    )
+    drift_runtime(runtime, "llama")
+    interval = inference_model.DRIFT_INTERVAL_SECONDS
+    assert inference_model.check_drift(runtime, 1000.0) == [], "its creation's runs cover it"
+    assert inference_model.check_drift(runtime, 1000.0 + interval - 1) == []
+    assert inference_model.check_drift(runtime, 1000.0 + interval) == [("ns", "llama")]
+    assert queued == ["llama"]
+    assert inference_model.check_drift(runtime, 1000.0 + interval + 10) == [], (
+        "a failed run counts as an attempt: not retried on every tick"
+    )
+
+
+async def test_the_drift_check_skips_a_model_that_events_kept_current(runtime, monkeypatch):
+    from inferscale.controller import inference_model
+
+    queued = []
+    monkeypatch.setattr(
+        inference_model, "schedule_reconcile", lambda rt, ns, name, *a, **k: queued.append(name)
+    )
+    drift_runtime(runtime, "llama", "other")
+    interval = inference_model.DRIFT_INTERVAL_SECONDS
+    runtime.reconciled_at[("ns", "other")] = 500.0
+    runtime.reconciled_at[("ns", "llama")] = 500.0 + interval  # a child event's run
+    assert inference_model.check_drift(runtime, 500.0 + interval + 1) == [("ns", "other")]
+    assert queued == ["other"]
+
+
+async def test_the_drift_check_skips_a_model_with_a_run_under_way_or_queued(runtime, monkeypatch):
+    from inferscale.controller import inference_model
+
+    monkeypatch.setattr(inference_model, "schedule_reconcile", lambda *a, **k: None)
+    drift_runtime(runtime, "llama", "queued")
+    runtime.reconciled_at[("ns", "llama")] = 0.0
+    runtime.reconciled_at[("ns", "queued")] = 0.0
+    runtime.pending[("ns", "queued")] = object()
+    async with runtime.lock("ns", "llama"):
+        assert inference_model.check_drift(runtime, 10_000.0) == []
+
+
+async def test_the_drift_check_forgets_a_model_that_is_gone(runtime, monkeypatch):
+    from inferscale.controller import inference_model
+
+    monkeypatch.setattr(inference_model, "schedule_reconcile", lambda *a, **k: None)
+    indices = drift_runtime(runtime, "llama")
+    inference_model.check_drift(runtime, 0.0)
+    assert ("ns", "llama") in runtime.drift_checked_at
+    del indices["models"][("ns", "llama")]
+    inference_model.check_drift(runtime, 1.0)
+    assert runtime.drift_checked_at == {}
+
+
+async def test_a_drift_run_repairs_a_model_and_is_recorded(runtime, monkeypatch):
+    import asyncio
+    import time
 
     from inferscale.controller import inference_model
 
     monkeypatch.setattr(inference_model, "event_poster", lambda body: Events())
     stored = runtime.api.put(model_body())
-    kwargs = {"body": kopf.Body(stored), "memo": {"runtime": runtime}}
-    runtime.reconciled_at[("ns", "llama")] = time.monotonic()
-    await inference_model.inference_model_drift(logger=logging.getLogger(), **kwargs)
-    assert [k for (_, k, _, _) in runtime.api.objects] == ["InferenceModel"], "skipped"
-
-    interval = inference_model.DRIFT_INTERVAL_SECONDS
-    runtime.reconciled_at[("ns", "llama")] = time.monotonic() - interval - 1
-    await inference_model.inference_model_drift(logger=logging.getLogger(), **kwargs)
+    indices = drift_runtime(runtime)
+    indices["models"][("ns", "llama")] = [stored]
+    runtime.reconciled_at[("ns", "llama")] = time.monotonic() - 1000
+    assert inference_model.check_drift(runtime, time.monotonic()) == [("ns", "llama")]
+    await asyncio.wait_for(runtime.pending[("ns", "llama")], 5)
     kinds = sorted(k for (_, k, _, _) in runtime.api.objects)
     assert kinds == ["Deployment", "InferenceModel", "PodDisruptionBudget", "Service"]
     assert runtime.reconciled_at[("ns", "llama")] > time.monotonic() - 5, "the run is recorded"
+
+
+async def test_the_drift_loop_starts_with_the_indices_and_stops_at_shutdown(runtime):
+    from inferscale.controller import inference_model
+    from inferscale.controller.cache import INDEX_NAMES
+
+    inference_model.bind_cache(runtime, {})
+    assert runtime.drift_task is None, "no indices, no loop"
+    inference_model.bind_cache(runtime, {name: {} for name in INDEX_NAMES})
+    task = runtime.drift_task
+    assert task is not None and not task.done()
+    inference_model.bind_cache(runtime, {name: {} for name in INDEX_NAMES})
+    assert runtime.drift_task is task, "one loop"
+    await inference_model.cancel_pending(runtime)
+    assert task.cancelled() and runtime.drift_task is None
+
+
+async def test_runs_of_different_models_share_a_bounded_number_of_slots(runtime, monkeypatch):
+    import asyncio
+    import logging
+
+    from inferscale.controller import inference_model
+
+    running = 0
+    most = 0
+
+    async def slow_reconcile(runtime, namespace, name, post_event):
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await asyncio.sleep(0.02)
+        running -= 1
+
+    monkeypatch.setattr(inference_model, "_reconcile_locked", slow_reconcile)
+    runtime.slots = asyncio.Semaphore(3)
+    for i in range(12):
+        inference_model.schedule_reconcile(runtime, "ns", f"m{i}", logging.getLogger(), delay=0)
+    await asyncio.wait_for(asyncio.gather(*runtime.pending.values()), 5)
+    assert most == 3
 
 
 async def test_a_burst_of_child_events_queues_one_run_behind_the_running_one(runtime, monkeypatch):
@@ -238,17 +340,25 @@ async def test_an_unexpected_error_in_a_queued_run_is_logged_not_lost(runtime, m
     assert runtime.pending == {}, "the next event can queue a run again"
 
 
-async def test_the_drift_timer_skips_a_model_with_a_run_under_way(runtime, monkeypatch):
-    import logging
-
-    import kopf
+async def test_the_drift_loop_outlives_a_failed_check(runtime, monkeypatch, caplog):
+    import asyncio
 
     from inferscale.controller import inference_model
 
-    monkeypatch.setattr(inference_model, "event_poster", lambda body: Events())
-    stored = runtime.api.put(model_body())
-    async with runtime.lock("ns", "llama"):
-        await inference_model.inference_model_drift(
-            body=kopf.Body(stored), memo={"runtime": runtime}, logger=logging.getLogger()
-        )
-    assert [k for (_, k, _, _) in runtime.api.objects] == ["InferenceModel"], "skipped"
+    calls = []
+
+    def check(runtime, now):
+        calls.append(now)
+        if len(calls) == 1:
+            raise KeyError("bug")
+        return [("ns", "llama")]
+
+    monkeypatch.setattr(inference_model, "check_drift", check)
+    task = asyncio.get_running_loop().create_task(inference_model.drift_loop(runtime, tick=0.01))
+    for _ in range(100):
+        if len(calls) >= 2:
+            break
+        await asyncio.sleep(0.01)
+    task.cancel()
+    assert len(calls) >= 2
+    assert "drift check failed" in caplog.text

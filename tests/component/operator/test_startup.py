@@ -1,6 +1,7 @@
-"""kopf logs in with the operator's own client's credentials (``--kubeconfig`` included)."""
+"""kopf logs in with the operator's own client's credentials; the lean diff-base is kopf's own."""
 
 import kopf
+import pytest
 import yaml
 
 from inferscale.config import OperatorSettings
@@ -45,3 +46,52 @@ def test_login_without_a_real_client_falls_back_to_kopfs_own(monkeypatch):
     memo = kopf.Memo(runtime=Runtime(api=FakeKubeApi(), settings=OperatorSettings()))
     assert operator_login(memo=memo, logger="L", settings="S") is None
     assert seen == {"logger": "L", "settings": "S"}
+
+
+def _watched_body():
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": "m",
+            "namespace": "ns",
+            "uid": "u",
+            "resourceVersion": "7",
+            "labels": {"inferscale.io/model": "m"},
+            "annotations": {
+                "inferscale.io/last-handled-configuration": '{"spec": {}}',
+                "kubectl.kubernetes.io/last-applied-configuration": "{}",
+                "team": "a",
+            },
+            "managedFields": [{"manager": "inferscale", "fieldsV1": {"f:spec": {}}}],
+            "ownerReferences": [{"kind": "InferenceModel", "name": "m", "uid": "o"}],
+        },
+        "spec": {"replicas": 2, "template": {"spec": {"containers": [{"name": "engine"}]}}},
+        "status": {"readyReplicas": 1, "conditions": [{"type": "Available"}]},
+    }
+
+
+@pytest.mark.parametrize(
+    "extra_fields", [None, [], ["status.readyReplicas"], [("status", "conditions")], ["spec.x"]]
+)
+def test_the_lean_diff_base_is_kopfs_own(extra_fields):
+    from inferscale.controller.startup import LeanDiffBaseStorage
+
+    kwargs = {"prefix": "inferscale.io", "key": "last-handled-configuration"}
+    ours = LeanDiffBaseStorage(**kwargs)
+    kopfs = kopf.AnnotationsDiffBaseStorage(**kwargs)
+    body = kopf.Body(_watched_body())
+    assert ours.build(body=body, extra_fields=extra_fields) == kopfs.build(
+        body=body, extra_fields=extra_fields
+    )
+    assert body["metadata"]["managedFields"], "the watched body is left alone"
+
+
+def test_the_lean_diff_base_keeps_the_status_only_when_asked():
+    from inferscale.controller.startup import LeanDiffBaseStorage
+
+    storage = LeanDiffBaseStorage(prefix="inferscale.io", key="last-handled-configuration")
+    body = kopf.Body(_watched_body())
+    assert "status" not in storage.build(body=body)
+    asked = storage.build(body=body, extra_fields=["status.readyReplicas"])
+    assert asked["status"] == {"readyReplicas": 1}

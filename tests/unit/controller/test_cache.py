@@ -139,3 +139,81 @@ def test_pod_counts_reads_ready_and_starting_without_deleting_ones() -> None:
     cache = ChildCache({"model_pods": {("ns", "m"): pods}})
     assert cache.pod_counts("ns", "m") == (1, 2)
     assert cache.pod_counts("ns", "other") == (0, 0)
+
+
+async def test_child_indices_keep_frozen_snapshots_without_managed_fields():
+    import kopf
+
+    from inferscale.controller.cache import model_deployments, model_pdbs, model_services
+
+    body = obj("Deployment", "m", 5)
+    body["metadata"]["managedFields"] = [{"manager": "inferscale"}]
+    body["spec"] = {"replicas": 2}
+    labels = body["metadata"]["labels"]
+    for index in (model_deployments, model_services, model_pdbs):
+        ((key, frozen),) = (await index(body=kopf.Body(body), labels=labels)).items()
+        assert key == ("ns", "m")
+        assert isinstance(frozen, bytes)
+    assert "managedFields" in body["metadata"], "the watched body is left alone"
+    cache, indices = cache_with()
+    indices["model_deployments"][("ns", "m")] = [frozen]
+    (seen,) = cache.children("ns", "m")
+    assert seen["spec"] == {"replicas": 2}
+    assert "managedFields" not in seen["metadata"]
+    seen["spec"]["replicas"] = 9
+    assert cache.children("ns", "m")[0]["spec"] == {"replicas": 2}, "each read is a copy"
+
+
+def test_writes_are_remembered_frozen_and_read_back_whole():
+    cache, _ = cache_with()
+    written = obj("Deployment", "m", 9)
+    written["metadata"]["managedFields"] = [{"manager": "inferscale"}]
+    written["spec"] = {"replicas": 3}
+    cache.applied(written)
+    (kept,) = cache.recent[("ns", "m")].values()
+    assert isinstance(kept, bytes)
+    (seen,) = cache.children("ns", "m")
+    assert seen["spec"] == {"replicas": 3}
+    assert "managedFields" not in seen["metadata"]
+
+
+def test_model_keys_lists_the_models_in_the_index():
+    model = obj("InferenceModel", "m", 5)
+    indices = {
+        n: {} for n in ("models", "model_deployments", "model_services", "model_pdbs", "model_pods")
+    }
+    indices["models"][("ns", "m")] = [model]
+    indices["models"][("ns", "emptied")] = []
+    assert ChildCache(indices).model_keys() == {("ns", "m")}
+
+
+async def test_model_and_pod_indices_keep_parsed_snapshots():
+    import kopf
+
+    from inferscale.controller.cache import model_pods, models
+
+    body = obj("InferenceModel", "m", 5)
+    body["metadata"]["managedFields"] = [{"manager": "inferscale"}]
+    (snapshot,) = (await models(body=kopf.Body(body))).values()
+    assert snapshot["metadata"]["name"] == "m" and "managedFields" not in snapshot["metadata"]
+    pod = obj("Pod", "p", 6)
+    ((key, snapshot),) = (
+        await model_pods(body=kopf.Body(pod), labels=pod["metadata"]["labels"])
+    ).items()
+    assert key == ("ns", "m") and snapshot["metadata"]["name"] == "p"
+
+
+def test_a_frozen_snapshot_holds_no_spare_buffer():
+    import tracemalloc
+
+    from inferscale.controller.cache import freeze
+
+    body = obj("Deployment", "m", 5)
+    body["spec"] = {"template": {"spec": {"containers": [{"args": ["--x"] * 300}]}}}
+    tracemalloc.start()
+    try:
+        kept = [freeze(body) for _ in range(20)]
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert held < 20 * (len(kept[0]) + 256), "orjson's spare buffer is not kept"

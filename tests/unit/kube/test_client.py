@@ -160,3 +160,76 @@ def test_connection_with_client_certificates_has_no_token(tmp_path, monkeypatch)
     assert conn.certificate_path and Path(conn.certificate_path).read_text() == "CERT"
     assert conn.private_key_path and Path(conn.private_key_path).read_text() == "KEY"
     api.close()
+
+
+class _Recorder:
+    """A one-route HTTP server on 127.0.0.1 that records requests and answers canned bytes."""
+
+    def __init__(self, answer: bytes):
+        import http.server
+        import threading
+
+        recorder = self
+        self.answer = answer
+        self.requests: list[tuple[str, str, str, bytes]] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_PATCH(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                recorder.requests.append(
+                    (self.command, self.path, self.headers.get("Content-Type"), body)
+                )
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(recorder.answer)))
+                self.end_headers()
+                self.wfile.write(recorder.answer)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def api(self) -> KubernetesApi:
+        from kubernetes import client as k8s
+
+        conf = k8s.Configuration()
+        conf.host = f"http://127.0.0.1:{self.server.server_address[1]}"
+        return KubernetesApi(k8s.ApiClient(conf), timeout_seconds=5)
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+async def test_apply_sends_the_object_as_json_and_parses_the_answer():
+    import json
+
+    recorder = _Recorder(b'{"kind":"Deployment","metadata":{"name":"d","resourceVersion":"7"}}')
+    api = recorder.api()
+    try:
+        stored = await api.apply(DEPLOYMENT)
+    finally:
+        api.close()
+        recorder.close()
+    assert stored == {"kind": "Deployment", "metadata": {"name": "d", "resourceVersion": "7"}}
+    ((method, path, content_type, body),) = recorder.requests
+    assert method == "PATCH"
+    assert path == "/apis/apps/v1/namespaces/ns/deployments/d?fieldManager=inferscale&force=true"
+    assert content_type == "application/apply-patch+yaml"
+    assert json.loads(body) == DEPLOYMENT
+
+
+@pytest.mark.parametrize("answer", [b"[1, 2]", b"not json {"])
+async def test_an_answer_that_is_not_an_object_is_a_clear_error(answer):
+    recorder = _Recorder(answer)
+    api = recorder.api()
+    try:
+        with pytest.raises(KubeApiError, match="BadResponse|not JSON|not an object"):
+            await api.apply(DEPLOYMENT)
+    finally:
+        api.close()
+        recorder.close()
