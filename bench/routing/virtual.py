@@ -129,7 +129,7 @@ def run(
         "max_over_mean": round(max(served) / mean_served, 2),
         # In flight seen by arriving requests, averaged per replica: the load CHWBL bounds.
         "in_flight_max_over_mean": round(max(load_sum) / mean_load, 2) if mean_load else None,
-        "mean_in_flight": round(mean_load / len(rows) / replicas, 1),
+        "mean_in_flight": round(mean_load / len(rows), 1),
     }
 
 
