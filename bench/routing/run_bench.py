@@ -1,30 +1,27 @@
 #!/usr/bin/env python3
 """Replay the Mooncake conversation trace through sims behind the router, once per picker.
 
-For each picker: start N fresh `inferscale sim` processes (cold prefix caches) and one
-`inferscale router` whose routing table sends the model to them with that strategy; replay a
-window of the trace in scaled time as streaming completions; then print mean and p95 time to
-first token (client side, through the router), the prefix-cache hit rate (from the sims' own
-vLLM-named counters), and the per-replica share of requests (max / mean).
+For each load (``--speedups``) and picker: start N fresh `inferscale sim` processes (cold prefix
+caches) and one `inferscale router` whose routing table sends the model to them with that
+strategy; replay a window of the trace in scaled time as streaming completions; then print
+mean and p95 time to first token (client side, through the router), the prefix-cache hit rate
+(the sims' own vLLM-named counters), the per-replica share of requests and the time-averaged
+in flight per replica (max / mean), and the same run in virtual time (``virtual.py``: the
+same latency model and pickers without HTTP or clocks) as a cross-check.
 
-Prompts come from the trace's prefix block hashes: block id -> a fixed run of words, so
-requests that share leading blocks share a textual prefix, which the sims' prefix caches (and
-the prefixHash picker) see. Scaling, all printed with the results:
-  * time: inter-arrival times divided by --speedup;
-  * tokens: one trace block (512 tokens) becomes --block-words words of <= 5 characters (one
-    sim token each), so a 14-block prompt is 14 x block-words tokens;
-  * output: max_tokens = min(trace output_length, --max-tokens).
+The workload and the engine come from ``workload.py`` (see its docstring and the README for
+the scaling): by default every trace token is a sim token (``--block-words 512``) on the
+preset's real KV cache and prefill cost, with the trace's real output lengths.
 Everything runs on 127.0.0.1 and stops by itself (bounded request count, per-request timeout).
 
-  .venv/bin/python bench/routing/run_bench.py                     # defaults, ~3 minutes
-  .venv/bin/python bench/routing/run_bench.py --requests 400 --speedup 8 --pickers prefixHash
+  .venv/bin/python bench/routing/run_bench.py                      # speedups 1 and 1.5
+  .venv/bin/python bench/routing/run_bench.py --start 9000 --requests 600 --speedups 1.25
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
 import json
 import os
 import signal
@@ -34,13 +31,24 @@ import subprocess
 import sys
 import tempfile
 import time
-import zlib
+import urllib.request
 from pathlib import Path
 
 import aiohttp
 
-HERE = Path(__file__).resolve().parent
-TRACE = HERE.parent.parent.parent / "shared" / "traces" / "conversation_trace.jsonl"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import virtual
+from workload import (
+    Prompts,
+    Row,
+    default_trace,
+    engine_flags,
+    engine_params,
+    output_tokens,
+    read_rows,
+)
+
 MODEL = "trace-model"
 
 
@@ -50,22 +58,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def block_text(block: int, words: int) -> str:
-    # Words of 5 base-36 characters: one sim token each, distinct per (block, position).
-    out = []
-    for j in range(words):
-        n = zlib.crc32(f"{block}:{j}".encode()) % (36**5)
-        w = ""
-        for _ in range(5):
-            n, r = divmod(n, 36)
-            w += "0123456789abcdefghijklmnopqrstuvwxyz"[r]
-        out.append(w)
-    return " ".join(out) + " "
-
-
 def wait_ok(url: str, proc: subprocess.Popen, timeout: float = 30) -> None:
-    import urllib.request
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -81,8 +74,6 @@ def wait_ok(url: str, proc: subprocess.Popen, timeout: float = 30) -> None:
 
 
 def scrape(url: str) -> dict[str, float]:
-    import urllib.request
-
     with urllib.request.urlopen(url, timeout=5) as r:
         text = r.read().decode()
     out: dict[str, float] = {}
@@ -93,23 +84,32 @@ def scrape(url: str) -> dict[str, float]:
     return out
 
 
-async def replay(base: str, rows: list[dict], args: argparse.Namespace) -> list[float | None]:
+def endpoint_values(metrics: dict[str, float], name: str, replicas: int) -> list[float]:
+    return [
+        sum(v for k, v in metrics.items() if k.startswith(name) and f'endpoint="sim-{i}"' in k)
+        for i in range(replicas)
+    ]
+
+
+async def replay(
+    base: str, rows: list[Row], prompts: Prompts, args: argparse.Namespace, speedup: float
+) -> tuple[list[float | None], list[float]]:
+    """TTFT per request, and in flight per replica averaged over 0.5 s samples of the router."""
     ttfts: list[float | None] = [None] * len(rows)
-    t0 = rows[0]["timestamp"]
+    t0 = rows[0].at_s
     timeout = aiohttp.ClientTimeout(total=args.request_timeout)
+    load = [0.0] * args.replicas
+    samples = 0
     async with aiohttp.ClientSession(timeout=timeout) as session:
         start = time.monotonic()
 
-        async def one(i: int, row: dict) -> None:
-            await asyncio.sleep(
-                max(0.0, start + (row["timestamp"] - t0) / 1000 / args.speedup - time.monotonic())
-            )
-            prompt = "".join(block_text(b, args.block_words) for b in row["hash_ids"])
+        async def one(i: int, row: Row) -> None:
+            await asyncio.sleep(max(0.0, start + (row.at_s - t0) / speedup - time.monotonic()))
             body = {
                 "model": MODEL,
-                "prompt": prompt,
+                "prompt": prompts.text(row),
                 "stream": True,
-                "max_tokens": max(1, min(row["output_length"], args.max_tokens)),
+                "max_tokens": output_tokens(row, args.max_tokens),
             }
             sent = time.monotonic()
             try:
@@ -125,33 +125,46 @@ async def replay(base: str, rows: list[dict], args: argparse.Namespace) -> list[
             except (TimeoutError, aiohttp.ClientError):
                 return
 
-        await asyncio.gather(*(one(i, r) for i, r in enumerate(rows)))
-    return ttfts
+        async def sample() -> None:
+            nonlocal samples
+            while True:
+                await asyncio.sleep(0.5)
+                async with session.get(base + "/metrics") as resp:
+                    text = await resp.text()
+                m: dict[str, float] = {}
+                for line in text.splitlines():
+                    if line.startswith("inferscale_router_in_flight{"):
+                        key, value = line.rsplit(" ", 1)
+                        m[key] = float(value)
+                for j, v in enumerate(endpoint_values(m, "inferscale_router_in_flight", len(load))):
+                    load[j] += v
+                samples += 1
+
+        sampler = asyncio.create_task(sample())
+        try:
+            await asyncio.gather(*(one(i, r) for i, r in enumerate(rows)))
+        finally:
+            sampler.cancel()
+    return ttfts, [x / max(samples, 1) for x in load]
 
 
-def run_picker(picker: str, rows: list[dict], args: argparse.Namespace) -> dict:
+def run_picker(
+    picker: str, rows: list[Row], prompts: Prompts, args: argparse.Namespace, speedup: float
+) -> dict[str, object]:
     py = sys.executable
+    params = engine_params(args.preset, prompts.scale, args.kv_factor)
     procs: list[subprocess.Popen] = []
+    tdir = tempfile.TemporaryDirectory()
     try:
         ports = [free_port() for _ in range(args.replicas)]
         for p in ports:
             procs.append(
                 subprocess.Popen(
                     [
-                        py,
-                        "-m",
-                        "inferscale",
-                        "sim",
-                        "--host",
-                        "127.0.0.1",
-                        "--port",
-                        str(p),
-                        "--model",
-                        MODEL,
-                        "--preset",
-                        args.preset,
-                        "--startup-delay-seconds",
-                        "0",
+                        *(py, "-m", "inferscale", "sim", "--host", "127.0.0.1"),
+                        *("--port", str(p), "--model", MODEL, "--preset", args.preset),
+                        *("--max-request-bytes", str(16 * 1024 * 1024)),
+                        *engine_flags(params),
                     ],
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
@@ -161,7 +174,10 @@ def run_picker(picker: str, rows: list[dict], args: argparse.Namespace) -> dict:
             wait_ok(f"http://127.0.0.1:{p}/health", proc)
         route = {
             "strategy": picker,
-            "prefixHash": {"prefixCharacters": args.prefix_chars},
+            "prefixHash": {
+                "prefixCharacters": prompts.prefix_chars(args.prefix_blocks),
+                "loadBound": args.load_bound,
+            },
             "timeouts": {"firstTokenSeconds": args.request_timeout},
         }
         table = {
@@ -176,25 +192,13 @@ def run_picker(picker: str, rows: list[dict], args: argparse.Namespace) -> dict:
                 }
             },
         }
-        tdir = tempfile.mkdtemp()
-        tfile = os.path.join(tdir, "table.json")
+        tfile = os.path.join(tdir.name, "table.json")
         Path(tfile).write_text(json.dumps(table))
         rport = free_port()
         router = subprocess.Popen(
             [
-                py,
-                "-m",
-                "inferscale",
-                "router",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(rport),
-                "--table-file",
-                tfile,
-                "--table-poll-seconds",
-                "0",
-                "--no-access-log",
+                *(py, "-m", "inferscale", "router", "--host", "127.0.0.1", "--port", str(rport)),
+                *("--table-file", tfile, "--table-poll-seconds", "0", "--no-access-log"),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -203,9 +207,9 @@ def run_picker(picker: str, rows: list[dict], args: argparse.Namespace) -> dict:
         base = f"http://127.0.0.1:{rport}"
         wait_ok(base + "/readyz", router)
         t = time.monotonic()
-        ttfts = asyncio.run(replay(base, rows, args))
+        ttfts, load = asyncio.run(replay(base, rows, prompts, args, speedup))
         wall = time.monotonic() - t
-        ok = [x for x in ttfts if x is not None]
+        ok = sorted(x for x in ttfts if x is not None)
         hits = queries = 0.0
         for p in ports:
             m = scrape(f"http://127.0.0.1:{p}/metrics")
@@ -213,29 +217,24 @@ def run_picker(picker: str, rows: list[dict], args: argparse.Namespace) -> dict:
             queries += sum(
                 v for k, v in m.items() if k.startswith("vllm:prefix_cache_queries_total")
             )
-        rm = scrape(base + "/metrics")
-        per = [
-            sum(
-                v
-                for k, v in rm.items()
-                if k.startswith("inferscale_router_requests_total") and f'endpoint="sim-{i}"' in k
-            )
-            for i in range(args.replicas)
-        ]
-        mean = statistics.mean(per) if per else 0
-        ok_sorted = sorted(ok)
+        per = endpoint_values(
+            scrape(base + "/metrics"), "inferscale_router_requests_total", args.replicas
+        )
+        mean = statistics.mean(per)
+        mean_load = statistics.mean(load)
         return {
             "picker": picker,
+            "speedup": speedup,
             "requests": len(rows),
             "ok": len(ok),
             "wall_s": round(wall, 1),
             "ttft_mean_ms": round(1000 * statistics.mean(ok), 1) if ok else None,
-            "ttft_p95_ms": round(1000 * ok_sorted[int(0.95 * (len(ok_sorted) - 1))], 1)
-            if ok
-            else None,
+            "ttft_p95_ms": round(1000 * ok[int(0.95 * (len(ok) - 1))], 1) if ok else None,
             "prefix_hit_rate": round(hits / queries, 3) if queries else None,
             "per_replica": [int(x) for x in per],
             "max_over_mean": round(max(per) / mean, 2) if mean else None,
+            "in_flight_max_over_mean": round(max(load) / mean_load, 2) if mean_load else None,
+            "mean_in_flight": round(mean_load, 1),
         }
     finally:
         for proc in reversed(procs):
@@ -247,64 +246,81 @@ def run_picker(picker: str, rows: list[dict], args: argparse.Namespace) -> dict:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
+        tdir.cleanup()
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--trace", default=str(TRACE))
+    ap.add_argument("--trace", default=str(default_trace()))
     ap.add_argument("--start", type=int, default=0, help="first trace row")
-    ap.add_argument("--requests", type=int, default=900)
-    ap.add_argument("--speedup", type=float, default=6.0)
+    ap.add_argument("--requests", type=int, default=600)
+    ap.add_argument("--speedups", default="1,1.5", help="trace-time divisors (the load)")
     ap.add_argument("--replicas", type=int, default=4)
-    ap.add_argument("--preset", default="llama-3.1-8b-l4")
-    ap.add_argument("--block-words", type=int, default=16)
-    ap.add_argument("--max-tokens", type=int, default=8)
-    ap.add_argument(
-        "--prefix-chars",
-        type=int,
-        default=200,
-        help="prefixHash.prefixCharacters (one block of words is ~6 x block-words chars)",
-    )
+    ap.add_argument("--preset", default="llama-3.1-8b-h100")
+    ap.add_argument("--block-words", type=int, default=512, help="words per 512-token block")
+    ap.add_argument("--kv-factor", type=float, default=1.0, help="KV cache x the preset's")
+    ap.add_argument("--max-tokens", type=int, default=0, help="cap on output tokens (0: none)")
+    ap.add_argument("--prefix-blocks", type=int, default=2, help="blocks prefixHash hashes")
+    ap.add_argument("--load-bound", type=float, default=1.25)
     ap.add_argument("--pickers", default="leastInFlight,prefixHash")
-    ap.add_argument("--request-timeout", type=float, default=120.0)
+    ap.add_argument("--request-timeout", type=float, default=300.0)
     args = ap.parse_args()
-    with open(args.trace) as f:
-        rows = [
-            json.loads(line) for line in itertools.islice(f, args.start, args.start + args.requests)
-        ]
+    rows = read_rows(args.trace, args.start, args.requests)
+    prompts = Prompts(args.block_words)
+    params = engine_params(args.preset, prompts.scale, args.kv_factor)
     print(
         json.dumps(
             {
                 "trace": os.path.basename(args.trace),
                 **{k: v for k, v in vars(args).items() if k != "trace"},
-                "trace_span_s": (rows[-1]["timestamp"] - rows[0]["timestamp"]) / 1000,
+                "trace_span_s": rows[-1].at_s - rows[0].at_s,
+                "prefix_characters": prompts.prefix_chars(args.prefix_blocks),
+                "engine": params.model_dump(),
             }
         ),
         flush=True,
     )
-    results = []
-    for picker in args.pickers.split(","):
-        r = run_picker(picker, rows, args)
-        print(json.dumps(r), flush=True)
-        results.append(r)
-    print()
+    lines = []
+    for speedup in (float(s) for s in args.speedups.split(",")):
+        results = []
+        for picker in args.pickers.split(","):
+            r = run_picker(picker, rows, prompts, args, speedup)
+            v = virtual.run(
+                picker,
+                rows,
+                prompts,
+                params,
+                replicas=args.replicas,
+                speedup=speedup,
+                prefix_blocks=args.prefix_blocks,
+                max_tokens=args.max_tokens,
+                load_bound=args.load_bound,
+                ring_points=64,
+            )
+            r["virtual_ttft_mean_ms"] = v["ttft_mean_ms"]
+            r["virtual_hit_rate"] = v["prefix_hit_rate"]
+            print(json.dumps(r), flush=True)
+            results.append(r)
+        base = results[0]["ttft_mean_ms"]
+        vbase = results[0]["virtual_ttft_mean_ms"]
+        for r in results:
+            ratio = r["ttft_mean_ms"] / base if base and r["ttft_mean_ms"] else None  # type: ignore[operator]
+            vratio = r["virtual_ttft_mean_ms"] / vbase  # type: ignore[operator]
+            lines.append(
+                f"| {args.start} | {speedup:g} | {r['picker']} | {r['ok']}/{r['requests']} "
+                f"| {r['ttft_mean_ms']} | {r['ttft_p95_ms']} | {r['prefix_hit_rate']} "
+                f"| {r['per_replica']} | {r['max_over_mean']} | {r['in_flight_max_over_mean']} "
+                f"| {ratio and round(ratio, 2)} | {r['virtual_ttft_mean_ms']} | {vratio:.2f} |"
+            )
     print(
-        "| picker | ok/requests | mean TTFT ms | p95 TTFT ms | prefix-cache hit rate"
-        " | requests per replica | max/mean |"
+        "\n| start | speedup | picker | ok | mean TTFT ms | p95 TTFT ms | hit rate"
+        " | requests per replica | requests max/mean | in-flight max/mean | ratio"
+        " | virtual mean TTFT ms | virtual ratio |"
     )
-    print("|---|---|---|---|---|---|---|")
-    for r in results:
-        print(
-            f"| {r['picker']} | {r['ok']}/{r['requests']} | {r['ttft_mean_ms']} "
-            f"| {r['ttft_p95_ms']} | {r['prefix_hit_rate']} | {r['per_replica']} "
-            f"| {r['max_over_mean']} |"
-        )
-    by = {r["picker"]: r for r in results}
-    if "leastInFlight" in by and "prefixHash" in by and by["leastInFlight"]["ttft_mean_ms"]:
-        ratio = by["prefixHash"]["ttft_mean_ms"] / by["leastInFlight"]["ttft_mean_ms"]
-        print(f"\nprefixHash mean TTFT / leastInFlight mean TTFT = {ratio:.2f} (target <= 0.5)")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("\n".join(lines))
     return 0
 
 

@@ -184,25 +184,26 @@ def _text_of(content: Any) -> str:
 def prefix_text(body: Mapping[str, Any], characters: int) -> str:
     """The first ``characters`` of the request's prompt, whatever the endpoint's shape.
 
-    Chat messages are joined in order (role and text), so turns of one conversation share the
-    prefix of the first turn; completions use ``prompt``; embeddings use ``input``. Token-id
-    prompts are rendered as numbers. Anything else gives the empty string (all such requests
-    hash alike, and the load bound spreads them).
+    Chat requests hash their first user message only, as KubeAI does: every turn of a
+    conversation repeats it unchanged, so all turns land on the same replica, whereas text
+    that runs on into later messages changes from turn to turn whenever the first message is
+    shorter than ``characters``, and a system prompt (shared by every conversation of an
+    application) would give them all one hash. Without a user message the first message's text
+    is used. Completions use ``prompt``, embeddings ``input``; token-id prompts are rendered as
+    numbers. Anything else gives the empty string (all such requests hash alike, and the load
+    bound spreads them).
     """
-    out: list[str] = []
-    size = 0
     messages = body.get("messages")
     if isinstance(messages, list):
+        first: Mapping[str, Any] | None = None
         for m in messages:
-            if not isinstance(m, Mapping):
-                continue
-            role = m.get("role")
-            text = f"{role if isinstance(role, str) else ''}:{_text_of(m.get('content'))}\n"
-            out.append(text)
-            size += len(text)
-            if size >= characters:
-                break
-        return "".join(out)[:characters]
+            if isinstance(m, Mapping):
+                if m.get("role") == "user":
+                    first = m
+                    break
+                if first is None:
+                    first = m
+        return "" if first is None else _text_of(first.get("content"))[:characters]
     prompt = body.get("prompt", body.get("input"))
     if isinstance(prompt, list) and prompt:
         prompt = prompt[0] if not isinstance(prompt[0], int) else prompt

@@ -140,7 +140,16 @@ def test_adding_an_endpoint_moves_few_prefixes():
                     {"role": "user", "content": "hi"},
                 ]
             },
-            "system:be nice\nuser:hi\n",
+            "hi",
+        ),
+        (
+            {
+                "messages": [
+                    {"role": "system", "content": "s"},
+                    {"role": "assistant", "content": "a"},
+                ]
+            },
+            "s",
         ),
         (
             {
@@ -151,7 +160,7 @@ def test_adding_an_endpoint_moves_few_prefixes():
                     }
                 ]
             },
-            "user:a\n",
+            "a",
         ),
         ({"prompt": "hello world"}, "hello world"),
         ({"prompt": ["first", "second"]}, "first"),
@@ -170,7 +179,34 @@ def test_prefix_text(body, expected):
 def test_prefix_text_is_cut():
     assert prefix_text({"prompt": "x" * 500}, 256) == "x" * 256
     long = {"messages": [{"role": "user", "content": "y" * 1000}, {"role": "user", "content": "z"}]}
-    assert prefix_text(long, 10) == "user:yyyyy"
+    assert prefix_text(long, 10) == "y" * 10
+
+
+SYSTEM = {"role": "system", "content": "You are a helpful assistant. " * 20}
+
+
+def test_every_turn_of_a_conversation_hashes_alike():
+    """A first user message shorter than the prefix must not let later turns change the hash."""
+    turn1 = {
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "What is CHWBL?"},
+        ]
+    }
+    turn2 = {
+        "messages": [
+            *turn1["messages"],
+            {"role": "assistant", "content": "Consistent hashing with bounded loads."},
+            {"role": "user", "content": "Who uses it?"},
+        ]
+    }
+    assert prefix_text(turn1, 256) == prefix_text(turn2, 256) == "What is CHWBL?"
+
+
+def test_a_long_shared_system_prompt_does_not_make_conversations_collide():
+    a = {"messages": [SYSTEM, {"role": "user", "content": "Plan a trip to Lisbon"}]}
+    b = {"messages": [SYSTEM, {"role": "user", "content": "Explain KV caches"}]}
+    assert prefix_text(a, 256) != prefix_text(b, 256)
 
 
 loads = st.lists(st.integers(min_value=0, max_value=200), min_size=1, max_size=24)
