@@ -25,9 +25,14 @@ How a decision is made (``docs/autoscaling.md`` has the long version):
 - **Up** at most ``max_scale_up_step`` replicas per decision, and, outside panic, only as far
   as the panic window still wants (a burst that is over stays in the stable mean for a whole
   window); from zero straight to what the held queue needs, on the first held request.
-- **Down** only after the load has wanted fewer replicas for ``scale_down_delay_s``, then to the
-  most it wanted during that delay (HPA's stabilisation), never while a replica is starting
-  (a Deployment scale-down may remove the loading pod first) and never below ``max(min, 1)``.
+- **Down** only after the load's peaks (the panic window's want, not only the stable mean's)
+  have wanted fewer replicas for ``scale_down_delay_s``, then to the most they wanted during
+  that delay (HPA's stabilisation), so bursts that recur within the delay keep their capacity;
+  by at most ``1 - 1 / max_scale_down_rate`` of the replicas per step (Knative's
+  max-scale-down-rate), and each step down restarts the delay, because the in-flight count
+  measured at the larger count understates what the smaller one will carry (queueing grows as
+  replicas go); never while a replica is starting (a Deployment scale-down may remove the
+  loading pod first) and never below ``max(min, 1)``.
 - **To zero** only with ``min_replicas == 0`` and ``scale_to_zero_delay_s`` set, after that long
   with zero load and nothing held.
 - **Bad data holds.** No sample, a NaN, a negative count, a sample older than ``stale_after_s``
@@ -79,6 +84,9 @@ class PolicyParams:
     """Measured start-up time of this model; sizes scale-up from the load's growth."""
     stale_after_s: float = 30
     """A sample older than this (against ``now``) is stale: hold."""
+    max_scale_down_rate: float = 2.0
+    """A step down keeps at least ``current / max_scale_down_rate`` replicas, rounded up but
+    always one fewer than now (Knative's default, 2: at most half go at once)."""
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -107,6 +115,8 @@ class PolicyParams:
                 f"panic_window_s ({self.panic_window_s}) must not exceed "
                 f"stable_window_s ({self.stable_window_s})"
             )
+        if not _finite(self.max_scale_down_rate) or self.max_scale_down_rate < 1:
+            problems.append(f"max_scale_down_rate must be >= 1, got {self.max_scale_down_rate}")
         if self.max_scale_up_step < 1:
             problems.append(f"max_scale_up_step must be >= 1, got {self.max_scale_up_step}")
         if not _finite(self.scale_down_delay_s) or self.scale_down_delay_s < 0:
@@ -198,8 +208,9 @@ class History:
     """The load (in flight and held) has been zero since then."""
     last_change_at: float | None = None
     recent_wants: tuple[tuple[float, int], ...] = ()
-    """``(since, replicas)``: what the load wanted, run-length encoded over the last
-    scale-down delay (the first entry may start earlier: it covers the window's start)."""
+    """``(since, replicas)``: what the load's peaks wanted (the larger of the decision's want
+    and the panic window's), run-length encoded over the last scale-down delay (the first entry
+    may start earlier: it covers the window's start)."""
     last_sample_at: float | None = None
     """Time of the newest sample used, kept even when the window has emptied (gap detection)."""
 
@@ -516,12 +527,16 @@ def _decide_on(
     if panic:
         desired = max(desired, current)
 
+    # What the peaks want: a burst shorter than the stable window barely moves its mean, but
+    # the replicas it needed are what the next burst needs too. The scale-down delay keeps
+    # them while bursts recur within it.
+    peak_want = max(desired, min(panic_want, params.max_replicas))
     idle_since = (idle_since if idle_since is not None else now) if raw == 0 else None
-    if desired < current:
+    if peak_want < current:
         low_since = low_since if low_since is not None else now
     else:
         low_since = None
-    wants = _remember_want(wants, now, desired, params.scale_down_delay_s)
+    wants = _remember_want(wants, now, peak_want, params.scale_down_delay_s)
 
     new_history = History(
         samples=tuple(kept),
@@ -540,7 +555,12 @@ def _decide_on(
     where = f"target {_num(target)} per replica ({window} window)"
 
     def change(replicas: int, action: Action, why: str, win: Window = window) -> Decision:
-        moved = replace(new_history, last_change_at=now, low_since=_low_since(wants, replicas))
+        if action == "scale-down":
+            # Fresh evidence for the next step: the delay restarts at the new count.
+            low = now if peak_want < replicas else None
+        else:
+            low = _low_since(wants, replicas)
+        moved = replace(new_history, last_change_at=now, low_since=low)
         reason = f"scaled {current} -> {replicas}: {why}"
         return Decision(replicas, current, action, win, reason, False, moved, sized_on, desired)
 
@@ -593,27 +613,37 @@ def _decide_on(
                 return hold(f"idle, but {sample.starting} replica(s) still starting", "none")
             return change(0, "scale-to-zero", f"idle for {_secs(idle_for)}", "none")
 
-    if desired < current:
+    if peak_want < current:
         floor = max(params.min_replicas, 1)
         if current <= floor:
             return hold(f"{what}; at the floor of {floor}")
         if panic:
-            return hold(f"{what} wants {desired}, but no scale-down in panic")
+            return hold(f"{what} wants {peak_want}, but no scale-down in panic")
         assert low_since is not None
         low_for = now - low_since
         if low_for < params.scale_down_delay_s:
             return hold(
-                f"{what} wants {desired} for {_secs(low_for)} of the "
+                f"{what} wants {peak_want} for {_secs(low_for)} of the "
                 f"{_secs(params.scale_down_delay_s)} scale-down delay"
             )
         if sample.starting:
-            return hold(f"{what} wants {desired}, but {sample.starting} replica(s) still starting")
-        # HPA's stabilisation: the most the load wanted over the whole delay, not the least.
-        replicas = max(max(n for _, n in wants), floor)
+            return hold(
+                f"{what} wants {peak_want}, but {sample.starting} replica(s) still starting"
+            )
+        # HPA's stabilisation: the most the peaks wanted over the whole delay, not the least;
+        # and at most a share of the replicas at once (Knative's max-scale-down-rate).
+        replicas = max(
+            max(n for _, n in wants),
+            floor,
+            # At least one goes: ceil(2 / 1.5) would keep 2 for ever.
+            min(math.ceil(current / params.max_scale_down_rate - 1e-9), current - 1),
+        )
         if replicas < current:
             return change(
                 replicas,
                 "scale-down",
                 f"{what} for {_secs(low_for)}, {where}",
             )
+    if desired < current <= peak_want:
+        return hold(f"{what}, {where}; its peaks (panic window) want {peak_want}")
     return hold(f"{what}, {where}")

@@ -55,6 +55,8 @@ def one(p, history, now, current, **sample) -> Decision:
         ({"scale_to_zero_delay_s": 60}, "needs min_replicas == 0"),
         ({"min_replicas": 0, "scale_to_zero_delay_s": -5}, "scale_to_zero_delay_s must be"),
         ({"kv_cache_saturation": 0}, "kv_cache_saturation"),
+        ({"max_scale_down_rate": 0.5}, "max_scale_down_rate"),
+        ({"max_scale_down_rate": math.nan}, "max_scale_down_rate"),
         ({"kv_cache_saturation": 1.5}, "kv_cache_saturation"),
         ({"time_to_ready_s": -1}, "time_to_ready_s"),
         ({"stale_after_s": 0}, "stale_after_s"),
@@ -320,28 +322,71 @@ def test_scale_down_waits_for_the_delay_then_goes_to_the_most_it_wanted_in_it():
     assert (
         d.reason == "scaled 6 -> 5: 40 in flight for 300 s, target 16 per replica (stable window)"
     )
-    # Since the load has wanted fewer than 5 from 800, the next step comes at 1100, to 4.
-    assert d.history.low_since == 800
-    d = one(p, d.history, 1100, 5, in_flight=40, ready=5)
-    assert (d.replicas, d.action) == (4, "scale-down")
-    d = one(p, d.history, 1249, 4, in_flight=40, ready=4)
+    # A step down restarts the delay: the next one waits for 300 s seen at 5 replicas, then
+    # goes to the most wanted in them (3).
+    assert d.history.low_since == 1000
+    d = one(p, d.history, 1299, 5, in_flight=40, ready=5)
     assert d.action == "hold"
-    d = one(p, d.history, 1250, 4, in_flight=40, ready=4)
+    assert "wants 3 for 299 s of the 300 s scale-down delay" in d.reason
+    d = one(p, d.history, 1300, 5, in_flight=40, ready=5)
     assert (d.replicas, d.action) == (3, "scale-down")
+
+
+def test_a_step_down_removes_at_most_half_the_replicas():
+    h = History(samples=((999.0, 0.0),), low_since=0, recent_wants=((0, 1),), last_sample_at=999)
+    d = one(params(max_replicas=20), h, 1000, 13, in_flight=0, ready=13)
+    assert (d.replicas, d.action) == (7, "scale-down")
+    d = one(params(max_replicas=20, max_scale_down_rate=4), h, 1000, 13, in_flight=0, ready=13)
+    assert (d.replicas, d.action) == (4, "scale-down")
+    # Whatever the rate, a step removes at least one (ceil(2 / 1.5) is 2).
+    d = one(params(max_scale_down_rate=1.5), h, 1000, 2, in_flight=0, ready=2)
+    assert (d.replicas, d.action) == (1, "scale-down")
+    d = one(params(max_scale_down_rate=1), h, 1000, 5, in_flight=0, ready=5)
+    assert (d.replicas, d.action) == (4, "scale-down")
+
+
+def test_recurring_bursts_keep_their_replicas_through_the_delay():
+    # Target 4: a 6 s burst of 24 in flight every 100 s, nothing in between. The stable mean
+    # (about 2.4) wants 1 replica; the bursts' peaks want 6. The count stays at 6 while the
+    # bursts recur, and steps down only once a whole delay has passed without one.
+    p = params(target_in_flight_per_replica=4, max_replicas=20)
+    h, current = History(), 6
+    counts = []
+    for i in range(1, 1000):
+        t = 2.0 * i
+        burst = t < 1000 and t % 100 < 6
+        d = one(p, h, t, current, in_flight=24 if burst else 0, ready=current)
+        h, current = d.history, d.replicas
+        counts.append((t, current))
+    # The last burst ends at 904: the first step down comes a delay later, by at most half.
+    assert all(n == 6 for t, n in counts if t < 1200)
+    assert all(3 <= n < 6 for t, n in counts if 1210 <= t < 1500)
+
+
+def test_a_hold_on_the_peaks_says_so():
+    p = params(target_in_flight_per_replica=4, panic_window_s=6, stable_window_s=60)
+    samples = tuple((940.0 + 2 * i, 0.0) for i in range(28)) + ((996.0, 16.0), (998.0, 16.0))
+    h = History(samples=samples, last_sample_at=998)
+    d = one(p, h, 1000, 4, in_flight=16, ready=4)
+    assert (d.replicas, d.action) == (4, "hold")
+    assert d.reason.endswith("; its peaks (panic window) want 4")
 
 
 def test_a_falling_load_steps_down_along_the_sliding_maximum():
     p = params(max_replicas=20)
     h, current, t = steady(200, 1000), 13, 1000.0
     moves = []
-    for _ in range(400):
+    for _ in range(600):
         t += 2
         d = one(p, h, t, current, in_flight=40, ready=current)
         h, current = d.history, d.replicas
         if d.action != "hold":
             moves.append((t, d.replicas))
-    assert all(b < a for (_, a), (_, b) in zip(moves, moves[1:], strict=False))
-    assert moves[0][0] >= 1300 and current == 3  # nothing before the delay; ends where it wants
+    # Nothing before the delay; at most half at a time, each step a whole delay after the last
+    # (seen at the new count); ends where the load wants it.
+    assert moves[0][0] >= 1300 and current == 3
+    assert [n for _, n in moves] == [12, 6, 3]
+    assert all(b - a >= 300 for (a, _), (b, _) in zip(moves, moves[1:], strict=False))
 
 
 def test_scale_down_never_while_a_replica_is_starting():
@@ -353,7 +398,7 @@ def test_scale_down_never_while_a_replica_is_starting():
 
 def test_scale_down_never_below_min():
     h = History(samples=((999.0, 0.0),), low_since=0, recent_wants=((0, 0),), last_sample_at=999)
-    d = one(params(min_replicas=2), h, 1000, 5, in_flight=0, ready=5)
+    d = one(params(min_replicas=2), h, 1000, 3, in_flight=0, ready=3)
     assert (d.replicas, d.action) == (2, "scale-down")
 
 
@@ -500,6 +545,7 @@ param_sets = st.builds(
     max_scale_up_step=st.integers(1, 5),
     scale_down_delay_s=st.sampled_from([0, 30, 300]),
     time_to_ready_s=st.sampled_from([None, 30, 180]),
+    max_scale_down_rate=st.sampled_from([1, 1.5, 2.0, 4.0]),
 )
 
 samples_or_garbage = st.one_of(
@@ -556,7 +602,11 @@ def test_bounds_are_always_respected(p, start, steps):
 def test_no_oscillation_under_a_constant_load(p, start, load, ready_after):
     world = World(p, p.clamp(start), ready_after)
     counts = [world.current]
-    for i in range(1, 600):
+    # Long enough for every step down (each a whole delay after the last) and then 200 ticks.
+    steps, c = 0, world.current
+    while c > 1:
+        c, steps = min(math.ceil(c / p.max_scale_down_rate - 1e-9), c - 1), steps + 1
+    for i in range(1, 600 + steps * int(p.scale_down_delay_s / 2 + 10)):
         counts.append(world.tick(i * 2.0, load).replicas)
     changes = [b - a for a, b in zip(counts, counts[1:], strict=False) if b != a]
     # Monotone: every move goes the same way (up in steps, or down once the delay is over).
