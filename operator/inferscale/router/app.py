@@ -891,7 +891,9 @@ class Router:
         else:
             if status != 504:
                 endpoint.record_success()
-        usage = stream_usage(prev + last) if status == 200 else None
+        # A stream that broke off (502) after relaying the engine's usage event still delivered
+        # those tokens: count them too. A 504 cut the stream short, so its usage is unknown.
+        usage = stream_usage(prev + last) if status in (200, 502) else None
         self.count_tokens(ctx, usage)
         self.log_access(ctx, status, endpoint.pod, usage)
         return resp

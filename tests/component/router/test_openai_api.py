@@ -43,9 +43,9 @@ def test_streaming_passes_every_chunk(routed):
     assert sum(1 for c in chunks if c.choices and c.choices[0].delta.content) == 6
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 6
     # The router counts a stream's tokens when the engine's stream ends, which may be a moment
-    # after the client has read [DONE]: poll (bounded: 2 s).
+    # after the client has read [DONE]: poll (bounded: 10 s, for a loaded CI machine).
     counted = 0.0
-    for _ in range(40):
+    for _ in range(200):
         counted = routed.metric("inferscale_router_completion_tokens_total", model=MODEL)
         if counted >= 6:
             break
