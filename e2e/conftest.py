@@ -130,6 +130,11 @@ def cluster() -> Iterator[Cluster]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def pod_ready(pod: Any) -> bool:
+    """Whether the pod's Ready condition is True."""
+    return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+
+
 def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.25) -> Any:
     """Poll until ``check()`` is truthy and return it; fail with ``what`` after ``timeout``."""
     deadline = time.monotonic() + timeout
@@ -231,12 +236,7 @@ def echo_pod(name: str, args: list[str] | None = None, **spec: Any) -> dict[str,
 def ready_pods(cluster: Cluster, namespace: str, selector: str) -> list[Any]:
     """Pods matching ``selector`` whose Ready condition is True."""
     pods = cluster.core.list_namespaced_pod(namespace, label_selector=selector).items
-    return [
-        p
-        for p in pods
-        if not p.metadata.deletion_timestamp
-        and any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
-    ]
+    return [p for p in pods if not p.metadata.deletion_timestamp and pod_ready(p)]
 
 
 def get_json(url: str, timeout: float = 5.0) -> Any:

@@ -23,7 +23,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from e2e.conftest import REPO, Cluster, load_yaml, wait_for
+from e2e.conftest import REPO, Cluster, load_yaml, pod_ready, wait_for
 
 GROUP, VERSION, PLURAL = "inferscale.io", "v1alpha1", "inferencemodels"
 RBAC_FILE = REPO / "config" / "rbac" / "operator.yaml"
@@ -179,11 +179,7 @@ class Operator:
         return [p for p in pods if not p.metadata.deletion_timestamp]
 
     def ready_pods(self) -> list[Any]:
-        return [
-            p
-            for p in self.pods()
-            if any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
-        ]
+        return [p for p in self.pods() if pod_ready(p)]
 
     def lease_holder(self) -> str | None:
         try:
@@ -384,9 +380,4 @@ class Models:
         pods = self.cluster.core.list_namespaced_pod(
             self.namespace, label_selector=f"{LABEL_MODEL}={name}"
         ).items
-        return [
-            p
-            for p in pods
-            if not p.metadata.deletion_timestamp
-            and any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
-        ]
+        return [p for p in pods if not p.metadata.deletion_timestamp and pod_ready(p)]

@@ -22,7 +22,7 @@ import openai
 import pytest
 from kubernetes.client.rest import ApiException
 
-from e2e.conftest import REPO, Cluster, wait_for
+from e2e.conftest import REPO, Cluster, pod_ready, wait_for
 from e2e.operator_support import (
     Models,
     Operator,
@@ -52,10 +52,6 @@ def read_table(http: httpx.Client, address: str, token: str) -> dict[str, Any] |
         return None
     assert response.status_code != 403, "the router refuses the test's admin token"
     return response.json() if response.status_code == 200 else None
-
-
-def pod_ready(pod: Any) -> bool:
-    return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
 
 
 @dataclass

@@ -26,9 +26,9 @@ from typing import Any
 import openai
 import pytest
 
-from e2e.conftest import Cluster
+from e2e.conftest import Cluster, pod_ready
 from e2e.operator_support import Models, sim_model
-from e2e.router_support import Routers, endpoints, pod_ready, routers_running, wait_routers
+from e2e.router_support import Routers, endpoints, routers_running, wait_routers
 
 pytestmark = pytest.mark.e2e
 

@@ -30,7 +30,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from e2e.conftest import REPO, Cluster, get_json, wait_for
+from e2e.conftest import REPO, Cluster, get_json, pod_ready, wait_for
 from e2e.operator_support import Models, kubectl, own_namespace, sim_model
 from e2e.router_support import read_table
 
@@ -62,10 +62,6 @@ INSTALL_VALUES = [
 ]
 
 
-def _ready(pod: Any) -> bool:
-    return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
-
-
 @dataclass
 class Release:
     """The installed chart: helm, the release's pods, its router Service."""
@@ -95,7 +91,7 @@ class Release:
         return [p for p in pods if not p.metadata.deletion_timestamp]
 
     def ready(self, component: str) -> list[Any]:
-        return [p for p in self.pods(component) if _ready(p) and p.status.pod_ip]
+        return [p for p in self.pods(component) if pod_ready(p) and p.status.pod_ip]
 
     def admin_token(self) -> str:
         secret = self.cluster.core.read_namespaced_secret(ADMIN_SECRET, NAMESPACE)

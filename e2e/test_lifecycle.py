@@ -18,7 +18,7 @@ import pytest
 from kubernetes import client
 from kubernetes import config as kube_config
 
-from e2e.conftest import e2e_config, echo_pod, wait_for
+from e2e.conftest import e2e_config, echo_pod, pod_ready, wait_for
 from inferscale.cluster import network
 from inferscale.cluster.assets import BINARIES, find_assets
 from inferscale.cluster.config import NodePool
@@ -105,7 +105,7 @@ def test_down_after_a_crash_still_cleans_up(tmp_path: Path) -> None:
         pod = wait_for(
             lambda: (
                 (p := core.read_namespaced_pod("survivor", "default")).status.pod_ip
-                and any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
+                and pod_ready(p)
                 and p
             ),
             60,

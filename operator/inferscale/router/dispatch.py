@@ -57,7 +57,7 @@ from inferscale.router.spend import (
     cost,
     window_start,
 )
-from inferscale.router.table import ModelState, RouteRoles, TableBackend, ejection_seconds
+from inferscale.router.table import CircuitBreaker, ModelState, RouteRoles, TableBackend
 
 if TYPE_CHECKING:
     from inferscale.router.app import RequestContext, Router
@@ -82,9 +82,8 @@ the provider's status reports, and an error event that may be about the request 
 class ProviderHealth:
     """What the router saw of one provider, and its circuit breaker.
 
-    Failures by reason and when it last worked; the breaker follows the endpoints' rules:
-    ``breaker_failures`` in a row eject it, for a wait that doubles with each ejection in a
-    row; then one request at a time probes it.
+    Failures by reason and when it last worked; the breaker is the endpoints' own
+    (:class:`~inferscale.router.table.CircuitBreaker`), fed only :data:`BREAKER_REASONS`.
     """
 
     failures: dict[str, int] = field(default_factory=dict)
@@ -93,42 +92,9 @@ class ProviderHealth:
     last_reason: str | None = None
     last_error_at: float | None = None
     last_ok_at: float | None = None
-    in_a_row: int = 0
-    """Breaker failures since the last call that worked."""
-    ejections: int = 0
-    """Ejections in a row (each doubles the next wait)."""
-    ejected_until: float = 0.0
-    """Monotonic time the ejection ends; 0 when the breaker is closed."""
+    breaker: CircuitBreaker = field(default_factory=CircuitBreaker)
     ejected_until_wall: float | None = None
-    """The same as epoch seconds, for the report."""
-    in_flight: int = 0
-    """Requests this router has at the provider now (a half-open breaker lets one through)."""
-
-    def available(self, now: float) -> bool:
-        """Whether the breaker lets a request through at monotonic time ``now``."""
-        until = self.ejected_until
-        if until == 0.0:
-            return True
-        if now < until:
-            return False
-        return self.in_flight == 0
-
-    def record_failure(
-        self, now: float, wall: float, threshold: int, base_s: float, max_s: float
-    ) -> bool:
-        """Count a breaker failure; True when this one ejected the provider."""
-        self.in_a_row += 1
-        if self.in_a_row < threshold and self.ejected_until == 0.0:
-            return False
-        wait = ejection_seconds(self.ejections, base_s, max_s)
-        self.ejections += 1
-        self.ejected_until, self.ejected_until_wall = now + wait, wall + wait
-        return True
-
-    def record_success(self) -> None:
-        """Close the breaker."""
-        self.in_a_row = self.ejections = 0
-        self.ejected_until, self.ejected_until_wall = 0.0, None
+    """When the breaker's ejection ends, as epoch seconds, for the report (None: closed)."""
 
     def report(self) -> ProviderReport:
         """As ``GET /admin/v1/spend`` shows it."""
@@ -235,9 +201,9 @@ class Dispatcher:
             skipped[backend.label] = "has no API key (its Secret or key is missing)"
             return False
         health = self.health.get(backend.provider)
-        if health is not None and not health.available(router.clock()):
+        if health is not None and not health.breaker.available(router.clock()):
             skipped[backend.label] = (
-                f"is ejected after {health.in_a_row} failures in a row "
+                f"is ejected after {health.breaker.failures} failures in a row "
                 f"(last: {health.last_reason}); it is probed again shortly"
             )
             return False
@@ -278,12 +244,12 @@ class Dispatcher:
     ) -> web.StreamResponse:
         name = ctx.name
         self.hosted_in_flight[name] = self.hosted_in_flight.get(name, 0) + 1
-        health = self.health.setdefault(str(backend.provider), ProviderHealth())
-        health.in_flight += 1
+        breaker = self.health.setdefault(str(backend.provider), ProviderHealth()).breaker
+        breaker.in_flight += 1
         try:
             return await self._provider_call(ctx, roles, backend, obj)
         finally:
-            health.in_flight -= 1
+            breaker.in_flight -= 1
             left = self.hosted_in_flight[name] - 1
             if left:
                 self.hosted_in_flight[name] = left
@@ -484,23 +450,23 @@ class Dispatcher:
         if reason not in BREAKER_REASONS:
             return
         s = router.settings
-        if health.record_failure(
-            router.clock(),
-            wall,
-            s.breaker_failures,
-            s.breaker_ejection_seconds,
-            s.breaker_max_ejection_seconds,
+        breaker = health.breaker
+        now = router.clock()
+        if breaker.record_failure(
+            now, s.breaker_failures, s.breaker_ejection_seconds, s.breaker_max_ejection_seconds
         ):
+            health.ejected_until_wall = wall + (breaker.ejected_until - now)
             metrics.bump(metrics.provider_ejections, provider_id)
             log.warning(
                 "provider ejected",
-                extra={"provider": provider_id, "reason": reason, "in_a_row": health.in_a_row},
+                extra={"provider": provider_id, "reason": reason, "in_a_row": breaker.failures},
             )
 
     def _ok(self, provider_id: str) -> None:
         health = self.health.setdefault(provider_id, ProviderHealth())
         health.last_ok_at = self.router.wall()
-        health.record_success()
+        health.breaker.record_success()
+        health.ejected_until_wall = None
 
     # -- mirrors --------------------------------------------------------------------------
 
@@ -565,12 +531,12 @@ class Dispatcher:
         key = self.router.provider_key(provider_id)
         if key is None:
             return "unusable"
-        health = self.health.setdefault(provider_id, ProviderHealth())
-        health.in_flight += 1  # a copy can be the half-open breaker's one probe too
+        breaker = self.health.setdefault(provider_id, ProviderHealth()).breaker
+        breaker.in_flight += 1  # a copy can be the half-open breaker's one probe too
         try:
             answer = await self._call(name, backend, key, path, obj)
         finally:
-            health.in_flight -= 1
+            breaker.in_flight -= 1
         self._ok(provider_id)
         if isinstance(answer, providers.Answer):
             self._spend(route_id, name, backend, answer.usage)

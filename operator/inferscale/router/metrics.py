@@ -9,7 +9,7 @@ module-level registry.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
@@ -130,33 +130,45 @@ class RouterMetrics:
             "Streams: request received to the engine's first chunk.",
         )
         out.extend(self.ttft.render("inferscale_router_time_to_first_token_seconds", ("model",)))
-        for name, table, text in (
-            ("inferscale_router_prompt_tokens_total", self.tokens_in, "Prompt tokens (usage)."),
-            ("inferscale_router_completion_tokens_total", self.tokens_out, "Output tokens."),
-            ("inferscale_router_retries_total", self.retries, "Attempts after the first."),
-        ):
-            family(name, "counter", text)
-            out.extend(f"{name}{_labels(('model',), (k,))} {v}" for k, v in table.items())
-        family("inferscale_router_ejections_total", "counter", "Circuit-breaker ejections.")
-        out.extend(
-            f"inferscale_router_ejections_total{_labels(('endpoint',), (k,))} {v}"
-            for k, v in self.ejections.items()
-        )
-        family(
-            "inferscale_router_provider_ejections_total",
-            "counter",
-            "Circuit-breaker ejections of hosted providers.",
-        )
-        out.extend(
-            f"inferscale_router_provider_ejections_total{_labels(('provider',), (k,))} {v}"
-            for k, v in self.provider_ejections.items()
-        )
-        family("inferscale_router_held_total", "counter", "Held requests by outcome.")
-        out.extend(
-            f"inferscale_router_held_total{_labels(('model', 'outcome'), k)} {v}"
-            for k, v in self.held_total.items()
-        )
-        series: tuple[tuple[str, dict[Any, int], tuple[str, ...], str], ...] = (
+        # Every counter: name, its table (keyed by one label value or by a tuple of them), the
+        # label names, and its help text.
+        counters: tuple[tuple[str, Mapping[Any, float], tuple[str, ...], str], ...] = (
+            (
+                "inferscale_router_prompt_tokens_total",
+                self.tokens_in,
+                ("model",),
+                "Prompt tokens (usage).",
+            ),
+            (
+                "inferscale_router_completion_tokens_total",
+                self.tokens_out,
+                ("model",),
+                "Output tokens.",
+            ),
+            (
+                "inferscale_router_retries_total",
+                self.retries,
+                ("model",),
+                "Attempts after the first.",
+            ),
+            (
+                "inferscale_router_ejections_total",
+                self.ejections,
+                ("endpoint",),
+                "Circuit-breaker ejections.",
+            ),
+            (
+                "inferscale_router_provider_ejections_total",
+                self.provider_ejections,
+                ("provider",),
+                "Circuit-breaker ejections of hosted providers.",
+            ),
+            (
+                "inferscale_router_held_total",
+                self.held_total,
+                ("model", "outcome"),
+                "Held requests by outcome.",
+            ),
             (
                 "inferscale_router_spillover_total",
                 self.spillover,
@@ -175,29 +187,31 @@ class RouterMetrics:
                 ("model", "backend", "outcome"),
                 "Copies of requests sent to mirror backends, by outcome.",
             ),
+            (
+                "inferscale_router_failovers_total",
+                self.failovers,
+                ("model",),
+                "Steps after a failed one.",
+            ),
+            (
+                "inferscale_router_spend_capped_total",
+                self.spend_capped,
+                ("route",),
+                "Requests that would have spilled over past a spend cap.",
+            ),
+            (
+                "inferscale_router_spend_total",
+                self.spend_total,
+                ("route", "backend"),
+                "Money spent on hosted providers.",
+            ),
         )
-        for name, counts, label_names, text in series:
+        for name, table, label_names, text in counters:
             family(name, "counter", text)
-            out.extend(f"{name}{_labels(label_names, k)} {v}" for k, v in counts.items())
-        family("inferscale_router_failovers_total", "counter", "Steps after a failed one.")
-        out.extend(
-            f"inferscale_router_failovers_total{_labels(('model',), (k,))} {v}"
-            for k, v in self.failovers.items()
-        )
-        family(
-            "inferscale_router_spend_capped_total",
-            "counter",
-            "Requests that would have spilled over past a spend cap.",
-        )
-        out.extend(
-            f"inferscale_router_spend_capped_total{_labels(('route',), (k,))} {v}"
-            for k, v in self.spend_capped.items()
-        )
-        family("inferscale_router_spend_total", "counter", "Money spent on hosted providers.")
-        out.extend(
-            f"inferscale_router_spend_total{_labels(('route', 'backend'), k)} {v!r}"
-            for k, v in self.spend_total.items()
-        )
+            out.extend(
+                f"{name}{_labels(label_names, k if isinstance(k, tuple) else (k,))} {v!r}"
+                for k, v in table.items()
+            )
         family(
             "inferscale_router_spend",
             "gauge",

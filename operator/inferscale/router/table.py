@@ -238,59 +238,27 @@ class RoutingTable(ApiModel):
         return self
 
 
-class EndpointState:
-    """One endpoint's live state: what pickers read and what the proxy updates.
+class CircuitBreaker:
+    """Consecutive failures eject a backend for a while; then one request at a time probes it.
 
-    A plain slotted class, not a pydantic model: the hot path touches it several times per
-    request.
+    ``threshold`` failures in a row open the breaker for ``base_s``, doubling with each ejection
+    in a row up to ``max_s``; once that runs out, one request at a time goes through (half
+    open), and the first that works closes the breaker. Replicas' endpoints and hosted
+    providers share it. Slotted: the hot path reads ``ejected_until`` and ``in_flight``.
     """
 
-    __slots__ = (
-        "address",
-        "base_url",
-        "engine",
-        "ejected_until",
-        "ejections",
-        "failures",
-        "in_flight",
-        "kv_usage",
-        "pod",
-        "queued",
-        "ready",
-        "weight",
-    )
+    __slots__ = ("ejected_until", "ejections", "failures", "in_flight")
 
-    def __init__(self, spec: TableEndpoint) -> None:
-        """Fresh state for ``spec``: nothing in flight, breaker closed."""
-        self.address = spec.address
-        self.base_url = f"http://{spec.address}"
-        self.pod = spec.pod
-        self.engine = spec.engine
-        self.weight = spec.weight
-        self.ready = spec.ready
+    def __init__(self) -> None:
+        """Closed, nothing in flight."""
         self.in_flight = 0
+        """Requests at the backend now (a half-open breaker lets one through)."""
         self.failures = 0
         """Consecutive failures (connect errors, retryable statuses, broken responses)."""
         self.ejections = 0
         """Consecutive ejections; the ejection time doubles with each."""
         self.ejected_until = 0.0
         """Monotonic time the ejection ends; 0 when the breaker is closed."""
-        self.queued = 0
-        """Requests waiting in the engine, from its last scrape (0 when unknown or stale)."""
-        self.kv_usage = 0.0
-        """KV-cache use 0..1, from the engine's last scrape."""
-
-    @property
-    def key(self) -> str:
-        """Stable identity for hashing: the address."""
-        return self.address
-
-    def update(self, spec: TableEndpoint) -> None:
-        """Take the table's new view of this endpoint, keeping the runtime counters."""
-        self.pod = spec.pod
-        self.engine = spec.engine
-        self.weight = spec.weight
-        self.ready = spec.ready
 
     def available(self, now: float) -> bool:
         """Whether the breaker lets a request through now.
@@ -316,17 +284,55 @@ class EndpointState:
         self.failures += 1
         if self.failures < threshold and self.ejected_until == 0.0:
             return False
-        self.ejected_until = now + ejection_seconds(self.ejections, base_s, max_s)
+        # Each ejection in a row doubles the wait, so a dead backend costs one probe per max_s.
+        self.ejected_until = now + min(max_s, base_s * float(2 ** min(self.ejections, 16)))
         self.ejections += 1
         return True
 
 
-def ejection_seconds(ejections: int, base_s: float, max_s: float) -> float:
-    """How long a circuit breaker stays open after ``ejections`` earlier ones in a row.
+class EndpointState(CircuitBreaker):
+    """One endpoint's live state: what pickers read and what the proxy updates.
 
-    Each ejection in a row doubles the wait, so a dead backend costs one probe per ``max_s``.
+    A plain slotted class, not a pydantic model: the hot path touches it several times per
+    request.
     """
-    return min(max_s, base_s * float(2 ** min(ejections, 16)))
+
+    __slots__ = (
+        "address",
+        "base_url",
+        "engine",
+        "kv_usage",
+        "pod",
+        "queued",
+        "ready",
+        "weight",
+    )
+
+    def __init__(self, spec: TableEndpoint) -> None:
+        """Fresh state for ``spec``: nothing in flight, breaker closed."""
+        super().__init__()
+        self.address = spec.address
+        self.base_url = f"http://{spec.address}"
+        self.pod = spec.pod
+        self.engine = spec.engine
+        self.weight = spec.weight
+        self.ready = spec.ready
+        self.queued = 0
+        """Requests waiting in the engine, from its last scrape (0 when unknown or stale)."""
+        self.kv_usage = 0.0
+        """KV-cache use 0..1, from the engine's last scrape."""
+
+    @property
+    def key(self) -> str:
+        """Stable identity for hashing: the address."""
+        return self.address
+
+    def update(self, spec: TableEndpoint) -> None:
+        """Take the table's new view of this endpoint, keeping the runtime counters."""
+        self.pod = spec.pod
+        self.engine = spec.engine
+        self.weight = spec.weight
+        self.ready = spec.ready
 
 
 class RouteRoles:
