@@ -6,7 +6,11 @@ For each case (trace x replica preset) and cold start (60 s, 180 s):
      oracle meets 99 % of the 2 s TTFT SLO (the what-if stand-in for the load test that sets
      `targetInFlightPerReplica`); every request-based policy uses it;
   2. all five policies without spillover;
-  3. the same with spillover, spilling when every ready replica has 4x the target in flight.
+  3. the same with spillover, spilling when every ready replica has 4x the target in flight or
+     would queue more prompt tokens ahead of a request's first token than the SLO's worth of
+     prefill with 20 % headroom (`--spill-prompt-tokens auto`: 4,848 on an L4, 40,000 on an
+     H100, the rule docs/router.md gives for `spillover.promptTokensPerReplica`).
+Every run uses the same router picker for every policy (`--strategy`, default `leastPrefill`).
 Then it checks the issue's targets against the figures and prints a verdict per case.
 
 The traces are read in place from ../shared/traces (licences and attribution in its README;
@@ -129,6 +133,17 @@ def main() -> int:
     parser.add_argument("--cases", default=",".join(CASES), help="code,conv")
     parser.add_argument("--cold-starts", default="60,180")
     parser.add_argument("--plots", type=Path, help="write each run's PNGs under this folder")
+    parser.add_argument(
+        "--strategy",
+        default="leastPrefill",
+        choices=("leastInFlight", "leastPrefill"),
+        help="the router's picker in every run (leastPrefill)",
+    )
+    parser.add_argument(
+        "--spill-prompt-tokens",
+        default="auto",
+        help="spillover.promptTokensPerReplica in the spillover runs: N, auto, or off",
+    )
     args = parser.parse_args()
     started = time.monotonic()
     for case in args.cases.split(","):
@@ -137,8 +152,13 @@ def main() -> int:
         for cold in args.cold_starts.split(","):
             common = [
                 "--trace", str(path), "--preset", preset, "--cold-start", cold,
-                "--max-replicas", str(max_replicas),
+                "--max-replicas", str(max_replicas), "--strategy", args.strategy,
             ]  # fmt: skip
+            by_tokens = (
+                []
+                if args.spill_prompt_tokens == "off"
+                else ["--spill-prompt-tokens", args.spill_prompt_tokens]
+            )
             plots = ["--plots", str(args.plots / f"{case}-{cold}")] if args.plots else []
             plain = whatif([*common, "--target", "auto", *plots])
             target = plain["run"]["target"]
@@ -147,17 +167,22 @@ def main() -> int:
             )
             spilled = whatif(
                 [*common, "--target", f"{target:g}", "--spillover",
-                 "--spill-at", f"{SPILL_FACTOR * target:g}", *spill_plots]
+                 "--spill-at", f"{SPILL_FACTOR * target:g}", *by_tokens, *spill_plots]
             )  # fmt: skip
             run = plain["run"]
             print(
                 f"\n### {file}, {preset}, cold start {cold} s: {run['requests']} requests over "
                 f"{run['span_s']:.0f} s, target {target:g} in flight per replica (calibrated), "
                 f"replicas {run['min_replicas']}..{run['max_replicas']}, start "
-                f"{run['initial_replicas']}\n"
+                f"{run['initial_replicas']}, picker {run['strategy']}\n"
             )
             print(table(plain))
-            print(f"\nWith spillover at {SPILL_FACTOR * target:g} in flight per replica:\n")
+            tokens = spilled["run"]["spill_prompt_tokens_per_replica"]
+            print(
+                f"\nWith spillover at {SPILL_FACTOR * target:g} in flight per replica"
+                + (f" or {tokens} prompt tokens waiting for a first token" if tokens else "")
+                + ":\n"
+            )
             print(table(spilled))
             print()
             for line in verdicts(plain, spilled):

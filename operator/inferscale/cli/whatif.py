@@ -14,8 +14,13 @@ from dataclasses import asdict, replace
 from typing import Any
 
 from inferscale.sim.presets import PRESETS
-from inferscale.whatif.cluster import SimConfig
-from inferscale.whatif.compare import calibrate_target, compare, initial_replicas
+from inferscale.whatif.cluster import SIM_STRATEGIES, SimConfig
+from inferscale.whatif.compare import (
+    calibrate_target,
+    compare,
+    initial_replicas,
+    prompt_token_budget,
+)
 from inferscale.whatif.policies import POLICY_NAMES
 from inferscale.whatif.report import DEFAULT_PRICES, Prices, render_table, summarize, to_json
 from inferscale.whatif.trace import TRACE_FORMATS, TraceError, load_trace
@@ -48,6 +53,12 @@ def _target(text: str) -> float | str:
     if text == "auto":
         return text
     return float(_positive(float)(text))
+
+
+def _tokens(text: str) -> int | str:
+    if text == "auto":
+        return text
+    return int(_positive(int)(text))
 
 
 def register(subparsers: Any) -> None:
@@ -92,6 +103,20 @@ def register(subparsers: Any) -> None:
         "--spill-at",
         type=_positive(float),
         help="spill when every ready replica has this many in flight (default: --target)",
+    )
+    p.add_argument(
+        "--spill-prompt-tokens",
+        type=_tokens,
+        metavar="N|auto",
+        help="also spill when every ready replica would have more than N prompt tokens "
+        "waiting for a first token (spillover.promptTokensPerReplica); auto: the SLO x the "
+        "preset's prefill rate x 0.8",
+    )
+    p.add_argument(
+        "--strategy",
+        choices=SIM_STRATEGIES,
+        default="leastInFlight",
+        help="the router's picker (leastInFlight)",
     )
     p.add_argument(
         "--policies",
@@ -142,8 +167,12 @@ def cmd_whatif(args: argparse.Namespace) -> int:
     except TraceError as error:
         return _fail(str(error))
     started = time.monotonic()
+    engine = PRESETS[args.preset]
+    spill_tokens = args.spill_prompt_tokens
+    if spill_tokens == "auto":
+        spill_tokens = prompt_token_budget(engine, args.slo_ttft)
     config = SimConfig(
-        engine=PRESETS[args.preset],
+        engine=engine,
         cold_start_s=args.cold_start,
         slo_ttft_s=args.slo_ttft,
         target=16.0 if args.target == "auto" else args.target,
@@ -152,6 +181,8 @@ def cmd_whatif(args: argparse.Namespace) -> int:
         scale_to_zero_delay_s=args.scale_to_zero_delay,
         spillover=args.spillover,
         spill_in_flight_per_replica=args.spill_at,
+        spill_prompt_tokens_per_replica=spill_tokens,
+        strategy=args.strategy,
     )
     if args.target == "auto":
         config = replace(config, target=float(calibrate_target(trace, config)))
@@ -196,7 +227,13 @@ def cmd_whatif(args: argparse.Namespace) -> int:
         f"cold start {config.cold_start_s:g} s, SLO TTFT {config.slo_ttft_s:g} s, target "
         f"{config.target:g} in flight per replica, replicas {config.min_replicas}.."
         f"{config.max_replicas} (start {config.initial_replicas})"
+        + f", {config.strategy}"
         + (f", spillover at {config.spill_threshold:g}" if config.spillover else "")
+        + (
+            f" or {config.spill_prompt_tokens_per_replica} prompt tokens"
+            if config.spillover and config.spill_prompt_tokens_per_replica
+            else ""
+        )
     )
     print(render_table(summaries))
     rejected = summaries[0].rejected if summaries else 0

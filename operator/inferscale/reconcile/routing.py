@@ -437,7 +437,9 @@ def _route_entries(
                 timeouts=spec.timeouts,
                 hold_queue=spec.hold_queue,
                 spillover=SpilloverSettings(
-                    in_flight_per_replica=threshold, on_cold_start=spec.spillover.on_cold_start
+                    in_flight_per_replica=threshold,
+                    prompt_tokens_per_replica=spec.spillover.prompt_tokens_per_replica,
+                    on_cold_start=spec.spillover.on_cold_start,
                 ),
                 spend=spec.spend,
             )

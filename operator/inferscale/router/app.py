@@ -686,6 +686,7 @@ class Router:
         headers = {k: v for k in FORWARDED if (v := request.headers.get(k)) is not None}
         url_path = request.path
         tried: list[EndpointState] = []
+        prompt_tokens = picking.estimate_prompt_tokens(len(body))
         last = _Retry("no endpoint could take the request", 503)
         for attempt in range(route.retries.max_attempts):
             if attempt:
@@ -704,6 +705,8 @@ class Router:
                 self.metrics.bump(self.metrics.retries, ctx.name)
             tried.append(endpoint)
             endpoint.in_flight += 1
+            endpoint.pending_prompt_tokens += prompt_tokens
+            ctx.prefill_tokens = prompt_tokens
             try:
                 return await self._attempt(ctx, model, endpoint, url_path, body, headers, committed)
             except _Final:
@@ -713,6 +716,7 @@ class Router:
                 self._failed(endpoint)
             finally:
                 endpoint.in_flight -= 1
+                _prefilled(ctx, endpoint)
         if ctx.fallible:
             if not tried:
                 last = _Retry(f"no replica of `{model.name}` can take the request", 503)
@@ -851,6 +855,7 @@ class Router:
                 f"{endpoint.pod} broke off before the first token: {type(error).__name__}"
             ) from error
         self.metrics.ttft.observe((ctx.name,), self.clock() - ctx.start)
+        _prefilled(ctx, endpoint)
         resp = committed
         if resp is None:
             resp = web.StreamResponse(
@@ -995,6 +1000,7 @@ class RequestContext:
         "id",
         "model",
         "name",
+        "prefill_tokens",
         "request",
         "start",
         "status",
@@ -1019,6 +1025,15 @@ class RequestContext:
         """The InferenceClient of the caller's key, if it sent a known one."""
         self.usage: dict[str, Any] | None = None
         """The response's token usage, once read."""
+        self.prefill_tokens = 0
+        """Prompt tokens this request adds to its endpoint's ``pending_prompt_tokens`` until
+        its first token (or its answer) comes back; 0 once they are taken off."""
+
+
+def _prefilled(ctx: RequestContext, endpoint: EndpointState) -> None:
+    """Take the request's prompt off its endpoint's prefill queue (once: first token, or end)."""
+    endpoint.pending_prompt_tokens -= ctx.prefill_tokens
+    ctx.prefill_tokens = 0
 
 
 def _refusal(refusal: Refusal) -> web.Response:

@@ -47,7 +47,7 @@ from inferscale.router.codec import (
     error_response,
     sse_error,
 )
-from inferscale.router.roles import LOCAL, Plan, plan, saturated
+from inferscale.router.roles import LOCAL, Plan, plan, prefill_saturated, saturated
 from inferscale.router.spend import (
     DAY,
     HOUR,
@@ -139,8 +139,13 @@ class Dispatcher:
         if roles.mirror:
             self._mirror(ctx.name, roles, path, obj, wall)
         candidates = model.candidates(router.clock())
-        busy = saturated(
-            [e.in_flight for e in candidates], settings.spillover.in_flight_per_replica
+        spill = settings.spillover
+        busy = saturated([e.in_flight for e in candidates], spill.in_flight_per_replica) or (
+            prefill_saturated(
+                [e.pending_prompt_tokens for e in candidates],
+                picking.estimate_prompt_tokens(len(body)),
+                spill.prompt_tokens_per_replica,
+            )
         )
         skipped: dict[str, str] = {}
         capped = router.spend.capped(roles.route_id, settings.spend, wall)

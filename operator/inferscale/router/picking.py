@@ -7,6 +7,10 @@ the same inputs always give the same answer; the what-if simulator runs this sam
 
 - ``leastInFlight`` (default): fewest requests in flight (plus the engine's own waiting queue
   when scraped); ties go to the lower KV-cache use, then rotate from ``start``.
+- ``leastPrefill``: fewest prompt tokens waiting for their first token (the prefill queued ahead
+  of a new request's first token, estimated at the router); ties by ``leastInFlight``'s order.
+  Better than counting requests when prompt lengths vary: one 8,000-token prompt holds up the
+  next first token longer than ten 200-token ones.
 - ``prefixHash``: consistent hashing with bounded loads (CHWBL, Mirrokni et al. 2016, as
   KubeAI's): the request's prompt prefix picks a point on a ring; walking clockwise, the first
   endpoint whose load after taking the request stays within
@@ -53,6 +57,10 @@ class Candidate(Protocol):
     def kv_usage(self) -> float:
         """KV-cache use 0..1 (scraped; 0 when unknown)."""
 
+    @property
+    def pending_prompt_tokens(self) -> int:
+        """Prompt tokens of this router's requests there that have no first token yet."""
+
 
 C = TypeVar("C", bound=Candidate)
 
@@ -80,6 +88,32 @@ def least_in_flight(candidates: Sequence[C], start: int = 0) -> C:
         load = c.in_flight + c.queued
         if load < best_load or (load == best_load and c.kv_usage < best_kv):
             best, best_load, best_kv = c, load, c.kv_usage
+    return best
+
+
+BYTES_PER_TOKEN: Final = 4
+"""About a token per 4 bytes of English text or JSON (OpenAI's rule of thumb)."""
+
+
+def estimate_prompt_tokens(body_bytes: int) -> int:
+    """A request's prompt tokens, estimated from its body's size before any tokenizer runs."""
+    return max(body_bytes, 0) // BYTES_PER_TOKEN
+
+
+def least_prefill(candidates: Sequence[C], start: int = 0) -> C:
+    """The candidate with the fewest prompt tokens waiting for their first token.
+
+    Ties (idle endpoints have none) go by ``least_in_flight``'s order: load, KV-cache use,
+    then rotating from ``start``.
+    """
+    n = len(candidates)
+    best = candidates[start % n]
+    best_key = (best.pending_prompt_tokens, best.in_flight + best.queued, best.kv_usage)
+    for i in range(1, n):
+        c = candidates[(start + i) % n]
+        key = (c.pending_prompt_tokens, c.in_flight + c.queued, c.kv_usage)
+        if key < best_key:
+            best, best_key = c, key
     return best
 
 
@@ -237,6 +271,8 @@ def pick(
     """
     if strategy == "leastInFlight":
         return least_in_flight(candidates, counter)
+    if strategy == "leastPrefill":
+        return least_prefill(candidates, counter)
     if strategy == "roundRobin":
         return round_robin(candidates, counter)
     if strategy == "weighted":

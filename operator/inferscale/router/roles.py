@@ -9,10 +9,11 @@ over to the next only while nothing has reached the client. The rules:
   primaries share requests by weight. A primary that cannot take a request now (replicas with
   none ready while a hosted primary can; a provider without a key) is left out of the draw.
 - **Spillover**: when the replicas were drawn but every ready one has ``inFlightPerReplica``
-  requests in flight (saturated), or none is ready (cold start) and ``spillover.onColdStart`` is
-  set or the hold queue is full, the spillover backends go first, then the replicas (held if
-  none is ready). It is decided per request, so it stops by itself as soon as a replica has
-  room again.
+  requests in flight or, with ``promptTokensPerReplica`` set, would queue more prompt tokens
+  than that ahead of this request's first token (saturated), or none is ready (cold start)
+  and ``spillover.onColdStart`` is set or the hold queue is full, the spillover backends go
+  first, then the replicas (held if none is ready). It is decided per request, so it stops
+  by itself as soon as a replica has room again.
 - **Spend caps**: while a cap of the route is reached, spillover is off: the request goes to
   the replicas as if there were no spillover (``onCapReached: queue``) or is refused with 503
   (``reject``).
@@ -52,6 +53,15 @@ class Plan:
 def saturated(in_flight: list[int], threshold: int) -> bool:
     """Whether every ready replica (their in-flight counts) is at or above ``threshold``."""
     return bool(in_flight) and min(in_flight) >= threshold
+
+
+def prefill_saturated(pending: list[int], prompt_tokens: int, threshold: int | None) -> bool:
+    """Whether no ready replica can take ``prompt_tokens`` more prefill within ``threshold``.
+
+    ``pending`` holds the ready replicas' prompt tokens still waiting for a first token;
+    ``threshold`` None means the rule is off.
+    """
+    return threshold is not None and bool(pending) and min(pending) + prompt_tokens > threshold
 
 
 def _draw(options: list[tuple[Step, int]], r: float) -> Step:

@@ -142,6 +142,10 @@ class SpilloverSettings(ApiModel):
     in_flight_per_replica: int = Field(default=16, ge=1, le=100_000)
     """A ready replica is saturated at this many of this router's requests in flight."""
 
+    prompt_tokens_per_replica: int | None = Field(default=None, ge=1, le=100_000_000)
+    """A ready replica is also saturated when the prompt tokens of this router's requests
+    there that have no first token yet, plus the new request's, exceed this (None: off)."""
+
     on_cold_start: bool = True
     """Spill over at once while no replica is ready, rather than holding the request."""
 
@@ -302,6 +306,7 @@ class EndpointState(CircuitBreaker):
         "base_url",
         "engine",
         "kv_usage",
+        "pending_prompt_tokens",
         "pod",
         "queued",
         "ready",
@@ -321,6 +326,8 @@ class EndpointState(CircuitBreaker):
         """Requests waiting in the engine, from its last scrape (0 when unknown or stale)."""
         self.kv_usage = 0.0
         """KV-cache use 0..1, from the engine's last scrape."""
+        self.pending_prompt_tokens = 0
+        """Estimated prompt tokens of this router's requests here with no first token yet."""
 
     @property
     def key(self) -> str:

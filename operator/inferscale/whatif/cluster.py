@@ -5,11 +5,17 @@ One :func:`simulate` call replays a trace against one policy. Time jumps from ev
 :class:`~inferscale.sim.model.LatencyModel` advanced to the event's time, so an hour of trace
 takes seconds. What happens, in the order a real deployment does it:
 
-- **Router**: a request goes to a ready replica chosen by the router's own
-  :func:`~inferscale.router.picking.least_in_flight`; with none ready it is held (FIFO) until
-  one is, or spilled to the provider when spillover is on. With spillover on, a request is
-  also spilled when every ready replica already has ``spill_in_flight_per_replica`` in flight
-  (the route's ``spillover.inFlightPerReplica``, defaulting to the autoscaling target).
+- **Router**: a request goes to a ready replica chosen by the router's own picker for the
+  run's ``strategy`` (:func:`~inferscale.router.picking.pick`: ``leastInFlight`` or
+  ``leastPrefill``); with none ready it is held (FIFO) until one is, or spilled to the
+  provider when spillover is on. With spillover on, a request is also spilled when every
+  ready replica is saturated by the router's own rules
+  (:func:`~inferscale.router.roles.saturated`, :func:`~inferscale.router.roles.prefill_saturated`):
+  ``spill_in_flight_per_replica`` in flight (the route's ``spillover.inFlightPerReplica``,
+  defaulting to the autoscaling target) or, when ``spill_prompt_tokens_per_replica`` is set,
+  more prompt tokens without a first token than that once this request's are added (the
+  route's ``spillover.promptTokensPerReplica``). The simulator counts exact prompt tokens
+  where the router estimates them from the body's size.
   Requests longer than the engine accepts are rejected, as the engine would with a 400.
 - **Scrapes** every ``scrape_interval_s``: in-flight, held, spilled, KV-cache use, GPU busy
   per ready replica, ready and starting counts. Policies read these (with their own lag).
@@ -32,7 +38,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from inferscale.router.picking import least_in_flight
+from inferscale.api.v1alpha1.inference_route import Strategy
+from inferscale.router import picking
+from inferscale.router.roles import prefill_saturated, saturated
 from inferscale.sim.model import EngineParams, LatencyModel, Seq
 from inferscale.whatif.policies import Autoscaler, Scrape, service_seconds
 from inferscale.whatif.trace import MOONCAKE_BLOCK_TOKENS, Request, Trace
@@ -44,6 +52,9 @@ REJECTED: Final = 2
 UNFINISHED: Final = 3
 
 _READY, _SCRAPE, _TICK = 0, 1, 2  # event kinds; at equal times they run in this order
+
+SIM_STRATEGIES: Final[tuple[Strategy, ...]] = ("leastInFlight", "leastPrefill")
+"""The router strategies the simulator replays (the others need prompts' text or weights)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +73,11 @@ class SimConfig:
     spillover: bool = False
     spill_in_flight_per_replica: float | None = None
     """Spill when every ready replica has this many in flight (None: ``target``)."""
+    spill_prompt_tokens_per_replica: int | None = None
+    """Also spill when every ready replica would have more prompt tokens than this waiting
+    for their first token, this request's included (None: off)."""
+    strategy: Strategy = "leastInFlight"
+    """The router's picker: ``leastInFlight`` or ``leastPrefill``."""
     scrape_interval_s: float = 2.0
     initial_replicas: int = 1
     """Replicas ready at the start (the system was running before the trace begins)."""
@@ -76,6 +92,15 @@ class SimConfig:
             raise ValueError("need 0 <= min_replicas <= max_replicas and max_replicas >= 1")
         if self.scrape_interval_s <= 0:
             raise ValueError("scrape_interval_s must be > 0")
+        if self.strategy not in SIM_STRATEGIES:
+            raise ValueError(
+                f"strategy {self.strategy!r} is not simulated; use one of "
+                + ", ".join(SIM_STRATEGIES)
+            )
+        if self.spill_prompt_tokens_per_replica is not None and (
+            self.spill_prompt_tokens_per_replica < 1
+        ):
+            raise ValueError("spill_prompt_tokens_per_replica must be >= 1")
 
     @property
     def spill_threshold(self) -> float:
@@ -97,6 +122,14 @@ class Replica:
     stopped_at: float | None = None
     weight: int = 1
     queued: int = 0
+    prefilling: list[Seq] = field(default_factory=list)
+    """Requests sent here that had no first token when last looked at."""
+
+    @property
+    def pending_prompt_tokens(self) -> int:
+        """Prompt tokens of the requests sent here that have no first token yet."""
+        self.prefilling = [s for s in self.prefilling if s.first_token_at is None and not s.done]
+        return sum(s.prompt_tokens for s in self.prefilling)
 
     @property
     def in_flight(self) -> int:
@@ -245,11 +278,11 @@ class _Cluster:
 
     def dispatch(self, index: int, now: float, candidates: Sequence[Replica]) -> None:
         r = self.requests[index]
-        replica = least_in_flight(candidates, index)
+        replica = picking.pick(self.config.strategy, candidates, counter=index)
         hashes = _block_hashes(r, self.engine.block_size)
-        self.seqs[index] = replica.model.submit(
-            now, max(r.prompt_tokens, 1), r.output_tokens, hashes
-        )
+        seq = replica.model.submit(now, max(r.prompt_tokens, 1), r.output_tokens, hashes)
+        self.seqs[index] = seq
+        replica.prefilling.append(seq)
         self.outcome[index] = SERVED
 
     def spill(self, index: int, now: float) -> None:
@@ -268,11 +301,18 @@ class _Cluster:
             self.ttft[index] = math.nan
             return
         candidates = self.ready(now)
-        if self.config.spillover:
-            threshold = self.config.spill_threshold
-            if not candidates or min(c.in_flight for c in candidates) >= threshold:
-                self.spill(index, now)
-                return
+        config = self.config
+        if config.spillover and (
+            not candidates
+            or saturated([c.in_flight for c in candidates], math.ceil(config.spill_threshold))
+            or prefill_saturated(
+                [c.pending_prompt_tokens for c in candidates],
+                max(r.prompt_tokens, 1),
+                config.spill_prompt_tokens_per_replica,
+            )
+        ):
+            self.spill(index, now)
+            return
         if candidates:
             self.release_held(now)  # first come, first served
             self.dispatch(index, now, candidates)

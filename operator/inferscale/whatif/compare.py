@@ -10,6 +10,7 @@ from dataclasses import replace
 from typing import Final
 
 from inferscale.autoscaler.policy import DEFAULT_SCALE_TO_ZERO_DELAY_S, PolicyParams
+from inferscale.sim.model import EngineParams
 from inferscale.whatif.cluster import RunResult, SimConfig, simulate
 from inferscale.whatif.policies import (
     POLICY_NAMES,
@@ -97,6 +98,27 @@ def compare(trace: Trace, config: SimConfig, names: Sequence[str]) -> list[RunRe
         if name not in POLICY_NAMES:
             raise ValueError(f"unknown policy {name!r}; known: {', '.join(POLICY_NAMES)}")
     return [simulate(trace, build_policy(name, trace, config), config) for name in names]
+
+
+PREFILL_HEADROOM: Final = 0.8
+"""Share of the TTFT budget the queued prefill may take; the rest is for the decode steps that
+vLLM's chunked prefill interleaves with it."""
+
+MAX_PROMPT_TOKEN_BUDGET: Final = 100_000_000
+"""The API's upper bound for ``promptTokensPerReplica`` (an engine with free prefill)."""
+
+
+def prompt_token_budget(engine: EngineParams, slo_ttft_s: float) -> int:
+    """Prompt tokens a replica can prefill within the TTFT budget, with headroom.
+
+    The rule ``docs/router.md`` gives users for ``spillover.promptTokensPerReplica``: the
+    budget times the prefill rate times :data:`PREFILL_HEADROOM` (2 s on the L4 preset's
+    3,030 tokens/s: 4,848).
+    """
+    per_token = engine.prefill_seconds_per_token
+    if per_token <= 0:
+        return MAX_PROMPT_TOKEN_BUDGET
+    return max(1, min(MAX_PROMPT_TOKEN_BUDGET, int(slo_ttft_s * PREFILL_HEADROOM / per_token)))
 
 
 TARGET_CANDIDATES: Final = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128)

@@ -711,3 +711,100 @@ async def test_requests_at_a_provider_are_reported_to_the_autoscaler(
         await aclient.close()
     assert seen == {"held": 0, "inFlight": 1, "hostedInFlight": 2, "readyEndpoints": 1}
     assert (await asyncio.to_thread(held))["hostedInFlight"] == 0
+
+
+@pytest.fixture(scope="module")
+def prefill_sim() -> Iterator[RunningSim]:
+    """A sim whose prefill takes 0.5 ms per prompt token, so long prompts wait for it."""
+    with RunningSim(make_settings(prefill_seconds_per_token=0.0005, step_base_seconds=0.01)) as sim:
+        yield sim
+
+
+async def test_a_prefill_queue_spills_long_prompts_and_empties_at_the_first_token(
+    router, prefill_sim, mock_openai, mock_anthropic
+):
+    router.set_provider_keys({OPENAI_ID: KEY})
+    table = {
+        MODEL: local(
+            prefill_sim,
+            backend("spillover", OPENAI_ID, "mini"),
+            spillover={"inFlightPerReplica": 100, "promptTokensPerReplica": 3000},
+        )
+    }
+    assert router.push(table, providers=providers(mock_openai, mock_anthropic)).status_code == 200
+    assert router.router is not None
+    (endpoint,) = router.router.table.models[MODEL].endpoints
+    aclient = openai.AsyncOpenAI(base_url=router.base_url + "/v1", api_key="x", max_retries=0)
+
+    def prompt(n_bytes: int) -> list[dict[str, str]]:
+        return [{"role": "user", "content": "lorem " * (n_bytes // 6)}]
+
+    async def one(messages: list[dict[str, str]]) -> str:
+        raw = await aclient.chat.completions.with_raw_response.create(
+            model=MODEL, messages=messages, max_tokens=2
+        )
+        raw.parse()
+        return raw.headers.get("x-inferscale-backend") or raw.headers["x-inferscale-pod"]
+
+    async def long_stream() -> tuple[int, int]:
+        # The router answers a stream's headers with its first token, so this returns then.
+        stream = await aclient.chat.completions.create(
+            model=MODEL, messages=prompt(8000), max_tokens=200, stream=True
+        )
+        after_first = (endpoint.pending_prompt_tokens, endpoint.in_flight)
+        async for _ in stream:
+            pass
+        return after_first
+
+    try:
+        # About 2,000 estimated prompt tokens (8,000 bytes), a second or so of prefill.
+        long = asyncio.ensure_future(long_stream())
+        for _ in range(200):  # until the router counts its prompt (bounded: 10 s)
+            if endpoint.pending_prompt_tokens:
+                break
+            await asyncio.sleep(0.05)
+        queued = endpoint.pending_prompt_tokens
+        # 2,000 queued + 1,000 more > 3,000: the provider takes it; a short one still fits.
+        medium = await one(prompt(4000))
+        short = await one(MESSAGES)
+        after_first = await long  # its first token took its prompt off the prefill queue
+        again = await one(prompt(4000))  # nothing queued now: the replica takes it
+    finally:
+        await aclient.close()
+    assert 1900 < queued < 2100
+    assert (medium, short, again) == ("provider:team/openai/mini", "sim-0", "sim-0")
+    # At its first token the long prompt left the queue while its stream went on (the short
+    # request may still be waiting for its own first token then).
+    assert after_first[0] < 100 and after_first[1] >= 1
+    assert (endpoint.pending_prompt_tokens, endpoint.in_flight) == (0, 0)
+    assert router.metric("inferscale_router_spillover_total", model=MODEL, reason="saturated") == 1
+
+
+def test_least_prefill_picks_the_replica_with_the_least_prompt_waiting(router, sims):
+    table = {
+        MODEL: {
+            "route": {"strategy": "leastPrefill"},
+            "endpoints": [
+                {"pod": f"sim-{i}", "address": address(s), "engine": "sim"}
+                for i, s in enumerate(sims)
+            ],
+        }
+    }
+    assert router.push(table).status_code == 200
+    assert router.router is not None
+    first, second = router.router.table.models[MODEL].endpoints
+    # As if a long prompt were prefilling at the first replica and two short ones at the other.
+    first.pending_prompt_tokens, first.in_flight = 5000, 1
+    second.pending_prompt_tokens, second.in_flight = 40, 2
+    try:
+        with client(router) as c:
+            pods = [
+                c.chat.completions.with_raw_response.create(
+                    model=MODEL, messages=MESSAGES, max_tokens=1
+                ).headers["x-inferscale-pod"]
+                for _ in range(3)
+            ]
+    finally:
+        first.pending_prompt_tokens = first.in_flight = 0
+        second.pending_prompt_tokens = second.in_flight = 0
+    assert pods == ["sim-1"] * 3

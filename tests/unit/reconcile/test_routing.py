@@ -325,11 +325,24 @@ def test_a_routes_own_threshold_wins_and_the_table_round_trips_without_keys():
     table = compile_table(
         4,
         [model()],
-        [route(backends=backends, spillover={"inFlightPerReplica": 3, "onColdStart": False})],
+        [
+            route(
+                backends=backends,
+                strategy="leastPrefill",
+                spillover={
+                    "inFlightPerReplica": 3,
+                    "promptTokensPerReplica": 4800,
+                    "onColdStart": False,
+                },
+            )
+        ],
         [],
         [provider(baseURL="https://proxy.example/v1/")],
     )
-    assert table.models["llama"].route.spillover.in_flight_per_replica == 3
+    settings = table.models["llama"].route
+    assert settings.spillover.in_flight_per_replica == 3
+    assert settings.spillover.prompt_tokens_per_replica == 4800
+    assert settings.strategy == "leastPrefill"
     assert table.providers["team/openai"].base_url == "https://proxy.example/v1"
     text = table_json(table)
     assert RoutingTable.model_validate_json(text) == table

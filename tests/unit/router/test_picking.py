@@ -11,8 +11,10 @@ from hypothesis import strategies as st
 
 from inferscale.router.picking import (
     HashRing,
+    estimate_prompt_tokens,
     hash64,
     least_in_flight,
+    least_prefill,
     load_cap,
     pick,
     prefix_hash,
@@ -29,6 +31,7 @@ class Snap:
     weight: int = 1
     queued: int = 0
     kv_usage: float = 0.0
+    pending_prompt_tokens: int = 0
 
 
 def make(*loads: int, **kw) -> list[Snap]:
@@ -270,3 +273,45 @@ def test_weighted_never_picks_a_zero_weight_when_some_are_positive(weights, r):
     chosen = weighted(cands, r)
     if any(weights):
         assert chosen.weight > 0
+
+
+def test_least_prefill_goes_where_the_least_prompt_waits_for_a_first_token():
+    # Two short requests in flight at .0 and one 8,000-token prompt at .1: the prompt holds up
+    # a new first token longer, so .0 wins although it has more requests in flight.
+    snaps = [
+        Snap("10.0.0.0:8000", in_flight=2, pending_prompt_tokens=400),
+        Snap("10.0.0.1:8000", in_flight=1, pending_prompt_tokens=8_000),
+    ]
+    assert least_prefill(snaps, 0).key == "10.0.0.0:8000"
+    assert least_prefill(snaps, 1).key == "10.0.0.0:8000"
+    assert least_in_flight(snaps, 0).key == "10.0.0.1:8000"
+
+
+def test_least_prefill_ties_go_by_load_then_kv_then_rotation():
+    idle = [Snap(f"10.0.0.{i}:8000") for i in range(3)]
+    assert [least_prefill(idle, start).key[-6] for start in range(3)] == ["0", "1", "2"]
+    decoding = [
+        Snap("a", in_flight=3),
+        Snap("b", in_flight=1, kv_usage=0.5),
+        Snap("c", in_flight=1, kv_usage=0.2),
+    ]
+    assert least_prefill(decoding, 0).key == "c"
+    assert pick("leastPrefill", decoding, counter=0).key == "c"
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 50_000), st.integers(0, 64)), min_size=1, max_size=12),
+    st.integers(0, 1000),
+)
+@settings(max_examples=200, deadline=None)
+def test_least_prefill_is_a_minimum(state, start):
+    snaps = [Snap(f"e{i}", in_flight=n, pending_prompt_tokens=t) for i, (t, n) in enumerate(state)]
+    chosen = least_prefill(snaps, start)
+    assert chosen.pending_prompt_tokens == min(s.pending_prompt_tokens for s in snaps)
+    same = [s for s in snaps if s.pending_prompt_tokens == chosen.pending_prompt_tokens]
+    assert chosen.in_flight == min(s.in_flight for s in same)
+
+
+@pytest.mark.parametrize(("size", "tokens"), [(0, 0), (3, 0), (4, 1), (4_001, 1_000), (-5, 0)])
+def test_estimate_prompt_tokens(size, tokens):
+    assert estimate_prompt_tokens(size) == tokens

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from inferscale.router.roles import LOCAL, plan, saturated
+from inferscale.router.roles import LOCAL, plan, prefill_saturated, saturated
 from inferscale.router.table import ModelRoute, RouteRoles, TableBackend
 
 OPENAI = TableBackend(role="primary", provider="team/openai", model="mini", weight=1)
@@ -56,6 +56,21 @@ def test_roles_are_sorted_and_mirrors_kept_apart():
 )
 def test_saturated(in_flight, threshold, expected):
     assert saturated(in_flight, threshold) is expected
+
+
+@pytest.mark.parametrize(
+    ("pending", "prompt", "threshold", "expected"),
+    [
+        ([], 100, 1_000, False),  # no ready replica: the cold-start rules decide
+        ([0, 0], 5_000, None, False),  # the rule is off
+        ([900, 0], 1_000, 1_000, False),  # the idle replica takes it: exactly at the bound
+        ([900, 1], 1_000, 1_000, True),
+        ([0], 1_001, 1_000, True),  # a prompt longer than the bound on its own
+        ([4_000, 2_500], 2_000, 4_800, False),
+    ],
+)
+def test_prefill_saturated(pending, prompt, threshold, expected):
+    assert prefill_saturated(pending, prompt, threshold) is expected
 
 
 def test_free_replicas_take_the_request_and_fallbacks_follow():

@@ -91,7 +91,34 @@ def test_bad_input_exits_2_with_one_clear_line(tmp_path, capsys, setup, extra, m
     assert "Traceback" not in err and err.count("\n") == 1
 
 
-@pytest.mark.parametrize("flag", [["--cold-start", "-1"], ["--target", "0"], ["--speedup", "0"]])
+def test_strategy_and_prompt_token_spillover_flags(trace, capsys):
+    argv = [
+        "whatif", "--trace", str(trace), "--policies", "ours", "--preset", "llama-3.1-8b-l4",
+        "--strategy", "leastPrefill", "--spillover", "--spill-prompt-tokens", "auto",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    # 2 s x 0.8 / 0.33 ms per token on the L4 preset.
+    assert "leastPrefill, spillover at 16 or 4848 prompt tokens" in out
+    argv[-1] = "250"  # below one request's 300-token prompt: every request spills
+    assert main([*argv, "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["run"]["strategy"] == "leastPrefill"
+    assert doc["run"]["spill_prompt_tokens_per_replica"] == 250
+    assert doc["policies"][0]["spilled_requests"] == 240
+
+
+@pytest.mark.parametrize(
+    "flag",
+    [
+        ["--cold-start", "-1"],
+        ["--target", "0"],
+        ["--speedup", "0"],
+        ["--spill-prompt-tokens", "0"],
+        ["--spill-prompt-tokens", "lots"],
+        ["--strategy", "prefixHash"],
+    ],
+)
 def test_impossible_numbers_are_usage_errors(trace, capsys, flag):
     with pytest.raises(SystemExit) as exit_info:
         main(["whatif", "--trace", str(trace), *flag])

@@ -10,17 +10,20 @@ import pytest
 from inferscale.sim.presets import preset
 from inferscale.whatif.cluster import REJECTED, SERVED, SPILLED, SimConfig, simulate
 from inferscale.whatif.compare import (
+    MAX_PROMPT_TOKEN_BUDGET,
     build_policy,
     calibrate_target,
     compare,
     initial_replicas,
     oracle_for,
+    prompt_token_budget,
 )
 from inferscale.whatif.policies import HpaLike, KedaLike, KubeAiLike, Scrape, Static
 from inferscale.whatif.report import gpu_hours, quantile, render_table, summarize, to_json
 from inferscale.whatif.trace import Request, Trace
 
 H100 = preset("llama-3.1-8b-h100")
+L4 = preset("llama-3.1-8b-l4")
 
 
 def steady(rate: float, seconds: float, prompt: int = 200, output: int = 20) -> Trace:
@@ -99,6 +102,64 @@ def test_spillover_serves_cold_starts_at_the_provider():
     assert s.slo_attainment == 1.0 and s.spilled_requests == 1
     assert s.spilled_tokens_pct == pytest.approx(100 * 1050 / 1155)
     assert s.cost == pytest.approx(s.gpu_hours + 1000 / 1e6 * 0.5 + 50 / 1e6 * 1.5)
+
+
+def test_least_prefill_sends_a_short_request_past_a_long_prefill():
+    # A 6,000-token prompt takes about 2 s to prefill on an L4. Request 3 finds one request
+    # in flight at the replica prefilling it and two short ones at the other: leastInFlight
+    # puts it behind the long prompt, leastPrefill beside the short ones.
+    short = [Request(0.01 * i, 100, 10) for i in (1, 2, 3)]
+    trace = Trace("mixed", "azure", (Request(0.0, 6000, 10), *short))
+    ttft = {}
+    for strategy in ("leastInFlight", "leastPrefill"):
+        cfg = config(engine=L4, initial_replicas=2, strategy=strategy)
+        ttft[strategy] = simulate(trace, Static(2), cfg).ttft
+    assert ttft["leastInFlight"][3] > 1.5
+    assert ttft["leastPrefill"][3] < 0.5
+    assert ttft["leastPrefill"][0] == pytest.approx(ttft["leastInFlight"][0])
+
+
+def test_spillover_on_prompt_tokens_waiting_for_a_first_token():
+    trace = Trace(
+        "t",
+        "azure",
+        (
+            Request(0.0, 3000, 10),  # served: nothing queued
+            Request(0.01, 3000, 10),  # 3,000 queued + 3,000 > 4,000: spilled
+            Request(0.02, 500, 10),  # 3,000 + 500 fits: served
+            Request(0.03, 4500, 10),  # longer than the bound on its own: spilled
+            Request(10.0, 3000, 10),  # the queue is long gone: served
+        ),
+    )
+    cfg = config(
+        engine=L4,
+        initial_replicas=1,
+        spillover=True,
+        spill_in_flight_per_replica=100,
+        spill_prompt_tokens_per_replica=4000,
+    )
+    result = simulate(trace, Static(1), cfg)
+    assert result.outcome == [SERVED, SPILLED, SERVED, SPILLED, SERVED]
+    off = simulate(trace, Static(1), replace(cfg, spill_prompt_tokens_per_replica=None))
+    assert off.outcome == [SERVED] * 5
+
+
+def test_prompt_token_budget_is_the_slo_times_the_prefill_rate_with_headroom():
+    assert prompt_token_budget(L4, 2.0) == 4848
+    assert prompt_token_budget(H100, 1.0) == 20_000
+    assert prompt_token_budget(preset("zero"), 2.0) == MAX_PROMPT_TOKEN_BUDGET
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("strategy", "prefixHash", "not simulated"),
+        ("spill_prompt_tokens_per_replica", 0, "must be >= 1"),
+    ],
+)
+def test_config_refuses_what_it_cannot_simulate(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        config(**{field: value})
 
 
 def test_requests_the_engine_cannot_take_are_left_out():

@@ -26,7 +26,7 @@ KIND: Final = "InferenceRoute"
 PLURAL = "inferenceroutes"
 
 Role = Literal["primary", "spillover", "fallback", "mirror"]
-Strategy = Literal["leastInFlight", "prefixHash", "weighted", "roundRobin"]
+Strategy = Literal["leastInFlight", "leastPrefill", "prefixHash", "weighted", "roundRobin"]
 OnCapReached = Literal["queue", "reject"]
 
 
@@ -114,6 +114,14 @@ class Spillover(ApiModel):
     in_flight_per_replica: int | None = Field(default=None, ge=1, le=100_000)
     """A primary replica counts as saturated at this many requests in flight; defaults to the
     model's autoscaling target."""
+
+    prompt_tokens_per_replica: int | None = Field(default=None, ge=1, le=100_000_000)
+    """A primary replica also counts as saturated when the prompt tokens it has not answered
+    with a first token yet, plus this request's, exceed this (the prefill queued ahead of the
+    request's first token). Unset: only ``inFlightPerReplica`` counts. A starting point: the
+    time-to-first-token budget times the replica's prefill rate times 0.8, for example
+    2 s x 3,000 tokens/s x 0.8 = 4,800 on an L4 serving an 8B model. Prompt tokens are
+    estimated as the request body's bytes / 4."""
 
     on_cold_start: bool = True
     """Spill over while a primary has no ready replica instead of holding the request."""
