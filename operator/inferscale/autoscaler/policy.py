@@ -25,8 +25,9 @@ How a decision is made (``docs/autoscaling.md`` has the long version):
 - **Up** at most ``max_scale_up_step`` replicas per decision, and, outside panic, only as far
   as the panic window still wants (a burst that is over stays in the stable mean for a whole
   window); from zero straight to what the held queue needs, on the first held request.
-- **Down** only after the load's peaks (the panic window's want, not only the stable mean's)
-  have wanted fewer replicas for ``scale_down_delay_s``, then to the most they wanted during
+- **Down** only after the load's peaks (the panic window's want when it is a burst, at least
+  ``BURST_RATIO`` times the stable mean's, else the stable mean's) have wanted fewer replicas
+  for ``scale_down_delay_s``, then to the most they wanted during
   that delay (HPA's stabilisation), so bursts that recur within the delay keep their capacity;
   by at most ``1 - 1 / max_scale_down_rate`` of the replicas per step (Knative's
   max-scale-down-rate), and each step down restarts the delay, because the in-flight count
@@ -54,6 +55,11 @@ if TYPE_CHECKING:
 
 DEFAULT_SCALE_TO_ZERO_DELAY_S: Final = 600.0
 """Idle time before the last replica goes when ``minReplicas`` is 0 and no delay is given."""
+
+BURST_RATIO: Final = 2.0
+"""A burst: the panic window wants this many times the replicas that are ready (panic starts)
+or that the stable window wants (the peak is remembered for scale-down). Knative's panic
+threshold, 200 %."""
 
 MAX_SAMPLES: Final = 512
 """Most samples a History keeps (the newest), so the annotation stays small at any tick rate."""
@@ -499,7 +505,7 @@ def _decide_on(
     panic_until = history.panic_until
     if panic_until is not None and now >= panic_until:
         panic_until = None
-    if current > 0 and panic_want >= 2 * max(sample.ready, 1):
+    if current > 0 and panic_want >= BURST_RATIO * max(sample.ready, 1):
         panic_until = now + params.stable_window_s
     panic = panic_until is not None
 
@@ -529,8 +535,12 @@ def _decide_on(
 
     # What the peaks want: a burst shorter than the stable window barely moves its mean, but
     # the replicas it needed are what the next burst needs too. The scale-down delay keeps
-    # them while bursts recur within it.
-    peak_want = max(desired, min(panic_want, params.max_replicas))
+    # them while bursts recur within it. Only a burst counts (the panic window wanting
+    # BURST_RATIO times the stable window's count): the 6 s wander of a steady load would
+    # otherwise keep a replica or two more than the load needs, all the time.
+    peak_want = desired
+    if panic_want >= BURST_RATIO * max(stable_want, 1):
+        peak_want = max(desired, min(panic_want, params.max_replicas))
     idle_since = (idle_since if idle_since is not None else now) if raw == 0 else None
     if peak_want < current:
         low_since = low_since if low_since is not None else now

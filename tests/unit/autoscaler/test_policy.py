@@ -363,6 +363,20 @@ def test_recurring_bursts_keep_their_replicas_through_the_delay():
     assert all(3 <= n < 6 for t, n in counts if 1210 <= t < 1500)
 
 
+def test_the_wander_of_a_steady_load_is_not_a_peak_to_keep():
+    # Target 8: in flight wanders 76..92 around 84 (6 s means of a steady load). The peaks
+    # want 12 now and then, the stable mean 11; a burst would want twice that. Starting at
+    # 14, the count comes down to what the mean wants instead of holding 12 for ever.
+    p = params(target_in_flight_per_replica=8, max_replicas=40)
+    h, current = History(), 14
+    wander = (76, 84, 92, 84)
+    for i in range(1, 1200):
+        t = 2.0 * i
+        d = one(p, h, t, current, in_flight=wander[(i // 3) % 4], ready=current)
+        h, current = d.history, d.replicas
+    assert current == 11
+
+
 def test_a_hold_on_the_peaks_says_so():
     p = params(target_in_flight_per_replica=4, panic_window_s=6, stable_window_s=60)
     samples = tuple((940.0 + 2 * i, 0.0) for i in range(28)) + ((996.0, 16.0), (998.0, 16.0))
