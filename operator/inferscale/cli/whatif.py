@@ -212,7 +212,7 @@ def cmd_whatif(args: argparse.Namespace) -> int:
 
         title = (
             f"{trace.name}: {args.preset}, cold start {config.cold_start_s:g} s, "
-            f"target {config.target:g}/replica, SLO {config.slo_ttft_s:g} s"
+            f"target {config.target:g}/replica, SLO {config.slo_ttft_s:g} s, {config.strategy}"
             + (", spillover" if config.spillover else "")
         )
         try:
