@@ -197,13 +197,13 @@ def bucket_admit(
     return level, now, (cost - level) / rate
 
 
-@dataclass
+@dataclass(slots=True)
 class _Bucket:
     tokens: float
     stamp: float
 
 
-@dataclass
+@dataclass(slots=True)
 class _ClientState:
     requests: _Bucket | None = None
     tokens: _Bucket | None = None
