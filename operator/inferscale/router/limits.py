@@ -228,8 +228,8 @@ class LocalLimiter:
 
     def admit(self, policy: Policy, estimate: int) -> tuple[Verdict, Charge | None]:
         """Check every limit of ``policy``; take the request and its estimate only if all pass."""
-        # Runs on every request of a limited client: one clock read per kind, no allocation
-        # but the Charge, and the shared floors looked up only when a shared store set some.
+        # Runs on every request of a limited client: one clock read per kind, and no allocation
+        # but the Charge (and a new client's state).
         now = self.monotonic()
         client = policy.client
         state = self.clients.get(client)
@@ -260,21 +260,14 @@ class LocalLimiter:
         if policy.budgeted:
             wall = self.wall()
             bounds = self.calendar.bounds(wall)
-            shared = self.shared
             per_day, per_month = policy.tokens_per_day, policy.tokens_per_month
             if per_day is not None:
                 day = bounds.day
-                used = budgets.get(day, 0)
-                if shared:
-                    used += shared.get((client, day), 0)
-                if used >= per_day:
+                if self.used(client, state, day) >= per_day:
                     return Verdict(False, "tokens_per_day", bounds.day_end - wall, per_day), None
             if per_month is not None:
                 month = bounds.month
-                used = budgets.get(month, 0)
-                if shared:
-                    used += shared.get((client, month), 0)
-                if used >= per_month:
+                if self.used(client, state, month) >= per_month:
                     left = bounds.month_end - wall
                     return Verdict(False, "tokens_per_month", left, per_month), None
         if requests is not None:
@@ -298,7 +291,8 @@ class LocalLimiter:
     def used(self, client: str, state: _ClientState | None, window: str) -> int:
         """Tokens counted in ``window``: the shared floor plus this process's own count."""
         own = state.budgets.get(window, 0) if state is not None else 0
-        return self.shared.get((client, window), 0) + own
+        shared = self.shared  # empty unless a shared store set floors: skip the key's tuple
+        return own + shared.get((client, window), 0) if shared else own
 
     def settle(self, policy: Policy, charge: Charge, used: int | None, failed: bool) -> int:
         """Correct a charge: the real ``used`` tokens, or a refund if the request ``failed``.

@@ -54,8 +54,10 @@ def test_the_index_finds_a_key_by_its_hash_and_nothing_else():
     assert len(index) == 1
 
 
-def test_the_match_is_confirmed_in_constant_time(monkeypatch):
-    calls = []
+@pytest.fixture
+def compared(monkeypatch) -> list[tuple[bytes, bytes]]:
+    """The arguments of every ``hmac.compare_digest`` call from now on."""
+    calls: list[tuple[bytes, bytes]] = []
     real = hmac.compare_digest
 
     def spy(a, b):
@@ -63,8 +65,12 @@ def test_the_match_is_confirmed_in_constant_time(monkeypatch):
         return real(a, b)
 
     monkeypatch.setattr(hmac, "compare_digest", spy)
+    return calls
+
+
+def test_the_match_is_confirmed_in_constant_time(compared):
     KeyIndex.build(creds().client_keys).find(KEY)
-    assert calls == [(hashlib.sha256(KEY.encode()).digest(),) * 2]
+    assert compared == [(hashlib.sha256(KEY.encode()).digest(),) * 2]
 
 
 def test_a_digest_listed_twice_keeps_its_first_entry():
@@ -143,19 +149,11 @@ def test_the_routers_sha256_is_hashlibs(data):
     assert sha256(data).hexdigest() == hashlib.sha256(data).hexdigest()
 
 
-def test_identify_confirms_the_digest_in_constant_time(monkeypatch):
-    calls = []
-    real = hmac.compare_digest
-
-    def spy(a, b):
-        calls.append((a, b))
-        return real(a, b)
-
+def test_identify_confirms_the_digest_in_constant_time(compared):
     access = Access()
     access.replace(creds())
-    monkeypatch.setattr(hmac, "compare_digest", spy)
     assert access.identify(f"Bearer {KEY}") is access.policies["team/app"]
-    assert calls == [(hashlib.sha256(KEY.encode()).digest(),) * 2]
+    assert compared == [(hashlib.sha256(KEY.encode()).digest(),) * 2]
 
 
 def test_a_wrong_key_of_the_same_length_is_refused():
