@@ -26,6 +26,7 @@ local limits, reported).
 
 from __future__ import annotations
 
+import hmac
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from inferscale.router.credentials import (
     KeyIndex,
     RouterCredentials,
     StaleCredentialsError,
+    sha256,
 )
 from inferscale.router.limits import (
     Charge,
@@ -120,20 +122,22 @@ def estimate_tokens(body_bytes: int, obj: Mapping[str, Any]) -> int:
     Its body's bytes / 4 (about a token each in English and JSON) plus the completion it asks
     for at most (``max_completion_tokens``, else ``max_tokens``).
     """
+    # ``type(...) is int``: a JSON document's integers are ints, and a bool is not one.
     out = obj.get("max_completion_tokens")
-    if not isinstance(out, int) or isinstance(out, bool) or out < 0:
+    if type(out) is not int or out < 0:
         out = obj.get("max_tokens")
-    if not isinstance(out, int) or isinstance(out, bool) or out < 0:
-        out = 0
-    return body_bytes // 4 + min(out, 10_000_000)
+        if type(out) is not int or out < 0:
+            out = 0
+    return body_bytes // 4 + (out if out < 10_000_000 else 10_000_000)
 
 
 def used_tokens(usage: object) -> int | None:
     """Prompt plus completion tokens of a response's ``usage`` (``None``: no usage)."""
-    if not isinstance(usage, Mapping):
+    # A dict first: the ABC check costs more than the rest, and JSON's objects are dicts.
+    if not isinstance(usage, dict) and not isinstance(usage, Mapping):
         return None
     total = usage.get("total_tokens")
-    if isinstance(total, int) and not isinstance(total, bool) and total >= 0:
+    if type(total) is int and total >= 0:
         return total
     prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
     parts = [p for p in (prompt, completion) if isinstance(p, int) and not isinstance(p, bool)]
@@ -157,6 +161,10 @@ class Access:
         self.credentials: RouterCredentials | None = None
         self.keys = KeyIndex.build(())
         self.policies: dict[str, Policy] = {}
+        self.by_digest: dict[bytes, tuple[bytes, Policy]] = {}
+        """Key digest -> (the digest as held, the policy of its client): what
+        :meth:`identify` looks up, built with the rest on :meth:`replace` so a request pays one
+        hash and one lookup. Its size is the credentials' keys: presented keys never enter it."""
         self.provider_keys: dict[str, str] = {}
         self.required = require_client_key
         self.active = require_client_key
@@ -193,9 +201,12 @@ class Access:
         policies: dict[str, Policy] = {}
         for key in credentials.client_keys:
             policies.setdefault(key.client, policy_of(key))
+        by_digest = {
+            raw: (stored, policies[key.client]) for raw, (stored, key) in keys.by_digest.items()
+        }
         provider_keys = {k: v.get_secret_value() for k, v in credentials.provider_keys.items()}
         # Each is one assignment; readers take what they need in one step (no await between).
-        self.keys, self.policies = keys, policies
+        self.keys, self.policies, self.by_digest = keys, policies, by_digest
         self.provider_keys, self.credentials = provider_keys, credentials
         self.required = self.force_required or credentials.require_client_key
         self.active = self.required or len(keys) > 0
@@ -210,13 +221,17 @@ class Access:
     def identify(self, authorization: str | None) -> Policy | Refusal:
         """The caller's policy from its ``Authorization`` header, or 401."""
         token = ""
-        if authorization and authorization[:7].lower() == "bearer ":
+        if authorization and (
+            authorization.startswith("Bearer ") or authorization[:7].lower() == "bearer "
+        ):
             token = authorization[7:].strip()
-        key = self.keys.find(token) if token else None
-        if key is not None:
-            policy = self.policies.get(key.client)
-            if policy is not None:
-                return policy
+        if token:
+            # As KeyIndex.find: the dict matches on the digest, and the final comparison of
+            # secret-derived bytes is constant-time.
+            digest = sha256(token.encode()).digest()
+            found = self.by_digest.get(digest)
+            if found is not None and hmac.compare_digest(found[0], digest):
+                return found[1]
         if not self.required:
             return ANONYMOUS
         if not token:
@@ -257,12 +272,27 @@ class Access:
 
     async def admit(self, policy: Policy, estimate: int) -> Grant | Refusal:
         """Take the request from the client's limits, or 429 with ``Retry-After``."""
-        if self.shared is not None:
-            verdict, charge = await self.shared.admit(policy, estimate)
-        else:
-            verdict, charge = self.local.admit(policy, estimate)
+        if self.shared is None:
+            return self.admit_in_process(policy, estimate)
+        verdict, charge = await self.shared.admit(policy, estimate)
         if verdict.allowed:
             return Grant(policy, charge)
+        return self._refusal(policy, verdict)
+
+    def admit_in_process(self, policy: Policy, estimate: int) -> Grant | Refusal:
+        """:meth:`admit` without a coroutine, when limits are in process (``shared`` is None).
+
+        Raises:
+            RuntimeError: the limits are shared (only :meth:`admit` may await the store).
+        """
+        if self.shared is not None:
+            raise RuntimeError("limits are shared: admit() them")
+        verdict, charge = self.local.admit(policy, estimate)
+        if verdict.allowed:
+            return Grant(policy, charge)
+        return self._refusal(policy, verdict)
+
+    def _refusal(self, policy: Policy, verdict: Verdict) -> Refusal:
         name = verdict.limit or "requests"
         self._count(name, policy.client)
         retry = retry_after_header(verdict.retry_after)
@@ -291,14 +321,15 @@ class Access:
 
     def settle(self, grant: Grant, usage: object, status: int) -> None:
         """Charge the real usage; refund a request that failed; keep the estimate otherwise."""
-        if grant.charge is None:
+        charge = grant.charge
+        if charge is None:
             return
-        used = used_tokens(usage) if 200 <= status < 300 else None
-        failed = not 200 <= status < 300
+        ok = 200 <= status < 300
+        used = used_tokens(usage) if ok else None
         if self.shared is not None:
-            self.shared.settle(grant.policy, grant.charge, used, failed)
+            self.shared.settle(grant.policy, charge, used, not ok)
         else:
-            self.local.settle(grant.policy, grant.charge, used, failed)
+            self.local.settle(grant.policy, charge, used, not ok)
 
     def _count(self, reason: str, client: str) -> None:
         key = (reason, client)

@@ -546,7 +546,14 @@ class Router:
                 "model_not_found",
             )
         if policy.limited:
-            admitted = await self.access.admit(policy, estimate_tokens(len(body), obj))
+            estimate = estimate_tokens(len(body), obj)
+            access = self.access
+            # In-process limits need no coroutine per request; a shared store is awaited.
+            admitted = (
+                access.admit_in_process(policy, estimate)
+                if access.shared is None
+                else await access.admit(policy, estimate)
+            )
             if isinstance(admitted, Refusal):
                 return self._refuse_access(request, start, admitted, policy.client)
             grant = admitted

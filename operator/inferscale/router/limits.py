@@ -51,21 +51,19 @@ class Policy:
     tokens_per_minute: int | None = None
     tokens_per_day: int | None = None
     tokens_per_month: int | None = None
+    limited: bool = field(init=False, repr=False, compare=False)
+    """Whether any rate or budget applies (else admission is free)."""
+    budgeted: bool = field(init=False, repr=False, compare=False)
+    """Whether a token budget applies."""
 
-    @property
-    def limited(self) -> bool:
-        """Whether any rate or budget applies (else admission is free)."""
-        return (
-            self.requests_per_minute is not None
-            or self.tokens_per_minute is not None
-            or self.tokens_per_day is not None
-            or self.tokens_per_month is not None
+    def __post_init__(self) -> None:
+        # Computed once per credentials version, read on every request.
+        budgeted = self.tokens_per_day is not None or self.tokens_per_month is not None
+        limited = (
+            budgeted or self.requests_per_minute is not None or self.tokens_per_minute is not None
         )
-
-    @property
-    def budgeted(self) -> bool:
-        """Whether a token budget applies."""
-        return self.tokens_per_day is not None or self.tokens_per_month is not None
+        object.__setattr__(self, "budgeted", budgeted)
+        object.__setattr__(self, "limited", limited)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,15 +81,19 @@ class Windows:
 
 
 @dataclass(frozen=True, slots=True)
-class _Bounds:
+class Bounds:
+    """A UTC day and its month, with their ends (Unix time)."""
+
     day: str
+    """``YYYY-MM-DD``."""
     day_start: float
     day_end: float
     month: str
+    """``YYYY-MM``."""
     month_end: float
 
 
-def _bounds(wall: float) -> _Bounds:
+def _bounds(wall: float) -> Bounds:
     now = datetime.fromtimestamp(wall, UTC)
     day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
     month_start = day_start.replace(day=1)
@@ -101,7 +103,7 @@ def _bounds(wall: float) -> _Bounds:
         else month_start.replace(month=month_start.month + 1)
     )
     start = day_start.timestamp()
-    return _Bounds(
+    return Bounds(
         day_start.strftime("%Y-%m-%d"),
         start,
         start + 86_400,
@@ -123,14 +125,19 @@ class Calendar:
 
     def __init__(self) -> None:
         """Nothing computed yet."""
-        self._bounds: _Bounds | None = None
+        self._bounds: Bounds | None = None
 
     def at(self, wall: float) -> Windows:
         """The windows of ``wall``."""
+        b = self.bounds(wall)
+        return Windows(b.day, b.day_end - wall, b.month, b.month_end - wall)
+
+    def bounds(self, wall: float) -> Bounds:
+        """The day and month of ``wall`` with their ends: :meth:`at` without an allocation."""
         b = self._bounds
         if b is None or not b.day_start <= wall < b.day_end:
             b = self._bounds = _bounds(wall)
-        return Windows(b.day, b.day_end - wall, b.month, b.month_end - wall)
+        return b
 
 
 def retry_after_header(seconds: float) -> str:
@@ -154,9 +161,13 @@ class Verdict:
 ALLOWED: Final = Verdict(True)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Charge:
-    """What an admission took, so :meth:`LocalLimiter.settle` can correct it."""
+    """What an admission took, so :meth:`LocalLimiter.settle` can correct it.
+
+    Not frozen: one is made per admitted request, and a frozen dataclass pays an
+    ``object.__setattr__`` call per field to be built. Nothing changes one after it is made.
+    """
 
     client: str
     tokens: int
@@ -176,19 +187,23 @@ def bucket_admit(
     (and nothing was taken). ``stamp`` is when ``tokens`` was last computed.
     """
     rate = capacity / WINDOW_SECONDS
-    level = min(capacity, tokens + max(0.0, now - stamp) * rate)
+    # min() and max() written out: this runs twice per request of a limited client.
+    elapsed = now - stamp
+    level = tokens + elapsed * rate if elapsed > 0 else tokens
+    if level > capacity:
+        level = capacity
     if level >= cost:
         return level - cost, now, 0.0
     return level, now, (cost - level) / rate
 
 
-@dataclass
+@dataclass(slots=True)
 class _Bucket:
     tokens: float
     stamp: float
 
 
-@dataclass
+@dataclass(slots=True)
 class _ClientState:
     requests: _Bucket | None = None
     tokens: _Bucket | None = None
@@ -213,44 +228,48 @@ class LocalLimiter:
 
     def admit(self, policy: Policy, estimate: int) -> tuple[Verdict, Charge | None]:
         """Check every limit of ``policy``; take the request and its estimate only if all pass."""
+        # Runs on every request of a limited client: one clock read per kind, and no allocation
+        # but the Charge (and a new client's state).
         now = self.monotonic()
-        state = self.clients.get(policy.client)
+        client = policy.client
+        state = self.clients.get(client)
         if state is None:
-            state = self.clients[policy.client] = _ClientState()
+            state = self.clients[client] = _ClientState()
         rpm, tpm = policy.requests_per_minute, policy.tokens_per_minute
-        cost = min(estimate, tpm) if tpm is not None else estimate
+        cost = estimate if tpm is None or estimate <= tpm else tpm
         # Check all, then take: a request refused by one limit must not use up another.
         requests = tokens = None
         if rpm is not None:
             bucket = state.requests
-            requests = (
-                bucket_admit(bucket.tokens, bucket.stamp, now, rpm, 1)
-                if bucket is not None
-                else (rpm - 1.0, now, 0.0)
-            )
-            if requests[2] > 0:
-                return Verdict(False, "requests", requests[2], rpm), None
+            if bucket is None:
+                requests = (rpm - 1.0, now, 0.0)  # a new client starts with a full bucket
+            else:
+                requests = bucket_admit(bucket.tokens, bucket.stamp, now, rpm, 1)
+                if requests[2] > 0:
+                    return Verdict(False, "requests", requests[2], rpm), None
         if tpm is not None:
             bucket = state.tokens
-            tokens = (
-                bucket_admit(bucket.tokens, bucket.stamp, now, tpm, cost)
-                if bucket is not None
-                else bucket_admit(float(tpm), now, now, tpm, cost)
-            )
+            if bucket is None:
+                tokens = bucket_admit(float(tpm), now, now, tpm, cost)
+            else:
+                tokens = bucket_admit(bucket.tokens, bucket.stamp, now, tpm, cost)
             if tokens[2] > 0:
                 return Verdict(False, "tokens", tokens[2], tpm), None
         day = month = None
+        budgets = state.budgets
         if policy.budgeted:
-            at = self.calendar.at(self.wall())
-            budgets: tuple[tuple[int | None, str, float, LimitName], ...] = (
-                (policy.tokens_per_day, at.day, at.day_left, "tokens_per_day"),
-                (policy.tokens_per_month, at.month, at.month_left, "tokens_per_month"),
-            )
-            for budget, window, left_s, name in budgets:
-                if budget is not None and self.used(policy.client, state, window) >= budget:
-                    return Verdict(False, name, left_s, budget), None
-            day = at.day if policy.tokens_per_day is not None else None
-            month = at.month if policy.tokens_per_month is not None else None
+            wall = self.wall()
+            bounds = self.calendar.bounds(wall)
+            per_day, per_month = policy.tokens_per_day, policy.tokens_per_month
+            if per_day is not None:
+                day = bounds.day
+                if self.used(client, state, day) >= per_day:
+                    return Verdict(False, "tokens_per_day", bounds.day_end - wall, per_day), None
+            if per_month is not None:
+                month = bounds.month
+                if self.used(client, state, month) >= per_month:
+                    left = bounds.month_end - wall
+                    return Verdict(False, "tokens_per_month", left, per_month), None
         if requests is not None:
             if state.requests is None:
                 state.requests = _Bucket(requests[0], requests[1])
@@ -261,16 +280,19 @@ class LocalLimiter:
                 state.tokens = _Bucket(tokens[0], tokens[1])
             else:
                 state.tokens.tokens, state.tokens.stamp = tokens[0], tokens[1]
-        for taken in (day, month):
-            if taken is not None:
-                state.budgets[taken] = state.budgets.get(taken, 0) + cost
-        self._drop_old_windows(state, day, month)
-        return ALLOWED, Charge(policy.client, cost, day, month)
+        if day is not None:
+            budgets[day] = budgets.get(day, 0) + cost
+        if month is not None:
+            budgets[month] = budgets.get(month, 0) + cost
+        if len(budgets) > 2:
+            self._drop_old_windows(state, day, month)
+        return ALLOWED, Charge(client, cost, day, month)
 
     def used(self, client: str, state: _ClientState | None, window: str) -> int:
         """Tokens counted in ``window``: the shared floor plus this process's own count."""
         own = state.budgets.get(window, 0) if state is not None else 0
-        return self.shared.get((client, window), 0) + own
+        shared = self.shared  # empty unless a shared store set floors: skip the key's tuple
+        return own + shared.get((client, window), 0) if shared else own
 
     def settle(self, policy: Policy, charge: Charge, used: int | None, failed: bool) -> int:
         """Correct a charge: the real ``used`` tokens, or a refund if the request ``failed``.
@@ -288,11 +310,15 @@ class LocalLimiter:
         state = self.clients.get(charge.client)
         if state is None:
             state = self.clients[charge.client] = _ClientState()
-        if state.tokens is not None and policy.tokens_per_minute is not None:
-            state.tokens.tokens = min(float(policy.tokens_per_minute), state.tokens.tokens - delta)
-        for window in (charge.day, charge.month):
-            if window is not None:
-                state.budgets[window] = state.budgets.get(window, 0) + delta
+        bucket, tpm = state.tokens, policy.tokens_per_minute
+        if bucket is not None and tpm is not None:
+            level = bucket.tokens - delta
+            bucket.tokens = level if level < tpm else float(tpm)  # a refund fills up to full
+        budgets = state.budgets
+        if charge.day is not None:
+            budgets[charge.day] = budgets.get(charge.day, 0) + delta
+        if charge.month is not None:
+            budgets[charge.month] = budgets.get(charge.month, 0) + delta
         return delta
 
     def add_budget_counts(self, counts: dict[tuple[str, str], int]) -> None:
@@ -314,7 +340,6 @@ class LocalLimiter:
         return out
 
     def _drop_old_windows(self, state: _ClientState, day: str | None, month: str | None) -> None:
-        if len(state.budgets) > 2:
-            keep = {day, month}
-            for window in [w for w in state.budgets if w not in keep]:
-                del state.budgets[window]
+        keep = {day, month}
+        for window in [w for w in state.budgets if w not in keep]:
+            del state.budgets[window]

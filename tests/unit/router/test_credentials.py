@@ -17,6 +17,7 @@ from inferscale.router.credentials import (
     StaleCredentialsError,
     credentials_json,
     key_digest,
+    sha256,
     stored_credentials_version,
     summary,
 )
@@ -53,8 +54,10 @@ def test_the_index_finds_a_key_by_its_hash_and_nothing_else():
     assert len(index) == 1
 
 
-def test_the_match_is_confirmed_in_constant_time(monkeypatch):
-    calls = []
+@pytest.fixture
+def compared(monkeypatch) -> list[tuple[bytes, bytes]]:
+    """The arguments of every ``hmac.compare_digest`` call from now on."""
+    calls: list[tuple[bytes, bytes]] = []
     real = hmac.compare_digest
 
     def spy(a, b):
@@ -62,8 +65,12 @@ def test_the_match_is_confirmed_in_constant_time(monkeypatch):
         return real(a, b)
 
     monkeypatch.setattr(hmac, "compare_digest", spy)
+    return calls
+
+
+def test_the_match_is_confirmed_in_constant_time(compared):
     KeyIndex.build(creds().client_keys).find(KEY)
-    assert calls == [(hashlib.sha256(KEY.encode()).digest(),) * 2]
+    assert compared == [(hashlib.sha256(KEY.encode()).digest(),) * 2]
 
 
 def test_a_digest_listed_twice_keeps_its_first_entry():
@@ -134,3 +141,54 @@ def test_the_routers_own_setting_forces_keys_whatever_the_credentials_say():
     assert access.required
     access.replace(creds(requireClientKey=False))
     assert access.required
+
+
+@pytest.mark.parametrize("data", [b"", b"abc", "héllo".encode(), KEY.encode(), b"x" * 1000])
+def test_the_routers_sha256_is_hashlibs(data):
+    assert sha256(data).digest() == hashlib.sha256(data).digest()
+    assert sha256(data).hexdigest() == hashlib.sha256(data).hexdigest()
+
+
+def test_identify_confirms_the_digest_in_constant_time(compared):
+    access = Access()
+    access.replace(creds())
+    assert access.identify(f"Bearer {KEY}") is access.policies["team/app"]
+    assert compared == [(hashlib.sha256(KEY.encode()).digest(),) * 2]
+
+
+def test_a_wrong_key_of_the_same_length_is_refused():
+    access = Access()
+    access.replace(creds())
+    for wrong in (KEY[:-1] + "g", "x" + KEY[1:], KEY.upper()):
+        assert len(wrong) == len(KEY) and wrong != KEY
+        refusal = access.identify(f"Bearer {wrong}")
+        assert getattr(refusal, "code", None) == "invalid_api_key"
+
+
+def test_a_rotated_or_deleted_key_stops_working_at_the_next_request():
+    new_key = "sk-client-rotated-0123456789"
+    access = Access()
+    access.replace(creds())
+    assert access.identify(f"Bearer {KEY}") is access.policies["team/app"]
+    rotated = [{"digest": key_digest(new_key), "client": "team/app", "allowedModels": ["llama"]}]
+    access.replace(creds(version=2, clientKeys=rotated))
+    assert getattr(access.identify(f"Bearer {KEY}"), "code", None) == "invalid_api_key"
+    assert access.identify(f"Bearer {new_key}") is access.policies["team/app"]
+    # Limits changed with the rotation: the new policy, not one held from before.
+    limited = [{**rotated[0], "limits": {"requestsPerMinute": 7}}]
+    access.replace(creds(version=3, clientKeys=limited))
+    policy = access.identify(f"Bearer {new_key}")
+    assert getattr(policy, "requests_per_minute", None) == 7
+    access.replace(creds(version=4, clientKeys=[]))
+    assert getattr(access.identify(f"Bearer {new_key}"), "code", None) == "invalid_api_key"
+    assert access.by_digest == {}
+
+
+def test_presented_keys_never_grow_the_routers_memory():
+    access = Access()
+    access.replace(creds())
+    held = dict(access.by_digest)
+    for n in range(2000):
+        access.identify(f"Bearer random-bad-key-{n:08d}")
+    assert access.by_digest == held and len(access.by_digest) == 1
+    assert access.refused == {("invalid_key", ""): 2000}

@@ -278,3 +278,57 @@ async def test_admit_answers_429_with_retry_after_and_openai_types():
     assert a.refused[("requests", "t/app")] == 1
     assert a.refused[("tokens_per_day", "t/app")] == 1
     assert any('reason="requests"' in line for line in a.metric_lines())
+
+
+@pytest.mark.parametrize(
+    ("limits", "limited", "budgeted"),
+    [
+        ({}, False, False),
+        ({"requests_per_minute": 1}, True, False),
+        ({"tokens_per_minute": 1}, True, False),
+        ({"tokens_per_day": 1}, True, True),
+        ({"tokens_per_month": 1}, True, True),
+    ],
+)
+def test_a_policy_knows_once_whether_it_is_limited_and_budgeted(limits, limited, budgeted):
+    policy = Policy("t/a", **limits)
+    assert (policy.limited, policy.budgeted) == (limited, budgeted)
+    assert policy == Policy("t/a", **limits) and hash(policy) == hash(Policy("t/a", **limits))
+
+
+async def test_in_process_admission_is_admit_without_a_coroutine():
+    a = access(limits={"requestsPerMinute": 2}, budgets={"tokensPerDay": 100})
+    b = access(limits={"requestsPerMinute": 2}, budgets={"tokensPerDay": 100})
+    policy = a.identify(f"Bearer {KEY}")
+    assert isinstance(policy, Policy)
+    for _ in range(3):
+        got, expected = a.admit_in_process(policy, 10), await b.admit(policy, 10)
+        assert type(got) is type(expected)
+        if isinstance(got, Grant) and isinstance(expected, Grant):
+            assert got.charge == expected.charge
+        else:
+            assert got == expected
+    assert a.refused == b.refused == {("requests", "t/app"): 1}
+
+
+def test_in_process_admission_refuses_to_bypass_a_shared_store():
+    a = access(limits={"requestsPerMinute": 2})
+    a.shared = object()  # type: ignore[assignment]
+    policy = a.identify(f"Bearer {KEY}")
+    assert isinstance(policy, Policy)
+    with pytest.raises(RuntimeError, match="shared"):
+        a.admit_in_process(policy, 1)
+
+
+def test_a_new_day_drops_the_old_days_count_and_keeps_the_month():
+    clock = Clock()
+    lim = limiter(clock)
+    policy = Policy("t/a", tokens_per_day=100, tokens_per_month=1000)
+    assert lim.admit(policy, 60)[0].allowed
+    clock.advance(86_400)  # 2025-03-15
+    assert lim.admit(policy, 60)[0].allowed  # a new day's budget
+    clock.advance(86_400)  # 2025-03-16: the 14th is dropped, the month kept
+    verdict, charge = lim.admit(policy, 60)
+    assert verdict.allowed and charge is not None
+    assert lim.clients["t/a"].budgets == {"2025-03-16": 60, "2025-03": 180}
+    assert lim.used("t/a", lim.clients["t/a"], "2025-03") == 180
