@@ -48,6 +48,7 @@ from inferscale.router.limits import (
     Verdict,
     retry_after_header,
 )
+from inferscale.router.picking import estimate_prompt_tokens
 
 ANONYMOUS: Final = Policy(client="")
 """The policy of a request without a known key while keys are not required: no limit."""
@@ -119,7 +120,8 @@ def policy_of(key: ClientKey) -> Policy:
 def estimate_tokens(body_bytes: int, obj: Mapping[str, Any]) -> int:
     """What a request may cost before it runs, in tokens.
 
-    Its body's bytes / 4 (about a token each in English and JSON) plus the completion it asks
+    Its prompt as the pickers estimate it (the body's bytes / 4,
+    :func:`~inferscale.router.picking.estimate_prompt_tokens`) plus the completion it asks
     for at most (``max_completion_tokens``, else ``max_tokens``).
     """
     # ``type(...) is int``: a JSON document's integers are ints, and a bool is not one.
@@ -128,7 +130,7 @@ def estimate_tokens(body_bytes: int, obj: Mapping[str, Any]) -> int:
         out = obj.get("max_tokens")
         if type(out) is not int or out < 0:
             out = 0
-    return body_bytes // 4 + (out if out < 10_000_000 else 10_000_000)
+    return estimate_prompt_tokens(body_bytes) + (out if out < 10_000_000 else 10_000_000)
 
 
 def used_tokens(usage: object) -> int | None:
