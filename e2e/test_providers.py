@@ -315,6 +315,80 @@ def test_spillover_takes_the_excess_of_a_load_step_and_stops_when_replicas_catch
     )
 
 
+def test_a_long_prompt_spills_over_on_queued_prefill_through_the_real_api(
+    cluster: Cluster, namespace: str, stack: Stack
+) -> None:
+    # spillover.promptTokensPerReplica from the manifest to the router: the API server takes the
+    # field, the operator compiles it, and every router spills a prompt longer than the bound.
+    routers, mock = stack.routers, stack.openai
+    models = Models(cluster, namespace)
+    name, served = "prefill", "prefill-served"
+    models.create(coded_sim(name, 1))
+    provider_objects(cluster, namespace, "hosted", "openai-compatible", f"{mock.url}/v1", "mini")
+    bound = {"inFlightPerReplica": 100, "promptTokensPerReplica": 400}
+    create(
+        cluster,
+        namespace,
+        "inferenceroutes",
+        route_object(
+            name,
+            served,
+            [
+                {"inferenceModel": name},
+                {"provider": {"name": "hosted", "model": "mini"}, "role": "spillover"},
+            ],
+            strategy="leastPrefill",
+            spillover=bound,
+        ),
+    )
+    wait_routable(routers, models, name, served, 1)
+
+    def settings_everywhere(expected: int | None) -> bool:
+        tables = routers.tables()
+        return bool(tables) and all(
+            t is not None
+            and (t["models"].get(served) or {})
+            .get("route", {})
+            .get("spillover", {})
+            .get("promptTokensPerReplica")
+            == expected
+            for t in tables
+        )
+
+    wait_routers(routers, lambda: settings_everywhere(400), 60, "the bound on every router")
+    wait_routers(
+        routers,
+        lambda: status_of(cluster, namespace, "inferenceroutes", name).get("readyBackends") == 2,
+        60,
+        "the route's two backends ready (the provider key reached the routers)",
+    )
+    long_prompt = [{"role": "user", "content": "lorem ipsum " * 200}]  # ~2,400 bytes: ~600
+    router = routers.ready_pods()[0]
+
+    def ask(messages: list[dict[str, str]]) -> str:
+        with routers.client(router) as client:
+            raw = client.chat.completions.with_raw_response.create(
+                model=served, messages=messages, max_tokens=4
+            )
+            raw.parse()
+            return answered_by(raw)
+
+    long_first, short = ask(long_prompt), ask(MESSAGES)
+    # Without the bound the same prompt stays on the replica.
+    cluster.custom.patch_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        namespace,
+        "inferenceroutes",
+        name,
+        {"spec": {"spillover": {"promptTokensPerReplica": None}}},
+    )
+    wait_routers(routers, lambda: settings_everywhere(None), 60, "the bound gone on every router")
+    long_after = ask(long_prompt)
+    assert long_first.startswith(SPILLED), long_first
+    assert not short.startswith(SPILLED) and not long_after.startswith(SPILLED), (short, long_after)
+
+
 def test_a_spend_cap_stops_spillover_on_every_router(
     cluster: Cluster, namespace: str, stack: Stack
 ) -> None:

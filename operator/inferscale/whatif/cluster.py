@@ -196,6 +196,10 @@ class _Cluster:
             update={"startup_delay_seconds": config.cold_start_s}
         )
         self.requests = trace.requests
+        # Prompt tokens waiting for a first token are followed only when something reads them.
+        self.track_prefill = config.strategy == "leastPrefill" or (
+            config.spillover and config.spill_prompt_tokens_per_replica is not None
+        )
         n = len(self.requests)
         self.ttft = [math.inf] * n
         self.outcome = [UNFINISHED] * n
@@ -282,7 +286,8 @@ class _Cluster:
         hashes = _block_hashes(r, self.engine.block_size)
         seq = replica.model.submit(now, max(r.prompt_tokens, 1), r.output_tokens, hashes)
         self.seqs[index] = seq
-        replica.prefilling.append(seq)
+        if self.track_prefill:
+            replica.prefilling.append(seq)
         self.outcome[index] = SERVED
 
     def spill(self, index: int, now: float) -> None:
