@@ -341,14 +341,19 @@ class Router:
 
     async def metrics_endpoint(self, _request: web.Request) -> web.StreamResponse:
         """Prometheus text format."""
-        in_flight = [
-            (name, e.pod, e.in_flight) for name, m in self.table.models.items() for e in m.endpoints
-        ]
+        endpoints = [(name, e) for name, m in self.table.models.items() for e in m.endpoints]
+        in_flight = [(name, e.pod, e.in_flight) for name, e in endpoints]
+        pending = [(name, e.pod, e.pending_prompt_tokens) for name, e in endpoints]
         held = [(name, self.held.get(name, 0)) for name in self.table.models]
         now = self.wall()
         spend = [(r, *self.spend.mine(r, now)) for r in self.spend.routes()]
         text = self.metrics.render(
-            in_flight, held, self.table.version, spend, extra=self.access.metric_lines()
+            in_flight,
+            held,
+            self.table.version,
+            spend,
+            extra=self.access.metric_lines(),
+            pending_prompt_tokens=pending,
         )
         return web.Response(body=text.encode(), headers={"Content-Type": CONTENT_TYPE})
 

@@ -107,10 +107,14 @@ class RouterMetrics:
         table_version: int,
         spend: Iterable[tuple[str, float, float]] = (),
         extra: Iterable[str] = (),
+        pending_prompt_tokens: Iterable[tuple[str, str, int]] = (),
     ) -> str:
         """The whole exposition, with the live gauges (and others' lines) passed in.
 
-        ``spend`` holds this router's (route, hour, day) spend in the current UTC windows.
+        ``spend`` holds this router's (route, hour, day) spend in the current UTC windows;
+        ``pending_prompt_tokens`` (model, endpoint, tokens) the estimated prompt tokens of its
+        requests there that have no first token yet (what ``leastPrefill`` and
+        ``spillover.promptTokensPerReplica`` read).
         """
         out: list[str] = []
 
@@ -228,6 +232,15 @@ class RouterMetrics:
         out.extend(
             f"inferscale_router_in_flight{_labels(('model', 'endpoint'), (m, p))} {n}"
             for m, p, n in in_flight
+        )
+        family(
+            "inferscale_router_pending_prompt_tokens",
+            "gauge",
+            "Estimated prompt tokens of requests with no first token yet, per endpoint.",
+        )
+        out.extend(
+            f"inferscale_router_pending_prompt_tokens{_labels(('model', 'endpoint'), (m, p))} {n}"
+            for m, p, n in pending_prompt_tokens
         )
         family("inferscale_router_held_requests", "gauge", "Requests held per model now.")
         out.extend(

@@ -764,6 +764,9 @@ async def test_a_prefill_queue_spills_long_prompts_and_empties_at_the_first_toke
                 break
             await asyncio.sleep(0.05)
         queued = endpoint.pending_prompt_tokens
+        exported = router.metric(
+            "inferscale_router_pending_prompt_tokens", model=MODEL, endpoint="sim-0"
+        )
         # 2,000 queued + 1,000 more > 3,000: the provider takes it; a short one still fits.
         medium = await one(prompt(4000))
         short = await one(MESSAGES)
@@ -771,7 +774,7 @@ async def test_a_prefill_queue_spills_long_prompts_and_empties_at_the_first_toke
         again = await one(prompt(4000))  # nothing queued now: the replica takes it
     finally:
         await aclient.close()
-    assert 1900 < queued < 2100
+    assert 1900 < queued < 2100 and 1900 < exported < 2100
     assert (medium, short, again) == ("provider:team/openai/mini", "sim-0", "sim-0")
     # At its first token the long prompt left the queue while its stream went on (the short
     # request may still be waiting for its own first token then).
