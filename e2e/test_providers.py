@@ -197,6 +197,37 @@ def answered_by(raw: Any) -> str:
     return raw.headers.get("x-inferscale-backend") or raw.headers.get("x-inferscale-pod") or "?"
 
 
+def spillover_route(
+    cluster: Cluster,
+    namespace: str,
+    stack: Stack,
+    name: str,
+    served: str,
+    *sim_args: str,
+    **spec: Any,
+) -> Routers:
+    """One sim replica of ``name`` as the primary and the mock OpenAI as the spillover of a
+    route served as ``served``; returns once every router routes it and holds the key."""
+    routers, models = stack.routers, Models(cluster, namespace)
+    models.create(coded_sim(name, 1, *sim_args))
+    provider_objects(
+        cluster, namespace, "hosted", "openai-compatible", f"{stack.openai.url}/v1", "mini"
+    )
+    backends = [
+        {"inferenceModel": name},
+        {"provider": {"name": "hosted", "model": "mini"}, "role": "spillover"},
+    ]
+    create(cluster, namespace, "inferenceroutes", route_object(name, served, backends, **spec))
+    wait_routable(routers, models, name, served, 1)
+    wait_routers(
+        routers,
+        lambda: status_of(cluster, namespace, "inferenceroutes", name).get("readyBackends") == 2,
+        60,
+        "the route's two backends ready (the provider key reached the routers)",
+    )
+    return routers
+
+
 # -- load -----------------------------------------------------------------------------------
 
 
@@ -249,32 +280,18 @@ class Step:
 def test_spillover_takes_the_excess_of_a_load_step_and_stops_when_replicas_catch_up(
     cluster: Cluster, namespace: str, stack: Stack
 ) -> None:
-    routers, mock = stack.routers, stack.openai
-    models = Models(cluster, namespace)
+    mock, models = stack.openai, Models(cluster, namespace)
     name, served = "burst", "burst-served"
     # About 0.4 s per request (8 tokens at 50 ms a step): two in flight saturate a replica.
-    models.create(coded_sim(name, 1, "--step-base-seconds", "0.05"))
-    provider_objects(cluster, namespace, "hosted", "openai-compatible", f"{mock.url}/v1", "mini")
-    create(
+    routers = spillover_route(
         cluster,
         namespace,
-        "inferenceroutes",
-        route_object(
-            name,
-            served,
-            [
-                {"inferenceModel": name},
-                {"provider": {"name": "hosted", "model": "mini"}, "role": "spillover"},
-            ],
-            spillover={"inFlightPerReplica": 2},
-        ),
-    )
-    wait_routable(routers, models, name, served, 1)
-    wait_routers(
-        routers,
-        lambda: status_of(cluster, namespace, "inferenceroutes", name).get("readyBackends") == 2,
-        60,
-        "the route's two backends ready (the provider key reached the routers)",
+        stack,
+        name,
+        served,
+        "--step-base-seconds",
+        "0.05",
+        spillover={"inFlightPerReplica": 2},
     )
     # A hosted answer takes 0.2 s, as a real one would take longer still.
     mock.fault, mock.delay = "slow", 0.2
@@ -320,28 +337,11 @@ def test_a_long_prompt_spills_over_on_queued_prefill_through_the_real_api(
 ) -> None:
     # spillover.promptTokensPerReplica from the manifest to the router: the API server takes the
     # field, the operator compiles it, and every router spills a prompt longer than the bound.
-    routers, mock = stack.routers, stack.openai
-    models = Models(cluster, namespace)
     name, served = "prefill", "prefill-served"
-    models.create(coded_sim(name, 1))
-    provider_objects(cluster, namespace, "hosted", "openai-compatible", f"{mock.url}/v1", "mini")
     bound = {"inFlightPerReplica": 100, "promptTokensPerReplica": 400}
-    create(
-        cluster,
-        namespace,
-        "inferenceroutes",
-        route_object(
-            name,
-            served,
-            [
-                {"inferenceModel": name},
-                {"provider": {"name": "hosted", "model": "mini"}, "role": "spillover"},
-            ],
-            strategy="leastPrefill",
-            spillover=bound,
-        ),
+    routers = spillover_route(
+        cluster, namespace, stack, name, served, strategy="leastPrefill", spillover=bound
     )
-    wait_routable(routers, models, name, served, 1)
 
     def settings_everywhere(expected: int | None) -> bool:
         tables = routers.tables()
@@ -356,12 +356,6 @@ def test_a_long_prompt_spills_over_on_queued_prefill_through_the_real_api(
         )
 
     wait_routers(routers, lambda: settings_everywhere(400), 60, "the bound on every router")
-    wait_routers(
-        routers,
-        lambda: status_of(cluster, namespace, "inferenceroutes", name).get("readyBackends") == 2,
-        60,
-        "the route's two backends ready (the provider key reached the routers)",
-    )
     long_prompt = [{"role": "user", "content": "lorem ipsum " * 200}]  # ~2,400 bytes: ~600
     router = routers.ready_pods()[0]
 
