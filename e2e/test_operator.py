@@ -108,8 +108,13 @@ def test_example_sim_model_serves_v1_models_on_its_pod_ips(
         answer = get_json(f"http://{pod.status.pod_ip}:8000/v1/models")
         assert [m["id"] for m in answer["data"]] == [served]
     wait_for(lambda: models.is_ready(name), 30, "Ready=True on the model")
-    model = models.get(name)
-    assert model is not None
+    # Ready=True comes with the first ready replica; under load the status can show one ready
+    # pod a moment after the second is: wait for it to catch up rather than race it.
+    model = wait_for(
+        lambda: (m := models.get(name)) and m["status"].get("readyReplicas") == 2 and m,
+        30,
+        "status.readyReplicas 2",
+    )
     status = model["status"]
     assert status["readyReplicas"] == 2 and status["desiredReplicas"] == 2
     assert status["observedGeneration"] == model["metadata"]["generation"]
