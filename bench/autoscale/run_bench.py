@@ -9,7 +9,7 @@ For each case (trace x replica preset) and cold start (60 s, 180 s):
   3. the same with spillover, spilling when every ready replica has 4x the target in flight or
      would queue more prompt tokens ahead of a request's first token than the SLO's worth of
      prefill with 20 % headroom (`--spill-prompt-tokens auto`: 4,848 on an L4, 40,000 on an
-     H100, the rule docs/router.md gives for `spillover.promptTokensPerReplica`).
+     H100, the rule docs/providers.md gives for `spillover.promptTokensPerReplica`).
 Every run uses the same router picker for every policy (`--strategy`, default `leastPrefill`).
 Then it checks the issue's targets against the figures and prints a verdict per case.
 
@@ -28,6 +28,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from inferscale.whatif.compare import TARGET_CANDIDATES
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_TRACES = HERE.parent.parent.parent / "shared" / "traces"
@@ -125,10 +127,6 @@ def verdicts(plain: dict, spilled: dict) -> list[str]:
         f"({s['slo_attainment']:.2%}, {s['spilled_tokens_pct']:.2f}% spilled)"
     )
     return lines
-
-
-TARGET_CANDIDATES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128)
-"""The targets ``whatif --target auto`` chooses from (inferscale.whatif.compare)."""
 
 
 def at_their_cost(common: list[str], plain: dict) -> list[str]:

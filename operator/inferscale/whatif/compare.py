@@ -111,7 +111,7 @@ MAX_PROMPT_TOKEN_BUDGET: Final = 100_000_000
 def prompt_token_budget(engine: EngineParams, slo_ttft_s: float) -> int:
     """Prompt tokens a replica can prefill within the TTFT budget, with headroom.
 
-    The rule ``docs/router.md`` gives users for ``spillover.promptTokensPerReplica``: the
+    The rule ``docs/providers.md`` gives users for ``spillover.promptTokensPerReplica``: the
     budget times the prefill rate times :data:`PREFILL_HEADROOM` (2 s on the L4 preset's
     3,030 tokens/s: 4,848).
     """
