@@ -57,6 +57,7 @@ import random
 import signal
 import sys
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Final
@@ -879,8 +880,11 @@ class Router:
                 },
             )
             await resp.prepare(ctx.request)
-        prev = b""
-        last = first
+        # The stream's last USAGE_TAIL_BYTES or more, for its usage event: an engine or a proxy
+        # in between may split that event over any number of reads. Chunks are kept, not
+        # joined, so a long stream copies nothing per chunk.
+        tail: deque[bytes] = deque((first,))
+        tail_bytes = len(first)
         status = up.status
         try:
             if first:
@@ -888,7 +892,10 @@ class Router:
             deadline = ctx.start + total_seconds
             async for chunk in chunks:
                 await resp.write(chunk)
-                prev, last = last, chunk
+                tail.append(chunk)
+                tail_bytes += len(chunk)
+                while tail_bytes - len(tail[0]) >= USAGE_TAIL_BYTES:
+                    tail_bytes -= len(tail.popleft())
                 if self.clock() > deadline:
                     status = 504
                     await resp.write(
@@ -905,12 +912,22 @@ class Router:
             self._failed(endpoint)
             status = 504
             await resp.write(sse_error(504, "the engine stalled mid-stream", "timeout"))
+        except asyncio.CancelledError:
+            # The client hung up, which cancels this handler. A client may close as soon as it
+            # has read [DONE], before the engine's end of stream reaches the router: it was
+            # answered in full, and the usage it was sent is what it used (and what its limits
+            # and budgets are charged; without it the estimate stays charged).
+            usage = stream_usage(b"".join(tail))
+            if usage is not None:
+                self.count_tokens(ctx, usage)
+                self.log_access(ctx, status, endpoint.pod, usage)
+            raise
         else:
             if status != 504:
                 endpoint.record_success()
         # A stream that broke off (502) after relaying the engine's usage event still delivered
         # those tokens: count them too. A 504 cut the stream short, so its usage is unknown.
-        usage = stream_usage(prev + last) if status in (200, 502) else None
+        usage = stream_usage(b"".join(tail)) if status in (200, 502) else None
         self.count_tokens(ctx, usage)
         self.log_access(ctx, status, endpoint.pod, usage)
         return resp
@@ -1125,6 +1142,11 @@ def parse_engine_metrics(text: str, names: tuple[str, str]) -> tuple[int, float]
         elif kv_name and metric == kv_name:
             kv = max(kv, float(line.rsplit(" ", 1)[1]))
     return int(waiting), kv
+
+
+USAGE_TAIL_BYTES: Final = 4096
+"""Bytes at the end of a stream that are searched for its usage event (an event is far
+smaller; only ``[DONE]`` follows it)."""
 
 
 def stream_usage(tail: bytes) -> dict[str, Any] | None:

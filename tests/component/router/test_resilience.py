@@ -10,11 +10,14 @@ import subprocess
 import sys
 import threading
 import time
+from typing import Any
 
 import httpx
 import openai
 import pytest
+from aiohttp import web
 
+from inferscale.serving import serve_app
 from tests.component.router.conftest import (
     MODEL,
     TOKEN,
@@ -24,6 +27,7 @@ from tests.component.router.conftest import (
     free_port,
 )
 from tests.component.sim.conftest import RunningSim, make_settings
+from tests.servers import ServerThread
 
 CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -421,3 +425,53 @@ def test_route_timeouts_first_token_and_total(router):
         with pytest.raises(openai.APIError):
             for _ in stream:
                 pass
+
+
+class PiecemealEngine(ServerThread):
+    """An engine whose chat stream reaches the router a few bytes at a time."""
+
+    name = "piecemeal-engine"
+    piece = 5
+
+    async def start_server(self) -> tuple[Any, int]:
+        async def chat(request: web.Request) -> web.StreamResponse:
+            events = [
+                {"choices": [{"index": 0, "delta": {"role": "assistant", "content": w}}]}
+                for w in ("one ", "two ", "three")
+            ]
+            events.append({"choices": [], "usage": {"prompt_tokens": 4, "completion_tokens": 3}})
+            body = "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
+            raw = body.encode()
+            resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await resp.prepare(request)
+            for at in range(0, len(raw), self.piece):
+                await resp.write(raw[at : at + self.piece])
+                await asyncio.sleep(0.002)  # one read each, not one coalesced read
+            await resp.write_eof()
+            return resp
+
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", chat)
+        return await serve_app(app, "127.0.0.1", 0, shutdown_grace_seconds=0.5)
+
+
+def test_a_usage_event_split_over_many_reads_is_still_counted(router):
+    # A proxy or a slow network can cut the engine's last event into any number of reads, and
+    # the client hangs up at [DONE], before the engine's end of stream reaches the router (its
+    # handler is cancelled then). The tokens are what limits and budgets charge: counted anyway.
+    with PiecemealEngine() as engine:
+        assert router.push({MODEL: [f"127.0.0.1:{engine.port}"]}).status_code == 200
+        c = openai.OpenAI(base_url=router.base_url + "/v1", api_key="x", max_retries=0)
+        chunks = list(
+            c.chat.completions.create(
+                model=MODEL, messages=[{"role": "user", "content": "hi"}], stream=True
+            )
+        )
+        assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == (
+            "one two three"
+        )
+        wait_for(
+            lambda: router.metric("inferscale_router_completion_tokens_total", model=MODEL) >= 3
+        )
+    assert router.metric("inferscale_router_completion_tokens_total", model=MODEL) == 3
+    assert router.metric("inferscale_router_prompt_tokens_total", model=MODEL) == 4
