@@ -28,7 +28,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from workload import Prompts, Row, default_trace, engine_params, output_tokens, read_rows
+from workload import (
+    Prompts,
+    Row,
+    add_workload_arguments,
+    default_trace,
+    engine_params,
+    output_tokens,
+    read_rows,
+)
 
 from inferscale.router import picking
 from inferscale.sim.model import EngineParams, LatencyModel, Seq
@@ -47,6 +55,10 @@ class Replica:
     @property
     def in_flight(self) -> int:
         return self.model.num_running + self.model.num_waiting
+
+    @property
+    def pending_prompt_tokens(self) -> int:
+        return self.model.pending_prompt_tokens
 
 
 def kubeai_prefix_hash(
@@ -141,13 +153,7 @@ def main() -> int:
     ap.add_argument("--starts", default="0", help="first trace rows, comma-separated")
     ap.add_argument("--requests", type=int, default=900)
     ap.add_argument("--speedups", default="1,1.5,2,2.5,3")
-    ap.add_argument("--replicas", type=int, default=4)
-    ap.add_argument("--preset", default="llama-3.1-8b-h100")
-    ap.add_argument("--block-words", type=int, default=512, help="words per 512-token block")
-    ap.add_argument("--kv-factor", type=float, default=1.0, help="KV cache x the preset's")
-    ap.add_argument("--max-tokens", type=int, default=0, help="cap on output tokens (0: none)")
-    ap.add_argument("--prefix-blocks", type=int, default=2, help="blocks prefixHash hashes")
-    ap.add_argument("--load-bound", type=float, default=picking.DEFAULT_LOAD_BOUND)
+    add_workload_arguments(ap)
     ap.add_argument("--ring-points", type=int, default=64, help="prefixHash points per endpoint")
     ap.add_argument("--pickers", default="leastInFlight,prefixHash")
     args = ap.parse_args()

@@ -164,6 +164,7 @@ class LatencyModel:
         self._step_prefill = False
         self._blocked = False  # the queue head was refused at the last admission attempt
         self._touched: dict[int, Seq] = {}
+        self._pending_prompt_tokens = 0  # prompts of the sequences with no first token yet
 
     # ----- reading state -------------------------------------------------------------------
 
@@ -176,6 +177,14 @@ class LatencyModel:
     def num_waiting(self) -> int:
         """Sequences queued for admission."""
         return len(self._waiting)
+
+    @property
+    def pending_prompt_tokens(self) -> int:
+        """Prompt tokens of the sequences still waiting for their first token.
+
+        Queued or in prefill: the prefill that stands ahead of a new request's first token.
+        """
+        return self._pending_prompt_tokens
 
     @property
     def used_blocks(self) -> int:
@@ -225,6 +234,7 @@ class LatencyModel:
         seq = Seq(self._next_id, now, prompt_tokens, output_tokens, hashes)
         self._next_id += 1
         self._waiting.append(seq)
+        self._pending_prompt_tokens += prompt_tokens
         self.stats.prompt_len.observe(prompt_tokens)
         if self._step_end is None:
             self._start_step(now)
@@ -235,6 +245,8 @@ class LatencyModel:
         self._run_until(now)
         if seq.done:
             return
+        if seq.state is SeqState.WAITING or seq.prefilling:
+            self._pending_prompt_tokens -= seq.prompt_tokens
         if seq.state is SeqState.WAITING:
             self._waiting.remove(seq)
         else:
@@ -315,6 +327,7 @@ class LatencyModel:
         for seq in self._running.values():
             if seq.prefilling:
                 seq.prefilling = False
+                self._pending_prompt_tokens -= seq.prompt_tokens
                 if seq.output_tokens == 0:
                     finished.append(seq)
                     continue

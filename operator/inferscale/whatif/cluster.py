@@ -122,14 +122,11 @@ class Replica:
     stopped_at: float | None = None
     weight: int = 1
     queued: int = 0
-    prefilling: list[Seq] = field(default_factory=list)
-    """Requests sent here that had no first token when last looked at."""
 
     @property
     def pending_prompt_tokens(self) -> int:
         """Prompt tokens of the requests sent here that have no first token yet."""
-        self.prefilling = [s for s in self.prefilling if s.first_token_at is None and not s.done]
-        return sum(s.prompt_tokens for s in self.prefilling)
+        return self.model.pending_prompt_tokens
 
     @property
     def in_flight(self) -> int:
@@ -196,10 +193,6 @@ class _Cluster:
             update={"startup_delay_seconds": config.cold_start_s}
         )
         self.requests = trace.requests
-        # Prompt tokens waiting for a first token are followed only when something reads them.
-        self.track_prefill = config.strategy == "leastPrefill" or (
-            config.spillover and config.spill_prompt_tokens_per_replica is not None
-        )
         n = len(self.requests)
         self.ttft = [math.inf] * n
         self.outcome = [UNFINISHED] * n
@@ -284,10 +277,9 @@ class _Cluster:
         r = self.requests[index]
         replica = picking.pick(self.config.strategy, candidates, counter=index)
         hashes = _block_hashes(r, self.engine.block_size)
-        seq = replica.model.submit(now, max(r.prompt_tokens, 1), r.output_tokens, hashes)
-        self.seqs[index] = seq
-        if self.track_prefill:
-            replica.prefilling.append(seq)
+        self.seqs[index] = replica.model.submit(
+            now, max(r.prompt_tokens, 1), r.output_tokens, hashes
+        )
         self.outcome[index] = SERVED
 
     def spill(self, index: int, now: float) -> None:

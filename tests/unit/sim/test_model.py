@@ -247,3 +247,27 @@ def test_presets_are_valid_and_plausible(name):
     itl = model.stats.itl.total / model.stats.itl.count
     assert 0.004 < itl < 0.08  # 8B decode: ~6 ms on an H100, ~55 ms on an L4
     assert 0.02 < seq.ttft - params.startup_delay_seconds < 0.5
+
+
+def test_pending_prompt_tokens_count_prompts_until_their_first_token():
+    model = LatencyModel(make_params(max_num_seqs=1))
+    first = model.submit(0.0, prompt_tokens=100, output_tokens=3)
+    second = model.submit(0.0, prompt_tokens=40, output_tokens=2)  # waits for the batch slot
+    embed = model.submit(0.0, prompt_tokens=30, output_tokens=0)
+    gone = model.submit(0.0, prompt_tokens=7, output_tokens=2)
+    assert model.pending_prompt_tokens == 177
+    model.cancel(gone, 0.0)  # a queued request that goes takes its prompt with it
+    assert model.pending_prompt_tokens == 170
+    first_step = model.next_event_time()  # the first request's prefill
+    assert first_step is not None
+    model.advance(first_step)
+    assert first.first_token_at == first_step and model.pending_prompt_tokens == 70
+    drain(model)
+    assert second.first_token_at is not None and embed.finished_at is not None
+    assert model.pending_prompt_tokens == 0
+    # A request cancelled in the middle of its prefill leaves nothing behind either.
+    late = model.submit(10.0, prompt_tokens=500, output_tokens=2)
+    model.advance(10.0 + 1e-6)
+    assert late.prefilling and model.pending_prompt_tokens == 500
+    model.cancel(late, 10.0 + 2e-6)
+    assert model.pending_prompt_tokens == 0
