@@ -197,26 +197,33 @@ def answered_by(raw: Any) -> str:
     return raw.headers.get("x-inferscale-backend") or raw.headers.get("x-inferscale-pod") or "?"
 
 
-def spillover_route(
+def replica_and_provider(
     cluster: Cluster,
     namespace: str,
     stack: Stack,
     name: str,
     served: str,
+    backend: dict[str, Any],
     *sim_args: str,
+    kind: str = "openai-compatible",
+    url: str | None = None,
     **spec: Any,
 ) -> Routers:
-    """One sim replica of ``name`` as the primary and the mock OpenAI as the spillover of a
-    route served as ``served``; returns once every router routes it and holds the key."""
+    """One sim replica of ``name`` as the primary and a provider ``backend`` (its role, provider
+    name and model) of a route served as ``served``, the provider answering at ``url`` (the mock
+    OpenAI by default); returns once every router routes it and holds the provider's key."""
     routers, models = stack.routers, Models(cluster, namespace)
     models.create(coded_sim(name, 1, *sim_args))
+    provider = backend["provider"]
     provider_objects(
-        cluster, namespace, "hosted", "openai-compatible", f"{stack.openai.url}/v1", "mini"
+        cluster,
+        namespace,
+        provider["name"],
+        kind,
+        url or f"{stack.openai.url}/v1",
+        provider["model"],
     )
-    backends = [
-        {"inferenceModel": name},
-        {"provider": {"name": "hosted", "model": "mini"}, "role": "spillover"},
-    ]
+    backends = [{"inferenceModel": name}, backend]
     create(cluster, namespace, "inferenceroutes", route_object(name, served, backends, **spec))
     wait_routable(routers, models, name, served, 1)
     wait_routers(
@@ -226,6 +233,9 @@ def spillover_route(
         "the route's two backends ready (the provider key reached the routers)",
     )
     return routers
+
+
+SPILLOVER = {"provider": {"name": "hosted", "model": "mini"}, "role": "spillover"}
 
 
 # -- load -----------------------------------------------------------------------------------
@@ -283,12 +293,13 @@ def test_spillover_takes_the_excess_of_a_load_step_and_stops_when_replicas_catch
     mock, models = stack.openai, Models(cluster, namespace)
     name, served = "burst", "burst-served"
     # About 0.4 s per request (8 tokens at 50 ms a step): two in flight saturate a replica.
-    routers = spillover_route(
+    routers = replica_and_provider(
         cluster,
         namespace,
         stack,
         name,
         served,
+        SPILLOVER,
         "--step-base-seconds",
         "0.05",
         spillover={"inFlightPerReplica": 2},
@@ -339,8 +350,8 @@ def test_a_long_prompt_spills_over_on_queued_prefill_through_the_real_api(
     # field, the operator compiles it, and every router spills a prompt longer than the bound.
     name, served = "prefill", "prefill-served"
     bound = {"inFlightPerReplica": 100, "promptTokensPerReplica": 400}
-    routers = spillover_route(
-        cluster, namespace, stack, name, served, strategy="leastPrefill", spillover=bound
+    routers = replica_and_provider(
+        cluster, namespace, stack, name, served, SPILLOVER, strategy="leastPrefill", spillover=bound
     )
 
     def settings_everywhere(expected: int | None) -> bool:
@@ -467,34 +478,15 @@ def test_a_spend_cap_stops_spillover_on_every_router(
 
 
 def test_a_mirror_receives_its_share(cluster: Cluster, namespace: str, stack: Stack) -> None:
-    routers, mock = stack.routers, stack.anthropic
-    models = Models(cluster, namespace)
+    mock = stack.anthropic
     name, served = "mirrored", "mirrored-served"
-    models.create(coded_sim(name, 1))
-    provider_objects(cluster, namespace, "shadow", "anthropic", mock.url, "sonnet")
-    create(
-        cluster,
-        namespace,
-        "inferenceroutes",
-        route_object(
-            name,
-            served,
-            [
-                {"inferenceModel": name},
-                {
-                    "provider": {"name": "shadow", "model": "sonnet"},
-                    "role": "mirror",
-                    "mirrorPercent": 30,
-                },
-            ],
-        ),
-    )
-    wait_routable(routers, models, name, served, 1)
-    wait_routers(
-        routers,
-        lambda: status_of(cluster, namespace, "inferenceroutes", name).get("readyBackends") == 2,
-        60,
-        "the mirror's key at the routers",
+    mirror = {
+        "provider": {"name": "shadow", "model": "sonnet"},
+        "role": "mirror",
+        "mirrorPercent": 30,
+    }
+    routers = replica_and_provider(
+        cluster, namespace, stack, name, served, mirror, kind="anthropic", url=mock.url
     )
     router = routers.ready_pods()[0]
     n = 120
