@@ -42,6 +42,7 @@ import virtual
 from workload import (
     Prompts,
     Row,
+    add_workload_arguments,
     default_trace,
     engine_flags,
     engine_params,
@@ -257,13 +258,7 @@ def main() -> int:
     ap.add_argument("--start", type=int, default=0, help="first trace row")
     ap.add_argument("--requests", type=int, default=600)
     ap.add_argument("--speedups", default="1,1.5", help="trace-time divisors (the load)")
-    ap.add_argument("--replicas", type=int, default=4)
-    ap.add_argument("--preset", default="llama-3.1-8b-h100")
-    ap.add_argument("--block-words", type=int, default=512, help="words per 512-token block")
-    ap.add_argument("--kv-factor", type=float, default=1.0, help="KV cache x the preset's")
-    ap.add_argument("--max-tokens", type=int, default=0, help="cap on output tokens (0: none)")
-    ap.add_argument("--prefix-blocks", type=int, default=2, help="blocks prefixHash hashes")
-    ap.add_argument("--load-bound", type=float, default=1.25)
+    add_workload_arguments(ap)
     ap.add_argument("--pickers", default="leastInFlight,prefixHash")
     ap.add_argument("--request-timeout", type=float, default=300.0)
     args = ap.parse_args()

@@ -15,6 +15,7 @@ output length are not token counts of the prompt and stay as they are. At ``bloc
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import json
 import subprocess
@@ -23,8 +24,20 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from inferscale.router import picking
 from inferscale.sim.model import EngineParams
 from inferscale.sim.presets import preset
+
+
+def add_workload_arguments(ap: argparse.ArgumentParser) -> None:
+    """The options both runners share: the replicas, their engine and the prompts."""
+    ap.add_argument("--replicas", type=int, default=4)
+    ap.add_argument("--preset", default="llama-3.1-8b-h100")
+    ap.add_argument("--block-words", type=int, default=512, help="words per 512-token block")
+    ap.add_argument("--kv-factor", type=float, default=1.0, help="KV cache x the preset's")
+    ap.add_argument("--max-tokens", type=int, default=0, help="cap on output tokens (0: none)")
+    ap.add_argument("--prefix-blocks", type=int, default=2, help="blocks prefixHash hashes")
+    ap.add_argument("--load-bound", type=float, default=picking.DEFAULT_LOAD_BOUND)
 
 
 def default_trace() -> Path:
