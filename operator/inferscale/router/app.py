@@ -1078,15 +1078,16 @@ def _refusal(refusal: Refusal) -> web.Response:
 def shared_limiter(settings: RouterSettings, local: LocalLimiter) -> SharedLimiter:
     """The Redis-backed limiter of ``settings.redis_url`` (connects lazily, never raises here)."""
     import redis.asyncio
+    from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
-    from redis.retry import Retry
 
     client = redis.asyncio.Redis.from_url(
         settings.redis_url or "",
         socket_timeout=settings.redis_timeout_seconds,
         socket_connect_timeout=settings.redis_timeout_seconds,
         # No retries inside the client: a failed call falls back to local limits at once, and
-        # Redis is tried again after redis_retry_seconds.
+        # Redis is tried again after redis_retry_seconds. The asyncio client takes the asyncio
+        # Retry (redis >= 8.2 warns about, then converts, the synchronous one).
         retry=Retry(NoBackoff(), 0),
     )
     return SharedLimiter(
