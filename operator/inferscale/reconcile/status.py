@@ -251,30 +251,7 @@ def _verdict(
         ready_c = ("False", "NoReplicasReady", counts)
 
     rolled_out = seen >= generation and updated == desired and current == desired
-    if progress.get("status") == "False" and progress.get("reason") == "ProgressDeadlineExceeded":
-        deadline = progress.get("message") or "the rollout missed its progress deadline"
-        progressing: tuple[ConditionStatus, str, str] = (
-            "False",
-            "ProgressDeadlineExceeded",
-            deadline,
-        )
-    elif rolled_out and ready >= desired:
-        progressing = ("False", "RolloutComplete", f"{desired} replicas run the current spec")
-    else:
-        if updated < min(current, desired) or current > max(updated, desired):
-            reason = "RollingUpdate"
-        elif current < desired:
-            reason = "ScalingUp"
-        elif current > desired:
-            reason = "ScalingDown"
-        elif issue is not None:
-            reason = issue.reason
-        else:
-            reason = "WaitingForReady"
-        detail = f"{updated}/{desired} replicas updated, {ready} ready"
-        if issue is not None:
-            detail += f"; {issue.message}"
-        progressing = ("True", reason, detail)
+    progressing = _progressing(desired, current, ready, updated, rolled_out, progress, issue)
 
     if issue is not None and issue.failing:
         degraded: tuple[ConditionStatus, str, str] = ("True", issue.reason, issue.message)
@@ -285,6 +262,37 @@ def _verdict(
     else:
         degraded = _OK
     return _Verdict(ready_c, progressing, degraded)
+
+
+def _progressing(
+    desired: int,
+    current: int,
+    ready: int,
+    updated: int,
+    rolled_out: bool,
+    progress: Mapping[str, Any],
+    issue: PodIssue | None,
+) -> tuple[ConditionStatus, str, str]:
+    """``Progressing``: a missed deadline, a finished rollout, or what the rollout is doing."""
+    if progress.get("status") == "False" and progress.get("reason") == "ProgressDeadlineExceeded":
+        deadline = progress.get("message") or "the rollout missed its progress deadline"
+        return ("False", "ProgressDeadlineExceeded", deadline)
+    if rolled_out and ready >= desired:
+        return ("False", "RolloutComplete", f"{desired} replicas run the current spec")
+    if updated < min(current, desired) or current > max(updated, desired):
+        reason = "RollingUpdate"
+    elif current < desired:
+        reason = "ScalingUp"
+    elif current > desired:
+        reason = "ScalingDown"
+    elif issue is not None:
+        reason = issue.reason
+    else:
+        reason = "WaitingForReady"
+    detail = f"{updated}/{desired} replicas updated, {ready} ready"
+    if issue is not None:
+        detail += f"; {issue.message}"
+    return ("True", reason, detail)
 
 
 def compute_status(
