@@ -32,7 +32,13 @@ from typing import Any, Final
 
 from pydantic import ValidationError
 
-from inferscale.api.meta import CONDITION_DEGRADED, CONDITION_READY, Condition
+from inferscale.api.meta import (
+    CONDITION_DEGRADED,
+    CONDITION_READY,
+    Condition,
+    ConditionStatus,
+    make_condition,
+)
 from inferscale.api.v1alpha1.inference_provider import InferenceProviderStatus
 from inferscale.api.v1alpha1.inference_route import (
     InferenceRouteSpec,
@@ -40,7 +46,6 @@ from inferscale.api.v1alpha1.inference_route import (
     Spend,
 )
 from inferscale.reconcile.credentials import KeyState
-from inferscale.reconcile.status import ConditionStatus, make_condition
 from inferscale.router.spend import (
     DAY,
     HOUR,

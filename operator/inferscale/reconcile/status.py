@@ -21,18 +21,17 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 from inferscale.api.meta import (
     CONDITION_DEGRADED,
     CONDITION_PROGRESSING,
     CONDITION_READY,
-    Condition,
+    ConditionStatus,
+    make_condition,
 )
 from inferscale.api.v1alpha1.inference_model import InferenceModelSpec, InferenceModelStatus
 from inferscale.reconcile.labels import selector_string
-
-ConditionStatus = Literal["True", "False", "Unknown"]
 
 FAILING_WAITING_REASONS: Final = frozenset(
     {
@@ -169,29 +168,6 @@ def time_to_ready(pods: Sequence[Mapping[str, Any]]) -> float | None:
         if best is None or became > best[0]:
             best = (became, max((became - created).total_seconds(), 0.0))
     return None if best is None else best[1]
-
-
-def make_condition(
-    type_: str,
-    status: ConditionStatus,
-    reason: str,
-    message: str,
-    *,
-    now: str,
-    generation: int | None,
-    previous: Sequence[Condition],
-) -> Condition:
-    """A condition that keeps the previous ``lastTransitionTime`` if its status is unchanged."""
-    before = next((c for c in previous if c.type == type_), None)
-    since = before.last_transition_time if before and before.status == status else now
-    return Condition(
-        type=type_,
-        status=status,
-        reason=reason,
-        message=message,
-        last_transition_time=since,
-        observed_generation=generation,
-    )
 
 
 @dataclass(frozen=True)
