@@ -35,7 +35,12 @@ from inferscale.api.v1alpha1.inference_route import PLURAL as ROUTE_PLURAL
 from inferscale.config import OperatorSettings, RoutingSettings
 from inferscale.controller.cache import CHILD_LABELS, json_copy
 from inferscale.controller.inference_model import Runtime
-from inferscale.controller.publishing import PublisherSlot, RouterPublisher
+from inferscale.controller.publishing import (
+    PublisherSlot,
+    PublisherWiring,
+    RouterPublisher,
+    object_key,
+)
 from inferscale.kube.client import KubeApi
 from inferscale.reconcile.routing import (
     CompiledRoutes,
@@ -44,7 +49,6 @@ from inferscale.reconcile.routing import (
     compile_routes,
     is_router_pod,
     pod_view,
-    router_target,
     table_json,
 )
 from inferscale.router.table import RoutingTable
@@ -209,51 +213,21 @@ def _settings(memo: Any) -> OperatorSettings | None:
     return runtime.settings if isinstance(runtime, Runtime) else None
 
 
-def _state(memo: Any, indices: Mapping[str, Any]) -> RoutingState | None:
-    """The shared state, with its publisher started on the first call that has the indices."""
-    state = memo.get(MEMO_KEY)
-    runtime = memo.get("runtime")
-    if not isinstance(state, RoutingState) or not isinstance(runtime, Runtime):
-        return None
-    if not runtime.settings.routing.enabled:
-        return None
-    if state.publisher is None:
-        if not all(name in indices for name in SOURCE_INDICES):
-            return None
-        sources = {name: indices[name] for name in SOURCE_INDICES}
-        state.publisher = RoutingPublisher(
-            runtime.api,
-            runtime.settings.routing,
-            runtime.settings.router_namespace,
-            lambda: read_sources(sources),
-        )
-        state.task = asyncio.get_running_loop().create_task(
-            state.publisher.run(), name="routing table publisher"
-        )
-    return state
+def _publisher(runtime: Runtime, read: Callable[[], Sources]) -> RoutingPublisher:
+    settings = runtime.settings
+    return RoutingPublisher(runtime.api, settings.routing, settings.router_namespace, read)
 
 
-def _changed(memo: Any, indices: Mapping[str, Any], key: tuple[str, ...], view: object) -> None:
-    """Record ``view`` of an object (``None``: it is gone); wake the publisher if it differs."""
-    state = _state(memo, indices)
-    if state is not None:
-        state.changed(key, view)
-
-
-def object_key(kind: str, body: Mapping[str, Any]) -> tuple[str, ...]:
-    """(kind, namespace, name): how the glue remembers what it saw of an object."""
-    meta = body.get("metadata") or {}
-    return (kind, str(meta.get("namespace")), str(meta.get("name")))
-
-
-def spec_view(type: str | None, body: Mapping[str, Any]) -> object:
-    """What of a custom object matters to a compile: its generation and whether it is going."""
-    # The generation moves with every spec change (and only then); deletion starts when the
-    # timestamp appears.
-    if type == "DELETED":
-        return None
-    meta = body.get("metadata") or {}
-    return (meta.get("generation"), bool(meta.get("deletionTimestamp")))
+WIRING: Final = PublisherWiring(
+    memo_key=MEMO_KEY,
+    slot_type=RoutingState,
+    source_indices=SOURCE_INDICES,
+    read=read_sources,
+    make=_publisher,
+    enabled=lambda settings: settings.routing.enabled,
+    task_name="routing table publisher",
+)
+"""How the routing table's publisher is kept in kopf's memo and started."""
 
 
 def is_router(body: kopf.Body, memo: Any, **_: Any) -> bool:
@@ -300,28 +274,25 @@ def router_pods(body: kopf.Body, **_: Any) -> Any:
 @kopf.on.startup()
 async def routing_startup(memo: Any, **_: Any) -> None:
     """Make the shared state; the publisher starts with the first event (indices complete)."""
-    if not isinstance(memo.get(MEMO_KEY), RoutingState):
-        memo[MEMO_KEY] = RoutingState()
+    WIRING.install(memo)
 
 
 @kopf.on.cleanup()
 async def routing_cleanup(memo: Any, **_: Any) -> None:
     """Stop the publisher; store a table the ConfigMap does not have yet."""
-    state = memo.get(MEMO_KEY)
-    if isinstance(state, RoutingState):
-        await state.stop()
+    await WIRING.stop(memo)
 
 
 @kopf.on.event(GROUP, VERSION, "inferencemodels")
 async def routing_model_event(type: str | None, body: kopf.Body, memo: Any, **kwargs: Any) -> None:
     """A model appeared, changed its spec, started deleting or is gone."""
-    _changed(memo, kwargs, object_key("model", body), spec_view(type, body))
+    WIRING.spec_changed(memo, kwargs, "model", type, body)
 
 
 @kopf.on.event(GROUP, VERSION, ROUTE_PLURAL)
 async def routing_route_event(type: str | None, body: kopf.Body, memo: Any, **kwargs: Any) -> None:
     """A route appeared, changed its spec, started deleting or is gone."""
-    _changed(memo, kwargs, object_key("route", body), spec_view(type, body))
+    WIRING.spec_changed(memo, kwargs, "route", type, body)
 
 
 @kopf.on.event(GROUP, VERSION, PROVIDER_PLURAL)
@@ -329,7 +300,7 @@ async def routing_provider_event(
     type: str | None, body: kopf.Body, memo: Any, **kwargs: Any
 ) -> None:
     """A provider appeared, changed its spec (URL, models, prices), started deleting or is gone."""
-    _changed(memo, kwargs, object_key("provider", body), spec_view(type, body))
+    WIRING.spec_changed(memo, kwargs, "provider", type, body)
 
 
 @kopf.on.event("", "v1", "pods", labels=CHILD_LABELS)
@@ -338,7 +309,7 @@ async def routing_model_pod_event(
 ) -> None:
     """An engine pod got an IP, turned (un)Ready, started deleting or is gone."""
     view = None if type == "DELETED" else (pod_view(body) or "not an engine pod")
-    _changed(memo, kwargs, object_key("pod", body), view)
+    WIRING.changed(memo, kwargs, object_key("pod", body), view)
 
 
 @kopf.on.event("", "v1", "pods", when=is_router)
@@ -346,7 +317,4 @@ async def routing_router_pod_event(
     type: str | None, body: kopf.Body, memo: Any, **kwargs: Any
 ) -> None:
     """A router pod started, turned Ready, restarted, started deleting or is gone."""
-    # The target carries readiness and restarts: a router that just turned Ready, or whose
-    # process restarted, is sent the table at once.
-    view = None if type == "DELETED" else (router_target(body) or "not a push target")
-    _changed(memo, kwargs, object_key("router", body), view)
+    WIRING.router_pod_changed(memo, kwargs, type, body)
