@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from inferscale.api.v1alpha1.inference_model import InferenceModelSpec
-from inferscale.config import ReconcileSettings
 from inferscale.reconcile.engines import (
     ENGINES,
     HF_HOME,
@@ -36,6 +35,7 @@ from inferscale.reconcile.labels import (
     object_labels,
     selector_labels,
 )
+from inferscale.reconcile.settings import ReconcileSettings
 
 CONTAINER_NAME: Final = "engine"
 PORT_NAME: Final = "http"
