@@ -37,7 +37,7 @@ from inferscale.autoscaler.prometheus import PrometheusRound, PrometheusSource
 from inferscale.autoscaler.report import ScalingNews, is_news, scaling_status, write_due
 from inferscale.autoscaler.signals import ModelKey, RouterReading, build_sample
 from inferscale.config import AutoscalerSettings
-from inferscale.controller.cache import count_pods
+from inferscale.controller.cache import count_pods, index_objects
 from inferscale.controller.inference_model import (
     API_VERSION,
     Runtime,
@@ -415,7 +415,7 @@ def _start(memo: Any, indices: Mapping[str, Any]) -> None:
     models_index = indices["models"]
 
     def models() -> list[Mapping[str, Any]]:
-        return [obj for store in models_index.values() for obj in store]
+        return index_objects(models_index)
 
     def routers() -> RoutingState | None:
         routing = memo.get(ROUTING_MEMO_KEY)

@@ -38,7 +38,7 @@ from inferscale.api.v1alpha1.inference_client import KIND as CLIENT_KIND
 from inferscale.api.v1alpha1.inference_client import PLURAL as CLIENT_PLURAL
 from inferscale.api.v1alpha1.inference_provider import PLURAL as PROVIDER_PLURAL
 from inferscale.config import AccessSettings, OperatorSettings, RoutingSettings
-from inferscale.controller.cache import json_copy
+from inferscale.controller.cache import index_objects, json_copy
 from inferscale.controller.inference_model import Runtime, now_rfc3339
 from inferscale.controller.publishing import (
     PublisherSlot,
@@ -91,14 +91,10 @@ def read_sources(
     indices: Mapping[str, Mapping[Any, Iterable[Mapping[str, Any]]]],
 ) -> CredentialSources:
     """Flatten kopf's indices into lists, without awaiting between."""
-
-    def values(name: str) -> list[Mapping[str, Any]]:
-        return [obj for store in indices[name].values() for obj in store]
-
     return CredentialSources(
-        providers=values("inference_providers"),
-        clients=values("inference_clients"),
-        routers=values("router_pods"),
+        providers=index_objects(indices["inference_providers"]),
+        clients=index_objects(indices["inference_clients"]),
+        routers=index_objects(indices["router_pods"]),
     )
 
 
@@ -106,6 +102,7 @@ class CredentialsPublisher(RouterPublisher[CredentialSources, RouterCredentials]
     """Compiles the credentials and delivers them to the routers and their Secret."""
 
     WHAT = "credentials"
+    LOG_PREFIX = "credentials"
     ADMIN_PATH = "/admin/v1/credentials"
     STORE_KIND = "Secret"
     STORE_VERBS_HINT = (
@@ -141,7 +138,6 @@ class CredentialsPublisher(RouterPublisher[CredentialSources, RouterCredentials]
         self.now = now
         self.secrets: dict[ObjectKey, dict[str, str] | None] = {}
         """Decoded data of the referenced Secrets (``None``: it does not exist)."""
-        self.problems: tuple[str, ...] = ()
         self.written: dict[ObjectKey, dict[str, Any]] = {}
         """The status last written per client, until its index shows it."""
         self.refetch_at = 0.0
@@ -201,7 +197,7 @@ class CredentialsPublisher(RouterPublisher[CredentialSources, RouterCredentials]
             dict(self.secrets),
             self.access.require_client_key,
         )
-        self._report(compiled.problems)
+        self.report_problems(compiled.problems)
         self.provider_states = compiled.providers
         await self._write_statuses(sources.clients, compiled.clients)
         held = self.document
@@ -236,10 +232,6 @@ class CredentialsPublisher(RouterPublisher[CredentialSources, RouterCredentials]
         """As the base's, or earlier for a failed Secret read."""
         at = super().wake_at()
         return min(at, self.refetch_at) if self.refetch_at else at
-
-    def router_pods(self, sources: CredentialSources) -> list[Mapping[str, Any]]:
-        """The router pods of the sources."""
-        return sources.routers
 
     def store_object(self, text: str) -> dict[str, Any]:
         """The Secret that routers mount."""
@@ -290,13 +282,6 @@ class CredentialsPublisher(RouterPublisher[CredentialSources, RouterCredentials]
                 )
                 return
         self.written[key] = status
-
-    def _report(self, problems: tuple[str, ...]) -> None:
-        """Log what the compile left out, each sentence once while it lasts."""
-        for problem in problems:
-            if problem not in self.problems:
-                self.log.warning("credentials: %s", problem)
-        self.problems = problems
 
 
 # -- kopf glue ---------------------------------------------------------------------------

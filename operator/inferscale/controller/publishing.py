@@ -77,8 +77,17 @@ class Versioned(Protocol):
         ...
 
 
+class RouterSources(Protocol):
+    """What a document is compiled from: whatever it is, it lists the router pods."""
+
+    @property
+    def routers(self) -> Sequence[Mapping[str, Any]]:
+        """Router pod snapshots (from the ``router_pods`` index)."""
+        ...
+
+
 DocT = TypeVar("DocT", bound=Versioned)
-SourcesT = TypeVar("SourcesT")
+SourcesT = TypeVar("SourcesT", bound=RouterSources)
 
 
 @dataclass
@@ -96,8 +105,8 @@ class RouterState:
 class RouterPublisher(Generic[SourcesT, DocT]):
     """Compiles one document and delivers it to the routers and the stored object.
 
-    Subclasses say what the document is: :meth:`build`, :meth:`router_pods`,
-    :meth:`store_object`, :meth:`stored_text`, and the class variables.
+    Subclasses say what the document is: :meth:`build`, :meth:`store_object`,
+    :meth:`stored_text`, and the class variables; their sources list the router pods.
     """
 
     WHAT: ClassVar[str]
@@ -108,6 +117,8 @@ class RouterPublisher(Generic[SourcesT, DocT]):
     """Kind of the object that keeps it: ``ConfigMap`` or ``Secret``."""
     STORE_VERBS_HINT: ClassVar[str]
     """What a 403 on the stored object means, for the log line."""
+    LOG_PREFIX: ClassVar[str]
+    """How a compile problem starts in the log: ``routing``, ``credentials``."""
 
     def __init__(
         self,
@@ -152,6 +163,8 @@ class RouterPublisher(Generic[SourcesT, DocT]):
         self.pause = settings.coalesce_seconds
         self.next_resync = 0.0
         self.floor_loaded = False
+        self.problems: tuple[str, ...] = ()
+        """The last compile's problems (each is logged once while it lasts)."""
         self.log = logging.getLogger(type(self).__module__)
         """The subclass's module logger: each document's lines under its own name."""
 
@@ -163,7 +176,7 @@ class RouterPublisher(Generic[SourcesT, DocT]):
 
     def router_pods(self, sources: SourcesT) -> Sequence[Mapping[str, Any]]:
         """The router pods (snapshots) in ``sources``."""
-        raise NotImplementedError
+        return sources.routers
 
     def store_object(self, text: str) -> dict[str, Any]:
         """The object that keeps ``text`` for routers that start."""
@@ -176,6 +189,13 @@ class RouterPublisher(Generic[SourcesT, DocT]):
     def announce(self, document: DocT) -> None:
         """Log a new version (counts only: never what a document holds)."""
         self.log.info("%s version %d", self.WHAT, document.version)
+
+    def report_problems(self, problems: tuple[str, ...]) -> None:
+        """Log what the compile left out, each sentence once while it lasts."""
+        for problem in problems:
+            if problem not in self.problems:
+                self.log.warning("%s: %s", self.LOG_PREFIX, problem)
+        self.problems = problems
 
     def next_version(self) -> int:
         """The version of the next document: above every known one, else the wall clock."""

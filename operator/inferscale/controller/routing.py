@@ -33,7 +33,7 @@ from inferscale.api.meta import GROUP, VERSION
 from inferscale.api.v1alpha1.inference_provider import PLURAL as PROVIDER_PLURAL
 from inferscale.api.v1alpha1.inference_route import PLURAL as ROUTE_PLURAL
 from inferscale.config import OperatorSettings, RoutingSettings
-from inferscale.controller.cache import CHILD_LABELS, json_copy
+from inferscale.controller.cache import CHILD_LABELS, index_objects, json_copy
 from inferscale.controller.inference_model import Runtime
 from inferscale.controller.publishing import (
     PublisherSlot,
@@ -81,16 +81,12 @@ class Sources:
 
 def read_sources(indices: Mapping[str, Mapping[Any, Iterable[Mapping[str, Any]]]]) -> Sources:
     """Flatten kopf's indices (key -> store of objects) into lists, without awaiting between."""
-
-    def values(name: str) -> list[Mapping[str, Any]]:
-        return [obj for store in indices[name].values() for obj in store]
-
     return Sources(
-        models=values("models"),
-        routes=values("inference_routes"),
-        pods=values("model_pods"),
-        routers=values("router_pods"),
-        providers=values("inference_providers"),
+        models=index_objects(indices["models"]),
+        routes=index_objects(indices["inference_routes"]),
+        pods=index_objects(indices["model_pods"]),
+        routers=index_objects(indices["router_pods"]),
+        providers=index_objects(indices["inference_providers"]),
     )
 
 
@@ -98,6 +94,7 @@ class RoutingPublisher(RouterPublisher[Sources, RoutingTable]):
     """Compiles the routing table and delivers it to the routers and the ConfigMap."""
 
     WHAT = "routing table"
+    LOG_PREFIX = "routing"
     ADMIN_PATH = "/admin/v1/routing-table"
     STORE_KIND = "ConfigMap"
     STORE_VERBS_HINT = "the operator's Role must allow configmaps get, create, patch"
@@ -124,7 +121,6 @@ class RoutingPublisher(RouterPublisher[Sources, RoutingTable]):
             wall_ms=wall_ms,
             monotonic=monotonic,
         )
-        self.problems: tuple[str, ...] = ()
         self.compiled: CompiledRoutes | None = None
         """The last compile (route status reads its problems and backends)."""
         self.parse_cache: ParseCache = {}
@@ -146,7 +142,7 @@ class RoutingPublisher(RouterPublisher[Sources, RoutingTable]):
         # the loop, and kopf replaces index entries rather than changing them, so the thread
         # reads a consistent snapshot; this task waits for it, so nothing else touches self.
         compiled, built = await asyncio.to_thread(self._build, sources)
-        self._report(compiled.problems)
+        self.report_problems(compiled.problems)
         return built
 
     def _build(self, sources: Sources) -> tuple[CompiledRoutes, tuple[RoutingTable, str] | None]:
@@ -178,10 +174,6 @@ class RoutingPublisher(RouterPublisher[Sources, RoutingTable]):
             sum(e.ready for m in document.models.values() for e in m.endpoints),
         )
 
-    def router_pods(self, sources: Sources) -> list[Mapping[str, Any]]:
-        """The router pods of the sources."""
-        return sources.routers
-
     def store_object(self, text: str) -> dict[str, Any]:
         """The ConfigMap that routers mount."""
         return build_table_configmap(
@@ -192,13 +184,6 @@ class RoutingPublisher(RouterPublisher[Sources, RoutingTable]):
         """The table's JSON in the ConfigMap."""
         text = (obj.get("data") or {}).get(self.settings.configmap_key)
         return text if isinstance(text, str) else None
-
-    def _report(self, problems: tuple[str, ...]) -> None:
-        """Log what the compile left out, each sentence once while it lasts."""
-        for problem in problems:
-            if problem not in self.problems:
-                log.warning("routing: %s", problem)
-        self.problems = problems
 
 
 # -- kopf glue ---------------------------------------------------------------------------
