@@ -195,6 +195,19 @@ _MakeCondition = Callable[[str, ConditionStatus, str, str], Condition]
 """``(type, status, reason, message) -> Condition``, with the route's time and generation."""
 
 
+def _condition_maker(
+    now: str, generation: int | None, previous: Sequence[Condition]
+) -> _MakeCondition:
+    """``condition(type, status, reason, message)`` for an object at ``generation`` now."""
+
+    def condition(kind: str, status: ConditionStatus, reason: str, message: str) -> Condition:
+        return make_condition(
+            kind, status, reason, message, now=now, generation=generation, previous=previous
+        )
+
+    return condition
+
+
 def route_status(route: Mapping[str, Any], inputs: RouteInputs) -> dict[str, Any] | None:
     """The status ``route`` should have; ``None`` when it already has it."""
     meta = _meta(route)
@@ -208,16 +221,7 @@ def route_status(route: Mapping[str, Any], inputs: RouteInputs) -> dict[str, Any
     except ValidationError:
         before = InferenceRouteStatus()
 
-    def condition(kind: str, status: ConditionStatus, reason: str, message: str) -> Condition:
-        return make_condition(
-            kind,
-            status,
-            reason,
-            message,
-            now=inputs.now_text,
-            generation=generation,
-            previous=before.conditions,
-        )
+    condition = _condition_maker(inputs.now_text, generation, before.conditions)
 
     try:
         spec = InferenceRouteSpec.model_validate(route.get("spec") or {})
@@ -382,16 +386,7 @@ def provider_status(
     except ValidationError:
         before = InferenceProviderStatus()
 
-    def condition(kind: str, status: ConditionStatus, reason: str, message: str) -> Condition:
-        return make_condition(
-            kind,
-            status,
-            reason,
-            message,
-            now=now_text,
-            generation=generation,
-            previous=before.conditions,
-        )
+    condition = _condition_maker(now_text, generation, before.conditions)
 
     if key is None:
         ready = condition(
