@@ -9,9 +9,10 @@ InferenceModel with ``spec.autoscaling.enabled``.
 A decision that changes the count is actuated through the operator's own reconcile: the count
 goes into :attr:`Runtime.autoscaled` and the model is reconciled, which writes the Deployment
 and ``status.desiredReplicas``. Its reason is written to ``status.lastScaleReason`` and posted
-as an Event. A model whose load cannot be seen (Prometheus down, stale or NaN metrics, a
-renamed metric, routers unreachable) keeps its count, and its ``ScalingActive`` condition says
-why: missing data means *hold*, never *scale to minimum*.
+as an Event (what to write and post is decided by the pure :mod:`inferscale.autoscaler.report`;
+this loop locks, reads, patches and posts). A model whose load cannot be seen (Prometheus down,
+stale or NaN metrics, a renamed metric, routers unreachable) keeps its count, and its
+``ScalingActive`` condition says why: missing data means *hold*, never *scale to minimum*.
 
 The policy's memory (its windows) lives here and in ``status.autoscalerState``, written at most
 every ``statusIntervalSeconds`` (or with a scale), so an operator restart keeps its windows
