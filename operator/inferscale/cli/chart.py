@@ -30,9 +30,9 @@ from pydantic.alias_generators import to_camel
 from inferscale.config import (
     AccessSettings,
     AutoscalerSettings,
-    ReconcileSettings,
     RoutingSettings,
 )
+from inferscale.reconcile.settings import ReconcileSettings
 
 JsonDict = dict[str, Any]
 Path_ = tuple[str, ...]

@@ -28,10 +28,11 @@ from inferscale.cli.chart import (
     values_comments,
 )
 from inferscale.cli.main import build_parser, crd_files
-from inferscale.config import OperatorSettings, ReconcileSettings, RoutingSettings
+from inferscale.config import OperatorSettings, RoutingSettings
 from inferscale.reconcile.engines import SIM
 from inferscale.reconcile.labels import object_labels
 from inferscale.reconcile.routing import build_table_configmap, is_router_pod
+from inferscale.reconcile.settings import ReconcileSettings
 from tests.component.chart.helm import (
     CHART,
     NAMESPACE,

@@ -10,7 +10,7 @@ import pytest
 from inferscale.api.meta import LABEL_ENGINE, LABEL_MANAGED_BY, LABEL_MODEL
 from inferscale.api.v1alpha1.inference_model import ENGINES as API_ENGINES
 from inferscale.api.v1alpha1.inference_model import InferenceModel
-from inferscale.config import OperatorSettings, ReconcileSettings
+from inferscale.config import OperatorSettings
 from inferscale.errors import SpecError
 from inferscale.reconcile.deployment import (
     Dependency,
@@ -23,6 +23,7 @@ from inferscale.reconcile.engines import ENGINES, HF_HOME, UnsupportedSpec
 from inferscale.reconcile.labels import check_model_name, selector_labels, selector_string
 from inferscale.reconcile.pdb import build_pdb
 from inferscale.reconcile.service import SERVICE_PORT, build_service
+from inferscale.reconcile.settings import ReconcileSettings
 from tests.factories import make_model
 from tests.manifests import example_docs
 from tests.unit.reconcile.conftest import assert_golden, assert_valid
