@@ -16,10 +16,10 @@ from typing import Any
 from inferscale.sim.presets import PRESETS
 from inferscale.whatif.cluster import SIM_STRATEGIES, SimConfig
 from inferscale.whatif.compare import (
-    calibrate_target,
     compare,
     initial_replicas,
     prompt_token_budget,
+    sized_by_slo,
 )
 from inferscale.whatif.policies import POLICY_NAMES
 from inferscale.whatif.report import DEFAULT_PRICES, Prices, render_table, summarize, to_json
@@ -184,8 +184,10 @@ def cmd_whatif(args: argparse.Namespace) -> int:
         spill_prompt_tokens_per_replica=spill_tokens,
         strategy=args.strategy,
     )
+    # The oracle is sized by the SLO whatever --target says; --target auto is the same figure.
+    config = sized_by_slo(trace, config)
     if args.target == "auto":
-        config = replace(config, target=float(calibrate_target(trace, config)))
+        config = replace(config, target=config.oracle_target or config.target)
     initial = args.initial_replicas
     if initial is None:
         initial = initial_replicas(trace, config)
@@ -225,7 +227,8 @@ def cmd_whatif(args: argparse.Namespace) -> int:
     print(
         f"{trace.name}: {len(trace.requests)} requests over {trace.span:.0f} s, {args.preset}, "
         f"cold start {config.cold_start_s:g} s, SLO TTFT {config.slo_ttft_s:g} s, target "
-        f"{config.target:g} in flight per replica, replicas {config.min_replicas}.."
+        f"{config.target:g} in flight per replica (oracle {config.oracle_target:g}: 99% of "
+        f"the SLO), replicas {config.min_replicas}.."
         f"{config.max_replicas} (start {config.initial_replicas})"
         + f", {config.strategy}"
         + (f", spillover at {config.spill_threshold:g}" if config.spillover else "")

@@ -67,6 +67,10 @@ class SimConfig:
     slo_ttft_s: float = 2.0
     target: float = 16.0
     """In-flight requests per replica that the request-based policies aim at."""
+    oracle_target: float | None = None
+    """In-flight requests per replica the oracle keeps: sized by the SLO, never by ``target``
+    (None: found on first use by ``compare.calibrate_target``; a run computes it once and
+    sets it here so that every use reuses it)."""
     min_replicas: int = 1
     max_replicas: int = 20
     scale_to_zero_delay_s: float | None = None
@@ -88,6 +92,8 @@ class SimConfig:
     def __post_init__(self) -> None:
         if self.cold_start_s < 0 or self.slo_ttft_s <= 0 or self.target <= 0:
             raise ValueError("cold_start_s must be >= 0, slo_ttft_s and target > 0")
+        if self.oracle_target is not None and self.oracle_target <= 0:
+            raise ValueError("oracle_target must be > 0")
         if not 0 <= self.min_replicas <= self.max_replicas or self.max_replicas < 1:
             raise ValueError("need 0 <= min_replicas <= max_replicas and max_replicas >= 1")
         if self.scrape_interval_s <= 0:
@@ -207,6 +213,13 @@ class _Cluster:
         self.event_seq = 0
         self.scale_events = 0
         self.cold_starts = 0
+        # The counters a scrape reports (see Scrape): arrivals, and the latencies of requests
+        # as they get their first token (awaiting_first) and then finish (decoding).
+        self.arrived = self.arrived_prompt_tokens = self.arrived_output_tokens = 0
+        self.ttft_sum = self.itl_sum = 0.0
+        self.ttft_count = self.itl_count = 0
+        self.awaiting_first: list[int] = []
+        self.decoding: list[int] = []
         self.horizon = trace.requests[-1].arrival
         drain = config.drain_s
         if drain is None:
@@ -281,6 +294,7 @@ class _Cluster:
             now, max(r.prompt_tokens, 1), r.output_tokens, hashes
         )
         self.outcome[index] = SERVED
+        self.awaiting_first.append(index)
 
     def spill(self, index: int, now: float) -> None:
         r = self.requests[index]
@@ -297,6 +311,9 @@ class _Cluster:
             self.outcome[index] = REJECTED
             self.ttft[index] = math.nan
             return
+        self.arrived += 1
+        self.arrived_prompt_tokens += r.prompt_tokens
+        self.arrived_output_tokens += r.output_tokens
         candidates = self.ready(now)
         config = self.config
         if config.spillover and (
@@ -327,10 +344,33 @@ class _Cluster:
 
     # ----- scrapes and ticks ------------------------------------------------------------------
 
+    def observe_latencies(self) -> None:
+        """Count the first tokens and the finished requests since the last scrape."""
+        awaiting: list[int] = []
+        for index in self.awaiting_first:
+            seq = self.seqs[index]
+            if seq.first_token_at is not None:
+                self.ttft_sum += seq.first_token_at - self.requests[index].arrival
+                self.ttft_count += 1
+                self.decoding.append(index)
+            elif seq.finished_at is None:
+                awaiting.append(index)
+        self.awaiting_first = awaiting
+        decoding: list[int] = []
+        for index in self.decoding:
+            seq = self.seqs[index]
+            if seq.finished_at is None:
+                decoding.append(index)
+            elif seq.first_token_at is not None and seq.output_tokens > 1:
+                self.itl_sum += seq.finished_at - seq.first_token_at
+                self.itl_count += seq.output_tokens - 1
+        self.decoding = decoding
+
     def scrape(self, now: float) -> None:
         # A spilled request counts if it was in flight at any time since the last scrape, as a
         # rate over the scrape interval would see it: a short one is demand all the same.
         since = self.scrapes[-1].at if self.scrapes else now
+        self.observe_latencies()
         while self.spilled_until and self.spilled_until[0] <= since:
             heapq.heappop(self.spilled_until)
         active = self.active()
@@ -347,6 +387,13 @@ class _Cluster:
             busy=busy,
             ready=len(ready),
             starting=len(active) - len(ready),
+            arrived=self.arrived,
+            arrived_prompt_tokens=self.arrived_prompt_tokens,
+            arrived_output_tokens=self.arrived_output_tokens,
+            ttft_sum=self.ttft_sum,
+            ttft_count=self.ttft_count,
+            itl_sum=self.itl_sum,
+            itl_count=self.itl_count,
         )
         self.scrapes.append(scrape)
         load = in_flight + len(self.held) + len(self.spilled_until)

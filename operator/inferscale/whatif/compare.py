@@ -15,6 +15,7 @@ from inferscale.whatif.cluster import RunResult, SimConfig, simulate
 from inferscale.whatif.policies import (
     POLICY_NAMES,
     Autoscaler,
+    DynamoLike,
     HpaLike,
     KedaLike,
     KubeAiLike,
@@ -57,6 +58,8 @@ def build_policy(name: str, trace: Trace, config: SimConfig) -> Autoscaler:
         return KedaLike(config.min_replicas, config.max_replicas, config.target)
     if name == "kubeai":
         return KubeAiLike(config.min_replicas, config.max_replicas, config.target)
+    if name == "dynamo":
+        return DynamoLike(config.engine, config.min_replicas, config.max_replicas)
     if name == "oracle":
         return oracle_for(trace, config)
     if name == "fixed":
@@ -77,11 +80,33 @@ def foreseen_load(trace: Trace, config: SimConfig) -> list[float]:
     return load
 
 
+def sized_by_slo(trace: Trace, config: SimConfig) -> SimConfig:
+    """``config`` with ``oracle_target`` set, unless it is set already.
+
+    The largest target at which the oracle meets :data:`SLO_GOAL` (:func:`calibrate_target`).
+
+    A run calls this once and passes the result on, so the calibration's replays are paid once.
+    """
+    return replace(config, oracle_target=oracle_target(trace, config))
+
+
+def oracle_target(trace: Trace, config: SimConfig) -> float:
+    """``config.oracle_target``, or when unset the target calibrated from the SLO."""
+    if config.oracle_target is not None:
+        return config.oracle_target
+    return float(calibrate_target(trace, config))
+
+
 def oracle_for(trace: Trace, config: SimConfig) -> Oracle:
-    """The perfect-foresight oracle of this trace and config."""
+    """The perfect-foresight oracle of this trace and config, sized by the SLO.
+
+    Its replicas per unit of load come from ``config.oracle_target`` (calibrated here when
+    unset), never from ``config.target``: with a target too large for the workload the oracle
+    would keep too few replicas, miss the SLO and void every ratio to it.
+    """
     return Oracle.from_load(
         foreseen_load(trace, config),
-        target=config.target,
+        target=oracle_target(trace, config),
         cold_start_s=config.cold_start_s,
         min_replicas=config.min_replicas,
         max_replicas=config.max_replicas,

@@ -18,6 +18,12 @@ comparison is about timing and logic, not about a better-chosen target:
 - ``kubeai``: KubeAI's autoscaler: every 10 s, the in-flight count at its proxy, a simple
   moving average over 600 s, ``ceil(avg / target)``; down only after 3 consecutive ticks
   (30 s) that want fewer; 0 -> 1 at once when its proxy holds a request.
+- ``dynamo``: NVIDIA Dynamo's SLA planner (throughput-based mode): every 180 s it predicts
+  the next interval's request count and mean prompt and output lengths with its ``constant``
+  predictor (the next interval is the last one; Dynamo also offers ARIMA, its default,
+  Prophet and Kalman), corrects with the last interval's measured/expected TTFT and ITL, and
+  sizes from the replica's profiled capacity (:func:`planner_replicas`). Bounded by
+  ``max(1, min_replicas)`` (its ``--min-endpoint`` 1) and ``max_replicas``.
 - ``fixed``: the best fixed fleet in hindsight: the fewest replicas that, standing from the
   start and never changed, meet the SLO goal on the whole trace (found by replaying it). What a
   user could have picked from last week's traffic; an autoscaler that spends more has failed.
@@ -43,7 +49,7 @@ from inferscale.autoscaler.policy import Decision, History, PolicyParams, Sample
 from inferscale.sim.model import EngineParams
 from inferscale.whatif.trace import Request
 
-POLICY_NAMES: Final = ("ours", "hpa", "keda", "kubeai", "fixed", "oracle")
+POLICY_NAMES: Final = ("ours", "hpa", "keda", "kubeai", "dynamo", "fixed", "oracle")
 
 HPA_SYNC_S: Final = 15.0
 HPA_TOLERANCE: Final = 0.1
@@ -54,6 +60,10 @@ KEDA_COOLDOWN_S: Final = 300.0
 KUBEAI_INTERVAL_S: Final = 10.0
 KUBEAI_WINDOW_S: Final = 600.0
 KUBEAI_DOWN_TICKS: Final = 3
+DYNAMO_INTERVAL_S: Final = 180.0
+"""The SLA planner's default ``--adjustment-interval``."""
+DYNAMO_ITL_S: Final = 0.05
+"""The SLA planner's default ITL target (``--itl 50`` ms)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +84,19 @@ class Scrape:
     """Per ready replica: a forward step is running (the GPU duty cycle, sampled)."""
     ready: int
     starting: int
+    # Counters since the start of the run, as the router's and engines' Prometheus counters and
+    # histograms (``_sum``/``_count``) give them: what the Dynamo-like planner reads.
+    arrived: int = 0
+    """Requests the router received (served, held or spilled; not those rejected as too long)."""
+    arrived_prompt_tokens: int = 0
+    arrived_output_tokens: int = 0
+    """Output tokens of the requests received (a real router learns them as they finish)."""
+    ttft_sum: float = 0.0
+    ttft_count: int = 0
+    """Seconds to first token of the requests the replicas have begun answering."""
+    itl_sum: float = 0.0
+    itl_count: int = 0
+    """Seconds between output tokens of the requests the replicas finished, and the gaps."""
 
 
 class Autoscaler(Protocol):
@@ -288,6 +311,152 @@ class KubeAiLike:
         return _clamp(1, self.min_replicas, self.max_replicas) if current == 0 else None
 
 
+def decode_step_seconds(engine: EngineParams, batch: float, context: float) -> float:
+    """One decode step with ``batch`` sequences of ``context`` tokens each (the model's step)."""
+    return (
+        engine.step_base_seconds
+        + engine.decode_seconds_per_seq * batch
+        + engine.decode_seconds_per_context_token * context * batch
+    )
+
+
+def prefill_seconds(engine: EngineParams, prompt_tokens: float) -> float:
+    """Time to first token of one request alone on a replica: the profiler's prefill point."""
+    return (
+        decode_step_seconds(engine, 1, prompt_tokens)
+        + engine.prefill_overhead_seconds
+        + engine.prefill_seconds_per_token * prompt_tokens
+    )
+
+
+def decode_tokens_per_second(engine: EngineParams, itl_s: float, context: float) -> float:
+    """One replica's best decode throughput with steps within ``itl_s`` at ``context`` tokens.
+
+    Dynamo's ``find_best_throughput_per_gpu``: the largest batch whose step stays within the
+    ITL (and whose context fits the KV cache), or one sequence when even one is slower.
+    Infinite for an engine with free steps.
+    """
+    per_seq = engine.decode_seconds_per_seq + engine.decode_seconds_per_context_token * context
+    room = itl_s - engine.step_base_seconds
+    if room <= 0:
+        batch = 1
+    elif per_seq <= 0:
+        batch = engine.max_num_seqs
+    else:
+        batch = max(1, math.floor(room / per_seq))
+    fits = max(1, int(engine.kv_capacity_tokens // max(context, 1.0)))
+    batch = min(batch, engine.max_num_seqs, fits)
+    step = decode_step_seconds(engine, batch, context)
+    return math.inf if step <= 0 else batch / step
+
+
+def planner_itl_s(engine: EngineParams) -> float:
+    """The planner's ITL target: Dynamo's 50 ms, or twice a lone sequence's step.
+
+    The second on a replica slower than 50 ms alone (the L4 preset's 68 ms), where no fleet
+    could meet Dynamo's default.
+    """
+    return max(DYNAMO_ITL_S, 2 * decode_step_seconds(engine, 1, 0.0))
+
+
+@dataclass(frozen=True, slots=True)
+class Interval:
+    """What the planner measured over its last adjustment interval (from two scrapes)."""
+
+    seconds: float
+    requests: int
+    prompt_tokens: float
+    """Mean per request received."""
+    output_tokens: float
+    ttft_s: float | None
+    """Mean measured time to first token (None: no first token in the interval)."""
+    itl_s: float | None
+    """Mean measured time between tokens of the requests finished in the interval."""
+    batch: float
+    """Mean requests in flight per ready replica."""
+
+
+def measure(start: Scrape, end: Scrape, scrapes: Sequence[Scrape]) -> Interval:
+    """The interval ``(start.at, end.at]`` from the counters and the scrapes inside it."""
+    requests = end.arrived - start.arrived
+    ttfts = end.ttft_count - start.ttft_count
+    gaps = end.itl_count - start.itl_count
+    per_replica = [
+        s.in_flight / s.ready for s in scrapes if start.at < s.at <= end.at and s.ready > 0
+    ]
+    return Interval(
+        seconds=end.at - start.at,
+        requests=requests,
+        prompt_tokens=(end.arrived_prompt_tokens - start.arrived_prompt_tokens) / requests
+        if requests
+        else 0.0,
+        output_tokens=(end.arrived_output_tokens - start.arrived_output_tokens) / requests
+        if requests
+        else 0.0,
+        ttft_s=(end.ttft_sum - start.ttft_sum) / ttfts if ttfts else None,
+        itl_s=(end.itl_sum - start.itl_sum) / gaps if gaps else None,
+        batch=sum(per_replica) / len(per_replica) if per_replica else 0.0,
+    )
+
+
+def planner_replicas(engine: EngineParams, last: Interval) -> float:
+    """Replicas (fractional) Dynamo's planner sizes for the next interval.
+
+    The ``constant`` predictor: the next interval's request rate and mean lengths are the
+    last's. Prefill: ``rate x prompt x min(1, measured/expected TTFT)`` tokens per second over
+    a replica's profiled prefill throughput (a request alone). Decode: ``rate x output`` tokens
+    per second over the best throughput whose step stays within the ITL target divided by
+    measured/expected ITL (expected: the decode-only profile at the measured batch), at a
+    context of prompt + output / 2. Dynamo sizes separate prefill and decode pools; our
+    replicas do both, so their shares of a replica add up, and the ITL correction is what
+    sees the prefill steps that delay every decoding sequence on an aggregated replica.
+    """
+    if last.requests == 0 or last.seconds <= 0:
+        return 0.0
+    rate = last.requests / last.seconds
+    isl, osl = max(last.prompt_tokens, 1.0), last.output_tokens
+    alone = prefill_seconds(engine, isl)
+    p_correction = last.ttft_s / alone if last.ttft_s is not None and alone > 0 else 1.0
+    context = isl + osl / 2
+    expected_itl = decode_step_seconds(engine, max(last.batch, 1.0), context)
+    d_correction = last.itl_s / expected_itl if last.itl_s is not None and expected_itl > 0 else 1.0
+    prefill_capacity = isl / alone if alone > 0 else math.inf
+    decode_capacity = decode_tokens_per_second(
+        engine, planner_itl_s(engine) / max(d_correction, 1e-6), context
+    )
+    return rate * isl * min(1.0, p_correction) / prefill_capacity + rate * osl / decode_capacity
+
+
+@dataclass(slots=True)
+class DynamoLike:
+    """NVIDIA Dynamo's SLA planner (throughput-based), every 180 s (module docstring)."""
+
+    engine: EngineParams
+    min_replicas: int
+    max_replicas: int
+    staleness_s: float = 2.0
+    interval: float = DYNAMO_INTERVAL_S
+    name: str = "dynamo"
+    previous: Scrape | None = None
+    """The scrape the last adjustment ended on (the first scrape before any)."""
+
+    def tick(self, now: float, current: int, scrapes: Sequence[Scrape]) -> int:
+        """Measure the interval since the last adjustment and size the next one."""
+        low = max(self.min_replicas, 1)
+        end = _latest(scrapes, now - self.staleness_s)
+        start = self.previous if self.previous is not None else (scrapes[0] if scrapes else None)
+        if end is None or start is None or end.at <= start.at:
+            return _clamp(current, low, self.max_replicas)
+        self.previous = end
+        last = measure(start, end, scrapes)
+        wanted = math.ceil(planner_replicas(self.engine, last) - 1e-9)
+        return _clamp(wanted, low, self.max_replicas)
+
+    def on_held(self, now: float, current: int) -> int | None:
+        """Nothing: the planner acts only at its interval."""
+        return None
+
+
 def service_seconds(engine: EngineParams, request: Request, batch: float) -> float:
     """A request's time from admission to its last token with ``batch`` sequences running.
 
@@ -297,12 +466,7 @@ def service_seconds(engine: EngineParams, request: Request, batch: float) -> flo
     the provider.
     """
     prompt = max(request.prompt_tokens, 1)
-    context = prompt + request.output_tokens / 2
-    decode_step = (
-        engine.step_base_seconds
-        + engine.decode_seconds_per_seq * batch
-        + engine.decode_seconds_per_context_token * context * batch
-    )
+    decode_step = decode_step_seconds(engine, batch, prompt + request.output_tokens / 2)
     prefill = (
         decode_step + engine.prefill_overhead_seconds + engine.prefill_seconds_per_token * prompt
     )
