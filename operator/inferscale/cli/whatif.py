@@ -13,7 +13,12 @@ import time
 from dataclasses import asdict, replace
 from typing import Any
 
-from inferscale.sim.presets import PRESETS
+import yaml
+from pydantic import ValidationError
+
+from inferscale.api.v1alpha1.inference_provider import KIND as PROVIDER_KIND
+from inferscale.api.v1alpha1.inference_provider import InferenceProvider
+from inferscale.sim.presets import GPU_HOUR_PRICES, PRESETS
 from inferscale.whatif.cluster import SIM_STRATEGIES, SimConfig
 from inferscale.whatif.compare import (
     compare,
@@ -22,8 +27,8 @@ from inferscale.whatif.compare import (
     sized_by_slo,
 )
 from inferscale.whatif.policies import POLICY_NAMES
-from inferscale.whatif.report import DEFAULT_PRICES, Prices, render_table, summarize, to_json
-from inferscale.whatif.trace import TRACE_FORMATS, TraceError, load_trace
+from inferscale.whatif.report import Prices, render_table, summarize, to_json
+from inferscale.whatif.trace import TRACE_FORMATS, Trace, TraceError, load_trace
 
 DEFAULT_PRESET = "llama-3.1-8b-h100"
 BAD_INPUT = 2
@@ -130,15 +135,32 @@ def register(subparsers: Any) -> None:
     window.add_argument(
         "--speedup", type=_positive(float), default=1.0, help="divide inter-arrival times"
     )
-    prices = p.add_argument_group("cost (placeholders: use your own)")
-    prices.add_argument(
-        "--gpu-hour-price", type=_not_negative(float), default=DEFAULT_PRICES.gpu_hour
+    prices = p.add_argument_group(
+        "cost = GPU-hours x price + spilled tokens x the provider's prices"
     )
     prices.add_argument(
-        "--spill-price-in", type=_not_negative(float), default=DEFAULT_PRICES.input_per_million
+        "--gpu-hour-price",
+        type=_not_negative(float),
+        help="per accelerator-hour (default: the preset's list price, sim/presets.py)",
     )
     prices.add_argument(
-        "--spill-price-out", type=_not_negative(float), default=DEFAULT_PRICES.output_per_million
+        "--provider",
+        metavar="FILE",
+        help="an InferenceProvider manifest: the spill prices are its model's prices per "
+        "million input and output tokens",
+    )
+    prices.add_argument(
+        "--provider-model", metavar="NAME", help="which of the provider's models (if several)"
+    )
+    prices.add_argument(
+        "--spill-price-in",
+        type=_not_negative(float),
+        help="per million prompt tokens spilled (overrides --provider's)",
+    )
+    prices.add_argument(
+        "--spill-price-out",
+        type=_not_negative(float),
+        help="per million output tokens spilled (overrides --provider's)",
     )
     p.add_argument("--plots", metavar="DIR", help="write load/replicas/ttft PNGs here")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
@@ -148,6 +170,94 @@ def register(subparsers: Any) -> None:
 def _fail(message: str) -> int:
     print(f"inferscale whatif: {message}", file=sys.stderr)
     return BAD_INPUT
+
+
+def provider_prices(path: str, model: str | None) -> tuple[float, float]:
+    """Input and output prices per million tokens of ``model`` in an InferenceProvider file.
+
+    Raises:
+        ValueError: an unreadable or invalid manifest, an unknown or ambiguous model, or a
+            model without both prices (a price left out would silently cost nothing).
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            docs = [d for d in yaml.safe_load_all(f) if d is not None]
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        one_line = " ".join(str(error).split())  # YAML's messages span several lines
+        raise ValueError(f"cannot read provider {path}: {one_line}") from None
+    found = [d for d in docs if isinstance(d, dict) and d.get("kind") == PROVIDER_KIND]
+    if len(found) != 1:
+        raise ValueError(f"{path}: expected one InferenceProvider, found {len(found)}")
+    try:
+        provider = InferenceProvider.model_validate(found[0])
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(x) for x in first["loc"])
+        raise ValueError(f"{path}: invalid InferenceProvider: {where}: {first['msg']}") from None
+    names = [m.name for m in provider.spec.models]
+    if model is None and len(names) > 1:
+        raise ValueError(f"{path} offers {', '.join(names)}: pick one with --provider-model")
+    chosen = next((m for m in provider.spec.models if model in (None, m.name)), None)
+    if chosen is None:
+        raise ValueError(f"{path} has no model {model!r}; it offers {', '.join(names)}")
+    missing = [
+        alias
+        for field, alias in (
+            ("input_price_per_million_tokens", "inputPricePerMillionTokens"),
+            ("output_price_per_million_tokens", "outputPricePerMillionTokens"),
+        )
+        if field not in chosen.model_fields_set
+    ]
+    if missing:
+        raise ValueError(f"{path}: model {chosen.name} has no {' or '.join(missing)}")
+    return chosen.input_price_per_million_tokens, chosen.output_price_per_million_tokens
+
+
+def _prices(args: argparse.Namespace) -> tuple[Prices, dict[str, str]]:
+    """The run's prices and where each came from; ValueError when spill prices are missing."""
+    gpu = GPU_HOUR_PRICES[args.preset] if args.gpu_hour_price is None else args.gpu_hour_price
+    sources = {
+        "gpu_hour": f"list price of {args.preset}"
+        if args.gpu_hour_price is None
+        else "--gpu-hour-price"
+    }
+    spill_in, spill_out = args.spill_price_in, args.spill_price_out
+    if args.provider is not None:
+        from_file = provider_prices(args.provider, args.provider_model)
+        spill_in = from_file[0] if spill_in is None else spill_in
+        spill_out = from_file[1] if spill_out is None else spill_out
+        sources["spill"] = f"{args.provider}" + (
+            f" ({args.provider_model})" if args.provider_model else ""
+        )
+    elif args.provider_model is not None:
+        raise ValueError("--provider-model needs --provider")
+    if spill_in is None or spill_out is None:
+        if args.spillover:
+            raise ValueError(
+                "--spillover needs the provider's prices: --provider FILE, or both "
+                "--spill-price-in and --spill-price-out"
+            )
+        return Prices(gpu, 0.0, 0.0), {**sources, "spill": "none (no spillover)"}
+    sources.setdefault("spill", "--spill-price-in/--spill-price-out")
+    return Prices(gpu, spill_in, spill_out), sources
+
+
+def _header(trace: Trace, preset: str, config: SimConfig) -> str:
+    """The line above the table: the trace and the run's settings."""
+    return (
+        f"{trace.name}: {len(trace.requests)} requests over {trace.span:.0f} s, {preset}, "
+        f"cold start {config.cold_start_s:g} s, SLO TTFT {config.slo_ttft_s:g} s, target "
+        f"{config.target:g} in flight per replica (oracle {config.oracle_target:g}: 99% of "
+        f"the SLO), replicas {config.min_replicas}.."
+        f"{config.max_replicas} (start {config.initial_replicas})"
+        + f", {config.strategy}"
+        + (f", spillover at {config.spill_threshold:g}" if config.spillover else "")
+        + (
+            f" or {config.spill_prompt_tokens_per_replica} prompt tokens"
+            if config.spillover and config.spill_prompt_tokens_per_replica
+            else ""
+        )
+    )
 
 
 def cmd_whatif(args: argparse.Namespace) -> int:
@@ -161,10 +271,11 @@ def cmd_whatif(args: argparse.Namespace) -> int:
     if args.scale_to_zero_delay is not None and args.min_replicas != 0:
         return _fail("--scale-to-zero-delay needs --min-replicas 0")
     try:
+        prices, sources = _prices(args)
         trace = load_trace(args.trace, args.trace_format).sliced(
             start=args.start, duration=args.duration, limit=args.limit, speedup=args.speedup
         )
-    except TraceError as error:
+    except (TraceError, ValueError) as error:
         return _fail(str(error))
     started = time.monotonic()
     engine = PRESETS[args.preset]
@@ -193,7 +304,6 @@ def cmd_whatif(args: argparse.Namespace) -> int:
         initial = initial_replicas(trace, config)
     config = replace(config, initial_replicas=min(max(initial, args.min_replicas), 10_000))
     results = compare(trace, config, names)
-    prices = Prices(args.gpu_hour_price, args.spill_price_in, args.spill_price_out)
     summaries = [summarize(r, prices) for r in results]
     meta: dict[str, Any] = {
         "trace": trace.name,
@@ -206,7 +316,7 @@ def cmd_whatif(args: argparse.Namespace) -> int:
             for k, v in asdict(config).items()
             if k not in ("engine", "drain_s", "scrape_interval_s")
         },
-        "prices": asdict(prices),
+        "prices": {**asdict(prices), "sources": sources},
         "wall_s": round(time.monotonic() - started, 2),
     }
     if args.plots:
@@ -224,20 +334,7 @@ def cmd_whatif(args: argparse.Namespace) -> int:
     if args.json:
         print(to_json(summaries, meta))
         return 0
-    print(
-        f"{trace.name}: {len(trace.requests)} requests over {trace.span:.0f} s, {args.preset}, "
-        f"cold start {config.cold_start_s:g} s, SLO TTFT {config.slo_ttft_s:g} s, target "
-        f"{config.target:g} in flight per replica (oracle {config.oracle_target:g}: 99% of "
-        f"the SLO), replicas {config.min_replicas}.."
-        f"{config.max_replicas} (start {config.initial_replicas})"
-        + f", {config.strategy}"
-        + (f", spillover at {config.spill_threshold:g}" if config.spillover else "")
-        + (
-            f" or {config.spill_prompt_tokens_per_replica} prompt tokens"
-            if config.spillover and config.spill_prompt_tokens_per_replica
-            else ""
-        )
-    )
+    print(_header(trace, args.preset, config))
     print(render_table(summaries))
     rejected = summaries[0].rejected if summaries else 0
     if rejected:

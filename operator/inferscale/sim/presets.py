@@ -56,6 +56,21 @@ PRESETS: Final[dict[str, EngineParams]] = {
 }
 
 
+GPU_HOUR_PRICES: Final[dict[str, float]] = {
+    # USD per accelerator-hour, on demand, approximate list prices of early 2026 (they move:
+    # pass your own with ``inferscale whatif --gpu-hour-price``). H100 SXM 80 GB: the middle
+    # of the specialised GPU clouds' range, about 2.49-3.99 (CoreWeave, Lambda, Crusoe,
+    # RunPod); hyperscalers list more, about 3.50-5.00 and up.
+    "llama-3.1-8b-h100": 3.00,
+    # L4 24 GB: about 0.70-0.85 for a one-L4 instance on demand (GCP g2-standard-4, AWS
+    # g6.xlarge), the instance's CPU and memory included.
+    "llama-3.1-8b-l4": 0.80,
+    # No accelerator: the fake costs nothing.
+    "zero": 0.0,
+}
+"""List price per accelerator-hour of each preset's GPU (one GPU per replica)."""
+
+
 def preset(name: str) -> EngineParams:
     """The named preset; ``KeyError`` lists the known names."""
     try:

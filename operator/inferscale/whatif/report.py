@@ -7,8 +7,9 @@
 - **TTFT quantiles** over the requests the replicas served (plus those never served, as
   infinite); spilled and rejected ones are left out.
 - **GPU-hours**: GPU time of every replica inside the trace's span, starting ones included
-  (a loading replica holds its GPU). **Cost** = GPU-hours x the GPU-hour price + spilled
-  tokens at the provider's prices.
+  (a loading replica holds its GPU). **Cost**, the objective: GPU-hours x the price per
+  accelerator-hour + spilled prompt and output tokens x the provider's prices per million
+  (the CLI takes them from the preset's list price and the InferenceProvider).
 
 Pure.
 """
@@ -26,7 +27,7 @@ from inferscale.whatif.cluster import REJECTED, SERVED, SPILLED, UNFINISHED, Run
 
 @dataclass(frozen=True, slots=True)
 class Prices:
-    """What GPU time and spilled tokens cost (placeholders: pass your own)."""
+    """What GPU time and spilled tokens cost (the defaults are placeholders for tests)."""
 
     gpu_hour: float = 1.0
     """Per GPU-hour."""
@@ -48,6 +49,10 @@ class Summary:
     rejected: int
     unfinished: int
     slo_attainment: float
+    cost: float
+    """GPU-hours x price + spilled tokens x the provider's prices."""
+    spill_cost: float
+    """The spilled tokens' part of ``cost``."""
     ttft_p50: float
     ttft_p95: float
     ttft_p99: float
@@ -56,7 +61,6 @@ class Summary:
     cold_starts: int
     spilled_requests: int
     spilled_tokens_pct: float
-    cost: float
     peak_replicas: int
     mean_replicas: float
 
@@ -112,9 +116,8 @@ def summarize(result: RunResult, prices: Prices = DEFAULT_PRICES) -> Summary:
             met += 1
     served.sort()
     hours = gpu_hours(result)
-    cost = (
-        hours * prices.gpu_hour
-        + spilled_in / 1e6 * prices.input_per_million
+    spill_cost = (
+        spilled_in / 1e6 * prices.input_per_million
         + spilled_out / 1e6 * prices.output_per_million
     )
     replicas = [p.replicas for p in result.timeline if p.at <= result.horizon] or [0]
@@ -124,6 +127,8 @@ def summarize(result: RunResult, prices: Prices = DEFAULT_PRICES) -> Summary:
         rejected=outcomes[REJECTED],
         unfinished=outcomes[UNFINISHED],
         slo_attainment=met / counted if counted else math.nan,
+        cost=hours * prices.gpu_hour + spill_cost,
+        spill_cost=spill_cost,
         ttft_p50=quantile(served, 0.50),
         ttft_p95=quantile(served, 0.95),
         ttft_p99=quantile(served, 0.99),
@@ -132,7 +137,6 @@ def summarize(result: RunResult, prices: Prices = DEFAULT_PRICES) -> Summary:
         cold_starts=result.cold_starts,
         spilled_requests=outcomes[SPILLED],
         spilled_tokens_pct=100.0 * spilled_tokens / all_tokens if all_tokens else 0.0,
-        cost=cost,
         peak_replicas=max(replicas),
         mean_replicas=sum(replicas) / len(replicas),
     )
@@ -149,6 +153,7 @@ def _seconds(x: float) -> str:
 COLUMNS = (
     "policy",
     "SLO att.",
+    "cost",
     "TTFT p50",
     "p95",
     "p99",
@@ -156,7 +161,6 @@ COLUMNS = (
     "scale ev.",
     "cold st.",
     "spilled tok.",
-    "cost",
 )
 
 
@@ -168,6 +172,7 @@ def render_table(summaries: Sequence[Summary]) -> str:
             (
                 s.policy,
                 f"{100 * s.slo_attainment:.2f}%",
+                f"{s.cost:.2f}",
                 _seconds(s.ttft_p50),
                 _seconds(s.ttft_p95),
                 _seconds(s.ttft_p99),
@@ -175,7 +180,6 @@ def render_table(summaries: Sequence[Summary]) -> str:
                 str(s.scale_events),
                 str(s.cold_starts),
                 f"{s.spilled_tokens_pct:.2f}%",
-                f"{s.cost:.2f}",
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]

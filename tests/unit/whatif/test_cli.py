@@ -7,6 +7,7 @@ import json
 import pytest
 
 from inferscale.cli.main import main
+from inferscale.sim.presets import GPU_HOUR_PRICES
 
 
 def write_trace(path, rate=2.0, seconds=120, prompt=300, output=30):
@@ -48,6 +49,7 @@ def test_slice_speedup_and_spillover_flags(trace, capsys):
         "whatif", "--trace", str(trace), "--policies", "ours", "--json", "--duration", "60",
         "--speedup", "2", "--spillover", "--spill-at", "4", "--min-replicas", "0",
         "--initial-replicas", "0", "--scale-to-zero-delay", "30", "--target", "8",
+        "--spill-price-in", "0.5", "--spill-price-out", "1.5",
     ]  # fmt: skip
     assert main(argv) == 0
     doc = json.loads(capsys.readouterr().out)
@@ -94,7 +96,8 @@ def test_bad_input_exits_2_with_one_clear_line(tmp_path, capsys, setup, extra, m
 def test_strategy_and_prompt_token_spillover_flags(trace, capsys):
     argv = [
         "whatif", "--trace", str(trace), "--policies", "ours", "--preset", "llama-3.1-8b-l4",
-        "--strategy", "leastPrefill", "--spillover", "--spill-prompt-tokens", "auto",
+        "--strategy", "leastPrefill", "--spill-price-in", "1", "--spill-price-out", "2",
+        "--spillover", "--spill-prompt-tokens", "auto",
     ]  # fmt: skip
     assert main(argv) == 0
     out = capsys.readouterr().out
@@ -123,3 +126,111 @@ def test_impossible_numbers_are_usage_errors(trace, capsys, flag):
     with pytest.raises(SystemExit) as exit_info:
         main(["whatif", "--trace", str(trace), *flag])
     assert exit_info.value.code == 2
+
+
+PROVIDER = """\
+apiVersion: inferscale.io/v1alpha1
+kind: InferenceProvider
+metadata:
+  name: hosted
+spec:
+  type: openai
+  apiKeySecretRef: {name: key, key: api-key}
+  models:
+"""
+
+
+def provider_file(tmp_path, models: str):
+    path = tmp_path / "provider.yaml"
+    path.write_text(PROVIDER + models)
+    return path
+
+
+def run_json(argv, capsys):
+    assert main([*argv, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_cost_is_gpu_hours_at_the_presets_list_price_unless_overridden(trace, capsys):
+    argv = ["whatif", "--trace", str(trace), "--policies", "ours", "--preset", "llama-3.1-8b-l4"]
+    doc = run_json(argv, capsys)
+    ours, prices = doc["policies"][0], doc["run"]["prices"]
+    assert prices["gpu_hour"] == GPU_HOUR_PRICES["llama-3.1-8b-l4"] > 0
+    assert "list price of llama-3.1-8b-l4" in prices["sources"]["gpu_hour"]
+    assert ours["cost"] == pytest.approx(ours["gpu_hours"] * prices["gpu_hour"])
+    assert ours["spill_cost"] == 0
+    doc = run_json([*argv, "--gpu-hour-price", "10"], capsys)
+    assert doc["policies"][0]["cost"] == pytest.approx(10 * ours["gpu_hours"])
+
+
+def test_table_shows_cost_beside_attainment(trace, capsys):
+    assert main(["whatif", "--trace", str(trace), "--policies", "ours"]) == 0
+    header = next(line for line in capsys.readouterr().out.splitlines() if "SLO att." in line)
+    assert header.split()[:4] == ["policy", "SLO", "att.", "cost"]
+
+
+def test_spill_prices_come_from_the_provider_manifest(trace, tmp_path, capsys):
+    path = provider_file(
+        tmp_path,
+        "    - {name: small, inputPricePerMillionTokens: 2, outputPricePerMillionTokens: 8}\n",
+    )
+    argv = [
+        "whatif", "--trace", str(trace), "--policies", "ours", "--spillover",
+        "--spill-prompt-tokens", "250", "--provider", str(path), "--gpu-hour-price", "0",
+    ]  # fmt: skip
+    doc = run_json(argv, capsys)
+    ours = doc["policies"][0]
+    assert ours["spilled_requests"] == 240  # every 300-token prompt is over the 250 budget
+    assert doc["run"]["prices"]["sources"]["spill"] == str(path)
+    assert ours["cost"] == pytest.approx(240 * (300 * 2 + 30 * 8) / 1e6)
+    assert ours["spill_cost"] == pytest.approx(ours["cost"])
+    # A flag overrides the file's price.
+    doc = run_json([*argv, "--spill-price-out", "0"], capsys)
+    assert doc["policies"][0]["cost"] == pytest.approx(240 * 300 * 2 / 1e6)
+
+
+@pytest.mark.parametrize(
+    ("models", "extra", "message"),
+    [
+        ("    - {name: small, inputPricePerMillionTokens: 2}\n", [], "no outputPricePerMillion"),
+        ("    - {name: small}\n", [], "no inputPricePerMillionTokens or output"),
+        ("    - {name: small, inputPricePerMillionTokens: -1, outputPricePerMillionTokens: 1}\n",
+         [], "invalid InferenceProvider"),
+        ("    - {name: a, inputPricePerMillionTokens: 1, outputPricePerMillionTokens: 1}\n"
+         "    - {name: b, inputPricePerMillionTokens: 1, outputPricePerMillionTokens: 1}\n",
+         [], "pick one with --provider-model"),
+        ("    - {name: a, inputPricePerMillionTokens: 1, outputPricePerMillionTokens: 1}\n",
+         ["--provider-model", "z"], "has no model 'z'"),
+        ("  : [unbalanced\n", [], "cannot read provider"),
+    ],
+)  # fmt: skip
+def test_bad_provider_prices_are_clear_errors(trace, tmp_path, capsys, models, extra, message):
+    path = provider_file(tmp_path, models)
+    argv = ["whatif", "--trace", str(trace), "--spillover", "--provider", str(path), *extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("inferscale whatif: ") and message in err
+    assert "Traceback" not in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--spillover"], "--spillover needs the provider's prices"),
+        (["--spillover", "--spill-price-in", "1"], "--spillover needs the provider's prices"),
+        (["--provider-model", "x"], "--provider-model needs --provider"),
+        (["--provider", "/nonexistent/provider.yaml"], "cannot read provider"),
+    ],
+)
+def test_missing_spill_prices_are_never_a_silent_zero(trace, capsys, extra, message):
+    assert main(["whatif", "--trace", str(trace), *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_a_manifest_that_is_no_provider_is_refused(trace, tmp_path, capsys):
+    path = tmp_path / "route.yaml"
+    path.write_text("apiVersion: inferscale.io/v1alpha1\nkind: InferenceRoute\n")
+    argv = ["whatif", "--trace", str(trace), "--spillover", "--provider", str(path)]
+    assert main(argv) == 2
+    assert "expected one InferenceProvider, found 0" in capsys.readouterr().err
