@@ -117,8 +117,7 @@ def summarize(result: RunResult, prices: Prices = DEFAULT_PRICES) -> Summary:
     served.sort()
     hours = gpu_hours(result)
     spill_cost = (
-        spilled_in / 1e6 * prices.input_per_million
-        + spilled_out / 1e6 * prices.output_per_million
+        spilled_in / 1e6 * prices.input_per_million + spilled_out / 1e6 * prices.output_per_million
     )
     replicas = [p.replicas for p in result.timeline if p.at <= result.horizon] or [0]
     return Summary(
