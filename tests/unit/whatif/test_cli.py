@@ -234,3 +234,16 @@ def test_a_manifest_that_is_no_provider_is_refused(trace, tmp_path, capsys):
     argv = ["whatif", "--trace", str(trace), "--spillover", "--provider", str(path)]
     assert main(argv) == 2
     assert "expected one InferenceProvider, found 0" in capsys.readouterr().err
+
+
+def test_the_oracle_is_sized_by_the_slo_and_target_auto_takes_the_same_figure(tmp_path, capsys):
+    # 6 requests a second of 6,000 prompt tokens: more than one H100 prefills within 2 s.
+    path = write_trace(tmp_path / "long.csv", rate=6.0, seconds=120, prompt=6000, output=50)
+    base = ["whatif", "--trace", str(path), "--policies", "oracle", "--cold-start", "10"]
+    fixed_target = run_json([*base, "--target", "64"], capsys)
+    auto = run_json([*base, "--target", "auto"], capsys)
+    assert auto["run"]["target"] == auto["run"]["oracle_target"] < 64
+    assert fixed_target["run"]["target"] == 64
+    assert fixed_target["run"]["oracle_target"] == auto["run"]["oracle_target"]
+    assert fixed_target["policies"] == auto["policies"]
+    assert auto["policies"][0]["slo_attainment"] >= 0.99
