@@ -195,11 +195,14 @@ def calibrate_target(trace: Trace, config: SimConfig, goal: float = SLO_GOAL) ->
     production: with perfect foresight and this target the SLO is met, so what remains
     between a policy and the oracle is timing. A binary search over ``TARGET_CANDIDATES``
     (attainment falls as the target grows); the smallest candidate when none meets the goal.
+    The replays spill nothing: a spilled request meets the SLO, so with spillover any target
+    would, and the oracle would keep one replica and spill the rest; sized on replicas alone,
+    the oracle (and ``--target auto``) mean the same with spillover on and off.
     """
     load = foreseen_load(trace, config)
 
     def attains(target: int) -> bool:
-        trial = replace(config, target=float(target))
+        trial = replace(config, target=float(target), spillover=False)
         oracle = Oracle.from_load(
             load,
             target=trial.target,

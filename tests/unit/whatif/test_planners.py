@@ -223,3 +223,9 @@ def test_dynamo_scales_a_step_in_load_after_its_interval():
     # expected TTFT) adds nothing for the queue that builds at that utilisation.
     loud_interval = Interval(180.0, 3600, 3000.0, 50.0, None, None, 0.0)
     assert s.peak_replicas == math.ceil(planner_replicas(H100, loud_interval))
+
+
+def test_spillover_does_not_shrink_the_oracle():
+    # Spilled requests meet the SLO, so sized with spillover any target would; it is not.
+    plain = calibrate_target(LONG_PROMPTS, config())
+    assert calibrate_target(LONG_PROMPTS, config(spillover=True)) == plain < 128
