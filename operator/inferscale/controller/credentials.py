@@ -44,6 +44,7 @@ from inferscale.controller.publishing import PublisherSlot, RouterPublisher, sec
 from inferscale.controller.routing import is_router, object_key, spec_view
 from inferscale.errors import KubeApiError, NotFound
 from inferscale.kube.client import KubeApi
+from inferscale.protocol.credentials import RouterCredentials, credentials_json
 from inferscale.reconcile.credentials import (
     KeyState,
     ObjectKey,
@@ -54,7 +55,6 @@ from inferscale.reconcile.credentials import (
     referenced_secrets,
 )
 from inferscale.reconcile.routing import router_target
-from inferscale.router.credentials import RouterCredentials, credentials_json
 
 log = logging.getLogger(__name__)
 

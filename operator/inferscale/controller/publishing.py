@@ -44,7 +44,8 @@ import httpx
 from inferscale.config import RoutingSettings
 from inferscale.errors import Forbidden, KubeApiError, NotFound
 from inferscale.kube.client import KubeApi
-from inferscale.reconcile.routing import RouterTarget, next_version, router_targets, stored_version
+from inferscale.protocol.versions import stored_version
+from inferscale.reconcile.routing import RouterTarget, next_version, router_targets
 
 STORE_MAX_BYTES: Final = 1_000_000
 """Largest document stored in the ConfigMap or Secret (the API server refuses objects over

@@ -48,6 +48,7 @@ from inferscale.controller.inference_model import Runtime, now_rfc3339
 from inferscale.controller.publishing import stop_task
 from inferscale.errors import KubeApiError, NotFound
 from inferscale.kube.client import KubeApi
+from inferscale.protocol.spend import SpendReport
 from inferscale.reconcile.route_status import (
     RouteInputs,
     SpendBook,
@@ -55,7 +56,6 @@ from inferscale.reconcile.route_status import (
     route_status,
 )
 from inferscale.reconcile.routing import RouterTarget, router_targets
-from inferscale.router.spend import SpendReport
 
 log = logging.getLogger(__name__)
 

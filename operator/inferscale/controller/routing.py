@@ -37,6 +37,7 @@ from inferscale.controller.cache import CHILD_LABELS, json_copy
 from inferscale.controller.inference_model import Runtime
 from inferscale.controller.publishing import PublisherSlot, RouterPublisher
 from inferscale.kube.client import KubeApi
+from inferscale.protocol.table import RoutingTable, table_json
 from inferscale.reconcile.routing import (
     CompiledRoutes,
     ParseCache,
@@ -45,9 +46,7 @@ from inferscale.reconcile.routing import (
     is_router_pod,
     pod_view,
     router_target,
-    table_json,
 )
-from inferscale.router.table import RoutingTable
 
 log = logging.getLogger(__name__)
 

@@ -67,6 +67,9 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from inferscale.api.validation import describe_errors
+from inferscale.protocol.credentials import RouterCredentials, StaleCredentialsError, summary
+from inferscale.protocol.spend import ElsewhereSpend
+from inferscale.protocol.table import RoutingTable, StaleTableError
 from inferscale.router import picking
 from inferscale.router.access import (
     ANONYMOUS,
@@ -84,20 +87,13 @@ from inferscale.router.codec import (
     loads,
     sse_error,
 )
-from inferscale.router.credentials import RouterCredentials, StaleCredentialsError, summary
 from inferscale.router.dispatch import Dispatcher
 from inferscale.router.limits import LocalLimiter
 from inferscale.router.limits_redis import SharedLimiter
 from inferscale.router.metrics import CONTENT_TYPE, RouterMetrics
 from inferscale.router.settings import RouterSettings
-from inferscale.router.spend import ElsewhereSpend, SpendLedger
-from inferscale.router.table import (
-    EndpointState,
-    EndpointTable,
-    ModelState,
-    RoutingTable,
-    StaleTableError,
-)
+from inferscale.router.spend import SpendLedger
+from inferscale.router.table import EndpointState, EndpointTable, ModelState
 from inferscale.serving import serve_app
 
 log = logging.getLogger("inferscale.router")

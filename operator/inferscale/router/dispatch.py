@@ -38,6 +38,15 @@ from typing import TYPE_CHECKING, Any, Final
 import aiohttp
 from aiohttp import web
 
+from inferscale.protocol.spend import (
+    DAY,
+    HOUR,
+    ProviderReport,
+    RouteReport,
+    SpendReport,
+    window_start,
+)
+from inferscale.protocol.table import TableBackend
 from inferscale.router import picking, providers
 from inferscale.router.codec import (
     JSON,
@@ -48,16 +57,8 @@ from inferscale.router.codec import (
     sse_error,
 )
 from inferscale.router.roles import LOCAL, Plan, plan, prefill_saturated, saturated
-from inferscale.router.spend import (
-    DAY,
-    HOUR,
-    ProviderReport,
-    RouteReport,
-    SpendReport,
-    cost,
-    window_start,
-)
-from inferscale.router.table import CircuitBreaker, ModelState, RouteRoles, TableBackend
+from inferscale.router.spend import cost
+from inferscale.router.table import CircuitBreaker, ModelState, RouteRoles
 
 if TYPE_CHECKING:
     from inferscale.router.app import RequestContext, Router

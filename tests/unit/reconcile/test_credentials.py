@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from inferscale.protocol.credentials import key_digest
 from inferscale.reconcile.credentials import (
     build_credentials_secret,
     client_status,
@@ -14,7 +15,6 @@ from inferscale.reconcile.credentials import (
     decode_secret,
     referenced_secrets,
 )
-from inferscale.router.credentials import key_digest
 
 KEY_A = "team-a-key-0123456789"
 KEY_B = "team-b-key-9876543210"
