@@ -1,8 +1,9 @@
 """Requests of models with more than their own replicas: spillover, fallback, mirror, providers.
 
 A model whose table entry has backends (hosted provider models, other served models) or whose
-primaries are all hosted is served here instead of the plain path of :mod:`router.app`, which
-therefore pays one attribute check for this feature. :class:`Dispatcher` asks the pure
+primaries are all hosted is served by this stage instead of the plain route (hold, pick,
+forward; :mod:`inferscale.router.stages`), which therefore pays one attribute check for this
+feature. :class:`Dispatcher` asks the pure
 :func:`inferscale.router.roles.plan` for the steps (the replicas, backends), tries them in order
 while nothing has reached the client, copies a share of requests to mirror backends in the
 background, and prices every provider answer into the route's spend.
@@ -33,7 +34,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import aiohttp
 from aiohttp import web
@@ -56,12 +57,12 @@ from inferscale.router.codec import (
     error_response,
     sse_error,
 )
+from inferscale.router.context import RequestContext
 from inferscale.router.roles import LOCAL, Plan, plan, prefill_saturated, saturated
 from inferscale.router.spend import cost
-from inferscale.router.table import CircuitBreaker, ModelState, RouteRoles
-
-if TYPE_CHECKING:
-    from inferscale.router.app import RequestContext, Router
+from inferscale.router.stages import Stage
+from inferscale.router.state import RouterState
+from inferscale.router.table import CircuitBreaker, RouteRoles
 
 log = logging.getLogger("inferscale.router")
 
@@ -109,12 +110,18 @@ class ProviderHealth:
         )
 
 
-class Dispatcher:
-    """Serves the models that have roles; one per router."""
+class Dispatcher(Stage):
+    """Serves the models that have roles; one per router (the last stage of their route)."""
 
-    def __init__(self, router: Router) -> None:
-        """Share the router's table, session, metrics, clocks and spend ledger."""
-        self.router = router
+    def __init__(self, state: RouterState, replicas: Stage, other_models: Stage) -> None:
+        """Serve with ``state``.
+
+        ``replicas`` serves the model's own replicas (holding while none is ready),
+        ``other_models`` another served model's ready replicas.
+        """
+        self.state = state
+        self.replicas = replicas
+        self.other_models = other_models
         self.health: dict[str, ProviderHealth] = {}
         """Per provider id: failures and last success, for the operator's status."""
         self.spilled_at: dict[str, float] = {}
@@ -127,11 +134,11 @@ class Dispatcher:
 
     # -- the request path -----------------------------------------------------------------
 
-    async def serve(
-        self, ctx: RequestContext, model: ModelState, body: bytes, obj: dict[str, Any]
-    ) -> web.StreamResponse:
-        """Answer one request of ``model`` (whose ``roles`` is set)."""
-        router = self.router
+    async def __call__(self, ctx: RequestContext) -> web.StreamResponse:
+        """Answer one request of ``ctx.model`` (whose ``roles`` is set)."""
+        router = self.state
+        model, body, obj = ctx.model, ctx.body, ctx.obj
+        assert model is not None
         roles = model.roles
         assert roles is not None
         settings = model.route
@@ -179,7 +186,7 @@ class Dispatcher:
                 router.metrics.bump(router.metrics.failovers, ctx.name)
             try:
                 if step is LOCAL:
-                    return await self._replicas(ctx, model, body, obj)
+                    return await self.replicas(ctx)
                 if step.provider is None:
                     return await self._other_model(ctx, step, obj)
                 return await self._provider(ctx, roles, step, obj)
@@ -190,7 +197,7 @@ class Dispatcher:
         return await self._give_up(ctx, last, unsupported, skipped)
 
     def _usable(self, backend: TableBackend, path: str, skipped: dict[str, str]) -> bool:
-        router = self.router
+        router = self.state
         if backend.provider is None:
             other = router.table.models.get(backend.model)
             if other is None or not other.candidates(router.clock()):
@@ -216,7 +223,7 @@ class Dispatcher:
         return True
 
     def _count_plan(self, name: str, roles: RouteRoles, steps: Plan, wall: float) -> None:
-        metrics = self.router.metrics
+        metrics = self.state.metrics
         if steps.spill is not None:
             key = (name, steps.spill)
             metrics.spillover[key] = metrics.spillover.get(key, 0) + 1
@@ -224,26 +231,20 @@ class Dispatcher:
         if steps.capped is not None:
             metrics.bump(metrics.spend_capped, roles.route_id)
 
-    async def _replicas(
-        self, ctx: RequestContext, model: ModelState, body: bytes, obj: dict[str, Any]
-    ) -> web.StreamResponse:
-        """The model's own replicas, holding the request while none is ready."""
-        router = self.router
-        if not model.ready:
-            await router.hold(ctx, model)  # raises when the hold fails (ctx.fallible)
-            assert ctx.model is not None
-            model = ctx.model
-        return await router.forward(ctx, model, body, obj, ctx.committed)
-
     async def _other_model(
         self, ctx: RequestContext, backend: TableBackend, obj: dict[str, Any]
     ) -> web.StreamResponse:
         """Another served model's replicas, with the request renamed to it (never held)."""
-        other = self.router.table.models.get(backend.model)
+        other = self.state.table.models.get(backend.model)
         if other is None or not other.ready:
             raise AttemptFailed(f"the model `{backend.model}` has no ready replica", 503)
         renamed = {**obj, "model": backend.model}
-        return await self.router.forward(ctx, other, dumps(renamed), renamed, ctx.committed)
+        saved = ctx.model, ctx.body, ctx.obj
+        ctx.model, ctx.body, ctx.obj = other, dumps(renamed), renamed
+        try:
+            return await self.other_models(ctx)
+        finally:
+            ctx.model, ctx.body, ctx.obj = saved
 
     async def _provider(
         self, ctx: RequestContext, roles: RouteRoles, backend: TableBackend, obj: dict[str, Any]
@@ -265,7 +266,7 @@ class Dispatcher:
     async def _provider_call(
         self, ctx: RequestContext, roles: RouteRoles, backend: TableBackend, obj: dict[str, Any]
     ) -> web.StreamResponse:
-        router = self.router
+        router = self.state
         provider_id = str(backend.provider)
         key = router.provider_key(provider_id)
         if key is None:
@@ -287,9 +288,9 @@ class Dispatcher:
             router.count_tokens(ctx, answer.usage)
             if ctx.committed is not None:  # a held stream asked for a stream: unreachable
                 await ctx.committed.write(b"data: " + answer.body + b"\n\n")
-                router.log_access(ctx, answer.status, label, answer.usage)
+                router.log.write(ctx, answer.status, label, answer.usage)
                 return ctx.committed
-            router.log_access(ctx, answer.status, label, answer.usage)
+            router.log.write(ctx, answer.status, label, answer.usage)
             return web.Response(
                 status=answer.status,
                 body=answer.body,
@@ -300,7 +301,7 @@ class Dispatcher:
     async def _call(
         self, name: str, backend: TableBackend, key: str, path: str, obj: dict[str, Any]
     ) -> providers.Answer | providers.Stream:
-        router = self.router
+        router = self.state
         assert router.session is not None and backend.provider is not None
         provider = router.table.providers[backend.provider]
         model = router.table.models.get(name)
@@ -331,7 +332,7 @@ class Dispatcher:
         backend: TableBackend,
         stream: providers.Stream,
     ) -> web.StreamResponse:
-        router = self.router
+        router = self.state
         label = backend.label
         status = 200
         try:
@@ -356,13 +357,13 @@ class Dispatcher:
                     f"mid_stream_{stream.failure}",
                     f"the stream broke after its first byte ({stream.failure})",
                 )
-        router.log_access(ctx, status, label, stream.usage)
+        router.log.write(ctx, status, label, stream.usage)
         return resp
 
     async def _answer_error(
         self, ctx: RequestContext, status: int, body: bytes, backend: TableBackend
     ) -> web.StreamResponse:
-        self.router.log_access(ctx, status, backend.label)
+        self.state.log.write(ctx, status, backend.label)
         if ctx.committed is not None:
             await ctx.committed.write(b"data: " + body + b"\n\n")
             return ctx.committed
@@ -397,7 +398,7 @@ class Dispatcher:
         status = last.status
         body = last.body or error_body(status, f"upstream failed: {last.reason}")
         committed = ctx.committed
-        self.router.log_access(ctx, status, "")
+        self.state.log.write(ctx, status, "")
         if committed is not None:
             await committed.write(b"data: " + body + b"\n\n")
             return committed
@@ -417,7 +418,7 @@ class Dispatcher:
         headers: dict[str, str] | None,
         param: str | None = None,
     ) -> web.StreamResponse:
-        self.router.log_access(ctx, status, "")
+        self.state.log.write(ctx, status, "")
         if ctx.committed is not None:
             # A held stream already sent its headers: the error goes as an event.
             await ctx.committed.write(sse_error(status, message, code))
@@ -429,7 +430,7 @@ class Dispatcher:
     def _spend(
         self, route_id: str, name: str, backend: TableBackend, usage: dict[str, Any] | None
     ) -> None:
-        router = self.router
+        router = self.state
         if usage is None or backend.provider is None:
             return
         provider = router.table.providers.get(backend.provider)
@@ -444,7 +445,7 @@ class Dispatcher:
         router.metrics.spend_total[key] = router.metrics.spend_total.get(key, 0.0) + amount
 
     def _failed(self, provider_id: str, reason: str, message: str) -> None:
-        router = self.router
+        router = self.state
         health = self.health.setdefault(provider_id, ProviderHealth())
         health.failures[reason] = health.failures.get(reason, 0) + 1
         wall = router.wall()
@@ -470,7 +471,7 @@ class Dispatcher:
 
     def _ok(self, provider_id: str) -> None:
         health = self.health.setdefault(provider_id, ProviderHealth())
-        health.last_ok_at = self.router.wall()
+        health.last_ok_at = self.state.wall()
         health.breaker.record_success()
         health.ejected_until_wall = None
 
@@ -479,7 +480,7 @@ class Dispatcher:
     def _mirror(
         self, name: str, roles: RouteRoles, path: str, obj: dict[str, Any], wall: float
     ) -> None:
-        router = self.router
+        router = self.state
         for backend in roles.mirror:
             percent = 100.0 if backend.mirror_percent is None else backend.mirror_percent
             if router.random.random() * 100 >= percent:
@@ -503,7 +504,7 @@ class Dispatcher:
             task.add_done_callback(self.mirrors.discard)
 
     def _count_mirror(self, name: str, backend: TableBackend, outcome: str) -> None:
-        metrics = self.router.metrics
+        metrics = self.state.metrics
         key = (name, backend.label, outcome)
         metrics.mirrored[key] = metrics.mirrored.get(key, 0) + 1
 
@@ -534,7 +535,7 @@ class Dispatcher:
         self, name: str, route_id: str, backend: TableBackend, path: str, obj: dict[str, Any]
     ) -> str:
         provider_id = str(backend.provider)
-        key = self.router.provider_key(provider_id)
+        key = self.state.provider_key(provider_id)
         if key is None:
             return "unusable"
         breaker = self.health.setdefault(provider_id, ProviderHealth()).breaker
@@ -558,7 +559,7 @@ class Dispatcher:
     async def _mirror_model(
         self, name: str, backend: TableBackend, path: str, obj: dict[str, Any]
     ) -> str:
-        router = self.router
+        router = self.state
         other = router.table.models.get(backend.model)
         candidates = other.candidates(router.clock()) if other is not None else []
         if other is None or not candidates or router.session is None:
@@ -596,7 +597,7 @@ class Dispatcher:
 
     def report(self, now: float) -> SpendReport:
         """``GET /admin/v1/spend``: this router's spend, spillover and provider health."""
-        router = self.router
+        router = self.state
         routes: dict[str, RouteReport] = {}
         for route_id in sorted(set(router.spend.routes()) | set(self.spilled_at)):
             hour, day = router.spend.mine(route_id, now)
