@@ -113,16 +113,26 @@ class Pipeline:
         # which uses the same chain for its own replicas and pick->forward for other models.
         replicas = link(self.hold, PickEndpoint(state), forward)
         self.dispatcher = Dispatcher(state, replicas, link(PickEndpoint(state), forward))
-        self.first: Stage = link(
+        by_route = ByRoute(replicas, self.dispatcher)
+        body_timeout = state.settings.client_body_timeout_seconds
+        self.checked: Stage = link(
             Authenticate(access, log),
-            Parse(state.settings.client_body_timeout_seconds, log),
+            Parse(body_timeout, log),
             Authorize(access, log),
             SelectModel(state.table, log),
             Admit(access, log),
             Account(access),
             CacheLookup(),
-            ByRoute(replicas, self.dispatcher),
+            by_route,
         )
+        """The chain while client keys are in use."""
+        # Without client keys, authenticate, authorize, admit and account have nothing to do
+        # (every caller is anonymous and unlimited): that chain leaves them out, so a router
+        # without keys pays nothing for them.
+        self.open: Stage = link(
+            Parse(body_timeout, log), SelectModel(state.table, log), CacheLookup(), by_route
+        )
+        """The chain while no client key is held or required."""
 
 
 class Router:
@@ -232,7 +242,8 @@ class Router:
     async def proxy(self, request: web.Request) -> web.StreamResponse:
         """``POST /v1/chat/completions``, ``/v1/completions``, ``/v1/embeddings``."""
         ctx = RequestContext(request, self.state.clock(), next(self.ids), ANONYMOUS)
-        return await self.pipeline.first(ctx)
+        pipeline = self.pipeline
+        return await (pipeline.checked if self.access.active else pipeline.open)(ctx)
 
     async def healthz(self, _request: web.Request) -> web.StreamResponse:
         """Liveness: the process answers."""

@@ -12,6 +12,7 @@ from aiohttp import web
 from inferscale.protocol.credentials import RouterCredentials, key_digest
 from inferscale.protocol.table import RoutingTable
 from inferscale.router.access import ANONYMOUS, Access
+from inferscale.router.app import Pipeline
 from inferscale.router.codec import AttemptFailed, AttemptFinal
 from inferscale.router.stages import ByRoute, Stage, link
 from inferscale.router.stages.account import Account
@@ -402,3 +403,31 @@ async def test_forward_answers_502_for_a_2xx_that_is_not_json_and_counts_the_fai
     resp = await stage(ctx)
     assert resp.status == 502 and "invalid JSON" in error_of(resp)["message"]
     assert ctx.endpoint is not None and ctx.endpoint.failures == 1
+
+
+# -- the pipeline ---------------------------------------------------------------------------
+
+
+def chain_of(stage) -> list[str]:
+    names = [type(stage).__name__]
+    while hasattr(stage, "next"):
+        stage = stage.next
+        names.append(type(stage).__name__)
+    return names
+
+
+def test_the_pipeline_links_every_stage_in_order_and_skips_access_without_keys():
+    pipeline = Pipeline(state())
+    common = ["CacheLookup", "ByRoute"]
+    assert chain_of(pipeline.checked) == [
+        "Authenticate",
+        "Parse",
+        "Authorize",
+        "SelectModel",
+        "Admit",
+        "Account",
+        *common,
+    ]
+    assert chain_of(pipeline.open) == ["Parse", "SelectModel", *common]
+    assert chain_of(pipeline.dispatcher.replicas) == ["Hold", "PickEndpoint", "Forward"]
+    assert chain_of(pipeline.dispatcher.other_models) == ["PickEndpoint", "Forward"]
