@@ -168,10 +168,13 @@ class RouteSettings(ApiModel):
     retries: Retries = _as_in_route("retries")
     timeouts: Timeouts = _as_in_route("timeouts")
     hold_queue: HoldQueue = _as_in_route("hold_queue")
-    spend: SpendCaps = _as_in_route("spend")
 
     spillover: SpilloverSettings = nested(SpilloverSettings)
     """When spillover backends are used (the threshold resolved)."""
+
+    # Declared after spillover, as before the fields came from the API: the table's JSON keeps
+    # its key order, so a stored table reads back byte for byte.
+    spend: SpendCaps = _as_in_route("spend")
 
     @classmethod
     def from_route(cls, spec: InferenceRouteSpec, in_flight_per_replica: int) -> RouteSettings:
