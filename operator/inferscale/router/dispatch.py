@@ -136,17 +136,17 @@ class Dispatcher(Stage):
 
     async def __call__(self, ctx: RequestContext) -> web.StreamResponse:
         """Answer one request of ``ctx.model`` (whose ``roles`` is set)."""
-        router = self.state
+        state = self.state
         model, body, obj = ctx.model, ctx.body, ctx.obj
         assert model is not None
         roles = model.roles
         assert roles is not None
         settings = model.route
         path = ctx.request.path
-        wall = router.wall()
+        wall = state.wall()
         if roles.mirror:
             self._mirror(ctx.name, roles, path, obj, wall)
-        candidates = model.candidates(router.clock())
+        candidates = model.candidates(state.clock())
         spill = settings.spillover
         busy = saturated([e.in_flight for e in candidates], spill.in_flight_per_replica) or (
             prefill_saturated(
@@ -156,20 +156,20 @@ class Dispatcher(Stage):
             )
         )
         skipped: dict[str, str] = {}
-        capped = router.spend.capped(roles.route_id, settings.spend, wall)
+        capped = state.spend.capped(roles.route_id, settings.spend, wall)
         steps = plan(
             roles,
             settings,
             ready=len(candidates),
             busy=busy,
-            held=router.held.get(ctx.name, 0),
+            held=state.held.get(ctx.name, 0),
             capped=capped,
             usable=lambda b: self._usable(b, path, skipped),
-            r=router.random.random(),
+            r=state.random.random(),
         )
         self._count_plan(ctx.name, roles, steps, wall)
         if steps.reject:
-            wait = router.spend.retry_after(roles.route_id, settings.spend, wall)
+            wait = state.spend.retry_after(roles.route_id, settings.spend, wall)
             return await self._refuse(
                 ctx,
                 503,
@@ -183,7 +183,7 @@ class Dispatcher(Stage):
         unsupported: providers.Unsupported | None = None
         for index, step in enumerate(steps.steps):
             if index:
-                router.metrics.bump(router.metrics.failovers, ctx.name)
+                state.metrics.bump(state.metrics.failovers, ctx.name)
             try:
                 if step is LOCAL:
                     return await self.replicas(ctx)
@@ -197,24 +197,24 @@ class Dispatcher(Stage):
         return await self._give_up(ctx, last, unsupported, skipped)
 
     def _usable(self, backend: TableBackend, path: str, skipped: dict[str, str]) -> bool:
-        router = self.state
+        state = self.state
         if backend.provider is None:
-            other = router.table.models.get(backend.model)
-            if other is None or not other.candidates(router.clock()):
+            other = state.table.models.get(backend.model)
+            if other is None or not other.candidates(state.clock()):
                 skipped[backend.label] = "has no ready replica"
                 return False
             return True
-        provider = router.table.providers[backend.provider]
+        provider = state.table.providers[backend.provider]
         if not providers.serves_path(provider, path):
             skipped[backend.label] = f"({provider.type}) does not serve {path}" + _NEVER
             return False
-        if router.provider_key(backend.provider) is None:
+        if state.provider_key(backend.provider) is None:
             if backend.label not in skipped:
                 self._failed(backend.provider, "no_key", "the router has no API key for it")
             skipped[backend.label] = "has no API key (its Secret or key is missing)"
             return False
         health = self.health.get(backend.provider)
-        if health is not None and not health.breaker.available(router.clock()):
+        if health is not None and not health.breaker.available(state.clock()):
             skipped[backend.label] = (
                 f"is ejected after {health.breaker.failures} failures in a row "
                 f"(last: {health.last_reason}); it is probed again shortly"
@@ -266,9 +266,9 @@ class Dispatcher(Stage):
     async def _provider_call(
         self, ctx: RequestContext, roles: RouteRoles, backend: TableBackend, obj: dict[str, Any]
     ) -> web.StreamResponse:
-        router = self.state
+        state = self.state
         provider_id = str(backend.provider)
-        key = router.provider_key(provider_id)
+        key = state.provider_key(provider_id)
         if key is None:
             self._failed(provider_id, "no_key", "the router has no API key for it")
             raise AttemptFailed(f"provider {provider_id} has no API key", 503)
@@ -285,12 +285,12 @@ class Dispatcher(Stage):
         label = backend.label
         if isinstance(answer, providers.Answer):
             self._spend(roles.route_id, ctx.name, backend, answer.usage)
-            router.count_tokens(ctx, answer.usage)
+            state.count_tokens(ctx, answer.usage)
             if ctx.committed is not None:  # a held stream asked for a stream: unreachable
                 await ctx.committed.write(b"data: " + answer.body + b"\n\n")
-                router.log.write(ctx, answer.status, label, answer.usage)
+                state.log.write(ctx, answer.status, label, answer.usage)
                 return ctx.committed
-            router.log.write(ctx, answer.status, label, answer.usage)
+            state.log.write(ctx, answer.status, label, answer.usage)
             return web.Response(
                 status=answer.status,
                 body=answer.body,
@@ -301,10 +301,10 @@ class Dispatcher(Stage):
     async def _call(
         self, name: str, backend: TableBackend, key: str, path: str, obj: dict[str, Any]
     ) -> providers.Answer | providers.Stream:
-        router = self.state
-        assert router.session is not None and backend.provider is not None
-        provider = router.table.providers[backend.provider]
-        model = router.table.models.get(name)
+        state = self.state
+        assert state.session is not None and backend.provider is not None
+        provider = state.table.providers[backend.provider]
+        model = state.table.models.get(name)
         timeouts = model.route.timeouts if model is not None else None
         total = provider.timeout_seconds
         first = total
@@ -312,17 +312,17 @@ class Dispatcher(Stage):
             total = min(total, timeouts.total_seconds)
             first = min(total, timeouts.first_token_seconds)
         return await providers.call(
-            router.session,
+            state.session,
             backend.provider,
             provider,
             backend.model,
             key,
             path,
             obj,
-            connect_timeout=router.settings.connect_timeout_seconds,
+            connect_timeout=state.settings.connect_timeout_seconds,
             first_byte_timeout=first,
             total_timeout=total,
-            created=int(router.wall()),
+            created=int(state.wall()),
         )
 
     async def _relay(
@@ -332,11 +332,11 @@ class Dispatcher(Stage):
         backend: TableBackend,
         stream: providers.Stream,
     ) -> web.StreamResponse:
-        router = self.state
+        state = self.state
         label = backend.label
         status = 200
         try:
-            router.metrics.ttft.observe((ctx.name,), router.clock() - ctx.start)
+            state.metrics.ttft.observe((ctx.name,), state.clock() - ctx.start)
             resp = ctx.committed
             if resp is None:
                 resp = web.StreamResponse(
@@ -349,7 +349,7 @@ class Dispatcher(Stage):
         finally:
             stream.close()
             self._spend(roles.route_id, ctx.name, backend, stream.usage)
-            router.count_tokens(ctx, stream.usage)
+            state.count_tokens(ctx, stream.usage)
             if stream.failure is not None:
                 status = 504 if stream.failure == "timeout" else 502
                 self._failed(
@@ -357,7 +357,7 @@ class Dispatcher(Stage):
                     f"mid_stream_{stream.failure}",
                     f"the stream broke after its first byte ({stream.failure})",
                 )
-        router.log.write(ctx, status, label, stream.usage)
+        state.log.write(ctx, status, label, stream.usage)
         return resp
 
     async def _answer_error(
@@ -430,35 +430,35 @@ class Dispatcher(Stage):
     def _spend(
         self, route_id: str, name: str, backend: TableBackend, usage: dict[str, Any] | None
     ) -> None:
-        router = self.state
+        state = self.state
         if usage is None or backend.provider is None:
             return
-        provider = router.table.providers.get(backend.provider)
+        provider = state.table.providers.get(backend.provider)
         entry = provider.models.get(backend.model) if provider is not None else None
         if entry is None:
             return
         amount = cost(
             usage, entry.input_price_per_million_tokens, entry.output_price_per_million_tokens
         )
-        router.spend.add(route_id, amount, router.wall())
+        state.spend.add(route_id, amount, state.wall())
         key = (route_id, backend.label)
-        router.metrics.spend_total[key] = router.metrics.spend_total.get(key, 0.0) + amount
+        state.metrics.spend_total[key] = state.metrics.spend_total.get(key, 0.0) + amount
 
     def _failed(self, provider_id: str, reason: str, message: str) -> None:
-        router = self.state
+        state = self.state
         health = self.health.setdefault(provider_id, ProviderHealth())
         health.failures[reason] = health.failures.get(reason, 0) + 1
-        wall = router.wall()
+        wall = state.wall()
         health.last_error, health.last_error_at = message, wall
         health.last_reason = reason
         key = (provider_id, reason)
-        metrics = router.metrics
+        metrics = state.metrics
         metrics.provider_failures[key] = metrics.provider_failures.get(key, 0) + 1
         if reason not in BREAKER_REASONS:
             return
-        s = router.settings
+        s = state.settings
         breaker = health.breaker
-        now = router.clock()
+        now = state.clock()
         if breaker.record_failure(
             now, s.breaker_failures, s.breaker_ejection_seconds, s.breaker_max_ejection_seconds
         ):
@@ -480,17 +480,17 @@ class Dispatcher(Stage):
     def _mirror(
         self, name: str, roles: RouteRoles, path: str, obj: dict[str, Any], wall: float
     ) -> None:
-        router = self.state
+        state = self.state
         for backend in roles.mirror:
             percent = 100.0 if backend.mirror_percent is None else backend.mirror_percent
-            if router.random.random() * 100 >= percent:
+            if state.random.random() * 100 >= percent:
                 continue
             outcome: str | None = None
-            if backend.provider is not None and router.spend.capped(
-                roles.route_id, router.table.models[name].route.spend, wall
+            if backend.provider is not None and state.spend.capped(
+                roles.route_id, state.table.models[name].route.spend, wall
             ):
                 outcome = "capped"
-            elif len(self.mirrors) >= router.settings.mirror_max_in_flight:
+            elif len(self.mirrors) >= state.settings.mirror_max_in_flight:
                 outcome = "dropped"
             elif not self._usable(backend, path, {}):
                 outcome = "unusable"
@@ -559,20 +559,20 @@ class Dispatcher(Stage):
     async def _mirror_model(
         self, name: str, backend: TableBackend, path: str, obj: dict[str, Any]
     ) -> str:
-        router = self.state
-        other = router.table.models.get(backend.model)
-        candidates = other.candidates(router.clock()) if other is not None else []
-        if other is None or not candidates or router.session is None:
+        state = self.state
+        other = state.table.models.get(backend.model)
+        candidates = other.candidates(state.clock()) if other is not None else []
+        if other is None or not candidates or state.session is None:
             return "unusable"
         other.counter += 1
         endpoint = picking.least_in_flight(candidates, other.counter)
         timeout = aiohttp.ClientTimeout(
             total=other.route.timeouts.total_seconds,
-            sock_connect=router.settings.connect_timeout_seconds,
+            sock_connect=state.settings.connect_timeout_seconds,
         )
         endpoint.in_flight += 1
         try:
-            async with router.session.post(
+            async with state.session.post(
                 endpoint.base_url + path,
                 data=dumps({**obj, "model": backend.model}),
                 headers={"Content-Type": JSON},
@@ -597,15 +597,15 @@ class Dispatcher(Stage):
 
     def report(self, now: float) -> SpendReport:
         """``GET /admin/v1/spend``: this router's spend, spillover and provider health."""
-        router = self.state
+        state = self.state
         routes: dict[str, RouteReport] = {}
-        for route_id in sorted(set(router.spend.routes()) | set(self.spilled_at)):
-            hour, day = router.spend.mine(route_id, now)
+        for route_id in sorted(set(state.spend.routes()) | set(self.spilled_at)):
+            hour, day = state.spend.mine(route_id, now)
             routes[route_id] = RouteReport(
                 hour=hour, day=day, last_spill_at=self.spilled_at.get(route_id)
             )
         return SpendReport(
-            process=router.id_prefix,
+            process=state.id_prefix,
             now=now,
             hour_start=window_start(now, HOUR),
             day_start=window_start(now, DAY),
