@@ -72,6 +72,12 @@ test: install lint verify kube-binaries ## Lint, check for drift, and run every 
 unit: install ## Run the unit tests only (fast, no cluster).
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
+##@ Images (docs/images.md)
+
+.PHONY: images
+images: ## Build the operator, router and sim images with podman, no registry (base cached), and print their sizes.
+	bash tools/images/build.sh
+
 ##@ Local cluster (docs/local-cluster.md)
 
 .PHONY: kube-binaries
