@@ -337,9 +337,14 @@ def _sim(spec: InferenceModelSpec, src: ModelSource, served: str, lay: Layout, o
 
 # --- the table ------------------------------------------------------------------------------
 
+# The engine releases the default images run, and the ones `make engine-check` parses every
+# generated command line with (their own argument parsers, docs/engines.md): one place for both.
+VLLM_VERSION: Final = "0.11.0"
+SGLANG_VERSION: Final = "0.5.4"
+
 VLLM: Final = EngineProfile(
     name="vllm",
-    default_image="vllm/vllm-openai:v0.11.0",
+    default_image=f"vllm/vllm-openai:v{VLLM_VERSION}",
     base_command=("vllm", "serve"),
     port=8000,
     health_path="/health",
@@ -352,7 +357,7 @@ VLLM: Final = EngineProfile(
 )
 SGLANG: Final = EngineProfile(
     name="sglang",
-    default_image="lmsysorg/sglang:v0.5.4",
+    default_image=f"lmsysorg/sglang:v{SGLANG_VERSION}",
     base_command=("python3", "-m", "sglang.launch_server"),
     port=30000,
     health_path="/health",
