@@ -17,19 +17,33 @@ help: ## Show this help.
 
 ##@ Development
 
-$(BIN)/inferscale: pyproject.toml
+# The exact versions we test with (requirements/README.md): hashes checked, then the package
+# itself on top with no dependency resolution and the locked build backend.
+$(BIN)/inferscale: pyproject.toml requirements/dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --require-hashes -r requirements/dev.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $@
 
 .PHONY: install
-install: $(BIN)/inferscale ## Create .venv and install inferscale with its dev tools.
+install: $(BIN)/inferscale ## Create .venv and install inferscale with its dev tools, as locked.
+
+.PHONY: versions
+versions: install ## Print the installed versions of the key dependencies.
+	@$(PY) tools/deps/versions.py
+
+.PHONY: lock
+lock: install ## Upgrade requirements/ to the newest allowed versions and run the checks on them.
+	$(PY) tools/deps/refresh.py
+
+.PHONY: lock-compile
+lock-compile: install ## Rewrite requirements/ from pyproject.toml, keeping the pinned versions.
+	$(PY) tools/deps/refresh.py --compile-only
 
 .PHONY: fmt
 fmt: install ## Format the code.
-	$(BIN)/ruff format operator tests e2e bench
-	$(BIN)/ruff check --fix operator tests e2e bench
+	$(BIN)/ruff format operator tests e2e bench tools
+	$(BIN)/ruff check --fix operator tests e2e bench tools
 
 .PHONY: crds
 crds: install ## Regenerate crds/, the chart's copy, its values.schema.json and docs/reference.md.
@@ -48,8 +62,8 @@ dev-down: install ## Remove everything `make dev` started: processes, network na
 
 .PHONY: lint
 lint: install ## ruff, mypy --strict and the import-linter layering contracts.
-	$(BIN)/ruff check operator tests e2e bench
-	$(BIN)/ruff format --check operator tests e2e bench
+	$(BIN)/ruff check operator tests e2e bench tools
+	$(BIN)/ruff format --check operator tests e2e bench tools
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 

@@ -73,6 +73,15 @@ PY
   fi
 }
 
+# One build at a time per cache: a second `make test` (or a test that needs helm) started during
+# a first build waits for it and then reuses its binaries, instead of writing the same .tmp.
+mkdir -p "$cache"
+exec 9>"$cache/.build.lock"
+if ! flock -n 9; then
+  say "another build of $bin is running; waiting for it"
+  flock 9
+fi
+
 if [[ -x "$bin/kube" && -x "$bin/kwok" ]]; then
   fetch_tools "$bin"
   echo "$bin"
