@@ -132,6 +132,9 @@ class EngineProfile:
     )
     """Writes the engine's args (model, served name, optimisations) into ``_Flags``."""
     base_command: tuple[str, ...] = ()
+    read_only_root: bool = False
+    """The engine writes nothing outside its volumes and ``/tmp`` (an emptyDir), so its root
+    filesystem is mounted read-only; the vendor images write caches under ``/root``."""
 
 
 # --- flag mappers ---------------------------------------------------------------------------
@@ -408,6 +411,7 @@ SIM: Final = EngineProfile(
     non_root=True,
     model_sources=frozenset({"hf", "s3", "pvc"}),
     flags=_sim,
+    read_only_root=True,
 )
 
 ENGINES: Final[Mapping[Engine, EngineProfile]] = {
