@@ -28,10 +28,13 @@ from pathlib import Path
 from typing import Any, Final
 
 import yaml
-from pydantic import BaseModel
 from pydantic.alias_generators import to_camel
 
-from inferscale.api.v1alpha1.inference_model import InferenceModelSpec, Optimization
+from inferscale.api.v1alpha1.inference_model import (
+    InferenceModelSpec,
+    Optimization,
+    SpeculativeDecoding,
+)
 from inferscale.reconcile.deployment import served_name
 from inferscale.reconcile.engines import ENGINES, EngineCommand, UnsupportedSpec, engine_command
 
@@ -86,19 +89,19 @@ def _field_values(name: str, annotation: Any) -> list[Any]:
     values: list[Any] = []
     for option in options:
         if typing.get_origin(option) is typing.Literal:
-            values += [v for v in typing.get_args(option)]
+            values += list(typing.get_args(option))
         elif option is bool:
             values += [True, False]
-        elif isinstance(option, type) and issubclass(option, BaseModel):
-            values += _submodel_values(option)
+        elif option is SpeculativeDecoding:
+            values += _speculative_values()
     if not values:
         raise ValueError(f"no sample values for optimization.{name}: add some to SAMPLES")
     return values
 
 
-def _submodel_values(model: type[BaseModel]) -> list[dict[str, Any]]:
+def _speculative_values() -> list[dict[str, Any]]:
     """speculativeDecoding: every method, with a draft model where the method takes one."""
-    method = model.model_fields["method"].annotation
+    method = SpeculativeDecoding.model_fields["method"].annotation
     return [
         {"method": m, "numSpeculativeTokens": 4}
         | ({} if m == "ngram" else {"draftModel": DRAFT_MODEL})
