@@ -86,6 +86,16 @@ test: install lint verify kube-binaries ## Lint, check for drift, and run every 
 unit: install ## Run the unit tests only (fast, no cluster).
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
+##@ Images and engines (docs/images.md, docs/engines.md)
+
+.PHONY: images
+images: ## Build the operator, router and sim images with podman, no registry (base cached), and print their sizes.
+	bash tools/images/build.sh
+
+.PHONY: engine-check
+engine-check: install ## Parse every generated vLLM/SGLang command line with the pinned engines' own parsers (~10 GB each, cached outside the repo); update docs/engines.md.
+	INFERSCALE=$(abspath $(BIN)/inferscale) bash tools/engines/check.sh
+
 ##@ Local cluster (docs/local-cluster.md)
 
 .PHONY: kube-binaries

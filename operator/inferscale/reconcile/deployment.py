@@ -42,6 +42,9 @@ PORT_NAME: Final = "http"
 SHM_VOLUME: Final = "dshm"
 MODEL_CACHE_VOLUME: Final = "model-cache"
 MODEL_SOURCE_VOLUME: Final = "model-source"
+TMP_VOLUME: Final = "tmp"
+TMP_SIZE_LIMIT: Final = "64Mi"
+"""The writable ``/tmp`` of an engine whose root filesystem is read-only (as the chart's pods)."""
 
 ANNOTATION_SCRAPE: Final = "prometheus.io/scrape"
 ANNOTATION_PORT: Final = "prometheus.io/port"
@@ -151,6 +154,9 @@ def _volumes(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     volumes: list[dict[str, Any]] = []
     mounts: list[dict[str, Any]] = []
+    if profile.read_only_root:
+        volumes.append({"name": TMP_VOLUME, "emptyDir": {"sizeLimit": TMP_SIZE_LIMIT}})
+        mounts.append({"name": TMP_VOLUME, "mountPath": "/tmp"})
     if profile.needs_shm:
         shm: dict[str, Any] = {"medium": "Memory"}
         if settings.shm_size_limit is not None:
@@ -188,6 +194,8 @@ def _security(
     profile: EngineProfile, settings: ReconcileSettings
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     container: dict[str, Any] = {"allowPrivilegeEscalation": False}
+    if profile.read_only_root:
+        container["readOnlyRootFilesystem"] = True
     pod: dict[str, Any] = {}
     if profile.non_root:
         container["capabilities"] = {"drop": ["ALL"]}
