@@ -31,11 +31,10 @@ from typing import Any, Final, Literal
 
 from pydantic import ValidationError
 
-from inferscale.api.meta import CONDITION_READY, Condition
+from inferscale.api.meta import CONDITION_READY, Condition, make_condition
 from inferscale.api.v1alpha1.inference_client import InferenceClientSpec, InferenceClientStatus
 from inferscale.api.validation import describe_errors
 from inferscale.protocol.credentials import MIN_KEY_LENGTH, ClientKey, key_digest
-from inferscale.reconcile.status import make_condition
 
 JsonDict = dict[str, Any]
 ObjectKey = tuple[str, str]
