@@ -25,13 +25,14 @@ from pydantic import Field, model_validator
 
 from inferscale.api.meta import ApiModel, nested
 from inferscale.api.v1alpha1.inference_model import SERVED_NAME_PATTERN
-from inferscale.api.v1alpha1.inference_provider import ProviderType
+from inferscale.api.v1alpha1.inference_provider import InferenceProviderSpec, ProviderType
 from inferscale.api.v1alpha1.inference_route import (
     HoldQueue,
     InferenceRouteSpec,
     PrefixHash,
     Retries,
     Role,
+    RouteBackend,
     SpendCaps,
     Strategy,
     Timeouts,
@@ -43,6 +44,12 @@ ADDRESS_PATTERN: Final = r"^[A-Za-z0-9.\-]{1,253}:[0-9]{1,5}$"
 """``host:port`` of an engine pod (an IPv4 address or a DNS name; no scheme, no path)."""
 
 _SERVED_NAME: Final = re.compile(SERVED_NAME_PATTERN)
+
+
+def _as_in_api(model: type[ApiModel], name: str) -> Any:
+    # The field as the API's ``model`` declares it: its default, bounds and description are
+    # written once, there, and the table carries them unchanged.
+    return copy.copy(model.model_fields[name])
 
 
 class StaleTableError(InferscaleError):
@@ -91,11 +98,8 @@ class TableProvider(ApiModel):
     base_url: str = Field(alias="baseURL", pattern=r"^https?://[^\s]+$", max_length=2048)
     """Base URL of the API (the official one already filled in for openai and anthropic)."""
 
-    timeout_seconds: float = Field(default=60, gt=0, le=3600)
-    """Longest wait for a whole response."""
-
-    anthropic_version: str = Field(default="2023-06-01", max_length=32)
-    """``anthropic-version`` header (type anthropic)."""
+    timeout_seconds: float = _as_in_api(InferenceProviderSpec, "timeout_seconds")
+    anthropic_version: str = _as_in_api(InferenceProviderSpec, "anthropic_version")
 
     models: dict[str, TableProviderModel] = Field(min_length=1, max_length=256)
     """Model name as routes use it -> its provider-side name and prices."""
@@ -114,11 +118,8 @@ class TableBackend(ApiModel):
     model: str = Field(pattern=SERVED_NAME_PATTERN)
     """The provider's model (a key of its ``models``) or a served model name of this table."""
 
-    weight: int = Field(default=1, ge=0, le=1_000_000)
-    """Share of traffic among the primaries (primary backends)."""
-
-    mirror_percent: float | None = Field(default=None, ge=0, le=100)
-    """Percentage of requests copied (mirror backends; default 100)."""
+    weight: int = _as_in_api(RouteBackend, "weight")
+    mirror_percent: float | None = _as_in_api(RouteBackend, "mirror_percent")
 
     @model_validator(mode="after")
     def _mirror_percent_on_mirrors(self) -> TableBackend:
@@ -148,12 +149,6 @@ class SpilloverSettings(ApiModel):
     """Spill over at once while no replica is ready, rather than holding the request."""
 
 
-def _as_in_route(name: str) -> Any:
-    # The field as InferenceRouteSpec declares it: its default, bounds and description are
-    # written once, in the API, and the table carries them unchanged.
-    return copy.copy(InferenceRouteSpec.model_fields[name])
-
-
 class RouteSettings(ApiModel):
     """How requests for one model are routed: InferenceRoute's settings, compiled.
 
@@ -163,18 +158,18 @@ class RouteSettings(ApiModel):
     target). A new route setting is one field in the API plus its name in :data:`ROUTE_FIELDS`.
     """
 
-    strategy: Strategy = _as_in_route("strategy")
-    prefix_hash: PrefixHash = _as_in_route("prefix_hash")
-    retries: Retries = _as_in_route("retries")
-    timeouts: Timeouts = _as_in_route("timeouts")
-    hold_queue: HoldQueue = _as_in_route("hold_queue")
+    strategy: Strategy = _as_in_api(InferenceRouteSpec, "strategy")
+    prefix_hash: PrefixHash = _as_in_api(InferenceRouteSpec, "prefix_hash")
+    retries: Retries = _as_in_api(InferenceRouteSpec, "retries")
+    timeouts: Timeouts = _as_in_api(InferenceRouteSpec, "timeouts")
+    hold_queue: HoldQueue = _as_in_api(InferenceRouteSpec, "hold_queue")
 
     spillover: SpilloverSettings = nested(SpilloverSettings)
     """When spillover backends are used (the threshold resolved)."""
 
     # Declared after spillover, as before the fields came from the API: the table's JSON keeps
     # its key order, so a stored table reads back byte for byte.
-    spend: SpendCaps = _as_in_route("spend")
+    spend: SpendCaps = _as_in_api(InferenceRouteSpec, "spend")
 
     @classmethod
     def from_route(cls, spec: InferenceRouteSpec, in_flight_per_replica: int) -> RouteSettings:

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import pytest
+
 from inferscale.api.v1alpha1.inference_model import Autoscaling
-from inferscale.api.v1alpha1.inference_route import InferenceRouteSpec
+from inferscale.api.v1alpha1.inference_provider import InferenceProviderSpec
+from inferscale.api.v1alpha1.inference_route import InferenceRouteSpec, RouteBackend
 from inferscale.protocol.defaults import IN_FLIGHT_PER_REPLICA
 from inferscale.protocol.table import (
     ROUTE_FIELDS,
     RouteSettings,
     RoutingTable,
     SpilloverSettings,
+    TableBackend,
+    TableProvider,
     table_json,
 )
 
@@ -77,3 +82,17 @@ def test_the_stored_table_keeps_its_key_order():
         '"spillover":{"inFlightPerReplica":4},"spend":{"maxPerHour":1.5}},'
         '"endpoints":[{"pod":"p0","address":"10.0.0.1:8000"}]}}}'
     )
+
+
+@pytest.mark.parametrize(
+    ("wire", "api", "name"),
+    [
+        (TableProvider, InferenceProviderSpec, "timeout_seconds"),
+        (TableProvider, InferenceProviderSpec, "anthropic_version"),
+        (TableBackend, RouteBackend, "weight"),
+        (TableBackend, RouteBackend, "mirror_percent"),
+    ],
+)
+def test_the_table_takes_its_defaults_and_bounds_from_the_api(wire, api, name):
+    ours, theirs = wire.model_fields[name], api.model_fields[name]
+    assert (ours.default, ours.metadata) == (theirs.default, theirs.metadata)
