@@ -8,8 +8,9 @@ alone), everything a kubelet would do within reach of one machine:
 * gives the pod an address from its node's podCIDR and, in netns mode, its own network
   namespace on the cluster bridge;
 * materialises its volumes (projected service-account token, CA and namespace; ConfigMaps;
-  Secrets; downward API; emptyDir; hostPath) and bind-mounts them in the pod's own mount
-  namespace, so in-cluster configuration works and RBAC is real;
+  Secrets; downward API; emptyDir; hostPath; a claim bound to a hostPath or local
+  PersistentVolume) and bind-mounts them in the pod's own mount namespace, so in-cluster
+  configuration works and RBAC is real;
 * builds the environment (values, downward API, ConfigMap and Secret keys, ``envFrom``,
   ``$(VAR)`` expansion, ``KUBERNETES_SERVICE_HOST``/``PORT``);
 * runs startup, readiness and liveness probes (HTTP and TCP), restarts containers per
@@ -57,6 +58,11 @@ SA_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
 SHUTDOWN_GRACE = 10.0
 WATCH_TIMEOUT = 240
 CONFIG_RETRY = 2.0
+#: PersistentVolume source fields, to name the type of one the launcher cannot mount.
+_VOLUME_SOURCES = frozenset(
+    {"csi", "nfs", "iscsi", "fc", "rbd", "cephfs", "awsElasticBlockStore", "gcePersistentDisk"}
+    | {"azureDisk", "azureFile", "glusterfs", "flexVolume", "vsphereVolume", "portworxVolume"}
+)
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -565,7 +571,12 @@ class PodRunner:
             if self.stop_requested.is_set():
                 return False
         self.argvs = {
-            c.name: resolve_argv(pods.container_argv(argvs[c.name], c.spec, self.envs[c.name]))
+            c.name: resolve_argv(
+                launcher.images.local_argv(
+                    c.spec.get("image", ""),
+                    pods.container_argv(argvs[c.name], c.spec, self.envs[c.name]),
+                )
+            )
             for c in self.containers
         }
         return True
@@ -770,6 +781,9 @@ class PodRunner:
             if "hostPath" in volume:
                 paths[name] = volume["hostPath"]["path"]
                 continue
+            if "persistentVolumeClaim" in volume:
+                paths[name] = await self._claim_path(volume["persistentVolumeClaim"])
+                continue
             target.mkdir(parents=True, exist_ok=True)
             paths[name] = str(target)
             files = await self._volume_files(volume)
@@ -791,6 +805,42 @@ class PodRunner:
                 self.launcher.ensure_mountpoint(mount["mountPath"], Path(source).is_dir())
                 planned.append((source, mount["mountPath"], bool(mount.get("readOnly"))))
             self.mounts[container.name] = planned
+
+    async def _claim_path(self, source: dict[str, Any]) -> str:
+        """The host directory behind a claim: its bound PersistentVolume's hostPath or local path.
+
+        A claim that is missing or not bound yet is retried, as a kubelet waits for it; a volume
+        of another type cannot be mounted by a launcher on one machine.
+        """
+        namespace = self.pod["metadata"]["namespace"]
+        claim = str(source.get("claimName", ""))
+        pvc = await self.launcher.api.get(
+            f"/api/v1/namespaces/{namespace}/persistentvolumeclaims/{claim}"
+        )
+        if pvc is None:
+            raise SetupError(
+                "ContainerCreating", f'persistentvolumeclaim "{claim}" not found', retry=True
+            )
+        volume_name = (pvc.get("spec") or {}).get("volumeName")
+        bound = (pvc.get("status") or {}).get("phase") == "Bound"
+        volume = await self.launcher.api.get(f"/api/v1/persistentvolumes/{volume_name}")
+        if not volume_name or not bound or volume is None:
+            raise SetupError(
+                "ContainerCreating",
+                f'persistentvolumeclaim "{claim}" is not bound to a volume yet',
+                retry=True,
+            )
+        spec = volume.get("spec") or {}
+        for kind in ("hostPath", "local"):
+            path = (spec.get(kind) or {}).get("path")
+            if path:
+                return str(path)
+        kinds = sorted(set(spec) & _VOLUME_SOURCES) or ["(none)"]
+        raise SetupError(
+            "CreateContainerConfigError",
+            f"persistentvolume {volume_name} of claim {claim}: type {', '.join(kinds)} is not "
+            "supported by the launcher (use hostPath or local)",
+        )
 
     async def _volume_files(self, volume: dict[str, Any]) -> dict[str, str] | None:
         if "emptyDir" in volume:
