@@ -17,7 +17,8 @@ alone), everything a kubelet would do within reach of one machine:
   ``restartPolicy`` with doubling back-off, and writes status (phase, IPs, conditions,
   container states, restart counts) and Events;
 * on deletion sends SIGTERM, waits out the grace period, sends SIGKILL, reports the
-  containers terminated and completes the deletion;
+  containers terminated and completes the deletion; a container that fails with
+  ``terminationMessagePolicy: FallbackToLogsOnError`` gets its log's tail as the message;
 * keeps Prometheus's file_sd targets for pods that declare a metrics port.
 
 Failure behaviour: API errors on status writes are logged and retried on the next change;
@@ -63,6 +64,10 @@ _VOLUME_SOURCES = frozenset(
     {"csi", "nfs", "iscsi", "fc", "rbd", "cephfs", "awsElasticBlockStore", "gcePersistentDisk"}
     | {"azureDisk", "azureFile", "glusterfs", "flexVolume", "vsphereVolume", "portworxVolume"}
 )
+FALLBACK_TO_LOGS = "FallbackToLogsOnError"
+# A kubelet's limits for a termination message taken from the log: 80 lines, 2 KiB.
+TERMINATION_MESSAGE_LINES = 80
+TERMINATION_MESSAGE_BYTES = 2048
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -202,6 +207,8 @@ class ContainerRunner:
         self.stopping = False
         self.kill_reason = ""
         self.task: asyncio.Task[None] | None = None
+        self.log_start: tuple[Path, int] | None = None
+        """The log file and where the current run's output begins in it."""
 
     def status(self) -> dict[str, Any]:
         """This container's entry in ``status.containerStatuses``."""
@@ -219,6 +226,20 @@ class ContainerRunner:
             uid = self.pod.uid.replace("-", "")[:12]
             out["containerID"] = f"inferscale://{uid}-{self.name}-{self.restart_count}"
         return out
+
+    def _log_tail(self) -> str:
+        """The last lines of the current run's log, within a kubelet's termination-message size."""
+        if self.log_start is None:
+            return ""
+        path, offset = self.log_start
+        try:
+            with path.open("rb") as log:
+                log.seek(max(offset, path.stat().st_size - TERMINATION_MESSAGE_BYTES))
+                text = log.read().decode(errors="replace")
+        except OSError:
+            return ""
+        lines = text.splitlines()[-TERMINATION_MESSAGE_LINES:]
+        return "\n".join(lines).strip()
 
     def set_waiting(self, reason: str, message: str = "") -> None:
         """Report the container as waiting, and say so in the pod status."""
@@ -240,6 +261,11 @@ class ContainerRunner:
             }
             if self.kill_reason:
                 terminated["message"] = self.kill_reason
+            elif exit_code != 0 and self.spec.get("terminationMessagePolicy") == FALLBACK_TO_LOGS:
+                # As a kubelet: the tail of this run's log says why it failed.
+                tail = self._log_tail()
+                if tail:
+                    terminated["message"] = tail
             self.kill_reason = ""
             self.ready = self.started = False
             if self.stopping:
@@ -267,6 +293,7 @@ class ContainerRunner:
         with log.open("a") as out:
             out.write(f"==== {now()} start #{self.restart_count}: {shlex.join(argv)}\n")
             out.flush()
+            self.log_start = (log, out.tell())
             process = await asyncio.create_subprocess_exec(
                 *self.pod.wrap(argv, self.spec),
                 stdin=asyncio.subprocess.DEVNULL,
