@@ -97,15 +97,18 @@ def _conditions(obj: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
 def termination_cause(message: str) -> str:
     """The line of a container's termination message that says why it failed.
 
-    With ``FallbackToLogsOnError`` the message is the log's tail, and engines print the cause
-    last or as an error line ("error loading model ..."): the last line that mentions an error
-    or a failure, else the last line, at most :data:`CAUSE_CHARS` characters.
+    With ``FallbackToLogsOnError`` the message is the log's tail. Engines print the root cause
+    as the first error line and the consequence as the last ("invalid magic characters" ...
+    "exiting due to model loading error"; a Python traceback ends in its exception): the first
+    and the last line that mention an error or a failure, else the last line, at most
+    :data:`CAUSE_CHARS` characters.
     """
     lines = [line.strip() for line in message.splitlines() if line.strip()]
     if not lines:
         return ""
     failing = [line for line in lines if _FAILURE_WORDS.search(line)]
-    cause = (failing or lines)[-1]
+    picked = [failing[0], failing[-1]] if len(failing) > 1 else (failing or lines[-1:])
+    cause = " ... ".join(picked)
     return cause if len(cause) <= CAUSE_CHARS else cause[: CAUSE_CHARS - 3] + "..."
 
 

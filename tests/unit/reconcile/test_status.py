@@ -293,8 +293,9 @@ def test_crash_loop_message_quotes_the_cause_from_the_log_tail():
     issue = diagnose_pod(pod, GPU_SPEC)
     assert issue is not None
     assert issue.message == (
-        "pod m-abc-1: CrashLoopBackOff: last exit: Error (main: exiting due to model loading "
-        "error); back-off"
+        "pod m-abc-1: CrashLoopBackOff: last exit: Error (llama_model_load: error loading model: "
+        "tensor 'token_embd.weight' data is not within the file bounds ... main: exiting due to "
+        "model loading error); back-off"
     )
 
 
@@ -305,6 +306,8 @@ def test_crash_loop_message_quotes_the_cause_from_the_log_tail():
         ("\n  \n", ""),
         ("starting\nlistening on 8080\nbye", "bye"),
         ("warming up\nCannot allocate memory\ndone", "Cannot allocate memory"),
+        ("Traceback\n  File x\nValueError: bad\n", "ValueError: bad"),
+        ("a failed\nb\nc error\nd", "a failed ... c error"),
         ("x" * 400, "x" * 297 + "..."),
     ],
 )
