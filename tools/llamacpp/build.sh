@@ -28,7 +28,10 @@ CMAKE_FLAGS=(
   -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_OPENSSL=OFF
 )
 JOBS=${INFERSCALE_BUILD_JOBS:-2}
-PYTHON=${PYTHON:-python3}
+# pip fetches the sdist; make_model.py needs numpy and PyYAML (the project's virtualenv has both).
+venv_python="$here/../../.venv/bin/python"
+[[ -x "$venv_python" ]] || venv_python=python3
+PYTHON=${PYTHON:-$venv_python}
 
 cache=${INFERSCALE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/inferscale}
 cpu=$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null || uname -m)
