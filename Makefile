@@ -17,19 +17,33 @@ help: ## Show this help.
 
 ##@ Development
 
-$(BIN)/inferscale: pyproject.toml
+# The exact versions we test with (requirements/README.md): hashes checked, then the package
+# itself on top with no dependency resolution and the locked build backend.
+$(BIN)/inferscale: pyproject.toml requirements/dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --require-hashes -r requirements/dev.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $@
 
 .PHONY: install
-install: $(BIN)/inferscale ## Create .venv and install inferscale with its dev tools.
+install: $(BIN)/inferscale ## Create .venv and install inferscale with its dev tools, as locked.
+
+.PHONY: versions
+versions: install ## Print the installed versions of the key dependencies.
+	@$(PY) tools/deps/versions.py
+
+.PHONY: lock
+lock: install ## Upgrade requirements/ to the newest allowed versions and run the checks on them.
+	$(PY) tools/deps/refresh.py
+
+.PHONY: lock-compile
+lock-compile: install ## Rewrite requirements/ from pyproject.toml, keeping the pinned versions.
+	$(PY) tools/deps/refresh.py --compile-only
 
 .PHONY: fmt
 fmt: install ## Format the code.
-	$(BIN)/ruff format operator tests e2e bench
-	$(BIN)/ruff check --fix operator tests e2e bench
+	$(BIN)/ruff format operator tests e2e bench tools
+	$(BIN)/ruff check --fix operator tests e2e bench tools
 
 .PHONY: crds
 crds: install ## Regenerate crds/, the chart's copy, its values.schema.json and docs/reference.md.
@@ -48,8 +62,8 @@ dev-down: install ## Remove everything `make dev` started: processes, network na
 
 .PHONY: lint
 lint: install ## ruff, mypy --strict and the import-linter layering contracts.
-	$(BIN)/ruff check operator tests e2e bench
-	$(BIN)/ruff format --check operator tests e2e bench
+	$(BIN)/ruff check operator tests e2e bench tools
+	$(BIN)/ruff format --check operator tests e2e bench tools
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
@@ -72,10 +86,20 @@ test: install lint verify kube-binaries llamacpp ## Lint, check for drift, and r
 unit: install ## Run the unit tests only (fast, no cluster).
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
+##@ Images and engines (docs/images.md, docs/engines.md)
+
+.PHONY: images
+images: ## Build the operator, router and sim images with podman, no registry (base cached), and print their sizes.
+	bash tools/images/build.sh
+
+.PHONY: engine-check
+engine-check: install ## Parse every generated vLLM/SGLang command line with the pinned engines' own parsers (~10 GB each, cached outside the repo); update docs/engines.md.
+	INFERSCALE=$(abspath $(BIN)/inferscale) bash tools/engines/check.sh
+
 ##@ Local cluster (docs/local-cluster.md)
 
 .PHONY: kube-binaries
-kube-binaries: ## Build or reuse the control plane, KWOK, kubectl, helm, Prometheus (first build ~9 min).
+kube-binaries: ## Build or reuse the control plane, KWOK, kubectl, helm, Prometheus (first build 18-33 min on 2 cores).
 	bash tools/kube/build.sh
 
 .PHONY: llamacpp

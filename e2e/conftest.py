@@ -29,6 +29,7 @@ from kubernetes import client
 from kubernetes import config as kube_config
 from kubernetes.client.rest import ApiException
 
+from e2e.leaks import SecretWatch
 from inferscale.cluster.config import ClusterConfig, NodePool
 from inferscale.cluster.control import down, up
 
@@ -161,9 +162,17 @@ def cluster() -> Iterator[Cluster]:
     try:
         started = up(config)
         api = kube_config.new_client_from_config(config_file=str(started.config.kubeconfig))
+        secrets = SecretWatch(api)
+        secrets.start()
         try:
             yield Cluster(started.config.kubeconfig, api, started.config, started.seconds)
+            secrets.close()
+            # Security by default: no credential any test issued is in any log or Event.
+            leaks = secrets.leaks(started.config.log_dir)
+            assert not leaks, "\n".join(sorted({str(leak) for leak in leaks}))
+            print(f"\nno leak: {len(secrets.values)} secret values, {len(secrets.events)} Events")
         finally:
+            secrets.close()
             api.close()
     finally:
         down(STATE_DIR, quiet=True)

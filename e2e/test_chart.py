@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import secrets
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -29,6 +30,8 @@ import pytest
 import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
+from tests.redis_server import RedisServer
+from tests.redis_server import command as redis_command
 
 from e2e.conftest import REPO, Cluster, get_json, pod_ready, wait_for
 from e2e.operator_support import Models, kubectl, own_namespace, sim_model
@@ -364,6 +367,98 @@ def test_upgrade_keeps_the_admin_token_and_the_routers_keep_serving(
     # An upgrade with new values (not --reuse-values) finds the Secret too.
     release.helm("upgrade", RELEASE, str(CHART), "-n", NAMESPACE, "--wait", "--timeout=180s")
     assert release.admin_token() == token
+
+
+def _upgrade(release: Release, *sets: str) -> None:
+    """``helm upgrade --reuse-values`` with ``sets``, waiting for the rollout."""
+    args = ["upgrade", RELEASE, str(CHART), "-n", NAMESPACE, "--reuse-values"]
+    release.helm(*args, *(f"--set={s}" for s in sets), "--wait", "--timeout=180s", timeout=240)
+
+
+def _redis_env(pod: Any) -> str | None:
+    (container,) = pod.spec.containers
+    names = [e.name for e in container.env or []]
+    return "INFERSCALE_ROUTER_REDIS_URL" if "INFERSCALE_ROUTER_REDIS_URL" in names else None
+
+
+def test_the_bundled_redis_runs_and_requires_its_password(
+    cluster: Cluster, release: Release
+) -> None:
+    _upgrade(release, "redis.mode=bundled")
+    name = f"{FULLNAME}-redis"
+    wait_for(lambda: release.ready("redis"), 60, "the bundled Redis pod to be Ready")
+    (pod,) = release.ready("redis")
+    secret = cluster.core.read_namespaced_secret(name, NAMESPACE)
+    password = base64.b64decode(secret.data["password"]).decode()
+    ip = pod.status.pod_ip
+    assert redis_command(ip, 6379, ("PING",)).startswith(b"-NOAUTH")
+    assert redis_command(ip, 6379, ("PING",), password) == b"+PONG\r\n"
+    assert redis_command(ip, 6379, ("CONFIG", "GET", "maxmemory-policy"), password).endswith(
+        b"noeviction\r\n"
+    )
+    assert all(_redis_env(p) for p in release.ready("router"))
+    # An upgrade keeps the generated password (the routers' URL with it).
+    _upgrade(release, "redis.bundled.maxMemory=32mb")
+    secret = cluster.core.read_namespaced_secret(name, NAMESPACE)
+    assert base64.b64decode(secret.data["password"]).decode() == password
+
+
+def test_the_routers_share_client_limits_through_an_external_redis(
+    cluster: Cluster, release: Release, namespace: str, tmp_path: Path
+) -> None:
+    local = cluster.require_local()
+    host = local.gateway_ip if local.network == "netns" else "127.0.0.1"
+    with RedisServer(tmp_path, host=host, password=secrets.token_hex(16)) as redis:
+        secret = {"metadata": {"name": "e2e-shared-redis"}, "stringData": {"url": redis.url}}
+        cluster.core.create_namespaced_secret(NAMESPACE, secret)
+        _upgrade(release, "redis.mode=external", "redis.existingSecret=e2e-shared-redis")
+        assert not release.pods("redis"), "the bundled Redis is gone with mode external"
+        models = Models(cluster, namespace)
+        models.create(sim_model("limited", replicas=1))
+        served = "limited-served"
+        wait_for(lambda: models.is_ready("limited"), 90, "Ready=True on the model")
+        # helm keeps the earlier upgrade's router.replicas (3): a limit shared by all of them.
+        routers = cluster.apps.read_namespaced_deployment(ROUTER, NAMESPACE).spec.replicas
+        endpoints = _served_everywhere(release, served, routers)
+        key = "sk-shared-" + secrets.token_hex(16)
+        cluster.core.create_namespaced_secret(
+            namespace, {"metadata": {"name": "app-key"}, "stringData": {"api-key": key}}
+        )
+        limit = 6
+        cluster.custom.create_namespaced_custom_object(
+            "inferscale.io",
+            "v1alpha1",
+            namespace,
+            "inferenceclients",
+            {
+                "apiVersion": "inferscale.io/v1alpha1",
+                "kind": "InferenceClient",
+                "metadata": {"name": "app"},
+                "spec": {
+                    "apiKeySecretRef": {"name": "app-key", "key": "api-key"},
+                    "limits": {"requestsPerMinute": limit},
+                },
+            },
+        )
+
+        def status(endpoint: str) -> int:
+            with release.client(endpoint) as base:
+                try:
+                    base.with_options(api_key=key).chat.completions.create(
+                        model=served, messages=[{"role": "user", "content": "hi"}], max_tokens=2
+                    )
+                except openai.APIStatusError as error:
+                    return error.status_code
+            return 200
+
+        wait_for(lambda: all(status(e) == 200 for e in endpoints), 30, "both routers know the key")
+        redis.command("FLUSHALL")  # the probes above took from the bucket: start it full
+        answers = [status(endpoints[i % len(endpoints)]) for i in range(2 * limit)]
+        # One bucket for every router: a minute's allowance (plus at most one refilled
+        # request while the loop runs), not one allowance per router.
+        assert limit <= answers.count(200) <= limit + 1, answers
+        assert set(answers) == {200, 429}, answers
+        assert redis.command("DBSIZE") != b":0\r\n"  # the routers keep their counters there
 
 
 def test_uninstall_leaves_no_workload_or_process_behind_and_keeps_the_crds(

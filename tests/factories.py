@@ -6,6 +6,7 @@ names only what it is about: ``make_model("tgi", optimization={"quantization": "
 
 from __future__ import annotations
 
+import base64
 import copy
 from typing import Any
 
@@ -136,3 +137,149 @@ def make_model_status(
         last_scale_time=None,
         last_scale_reason=reason,
     )
+
+
+# -- objects as the API server returns them (routing, credentials, status tests) -----------
+
+NS = "team"
+"""The namespace of the models, routes, providers and clients these builders make."""
+
+ROUTER_NS = "sys"
+"""The routers' namespace."""
+
+
+def model(
+    name: str = "llama",
+    engine: str = "vllm",
+    namespace: str = NS,
+    created: str = "2025-01-01T00:00:00Z",
+    **spec: Any,
+) -> dict[str, Any]:
+    """An InferenceModel object; ``spec`` overrides merge into a minimal valid spec."""
+    return {
+        "apiVersion": "inferscale.io/v1alpha1",
+        "kind": "InferenceModel",
+        "metadata": {"name": name, "namespace": namespace, "creationTimestamp": created},
+        "spec": model_spec_dict(engine, **spec),
+    }
+
+
+def route(
+    name: str = "llama",
+    backends: list[dict[str, Any]] | None = None,
+    namespace: str = NS,
+    created: str = "2025-01-02T00:00:00Z",
+    **spec: Any,
+) -> dict[str, Any]:
+    """An InferenceRoute object; by default one backend, the InferenceModel ``llama``."""
+    return {
+        "apiVersion": "inferscale.io/v1alpha1",
+        "kind": "InferenceRoute",
+        "metadata": {"name": name, "namespace": namespace, "creationTimestamp": created},
+        "spec": {"backends": backends or [{"inferenceModel": "llama"}], **spec},
+    }
+
+
+def pod(
+    name: str,
+    model_name: str = "llama",
+    ip: str | None = "10.0.0.1",
+    ready: bool = True,
+    namespace: str = NS,
+    deleting: bool = False,
+    phase: str = "Running",
+    **labels: str,
+) -> dict[str, Any]:
+    """An engine pod of ``model_name``, Running and Ready with an IP unless told otherwise."""
+    meta: dict[str, Any] = {
+        "name": name,
+        "namespace": namespace,
+        "uid": f"uid-{name}",
+        "labels": {
+            "inferscale.io/model": model_name,
+            "app.kubernetes.io/component": "engine",
+            "app.kubernetes.io/managed-by": "inferscale",
+            **labels,
+        },
+    }
+    if deleting:
+        meta["deletionTimestamp"] = "2025-01-01T01:00:00Z"
+    status: dict[str, Any] = {
+        "phase": phase,
+        "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+    }
+    if ip is not None:
+        status["podIP"] = ip
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "status": status}
+
+
+def provider(
+    name: str = "openai",
+    type: str = "openai",
+    namespace: str = NS,
+    models: list[dict[str, Any]] | None = None,
+    secret: str | None = None,
+    **spec: Any,
+) -> dict[str, Any]:
+    """An InferenceProvider offering gpt-4o-mini (priced) unless ``models`` says otherwise.
+
+    Its key is in the Secret ``secret`` (default ``<name>-key``), key ``api-key``.
+    """
+    return {
+        "apiVersion": "inferscale.io/v1alpha1",
+        "kind": "InferenceProvider",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "type": type,
+            "apiKeySecretRef": {"name": secret or f"{name}-key", "key": "api-key"},
+            "models": models
+            or [
+                {
+                    "name": "gpt-4o-mini",
+                    "inputPricePerMillionTokens": 0.15,
+                    "outputPricePerMillionTokens": 0.6,
+                }
+            ],
+            **spec,
+        },
+    }
+
+
+def router_pod(name: str, ip: str | None = "10.9.0.1", **kw: Any) -> dict[str, Any]:
+    """A router pod in the routers' namespace (its process restarted twice)."""
+    body = pod(name, ip=ip, namespace=ROUTER_NS, **kw)
+    body["metadata"]["labels"] = {"app.kubernetes.io/name": "inferscale-router"}
+    body["status"]["containerStatuses"] = [{"name": "router", "restartCount": 2}]
+    return body
+
+
+def client(
+    name: str = "app",
+    secret: str = "app-key",
+    key: str = "api-key",
+    namespace: str = "team",
+    created: str = "2025-01-01T00:00:00Z",
+    **spec: Any,
+) -> dict[str, Any]:
+    """An InferenceClient whose key is in the Secret ``secret``, key ``key``."""
+    return {
+        "apiVersion": "inferscale.io/v1alpha1",
+        "kind": "InferenceClient",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "creationTimestamp": created,
+            "generation": 3,
+        },
+        "spec": {"apiKeySecretRef": {"name": secret, "key": key}, **spec},
+    }
+
+
+def key_secret(name: str, value: str, namespace: str = NS, key: str = "api-key") -> dict[str, Any]:
+    """A Secret holding one API key (``value``) under ``key``."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace},
+        "data": {key: base64.b64encode(value.encode()).decode()},
+    }

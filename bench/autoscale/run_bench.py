@@ -5,7 +5,8 @@ For each case (trace x replica preset) and cold start (60 s, 180 s):
   1. `--target auto`: the largest in-flight target per replica at which the perfect-foresight
      oracle meets 99 % of the 2 s TTFT SLO (the what-if stand-in for the load test that sets
      `targetInFlightPerReplica`); every request-based policy uses it;
-  2. all five policies without spillover;
+  2. all six policies without spillover (the `fixed` one: the fewest standing replicas that meet
+     99 % on the whole trace, found by replaying it: the best fixed fleet in hindsight);
   3. the same with spillover, spilling when every ready replica has 4x the target in flight or
      would queue more prompt tokens ahead of a request's first token than the SLO's worth of
      prefill with 20 % headroom (`--spill-prompt-tokens auto`: 4,848 on an L4, 40,000 on an
@@ -103,6 +104,14 @@ def verdicts(plain: dict, spilled: dict) -> list[str]:
         f"ours GPU-h <= 1.2x oracle: {'yes' if ratio <= 1.2 else 'NO'} ({ratio:.2f}x: "
         f"{ours['gpu_hours']:.2f} vs {oracle['gpu_hours']:.2f})"
     )
+    fixed = by.get("fixed")
+    if fixed is not None and fixed["gpu_hours"]:
+        vs_fixed = ours["gpu_hours"] / fixed["gpu_hours"]
+        lines.append(
+            f"ours GPU-h <= 1.0x the best fixed fleet: {'yes' if vs_fixed <= 1.0 else 'NO'} "
+            f"({vs_fixed:.2f}x: {ours['gpu_hours']:.2f} vs {fixed['gpu_hours']:.2f} for "
+            f"{fixed['peak_replicas']} standing replicas at {fixed['slo_attainment']:.2%})"
+        )
     for name in ("hpa", "keda", "kubeai"):
         b = by.get(name)
         if b is None:

@@ -32,10 +32,10 @@ from kubernetes.client.rest import ApiException
 from inferscale.api.v1alpha1.inference_model import InferenceModelSpec
 from inferscale.cluster.config import ClusterConfig, NodePool
 from inferscale.cluster.control import down, up
-from inferscale.config import ReconcileSettings
 from inferscale.reconcile.deployment import build_deployment
 from inferscale.reconcile.pdb import build_pdb
 from inferscale.reconcile.service import build_service
+from inferscale.reconcile.settings import ReconcileSettings
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent

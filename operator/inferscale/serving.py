@@ -29,9 +29,16 @@ async def serve_app(
         handler_cancellation=True,
         shutdown_timeout=shutdown_grace_seconds,
     )
-    await runner.setup()
-    site = web.TCPSite(runner, host, port, backlog=backlog)
-    await site.start()
+    try:
+        await runner.setup()
+        site = web.TCPSite(runner, host, port, backlog=backlog)
+        await site.start()
+    except BaseException:
+        # A failed start (a taken port, a startup hook that raised) still runs the app's
+        # cleanup hooks, so what the startup hooks opened (client sessions, tasks) is closed
+        # now rather than reported unclosed when the garbage collector finds it.
+        await runner.cleanup()
+        raise
     server = site._server  # aiohttp exposes no public accessor for the bound port
     if isinstance(server, asyncio.base_events.Server) and server.sockets:
         port = server.sockets[0].getsockname()[1]

@@ -73,6 +73,15 @@ PY
   fi
 }
 
+# One build at a time per cache: a second `make test` (or a test that needs helm) started during
+# a first build waits for it and then reuses its binaries, instead of writing the same .tmp.
+mkdir -p "$cache"
+exec 9>"$cache/.build.lock"
+if ! flock -n 9; then
+  say "another build of $bin is running; waiting for it"
+  flock 9
+fi
+
 if [[ -x "$bin/kube" && -x "$bin/kwok" ]]; then
   fetch_tools "$bin"
   echo "$bin"
@@ -92,7 +101,7 @@ ldflags="-s -w
 
 say "downloading modules (Kubernetes $KUBE_VERSION)"
 (cd "$here" && go mod download)
-say "compiling kube-apiserver, kube-controller-manager, kube-scheduler, etcd (the first build takes 15-30 min on 2 cores)"
+say "compiling kube-apiserver, kube-controller-manager, kube-scheduler, etcd (the first build takes 18-33 min on 2 cores)"
 # -v prints each package as it is compiled: the progress of a long first build.
 log="$bin.tmp/build.log"
 (cd "$here" && CGO_ENABLED=0 go build -v -trimpath -ldflags "$ldflags" -o "$bin.tmp/kube" . >"$log" 2>&1) &

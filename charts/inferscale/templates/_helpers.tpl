@@ -117,3 +117,33 @@ delimiter "__"): maps and lists as JSON, everything else as text; null leaves th
 {{- end }}
 {{- end }}
 {{- end -}}
+
+{{/* The bundled Redis (redis.mode bundled): names and labels. */}}
+{{- define "inferscale.redis.name" -}}{{ include "inferscale.fullname" . }}-redis{{- end -}}
+
+{{- define "inferscale.redis.selectorLabels" -}}
+app.kubernetes.io/name: inferscale-redis
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: redis
+{{- end -}}
+
+{{- define "inferscale.redis.labels" -}}
+{{ include "inferscale.baseLabels" . }}
+{{ include "inferscale.redis.selectorLabels" . }}
+{{- end -}}
+
+{{/*
+The Secret and key the routers read their Redis URL from: the user's (external), the chart's
+(bundled), or nothing. An external mode without a Secret fails the render with the fix.
+*/}}
+{{- define "inferscale.redis.urlSecret" -}}
+{{- if eq .Values.redis.mode "external" -}}
+{{- required "redis.mode is external: set redis.existingSecret to a Secret holding the Redis URL" .Values.redis.existingSecret -}}
+{{- else if eq .Values.redis.mode "bundled" -}}
+{{- include "inferscale.redis.name" . -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "inferscale.redis.urlKey" -}}
+{{- if eq .Values.redis.mode "external" -}}{{ .Values.redis.existingSecretKey }}{{- else -}}url{{- end -}}
+{{- end -}}

@@ -8,7 +8,7 @@ Python twin, so a bad manifest gets the same message from ``kubectl apply`` and 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final, Generic, Literal, TypeVar
 
@@ -135,6 +135,33 @@ class Condition(ApiModel):
 
     observed_generation: int | None = Field(default=None, ge=0)
     """The ``metadata.generation`` that the condition was computed from."""
+
+
+ConditionStatus = Literal["True", "False", "Unknown"]
+"""The status of a condition."""
+
+
+def make_condition(
+    type_: str,
+    status: ConditionStatus,
+    reason: str,
+    message: str,
+    *,
+    now: str,
+    generation: int | None,
+    previous: Sequence[Condition],
+) -> Condition:
+    """A condition that keeps the previous ``lastTransitionTime`` if its status is unchanged."""
+    before = next((c for c in previous if c.type == type_), None)
+    since = before.last_transition_time if before and before.status == status else now
+    return Condition(
+        type=type_,
+        status=status,
+        reason=reason,
+        message=message,
+        last_transition_time=since,
+        observed_generation=generation,
+    )
 
 
 class SecretKeyRef(ApiModel):

@@ -363,6 +363,16 @@ def _sample_problem(sample: Sample | None, now: float, params: PolicyParams) -> 
     return None
 
 
+def _bound_move(current: int, target: int) -> tuple[Action, str]:
+    """The action and the bound's name for a move from ``current`` into bounds at ``target``."""
+    action: Action = "scale-up" if target > current else "scale-down"
+    if current == 0:
+        action = "scale-from-zero"
+    elif target == 0:
+        action = "scale-to-zero"
+    return action, "minReplicas" if target > current else "maxReplicas"
+
+
 def _bounded(
     params: PolicyParams, history: History, now: float, current: int, reason: str, stale: bool
 ) -> Decision:
@@ -370,12 +380,7 @@ def _bounded(
     target = params.clamp(current)
     if target == current:
         return Decision(current, current, "hold", "none", reason, stale, history)
-    action: Action = "scale-up" if target > current else "scale-down"
-    if current == 0:
-        action = "scale-from-zero"
-    elif target == 0:
-        action = "scale-to-zero"
-    side = "minReplicas" if target > current else "maxReplicas"
+    action, side = _bound_move(current, target)
     return Decision(
         target,
         current,
@@ -471,10 +476,96 @@ def decide(
     return _decide_on(params, history, sample, now, current)
 
 
+@dataclass(frozen=True, slots=True)
+class _Assessment:
+    """What the load wants at one decision, and the history to keep whatever is decided."""
+
+    now: float
+    current: int
+    raw: float
+    """In flight plus held, before KV saturation (zero load means idle)."""
+    window: Window
+    panic: bool
+    sized_on: float
+    desired: int
+    peak_want: int
+    """What the load's peaks want (see :func:`_peak_want`)."""
+    low_since: float | None
+    idle_since: float | None
+    wants: tuple[tuple[float, int], ...]
+    history: History
+    what: str
+    """The load in words, for the reason."""
+    where: str
+    """The target and window in words, for the reason."""
+
+    def change(
+        self, replicas: int, action: Action, why: str, win: Window | None = None
+    ) -> Decision:
+        """A move to ``replicas``; the history records the change."""
+        if action == "scale-down":
+            # Fresh evidence for the next step: the delay restarts at the new count.
+            low = self.now if self.peak_want < replicas else None
+        else:
+            low = _low_since(self.wants, replicas)
+        moved = replace(self.history, last_change_at=self.now, low_since=low)
+        reason = f"scaled {self.current} -> {replicas}: {why}"
+        return Decision(
+            replicas,
+            self.current,
+            action,
+            self.window if win is None else win,
+            reason,
+            False,
+            moved,
+            self.sized_on,
+            self.desired,
+        )
+
+    def hold(self, why: str, win: Window | None = None) -> Decision:
+        """No move; the history still takes the sample."""
+        return Decision(
+            self.current,
+            self.current,
+            "hold",
+            self.window if win is None else win,
+            f"holding at {self.current}: {why}",
+            False,
+            self.history,
+            self.sized_on,
+            self.desired,
+        )
+
+
 def _decide_on(
     params: PolicyParams, history: History, sample: Sample, now: float, current: int
 ) -> Decision:
     """``decide`` once the sample is known to be usable."""
+    a = _assess(params, history, sample, now, current)
+    bounded = params.clamp(current)
+    if bounded != current:
+        action, side = _bound_move(current, bounded)
+        return a.change(bounded, action, f"{side} is {bounded}", "none")
+    if current == 0:
+        return _from_zero(params, a)
+    if a.desired > current:
+        return _scale_up(params, sample, a)
+    to_zero = _to_zero(params, sample, a)
+    if to_zero is not None:
+        return to_zero
+    if a.peak_want < current:
+        down = _scale_down(params, sample, a)
+        if down is not None:
+            return down
+    if a.desired < current <= a.peak_want:
+        return a.hold(f"{a.what}, {a.where}; its peaks (panic window) want {a.peak_want}")
+    return a.hold(f"{a.what}, {a.where}")
+
+
+def _assess(
+    params: PolicyParams, history: History, sample: Sample, now: float, current: int
+) -> _Assessment:
+    """The windows, panic, and what the load wants, from a usable sample."""
     target = params.target_in_flight_per_replica
     raw = float(sample.in_flight or 0) + sample.held
     kv = sample.kv_cache_usage
@@ -489,58 +580,23 @@ def _decide_on(
         low_since = idle_since = None
         wants = ()
 
-    # Windows end at the newest sample, not at `now`: a scrape's lag must not empty them.
-    stable_from = sample.at - params.stable_window_s
-    kept = [(t, y) for t, y in history.samples if t > stable_from]
-    if history.last_sample_at is None or sample.at > history.last_sample_at:
-        kept.append((sample.at, load))
-    kept = kept[-MAX_SAMPLES:]
-    panic_from = sample.at - params.panic_window_s
-    in_panic_window = [y for t, y in kept if t > panic_from] or [load]
-    stable_load = sum(y for _, y in kept) / len(kept)
-    panic_load = sum(in_panic_window) / len(in_panic_window)
+    kept, stable_load, panic_load = _windows(params, history, sample, load)
     stable_want = params.wanted(stable_load)
     panic_want = params.wanted(panic_load)
-
     panic_until = history.panic_until
     if panic_until is not None and now >= panic_until:
         panic_until = None
     if current > 0 and panic_want >= BURST_RATIO * max(sample.ready, 1):
         panic_until = now + params.stable_window_s
     panic = panic_until is not None
-
     window: Window = "panic" if panic else "stable"
-    sized_on = panic_load if panic else stable_load
-    desired = panic_want if panic else stable_want
-    if not panic and desired > current and panic_want < desired:
-        # The stable mean still remembers a burst that is over: go up only as far as the
-        # load now (the panic window) still wants.
-        desired = max(current, panic_want)
-    projected = False
-    queue_growing = stable_load > current * target and panic_load >= stable_load
-    if params.time_to_ready_s and queue_growing:
-        # Only a queue (load beyond what the replicas set carry) is projected: the wander
-        # of a load that the replicas carry is not growth worth a cold start.
-        growth = _trend(kept)
-        if growth > 0:
-            # The window's mean lags a ramp by half the window; then a cold start ahead.
-            lead = (kept[-1][0] - kept[0][0]) / 2 + params.time_to_ready_s
-            ahead = stable_load + growth * lead
-            if params.wanted(ahead) > desired:
-                desired, sized_on, projected = params.wanted(ahead), ahead, True
+
+    sized_on, desired, projected = _size(params, kept, current, stable_load, panic_load, panic)
     if saturated:
         desired = max(desired, sample.ready + 1)
     if panic:
         desired = max(desired, current)
-
-    # What the peaks want: a burst shorter than the stable window barely moves its mean, but
-    # the replicas it needed are what the next burst needs too. The scale-down delay keeps
-    # them while bursts recur within it. Only a burst counts (the panic window wanting
-    # BURST_RATIO times the stable window's count): the 6 s wander of a steady load would
-    # otherwise keep a replica or two more than the load needs, all the time.
-    peak_want = desired
-    if panic_want >= BURST_RATIO * max(stable_want, 1):
-        peak_want = max(desired, min(panic_want, params.max_replicas))
+    peak_want = _peak_want(params, desired, stable_want, panic_want)
     idle_since = (idle_since if idle_since is not None else now) if raw == 0 else None
     if peak_want < current:
         low_since = low_since if low_since is not None else now
@@ -562,98 +618,158 @@ def _decide_on(
         what += f" ({sample.held} held)"
     if saturated:
         what += f", KV cache {kv:.0%} full"
-    where = f"target {_num(target)} per replica ({window} window)"
+    return _Assessment(
+        now=now,
+        current=current,
+        raw=raw,
+        window=window,
+        panic=panic,
+        sized_on=sized_on,
+        desired=desired,
+        peak_want=peak_want,
+        low_since=low_since,
+        idle_since=idle_since,
+        wants=wants,
+        history=new_history,
+        what=what,
+        where=f"target {_num(target)} per replica ({window} window)",
+    )
 
-    def change(replicas: int, action: Action, why: str, win: Window = window) -> Decision:
-        if action == "scale-down":
-            # Fresh evidence for the next step: the delay restarts at the new count.
-            low = now if peak_want < replicas else None
-        else:
-            low = _low_since(wants, replicas)
-        moved = replace(new_history, last_change_at=now, low_since=low)
-        reason = f"scaled {current} -> {replicas}: {why}"
-        return Decision(replicas, current, action, win, reason, False, moved, sized_on, desired)
 
-    def hold(why: str, win: Window = window) -> Decision:
-        reason = f"holding at {current}: {why}"
-        return Decision(
-            current, current, "hold", win, reason, False, new_history, sized_on, desired
-        )
+def _windows(
+    params: PolicyParams, history: History, sample: Sample, load: float
+) -> tuple[list[tuple[float, float]], float, float]:
+    """The stable window's samples with this one, and the stable and panic windows' means."""
+    # Windows end at the newest sample, not at `now`: a scrape's lag must not empty them.
+    stable_from = sample.at - params.stable_window_s
+    kept = [(t, y) for t, y in history.samples if t > stable_from]
+    if history.last_sample_at is None or sample.at > history.last_sample_at:
+        kept.append((sample.at, load))
+    kept = kept[-MAX_SAMPLES:]
+    panic_from = sample.at - params.panic_window_s
+    in_panic_window = [y for t, y in kept if t > panic_from] or [load]
+    stable_load = sum(y for _, y in kept) / len(kept)
+    panic_load = sum(in_panic_window) / len(in_panic_window)
+    return kept, stable_load, panic_load
 
-    bounded = params.clamp(current)
-    if bounded != current:
-        side = "minReplicas" if bounded > current else "maxReplicas"
-        action: Action = "scale-up" if bounded > current else "scale-down"
-        if current == 0:
-            action = "scale-from-zero"
-        elif bounded == 0:
-            action = "scale-to-zero"
-        return change(bounded, action, f"{side} is {bounded}", "none")
 
-    if current == 0:
-        if raw > 0:
-            # The first held request: straight to what the queue needs, no step limit.
-            replicas = min(params.max_replicas, max(1, params.wanted(raw)))
-            if replicas == 0:
-                return hold("requests are held but maxReplicas is 0", "none")
-            held = f"{_num(raw)} waiting for a replica"
-            return change(replicas, "scale-from-zero", f"{held}, {where}", "none")
-        return hold("no load", "none")
+def _size(
+    params: PolicyParams,
+    kept: list[tuple[float, float]],
+    current: int,
+    stable_load: float,
+    panic_load: float,
+    panic: bool,
+) -> tuple[float, int, bool]:
+    """The load to size on, the replicas it wants, and whether that load is a projection."""
+    stable_want = params.wanted(stable_load)
+    panic_want = params.wanted(panic_load)
+    sized_on = panic_load if panic else stable_load
+    desired = panic_want if panic else stable_want
+    if not panic and desired > current and panic_want < desired:
+        # The stable mean still remembers a burst that is over: go up only as far as the
+        # load now (the panic window) still wants.
+        desired = max(current, panic_want)
+    queue_growing = (
+        stable_load > current * params.target_in_flight_per_replica and panic_load >= stable_load
+    )
+    if params.time_to_ready_s and queue_growing:
+        # Only a queue (load beyond what the replicas set carry) is projected: the wander
+        # of a load that the replicas carry is not growth worth a cold start.
+        growth = _trend(kept)
+        if growth > 0:
+            # The window's mean lags a ramp by half the window; then a cold start ahead.
+            lead = (kept[-1][0] - kept[0][0]) / 2 + params.time_to_ready_s
+            ahead = stable_load + growth * lead
+            if params.wanted(ahead) > desired:
+                return ahead, params.wanted(ahead), True
+    return sized_on, desired, False
 
-    if desired > current:
-        replicas = min(desired, current + params.max_scale_up_step, params.max_replicas)
-        if params.time_to_ready_s is not None:
-            # Scale-ups already on their way count: at most max(step, ready) replicas start at
-            # once, so a burst shorter than a cold start does not fill the cluster with
-            # replicas that arrive after it; a lasting rise still doubles every cold start.
-            on_the_way = max(current - sample.ready, 0)
-            room = max(params.max_scale_up_step, sample.ready) - on_the_way
-            replicas = min(replicas, current + max(room, 0))
-        if replicas > current:
-            return change(replicas, "scale-up", f"{what}, {where}")
-        if replicas < params.max_replicas:
-            return hold(f"{what} wants {desired}; {current - sample.ready} already starting")
-        return hold(f"{what} wants {desired}, but maxReplicas is {params.max_replicas}")
 
+def _peak_want(params: PolicyParams, desired: int, stable_want: int, panic_want: int) -> int:
+    """What the load's peaks want, for the scale-down delay to remember.
+
+    A burst shorter than the stable window barely moves its mean, but the replicas it needed
+    are what the next burst needs too. The scale-down delay keeps them while bursts recur
+    within it. Only a burst counts (the panic window wanting BURST_RATIO times the stable
+    window's count): the 6 s wander of a steady load would otherwise keep a replica or two more
+    than the load needs, all the time.
+    """
+    if panic_want >= BURST_RATIO * max(stable_want, 1):
+        return max(desired, min(panic_want, params.max_replicas))
+    return desired
+
+
+def _from_zero(params: PolicyParams, a: _Assessment) -> Decision:
+    """No replica: the first held request scales straight to what the queue needs."""
+    if a.raw <= 0:
+        return a.hold("no load", "none")
+    # No step limit: the requests are already waiting.
+    replicas = min(params.max_replicas, max(1, params.wanted(a.raw)))
+    if replicas == 0:
+        return a.hold("requests are held but maxReplicas is 0", "none")
+    held = f"{_num(a.raw)} waiting for a replica"
+    return a.change(replicas, "scale-from-zero", f"{held}, {a.where}", "none")
+
+
+def _scale_up(params: PolicyParams, sample: Sample, a: _Assessment) -> Decision:
+    """The load wants more replicas: a step up, or why not."""
+    current = a.current
+    replicas = min(a.desired, current + params.max_scale_up_step, params.max_replicas)
+    if params.time_to_ready_s is not None:
+        # Scale-ups already on their way count: at most max(step, ready) replicas start at
+        # once, so a burst shorter than a cold start does not fill the cluster with
+        # replicas that arrive after it; a lasting rise still doubles every cold start.
+        on_the_way = max(current - sample.ready, 0)
+        room = max(params.max_scale_up_step, sample.ready) - on_the_way
+        replicas = min(replicas, current + max(room, 0))
+    if replicas > current:
+        return a.change(replicas, "scale-up", f"{a.what}, {a.where}")
+    if replicas < params.max_replicas:
+        return a.hold(f"{a.what} wants {a.desired}; {current - sample.ready} already starting")
+    return a.hold(f"{a.what} wants {a.desired}, but maxReplicas is {params.max_replicas}")
+
+
+def _to_zero(params: PolicyParams, sample: Sample, a: _Assessment) -> Decision | None:
+    """Scale to zero after the idle delay (or hold for a starting replica); None: not idle."""
     zero_delay = params.scale_to_zero_delay_s
-    if params.min_replicas == 0 and zero_delay is not None and idle_since is not None:
-        idle_for = now - idle_since
-        if idle_for >= zero_delay and not panic:
-            if sample.starting:
-                return hold(f"idle, but {sample.starting} replica(s) still starting", "none")
-            return change(0, "scale-to-zero", f"idle for {_secs(idle_for)}", "none")
+    if params.min_replicas != 0 or zero_delay is None or a.idle_since is None:
+        return None
+    idle_for = a.now - a.idle_since
+    if idle_for < zero_delay or a.panic:
+        return None
+    if sample.starting:
+        return a.hold(f"idle, but {sample.starting} replica(s) still starting", "none")
+    return a.change(0, "scale-to-zero", f"idle for {_secs(idle_for)}", "none")
 
-    if peak_want < current:
-        floor = max(params.min_replicas, 1)
-        if current <= floor:
-            return hold(f"{what}; at the floor of {floor}")
-        if panic:
-            return hold(f"{what} wants {peak_want}, but no scale-down in panic")
-        assert low_since is not None
-        low_for = now - low_since
-        if low_for < params.scale_down_delay_s:
-            return hold(
-                f"{what} wants {peak_want} for {_secs(low_for)} of the "
-                f"{_secs(params.scale_down_delay_s)} scale-down delay"
-            )
-        if sample.starting:
-            return hold(
-                f"{what} wants {peak_want}, but {sample.starting} replica(s) still starting"
-            )
-        # HPA's stabilisation: the most the peaks wanted over the whole delay, not the least;
-        # and at most a share of the replicas at once (Knative's max-scale-down-rate).
-        replicas = max(
-            max(n for _, n in wants),
-            floor,
-            # At least one goes: ceil(2 / 1.5) would keep 2 for ever.
-            min(math.ceil(current / params.max_scale_down_rate - 1e-9), current - 1),
+
+def _scale_down(params: PolicyParams, sample: Sample, a: _Assessment) -> Decision | None:
+    """The peaks want fewer replicas: a step down, a hold saying why not, or None (no step)."""
+    current = a.current
+    floor = max(params.min_replicas, 1)
+    if current <= floor:
+        return a.hold(f"{a.what}; at the floor of {floor}")
+    if a.panic:
+        return a.hold(f"{a.what} wants {a.peak_want}, but no scale-down in panic")
+    assert a.low_since is not None
+    low_for = a.now - a.low_since
+    if low_for < params.scale_down_delay_s:
+        return a.hold(
+            f"{a.what} wants {a.peak_want} for {_secs(low_for)} of the "
+            f"{_secs(params.scale_down_delay_s)} scale-down delay"
         )
-        if replicas < current:
-            return change(
-                replicas,
-                "scale-down",
-                f"{what} for {_secs(low_for)}, {where}",
-            )
-    if desired < current <= peak_want:
-        return hold(f"{what}, {where}; its peaks (panic window) want {peak_want}")
-    return hold(f"{what}, {where}")
+    if sample.starting:
+        return a.hold(
+            f"{a.what} wants {a.peak_want}, but {sample.starting} replica(s) still starting"
+        )
+    # HPA's stabilisation: the most the peaks wanted over the whole delay, not the least;
+    # and at most a share of the replicas at once (Knative's max-scale-down-rate).
+    replicas = max(
+        max(n for _, n in a.wants),
+        floor,
+        # At least one goes: ceil(2 / 1.5) would keep 2 for ever.
+        min(math.ceil(current / params.max_scale_down_rate - 1e-9), current - 1),
+    )
+    if replicas < current:
+        return a.change(replicas, "scale-down", f"{a.what} for {_secs(low_for)}, {a.where}")
+    return None

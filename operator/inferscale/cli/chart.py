@@ -30,9 +30,9 @@ from pydantic.alias_generators import to_camel
 from inferscale.config import (
     AccessSettings,
     AutoscalerSettings,
-    ReconcileSettings,
     RoutingSettings,
 )
+from inferscale.reconcile.settings import ReconcileSettings
 
 JsonDict = dict[str, Any]
 Path_ = tuple[str, ...]
@@ -114,6 +114,19 @@ CONSTRAINTS: dict[str, JsonDict] = {
             "additionalProperties": False,
             "properties": {"name": {"type": "string", "minLength": 1}},
         },
+    },
+    "redis.mode": {"type": "string", "enum": ["", "bundled", "external"]},
+    "redis.existingSecret": {
+        "type": "string",
+        "maxLength": 253,
+        "pattern": _OPTIONAL_DNS_SUBDOMAIN,
+    },
+    "redis.existingSecretKey": {"type": "string", "minLength": 1, "pattern": r"^[-._a-zA-Z0-9]+$"},
+    "redis.budgetsDuringOutage": {"type": "string", "enum": ["local", "refuse"]},
+    "redis.bundled.maxMemory": {"type": "string", "pattern": r"^[0-9]+(b|kb|mb|gb)?$"},
+    "redis.bundled.persistence.size": {
+        "type": "string",
+        "pattern": r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$",
     },
     # Security contexts: the listed fields are typed, others (supplementalGroups...) pass.
     "podSecurityContext": {"additionalProperties": True},

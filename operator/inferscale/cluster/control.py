@@ -19,6 +19,7 @@ import json
 import os
 import re
 import shutil
+import ssl
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -138,7 +139,7 @@ def up(config: ClusterConfig, assets: str | None = None) -> Started:
 
 
 def _start(config: ClusterConfig, assets: Path, address: str) -> str:
-    state = config.state_dir
+    """Start every component in order, each once the one before is healthy; the server URL."""
     if config.network == "netns":
         network.setup_bridge(config)
     pki = ensure_pki(
@@ -154,29 +155,63 @@ def _start(config: ClusterConfig, assets: Path, address: str) -> str:
     )
     server = f"https://{address}:{config.apiserver_port}"
     write_kubeconfig(config.kubeconfig, pki, server, f"inferscale-{config.name}")
-    kubeconfig = str(config.kubeconfig)
-    serving = [f"--tls-cert-file={pki.serving_crt}", f"--tls-private-key-file={pki.serving_key}"]
-    ca = ssl_context(config)
+    starter = _Starter(config, assets, address, server, pki, ssl_context(config))
+    starter.etcd()
+    starter.apiserver()
+    starter.controller_manager()
+    starter.scheduler()
+    starter.kwok()
+    _create_nodes(config, server, address)
+    starter.prometheus()
+    starter.launcher()
+    _wait_default_service_account(config, server)
+    return server
 
-    def run(name: str, argv: list[str], healthy_url: str, verify: Any = False) -> ProcessRecord:
+
+@dataclass(frozen=True)
+class _Starter:
+    """Starts one component at a time, with the addresses and certificates they share."""
+
+    config: ClusterConfig
+    assets: Path
+    address: str
+    server: str
+    pki: Pki
+    ca: ssl.SSLContext
+
+    @property
+    def _serving(self) -> list[str]:
+        return [
+            f"--tls-cert-file={self.pki.serving_crt}",
+            f"--tls-private-key-file={self.pki.serving_key}",
+        ]
+
+    @property
+    def _etcd_url(self) -> str:
+        return f"http://127.0.0.1:{self.config.etcd_port}"
+
+    def run(
+        self, name: str, argv: list[str], healthy_url: str, verify: Any = False
+    ) -> ProcessRecord:
+        """Spawn ``name`` and wait until ``healthy_url`` answers 200 (ClusterError if never)."""
         _say(f"starting {name}")
-        record = spawn(state, name, argv)
+        record = spawn(self.config.state_dir, name, argv)
         wait_healthy(
             record,
-            config.log_dir / f"{name}.log",
+            self.config.log_dir / f"{name}.log",
             lambda: _probe(healthy_url, verify),
             HEALTH_TIMEOUT.get(name, DEFAULT_HEALTH_TIMEOUT),
         )
         return record
 
-    etcd_url = f"http://127.0.0.1:{config.etcd_port}"
-    peer_url = f"http://127.0.0.1:{config.etcd_peer_port}"
-    run(
-        "etcd",
-        [
-            str(assets / "etcd"),
+    def etcd(self) -> None:
+        """Start etcd on loopback: a single member with throwaway data."""
+        etcd_url = self._etcd_url
+        peer_url = f"http://127.0.0.1:{self.config.etcd_peer_port}"
+        argv = [
+            str(self.assets / "etcd"),
             "--name=local",
-            f"--data-dir={state / 'etcd'}",
+            f"--data-dir={self.config.state_dir / 'etcd'}",
             f"--listen-client-urls={etcd_url}",
             f"--advertise-client-urls={etcd_url}",
             f"--listen-peer-urls={peer_url}",
@@ -184,18 +219,19 @@ def _start(config: ClusterConfig, assets: Path, address: str) -> str:
             f"--initial-cluster=local={peer_url}",
             "--unsafe-no-fsync",  # throwaway data: durability is not worth the disk waits
             "--log-level=warn",
-        ],
-        f"{etcd_url}/health",
-    )
-    run(
-        "kube-apiserver",
-        [
-            str(assets / "kube-apiserver"),
-            f"--etcd-servers={etcd_url}",
-            f"--bind-address={address}",
-            f"--advertise-address={address}",
+        ]
+        self.run("etcd", argv, f"{etcd_url}/health")
+
+    def apiserver(self) -> None:
+        """The API server with Node and RBAC authorization, on the cluster's address."""
+        config, pki = self.config, self.pki
+        argv = [
+            str(self.assets / "kube-apiserver"),
+            f"--etcd-servers={self._etcd_url}",
+            f"--bind-address={self.address}",
+            f"--advertise-address={self.address}",
             f"--secure-port={config.apiserver_port}",
-            *serving,
+            *self._serving,
             f"--client-ca-file={pki.ca_crt}",
             f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
             f"--service-account-key-file={pki.sa_pub}",
@@ -207,24 +243,28 @@ def _start(config: ClusterConfig, assets: Path, address: str) -> str:
             "--allow-privileged=true",
             "--enable-priority-and-fairness=false",
             "--profiling=false",
-            f"--cert-dir={state / 'apiserver-certs'}",
-        ],
-        f"{server}/readyz",
-        verify=ca,
-    )
-    common = [
-        f"--kubeconfig={kubeconfig}",
-        f"--authentication-kubeconfig={kubeconfig}",
-        f"--authorization-kubeconfig={kubeconfig}",
-        "--bind-address=127.0.0.1",
-        "--leader-elect=false",
-        *serving,
-    ]
-    run(
-        "kube-controller-manager",
-        [
-            str(assets / "kube-controller-manager"),
-            *common,
+            f"--cert-dir={config.state_dir / 'apiserver-certs'}",
+        ]
+        self.run("kube-apiserver", argv, f"{self.server}/readyz", verify=self.ca)
+
+    def _common(self) -> list[str]:
+        """The flags the controller manager and the scheduler share."""
+        kubeconfig = str(self.config.kubeconfig)
+        return [
+            f"--kubeconfig={kubeconfig}",
+            f"--authentication-kubeconfig={kubeconfig}",
+            f"--authorization-kubeconfig={kubeconfig}",
+            "--bind-address=127.0.0.1",
+            "--leader-elect=false",
+            *self._serving,
+        ]
+
+    def controller_manager(self) -> None:
+        """The controller manager, signing with the cluster CA."""
+        config, pki = self.config, self.pki
+        argv = [
+            str(self.assets / "kube-controller-manager"),
+            *self._common(),
             f"--secure-port={config.controller_manager_port}",
             f"--service-account-private-key-file={pki.sa_key}",
             f"--root-ca-file={pki.ca_crt}",
@@ -237,59 +277,53 @@ def _start(config: ClusterConfig, assets: Path, address: str) -> str:
             # needs protecting from one busy controller.
             "--kube-api-qps=200",
             "--kube-api-burst=400",
-        ],
-        f"https://127.0.0.1:{config.controller_manager_port}/healthz",
-        verify=ca,
-    )
-    run(
-        "kube-scheduler",
-        [
-            str(assets / "kube-scheduler"),
-            *common,
-            f"--secure-port={config.scheduler_port}",
-        ],
-        f"https://127.0.0.1:{config.scheduler_port}/healthz",
-        verify=ca,
-    )
-    stages = state / "kwok-stages.yaml"
-    stages.write_text(kwok.render_stages(config))
-    run(
-        "kwok",
-        [
-            str(assets / "kwok"),
-            f"--kubeconfig={kubeconfig}",
+        ]
+        url = f"https://127.0.0.1:{config.controller_manager_port}/healthz"
+        self.run("kube-controller-manager", argv, url, verify=self.ca)
+
+    def scheduler(self) -> None:
+        """The scheduler."""
+        port = self.config.scheduler_port
+        argv = [str(self.assets / "kube-scheduler"), *self._common(), f"--secure-port={port}"]
+        self.run("kube-scheduler", argv, f"https://127.0.0.1:{port}/healthz", verify=self.ca)
+
+    def kwok(self) -> None:
+        """KWOK, managing only the nodes annotated as fake, with our stages."""
+        config = self.config
+        stages = config.state_dir / "kwok-stages.yaml"
+        stages.write_text(kwok.render_stages(config))
+        argv = [
+            str(self.assets / "kwok"),
+            f"--kubeconfig={config.kubeconfig}",
             f"--config={stages}",
             "--manage-all-nodes=false",
             f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
             f"--node-lease-duration-seconds={kwok.NODE_LEASE_SECONDS}",
             f"--server-address=127.0.0.1:{config.kwok_port}",
             f"--cidr={config.kwok_pod_cidr}",
-            f"--node-ip={address}",
-        ],
-        f"http://127.0.0.1:{config.kwok_port}/healthz",
-    )
-    _create_nodes(config, server, address)
-    config.targets_dir.mkdir(parents=True, exist_ok=True)
-    prom_config = state / "prometheus" / "prometheus.yml"
-    prom_config.write_text(prometheus.render_config(config))
-    run(
-        "prometheus",
-        [
-            str(assets / "prometheus"),
+            f"--node-ip={self.address}",
+        ]
+        self.run("kwok", argv, f"http://127.0.0.1:{config.kwok_port}/healthz")
+
+    def prometheus(self) -> None:
+        """Prometheus, with file-based discovery of the launcher's targets."""
+        config = self.config
+        config.targets_dir.mkdir(parents=True, exist_ok=True)
+        prom_config = config.state_dir / "prometheus" / "prometheus.yml"
+        prom_config.write_text(prometheus.render_config(config))
+        argv = [
+            str(self.assets / "prometheus"),
             f"--config.file={prom_config}",
-            f"--storage.tsdb.path={state / 'prometheus' / 'data'}",
+            f"--storage.tsdb.path={config.state_dir / 'prometheus' / 'data'}",
             f"--web.listen-address={config.prometheus_url.removeprefix('http://')}",
             "--storage.tsdb.retention.time=1d",
-        ],
-        f"{config.prometheus_url}/-/ready",
-    )
-    run(
-        "launcher",
-        [sys.executable, "-m", "inferscale.cluster.launcher", str(state)],
-        f"http://127.0.0.1:{config.launcher_port}/healthz",
-    )
-    _wait_default_service_account(config, server)
-    return server
+        ]
+        self.run("prometheus", argv, f"{config.prometheus_url}/-/ready")
+
+    def launcher(self) -> None:
+        """The pod launcher (our own process), which runs the pods that must really serve."""
+        argv = [sys.executable, "-m", "inferscale.cluster.launcher", str(self.config.state_dir)]
+        self.run("launcher", argv, f"http://127.0.0.1:{self.config.launcher_port}/healthz")
 
 
 def _create_nodes(config: ClusterConfig, server: str, address: str) -> None:

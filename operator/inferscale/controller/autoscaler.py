@@ -9,9 +9,10 @@ InferenceModel with ``spec.autoscaling.enabled``.
 A decision that changes the count is actuated through the operator's own reconcile: the count
 goes into :attr:`Runtime.autoscaled` and the model is reconciled, which writes the Deployment
 and ``status.desiredReplicas``. Its reason is written to ``status.lastScaleReason`` and posted
-as an Event. A model whose load cannot be seen (Prometheus down, stale or NaN metrics, a
-renamed metric, routers unreachable) keeps its count, and its ``ScalingActive`` condition says
-why: missing data means *hold*, never *scale to minimum*.
+as an Event (what to write and post is decided by the pure :mod:`inferscale.autoscaler.report`;
+this loop locks, reads, patches and posts). A model whose load cannot be seen (Prometheus down,
+stale or NaN metrics, a renamed metric, routers unreachable) keeps its count, and its
+``ScalingActive`` condition says why: missing data means *hold*, never *scale to minimum*.
 
 The policy's memory (its windows) lives here and in ``status.autoscalerState``, written at most
 every ``statusIntervalSeconds`` (or with a scale), so an operator restart keeps its windows
@@ -25,24 +26,19 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from typing import Any, Final, cast
 
 import kopf
 from pydantic import ValidationError
 
-from inferscale.api.meta import GROUP, LABEL_MODEL, VERSION, Condition
-from inferscale.api.v1alpha1.inference_model import (
-    KIND,
-    InferenceModelSpec,
-    InferenceModelStatus,
-    ObservedSignals,
-)
+from inferscale.api.meta import GROUP, LABEL_MODEL, VERSION
+from inferscale.api.v1alpha1.inference_model import KIND, InferenceModelSpec
 from inferscale.autoscaler.policy import Decision, History, PolicyParams, Sample, decide
 from inferscale.autoscaler.prometheus import PrometheusRound, PrometheusSource
+from inferscale.autoscaler.report import ScalingNews, is_news, scaling_status, write_due
 from inferscale.autoscaler.signals import ModelKey, RouterReading, build_sample
 from inferscale.config import AutoscalerSettings
-from inferscale.controller.cache import count_pods
+from inferscale.controller.cache import count_pods, index_objects
 from inferscale.controller.inference_model import (
     API_VERSION,
     Runtime,
@@ -55,15 +51,11 @@ from inferscale.controller.routing import MEMO_KEY as ROUTING_MEMO_KEY
 from inferscale.controller.routing import RoutingState
 from inferscale.errors import InferscaleError, NotFound
 from inferscale.reconcile.deployment import desired_replicas
-from inferscale.reconcile.status import ConditionStatus, make_condition
 
 log = logging.getLogger(__name__)
 
 MEMO_KEY: Final = "autoscaler"
 """Where the shared :class:`AutoscalerState` lives in kopf's operator-level memo."""
-
-CONDITION_SCALING_ACTIVE: Final = "ScalingActive"
-"""True while the autoscaler sees the load; False (with the reason) while it holds."""
 
 HELD_PATH: Final = "/admin/v1/held"
 
@@ -89,10 +81,6 @@ class _RoundInputs:
     prometheus: PrometheusRound | None
     routers: dict[str, RouterReading] | None
     router_error: str | None
-
-
-def _iso(at: float) -> str:
-    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class Autoscaler:
@@ -286,15 +274,8 @@ class Autoscaler:
             desired = status.number("desiredReplicas")
             current = desired_replicas(spec, int(desired) if desired is not None else None)
         if memory.params is None:
-            await self._write(
-                key,
-                memory,
-                None,
-                None,
-                f"invalid autoscaling settings: {memory.params_error}",
-                current,
-                force=False,
-            )
+            why = f"invalid autoscaling settings: {memory.params_error}"
+            await self._write(key, memory, ScalingNews(current, None, None, why))
             return
 
         if self.runtime.cache is not None:
@@ -325,7 +306,7 @@ class Autoscaler:
         if decision.replicas != current:
             await self._scale(key, memory, decision, sample)
             return
-        await self._write(key, memory, decision, sample, unknown, current, force=False)
+        await self._write(key, memory, ScalingNews(current, decision, sample, unknown))
 
     async def _scale(
         self, key: ModelKey, memory: _Memory, decision: Decision, sample: Sample
@@ -333,113 +314,41 @@ class Autoscaler:
         namespace, name = key
         self.runtime.autoscaled[key] = decision.replicas
         log.info("%s/%s: %s", namespace, name, decision.reason)
-        await self._write(key, memory, decision, sample, None, decision.replicas, force=True)
+        news = ScalingNews(decision.replicas, decision, sample, None, scaled=True)
+        await self._write(key, memory, news)
         # At once, not after the child-event coalescing: a cold start is waiting on it.
         schedule_reconcile(self.runtime, namespace, name, log, delay=0)
 
-    async def _write(
-        self,
-        key: ModelKey,
-        memory: _Memory,
-        decision: Decision | None,
-        sample: Sample | None,
-        unknown: str | None,
-        replicas: int,
-        *,
-        force: bool,
-    ) -> None:
-        """Patch the autoscaler's part of the status when it says something new."""
+    async def _write(self, key: ModelKey, memory: _Memory, news: ScalingNews) -> None:
+        """Patch the autoscaler's part of the status and post its Event, when either is news."""
         namespace, name = key
-        condition: tuple[ConditionStatus, str, str] = (
-            (
-                "False",
-                "InvalidSettings" if decision is None else "SignalsUnavailable",
-                f"holding at {replicas} replicas: {unknown}",
-            )
-            if unknown is not None
-            else ("True", "ValidSignals", "the autoscaler sees the load")
-        )
-        signals = (
-            None
-            if sample is None
-            else (sample.in_flight, sample.held, sample.kv_cache_usage, replicas)
-        )
-        # The periodic write keeps the windows for a restart; while the load and the count stay
-        # as last written (an idle model, a steady one) the windows say nothing new.
-        due = (
-            self.monotonic() - memory.status_written_at >= self.settings.status_interval_seconds
-            and decision is not None
-            and signals != memory.signals
-        )
-        # A change of status or reason is news; the message alone (an age that grows every
-        # round while Prometheus is stale) is not, or a hold would write and post every round.
-        if not force and memory.condition == condition[:2] and not due:
+        since = self.monotonic() - memory.status_written_at
+        due = write_due(news, memory.signals, since, self.settings.status_interval_seconds)
+        if not is_news(news, memory.condition, due):
             return  # nothing new: no lock, no read (a round passes every model)
         async with self.runtime.lock(namespace, name):
             fresh = await self._fresh(key)
             if fresh is None:
                 return
-            try:
-                status = InferenceModelStatus.model_validate(fresh.get("status") or {})
-            except ValidationError:
-                status = InferenceModelStatus()
-            generation = (fresh.get("metadata") or {}).get("generation")
-            now_text = now_rfc3339()
-            active = make_condition(
-                CONDITION_SCALING_ACTIVE,
-                *condition,
-                now=now_text,
-                generation=generation,
-                previous=status.conditions,
+            update = scaling_status(
+                news, fresh, history=memory.history.to_json(), now=now_rfc3339(), due=due
             )
-            before = next(
-                (c for c in status.conditions if c.type == CONDITION_SCALING_ACTIVE), None
-            )
-            flipped = before is None or (before.status, before.reason) != (
-                active.status,
-                active.reason,
-            )
-            if not (force or flipped or due):
-                memory.condition = condition[:2]
+            if update.patch is None:
+                memory.condition = news.condition()[:2]
                 return
-            patch: dict[str, Any] = {
-                "conditions": [
-                    c.to_wire() if isinstance(c, Condition) else c
-                    for c in [
-                        *(c for c in status.conditions if c.type != CONDITION_SCALING_ACTIVE),
-                        active,
-                    ]
-                ],
-                "autoscalerState": memory.history.to_json(),
-            }
-            if sample is not None:
-                patch["signals"] = ObservedSignals(
-                    in_flight=sample.in_flight,
-                    held=sample.held,
-                    kv_cache_usage=sample.kv_cache_usage,
-                    observed_at=_iso(sample.at),
-                ).to_wire()
-            if force and decision is not None:
-                patch["lastScaleTime"] = now_text
-                patch["lastScaleReason"] = decision.reason[:1024]
             try:
                 stored = await self.runtime.api.patch_status(
-                    API_VERSION, KIND, namespace, name, patch
+                    API_VERSION, KIND, namespace, name, update.patch
                 )
             except NotFound:
                 return
             if self.runtime.cache is not None:
                 self.runtime.cache.applied(stored)
             memory.status_written_at = self.monotonic()
-            memory.condition = condition[:2]
-            memory.signals = signals
-            if force and decision is not None:
-                kind = "ScaledUp" if decision.replicas > decision.current else "ScaledDown"
-                event_poster(kopf.Body(cast(kopf.RawBody, fresh)))("Normal", kind, decision.reason)
-            elif flipped and unknown is not None:
-                event_poster(kopf.Body(cast(kopf.RawBody, fresh)))(
-                    "Warning", str(active.reason), str(active.message)
-                )
+            memory.condition = news.condition()[:2]
+            memory.signals = news.signals()
+            if update.event is not None:
+                event_poster(kopf.Body(cast(kopf.RawBody, fresh)))(*update.event)
 
     async def _fresh(self, key: ModelKey) -> dict[str, Any] | None:
         if self.runtime.cache is not None:
@@ -507,7 +416,7 @@ def _start(memo: Any, indices: Mapping[str, Any]) -> None:
     models_index = indices["models"]
 
     def models() -> list[Mapping[str, Any]]:
-        return [obj for store in models_index.values() for obj in store]
+        return index_objects(models_index)
 
     def routers() -> RoutingState | None:
         routing = memo.get(ROUTING_MEMO_KEY)

@@ -48,6 +48,14 @@ def json_copy(obj: Mapping[str, Any]) -> JsonDict:
     return copied
 
 
+def index_objects(index: Mapping[Any, Iterable[Mapping[str, Any]]]) -> list[Mapping[str, Any]]:
+    """Every object of a kopf index (key -> store of objects) in one list.
+
+    Taken without awaiting, so the list is one moment's view even while events update the index.
+    """
+    return [obj for store in index.values() for obj in store]
+
+
 def _without_managed_fields(body: Mapping[str, Any]) -> JsonDict:
     # managedFields, which server-side apply makes the largest part of every object, is read by
     # nothing here (memory with a thousand models, see bench/operator_scale). A shallow copy:

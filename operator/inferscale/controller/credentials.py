@@ -38,10 +38,15 @@ from inferscale.api.v1alpha1.inference_client import KIND as CLIENT_KIND
 from inferscale.api.v1alpha1.inference_client import PLURAL as CLIENT_PLURAL
 from inferscale.api.v1alpha1.inference_provider import PLURAL as PROVIDER_PLURAL
 from inferscale.config import AccessSettings, OperatorSettings, RoutingSettings
-from inferscale.controller.cache import json_copy
+from inferscale.controller.cache import index_objects, json_copy
 from inferscale.controller.inference_model import Runtime, now_rfc3339
-from inferscale.controller.publishing import PublisherSlot, RouterPublisher, secret_text
-from inferscale.controller.routing import is_router, object_key, spec_view
+from inferscale.controller.publishing import (
+    PublisherSlot,
+    PublisherWiring,
+    RouterPublisher,
+    secret_text,
+)
+from inferscale.controller.routing import is_router
 from inferscale.errors import KubeApiError, NotFound
 from inferscale.kube.client import KubeApi
 from inferscale.reconcile.credentials import (
@@ -53,7 +58,6 @@ from inferscale.reconcile.credentials import (
     decode_secret,
     referenced_secrets,
 )
-from inferscale.reconcile.routing import router_target
 from inferscale.router.credentials import RouterCredentials, credentials_json
 
 log = logging.getLogger(__name__)
@@ -87,14 +91,10 @@ def read_sources(
     indices: Mapping[str, Mapping[Any, Iterable[Mapping[str, Any]]]],
 ) -> CredentialSources:
     """Flatten kopf's indices into lists, without awaiting between."""
-
-    def values(name: str) -> list[Mapping[str, Any]]:
-        return [obj for store in indices[name].values() for obj in store]
-
     return CredentialSources(
-        providers=values("inference_providers"),
-        clients=values("inference_clients"),
-        routers=values("router_pods"),
+        providers=index_objects(indices["inference_providers"]),
+        clients=index_objects(indices["inference_clients"]),
+        routers=index_objects(indices["router_pods"]),
     )
 
 
@@ -102,6 +102,7 @@ class CredentialsPublisher(RouterPublisher[CredentialSources, RouterCredentials]
     """Compiles the credentials and delivers them to the routers and their Secret."""
 
     WHAT = "credentials"
+    LOG_PREFIX = "credentials"
     ADMIN_PATH = "/admin/v1/credentials"
     STORE_KIND = "Secret"
     STORE_VERBS_HINT = (
@@ -137,7 +138,6 @@ class CredentialsPublisher(RouterPublisher[CredentialSources, RouterCredentials]
         self.now = now
         self.secrets: dict[ObjectKey, dict[str, str] | None] = {}
         """Decoded data of the referenced Secrets (``None``: it does not exist)."""
-        self.problems: tuple[str, ...] = ()
         self.written: dict[ObjectKey, dict[str, Any]] = {}
         """The status last written per client, until its index shows it."""
         self.refetch_at = 0.0
@@ -197,7 +197,7 @@ class CredentialsPublisher(RouterPublisher[CredentialSources, RouterCredentials]
             dict(self.secrets),
             self.access.require_client_key,
         )
-        self._report(compiled.problems)
+        self.report_problems(compiled.problems)
         self.provider_states = compiled.providers
         await self._write_statuses(sources.clients, compiled.clients)
         held = self.document
@@ -232,10 +232,6 @@ class CredentialsPublisher(RouterPublisher[CredentialSources, RouterCredentials]
         """As the base's, or earlier for a failed Secret read."""
         at = super().wake_at()
         return min(at, self.refetch_at) if self.refetch_at else at
-
-    def router_pods(self, sources: CredentialSources) -> list[Mapping[str, Any]]:
-        """The router pods of the sources."""
-        return sources.routers
 
     def store_object(self, text: str) -> dict[str, Any]:
         """The Secret that routers mount."""
@@ -287,13 +283,6 @@ class CredentialsPublisher(RouterPublisher[CredentialSources, RouterCredentials]
                 return
         self.written[key] = status
 
-    def _report(self, problems: tuple[str, ...]) -> None:
-        """Log what the compile left out, each sentence once while it lasts."""
-        for problem in problems:
-            if problem not in self.problems:
-                self.log.warning("credentials: %s", problem)
-        self.problems = problems
-
 
 # -- kopf glue ---------------------------------------------------------------------------
 
@@ -306,36 +295,23 @@ def _enabled(settings: OperatorSettings) -> bool:
     return settings.routing.enabled and settings.access.enabled
 
 
-def _state(memo: Any, indices: Mapping[str, Any]) -> CredentialsState | None:
-    """The shared state, with its publisher started on the first call that has the indices."""
-    state = memo.get(MEMO_KEY)
-    runtime = memo.get("runtime")
-    if not isinstance(state, CredentialsState) or not isinstance(runtime, Runtime):
-        return None
-    if not _enabled(runtime.settings):
-        return None
-    if state.publisher is None:
-        if not all(name in indices for name in SOURCE_INDICES):
-            return None
-        sources = {name: indices[name] for name in SOURCE_INDICES}
-        state.publisher = CredentialsPublisher(
-            runtime.api,
-            runtime.settings.routing,
-            runtime.settings.access,
-            runtime.settings.router_namespace,
-            lambda: read_sources(sources),
-        )
-        state.task = asyncio.get_running_loop().create_task(
-            state.publisher.run(), name="credentials publisher"
-        )
-    return state
+def _publisher(runtime: Runtime, read: Callable[[], CredentialSources]) -> CredentialsPublisher:
+    settings = runtime.settings
+    return CredentialsPublisher(
+        runtime.api, settings.routing, settings.access, settings.router_namespace, read
+    )
 
 
-def _changed(memo: Any, indices: Mapping[str, Any], key: tuple[str, ...], view: object) -> None:
-    """Record ``view`` of an object (``None``: it is gone); wake the publisher if it differs."""
-    state = _state(memo, indices)
-    if state is not None:
-        state.changed(key, view)
+WIRING: Final = PublisherWiring(
+    memo_key=MEMO_KEY,
+    slot_type=CredentialsState,
+    source_indices=SOURCE_INDICES,
+    read=read_sources,
+    make=_publisher,
+    enabled=_enabled,
+    task_name="credentials publisher",
+)
+"""How the credentials' publisher is kept in kopf's memo and started."""
 
 
 _META: Final = ("name", "namespace", "uid", "creationTimestamp", "deletionTimestamp", "generation")
@@ -403,16 +379,13 @@ def is_key_secret(body: kopf.Body, memo: Any, **kwargs: Any) -> bool:
 @kopf.on.startup()
 async def credentials_startup(memo: Any, **_: Any) -> None:
     """Make the shared state; the publisher starts with the first event (indices complete)."""
-    if not isinstance(memo.get(MEMO_KEY), CredentialsState):
-        memo[MEMO_KEY] = CredentialsState()
+    WIRING.install(memo)
 
 
 @kopf.on.cleanup()
 async def credentials_cleanup(memo: Any, **_: Any) -> None:
     """Stop the publisher; store credentials the Secret does not have yet."""
-    state = memo.get(MEMO_KEY)
-    if isinstance(state, CredentialsState):
-        await state.stop()
+    await WIRING.stop(memo)
 
 
 @kopf.on.event(GROUP, VERSION, CLIENT_PLURAL)
@@ -420,7 +393,7 @@ async def credentials_client_event(
     type: str | None, body: kopf.Body, memo: Any, **kwargs: Any
 ) -> None:
     """A client appeared, changed its spec, started deleting or is gone."""
-    _changed(memo, kwargs, object_key("client", body), spec_view(type, body))
+    WIRING.spec_changed(memo, kwargs, "client", type, body)
 
 
 @kopf.on.event(GROUP, VERSION, PROVIDER_PLURAL)
@@ -428,7 +401,7 @@ async def credentials_provider_event(
     type: str | None, body: kopf.Body, memo: Any, **kwargs: Any
 ) -> None:
     """A provider appeared, changed its spec, started deleting or is gone."""
-    _changed(memo, kwargs, object_key("provider", body), spec_view(type, body))
+    WIRING.spec_changed(memo, kwargs, "provider", type, body)
 
 
 @kopf.on.event("", "v1", "secrets", when=is_key_secret)
@@ -436,7 +409,7 @@ async def credentials_secret_event(
     type: str | None, body: kopf.Body, memo: Any, **kwargs: Any
 ) -> None:
     """A referenced Secret was created, changed or deleted: its keys may have rotated."""
-    state = _state(memo, kwargs)
+    state = WIRING.slot(memo, kwargs)
     if state is None or state.publisher is None:
         return
     meta = body.get("metadata") or {}
@@ -449,5 +422,4 @@ async def credentials_router_pod_event(
     type: str | None, body: kopf.Body, memo: Any, **kwargs: Any
 ) -> None:
     """A router pod started, turned Ready, restarted, started deleting or is gone."""
-    view = None if type == "DELETED" else (router_target(body) or "not a push target")
-    _changed(memo, kwargs, object_key("router", body), view)
+    WIRING.router_pod_changed(memo, kwargs, type, body)

@@ -41,10 +41,17 @@ from typing import Any, ClassVar, Final, Generic, Protocol, TypeVar
 
 import httpx
 
-from inferscale.config import RoutingSettings
+from inferscale.config import OperatorSettings, RoutingSettings
+from inferscale.controller.inference_model import Runtime
 from inferscale.errors import Forbidden, KubeApiError, NotFound
 from inferscale.kube.client import KubeApi
-from inferscale.reconcile.routing import RouterTarget, next_version, router_targets, stored_version
+from inferscale.reconcile.routing import (
+    RouterTarget,
+    next_version,
+    router_target,
+    router_targets,
+    stored_version,
+)
 
 STORE_MAX_BYTES: Final = 1_000_000
 """Largest document stored in the ConfigMap or Secret (the API server refuses objects over
@@ -70,8 +77,17 @@ class Versioned(Protocol):
         ...
 
 
+class RouterSources(Protocol):
+    """What a document is compiled from: whatever it is, it lists the router pods."""
+
+    @property
+    def routers(self) -> Sequence[Mapping[str, Any]]:
+        """Router pod snapshots (from the ``router_pods`` index)."""
+        ...
+
+
 DocT = TypeVar("DocT", bound=Versioned)
-SourcesT = TypeVar("SourcesT")
+SourcesT = TypeVar("SourcesT", bound=RouterSources)
 
 
 @dataclass
@@ -89,8 +105,8 @@ class RouterState:
 class RouterPublisher(Generic[SourcesT, DocT]):
     """Compiles one document and delivers it to the routers and the stored object.
 
-    Subclasses say what the document is: :meth:`build`, :meth:`router_pods`,
-    :meth:`store_object`, :meth:`stored_text`, and the class variables.
+    Subclasses say what the document is: :meth:`build`, :meth:`store_object`,
+    :meth:`stored_text`, and the class variables; their sources list the router pods.
     """
 
     WHAT: ClassVar[str]
@@ -101,6 +117,8 @@ class RouterPublisher(Generic[SourcesT, DocT]):
     """Kind of the object that keeps it: ``ConfigMap`` or ``Secret``."""
     STORE_VERBS_HINT: ClassVar[str]
     """What a 403 on the stored object means, for the log line."""
+    LOG_PREFIX: ClassVar[str]
+    """How a compile problem starts in the log: ``routing``, ``credentials``."""
 
     def __init__(
         self,
@@ -145,6 +163,8 @@ class RouterPublisher(Generic[SourcesT, DocT]):
         self.pause = settings.coalesce_seconds
         self.next_resync = 0.0
         self.floor_loaded = False
+        self.problems: tuple[str, ...] = ()
+        """The last compile's problems (each is logged once while it lasts)."""
         self.log = logging.getLogger(type(self).__module__)
         """The subclass's module logger: each document's lines under its own name."""
 
@@ -156,7 +176,7 @@ class RouterPublisher(Generic[SourcesT, DocT]):
 
     def router_pods(self, sources: SourcesT) -> Sequence[Mapping[str, Any]]:
         """The router pods (snapshots) in ``sources``."""
-        raise NotImplementedError
+        return sources.routers
 
     def store_object(self, text: str) -> dict[str, Any]:
         """The object that keeps ``text`` for routers that start."""
@@ -169,6 +189,13 @@ class RouterPublisher(Generic[SourcesT, DocT]):
     def announce(self, document: DocT) -> None:
         """Log a new version (counts only: never what a document holds)."""
         self.log.info("%s version %d", self.WHAT, document.version)
+
+    def report_problems(self, problems: tuple[str, ...]) -> None:
+        """Log what the compile left out, each sentence once while it lasts."""
+        for problem in problems:
+            if problem not in self.problems:
+                self.log.warning("%s: %s", self.LOG_PREFIX, problem)
+        self.problems = problems
 
     def next_version(self) -> int:
         """The version of the next document: above every known one, else the wall clock."""
@@ -578,3 +605,107 @@ class PublisherSlot(Generic[PublisherT]):
             return
         await stop_task(self.task)
         await self.publisher.close()
+
+
+# -- kopf glue shared by the publishers ----------------------------------------------------
+
+
+def object_key(kind: str, body: Mapping[str, Any]) -> tuple[str, ...]:
+    """(kind, namespace, name): how the glue remembers what it saw of an object."""
+    meta = body.get("metadata") or {}
+    return (kind, str(meta.get("namespace")), str(meta.get("name")))
+
+
+def spec_view(type: str | None, body: Mapping[str, Any]) -> object:
+    """What of a custom object matters to a compile: its generation and whether it is going."""
+    # The generation moves with every spec change (and only then); deletion starts when the
+    # timestamp appears.
+    if type == "DELETED":
+        return None
+    meta = body.get("metadata") or {}
+    return (meta.get("generation"), bool(meta.get("deletionTimestamp")))
+
+
+def router_pod_view(type: str | None, body: Mapping[str, Any]) -> object:
+    """What of a router pod matters to a push: its target (address, readiness, restarts)."""
+    # The target carries readiness and restarts: a router that just turned Ready, or whose
+    # process restarted, is sent the document at once.
+    return None if type == "DELETED" else (router_target(body) or "not a push target")
+
+
+@dataclass(frozen=True)
+class PublisherWiring(Generic[SourcesT, PublisherT]):
+    """How one document's publisher lives in kopf's memo: made at startup, started lazily.
+
+    The handlers of a document's module are one line each on top of this: the startup handler
+    puts an empty slot in the memo, the first event that has every source index starts the
+    publisher (kopf runs handlers only once every index is filled, so the first document is
+    never built from a half-listed cluster), each event records its view of an object, and the
+    cleanup handler stops the publisher and stores what it has not stored yet. The wiring holds
+    no state: the slot in the memo does.
+    """
+
+    memo_key: str
+    """Where the slot lives in kopf's operator-level memo."""
+    slot_type: type[PublisherSlot[PublisherT]]
+    source_indices: tuple[str, ...]
+    """The kopf indices the document is compiled from (passed to handlers by these names)."""
+    read: Callable[[Mapping[str, Any]], SourcesT]
+    """The sources from those indices, read at one moment."""
+    make: Callable[[Runtime, Callable[[], SourcesT]], PublisherT]
+    """The publisher from the operator's runtime and the sources' reader."""
+    enabled: Callable[[OperatorSettings], bool]
+    """Whether the operator's settings turn this document on."""
+    task_name: str
+
+    def install(self, memo: Any) -> None:
+        """Put an empty slot in the memo (the startup handler), unless one is there."""
+        if not isinstance(memo.get(self.memo_key), self.slot_type):
+            memo[self.memo_key] = self.slot_type()
+
+    def slot(self, memo: Any, indices: Mapping[str, Any]) -> PublisherSlot[PublisherT] | None:
+        """The slot, its publisher started on the first call that has the indices.
+
+        None while the document is off, the operator has no runtime, or an index is missing.
+        """
+        slot = memo.get(self.memo_key)
+        runtime = memo.get("runtime")
+        if not isinstance(slot, self.slot_type) or not isinstance(runtime, Runtime):
+            return None
+        if not self.enabled(runtime.settings):
+            return None
+        if slot.publisher is None:
+            if not all(name in indices for name in self.source_indices):
+                return None
+            sources = {name: indices[name] for name in self.source_indices}
+            slot.publisher = self.make(runtime, lambda: self.read(sources))
+            slot.task = asyncio.get_running_loop().create_task(
+                slot.publisher.run(), name=self.task_name
+            )
+        return slot
+
+    def changed(
+        self, memo: Any, indices: Mapping[str, Any], key: tuple[str, ...], view: object
+    ) -> None:
+        """Record ``view`` of an object (``None``: it is gone); wake the publisher if it differs."""
+        slot = self.slot(memo, indices)
+        if slot is not None:
+            slot.changed(key, view)
+
+    def spec_changed(
+        self, memo: Any, indices: Mapping[str, Any], kind: str, type: str | None, body: Any
+    ) -> None:
+        """A custom object appeared, changed its spec, started deleting or is gone."""
+        self.changed(memo, indices, object_key(kind, body), spec_view(type, body))
+
+    def router_pod_changed(
+        self, memo: Any, indices: Mapping[str, Any], type: str | None, body: Any
+    ) -> None:
+        """A router pod started, turned Ready, restarted, started deleting or is gone."""
+        self.changed(memo, indices, object_key("router", body), router_pod_view(type, body))
+
+    async def stop(self, memo: Any) -> None:
+        """Stop the publisher (the cleanup handler); it stores what it has not stored yet."""
+        slot = memo.get(self.memo_key)
+        if isinstance(slot, self.slot_type):
+            await slot.stop()

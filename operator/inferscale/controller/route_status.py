@@ -44,6 +44,7 @@ from inferscale.api.v1alpha1.inference_route import PLURAL as ROUTE_PLURAL
 from inferscale.config import RoutingSettings
 from inferscale.controller import credentials as credentials_controller
 from inferscale.controller import routing as routing_controller
+from inferscale.controller.cache import index_objects
 from inferscale.controller.inference_model import Runtime, now_rfc3339
 from inferscale.controller.publishing import stop_task
 from inferscale.errors import KubeApiError, NotFound
@@ -313,7 +314,7 @@ def _start(memo: Any, indices: Mapping[str, Any]) -> None:
     sources = {name: indices[name] for name in SOURCE_INDICES}
 
     def values(name: str) -> Callable[[], list[Mapping[str, Any]]]:
-        return lambda: [obj for store in sources[name].values() for obj in store]
+        return lambda: index_objects(sources[name])
 
     state.reporter = StatusReporter(
         runtime.api,

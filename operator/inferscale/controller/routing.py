@@ -33,9 +33,14 @@ from inferscale.api.meta import GROUP, VERSION
 from inferscale.api.v1alpha1.inference_provider import PLURAL as PROVIDER_PLURAL
 from inferscale.api.v1alpha1.inference_route import PLURAL as ROUTE_PLURAL
 from inferscale.config import OperatorSettings, RoutingSettings
-from inferscale.controller.cache import CHILD_LABELS, json_copy
+from inferscale.controller.cache import CHILD_LABELS, index_objects, json_copy
 from inferscale.controller.inference_model import Runtime
-from inferscale.controller.publishing import PublisherSlot, RouterPublisher
+from inferscale.controller.publishing import (
+    PublisherSlot,
+    PublisherWiring,
+    RouterPublisher,
+    object_key,
+)
 from inferscale.kube.client import KubeApi
 from inferscale.reconcile.routing import (
     CompiledRoutes,
@@ -44,7 +49,6 @@ from inferscale.reconcile.routing import (
     compile_routes,
     is_router_pod,
     pod_view,
-    router_target,
     table_json,
 )
 from inferscale.router.table import RoutingTable
@@ -77,16 +81,12 @@ class Sources:
 
 def read_sources(indices: Mapping[str, Mapping[Any, Iterable[Mapping[str, Any]]]]) -> Sources:
     """Flatten kopf's indices (key -> store of objects) into lists, without awaiting between."""
-
-    def values(name: str) -> list[Mapping[str, Any]]:
-        return [obj for store in indices[name].values() for obj in store]
-
     return Sources(
-        models=values("models"),
-        routes=values("inference_routes"),
-        pods=values("model_pods"),
-        routers=values("router_pods"),
-        providers=values("inference_providers"),
+        models=index_objects(indices["models"]),
+        routes=index_objects(indices["inference_routes"]),
+        pods=index_objects(indices["model_pods"]),
+        routers=index_objects(indices["router_pods"]),
+        providers=index_objects(indices["inference_providers"]),
     )
 
 
@@ -94,6 +94,7 @@ class RoutingPublisher(RouterPublisher[Sources, RoutingTable]):
     """Compiles the routing table and delivers it to the routers and the ConfigMap."""
 
     WHAT = "routing table"
+    LOG_PREFIX = "routing"
     ADMIN_PATH = "/admin/v1/routing-table"
     STORE_KIND = "ConfigMap"
     STORE_VERBS_HINT = "the operator's Role must allow configmaps get, create, patch"
@@ -120,7 +121,6 @@ class RoutingPublisher(RouterPublisher[Sources, RoutingTable]):
             wall_ms=wall_ms,
             monotonic=monotonic,
         )
-        self.problems: tuple[str, ...] = ()
         self.compiled: CompiledRoutes | None = None
         """The last compile (route status reads its problems and backends)."""
         self.parse_cache: ParseCache = {}
@@ -142,7 +142,7 @@ class RoutingPublisher(RouterPublisher[Sources, RoutingTable]):
         # the loop, and kopf replaces index entries rather than changing them, so the thread
         # reads a consistent snapshot; this task waits for it, so nothing else touches self.
         compiled, built = await asyncio.to_thread(self._build, sources)
-        self._report(compiled.problems)
+        self.report_problems(compiled.problems)
         return built
 
     def _build(self, sources: Sources) -> tuple[CompiledRoutes, tuple[RoutingTable, str] | None]:
@@ -174,10 +174,6 @@ class RoutingPublisher(RouterPublisher[Sources, RoutingTable]):
             sum(e.ready for m in document.models.values() for e in m.endpoints),
         )
 
-    def router_pods(self, sources: Sources) -> list[Mapping[str, Any]]:
-        """The router pods of the sources."""
-        return sources.routers
-
     def store_object(self, text: str) -> dict[str, Any]:
         """The ConfigMap that routers mount."""
         return build_table_configmap(
@@ -188,13 +184,6 @@ class RoutingPublisher(RouterPublisher[Sources, RoutingTable]):
         """The table's JSON in the ConfigMap."""
         text = (obj.get("data") or {}).get(self.settings.configmap_key)
         return text if isinstance(text, str) else None
-
-    def _report(self, problems: tuple[str, ...]) -> None:
-        """Log what the compile left out, each sentence once while it lasts."""
-        for problem in problems:
-            if problem not in self.problems:
-                log.warning("routing: %s", problem)
-        self.problems = problems
 
 
 # -- kopf glue ---------------------------------------------------------------------------
@@ -209,51 +198,21 @@ def _settings(memo: Any) -> OperatorSettings | None:
     return runtime.settings if isinstance(runtime, Runtime) else None
 
 
-def _state(memo: Any, indices: Mapping[str, Any]) -> RoutingState | None:
-    """The shared state, with its publisher started on the first call that has the indices."""
-    state = memo.get(MEMO_KEY)
-    runtime = memo.get("runtime")
-    if not isinstance(state, RoutingState) or not isinstance(runtime, Runtime):
-        return None
-    if not runtime.settings.routing.enabled:
-        return None
-    if state.publisher is None:
-        if not all(name in indices for name in SOURCE_INDICES):
-            return None
-        sources = {name: indices[name] for name in SOURCE_INDICES}
-        state.publisher = RoutingPublisher(
-            runtime.api,
-            runtime.settings.routing,
-            runtime.settings.router_namespace,
-            lambda: read_sources(sources),
-        )
-        state.task = asyncio.get_running_loop().create_task(
-            state.publisher.run(), name="routing table publisher"
-        )
-    return state
+def _publisher(runtime: Runtime, read: Callable[[], Sources]) -> RoutingPublisher:
+    settings = runtime.settings
+    return RoutingPublisher(runtime.api, settings.routing, settings.router_namespace, read)
 
 
-def _changed(memo: Any, indices: Mapping[str, Any], key: tuple[str, ...], view: object) -> None:
-    """Record ``view`` of an object (``None``: it is gone); wake the publisher if it differs."""
-    state = _state(memo, indices)
-    if state is not None:
-        state.changed(key, view)
-
-
-def object_key(kind: str, body: Mapping[str, Any]) -> tuple[str, ...]:
-    """(kind, namespace, name): how the glue remembers what it saw of an object."""
-    meta = body.get("metadata") or {}
-    return (kind, str(meta.get("namespace")), str(meta.get("name")))
-
-
-def spec_view(type: str | None, body: Mapping[str, Any]) -> object:
-    """What of a custom object matters to a compile: its generation and whether it is going."""
-    # The generation moves with every spec change (and only then); deletion starts when the
-    # timestamp appears.
-    if type == "DELETED":
-        return None
-    meta = body.get("metadata") or {}
-    return (meta.get("generation"), bool(meta.get("deletionTimestamp")))
+WIRING: Final = PublisherWiring(
+    memo_key=MEMO_KEY,
+    slot_type=RoutingState,
+    source_indices=SOURCE_INDICES,
+    read=read_sources,
+    make=_publisher,
+    enabled=lambda settings: settings.routing.enabled,
+    task_name="routing table publisher",
+)
+"""How the routing table's publisher is kept in kopf's memo and started."""
 
 
 def is_router(body: kopf.Body, memo: Any, **_: Any) -> bool:
@@ -300,28 +259,25 @@ def router_pods(body: kopf.Body, **_: Any) -> Any:
 @kopf.on.startup()
 async def routing_startup(memo: Any, **_: Any) -> None:
     """Make the shared state; the publisher starts with the first event (indices complete)."""
-    if not isinstance(memo.get(MEMO_KEY), RoutingState):
-        memo[MEMO_KEY] = RoutingState()
+    WIRING.install(memo)
 
 
 @kopf.on.cleanup()
 async def routing_cleanup(memo: Any, **_: Any) -> None:
     """Stop the publisher; store a table the ConfigMap does not have yet."""
-    state = memo.get(MEMO_KEY)
-    if isinstance(state, RoutingState):
-        await state.stop()
+    await WIRING.stop(memo)
 
 
 @kopf.on.event(GROUP, VERSION, "inferencemodels")
 async def routing_model_event(type: str | None, body: kopf.Body, memo: Any, **kwargs: Any) -> None:
     """A model appeared, changed its spec, started deleting or is gone."""
-    _changed(memo, kwargs, object_key("model", body), spec_view(type, body))
+    WIRING.spec_changed(memo, kwargs, "model", type, body)
 
 
 @kopf.on.event(GROUP, VERSION, ROUTE_PLURAL)
 async def routing_route_event(type: str | None, body: kopf.Body, memo: Any, **kwargs: Any) -> None:
     """A route appeared, changed its spec, started deleting or is gone."""
-    _changed(memo, kwargs, object_key("route", body), spec_view(type, body))
+    WIRING.spec_changed(memo, kwargs, "route", type, body)
 
 
 @kopf.on.event(GROUP, VERSION, PROVIDER_PLURAL)
@@ -329,7 +285,7 @@ async def routing_provider_event(
     type: str | None, body: kopf.Body, memo: Any, **kwargs: Any
 ) -> None:
     """A provider appeared, changed its spec (URL, models, prices), started deleting or is gone."""
-    _changed(memo, kwargs, object_key("provider", body), spec_view(type, body))
+    WIRING.spec_changed(memo, kwargs, "provider", type, body)
 
 
 @kopf.on.event("", "v1", "pods", labels=CHILD_LABELS)
@@ -338,7 +294,7 @@ async def routing_model_pod_event(
 ) -> None:
     """An engine pod got an IP, turned (un)Ready, started deleting or is gone."""
     view = None if type == "DELETED" else (pod_view(body) or "not an engine pod")
-    _changed(memo, kwargs, object_key("pod", body), view)
+    WIRING.changed(memo, kwargs, object_key("pod", body), view)
 
 
 @kopf.on.event("", "v1", "pods", when=is_router)
@@ -346,7 +302,4 @@ async def routing_router_pod_event(
     type: str | None, body: kopf.Body, memo: Any, **kwargs: Any
 ) -> None:
     """A router pod started, turned Ready, restarted, started deleting or is gone."""
-    # The target carries readiness and restarts: a router that just turned Ready, or whose
-    # process restarted, is sent the table at once.
-    view = None if type == "DELETED" else (router_target(body) or "not a push target")
-    _changed(memo, kwargs, object_key("router", body), view)
+    WIRING.router_pod_changed(memo, kwargs, type, body)

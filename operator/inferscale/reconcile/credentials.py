@@ -31,10 +31,9 @@ from typing import Any, Final, Literal
 
 from pydantic import ValidationError
 
-from inferscale.api.meta import CONDITION_READY, Condition
+from inferscale.api.meta import CONDITION_READY, Condition, make_condition
 from inferscale.api.v1alpha1.inference_client import InferenceClientSpec, InferenceClientStatus
 from inferscale.api.validation import describe_errors
-from inferscale.reconcile.status import make_condition
 from inferscale.router.credentials import MIN_KEY_LENGTH, ClientKey, key_digest
 
 JsonDict = dict[str, Any]

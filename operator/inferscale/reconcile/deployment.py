@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from inferscale.api.v1alpha1.inference_model import InferenceModelSpec
-from inferscale.config import ReconcileSettings
 from inferscale.reconcile.engines import (
     ENGINES,
     HF_HOME,
     MODEL_CACHE_MOUNT,
     MODEL_SOURCE_MOUNT,
+    EngineCommand,
     EngineProfile,
     engine_command,
     parse_model_source,
@@ -35,12 +35,16 @@ from inferscale.reconcile.labels import (
     object_labels,
     selector_labels,
 )
+from inferscale.reconcile.settings import ReconcileSettings
 
 CONTAINER_NAME: Final = "engine"
 PORT_NAME: Final = "http"
 SHM_VOLUME: Final = "dshm"
 MODEL_CACHE_VOLUME: Final = "model-cache"
 MODEL_SOURCE_VOLUME: Final = "model-source"
+TMP_VOLUME: Final = "tmp"
+TMP_SIZE_LIMIT: Final = "64Mi"
+"""The writable ``/tmp`` of an engine whose root filesystem is read-only (as the chart's pods)."""
 
 ANNOTATION_SCRAPE: Final = "prometheus.io/scrape"
 ANNOTATION_PORT: Final = "prometheus.io/port"
@@ -150,6 +154,9 @@ def _volumes(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     volumes: list[dict[str, Any]] = []
     mounts: list[dict[str, Any]] = []
+    if profile.read_only_root:
+        volumes.append({"name": TMP_VOLUME, "emptyDir": {"sizeLimit": TMP_SIZE_LIMIT}})
+        mounts.append({"name": TMP_VOLUME, "mountPath": "/tmp"})
     if profile.needs_shm:
         shm: dict[str, Any] = {"medium": "Memory"}
         if settings.shm_size_limit is not None:
@@ -187,6 +194,8 @@ def _security(
     profile: EngineProfile, settings: ReconcileSettings
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     container: dict[str, Any] = {"allowPrivilegeEscalation": False}
+    if profile.read_only_root:
+        container["readOnlyRootFilesystem"] = True
     pod: dict[str, Any] = {}
     if profile.non_root:
         container["capabilities"] = {"drop": ["ALL"]}
@@ -198,6 +207,76 @@ def _security(
             "seccompProfile": {"type": "RuntimeDefault"},
         }
     return pod, container
+
+
+def _container(
+    spec: InferenceModelSpec,
+    profile: EngineProfile,
+    command: EngineCommand,
+    settings: ReconcileSettings,
+    mounts: list[dict[str, Any]],
+    security: dict[str, Any],
+) -> dict[str, Any]:
+    """The engine container: image, command, port, probes, mounts and security context."""
+    startup = spec.serving.startup_timeout_seconds
+    container: dict[str, Any] = {
+        "name": CONTAINER_NAME,
+        "image": spec.image or settings.images.get(spec.engine) or profile.default_image,
+        "command": list(command.command),
+        "args": list(command.args),
+        "ports": [{"name": PORT_NAME, "containerPort": profile.port, "protocol": "TCP"}],
+        "env": _env(spec, profile, command.env),
+        "resources": _resources(spec),
+        "volumeMounts": mounts,
+        # The startup probe owns the (long) model load; liveness and readiness start after it.
+        "startupProbe": _probe(
+            profile, STARTUP_PERIOD_SECONDS, 5, math.ceil(startup / STARTUP_PERIOD_SECONDS)
+        ),
+        "readinessProbe": _probe(profile, READINESS_PERIOD_SECONDS, 3, 3),
+        # A busy engine answers /health late; a minute of failures, not one slow reply, restarts.
+        "livenessProbe": _probe(profile, LIVENESS_PERIOD_SECONDS, 10, 4),
+        "securityContext": security,
+        # An engine that dies at start (a model that does not load) prints why in its log; the
+        # log's tail becomes the termination message, and so the InferenceModel's condition.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    if settings.pre_stop_seconds > 0:
+        container["lifecycle"] = {"preStop": {"sleep": {"seconds": settings.pre_stop_seconds}}}
+    if not container["env"]:
+        del container["env"]
+    if not mounts:
+        del container["volumeMounts"]
+    return container
+
+
+def _pod_spec(
+    spec: InferenceModelSpec,
+    settings: ReconcileSettings,
+    container: dict[str, Any],
+    security: dict[str, Any],
+    volumes: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """The pod template's spec: the container, grace period, volumes and scheduling."""
+    pod_spec: dict[str, Any] = {
+        "containers": [container],
+        "terminationGracePeriodSeconds": (
+            spec.serving.termination_grace_period_seconds + settings.pre_stop_seconds
+        ),
+        "enableServiceLinks": False,
+        # Engines never call the Kubernetes API; no token in the pod is one less secret to leak.
+        "automountServiceAccountToken": False,
+    }
+    if security:
+        pod_spec["securityContext"] = security
+    if volumes:
+        pod_spec["volumes"] = volumes
+    if spec.scheduling.node_selector:
+        pod_spec["nodeSelector"] = dict(spec.scheduling.node_selector)
+    if spec.scheduling.tolerations:
+        pod_spec["tolerations"] = [t.to_wire() for t in spec.scheduling.tolerations]
+    if spec.scheduling.priority_class_name:
+        pod_spec["priorityClassName"] = spec.scheduling.priority_class_name
+    return pod_spec
 
 
 def build_deployment(
@@ -222,54 +301,10 @@ def build_deployment(
     labels = object_labels(model_name, spec.engine)
     volumes, mounts = _volumes(spec, profile, settings)
     pod_security, container_security = _security(profile, settings)
-    grace = spec.serving.termination_grace_period_seconds
     startup = spec.serving.startup_timeout_seconds
 
-    container: dict[str, Any] = {
-        "name": CONTAINER_NAME,
-        "image": spec.image or settings.images.get(spec.engine) or profile.default_image,
-        "command": list(command.command),
-        "args": list(command.args),
-        "ports": [{"name": PORT_NAME, "containerPort": profile.port, "protocol": "TCP"}],
-        "env": _env(spec, profile, command.env),
-        "resources": _resources(spec),
-        "volumeMounts": mounts,
-        # The startup probe owns the (long) model load; liveness and readiness start after it.
-        "startupProbe": _probe(
-            profile, STARTUP_PERIOD_SECONDS, 5, math.ceil(startup / STARTUP_PERIOD_SECONDS)
-        ),
-        "readinessProbe": _probe(profile, READINESS_PERIOD_SECONDS, 3, 3),
-        # A busy engine answers /health late; a minute of failures, not one slow reply, restarts.
-        "livenessProbe": _probe(profile, LIVENESS_PERIOD_SECONDS, 10, 4),
-        "securityContext": container_security,
-        # An engine that dies at start (a model that does not load) prints why in its log; the
-        # log's tail becomes the termination message, and so the InferenceModel's condition.
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-    }
-    if settings.pre_stop_seconds > 0:
-        container["lifecycle"] = {"preStop": {"sleep": {"seconds": settings.pre_stop_seconds}}}
-    if not container["env"]:
-        del container["env"]
-    if not mounts:
-        del container["volumeMounts"]
-
-    pod_spec: dict[str, Any] = {
-        "containers": [container],
-        "terminationGracePeriodSeconds": grace + settings.pre_stop_seconds,
-        "enableServiceLinks": False,
-        # Engines never call the Kubernetes API; no token in the pod is one less secret to leak.
-        "automountServiceAccountToken": False,
-    }
-    if pod_security:
-        pod_spec["securityContext"] = pod_security
-    if volumes:
-        pod_spec["volumes"] = volumes
-    if spec.scheduling.node_selector:
-        pod_spec["nodeSelector"] = dict(spec.scheduling.node_selector)
-    if spec.scheduling.tolerations:
-        pod_spec["tolerations"] = [t.to_wire() for t in spec.scheduling.tolerations]
-    if spec.scheduling.priority_class_name:
-        pod_spec["priorityClassName"] = spec.scheduling.priority_class_name
+    container = _container(spec, profile, command, settings, mounts, container_security)
+    pod_spec = _pod_spec(spec, settings, container, pod_security, volumes)
 
     return {
         "apiVersion": "apps/v1",

@@ -138,6 +138,9 @@ class EngineProfile:
     )
     """Writes the engine's args (model, served name, optimisations) into ``_Flags``."""
     base_command: tuple[str, ...] = ()
+    read_only_root: bool = False
+    """The engine writes nothing outside its volumes and ``/tmp`` (an emptyDir), so its root
+    filesystem is mounted read-only; the vendor images write caches under ``/root``."""
 
 
 # --- flag mappers ---------------------------------------------------------------------------
@@ -423,9 +426,14 @@ def _sim(spec: InferenceModelSpec, src: ModelSource, served: str, lay: Layout, o
 
 # --- the table ------------------------------------------------------------------------------
 
+# The engine releases the default images run, and the ones `make engine-check` parses every
+# generated command line with (their own argument parsers, docs/engines.md): one place for both.
+VLLM_VERSION: Final = "0.11.0"
+SGLANG_VERSION: Final = "0.5.4"
+
 VLLM: Final = EngineProfile(
     name="vllm",
-    default_image="vllm/vllm-openai:v0.11.0",
+    default_image=f"vllm/vllm-openai:v{VLLM_VERSION}",
     base_command=("vllm", "serve"),
     port=8000,
     health_path="/health",
@@ -438,7 +446,7 @@ VLLM: Final = EngineProfile(
 )
 SGLANG: Final = EngineProfile(
     name="sglang",
-    default_image="lmsysorg/sglang:v0.5.4",
+    default_image=f"lmsysorg/sglang:v{SGLANG_VERSION}",
     base_command=("python3", "-m", "sglang.launch_server"),
     port=30000,
     health_path="/health",
@@ -503,6 +511,7 @@ SIM: Final = EngineProfile(
     non_root=True,
     model_sources=frozenset({"hf", "s3", "pvc"}),
     flags=_sim,
+    read_only_root=True,
 )
 
 ENGINES: Final[Mapping[Engine, EngineProfile]] = {

@@ -26,13 +26,19 @@ No I/O, no clock: callers pass ``now`` (epoch seconds) and its RFC 3339 text.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from pydantic import ValidationError
 
-from inferscale.api.meta import CONDITION_DEGRADED, CONDITION_READY, Condition
+from inferscale.api.meta import (
+    CONDITION_DEGRADED,
+    CONDITION_READY,
+    Condition,
+    ConditionStatus,
+    make_condition,
+)
 from inferscale.api.v1alpha1.inference_provider import InferenceProviderStatus
 from inferscale.api.v1alpha1.inference_route import (
     InferenceRouteSpec,
@@ -40,7 +46,6 @@ from inferscale.api.v1alpha1.inference_route import (
     Spend,
 )
 from inferscale.reconcile.credentials import KeyState
-from inferscale.reconcile.status import ConditionStatus, make_condition
 from inferscale.router.spend import (
     DAY,
     HOUR,
@@ -186,6 +191,23 @@ def _ready_models(models: Mapping[str, ModelRoute]) -> set[str]:
     return {name for name, m in models.items() if any(e.ready for e in m.endpoints)}
 
 
+_MakeCondition = Callable[[str, ConditionStatus, str, str], Condition]
+"""``(type, status, reason, message) -> Condition``, with the route's time and generation."""
+
+
+def _condition_maker(
+    now: str, generation: int | None, previous: Sequence[Condition]
+) -> _MakeCondition:
+    """``condition(type, status, reason, message)`` for an object at ``generation`` now."""
+
+    def condition(kind: str, status: ConditionStatus, reason: str, message: str) -> Condition:
+        return make_condition(
+            kind, status, reason, message, now=now, generation=generation, previous=previous
+        )
+
+    return condition
+
+
 def route_status(route: Mapping[str, Any], inputs: RouteInputs) -> dict[str, Any] | None:
     """The status ``route`` should have; ``None`` when it already has it."""
     meta = _meta(route)
@@ -199,16 +221,7 @@ def route_status(route: Mapping[str, Any], inputs: RouteInputs) -> dict[str, Any
     except ValidationError:
         before = InferenceRouteStatus()
 
-    def condition(kind: str, status: ConditionStatus, reason: str, message: str) -> Condition:
-        return make_condition(
-            kind,
-            status,
-            reason,
-            message,
-            now=inputs.now_text,
-            generation=generation,
-            previous=before.conditions,
-        )
+    condition = _condition_maker(inputs.now_text, generation, before.conditions)
 
     try:
         spec = InferenceRouteSpec.model_validate(route.get("spec") or {})
@@ -221,14 +234,42 @@ def route_status(route: Mapping[str, Any], inputs: RouteInputs) -> dict[str, Any
             ],
         )
         return _patch(status.to_wire(), previous_doc)
-    ready_models = _ready_models(inputs.models)
-    served_here = [m for m in inputs.models.values() if m.route_id == ident]
     problems = _route_problems(ident, inputs.problems)
-    ready_backends = 0
-    primary_ready: list[str] = []
-    missing_keys: list[str] = []
-    failing_providers: list[str] = []
-    usable_spillover = False
+    backends = _survey_backends(spec, namespace, inputs)
+    served_here = [m for m in inputs.models.values() if m.route_id == ident]
+    ready = _ready_condition(condition, spec, backends, served_here, problems)
+    degraded = _degraded_condition(condition, backends, problems)
+    hour, day = inputs.book.totals(inputs.now).get(ident, (0.0, 0.0))
+    cap = _cap_condition(condition, spec, hour, day)
+    last_spill = inputs.book.last_spill(ident)
+    spilling = last_spill is not None and inputs.now - last_spill <= inputs.spilling_window
+    status = InferenceRouteStatus(
+        observed_generation=generation,
+        ready_backends=backends.ready,
+        spilling=spilling,
+        spend=Spend(last_hour=_money(hour), today=_money(day)),
+        conditions=[c for c in (ready, degraded, cap) if c is not None],
+    )
+    return _patch(status.to_wire(), previous_doc)
+
+
+@dataclass
+class _Backends:
+    """What a route's backends can do now, for its status."""
+
+    ready: int = 0
+    """Backends that can take a request now."""
+    primary_ready: list[str] = field(default_factory=list)
+    """Labels of the usable primaries with a weight."""
+    missing_keys: list[str] = field(default_factory=list)
+    failing_providers: list[str] = field(default_factory=list)
+    usable_spillover: bool = False
+
+
+def _survey_backends(spec: InferenceRouteSpec, namespace: str, inputs: RouteInputs) -> _Backends:
+    """Each backend of the route: usable now, a provider without its key, or failing."""
+    ready_models = _ready_models(inputs.models)
+    out = _Backends()
     for backend in spec.backends:
         if backend.inference_model is not None:
             served = inputs.served.get((namespace, backend.inference_model))
@@ -241,74 +282,81 @@ def route_status(route: Mapping[str, Any], inputs: RouteInputs) -> dict[str, Any
             offered = backend.provider.model in inputs.providers.get(provider, frozenset())
             key = inputs.keys.get(provider)
             if key is not None and not key.ready:
-                missing_keys.append(f"InferenceProvider {provider}: {key.message}")
+                out.missing_keys.append(f"InferenceProvider {provider}: {key.message}")
             report = inputs.book.provider(provider)
             if failing(report, inputs.now, inputs.health_window) and report is not None:
-                failing_providers.append(f"InferenceProvider {provider}: {report.last_error}")
+                out.failing_providers.append(f"InferenceProvider {provider}: {report.last_error}")
             usable = offered and (key is None or key.ready)
-        ready_backends += usable
+        out.ready += usable
         if usable and backend.role == "primary" and backend.weight > 0:
-            primary_ready.append(label)
-        usable_spillover = usable_spillover or (usable and backend.role == "spillover")
-    if primary_ready:
-        ready = condition(
-            CONDITION_READY, "True", "PrimaryReady", f"serving from {', '.join(primary_ready)}"
-        )
-    elif not served_here:
+            out.primary_ready.append(label)
+        out.usable_spillover = out.usable_spillover or (usable and backend.role == "spillover")
+    return out
+
+
+def _ready_condition(
+    condition: _MakeCondition,
+    spec: InferenceRouteSpec,
+    backends: _Backends,
+    served_here: Sequence[ModelRoute],
+    problems: Sequence[str],
+) -> Condition:
+    """``Ready``: a primary can serve; else why not (not in the table, cold, no backend)."""
+    if backends.primary_ready:
+        serving = ", ".join(backends.primary_ready)
+        return condition(CONDITION_READY, "True", "PrimaryReady", f"serving from {serving}")
+    if not served_here:
         why = problems[0] if problems else "the route is not in the routing table"
-        ready = condition(CONDITION_READY, "False", "NotServed", why)
-    elif any(m.serves_locally for m in served_here):
+        return condition(CONDITION_READY, "False", "NotServed", why)
+    if any(m.serves_locally for m in served_here):
         message = "no primary has a ready replica: requests are held until one is ready"
-        if usable_spillover and spec.spillover.on_cold_start:
+        if backends.usable_spillover and spec.spillover.on_cold_start:
             message = "no primary has a ready replica: requests spill over meanwhile"
-        ready = condition(CONDITION_READY, "False", "NoReadyReplica", message)
-    else:
-        ready = condition(
-            CONDITION_READY, "False", "NoUsableBackend", "no primary backend can take requests"
-        )
+        return condition(CONDITION_READY, "False", "NoReadyReplica", message)
+    return condition(
+        CONDITION_READY, "False", "NoUsableBackend", "no primary backend can take requests"
+    )
+
+
+def _degraded_condition(
+    condition: _MakeCondition, backends: _Backends, problems: Sequence[str]
+) -> Condition:
+    """``Degraded``: the compile's problems first, then missing keys, then failing providers."""
     if problems:
-        degraded = condition(CONDITION_DEGRADED, "True", "BackendUnavailable", "; ".join(problems))
-    elif missing_keys:
-        degraded = condition(
-            CONDITION_DEGRADED, "True", "ProviderKeyMissing", "; ".join(missing_keys)
-        )
-    elif failing_providers:
-        degraded = condition(
-            CONDITION_DEGRADED, "True", "ProviderFailing", "; ".join(failing_providers)
-        )
-    else:
-        degraded = condition(CONDITION_DEGRADED, "False", "AsExpected", "")
-    hour, day = inputs.book.totals(inputs.now).get(ident, (0.0, 0.0))
+        return condition(CONDITION_DEGRADED, "True", "BackendUnavailable", "; ".join(problems))
+    if backends.missing_keys:
+        message = "; ".join(backends.missing_keys)
+        return condition(CONDITION_DEGRADED, "True", "ProviderKeyMissing", message)
+    if backends.failing_providers:
+        message = "; ".join(backends.failing_providers)
+        return condition(CONDITION_DEGRADED, "True", "ProviderFailing", message)
+    return condition(CONDITION_DEGRADED, "False", "AsExpected", "")
+
+
+def _cap_condition(
+    condition: _MakeCondition, spec: InferenceRouteSpec, hour: float, day: float
+) -> Condition | None:
+    """``SpendCapReached`` when the route has a cap (the daily one first); None without caps."""
     caps = spec.spend
-    cap: Condition | None = None
     if caps.max_per_day is not None and day >= caps.max_per_day:
-        cap = condition(
+        return condition(
             CONDITION_SPEND_CAP,
             "True",
             "DailyCapReached",
             f"spent {day:.4f} of {caps.max_per_day:g} today (UTC): spillover stopped "
             f"(onCapReached: {caps.on_cap_reached})",
         )
-    elif caps.max_per_hour is not None and hour >= caps.max_per_hour:
-        cap = condition(
+    if caps.max_per_hour is not None and hour >= caps.max_per_hour:
+        return condition(
             CONDITION_SPEND_CAP,
             "True",
             "HourlyCapReached",
             f"spent {hour:.4f} of {caps.max_per_hour:g} this hour (UTC): spillover stopped "
             f"(onCapReached: {caps.on_cap_reached})",
         )
-    elif caps.max_per_hour is not None or caps.max_per_day is not None:
-        cap = condition(CONDITION_SPEND_CAP, "False", "UnderCap", "")
-    last_spill = inputs.book.last_spill(ident)
-    spilling = last_spill is not None and inputs.now - last_spill <= inputs.spilling_window
-    status = InferenceRouteStatus(
-        observed_generation=generation,
-        ready_backends=ready_backends,
-        spilling=spilling,
-        spend=Spend(last_hour=_money(hour), today=_money(day)),
-        conditions=[c for c in (ready, degraded, cap) if c is not None],
-    )
-    return _patch(status.to_wire(), previous_doc)
+    if caps.max_per_hour is not None or caps.max_per_day is not None:
+        return condition(CONDITION_SPEND_CAP, "False", "UnderCap", "")
+    return None
 
 
 def _money(amount: float) -> float:
@@ -338,16 +386,7 @@ def provider_status(
     except ValidationError:
         before = InferenceProviderStatus()
 
-    def condition(kind: str, status: ConditionStatus, reason: str, message: str) -> Condition:
-        return make_condition(
-            kind,
-            status,
-            reason,
-            message,
-            now=now_text,
-            generation=generation,
-            previous=before.conditions,
-        )
+    condition = _condition_maker(now_text, generation, before.conditions)
 
     if key is None:
         ready = condition(

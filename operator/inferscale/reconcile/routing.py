@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping, MutableMapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -399,6 +399,44 @@ def _route_backends(
     return out
 
 
+def _parse_route(
+    body: Mapping[str, Any], problems: list[str]
+) -> tuple[str, str, InferenceRouteSpec] | None:
+    """``(ident, namespace, spec)`` of a live route; None (and a problem) when it cannot count."""
+    ident = _ident(body)
+    meta = _meta(body)
+    namespace = meta.get("namespace")
+    if meta.get("deletionTimestamp") or not isinstance(namespace, str):
+        return None
+    try:
+        spec = InferenceRouteSpec.model_validate(body.get("spec") or {})
+    except ValidationError as error:
+        problems.append(
+            f"InferenceRoute {ident} ignored: its spec does not parse: "
+            + "; ".join(describe_errors(error))
+        )
+        return None
+    return ident, namespace, spec
+
+
+def _hosted_problem(
+    ident: str,
+    client_name: str,
+    backends: Sequence[TableBackend],
+    served_names: Collection[str],
+    owner: Mapping[str, str],
+) -> str | None:
+    """Why a route of hosted primaries only is left out of the table; None: it is in."""
+    if not any(b.role == "primary" and b.weight > 0 for b in backends):
+        return f"InferenceRoute {ident} left out: none of its primary backends is usable"
+    if client_name in served_names or client_name in owner:
+        return (
+            f"InferenceRoute {ident} left out: model {client_name!r} is already served by "
+            f"{owner.get(client_name) or 'an InferenceModel'}"
+        )
+    return None
+
+
 def _route_entries(
     routes: Iterable[Mapping[str, Any]],
     models: Mapping[tuple[str, str], _Model],
@@ -411,20 +449,11 @@ def _route_entries(
     owner: dict[str, str] = {}
     served_names = {m.served for m in models.values()}
     for body in sorted((r for r in routes if isinstance(r, Mapping)), key=_age_key):
-        ident = _ident(body)
-        meta = _meta(body)
-        namespace = meta.get("namespace")
-        if meta.get("deletionTimestamp") or not isinstance(namespace, str):
+        parsed = _parse_route(body, problems)
+        if parsed is None:
             continue
-        try:
-            spec = InferenceRouteSpec.model_validate(body.get("spec") or {})
-        except ValidationError as error:
-            problems.append(
-                f"InferenceRoute {ident} ignored: its spec does not parse: "
-                + "; ".join(describe_errors(error))
-            )
-            continue
-        client_name = spec.model_name or str(meta.get("name") or "")
+        ident, namespace, spec = parsed
+        client_name = spec.model_name or str(_meta(body).get("name") or "")
 
         def route_settings(model: _Model | None, spec: InferenceRouteSpec = spec) -> RouteSettings:
             threshold = spec.spillover.in_flight_per_replica or (
@@ -477,16 +506,9 @@ def _route_entries(
             continue
         # Hosted primaries only: the route is an entry of its own, under the client name.
         backends = _route_backends(ident, namespace, spec, None, models, providers, problems)
-        if not any(b.role == "primary" and b.weight > 0 for b in backends):
-            problems.append(
-                f"InferenceRoute {ident} left out: none of its primary backends is usable"
-            )
-            continue
-        if client_name in served_names or client_name in owner:
-            problems.append(
-                f"InferenceRoute {ident} left out: model {client_name!r} is already served by "
-                f"{owner.get(client_name) or 'an InferenceModel'}"
-            )
+        left_out = _hosted_problem(ident, client_name, backends, served_names, owner)
+        if left_out is not None:
+            problems.append(left_out)
             continue
         owner[client_name] = ident
         hosted[client_name] = _RouteEntry(ident, route_settings(None), 0, tuple(backends), False)

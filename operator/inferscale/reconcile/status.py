@@ -22,18 +22,17 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 from inferscale.api.meta import (
     CONDITION_DEGRADED,
     CONDITION_PROGRESSING,
     CONDITION_READY,
-    Condition,
+    ConditionStatus,
+    make_condition,
 )
 from inferscale.api.v1alpha1.inference_model import InferenceModelSpec, InferenceModelStatus
 from inferscale.reconcile.labels import selector_string
-
-ConditionStatus = Literal["True", "False", "Unknown"]
 
 FAILING_WAITING_REASONS: Final = frozenset(
     {
@@ -197,29 +196,6 @@ def time_to_ready(pods: Sequence[Mapping[str, Any]]) -> float | None:
     return None if best is None else best[1]
 
 
-def make_condition(
-    type_: str,
-    status: ConditionStatus,
-    reason: str,
-    message: str,
-    *,
-    now: str,
-    generation: int | None,
-    previous: Sequence[Condition],
-) -> Condition:
-    """A condition that keeps the previous ``lastTransitionTime`` if its status is unchanged."""
-    before = next((c for c in previous if c.type == type_), None)
-    since = before.last_transition_time if before and before.status == status else now
-    return Condition(
-        type=type_,
-        status=status,
-        reason=reason,
-        message=message,
-        last_transition_time=since,
-        observed_generation=generation,
-    )
-
-
 @dataclass(frozen=True)
 class _Verdict:
     ready: tuple[ConditionStatus, str, str]
@@ -277,30 +253,7 @@ def _verdict(
         ready_c = ("False", "NoReplicasReady", counts)
 
     rolled_out = seen >= generation and updated == desired and current == desired
-    if progress.get("status") == "False" and progress.get("reason") == "ProgressDeadlineExceeded":
-        deadline = progress.get("message") or "the rollout missed its progress deadline"
-        progressing: tuple[ConditionStatus, str, str] = (
-            "False",
-            "ProgressDeadlineExceeded",
-            deadline,
-        )
-    elif rolled_out and ready >= desired:
-        progressing = ("False", "RolloutComplete", f"{desired} replicas run the current spec")
-    else:
-        if updated < min(current, desired) or current > max(updated, desired):
-            reason = "RollingUpdate"
-        elif current < desired:
-            reason = "ScalingUp"
-        elif current > desired:
-            reason = "ScalingDown"
-        elif issue is not None:
-            reason = issue.reason
-        else:
-            reason = "WaitingForReady"
-        detail = f"{updated}/{desired} replicas updated, {ready} ready"
-        if issue is not None:
-            detail += f"; {issue.message}"
-        progressing = ("True", reason, detail)
+    progressing = _progressing(desired, current, ready, updated, rolled_out, progress, issue)
 
     if issue is not None and issue.failing:
         degraded: tuple[ConditionStatus, str, str] = ("True", issue.reason, issue.message)
@@ -311,6 +264,37 @@ def _verdict(
     else:
         degraded = _OK
     return _Verdict(ready_c, progressing, degraded)
+
+
+def _progressing(
+    desired: int,
+    current: int,
+    ready: int,
+    updated: int,
+    rolled_out: bool,
+    progress: Mapping[str, Any],
+    issue: PodIssue | None,
+) -> tuple[ConditionStatus, str, str]:
+    """``Progressing``: a missed deadline, a finished rollout, or what the rollout is doing."""
+    if progress.get("status") == "False" and progress.get("reason") == "ProgressDeadlineExceeded":
+        deadline = progress.get("message") or "the rollout missed its progress deadline"
+        return ("False", "ProgressDeadlineExceeded", deadline)
+    if rolled_out and ready >= desired:
+        return ("False", "RolloutComplete", f"{desired} replicas run the current spec")
+    if updated < min(current, desired) or current > max(updated, desired):
+        reason = "RollingUpdate"
+    elif current < desired:
+        reason = "ScalingUp"
+    elif current > desired:
+        reason = "ScalingDown"
+    elif issue is not None:
+        reason = issue.reason
+    else:
+        reason = "WaitingForReady"
+    detail = f"{updated}/{desired} replicas updated, {ready} ready"
+    if issue is not None:
+        detail += f"; {issue.message}"
+    return ("True", reason, detail)
 
 
 def compute_status(

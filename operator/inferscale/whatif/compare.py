@@ -59,6 +59,8 @@ def build_policy(name: str, trace: Trace, config: SimConfig) -> Autoscaler:
         return KubeAiLike(config.min_replicas, config.max_replicas, config.target)
     if name == "oracle":
         return oracle_for(trace, config)
+    if name == "fixed":
+        return Static(best_fixed_fleet(trace, config), name="fixed")
     raise ValueError(f"unknown policy {name!r}; known: {', '.join(POLICY_NAMES)}")
 
 
@@ -92,12 +94,48 @@ def initial_replicas(trace: Trace, config: SimConfig) -> int:
     return oracle_for(trace, config).wanted_at(0.0)
 
 
+def run_policy(trace: Trace, config: SimConfig, name: str) -> RunResult:
+    """Replay ``trace`` under the policy ``name``; a fixed fleet stands from the start."""
+    policy = build_policy(name, trace, config)
+    if isinstance(policy, Static):
+        config = replace(config, initial_replicas=policy.replicas)
+    return simulate(trace, policy, config)
+
+
 def compare(trace: Trace, config: SimConfig, names: Sequence[str]) -> list[RunResult]:
     """Replay ``trace`` once per policy name, in the order given."""
     for name in names:
         if name not in POLICY_NAMES:
             raise ValueError(f"unknown policy {name!r}; known: {', '.join(POLICY_NAMES)}")
-    return [simulate(trace, build_policy(name, trace, config), config) for name in names]
+    return [run_policy(trace, config, name) for name in names]
+
+
+SLO_GOAL: Final = 0.99
+"""Share of requests within the TTFT SLO that sizing by the SLO aims at (calibration, fixed)."""
+
+
+def fixed_fleet_attainment(trace: Trace, config: SimConfig, replicas: int) -> float:
+    """SLO attainment of ``replicas`` replicas standing from the start to the end."""
+    standing = replace(config, initial_replicas=replicas)
+    return summarize(simulate(trace, Static(replicas), standing)).slo_attainment
+
+
+def best_fixed_fleet(trace: Trace, config: SimConfig, goal: float = SLO_GOAL) -> int:
+    """The fewest replicas that, never changed, meet ``goal`` on the trace (hindsight).
+
+    A binary search between ``max(1, min_replicas)`` and ``max_replicas``: more standing
+    replicas never queue a request longer, so attainment does not fall as the fleet grows.
+    ``max_replicas`` when no fleet within the bound meets the goal (its row shows by how much).
+    """
+    lo, hi = max(1, config.min_replicas), config.max_replicas
+    best = hi
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        if fixed_fleet_attainment(trace, config, mid) >= goal:
+            best, hi = mid, mid - 1
+        else:
+            lo = mid + 1
+    return best
 
 
 PREFILL_HEADROOM: Final = 0.8
@@ -125,7 +163,7 @@ TARGET_CANDIDATES: Final = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128)
 """Targets ``calibrate_target`` chooses from (whole requests, roughly 1.5x apart)."""
 
 
-def calibrate_target(trace: Trace, config: SimConfig, goal: float = 0.99) -> int:
+def calibrate_target(trace: Trace, config: SimConfig, goal: float = SLO_GOAL) -> int:
     """The largest target per replica at which the oracle meets ``goal`` SLO attainment.
 
     The what-if counterpart of the load test that sets ``targetInFlightPerReplica`` in

@@ -18,6 +18,9 @@ comparison is about timing and logic, not about a better-chosen target:
 - ``kubeai``: KubeAI's autoscaler: every 10 s, the in-flight count at its proxy, a simple
   moving average over 600 s, ``ceil(avg / target)``; down only after 3 consecutive ticks
   (30 s) that want fewer; 0 -> 1 at once when its proxy holds a request.
+- ``fixed``: the best fixed fleet in hindsight: the fewest replicas that, standing from the
+  start and never changed, meet the SLO goal on the whole trace (found by replaying it). What a
+  user could have picked from last week's traffic; an autoscaler that spends more has failed.
 - ``oracle``: knows the future load. A first replay with ``max_replicas`` always ready
   records the load (requests in flight) at every scrape, that is the load the trace places on
   a cluster that never queues; the oracle then keeps ``ceil(load / target)`` replicas for
@@ -40,7 +43,7 @@ from inferscale.autoscaler.policy import Decision, History, PolicyParams, Sample
 from inferscale.sim.model import EngineParams
 from inferscale.whatif.trace import Request
 
-POLICY_NAMES: Final = ("ours", "hpa", "keda", "kubeai", "oracle")
+POLICY_NAMES: Final = ("ours", "hpa", "keda", "kubeai", "fixed", "oracle")
 
 HPA_SYNC_S: Final = 15.0
 HPA_TOLERANCE: Final = 0.1
@@ -308,7 +311,7 @@ def service_seconds(engine: EngineParams, request: Request, batch: float) -> flo
 
 @dataclass(slots=True)
 class Static:
-    """A fixed replica count (the oracle's first replay; a baseline of its own in tests)."""
+    """A fixed replica count (the oracle's first replay, and the ``fixed`` baseline)."""
 
     replicas: int
     interval: float = 60.0

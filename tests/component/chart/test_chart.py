@@ -28,10 +28,11 @@ from inferscale.cli.chart import (
     values_comments,
 )
 from inferscale.cli.main import build_parser, crd_files
-from inferscale.config import OperatorSettings, ReconcileSettings, RoutingSettings
+from inferscale.config import OperatorSettings, RoutingSettings
 from inferscale.reconcile.engines import SIM
 from inferscale.reconcile.labels import object_labels
 from inferscale.reconcile.routing import build_table_configmap, is_router_pod
+from inferscale.reconcile.settings import ReconcileSettings
 from tests.component.chart.helm import (
     CHART,
     NAMESPACE,
@@ -55,7 +56,8 @@ def rendered(values_file: Path | None, **kw: Any) -> list[dict[str, Any]]:
 
 
 def pod_templates(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {d["metadata"]["name"]: d["spec"]["template"] for d in docs if d["kind"] == "Deployment"}
+    workloads = ("Deployment", "StatefulSet")
+    return {d["metadata"]["name"]: d["spec"]["template"] for d in docs if d["kind"] in workloads}
 
 
 def container(docs: list[dict[str, Any]], component: str) -> dict[str, Any]:
@@ -118,6 +120,10 @@ BAD_VALUES = [
     ("operator.image.digest=latest", "'/operator/image/digest'"),
     ("fullnameOverride=Not_A_Name", "'/fullnameOverride'"),
     ("operator.watchNamespaces[0]=Team A", "'/operator/watchNamespaces/0'"),
+    ("redis.mode=sentinel", "'/redis/mode'"),
+    ("redis.budgetsDuringOutage=open", "'/redis/budgetsDuringOutage'"),
+    ("redis.bundled.maxMemory=lots", "'/redis/bundled/maxMemory'"),
+    ("redis.existingSecret=Not A Name", "'/redis/existingSecret'"),
 ]
 
 
@@ -592,3 +598,105 @@ def test_notes_tell_the_user_what_to_do_next():
         "docs/install.md",
     ):
         assert expected in notes, expected
+
+
+# --- Redis for limits shared by the routers ----------------------------------------------------
+
+
+def _router_env(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    return {e["name"]: e for e in container(docs, "router").get("env") or []}
+
+
+def _notes(*sets: str) -> str:
+    args = ["install", "inferscale", str(CHART), "-n", NAMESPACE, "--dry-run=client"]
+    for item in sets:
+        args += ["--set", item]
+    done = run_helm(*args)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split("NOTES:", 1)[1]
+
+
+def test_without_redis_each_router_limits_on_its_own_and_the_notes_say_so():
+    docs = render()
+    assert "INFERSCALE_ROUTER_REDIS_URL" not in _router_env(docs)
+    assert not [d for d in docs if d["metadata"]["name"].endswith("-redis")]
+    assert "WARNING: 2 routers and no Redis" in _notes()
+    assert "WARNING" not in _notes("router.replicas=1")
+    assert "WARNING" not in _notes("redis.mode=bundled")
+
+
+def test_bundled_redis_runs_restricted_with_a_password_the_routers_read_from_its_secret():
+    objs = by_kind_name(render(sets=("redis.mode=bundled",)))
+    secret = objs["Secret/inferscale-redis"]["stringData"]
+    password = secret["password"]
+    assert len(password) == 40 and password.isalnum()
+    assert secret["url"] == f"redis://:{password}@inferscale-redis.{NAMESPACE}.svc:6379/0"
+    conf = secret["redis.conf"].splitlines()
+    assert f"requirepass {password}" in conf
+    assert "maxmemory-policy noeviction" in conf  # a full Redis refuses; budgets never reset
+    assert 'save ""' in conf and "appendonly no" in conf
+    env = _router_env(list(objs.values()))
+    assert env["INFERSCALE_ROUTER_REDIS_URL"]["valueFrom"] == {
+        "secretKeyRef": {"name": "inferscale-redis", "key": "url"}
+    }
+    assert env["INFERSCALE_ROUTER_BUDGETS_DURING_OUTAGE"]["value"] == "local"
+    statefulset = objs["StatefulSet/inferscale-redis"]
+    spec = statefulset["spec"]["template"]["spec"]
+    (redis,) = spec["containers"]
+    assert redis["command"] == ["redis-server", "/etc/redis/redis.conf"]
+    assert spec["securityContext"]["runAsUser"] == 999
+    assert spec["automountServiceAccountToken"] is False
+    assert {"name": "data", "mountPath": "/data"} in redis["volumeMounts"]
+    assert "volumeClaimTemplates" not in statefulset["spec"]
+    service = objs["Service/inferscale-redis"]
+    assert (
+        service["spec"]["selector"].items()
+        <= statefulset["spec"]["selector"]["matchLabels"].items()
+    )
+    assert "Redis (redis.mode bundled)" in _notes("redis.mode=bundled")
+
+
+def test_bundled_redis_persistence_is_a_claim_and_the_password_changes_per_fresh_render():
+    sets = ("redis.mode=bundled", "redis.bundled.persistence.enabled=true")
+    objs = by_kind_name(render(sets=sets))
+    statefulset = objs["StatefulSet/inferscale-redis"]
+    (claim,) = statefulset["spec"]["volumeClaimTemplates"]
+    assert claim["spec"]["resources"]["requests"]["storage"] == "1Gi"
+    assert "appendonly yes" in objs["Secret/inferscale-redis"]["stringData"]["redis.conf"]
+    volumes = {v["name"] for v in statefulset["spec"]["template"]["spec"]["volumes"]}
+    assert "data" not in volumes
+    # helm template cannot look up: fresh each time; an upgrade keeps it (e2e/test_chart.py).
+    again = by_kind_name(render(sets=sets))["Secret/inferscale-redis"]["stringData"]
+    assert again["password"] != objs["Secret/inferscale-redis"]["stringData"]["password"]
+
+
+def test_external_redis_is_read_from_the_users_secret_and_required():
+    done = run_helm("template", "x", str(CHART), "--set", "redis.mode=external")
+    assert done.returncode != 0
+    assert "set redis.existingSecret" in done.stderr, done.stderr
+    sets = ("redis.mode=external", "redis.existingSecret=shared-redis", "redis.existingSecretKey=u")
+    docs = render(sets=(*sets, "redis.budgetsDuringOutage=refuse"))
+    env = _router_env(docs)
+    assert env["INFERSCALE_ROUTER_REDIS_URL"]["valueFrom"] == {
+        "secretKeyRef": {"name": "shared-redis", "key": "u"}
+    }
+    assert env["INFERSCALE_ROUTER_BUDGETS_DURING_OUTAGE"]["value"] == "refuse"
+    assert not [d for d in docs if d["metadata"]["name"].endswith("-redis")]
+
+
+def test_the_bundled_redis_takes_connections_from_the_routers_only():
+    objs = by_kind_name(render(None, FULL))
+    policy = objs["NetworkPolicy/llm-redis"]["spec"]
+    assert policy["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "redis"
+    (rule,) = policy["ingress"]
+    assert rule["ports"] == [{"port": 6379, "protocol": "TCP"}]
+    (peer,) = rule["from"]
+    assert peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "router"
+
+
+def test_the_bundled_redis_image_runs_on_the_local_cluster():
+    (template,) = [
+        t for n, t in pod_templates(render(sets=("redis.mode=bundled",))).items() if "redis" in n
+    ]
+    (redis,) = template["spec"]["containers"]
+    assert _strip_tag(redis["image"]) in _launcher_images()

@@ -27,10 +27,9 @@ from inferscale.controller.inference_model import Runtime
 from inferscale.errors import Forbidden, KubeApiError
 from inferscale.kube.fake import FakeKubeApi
 from inferscale.router.credentials import key_digest
-from tests.component.operator.test_routing import NS, Routers, secret
+from tests.component.operator.routers import NS, Routers, admin_secret
 from tests.component.router.conftest import TOKEN, RunningRouter
-from tests.unit.reconcile.test_credentials import client, provider
-from tests.unit.reconcile.test_routing import router_pod
+from tests.factories import client, key_secret, provider, router_pod
 
 SETTINGS = RoutingSettings(coalesce_seconds=0.01, retry_initial_seconds=0.05, retry_max_seconds=1)
 ACCESS = AccessSettings()
@@ -38,15 +37,6 @@ CLIENT_KEY = "client-key-0123456789"
 ROTATED_KEY = "rotated-key-0123456789"
 PROVIDER_KEY = "sk-provider-0123456789"
 STORED = ("v1", "Secret", NS, "inferscale-router-credentials")
-
-
-def key_secret(name: str, value: str, namespace: str = "team") -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": name, "namespace": namespace},
-        "data": {"api-key": base64.b64encode(value.encode()).decode()},
-    }
 
 
 def stored_client(api: FakeKubeApi, obj: dict[str, Any]) -> dict[str, Any]:
@@ -57,7 +47,7 @@ def stored_client(api: FakeKubeApi, obj: dict[str, Any]) -> dict[str, Any]:
 class World:
     def __init__(self) -> None:
         self.api = FakeKubeApi()
-        self.api.put(secret())
+        self.api.put(admin_secret())
         self.api.put(key_secret("app-key", CLIENT_KEY))
         self.api.put(key_secret("openai-key", PROVIDER_KEY))
         self.clients = [stored_client(self.api, client())]
@@ -232,7 +222,7 @@ async def test_a_status_write_failure_is_logged_not_raised(world, caplog):
 
 async def test_a_real_router_takes_the_credentials():
     api = FakeKubeApi()
-    api.put(secret())
+    api.put(admin_secret())
     api.put(key_secret("openai-key", PROVIDER_KEY))
     with RunningRouter() as router:
         settings = SETTINGS.model_copy(update={"admin_port": router.port})

@@ -6,7 +6,6 @@ status, a rotated, missing and refused key, and the kopf glue.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 from typing import Any
 
@@ -23,9 +22,9 @@ from inferscale.controller.inference_model import Runtime
 from inferscale.controller.route_status import StatusReporter, StatusState
 from inferscale.controller.routing import RoutingPublisher, RoutingState, Sources
 from inferscale.kube.fake import FakeKubeApi
-from tests.component.operator.test_routing import NS, secret
+from tests.component.operator.routers import NS, admin_secret
 from tests.component.router.conftest import TOKEN
-from tests.unit.reconcile.test_routing import model, pod, provider, route, router_pod
+from tests.factories import key_secret, model, pod, provider, route, router_pod
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 NOW = T0 + 1800
@@ -33,15 +32,6 @@ NOW_TEXT = "2026-01-01T00:30:00Z"
 SETTINGS = RoutingSettings(coalesce_seconds=0.01, retry_initial_seconds=0.05, retry_max_seconds=1)
 API = "inferscale.io/v1alpha1"
 PROVIDER_KEY = "sk-provider-key-never-logged-42"
-
-
-def key_secret(value: str = PROVIDER_KEY) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": "openai-key", "namespace": "team"},
-        "data": {"api-key": base64.b64encode(value.encode()).decode()},
-    }
 
 
 class Routers:
@@ -79,8 +69,8 @@ class Routers:
 class World:
     def __init__(self) -> None:
         self.api = FakeKubeApi()
-        self.api.put(secret())
-        self.api.put(key_secret())
+        self.api.put(admin_secret())
+        self.api.put(key_secret("openai-key", PROVIDER_KEY))
         self.route = route(
             backends=[
                 {"inferenceModel": "llama"},
@@ -199,7 +189,7 @@ async def test_a_rotated_missing_or_refused_key_is_said_without_the_key():
         w.routers.report("10.9.0.1", "proc-1", 0.0)
         await w.sync()
         # Rotation: the Secret's value changes.
-        w.api.put(key_secret("sk-the-new-key-after-rotation-1"))
+        w.api.put(key_secret("openai-key", "sk-the-new-key-after-rotation-1"))
         w.credentials.secret_changed(
             ("team", "openai-key"), w.api.objects[("v1", "Secret", "team", "openai-key")]
         )

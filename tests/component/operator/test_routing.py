@@ -8,7 +8,6 @@ the publisher only for changes routing reads.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
 from typing import Any
@@ -23,54 +22,12 @@ from inferscale.controller.routing import RoutingPublisher, RoutingState, Source
 from inferscale.errors import Forbidden, NotFound
 from inferscale.kube.fake import FakeKubeApi
 from inferscale.router.table import RoutingTable
+from tests.component.operator.routers import NS, Routers, admin_secret
 from tests.component.router.conftest import TOKEN, RunningRouter
-from tests.unit.reconcile.test_routing import model, pod, router_pod
+from tests.factories import model, pod, router_pod
 
-NS = "sys"
 CM_KEY = ("v1", "ConfigMap", NS, "inferscale-routing-table")
 SETTINGS = RoutingSettings(coalesce_seconds=0.01, retry_initial_seconds=0.05, retry_max_seconds=1)
-
-
-def secret(token: str = TOKEN) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": "inferscale-router-admin", "namespace": NS},
-        "data": {"token": base64.b64encode(token.encode()).decode()},
-    }
-
-
-class Routers:
-    """Fake router admin APIs behind an httpx.MockTransport, by IP."""
-
-    def __init__(self) -> None:
-        self.tables: dict[str, dict[str, Any]] = {}
-        self.requests: list[httpx.Request] = []
-        self.down: set[str] = set()
-        self.answer: dict[str, int] = {}
-        self.token = TOKEN
-
-    def handler(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        ip = request.url.host
-        if ip in self.down:
-            raise httpx.ConnectError("connection refused", request=request)
-        if request.headers.get("authorization") != f"Bearer {self.token}":
-            return httpx.Response(403, json={"error": {"message": "invalid token"}})
-        if request.method == "GET":
-            return httpx.Response(200, json=self.tables.get(ip, {"version": 0}))
-        if ip in self.answer:
-            status = self.answer[ip]
-            return httpx.Response(status, json={"error": {"message": f"no ({status})"}})
-        doc = json.loads(request.content)
-        held = self.tables.get(ip)
-        if held is not None and doc["version"] < held["version"]:
-            return httpx.Response(409, json={"error": {"message": "stale_version"}})
-        self.tables[ip] = doc
-        return httpx.Response(200, json={"version": doc["version"], "changed": True})
-
-    def puts(self, ip: str) -> int:
-        return sum(1 for r in self.requests if r.method == "PUT" and r.url.host == ip)
 
 
 class World:
@@ -78,7 +35,7 @@ class World:
 
     def __init__(self, settings: RoutingSettings = SETTINGS) -> None:
         self.api = FakeKubeApi()
-        self.api.put(secret())
+        self.api.put(admin_secret())
         self.routers = Routers()
         self.models: list[dict[str, Any]] = [model("llama", engine="sim", namespace="team")]
         self.routes: list[dict[str, Any]] = []
@@ -259,7 +216,7 @@ async def test_a_refused_token_is_logged_without_the_token_and_reread(world, cap
     assert "refused the admin token (403)" in text and "sys/r1" in text
     assert TOKEN not in text
     assert world.publisher.token is None  # read again on the next try
-    world.api.put(secret("rotated"))
+    world.api.put(admin_secret("rotated"))
     world.publisher.routers["uid-r1"].retry_at = 0
     await world.publisher.sync()
     assert world.routers.tables["10.9.0.1"]["version"] == 1_000
@@ -285,7 +242,7 @@ async def test_a_missing_secret_stops_pushes_not_the_configmap(world, caplog):
     [({}, "has no key 'token'"), ({"token": "!!"}, "not valid base64"), ({"token": ""}, "empty")],
 )
 async def test_a_bad_secret_is_reported(world, caplog, data, why):
-    world.api.put({**secret(), "data": data})
+    world.api.put({**admin_secret(), "data": data})
     with caplog.at_level(logging.WARNING, logger="inferscale.controller.routing"):
         await world.publisher.sync()
     assert world.routers.requests == []
@@ -429,7 +386,7 @@ async def test_the_loop_survives_a_bug_in_one_sync(caplog):
 
 async def test_a_real_router_takes_the_table_and_serves_its_models():
     api = FakeKubeApi()
-    api.put(secret())
+    api.put(admin_secret())
     with RunningRouter() as router:
         settings = SETTINGS.model_copy(update={"admin_port": router.port})
         models = [model("llama", engine="sim", namespace="team", servedName="llama-sim")]

@@ -4,12 +4,15 @@ the admin API, and a router process's SIGTERM."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+import warnings
 from typing import Any
 
 import httpx
@@ -17,6 +20,8 @@ import openai
 import pytest
 from aiohttp import web
 
+from inferscale.router.app import start
+from inferscale.router.settings import RouterSettings
 from inferscale.serving import serve_app
 from tests.component.router.conftest import (
     MODEL,
@@ -475,3 +480,17 @@ def test_a_usage_event_split_over_many_reads_is_still_counted(router):
         )
     assert router.metric("inferscale_router_completion_tokens_total", model=MODEL) == 3
     assert router.metric("inferscale_router_prompt_tokens_total", model=MODEL) == 4
+
+
+async def test_a_router_that_cannot_start_closes_what_it_opened():
+    """A taken port fails the start, and the upstream session its startup opened is closed."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(OSError):
+            await start(RouterSettings(host="127.0.0.1", port=port))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        gc.collect()
+    assert not [w for w in caught if "Unclosed" in str(w.message)]

@@ -10,7 +10,7 @@ import pytest
 from inferscale.api.meta import LABEL_ENGINE, LABEL_MANAGED_BY, LABEL_MODEL
 from inferscale.api.v1alpha1.inference_model import ENGINES as API_ENGINES
 from inferscale.api.v1alpha1.inference_model import InferenceModel
-from inferscale.config import OperatorSettings, ReconcileSettings
+from inferscale.config import OperatorSettings
 from inferscale.errors import SpecError
 from inferscale.reconcile.deployment import (
     Dependency,
@@ -23,6 +23,7 @@ from inferscale.reconcile.engines import ENGINES, HF_HOME, UnsupportedSpec
 from inferscale.reconcile.labels import check_model_name, selector_labels, selector_string
 from inferscale.reconcile.pdb import build_pdb
 from inferscale.reconcile.service import SERVICE_PORT, build_service
+from inferscale.reconcile.settings import ReconcileSettings
 from tests.factories import make_model
 from tests.manifests import example_docs
 from tests.unit.reconcile.conftest import assert_golden, assert_valid
@@ -291,7 +292,8 @@ def test_model_cache_volume(engine, cache, volume):
 def test_sim_gets_no_cache_token_or_shm():
     spec = make_model("sim", hfTokenSecretRef={"name": "hf", "key": "t"}, cache={"pvcName": "w"})
     dep = build_deployment("m", "ns", spec, SETTINGS)
-    assert "volumes" not in pod_spec(dep)
+    # Only its writable /tmp: no model cache, no /dev/shm.
+    assert [v["name"] for v in pod_spec(dep)["volumes"]] == ["tmp"]
     assert "env" not in container(dep)
     assert dependencies(spec) == []
 
@@ -361,6 +363,15 @@ def test_security_context(engine):
         assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     else:
         assert "securityContext" not in pod_spec(dep)
+    mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts", [])}
+    volumes = {v["name"]: v for v in pod_spec(dep).get("volumes", [])}
+    if ENGINES[engine].read_only_root:
+        # Read-only like the chart's pods, with the one writable path an emptyDir.
+        assert c["securityContext"]["readOnlyRootFilesystem"] is True
+        assert volumes[mounts["/tmp"]]["emptyDir"] == {"sizeLimit": "64Mi"}
+    else:
+        assert "readOnlyRootFilesystem" not in c["securityContext"]
+        assert "/tmp" not in mounts
 
 
 def test_pods_get_no_service_links_or_api_token():

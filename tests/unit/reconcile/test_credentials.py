@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-from typing import Any
 
 import pytest
 
@@ -15,44 +14,11 @@ from inferscale.reconcile.credentials import (
     referenced_secrets,
 )
 from inferscale.router.credentials import key_digest
+from tests.factories import client, provider
 
 KEY_A = "team-a-key-0123456789"
 KEY_B = "team-b-key-9876543210"
 NOW = "2025-01-01T00:00:00Z"
-
-
-def client(
-    name: str = "app",
-    secret: str = "app-key",
-    key: str = "api-key",
-    namespace: str = "team",
-    created: str = "2025-01-01T00:00:00Z",
-    **spec: Any,
-) -> dict[str, Any]:
-    return {
-        "apiVersion": "inferscale.io/v1alpha1",
-        "kind": "InferenceClient",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "creationTimestamp": created,
-            "generation": 3,
-        },
-        "spec": {"apiKeySecretRef": {"name": secret, "key": key}, **spec},
-    }
-
-
-def provider(name: str = "openai", secret: str = "openai-key", namespace: str = "team"):
-    return {
-        "apiVersion": "inferscale.io/v1alpha1",
-        "kind": "InferenceProvider",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "type": "openai",
-            "apiKeySecretRef": {"name": secret, "key": "api-key"},
-            "models": [{"name": "gpt-4o-mini"}],
-        },
-    }
 
 
 def test_provider_keys_and_client_digests_are_compiled():

@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from inferscale.config import ReconcileSettings
 from inferscale.reconcile.deployment import build_deployment
 from inferscale.reconcile.pdb import build_pdb
 from inferscale.reconcile.plan import ObjectRef, calculate_plan, first_difference
 from inferscale.reconcile.service import build_service
+from inferscale.reconcile.settings import ReconcileSettings
 from tests.factories import make_model
 
 SPEC = make_model("sim")

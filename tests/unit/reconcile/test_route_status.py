@@ -16,7 +16,7 @@ from inferscale.reconcile.route_status import (
 )
 from inferscale.reconcile.routing import compile_routes
 from inferscale.router.spend import ProviderReport, SpendReport
-from tests.unit.reconcile.test_routing import model, pod, provider, route
+from tests.factories import model, pod, provider, route
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 NOW = T0 + 1800

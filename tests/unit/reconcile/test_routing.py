@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import pytest
 
@@ -20,71 +19,7 @@ from inferscale.reconcile.routing import (
     table_json,
 )
 from inferscale.router.table import RouteSettings, RoutingTable
-from tests.factories import model_spec_dict
-
-NS = "team"
-
-
-def model(
-    name: str = "llama",
-    engine: str = "vllm",
-    namespace: str = NS,
-    created: str = "2025-01-01T00:00:00Z",
-    **spec: Any,
-) -> dict[str, Any]:
-    return {
-        "apiVersion": "inferscale.io/v1alpha1",
-        "kind": "InferenceModel",
-        "metadata": {"name": name, "namespace": namespace, "creationTimestamp": created},
-        "spec": model_spec_dict(engine, **spec),
-    }
-
-
-def route(
-    name: str = "llama",
-    backends: list[dict[str, Any]] | None = None,
-    namespace: str = NS,
-    created: str = "2025-01-02T00:00:00Z",
-    **spec: Any,
-) -> dict[str, Any]:
-    return {
-        "apiVersion": "inferscale.io/v1alpha1",
-        "kind": "InferenceRoute",
-        "metadata": {"name": name, "namespace": namespace, "creationTimestamp": created},
-        "spec": {"backends": backends or [{"inferenceModel": "llama"}], **spec},
-    }
-
-
-def pod(
-    name: str,
-    model_name: str = "llama",
-    ip: str | None = "10.0.0.1",
-    ready: bool = True,
-    namespace: str = NS,
-    deleting: bool = False,
-    phase: str = "Running",
-    **labels: str,
-) -> dict[str, Any]:
-    meta: dict[str, Any] = {
-        "name": name,
-        "namespace": namespace,
-        "uid": f"uid-{name}",
-        "labels": {
-            "inferscale.io/model": model_name,
-            "app.kubernetes.io/component": "engine",
-            "app.kubernetes.io/managed-by": "inferscale",
-            **labels,
-        },
-    }
-    if deleting:
-        meta["deletionTimestamp"] = "2025-01-01T01:00:00Z"
-    status: dict[str, Any] = {
-        "phase": phase,
-        "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
-    }
-    if ip is not None:
-        status["podIP"] = ip
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "status": status}
+from tests.factories import NS, model, model_spec_dict, pod, provider, route, router_pod
 
 
 def test_a_model_with_ready_and_starting_pods():
@@ -231,33 +166,6 @@ def test_a_route_named_otherwise_than_the_served_name_is_reported_but_applied():
     assert compiled.models["llama"].route.strategy == "roundRobin"
     (problem,) = compiled.problems
     assert "clients must send model 'llama'" in problem and "'chat'" in problem
-
-
-def provider(
-    name: str = "openai",
-    type: str = "openai",
-    namespace: str = NS,
-    models: list[dict[str, Any]] | None = None,
-    **spec: Any,
-) -> dict[str, Any]:
-    return {
-        "apiVersion": "inferscale.io/v1alpha1",
-        "kind": "InferenceProvider",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "type": type,
-            "apiKeySecretRef": {"name": f"{name}-key", "key": "api-key"},
-            "models": models
-            or [
-                {
-                    "name": "gpt-4o-mini",
-                    "inputPricePerMillionTokens": 0.15,
-                    "outputPricePerMillionTokens": 0.6,
-                }
-            ],
-            **spec,
-        },
-    }
 
 
 ANTHROPIC = provider(
@@ -554,13 +462,6 @@ def test_pod_view_is_none_for_non_engine_pods_and_sees_readiness():
     assert view is not None and (view.ip, view.ready, view.gone) == ("10.0.0.1", False, False)
     deleting = pod_view(pod("p", deleting=True))
     assert deleting is not None and deleting.gone
-
-
-def router_pod(name: str, ip: str | None = "10.9.0.1", **kw: Any) -> dict[str, Any]:
-    body = pod(name, ip=ip, namespace="sys", **kw)
-    body["metadata"]["labels"] = {"app.kubernetes.io/name": "inferscale-router"}
-    body["status"]["containerStatuses"] = [{"name": "router", "restartCount": 2}]
-    return body
 
 
 def test_router_targets():

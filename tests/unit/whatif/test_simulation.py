@@ -11,9 +11,11 @@ from inferscale.sim.presets import preset
 from inferscale.whatif.cluster import REJECTED, SERVED, SPILLED, SimConfig, simulate
 from inferscale.whatif.compare import (
     MAX_PROMPT_TOKEN_BUDGET,
+    best_fixed_fleet,
     build_policy,
     calibrate_target,
     compare,
+    fixed_fleet_attainment,
     initial_replicas,
     oracle_for,
     prompt_token_budget,
@@ -37,7 +39,7 @@ def config(**kw) -> SimConfig:
     return SimConfig(**base)
 
 
-@pytest.mark.parametrize("name", ["ours", "hpa", "keda", "kubeai", "oracle"])
+@pytest.mark.parametrize("name", ["ours", "hpa", "keda", "kubeai", "fixed", "oracle"])
 def test_a_light_constant_load_is_served_within_the_slo_by_one_replica(name):
     trace = steady(1.0, 600)
     cfg = config(initial_replicas=1)
@@ -198,6 +200,30 @@ def test_calibration_picks_a_target_the_oracle_meets():
     trial = replace(cfg, target=float(target))
     trial = replace(trial, initial_replicas=initial_replicas(trace, trial))
     assert summarize(simulate(trace, oracle_for(trace, trial), trial)).slo_attainment >= 0.99
+
+
+def test_the_best_fixed_fleet_is_the_fewest_standing_replicas_that_meet_the_goal():
+    # A steady load that one H100 cannot carry within the SLO, plus a burst on top.
+    base = steady(12.0, 300, prompt=3000, output=50)
+    burst = tuple(Request(150 + i / 40, 3000, 50) for i in range(400))
+    trace = Trace("burst", "azure", tuple(sorted(base.requests + burst, key=lambda r: r.arrival)))
+    cfg = config(max_replicas=12)
+    best = best_fixed_fleet(trace, cfg)
+    assert 1 < best < 12
+    assert fixed_fleet_attainment(trace, cfg, best) >= 0.99
+    assert fixed_fleet_attainment(trace, cfg, best - 1) < 0.99
+    (fixed,) = compare(trace, cfg, ["fixed"])
+    s = summarize(fixed)
+    assert s.peak_replicas == best and s.cold_starts == 0 and s.scale_events == 0
+    assert s.slo_attainment == pytest.approx(fixed_fleet_attainment(trace, cfg, best))
+    assert s.gpu_hours == pytest.approx(best * gpu_hours(simulate(trace, Static(1), cfg)), rel=0.05)
+
+
+def test_no_fixed_fleet_within_the_bound_meeting_the_goal_gives_the_bound():
+    trace = steady(40.0, 120, prompt=3000, output=50)
+    cfg = config(max_replicas=2)
+    assert fixed_fleet_attainment(trace, cfg, 2) < 0.99
+    assert best_fixed_fleet(trace, cfg) == 2
 
 
 def test_unknown_policy_is_refused():
