@@ -79,7 +79,7 @@ chart-lint: install ## helm lint the chart with its default and ci/ values, then
 	$(BIN)/pytest tests/component/chart $(PYTEST_ARGS)
 
 .PHONY: test
-test: install lint verify kube-binaries ## Lint, check for drift, and run every test (e2e/ included).
+test: install lint verify kube-binaries llamacpp ## Lint, check for drift, and run every test (e2e/ included).
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 .PHONY: unit
@@ -101,6 +101,10 @@ engine-check: install ## Parse every generated vLLM/SGLang command line with the
 .PHONY: kube-binaries
 kube-binaries: ## Build or reuse the control plane, KWOK, kubectl, helm, Prometheus (first build 18-33 min on 2 cores).
 	bash tools/kube/build.sh
+
+.PHONY: llamacpp
+llamacpp: ## Build or reuse llama.cpp's llama-server and a tiny GGUF for the e2e engine (docs/llamacpp.md).
+	PYTHON=$(abspath $(PY)) bash tools/llamacpp/build.sh
 
 .PHONY: cluster-up
 cluster-up: install ## Start the local cluster in .cluster/ (`inferscale cluster env` prints how to use it).

@@ -14,6 +14,8 @@ import hashlib
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -44,9 +46,47 @@ KUBE_VERSION = "v1.36.3"
 SIMULATED_TAINT = {"key": "inferscale.io/simulated", "value": "true", "effect": "NoSchedule"}
 
 
+LLAMACPP_BUILD = REPO / "tools" / "llamacpp" / "build.sh"
+LLAMACPP_IMAGE = "ghcr.io/ggml-org/llama.cpp"
+#: llama.cpp's server image names /app/llama-server as its command (reconcile/engines.py).
+LLAMACPP_IMAGE_BINARY = "/app/llama-server"
+
+
+def llamacpp_dir(build: bool) -> Path:
+    """Where tools/llamacpp/build.sh keeps llama-server and model.gguf (``build``: make them).
+
+    Without ``build`` the directory is only named, so the cluster's image map can point at a
+    binary that the llama.cpp tests build later (the launcher resolves commands at pod start).
+    """
+    done = subprocess.run(
+        ["bash", str(LLAMACPP_BUILD), *([] if build else ["--dir"])],
+        env={**os.environ, "PYTHON": sys.executable},
+        stdout=subprocess.PIPE,
+        stderr=None if build else subprocess.DEVNULL,
+        text=True,
+        timeout=3600,
+        check=False,
+    )
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        pytest.fail(f"{LLAMACPP_BUILD} failed with exit status {done.returncode} (see its stderr)")
+    return Path(lines[-1])
+
+
+def e2e_image_map(state_dir: Path) -> Path:
+    """An image map beside the state directory: llama.cpp's image runs build.sh's llama-server."""
+    server = str(llamacpp_dir(build=False) / "llama-server")
+    entry = {"command": [server], "paths": {LLAMACPP_IMAGE_BINARY: server}}
+    path = state_dir.parent / f"{state_dir.name}-images.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump({"images": {LLAMACPP_IMAGE: entry}}))
+    return path
+
+
 def e2e_config(state_dir: Path = STATE_DIR, **overrides: Any) -> ClusterConfig:
     """The e2e session's local cluster: ports, ranges and bridge apart from `make cluster-up`."""
     settings: dict[str, Any] = {
+        "image_map": str(e2e_image_map(state_dir)),
         "state_dir": state_dir,
         "name": CLUSTER_NAME,
         "port_base": PORT_BASE,

@@ -236,6 +236,9 @@ def _container(
         # A busy engine answers /health late; a minute of failures, not one slow reply, restarts.
         "livenessProbe": _probe(profile, LIVENESS_PERIOD_SECONDS, 10, 4),
         "securityContext": security,
+        # An engine that dies at start (a model that does not load) prints why in its log; the
+        # log's tail becomes the termination message, and so the InferenceModel's condition.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     if settings.pre_stop_seconds > 0:
         container["lifecycle"] = {"preStop": {"sleep": {"seconds": settings.pre_stop_seconds}}}

@@ -18,6 +18,11 @@ engine's documentation:
   ``--kv_cache_free_gpu_memory_fraction``); KV-cache and speculative settings only exist in the
   ``--extra_llm_api_options`` YAML file, which a small shell wrapper writes from an environment
   variable before ``exec``-ing the server.
+- llama.cpp: ``llama-server`` (``--model`` a GGUF file or ``--hf-repo org/repo[:quant]``,
+  ``--alias``, ``--ctx-size``, ``--parallel``, ``--threads``, ``--n-gpu-layers``,
+  ``--[no-]cache-prompt``, ``--cache-type-k/-v``); ``--metrics`` turns ``/metrics`` on and
+  ``/health`` answers 200 once the model is loaded. Its context is shared by its slots, so the
+  context size is ``maxModelLen`` times the slots, which each get ``maxModelLen`` tokens.
 - sim: ``inferscale sim`` (``--model`` is the served name, ``--port``, ``--max-model-len``,
   ``--shutdown-grace-seconds``). GPU-only knobs are accepted and ignored, so a manifest can be
   tried on the sim before it meets a GPU.
@@ -32,6 +37,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
 from inferscale import __version__
@@ -330,6 +336,86 @@ def _trtllm(
         o.env[TRTLLM_OPTIONS_ENV] = json.dumps(options, sort_keys=True, separators=(",", ":"))
 
 
+LLAMACPP_CACHE: Final = f"{MODEL_CACHE_MOUNT}/llama.cpp"
+"""Where ``llama-server --hf-repo`` keeps the GGUF files it downloads (``LLAMA_CACHE``)."""
+
+# llama.cpp's KV cache types closest to the API's: it has no fp8, only integer quantisations.
+_LLAMACPP_UNSUPPORTED_KV: Final = ("fp8", "fp8_e4m3", "fp8_e5m2")
+
+
+def whole_cpus(quantity: int | str | None) -> int | None:
+    """Whole CPUs in a CPU quantity (``2``, ``"1500m"``, ``"2.5"``), at least 1; None if unset.
+
+    A quantity written with another suffix (``"1k"``) gives None: the engine keeps its default.
+    """
+    if quantity is None:
+        return None
+    text = str(quantity).strip()
+    scale = Decimal(1)
+    if text.endswith("m"):
+        text, scale = text[:-1], Decimal("0.001")
+    try:
+        cpus = Decimal(text) * scale
+    except InvalidOperation:
+        return None
+    if not cpus.is_finite():
+        return None
+    return max(int(cpus), 1)
+
+
+def _llamacpp(
+    spec: InferenceModelSpec, src: ModelSource, served: str, lay: Layout, o: _Flags
+) -> None:
+    opt = spec.optimization
+    if src.scheme == "hf":
+        # llama-server downloads the repo's GGUF (``org/repo:Q4_K_M`` picks a quantisation).
+        o.add("--hf-repo", src.path)
+        o.env["LLAMA_CACHE"] = LLAMACPP_CACHE
+    else:
+        o.add("--model", src.path)
+    o.add("--alias", served, "--host", "0.0.0.0", "--port", LLAMACPP.port)
+    o.add("--metrics", "--no-webui")
+    # One slot per request the autoscaler aims to put on a replica: at its target a replica
+    # decodes them all at once, and what it defers beyond that is load to scale on.
+    slots = spec.autoscaling.target_in_flight_per_replica
+    o.add("--parallel", slots)
+    if opt.max_model_len is not None:
+        o.add("--ctx-size", opt.max_model_len * slots)
+    threads = whole_cpus(spec.resources.cpu)
+    if threads is not None:
+        # Without it llama.cpp starts a thread per core of the node, not of the container.
+        o.add("--threads", threads)
+    if lay.dp > 1:
+        o.problems.append(
+            f"llama-server runs one model copy per pod, so optimization.tensorParallelSize "
+            f"({lay.tp}) must equal resources.gpus ({lay.gpus})"
+        )
+    if lay.gpus > 0:
+        # Every layer on the GPUs (a GPU image such as server-cuda; the CPU image ignores it).
+        o.add("--n-gpu-layers", 999)
+    if opt.quantization:
+        o.problems.append(
+            "a GGUF file carries its own quantisation: pick it in the model source "
+            "(hf://org/repo:Q4_K_M) and leave optimization.quantization empty"
+        )
+    if opt.prefix_caching is not None:
+        o.add("--cache-prompt" if opt.prefix_caching else "--no-cache-prompt")
+    if opt.kv_cache_dtype in _LLAMACPP_UNSUPPORTED_KV:
+        o.problems.append(
+            "llama.cpp has no fp8 KV cache; pass --cache-type-k/--cache-type-v q8_0 in args"
+        )
+    if opt.gpu_memory_utilization is not None:
+        o.problems.append(
+            "llama.cpp has no GPU memory fraction; its memory follows --ctx-size and the "
+            "layers offloaded"
+        )
+    if opt.speculative_decoding is not None:
+        o.problems.append(
+            f"{opt.speculative_decoding.method} speculative decoding is not mapped for "
+            "llama.cpp; pass its --model-draft and --draft-max flags in args"
+        )
+
+
 def _sim(spec: InferenceModelSpec, src: ModelSource, served: str, lay: Layout, o: _Flags) -> None:
     del src, lay  # The sim loads no weights and uses no GPU.
     o.add("--model", served, "--port", SIM.port)
@@ -399,6 +485,20 @@ TRTLLM: Final = EngineProfile(
     model_sources=frozenset({"hf", "pvc"}),
     flags=_trtllm,
 )
+LLAMACPP: Final = EngineProfile(
+    name="llamacpp",
+    # The llama.cpp project's CPU server image; its ENTRYPOINT is /app/llama-server.
+    default_image="ghcr.io/ggml-org/llama.cpp:server-b11206",
+    base_command=("/app/llama-server",),
+    port=8080,
+    health_path="/health",
+    metrics_path="/metrics",
+    needs_shm=False,
+    needs_weights=True,
+    non_root=False,
+    model_sources=frozenset({"hf", "pvc"}),
+    flags=_llamacpp,
+)
 SIM: Final = EngineProfile(
     name="sim",
     default_image=f"ghcr.io/inferscale/sim:{__version__}",
@@ -415,7 +515,7 @@ SIM: Final = EngineProfile(
 )
 
 ENGINES: Final[Mapping[Engine, EngineProfile]] = {
-    p.name: p for p in (VLLM, SGLANG, TGI, TRTLLM, SIM)
+    p.name: p for p in (VLLM, SGLANG, TGI, TRTLLM, LLAMACPP, SIM)
 }
 """Every engine's profile, by the name ``spec.engine`` uses."""
 

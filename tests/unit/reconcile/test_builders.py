@@ -77,6 +77,13 @@ RICH: dict[str, dict[str, Any]] = {
         },
         "scheduling": {"priorityClassName": "inference-high"},
     },
+    "llamacpp": {
+        "model": "pvc://gguf/qwen2.5-0.5b-instruct-q4_k_m.gguf",
+        "resources": {"gpus": 0, "cpu": 4, "memory": "8Gi"},
+        "optimization": {"maxModelLen": 4096, "prefixCaching": True},
+        "autoscaling": {"targetInFlightPerReplica": 4},
+        "maxReplicas": 8,
+    },
     "sim": {
         "resources": {"gpus": 0, "cpu": "250m", "memory": "256Mi"},
         "optimization": {"maxModelLen": 8192},

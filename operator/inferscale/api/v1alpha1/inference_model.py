@@ -27,10 +27,11 @@ from inferscale.api.v1alpha1.common import EnvVar, Quantity, Toleration
 KIND: Final = "InferenceModel"
 PLURAL = "inferencemodels"
 
-Engine = Literal["vllm", "sglang", "tgi", "trtllm", "sim"]
-"""The inference engines the operator knows how to run (``sim`` is inferscale's GPU-free one)."""
+Engine = Literal["vllm", "sglang", "tgi", "trtllm", "llamacpp", "sim"]
+"""The inference engines the operator knows how to run (``llamacpp`` runs GGUF models on CPU;
+``sim`` is inferscale's GPU-free stand-in)."""
 
-ENGINES: tuple[Engine, ...] = ("vllm", "sglang", "tgi", "trtllm", "sim")
+ENGINES: tuple[Engine, ...] = ("vllm", "sglang", "tgi", "trtllm", "llamacpp", "sim")
 
 MODEL_SOURCE_PATTERN = r"^(hf|s3|pvc)://[^\s]+$"
 """``hf://org/name``, ``s3://bucket/path`` or ``pvc://claim/path``."""
@@ -224,7 +225,8 @@ class InferenceModelSpec(ApiModel):
     """The name clients send as ``model``; defaults to the object's name."""
 
     engine: Engine
-    """Inference engine: vllm, sglang, tgi, trtllm, or sim (inferscale's GPU-free engine)."""
+    """Inference engine: vllm, sglang, tgi, trtllm, llamacpp (llama.cpp's server, GGUF files,
+    CPU or GPU), or sim (inferscale's GPU-free engine)."""
 
     image: str | None = Field(default=None, min_length=1, max_length=1024)
     """Container image; empty uses the operator's default image for the engine."""
