@@ -22,6 +22,13 @@ engine's documentation:
   ``--shutdown-grace-seconds``). GPU-only knobs are accepted and ignored, so a manifest can be
   tried on the sim before it meets a GPU.
 
+LoRA adapters (``spec.adapters``) only switch LoRA on and size it: vLLM ``--enable-lora
+--max-loras --max-lora-rank`` with ``VLLM_ALLOW_RUNTIME_LORA_UPDATING``, SGLang ``--enable-lora
+--max-loras-per-batch --max-lora-rank --lora-target-modules all``, the sim ``--max-loras``. The
+adapters themselves are loaded at run time through the engines' ``load_lora_adapter``
+endpoints, never listed in the args (``--lora-modules``, ``--lora-paths``), so adding or
+removing one changes no pod template and restarts no replica. TGI and TensorRT-LLM are refused.
+
 An engine that cannot do what the spec asks raises :class:`UnsupportedSpec` (a
 :class:`~inferscale.errors.SpecError`) naming every problem at once, instead of building a pod
 that would crash-loop on a flag the engine rejects. No I/O here.
@@ -135,9 +142,45 @@ class EngineProfile:
     read_only_root: bool = False
     """The engine writes nothing outside its volumes and ``/tmp`` (an emptyDir), so its root
     filesystem is mounted read-only; the vendor images write caches under ``/root``."""
+    serves_adapters: bool = False
+    """Loads LoRA adapters at run time through a ``load_lora_adapter`` endpoint."""
 
 
 # --- flag mappers ---------------------------------------------------------------------------
+
+DEFAULT_ADAPTER_RANK: Final = 16
+"""Rank assumed for an adapter that states none (vLLM's default ``--max-lora-rank``)."""
+
+VLLM_LORA_RANKS: Final = (8, 16, 32, 64, 128, 256, 320, 512)
+"""The ``--max-lora-rank`` values vLLM accepts (``vllm/config/lora.py``)."""
+
+VLLM_RUNTIME_LORA_ENV: Final = "VLLM_ALLOW_RUNTIME_LORA_UPDATING"
+"""Without it vLLM has no ``/v1/load_lora_adapter`` and ``/v1/unload_lora_adapter``."""
+
+
+def max_adapter_rank(spec: InferenceModelSpec) -> int:
+    """The largest adapter rank, rounded up to a rank vLLM accepts (SGLang takes any)."""
+    largest = max((a.rank or DEFAULT_ADAPTER_RANK for a in spec.adapters), default=0)
+    return next(r for r in VLLM_LORA_RANKS if r >= largest)
+
+
+def _vllm_adapters(spec: InferenceModelSpec, lay: Layout, o: _Flags) -> None:
+    if lay.dp > 1:
+        # vLLM 0.11's metrics logger raises NotImplementedError for LoRA with data parallelism.
+        o.problems.append(
+            f"vLLM serves LoRA adapters with one model copy per pod only, so "
+            f"optimization.tensorParallelSize ({lay.tp}) must equal resources.gpus ({lay.gpus})"
+        )
+    o.add("--enable-lora", "--max-loras", spec.adapter_slots)
+    o.add("--max-lora-rank", max_adapter_rank(spec))
+    o.env[VLLM_RUNTIME_LORA_ENV] = "True"
+
+
+def _sglang_adapters(spec: InferenceModelSpec, o: _Flags) -> None:
+    # With no --lora-paths, SGLang needs the rank and the target modules up front; "all" covers
+    # any adapter loaded later, at the cost of buffers for modules an adapter may not touch.
+    o.add("--enable-lora", "--max-loras-per-batch", spec.adapter_slots)
+    o.add("--max-lora-rank", max_adapter_rank(spec), "--lora-target-modules", "all")
 
 
 def _draft_model(spec: SpeculativeDecoding, out: _Flags) -> str | None:
@@ -184,6 +227,8 @@ def _vllm(spec: InferenceModelSpec, src: ModelSource, served: str, lay: Layout, 
         if draft is not None:
             config["model"] = draft
         o.add("--speculative-config", json.dumps(config, sort_keys=True, separators=(",", ":")))
+    if spec.adapters:
+        _vllm_adapters(spec, lay, o)
 
 
 _SGLANG_KV_DTYPE: Final = {"fp8": "fp8_e4m3", "fp8_e4m3": "fp8_e4m3", "fp8_e5m2": "fp8_e5m2"}
@@ -230,6 +275,8 @@ def _sglang(
             # A chain (top-k 1) of n steps verifies n drafted tokens plus the bonus one.
             o.add("--speculative-num-steps", n, "--speculative-eagle-topk", 1)
             o.add("--speculative-num-draft-tokens", n + 1)
+    if spec.adapters:
+        _sglang_adapters(spec, o)
 
 
 _TGI_KV_DTYPE: Final = {"fp8": "fp8_e4m3fn", "fp8_e4m3": "fp8_e4m3fn", "fp8_e5m2": "fp8_e5m2"}
@@ -336,6 +383,8 @@ def _sim(spec: InferenceModelSpec, src: ModelSource, served: str, lay: Layout, o
     o.add("--shutdown-grace-seconds", spec.serving.termination_grace_period_seconds)
     if spec.optimization.max_model_len is not None:
         o.add("--max-model-len", spec.optimization.max_model_len)
+    if spec.adapters:
+        o.add("--max-loras", spec.adapter_slots)
 
 
 # --- the table ------------------------------------------------------------------------------
@@ -357,6 +406,7 @@ VLLM: Final = EngineProfile(
     non_root=False,
     model_sources=frozenset({"hf", "s3", "pvc"}),
     flags=_vllm,
+    serves_adapters=True,
 )
 SGLANG: Final = EngineProfile(
     name="sglang",
@@ -370,6 +420,7 @@ SGLANG: Final = EngineProfile(
     non_root=False,
     model_sources=frozenset({"hf", "pvc"}),
     flags=_sglang,
+    serves_adapters=True,
 )
 TGI: Final = EngineProfile(
     name="tgi",
@@ -412,6 +463,7 @@ SIM: Final = EngineProfile(
     model_sources=frozenset({"hf", "s3", "pvc"}),
     flags=_sim,
     read_only_root=True,
+    serves_adapters=True,
 )
 
 ENGINES: Final[Mapping[Engine, EngineProfile]] = {
@@ -444,6 +496,22 @@ def parse_model_source(model: str) -> ModelSource:
     raise SpecError(f"model {model!r}: unknown source scheme {scheme}://")
 
 
+def _check_adapters(
+    spec: InferenceModelSpec, profile: EngineProfile, served_name: str, out: _Flags
+) -> None:
+    if not spec.adapters:
+        return
+    if not profile.serves_adapters:
+        out.problems.append(
+            f"{profile.name} cannot serve LoRA adapters (spec.adapters); use vllm or sglang"
+        )
+    if served_name in {a.name for a in spec.adapters}:
+        # The API rule only sees an explicit servedName; the object's name is checked here.
+        out.problems.append(
+            f"adapter {served_name!r} has the model's own served name; rename the adapter"
+        )
+
+
 def layout(spec: InferenceModelSpec) -> Layout:
     """Tensor parallelism defaults to the GPU count; GPUs left over hold more model copies."""
     gpus = spec.resources.gpus
@@ -470,6 +538,7 @@ def engine_command(spec: InferenceModelSpec, served_name: str) -> EngineCommand:
             f"{spec.engine} cannot load {source.scheme}:// models; copy the weights into a "
             "PersistentVolumeClaim and use pvc://claim/path"
         )
+    _check_adapters(spec, profile, served_name, out)
     profile.flags(spec, source, served_name, layout(spec), out)
     if out.problems:
         raise UnsupportedSpec(spec.engine, out.problems)

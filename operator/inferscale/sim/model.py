@@ -76,6 +76,10 @@ class EngineParams(BaseModel):
     """Failure injection: after becoming ready, steps are slower for this long (warm-up)."""
     slow_start_factor: float = Field(1.0, ge=1)
     """Failure injection: step-time multiplier during the slow start."""
+    max_loras: int = Field(1, ge=1, le=1024)
+    """LoRA adapter slots on the GPU (vLLM ``--max-loras``): adapters of the running batch."""
+    lora_swap_seconds: float = Field(0.0, ge=0)
+    """Cost of bringing an adapter into a slot, added to the step that admits its request."""
 
     @model_validator(mode="after")
     def _fits(self) -> EngineParams:
