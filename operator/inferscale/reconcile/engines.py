@@ -24,10 +24,11 @@ engine's documentation:
 
 LoRA adapters (``spec.adapters``) only switch LoRA on and size it: vLLM ``--enable-lora
 --max-loras --max-lora-rank`` with ``VLLM_ALLOW_RUNTIME_LORA_UPDATING``, SGLang ``--enable-lora
---max-loras-per-batch --max-lora-rank --lora-target-modules all``, the sim ``--max-loras``. The
-adapters themselves are loaded at run time through the engines' ``load_lora_adapter``
-endpoints, never listed in the args (``--lora-modules``, ``--lora-paths``), so adding or
-removing one changes no pod template and restarts no replica. TGI and TensorRT-LLM are refused.
+--max-loras-per-batch --max-lora-rank --lora-target-modules all``, the sim ``--enable-lora
+--max-loras``. The adapters themselves are loaded at run time through the engines'
+``load_lora_adapter`` endpoints, never listed in the args (``--lora-modules``,
+``--lora-paths``), so adding or removing one changes no pod template and restarts no replica.
+TGI and TensorRT-LLM are refused.
 
 An engine that cannot do what the spec asks raises :class:`UnsupportedSpec` (a
 :class:`~inferscale.errors.SpecError`) naming every problem at once, instead of building a pod
@@ -384,7 +385,7 @@ def _sim(spec: InferenceModelSpec, src: ModelSource, served: str, lay: Layout, o
     if spec.optimization.max_model_len is not None:
         o.add("--max-model-len", spec.optimization.max_model_len)
     if spec.adapters:
-        o.add("--max-loras", spec.adapter_slots)
+        o.add("--enable-lora", "--max-loras", spec.adapter_slots)
 
 
 # --- the table ------------------------------------------------------------------------------
