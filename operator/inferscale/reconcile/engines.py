@@ -114,6 +114,22 @@ class _Flags:
 
 
 @dataclass(frozen=True)
+class AdapterEndpoints:
+    """An engine's HTTP paths that load and unload a LoRA adapter at run time.
+
+    Both take JSON: ``{"lora_name", "lora_path"}`` to load, ``{"lora_name"}`` to unload (vLLM's
+    ``LoadLoRAAdapterRequest``, SGLang's ``LoadLoRAAdapterReqInput``).
+    """
+
+    load: str
+    unload: str
+
+
+VLLM_ADAPTER_ENDPOINTS: Final = AdapterEndpoints("/v1/load_lora_adapter", "/v1/unload_lora_adapter")
+SGLANG_ADAPTER_ENDPOINTS: Final = AdapterEndpoints("/load_lora_adapter", "/unload_lora_adapter")
+
+
+@dataclass(frozen=True)
 class EngineProfile:
     """Everything the builders need to know about one engine."""
 
@@ -143,8 +159,13 @@ class EngineProfile:
     read_only_root: bool = False
     """The engine writes nothing outside its volumes and ``/tmp`` (an emptyDir), so its root
     filesystem is mounted read-only; the vendor images write caches under ``/root``."""
-    serves_adapters: bool = False
-    """Loads LoRA adapters at run time through a ``load_lora_adapter`` endpoint."""
+    adapter_endpoints: AdapterEndpoints | None = None
+    """Where LoRA adapters are loaded and unloaded at run time; None: the engine serves none."""
+
+    @property
+    def serves_adapters(self) -> bool:
+        """Whether ``spec.adapters`` can be served by this engine."""
+        return self.adapter_endpoints is not None
 
 
 # --- flag mappers ---------------------------------------------------------------------------
@@ -407,7 +428,7 @@ VLLM: Final = EngineProfile(
     non_root=False,
     model_sources=frozenset({"hf", "s3", "pvc"}),
     flags=_vllm,
-    serves_adapters=True,
+    adapter_endpoints=VLLM_ADAPTER_ENDPOINTS,
 )
 SGLANG: Final = EngineProfile(
     name="sglang",
@@ -421,7 +442,7 @@ SGLANG: Final = EngineProfile(
     non_root=False,
     model_sources=frozenset({"hf", "pvc"}),
     flags=_sglang,
-    serves_adapters=True,
+    adapter_endpoints=SGLANG_ADAPTER_ENDPOINTS,
 )
 TGI: Final = EngineProfile(
     name="tgi",
@@ -464,7 +485,8 @@ SIM: Final = EngineProfile(
     model_sources=frozenset({"hf", "s3", "pvc"}),
     flags=_sim,
     read_only_root=True,
-    serves_adapters=True,
+    # The sim imitates vLLM's endpoints.
+    adapter_endpoints=VLLM_ADAPTER_ENDPOINTS,
 )
 
 ENGINES: Final[Mapping[Engine, EngineProfile]] = {

@@ -11,6 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from inferscale.cli import sim as sim_cli
+from inferscale.reconcile.engines import ENGINES
 from inferscale.sim.settings import SimSettings
 from tests.component.sim.conftest import MODEL, RunningSim, make_settings
 
@@ -178,3 +179,11 @@ def test_lora_flags_parse(monkeypatch):
     assert settings.engine_params().max_loras == 2
     plain = sim_cli.settings_from_args(parser.parse_args(["sim"]))
     assert not plain.enable_lora and plain.adapters() == {}
+
+
+def test_the_sim_answers_on_the_endpoints_the_operator_calls(lora_sim):
+    endpoints = ENGINES["sim"].adapter_endpoints
+    assert endpoints == ENGINES["vllm"].adapter_endpoints
+    body = {"lora_name": "ops", "lora_path": "/l/ops"}
+    assert post(lora_sim, endpoints.load, body).status_code == 200
+    assert post(lora_sim, endpoints.unload, {"lora_name": "ops"}).status_code == 200

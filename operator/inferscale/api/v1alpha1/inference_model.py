@@ -189,7 +189,7 @@ class Adapter(ApiModel):
     adapters on its GPUs at once; a request for another one waits while it is swapped in.
     """
 
-    name: str = Field(pattern=SERVED_NAME_PATTERN)
+    name: str = Field(pattern=SERVED_NAME_PATTERN, max_length=128)
     """The name clients send as ``model`` to use this adapter; unique within the model and
     different from the base model's ``servedName``."""
 
@@ -253,7 +253,7 @@ class InferenceModelSpec(ApiModel):
     """Where the weights come from: ``hf://org/name``, ``s3://bucket/path`` or
     ``pvc://claim/path``."""
 
-    served_name: str | None = Field(default=None, pattern=SERVED_NAME_PATTERN)
+    served_name: str | None = Field(default=None, pattern=SERVED_NAME_PATTERN, max_length=128)
     """The name clients send as ``model``; defaults to the object's name."""
 
     engine: Engine
