@@ -99,7 +99,7 @@ engine-check: install ## Parse every generated vLLM/SGLang command line with the
 ##@ Local cluster (docs/local-cluster.md)
 
 .PHONY: kube-binaries
-kube-binaries: ## Build or reuse the control plane, KWOK, kubectl, helm, Prometheus (first build ~9 min).
+kube-binaries: ## Build or reuse the control plane, KWOK, kubectl, helm, Prometheus (first build 18-33 min on 2 cores).
 	bash tools/kube/build.sh
 
 .PHONY: cluster-up

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from inferscale.router.app import parse_engine_metrics, stream_usage
-from inferscale.router.codec import error_body, sse_error
+from inferscale.router.codec import error_body, sse_error, stream_usage
+from inferscale.router.scrape import parse_engine_metrics
 
 VLLM = """# HELP vllm:num_requests_waiting x
 vllm:num_requests_waiting{engine="0",model_name="m"} 3.0
