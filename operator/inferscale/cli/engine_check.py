@@ -1,10 +1,11 @@
 """``inferscale engine-check``: every engine command line the operator builds, parsed by the engine.
 
-The lines: one per value of every field of ``spec.optimization`` and per model source scheme
-(built with :func:`~inferscale.reconcile.engines.engine_command` on a minimal spec), one per
-InferenceModel under ``examples/``, and the engine container of every golden Deployment under
-``tests/golden/``. Each engine that has a Python venv (``--engine-python vllm=PATH``) parses its
-lines with its own parser (:mod:`inferscale.cli.engine_parse`, run by that Python); a line it
+The lines: one per value of every field of ``spec.optimization``, per model source scheme
+and per adapter case (built with :func:`~inferscale.reconcile.engines.engine_command` on a
+minimal spec), one per InferenceModel under ``examples/``, and the engine container of every
+golden Deployment under ``tests/golden/``. Each engine that has a Python venv
+(``--engine-python vllm=PATH``) parses its lines with its own parser
+(:mod:`inferscale.cli.engine_parse`, run by that Python); a line it
 refuses fails the check with the engine's message.
 
 The same table gives ``docs/engines.md`` its support matrix (engine x version x field: the flags
@@ -129,7 +130,22 @@ def field_cases() -> list[Case]:
             {"resources": {"gpus": 4}, "optimization": {"tensorParallelSize": 2}},
         )
     )
-    return cases
+    return cases + adapter_cases()
+
+
+def adapter_cases() -> list[Case]:
+    """LoRA adapters: the default rank and slots, and a rank that rounds up, with more slots."""
+    unranked = [{"name": "a", "source": "hf://org/a-lora"}]
+    ranked = [
+        {"name": "a", "source": "hf://org/a-lora", "rank": 8},
+        {"name": "b", "source": "pvc://loras/b", "rank": 100},
+    ]
+    return [
+        Case("adapters=[1, no rank]", {"adapters": unranked}),
+        Case(
+            "adapters=[2, rank 8 and 100], adapterSlots=8", {"adapters": ranked, "adapterSlots": 8}
+        ),
+    ]
 
 
 def build(engine: str, case: Case) -> EngineCommand | UnsupportedSpec:

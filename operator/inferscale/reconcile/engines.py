@@ -27,6 +27,14 @@ engine's documentation:
   ``--shutdown-grace-seconds``). GPU-only knobs are accepted and ignored, so a manifest can be
   tried on the sim before it meets a GPU.
 
+LoRA adapters (``spec.adapters``) only switch LoRA on and size it: vLLM ``--enable-lora
+--max-loras --max-lora-rank`` with ``VLLM_ALLOW_RUNTIME_LORA_UPDATING``, SGLang ``--enable-lora
+--max-loras-per-batch --max-lora-rank --lora-target-modules all``, the sim ``--enable-lora
+--max-loras``. The adapters themselves are loaded at run time through the engines'
+``load_lora_adapter`` endpoints, never listed in the args (``--lora-modules``,
+``--lora-paths``), so adding or removing one changes no pod template and restarts no replica.
+TGI and TensorRT-LLM are refused.
+
 An engine that cannot do what the spec asks raises :class:`UnsupportedSpec` (a
 :class:`~inferscale.errors.SpecError`) naming every problem at once, instead of building a pod
 that would crash-loop on a flag the engine rejects. No I/O here.
@@ -112,6 +120,22 @@ class _Flags:
 
 
 @dataclass(frozen=True)
+class AdapterEndpoints:
+    """An engine's HTTP paths that load and unload a LoRA adapter at run time.
+
+    Both take JSON: ``{"lora_name", "lora_path"}`` to load, ``{"lora_name"}`` to unload (vLLM's
+    ``LoadLoRAAdapterRequest``, SGLang's ``LoadLoRAAdapterReqInput``).
+    """
+
+    load: str
+    unload: str
+
+
+VLLM_ADAPTER_ENDPOINTS: Final = AdapterEndpoints("/v1/load_lora_adapter", "/v1/unload_lora_adapter")
+SGLANG_ADAPTER_ENDPOINTS: Final = AdapterEndpoints("/load_lora_adapter", "/unload_lora_adapter")
+
+
+@dataclass(frozen=True)
 class EngineProfile:
     """Everything the builders need to know about one engine."""
 
@@ -141,9 +165,50 @@ class EngineProfile:
     read_only_root: bool = False
     """The engine writes nothing outside its volumes and ``/tmp`` (an emptyDir), so its root
     filesystem is mounted read-only; the vendor images write caches under ``/root``."""
+    adapter_endpoints: AdapterEndpoints | None = None
+    """Where LoRA adapters are loaded and unloaded at run time; None: the engine serves none."""
+
+    @property
+    def serves_adapters(self) -> bool:
+        """Whether ``spec.adapters`` can be served by this engine."""
+        return self.adapter_endpoints is not None
 
 
 # --- flag mappers ---------------------------------------------------------------------------
+
+DEFAULT_ADAPTER_RANK: Final = 16
+"""Rank assumed for an adapter that states none (vLLM's default ``--max-lora-rank``)."""
+
+VLLM_LORA_RANKS: Final = (8, 16, 32, 64, 128, 256, 320, 512)
+"""The ``--max-lora-rank`` values vLLM accepts (``vllm/config/lora.py``)."""
+
+VLLM_RUNTIME_LORA_ENV: Final = "VLLM_ALLOW_RUNTIME_LORA_UPDATING"
+"""Without it vLLM has no ``/v1/load_lora_adapter`` and ``/v1/unload_lora_adapter``."""
+
+
+def max_adapter_rank(spec: InferenceModelSpec) -> int:
+    """The largest adapter rank, rounded up to a rank vLLM accepts (SGLang takes any)."""
+    largest = max((a.rank or DEFAULT_ADAPTER_RANK for a in spec.adapters), default=0)
+    return next(r for r in VLLM_LORA_RANKS if r >= largest)
+
+
+def _vllm_adapters(spec: InferenceModelSpec, lay: Layout, o: _Flags) -> None:
+    if lay.dp > 1:
+        # vLLM 0.11's metrics logger raises NotImplementedError for LoRA with data parallelism.
+        o.problems.append(
+            f"vLLM serves LoRA adapters with one model copy per pod only, so "
+            f"optimization.tensorParallelSize ({lay.tp}) must equal resources.gpus ({lay.gpus})"
+        )
+    o.add("--enable-lora", "--max-loras", spec.adapter_slots)
+    o.add("--max-lora-rank", max_adapter_rank(spec))
+    o.env[VLLM_RUNTIME_LORA_ENV] = "True"
+
+
+def _sglang_adapters(spec: InferenceModelSpec, o: _Flags) -> None:
+    # With no --lora-paths, SGLang needs the rank and the target modules up front; "all" covers
+    # any adapter loaded later, at the cost of buffers for modules an adapter may not touch.
+    o.add("--enable-lora", "--max-loras-per-batch", spec.adapter_slots)
+    o.add("--max-lora-rank", max_adapter_rank(spec), "--lora-target-modules", "all")
 
 
 def _draft_model(spec: SpeculativeDecoding, out: _Flags) -> str | None:
@@ -190,6 +255,8 @@ def _vllm(spec: InferenceModelSpec, src: ModelSource, served: str, lay: Layout, 
         if draft is not None:
             config["model"] = draft
         o.add("--speculative-config", json.dumps(config, sort_keys=True, separators=(",", ":")))
+    if spec.adapters:
+        _vllm_adapters(spec, lay, o)
 
 
 _SGLANG_KV_DTYPE: Final = {"fp8": "fp8_e4m3", "fp8_e4m3": "fp8_e4m3", "fp8_e5m2": "fp8_e5m2"}
@@ -236,6 +303,8 @@ def _sglang(
             # A chain (top-k 1) of n steps verifies n drafted tokens plus the bonus one.
             o.add("--speculative-num-steps", n, "--speculative-eagle-topk", 1)
             o.add("--speculative-num-draft-tokens", n + 1)
+    if spec.adapters:
+        _sglang_adapters(spec, o)
 
 
 _TGI_KV_DTYPE: Final = {"fp8": "fp8_e4m3fn", "fp8_e4m3": "fp8_e4m3fn", "fp8_e5m2": "fp8_e5m2"}
@@ -422,6 +491,8 @@ def _sim(spec: InferenceModelSpec, src: ModelSource, served: str, lay: Layout, o
     o.add("--shutdown-grace-seconds", spec.serving.termination_grace_period_seconds)
     if spec.optimization.max_model_len is not None:
         o.add("--max-model-len", spec.optimization.max_model_len)
+    if spec.adapters:
+        o.add("--enable-lora", "--max-loras", spec.adapter_slots)
 
 
 # --- the table ------------------------------------------------------------------------------
@@ -443,6 +514,7 @@ VLLM: Final = EngineProfile(
     non_root=False,
     model_sources=frozenset({"hf", "s3", "pvc"}),
     flags=_vllm,
+    adapter_endpoints=VLLM_ADAPTER_ENDPOINTS,
 )
 SGLANG: Final = EngineProfile(
     name="sglang",
@@ -456,6 +528,7 @@ SGLANG: Final = EngineProfile(
     non_root=False,
     model_sources=frozenset({"hf", "pvc"}),
     flags=_sglang,
+    adapter_endpoints=SGLANG_ADAPTER_ENDPOINTS,
 )
 TGI: Final = EngineProfile(
     name="tgi",
@@ -512,6 +585,8 @@ SIM: Final = EngineProfile(
     model_sources=frozenset({"hf", "s3", "pvc"}),
     flags=_sim,
     read_only_root=True,
+    # The sim imitates vLLM's endpoints.
+    adapter_endpoints=VLLM_ADAPTER_ENDPOINTS,
 )
 
 ENGINES: Final[Mapping[Engine, EngineProfile]] = {
@@ -544,6 +619,22 @@ def parse_model_source(model: str) -> ModelSource:
     raise SpecError(f"model {model!r}: unknown source scheme {scheme}://")
 
 
+def _check_adapters(
+    spec: InferenceModelSpec, profile: EngineProfile, served_name: str, out: _Flags
+) -> None:
+    if not spec.adapters:
+        return
+    if not profile.serves_adapters:
+        out.problems.append(
+            f"{profile.name} cannot serve LoRA adapters (spec.adapters); use vllm or sglang"
+        )
+    if served_name in {a.name for a in spec.adapters}:
+        # The API rule only sees an explicit servedName; the object's name is checked here.
+        out.problems.append(
+            f"adapter {served_name!r} has the model's own served name; rename the adapter"
+        )
+
+
 def layout(spec: InferenceModelSpec) -> Layout:
     """Tensor parallelism defaults to the GPU count; GPUs left over hold more model copies."""
     gpus = spec.resources.gpus
@@ -570,6 +661,7 @@ def engine_command(spec: InferenceModelSpec, served_name: str) -> EngineCommand:
             f"{spec.engine} cannot load {source.scheme}:// models; copy the weights into a "
             "PersistentVolumeClaim and use pvc://claim/path"
         )
+    _check_adapters(spec, profile, served_name, out)
     profile.flags(spec, source, served_name, layout(spec), out)
     if out.problems:
         raise UnsupportedSpec(spec.engine, out.problems)
