@@ -23,6 +23,9 @@ ENGINE_METRICS: Final = {
     "sim": ("vllm:num_requests_waiting", "vllm:kv_cache_usage_perc"),
     "sglang": ("sglang:num_queue_reqs", "sglang:token_usage"),
     "tgi": ("tgi_queue_size", ""),
+    # llama-server exports no KV-cache gauge; requests waiting for a free slot are "deferred".
+    "llamacpp": ("llamacpp:requests_deferred", ""),
+    # TensorRT-LLM's trtllm-serve exports no Prometheus queue gauge: its endpoints count 0.
 }
 
 
