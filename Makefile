@@ -79,18 +79,32 @@ chart-lint: install ## helm lint the chart with its default and ci/ values, then
 	$(BIN)/pytest tests/component/chart $(PYTEST_ARGS)
 
 .PHONY: test
-test: install lint verify kube-binaries ## Lint, check for drift, and run every test (e2e/ included).
+test: install lint verify kube-binaries llamacpp ## Lint, check for drift, and run every test (e2e/ included).
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 .PHONY: unit
 unit: install ## Run the unit tests only (fast, no cluster).
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
+##@ Images and engines (docs/images.md, docs/engines.md)
+
+.PHONY: images
+images: ## Build the operator, router and sim images with podman, no registry (base cached), and print their sizes.
+	bash tools/images/build.sh
+
+.PHONY: engine-check
+engine-check: install ## Parse every generated vLLM/SGLang command line with the pinned engines' own parsers (~10 GB each, cached outside the repo); update docs/engines.md.
+	INFERSCALE=$(abspath $(BIN)/inferscale) bash tools/engines/check.sh
+
 ##@ Local cluster (docs/local-cluster.md)
 
 .PHONY: kube-binaries
-kube-binaries: ## Build or reuse the control plane, KWOK, kubectl, helm, Prometheus (first build ~9 min).
+kube-binaries: ## Build or reuse the control plane, KWOK, kubectl, helm, Prometheus (first build 18-33 min on 2 cores).
 	bash tools/kube/build.sh
+
+.PHONY: llamacpp
+llamacpp: ## Build or reuse llama.cpp's llama-server and a tiny GGUF for the e2e engine (docs/llamacpp.md).
+	PYTHON=$(abspath $(PY)) bash tools/llamacpp/build.sh
 
 .PHONY: cluster-up
 cluster-up: install ## Start the local cluster in .cluster/ (`inferscale cluster env` prints how to use it).

@@ -14,6 +14,8 @@ import hashlib
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -27,6 +29,7 @@ from kubernetes import client
 from kubernetes import config as kube_config
 from kubernetes.client.rest import ApiException
 
+from e2e.leaks import SecretWatch
 from inferscale.cluster.config import ClusterConfig, NodePool
 from inferscale.cluster.control import down, up
 
@@ -43,9 +46,47 @@ KUBE_VERSION = "v1.36.3"
 SIMULATED_TAINT = {"key": "inferscale.io/simulated", "value": "true", "effect": "NoSchedule"}
 
 
+LLAMACPP_BUILD = REPO / "tools" / "llamacpp" / "build.sh"
+LLAMACPP_IMAGE = "ghcr.io/ggml-org/llama.cpp"
+#: llama.cpp's server image names /app/llama-server as its command (reconcile/engines.py).
+LLAMACPP_IMAGE_BINARY = "/app/llama-server"
+
+
+def llamacpp_dir(build: bool) -> Path:
+    """Where tools/llamacpp/build.sh keeps llama-server and model.gguf (``build``: make them).
+
+    Without ``build`` the directory is only named, so the cluster's image map can point at a
+    binary that the llama.cpp tests build later (the launcher resolves commands at pod start).
+    """
+    done = subprocess.run(
+        ["bash", str(LLAMACPP_BUILD), *([] if build else ["--dir"])],
+        env={**os.environ, "PYTHON": sys.executable},
+        stdout=subprocess.PIPE,
+        stderr=None if build else subprocess.DEVNULL,
+        text=True,
+        timeout=3600,
+        check=False,
+    )
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        pytest.fail(f"{LLAMACPP_BUILD} failed with exit status {done.returncode} (see its stderr)")
+    return Path(lines[-1])
+
+
+def e2e_image_map(state_dir: Path) -> Path:
+    """An image map beside the state directory: llama.cpp's image runs build.sh's llama-server."""
+    server = str(llamacpp_dir(build=False) / "llama-server")
+    entry = {"command": [server], "paths": {LLAMACPP_IMAGE_BINARY: server}}
+    path = state_dir.parent / f"{state_dir.name}-images.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump({"images": {LLAMACPP_IMAGE: entry}}))
+    return path
+
+
 def e2e_config(state_dir: Path = STATE_DIR, **overrides: Any) -> ClusterConfig:
     """The e2e session's local cluster: ports, ranges and bridge apart from `make cluster-up`."""
     settings: dict[str, Any] = {
+        "image_map": str(e2e_image_map(state_dir)),
         "state_dir": state_dir,
         "name": CLUSTER_NAME,
         "port_base": PORT_BASE,
@@ -121,9 +162,17 @@ def cluster() -> Iterator[Cluster]:
     try:
         started = up(config)
         api = kube_config.new_client_from_config(config_file=str(started.config.kubeconfig))
+        secrets = SecretWatch(api)
+        secrets.start()
         try:
             yield Cluster(started.config.kubeconfig, api, started.config, started.seconds)
+            secrets.close()
+            # Security by default: no credential any test issued is in any log or Event.
+            leaks = secrets.leaks(started.config.log_dir)
+            assert not leaks, "\n".join(sorted({str(leak) for leak in leaks}))
+            print(f"\nno leak: {len(secrets.values)} secret values, {len(secrets.events)} Events")
         finally:
+            secrets.close()
             api.close()
     finally:
         down(STATE_DIR, quiet=True)

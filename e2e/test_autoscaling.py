@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +27,7 @@ from typing import Any
 import openai
 import pytest
 
-from e2e.conftest import Cluster, pod_ready
+from e2e.conftest import REPO, Cluster, get_json, load_yaml, pod_ready
 from e2e.operator_support import Models, sim_model
 from e2e.router_support import Routers, endpoints, routers_running, wait_routers
 
@@ -251,3 +252,66 @@ def test_scale_from_zero_up_down_and_to_zero_without_a_failed_request(
     total_errors = burst.errors + step.errors
     print(f"requests: {burst.done + step.done} answered, {len(total_errors)} failed")
     assert total_errors == [], total_errors[:5]
+
+
+KEDA_EXAMPLE = REPO / "examples" / "interop" / "keda-scaledobject.yaml"
+
+
+def _keda_query(namespace: str, name: str, served: str) -> str:
+    """The example ScaledObject's query, for this model instead of the example's."""
+    (doc,) = load_yaml(KEDA_EXAMPLE)
+    (trigger,) = doc["spec"]["triggers"]
+    query: str = trigger["metadata"]["query"]
+    for old, new in (
+        ('namespace="default"', f'namespace="{namespace}"'),
+        ('inferscale_io_model="llama"', f'inferscale_io_model="{name}"'),
+        ('model="llama-3.1-8b"', f'model="{served}"'),
+    ):
+        assert old in query, f"{KEDA_EXAMPLE.name}: the query no longer selects {old}"
+        query = query.replace(old, new)
+    return query
+
+
+def _prometheus_value(cluster: Cluster, query: str) -> float | None:
+    """The query's single value now, or None when it returns no series."""
+    params = urllib.parse.urlencode({"query": query})
+    result = get_json(f"{cluster.prometheus}/api/v1/query?{params}")["data"]["result"]
+    return float(result[0]["value"][1]) if result else None
+
+
+def test_the_keda_example_query_sees_a_request_held_at_zero_replicas(
+    cluster: Cluster, namespace: str, routers: Routers, models: Models
+) -> None:
+    name = "keda-driven"
+    served = f"{name}-served"
+    models.create(sim_model(name, replicas=0))  # autoscaling off: KEDA's to drive
+    _wait(
+        routers,
+        lambda: all(served in ((t or {}).get("models") or {}) for t in routers.tables()),
+        30,
+        f"every router to know {served} at zero replicas",
+    )
+    query = _keda_query(namespace, name, served)
+    engines_only = query.split(" + (sum(inferscale_router_held_requests")[0]
+    held = OpenLoad(routers, served, workers=1)
+    with held.running():
+        # Held by a router, scraped by Prometheus: the example's query sees the demand.
+        _wait(
+            routers,
+            lambda: (_prometheus_value(cluster, query) or 0) >= 1,
+            30,
+            "the KEDA query to count the held request",
+        )
+        assert not models.ready_pods(name)
+        assert _prometheus_value(cluster, engines_only) == 0  # the engines alone: no demand
+        # KEDA would now activate the model through the scale subresource.
+        cluster.custom.patch_namespaced_custom_object_scale(
+            "inferscale.io",
+            "v1alpha1",
+            namespace,
+            "inferencemodels",
+            name,
+            {"spec": {"replicas": 1}},
+        )
+        _wait(routers, lambda: held.done >= 1, 60, "the held request to be answered")
+    assert held.errors == []

@@ -37,7 +37,8 @@ KEY = "sk-" + "0123456789abcdef" * 3
 def serve(root: str, out: str, router_args: list[str]) -> int:
     """The router of ``root`` with timers; writes them to ``out`` on SIGUSR1."""
     sys.path.insert(0, os.path.join(root, "operator"))
-    from inferscale.router import access, app
+    from inferscale.router import access
+    from inferscale.router.stages import admit as app
 
     times: dict[str, list[int]] = {}
     clock = time.perf_counter_ns

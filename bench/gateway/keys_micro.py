@@ -26,8 +26,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "operator"))
 
+from inferscale.protocol.credentials import RouterCredentials  # noqa: E402
 from inferscale.router.access import Access, estimate_tokens  # noqa: E402
-from inferscale.router.credentials import RouterCredentials  # noqa: E402
 
 KEY = "sk-" + "0123456789abcdef" * 3
 BODY = json.dumps(

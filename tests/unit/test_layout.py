@@ -24,20 +24,6 @@ PACKAGE = SOURCE / "inferscale"
 MAX_FUNCTION_LINES = 80
 SHORT_FUNCTION_PACKAGES = ("router", "controller", "reconcile", "autoscaler")
 
-LONG_ROUTER_FUNCTIONS_ALLOWED = frozenset(
-    {
-        "router/anthropic.py:StreamTranslator.feed",
-        "router/app.py:Router._attempt",
-        "router/app.py:Router._relay_stream",
-        "router/app.py:Router.hold",
-        "router/app.py:Router.proxy",
-        "router/metrics.py:RouterMetrics.render",
-    }
-)
-"""Router functions still over the limit while the router becomes a pipeline of stages (issue
-16). This list only shrinks: it is empty once the router pipeline lands, and a function that
-gets short must leave it."""
-
 PURE_CONTRACT_PREFIX = "Pure cores"
 UNNAMED_MODULES = frozenset({"inferscale", "inferscale.__main__"})
 """The package root (its version only) and ``python -m inferscale`` (the cli's entry point)."""
@@ -70,15 +56,8 @@ def long_functions(root: Path, packages: tuple[str, ...]) -> dict[str, int]:
 
 
 def test_no_function_is_over_80_lines() -> None:
-    found = long_functions(PACKAGE, SHORT_FUNCTION_PACKAGES)
-    too_long = {n: lines for n, lines in found.items() if n not in LONG_ROUTER_FUNCTIONS_ALLOWED}
+    too_long = long_functions(PACKAGE, SHORT_FUNCTION_PACKAGES)
     assert not too_long, f"split these into named parts of at most {MAX_FUNCTION_LINES} lines"
-
-
-def test_the_allow_list_of_long_router_functions_only_shrinks() -> None:
-    found = long_functions(PACKAGE, ("router",))
-    fixed = sorted(LONG_ROUTER_FUNCTIONS_ALLOWED - found.keys())
-    assert not fixed, f"no longer over {MAX_FUNCTION_LINES} lines: remove from the allow-list"
 
 
 def pure_contract(pyproject: Path) -> tuple[list[str], list[str]]:

@@ -101,7 +101,7 @@ ldflags="-s -w
 
 say "downloading modules (Kubernetes $KUBE_VERSION)"
 (cd "$here" && go mod download)
-say "compiling kube-apiserver, kube-controller-manager, kube-scheduler, etcd (the first build takes 15-30 min on 2 cores)"
+say "compiling kube-apiserver, kube-controller-manager, kube-scheduler, etcd (the first build takes 18-33 min on 2 cores)"
 # -v prints each package as it is compiled: the progress of a long first build.
 log="$bin.tmp/build.log"
 (cd "$here" && CGO_ENABLED=0 go build -v -trimpath -ldflags "$ldflags" -o "$bin.tmp/kube" . >"$log" 2>&1) &

@@ -52,6 +52,9 @@ ENGINE_METRICS: Final[Mapping[str, EngineMetrics]] = {
         ("sglang:num_running_reqs", "sglang:num_queue_reqs"), ("sglang:token_usage",)
     ),
     "tgi": EngineMetrics(("tgi_batch_current_size", "tgi_queue_size")),
+    # llama-server --metrics: slots decoding, and requests deferred for want of a free slot.
+    # It exports no KV-cache gauge (its context is split into fixed slots instead).
+    "llamacpp": EngineMetrics(("llamacpp:requests_processing", "llamacpp:requests_deferred")),
     # trtllm-serve exports no in-flight gauge in Prometheus form: its load is the routers'
     # in-flight count alone.
     "trtllm": EngineMetrics(()),

@@ -75,7 +75,8 @@ def cmd_router(args: argparse.Namespace) -> int:
     """Run the router until SIGTERM; 2 on invalid settings or an unreadable token file."""
     # Imported here: every other subcommand (the sim in each pod above all) starts faster
     # without the router's aiohttp server and its dependencies.
-    from inferscale.router.app import read_admin_token, serve
+    from inferscale.router.app import serve
+    from inferscale.router.documents import read_admin_token
 
     given = {k: v for k, v in vars(args).items() if k not in ("func", "command")}
     try:

@@ -48,6 +48,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--max-request-bytes", type=int, help="largest body accepted (413 beyond)")
     p.add_argument("--embedding-dimensions", type=int, help="embedding vector length")
     p.add_argument("--shutdown-grace-seconds", type=float, help="SIGTERM grace period")
+    lora = p.add_argument_group("LoRA adapters (as vLLM; --max-loras is an engine knob)")
+    lora.add_argument("--enable-lora", action="store_true", help="serve LoRA adapters")
+    lora.add_argument("--lora-modules", nargs="+", help="adapters loaded at start, NAME=PATH")
+    lora.add_argument("--lora-load-seconds", type=float, help="time one adapter load takes")
     engine = p.add_argument_group("engine (overrides the preset)")
     for name, info in EngineParams.model_fields.items():
         kind: type = int if info.annotation is int else float

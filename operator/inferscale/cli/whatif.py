@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from inferscale.api.v1alpha1.inference_provider import KIND as PROVIDER_KIND
 from inferscale.api.v1alpha1.inference_provider import InferenceProvider
+from inferscale.protocol.defaults import IN_FLIGHT_PER_REPLICA
 from inferscale.sim.presets import GPU_HOUR_PRICES, PRESETS
 from inferscale.whatif.cluster import SIM_STRATEGIES, SimConfig
 from inferscale.whatif.compare import (
@@ -87,9 +88,10 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--target",
         type=_target,
-        default=16.0,
-        help="in-flight requests per replica for request-based policies (16, the API "
-        "default), or 'auto': the largest at which the oracle meets 99%% of the SLO",
+        default=float(IN_FLIGHT_PER_REPLICA),
+        help="in-flight requests per replica for request-based policies "
+        f"({IN_FLIGHT_PER_REPLICA}, the API default), or 'auto': the largest at which the "
+        "oracle meets 99%% of the SLO",
     )
     p.add_argument("--min-replicas", type=_not_negative(int), default=1, help="(1)")
     p.add_argument("--max-replicas", type=_positive(int), default=20, help="(20)")
@@ -286,7 +288,7 @@ def cmd_whatif(args: argparse.Namespace) -> int:
         engine=engine,
         cold_start_s=args.cold_start,
         slo_ttft_s=args.slo_ttft,
-        target=16.0 if args.target == "auto" else args.target,
+        target=float(IN_FLIGHT_PER_REPLICA) if args.target == "auto" else args.target,
         min_replicas=args.min_replicas,
         max_replicas=args.max_replicas,
         scale_to_zero_delay_s=args.scale_to_zero_delay,

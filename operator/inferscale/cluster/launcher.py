@@ -8,15 +8,17 @@ alone), everything a kubelet would do within reach of one machine:
 * gives the pod an address from its node's podCIDR and, in netns mode, its own network
   namespace on the cluster bridge;
 * materialises its volumes (projected service-account token, CA and namespace; ConfigMaps;
-  Secrets; downward API; emptyDir; hostPath) and bind-mounts them in the pod's own mount
-  namespace, so in-cluster configuration works and RBAC is real;
+  Secrets; downward API; emptyDir; hostPath; a claim bound to a hostPath or local
+  PersistentVolume) and bind-mounts them in the pod's own mount namespace, so in-cluster
+  configuration works and RBAC is real;
 * builds the environment (values, downward API, ConfigMap and Secret keys, ``envFrom``,
   ``$(VAR)`` expansion, ``KUBERNETES_SERVICE_HOST``/``PORT``);
 * runs startup, readiness and liveness probes (HTTP and TCP), restarts containers per
   ``restartPolicy`` with doubling back-off, and writes status (phase, IPs, conditions,
   container states, restart counts) and Events;
 * on deletion sends SIGTERM, waits out the grace period, sends SIGKILL, reports the
-  containers terminated and completes the deletion;
+  containers terminated and completes the deletion; a container that fails with
+  ``terminationMessagePolicy: FallbackToLogsOnError`` gets its log's tail as the message;
 * keeps Prometheus's file_sd targets for pods that declare a metrics port.
 
 Failure behaviour: API errors on status writes are logged and retried on the next change;
@@ -57,6 +59,15 @@ SA_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
 SHUTDOWN_GRACE = 10.0
 WATCH_TIMEOUT = 240
 CONFIG_RETRY = 2.0
+#: PersistentVolume source fields, to name the type of one the launcher cannot mount.
+_VOLUME_SOURCES = frozenset(
+    {"csi", "nfs", "iscsi", "fc", "rbd", "cephfs", "awsElasticBlockStore", "gcePersistentDisk"}
+    | {"azureDisk", "azureFile", "glusterfs", "flexVolume", "vsphereVolume", "portworxVolume"}
+)
+FALLBACK_TO_LOGS = "FallbackToLogsOnError"
+# A kubelet's limits for a termination message taken from the log: 80 lines, 2 KiB.
+TERMINATION_MESSAGE_LINES = 80
+TERMINATION_MESSAGE_BYTES = 2048
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -196,6 +207,8 @@ class ContainerRunner:
         self.stopping = False
         self.kill_reason = ""
         self.task: asyncio.Task[None] | None = None
+        self.log_start: tuple[Path, int] | None = None
+        """The log file and where the current run's output begins in it."""
 
     def status(self) -> dict[str, Any]:
         """This container's entry in ``status.containerStatuses``."""
@@ -213,6 +226,20 @@ class ContainerRunner:
             uid = self.pod.uid.replace("-", "")[:12]
             out["containerID"] = f"inferscale://{uid}-{self.name}-{self.restart_count}"
         return out
+
+    def _log_tail(self) -> str:
+        """The last lines of the current run's log, within a kubelet's termination-message size."""
+        if self.log_start is None:
+            return ""
+        path, offset = self.log_start
+        try:
+            with path.open("rb") as log:
+                log.seek(max(offset, path.stat().st_size - TERMINATION_MESSAGE_BYTES))
+                text = log.read().decode(errors="replace")
+        except OSError:
+            return ""
+        lines = text.splitlines()[-TERMINATION_MESSAGE_LINES:]
+        return "\n".join(lines).strip()
 
     def set_waiting(self, reason: str, message: str = "") -> None:
         """Report the container as waiting, and say so in the pod status."""
@@ -234,6 +261,11 @@ class ContainerRunner:
             }
             if self.kill_reason:
                 terminated["message"] = self.kill_reason
+            elif exit_code != 0 and self.spec.get("terminationMessagePolicy") == FALLBACK_TO_LOGS:
+                # As a kubelet: the tail of this run's log says why it failed.
+                tail = self._log_tail()
+                if tail:
+                    terminated["message"] = tail
             self.kill_reason = ""
             self.ready = self.started = False
             if self.stopping:
@@ -261,6 +293,7 @@ class ContainerRunner:
         with log.open("a") as out:
             out.write(f"==== {now()} start #{self.restart_count}: {shlex.join(argv)}\n")
             out.flush()
+            self.log_start = (log, out.tell())
             process = await asyncio.create_subprocess_exec(
                 *self.pod.wrap(argv, self.spec),
                 stdin=asyncio.subprocess.DEVNULL,
@@ -565,7 +598,12 @@ class PodRunner:
             if self.stop_requested.is_set():
                 return False
         self.argvs = {
-            c.name: resolve_argv(pods.container_argv(argvs[c.name], c.spec, self.envs[c.name]))
+            c.name: resolve_argv(
+                launcher.images.local_argv(
+                    c.spec.get("image", ""),
+                    pods.container_argv(argvs[c.name], c.spec, self.envs[c.name]),
+                )
+            )
             for c in self.containers
         }
         return True
@@ -770,6 +808,9 @@ class PodRunner:
             if "hostPath" in volume:
                 paths[name] = volume["hostPath"]["path"]
                 continue
+            if "persistentVolumeClaim" in volume:
+                paths[name] = await self._claim_path(volume["persistentVolumeClaim"])
+                continue
             target.mkdir(parents=True, exist_ok=True)
             paths[name] = str(target)
             files = await self._volume_files(volume)
@@ -791,6 +832,42 @@ class PodRunner:
                 self.launcher.ensure_mountpoint(mount["mountPath"], Path(source).is_dir())
                 planned.append((source, mount["mountPath"], bool(mount.get("readOnly"))))
             self.mounts[container.name] = planned
+
+    async def _claim_path(self, source: dict[str, Any]) -> str:
+        """The host directory behind a claim: its bound PersistentVolume's hostPath or local path.
+
+        A claim that is missing or not bound yet is retried, as a kubelet waits for it; a volume
+        of another type cannot be mounted by a launcher on one machine.
+        """
+        namespace = self.pod["metadata"]["namespace"]
+        claim = str(source.get("claimName", ""))
+        pvc = await self.launcher.api.get(
+            f"/api/v1/namespaces/{namespace}/persistentvolumeclaims/{claim}"
+        )
+        if pvc is None:
+            raise SetupError(
+                "ContainerCreating", f'persistentvolumeclaim "{claim}" not found', retry=True
+            )
+        volume_name = (pvc.get("spec") or {}).get("volumeName")
+        bound = (pvc.get("status") or {}).get("phase") == "Bound"
+        volume = await self.launcher.api.get(f"/api/v1/persistentvolumes/{volume_name}")
+        if not volume_name or not bound or volume is None:
+            raise SetupError(
+                "ContainerCreating",
+                f'persistentvolumeclaim "{claim}" is not bound to a volume yet',
+                retry=True,
+            )
+        spec = volume.get("spec") or {}
+        for kind in ("hostPath", "local"):
+            path = (spec.get(kind) or {}).get("path")
+            if path:
+                return str(path)
+        kinds = sorted(set(spec) & _VOLUME_SOURCES) or ["(none)"]
+        raise SetupError(
+            "CreateContainerConfigError",
+            f"persistentvolume {volume_name} of claim {claim}: type {', '.join(kinds)} is not "
+            "supported by the launcher (use hostPath or local)",
+        )
 
     async def _volume_files(self, volume: dict[str, Any]) -> dict[str, str] | None:
         if "emptyDir" in volume:

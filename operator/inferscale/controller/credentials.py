@@ -49,6 +49,7 @@ from inferscale.controller.publishing import (
 from inferscale.controller.routing import is_router
 from inferscale.errors import KubeApiError, NotFound
 from inferscale.kube.client import KubeApi
+from inferscale.protocol.credentials import RouterCredentials, credentials_json
 from inferscale.reconcile.credentials import (
     KeyState,
     ObjectKey,
@@ -58,7 +59,6 @@ from inferscale.reconcile.credentials import (
     decode_secret,
     referenced_secrets,
 )
-from inferscale.router.credentials import RouterCredentials, credentials_json
 
 log = logging.getLogger(__name__)
 

@@ -45,12 +45,12 @@ from inferscale.config import OperatorSettings, RoutingSettings
 from inferscale.controller.inference_model import Runtime
 from inferscale.errors import Forbidden, KubeApiError, NotFound
 from inferscale.kube.client import KubeApi
+from inferscale.protocol.versions import stored_version
 from inferscale.reconcile.routing import (
     RouterTarget,
     next_version,
     router_target,
     router_targets,
-    stored_version,
 )
 
 STORE_MAX_BYTES: Final = 1_000_000

@@ -49,6 +49,7 @@ from inferscale.controller.inference_model import Runtime, now_rfc3339
 from inferscale.controller.publishing import stop_task
 from inferscale.errors import KubeApiError, NotFound
 from inferscale.kube.client import KubeApi
+from inferscale.protocol.spend import SpendReport
 from inferscale.reconcile.route_status import (
     RouteInputs,
     SpendBook,
@@ -56,7 +57,6 @@ from inferscale.reconcile.route_status import (
     route_status,
 )
 from inferscale.reconcile.routing import RouterTarget, router_targets
-from inferscale.router.spend import SpendReport
 
 log = logging.getLogger(__name__)
 

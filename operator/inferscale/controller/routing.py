@@ -42,6 +42,7 @@ from inferscale.controller.publishing import (
     object_key,
 )
 from inferscale.kube.client import KubeApi
+from inferscale.protocol.table import RoutingTable, table_json
 from inferscale.reconcile.routing import (
     CompiledRoutes,
     ParseCache,
@@ -49,9 +50,7 @@ from inferscale.reconcile.routing import (
     compile_routes,
     is_router_pod,
     pod_view,
-    table_json,
 )
-from inferscale.router.table import RoutingTable
 
 log = logging.getLogger(__name__)
 

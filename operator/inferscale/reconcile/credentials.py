@@ -2,8 +2,8 @@
 
 :func:`compile_credentials` turns plain dicts (the objects as the API server returns them, and
 the decoded data of the Secrets they reference) into the content of a
-:class:`~inferscale.router.credentials.RouterCredentials`: provider id -> API key, and one
-:class:`~inferscale.router.credentials.ClientKey` per usable client key (its SHA-256, never the
+:class:`~inferscale.protocol.credentials.RouterCredentials`: provider id -> API key, and one
+:class:`~inferscale.protocol.credentials.ClientKey` per usable client key (its SHA-256, never the
 key). The rules that are not obvious:
 
 - A client Secret key may hold several keys, one per line (a rotation that overlaps); blank lines
@@ -34,7 +34,7 @@ from pydantic import ValidationError
 from inferscale.api.meta import CONDITION_READY, Condition, make_condition
 from inferscale.api.v1alpha1.inference_client import InferenceClientSpec, InferenceClientStatus
 from inferscale.api.validation import describe_errors
-from inferscale.router.credentials import MIN_KEY_LENGTH, ClientKey, key_digest
+from inferscale.protocol.credentials import MIN_KEY_LENGTH, ClientKey, key_digest
 
 JsonDict = dict[str, Any]
 ObjectKey = tuple[str, str]

@@ -42,6 +42,9 @@ PORT_NAME: Final = "http"
 SHM_VOLUME: Final = "dshm"
 MODEL_CACHE_VOLUME: Final = "model-cache"
 MODEL_SOURCE_VOLUME: Final = "model-source"
+TMP_VOLUME: Final = "tmp"
+TMP_SIZE_LIMIT: Final = "64Mi"
+"""The writable ``/tmp`` of an engine whose root filesystem is read-only (as the chart's pods)."""
 
 ANNOTATION_SCRAPE: Final = "prometheus.io/scrape"
 ANNOTATION_PORT: Final = "prometheus.io/port"
@@ -151,6 +154,9 @@ def _volumes(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     volumes: list[dict[str, Any]] = []
     mounts: list[dict[str, Any]] = []
+    if profile.read_only_root:
+        volumes.append({"name": TMP_VOLUME, "emptyDir": {"sizeLimit": TMP_SIZE_LIMIT}})
+        mounts.append({"name": TMP_VOLUME, "mountPath": "/tmp"})
     if profile.needs_shm:
         shm: dict[str, Any] = {"medium": "Memory"}
         if settings.shm_size_limit is not None:
@@ -188,6 +194,8 @@ def _security(
     profile: EngineProfile, settings: ReconcileSettings
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     container: dict[str, Any] = {"allowPrivilegeEscalation": False}
+    if profile.read_only_root:
+        container["readOnlyRootFilesystem"] = True
     pod: dict[str, Any] = {}
     if profile.non_root:
         container["capabilities"] = {"drop": ["ALL"]}
@@ -228,6 +236,9 @@ def _container(
         # A busy engine answers /health late; a minute of failures, not one slow reply, restarts.
         "livenessProbe": _probe(profile, LIVENESS_PERIOD_SECONDS, 10, 4),
         "securityContext": security,
+        # An engine that dies at start (a model that does not load) prints why in its log; the
+        # log's tail becomes the termination message, and so the InferenceModel's condition.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     if settings.pre_stop_seconds > 0:
         container["lifecycle"] = {"preStop": {"sleep": {"seconds": settings.pre_stop_seconds}}}

@@ -18,9 +18,22 @@ engine's documentation:
   ``--kv_cache_free_gpu_memory_fraction``); KV-cache and speculative settings only exist in the
   ``--extra_llm_api_options`` YAML file, which a small shell wrapper writes from an environment
   variable before ``exec``-ing the server.
+- llama.cpp: ``llama-server`` (``--model`` a GGUF file or ``--hf-repo org/repo[:quant]``,
+  ``--alias``, ``--ctx-size``, ``--parallel``, ``--threads``, ``--n-gpu-layers``,
+  ``--[no-]cache-prompt``, ``--cache-type-k/-v``); ``--metrics`` turns ``/metrics`` on and
+  ``/health`` answers 200 once the model is loaded. Its context is shared by its slots, so the
+  context size is ``maxModelLen`` times the slots, which each get ``maxModelLen`` tokens.
 - sim: ``inferscale sim`` (``--model`` is the served name, ``--port``, ``--max-model-len``,
   ``--shutdown-grace-seconds``). GPU-only knobs are accepted and ignored, so a manifest can be
   tried on the sim before it meets a GPU.
+
+LoRA adapters (``spec.adapters``) only switch LoRA on and size it: vLLM ``--enable-lora
+--max-loras --max-lora-rank`` with ``VLLM_ALLOW_RUNTIME_LORA_UPDATING``, SGLang ``--enable-lora
+--max-loras-per-batch --max-lora-rank --lora-target-modules all``, the sim ``--enable-lora
+--max-loras``. The adapters themselves are loaded at run time through the engines'
+``load_lora_adapter`` endpoints, never listed in the args (``--lora-modules``,
+``--lora-paths``), so adding or removing one changes no pod template and restarts no replica.
+TGI and TensorRT-LLM are refused.
 
 An engine that cannot do what the spec asks raises :class:`UnsupportedSpec` (a
 :class:`~inferscale.errors.SpecError`) naming every problem at once, instead of building a pod
@@ -32,6 +45,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
 from inferscale import __version__
@@ -106,6 +120,22 @@ class _Flags:
 
 
 @dataclass(frozen=True)
+class AdapterEndpoints:
+    """An engine's HTTP paths that load and unload a LoRA adapter at run time.
+
+    Both take JSON: ``{"lora_name", "lora_path"}`` to load, ``{"lora_name"}`` to unload (vLLM's
+    ``LoadLoRAAdapterRequest``, SGLang's ``LoadLoRAAdapterReqInput``).
+    """
+
+    load: str
+    unload: str
+
+
+VLLM_ADAPTER_ENDPOINTS: Final = AdapterEndpoints("/v1/load_lora_adapter", "/v1/unload_lora_adapter")
+SGLANG_ADAPTER_ENDPOINTS: Final = AdapterEndpoints("/load_lora_adapter", "/unload_lora_adapter")
+
+
+@dataclass(frozen=True)
 class EngineProfile:
     """Everything the builders need to know about one engine."""
 
@@ -132,9 +162,53 @@ class EngineProfile:
     )
     """Writes the engine's args (model, served name, optimisations) into ``_Flags``."""
     base_command: tuple[str, ...] = ()
+    read_only_root: bool = False
+    """The engine writes nothing outside its volumes and ``/tmp`` (an emptyDir), so its root
+    filesystem is mounted read-only; the vendor images write caches under ``/root``."""
+    adapter_endpoints: AdapterEndpoints | None = None
+    """Where LoRA adapters are loaded and unloaded at run time; None: the engine serves none."""
+
+    @property
+    def serves_adapters(self) -> bool:
+        """Whether ``spec.adapters`` can be served by this engine."""
+        return self.adapter_endpoints is not None
 
 
 # --- flag mappers ---------------------------------------------------------------------------
+
+DEFAULT_ADAPTER_RANK: Final = 16
+"""Rank assumed for an adapter that states none (vLLM's default ``--max-lora-rank``)."""
+
+VLLM_LORA_RANKS: Final = (8, 16, 32, 64, 128, 256, 320, 512)
+"""The ``--max-lora-rank`` values vLLM accepts (``vllm/config/lora.py``)."""
+
+VLLM_RUNTIME_LORA_ENV: Final = "VLLM_ALLOW_RUNTIME_LORA_UPDATING"
+"""Without it vLLM has no ``/v1/load_lora_adapter`` and ``/v1/unload_lora_adapter``."""
+
+
+def max_adapter_rank(spec: InferenceModelSpec) -> int:
+    """The largest adapter rank, rounded up to a rank vLLM accepts (SGLang takes any)."""
+    largest = max((a.rank or DEFAULT_ADAPTER_RANK for a in spec.adapters), default=0)
+    return next(r for r in VLLM_LORA_RANKS if r >= largest)
+
+
+def _vllm_adapters(spec: InferenceModelSpec, lay: Layout, o: _Flags) -> None:
+    if lay.dp > 1:
+        # vLLM 0.11's metrics logger raises NotImplementedError for LoRA with data parallelism.
+        o.problems.append(
+            f"vLLM serves LoRA adapters with one model copy per pod only, so "
+            f"optimization.tensorParallelSize ({lay.tp}) must equal resources.gpus ({lay.gpus})"
+        )
+    o.add("--enable-lora", "--max-loras", spec.adapter_slots)
+    o.add("--max-lora-rank", max_adapter_rank(spec))
+    o.env[VLLM_RUNTIME_LORA_ENV] = "True"
+
+
+def _sglang_adapters(spec: InferenceModelSpec, o: _Flags) -> None:
+    # With no --lora-paths, SGLang needs the rank and the target modules up front; "all" covers
+    # any adapter loaded later, at the cost of buffers for modules an adapter may not touch.
+    o.add("--enable-lora", "--max-loras-per-batch", spec.adapter_slots)
+    o.add("--max-lora-rank", max_adapter_rank(spec), "--lora-target-modules", "all")
 
 
 def _draft_model(spec: SpeculativeDecoding, out: _Flags) -> str | None:
@@ -181,6 +255,8 @@ def _vllm(spec: InferenceModelSpec, src: ModelSource, served: str, lay: Layout, 
         if draft is not None:
             config["model"] = draft
         o.add("--speculative-config", json.dumps(config, sort_keys=True, separators=(",", ":")))
+    if spec.adapters:
+        _vllm_adapters(spec, lay, o)
 
 
 _SGLANG_KV_DTYPE: Final = {"fp8": "fp8_e4m3", "fp8_e4m3": "fp8_e4m3", "fp8_e5m2": "fp8_e5m2"}
@@ -227,6 +303,8 @@ def _sglang(
             # A chain (top-k 1) of n steps verifies n drafted tokens plus the bonus one.
             o.add("--speculative-num-steps", n, "--speculative-eagle-topk", 1)
             o.add("--speculative-num-draft-tokens", n + 1)
+    if spec.adapters:
+        _sglang_adapters(spec, o)
 
 
 _TGI_KV_DTYPE: Final = {"fp8": "fp8_e4m3fn", "fp8_e4m3": "fp8_e4m3fn", "fp8_e5m2": "fp8_e5m2"}
@@ -327,19 +405,106 @@ def _trtllm(
         o.env[TRTLLM_OPTIONS_ENV] = json.dumps(options, sort_keys=True, separators=(",", ":"))
 
 
+LLAMACPP_CACHE: Final = f"{MODEL_CACHE_MOUNT}/llama.cpp"
+"""Where ``llama-server --hf-repo`` keeps the GGUF files it downloads (``LLAMA_CACHE``)."""
+
+# llama.cpp's KV cache types closest to the API's: it has no fp8, only integer quantisations.
+_LLAMACPP_UNSUPPORTED_KV: Final = ("fp8", "fp8_e4m3", "fp8_e5m2")
+
+
+def whole_cpus(quantity: int | str | None) -> int | None:
+    """Whole CPUs in a CPU quantity (``2``, ``"1500m"``, ``"2.5"``), at least 1; None if unset.
+
+    A quantity written with another suffix (``"1k"``) gives None: the engine keeps its default.
+    """
+    if quantity is None:
+        return None
+    text = str(quantity).strip()
+    scale = Decimal(1)
+    if text.endswith("m"):
+        text, scale = text[:-1], Decimal("0.001")
+    try:
+        cpus = Decimal(text) * scale
+    except InvalidOperation:
+        return None
+    if not cpus.is_finite():
+        return None
+    return max(int(cpus), 1)
+
+
+def _llamacpp(
+    spec: InferenceModelSpec, src: ModelSource, served: str, lay: Layout, o: _Flags
+) -> None:
+    opt = spec.optimization
+    if src.scheme == "hf":
+        # llama-server downloads the repo's GGUF (``org/repo:Q4_K_M`` picks a quantisation).
+        o.add("--hf-repo", src.path)
+        o.env["LLAMA_CACHE"] = LLAMACPP_CACHE
+    else:
+        o.add("--model", src.path)
+    o.add("--alias", served, "--host", "0.0.0.0", "--port", LLAMACPP.port)
+    o.add("--metrics", "--no-webui")
+    # One slot per request the autoscaler aims to put on a replica: at its target a replica
+    # decodes them all at once, and what it defers beyond that is load to scale on.
+    slots = spec.autoscaling.target_in_flight_per_replica
+    o.add("--parallel", slots)
+    if opt.max_model_len is not None:
+        o.add("--ctx-size", opt.max_model_len * slots)
+    threads = whole_cpus(spec.resources.cpu)
+    if threads is not None:
+        # Without it llama.cpp starts a thread per core of the node, not of the container.
+        o.add("--threads", threads)
+    if lay.dp > 1:
+        o.problems.append(
+            f"llama-server runs one model copy per pod, so optimization.tensorParallelSize "
+            f"({lay.tp}) must equal resources.gpus ({lay.gpus})"
+        )
+    if lay.gpus > 0:
+        # Every layer on the GPUs (a GPU image such as server-cuda; the CPU image ignores it).
+        o.add("--n-gpu-layers", 999)
+    if opt.quantization:
+        o.problems.append(
+            "a GGUF file carries its own quantisation: pick it in the model source "
+            "(hf://org/repo:Q4_K_M) and leave optimization.quantization empty"
+        )
+    if opt.prefix_caching is not None:
+        o.add("--cache-prompt" if opt.prefix_caching else "--no-cache-prompt")
+    if opt.kv_cache_dtype in _LLAMACPP_UNSUPPORTED_KV:
+        o.problems.append(
+            "llama.cpp has no fp8 KV cache; pass --cache-type-k/--cache-type-v q8_0 in args"
+        )
+    if opt.gpu_memory_utilization is not None:
+        o.problems.append(
+            "llama.cpp has no GPU memory fraction; its memory follows --ctx-size and the "
+            "layers offloaded"
+        )
+    if opt.speculative_decoding is not None:
+        o.problems.append(
+            f"{opt.speculative_decoding.method} speculative decoding is not mapped for "
+            "llama.cpp; pass its --model-draft and --draft-max flags in args"
+        )
+
+
 def _sim(spec: InferenceModelSpec, src: ModelSource, served: str, lay: Layout, o: _Flags) -> None:
     del src, lay  # The sim loads no weights and uses no GPU.
     o.add("--model", served, "--port", SIM.port)
     o.add("--shutdown-grace-seconds", spec.serving.termination_grace_period_seconds)
     if spec.optimization.max_model_len is not None:
         o.add("--max-model-len", spec.optimization.max_model_len)
+    if spec.adapters:
+        o.add("--enable-lora", "--max-loras", spec.adapter_slots)
 
 
 # --- the table ------------------------------------------------------------------------------
 
+# The engine releases the default images run, and the ones `make engine-check` parses every
+# generated command line with (their own argument parsers, docs/engines.md): one place for both.
+VLLM_VERSION: Final = "0.11.0"
+SGLANG_VERSION: Final = "0.5.4"
+
 VLLM: Final = EngineProfile(
     name="vllm",
-    default_image="vllm/vllm-openai:v0.11.0",
+    default_image=f"vllm/vllm-openai:v{VLLM_VERSION}",
     base_command=("vllm", "serve"),
     port=8000,
     health_path="/health",
@@ -349,10 +514,11 @@ VLLM: Final = EngineProfile(
     non_root=False,
     model_sources=frozenset({"hf", "s3", "pvc"}),
     flags=_vllm,
+    adapter_endpoints=VLLM_ADAPTER_ENDPOINTS,
 )
 SGLANG: Final = EngineProfile(
     name="sglang",
-    default_image="lmsysorg/sglang:v0.5.4",
+    default_image=f"lmsysorg/sglang:v{SGLANG_VERSION}",
     base_command=("python3", "-m", "sglang.launch_server"),
     port=30000,
     health_path="/health",
@@ -362,6 +528,7 @@ SGLANG: Final = EngineProfile(
     non_root=False,
     model_sources=frozenset({"hf", "pvc"}),
     flags=_sglang,
+    adapter_endpoints=SGLANG_ADAPTER_ENDPOINTS,
 )
 TGI: Final = EngineProfile(
     name="tgi",
@@ -391,6 +558,20 @@ TRTLLM: Final = EngineProfile(
     model_sources=frozenset({"hf", "pvc"}),
     flags=_trtllm,
 )
+LLAMACPP: Final = EngineProfile(
+    name="llamacpp",
+    # The llama.cpp project's CPU server image; its ENTRYPOINT is /app/llama-server.
+    default_image="ghcr.io/ggml-org/llama.cpp:server-b11206",
+    base_command=("/app/llama-server",),
+    port=8080,
+    health_path="/health",
+    metrics_path="/metrics",
+    needs_shm=False,
+    needs_weights=True,
+    non_root=False,
+    model_sources=frozenset({"hf", "pvc"}),
+    flags=_llamacpp,
+)
 SIM: Final = EngineProfile(
     name="sim",
     default_image=f"ghcr.io/inferscale/sim:{__version__}",
@@ -403,10 +584,13 @@ SIM: Final = EngineProfile(
     non_root=True,
     model_sources=frozenset({"hf", "s3", "pvc"}),
     flags=_sim,
+    read_only_root=True,
+    # The sim imitates vLLM's endpoints.
+    adapter_endpoints=VLLM_ADAPTER_ENDPOINTS,
 )
 
 ENGINES: Final[Mapping[Engine, EngineProfile]] = {
-    p.name: p for p in (VLLM, SGLANG, TGI, TRTLLM, SIM)
+    p.name: p for p in (VLLM, SGLANG, TGI, TRTLLM, LLAMACPP, SIM)
 }
 """Every engine's profile, by the name ``spec.engine`` uses."""
 
@@ -435,6 +619,22 @@ def parse_model_source(model: str) -> ModelSource:
     raise SpecError(f"model {model!r}: unknown source scheme {scheme}://")
 
 
+def _check_adapters(
+    spec: InferenceModelSpec, profile: EngineProfile, served_name: str, out: _Flags
+) -> None:
+    if not spec.adapters:
+        return
+    if not profile.serves_adapters:
+        out.problems.append(
+            f"{profile.name} cannot serve LoRA adapters (spec.adapters); use vllm or sglang"
+        )
+    if served_name in {a.name for a in spec.adapters}:
+        # The API rule only sees an explicit servedName; the object's name is checked here.
+        out.problems.append(
+            f"adapter {served_name!r} has the model's own served name; rename the adapter"
+        )
+
+
 def layout(spec: InferenceModelSpec) -> Layout:
     """Tensor parallelism defaults to the GPU count; GPUs left over hold more model copies."""
     gpus = spec.resources.gpus
@@ -461,6 +661,7 @@ def engine_command(spec: InferenceModelSpec, served_name: str) -> EngineCommand:
             f"{spec.engine} cannot load {source.scheme}:// models; copy the weights into a "
             "PersistentVolumeClaim and use pvc://claim/path"
         )
+    _check_adapters(spec, profile, served_name, out)
     profile.flags(spec, source, served_name, layout(spec), out)
     if out.problems:
         raise UnsupportedSpec(spec.engine, out.problems)

@@ -2,7 +2,7 @@
 
 Every router answers ``GET /admin/v1/spend`` with its own spend per route in the current UTC
 hour and day, when each route last spilled over, and what it saw of each provider
-(:class:`~inferscale.router.spend.SpendReport`). :class:`SpendBook` keeps the last report of
+(:class:`~inferscale.protocol.spend.SpendReport`). :class:`SpendBook` keeps the last report of
 every router *process* (a restarted router is a new process, and what the old one spent still
 counts until its window ends), sums them per route, and tells each router what the others spent
 (:meth:`SpendBook.elsewhere`), so a cap holds across routers within one polling interval.
@@ -45,8 +45,7 @@ from inferscale.api.v1alpha1.inference_route import (
     InferenceRouteStatus,
     Spend,
 )
-from inferscale.reconcile.credentials import KeyState
-from inferscale.router.spend import (
+from inferscale.protocol.spend import (
     DAY,
     HOUR,
     ElsewhereSpend,
@@ -55,7 +54,8 @@ from inferscale.router.spend import (
     SpendReport,
     window_start,
 )
-from inferscale.router.table import ModelRoute
+from inferscale.protocol.table import ModelRoute
+from inferscale.reconcile.credentials import KeyState
 
 CONDITION_SPEND_CAP: Final = "SpendCapReached"
 """A route's condition: a spend cap is reached and spillover has stopped."""

@@ -1,7 +1,7 @@
 """Models, routes, providers and pods -> the routing table the routers serve from (pure).
 
 :func:`compile_table` turns plain dicts (the objects as the API server returns them) into a
-:class:`~inferscale.router.table.RoutingTable`: one entry per served model name, with its route
+:class:`~inferscale.protocol.table.RoutingTable`: one entry per served model name, with its route
 settings and one endpoint per pod (``podIP:port`` of the engine). The rules that are not obvious:
 
 - A model with no pods is still in the table with no endpoints: its requests are *held* while a
@@ -32,7 +32,6 @@ caller passes the version (:func:`next_version` derives one from the time it rea
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Collection, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
@@ -45,19 +44,19 @@ from inferscale.api.v1alpha1.inference_model import SERVED_NAME_PATTERN, Inferen
 from inferscale.api.v1alpha1.inference_provider import DEFAULT_BASE_URLS, InferenceProviderSpec
 from inferscale.api.v1alpha1.inference_route import InferenceRouteSpec
 from inferscale.api.validation import describe_errors
-from inferscale.reconcile.deployment import served_name
-from inferscale.reconcile.engines import ENGINES
-from inferscale.reconcile.labels import COMPONENT_ENGINE
-from inferscale.router.table import (
+from inferscale.protocol.defaults import IN_FLIGHT_PER_REPLICA
+from inferscale.protocol.table import (
     ModelRoute,
     RouteSettings,
     RoutingTable,
-    SpilloverSettings,
     TableBackend,
     TableEndpoint,
     TableProvider,
     TableProviderModel,
 )
+from inferscale.reconcile.deployment import served_name
+from inferscale.reconcile.engines import ENGINES
+from inferscale.reconcile.labels import COMPONENT_ENGINE
 
 JsonDict = dict[str, Any]
 
@@ -456,22 +455,8 @@ def _route_entries(
         client_name = spec.model_name or str(_meta(body).get("name") or "")
 
         def route_settings(model: _Model | None, spec: InferenceRouteSpec = spec) -> RouteSettings:
-            threshold = spec.spillover.in_flight_per_replica or (
-                model.target_in_flight if model is not None else 16
-            )
-            return RouteSettings(
-                strategy=spec.strategy,
-                prefix_hash=spec.prefix_hash,
-                retries=spec.retries,
-                timeouts=spec.timeouts,
-                hold_queue=spec.hold_queue,
-                spillover=SpilloverSettings(
-                    in_flight_per_replica=threshold,
-                    prompt_tokens_per_replica=spec.spillover.prompt_tokens_per_replica,
-                    on_cold_start=spec.spillover.on_cold_start,
-                ),
-                spend=spec.spend,
-            )
+            target = model.target_in_flight if model is not None else IN_FLIGHT_PER_REPLICA
+            return RouteSettings.from_route(spec, target)
 
         local = [b for b in spec.backends if b.inference_model is not None and b.role == "primary"]
         for backend in local:
@@ -629,27 +614,6 @@ def next_version(previous: int, now_ms: int) -> int:
     clock that went backwards cannot make a router refuse the table as stale.
     """
     return max(previous + 1, now_ms)
-
-
-def table_json(table: RoutingTable) -> str:
-    """The table as pushed and stored: camelCase JSON without the defaults.
-
-    Routers fill the defaults in again; leaving them out keeps a thousand models' table well
-    inside a ConfigMap's 1 MiB.
-    """
-    return table.model_dump_json(by_alias=True, exclude_defaults=True)
-
-
-def stored_version(text: object) -> int | None:
-    """The ``version`` of a stored table (the ConfigMap's value); ``None`` if it has none."""
-    if not isinstance(text, str):
-        return None
-    try:
-        doc = json.loads(text)
-    except ValueError:
-        return None
-    version = doc.get("version") if isinstance(doc, dict) else None
-    return version if isinstance(version, int) and not isinstance(version, bool) else None
 
 
 def build_table_configmap(name: str, namespace: str, key: str, text: str) -> JsonDict:

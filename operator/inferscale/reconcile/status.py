@@ -18,6 +18,7 @@ Meaning of the conditions:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -45,6 +46,10 @@ FAILING_WAITING_REASONS: Final = frozenset(
     }
 )
 """Container waiting reasons that will not fix themselves: a person must act."""
+
+CAUSE_CHARS: Final = 300
+"""Longest cause quoted from a termination message into a condition."""
+_FAILURE_WORDS: Final = re.compile(r"error|fail|cannot|can't|unable|invalid", re.IGNORECASE)
 
 # Which issue a condition reports when pods disagree: the most actionable first.
 _PRIORITY: Final = {
@@ -88,6 +93,24 @@ def _conditions(obj: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
     return {str(c.get("type")): c for c in items if isinstance(c, Mapping)}
 
 
+def termination_cause(message: str) -> str:
+    """The line of a container's termination message that says why it failed.
+
+    With ``FallbackToLogsOnError`` the message is the log's tail. Engines print the root cause
+    as the first error line and the consequence as the last ("invalid magic characters" ...
+    "exiting due to model loading error"; a Python traceback ends in its exception): the first
+    and the last line that mention an error or a failure, else the last line, at most
+    :data:`CAUSE_CHARS` characters.
+    """
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    if not lines:
+        return ""
+    failing = [line for line in lines if _FAILURE_WORDS.search(line)]
+    picked = [failing[0], failing[-1]] if len(failing) > 1 else (failing or lines[-1:])
+    cause = " ... ".join(picked)
+    return cause if len(cause) <= CAUSE_CHARS else cause[: CAUSE_CHARS - 3] + "..."
+
+
 def diagnose_pod(pod: Mapping[str, Any], spec: InferenceModelSpec) -> PodIssue | None:
     """The issue of one pod, or ``None`` when it is ready or terminating."""
     meta = pod.get("metadata") or {}
@@ -107,8 +130,11 @@ def diagnose_pod(pod: Mapping[str, Any], spec: InferenceModelSpec) -> PodIssue |
         reason = waiting.get("reason")
         if reason in FAILING_WAITING_REASONS:
             detail = waiting.get("message") or ""
-            last = ((cs.get("lastState") or {}).get("terminated") or {}).get("reason")
+            terminated = (cs.get("lastState") or {}).get("terminated") or {}
+            last = terminated.get("reason")
             if last and reason == "CrashLoopBackOff":
+                cause = termination_cause(str(terminated.get("message") or ""))
+                last += f" ({cause})" if cause else ""
                 detail = f"last exit: {last}" + (f"; {detail}" if detail else "")
             message = f"pod {name}: {reason}" + (f": {detail}" if detail else "")
             return PodIssue(reason, message, failing=True)

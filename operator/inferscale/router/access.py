@@ -1,6 +1,6 @@
 """Client access in the router: the credentials it holds, and who may send what.
 
-:class:`Access` holds the current :class:`~inferscale.router.credentials.RouterCredentials`, the
+:class:`Access` holds the current :class:`~inferscale.protocol.credentials.RouterCredentials`, the
 index of client-key digests and one :class:`~inferscale.router.limits.Policy` per client, all
 built from them; :meth:`Access.replace` swaps them in with one assignment each, and nothing
 awaits between reading them, so a request sees the old credentials or the new ones, never a mix.
@@ -18,7 +18,7 @@ A request passes three checks, each an OpenAI error object when it fails:
    ``Retry-After`` in whole seconds; :meth:`Access.settle` then charges the real usage.
 
 Failure behaviour: credentials older than the ones held raise
-:class:`~inferscale.router.credentials.StaleCredentialsError` (the admin API answers 409, the
+:class:`~inferscale.protocol.credentials.StaleCredentialsError` (the admin API answers 409, the
 file watcher ignores them); an invalid document is refused whole, and the error never quotes it.
 A shared limits store that fails is the limiter's business (:mod:`inferscale.router.limits_redis`:
 local limits, reported).
@@ -26,6 +26,7 @@ local limits, reported).
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import time
 from collections.abc import Iterable, Mapping
@@ -33,13 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol
 
-from inferscale.router.credentials import (
-    ClientKey,
-    KeyIndex,
-    RouterCredentials,
-    StaleCredentialsError,
-    sha256,
-)
+from inferscale.protocol.credentials import ClientKey, RouterCredentials, StaleCredentialsError
+from inferscale.router.credentials import KeyIndex
 from inferscale.router.limits import (
     Charge,
     LimitName,
@@ -230,7 +226,7 @@ class Access:
         if token:
             # As KeyIndex.find: the dict matches on the digest, and the final comparison of
             # secret-derived bytes is constant-time.
-            digest = sha256(token.encode()).digest()
+            digest = hashlib.sha256(token.encode()).digest()
             found = self.by_digest.get(digest)
             if found is not None and hmac.compare_digest(found[0], digest):
                 return found[1]

@@ -518,79 +518,99 @@ class StreamTranslator:
             _, self.failed = error_to_openai(500, json.dumps(event).encode())
             return [b"data: " + json.dumps(self.failed).encode() + b"\n\n"]
         if kind == "message_start":
-            message = event.get("message")
-            if not isinstance(message, Mapping):
-                raise MalformedResponse("message_start without a message")
-            self.started = True
-            if isinstance(message.get("id"), str):
-                self.id = f"chatcmpl-{message['id']}"
-            self.model = message.get("model")
-            if isinstance(message.get("usage"), Mapping):
-                self.usage_in = dict(message["usage"])
-            return [self._chunk({"role": "assistant", "content": ""})]
+            return self._message_start(event)
         if not self.started:
             raise MalformedResponse(f"{kind} before message_start")
         if kind == "content_block_start":
-            block = event.get("content_block")
-            index = event.get("index")
-            if isinstance(block, Mapping) and block.get("type") == "tool_use":
-                if not isinstance(index, int):
-                    raise MalformedResponse("content_block_start without an index")
-                tool_index = self._tools[index] = len(self._tools)
-                call = _tool_call({**block, "input": {}}, tool_index)
-                call["function"]["arguments"] = ""
-                return [self._chunk({"tool_calls": [call]})]
-            if isinstance(block, Mapping) and block.get("type") == "text" and block.get("text"):
-                return [self._chunk({"content": block["text"]})]
-            return []
+            return self._block_start(event)
         if kind == "content_block_delta":
-            delta = event.get("delta")
-            if not isinstance(delta, Mapping):
-                raise MalformedResponse("content_block_delta without a delta")
-            if delta.get("type") == "text_delta":
-                return [self._chunk({"content": delta.get("text") or ""})]
-            if delta.get("type") == "input_json_delta":
-                index = event.get("index")
-                call_index = self._tools.get(index) if isinstance(index, int) else None
-                if call_index is None:
-                    raise MalformedResponse("input_json_delta for a block that is no tool_use")
-                partial = delta.get("partial_json") or ""
-                if not partial:
-                    return []
-                return [
-                    self._chunk(
-                        {"tool_calls": [{"index": call_index, "function": {"arguments": partial}}]}
-                    )
-                ]
-            return []  # thinking, signature and citation deltas have no chunk equivalent
+            return self._block_delta(event)
         if kind == "content_block_stop":
             return []
         if kind == "message_delta":
-            delta = event.get("delta")
-            usage = event.get("usage")
-            if isinstance(usage, Mapping):
-                self.usage_out = dict(usage)
-            stop = delta.get("stop_reason") if isinstance(delta, Mapping) else None
-            finish = finish_reason(stop)
-            if finish is None:
-                return []
-            self._finish = finish
-            return [self._chunk({}, finish)]
+            return self._message_delta(event)
         if kind == "message_stop":
-            self.finished = True
-            out = []
-            if self._finish is None:
-                out.append(self._chunk({}, "stop"))
-            if self.include_usage:
-                doc = {
-                    "id": self.id,
-                    "object": "chat.completion.chunk",
-                    "created": self.created,
-                    "model": self.model,
-                    "choices": [],
-                    "usage": self.usage,
-                }
-                out.append(b"data: " + json.dumps(doc, separators=(",", ":")).encode() + b"\n\n")
-            out.append(b"data: [DONE]\n\n")
-            return out
+            return self._message_stop()
         return []  # event types added later are skipped, as Anthropic's versioning asks
+
+    def _message_start(self, event: Mapping[str, Any]) -> list[bytes]:
+        """The stream's first chunk: the assistant role; keeps the id, model and input usage."""
+        message = event.get("message")
+        if not isinstance(message, Mapping):
+            raise MalformedResponse("message_start without a message")
+        self.started = True
+        if isinstance(message.get("id"), str):
+            self.id = f"chatcmpl-{message['id']}"
+        self.model = message.get("model")
+        if isinstance(message.get("usage"), Mapping):
+            self.usage_in = dict(message["usage"])
+        return [self._chunk({"role": "assistant", "content": ""})]
+
+    def _block_start(self, event: Mapping[str, Any]) -> list[bytes]:
+        """A tool call's opening chunk, or a text block's first text."""
+        block = event.get("content_block")
+        index = event.get("index")
+        if isinstance(block, Mapping) and block.get("type") == "tool_use":
+            if not isinstance(index, int):
+                raise MalformedResponse("content_block_start without an index")
+            tool_index = self._tools[index] = len(self._tools)
+            call = _tool_call({**block, "input": {}}, tool_index)
+            call["function"]["arguments"] = ""
+            return [self._chunk({"tool_calls": [call]})]
+        if isinstance(block, Mapping) and block.get("type") == "text" and block.get("text"):
+            return [self._chunk({"content": block["text"]})]
+        return []
+
+    def _block_delta(self, event: Mapping[str, Any]) -> list[bytes]:
+        """Text, or a tool call's arguments so far."""
+        delta = event.get("delta")
+        if not isinstance(delta, Mapping):
+            raise MalformedResponse("content_block_delta without a delta")
+        if delta.get("type") == "text_delta":
+            return [self._chunk({"content": delta.get("text") or ""})]
+        if delta.get("type") == "input_json_delta":
+            index = event.get("index")
+            call_index = self._tools.get(index) if isinstance(index, int) else None
+            if call_index is None:
+                raise MalformedResponse("input_json_delta for a block that is no tool_use")
+            partial = delta.get("partial_json") or ""
+            if not partial:
+                return []
+            return [
+                self._chunk(
+                    {"tool_calls": [{"index": call_index, "function": {"arguments": partial}}]}
+                )
+            ]
+        return []  # thinking, signature and citation deltas have no chunk equivalent
+
+    def _message_delta(self, event: Mapping[str, Any]) -> list[bytes]:
+        """The output usage, and the finish reason's chunk."""
+        delta = event.get("delta")
+        usage = event.get("usage")
+        if isinstance(usage, Mapping):
+            self.usage_out = dict(usage)
+        stop = delta.get("stop_reason") if isinstance(delta, Mapping) else None
+        finish = finish_reason(stop)
+        if finish is None:
+            return []
+        self._finish = finish
+        return [self._chunk({}, finish)]
+
+    def _message_stop(self) -> list[bytes]:
+        """The last chunks: a finish reason if none came, the usage chunk, ``[DONE]``."""
+        self.finished = True
+        out = []
+        if self._finish is None:
+            out.append(self._chunk({}, "stop"))
+        if self.include_usage:
+            doc = {
+                "id": self.id,
+                "object": "chat.completion.chunk",
+                "created": self.created,
+                "model": self.model,
+                "choices": [],
+                "usage": self.usage,
+            }
+            out.append(b"data: " + json.dumps(doc, separators=(",", ":")).encode() + b"\n\n")
+        out.append(b"data: [DONE]\n\n")
+        return out

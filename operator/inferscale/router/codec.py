@@ -100,3 +100,34 @@ class AttemptFailed(Exception):
         self.status = status
         self.body = body
         self.headers = headers
+
+
+class AttemptFinal(AttemptFailed):
+    """An attempt failed in a way not retried on another endpoint (a timeout, a broken answer).
+
+    Raised only for a caller that has other backends to fail over to (``ctx.fallible``).
+    """
+
+
+USAGE_TAIL_BYTES: Final = 4096
+"""Bytes at the end of a stream that are searched for its usage event (an event is far
+smaller; only ``[DONE]`` follows it)."""
+
+
+def stream_usage(tail: bytes) -> dict[str, Any] | None:
+    """The ``usage`` of the last SSE event that carries one, from the stream's tail bytes."""
+    at = tail.rfind(b'"usage":{')
+    if at < 0:
+        at = tail.rfind(b'"usage": {')
+    if at < 0:
+        return None
+    start = tail.rfind(b"data:", 0, at)
+    end = tail.find(b"\n", at)
+    if start < 0:
+        return None
+    try:
+        doc = loads(tail[start + 5 : end if end >= 0 else len(tail)])
+    except (ValueError, RecursionError):
+        return None
+    usage = doc.get("usage") if isinstance(doc, dict) else None
+    return usage if isinstance(usage, dict) else None

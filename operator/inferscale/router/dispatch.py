@@ -1,8 +1,9 @@
 """Requests of models with more than their own replicas: spillover, fallback, mirror, providers.
 
 A model whose table entry has backends (hosted provider models, other served models) or whose
-primaries are all hosted is served here instead of the plain path of :mod:`router.app`, which
-therefore pays one attribute check for this feature. :class:`Dispatcher` asks the pure
+primaries are all hosted is served by this stage instead of the plain route (hold, pick,
+forward; :mod:`inferscale.router.stages`), which therefore pays one attribute check for this
+feature. :class:`Dispatcher` asks the pure
 :func:`inferscale.router.roles.plan` for the steps (the replicas, backends), tries them in order
 while nothing has reached the client, copies a share of requests to mirror backends in the
 background, and prices every provider answer into the route's spend.
@@ -33,11 +34,20 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import aiohttp
 from aiohttp import web
 
+from inferscale.protocol.spend import (
+    DAY,
+    HOUR,
+    ProviderReport,
+    RouteReport,
+    SpendReport,
+    window_start,
+)
+from inferscale.protocol.table import TableBackend
 from inferscale.router import picking, providers
 from inferscale.router.codec import (
     JSON,
@@ -47,20 +57,12 @@ from inferscale.router.codec import (
     error_response,
     sse_error,
 )
+from inferscale.router.context import RequestContext
 from inferscale.router.roles import LOCAL, Plan, plan, prefill_saturated, saturated
-from inferscale.router.spend import (
-    DAY,
-    HOUR,
-    ProviderReport,
-    RouteReport,
-    SpendReport,
-    cost,
-    window_start,
-)
-from inferscale.router.table import CircuitBreaker, ModelState, RouteRoles, TableBackend
-
-if TYPE_CHECKING:
-    from inferscale.router.app import RequestContext, Router
+from inferscale.router.spend import cost
+from inferscale.router.stages import Stage
+from inferscale.router.state import RouterState
+from inferscale.router.table import CircuitBreaker, RouteRoles
 
 log = logging.getLogger("inferscale.router")
 
@@ -108,12 +110,18 @@ class ProviderHealth:
         )
 
 
-class Dispatcher:
-    """Serves the models that have roles; one per router."""
+class Dispatcher(Stage):
+    """Serves the models that have roles; one per router (the last stage of their route)."""
 
-    def __init__(self, router: Router) -> None:
-        """Share the router's table, session, metrics, clocks and spend ledger."""
-        self.router = router
+    def __init__(self, state: RouterState, replicas: Stage, other_models: Stage) -> None:
+        """Serve with ``state``.
+
+        ``replicas`` serves the model's own replicas (holding while none is ready),
+        ``other_models`` another served model's ready replicas.
+        """
+        self.state = state
+        self.replicas = replicas
+        self.other_models = other_models
         self.health: dict[str, ProviderHealth] = {}
         """Per provider id: failures and last success, for the operator's status."""
         self.spilled_at: dict[str, float] = {}
@@ -126,19 +134,19 @@ class Dispatcher:
 
     # -- the request path -----------------------------------------------------------------
 
-    async def serve(
-        self, ctx: RequestContext, model: ModelState, body: bytes, obj: dict[str, Any]
-    ) -> web.StreamResponse:
-        """Answer one request of ``model`` (whose ``roles`` is set)."""
-        router = self.router
+    async def __call__(self, ctx: RequestContext) -> web.StreamResponse:
+        """Answer one request of ``ctx.model`` (whose ``roles`` is set)."""
+        state = self.state
+        model, body, obj = ctx.model, ctx.body, ctx.obj
+        assert model is not None
         roles = model.roles
         assert roles is not None
         settings = model.route
         path = ctx.request.path
-        wall = router.wall()
+        wall = state.wall()
         if roles.mirror:
             self._mirror(ctx.name, roles, path, obj, wall)
-        candidates = model.candidates(router.clock())
+        candidates = model.candidates(state.clock())
         spill = settings.spillover
         busy = saturated([e.in_flight for e in candidates], spill.in_flight_per_replica) or (
             prefill_saturated(
@@ -148,20 +156,20 @@ class Dispatcher:
             )
         )
         skipped: dict[str, str] = {}
-        capped = router.spend.capped(roles.route_id, settings.spend, wall)
+        capped = state.spend.capped(roles.route_id, settings.spend, wall)
         steps = plan(
             roles,
             settings,
             ready=len(candidates),
             busy=busy,
-            held=router.held.get(ctx.name, 0),
+            held=state.held.get(ctx.name, 0),
             capped=capped,
             usable=lambda b: self._usable(b, path, skipped),
-            r=router.random.random(),
+            r=state.random.random(),
         )
         self._count_plan(ctx.name, roles, steps, wall)
         if steps.reject:
-            wait = router.spend.retry_after(roles.route_id, settings.spend, wall)
+            wait = state.spend.retry_after(roles.route_id, settings.spend, wall)
             return await self._refuse(
                 ctx,
                 503,
@@ -175,10 +183,10 @@ class Dispatcher:
         unsupported: providers.Unsupported | None = None
         for index, step in enumerate(steps.steps):
             if index:
-                router.metrics.bump(router.metrics.failovers, ctx.name)
+                state.metrics.bump(state.metrics.failovers, ctx.name)
             try:
                 if step is LOCAL:
-                    return await self._replicas(ctx, model, body, obj)
+                    return await self.replicas(ctx)
                 if step.provider is None:
                     return await self._other_model(ctx, step, obj)
                 return await self._provider(ctx, roles, step, obj)
@@ -189,24 +197,24 @@ class Dispatcher:
         return await self._give_up(ctx, last, unsupported, skipped)
 
     def _usable(self, backend: TableBackend, path: str, skipped: dict[str, str]) -> bool:
-        router = self.router
+        state = self.state
         if backend.provider is None:
-            other = router.table.models.get(backend.model)
-            if other is None or not other.candidates(router.clock()):
+            other = state.table.models.get(backend.model)
+            if other is None or not other.candidates(state.clock()):
                 skipped[backend.label] = "has no ready replica"
                 return False
             return True
-        provider = router.table.providers[backend.provider]
+        provider = state.table.providers[backend.provider]
         if not providers.serves_path(provider, path):
             skipped[backend.label] = f"({provider.type}) does not serve {path}" + _NEVER
             return False
-        if router.provider_key(backend.provider) is None:
+        if state.provider_key(backend.provider) is None:
             if backend.label not in skipped:
                 self._failed(backend.provider, "no_key", "the router has no API key for it")
             skipped[backend.label] = "has no API key (its Secret or key is missing)"
             return False
         health = self.health.get(backend.provider)
-        if health is not None and not health.breaker.available(router.clock()):
+        if health is not None and not health.breaker.available(state.clock()):
             skipped[backend.label] = (
                 f"is ejected after {health.breaker.failures} failures in a row "
                 f"(last: {health.last_reason}); it is probed again shortly"
@@ -215,7 +223,7 @@ class Dispatcher:
         return True
 
     def _count_plan(self, name: str, roles: RouteRoles, steps: Plan, wall: float) -> None:
-        metrics = self.router.metrics
+        metrics = self.state.metrics
         if steps.spill is not None:
             key = (name, steps.spill)
             metrics.spillover[key] = metrics.spillover.get(key, 0) + 1
@@ -223,26 +231,20 @@ class Dispatcher:
         if steps.capped is not None:
             metrics.bump(metrics.spend_capped, roles.route_id)
 
-    async def _replicas(
-        self, ctx: RequestContext, model: ModelState, body: bytes, obj: dict[str, Any]
-    ) -> web.StreamResponse:
-        """The model's own replicas, holding the request while none is ready."""
-        router = self.router
-        if not model.ready:
-            await router.hold(ctx, model)  # raises when the hold fails (ctx.fallible)
-            assert ctx.model is not None
-            model = ctx.model
-        return await router.forward(ctx, model, body, obj, ctx.committed)
-
     async def _other_model(
         self, ctx: RequestContext, backend: TableBackend, obj: dict[str, Any]
     ) -> web.StreamResponse:
         """Another served model's replicas, with the request renamed to it (never held)."""
-        other = self.router.table.models.get(backend.model)
+        other = self.state.table.models.get(backend.model)
         if other is None or not other.ready:
             raise AttemptFailed(f"the model `{backend.model}` has no ready replica", 503)
         renamed = {**obj, "model": backend.model}
-        return await self.router.forward(ctx, other, dumps(renamed), renamed, ctx.committed)
+        saved = ctx.model, ctx.body, ctx.obj
+        ctx.model, ctx.body, ctx.obj = other, dumps(renamed), renamed
+        try:
+            return await self.other_models(ctx)
+        finally:
+            ctx.model, ctx.body, ctx.obj = saved
 
     async def _provider(
         self, ctx: RequestContext, roles: RouteRoles, backend: TableBackend, obj: dict[str, Any]
@@ -264,9 +266,9 @@ class Dispatcher:
     async def _provider_call(
         self, ctx: RequestContext, roles: RouteRoles, backend: TableBackend, obj: dict[str, Any]
     ) -> web.StreamResponse:
-        router = self.router
+        state = self.state
         provider_id = str(backend.provider)
-        key = router.provider_key(provider_id)
+        key = state.provider_key(provider_id)
         if key is None:
             self._failed(provider_id, "no_key", "the router has no API key for it")
             raise AttemptFailed(f"provider {provider_id} has no API key", 503)
@@ -283,12 +285,12 @@ class Dispatcher:
         label = backend.label
         if isinstance(answer, providers.Answer):
             self._spend(roles.route_id, ctx.name, backend, answer.usage)
-            router.count_tokens(ctx, answer.usage)
+            state.count_tokens(ctx, answer.usage)
             if ctx.committed is not None:  # a held stream asked for a stream: unreachable
                 await ctx.committed.write(b"data: " + answer.body + b"\n\n")
-                router.log_access(ctx, answer.status, label, answer.usage)
+                state.log.write(ctx, answer.status, label, answer.usage)
                 return ctx.committed
-            router.log_access(ctx, answer.status, label, answer.usage)
+            state.log.write(ctx, answer.status, label, answer.usage)
             return web.Response(
                 status=answer.status,
                 body=answer.body,
@@ -299,10 +301,10 @@ class Dispatcher:
     async def _call(
         self, name: str, backend: TableBackend, key: str, path: str, obj: dict[str, Any]
     ) -> providers.Answer | providers.Stream:
-        router = self.router
-        assert router.session is not None and backend.provider is not None
-        provider = router.table.providers[backend.provider]
-        model = router.table.models.get(name)
+        state = self.state
+        assert state.session is not None and backend.provider is not None
+        provider = state.table.providers[backend.provider]
+        model = state.table.models.get(name)
         timeouts = model.route.timeouts if model is not None else None
         total = provider.timeout_seconds
         first = total
@@ -310,17 +312,17 @@ class Dispatcher:
             total = min(total, timeouts.total_seconds)
             first = min(total, timeouts.first_token_seconds)
         return await providers.call(
-            router.session,
+            state.session,
             backend.provider,
             provider,
             backend.model,
             key,
             path,
             obj,
-            connect_timeout=router.settings.connect_timeout_seconds,
+            connect_timeout=state.settings.connect_timeout_seconds,
             first_byte_timeout=first,
             total_timeout=total,
-            created=int(router.wall()),
+            created=int(state.wall()),
         )
 
     async def _relay(
@@ -330,11 +332,11 @@ class Dispatcher:
         backend: TableBackend,
         stream: providers.Stream,
     ) -> web.StreamResponse:
-        router = self.router
+        state = self.state
         label = backend.label
         status = 200
         try:
-            router.metrics.ttft.observe((ctx.name,), router.clock() - ctx.start)
+            state.metrics.ttft.observe((ctx.name,), state.clock() - ctx.start)
             resp = ctx.committed
             if resp is None:
                 resp = web.StreamResponse(
@@ -347,7 +349,7 @@ class Dispatcher:
         finally:
             stream.close()
             self._spend(roles.route_id, ctx.name, backend, stream.usage)
-            router.count_tokens(ctx, stream.usage)
+            state.count_tokens(ctx, stream.usage)
             if stream.failure is not None:
                 status = 504 if stream.failure == "timeout" else 502
                 self._failed(
@@ -355,13 +357,13 @@ class Dispatcher:
                     f"mid_stream_{stream.failure}",
                     f"the stream broke after its first byte ({stream.failure})",
                 )
-        router.log_access(ctx, status, label, stream.usage)
+        state.log.write(ctx, status, label, stream.usage)
         return resp
 
     async def _answer_error(
         self, ctx: RequestContext, status: int, body: bytes, backend: TableBackend
     ) -> web.StreamResponse:
-        self.router.log_access(ctx, status, backend.label)
+        self.state.log.write(ctx, status, backend.label)
         if ctx.committed is not None:
             await ctx.committed.write(b"data: " + body + b"\n\n")
             return ctx.committed
@@ -396,7 +398,7 @@ class Dispatcher:
         status = last.status
         body = last.body or error_body(status, f"upstream failed: {last.reason}")
         committed = ctx.committed
-        self.router.log_access(ctx, status, "")
+        self.state.log.write(ctx, status, "")
         if committed is not None:
             await committed.write(b"data: " + body + b"\n\n")
             return committed
@@ -416,7 +418,7 @@ class Dispatcher:
         headers: dict[str, str] | None,
         param: str | None = None,
     ) -> web.StreamResponse:
-        self.router.log_access(ctx, status, "")
+        self.state.log.write(ctx, status, "")
         if ctx.committed is not None:
             # A held stream already sent its headers: the error goes as an event.
             await ctx.committed.write(sse_error(status, message, code))
@@ -428,35 +430,35 @@ class Dispatcher:
     def _spend(
         self, route_id: str, name: str, backend: TableBackend, usage: dict[str, Any] | None
     ) -> None:
-        router = self.router
+        state = self.state
         if usage is None or backend.provider is None:
             return
-        provider = router.table.providers.get(backend.provider)
+        provider = state.table.providers.get(backend.provider)
         entry = provider.models.get(backend.model) if provider is not None else None
         if entry is None:
             return
         amount = cost(
             usage, entry.input_price_per_million_tokens, entry.output_price_per_million_tokens
         )
-        router.spend.add(route_id, amount, router.wall())
+        state.spend.add(route_id, amount, state.wall())
         key = (route_id, backend.label)
-        router.metrics.spend_total[key] = router.metrics.spend_total.get(key, 0.0) + amount
+        state.metrics.spend_total[key] = state.metrics.spend_total.get(key, 0.0) + amount
 
     def _failed(self, provider_id: str, reason: str, message: str) -> None:
-        router = self.router
+        state = self.state
         health = self.health.setdefault(provider_id, ProviderHealth())
         health.failures[reason] = health.failures.get(reason, 0) + 1
-        wall = router.wall()
+        wall = state.wall()
         health.last_error, health.last_error_at = message, wall
         health.last_reason = reason
         key = (provider_id, reason)
-        metrics = router.metrics
+        metrics = state.metrics
         metrics.provider_failures[key] = metrics.provider_failures.get(key, 0) + 1
         if reason not in BREAKER_REASONS:
             return
-        s = router.settings
+        s = state.settings
         breaker = health.breaker
-        now = router.clock()
+        now = state.clock()
         if breaker.record_failure(
             now, s.breaker_failures, s.breaker_ejection_seconds, s.breaker_max_ejection_seconds
         ):
@@ -469,7 +471,7 @@ class Dispatcher:
 
     def _ok(self, provider_id: str) -> None:
         health = self.health.setdefault(provider_id, ProviderHealth())
-        health.last_ok_at = self.router.wall()
+        health.last_ok_at = self.state.wall()
         health.breaker.record_success()
         health.ejected_until_wall = None
 
@@ -478,17 +480,17 @@ class Dispatcher:
     def _mirror(
         self, name: str, roles: RouteRoles, path: str, obj: dict[str, Any], wall: float
     ) -> None:
-        router = self.router
+        state = self.state
         for backend in roles.mirror:
             percent = 100.0 if backend.mirror_percent is None else backend.mirror_percent
-            if router.random.random() * 100 >= percent:
+            if state.random.random() * 100 >= percent:
                 continue
             outcome: str | None = None
-            if backend.provider is not None and router.spend.capped(
-                roles.route_id, router.table.models[name].route.spend, wall
+            if backend.provider is not None and state.spend.capped(
+                roles.route_id, state.table.models[name].route.spend, wall
             ):
                 outcome = "capped"
-            elif len(self.mirrors) >= router.settings.mirror_max_in_flight:
+            elif len(self.mirrors) >= state.settings.mirror_max_in_flight:
                 outcome = "dropped"
             elif not self._usable(backend, path, {}):
                 outcome = "unusable"
@@ -502,7 +504,7 @@ class Dispatcher:
             task.add_done_callback(self.mirrors.discard)
 
     def _count_mirror(self, name: str, backend: TableBackend, outcome: str) -> None:
-        metrics = self.router.metrics
+        metrics = self.state.metrics
         key = (name, backend.label, outcome)
         metrics.mirrored[key] = metrics.mirrored.get(key, 0) + 1
 
@@ -533,7 +535,7 @@ class Dispatcher:
         self, name: str, route_id: str, backend: TableBackend, path: str, obj: dict[str, Any]
     ) -> str:
         provider_id = str(backend.provider)
-        key = self.router.provider_key(provider_id)
+        key = self.state.provider_key(provider_id)
         if key is None:
             return "unusable"
         breaker = self.health.setdefault(provider_id, ProviderHealth()).breaker
@@ -557,20 +559,20 @@ class Dispatcher:
     async def _mirror_model(
         self, name: str, backend: TableBackend, path: str, obj: dict[str, Any]
     ) -> str:
-        router = self.router
-        other = router.table.models.get(backend.model)
-        candidates = other.candidates(router.clock()) if other is not None else []
-        if other is None or not candidates or router.session is None:
+        state = self.state
+        other = state.table.models.get(backend.model)
+        candidates = other.candidates(state.clock()) if other is not None else []
+        if other is None or not candidates or state.session is None:
             return "unusable"
         other.counter += 1
         endpoint = picking.least_in_flight(candidates, other.counter)
         timeout = aiohttp.ClientTimeout(
             total=other.route.timeouts.total_seconds,
-            sock_connect=router.settings.connect_timeout_seconds,
+            sock_connect=state.settings.connect_timeout_seconds,
         )
         endpoint.in_flight += 1
         try:
-            async with router.session.post(
+            async with state.session.post(
                 endpoint.base_url + path,
                 data=dumps({**obj, "model": backend.model}),
                 headers={"Content-Type": JSON},
@@ -595,15 +597,15 @@ class Dispatcher:
 
     def report(self, now: float) -> SpendReport:
         """``GET /admin/v1/spend``: this router's spend, spillover and provider health."""
-        router = self.router
+        state = self.state
         routes: dict[str, RouteReport] = {}
-        for route_id in sorted(set(router.spend.routes()) | set(self.spilled_at)):
-            hour, day = router.spend.mine(route_id, now)
+        for route_id in sorted(set(state.spend.routes()) | set(self.spilled_at)):
+            hour, day = state.spend.mine(route_id, now)
             routes[route_id] = RouteReport(
                 hour=hour, day=day, last_spill_at=self.spilled_at.get(route_id)
             )
         return SpendReport(
-            process=router.id_prefix,
+            process=state.id_prefix,
             now=now,
             hour_start=window_start(now, HOUR),
             day_start=window_start(now, DAY),

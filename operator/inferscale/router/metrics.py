@@ -9,7 +9,7 @@ module-level registry.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
@@ -55,6 +55,65 @@ class Histogram:
                 yield f"{name}_bucket{_labels((*labels, 'le'), (*key, le))} {acc:g}"
             yield f"{name}_sum{_labels(labels, key)} {row[-2]!r}"
             yield f"{name}_count{_labels(labels, key)} {row[-1]:g}"
+
+
+COUNTERS: Final[tuple[tuple[str, str, tuple[str, ...], str], ...]] = (
+    # name, the RouterMetrics attribute holding it (keyed by one label value or a tuple of
+    # them), its label names, its help text
+    ("inferscale_router_prompt_tokens_total", "tokens_in", ("model",), "Prompt tokens (usage)."),
+    ("inferscale_router_completion_tokens_total", "tokens_out", ("model",), "Output tokens."),
+    ("inferscale_router_retries_total", "retries", ("model",), "Attempts after the first."),
+    (
+        "inferscale_router_ejections_total",
+        "ejections",
+        ("endpoint",),
+        "Circuit-breaker ejections.",
+    ),
+    (
+        "inferscale_router_provider_ejections_total",
+        "provider_ejections",
+        ("provider",),
+        "Circuit-breaker ejections of hosted providers.",
+    ),
+    (
+        "inferscale_router_held_total",
+        "held_total",
+        ("model", "outcome"),
+        "Held requests by outcome.",
+    ),
+    (
+        "inferscale_router_spillover_total",
+        "spillover",
+        ("model", "reason"),
+        "Requests sent to spillover backends first, by why.",
+    ),
+    (
+        "inferscale_router_provider_failures_total",
+        "provider_failures",
+        ("provider", "reason"),
+        "Failed provider calls, by reason.",
+    ),
+    (
+        "inferscale_router_mirror_requests_total",
+        "mirrored",
+        ("model", "backend", "outcome"),
+        "Copies of requests sent to mirror backends, by outcome.",
+    ),
+    ("inferscale_router_failovers_total", "failovers", ("model",), "Steps after a failed one."),
+    (
+        "inferscale_router_spend_capped_total",
+        "spend_capped",
+        ("route",),
+        "Requests that would have spilled over past a spend cap.",
+    ),
+    (
+        "inferscale_router_spend_total",
+        "spend_total",
+        ("route", "backend"),
+        "Money spent on hosted providers.",
+    ),
+)
+"""Every counter of :class:`RouterMetrics`, in exposition order."""
 
 
 class RouterMetrics:
@@ -134,88 +193,28 @@ class RouterMetrics:
             "Streams: request received to the engine's first chunk.",
         )
         out.extend(self.ttft.render("inferscale_router_time_to_first_token_seconds", ("model",)))
-        # Every counter: name, its table (keyed by one label value or by a tuple of them), the
-        # label names, and its help text.
-        counters: tuple[tuple[str, Mapping[Any, float], tuple[str, ...], str], ...] = (
-            (
-                "inferscale_router_prompt_tokens_total",
-                self.tokens_in,
-                ("model",),
-                "Prompt tokens (usage).",
-            ),
-            (
-                "inferscale_router_completion_tokens_total",
-                self.tokens_out,
-                ("model",),
-                "Output tokens.",
-            ),
-            (
-                "inferscale_router_retries_total",
-                self.retries,
-                ("model",),
-                "Attempts after the first.",
-            ),
-            (
-                "inferscale_router_ejections_total",
-                self.ejections,
-                ("endpoint",),
-                "Circuit-breaker ejections.",
-            ),
-            (
-                "inferscale_router_provider_ejections_total",
-                self.provider_ejections,
-                ("provider",),
-                "Circuit-breaker ejections of hosted providers.",
-            ),
-            (
-                "inferscale_router_held_total",
-                self.held_total,
-                ("model", "outcome"),
-                "Held requests by outcome.",
-            ),
-            (
-                "inferscale_router_spillover_total",
-                self.spillover,
-                ("model", "reason"),
-                "Requests sent to spillover backends first, by why.",
-            ),
-            (
-                "inferscale_router_provider_failures_total",
-                self.provider_failures,
-                ("provider", "reason"),
-                "Failed provider calls, by reason.",
-            ),
-            (
-                "inferscale_router_mirror_requests_total",
-                self.mirrored,
-                ("model", "backend", "outcome"),
-                "Copies of requests sent to mirror backends, by outcome.",
-            ),
-            (
-                "inferscale_router_failovers_total",
-                self.failovers,
-                ("model",),
-                "Steps after a failed one.",
-            ),
-            (
-                "inferscale_router_spend_capped_total",
-                self.spend_capped,
-                ("route",),
-                "Requests that would have spilled over past a spend cap.",
-            ),
-            (
-                "inferscale_router_spend_total",
-                self.spend_total,
-                ("route", "backend"),
-                "Money spent on hosted providers.",
-            ),
-        )
-        for name, table, label_names, text in counters:
+        for name, attribute, label_names, text in COUNTERS:
+            table: Mapping[Any, float] = getattr(self, attribute)
             family(name, "counter", text)
             out.extend(
                 f"{name}{_labels(label_names, k if isinstance(k, tuple) else (k,))} {v!r}"
                 for k, v in table.items()
             )
+        self._gauges(family, out, in_flight, held, table_version, spend, pending_prompt_tokens)
+        out.extend(extra)
+        return "\n".join(out) + "\n"
+
+    @staticmethod
+    def _gauges(
+        family: Callable[[str, str, str], None],
+        out: list[str],
+        in_flight: Iterable[tuple[str, str, int]],
+        held: Iterable[tuple[str, int]],
+        table_version: int,
+        spend: Iterable[tuple[str, float, float]],
+        pending_prompt_tokens: Iterable[tuple[str, str, int]],
+    ) -> None:
+        """The gauges that mirror live state, read at render time."""
         family(
             "inferscale_router_spend",
             "gauge",
@@ -248,5 +247,3 @@ class RouterMetrics:
         )
         family("inferscale_router_table_version", "gauge", "Version of the routing table held.")
         out.append(f"inferscale_router_table_version {table_version}")
-        out.extend(extra)
-        return "\n".join(out) + "\n"

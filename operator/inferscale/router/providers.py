@@ -37,6 +37,7 @@ from typing import Any, Final
 
 import aiohttp
 
+from inferscale.protocol.table import TableProvider
 from inferscale.router.anthropic import (
     DEFAULT_MAX_TOKENS,
     MalformedResponse,
@@ -48,7 +49,6 @@ from inferscale.router.anthropic import (
 )
 from inferscale.router.codec import dumps, loads, sse_error
 from inferscale.router.sse import DONE, MalformedStream, SseDecoder, SseEvent
-from inferscale.router.table import TableProvider
 
 OPENAI_PATHS: Final = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
 ANTHROPIC_PATHS: Final = ("/v1/chat/completions",)

@@ -28,7 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from inferscale.router.table import RouteRoles, RouteSettings, TableBackend
+from inferscale.protocol.table import RouteSettings, TableBackend
+from inferscale.router.table import RouteRoles
 
 LOCAL: Final = None
 """A step that means the model's own replicas (held while none is ready)."""

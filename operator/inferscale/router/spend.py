@@ -1,14 +1,13 @@
-"""Money spent on hosted providers, per route, per UTC hour and day (pure).
+"""Money spent on hosted providers, per route, per UTC hour and day: the router's ledger (pure).
 
 The router prices each provider answer from its ``usage`` (prompt tokens x the input price +
 completion tokens x the output price, per million) and adds it to the route's current hour and
 day. Caps compare against this router's own spend plus what the other routers spent in the same
 windows, which the operator sums from every router (``GET /admin/v1/spend``) and sends back
-(``PUT /admin/v1/spend``). Without the operator each router still enforces the cap on its own
-spend, so an outage can at most multiply the spend by the number of routers, never lift the cap.
-
-Windows are UTC clock hours and days: a window starts at a multiple of 3,600 or 86,400 seconds
-since the epoch. Spend from an earlier window is forgotten when the next one starts.
+(``PUT /admin/v1/spend``; the documents are :mod:`inferscale.protocol.spend`). Without the
+operator each router still enforces the cap on its own spend, so an outage can at most multiply
+the spend by the number of routers, never lift the cap. Spend from an earlier window is
+forgotten when the next one starts.
 
 Pure: no I/O; callers pass the wall-clock time.
 """
@@ -17,84 +16,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Final
 
-from pydantic import Field
-
-from inferscale.api.meta import ApiModel
 from inferscale.api.v1alpha1.inference_route import SpendCaps
-
-HOUR: Final = 3600
-DAY: Final = 86400
-
-
-class RouteSpend(ApiModel):
-    """Spend of one route in the current hour and day."""
-
-    hour: float = Field(default=0, ge=0)
-    day: float = Field(default=0, ge=0)
-
-
-class ElsewhereSpend(ApiModel):
-    """``PUT /admin/v1/spend``: what the other routers spent, per route, in these windows."""
-
-    hour_start: int = Field(ge=0)
-    """Start of the hour window (epoch seconds, a multiple of 3600)."""
-    day_start: int = Field(ge=0)
-    """Start of the day window (epoch seconds, a multiple of 86400)."""
-    routes: dict[str, RouteSpend] = Field(default_factory=dict, max_length=100_000)
-    """Route id (``<namespace>/<name>``) -> its spend on the other routers."""
-
-
-class RouteReport(ApiModel):
-    """One route in a router's report: its spend here, and when it last spilled over."""
-
-    hour: float = Field(default=0, ge=0)
-    """Spent by this router in the current UTC hour."""
-    day: float = Field(default=0, ge=0)
-    """Spent by this router in the current UTC day."""
-    last_spill_at: float | None = Field(default=None, ge=0)
-    """Epoch seconds of the last request this router sent to a spillover backend first."""
-
-
-class ProviderReport(ApiModel):
-    """What one router saw of a provider (no key, no request content)."""
-
-    failures: dict[str, int] = Field(default_factory=dict, max_length=64)
-    """Failed calls since the router started, by reason (``status_429``, ``auth``, ...)."""
-    last_error: str | None = Field(default=None, max_length=2048)
-    """The last failure, in words."""
-    last_reason: str | None = Field(default=None, max_length=64)
-    """The last failure's reason."""
-    last_error_at: float | None = Field(default=None, ge=0)
-    """Epoch seconds of the last failure."""
-    last_ok_at: float | None = Field(default=None, ge=0)
-    """Epoch seconds of the last call the provider answered."""
-    ejected_until: float | None = Field(default=None, ge=0)
-    """Epoch seconds until which the router's circuit breaker skips the provider (``None``:
-    the breaker is closed)."""
-
-
-class SpendReport(ApiModel):
-    """``GET /admin/v1/spend``: one router process's spend, spillover and provider health."""
-
-    process: str = Field(min_length=1, max_length=64)
-    """Identifies the router process (a restarted router is a new one)."""
-    now: float = Field(ge=0)
-    """The router's clock when it answered (epoch seconds)."""
-    hour_start: int = Field(ge=0)
-    """Start of the hour window the spend belongs to."""
-    day_start: int = Field(ge=0)
-    """Start of the day window the spend belongs to."""
-    routes: dict[str, RouteReport] = Field(default_factory=dict, max_length=100_000)
-    """Route id -> its spend and spillover on this router."""
-    providers: dict[str, ProviderReport] = Field(default_factory=dict, max_length=10_000)
-    """Provider id -> what this router saw of it."""
-
-
-def window_start(now: float, length: int) -> int:
-    """Start (epoch seconds) of the window of ``length`` seconds that holds ``now``."""
-    return int(now // length) * length
+from inferscale.protocol.spend import DAY, HOUR, window_start
 
 
 def cost(usage: object, input_price: float, output_price: float) -> float:

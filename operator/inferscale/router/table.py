@@ -1,245 +1,30 @@
-"""The routing table: the versioned document the operator pushes, and the router's live copy.
+"""The router's live copy of the routing table, and each endpoint's runtime state.
 
-:class:`RoutingTable` is the wire schema (camelCase JSON, like the API): served model name →
-route settings (named as in InferenceRoute), endpoints (pod, ``host:port``, ready, engine,
-weight) and the route's other backends (hosted provider models and other served models, each
-with its role: primary, spillover, fallback or mirror); and the hosted providers by
-``<namespace>/<name>`` (type, base URL, timeout, models with their provider-side names and
-prices, never an API key: keys travel in the credentials channel). The operator compiles it
-with a pure function, PUTs it to every router pod and keeps the last one in a ConfigMap that a
-starting router reads.
-
-:class:`EndpointTable` is the in-memory copy the server picks from. It swaps a new version in
-at once (one assignment, so a request sees either the old table or the new one) and refuses a
-version older than the one it holds. Per-endpoint runtime state (in-flight count, circuit
-breaker, scraped engine load) lives on :class:`EndpointState` and survives a swap for every
-endpoint that stays, so a push never resets the counts the pickers balance on.
+The table itself (the versioned document the operator pushes) is
+:mod:`inferscale.protocol.table`. :class:`EndpointTable` is the in-memory copy the server picks
+from. It swaps a new version in at once (one assignment, so a request sees either the old table
+or the new one) and refuses a version older than the one it holds. Per-endpoint runtime state
+(in-flight count, circuit breaker, scraped engine load) lives on :class:`EndpointState` and
+survives a swap for every endpoint that stays, so a push never resets the counts the pickers
+balance on.
 
 Pure: no I/O, no clock (callers pass ``now``), no asyncio.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable
-from typing import Final
 
-from pydantic import Field, model_validator
-
-from inferscale.api.meta import ApiModel, nested
-from inferscale.api.v1alpha1.inference_model import SERVED_NAME_PATTERN
-from inferscale.api.v1alpha1.inference_provider import ProviderType
-from inferscale.api.v1alpha1.inference_route import (
-    HoldQueue,
-    PrefixHash,
-    Retries,
-    Role,
-    SpendCaps,
-    Strategy,
-    Timeouts,
+from inferscale.protocol.table import (
+    ModelRoute,
+    RouteSettings,
+    RoutingTable,
+    StaleTableError,
+    TableBackend,
+    TableEndpoint,
+    TableProvider,
 )
-from inferscale.errors import InferscaleError
 from inferscale.router.picking import HashRing
-
-ADDRESS_PATTERN: Final = r"^[A-Za-z0-9.\-]{1,253}:[0-9]{1,5}$"
-"""``host:port`` of an engine pod (an IPv4 address or a DNS name; no scheme, no path)."""
-
-_SERVED_NAME: Final = re.compile(SERVED_NAME_PATTERN)
-
-
-class StaleTableError(InferscaleError):
-    """A pushed table is older than (or conflicts with) the one the router holds."""
-
-
-class TableEndpoint(ApiModel):
-    """One engine pod that serves a model."""
-
-    pod: str = Field(min_length=1, max_length=253)
-    """Pod name (a label on metrics and access logs)."""
-
-    address: str = Field(pattern=ADDRESS_PATTERN)
-    """``host:port`` the router sends requests to."""
-
-    ready: bool = True
-    """Whether the pod is Ready; endpoints that are not ready are kept but never picked."""
-
-    engine: str = Field(default="vllm", max_length=32)
-    """Engine kind (``vllm``, ``sglang``, ``tgi``, ``trtllm``, ``sim``): which metric names the
-    router scrapes for queue and KV-cache use."""
-
-    weight: int = Field(default=1, ge=0, le=1_000_000)
-    """Share of traffic under the weighted strategy."""
-
-
-class TableProviderModel(ApiModel):
-    """A provider's model as routes name it: its name at the provider and its prices."""
-
-    provider_model: str = Field(min_length=1, max_length=256)
-    """The provider's own model name (sent as ``model``)."""
-
-    input_price_per_million_tokens: float = Field(default=0, ge=0)
-    """Price of a million prompt tokens."""
-
-    output_price_per_million_tokens: float = Field(default=0, ge=0)
-    """Price of a million generated tokens."""
-
-
-class TableProvider(ApiModel):
-    """A hosted provider (an InferenceProvider), without its key."""
-
-    type: ProviderType
-    """openai, anthropic or openai-compatible."""
-
-    base_url: str = Field(alias="baseURL", pattern=r"^https?://[^\s]+$", max_length=2048)
-    """Base URL of the API (the official one already filled in for openai and anthropic)."""
-
-    timeout_seconds: float = Field(default=60, gt=0, le=3600)
-    """Longest wait for a whole response."""
-
-    anthropic_version: str = Field(default="2023-06-01", max_length=32)
-    """``anthropic-version`` header (type anthropic)."""
-
-    models: dict[str, TableProviderModel] = Field(min_length=1, max_length=256)
-    """Model name as routes use it -> its provider-side name and prices."""
-
-
-class TableBackend(ApiModel):
-    """A backend of a route other than its own replicas: a provider model or another model."""
-
-    role: Role
-    """primary, spillover, fallback or mirror."""
-
-    provider: str | None = Field(default=None, max_length=507)
-    """``<namespace>/<name>`` of a provider in :attr:`RoutingTable.providers`; empty for a
-    served model of this table."""
-
-    model: str = Field(pattern=SERVED_NAME_PATTERN)
-    """The provider's model (a key of its ``models``) or a served model name of this table."""
-
-    weight: int = Field(default=1, ge=0, le=1_000_000)
-    """Share of traffic among the primaries (primary backends)."""
-
-    mirror_percent: float | None = Field(default=None, ge=0, le=100)
-    """Percentage of requests copied (mirror backends; default 100)."""
-
-    @model_validator(mode="after")
-    def _mirror_percent_on_mirrors(self) -> TableBackend:
-        if self.role != "mirror" and self.mirror_percent is not None:
-            raise ValueError("mirrorPercent is only allowed on a mirror backend")
-        return self
-
-    @property
-    def label(self) -> str:
-        """How metrics and logs name it: ``provider:<ns>/<name>/<model>`` or ``model:<name>``."""
-        if self.provider is not None:
-            return f"provider:{self.provider}/{self.model}"
-        return f"model:{self.model}"
-
-
-class SpilloverSettings(ApiModel):
-    """When a route's spillover backends take requests (the compiler fills in the threshold)."""
-
-    in_flight_per_replica: int = Field(default=16, ge=1, le=100_000)
-    """A ready replica is saturated at this many of this router's requests in flight."""
-
-    prompt_tokens_per_replica: int | None = Field(default=None, ge=1, le=100_000_000)
-    """A ready replica is also saturated when the prompt tokens of this router's requests
-    there that have no first token yet, plus the new request's, exceed this (None: off)."""
-
-    on_cold_start: bool = True
-    """Spill over at once while no replica is ready, rather than holding the request."""
-
-
-class RouteSettings(ApiModel):
-    """How requests for one model are routed; names as in InferenceRoute's spec."""
-
-    strategy: Strategy = "leastInFlight"
-    """How an endpoint is picked among the ready ones."""
-
-    prefix_hash: PrefixHash = nested(PrefixHash)
-    """Settings of the prefixHash strategy."""
-
-    retries: Retries = nested(Retries)
-    """Retries before the first byte."""
-
-    timeouts: Timeouts = nested(Timeouts)
-    """Time limits."""
-
-    hold_queue: HoldQueue = nested(HoldQueue)
-    """The cold-start hold queue."""
-
-    spillover: SpilloverSettings = nested(SpilloverSettings)
-    """When spillover backends are used."""
-
-    spend: SpendCaps = nested(SpendCaps)
-    """Spend caps on the route's hosted providers."""
-
-
-class ModelRoute(ApiModel):
-    """A served model: its route settings, its endpoints and its other backends."""
-
-    route: RouteSettings = nested(RouteSettings)
-    """Route settings."""
-
-    endpoints: list[TableEndpoint] = Field(default_factory=list, max_length=10_000)
-    """Every pod of the model, ready or not; an empty list means the model is at zero and its
-    requests are held."""
-
-    route_id: str | None = Field(default=None, max_length=507)
-    """``<namespace>/<name>`` of the InferenceRoute the settings and backends come from: the
-    key of the route's spend and status."""
-
-    weight: int = Field(default=1, ge=0, le=1_000_000)
-    """The endpoints' share of traffic among the route's primaries (when it has provider
-    primaries too)."""
-
-    backends: list[TableBackend] = Field(default_factory=list, max_length=32)
-    """Provider models and other served models, by role; empty for a plain model."""
-
-    serves_locally: bool = True
-    """Whether the endpoints are primaries at all: false for a route whose primaries are all
-    hosted (its requests never wait for replicas)."""
-
-
-class RoutingTable(ApiModel):
-    """The whole routing table of a router, as the operator pushes it."""
-
-    version: int = Field(ge=0)
-    """Monotonic version; a router refuses a table older than the one it holds."""
-
-    models: dict[str, ModelRoute] = Field(default_factory=dict, max_length=100_000)
-    """Served model name (what clients send as ``model``) → its route."""
-
-    providers: dict[str, TableProvider] = Field(default_factory=dict, max_length=10_000)
-    """Hosted providers by ``<namespace>/<name>``, for the models' backends."""
-
-    @model_validator(mode="after")
-    def _served_names(self) -> RoutingTable:
-        # Dict keys get no pattern from the field declaration.
-        bad = [name for name in self.models if not _SERVED_NAME.fullmatch(name)]
-        if bad:
-            raise ValueError(f"invalid served model names: {bad[:5]}")
-        return self
-
-    @model_validator(mode="after")
-    def _backends_resolve(self) -> RoutingTable:
-        # Every backend names something this table holds, so a router never meets a dangling
-        # reference mid-request.
-        for name, model in self.models.items():
-            for backend in model.backends:
-                if backend.provider is None:
-                    if backend.model not in self.models or backend.model == name:
-                        raise ValueError(
-                            f"model {name!r}: backend model {backend.model!r} is not another "
-                            "model of the table"
-                        )
-                    continue
-                provider = self.providers.get(backend.provider)
-                if provider is None or backend.model not in provider.models:
-                    raise ValueError(
-                        f"model {name!r}: backend {backend.label} is not in the table's providers"
-                    )
-        return self
 
 
 class CircuitBreaker:

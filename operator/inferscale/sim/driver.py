@@ -46,11 +46,17 @@ class EngineDriver:
         return self._loop.time()
 
     def submit(
-        self, prompt_tokens: int, output_tokens: int, hashes: Sequence[int], *, stream: bool
+        self,
+        prompt_tokens: int,
+        output_tokens: int,
+        hashes: Sequence[int],
+        *,
+        stream: bool,
+        adapter: str | None = None,
     ) -> Ticket:
-        """Queue a request now; the ticket's event fires as it progresses."""
+        """Queue a request now (on a LoRA adapter, if named); its event fires as it progresses."""
         now = self._loop.time()
-        seq = self.model.submit(now, prompt_tokens, output_tokens, hashes)
+        seq = self.model.submit(now, prompt_tokens, output_tokens, hashes, adapter)
         ticket = Ticket(seq, stream)
         self._tickets[seq.id] = ticket
         self._sync(now)

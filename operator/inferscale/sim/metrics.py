@@ -67,6 +67,26 @@ class _Writer:
         return "\n".join(self.lines) + "\n"
 
 
+def render_vllm_lora_info(model: LatencyModel, timestamp: float) -> str:
+    """``vllm:lora_requests_info``, as vLLM V1 exports it when LoRA is on.
+
+    One sample whose labels carry the state (adapter names joined by commas) and whose value is
+    the wall-clock time it was set, so readers take the newest series. vLLM keeps every label set
+    it ever set as a series of its own; the sim exports only the current one.
+    """
+    labels = {
+        "max_lora": str(model.params.max_loras),
+        "waiting_lora_adapters": ",".join(model.waiting_adapters),
+        "running_lora_adapters": ",".join(model.running_adapters),
+    }
+    inner = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
+    return (
+        "# HELP vllm:lora_requests_info Running stats on lora requests.\n"
+        "# TYPE vllm:lora_requests_info gauge\n"
+        f"vllm:lora_requests_info{{{inner}}} {float(timestamp)!r}\n"
+    )
+
+
 def render_vllm(model: LatencyModel, model_name: str) -> str:
     """Render in vLLM V1's names (``vllm/v1/metrics/loggers.py``)."""
     s = model.stats

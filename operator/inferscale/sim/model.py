@@ -21,6 +21,13 @@ How a step works:
   block is needed; a new request reuses the longest cached prefix of its blocks and skips that
   part of the prefill.
 
+LoRA adapters: a request may name one. The running batch holds at most ``max_loras`` distinct
+adapters, each in a GPU slot; a request whose adapter is not in a slot takes a free one, or the
+least recently used slot of an adapter no running request uses, and its admission step costs
+``lora_swap_seconds`` more. When no slot can be had, the request waits at the head of the queue
+until a running request of another adapter finishes (vLLM's V1 scheduler instead lets later
+requests of resident adapters pass it).
+
 Simplification, stated so nobody mistakes it for vLLM: the sim reserves a sequence's whole KV
 (prompt plus its known output length) at admission, as TGI and SGLang's conservative admission
 do, so it never preempts. vLLM allocates lazily and preempts under pressure.
@@ -76,6 +83,10 @@ class EngineParams(BaseModel):
     """Failure injection: after becoming ready, steps are slower for this long (warm-up)."""
     slow_start_factor: float = Field(1.0, ge=1)
     """Failure injection: step-time multiplier during the slow start."""
+    max_loras: int = Field(1, ge=1, le=1024)
+    """LoRA adapter slots on the GPU (vLLM ``--max-loras``): adapters of the running batch."""
+    lora_swap_seconds: float = Field(0.0, ge=0)
+    """Cost of bringing an adapter into a slot, added to the step that admits its request."""
 
     @model_validator(mode="after")
     def _fits(self) -> EngineParams:
@@ -117,6 +128,7 @@ class Seq:
     prefilling: bool = False
     held_hashes: list[int] = field(default_factory=list)
     anon_blocks: int = 0
+    adapter: str | None = None
 
     @property
     def done(self) -> bool:
@@ -165,6 +177,9 @@ class LatencyModel:
         self._blocked = False  # the queue head was refused at the last admission attempt
         self._touched: dict[int, Seq] = {}
         self._pending_prompt_tokens = 0  # prompts of the sequences with no first token yet
+        # Adapters in a GPU slot, least recently admitted first, and running sequences of each.
+        self._slots: OrderedDict[str, None] = OrderedDict()
+        self._adapter_runs: dict[str, int] = {}
 
     # ----- reading state -------------------------------------------------------------------
 
@@ -196,6 +211,25 @@ class LatencyModel:
         """Fraction of KV blocks in use, 0 to 1, as ``vllm:kv_cache_usage_perc`` reports it."""
         return self.used_blocks / self.total_blocks
 
+    @property
+    def running_adapters(self) -> dict[str, int]:
+        """Running sequences per adapter, for adapters with any (vLLM's iteration stats)."""
+        return {name: n for name, n in self._adapter_runs.items() if n}
+
+    @property
+    def waiting_adapters(self) -> dict[str, int]:
+        """Waiting sequences per adapter, in queue order."""
+        out: dict[str, int] = {}
+        for seq in self._waiting:
+            if seq.adapter is not None:
+                out[seq.adapter] = out.get(seq.adapter, 0) + 1
+        return out
+
+    @property
+    def slotted_adapters(self) -> list[str]:
+        """Adapters in a GPU slot, least recently used first."""
+        return list(self._slots)
+
     def is_ready(self, now: float) -> bool:
         """Whether the cold start is over at ``now``."""
         return now >= self.ready_at
@@ -212,6 +246,7 @@ class LatencyModel:
         prompt_tokens: int,
         output_tokens: int,
         block_hashes: Sequence[int] = (),
+        adapter: str | None = None,
     ) -> Seq:
         """Queue a request arriving at ``now``.
 
@@ -221,6 +256,7 @@ class LatencyModel:
             output_tokens: tokens to generate; 0 for a prefill-only request (embeddings).
             block_hashes: content hashes of the prompt's full blocks, in order (see
                 ``tokens.block_hashes``); empty means no prefix can be shared.
+            adapter: the LoRA adapter the request runs with; None for the base model.
 
         Raises:
             ValueError: the sequence can never fit the KV cache, or sizes are out of range.
@@ -231,7 +267,7 @@ class LatencyModel:
             raise ValueError("sequence is larger than the KV cache and could never run")
         self._run_until(now)
         hashes = tuple(block_hashes[: prompt_tokens // self.params.block_size])
-        seq = Seq(self._next_id, now, prompt_tokens, output_tokens, hashes)
+        seq = Seq(self._next_id, now, prompt_tokens, output_tokens, hashes, adapter=adapter)
         self._next_id += 1
         self._waiting.append(seq)
         self._pending_prompt_tokens += prompt_tokens
@@ -254,6 +290,7 @@ class LatencyModel:
             if not seq.prefilling:
                 self._decode_ctx -= seq.prompt_tokens + seq.generated
             self._release(seq)
+            self._leave_slot(seq)
         seq.state = SeqState.CANCELLED
         seq.finished_at = now
         self._blocked = False  # room was freed: the next step must try to admit again
@@ -261,6 +298,12 @@ class LatencyModel:
         self._touched[seq.id] = seq
         if self._step_end is None and self._waiting:
             self._start_step(now)
+
+    def drop_adapter(self, name: str) -> None:
+        """Free the adapter's slot if no running sequence uses it (the adapter was unloaded)."""
+        if not self._adapter_runs.get(name):
+            self._slots.pop(name, None)
+            self._adapter_runs.pop(name, None)
 
     def advance(self, now: float) -> list[Seq]:
         """Run every step that ends at or before ``now``; return the sequences that changed."""
@@ -295,12 +338,17 @@ class LatencyModel:
     def _start_step(self, now: float) -> None:
         start = max(now, self.ready_at)
         prefill_tokens = 0
+        swaps = 0
         admitted = False
         while self._waiting and len(self._running) < self.params.max_num_seqs:
             seq = self._waiting[0]
+            if seq.adapter is not None and not self._slot_free_for(seq.adapter):
+                break  # every slot serves a running adapter: wait for one of them to finish
             if not self._allocate(seq):
                 break  # first come, first served: the head blocks the queue, as in vLLM
             self._waiting.popleft()
+            if seq.adapter is not None:
+                swaps += self._enter_slot(seq.adapter)
             seq.state = SeqState.RUNNING
             seq.prefilling = True
             seq.admitted_at = start
@@ -316,7 +364,8 @@ class LatencyModel:
             return
         self._step_prefill = admitted
         self._step_started = start
-        self._step_end = start + self._step_seconds(start, prefill_tokens, admitted)
+        swap_seconds = swaps * self.params.lora_swap_seconds
+        self._step_end = start + self._step_seconds(start, prefill_tokens, admitted) + swap_seconds
 
     def _finish_step(self) -> None:
         end = self._step_end
@@ -394,6 +443,7 @@ class LatencyModel:
         else:
             self.stats.prompt_tokens += seq.prompt_tokens
         self._release(seq)
+        self._leave_slot(seq)
         seq.state = SeqState.FINISHED
         seq.finished_at = now
         self.stats.requests_finished += 1
@@ -402,6 +452,29 @@ class LatencyModel:
         if seq.generated > 1 and seq.first_token_at is not None:
             self.stats.tpot.observe((now - seq.first_token_at) / (seq.generated - 1))
         self._touched[seq.id] = seq
+
+    def _slot_free_for(self, adapter: str) -> bool:
+        if adapter in self._slots or len(self._slots) < self.params.max_loras:
+            return True
+        return any(not self._adapter_runs.get(name) for name in self._slots)
+
+    def _enter_slot(self, adapter: str) -> int:
+        """Put the adapter in a slot (evicting the oldest idle one if full); 1 if it swapped."""
+        self._adapter_runs[adapter] = self._adapter_runs.get(adapter, 0) + 1
+        if adapter in self._slots:
+            self._slots.move_to_end(adapter)
+            return 0
+        if len(self._slots) >= self.params.max_loras:
+            idle = next(name for name in self._slots if self._adapter_runs.get(name) == 0)
+            del self._slots[idle]
+            del self._adapter_runs[idle]
+        self._slots[adapter] = None
+        self.stats.adapter_swaps += 1
+        return 1
+
+    def _leave_slot(self, seq: Seq) -> None:
+        if seq.adapter is not None:
+            self._adapter_runs[seq.adapter] -= 1
 
     def _allocate(self, seq: Seq) -> bool:
         bs = self.params.block_size

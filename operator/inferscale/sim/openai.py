@@ -88,6 +88,21 @@ class EmbeddingRequest(BaseModel):
     dimensions: int | None = Field(None, ge=1, le=8192)
 
 
+class LoadLoraAdapterRequest(BaseModel):
+    """``POST /v1/load_lora_adapter``, as vLLM takes it; empty fields are refused with 400."""
+
+    model_config = _ALLOW
+    lora_name: str = ""
+    lora_path: str = ""
+
+
+class UnloadLoraAdapterRequest(BaseModel):
+    """``POST /v1/unload_lora_adapter``, as vLLM takes it."""
+
+    model_config = _ALLOW
+    lora_name: str = ""
+
+
 ERROR_TYPES = {
     400: "invalid_request_error",
     404: "invalid_request_error",

@@ -6,7 +6,10 @@ module-level singletons.
 
 Failure behaviour: every bad request is answered with an OpenAI error object and a 4xx (400
 malformed or wrong-typed body, context too long; 404 unknown model or path; 405 wrong method;
-413 body too large); 503 while the cold start lasts or during shutdown. A client that goes
+413 body too large); 503 while the cold start lasts or during shutdown. LoRA adapters are
+loaded and unloaded as vLLM does it, with vLLM's messages and status codes: 400 for a load
+without a name or path or of a name already loaded, 404 for an unload of an unknown name, and
+404 for both endpoints when the sim runs without ``--enable-lora``. A client that goes
 away mid-request is noticed at once (the app runs with handler cancellation) and its sequence is
 cancelled, which frees its batch slot and KV blocks. Injected failures (``FailureSettings``) are
 the only 5xx the sim sends on purpose.
@@ -33,12 +36,14 @@ from pydantic import BaseModel, ValidationError
 
 from inferscale.serving import serve_app
 from inferscale.sim.driver import EngineDriver, Ticket
-from inferscale.sim.metrics import CONTENT_TYPE, RENDERERS
+from inferscale.sim.metrics import CONTENT_TYPE, RENDERERS, render_vllm_lora_info
 from inferscale.sim.model import EngineParams, LatencyModel
 from inferscale.sim.openai import (
     ChatCompletionRequest,
     CompletionRequest,
     EmbeddingRequest,
+    LoadLoraAdapterRequest,
+    UnloadLoraAdapterRequest,
     error_body,
 )
 from inferscale.sim.settings import SimSettings
@@ -99,6 +104,9 @@ class SimServer:
         self.draining = False
         self.created = int(time.time())
         self._driver: EngineDriver | None = None
+        self.adapters = settings.adapters()
+        """Loaded LoRA adapters, name to path, in load order."""
+        self._loading: set[str] = set()
 
     @property
     def driver(self) -> EngineDriver:
@@ -149,6 +157,18 @@ class SimServer:
             raise ApiError(failures.error_status, "Injected failure.", code="injected_failure")
 
     async def _parse(self, request: web.Request, kind: type[_M]) -> _M:
+        parsed = await self._read(request, kind)
+        model = getattr(parsed, "model", None)
+        if model != self.model_name and model not in self.adapters:
+            raise ApiError(
+                404,
+                f"The model `{model}` does not exist.",
+                param="model",
+                code="model_not_found",
+            )
+        return parsed
+
+    async def _read(self, request: web.Request, kind: type[_M]) -> _M:
         max_bytes = self.settings.max_request_bytes
         if request.content_length is not None and request.content_length > max_bytes:
             raise ApiError(413, f"Request body is larger than {max_bytes} bytes.")
@@ -157,18 +177,13 @@ class SimServer:
         except web.HTTPRequestEntityTooLarge:
             raise ApiError(413, f"Request body is larger than {max_bytes} bytes.") from None
         try:
-            parsed = kind.model_validate_json(body)
+            return kind.model_validate_json(body)
         except ValidationError as error:
             raise _validation_error(error) from None
-        model = getattr(parsed, "model", None)
-        if model != self.model_name:
-            raise ApiError(
-                404,
-                f"The model `{model}` does not exist.",
-                param="model",
-                code="model_not_found",
-            )
-        return parsed
+
+    def _adapter(self, served: str) -> str | None:
+        """The LoRA adapter a request's ``model`` names, or None for the base model."""
+        return None if served == self.model_name else served
 
     def _output_len(self, prompt_tokens: int, max_tokens: int | None) -> int:
         limit = self.params.max_model_len
@@ -186,10 +201,11 @@ class SimServer:
             )
         return max_tokens
 
-    def _submit(self, ids: list[int], output: int, *, stream: bool) -> Ticket:
+    def _submit(self, ids: list[int], output: int, *, stream: bool, served: str) -> Ticket:
         bs = self.params.block_size
         hashes = block_hashes(ids, bs) if len(ids) >= bs else ()
-        return self.driver.submit(len(ids), output, hashes, stream=stream)
+        adapter = self._adapter(served)
+        return self.driver.submit(len(ids), output, hashes, stream=stream, adapter=adapter)
 
     async def _finish(self, ticket: Ticket) -> None:
         """Wait for a non-streaming request to end; cancel it if the handler is cancelled."""
@@ -256,6 +272,7 @@ class SimServer:
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
         """``POST /v1/chat/completions``."""
         req = await self._parse(request, ChatCompletionRequest)
+        served = req.model
         await self._admit()
         prompt = render_chat((m.role, m.text()) for m in req.messages)
         ids = token_ids(prompt)
@@ -265,14 +282,14 @@ class SimServer:
         reason = "length" if asked is not None else "stop"
         rid = f"chatcmpl-{uuid.uuid4().hex}"
         created = int(time.time())
-        ticket = self._submit(ids, output, stream=bool(req.stream))
+        ticket = self._submit(ids, output, stream=bool(req.stream), served=served)
         if not req.stream:
             await self._finish(ticket)
             body = {
                 "id": rid,
                 "object": "chat.completion",
                 "created": created,
-                "model": self.model_name,
+                "model": served,
                 "choices": [
                     {
                         "index": 0,
@@ -288,7 +305,7 @@ class SimServer:
         usage_field = ',"usage":null' if req.include_usage else ""
         head = (
             f'data: {{"id":"{rid}","object":"chat.completion.chunk","created":{created},'
-            f'"model":{json.dumps(self.model_name)},"choices":[{{"index":0,"delta":'
+            f'"model":{json.dumps(served)},"choices":[{{"index":0,"delta":'
         )
         end = f',"logprobs":null,"finish_reason":null}}]{usage_field}}}\n\n'
 
@@ -302,7 +319,7 @@ class SimServer:
                 usage = json.dumps(self._usage(ticket))
                 out += (
                     f'data: {{"id":"{rid}","object":"chat.completion.chunk","created":{created},'
-                    f'"model":{json.dumps(self.model_name)},"choices":[],"usage":{usage}}}\n\n'
+                    f'"model":{json.dumps(served)},"choices":[],"usage":{usage}}}\n\n'
                 )
             return (out + "data: [DONE]\n\n").encode()
 
@@ -311,6 +328,7 @@ class SimServer:
     async def completions(self, request: web.Request) -> web.StreamResponse:
         """``POST /v1/completions`` (one prompt)."""
         req = await self._parse(request, CompletionRequest)
+        served = req.model
         await self._admit()
         if isinstance(req.prompt, str):
             prompt = req.prompt
@@ -330,14 +348,14 @@ class SimServer:
         reason = "length" if req.max_tokens is not None else "stop"
         rid = f"cmpl-{uuid.uuid4().hex}"
         created = int(time.time())
-        ticket = self._submit(ids, output, stream=bool(req.stream))
+        ticket = self._submit(ids, output, stream=bool(req.stream), served=served)
         if not req.stream:
             await self._finish(ticket)
             body = {
                 "id": rid,
                 "object": "text_completion",
                 "created": created,
-                "model": self.model_name,
+                "model": served,
                 "choices": [
                     {
                         "index": 0,
@@ -353,7 +371,7 @@ class SimServer:
         usage_field = ',"usage":null' if req.include_usage else ""
         head = (
             f'data: {{"id":"{rid}","object":"text_completion","created":{created},'
-            f'"model":{json.dumps(self.model_name)},"choices":[{{"index":0,"text":'
+            f'"model":{json.dumps(served)},"choices":[{{"index":0,"text":'
         )
 
         def chunk(word: str, _first: bool) -> bytes:
@@ -368,7 +386,7 @@ class SimServer:
                 usage = json.dumps(self._usage(ticket))
                 out += (
                     f'data: {{"id":"{rid}","object":"text_completion","created":{created},'
-                    f'"model":{json.dumps(self.model_name)},"choices":[],"usage":{usage}}}\n\n'
+                    f'"model":{json.dumps(served)},"choices":[],"usage":{usage}}}\n\n'
                 )
             return (out + "data: [DONE]\n\n").encode()
 
@@ -377,6 +395,7 @@ class SimServer:
     async def embeddings(self, request: web.Request) -> web.StreamResponse:
         """``POST /v1/embeddings``: a prefill-only pass per input, deterministic vectors."""
         req = await self._parse(request, EmbeddingRequest)
+        served = req.model
         await self._admit()
         raw = req.input
         inputs: list[str | list[int]] = []
@@ -401,7 +420,7 @@ class SimServer:
                     code="context_length_exceeded",
                 )
             token_lists.append(ids)
-        tickets = [self._submit(ids, 0, stream=False) for ids in token_lists]
+        tickets = [self._submit(ids, 0, stream=False, served=served) for ids in token_lists]
         try:
             for ticket in tickets:
                 await self._finish(ticket)
@@ -421,7 +440,7 @@ class SimServer:
         body = {
             "object": "list",
             "data": data,
-            "model": self.model_name,
+            "model": served,
             "usage": {"prompt_tokens": total, "total_tokens": total},
         }
         return _json(body)
@@ -439,7 +458,55 @@ class SimServer:
             "parent": None,
             "max_model_len": self.params.max_model_len,
         }
-        return _json({"object": "list", "data": [card]})
+        # vLLM lists each adapter with its path as root and the base model as parent.
+        adapters = [
+            card | {"id": name, "root": path, "parent": self.model_name, "max_model_len": None}
+            for name, path in self.adapters.items()
+        ]
+        return _json({"object": "list", "data": [card, *adapters]})
+
+    async def _lora_admit(self) -> None:
+        if self.hung:
+            await self._hang()
+        if not self.settings.enable_lora:
+            raise ApiError(404, "LoRA adapters are off: start the sim with --enable-lora.")
+        if self.draining:
+            raise ApiError(503, "The server is shutting down.")
+        if not self.driver.model.is_ready(self.driver.now()):
+            raise ApiError(503, "The model is still loading.", code="model_loading")
+
+    async def load_lora_adapter(self, request: web.Request) -> web.StreamResponse:
+        """``POST /v1/load_lora_adapter``: serve a new adapter after the loading time."""
+        await self._lora_admit()
+        req = await self._read(request, LoadLoraAdapterRequest)
+        name = req.lora_name
+        if not name or not req.lora_path:
+            raise ApiError(400, "Both 'lora_name' and 'lora_path' must be provided.")
+        if name in self.adapters or name in self._loading:
+            raise ApiError(400, f"The lora adapter '{name}' has already been loaded.")
+        if name == self.model_name:
+            # vLLM would accept it and shadow nothing; refusing keeps the base model reachable.
+            raise ApiError(400, f"The lora adapter '{name}' has the base model's name.")
+        self._loading.add(name)
+        try:
+            await asyncio.sleep(self.settings.lora_load_seconds)
+        finally:
+            self._loading.discard(name)
+        self.adapters[name] = req.lora_path
+        return web.Response(text=f"Success: LoRA adapter '{name}' added successfully.")
+
+    async def unload_lora_adapter(self, request: web.Request) -> web.StreamResponse:
+        """``POST /v1/unload_lora_adapter``: stop serving an adapter; running requests finish."""
+        await self._lora_admit()
+        req = await self._read(request, UnloadLoraAdapterRequest)
+        name = req.lora_name
+        if not name:
+            raise ApiError(400, "'lora_name' needs to be provided to unload a LoRA adapter.")
+        if name not in self.adapters:
+            raise ApiError(404, f"The lora adapter '{name}' cannot be found.")
+        del self.adapters[name]
+        self.driver.model.drop_adapter(name)
+        return web.Response(text=f"Success: LoRA adapter '{name}' removed successfully.")
 
     async def health(self, _request: web.Request) -> web.StreamResponse:
         """``GET /health``: 200 once the cold start is over, 503 before and while draining."""
@@ -455,6 +522,8 @@ class SimServer:
             await self._hang()  # a hung engine answers nothing, scrapes included
         self.driver.sync()
         text = self.render_metrics(self.driver.model, self.model_name)
+        if self.settings.enable_lora and self.settings.metrics_dialect == "vllm":
+            text += render_vllm_lora_info(self.driver.model, time.time())
         return web.Response(body=text.encode(), headers={"Content-Type": CONTENT_TYPE})
 
 
@@ -524,6 +593,8 @@ def create_app(
     app.router.add_post("/v1/completions", server.completions)
     app.router.add_post("/v1/embeddings", server.embeddings)
     app.router.add_get("/v1/models", server.models)
+    app.router.add_post("/v1/load_lora_adapter", server.load_lora_adapter)
+    app.router.add_post("/v1/unload_lora_adapter", server.unload_lora_adapter)
     app.router.add_get("/health", server.health)
     app.router.add_get("/metrics", server.metrics)
     return app

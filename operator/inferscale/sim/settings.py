@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from inferscale.sim.model import EngineParams
@@ -67,6 +67,37 @@ class SimSettings(BaseSettings):
     """Length of the vectors ``/v1/embeddings`` returns."""
     shutdown_grace_seconds: float = Field(30.0, ge=0)
     """On SIGTERM, how long in-flight requests may take to finish."""
+    enable_lora: bool = False
+    """Serve LoRA adapters (vLLM ``--enable-lora``): the load and unload endpoints and the
+    ``vllm:lora_requests_info`` metric exist only then."""
+    lora_modules: list[str] = Field(default_factory=list, max_length=1024)
+    """Adapters loaded at start, as ``NAME=PATH`` (vLLM ``--lora-modules``)."""
+    lora_load_seconds: float = Field(0.0, ge=0, le=3600)
+    """How long ``/v1/load_lora_adapter`` takes (reading the adapter's weights)."""
+
+    @field_validator("lora_modules")
+    @classmethod
+    def _name_equals_path(cls, modules: list[str]) -> list[str]:
+        names = [m.partition("=")[0] for m in modules]
+        for module, name in zip(modules, names, strict=True):
+            if not name or not module.partition("=")[2]:
+                raise ValueError(f"lora module {module!r} is not NAME=PATH")
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"lora modules repeat a name: {', '.join(repeated)}")
+        return modules
+
+    @model_validator(mode="after")
+    def _lora_modules_need_lora(self) -> SimSettings:
+        if self.lora_modules and not self.enable_lora:
+            raise ValueError("lora_modules needs enable_lora")
+        if self.model in self.adapters():
+            raise ValueError(f"lora module {self.model!r} has the served model's name")
+        return self
+
+    def adapters(self) -> dict[str, str]:
+        """The start-up adapters, name to path."""
+        return dict(m.split("=", 1) for m in self.lora_modules)
 
     def engine_params(self) -> EngineParams:
         """The preset with the overrides applied, validated."""

@@ -80,6 +80,8 @@ class EngineStats:
     prefix_cache_hits: int = 0
     requests_finished: int = 0
     requests_cancelled: int = 0
+    adapter_swaps: int = 0
+    """LoRA adapters brought into a GPU slot (each cost ``lora_swap_seconds``)."""
     ttft: Histogram = field(default_factory=lambda: Histogram(TTFT_BUCKETS))
     itl: Histogram = field(default_factory=lambda: Histogram(ITL_BUCKETS))
     tpot: Histogram = field(default_factory=lambda: Histogram(ITL_BUCKETS))

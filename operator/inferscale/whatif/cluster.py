@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from inferscale.api.v1alpha1.inference_route import Strategy
+from inferscale.protocol.defaults import IN_FLIGHT_PER_REPLICA
 from inferscale.router import picking
 from inferscale.router.roles import prefill_saturated, saturated
 from inferscale.sim.model import EngineParams, LatencyModel, Seq
@@ -65,7 +66,7 @@ class SimConfig:
     """The replica's latency model; its own ``startup_delay_seconds`` is replaced."""
     cold_start_s: float = 60.0
     slo_ttft_s: float = 2.0
-    target: float = 16.0
+    target: float = float(IN_FLIGHT_PER_REPLICA)
     """In-flight requests per replica that the request-based policies aim at."""
     oracle_target: float | None = None
     """In-flight requests per replica the oracle keeps: sized by the SLO, never by ``target``

@@ -26,7 +26,7 @@ from inferscale.controller.credentials import (
 from inferscale.controller.inference_model import Runtime
 from inferscale.errors import Forbidden, KubeApiError
 from inferscale.kube.fake import FakeKubeApi
-from inferscale.router.credentials import key_digest
+from inferscale.protocol.credentials import key_digest
 from tests.component.operator.routers import NS, Routers, admin_secret
 from tests.component.router.conftest import TOKEN, RunningRouter
 from tests.factories import client, key_secret, provider, router_pod

@@ -21,7 +21,7 @@ from inferscale.controller.inference_model import Runtime
 from inferscale.controller.routing import RoutingPublisher, RoutingState, Sources, read_sources
 from inferscale.errors import Forbidden, NotFound
 from inferscale.kube.fake import FakeKubeApi
-from inferscale.router.table import RoutingTable
+from inferscale.protocol.table import RoutingTable
 from tests.component.operator.routers import NS, Routers, admin_secret
 from tests.component.router.conftest import TOKEN, RunningRouter
 from tests.factories import model, pod, router_pod

@@ -20,8 +20,8 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
+from inferscale.protocol.credentials import RouterCredentials
 from inferscale.router.app import Router, start
-from inferscale.router.credentials import RouterCredentials
 from inferscale.router.settings import RouterSettings
 from tests.component.sim.conftest import MODEL, RunningSim, make_settings
 from tests.servers import ServerThread

@@ -17,7 +17,7 @@ import httpx
 import openai
 import pytest
 
-from inferscale.router.credentials import key_digest
+from inferscale.protocol.credentials import key_digest
 from tests.component.router.conftest import MODEL, TOKEN, RunningRouter, address
 
 FULL = "key-full-0123456789abcdef"

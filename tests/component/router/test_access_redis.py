@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from inferscale.router.credentials import key_digest
+from inferscale.protocol.credentials import key_digest
 from tests.component.router.conftest import MODEL, TOKEN, RunningRouter, address
 from tests.redis_server import RedisServer
 

@@ -15,7 +15,7 @@ import time
 import httpx
 import pytest
 
-from inferscale.router.credentials import key_digest
+from inferscale.protocol.credentials import key_digest
 from tests.component.router.conftest import TOKEN, RunningRouter
 
 PROVIDER_KEY = "sk-provider-0123456789"

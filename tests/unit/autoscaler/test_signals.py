@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from inferscale.api.v1alpha1.inference_model import ENGINES as API_ENGINES
 from inferscale.autoscaler.signals import (
     ENGINE_METRICS,
     EngineReading,
@@ -32,6 +33,10 @@ def test_one_query_covers_every_engine_and_groups_by_model() -> None:
     assert q.freshness.startswith("max by (namespace, inferscale_io_model) (timestamp(")
     # vLLM renamed its KV gauge; both names are read.
     assert "vllm:gpu_cache_usage_perc" in q.kv_cache and "vllm:kv_cache_usage_perc" in q.kv_cache
+
+
+def test_every_api_engine_has_its_gauges_listed() -> None:
+    assert set(ENGINE_METRICS) == set(API_ENGINES)
 
 
 def test_custom_labels_are_used() -> None:

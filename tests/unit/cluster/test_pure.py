@@ -68,6 +68,30 @@ def test_an_extra_image_map_overrides(tmp_path: Path) -> None:
     assert ImageMap.load(extra).entrypoint("nginx:1.27") == ["sleep", "1"]
 
 
+def test_a_file_inside_an_image_stands_for_a_local_command(tmp_path: Path) -> None:
+    images = ImageMap.load()
+    image = "ghcr.io/ggml-org/llama.cpp:server-b11206"
+    assert images.entrypoint(image) == ["llama-server"]
+    assert images.local_argv(image, ["/app/llama-server", "--port", "8080"]) == [
+        "llama-server",
+        "--port",
+        "8080",
+    ]
+    # Other words, other images and unmapped images pass through unchanged.
+    assert images.local_argv(image, ["/bin/sh", "-c", "x"]) == ["/bin/sh", "-c", "x"]
+    assert images.local_argv("ghcr.io/inferscale/sim", ["/app/llama-server"]) == [
+        "/app/llama-server"
+    ]
+    assert images.local_argv("nginx", ["/app/llama-server"]) == ["/app/llama-server"]
+    assert images.local_argv(image, []) == []
+    extra = tmp_path / "images.yaml"
+    built = {"command": ["/opt/llama/llama-server"], "paths": {"/app/llama-server": "/opt/x"}}
+    extra.write_text(yaml.safe_dump({"images": {"ghcr.io/ggml-org/llama.cpp": built}}))
+    overlaid = ImageMap.load(extra)
+    assert overlaid.entrypoint(image) == ["/opt/llama/llama-server"]
+    assert overlaid.local_argv(image, ["/app/llama-server"]) == ["/opt/x"]
+
+
 def test_command_replaces_the_entrypoint_and_args_follow_with_expansion() -> None:
     env = {"PORT": "9000"}
     assert pods.container_argv(["inferscale", "sim"], {"args": ["--port", "$(PORT)"]}, env) == [

@@ -77,6 +77,13 @@ RICH: dict[str, dict[str, Any]] = {
         },
         "scheduling": {"priorityClassName": "inference-high"},
     },
+    "llamacpp": {
+        "model": "pvc://gguf/qwen2.5-0.5b-instruct-q4_k_m.gguf",
+        "resources": {"gpus": 0, "cpu": 4, "memory": "8Gi"},
+        "optimization": {"maxModelLen": 4096, "prefixCaching": True},
+        "autoscaling": {"targetInFlightPerReplica": 4},
+        "maxReplicas": 8,
+    },
     "sim": {
         "resources": {"gpus": 0, "cpu": "250m", "memory": "256Mi"},
         "optimization": {"maxModelLen": 8192},
@@ -285,7 +292,8 @@ def test_model_cache_volume(engine, cache, volume):
 def test_sim_gets_no_cache_token_or_shm():
     spec = make_model("sim", hfTokenSecretRef={"name": "hf", "key": "t"}, cache={"pvcName": "w"})
     dep = build_deployment("m", "ns", spec, SETTINGS)
-    assert "volumes" not in pod_spec(dep)
+    # Only its writable /tmp: no model cache, no /dev/shm.
+    assert [v["name"] for v in pod_spec(dep)["volumes"]] == ["tmp"]
     assert "env" not in container(dep)
     assert dependencies(spec) == []
 
@@ -355,6 +363,15 @@ def test_security_context(engine):
         assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     else:
         assert "securityContext" not in pod_spec(dep)
+    mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts", [])}
+    volumes = {v["name"]: v for v in pod_spec(dep).get("volumes", [])}
+    if ENGINES[engine].read_only_root:
+        # Read-only like the chart's pods, with the one writable path an emptyDir.
+        assert c["securityContext"]["readOnlyRootFilesystem"] is True
+        assert volumes[mounts["/tmp"]]["emptyDir"] == {"sizeLimit": "64Mi"}
+    else:
+        assert "readOnlyRootFilesystem" not in c["securityContext"]
+        assert "/tmp" not in mounts
 
 
 def test_pods_get_no_service_links_or_api_token():

@@ -6,6 +6,7 @@ import base64
 
 import pytest
 
+from inferscale.protocol.credentials import key_digest
 from inferscale.reconcile.credentials import (
     build_credentials_secret,
     client_status,
@@ -13,7 +14,6 @@ from inferscale.reconcile.credentials import (
     decode_secret,
     referenced_secrets,
 )
-from inferscale.router.credentials import key_digest
 from tests.factories import client, provider
 
 KEY_A = "team-a-key-0123456789"

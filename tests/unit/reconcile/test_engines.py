@@ -13,6 +13,7 @@ from inferscale.cli import sim as sim_cli
 from inferscale.errors import SpecError
 from inferscale.reconcile.engines import (
     ENGINES,
+    LLAMACPP_CACHE,
     MODEL_SOURCE_MOUNT,
     TRTLLM_OPTIONS_ENV,
     TRTLLM_OPTIONS_FILE,
@@ -21,6 +22,7 @@ from inferscale.reconcile.engines import (
     engine_command,
     layout,
     parse_model_source,
+    whole_cpus,
 )
 from tests.factories import make_model
 
@@ -71,6 +73,11 @@ BASE = [
         ("trtllm-serve",),
         ["meta-llama/Llama-3.1-8B-Instruct", "--served_model_name", "served"],
     ),
+    (
+        "llamacpp",
+        ("/app/llama-server",),
+        ["--hf-repo", "meta-llama/Llama-3.1-8B-Instruct", "--alias", "served"],
+    ),
     ("sim", ("inferscale", "sim"), ["--model", "served", "--port", "8000"]),
 ]
 
@@ -115,6 +122,7 @@ OPT_TABLE: list[tuple[dict[str, Any], str, list[str] | None, dict[str, str]]] = 
     ({"quantization": "fp8"}, "vllm", ["--quantization", "fp8"], {}),
     ({"quantization": "bitsandbytes"}, "tgi", ["--quantize", "bitsandbytes"], {}),
     ({"quantization": "gptq"}, "sglang", ["--quantization", "gptq"], {}),
+    ({"quantization": "awq"}, "llamacpp", None, {}),
     ({"quantization": "awq"}, "sim", [], {}),
     # prefix caching
     ({"prefixCaching": True}, "vllm", ["--enable-prefix-caching"], {}),
@@ -123,6 +131,8 @@ OPT_TABLE: list[tuple[dict[str, Any], str, list[str] | None, dict[str, str]]] = 
     ({"prefixCaching": False}, "sglang", ["--disable-radix-cache"], {}),
     ({"prefixCaching": True}, "tgi", [], {"PREFIX_CACHING": "1"}),
     ({"prefixCaching": False}, "tgi", [], {"PREFIX_CACHING": "0"}),
+    ({"prefixCaching": True}, "llamacpp", ["--cache-prompt"], {}),
+    ({"prefixCaching": False}, "llamacpp", ["--no-cache-prompt"], {}),
     ({"prefixCaching": True}, "sim", [], {}),
     # maximum model length
     ({"maxModelLen": 8192}, "vllm", ["--max-model-len", "8192"], {}),
@@ -134,6 +144,8 @@ OPT_TABLE: list[tuple[dict[str, Any], str, list[str] | None, dict[str, str]]] = 
         {},
     ),
     ({"maxModelLen": 8192}, "trtllm", ["--max_seq_len", "8192"], {}),
+    # llama.cpp's context is shared by its slots (16 by default): each slot gets maxModelLen.
+    ({"maxModelLen": 8192}, "llamacpp", ["--parallel", "16", "--ctx-size", "131072"], {}),
     ({"maxModelLen": 8192}, "sim", ["--max-model-len", "8192"], {}),
     # KV-cache dtype
     ({"kvCacheDtype": "fp8"}, "vllm", ["--kv-cache-dtype", "fp8"], {}),
@@ -144,6 +156,8 @@ OPT_TABLE: list[tuple[dict[str, Any], str, list[str] | None, dict[str, str]]] = 
     ({"kvCacheDtype": "fp8_e4m3"}, "tgi", ["--kv-cache-dtype", "fp8_e4m3fn"], {}),
     ({"kvCacheDtype": "fp8_e5m2"}, "tgi", ["--kv-cache-dtype", "fp8_e5m2"], {}),
     ({"kvCacheDtype": "fp8_e5m2"}, "trtllm", None, {}),
+    ({"kvCacheDtype": "fp8"}, "llamacpp", None, {}),
+    ({"kvCacheDtype": "auto"}, "llamacpp", [], {}),
     ({"kvCacheDtype": "fp8"}, "sim", [], {}),
     # GPU memory
     ({"gpuMemoryUtilization": 0.85}, "vllm", ["--gpu-memory-utilization", "0.85"], {}),
@@ -155,6 +169,7 @@ OPT_TABLE: list[tuple[dict[str, Any], str, list[str] | None, dict[str, str]]] = 
         ["--kv_cache_free_gpu_memory_fraction", "0.85"],
         {},
     ),
+    ({"gpuMemoryUtilization": 0.85}, "llamacpp", None, {}),
     ({"gpuMemoryUtilization": 0.85}, "sim", [], {}),
 ]
 
@@ -252,6 +267,7 @@ DP_TABLE = [
     ("sglang", ["--dp-size", "2"]),
     ("tgi", None),
     ("trtllm", None),
+    ("llamacpp", None),
     ("sim", []),
 ]
 
@@ -388,6 +404,8 @@ SPEC_TABLE = [
         "eagle3",
         lambda c: trtllm_options(c)["speculative_config"]["decoding_type"] == "Eagle3",
     ),
+    ("llamacpp", "draft", None),
+    ("llamacpp", "ngram", None),
     ("sim", "eagle3", lambda c: not any("specul" in a for a in c.args)),
 ]
 
@@ -455,6 +473,7 @@ S3_TABLE = [
     ("sglang", None),
     ("tgi", None),
     ("trtllm", None),
+    ("llamacpp", None),
     ("sim", []),
 ]
 
@@ -471,10 +490,68 @@ def test_s3_sources(engine, run):
         assert has_run(args, ["--load-format", "runai_streamer"])
 
 
-@pytest.mark.parametrize("engine", ["vllm", "sglang", "tgi", "trtllm"])
+@pytest.mark.parametrize("engine", ["vllm", "sglang", "tgi", "trtllm", "llamacpp"])
 def test_pvc_source_is_a_local_path(engine):
     args = command_for(engine, model="pvc://weights/llama").args
     assert f"{MODEL_SOURCE_MOUNT}/llama" in args
+
+
+# --- llama.cpp -----------------------------------------------------------------------------
+
+
+def test_llamacpp_turns_metrics_on_and_the_web_ui_off():
+    args = command_for("llamacpp").args
+    assert "--metrics" in args and "--no-webui" in args
+
+
+def test_llamacpp_loads_a_gguf_file_from_a_claim():
+    cmd = command_for("llamacpp", model="pvc://gguf/tiny.gguf", resources={"gpus": 0})
+    assert has_run(cmd.args, ["--model", f"{MODEL_SOURCE_MOUNT}/tiny.gguf"])
+    assert "--hf-repo" not in cmd.args and "--n-gpu-layers" not in cmd.args
+    assert cmd.env == ()
+
+
+def test_llamacpp_downloads_hub_files_into_the_model_cache():
+    cmd = command_for("llamacpp", model="hf://Qwen/Qwen2.5-0.5B-Instruct-GGUF:Q4_K_M")
+    assert has_run(cmd.args, ["--hf-repo", "Qwen/Qwen2.5-0.5B-Instruct-GGUF:Q4_K_M"])
+    assert dict(cmd.env)["LLAMA_CACHE"] == LLAMACPP_CACHE
+
+
+def test_llamacpp_slots_follow_the_autoscaling_target():
+    args = command_for(
+        "llamacpp",
+        autoscaling={"targetInFlightPerReplica": 3},
+        optimization={"maxModelLen": 512},
+    ).args
+    assert has_run(args, ["--parallel", "3", "--ctx-size", "1536"])
+
+
+def test_llamacpp_without_max_model_len_keeps_the_models_context():
+    assert "--ctx-size" not in command_for("llamacpp").args
+
+
+@pytest.mark.parametrize(
+    ("cpu", "threads"),
+    [(4, "4"), ("4", "4"), ("1500m", "1"), ("250m", "1"), ("2.5", "2"), ("1k", None), (None, None)],
+)
+def test_llamacpp_threads_are_the_containers_whole_cpus(cpu, threads):
+    resources: dict[str, Any] = {"gpus": 0}
+    if cpu is not None:
+        resources["cpu"] = cpu
+    args = command_for("llamacpp", resources=resources).args
+    if threads is None:
+        assert "--threads" not in args
+    else:
+        assert has_run(args, ["--threads", threads])
+
+
+@pytest.mark.parametrize(("value", "expected"), [(None, None), ("x", None), ("NaN", None)])
+def test_whole_cpus_of_odd_quantities(value, expected):
+    assert whole_cpus(value) == expected
+
+
+def test_llamacpp_offloads_every_layer_when_given_gpus():
+    assert has_run(command_for("llamacpp", resources={"gpus": 1}).args, ["--n-gpu-layers", "999"])
 
 
 # --- the sim: the args must parse with the sim's own CLI ------------------------------------

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from inferscale.protocol.spend import ProviderReport, SpendReport
 from inferscale.reconcile.credentials import KeyState
 from inferscale.reconcile.route_status import (
     RouteInputs,
@@ -15,7 +16,6 @@ from inferscale.reconcile.route_status import (
     route_status,
 )
 from inferscale.reconcile.routing import compile_routes
-from inferscale.router.spend import ProviderReport, SpendReport
 from tests.factories import model, pod, provider, route
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z

@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+from inferscale.protocol.table import RouteSettings, RoutingTable, table_json
+from inferscale.protocol.versions import stored_version
 from inferscale.reconcile.engines import ENGINES
 from inferscale.reconcile.routing import (
     build_table_configmap,
@@ -15,10 +17,7 @@ from inferscale.reconcile.routing import (
     next_version,
     pod_view,
     router_targets,
-    stored_version,
-    table_json,
 )
-from inferscale.router.table import RouteSettings, RoutingTable
 from tests.factories import NS, model, model_spec_dict, pod, provider, route, router_pod
 
 

@@ -11,6 +11,7 @@ from inferscale.reconcile.status import (
     diagnose_pod,
     status_changed,
     status_patch,
+    termination_cause,
     time_to_ready,
 )
 from tests.factories import make_deployment_status, make_model, make_pod
@@ -275,6 +276,43 @@ def test_crash_loop_message_names_the_last_exit():
     issue = diagnose_pod(pod, GPU_SPEC)
     assert issue is not None and issue.failing
     assert issue.message == "pod m-abc-1: CrashLoopBackOff: last exit: OOMKilled; back-off"
+
+
+LLAMA_LOG_TAIL = """\
+llama_model_load: error loading model: tensor 'token_embd.weight' data is not within the file bounds
+llama_model_load_from_file_impl: failed to load model
+srv    load_model: failed to load model, '/mnt/model-source/m.gguf'
+srv   operator(): operator(): cleaning up before exit...
+main: exiting due to model loading error
+"""
+
+
+def test_crash_loop_message_quotes_the_cause_from_the_log_tail():
+    pod = make_pod(waiting=("CrashLoopBackOff", "back-off"), last_terminated="Error")
+    pod["status"]["containerStatuses"][0]["lastState"]["terminated"]["message"] = LLAMA_LOG_TAIL
+    issue = diagnose_pod(pod, GPU_SPEC)
+    assert issue is not None
+    assert issue.message == (
+        "pod m-abc-1: CrashLoopBackOff: last exit: Error (llama_model_load: error loading model: "
+        "tensor 'token_embd.weight' data is not within the file bounds ... main: exiting due to "
+        "model loading error); back-off"
+    )
+
+
+@pytest.mark.parametrize(
+    ("message", "cause"),
+    [
+        ("", ""),
+        ("\n  \n", ""),
+        ("starting\nlistening on 8080\nbye", "bye"),
+        ("warming up\nCannot allocate memory\ndone", "Cannot allocate memory"),
+        ("Traceback\n  File x\nValueError: bad\n", "ValueError: bad"),
+        ("a failed\nb\nc error\nd", "a failed ... c error"),
+        ("x" * 400, "x" * 297 + "..."),
+    ],
+)
+def test_termination_cause(message, cause):
+    assert termination_cause(message) == cause
 
 
 def test_ready_pod_has_no_issue():

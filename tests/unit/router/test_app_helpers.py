@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import json
+from typing import get_args
 
-from inferscale.router.app import parse_engine_metrics, stream_usage
-from inferscale.router.codec import error_body, sse_error
+from inferscale.api.v1alpha1.inference_model import Engine
+from inferscale.router.codec import error_body, sse_error, stream_usage
+from inferscale.router.scrape import ENGINE_METRICS, parse_engine_metrics
 
 VLLM = """# HELP vllm:num_requests_waiting x
 vllm:num_requests_waiting{engine="0",model_name="m"} 3.0
 vllm:num_requests_running{engine="0",model_name="m"} 7.0
 vllm:kv_cache_usage_perc{engine="0",model_name="m"} 0.42
 """
+
+
+def test_every_engine_with_a_queue_gauge_is_scraped():
+    engines = set(get_args(Engine))
+    assert set(ENGINE_METRICS) == engines - {"trtllm"}
+    assert parse_engine_metrics(
+        "llamacpp:requests_processing 2\nllamacpp:requests_deferred 3\n", ENGINE_METRICS["llamacpp"]
+    ) == (3, 0.0)
 
 
 def test_parse_engine_metrics():

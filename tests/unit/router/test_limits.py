@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from inferscale.protocol.credentials import ClientKey, RouterCredentials, key_digest
 from inferscale.router.access import (
     ANONYMOUS,
     Access,
@@ -15,7 +16,6 @@ from inferscale.router.access import (
     policy_of,
     used_tokens,
 )
-from inferscale.router.credentials import ClientKey, RouterCredentials, key_digest
 from inferscale.router.limits import (
     LocalLimiter,
     Policy,

@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
+from inferscale.protocol.table import ModelRoute, TableBackend
 from inferscale.router.roles import LOCAL, plan, prefill_saturated, saturated
-from inferscale.router.table import ModelRoute, RouteRoles, TableBackend
+from inferscale.router.table import RouteRoles
 
 OPENAI = TableBackend(role="primary", provider="team/openai", model="mini", weight=1)
 SPILL = TableBackend(role="spillover", provider="team/openai", model="mini")

@@ -6,7 +6,8 @@ import pytest
 from pydantic import ValidationError
 
 from inferscale.api.v1alpha1.inference_route import SpendCaps
-from inferscale.router.spend import DAY, HOUR, ElsewhereSpend, SpendLedger, cost, window_start
+from inferscale.protocol.spend import DAY, HOUR, ElsewhereSpend, window_start
+from inferscale.router.spend import SpendLedger, cost
 
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z
 

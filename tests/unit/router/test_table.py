@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from inferscale.router.table import EndpointTable, RoutingTable, StaleTableError
+from inferscale.protocol.table import RoutingTable, StaleTableError
+from inferscale.router.table import EndpointTable
 
 
 def make_table(version: int = 1, **models) -> RoutingTable:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Final, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from inferscale.api.meta import (
     DNS_SUBDOMAIN_PATTERN,
@@ -27,16 +27,23 @@ from inferscale.api.v1alpha1.common import EnvVar, Quantity, Toleration
 KIND: Final = "InferenceModel"
 PLURAL = "inferencemodels"
 
-Engine = Literal["vllm", "sglang", "tgi", "trtllm", "sim"]
-"""The inference engines the operator knows how to run (``sim`` is inferscale's GPU-free one)."""
+Engine = Literal["vllm", "sglang", "tgi", "trtllm", "llamacpp", "sim"]
+"""The inference engines the operator knows how to run (``llamacpp`` runs GGUF models on CPU;
+``sim`` is inferscale's GPU-free stand-in)."""
 
-ENGINES: tuple[Engine, ...] = ("vllm", "sglang", "tgi", "trtllm", "sim")
+ENGINES: tuple[Engine, ...] = ("vllm", "sglang", "tgi", "trtllm", "llamacpp", "sim")
 
 MODEL_SOURCE_PATTERN = r"^(hf|s3|pvc)://[^\s]+$"
 """``hf://org/name``, ``s3://bucket/path`` or ``pvc://claim/path``."""
 
 SERVED_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$"
 """What clients send as ``model``: letters, digits and ``. _ : / -``, at most 128 characters."""
+
+MAX_ADAPTERS: Final = 64
+"""Most LoRA adapters one InferenceModel lists."""
+
+MAX_ADAPTER_RANK: Final = 512
+"""Largest LoRA rank the engines accept (vLLM's largest ``--max-lora-rank``)."""
 
 
 class Resources(ApiModel):
@@ -176,6 +183,26 @@ class ModelCache(ApiModel):
     """Size limit of the emptyDir used when no PVC is named."""
 
 
+class Adapter(ApiModel):
+    """A LoRA adapter served on the base model's replicas under a name of its own.
+
+    Clients send the adapter's name as ``model``. Each replica holds up to ``adapterSlots``
+    adapters on its GPUs at once; a request for another one waits while it is swapped in.
+    """
+
+    name: str = Field(pattern=SERVED_NAME_PATTERN, max_length=128)
+    """The name clients send as ``model`` to use this adapter; unique within the model and
+    different from the base model's ``servedName``."""
+
+    source: str = Field(min_length=6, max_length=1024, pattern=MODEL_SOURCE_PATTERN)
+    """Where the adapter's weights come from: ``hf://org/name``, ``s3://bucket/path`` or
+    ``pvc://claim/path``, as for ``model``."""
+
+    rank: int | None = Field(default=None, ge=1, le=MAX_ADAPTER_RANK)
+    """The adapter's LoRA rank (``r`` in its ``adapter_config.json``). The engine reserves GPU
+    memory for the largest rank of the list; empty counts as 16."""
+
+
 class InferenceModelSpec(ApiModel):
     """The desired state of a self-hosted model."""
 
@@ -214,17 +241,25 @@ class InferenceModelSpec(ApiModel):
             ),
             field_path=".optimization.tensorParallelSize",
         ),
+        CelRule(
+            rule="!has(self.servedName) || !has(self.adapters) "
+            "|| self.adapters.all(a, a.name != self.servedName)",
+            message="adapters[].name must differ from servedName",
+            check=lambda s: s.served_name is None or s.served_name not in _adapter_names(s),
+            field_path=".adapters",
+        ),
     )
 
     model: str = Field(min_length=6, max_length=1024, pattern=MODEL_SOURCE_PATTERN)
     """Where the weights come from: ``hf://org/name``, ``s3://bucket/path`` or
     ``pvc://claim/path``."""
 
-    served_name: str | None = Field(default=None, pattern=SERVED_NAME_PATTERN)
+    served_name: str | None = Field(default=None, pattern=SERVED_NAME_PATTERN, max_length=128)
     """The name clients send as ``model``; defaults to the object's name."""
 
     engine: Engine
-    """Inference engine: vllm, sglang, tgi, trtllm, or sim (inferscale's GPU-free engine)."""
+    """Inference engine: vllm, sglang, tgi, trtllm, llamacpp (llama.cpp's server, GGUF files,
+    CPU or GPU), or sim (inferscale's GPU-free engine)."""
 
     image: str | None = Field(default=None, min_length=1, max_length=1024)
     """Container image; empty uses the operator's default image for the engine."""
@@ -265,6 +300,33 @@ class InferenceModelSpec(ApiModel):
 
     serving: Serving = nested(Serving)
     """Start-up and shutdown behaviour."""
+
+    adapters: list[Adapter] = Field(
+        default_factory=list,
+        max_length=MAX_ADAPTERS,
+        # A map-list keyed by name: the API server itself refuses two adapters with one name.
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    """LoRA adapters served on this model's replicas, each under its own name (vllm and sglang
+    only; the sim imitates vLLM). The first adapter turns LoRA on in the engine, which restarts
+    the replicas once."""
+
+    adapter_slots: int = Field(default=4, ge=1, le=MAX_ADAPTERS)
+    """Adapters one replica holds on its GPUs at once (vLLM ``--max-loras``, SGLang
+    ``--max-loras-per-batch``); a request for another one waits while it is swapped in."""
+
+    @field_validator("adapters")
+    @classmethod
+    def _unique_adapter_names(cls, adapters: list[Adapter]) -> list[Adapter]:
+        names = [a.name for a in adapters]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"adapters must have unique names (repeated: {', '.join(duplicates)})")
+        return adapters
+
+
+def _adapter_names(spec: InferenceModelSpec) -> set[str]:
+    return {a.name for a in spec.adapters}
 
 
 class ObservedSignals(ApiModel):

@@ -1,0 +1,82 @@
+"""What one request carries through the router's stages (no prompt text: it is never logged).
+
+A stage reads what the stages before it set and adds its own part: the parsed body and model
+name (parse), the caller's policy (authenticate), the route's entry (select model), the grant
+to settle (admit), a held stream's response (hold), the usage (forward). One slotted object per
+request, so handing it on costs an attribute read.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from inferscale.router.limits import Policy
+
+if TYPE_CHECKING:
+    from inferscale.router.access import Grant
+    from inferscale.router.table import EndpointState, ModelState
+
+
+class RequestContext:
+    """One request on its way through the stages."""
+
+    __slots__ = (
+        "body",
+        "client",
+        "committed",
+        "endpoint",
+        "fallible",
+        "grant",
+        "id",
+        "model",
+        "name",
+        "obj",
+        "policy",
+        "prefill_tokens",
+        "request",
+        "start",
+        "status",
+        "stream",
+        "usage",
+    )
+
+    def __init__(self, request: web.Request, start: float, n: int, policy: Policy) -> None:
+        """A request that arrived at ``start`` (monotonic), the router's ``n``-th."""
+        self.request = request
+        self.start = start
+        self.id = n
+        self.policy = policy
+        """The caller's limits and allowed models (anonymous until authenticated)."""
+        self.name = ""
+        """The served model name the client asked for, once parsed."""
+        self.stream = False
+        self.body = b""
+        """The request body as sent (forwarded byte for byte)."""
+        self.obj: dict[str, Any] = {}
+        """The body parsed (read by pickers and providers; never changed in place)."""
+        self.model: ModelState | None = None
+        """The route's table entry, once selected (and refreshed after a hold)."""
+        self.endpoint: EndpointState | None = None
+        """The endpoint of the current attempt."""
+        self.grant: Grant | None = None
+        """An admitted request of a limited client: what to settle when it ends."""
+        self.committed: web.StreamResponse | None = None
+        """A held stream whose headers already went out with a keep-alive."""
+        self.status = 200
+        """The answer's status, once known (what the access log says)."""
+        self.fallible = False
+        """Other backends follow: failures raise AttemptFailed instead of answering."""
+        self.client = ""
+        """The InferenceClient of the caller's key, if it sent a known one."""
+        self.usage: dict[str, Any] | None = None
+        """The response's token usage, once read."""
+        self.prefill_tokens = 0
+        """Prompt tokens this request adds to its endpoint's ``pending_prompt_tokens`` until
+        its first token (or its answer) comes back; 0 once they are taken off."""
+
+    def prefilled(self, endpoint: EndpointState) -> None:
+        """Take the prompt off ``endpoint``'s prefill queue (once: first token, or end)."""
+        endpoint.pending_prompt_tokens -= self.prefill_tokens
+        self.prefill_tokens = 0

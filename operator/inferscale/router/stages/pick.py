@@ -1,0 +1,125 @@
+"""Pick endpoint: choose a ready endpoint by the route's strategy, and retry another on failure.
+
+Wraps the forward stage: each attempt picks among the model's ready endpoints whose circuit
+breaker lets a request through, leaving out those already tried; an attempt that fails before
+anything reached the client (:class:`~inferscale.router.codec.AttemptFailed`: connect errors,
+a connection dropped before the answer, the route's ``retries.onStatus``) counts towards the
+endpoint's breaker and the next attempt goes elsewhere, up to ``retries.maxAttempts`` in all.
+When none is left the client gets the engine's own last answer, or an OpenAI error naming the
+failure (as an SSE event on a held stream whose headers went out).
+
+The pickers themselves are pure (:mod:`inferscale.router.picking`); this stage keeps the
+in-flight and pending-prefill counts they balance on.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from inferscale.router import picking
+from inferscale.router.codec import JSON, AttemptFailed, AttemptFinal, error_response, sse_error
+from inferscale.router.context import RequestContext
+from inferscale.router.stages import Stage
+from inferscale.router.state import RouterState
+from inferscale.router.table import EndpointState, ModelState
+
+
+class PickEndpoint(Stage):
+    """Pick an endpoint per attempt; hand each attempt on to the forward stage."""
+
+    __slots__ = ("state",)
+
+    def __init__(self, state: RouterState) -> None:
+        """Pick from ``state``'s table (as it is at each attempt)."""
+        self.state = state
+
+    async def __call__(self, ctx: RequestContext) -> web.StreamResponse:
+        """Attempts until one answers or none is left; then the most telling error."""
+        state = self.state
+        model = ctx.model
+        assert model is not None
+        tried: list[EndpointState] = []
+        prompt_tokens = picking.estimate_prompt_tokens(len(ctx.body))
+        last = AttemptFailed("no endpoint could take the request", 503)
+        for attempt in range(model.route.retries.max_attempts):
+            if attempt:
+                # Retry from the table as it is now: a push during the failed attempt may have
+                # removed that pod (a scale-down) or added the one that can take the request.
+                model = ctx.model = state.table.models.get(model.name, model)
+            candidates = model.candidates(state.clock())
+            if tried:
+                failed = {e.address for e in tried}
+                candidates = [e for e in candidates if e.address not in failed]
+            if not candidates:
+                break
+            endpoint = pick(model, candidates, ctx.obj, state)
+            if attempt:
+                state.metrics.bump(state.metrics.retries, ctx.name)
+            tried.append(endpoint)
+            endpoint.in_flight += 1
+            endpoint.pending_prompt_tokens += prompt_tokens
+            ctx.prefill_tokens = prompt_tokens
+            ctx.endpoint = endpoint
+            try:
+                return await self.next(ctx)
+            except AttemptFinal:
+                raise
+            except AttemptFailed as retry:
+                last = retry
+                state.endpoint_failed(endpoint)
+            finally:
+                endpoint.in_flight -= 1
+                ctx.prefilled(endpoint)
+        return await self._exhausted(ctx, model, tried, last)
+
+    async def _exhausted(
+        self,
+        ctx: RequestContext,
+        model: ModelState,
+        tried: list[EndpointState],
+        last: AttemptFailed,
+    ) -> web.StreamResponse:
+        """No attempt answered: raise for a fallible caller, else answer the last failure."""
+        if ctx.fallible:
+            if not tried:
+                last = AttemptFailed(f"no replica of `{model.name}` can take the request", 503)
+            raise last
+        log, committed = self.state.log, ctx.committed
+        pod = tried[-1].pod if tried else ""
+        log.write(ctx, last.status, pod, attempts=len(tried))
+        if committed is not None:
+            await committed.write(sse_error(last.status, f"upstream failed: {last.reason}"))
+            return committed
+        if last.body is not None:  # the engine's own answer to the last attempt, as it was
+            return web.Response(status=last.status, body=last.body, headers={"Content-Type": JSON})
+        headers_out = {"Retry-After": "1"} if last.status == 503 else None
+        message = (
+            f"all endpoints of `{ctx.name}` are failing; retry later"
+            if not tried
+            else f"upstream failed after {len(tried)} attempt(s): {last.reason}"
+        )
+        return error_response(last.status, message, headers=headers_out)
+
+
+def pick(
+    model: ModelState, candidates: list[EndpointState], obj: dict[str, Any], state: RouterState
+) -> EndpointState:
+    """The endpoint ``model``'s strategy picks among ``candidates`` for a request ``obj``."""
+    route = model.route
+    model.counter += 1
+    strategy = route.strategy
+    if strategy == "leastInFlight":
+        return picking.least_in_flight(candidates, model.counter)
+    if strategy == "prefixHash":
+        text = picking.prefix_text(obj, route.prefix_hash.prefix_characters)
+        ring = model.ring
+        if ring is None:
+            ring = model.ring = picking.HashRing(
+                [e.key for e in model.ready], route.prefix_hash.replicas_per_endpoint
+            )
+        return picking.prefix_hash(
+            candidates, ring, picking.hash64(text), route.prefix_hash.load_bound
+        )
+    return picking.pick(strategy, candidates, counter=model.counter, r=state.random.random())

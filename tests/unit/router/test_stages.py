@@ -1,0 +1,433 @@
+"""Each request stage alone, with a fake context and a fake next stage."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from inferscale.protocol.credentials import RouterCredentials, key_digest
+from inferscale.protocol.table import RoutingTable
+from inferscale.router.access import ANONYMOUS, Access
+from inferscale.router.app import Pipeline
+from inferscale.router.codec import AttemptFailed, AttemptFinal
+from inferscale.router.stages import ByRoute, Stage, link
+from inferscale.router.stages.account import Account
+from inferscale.router.stages.admit import Admit
+from inferscale.router.stages.authenticate import Authenticate
+from inferscale.router.stages.authorize import Authorize
+from inferscale.router.stages.cache import CacheLookup
+from inferscale.router.stages.forward import Forward
+from inferscale.router.stages.hold import Hold
+from inferscale.router.stages.parse import Parse
+from inferscale.router.stages.pick import PickEndpoint
+from inferscale.router.stages.select_model import SelectModel
+from tests.unit.router.stage_fakes import (
+    FakeRequest,
+    Next,
+    context,
+    endpoint,
+    logged,
+    state,
+    table,
+)
+
+KEY = "sk-stage-test-0123456789"
+BODY = json.dumps({"model": "m1", "messages": [{"role": "user", "content": "hi"}]}).encode()
+
+
+def keyed_access(**key_fields) -> Access:
+    access = Access()
+    entry = {"digest": key_digest(KEY), "client": "team/app", **key_fields}
+    access.replace(
+        RouterCredentials.model_validate(
+            {"version": 1, "requireClientKey": True, "clientKeys": [entry]}
+        )
+    )
+    return access
+
+
+def error_of(resp: web.StreamResponse) -> dict:
+    assert isinstance(resp, web.Response) and resp.body is not None
+    return json.loads(resp.body)["error"]
+
+
+# -- the chain ------------------------------------------------------------------------------
+
+
+async def test_link_hands_each_stage_on_to_the_next_in_order():
+    last = Next()
+    first = link(CacheLookup(), CacheLookup(), last)
+    resp = await first(context())
+    assert resp.status == 299 and len(last.seen) == 1
+
+
+async def test_a_bare_stage_has_no_behaviour_to_inherit():
+    with pytest.raises(NotImplementedError):
+        await Stage()(context())
+
+
+async def test_by_route_sends_plain_models_and_models_with_backends_apart():
+    live = table(
+        {
+            "plain": {"endpoints": [endpoint(1)]},
+            "hosted": {
+                "endpoints": [endpoint(2)],
+                "backends": [{"role": "spillover", "model": "plain"}],
+            },
+        }
+    )
+    plain, backends = Next(), Next()
+    branch = ByRoute(plain, backends)
+    await branch(context(model=live.models["plain"]))
+    await branch(context(model=live.models["hosted"]))
+    assert len(plain.seen) == 1 and len(backends.seen) == 1
+
+
+# -- authenticate ---------------------------------------------------------------------------
+
+
+async def test_authenticate_is_a_no_op_without_client_keys():
+    made, last = state(), Next()
+    resp = await link(Authenticate(made.access, made.log), last)(context())
+    assert resp.status == 299 and last.seen[0].policy is ANONYMOUS
+
+
+async def test_authenticate_refuses_a_missing_key_before_reading_anything():
+    made = state(access=keyed_access())
+    request = FakeRequest(ValueError("the body must not be read"))
+    resp = await link(Authenticate(made.access, made.log), Next())(context(request))
+    assert resp.status == 401 and error_of(resp)["code"] == "missing_api_key"
+    assert logged(made)[0]["model"] == "" and logged(made)[0]["status"] == 401
+
+
+async def test_authenticate_sets_the_callers_policy_and_client():
+    made, last = state(access=keyed_access()), Next()
+    request = FakeRequest(headers={"Authorization": f"Bearer {KEY}"})
+    await link(Authenticate(made.access, made.log), last)(context(request))
+    assert last.seen[0].client == "team/app" and last.seen[0].policy.client == "team/app"
+
+
+# -- parse ----------------------------------------------------------------------------------
+
+
+async def test_parse_sets_the_body_the_model_and_stream():
+    made, last = state(), Next()
+    body = json.dumps({"model": "m1", "stream": True, "extra": 1}).encode()
+    await link(Parse(1.0, made.log), last)(context(FakeRequest(body)))
+    ctx = last.seen[0]
+    assert (ctx.body, ctx.name, ctx.stream, ctx.obj["extra"]) == (body, "m1", True, 1)
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        (b"{nope", 400, "the request body is not valid JSON"),
+        (b"[1]", 400, "the request body must be a JSON object"),
+        (b'{"model": ""}', 400, "model: a non-empty string is required"),
+        (b'{"model": 3}', 400, "model: a non-empty string is required"),
+        (b'{"model": "m1", "stream": "yes"}', 400, "stream: must be a boolean"),
+        (b'{"model": "m1", "stream_options": []}', 400, "stream_options: must be an object"),
+        (web.HTTPRequestEntityTooLarge(max_size=1, actual_size=2), 413, "request body too large"),
+    ],
+)
+async def test_parse_refuses_what_it_cannot_route(body, status, message):
+    made, last = state(), Next()
+    resp = await link(Parse(1.0, made.log), last)(context(FakeRequest(body)))
+    assert resp.status == status and error_of(resp)["message"] == message
+    assert not last.seen and logged(made)[0]["status"] == status
+
+
+async def test_parse_gives_up_on_a_body_that_does_not_come():
+    made = state()
+    resp = await link(Parse(0.01, made.log), Next())(context(FakeRequest(BODY, delay=5)))
+    assert resp.status == 408
+
+
+# -- authorize, select model ----------------------------------------------------------------
+
+
+async def test_authorize_refuses_a_model_the_key_may_not_use():
+    access = keyed_access(allowedModels=["other"])
+    made = state(access=access)
+    policy = access.identify(f"Bearer {KEY}")
+    resp = await link(Authorize(access, made.log), Next())(context(policy=policy, name="m1"))
+    assert resp.status == 403 and logged(made)[0]["client"] == "team/app"
+
+
+async def test_authorize_lets_an_anonymous_caller_through():
+    made, last = state(), Next()
+    await link(Authorize(made.access, made.log), last)(context(name="m1"))
+    assert len(last.seen) == 1
+
+
+async def test_select_model_finds_the_routes_entry_or_answers_404():
+    live = table({"m1": {"endpoints": []}})
+    made, last = state(live), Next()
+    stage = link(SelectModel(live, made.log), last)
+    await stage(context(name="m1"))
+    assert last.seen[0].model is live.models["m1"]  # at zero replicas: selected, not 404
+    resp = await stage(context(name="m2"))
+    assert resp.status == 404 and error_of(resp)["code"] == "model_not_found"
+
+
+# -- admit, account, cache ------------------------------------------------------------------
+
+
+async def test_admit_charges_a_limited_client_and_refuses_past_its_rate():
+    access = keyed_access(limits={"requestsPerMinute": 1})
+    made, last = state(access=access), Next()
+    policy = access.identify(f"Bearer {KEY}")
+    stage = link(Admit(access, made.log), last)
+    await stage(context(policy=policy, body=BODY, obj=json.loads(BODY)))
+    assert last.seen[0].grant is not None
+    resp = await stage(context(policy=policy, body=BODY, obj=json.loads(BODY)))
+    assert resp.status == 429 and "Retry-After" in resp.headers
+
+
+async def test_admit_is_free_for_a_caller_without_limits():
+    made, last = state(), Next()
+    await link(Admit(made.access, made.log), last)(context())
+    assert last.seen[0].grant is None
+
+
+class Settled(Access):
+    def __init__(self) -> None:
+        super().__init__()
+        self.settled: list[tuple[object, object, int]] = []
+
+    def settle(self, grant, usage, status):
+        self.settled.append((grant, usage, status))
+
+
+@pytest.mark.parametrize("fails", [False, True])
+async def test_account_settles_the_grant_with_the_answers_usage_whatever_happens(fails):
+    access = Settled()
+    usage = {"prompt_tokens": 3, "completion_tokens": 4}
+
+    class Answer(Stage):
+        async def __call__(self, ctx):
+            ctx.usage, ctx.status = usage, 200
+            if fails:
+                raise asyncio.CancelledError
+            return web.Response(status=200)
+
+    grant = object()
+    stage = link(Account(access), Answer())
+    if fails:
+        with pytest.raises(asyncio.CancelledError):
+            await stage(context(grant=grant))
+    else:
+        await stage(context(grant=grant))
+    assert access.settled == [(grant, usage, 200)]
+
+
+async def test_account_settles_nothing_without_a_grant():
+    access = Settled()
+    await link(Account(access), Next())(context())
+    assert access.settled == []
+
+
+async def test_the_cache_lookup_passes_every_request_through_unchanged():
+    last = Next(web.Response(status=200, text="from the route"))
+    ctx = context(name="m1", body=BODY)
+    resp = await link(CacheLookup(), last)(ctx)
+    assert last.seen == [ctx] and resp is last.answer
+
+
+# -- hold -----------------------------------------------------------------------------------
+
+
+async def test_hold_hands_a_ready_model_on_at_once():
+    live = table({"m1": {"endpoints": [endpoint(1)]}})
+    made, last = state(live), Next()
+    await link(Hold(made), last)(context(name="m1", model=live.models["m1"]))
+    assert len(last.seen) == 1 and made.held == {}
+
+
+async def test_hold_refuses_when_its_queue_is_full():
+    live = table({"m1": {"endpoints": [], "route": {"holdQueue": {"maxRequests": 0}}}})
+    made = state(live)
+    resp = await link(Hold(made), Next())(context(name="m1", model=live.models["m1"]))
+    assert resp.status == 503 and error_of(resp)["code"] == "model_unavailable"
+    assert made.metrics.held_total[("m1", "full")] == 1
+
+
+async def test_hold_raises_instead_of_answering_when_other_backends_follow():
+    live = table({"m1": {"endpoints": [], "route": {"holdQueue": {"maxWaitSeconds": 0}}}})
+    made = state(live)
+    with pytest.raises(AttemptFinal) as failed:
+        await link(Hold(made), Next())(context(name="m1", model=live.models["m1"], fallible=True))
+    assert failed.value.status == 503 and failed.value.headers == {"Retry-After": "1"}
+
+
+async def test_hold_releases_a_request_when_a_table_gives_its_model_a_ready_endpoint():
+    live = table({"m1": {"endpoints": []}})
+    made, last = state(live), Next()
+    waiting = asyncio.ensure_future(
+        link(Hold(made), last)(context(name="m1", model=live.models["m1"]))
+    )
+    for _ in range(100):  # bounded: the hold registers within a few loop turns
+        if made.held.get("m1"):
+            break
+        await asyncio.sleep(0)
+    assert made.held["m1"] == 1
+    live.replace(
+        RoutingTable.model_validate({"version": 2, "models": {"m1": {"endpoints": [endpoint(1)]}}})
+    )
+    resp = await asyncio.wait_for(waiting, 5)
+    assert resp.status == 299 and last.seen[0].model is live.models["m1"]
+    assert made.held["m1"] == 0 and made.metrics.held_total[("m1", "served")] == 1
+
+
+# -- pick -----------------------------------------------------------------------------------
+
+
+async def test_pick_retries_another_endpoint_after_a_failed_attempt():
+    live = table({"m1": {"endpoints": [endpoint(1), endpoint(2)]}})
+    made = state(live)
+
+    class FailFirst(Stage):
+        def __init__(self):
+            self.tried = []
+
+        async def __call__(self, ctx):
+            self.tried.append(ctx.endpoint.pod)
+            assert ctx.endpoint.in_flight == 1
+            if len(self.tried) == 1:
+                raise AttemptFailed("HTTP 503", 503)
+            return web.Response(status=200)
+
+    forward = FailFirst()
+    resp = await link(PickEndpoint(made), forward)(context(name="m1", model=live.models["m1"]))
+    assert resp.status == 200 and len(set(forward.tried)) == 2
+    assert all(e.in_flight == 0 and e.pending_prompt_tokens == 0 for e in live.endpoints())
+    assert made.metrics.retries == {"m1": 1}
+
+
+async def test_pick_answers_the_engines_last_answer_when_every_attempt_failed():
+    live = table({"m1": {"endpoints": [endpoint(1)]}})
+    made = state(live)
+    failing = Next(AttemptFailed("HTTP 503", 503, b'{"error": "busy"}'))
+    resp = await link(PickEndpoint(made), failing)(context(name="m1", model=live.models["m1"]))
+    assert resp.status == 503 and resp.body == b'{"error": "busy"}'
+    assert logged(made)[0]["attempts"] == 1 and logged(made)[0]["endpoint"] == "pod-1"
+
+
+async def test_pick_without_a_candidate_raises_for_a_fallible_caller():
+    live = table({"m1": {"endpoints": [endpoint(1, ready=False)]}})
+    made = state(live)
+    with pytest.raises(AttemptFailed) as failed:
+        await link(PickEndpoint(made), Next())(
+            context(name="m1", model=live.models["m1"], fallible=True)
+        )
+    assert "no replica of `m1`" in failed.value.reason
+
+
+# -- forward --------------------------------------------------------------------------------
+
+
+class FakeUpstream:
+    """An engine's answer as aiohttp's client response shows it."""
+
+    def __init__(self, status=200, body=b"", ctype="application/json", error=None):
+        self.status = status
+        self.body = body
+        self.headers = {"Content-Type": ctype}
+        self.error = error
+
+    async def __aenter__(self):
+        if self.error is not None:
+            raise self.error
+        return self
+
+    async def __aexit__(self, *_):
+        return None
+
+    async def read(self):
+        return self.body
+
+
+class FakeSession:
+    def __init__(self, answer: FakeUpstream) -> None:
+        self.answer = answer
+        self.sent: list[tuple[str, bytes, dict]] = []
+
+    def post(self, url, *, data, headers, timeout):
+        self.sent.append((url, data, headers))
+        return self.answer
+
+
+def forwarding(answer: FakeUpstream):
+    live = table({"m1": {"endpoints": [endpoint(1)]}})
+    made = state(live)
+    made.session = FakeSession(answer)  # type: ignore[assignment]
+    model = live.models["m1"]
+    request = FakeRequest(BODY, {"Authorization": "Bearer secret", "X-Request-Id": "r1"})
+    ctx = context(request, name="m1", model=model, endpoint=model.ready[0], body=BODY)
+    return Forward(made), made, ctx
+
+
+async def test_forward_sends_the_body_as_it_is_and_counts_the_answers_usage():
+    usage = {"prompt_tokens": 5, "completion_tokens": 7}
+    stage, made, ctx = forwarding(FakeUpstream(body=json.dumps({"usage": usage}).encode()))
+    resp = await stage(ctx)
+    assert resp.status == 200 and resp.headers["X-Inferscale-Pod"] == "pod-1"
+    ((url, data, headers),) = made.session.sent  # type: ignore[union-attr]
+    assert url == "http://127.0.0.1:9001/v1/chat/completions" and data == BODY
+    assert headers == {"X-Request-Id": "r1"}  # never the client's Authorization
+    assert ctx.usage == usage and logged(made)[0]["completion_tokens"] == 7
+
+
+async def test_forward_raises_for_a_retryable_status_with_the_engines_answer():
+    stage, _, ctx = forwarding(FakeUpstream(status=503, body=b"busy"))
+    with pytest.raises(AttemptFailed) as failed:
+        await stage(ctx)
+    assert failed.value.status == 503 and failed.value.body == b"busy"
+
+
+async def test_forward_raises_when_the_engine_cannot_be_reached():
+    error = aiohttp.ClientConnectorError(
+        aiohttp.client_reqrep.ConnectionKey("h", 1, False, True, None, None, None), OSError()
+    )
+    stage, _, ctx = forwarding(FakeUpstream(error=error))
+    with pytest.raises(AttemptFailed, match="cannot connect to pod-1"):
+        await stage(ctx)
+
+
+async def test_forward_answers_502_for_a_2xx_that_is_not_json_and_counts_the_failure():
+    stage, made, ctx = forwarding(FakeUpstream(body=b"<html>"))
+    resp = await stage(ctx)
+    assert resp.status == 502 and "invalid JSON" in error_of(resp)["message"]
+    assert ctx.endpoint is not None and ctx.endpoint.failures == 1
+
+
+# -- the pipeline ---------------------------------------------------------------------------
+
+
+def chain_of(stage) -> list[str]:
+    names = [type(stage).__name__]
+    while hasattr(stage, "next"):
+        stage = stage.next
+        names.append(type(stage).__name__)
+    return names
+
+
+def test_the_pipeline_links_every_stage_in_order_and_skips_access_without_keys():
+    pipeline = Pipeline(state())
+    common = ["CacheLookup", "ByRoute"]
+    assert chain_of(pipeline.checked) == [
+        "Authenticate",
+        "Parse",
+        "Authorize",
+        "SelectModel",
+        "Admit",
+        "Account",
+        *common,
+    ]
+    assert chain_of(pipeline.open) == ["Parse", "SelectModel", *common]
+    assert chain_of(pipeline.dispatcher.replicas) == ["Hold", "PickEndpoint", "Forward"]
+    assert chain_of(pipeline.dispatcher.other_models) == ["PickEndpoint", "Forward"]
