@@ -29,8 +29,9 @@ from kubernetes.client.rest import ApiException
 MIN_SECRET_LENGTH = 12
 SKIPPED_TYPES = frozenset({"helm.sh/release.v1"})
 SKIPPED_KEYS = frozenset({"ca.crt", "tls.crt", "credentials.json", "namespace"})
-WATCH_SECONDS = 60
-"""Each watch call's server-side timeout; the loop re-lists until the session ends."""
+WATCH_SECONDS = 10
+"""Each watch call's server-side timeout: the loop re-lists until the session ends, and a stop
+waits at most this long for a quiet watch to return."""
 
 
 @dataclass
