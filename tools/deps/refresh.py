@@ -146,6 +146,8 @@ def refresh() -> int:
         upgrades = changes(before, pins(DEV_LOCK.read_text()))
         print(f"{len(upgrades)} change(s):", *(f"  {c}" for c in upgrades), sep="\n")
         install_lock()
+        # What `make test` builds before its pytest (the e2e suite needs both).
+        subprocess.run(["make", "kube-binaries", "llamacpp"], cwd=ROOT, check=True)
         failed = next((name for name in CHECKS if not run_check(name)), None)
         if failed is None:
             print("the suite passes with the new lock: commit requirements/")
