@@ -17,11 +17,11 @@ help: ## Show this help.
 
 ##@ Development
 
-# The exact versions we test with (requirements/README.md): hashes checked, then the package
+# The exact versions we test with (docs/dependencies.md): hashes checked, then the package
 # itself on top with no dependency resolution and the locked build backend.
-$(BIN)/inferscale: pyproject.toml requirements/dev.txt
+$(BIN)/inferscale: pyproject.toml requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --require-hashes -r requirements/dev.txt
+	$(PY) -m pip install --quiet --require-hashes -r requirements-dev.txt
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $@
 
@@ -33,11 +33,11 @@ versions: install ## Print the installed versions of the key dependencies.
 	@$(PY) tools/deps/versions.py
 
 .PHONY: lock
-lock: install ## Upgrade requirements/ to the newest allowed versions and run the checks on them.
+lock: install ## Upgrade the lock files (requirements*.txt) to the newest allowed versions and run the checks on them.
 	$(PY) tools/deps/refresh.py
 
 .PHONY: lock-compile
-lock-compile: install ## Rewrite requirements/ from pyproject.toml, keeping the pinned versions.
+lock-compile: install ## Rewrite the lock files from pyproject.toml, keeping the pinned versions.
 	$(PY) tools/deps/refresh.py --compile-only
 
 .PHONY: fmt

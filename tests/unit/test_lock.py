@@ -1,4 +1,4 @@
-"""The lock files in requirements/ agree with pyproject.toml; the refresh tool reads them right."""
+"""The lock files requirements*.txt agree with pyproject.toml; the refresh tool reads them right."""
 
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ def _locked(path: Path) -> dict[str, list[str]]:
 
 
 @pytest.mark.parametrize(
-    ("lock", "extra"), [("requirements/dev.txt", "dev"), ("requirements/runtime.txt", None)]
+    ("lock", "extra"), [("requirements-dev.txt", "dev"), ("requirements.txt", None)]
 )
 def test_every_declared_dependency_is_locked_within_its_range(lock, extra):
     locked = _locked(ROOT / lock)
@@ -90,8 +90,8 @@ def test_every_declared_dependency_is_locked_within_its_range(lock, extra):
 
 def test_the_runtime_lock_ships_the_versions_the_dev_lock_tests():
     dev, runtime = (
-        _locked(ROOT / "requirements/dev.txt"),
-        _locked(ROOT / "requirements/runtime.txt"),
+        _locked(ROOT / "requirements-dev.txt"),
+        _locked(ROOT / "requirements.txt"),
     )
     assert set(runtime) <= set(dev)
     assert {n: v for n, v in dev.items() if n in runtime} == runtime

@@ -1,4 +1,4 @@
-"""Compile and refresh the locked dependencies in requirements/ (see requirements/README.md).
+"""Compile and refresh the locked dependencies, requirements*.txt (see docs/dependencies.md).
 
     python tools/deps/refresh.py --compile-only   rewrite the locks, keeping their pins
     python tools/deps/refresh.py                  upgrade to the newest allowed versions, test them
@@ -22,9 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-REQUIREMENTS = ROOT / "requirements"
-DEV_LOCK = REQUIREMENTS / "dev.txt"
-RUNTIME_LOCK = REQUIREMENTS / "runtime.txt"
+DEV_LOCK = ROOT / "requirements-dev.txt"
+RUNTIME_LOCK = ROOT / "requirements.txt"
 LOCKS = (DEV_LOCK, RUNTIME_LOCK)
 VENV_PYTHON = str(ROOT / ".venv" / "bin" / "python")
 # Resolved for every platform, for the Python the project supports and tests with.
@@ -78,16 +77,16 @@ def compile_locks(upgrade: bool) -> None:
     """Write dev.txt from pyproject.toml (dev extra + build backend), then runtime.txt within it."""
     extra = ["--upgrade"] if upgrade else []
     env_header = ["--custom-compile-command", HEADER]
-    inputs = ["pyproject.toml", "requirements/build.in"]
-    dev = [*COMPILE, *extra, *env_header, *inputs, "--extra", "dev", "-o", "requirements/dev.txt"]
+    inputs = ["pyproject.toml", "requirements-build.in"]
+    dev = [*COMPILE, *extra, *env_header, *inputs, "--extra", "dev", "-o", "requirements-dev.txt"]
     subprocess.run(uv(*dev), cwd=ROOT, check=True)
     # The runtime lock takes its versions from the dev lock: the images ship what was tested.
-    runtime = [*COMPILE, *env_header, "pyproject.toml", "-c", "requirements/dev.txt"]
-    subprocess.run(uv(*runtime, "-o", "requirements/runtime.txt"), cwd=ROOT, check=True)
+    runtime = [*COMPILE, *env_header, "pyproject.toml", "-c", "requirements-dev.txt"]
+    subprocess.run(uv(*runtime, "-o", "requirements.txt"), cwd=ROOT, check=True)
 
 
 def install_lock() -> None:
-    """Install requirements/dev.txt into the venv exactly (extras removed), then the project."""
+    """Install requirements-dev.txt into the venv exactly (extras removed), then the project."""
     subprocess.run(uv("pip", "sync", "--python", VENV_PYTHON, str(DEV_LOCK)), cwd=ROOT, check=True)
     editable = ["pip", "install", "--python", VENV_PYTHON, "--no-deps", "--no-build-isolation"]
     subprocess.run(uv(*editable, "-e", "."), cwd=ROOT, check=True)
@@ -150,7 +149,7 @@ def refresh() -> int:
         subprocess.run(["make", "kube-binaries", "llamacpp"], cwd=ROOT, check=True)
         failed = next((name for name in CHECKS if not run_check(name)), None)
         if failed is None:
-            print("the suite passes with the new lock: commit requirements/")
+            print("the suite passes with the new lock: commit requirements*.txt")
             return 0
         for lock, copy in saved.items():
             shutil.copy2(copy, lock)
@@ -161,7 +160,7 @@ def refresh() -> int:
         print(f"`{failed}` breaks with:", *(f"  {c}" for c in broken), sep="\n")
     else:
         print(f"no single change breaks `{failed}` alone; it takes several of the list above")
-    print("the previous lock is back in requirements/ and installed")
+    print("the previous lock is back in requirements*.txt and installed")
     return 1
 
 

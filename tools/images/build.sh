@@ -5,7 +5,7 @@
 # reachable), else the Debian bookworm base that tools/images/base.sh builds and caches. The
 # images are tagged ghcr.io/inferscale/NAME:VERSION, the names the chart and the sim engine use,
 # with VERSION the package's (operator/inferscale/__init__.py). Arguments pick some images only.
-# The dependencies come from requirements/runtime.txt with their hashes; pip in the build trusts
+# The dependencies come from requirements.txt with their hashes; pip in the build trusts
 # the CA bundle named by PIP_CERT or SSL_CERT_FILE (passed as a build secret, never stored).
 set -euo pipefail
 
