@@ -130,6 +130,14 @@ def register(subparsers: Any) -> None:
         default=",".join(POLICY_NAMES),
         help=f"comma-separated, in table order ({','.join(POLICY_NAMES)})",
     )
+    _add_slice_and_price_options(p)
+    p.add_argument("--plots", metavar="DIR", help="write load/replicas/ttft PNGs here")
+    p.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    p.set_defaults(func=cmd_whatif)
+
+
+def _add_slice_and_price_options(p: argparse.ArgumentParser) -> None:
+    """The trace-slice and price groups of ``whatif``'s options."""
     window = p.add_argument_group("trace slice")
     window.add_argument("--start", type=_not_negative(float), default=0.0, help="skip seconds")
     window.add_argument("--duration", type=_positive(float), help="keep seconds after --start")
@@ -164,9 +172,6 @@ def register(subparsers: Any) -> None:
         type=_not_negative(float),
         help="per million output tokens spilled (overrides --provider's)",
     )
-    p.add_argument("--plots", metavar="DIR", help="write load/replicas/ttft PNGs here")
-    p.add_argument("--json", action="store_true", help="print JSON instead of the table")
-    p.set_defaults(func=cmd_whatif)
 
 
 def _fail(message: str) -> int:
@@ -262,24 +267,8 @@ def _header(trace: Trace, preset: str, config: SimConfig) -> str:
     )
 
 
-def cmd_whatif(args: argparse.Namespace) -> int:
-    """Run the comparison; 2 on bad input."""
-    names = [n.strip() for n in args.policies.split(",") if n.strip()]
-    unknown = [n for n in names if n not in POLICY_NAMES]
-    if unknown or not names:
-        return _fail(f"unknown policies {unknown or names}; known: {', '.join(POLICY_NAMES)}")
-    if args.min_replicas > args.max_replicas:
-        return _fail("--min-replicas must not exceed --max-replicas")
-    if args.scale_to_zero_delay is not None and args.min_replicas != 0:
-        return _fail("--scale-to-zero-delay needs --min-replicas 0")
-    try:
-        prices, sources = _prices(args)
-        trace = load_trace(args.trace, args.trace_format).sliced(
-            start=args.start, duration=args.duration, limit=args.limit, speedup=args.speedup
-        )
-    except (TraceError, ValueError) as error:
-        return _fail(str(error))
-    started = time.monotonic()
+def _config(args: argparse.Namespace, trace: Trace) -> SimConfig:
+    """The run's SimConfig from the options, its oracle sized by the SLO on ``trace``."""
     engine = PRESETS[args.preset]
     spill_tokens = args.spill_prompt_tokens
     if spill_tokens == "auto":
@@ -305,6 +294,28 @@ def cmd_whatif(args: argparse.Namespace) -> int:
     if initial is None:
         initial = initial_replicas(trace, config)
     config = replace(config, initial_replicas=min(max(initial, args.min_replicas), 10_000))
+    return config
+
+
+def cmd_whatif(args: argparse.Namespace) -> int:
+    """Run the comparison; 2 on bad input."""
+    names = [n.strip() for n in args.policies.split(",") if n.strip()]
+    unknown = [n for n in names if n not in POLICY_NAMES]
+    if unknown or not names:
+        return _fail(f"unknown policies {unknown or names}; known: {', '.join(POLICY_NAMES)}")
+    if args.min_replicas > args.max_replicas:
+        return _fail("--min-replicas must not exceed --max-replicas")
+    if args.scale_to_zero_delay is not None and args.min_replicas != 0:
+        return _fail("--scale-to-zero-delay needs --min-replicas 0")
+    try:
+        prices, sources = _prices(args)
+        trace = load_trace(args.trace, args.trace_format).sliced(
+            start=args.start, duration=args.duration, limit=args.limit, speedup=args.speedup
+        )
+    except (TraceError, ValueError) as error:
+        return _fail(str(error))
+    started = time.monotonic()
+    config = _config(args, trace)
     results = compare(trace, config, names)
     summaries = [summarize(r, prices) for r in results]
     meta: dict[str, Any] = {
