@@ -148,6 +148,15 @@ def routers_running(
                 running.http.close()
 
 
+def fast_autoscaler_env(cluster: Cluster) -> dict[str, str]:
+    """The operator's autoscaler on the cluster's Prometheus, deciding every second."""
+    return {
+        "INFERSCALE_AUTOSCALER__PROMETHEUS_URL": cluster.prometheus,
+        "INFERSCALE_AUTOSCALER__INTERVAL_SECONDS": "1",
+        "INFERSCALE_AUTOSCALER__STATUS_INTERVAL_SECONDS": "5",
+    }
+
+
 def wait_routable(routers: Routers, models: Models, name: str, served: str, n: int) -> list[Any]:
     """Wait for ``n`` Ready pods of the model and for every router to route to exactly them."""
     pods = wait_for(

@@ -29,7 +29,13 @@ import pytest
 
 from e2e.conftest import REPO, Cluster, get_json, load_yaml, pod_ready
 from e2e.operator_support import Models, sim_model
-from e2e.router_support import Routers, endpoints, routers_running, wait_routers
+from e2e.router_support import (
+    Routers,
+    endpoints,
+    fast_autoscaler_env,
+    routers_running,
+    wait_routers,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -43,12 +49,7 @@ POLL = 0.1
 
 @pytest.fixture(scope="module")
 def routers(cluster: Cluster) -> Iterator[Routers]:
-    env = {
-        "INFERSCALE_AUTOSCALER__PROMETHEUS_URL": cluster.prometheus,
-        "INFERSCALE_AUTOSCALER__INTERVAL_SECONDS": "1",
-        "INFERSCALE_AUTOSCALER__STATUS_INTERVAL_SECONDS": "5",
-    }
-    with routers_running(cluster, OPERATOR_NAMESPACE, env) as running:
+    with routers_running(cluster, OPERATOR_NAMESPACE, fast_autoscaler_env(cluster)) as running:
         yield running
 
 

@@ -34,7 +34,13 @@ from kubernetes.client.rest import ApiException
 
 from e2e.conftest import REPO, Cluster, echo_pod, llamacpp_dir, wait_for
 from e2e.operator_support import GROUP, VERSION, Models, kubectl
-from e2e.router_support import Routers, routers_running, wait_routable, wait_routers
+from e2e.router_support import (
+    Routers,
+    fast_autoscaler_env,
+    routers_running,
+    wait_routable,
+    wait_routers,
+)
 from inferscale.cli.engine_check import all_lines
 
 pytestmark = pytest.mark.e2e
@@ -55,12 +61,7 @@ def llamacpp(cluster: Cluster) -> Path:
 
 @pytest.fixture(scope="module")
 def routers(cluster: Cluster, llamacpp: Path) -> Iterator[Routers]:
-    env = {
-        "INFERSCALE_AUTOSCALER__PROMETHEUS_URL": cluster.prometheus,
-        "INFERSCALE_AUTOSCALER__INTERVAL_SECONDS": "1",
-        "INFERSCALE_AUTOSCALER__STATUS_INTERVAL_SECONDS": "5",
-    }
-    with routers_running(cluster, OPERATOR_NAMESPACE, env) as running:
+    with routers_running(cluster, OPERATOR_NAMESPACE, fast_autoscaler_env(cluster)) as running:
         yield running
 
 
