@@ -30,6 +30,7 @@ from inferscale.api.v1alpha1.inference_route import (
     HoldQueue,
     InferenceRouteSpec,
     PrefixHash,
+    ResponseCache,
     Retries,
     Role,
     RouteBackend,
@@ -170,6 +171,7 @@ class RouteSettings(ApiModel):
     # Declared after spillover, as before the fields came from the API: the table's JSON keeps
     # its key order, so a stored table reads back byte for byte.
     spend: SpendCaps = _as_in_api(InferenceRouteSpec, "spend")
+    cache: ResponseCache = _as_in_api(InferenceRouteSpec, "cache")
 
     @classmethod
     def from_route(cls, spec: InferenceRouteSpec, in_flight_per_replica: int) -> RouteSettings:
@@ -185,7 +187,15 @@ class RouteSettings(ApiModel):
         )
 
 
-ROUTE_FIELDS: Final = ("strategy", "prefix_hash", "retries", "timeouts", "hold_queue", "spend")
+ROUTE_FIELDS: Final = (
+    "strategy",
+    "prefix_hash",
+    "retries",
+    "timeouts",
+    "hold_queue",
+    "spend",
+    "cache",
+)
 """The settings that pass from an InferenceRoute's spec to the table unchanged."""
 
 

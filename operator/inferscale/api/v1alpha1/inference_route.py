@@ -28,6 +28,8 @@ PLURAL = "inferenceroutes"
 Role = Literal["primary", "spillover", "fallback", "mirror"]
 Strategy = Literal["leastInFlight", "leastPrefill", "prefixHash", "weighted", "roundRobin"]
 OnCapReached = Literal["queue", "reject"]
+CacheScope = Literal["perKey", "shared"]
+CacheWhen = Literal["temperatureZero", "always"]
 
 
 class ProviderBackend(ApiModel):
@@ -153,6 +155,40 @@ class SpendCaps(ApiModel):
     (the seconds until the capped hour or day ends)."""
 
 
+class ResponseCache(ApiModel):
+    """The route's response cache: repeated and paraphrased questions answered from it.
+
+    Two layers: the same request (normalised) answers at once; then the nearest cached question
+    whose embedding is at least ``threshold`` similar, under the same route, model, system
+    prompt, earlier turns and parameters (a question from another conversation never matches).
+    """
+
+    enabled: bool = False
+    """Whether the route's answers are cached and served from the cache."""
+
+    threshold: float | None = Field(default=None, ge=0.5, le=1.0)
+    """Cosine similarity from which a cached question counts as the same question (unset: the
+    threshold the project measured for its embedding model, docs/cache.md); 1.0 is the exact
+    layer alone."""
+
+    ttl_seconds: int = Field(default=3600, ge=1, le=30 * 86_400)
+    """How long an answer stays in the cache."""
+
+    max_entries: int = Field(default=10_000, ge=1, le=1_000_000)
+    """Most answers each router keeps for the route; past it the oldest go first."""
+
+    max_bytes: int = Field(default=64 * 1024 * 1024, ge=64 * 1024, le=8 * 1024 * 1024 * 1024)
+    """Most memory (answers, questions and vectors) each router keeps for the route."""
+
+    scope: CacheScope = "perKey"
+    """``perKey``: each client key has its own answers (none crosses tenants); ``shared``:
+    every caller of the route shares them."""
+
+    when: CacheWhen = "temperatureZero"
+    """Which requests may be answered from the cache: ``temperatureZero`` only those that ask
+    for ``temperature: 0`` (a deterministic answer); ``always`` any request."""
+
+
 class InferenceRouteSpec(ApiModel):
     """The desired state of a route."""
 
@@ -191,6 +227,9 @@ class InferenceRouteSpec(ApiModel):
 
     spend: SpendCaps = nested(SpendCaps)
     """Spend caps on hosted providers."""
+
+    cache: ResponseCache = nested(ResponseCache)
+    """The response cache (off unless enabled)."""
 
 
 class Spend(ApiModel):

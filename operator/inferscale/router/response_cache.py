@@ -1,0 +1,300 @@
+"""The response cache's pure core: which requests it may answer, their keys, and a bounded store.
+
+A request is looked up in two layers. The exact layer is a hash of the normalised request (its
+question with whitespace collapsed and case folded, plus everything else it sends). The
+semantic layer is the nearest cached question, by cosine similarity of embeddings, among those
+cached under the same *partition*: the route, the model, the client key (unless the route
+shares its cache), and the whole request except its last question (system prompt, earlier
+turns, sampling parameters, tools). So the same question asked in another conversation, with
+another system prompt, or by another tenant, never matches.
+
+:class:`CacheStore` holds one route's answers within its bounds (entries and bytes): a new
+answer evicts the oldest ones until it fits, and an answer larger than the whole bound is not
+kept. Entries expire after the route's TTL; the oldest are also the first to expire, so
+expired ones are dropped from the front on every write. Vectors are kept per partition in one
+float32 matrix that grows by doubling (up to the entry bound) and shrinks by moving its last
+row into a freed slot, so a lookup is one matrix-vector product.
+
+Pure: numpy and the standard library only; time comes in as ``now``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+
+Vector = npt.NDArray[np.float32]
+
+CACHEABLE_PATHS: Final = frozenset(("/v1/chat/completions", "/v1/completions"))
+"""Generation requests only: an embeddings request has no question to paraphrase."""
+
+_PER_REQUEST_FIELDS: Final = frozenset(("stream", "stream_options", "user", "model"))
+"""Body fields that do not change the answer's content (the model is keyed on its own)."""
+
+ENTRY_OVERHEAD_BYTES: Final = 256
+"""What an entry costs beyond its answer, question and vector (objects, dict slots)."""
+
+_SPACES: Final = re.compile(r"\s+")
+
+
+def normalise(text: str) -> str:
+    """The question as the exact layer compares it: whitespace collapsed, case folded."""
+    return _SPACES.sub(" ", text).strip().casefold()
+
+
+@dataclass(frozen=True, slots=True)
+class CacheQuery:
+    """Where a request's answer is looked up and stored."""
+
+    partition: str
+    """Digest of what must match exactly for a semantic hit (everything but the question)."""
+
+    question: str
+    """The last user message (or the prompt) as sent: what is embedded."""
+
+    exact: str
+    """Digest of the partition and the normalised question: the exact layer's key."""
+
+
+def eligible(obj: Mapping[str, Any], any_temperature: bool) -> bool:
+    """Whether a request may be answered from the cache (and its answer kept).
+
+    Only a request for one answer (``n`` absent or 1); unless the route caches ``always``, only
+    one asking for ``temperature: 0`` (absent means the API's default, 1: not deterministic).
+    """
+    n = obj.get("n", 1)
+    if n != 1 or isinstance(n, bool):
+        return False
+    if any_temperature:
+        return True
+    temperature = obj.get("temperature")
+    return (
+        isinstance(temperature, int | float)
+        and not isinstance(temperature, bool)
+        and temperature == 0
+    )
+
+
+def _question(path: str, obj: Mapping[str, Any]) -> tuple[str, Any] | None:
+    """(question, the rest of the conversation) of a request, or ``None`` when it has none."""
+    if path == "/v1/completions":
+        prompt = obj.get("prompt")
+        return (prompt, None) if isinstance(prompt, str) else None
+    messages = obj.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return None
+    last = messages[-1]
+    if not isinstance(last, dict) or last.get("role") != "user":
+        return None
+    content = last.get("content")
+    if isinstance(content, list):  # text parts only: an image or audio part is not a question
+        texts = [
+            p["text"]
+            for p in content
+            if isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
+        ]
+        if len(texts) != len(content):
+            return None
+        content = "\n".join(texts)
+    if not isinstance(content, str):
+        return None
+    extra = {k: v for k, v in last.items() if k not in ("role", "content")}
+    return content, (messages[:-1], extra)
+
+
+def cache_query(
+    path: str, obj: Mapping[str, Any], *, route: str, model: str, client: str, shared: bool
+) -> CacheQuery | None:
+    """The request's keys, or ``None`` when it has no plain-text question to look up.
+
+    ``client`` partitions answers per client key unless ``shared``.
+    """
+    if path not in CACHEABLE_PATHS:
+        return None
+    found = _question(path, obj)
+    if found is None or not found[0].strip():
+        return None
+    question, earlier = found
+    rest = {k: v for k, v in obj.items() if k not in _PER_REQUEST_FIELDS}
+    rest.pop("messages" if path == "/v1/chat/completions" else "prompt", None)
+    try:
+        context = json.dumps(
+            [path, route, model, "" if shared else client, earlier, rest],
+            sort_keys=True,
+            separators=(",", ":"),
+            ensure_ascii=False,
+        )
+    except (TypeError, ValueError, RecursionError):
+        return None  # a body the parser accepted but that has no canonical form: not cached
+    partition = hashlib.sha256(context.encode("utf-8", "surrogatepass")).hexdigest()
+    exact_input = partition + "\x00" + normalise(question)
+    exact = hashlib.sha256(exact_input.encode("utf-8", "surrogatepass")).hexdigest()
+    return CacheQuery(partition, question, exact)
+
+
+@dataclass(slots=True)
+class CachedAnswer:
+    """One cached answer and what it saved the first time."""
+
+    key: str
+    """The exact layer's key (:attr:`CacheQuery.exact`)."""
+    partition: str
+    question: str
+    vector: Vector | None
+    """The question's embedding (``None``: the exact layer alone)."""
+    body: bytes
+    """The answer's JSON as the engine or provider sent it (a non-streaming completion)."""
+    prompt_tokens: int
+    completion_tokens: int
+    expires: float
+    """When it stops being served (the clock of ``now``)."""
+
+    @property
+    def size(self) -> int:
+        """Bytes it holds against the store's bound."""
+        vector = 0 if self.vector is None else self.vector.nbytes
+        return len(self.body) + len(self.question) + vector + ENTRY_OVERHEAD_BYTES
+
+
+class _Partition:
+    """The vectors of one partition: a matrix whose first ``count`` rows are live."""
+
+    __slots__ = ("count", "keys", "matrix", "rows")
+
+    def __init__(self, dim: int) -> None:
+        self.matrix: Vector = np.empty((4, dim), dtype=np.float32)
+        self.keys: list[str] = []
+        self.rows: dict[str, int] = {}
+        self.count = 0
+
+    def add(self, key: str, vector: Vector, limit: int) -> None:
+        if self.count == len(self.matrix):
+            grown = np.empty((min(2 * self.count, max(limit, 4)), self.matrix.shape[1]), np.float32)
+            grown[: self.count] = self.matrix[: self.count]
+            self.matrix = grown
+        self.matrix[self.count] = vector
+        self.rows[key] = self.count
+        self.keys.append(key)
+        self.count += 1
+
+    def remove(self, key: str) -> None:
+        row = self.rows.pop(key)
+        last = self.count - 1
+        if row != last:  # move the last row into the freed one
+            moved = self.keys[last]
+            self.matrix[row] = self.matrix[last]
+            self.keys[row] = moved
+            self.rows[moved] = row
+        self.keys.pop()
+        self.count = last
+
+    def nearest(self, vector: Vector) -> tuple[str, float] | None:
+        if not self.count:
+            return None
+        scores = self.matrix[: self.count] @ vector
+        best = int(np.argmax(scores))
+        return self.keys[best], float(scores[best])
+
+
+class CacheStore:
+    """One route's cached answers within ``max_entries`` and ``max_bytes``."""
+
+    def __init__(self, max_entries: int, max_bytes: int, dim: int) -> None:
+        """An empty store for vectors of ``dim`` floats."""
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.dim = dim
+        self.entries: OrderedDict[str, CachedAnswer] = OrderedDict()
+        """Oldest first: the order of eviction and of expiry."""
+        self.partitions: dict[str, _Partition] = {}
+        self.bytes = 0
+
+    def __len__(self) -> int:
+        """Answers held."""
+        return len(self.entries)
+
+    def exact(self, key: str, now: float) -> CachedAnswer | None:
+        """The answer stored under ``key``, unless it expired."""
+        entry = self.entries.get(key)
+        if entry is None:
+            return None
+        if entry.expires <= now:
+            self.remove(key)
+            return None
+        return entry
+
+    def nearest(
+        self, partition: str, vector: Vector, threshold: float, now: float
+    ) -> tuple[CachedAnswer, float] | None:
+        """The partition's most similar answer at or above ``threshold``, with its similarity."""
+        index = self.partitions.get(partition)
+        found = index.nearest(vector) if index is not None else None
+        if found is None or found[1] < threshold:
+            return None
+        entry = self.exact(found[0], now)
+        return (entry, found[1]) if entry is not None else None
+
+    def put(self, entry: CachedAnswer, now: float) -> bool:
+        """Keep ``entry`` (replacing one under its key), evicting the oldest to make room.
+
+        Returns whether it was kept: not when it is already expired, larger than the whole
+        bound, or its vector has the wrong shape.
+        """
+        if entry.vector is not None and entry.vector.shape != (self.dim,):
+            return False
+        size = entry.size
+        if size > self.max_bytes or entry.expires <= now:
+            return False
+        if entry.key in self.entries:
+            self.remove(entry.key)
+        self._drop_expired(now)
+        while self.entries and (
+            len(self.entries) >= self.max_entries or self.bytes + size > self.max_bytes
+        ):
+            self.remove(next(iter(self.entries)))
+        self.entries[entry.key] = entry
+        self.bytes += size
+        if entry.vector is not None:
+            index = self.partitions.get(entry.partition)
+            if index is None:
+                index = self.partitions[entry.partition] = _Partition(self.dim)
+            index.add(entry.key, entry.vector, self.max_entries)
+        return True
+
+    def remove(self, key: str) -> None:
+        """Forget the answer under ``key`` (nothing when there is none)."""
+        entry = self.entries.pop(key, None)
+        if entry is None:
+            return
+        self.bytes -= entry.size
+        if entry.vector is not None:
+            index = self.partitions[entry.partition]
+            index.remove(key)
+            if not index.count:
+                del self.partitions[entry.partition]
+
+    def _drop_expired(self, now: float) -> None:
+        while self.entries:
+            key, oldest = next(iter(self.entries.items()))
+            if oldest.expires > now:
+                return
+            self.remove(key)
+
+
+def usage_tokens(usage: object) -> tuple[int, int]:
+    """(prompt, completion) tokens of an OpenAI ``usage`` object; 0 for what it lacks."""
+    if not isinstance(usage, dict):
+        return 0, 0
+    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    return (
+        prompt if isinstance(prompt, int) and prompt >= 0 else 0,
+        completion if isinstance(completion, int) and completion >= 0 else 0,
+    )
