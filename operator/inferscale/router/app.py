@@ -86,7 +86,7 @@ from inferscale.router.stages.account import Account
 from inferscale.router.stages.admit import Admit
 from inferscale.router.stages.authenticate import Authenticate, refusal_response
 from inferscale.router.stages.authorize import Authorize
-from inferscale.router.stages.cache import CacheLookup
+from inferscale.router.stages.cache import CacheLookup, Encoder, load_static_encoder
 from inferscale.router.stages.forward import Forward
 from inferscale.router.stages.hold import Hold
 from inferscale.router.stages.parse import Parse
@@ -104,9 +104,15 @@ OPENAI_PATHS: Final = ("/v1/chat/completions", "/v1/completions", "/v1/embedding
 class Pipeline:
     """The request stages of one router, linked once."""
 
-    def __init__(self, state: RouterState) -> None:
-        """Build every stage over ``state`` and link them (see :mod:`inferscale.router.stages`)."""
+    def __init__(
+        self, state: RouterState, encoder_loader: Callable[[], Encoder] = load_static_encoder
+    ) -> None:
+        """Build every stage over ``state`` and link them (see :mod:`inferscale.router.stages`).
+
+        ``encoder_loader`` builds the response cache's embedding model when a route needs it.
+        """
         log, access = state.log, state.access
+        self.cache = CacheLookup(state, encoder_loader)
         self.hold = Hold(state)
         forward = Forward(state)
         # A plain route: hold while cold, pick, forward. A route with backends: the dispatcher,
@@ -122,7 +128,7 @@ class Pipeline:
             SelectModel(state.table, log),
             Admit(access, log),
             Account(access),
-            CacheLookup(),
+            self.cache,
             by_route,
         )
         """The chain while client keys are in use."""
@@ -130,7 +136,7 @@ class Pipeline:
         # (every caller is anonymous and unlimited): that chain leaves them out, so a router
         # without keys pays nothing for them.
         self.open: Stage = link(
-            Parse(body_timeout, log), SelectModel(state.table, log), CacheLookup(), by_route
+            Parse(body_timeout, log), SelectModel(state.table, log), self.cache, by_route
         )
         """The chain while no client key is held or required."""
 
@@ -148,10 +154,12 @@ class Router:
         log_sink: Callable[[str], object] | None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        encoder_loader: Callable[[], Encoder] = load_static_encoder,
     ) -> None:
         """Wire the collaborators; the session is created at startup when none is given.
 
-        ``clock`` (monotonic) times requests; ``wall`` (epoch seconds) dates spend windows.
+        ``clock`` (monotonic) times requests; ``wall`` (epoch seconds) dates spend windows;
+        ``encoder_loader`` builds the response cache's embedding model.
         """
         self.settings = settings
         self.table = table
@@ -165,7 +173,7 @@ class Router:
         self.own_session = session is None
         self.random = state.random
         self.held = state.held
-        self.pipeline = Pipeline(state)
+        self.pipeline = Pipeline(state, encoder_loader)
         self.admin = AdminApi(state, self.pipeline.dispatcher, admin_token)
         self.draining = False
         self.ids = itertools.count(1)
@@ -215,6 +223,7 @@ class Router:
             self._spawn(watch_file(Path(settings.credentials_file), load_keys, every, state.stop))
         if settings.scrape_interval_seconds > 0:
             self._spawn(scrape_engines(state))
+        self.pipeline.cache.on_table(self.table)  # a table file loaded before the loop ran
 
     def _spawn(self, loop: Coroutine[Any, Any, None]) -> None:
         self.tasks.append(asyncio.create_task(loop))
@@ -223,6 +232,8 @@ class Router:
         """Stop the loops; wake held requests so they answer now."""
         self.state.stop.set()
         self.pipeline.hold.wake_all()
+        if self.pipeline.cache.loading is not None:
+            self.pipeline.cache.loading.cancel()
         for task in self.tasks:
             task.cancel()
         for task in self.tasks:
@@ -255,7 +266,9 @@ class Router:
             return web.Response(status=503, text="draining")
         if self.table.table is None:
             return web.Response(status=503, text="no routing table yet")
-        degraded = self.access.degraded()
+        degraded = "; ".join(
+            d for d in (self.access.degraded(), self.pipeline.cache.degraded()) if d
+        )
         # Still ready: a router whose limits went local must keep serving.
         return web.Response(text=f"ok (degraded: {degraded})" if degraded else "ok")
 
@@ -273,7 +286,7 @@ class Router:
             held,
             self.table.version,
             spend,
-            extra=self.access.metric_lines(),
+            extra=[*self.access.metric_lines(), *self.pipeline.cache.metric_lines()],
             pending_prompt_tokens=pending,
         )
         return web.Response(body=text.encode(), headers={"Content-Type": CONTENT_TYPE})
@@ -334,6 +347,7 @@ def create_app(
     *,
     admin_token: str | None = None,
     log_sink: Callable[[str], object] | None = None,
+    encoder_loader: Callable[[], Encoder] = load_static_encoder,
 ) -> web.Application:
     """The router as an aiohttp app.
 
@@ -343,8 +357,16 @@ def create_app(
         upstream_session: the client session to the engines; created at startup when absent.
         admin_token: the admin API's bearer token; the admin API refuses all without one.
         log_sink: where access-log lines go (``None``: no access log).
+        encoder_loader: builds the response cache's embedding model (when a route caches).
     """
-    router = Router(settings, table, upstream_session, admin_token=admin_token, log_sink=log_sink)
+    router = Router(
+        settings,
+        table,
+        upstream_session,
+        admin_token=admin_token,
+        log_sink=log_sink,
+        encoder_loader=encoder_loader,
+    )
     initial_credentials(router.access, settings)
     app = web.Application(client_max_size=settings.max_request_bytes)
     app[ROUTER_KEY] = router
@@ -373,6 +395,7 @@ async def start(
     *,
     admin_token: str | None = None,
     log_sink: Callable[[str], object] | None = None,
+    encoder_loader: Callable[[], Encoder] = load_static_encoder,
 ) -> tuple[web.AppRunner, int, Router]:
     """Start serving on ``settings.host``/``port``; returns the runner, bound port and router."""
     app = create_app(
@@ -380,6 +403,7 @@ async def start(
         table if table is not None else initial_table(settings),
         admin_token=admin_token,
         log_sink=log_sink,
+        encoder_loader=encoder_loader,
     )
     # A client that goes away cancels its handler, which closes the upstream connection, so
     # the engine stops generating for nobody (serve_app turns handler cancellation on).

@@ -112,6 +112,18 @@ COUNTERS: Final[tuple[tuple[str, str, tuple[str, ...], str], ...]] = (
         ("route", "backend"),
         "Money spent on hosted providers.",
     ),
+    (
+        "inferscale_router_cache_requests_total",
+        "cache_requests",
+        ("model", "outcome"),
+        "Cacheable requests by outcome: hit_exact, hit_semantic, miss, bypass.",
+    ),
+    (
+        "inferscale_router_cache_tokens_saved_total",
+        "cache_tokens_saved",
+        ("model", "kind"),
+        "Prompt and completion tokens of answers served from the cache.",
+    ),
 )
 """Every counter of :class:`RouterMetrics`, in exposition order."""
 
@@ -149,6 +161,10 @@ class RouterMetrics:
         """(model, backend, outcome) → mirror copies."""
         self.spend_total: dict[tuple[str, str], float] = {}
         """(route, backend) → money spent."""
+        self.cache_requests: dict[tuple[str, str], int] = {}
+        """(model, outcome) → cacheable requests (hit_exact, hit_semantic, miss, bypass)."""
+        self.cache_tokens_saved: dict[tuple[str, str], int] = {}
+        """(model, prompt or completion) → tokens of answers served from the cache."""
 
     def count_request(self, model: str, pod: str, status: int) -> None:
         """One answered request."""

@@ -298,3 +298,54 @@ def usage_tokens(usage: object) -> tuple[int, int]:
         prompt if isinstance(prompt, int) and prompt >= 0 else 0,
         completion if isinstance(completion, int) and completion >= 0 else 0,
     )
+
+
+def answer_document(body: bytes, loads: Any) -> dict[str, Any] | None:
+    """A non-streaming answer worth keeping, parsed with ``loads``; ``None`` otherwise.
+
+    Kept: a chat or text completion object with at least one choice (an error object, a
+    partial answer or anything else is not).
+    """
+    try:
+        doc = loads(body)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(doc, dict) or doc.get("object") not in ("chat.completion", "text_completion"):
+        return None
+    choices = doc.get("choices")
+    if not isinstance(choices, list) or not choices:
+        return None
+    if not all(isinstance(c, dict) for c in choices):
+        return None
+    return doc
+
+
+def replay_chunks(doc: Mapping[str, Any], include_usage: bool) -> list[dict[str, Any]]:
+    """A cached non-streaming answer as the chunks of a stream, in the API's shapes.
+
+    Each choice's whole message (or text) comes as one chunk and its finish reason as a second;
+    the usage chunk follows only when the client asked for it (``stream_options``).
+    """
+    chat = doc.get("object") == "chat.completion"
+    head = {
+        "id": doc.get("id", "cached"),
+        "object": "chat.completion.chunk" if chat else "text_completion",
+        "created": doc.get("created", 0),
+        "model": doc.get("model", ""),
+    }
+    chunks: list[dict[str, Any]] = []
+    for position, choice in enumerate(doc.get("choices", ())):
+        index = choice.get("index", position)
+        if chat:
+            message = choice.get("message")
+            delta = dict(message) if isinstance(message, dict) else {"role": "assistant"}
+            body = {"index": index, "delta": delta, "finish_reason": None}
+            end = {"index": index, "delta": {}, "finish_reason": choice.get("finish_reason")}
+        else:
+            body = {"index": index, "text": choice.get("text", ""), "finish_reason": None}
+            end = {"index": index, "text": "", "finish_reason": choice.get("finish_reason")}
+        chunks.append({**head, "choices": [body]})
+        chunks.append({**head, "choices": [end]})
+    if include_usage and isinstance(doc.get("usage"), dict):
+        chunks.append({**head, "choices": [], "usage": doc["usage"]})
+    return chunks

@@ -28,6 +28,7 @@ from inferscale.router.stages.select_model import SelectModel
 from tests.unit.router.stage_fakes import (
     FakeRequest,
     Next,
+    WordEncoder,
     context,
     endpoint,
     logged,
@@ -60,7 +61,7 @@ def error_of(resp: web.StreamResponse) -> dict:
 
 async def test_link_hands_each_stage_on_to_the_next_in_order():
     last = Next()
-    first = link(CacheLookup(), CacheLookup(), last)
+    first = link(CacheLookup(state()), CacheLookup(state()), last)
     resp = await first(context())
     assert resp.status == 299 and len(last.seen) == 1
 
@@ -234,8 +235,72 @@ async def test_account_settles_nothing_without_a_grant():
 async def test_the_cache_lookup_passes_every_request_through_unchanged():
     last = Next(web.Response(status=200, text="from the route"))
     ctx = context(name="m1", body=BODY)
-    resp = await link(CacheLookup(), last)(ctx)
+    resp = await link(CacheLookup(state()), last)(ctx)
     assert last.seen == [ctx] and resp is last.answer
+
+
+ANSWER = {
+    "object": "chat.completion",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "sunny"}}],
+    "usage": {"prompt_tokens": 5, "completion_tokens": 1},
+}
+
+
+def cached_stage(**cache):
+    live = table({"m1": {"route": {"cache": {"enabled": True, **cache}}}})
+    stage = CacheLookup(state(live))
+    stage.encoder = WordEncoder()
+    stage.on_table(live)
+    return stage
+
+
+def chat_context(question, client="team/a"):
+    body = {"model": "m1", "messages": [{"role": "user", "content": question}], "temperature": 0}
+    return context(name="m1", obj=body, client=client)
+
+
+async def test_the_cache_keeps_answers_apart_per_client_key_by_default():
+    stage = cached_stage()
+    last = Next(web.json_response(ANSWER))
+    link(stage, last)
+    await stage(chat_context("weather?", client="team/a"))
+    hit = await stage(chat_context("weather?", client="team/a"))
+    assert hit.headers["X-Inferscale-Cache"] == "hit" and len(last.seen) == 1
+    last.answer = web.json_response(ANSWER)
+    other = await stage(chat_context("weather?", client="team/b"))
+    assert other.headers["X-Inferscale-Cache"] == "miss" and len(last.seen) == 2
+
+
+async def test_a_shared_cache_answers_every_client_key():
+    stage = cached_stage(scope="shared")
+    link(stage, Next(web.json_response(ANSWER)))
+    await stage(chat_context("weather?", client="team/a"))
+    hit = await stage(chat_context("weather?", client="team/b"))
+    assert hit.headers["X-Inferscale-Cache"] == "hit"
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        web.Response(status=500, text="boom"),
+        web.json_response({"error": {"message": "x"}}),
+        web.Response(status=200, body=b"not json", content_type="application/json"),
+        web.json_response({"object": "chat.completion", "choices": []}),
+    ],
+)
+async def test_the_cache_keeps_only_whole_successful_completions(answer):
+    stage = cached_stage()
+    link(stage, Next(answer))
+    await stage(chat_context("weather?"))
+    assert len(stage.caches["m1"].store) == 0
+
+
+async def test_an_exact_only_cache_never_embeds():
+    stage = cached_stage(threshold=1.0)
+    link(stage, Next(web.json_response(ANSWER)))
+    await stage(chat_context("weather?"))
+    await stage(chat_context("weather?"))
+    assert stage.encoder is not None and stage.encoder.calls == 0  # type: ignore[attr-defined]
 
 
 # -- hold -----------------------------------------------------------------------------------

@@ -1,0 +1,178 @@
+"""The response cache in a real router in front of a real sim: hits, misses, streams, faults."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from inferscale.router.app import start
+from tests.component.router.conftest import RunningRouter, address
+from tests.component.sim.conftest import MODEL, RunningSim, make_settings
+from tests.unit.router.stage_fakes import WordEncoder
+
+
+class CachingRouter(RunningRouter):
+    """A router whose cache embeds with :class:`WordEncoder` (or fails to load one)."""
+
+    def __init__(self, loader: Any) -> None:
+        self.loader = loader
+        super().__init__()
+
+    async def start_server(self) -> tuple[Any, int]:
+        runner, port, self.router = await start(
+            self.settings,
+            admin_token="test-admin-token",
+            log_sink=self.lines.append,
+            encoder_loader=self.loader,
+        )
+        return runner, port
+
+
+def cached_route(sim: RunningSim, **cache: Any) -> dict[str, Any]:
+    return {
+        MODEL: {
+            "endpoints": [address(sim)],
+            "route": {"cache": {"enabled": True, "threshold": 0.6, **cache}},
+        }
+    }
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[RunningSim]:
+    with RunningSim(make_settings()) as running:
+        yield running
+
+
+@pytest.fixture
+def caching(sim: RunningSim) -> Iterator[CachingRouter]:
+    with CachingRouter(WordEncoder) as router:
+        assert router.push(cached_route(sim)).status_code == 200
+        wait_for_cache(router)
+        yield router
+
+
+def wait_for_cache(router: CachingRouter) -> None:
+    import time
+
+    assert router.router is not None
+    cache = router.router.pipeline.cache
+    deadline = time.monotonic() + 10
+    while MODEL not in cache.caches and cache.failed is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def post(router: RunningRouter, body: dict[str, Any], **headers: str) -> httpx.Response:
+    return httpx.post(
+        router.base_url + "/v1/chat/completions", json=body, headers=headers, timeout=10
+    )
+
+
+def chat(question: str, system: str = "You help.", **extra: Any) -> dict[str, Any]:
+    return {
+        "model": MODEL,
+        "messages": [{"role": "system", "content": system}, {"role": "user", "content": question}],
+        "temperature": 0,
+        "max_tokens": 8,
+        **extra,
+    }
+
+
+def test_a_repeated_question_is_answered_from_the_cache(caching: CachingRouter):
+    first = post(caching, chat("What's the weather?"))
+    assert first.status_code == 200 and first.headers["X-Inferscale-Cache"] == "miss"
+    again = post(caching, chat("  what's the WEATHER? "))
+    assert again.headers["X-Inferscale-Cache"] == "hit"
+    assert again.json() == first.json()
+    assert caching.metric("inferscale_router_cache_requests_total", outcome="hit_exact") == 1
+    saved = caching.metric("inferscale_router_cache_tokens_saved_total", kind="completion")
+    assert saved == first.json()["usage"]["completion_tokens"]
+    line = json.loads(caching.lines[-1])
+    assert line["endpoint"] == "cache" and line["status"] == 200
+
+
+def test_a_paraphrase_hits_the_semantic_layer(caching: CachingRouter):
+    first = post(caching, chat("What's the weather?"))
+    para = post(caching, chat("How's the weather?"))
+    assert para.headers["X-Inferscale-Cache"] == "hit" and para.json() == first.json()
+    assert caching.metric("inferscale_router_cache_requests_total", outcome="hit_semantic") == 1
+
+
+def test_the_same_question_in_another_conversation_misses(caching: CachingRouter):
+    post(caching, chat("What's the weather?"))
+    other = post(caching, chat("What's the weather?", system="You are a pirate."))
+    assert other.headers["X-Inferscale-Cache"] == "miss"
+
+
+def test_a_cached_answer_is_replayed_as_a_stream(caching: CachingRouter):
+    first = post(caching, chat("Tell me a story")).json()
+    body = chat("Tell me a story", stream=True, stream_options={"include_usage": True})
+    streamed = post(caching, body)
+    assert streamed.headers["X-Inferscale-Cache"] == "hit"
+    assert streamed.headers["Content-Type"].startswith("text/event-stream")
+    events = [e.removeprefix("data: ") for e in streamed.text.split("\n\n") if e]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+    assert text == first["choices"][0]["message"]["content"]
+    assert chunks[-1]["usage"] == first["usage"]
+    assert {c["object"] for c in chunks} == {"chat.completion.chunk"}
+
+
+def test_no_cache_bypasses_the_lookup_and_no_store_keeps_nothing(caching: CachingRouter):
+    post(caching, chat("Pick a colour"), **{"Cache-Control": "no-store"})
+    assert post(caching, chat("Pick a colour")).headers["X-Inferscale-Cache"] == "miss"
+    bypass = post(caching, chat("Pick a colour"), **{"Cache-Control": "no-cache"})
+    assert bypass.headers["X-Inferscale-Cache"] == "bypass"
+    assert post(caching, chat("Pick a colour")).headers["X-Inferscale-Cache"] == "hit"
+
+
+def test_requests_that_do_not_allow_caching_pass_through(caching: CachingRouter):
+    body = chat("Pick a number")
+    del body["temperature"]  # the API's default, 1: not deterministic
+    for _ in range(2):
+        resp = post(caching, body)
+        assert resp.status_code == 200 and "X-Inferscale-Cache" not in resp.headers
+
+
+def test_a_route_may_cache_any_temperature(sim: RunningSim):
+    with CachingRouter(WordEncoder) as router:
+        router.push(cached_route(sim, when="always"))
+        wait_for_cache(router)
+        body = chat("Pick a number", temperature=0.9)
+        post(router, body)
+        assert post(router, body).headers["X-Inferscale-Cache"] == "hit"
+
+
+def test_an_encoder_that_cannot_load_turns_the_cache_off_never_the_route(sim: RunningSim):
+    def broken() -> WordEncoder:
+        raise OSError("model.zip: no such file")
+
+    with CachingRouter(broken) as router:
+        router.push(cached_route(sim))
+        wait_for_cache(router)
+        for _ in range(2):
+            resp = post(router, chat("What's the weather?"))
+            assert resp.status_code == 200 and "X-Inferscale-Cache" not in resp.headers
+        ready = httpx.get(router.base_url + "/readyz", timeout=5)
+        assert ready.status_code == 200 and "response cache off" in ready.text
+        assert "no such file" in ready.text
+        assert router.metric("inferscale_router_cache_disabled") == 1
+
+
+def test_routes_without_a_cache_are_untouched(sim: RunningSim):
+    with CachingRouter(WordEncoder) as router:
+        router.push({MODEL: [address(sim)]})
+        resp = post(router, chat("What's the weather?"))
+        assert resp.status_code == 200 and "X-Inferscale-Cache" not in resp.headers
+        assert router.router is not None and router.router.pipeline.cache.loading is None
+
+
+def test_a_route_that_turns_its_cache_off_drops_it(caching: CachingRouter, sim: RunningSim):
+    post(caching, chat("What's the weather?"))
+    caching.push({MODEL: [address(sim)]})
+    assert caching.router is not None and caching.router.pipeline.cache.caches == {}
+    assert "X-Inferscale-Cache" not in post(caching, chat("What's the weather?")).headers
