@@ -262,11 +262,9 @@ async def wait_ready(base: str, proc: subprocess.Popen[bytes]) -> None:
 
 
 async def run_latency(pairs: list[Pair]) -> int:
-    print(
-        f"static encoder, shipped threshold {CACHE_SIMILARITY_THRESHOLD}, CPUs {os.sched_getaffinity(0)}"
-    )
-    miss = await in_process(pairs)
     cpus = sorted(os.sched_getaffinity(0))
+    print(f"static encoder, shipped threshold {CACHE_SIMILARITY_THRESHOLD}, CPUs {cpus}")
+    miss = await in_process(pairs)
     others = sorted(set(range(os.cpu_count() or 1)) - {cpus[0]}) or cpus
     await over_http(others[-1])
     return 0 if miss < 5000 else 1
