@@ -65,6 +65,7 @@ from inferscale.protocol.credentials import RouterCredentials
 from inferscale.router.access import ANONYMOUS, Access, Refusal
 from inferscale.router.access_log import AccessLog
 from inferscale.router.admin import AdminApi
+from inferscale.router.cache_redis import SharedCache
 from inferscale.router.codec import JSON, error_response
 from inferscale.router.context import RequestContext
 from inferscale.router.dispatch import Dispatcher
@@ -214,6 +215,9 @@ class Router:
             )
         if settings.redis_url:
             self.access.shared = shared_limiter(settings, self.access.local)
+            # Two routers of one process (tests) share a log prefix: the origin adds a nonce.
+            origin = f"{state.id_prefix}-{state.random.getrandbits(32):x}"
+            self.pipeline.cache.shared = shared_cache(settings, origin)
         every = settings.table_poll_seconds
         if every > 0 and settings.table_file:
             load_table = lambda path: reload_table(self.table, path)  # noqa: E731
@@ -232,8 +236,7 @@ class Router:
         """Stop the loops; wake held requests so they answer now."""
         self.state.stop.set()
         self.pipeline.hold.wake_all()
-        if self.pipeline.cache.loading is not None:
-            self.pipeline.cache.loading.cancel()
+        await self.pipeline.cache.stop()
         for task in self.tasks:
             task.cancel()
         for task in self.tasks:
@@ -316,13 +319,13 @@ class Router:
         return error_response(404, f"no route for {request.method} {request.path}")
 
 
-def shared_limiter(settings: RouterSettings, local: LocalLimiter) -> SharedLimiter:
-    """The Redis-backed limiter of ``settings.redis_url`` (connects lazily, never raises here)."""
+def redis_client(settings: RouterSettings) -> Any:
+    """A client of ``settings.redis_url`` (connects lazily, never raises here)."""
     import redis.asyncio
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
 
-    client = redis.asyncio.Redis.from_url(
+    return redis.asyncio.Redis.from_url(
         settings.redis_url or "",
         socket_timeout=settings.redis_timeout_seconds,
         socket_connect_timeout=settings.redis_timeout_seconds,
@@ -331,12 +334,27 @@ def shared_limiter(settings: RouterSettings, local: LocalLimiter) -> SharedLimit
         # Retry (redis >= 8.2 warns about, then converts, the synchronous one).
         retry=Retry(NoBackoff(), 0),
     )
+
+
+def shared_limiter(settings: RouterSettings, local: LocalLimiter) -> SharedLimiter:
+    """The Redis-backed limiter of ``settings.redis_url`` (connects lazily, never raises here)."""
+    client = redis_client(settings)
     return SharedLimiter(
         client,
         local,
         prefix=settings.redis_key_prefix,
         retry_seconds=settings.redis_retry_seconds,
         outage=settings.budgets_during_outage,
+    )
+
+
+def shared_cache(settings: RouterSettings, origin: str) -> SharedCache:
+    """The response cache's link to the other replicas through ``settings.redis_url``."""
+    return SharedCache(
+        redis_client(settings),
+        prefix=settings.redis_key_prefix,
+        origin=origin,
+        retry_seconds=settings.redis_retry_seconds,
     )
 
 

@@ -20,6 +20,8 @@ Pure: numpy and the standard library only; time comes in as ``now``.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 import re
@@ -349,3 +351,71 @@ def replay_chunks(doc: Mapping[str, Any], include_usage: bool) -> list[dict[str,
     if include_usage and isinstance(doc.get("usage"), dict):
         chunks.append({**head, "choices": [], "usage": doc["usage"]})
     return chunks
+
+
+def encode_record(route: str, entry: CachedAnswer, encoder: str, origin: str) -> bytes:
+    """``entry`` as it travels between routers (Redis value and pub/sub message).
+
+    ``encoder`` names the embedding model (a router with another one ignores the vector);
+    ``origin`` the router that wrote it (it ignores its own messages).
+    """
+    vector = None if entry.vector is None else base64.b64encode(entry.vector.tobytes()).decode()
+    return json.dumps(
+        {
+            "route": route,
+            "key": entry.key,
+            "partition": entry.partition,
+            "question": entry.question,
+            "encoder": encoder,
+            "vector": vector,
+            "body": entry.body.decode("utf-8", "surrogateescape"),
+            "tokens": [entry.prompt_tokens, entry.completion_tokens],
+            "origin": origin,
+        },
+        separators=(",", ":"),
+    ).encode("utf-8", "surrogateescape")
+
+
+@dataclass(frozen=True, slots=True)
+class SharedRecord:
+    """A decoded record: the route it belongs to, who wrote it, and the answer."""
+
+    route: str
+    origin: str
+    entry: CachedAnswer
+
+
+def decode_record(raw: bytes, encoder: str, dim: int, expires: float) -> SharedRecord | None:
+    """A record written by :func:`encode_record`, expiring at ``expires``; ``None`` if invalid.
+
+    A vector of another encoder or length is dropped (the answer stays for the exact layer).
+    """
+    try:
+        doc = json.loads(raw.decode("utf-8", "surrogateescape"))
+        route, key, partition = doc["route"], doc["key"], doc["partition"]
+        question, body, origin = doc["question"], doc["body"], doc["origin"]
+        prompt, completion = doc["tokens"]
+        texts = (route, key, partition, question, body, origin)
+        if not all(isinstance(t, str) for t in texts):
+            return None
+        if not all(isinstance(t, int) and t >= 0 for t in (prompt, completion)):
+            return None
+        vector = None
+        packed = doc.get("vector")
+        if isinstance(packed, str) and doc.get("encoder") == encoder:
+            vector = np.frombuffer(base64.b64decode(packed, validate=True), dtype=np.float32)
+            if vector.shape != (dim,) or not np.all(np.isfinite(vector)):
+                vector = None
+    except (ValueError, KeyError, TypeError, RecursionError, binascii.Error):
+        return None
+    answer = CachedAnswer(
+        key,
+        partition,
+        question,
+        vector,
+        body.encode("utf-8", "surrogateescape"),
+        prompt,
+        completion,
+        expires,
+    )
+    return SharedRecord(route, origin, answer)

@@ -12,15 +12,16 @@ import pytest
 from inferscale.router.app import start
 from tests.component.router.conftest import RunningRouter, address
 from tests.component.sim.conftest import MODEL, RunningSim, make_settings
+from tests.redis_server import RedisServer
 from tests.unit.router.stage_fakes import WordEncoder
 
 
 class CachingRouter(RunningRouter):
     """A router whose cache embeds with :class:`WordEncoder` (or fails to load one)."""
 
-    def __init__(self, loader: Any) -> None:
+    def __init__(self, loader: Any, **settings: Any) -> None:
         self.loader = loader
-        super().__init__()
+        super().__init__(**settings)
 
     async def start_server(self) -> tuple[Any, int]:
         runner, port, self.router = await start(
@@ -176,3 +177,70 @@ def test_a_route_that_turns_its_cache_off_drops_it(caching: CachingRouter, sim: 
     caching.push({MODEL: [address(sim)]})
     assert caching.router is not None and caching.router.pipeline.cache.caches == {}
     assert "X-Inferscale-Cache" not in post(caching, chat("What's the weather?")).headers
+
+
+# -- shared between replicas through Redis ---------------------------------------------------
+
+
+def shared_router(redis: RedisServer, sim: RunningSim) -> CachingRouter:
+    router = CachingRouter(
+        WordEncoder, redis_url=redis.url, redis_retry_seconds=0.2, redis_timeout_seconds=0.5
+    )
+    router.__enter__()
+    assert router.push(cached_route(sim)).status_code == 200
+    wait_for_cache(router)
+    return router
+
+
+def probe(router: CachingRouter, body: dict[str, Any]) -> httpx.Response:
+    """Ask until the answer comes from the cache (an answer travels between replicas in the
+    background); the last answer after 10 s."""
+    import time
+
+    deadline = time.monotonic() + 10
+    while True:
+        assert router.router is not None
+        cache = router.router.pipeline.cache.caches[MODEL]
+        if len(cache.store) or time.monotonic() > deadline:
+            resp = post(router, body)
+            assert resp.headers["X-Inferscale-Cache"] == "hit"
+            return resp
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def redis_server(tmp_path) -> Iterator[RedisServer]:
+    with RedisServer(tmp_path) as server:
+        yield server
+
+
+def test_a_second_replica_answers_from_the_first_ones_cache(redis_server, sim):
+    a = shared_router(redis_server, sim)
+    b = shared_router(redis_server, sim)
+    try:
+        first = post(a, chat("What's the weather?"))
+        assert first.headers["X-Inferscale-Cache"] == "miss"
+        assert probe(b, chat("How's the weather?")).json() == first.json()
+        late = shared_router(redis_server, sim)  # starts after the answer: reads it at start
+        try:
+            assert probe(late, chat("What's the weather?")).json() == first.json()
+        finally:
+            late.__exit__(None, None, None)
+    finally:
+        b.__exit__(None, None, None)
+        a.__exit__(None, None, None)
+
+
+def test_redis_down_means_misses_never_failures(redis_server, sim):
+    router = shared_router(redis_server, sim)
+    try:
+        redis_server.kill()
+        first = post(router, chat("What's the weather?"))
+        assert first.status_code == 200 and first.headers["X-Inferscale-Cache"] == "miss"
+        again = post(router, chat("What's the weather?"))  # this router's own index still serves
+        assert again.headers["X-Inferscale-Cache"] == "hit"
+        other = post(router, chat("Where is Paris?"))
+        assert other.status_code == 200
+        assert router.metric("inferscale_router_cache_redis_errors_total") >= 1
+    finally:
+        router.__exit__(None, None, None)

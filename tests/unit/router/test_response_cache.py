@@ -231,3 +231,72 @@ def test_expired_answers_at_the_front_go_on_the_next_write():
 )
 def test_usage_tokens_reads_what_is_there(usage, tokens):
     assert usage_tokens(usage) == tokens
+
+
+def test_a_record_travels_between_routers_unchanged():
+    from inferscale.router.response_cache import decode_record, encode_record
+
+    entry = answer("k", "p", unit(1, 2), body='{"x":"é"}'.encode())
+    raw = encode_record("m1", entry, "enc", "router-a")
+    record = decode_record(raw, "enc", 2, expires=99.0)
+    assert record is not None and (record.route, record.origin) == ("m1", "router-a")
+    got = record.entry
+    assert (got.key, got.partition, got.question, got.body) == ("k", "p", "q", entry.body)
+    assert (got.prompt_tokens, got.completion_tokens, got.expires) == (3, 4, 99.0)
+    assert got.vector is not None and np.allclose(got.vector, entry.vector)
+
+
+def test_another_encoders_vector_is_dropped_and_the_answer_kept():
+    from inferscale.router.response_cache import decode_record, encode_record
+
+    raw = encode_record("m1", answer("k", "p", unit(1, 2)), "enc", "a")
+    for encoder, dim in (("other", 2), ("enc", 3)):
+        record = decode_record(raw, encoder, dim, expires=1.0)
+        assert record is not None and record.entry.vector is None
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"not json",
+        b"[]",
+        b"{}",
+        b'{"route":"m","key":"k","partition":"p","question":"q","body":"b","origin":"o",'
+        b'"tokens":[1]}',
+        b'{"route":1,"key":"k","partition":"p","question":"q","body":"b","origin":"o",'
+        b'"tokens":[1,2]}',
+        b'{"route":"m","key":"k","partition":"p","question":"q","body":"b","origin":"o",'
+        b'"tokens":[-1,2]}',
+        b'{"route":"m","key":"k","partition":"p","question":"q","body":"b","origin":"o",'
+        b'"tokens":[1,2],"encoder":"enc","vector":"%%%"}',
+    ],
+)
+def test_a_malformed_record_is_skipped(raw):
+    from inferscale.router.response_cache import decode_record
+
+    assert decode_record(raw, "enc", 2, expires=1.0) is None
+
+
+def test_a_cached_answer_replays_as_chunks():
+    from inferscale.router.response_cache import replay_chunks
+
+    doc = {
+        "id": "c1",
+        "object": "chat.completion",
+        "created": 5,
+        "model": "m",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"},
+                     "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1},
+    }  # fmt: skip
+    chunks = replay_chunks(doc, include_usage=False)
+    assert [c["choices"][0].get("delta") for c in chunks] == [
+        {"role": "assistant", "content": "hi"},
+        {},
+    ]
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    assert replay_chunks(doc, include_usage=True)[-1]["usage"] == doc["usage"]
+    text = {"object": "text_completion", "choices": [{"text": "hey", "finish_reason": "length"}]}
+    replayed = replay_chunks(text, include_usage=True)
+    assert [c["choices"][0]["text"] for c in replayed] == ["hey", ""]
+    assert all(c["object"] == "text_completion" for c in replayed)

@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from typing import Final, Protocol
+from collections.abc import Callable, Coroutine
+from typing import Any, Final, Protocol
 
 from aiohttp import web
 
 from inferscale.api.v1alpha1.inference_route import ResponseCache
 from inferscale.protocol.defaults import CACHE_SIMILARITY_THRESHOLD
+from inferscale.router.cache_redis import SharedCache
 from inferscale.router.codec import JSON, dumps, loads
 from inferscale.router.context import RequestContext
 from inferscale.router.response_cache import (
@@ -40,6 +41,7 @@ from inferscale.router.response_cache import (
     Vector,
     answer_document,
     cache_query,
+    decode_record,
     eligible,
     replay_chunks,
     usage_tokens,
@@ -68,6 +70,11 @@ class Encoder(Protocol):
     @property
     def dim(self) -> int:
         """Length of a vector."""
+        ...
+
+    @property
+    def name(self) -> str:
+        """The model's name (routers share vectors only between equal encoders)."""
         ...
 
     def encode_one(self, text: str) -> Vector:
@@ -108,7 +115,7 @@ class RouteCache:
 class CacheLookup(Stage):
     """Answer from the route's cache, or hand on and keep the answer."""
 
-    __slots__ = ("caches", "encoder", "failed", "loader", "loading", "state")
+    __slots__ = ("caches", "encoder", "failed", "loader", "loading", "shared", "state", "tasks")
 
     def __init__(
         self, state: RouterState, loader: Callable[[], Encoder] = load_static_encoder
@@ -122,6 +129,9 @@ class CacheLookup(Stage):
         self.loading: asyncio.Task[None] | None = None
         self.caches: dict[str, RouteCache] = {}
         """Served model name → its cache, for cached routes only (and once the encoder is in)."""
+        self.shared: SharedCache | None = None
+        """Redis between the router replicas (set at startup when the router has one)."""
+        self.tasks: set[asyncio.Task[None]] = set()
         state.table.subscribe(self.on_table)
 
     # -- setup ----------------------------------------------------------------------------
@@ -149,6 +159,9 @@ class CacheLookup(Stage):
             name: old[name] if name in old and old[name].settings == s else RouteCache(s, dim)
             for name, s in wanted.items()
         }
+        new = [name for name, cache in self.caches.items() if old.get(name) is not cache]
+        if new and self.shared is not None and old:
+            self._spawn(self._load_shared(new))  # the first routes load when the loop starts
 
     def start(self) -> None:
         """Load the encoder in a thread, once (nothing without a running loop yet)."""
@@ -168,6 +181,46 @@ class CacheLookup(Stage):
             log.warning("response cache off: the embedding model did not load (%s)", self.failed)
             return
         self.on_table(self.state.table)
+        if self.shared is not None:
+            self._spawn(self.shared.run(lambda: list(self.caches), self.receive, self.state.stop))
+
+    def _spawn(self, work: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _load_shared(self, routes: list[str]) -> None:
+        assert self.shared is not None
+        try:
+            await self.shared.load(routes, self.receive)
+        except self.shared.errors_caught as error:
+            self.shared.record_failure(error)
+
+    def receive(self, raw: bytes, ttl: float | None) -> None:
+        """Put an answer another router kept into this router's index (its own: ignored)."""
+        encoder, shared = self.encoder, self.shared
+        if encoder is None or shared is None:
+            return
+        now = self.state.clock()
+        record = decode_record(raw, encoder.name, encoder.dim, now)
+        if record is None or record.origin == shared.origin:
+            return
+        cache = self.caches.get(record.route)
+        if cache is None:
+            return
+        record.entry.expires = now + (cache.ttl if ttl is None else min(ttl, cache.ttl))
+        cache.store.put(record.entry, now)
+
+    async def stop(self) -> None:
+        """Stop loading and sharing; close the Redis connection."""
+        if self.loading is not None:
+            self.loading.cancel()
+        for task in list(self.tasks):
+            task.cancel()
+        if self.tasks:
+            await asyncio.wait(list(self.tasks), timeout=2.0)
+        if self.shared is not None:
+            await self.shared.close()
 
     def degraded(self) -> str | None:
         """Why cached routes are not cached now, or ``None``."""
@@ -211,7 +264,7 @@ class CacheLookup(Stage):
         resp = await self.next(ctx)
         self._count(ctx.name, outcome)
         if "no-store" not in control:
-            self._keep(cache, query, vector, resp)
+            self._keep(ctx.name, cache, query, vector, resp)
         if not resp.prepared:
             resp.headers[CACHE_HEADER] = outcome
         return resp
@@ -250,6 +303,7 @@ class CacheLookup(Stage):
 
     def _keep(
         self,
+        name: str,
         cache: RouteCache,
         query: CacheQuery,
         vector: Vector | None,
@@ -278,7 +332,8 @@ class CacheLookup(Stage):
             completion,
             now + cache.ttl,
         )
-        cache.store.put(entry, now)
+        if cache.store.put(entry, now) and self.shared is not None and self.encoder is not None:
+            self.shared.publish(name, entry, cache.ttl, self.encoder.name)
 
     def metric_lines(self) -> list[str]:
         """Gauges: answers and bytes held per route; whether the cache is off."""
@@ -303,4 +358,6 @@ class CacheLookup(Stage):
             "# TYPE inferscale_router_cache_disabled gauge",
             f"inferscale_router_cache_disabled {int(self.failed is not None)}",
         ]
+        if self.shared is not None:
+            lines += self.shared.metric_lines()
         return lines
