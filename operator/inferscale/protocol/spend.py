@@ -84,6 +84,9 @@ class SpendReport(ApiModel):
     """Route id -> its spend and spillover on this router."""
     providers: dict[str, ProviderReport] = Field(default_factory=dict, max_length=10_000)
     """Provider id -> what this router saw of it."""
+    cache_off: str | None = Field(default=None, max_length=512)
+    """Why this router's response cache is off (its embedding model did not load); ``None``
+    while it works or no route caches."""
 
 
 def window_start(now: float, length: int) -> int:

@@ -59,6 +59,8 @@ from inferscale.reconcile.credentials import KeyState
 
 CONDITION_SPEND_CAP: Final = "SpendCapReached"
 """A route's condition: a spend cap is reached and spillover has stopped."""
+CONDITION_CACHE: Final = "CacheReady"
+"""A route's condition, while its cache is enabled: whether every router can run it."""
 
 
 @dataclass
@@ -103,6 +105,10 @@ class SpendBook:
                     hour -= mine.hour
             routes[route] = RouteSpend(hour=max(0.0, hour), day=max(0.0, day))
         return ElsewhereSpend(hour_start=hour_start, day_start=day_start, routes=routes)
+
+    def cache_off(self) -> list[str]:
+        """Why the response cache is off, for each router process that says so."""
+        return [f"{p}: {r.cache_off}" for p, r in sorted(self.reports.items()) if r.cache_off]
 
     def last_spill(self, route: str) -> float | None:
         """When any router last spilled a request of ``route`` over."""
@@ -241,6 +247,7 @@ def route_status(route: Mapping[str, Any], inputs: RouteInputs) -> dict[str, Any
     degraded = _degraded_condition(condition, backends, problems)
     hour, day = inputs.book.totals(inputs.now).get(ident, (0.0, 0.0))
     cap = _cap_condition(condition, spec, hour, day)
+    cache = _cache_condition(condition, spec, inputs.book)
     last_spill = inputs.book.last_spill(ident)
     spilling = last_spill is not None and inputs.now - last_spill <= inputs.spilling_window
     status = InferenceRouteStatus(
@@ -248,7 +255,7 @@ def route_status(route: Mapping[str, Any], inputs: RouteInputs) -> dict[str, Any
         ready_backends=backends.ready,
         spilling=spilling,
         spend=Spend(last_hour=_money(hour), today=_money(day)),
-        conditions=[c for c in (ready, degraded, cap) if c is not None],
+        conditions=[c for c in (ready, degraded, cap, cache) if c is not None],
     )
     return _patch(status.to_wire(), previous_doc)
 
@@ -331,6 +338,23 @@ def _degraded_condition(
         message = "; ".join(backends.failing_providers)
         return condition(CONDITION_DEGRADED, "True", "ProviderFailing", message)
     return condition(CONDITION_DEGRADED, "False", "AsExpected", "")
+
+
+def _cache_condition(
+    condition: _MakeCondition, spec: InferenceRouteSpec, book: SpendBook
+) -> Condition | None:
+    """``CacheReady`` while the route's cache is enabled; False where a router cannot run it.
+
+    The route itself keeps serving: a router without its embedding model passes every request
+    on uncached.
+    """
+    if not spec.cache.enabled:
+        return None
+    off = book.cache_off()
+    if off:
+        message = "the cache is off, requests are served uncached: " + "; ".join(off[:3])
+        return condition(CONDITION_CACHE, "False", "EmbeddingUnavailable", message[:1024])
+    return condition(CONDITION_CACHE, "True", "AsExpected", "")
 
 
 def _cap_condition(

@@ -611,4 +611,5 @@ class Dispatcher(Stage):
             day_start=window_start(now, DAY),
             routes=routes,
             providers={k: v.report() for k, v in sorted(self.health.items())},
+            cache_off=state.cache_off,
         )

@@ -57,6 +57,9 @@ class RouterState:
         """Requests held per model now (the hold queue's length; the autoscaler reads it)."""
         self.stop = asyncio.Event()
         """Set at shutdown: held requests answer and background loops end."""
+        self.cache_off: str | None = None
+        """Why the response cache is off (its embedding model did not load), reported to the
+        operator; ``None`` while it works."""
 
     @property
     def id_prefix(self) -> str:

@@ -162,6 +162,12 @@ def test_an_encoder_that_cannot_load_turns_the_cache_off_never_the_route(sim: Ru
         assert ready.status_code == 200 and "response cache off" in ready.text
         assert "no such file" in ready.text
         assert router.metric("inferscale_router_cache_disabled") == 1
+        report = httpx.get(
+            router.base_url + "/admin/v1/spend",
+            headers={"Authorization": "Bearer test-admin-token"},
+            timeout=5,
+        ).json()
+        assert "no such file" in report["cacheOff"]  # the operator's CacheReady condition
 
 
 def test_routes_without_a_cache_are_untouched(sim: RunningSim):

@@ -177,7 +177,7 @@ class CacheLookup(Stage):
         try:
             self.encoder = await asyncio.to_thread(self.loader)
         except Exception as error:  # any failure to load turns the cache off, never the route
-            self.failed = f"{type(error).__name__}: {error}"[:300]
+            self.failed = self.state.cache_off = f"{type(error).__name__}: {error}"[:300]
             log.warning("response cache off: the embedding model did not load (%s)", self.failed)
             return
         self.on_table(self.state.table)
