@@ -16,6 +16,7 @@ from inferscale.router.limits import Policy
 
 if TYPE_CHECKING:
     from inferscale.router.access import Grant
+    from inferscale.router.response_cache import StreamTap
     from inferscale.router.table import EndpointState, ModelState
 
 
@@ -39,6 +40,7 @@ class RequestContext:
         "start",
         "status",
         "stream",
+        "tap",
         "usage",
     )
 
@@ -72,6 +74,8 @@ class RequestContext:
         """The InferenceClient of the caller's key, if it sent a known one."""
         self.usage: dict[str, Any] | None = None
         """The response's token usage, once read."""
+        self.tap: StreamTap | None = None
+        """Where the forward stage copies a relayed stream for the response cache."""
         self.prefill_tokens = 0
         """Prompt tokens this request adds to its endpoint's ``pending_prompt_tokens`` until
         its first token (or its answer) comes back; 0 once they are taken off."""

@@ -419,3 +419,91 @@ def decode_record(raw: bytes, encoder: str, dim: int, expires: float) -> SharedR
         expires,
     )
     return SharedRecord(route, origin, answer)
+
+
+class StreamTap:
+    """A copy of a relayed stream, for the cache, up to ``limit`` bytes (then nothing more)."""
+
+    __slots__ = ("chunks", "limit", "size")
+
+    def __init__(self, limit: int) -> None:
+        """Keep at most ``limit`` bytes; a longer stream is not kept at all."""
+        self.chunks: list[bytes] | None = []
+        self.limit = limit
+        self.size = 0
+
+    def add(self, chunk: bytes) -> None:
+        """Copy ``chunk`` (or give up on the stream past the limit)."""
+        chunks = self.chunks
+        if chunks is None:
+            return
+        self.size += len(chunk)
+        if self.size > self.limit:
+            self.chunks = None
+            return
+        chunks.append(chunk)
+
+
+def _merge_chunk(doc: dict[str, Any], choices: dict[int, dict[str, Any]], chunk: Any) -> bool:
+    """Fold one stream chunk into ``choices``; False for a chunk the cache cannot replay."""
+    if not isinstance(chunk, dict):
+        return False
+    for field in ("id", "created", "model"):
+        if field in chunk:
+            doc.setdefault(field, chunk[field])
+    if isinstance(chunk.get("usage"), dict):
+        doc["usage"] = chunk["usage"]
+    for part in chunk.get("choices") or ():
+        if not isinstance(part, dict) or not isinstance(part.get("index", 0), int):
+            return False
+        choice = choices.setdefault(part.get("index", 0), {"text": [], "role": None, "end": None})
+        delta = part.get("delta")
+        if isinstance(delta, dict):
+            if set(delta) - {"role", "content", "refusal"} or delta.get("refusal"):
+                return False  # tool calls, audio, a refusal: keep only plain text answers
+            choice["role"] = delta.get("role") or choice["role"]
+            text = delta.get("content")
+        else:
+            text = part.get("text")
+        if text is not None and not isinstance(text, str):
+            return False
+        if text:
+            choice["text"].append(text)
+        if part.get("finish_reason"):
+            choice["end"] = part["finish_reason"]
+    return True
+
+
+def stream_answer(events: list[str], chat: bool) -> dict[str, Any] | None:
+    """A streamed answer's ``data`` events (through ``[DONE]``) as the non-streaming answer.
+
+    ``None`` when it cannot be replayed exactly: no ``[DONE]``, a choice without its finish
+    reason, an error event, or anything but plain text.
+    """
+    if not events or events[-1] != "[DONE]":
+        return None
+    doc: dict[str, Any] = {}
+    choices: dict[int, dict[str, Any]] = {}
+    for event in events[:-1]:
+        try:
+            chunk = json.loads(event)
+        except (ValueError, RecursionError):
+            return None
+        if not _merge_chunk(doc, choices, chunk):
+            return None
+    if not choices or any(c["end"] is None for c in choices.values()):
+        return None
+    doc["object"] = "chat.completion" if chat else "text_completion"
+    doc["choices"] = [
+        {
+            "index": index,
+            **(
+                {"message": {"role": c["role"] or "assistant", "content": "".join(c["text"])}}
+                if chat
+                else {"text": "".join(c["text"])}
+            ),
+            "finish_reason": c["end"],
+        }
+        for index, c in sorted(choices.items())
+    ]
+    return doc

@@ -250,3 +250,18 @@ def test_redis_down_means_misses_never_failures(redis_server, sim):
         assert router.metric("inferscale_router_cache_redis_errors_total") >= 1
     finally:
         router.__exit__(None, None, None)
+
+
+def test_a_streamed_answer_is_kept_and_served_to_both_kinds_of_client(caching: CachingRouter):
+    body = chat("Tell me a joke", stream=True, stream_options={"include_usage": True})
+    first = post(caching, body)
+    assert first.status_code == 200 and "X-Inferscale-Cache" not in first.headers  # relayed
+    events = [e.removeprefix("data: ") for e in first.text.split("\n\n") if e]
+    chunks = [json.loads(e) for e in events[:-1]]
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    whole = post(caching, chat("Tell me a joke"))
+    assert whole.headers["X-Inferscale-Cache"] == "hit"
+    assert whole.json()["choices"][0]["message"]["content"] == text
+    assert whole.json()["usage"] == chunks[-1]["usage"]
+    again = post(caching, body)
+    assert again.headers["X-Inferscale-Cache"] == "hit" and again.text.endswith("data: [DONE]\n\n")

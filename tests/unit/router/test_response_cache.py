@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -300,3 +302,72 @@ def test_a_cached_answer_replays_as_chunks():
     replayed = replay_chunks(text, include_usage=True)
     assert [c["choices"][0]["text"] for c in replayed] == ["hey", ""]
     assert all(c["object"] == "text_completion" for c in replayed)
+
+
+def test_a_stream_tap_gives_up_past_its_limit():
+    from inferscale.router.response_cache import StreamTap
+
+    tap = StreamTap(5)
+    tap.add(b"abc")
+    assert tap.chunks == [b"abc"]
+    tap.add(b"def")
+    tap.add(b"g")
+    assert tap.chunks is None
+
+
+def _chunk(delta=None, finish=None, index=0, **extra):
+    choice = {"index": index, "delta": delta or {}, "finish_reason": finish}
+    return json.dumps({"id": "s1", "created": 7, "model": "m", "choices": [choice], **extra})
+
+
+def test_a_whole_stream_becomes_the_non_streaming_answer():
+    from inferscale.router.response_cache import stream_answer
+
+    events = [
+        _chunk({"role": "assistant", "content": ""}),
+        _chunk({"content": "Hel"}),
+        _chunk({"content": "lo"}, "stop"),
+        json.dumps({"id": "s1", "choices": [], "usage": {"prompt_tokens": 2}}),
+        "[DONE]",
+    ]
+    doc = stream_answer(events, chat=True)
+    assert doc == {
+        "id": "s1",
+        "created": 7,
+        "model": "m",
+        "usage": {"prompt_tokens": 2},
+        "object": "chat.completion",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "Hello"},
+                "finish_reason": "stop",
+            }
+        ],
+    }
+    text = [json.dumps({"choices": [{"index": 0, "text": "hi", "finish_reason": "length"}]}),
+            "[DONE]"]  # fmt: skip
+    assert stream_answer(text, chat=False)["choices"] == [
+        {"index": 0, "text": "hi", "finish_reason": "length"}
+    ]
+
+
+@pytest.mark.parametrize(
+    "events",
+    [
+        [],
+        [_chunk({"content": "Hel"}, "stop")],  # no [DONE]: cut short
+        [_chunk({"content": "Hel"}), "[DONE]"],  # no finish reason
+        [_chunk({"tool_calls": [{"index": 0}]}, "tool_calls"), "[DONE]"],
+        [_chunk({"content": "x", "refusal": "no"}, "stop"), "[DONE]"],
+        ["not json", "[DONE]"],
+        ['{"error": {"message": "x"}}', "[DONE]"],
+        ["[1]", "[DONE]"],
+        [json.dumps({"choices": [{"index": "0", "delta": {}}]}), "[DONE]"],
+        [json.dumps({"choices": [{"index": 0, "delta": {"content": 5}}]}), "[DONE]"],
+    ],
+)
+def test_a_stream_that_cannot_be_replayed_exactly_is_not_kept(events):
+    from inferscale.router.response_cache import stream_answer
+
+    assert stream_answer(events, chat=True) is None

@@ -38,15 +38,17 @@ from inferscale.router.response_cache import (
     CachedAnswer,
     CacheQuery,
     CacheStore,
+    StreamTap,
     Vector,
     answer_document,
     cache_query,
     decode_record,
     eligible,
     replay_chunks,
+    stream_answer,
     usage_tokens,
 )
-from inferscale.router.sse import DONE, encode_data
+from inferscale.router.sse import DONE, MalformedStream, SseDecoder, encode_data
 from inferscale.router.stages import Stage
 from inferscale.router.state import RouterState
 from inferscale.router.table import EndpointTable
@@ -61,6 +63,9 @@ _SSE: Final = {
     "Cache-Control": "no-cache",
     CACHE_HEADER: "hit",
 }
+MAX_STREAM_BYTES: Final = 4 * 1024 * 1024
+"""Longest stream copied for the cache (a longer answer is relayed and not kept)."""
+CHAT_PATH: Final = "/v1/chat/completions"
 _NO_TOKENS: Final = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
 
 
@@ -261,10 +266,12 @@ class CacheLookup(Stage):
             if entry is not None:
                 return await self._hit(ctx, entry, layer)
             outcome = "miss"
+        if ctx.stream:
+            ctx.tap = StreamTap(min(cache.settings.max_bytes, MAX_STREAM_BYTES))
         resp = await self.next(ctx)
         self._count(ctx.name, outcome)
         if "no-store" not in control:
-            self._keep(ctx.name, cache, query, vector, resp)
+            self._keep(ctx, cache, query, vector, resp)
         if not resp.prepared:
             resp.headers[CACHE_HEADER] = outcome
         return resp
@@ -303,21 +310,17 @@ class CacheLookup(Stage):
 
     def _keep(
         self,
-        name: str,
+        ctx: RequestContext,
         cache: RouteCache,
         query: CacheQuery,
         vector: Vector | None,
         resp: web.StreamResponse,
     ) -> None:
-        """Store a whole, successful completion (a relayed stream is not kept)."""
-        if not isinstance(resp, web.Response) or resp.status != 200:
+        """Store a whole, successful completion: a JSON answer, or a stream relayed in full."""
+        found = _answer(ctx, resp)
+        if found is None:
             return
-        body = resp.body
-        if not isinstance(body, bytes) or not (resp.content_type or "").startswith(JSON):
-            return
-        doc = answer_document(body, loads)
-        if doc is None:
-            return
+        body, doc = found
         if vector is None and cache.semantic and self.encoder is not None:
             vector = self.encoder.encode_one(query.question)
         prompt, completion = usage_tokens(doc.get("usage"))
@@ -333,7 +336,7 @@ class CacheLookup(Stage):
             now + cache.ttl,
         )
         if cache.store.put(entry, now) and self.shared is not None and self.encoder is not None:
-            self.shared.publish(name, entry, cache.ttl, self.encoder.name)
+            self.shared.publish(ctx.name, entry, cache.ttl, self.encoder.name)
 
     def metric_lines(self) -> list[str]:
         """Gauges: answers and bytes held per route; whether the cache is off."""
@@ -361,3 +364,26 @@ class CacheLookup(Stage):
         if self.shared is not None:
             lines += self.shared.metric_lines()
         return lines
+
+
+def _answer(ctx: RequestContext, resp: web.StreamResponse) -> tuple[bytes, dict[str, Any]] | None:
+    """The answer to keep, as the JSON of a non-streaming completion, and that parsed."""
+    if resp.status != 200:
+        return None
+    tap = ctx.tap
+    if tap is not None and resp.prepared:  # a stream the forward stage copied
+        if tap.chunks is None or ctx.status != 200:
+            return None
+        try:
+            events = SseDecoder().feed(b"".join(tap.chunks))
+        except MalformedStream:
+            return None
+        doc = stream_answer([e.data for e in events], ctx.request.path == CHAT_PATH)
+        return (dumps(doc), doc) if doc is not None else None
+    if not isinstance(resp, web.Response):
+        return None
+    body = resp.body
+    if not isinstance(body, bytes) or not (resp.content_type or "").startswith(JSON):
+        return None
+    doc = answer_document(body, loads)
+    return (body, doc) if doc is not None else None
