@@ -40,8 +40,7 @@ GROUP, VERSION = "inferscale.io", "v1alpha1"
 
 def embedding_dir() -> str:
     """Where this process keeps the static table (built now if missing: minutes, once)."""
-    from inferscale.embedding import load_static_encoder
-    from inferscale.embedding.store import table_dir
+    from inferscale.embedding.store import load_static_encoder, table_dir
 
     load_static_encoder()
     return str(table_dir())

@@ -148,7 +148,7 @@ def build_stage(encoder: Any) -> CacheLookup:
 
 
 async def in_process(pairs: list[Pair]) -> float:
-    from inferscale.embedding import load_static_encoder
+    from inferscale.embedding.store import load_static_encoder
 
     encoder = load_static_encoder()
     stage = build_stage(encoder)

@@ -265,3 +265,29 @@ def test_a_streamed_answer_is_kept_and_served_to_both_kinds_of_client(caching: C
     assert whole.json()["usage"] == chunks[-1]["usage"]
     again = post(caching, body)
     assert again.headers["X-Inferscale-Cache"] == "hit" and again.text.endswith("data: [DONE]\n\n")
+
+
+# -- the shipped encoder and threshold ---------------------------------------------------------
+
+
+def shipped_encoder():
+    from inferscale.embedding import EmbeddingUnavailable
+    from inferscale.embedding.store import load_static_encoder
+
+    try:
+        return load_static_encoder(build_if_missing=False)
+    except EmbeddingUnavailable as error:
+        pytest.skip(f"no static embedding table ({error}): run `make embedding`")
+
+
+def test_the_shipped_encoder_hits_a_paraphrase_and_not_another_city(sim: RunningSim):
+    shipped_encoder()
+    with CachingRouter(shipped_encoder) as router:
+        router.push({MODEL: {"endpoints": [address(sim)], "route": {"cache": {"enabled": True}}}})
+        wait_for_cache(router)
+        first = post(router, chat("How do I reset my password?"))
+        para = post(router, chat("How can I reset my password?"))
+        assert para.headers["X-Inferscale-Cache"] == "hit" and para.json() == first.json()
+        post(router, chat("What's the weather in Paris?"))
+        other = post(router, chat("What's the weather in London?"))
+        assert other.headers["X-Inferscale-Cache"] == "miss"

@@ -89,7 +89,7 @@ class Encoder(Protocol):
 
 def load_static_encoder() -> Encoder:
     """The shipped fast encoder (imported here: a router without a cache never loads it)."""
-    from inferscale.embedding import load_static_encoder as load
+    from inferscale.embedding.store import load_static_encoder as load
 
     encoder: Encoder = load()
     return encoder
