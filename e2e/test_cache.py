@@ -63,7 +63,8 @@ def stack(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     apply_crds(cluster)
     token = secrets.token_hex(24)
     with (
-        RedisServer(tmp_path_factory.mktemp("redis"), host=host) as redis,
+        # A password, as a shared Redis has (off loopback, Redis refuses clients without one).
+        RedisServer(tmp_path_factory.mktemp("redis"), host=host, password=token) as redis,
         own_namespace(cluster, OPERATOR_NAMESPACE) as ns,
     ):
         cluster.core.create_namespaced_secret(

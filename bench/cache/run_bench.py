@@ -172,8 +172,10 @@ def check_pairs(path: Path, threshold: float) -> int:
         return 2
     same = [p.same for p in pairs]
     (s,) = sweep(similarities(encoder, pairs), same, [threshold])
-    print(f"{len(pairs)} pairs ({sum(same)} same meaning), {encoder.name} static, threshold")
-    print(f"{threshold:.2f}: {s.hits} hits, {s.right} right")
+    print(
+        f"{len(pairs)} pairs ({sum(same)} same meaning); {encoder.name}; threshold "
+        f"{threshold:.2f}: {s.hits} hits, {s.right} right"
+    )
     print(f"precision {s.precision:.3f} recall {s.recall:.3f}")
     return 0
 
