@@ -27,6 +27,7 @@ class RequestContext:
         "body",
         "client",
         "committed",
+        "cost",
         "endpoint",
         "fallible",
         "grant",
@@ -74,6 +75,8 @@ class RequestContext:
         """The InferenceClient of the caller's key, if it sent a known one."""
         self.usage: dict[str, Any] | None = None
         """The response's token usage, once read."""
+        self.cost = 0.0
+        """What the answer cost at a hosted provider's prices (0: this cluster's replicas)."""
         self.tap: StreamTap | None = None
         """Where the forward stage copies a relayed stream for the response cache."""
         self.prefill_tokens = 0

@@ -124,6 +124,12 @@ COUNTERS: Final[tuple[tuple[str, str, tuple[str, ...], str], ...]] = (
         ("model", "kind"),
         "Prompt and completion tokens of answers served from the cache.",
     ),
+    (
+        "inferscale_router_cache_cost_saved_total",
+        "cache_cost_saved",
+        ("model",),
+        "What the answers served from the cache cost the first time at a provider's prices.",
+    ),
 )
 """Every counter of :class:`RouterMetrics`, in exposition order."""
 
@@ -165,6 +171,8 @@ class RouterMetrics:
         """(model, outcome) → cacheable requests (hit_exact, hit_semantic, miss, bypass)."""
         self.cache_tokens_saved: dict[tuple[str, str], int] = {}
         """(model, prompt or completion) → tokens of answers served from the cache."""
+        self.cache_cost_saved: dict[str, float] = {}
+        """model → provider cost of the answers served from the cache."""
 
     def count_request(self, model: str, pod: str, status: int) -> None:
         """One answered request."""

@@ -158,6 +158,8 @@ class CachedAnswer:
     completion_tokens: int
     expires: float
     """When it stops being served (the clock of ``now``)."""
+    cost: float = 0.0
+    """What the answer cost at a hosted provider's prices (0: the cluster's own replicas)."""
 
     @property
     def size(self) -> int:
@@ -370,6 +372,7 @@ def encode_record(route: str, entry: CachedAnswer, encoder: str, origin: str) ->
             "vector": vector,
             "body": entry.body.decode("utf-8", "surrogateescape"),
             "tokens": [entry.prompt_tokens, entry.completion_tokens],
+            "cost": entry.cost,
             "origin": origin,
         },
         separators=(",", ":"),
@@ -400,6 +403,9 @@ def decode_record(raw: bytes, encoder: str, dim: int, expires: float) -> SharedR
             return None
         if not all(isinstance(t, int) and t >= 0 for t in (prompt, completion)):
             return None
+        cost = doc.get("cost", 0.0)
+        if not isinstance(cost, int | float) or isinstance(cost, bool) or not 0 <= cost < 1e9:
+            return None
         vector = None
         packed = doc.get("vector")
         if isinstance(packed, str) and doc.get("encoder") == encoder:
@@ -417,6 +423,7 @@ def decode_record(raw: bytes, encoder: str, dim: int, expires: float) -> SharedR
         prompt,
         completion,
         expires,
+        float(cost),
     )
     return SharedRecord(route, origin, answer)
 

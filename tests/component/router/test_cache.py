@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -291,3 +292,39 @@ def test_the_shipped_encoder_hits_a_paraphrase_and_not_another_city(sim: Running
         post(router, chat("What's the weather in Paris?"))
         other = post(router, chat("What's the weather in London?"))
         assert other.headers["X-Inferscale-Cache"] == "miss"
+
+
+def test_a_hit_on_a_providers_answer_counts_the_cost_saved():
+    from tests.component.router.mock_providers import KEY, MockOpenAI
+
+    with MockOpenAI() as mock, CachingRouter(WordEncoder) as router:
+        mock.delay = 0.0
+        router.set_provider_keys({"team/openai": KEY})
+        price = {"inputPricePerMillionTokens": 1_000_000, "outputPricePerMillionTokens": 2_000_000}
+        providers = {
+            "team/openai": {
+                "type": "openai-compatible",
+                "baseURL": mock.base_url + "/v1",
+                "models": {"mini": {"providerModel": "gpt-4o-mini", **price}},
+            }
+        }
+        route = {
+            "routeId": "team/chat",
+            "servesLocally": False,
+            "weight": 0,
+            "route": {"cache": {"enabled": True}},
+            "backends": [{"role": "primary", "provider": "team/openai", "model": "mini"}],
+        }
+        assert router.push({"gpt": route}, providers=providers).status_code == 200
+        assert router.router is not None
+        cache = router.router.pipeline.cache
+        deadline = time.monotonic() + 10
+        while "gpt" not in cache.caches and time.monotonic() < deadline:
+            time.sleep(0.02)
+        body = {**chat("hello"), "model": "gpt"}
+        assert post(router, body).headers["X-Inferscale-Cache"] == "miss"
+        spent = router.metric("inferscale_router_spend_total")
+        assert spent > 0
+        assert post(router, body).headers["X-Inferscale-Cache"] == "hit"
+        assert router.metric("inferscale_router_cache_cost_saved_total", model="gpt") == spent
+        assert router.metric("inferscale_router_spend_total") == spent  # the hit cost nothing

@@ -239,12 +239,13 @@ def test_a_record_travels_between_routers_unchanged():
     from inferscale.router.response_cache import decode_record, encode_record
 
     entry = answer("k", "p", unit(1, 2), body='{"x":"é"}'.encode())
+    entry.cost = 0.25
     raw = encode_record("m1", entry, "enc", "router-a")
     record = decode_record(raw, "enc", 2, expires=99.0)
     assert record is not None and (record.route, record.origin) == ("m1", "router-a")
     got = record.entry
     assert (got.key, got.partition, got.question, got.body) == ("k", "p", "q", entry.body)
-    assert (got.prompt_tokens, got.completion_tokens, got.expires) == (3, 4, 99.0)
+    assert (got.prompt_tokens, got.completion_tokens, got.expires, got.cost) == (3, 4, 99.0, 0.25)
     assert got.vector is not None and np.allclose(got.vector, entry.vector)
 
 
@@ -271,6 +272,8 @@ def test_another_encoders_vector_is_dropped_and_the_answer_kept():
         b'"tokens":[-1,2]}',
         b'{"route":"m","key":"k","partition":"p","question":"q","body":"b","origin":"o",'
         b'"tokens":[1,2],"encoder":"enc","vector":"%%%"}',
+        b'{"route":"m","key":"k","partition":"p","question":"q","body":"b","origin":"o",'
+        b'"tokens":[1,2],"cost":-1}',
     ],
 )
 def test_a_malformed_record_is_skipped(raw):

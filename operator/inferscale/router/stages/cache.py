@@ -293,6 +293,9 @@ class CacheLookup(Stage):
             ("completion", entry.completion_tokens),
         ):
             saved[(name, kind)] = saved.get((name, kind), 0) + tokens
+        if entry.cost:
+            costs = self.state.metrics.cache_cost_saved
+            costs[name] = costs.get(name, 0.0) + entry.cost
         ctx.usage = dict(_NO_TOKENS)  # settles the caller's charge at zero: nothing was generated
         self.state.log.write(ctx, 200, CACHE_POD, ctx.usage)
         if not ctx.stream:
@@ -334,6 +337,7 @@ class CacheLookup(Stage):
             prompt,
             completion,
             now + cache.ttl,
+            ctx.cost,
         )
         if cache.store.put(entry, now) and self.shared is not None and self.encoder is not None:
             self.shared.publish(ctx.name, entry, cache.ttl, self.encoder.name)
