@@ -203,7 +203,10 @@ class _Partition:
     def nearest(self, vector: Vector) -> tuple[str, float] | None:
         if not self.count:
             return None
-        scores = self.matrix[: self.count] @ vector
+        # einsum's own loop, not BLAS: a multi-threaded BLAS (numpy's OpenBLAS starts one
+        # thread per core) made this product 10-20x slower on a busy machine (bench/cache),
+        # and the router is one thread on one core anyway.
+        scores = np.einsum("ij,j->i", self.matrix[: self.count], vector)
         best = int(np.argmax(scores))
         return self.keys[best], float(scores[best])
 
