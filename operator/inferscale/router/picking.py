@@ -20,6 +20,9 @@ the same inputs always give the same answer; the what-if simulator runs this sam
 - ``weighted``: by weight, from a uniform number in [0, 1).
 - ``roundRobin``: the ``counter``-th candidate.
 
+A request for a LoRA adapter first narrows the candidates to the endpoints that hold it
+(:func:`holding_adapter`), then the route's strategy picks among them.
+
 No I/O, no clock, no HTTP library (import-linter enforces it).
 """
 
@@ -63,6 +66,30 @@ class Candidate(Protocol):
 
 
 C = TypeVar("C", bound=Candidate)
+
+
+class AdapterHolder(Protocol):
+    """What the adapter rule reads of an endpoint."""
+
+    @property
+    def adapters(self) -> frozenset[str]:
+        """LoRA adapters loaded there."""
+
+
+H = TypeVar("H", bound=AdapterHolder)
+
+
+def holding_adapter(candidates: Sequence[H], adapter: str) -> Sequence[H]:
+    """The candidates that hold ``adapter``; all of them when none does.
+
+    The engine answers a request for an adapter it has not loaded with 404, so a replica that
+    holds it is always preferred; when none does yet (the operator is loading it, or the table
+    predates the load), every replica is tried rather than refusing a name the model serves.
+    Among the holders the route's strategy decides, so load still balances between them.
+    """
+    holders = [c for c in candidates if adapter in c.adapters]
+    return holders or candidates
+
 
 DEFAULT_LOAD_BOUND: Final = 1.25
 

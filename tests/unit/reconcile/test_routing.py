@@ -547,3 +547,63 @@ def test_the_provider_examples_compile_without_problems():
     ]
     assert sim.route.spend.max_per_hour == 2
     assert compiled.models["llama-3.1-8b"].route.spillover.in_flight_per_replica == 48
+
+
+ADAPTERS = [
+    {"name": "sql", "source": "hf://org/sql"},
+    {"name": "chat", "source": "pvc://loras/chat"},
+    {"name": "s3-one", "source": "s3://bucket/one"},
+]
+
+
+def with_loaded(obj, **loaded_on):
+    obj["status"] = {
+        "adapters": [
+            {"name": n, "phase": "Loading", "loadedOn": pods} for n, pods in loaded_on.items()
+        ]
+    }
+    return obj
+
+
+def test_a_models_adapters_and_where_they_are_loaded_go_into_the_table():
+    llama = with_loaded(model(adapters=ADAPTERS), sql=["llama-a", "llama-b"], chat=["llama-b"])
+    table = compile_table(1, [llama], [], [pod("llama-a"), pod("llama-b", ip="10.0.0.2")])
+    entry = table.models["llama"]
+    # An s3:// adapter cannot be loaded, so its name is not routed (the router answers 404).
+    assert entry.adapters == ["sql", "chat"]
+    assert [(e.pod, e.adapters) for e in entry.endpoints] == [
+        ("llama-a", ["sql"]),
+        ("llama-b", ["chat", "sql"]),
+    ]
+    assert RoutingTable.model_validate_json(table_json(table)) == table
+
+
+@pytest.mark.parametrize(
+    "status",
+    [
+        {"adapters": "x"},
+        {"adapters": [3, {"name": 4}, {"name": "sql", "loadedOn": "llama-a"}]},
+        {"adapters": [{"name": "bad name!", "loadedOn": ["llama-a"]}]},
+        {"adapters": [{"name": "sql", "loadedOn": [7, None]}]},
+    ],
+)
+def test_a_hand_edited_adapter_status_does_not_break_the_compile(status):
+    llama = model(adapters=ADAPTERS)
+    llama["status"] = status
+    table = compile_table(1, [llama], [], [pod("llama-a")])
+    assert table.models["llama"].endpoints[0].adapters == []
+
+
+def test_adapter_names_another_model_serves_are_left_out_and_reported():
+    older = model("llama", adapters=[{"name": "other", "source": "hf://o/a"}, ADAPTERS[0]])
+    younger = model("mistral", created="2025-02-01T00:00:00Z", adapters=[ADAPTERS[0]])
+    third = model("other", created="2025-03-01T00:00:00Z")
+    compiled = compile_routes([older, younger, third], [], [])
+    assert compiled.models["llama"].adapters == ["sql"]
+    assert compiled.models["mistral"].adapters == []
+    assert compiled.problems == (
+        "adapter 'other' of InferenceModel team/llama left out: the name is already served "
+        "by the model 'other'",
+        "adapter 'sql' of InferenceModel team/mistral left out: the name is already served "
+        "by team/llama",
+    )

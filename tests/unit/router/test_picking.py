@@ -13,6 +13,7 @@ from inferscale.router.picking import (
     HashRing,
     estimate_prompt_tokens,
     hash64,
+    holding_adapter,
     least_in_flight,
     least_prefill,
     load_cap,
@@ -315,3 +316,19 @@ def test_least_prefill_is_a_minimum(state, start):
 @pytest.mark.parametrize(("size", "tokens"), [(0, 0), (3, 0), (4, 1), (4_001, 1_000), (-5, 0)])
 def test_estimate_prompt_tokens(size, tokens):
     assert estimate_prompt_tokens(size) == tokens
+
+
+@dataclass
+class Holder:
+    key: str
+    adapters: frozenset[str]
+
+
+def test_holding_adapter_keeps_the_holders_or_everyone_when_none_holds_it():
+    a = Holder("a", frozenset({"sql"}))
+    b = Holder("b", frozenset({"sql", "chat"}))
+    c = Holder("c", frozenset())
+    assert holding_adapter([a, b, c], "sql") == [a, b]
+    assert holding_adapter([a, b, c], "chat") == [b]
+    assert holding_adapter([a, b, c], "new") == [a, b, c]
+    assert holding_adapter([], "sql") == []

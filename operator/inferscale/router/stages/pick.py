@@ -52,6 +52,8 @@ class PickEndpoint(Stage):
             if tried:
                 failed = {e.address for e in tried}
                 candidates = [e for e in candidates if e.address not in failed]
+            if model.adapter is not None:
+                candidates = list(picking.holding_adapter(candidates, model.adapter))
             if not candidates:
                 break
             endpoint = pick(model, candidates, ctx.obj, state)
