@@ -161,7 +161,7 @@ class RouteRoles:
 class ModelState:
     """A served model's compiled route: its settings and the endpoints that may be picked."""
 
-    __slots__ = ("adapter", "counter", "endpoints", "name", "ready", "ring", "roles", "route")
+    __slots__ = ("base", "counter", "endpoints", "name", "ready", "ring", "roles", "route")
 
     def __init__(
         self,
@@ -169,7 +169,7 @@ class ModelState:
         route: RouteSettings,
         endpoints: list[EndpointState],
         roles: RouteRoles | None = None,
-        adapter: str | None = None,
+        base: str | None = None,
     ) -> None:
         """Compile; ``ready`` holds the endpoints whose pods are Ready (pickers choose here)."""
         self.name = name
@@ -177,8 +177,8 @@ class ModelState:
         self.endpoints = endpoints
         self.roles = roles
         """Provider and other-model backends; None for a plain model (the fast path)."""
-        self.adapter = adapter
-        """The LoRA adapter this name stands for (its base model's endpoints serve it)."""
+        self.base = base
+        """For a LoRA adapter's name: its base model's name, whose endpoints serve it."""
         weighted = route.strategy == "weighted"
         self.ready = [e for e in endpoints if e.ready and (e.weight > 0 or not weighted)]
         self.counter = 0
@@ -253,7 +253,7 @@ class EndpointTable:
             for adapter in model.adapters:
                 # The base model's endpoints under the adapter's name, without its other
                 # backends: a provider or another model does not have the adapter.
-                models[adapter] = ModelState(adapter, model.route, endpoints, adapter=adapter)
+                models[adapter] = ModelState(adapter, model.route, endpoints, base=name)
         # The swap: readers on the event loop see the old or the new table, never a mixture.
         self.models, self._states, self.table, self.version = models, states, table, table.version
         self.providers = table.providers

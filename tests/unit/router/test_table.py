@@ -218,7 +218,7 @@ def test_an_adapter_is_its_base_models_endpoints_under_its_own_name():
     table = EndpointTable()
     table.replace(adapter_table(1, ["sql", "chat"], ["sql"]))
     base, sql = table.models["base"], table.models["sql"]
-    assert (base.adapter, sql.adapter, table.models["chat"].adapter) == (None, "sql", "chat")
+    assert (base.base, sql.base, table.models["chat"].base) == (None, "base", "base")
     assert sql.endpoints[0] is base.endpoints[0]  # one in-flight count per engine
     assert sql.roles is None and sql.name == "sql"
     assert base.endpoints[0].adapters == frozenset({"sql"})

@@ -52,8 +52,8 @@ class PickEndpoint(Stage):
             if tried:
                 failed = {e.address for e in tried}
                 candidates = [e for e in candidates if e.address not in failed]
-            if model.adapter is not None:
-                candidates = list(picking.holding_adapter(candidates, model.adapter))
+            if model.base is not None:  # a LoRA adapter's name
+                candidates = list(picking.holding_adapter(candidates, model.name))
             if not candidates:
                 break
             endpoint = pick(model, candidates, ctx.obj, state)
