@@ -21,7 +21,10 @@ the same inputs always give the same answer; the what-if simulator runs this sam
 - ``roundRobin``: the ``counter``-th candidate.
 
 A request for a LoRA adapter first narrows the candidates to the endpoints that hold it
-(:func:`holding_adapter`), then the route's strategy picks among them.
+(:func:`holding_adapter`). Among them, under the default strategies, :func:`adapter_affinity`
+picks: bounded-load consistent hashing keyed by the adapter's name, so each adapter keeps to a
+few replicas (each replica's GPU slots hold fewer distinct adapters, so fewer swaps) while no
+replica takes more than the load bound allows.
 
 No I/O, no clock, no HTTP library (import-linter enforces it).
 """
@@ -226,6 +229,23 @@ def prefix_hash(
             return found
     # Only when the ring misses candidates (it always holds one under the cap otherwise).
     return least_in_flight(candidates)
+
+
+ADAPTER_AFFINE: Final = frozenset({"leastInFlight", "leastPrefill", "prefixHash"})
+"""Strategies under which an adapter's requests follow :func:`adapter_affinity`; the others
+(``roundRobin``, ``weighted``) are explicit choices and stay as configured."""
+
+
+def adapter_affinity(
+    candidates: Sequence[C], ring: HashRing, adapter: str, load_bound: float = DEFAULT_LOAD_BOUND
+) -> C:
+    """The first candidate clockwise from the adapter's point on the ring that is under the cap.
+
+    :func:`prefix_hash` with the adapter's name as the key: an adapter's requests go to one
+    replica while it stays within ``load_bound`` times the mean load, and spill to the next
+    replicas on the ring (the same ones each time) as its traffic grows.
+    """
+    return prefix_hash(candidates, ring, hash64(f"lora:{adapter}"), load_bound)
 
 
 def _text_of(content: Any) -> str:

@@ -47,29 +47,29 @@ def served(sim: RunningSim) -> float:
 def test_each_adapter_goes_to_the_replica_that_holds_it(routed, lora_sims):
     a, b = lora_sims
     before = served(a), served(b)
-    c = client(routed)
-    # A replica without the adapter answers 404: every one of these would fail if misrouted.
-    for _ in range(6):
-        out = c.chat.completions.create(model="sql", messages=MESSAGES, max_tokens=2)
-        assert out.model == "sql"  # forwarded with the adapter's name as model
-    for _ in range(4):
-        out = c.chat.completions.create(model="chat", messages=MESSAGES, max_tokens=2)
-        assert out.model == "chat"
+    with client(routed) as c:
+        # A replica without the adapter answers 404: each of these would fail if misrouted.
+        for _ in range(6):
+            out = c.chat.completions.create(model="sql", messages=MESSAGES, max_tokens=2)
+            assert out.model == "sql"  # forwarded with the adapter's name as model
+        for _ in range(4):
+            out = c.chat.completions.create(model="chat", messages=MESSAGES, max_tokens=2)
+            assert out.model == "chat"
     assert (served(a) - before[0], served(b) - before[1]) == (6, 4)
 
 
 def test_the_base_model_still_balances_over_both(routed, lora_sims):
     a, b = lora_sims
     before = served(a), served(b)
-    c = client(routed)
-    for _ in range(4):
-        c.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=2)
+    with client(routed) as c:
+        for _ in range(4):
+            c.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=2)
     assert served(a) - before[0] >= 1 and served(b) - before[1] >= 1
 
 
 def test_an_adapter_no_replica_holds_yet_goes_to_any_and_gets_the_engines_answer(routed):
-    with pytest.raises(openai.NotFoundError) as info:
-        client(routed).chat.completions.create(model="new", messages=MESSAGES, max_tokens=2)
+    with client(routed) as c, pytest.raises(openai.NotFoundError) as info:
+        c.chat.completions.create(model="new", messages=MESSAGES, max_tokens=2)
     assert "new" in str(info.value)  # the engine's own 404, relayed
 
 
@@ -86,7 +86,8 @@ def test_an_unknown_adapter_is_404_in_openais_shape(routed):
 
 
 def test_models_lists_the_adapters(routed):
-    ids = {m.id for m in client(routed).models.list().data}
+    with client(routed) as c:
+        ids = {m.id for m in c.models.list().data}
     assert ids == {MODEL, "sql", "chat", "new"}
 
 

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from inferscale.router.picking import (
     HashRing,
+    adapter_affinity,
     estimate_prompt_tokens,
     hash64,
     holding_adapter,
@@ -332,3 +333,22 @@ def test_holding_adapter_keeps_the_holders_or_everyone_when_none_holds_it():
     assert holding_adapter([a, b, c], "chat") == [b]
     assert holding_adapter([a, b, c], "new") == [a, b, c]
     assert holding_adapter([], "sql") == []
+
+
+def test_adapter_affinity_keeps_an_adapter_on_one_replica_until_it_is_loaded():
+    idle = make(0, 0, 0, 0)
+    ring = HashRing([c.key for c in idle])
+    home = adapter_affinity(idle, ring, "sql")
+    assert all(adapter_affinity(idle, ring, "sql") == home for _ in range(3))
+    # Over the bound (ceil(1.25 * (4 + 1) / 4) = 2), the next replica on the ring takes it.
+    busy = [Snap(c.key, in_flight=4 if c.key == home.key else 0) for c in idle]
+    moved = adapter_affinity(busy, ring, "sql")
+    assert moved.key != home.key and moved.in_flight == 0
+    assert adapter_affinity(busy, ring, "sql") == moved  # the same spill replica each time
+
+
+def test_adapter_affinity_spreads_adapters_over_replicas():
+    idle = make(0, 0, 0, 0)
+    ring = HashRing([c.key for c in idle])
+    homes = Counter(adapter_affinity(idle, ring, f"a{i}").key for i in range(40))
+    assert len(homes) == 4 and max(homes.values()) <= 20

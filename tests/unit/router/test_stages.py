@@ -312,6 +312,22 @@ async def test_pick_sends_an_adapter_to_the_endpoints_that_hold_it():
         assert last.seen[0].endpoint.address == two["address"]
 
 
+@pytest.mark.parametrize(("strategy", "distinct"), [("leastInFlight", 1), ("roundRobin", 3)])
+async def test_pick_keeps_an_adapter_on_one_replica_under_the_default_strategies(
+    strategy, distinct
+):
+    eps = [endpoint(n) for n in (1, 2, 3)]
+    route = {"strategy": strategy}
+    live = table({"m1": {"endpoints": eps, "adapters": ["sql"], "route": route}})
+    made = state(live)
+    chosen = set()
+    for _ in range(6):  # one at a time: each finds every replica idle
+        last = Next()
+        await link(PickEndpoint(made), last)(context(name="sql", model=live.models["sql"]))
+        chosen.add(last.seen[0].endpoint.address)
+    assert len(chosen) == distinct
+
+
 # -- pick -----------------------------------------------------------------------------------
 
 

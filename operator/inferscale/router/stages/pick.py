@@ -112,6 +112,14 @@ def pick(
     route = model.route
     model.counter += 1
     strategy = route.strategy
+    if model.base is not None and strategy in picking.ADAPTER_AFFINE:  # a LoRA adapter's name
+        if model.ring is None:  # built on the adapter's first request, kept for the table
+            model.ring = picking.HashRing(
+                [e.key for e in model.ready], route.prefix_hash.replicas_per_endpoint
+            )
+        return picking.adapter_affinity(
+            candidates, model.ring, model.name, route.prefix_hash.load_bound
+        )
     if strategy == "leastInFlight":
         return picking.least_in_flight(candidates, model.counter)
     if strategy == "prefixHash":
