@@ -24,7 +24,11 @@ from typing import Any, Final
 from pydantic import Field, model_validator
 
 from inferscale.api.meta import ApiModel, nested
-from inferscale.api.v1alpha1.inference_model import MAX_ADAPTERS, SERVED_NAME_PATTERN
+from inferscale.api.v1alpha1.inference_model import (
+    MAX_ADAPTERS,
+    SERVED_NAME_PATTERN,
+    InferenceModelSpec,
+)
 from inferscale.api.v1alpha1.inference_provider import InferenceProviderSpec, ProviderType
 from inferscale.api.v1alpha1.inference_route import (
     HoldQueue,
@@ -221,6 +225,8 @@ class ModelRoute(ApiModel):
     adapters: list[str] = Field(default_factory=list, max_length=MAX_ADAPTERS)
     """LoRA adapters served on these endpoints: clients send an adapter's name as ``model``,
     and the request goes to this model's replicas with the body unchanged."""
+
+    adapter_slots: int = _as_in_api(InferenceModelSpec, "adapter_slots")
 
 
 class RoutingTable(ApiModel):

@@ -96,6 +96,8 @@ class _Model:
     """The model's autoscaling target per replica: the default spillover threshold."""
     adapters: tuple[str, ...] = ()
     """Its LoRA adapters' names (those with a source the engines can load)."""
+    adapter_slots: int = 4
+    """Adapters one replica holds on its GPUs at once (``spec.adapterSlots``)."""
 
 
 @dataclass(frozen=True)
@@ -232,7 +234,19 @@ def _parse_spec(
         for a in spec.adapters
         if profile.serves_adapters and resolve_adapter(a).path is not None
     )
-    return _Model(namespace, name, served, spec.engine, profile.port, target, adapters), None
+    return (
+        _Model(
+            namespace,
+            name,
+            served,
+            spec.engine,
+            profile.port,
+            target,
+            adapters,
+            spec.adapter_slots,
+        ),
+        None,
+    )
 
 
 def _parse_model(
@@ -534,14 +548,14 @@ def adapters_view(model: Mapping[str, Any]) -> tuple[tuple[str, tuple[str, ...]]
 
 def _adapter_owners(
     by_key: Mapping[tuple[str, str], _Model], served: Collection[str], problems: list[str]
-) -> dict[str, list[str]]:
-    """Served name -> its adapters, each name served once.
+) -> dict[str, tuple[list[str], int]]:
+    """Served name -> its adapters (each name served once) and its adapter slots.
 
     A name another model serves, or an older model's adapter, is left out (the older model
     wins, as for served names) and reported.
     """
     owners: dict[str, _Model] = {}
-    out: dict[str, list[str]] = {}
+    out: dict[str, tuple[list[str], int]] = {}
     for model in by_key.values():  # oldest first (see _models_by_key)
         for name in model.adapters:
             first = owners.get(name)
@@ -553,7 +567,7 @@ def _adapter_owners(
                 )
                 continue
             owners[name] = model
-            out.setdefault(model.served, []).append(name)
+            out.setdefault(model.served, ([], model.adapter_slots))[0].append(name)
     return out
 
 
@@ -640,10 +654,11 @@ def compile_routes(
     table: dict[str, ModelRoute] = {}
     for name in sorted({m.served for m in by_key.values()} | set(hosted)):
         entry = entries.get(name) or hosted.get(name)
+        lora: dict[str, Any] = {}
+        if name in adapters:
+            lora = {"adapters": adapters[name][0], "adapter_slots": adapters[name][1]}
         if entry is None:
-            table[name] = ModelRoute(
-                route=default, endpoints=endpoints.get(name, []), adapters=adapters.get(name, [])
-            )
+            table[name] = ModelRoute(route=default, endpoints=endpoints.get(name, []), **lora)
             continue
         table[name] = ModelRoute(
             route=entry.settings,
@@ -652,7 +667,7 @@ def compile_routes(
             weight=entry.weight,
             backends=list(entry.backends),
             serves_locally=entry.serves_locally,
-            adapters=adapters.get(name, []),
+            **lora,
         )
     used = {b.provider for m in table.values() for b in m.backends if b.provider is not None}
     return CompiledRoutes(

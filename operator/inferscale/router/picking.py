@@ -22,9 +22,11 @@ the same inputs always give the same answer; the what-if simulator runs this sam
 
 A request for a LoRA adapter first narrows the candidates to the endpoints that hold it
 (:func:`holding_adapter`). Among them, under the default strategies, :func:`adapter_affinity`
-picks: bounded-load consistent hashing keyed by the adapter's name, so each adapter keeps to a
-few replicas (each replica's GPU slots hold fewer distinct adapters, so fewer swaps) while no
-replica takes more than the load bound allows.
+picks: an endpoint this router sent the adapter to among its last ``adapterSlots`` adapters
+(so it is likely still in a GPU slot there) while it is under the load bound, else bounded-load
+consistent hashing keyed by the adapter's name. Each replica's slots then juggle fewer distinct
+adapters (fewer swaps), and no replica takes more than the load bound allows
+(``bench/routing/adapters.py``).
 
 No I/O, no clock, no HTTP library (import-linter enforces it).
 """
@@ -80,6 +82,29 @@ class AdapterHolder(Protocol):
 
 
 H = TypeVar("H", bound=AdapterHolder)
+
+
+class AdapterCandidate(Candidate, Protocol):
+    """A candidate that remembers the adapters recently sent to it."""
+
+    @property
+    def recent_adapters(self) -> list[str]:
+        """The last distinct adapters this router sent there, most recent last."""
+
+
+A = TypeVar("A", bound=AdapterCandidate)
+
+
+def remember_adapter(recent: list[str], adapter: str, slots: int) -> None:
+    """Note that ``adapter`` was sent to an endpoint whose GPU holds ``slots`` adapters.
+
+    An LRU list of the endpoint's last ``slots`` distinct adapters: what its engine's slots
+    most likely hold (the engine evicts its least recently used idle adapter, as the sim does).
+    """
+    if adapter in recent:
+        recent.remove(adapter)
+    recent.append(adapter)
+    del recent[: max(len(recent) - slots, 0)]
 
 
 def holding_adapter(candidates: Sequence[H], adapter: str) -> Sequence[H]:
@@ -237,14 +262,26 @@ ADAPTER_AFFINE: Final = frozenset({"leastInFlight", "leastPrefill", "prefixHash"
 
 
 def adapter_affinity(
-    candidates: Sequence[C], ring: HashRing, adapter: str, load_bound: float = DEFAULT_LOAD_BOUND
-) -> C:
-    """The first candidate clockwise from the adapter's point on the ring that is under the cap.
+    candidates: Sequence[A],
+    ring: HashRing,
+    adapter: str,
+    load_bound: float = DEFAULT_LOAD_BOUND,
+    start: int = 0,
+) -> A:
+    """Warm first, then the adapter's place on the ring; never over the load cap.
 
-    :func:`prefix_hash` with the adapter's name as the key: an adapter's requests go to one
-    replica while it stays within ``load_bound`` times the mean load, and spill to the next
-    replicas on the ring (the same ones each time) as its traffic grows.
+    1. Among candidates under the cap (:func:`load_cap`) that recently got ``adapter``
+       (its slot is likely still loaded), the least loaded one (ties rotate from ``start``).
+    2. Else :func:`prefix_hash` with the adapter's name as the key: the first replica clockwise
+       from the adapter's point under the cap, so a cold adapter settles on the same replicas.
     """
+    total = 0
+    for c in candidates:
+        total += c.in_flight
+    cap = load_cap(total, len(candidates), load_bound)
+    warm = [c for c in candidates if c.in_flight + 1 <= cap and adapter in c.recent_adapters]
+    if warm:
+        return least_in_flight(warm, start)
     return prefix_hash(candidates, ring, hash64(f"lora:{adapter}"), load_bound)
 
 

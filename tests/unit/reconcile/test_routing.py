@@ -566,11 +566,14 @@ def with_loaded(obj, **loaded_on):
 
 
 def test_a_models_adapters_and_where_they_are_loaded_go_into_the_table():
-    llama = with_loaded(model(adapters=ADAPTERS), sql=["llama-a", "llama-b"], chat=["llama-b"])
+    llama = with_loaded(
+        model(adapters=ADAPTERS, adapterSlots=2), sql=["llama-a", "llama-b"], chat=["llama-b"]
+    )
     table = compile_table(1, [llama], [], [pod("llama-a"), pod("llama-b", ip="10.0.0.2")])
     entry = table.models["llama"]
     # An s3:// adapter cannot be loaded, so its name is not routed (the router answers 404).
     assert entry.adapters == ["sql", "chat"]
+    assert entry.adapter_slots == 2  # how many adapters the router expects a replica to keep warm
     assert [(e.pod, e.adapters) for e in entry.endpoints] == [
         ("llama-a", ["sql"]),
         ("llama-b", ["chat", "sql"]),

@@ -117,9 +117,11 @@ def pick(
             model.ring = picking.HashRing(
                 [e.key for e in model.ready], route.prefix_hash.replicas_per_endpoint
             )
-        return picking.adapter_affinity(
-            candidates, model.ring, model.name, route.prefix_hash.load_bound
+        endpoint = picking.adapter_affinity(
+            candidates, model.ring, model.name, route.prefix_hash.load_bound, model.counter
         )
+        picking.remember_adapter(endpoint.recent_adapters, model.name, model.adapter_slots)
+        return endpoint
     if strategy == "leastInFlight":
         return picking.least_in_flight(candidates, model.counter)
     if strategy == "prefixHash":
