@@ -149,8 +149,13 @@ async def _run_actions(
     actions: Sequence[AdapterAction],
     post_event: EventPoster,
 ) -> dict[str, str]:
-    """Each replica's actions in order, replicas side by side; adapter name -> last failure."""
-    errors: dict[str, str] = {}
+    """Each replica's actions in order, replicas side by side; adapter name -> its failure.
+
+    Of several replicas' failures the first pod's (by name) is kept, with a count of the
+    others: the message must not flip between replicas from one pass to the next, or every
+    pass would post a new Warning.
+    """
+    failures: dict[tuple[str, str], str] = {}
 
     async def on_replica(pod: str) -> None:
         for action in (a for a in actions if a.pod == pod):
@@ -159,9 +164,18 @@ async def _run_actions(
                 reason = "AdapterLoaded" if action.verb == "load" else "AdapterUnloaded"
                 post_event("Normal", reason, action.describe())
             else:
-                errors[action.name] = failure
+                failures[(action.name, pod)] = failure
 
     await asyncio.gather(*(on_replica(pod) for pod in sorted({a.pod for a in actions})))
+    errors: dict[str, str] = {}
+    others: dict[str, int] = {}
+    for (name, _pod), failure in sorted(failures.items()):
+        if name in errors:
+            others[name] = others.get(name, 0) + 1
+        else:
+            errors[name] = failure
+    for name, count in others.items():
+        errors[name] += f" (and {count} more replica{'s' if count > 1 else ''})"
     return errors
 
 
