@@ -10,6 +10,7 @@ from inferscale.protocol.table import RouteSettings, RoutingTable, table_json
 from inferscale.protocol.versions import stored_version
 from inferscale.reconcile.engines import ENGINES
 from inferscale.reconcile.routing import (
+    adapters_view,
     build_table_configmap,
     compile_routes,
     compile_table,
@@ -610,3 +611,12 @@ def test_adapter_names_another_model_serves_are_left_out_and_reported():
         "adapter 'sql' of InferenceModel team/mistral left out: the name is already served "
         "by team/llama",
     )
+
+
+def test_the_routing_view_of_a_model_follows_where_its_adapters_are_loaded():
+    llama = model(adapters=ADAPTERS)
+    assert adapters_view(llama) == ()
+    one = adapters_view(with_loaded(model(adapters=ADAPTERS), sql=["llama-b", "llama-a"]))
+    assert one == (("llama-a", ("sql",)), ("llama-b", ("sql",)))
+    two = adapters_view(with_loaded(model(adapters=ADAPTERS), sql=["llama-a"], chat=["llama-a"]))
+    assert two == (("llama-a", ("chat", "sql")),)  # a change the publisher sees, and republishes
