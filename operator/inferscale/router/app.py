@@ -9,7 +9,11 @@ admin API (:mod:`.admin`) and runs the background loops (document files, engine 
 
 Request path: authenticate, read and parse the body, authorize, select the model, admit, account,
 (cache lookup), then hold while cold, pick an endpoint and forward, relaying the answer; or, for
-a route with spillover, fallback, mirrors or providers, :mod:`.dispatch`.
+a route with spillover, fallback, mirrors or providers, :mod:`.dispatch`. Anthropic's Messages
+API (``POST /v1/messages``) takes the same path from its own parse stage on
+(:mod:`.stages.parse_messages`); its answers are translated back at the edge
+(:mod:`.messages_http`), refusals included, so a Messages client only ever sees Anthropic's
+shapes.
 
 Failure behaviour:
 
@@ -78,18 +82,20 @@ from inferscale.router.documents import (
 )
 from inferscale.router.limits import LocalLimiter
 from inferscale.router.limits_redis import SharedLimiter
+from inferscale.router.messages_http import MessagesDialect, messages_answer, stream_answer
 from inferscale.router.metrics import CONTENT_TYPE, RouterMetrics
 from inferscale.router.scrape import scrape_engines
 from inferscale.router.settings import RouterSettings
 from inferscale.router.stages import ByRoute, Stage, link
 from inferscale.router.stages.account import Account
 from inferscale.router.stages.admit import Admit
-from inferscale.router.stages.authenticate import Authenticate, refusal_response
+from inferscale.router.stages.authenticate import Authenticate, client_key, refusal_response
 from inferscale.router.stages.authorize import Authorize
 from inferscale.router.stages.cache import CacheLookup
 from inferscale.router.stages.forward import Forward
 from inferscale.router.stages.hold import Hold
 from inferscale.router.stages.parse import Parse
+from inferscale.router.stages.parse_messages import ParseMessages
 from inferscale.router.stages.pick import PickEndpoint
 from inferscale.router.stages.select_model import SelectModel
 from inferscale.router.state import RouterState
@@ -99,6 +105,8 @@ from inferscale.serving import serve_app
 ROUTER_KEY: Final[web.AppKey[Router]] = web.AppKey("inferscale_router")
 OPENAI_PATHS: Final = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
 """The OpenAI requests the pipeline serves."""
+MESSAGES_PATH: Final = "/v1/messages"
+"""Anthropic's Messages API (translated to chat completions at the edge)."""
 
 
 class Pipeline:
@@ -115,9 +123,9 @@ class Pipeline:
         self.dispatcher = Dispatcher(state, replicas, link(PickEndpoint(state), forward))
         by_route = ByRoute(replicas, self.dispatcher)
         body_timeout = state.settings.client_body_timeout_seconds
-        self.checked: Stage = link(
-            Authenticate(access, log),
-            Parse(body_timeout, log),
+        # Every inbound API has its own parse stage and shares the stages after it: a Messages
+        # request, once translated, meets the same access, limits, selection and accounting.
+        checked_tail = link(
             Authorize(access, log),
             SelectModel(state.table, log),
             Admit(access, log),
@@ -125,14 +133,22 @@ class Pipeline:
             CacheLookup(),
             by_route,
         )
+        open_tail = link(SelectModel(state.table, log), CacheLookup(), by_route)
+        self.checked: Stage = link(
+            Authenticate(access, log), Parse(body_timeout, log), checked_tail
+        )
         """The chain while client keys are in use."""
         # Without client keys, authenticate, authorize, admit and account have nothing to do
         # (every caller is anonymous and unlimited): that chain leaves them out, so a router
         # without keys pays nothing for them.
-        self.open: Stage = link(
-            Parse(body_timeout, log), SelectModel(state.table, log), CacheLookup(), by_route
-        )
+        self.open: Stage = link(Parse(body_timeout, log), open_tail)
         """The chain while no client key is held or required."""
+        self.messages_checked: Stage = link(
+            Authenticate(access, log), ParseMessages(body_timeout, log), checked_tail
+        )
+        """Anthropic's Messages API while client keys are in use."""
+        self.messages_open: Stage = link(ParseMessages(body_timeout, log), open_tail)
+        """Anthropic's Messages API while no client key is held or required."""
 
 
 class Router:
@@ -245,6 +261,20 @@ class Router:
         pipeline = self.pipeline
         return await (pipeline.checked if self.access.active else pipeline.open)(ctx)
 
+    async def messages(self, request: web.Request) -> web.StreamResponse:
+        """``POST /v1/messages``: Anthropic's Messages API, through the same stages.
+
+        Every refusal and answer is Anthropic's (streams are translated as they are written).
+        """
+        ctx = RequestContext(request, self.state.clock(), next(self.ids), ANONYMOUS)
+        pipeline = self.pipeline
+        chain = pipeline.messages_checked if self.access.active else pipeline.messages_open
+        resp = await chain(ctx)
+        dialect = ctx.dialect if isinstance(ctx.dialect, MessagesDialect) else None
+        if ctx.stream and dialect is not None:
+            return stream_answer(resp, dialect)
+        return messages_answer(resp, dialect)
+
     async def healthz(self, _request: web.Request) -> web.StreamResponse:
         """Liveness: the process answers."""
         return web.Response(text="ok")
@@ -285,7 +315,7 @@ class Router:
         """
         names = sorted(self.table.models)
         if self.access.active:
-            policy = self.access.identify(request.headers.get("Authorization"))
+            policy = self.access.identify(client_key(request))
             if isinstance(policy, Refusal):
                 return refusal_response(policy)
             names = self.access.visible(policy, names)
@@ -353,6 +383,7 @@ def create_app(
     app.on_cleanup.append(router.on_cleanup)
     for path in OPENAI_PATHS:
         app.router.add_post(path, router.proxy)
+    app.router.add_post(MESSAGES_PATH, router.messages)
     app.router.add_get("/v1/models", router.list_models)
     app.router.add_get("/healthz", router.healthz)
     app.router.add_get("/readyz", router.readyz)

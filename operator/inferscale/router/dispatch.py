@@ -142,7 +142,7 @@ class Dispatcher(Stage):
         roles = model.roles
         assert roles is not None
         settings = model.route
-        path = ctx.request.path
+        path = ctx.path
         wall = state.wall()
         if roles.mirror:
             self._mirror(ctx.name, roles, path, obj, wall)
@@ -273,7 +273,7 @@ class Dispatcher(Stage):
             self._failed(provider_id, "no_key", "the router has no API key for it")
             raise AttemptFailed(f"provider {provider_id} has no API key", 503)
         try:
-            answer = await self._call(ctx.name, backend, key, ctx.request.path, obj)
+            answer = await self._call(ctx.name, backend, key, ctx.path, obj)
         except providers.ProviderFault as fault:
             self._failed(provider_id, fault.reason, fault.message)
             body = dumps(fault.error) if fault.error is not None else None
@@ -339,10 +339,7 @@ class Dispatcher(Stage):
             state.metrics.ttft.observe((ctx.name,), state.clock() - ctx.start)
             resp = ctx.committed
             if resp is None:
-                resp = web.StreamResponse(
-                    status=200, headers={**SSE_HEADERS, "X-Inferscale-Backend": label}
-                )
-                await resp.prepare(ctx.request)
+                resp = await ctx.open_stream(200, {**SSE_HEADERS, "X-Inferscale-Backend": label})
             await resp.write(stream.first)
             async for chunk in stream.rest():
                 await resp.write(chunk)
