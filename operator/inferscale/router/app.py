@@ -53,7 +53,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import os
 import signal
 import sys
@@ -69,7 +68,7 @@ from inferscale.protocol.credentials import RouterCredentials
 from inferscale.router.access import ANONYMOUS, Access, Refusal
 from inferscale.router.access_log import AccessLog
 from inferscale.router.admin import AdminApi
-from inferscale.router.codec import JSON, error_response
+from inferscale.router.codec import JSON, dumps, error_response
 from inferscale.router.context import RequestContext
 from inferscale.router.dispatch import Dispatcher
 from inferscale.router.documents import (
@@ -82,7 +81,18 @@ from inferscale.router.documents import (
 )
 from inferscale.router.limits import LocalLimiter
 from inferscale.router.limits_redis import SharedLimiter
-from inferscale.router.messages_http import MessagesDialect, messages_answer, stream_answer
+from inferscale.router.messages import (
+    ANTHROPIC_VERSION,
+    anthropic_model,
+    model_list,
+    openai_model,
+)
+from inferscale.router.messages_http import (
+    MessagesDialect,
+    messages_answer,
+    messages_refusal,
+    stream_answer,
+)
 from inferscale.router.metrics import CONTENT_TYPE, RouterMetrics
 from inferscale.router.scrape import scrape_engines
 from inferscale.router.settings import RouterSettings
@@ -308,25 +318,57 @@ class Router:
         )
         return web.Response(body=text.encode(), headers={"Content-Type": CONTENT_TYPE})
 
-    async def list_models(self, request: web.Request) -> web.StreamResponse:
-        """``GET /v1/models``: every model in the table (at zero too: those are held, not 404).
-
-        With client keys, only the models the caller's key may use.
-        """
+    def visible_models(self, request: web.Request) -> list[str] | Refusal:
+        """Every model in the table the caller may use (with client keys: its key's models)."""
         names = sorted(self.table.models)
         if self.access.active:
             policy = self.access.identify(client_key(request))
             if isinstance(policy, Refusal):
-                return refusal_response(policy)
+                return policy
             names = self.access.visible(policy, names)
-        data = [
-            {"id": name, "object": "model", "created": 0, "owned_by": "inferscale"}
-            for name in names
-        ]
-        return web.Response(
-            body=json.dumps({"object": "list", "data": data}).encode(),
-            headers={"Content-Type": JSON},
-        )
+        return names
+
+    async def list_models(self, request: web.Request) -> web.StreamResponse:
+        """``GET /v1/models``: every model in the table (at zero too: those are held, not 404).
+
+        With client keys, only the models the caller's key may use. Anthropic's SDKs (they send
+        ``anthropic-version``) get Anthropic's list shape.
+        """
+        names = self.visible_models(request)
+        anthropic = ANTHROPIC_VERSION in request.headers
+        if isinstance(names, Refusal):
+            return messages_refusal(names) if anthropic else refusal_response(names)
+        if anthropic:
+            doc = model_list(names)
+        else:
+            doc = {"object": "list", "data": [openai_model(name) for name in names]}
+        return web.Response(body=dumps(doc), headers={"Content-Type": JSON})
+
+    async def get_model(self, request: web.Request) -> web.StreamResponse:
+        """``GET /v1/models/{id}``: one model as ``/v1/models`` lists it, else 404.
+
+        A model the caller's key may not use is 404 too (as if it did not exist).
+        """
+        name = request.match_info["id"]
+        names = self.visible_models(request)
+        anthropic = ANTHROPIC_VERSION in request.headers
+        if isinstance(names, Refusal):
+            return messages_refusal(names) if anthropic else refusal_response(names)
+        if name not in names:
+            resp = error_response(
+                404, f"The model `{name}` does not exist.", param="model", code="model_not_found"
+            )
+            return messages_answer(resp, None) if anthropic else resp
+        doc = anthropic_model(name) if anthropic else openai_model(name)
+        return web.Response(body=dumps(doc), headers={"Content-Type": JSON})
+
+    async def health(self, _request: web.Request) -> web.StreamResponse:
+        """``GET /health`` as vLLM serves it: 200 with an empty body while the process answers.
+
+        Load tools written for vLLM check it before they start (guidellm refuses a server
+        without it: "Backend validation request failed"); it says what ``/healthz`` says.
+        """
+        return web.Response()
 
     async def not_found(self, request: web.Request) -> web.StreamResponse:
         """Unknown path or method: an OpenAI error rather than aiohttp's text page."""
@@ -385,6 +427,8 @@ def create_app(
         app.router.add_post(path, router.proxy)
     app.router.add_post(MESSAGES_PATH, router.messages)
     app.router.add_get("/v1/models", router.list_models)
+    app.router.add_get("/v1/models/{id:.+}", router.get_model)
+    app.router.add_get("/health", router.health)
     app.router.add_get("/healthz", router.healthz)
     app.router.add_get("/readyz", router.readyz)
     app.router.add_get("/metrics", router.metrics_endpoint)

@@ -57,6 +57,11 @@ STOP_REASONS: Final = {
 }
 """OpenAI ``finish_reason`` -> Anthropic ``stop_reason`` (anything else: ``end_turn``)."""
 
+ANTHROPIC_VERSION: Final = "anthropic-version"
+"""The header every Anthropic SDK request carries: ``GET /v1/models`` answers it Anthropic's way."""
+EPOCH: Final = "1970-01-01T00:00:00Z"
+"""``created_at`` of a model (the router does not know when a model was made)."""
+
 ROLES: Final = ("user", "assistant")
 _DROPPED_BLOCKS: Final = frozenset({"thinking", "redacted_thinking"})
 
@@ -412,6 +417,26 @@ def event(name: str, doc: Mapping[str, Any]) -> bytes:
 
 
 PING: Final = event("ping", {"type": "ping"})
+
+
+def openai_model(name: str) -> dict[str, Any]:
+    """A served model as OpenAI's ``/v1/models`` shows one."""
+    return {"id": name, "object": "model", "created": 0, "owned_by": "inferscale"}
+
+
+def anthropic_model(name: str) -> dict[str, Any]:
+    """A served model as Anthropic's ``/v1/models`` shows one."""
+    return {"type": "model", "id": name, "display_name": name, "created_at": EPOCH}
+
+
+def model_list(names: list[str]) -> dict[str, Any]:
+    """Anthropic's ``/v1/models`` page of ``names`` (the router returns every model at once)."""
+    return {
+        "data": [anthropic_model(name) for name in names],
+        "has_more": False,
+        "first_id": names[0] if names else None,
+        "last_id": names[-1] if names else None,
+    }
 
 
 # -- stream -------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from typing import Final
 
 from aiohttp import web
 
+from inferscale.router.access import Refusal
 from inferscale.router.codec import JSON, dumps, loads
 from inferscale.router.messages import (
     PING,
@@ -32,6 +33,7 @@ from inferscale.router.messages import (
     event,
 )
 from inferscale.router.sse import MalformedStream, SseDecoder
+from inferscale.router.stages.authenticate import refusal_response
 
 _DROPPED_HEADERS: Final = frozenset({"content-type", "content-length"})
 SSE: Final = "text/event-stream"
@@ -137,6 +139,11 @@ def stream_answer(resp: web.StreamResponse, dialect: MessagesDialect) -> web.Str
     return web.Response(
         status=resp.status, body=b"".join(events), headers={**headers, "Content-Type": SSE}
     )
+
+
+def messages_refusal(refusal: Refusal) -> web.StreamResponse:
+    """An access refusal (401, 403, 429) in Anthropic's error shape, headers kept."""
+    return messages_answer(refusal_response(refusal), None)
 
 
 def _json(status: int, body: bytes, headers: Mapping[str, str]) -> web.Response:

@@ -141,6 +141,16 @@ async def test_the_async_client_streams_too(routed):
         await client.close()
 
 
+def test_models_in_anthropic_shape_for_the_anthropic_sdk(routed):
+    client = sdk(routed)
+    assert [m.id for m in client.models.list()] == [MODEL]
+    model = client.models.retrieve(MODEL)
+    assert (model.id, model.type) == (MODEL, "model")
+    with pytest.raises(anthropic.NotFoundError) as error:
+        client.models.retrieve("no-such-model")
+    assert error.value.body["error"]["type"] == "not_found_error"
+
+
 # -- errors: Anthropic's shape and status, never a 500 ------------------------------------------
 
 
@@ -263,6 +273,10 @@ def test_the_key_is_accepted_as_x_api_key_and_as_a_bearer_token(keyed):
     assert error.value.body["error"]["type"] == "authentication_error"
     resp = raw(keyed, {"model": MODEL, "max_tokens": 2, "messages": message})
     assert resp.status_code == 401 and resp.json()["type"] == "error"
+    # Models: the key's own, by either SDK; the wrong key is refused in Anthropic's shape.
+    assert [m.id for m in sdk(keyed, CLIENT_KEY).models.list()] == [MODEL]
+    with pytest.raises(anthropic.AuthenticationError):
+        sdk(keyed, "wrong-0123456789abcdef").models.retrieve(MODEL)
 
 
 def test_a_limited_key_gets_429_rate_limit_error_with_retry_after(keyed):
