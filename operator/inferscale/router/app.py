@@ -110,6 +110,7 @@ from inferscale.router.stages.pick import PickEndpoint
 from inferscale.router.stages.select_model import SelectModel
 from inferscale.router.state import RouterState
 from inferscale.router.table import EndpointTable
+from inferscale.router.usage_ledger import open_ledger
 from inferscale.serving import serve_app
 
 ROUTER_KEY: Final[web.AppKey[Router]] = web.AppKey("inferscale_router")
@@ -232,6 +233,10 @@ class Router:
             )
         if settings.redis_url:
             self.access.shared = shared_limiter(settings, self.access.local)
+        if settings.usage_ledger:
+            state.ledger = ledger = open_ledger(settings)
+            state.log.ledger = ledger.record
+            self._spawn(ledger.run(state.stop))
         every = settings.table_poll_seconds
         if every > 0 and settings.table_file:
             load_table = lambda path: reload_table(self.table, path)  # noqa: E731
@@ -262,6 +267,8 @@ class Router:
             await self.state.session.close()
         if self.access.shared is not None:
             await self.access.shared.close()
+        if self.state.ledger is not None:
+            await self.state.ledger.close()
 
     # -- handlers -----------------------------------------------------------------------
 
@@ -313,7 +320,10 @@ class Router:
             held,
             self.table.version,
             spend,
-            extra=self.access.metric_lines(),
+            extra=itertools.chain(
+                self.access.metric_lines(),
+                state.ledger.metric_lines() if state.ledger is not None else (),
+            ),
             pending_prompt_tokens=pending,
         )
         return web.Response(body=text.encode(), headers={"Content-Type": CONTENT_TYPE})

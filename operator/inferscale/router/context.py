@@ -35,6 +35,7 @@ class RequestContext:
         "body",
         "client",
         "committed",
+        "cost",
         "dialect",
         "endpoint",
         "fallible",
@@ -83,6 +84,8 @@ class RequestContext:
         """The InferenceClient of the caller's key, if it sent a known one."""
         self.usage: dict[str, Any] | None = None
         """The response's token usage, once read."""
+        self.cost = 0.0
+        """What hosted providers charged for the answer (their prices), once priced."""
         self.path = request.path
         """The OpenAI path that serves the request (a Messages request: chat completions)."""
         self.dialect: Dialect | None = None

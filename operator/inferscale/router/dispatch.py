@@ -284,7 +284,7 @@ class Dispatcher(Stage):
         self._ok(provider_id)
         label = backend.label
         if isinstance(answer, providers.Answer):
-            self._spend(roles.route_id, ctx.name, backend, answer.usage)
+            ctx.cost += self._spend(roles.route_id, ctx.name, backend, answer.usage)
             state.count_tokens(ctx, answer.usage)
             if ctx.committed is not None:  # a held stream asked for a stream: unreachable
                 await ctx.committed.write(b"data: " + answer.body + b"\n\n")
@@ -345,7 +345,7 @@ class Dispatcher(Stage):
                 await resp.write(chunk)
         finally:
             stream.close()
-            self._spend(roles.route_id, ctx.name, backend, stream.usage)
+            ctx.cost += self._spend(roles.route_id, ctx.name, backend, stream.usage)
             state.count_tokens(ctx, stream.usage)
             if stream.failure is not None:
                 status = 504 if stream.failure == "timeout" else 502
@@ -426,20 +426,22 @@ class Dispatcher(Stage):
 
     def _spend(
         self, route_id: str, name: str, backend: TableBackend, usage: dict[str, Any] | None
-    ) -> None:
+    ) -> float:
+        """Price a provider's answer into the route's spend; returns what it cost."""
         state = self.state
         if usage is None or backend.provider is None:
-            return
+            return 0.0
         provider = state.table.providers.get(backend.provider)
         entry = provider.models.get(backend.model) if provider is not None else None
         if entry is None:
-            return
+            return 0.0
         amount = cost(
             usage, entry.input_price_per_million_tokens, entry.output_price_per_million_tokens
         )
         state.spend.add(route_id, amount, state.wall())
         key = (route_id, backend.label)
         state.metrics.spend_total[key] = state.metrics.spend_total.get(key, 0.0) + amount
+        return amount
 
     def _failed(self, provider_id: str, reason: str, message: str) -> None:
         state = self.state
