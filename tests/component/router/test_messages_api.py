@@ -11,6 +11,7 @@ token accounting apply as they do to OpenAI requests.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -149,6 +150,31 @@ def test_models_in_anthropic_shape_for_the_anthropic_sdk(routed):
     with pytest.raises(anthropic.NotFoundError) as error:
         client.models.retrieve("no-such-model")
     assert error.value.body["error"]["type"] == "not_found_error"
+
+
+def test_a_held_stream_pings_then_streams_when_a_replica_arrives(router, sims):
+    """A model at zero: the Messages stream is held with ping events, then answered."""
+    assert router.push({MODEL: {"route": {"holdQueue": {"maxWaitSeconds": 30}}}}).status_code == 200
+    events: list[str] = []
+
+    def call() -> None:
+        with sdk(router).messages.stream(
+            model=MODEL, max_tokens=3, messages=[{"role": "user", "content": "x"}]
+        ) as stream:
+            events.extend(event.type for event in stream)
+            events.append(stream.get_final_message().stop_reason or "")
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    for _ in range(400):  # bounded: 20 s
+        if router.router is not None and router.router.held.get(MODEL) == 1:
+            break
+        time.sleep(0.05)
+    time.sleep(0.5)  # a few keep-alive intervals (0.2 s): pings
+    assert router.push({MODEL: [address(sims[0])]}).status_code == 200
+    thread.join(20)
+    assert events[0] == "message_start" and events[-2:] == ["message_stop", "max_tokens"]
+    assert events.count("text") == 3
 
 
 # -- errors: Anthropic's shape and status, never a 500 ------------------------------------------
