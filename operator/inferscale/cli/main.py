@@ -18,6 +18,7 @@ from inferscale import __version__
 from inferscale.cli import (
     chart,
     cluster,
+    embedding,
     engine_check,
     loadtest,
     operator,
@@ -143,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     usage.register(sub)
     whatif.register(sub)
     engine_check.register(sub)
+    embedding.register(sub)
 
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(func=lambda _args: print(f"inferscale {__version__}") or 0)
