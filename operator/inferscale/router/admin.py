@@ -13,6 +13,7 @@ version. An invalid credentials document is never quoted back or logged (it hold
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 
@@ -137,7 +138,9 @@ class AdminApi:
         except ValueError as error:
             return error_response(400, str(error))
         try:
-            rows = summarize(await ledger.read(since), by)
+            records = await ledger.read(since)
+            # Summing many records takes a while: a thread, so requests keep being served.
+            rows = await asyncio.to_thread(summarize, records, by)
         except UsageUnavailable as error:
             return error_response(503, str(error))
         if fmt == "csv":

@@ -96,8 +96,9 @@ class RouterSettings(BaseSettings):
     counted), so a Redis outage never grows the router's memory."""
     usage_flush_seconds: float = Field(0.5, gt=0, le=60)
     """How often records gathered are written to Redis (one round trip per batch)."""
-    usage_report_max_records: int = Field(2_000_000, ge=1)
-    """Most records one usage report reads."""
+    usage_report_max_records: int = Field(500_000, ge=1)
+    """Most records one report of ``GET /admin/v1/usage`` reads, the newest (a longer history:
+    ``inferscale usage --redis-url``, which reads and sums outside the router)."""
     access_log: bool = True
     """Write one JSON line per request to standard output (no prompt text, no credentials)."""
     drain_seconds: float = Field(0.0, ge=0)
