@@ -44,8 +44,8 @@ def provider_of(served_by: str) -> str:
 
 
 def _count(usage: object, name: str) -> int:
-    value = usage.get(name) if isinstance(usage, Mapping) else None
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+    value = usage.get(name) if isinstance(usage, dict) else None
+    return value if type(value) is int and value > 0 else 0
 
 
 def usage_record(
