@@ -401,6 +401,8 @@ def error_body(status: int, openai_body: bytes) -> dict[str, Any]:
         message = error["message"]
     elif isinstance(error, str):
         message = error
+    elif isinstance(doc, Mapping) and isinstance(doc.get("message"), str):
+        message = doc["message"]  # vLLM's older error object: the message at the top level
     return {
         "type": "error",
         "error": {"type": ERROR_TYPES.get(status, "api_error"), "message": message},

@@ -208,6 +208,8 @@ def test_errors_take_anthropic_types_by_status(status, kind):
     body = json.dumps({"error": {"message": "no", "type": "whatever"}}).encode()
     assert error_body(status, body) == {"type": "error", "error": {"type": kind, "message": "no"}}
     assert error_body(status, b"<html>")["error"]["message"] == f"HTTP {status}"
+    vllm = json.dumps({"object": "error", "message": "too long", "code": status}).encode()
+    assert error_body(status, vllm)["error"]["message"] == "too long"
 
 
 def test_the_stream_response_translates_bytes_split_anywhere():
