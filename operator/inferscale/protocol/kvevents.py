@@ -177,7 +177,8 @@ class KvEventsConfig:
                 "publisher": "zmq",
                 "endpoint": self.endpoint,
                 "topic": self.topic,
-            }
+            },
+            separators=(",", ":"),
         )
 
     @classmethod
