@@ -11,9 +11,18 @@ a replacement: the router's own latency, the HTTP path and the real clocks are l
 Each picker sees what the router sees: in flight = requests sent to the endpoint and not yet
 finished (the engine's running plus waiting), nothing scraped. ``prefixHashKubeAI`` is
 KubeAI's variant of the bound (``kubeai_prefix_hash``), to compare with ours.
+``predictedTTFT`` (``inferscale.router.ttft``) learns each replica's cache only from the KV
+events its model records (what vLLM publishes) and its prefill rate only from the first
+tokens it sees. Every table ends with the perfect-cache oracle (``Oracle``): the bound no
+placement or cache size can beat. ``--host-factor`` gives every replica the sim's host tier;
+``--workload mix`` replays the prefix-sharing mix (``prefix_workload.py``) instead of the
+trace. Each window's reuse (the share an unbounded cache could serve, and how far back reuse
+reaches) is printed above its rows.
 
   .venv/bin/python bench/routing/virtual.py                          # speedups 1..3, window 0
   .venv/bin/python bench/routing/virtual.py --starts 0,3000,6000,9000 --requests 1500
+  .venv/bin/python bench/routing/virtual.py --speedups 1.5 --host-factor 4
+  .venv/bin/python bench/routing/virtual.py --workload mix --speedups 1,2,3
 """
 
 from __future__ import annotations
