@@ -93,5 +93,9 @@ def cmd_sim(args: argparse.Namespace) -> int:
     except (ValidationError, KeyError) as error:
         print(f"inferscale sim: invalid settings: {error}", file=sys.stderr)
         return 2
-    asyncio.run(serve(settings, started_before=process_age()))
+    try:
+        asyncio.run(serve(settings, started_before=process_age()))
+    except OSError as error:  # a port in use: say which, without a traceback
+        print(f"inferscale sim: {error}", file=sys.stderr)
+        return 1
     return 0

@@ -26,12 +26,16 @@ class KvEventPublisher:
     """A bound PUB socket and the message counter; used from the event loop's thread only."""
 
     def __init__(self, config: KvEventsConfig, block_size: int) -> None:
-        """Bind ``config.endpoint`` (``tcp://*:PORT``); ``zmq.ZMQError`` if it cannot."""
+        """Bind ``config.endpoint`` (``tcp://*:PORT``); ``OSError`` naming it if it cannot."""
         self._ctx = zmq.Context()
         self._sock = self._ctx.socket(zmq.PUB)
         self._sock.set_hwm(HIGH_WATER_MARK)
         self._sock.setsockopt(zmq.LINGER, 0)
-        self._sock.bind(config.endpoint)
+        try:
+            self._sock.bind(config.endpoint)
+        except zmq.ZMQError as e:
+            self.close()
+            raise OSError(f"kv events: cannot bind {config.endpoint}: {e}") from None
         self._topic = config.topic.encode()
         self._block_size = block_size
         self.seq = 0

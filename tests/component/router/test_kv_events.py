@@ -13,11 +13,13 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import pytest
 
 from inferscale.protocol.kvevents import KvEventsConfig
 from inferscale.router.kvsubscribe import KvEventSubscriber
 from inferscale.router.ttft import CacheIndex
 from inferscale.sim import CPU, GPU
+from inferscale.sim.kvpublish import KvEventPublisher
 from inferscale.sim.server import SIM_KEY
 from tests.component.sim.conftest import MODEL, RunningSim, make_settings
 
@@ -114,3 +116,13 @@ async def test_the_index_mirrors_the_sim_and_resyncs_after_a_restart():
             assert stats.malformed == 0
     finally:
         await subscriber.close()
+
+
+def test_a_second_publisher_on_the_same_port_is_refused_clearly():
+    config = KvEventsConfig(True, f"tcp://127.0.0.1:{free_port()}", "")
+    first = KvEventPublisher(config, 16)
+    try:
+        with pytest.raises(OSError, match="cannot bind"):
+            KvEventPublisher(config, 16)
+    finally:
+        first.close()
