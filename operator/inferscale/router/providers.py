@@ -31,7 +31,7 @@ Failure behaviour (nothing here logs, least of all the key):
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -61,11 +61,17 @@ class ProviderFault(Exception):
 
     ``reason`` is the metric label (``connect``, ``timeout``, ``status_429``, ``status_5xx``,
     ``auth``, ``not_found``, ``malformed``, ``stream_error``, ``no_key``); ``status`` and
-    ``error`` are what the client gets when no other backend answers.
+    ``error`` are what the client gets when no other backend answers; ``retry_after`` is the
+    provider's ``Retry-After`` in seconds, when it sent one.
     """
 
     def __init__(
-        self, reason: str, message: str, status: int = 502, error: dict[str, Any] | None = None
+        self,
+        reason: str,
+        message: str,
+        status: int = 502,
+        error: dict[str, Any] | None = None,
+        retry_after: float | None = None,
     ) -> None:
         """``message`` explains the fault without the key or the request's content."""
         super().__init__(message)
@@ -73,6 +79,29 @@ class ProviderFault(Exception):
         self.message = message
         self.status = status
         self.error = error
+        self.retry_after = retry_after
+
+
+MAX_RETRY_AFTER_SECONDS: Final = 3600.0
+"""A longer ``Retry-After`` is read as this (a provider's header is outside data)."""
+
+
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """The provider's ``retry-after-ms`` or ``Retry-After`` (seconds) as seconds, if sensible.
+
+    An HTTP-date, a negative or a non-numeric value gives ``None`` (the caller backs off).
+    """
+    for name, scale in (("retry-after-ms", 0.001), ("Retry-After", 1.0)):
+        raw = headers.get(name)
+        if raw is None:
+            continue
+        try:
+            value = float(raw.strip()) * scale
+        except ValueError:
+            continue
+        if value >= 0 and value == value:  # NaN is not a wait
+            return min(value, MAX_RETRY_AFTER_SECONDS)
+    return None
 
 
 class ProviderRefusal(Exception):
@@ -199,7 +228,11 @@ def _anthropic_events(translator: StreamTranslator) -> Translate:
 
 
 def _fault_for_status(
-    provider_id: str, status: int, error: dict[str, Any], client_status: int
+    provider_id: str,
+    status: int,
+    error: dict[str, Any],
+    client_status: int,
+    retry_after: float | None = None,
 ) -> ProviderFault | ProviderRefusal:
     where = f"provider {provider_id}"
     if status in (401, 403):
@@ -220,6 +253,7 @@ def _fault_for_status(
             f"{where} answered HTTP {status}" + (f": {message}" if message else ""),
             status=client_status if client_status in (429, 503, 504) else 502,
             error=error,
+            retry_after=retry_after,
         )
     return ProviderRefusal(status, error)
 
@@ -401,7 +435,9 @@ async def _answer(
             client_status, refusal = error_to_openai(status, body)
         else:
             client_status, refusal = status, _openai_error(status, body)
-        raise _fault_for_status(provider_id, status, refusal, client_status)
+        raise _fault_for_status(
+            provider_id, status, refusal, client_status, retry_after_seconds(response.headers)
+        )
     if stream and ctype.startswith("text/event-stream"):
         state = _StreamState()
         decoder = SseDecoder()

@@ -1,6 +1,9 @@
 """InferenceProvider: a hosted model provider that routes can spill over or fail over to.
 
-The API key is always a Secret reference; the router reads it from the Secret and never logs it.
+API keys are always Secret references; the router reads them from the Secrets and never logs
+them. A provider has one key (``apiKeySecretRef``) or several (``apiKeys``, each with its own
+optional request and token rates): the router spreads requests over them and takes a key that
+the provider refuses (401/403) or rate-limits (429) out of use on its own.
 """
 
 from __future__ import annotations
@@ -40,6 +43,30 @@ class ProviderModel(ApiModel):
     """Price of one million generated tokens."""
 
 
+MAX_PROVIDER_KEYS: Final = 64
+"""Keys one provider may list."""
+
+
+class ProviderKey(ApiModel):
+    """One API key of a provider, and the rates the provider grants that key."""
+
+    secret_ref: SecretKeyRef
+    """Secret key that holds the API key. Its id in metrics and status is
+    ``<Secret name>/<key>``, never the key itself."""
+
+    requests_per_minute: int | None = Field(default=None, ge=1, le=100_000_000)
+    """Requests per minute the router sends with this key (unset: no limit of its own)."""
+
+    tokens_per_minute: int | None = Field(default=None, ge=1, le=10_000_000_000)
+    """Tokens (prompt + completion, estimated until the answer says) per minute the router
+    sends with this key (unset: no limit of its own)."""
+
+    @property
+    def key_id(self) -> str:
+        """How metrics and status name this key."""
+        return f"{self.secret_ref.name}/{self.secret_ref.key}"
+
+
 class InferenceProviderSpec(ApiModel):
     """How to reach a hosted provider and what its models cost."""
 
@@ -49,6 +76,20 @@ class InferenceProviderSpec(ApiModel):
             message="baseURL is required for type openai-compatible",
             check=lambda s: s.type != "openai-compatible" or s.base_url is not None,
             field_path=".baseURL",
+        ),
+        CelRule(
+            rule="has(self.apiKeySecretRef) != has(self.apiKeys)",
+            message="exactly one of apiKeySecretRef or apiKeys is required",
+            check=lambda s: (s.api_key_secret_ref is None) != (s.api_keys is None),
+        ),
+        CelRule(
+            rule=(
+                "!has(self.apiKeys) || self.apiKeys.all(a, self.apiKeys.exists_one(b, "
+                "b.secretRef.name == a.secretRef.name && b.secretRef.key == a.secretRef.key))"
+            ),
+            message="apiKeys must name distinct Secret keys",
+            check=lambda s: len({k.key_id for k in s.api_keys or ()}) == len(s.api_keys or ()),
+            field_path=".apiKeys",
         ),
     )
 
@@ -61,8 +102,23 @@ class InferenceProviderSpec(ApiModel):
     )
     """Base URL of the API; defaults to the official endpoint for openai and anthropic."""
 
-    api_key_secret_ref: SecretKeyRef
-    """Secret key that holds the API key. Keys are never written in a spec."""
+    api_key_secret_ref: SecretKeyRef | None = None
+    """Secret key that holds the API key (one key). Keys are never written in a spec."""
+
+    api_keys: list[ProviderKey] | None = Field(
+        default=None, min_length=1, max_length=MAX_PROVIDER_KEYS
+    )
+    """Several API keys (instead of ``apiKeySecretRef``), each with its own optional rates: the
+    router spreads requests over them, and one the provider refuses or rate-limits is taken out
+    of use alone (401/403: until its Secret changes; 429: for ``Retry-After`` or a backoff)."""
+
+    def key_refs(self) -> list[ProviderKey]:
+        """Every key of the provider, the one-key form as a list of one."""
+        if self.api_keys is not None:
+            return list(self.api_keys)
+        if self.api_key_secret_ref is not None:
+            return [ProviderKey(secret_ref=self.api_key_secret_ref)]
+        return []
 
     models: list[ProviderModel] = Field(
         min_length=1,
