@@ -1,4 +1,4 @@
-"""The router's client side to hosted providers: OpenAI-compatible APIs and Anthropic's Messages.
+"""The router's client side to hosted providers: one HTTP call, whatever the provider's API.
 
 :func:`call` sends one OpenAI request (``/v1/chat/completions``, ``/v1/completions`` or
 ``/v1/embeddings``) to a provider model and returns an :class:`Answer` (a whole body) or a
@@ -11,6 +11,9 @@ shape the client asked for:
   client did not ask for it.
 - ``anthropic``: ``/v1/chat/completions`` only, translated by :mod:`inferscale.router.anthropic`
   to ``POST /v1/messages`` (``x-api-key``, ``anthropic-version``) and back, streams included.
+- ``azure-openai``, ``gemini``, ``vertex-ai``, ``cohere``: what each is sent
+  (URL, auth, body) is :mod:`inferscale.router.dialects`; the ones that are not OpenAI's API
+  come back through the Messages translation, as Anthropic's answers do.
 
 Failure behaviour (nothing here logs, least of all the key):
 
@@ -38,20 +41,17 @@ from typing import Any, Final
 import aiohttp
 
 from inferscale.protocol.table import TableProvider
+from inferscale.router import dialects
 from inferscale.router.anthropic import (
-    DEFAULT_MAX_TOKENS,
     MalformedResponse,
     StreamTranslator,
     TranslationError,
-    chat_to_messages,
     error_to_openai,
     messages_to_chat,
 )
 from inferscale.router.codec import dumps, loads, sse_error
 from inferscale.router.sse import DONE, MalformedStream, SseDecoder, SseEvent
 
-OPENAI_PATHS: Final = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
-ANTHROPIC_PATHS: Final = ("/v1/chat/completions",)
 RETRYABLE_STATUSES: Final = frozenset({408, 409, 429})
 """4xx statuses that say "not now" rather than "not this request": failed over."""
 
@@ -125,8 +125,8 @@ class Unsupported(Exception):
 
 
 def serves_path(provider: TableProvider, path: str) -> bool:
-    """Whether the provider's API has ``path`` (Anthropic: chat completions only)."""
-    return path in (ANTHROPIC_PATHS if provider.type == "anthropic" else OPENAI_PATHS)
+    """Whether the provider's API has ``path`` (other dialects than OpenAI's: chat only)."""
+    return dialects.serves(provider.type, path)
 
 
 @dataclass
@@ -207,14 +207,17 @@ def _openai_events(strip_usage: bool) -> Translate:
     return translate
 
 
-def _anthropic_events(translator: StreamTranslator) -> Translate:
+def _messages_events(translator: StreamTranslator, convert: dialects.Events | None) -> Translate:
+    """Messages stream events (``convert`` makes them from the provider's) to OpenAI chunks."""
+
     def translate(event: SseEvent, state: _StreamState) -> list[bytes]:
         try:
             doc = loads(event.data)
         except ValueError as error:
             raise MalformedStream("an event's data is not JSON") from error
         try:
-            out = translator.feed(doc)
+            events = convert(doc) if convert is not None else [doc]
+            out = [chunk for each in events for chunk in translator.feed(each)]
         except MalformedResponse as error:
             raise MalformedStream(str(error)) from error
         state.usage = translator.usage
@@ -362,33 +365,20 @@ async def call(
     created = int(time.time()) if created is None else created
     if not serves_path(provider, path):
         raise Unsupported(f"provider {provider_id} ({provider.type}) does not serve {path}")
-    if provider.type == "anthropic":
-        try:
-            doc = chat_to_messages(obj, entry.provider_model, DEFAULT_MAX_TOKENS)
-        except TranslationError as error:
-            raise Unsupported(error.message, error.param) from error
-        url = f"{provider.base_url}/v1/messages"
-        headers = {
-            "x-api-key": key,
-            "anthropic-version": provider.anthropic_version,
-            "Content-Type": "application/json",
-        }
-        translate: Translate = _anthropic_events(StreamTranslator(created, client_usage))
+    try:
+        out = dialects.prepare(provider, entry.provider_model, key, path, obj)
+    except TranslationError as error:
+        raise Unsupported(error.message, error.param) from error
+    if out.shape == "openai":
+        translate = _openai_events(out.strip_usage)
     else:
-        doc = dict(obj)
-        doc["model"] = entry.provider_model
-        strip = False
-        if stream and path != "/v1/embeddings" and not client_usage:
-            doc["stream_options"] = {**(options or {}), "include_usage": True}
-            strip = True
-        url = provider.base_url + path.removeprefix("/v1")
-        headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
-        translate = _openai_events(strip)
+        translate = _messages_events(StreamTranslator(created, client_usage), out.events)
+    url, headers = out.url, out.headers
     timeout = aiohttp.ClientTimeout(
         total=total_timeout, sock_connect=connect_timeout, sock_read=first_byte_timeout
     )
     try:
-        response = await session.post(url, data=dumps(doc), headers=headers, timeout=timeout)
+        response = await session.post(url, data=dumps(out.body), headers=headers, timeout=timeout)
     except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as error:
         raise ProviderFault(
             "connect", f"cannot connect to provider {provider_id}: {type(error).__name__}"
@@ -402,7 +392,7 @@ async def call(
             "connect", f"provider {provider_id} failed: {type(error).__name__}"
         ) from error
     try:
-        return await _answer(response, provider_id, provider, stream, translate, created)
+        return await _answer(response, provider_id, provider, out, stream, translate, created)
     except BaseException:
         response.close()
         raise
@@ -412,6 +402,7 @@ async def _answer(
     response: aiohttp.ClientResponse,
     provider_id: str,
     provider: TableProvider,
+    out: dialects.Outgoing,
     stream: bool,
     translate: Translate,
     created: int,
@@ -433,8 +424,10 @@ async def _answer(
     if status >= 300:
         if provider.type == "anthropic":
             client_status, refusal = error_to_openai(status, body)
-        else:
+        elif out.shape == "openai":
             client_status, refusal = status, _openai_error(status, body)
+        else:
+            client_status, refusal = status, dialects.error_of(status, body)
         raise _fault_for_status(
             provider_id, status, refusal, client_status, retry_after_seconds(response.headers)
         )
@@ -464,9 +457,10 @@ async def _answer(
         raise ProviderFault(
             "malformed", f"provider {provider_id} answered with a body that is not JSON"
         ) from error
-    if provider.type == "anthropic":
+    if out.shape == "messages":
         try:
-            chat = messages_to_chat(doc, created)
+            message = out.to_message(doc) if out.to_message is not None else doc
+            chat = messages_to_chat(message, created)
         except MalformedResponse as error:
             raise ProviderFault("malformed", f"provider {provider_id}: {error}") from error
         return Answer(status, dumps(chat), chat.get("usage"))
