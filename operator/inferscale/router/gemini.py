@@ -5,7 +5,7 @@ The router translates an OpenAI chat request once into a Messages request
 messages into alternating turns of blocks), and this module turns that into a Gemini request;
 Gemini's answers and stream chunks come back as a Messages response and Messages stream events,
 which :mod:`inferscale.router.anthropic` turns into OpenAI's. One translation to OpenAI, every
-dialect that speaks in turns of blocks (Gemini, Vertex AI, Bedrock, Cohere) reuses it.
+dialect that speaks in turns of blocks (Gemini, Vertex AI, Cohere) reuses it.
 
 - Request (:func:`to_gemini`): ``system`` -> ``systemInstruction``; turns -> ``contents`` with
   roles ``user``/``model``; text, ``data:`` images (``inlineData``), ``tool_use``

@@ -97,6 +97,10 @@ class MockOpenAI(MockProvider):
         app.router.add_post("/v1/completions", self.chat)
         app.router.add_post("/v1/embeddings", self.embeddings)
 
+    def presented(self, request: web.Request) -> str:
+        """The key the request carries, where OpenAI's API wants it."""
+        return request.headers.get("Authorization", "").removeprefix("Bearer ")
+
     def _fail(self, status: int, message: str, kind: str) -> web.Response:
         doc = {"error": {"message": message, "type": kind, "param": None, "code": None}}
         return web.json_response(doc, status=status)
@@ -105,7 +109,7 @@ class MockOpenAI(MockProvider):
         body = await request.json()
         self.requests.append(body)
         self.headers.append(dict(request.headers))
-        presented = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        presented = self.presented(request)
         if presented not in self.keys:
             return body, self._fail(401, "Incorrect API key provided.", "invalid_request_error")
         if presented in self.rate_limited:
@@ -262,7 +266,7 @@ class MockAnthropic(MockProvider):
         body = await request.json()
         self.requests.append(body)
         self.headers.append(dict(request.headers))
-        if request.headers.get("x-api-key") != self.key:
+        if request.headers.get("x-api-key") not in self.keys:
             return self._fail(401, "authentication_error", "invalid x-api-key")
         if not request.headers.get("anthropic-version"):
             return self._fail(400, "invalid_request_error", "anthropic-version: header is required")
@@ -278,6 +282,8 @@ class MockAnthropic(MockProvider):
             return self._fail(429, "rate_limit_error", "Number of request tokens has exceeded")
         if fault == "500":
             return self._fail(500, "api_error", "Internal server error")
+        if fault == "400":
+            return self._fail(400, "invalid_request_error", "prompt is too long: 210000 tokens")
         if fault in ("timeout", "slow"):
             await asyncio.sleep(self.delay)
             if fault == "timeout":
