@@ -316,6 +316,7 @@ def _providers(
             anthropic_version=spec.anthropic_version,
             azure=spec.azure,
             vertex=spec.vertex,
+            bedrock=spec.bedrock,
             models={
                 m.name: TableProviderModel(
                     provider_model=m.provider_model or m.name,

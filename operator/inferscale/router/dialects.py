@@ -8,8 +8,9 @@ type, and says how its answer comes back (:attr:`Outgoing.shape`):
   ``api-version``, ``api-key`` or an Entra bearer token).
 - ``messages``: a dialect that speaks in turns of content blocks. The request is first made a
   Messages request (:func:`inferscale.router.anthropic.chat_to_messages`, which validates it),
-  then the provider's own (Gemini, Vertex AI, Cohere); :attr:`Outgoing.to_message` and
-  :attr:`Outgoing.events` turn its answer and stream chunks into Messages ones, which
+  then the provider's own (Gemini, Vertex AI, Cohere, Bedrock's Converse);
+  :attr:`Outgoing.to_message` and :attr:`Outgoing.events` turn its answer and stream chunks
+  into Messages ones, which
   :mod:`inferscale.router.anthropic` turns into OpenAI's. Anthropic itself is the identity.
 
 Each dialect serves :data:`PATHS` of its type; :func:`error_of` reads any provider's error body
@@ -27,7 +28,7 @@ from typing import Any, Final, Literal
 from urllib.parse import quote
 
 from inferscale.protocol.table import TableProvider
-from inferscale.router import cohere, gemini
+from inferscale.router import bedrock, cohere, gemini
 from inferscale.router.anthropic import DEFAULT_MAX_TOKENS, ERROR_TYPES, chat_to_messages
 
 CHAT: Final = "/v1/chat/completions"
@@ -41,6 +42,7 @@ PATHS: Final[dict[str, tuple[str, ...]]] = {
     "gemini": (CHAT,),
     "vertex-ai": (CHAT,),
     "cohere": (CHAT,),
+    "bedrock": (CHAT,),
 }
 """The OpenAI paths each provider type serves."""
 
@@ -64,6 +66,10 @@ class Outgoing:
     """A stream chunk -> Messages events (``messages`` shape; None: it is one)."""
     strip_usage: bool = False
     """The router asked for the stream's usage chunk; the client did not (``openai``)."""
+    stream_type: str = "text/event-stream"
+    """The ``Content-Type`` of its streams (server-sent events, or AWS's event stream)."""
+    aws_region: str | None = None
+    """Sign the request with SigV4 for this region (the key is an AWS key pair)."""
 
 
 def serves(provider_type: str, path: str) -> bool:
@@ -156,6 +162,19 @@ def prepare(
             "messages",
             to_message=lambda doc: cohere.to_message(doc, model),
             events=stream.feed,
+        )
+    if kind == "bedrock":
+        method = "/converse-stream" if obj.get("stream") is True else "/converse"
+        events = bedrock.ConverseEvents(model)
+        return Outgoing(
+            f"{provider.base_url}/model/{quote(model, safe='')}{method}",
+            dict(JSON_HEADERS),
+            bedrock.to_converse(request),
+            "messages",
+            to_message=lambda doc: bedrock.to_message(doc, model),
+            events=events.feed,
+            stream_type=bedrock.CONTENT_TYPE,
+            aws_region=provider.bedrock.region if provider.bedrock is not None else None,
         )
     raise AssertionError(f"no dialect for provider type {kind!r}")  # the API's types are all here
 

@@ -11,9 +11,10 @@ shape the client asked for:
   client did not ask for it.
 - ``anthropic``: ``/v1/chat/completions`` only, translated by :mod:`inferscale.router.anthropic`
   to ``POST /v1/messages`` (``x-api-key``, ``anthropic-version``) and back, streams included.
-- ``azure-openai``, ``gemini``, ``vertex-ai``, ``cohere``: what each is sent
+- ``azure-openai``, ``gemini``, ``vertex-ai``, ``cohere``, ``bedrock``: what each is sent
   (URL, auth, body) is :mod:`inferscale.router.dialects`; the ones that are not OpenAI's API
-  come back through the Messages translation, as Anthropic's answers do.
+  come back through the Messages translation, as Anthropic's answers do. Bedrock's requests are
+  signed (SigV4, :mod:`inferscale.router.aws`) and its streams are AWS's binary event stream.
 
 Failure behaviour (nothing here logs, least of all the key):
 
@@ -41,7 +42,7 @@ from typing import Any, Final
 import aiohttp
 
 from inferscale.protocol.table import TableProvider
-from inferscale.router import dialects
+from inferscale.router import aws, dialects
 from inferscale.router.anthropic import (
     MalformedResponse,
     StreamTranslator,
@@ -49,6 +50,7 @@ from inferscale.router.anthropic import (
     error_to_openai,
     messages_to_chat,
 )
+from inferscale.router.bedrock import EventStreamDecoder
 from inferscale.router.codec import dumps, loads, sse_error
 from inferscale.router.sse import DONE, MalformedStream, SseDecoder, SseEvent
 
@@ -275,7 +277,7 @@ def _openai_error(status: int, body: bytes) -> dict[str, Any]:
 
 async def _first_chunks(
     response: aiohttp.ClientResponse,
-    decoder: SseDecoder,
+    decoder: SseDecoder | EventStreamDecoder,
     translate: Translate,
     state: _StreamState,
     provider_id: str,
@@ -306,7 +308,7 @@ async def _first_chunks(
 
 async def _rest(
     response: aiohttp.ClientResponse,
-    decoder: SseDecoder,
+    decoder: SseDecoder | EventStreamDecoder,
     translate: Translate,
     state: _StreamState,
     provider_id: str,
@@ -373,12 +375,13 @@ async def call(
         translate = _openai_events(out.strip_usage)
     else:
         translate = _messages_events(StreamTranslator(created, client_usage), out.events)
-    url, headers = out.url, out.headers
+    body = dumps(out.body)
+    headers = await _auth_headers(out, key, body, provider_id)
     timeout = aiohttp.ClientTimeout(
         total=total_timeout, sock_connect=connect_timeout, sock_read=first_byte_timeout
     )
     try:
-        response = await session.post(url, data=dumps(out.body), headers=headers, timeout=timeout)
+        response = await session.post(out.url, data=body, headers=headers, timeout=timeout)
     except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as error:
         raise ProviderFault(
             "connect", f"cannot connect to provider {provider_id}: {type(error).__name__}"
@@ -398,6 +401,19 @@ async def call(
         raise
 
 
+async def _auth_headers(
+    out: dialects.Outgoing, key: str, body: bytes, provider_id: str
+) -> dict[str, str]:
+    """The request's headers, signed with SigV4 when the provider wants it (Bedrock)."""
+    if out.aws_region is None:
+        return out.headers
+    try:
+        credentials = aws.parse_credentials(key)
+    except ValueError as error:
+        raise ProviderFault("auth", f"provider {provider_id}: {error}") from error
+    return await aws.signed_headers("POST", out.url, out.headers, body, credentials, out.aws_region)
+
+
 async def _answer(
     response: aiohttp.ClientResponse,
     provider_id: str,
@@ -409,8 +425,9 @@ async def _answer(
 ) -> Answer | Stream:
     status = response.status
     ctype = response.headers.get("Content-Type", "")
+    streamed = stream and ctype.startswith(out.stream_type)
     try:
-        if status >= 300 or not (stream and ctype.startswith("text/event-stream")):
+        if status >= 300 or not streamed:
             body = await response.read()
             response.release()
     except TimeoutError as error:
@@ -431,9 +448,9 @@ async def _answer(
         raise _fault_for_status(
             provider_id, status, refusal, client_status, retry_after_seconds(response.headers)
         )
-    if stream and ctype.startswith("text/event-stream"):
+    if streamed:
         state = _StreamState()
-        decoder = SseDecoder()
+        decoder = EventStreamDecoder() if out.aws_region is not None else SseDecoder()
         try:
             first = await _first_chunks(response, decoder, translate, state, provider_id)
         except TimeoutError as error:

@@ -5,17 +5,22 @@ Each answers from the fixtures in ``tests/fixtures/providers/`` (``{text}``, ``{
 key where the real API wants it and records every request, its headers and its query. A
 request with tools gets the recorded tool call. ``fault`` (with ``fault_times``): ``429``
 (the provider's own error body and ``Retry-After: 1``), ``500``, ``400`` (a refusal of the
-request). A key in ``rate_limited`` always gets 429.
+request). A key in ``rate_limited`` always gets 429. Bedrock's mock checks SigV4 signatures and
+answers streams in AWS's binary event stream.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
+import struct
+import zlib
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
+from inferscale.router import aws
 from tests.component.router.mock_providers import KEY, MockOpenAI, MockProvider
 
 FIXTURES = Path(__file__).parents[2] / "fixtures" / "providers"
@@ -55,6 +60,9 @@ class MockDialect(MockProvider):
     def wants_stream(self, request: web.Request, body: dict[str, Any]) -> bool:
         return bool(body.get("stream"))
 
+    def offered_tools(self, body: dict[str, Any]) -> bool:
+        return bool(body.get("tools"))
+
     async def handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         self.requests.append(body)
@@ -76,12 +84,15 @@ class MockDialect(MockProvider):
         if fault == "400":
             return self.error(400, "Invalid request: the prompt is too long.")
         text = f"{self.prefix}:{self.user_text(body)}"
-        tools = bool(body.get("tools"))
+        tools = self.offered_tools(body)
         if not self.wants_stream(request, body):
             name = self.tool_answer if tools else self.answer
             return web.Response(body=fixture(name, text=text), content_type="application/json")
         first, second = text.split(":", 1)
         data = fixture(self.tool_stream if tools else self.stream, text1=first, text2=":" + second)
+        return await self.stream_answer(request, data)
+
+    async def stream_answer(self, request: web.Request, data: str) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
         for piece in data.encode().split(b"\n\n"):
@@ -194,3 +205,97 @@ class MockAzure(MockOpenAI):
 
     async def azure_embeddings(self, request: web.Request) -> web.StreamResponse:
         return self._check(request) or await self.embeddings(request)
+
+
+def event_frame(headers: dict[str, str], payload: bytes) -> bytes:
+    """One frame of AWS's binary event stream (string headers), with its two CRC32s."""
+    raw = b"".join(
+        bytes([len(k)]) + k.encode() + b"\x07" + struct.pack(">H", len(v)) + v.encode()
+        for k, v in headers.items()
+    )
+    prelude = struct.pack(">II", 16 + len(raw) + len(payload), len(raw))
+    prelude += struct.pack(">I", zlib.crc32(prelude))
+    message = prelude + raw + payload
+    return message + struct.pack(">I", zlib.crc32(message))
+
+
+class MockBedrock(MockDialect):
+    """``/model/{id}/converse`` and ``/converse-stream`` of Bedrock's runtime: it checks the
+    SigV4 signature as AWS does (signing the request it got again, at its ``X-Amz-Date``, with
+    the secret of the access key id it names), and streams AWS's binary event stream."""
+
+    name = "mock-bedrock"
+    prefix = "bedrock"
+    answer, tool_answer = "bedrock-converse.json", "bedrock-tool-use.json"
+    stream, tool_stream = "bedrock-stream.jsonl", "bedrock-stream-tools.jsonl"
+    error_fixture = "bedrock-error.json"
+    region = "eu-west-1"
+
+    def __init__(self, key: str = "AKIDEXAMPLE:wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY") -> None:
+        super().__init__(key)
+        self.raw: list[bytes] = []
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_post("/model/{model}/converse", self.signed)
+        app.router.add_post("/model/{model}/converse-stream", self.signed)
+
+    async def signed(self, request: web.Request) -> web.StreamResponse:
+        self._verified = await self._verify(request)
+        return await self.handle(request)
+
+    async def _verify(self, request: web.Request) -> str | None:
+        body = await request.read()
+        claimed = request.headers.get("Authorization", "")
+        stamp = request.headers.get("X-Amz-Date", "")
+        for key in self.keys:
+            access_key_id = key.split(":")[0]
+            if f"Credential={access_key_id}/" not in claimed:
+                continue
+            when = datetime.datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=datetime.UTC)
+            headers = {"Content-Type": request.headers["Content-Type"]}
+            again = await aws.signed_headers(
+                "POST", f"http://{request.host}{request.raw_path}", headers, body,
+                aws.parse_credentials(key), self.region, now=when,
+            )  # fmt: skip
+            return key if again["Authorization"] == claimed else None
+        return None
+
+    def presented(self, request: web.Request) -> str | None:
+        return self._verified
+
+    def wants_stream(self, request: web.Request, body: dict[str, Any]) -> bool:
+        return request.path.endswith("/converse-stream")
+
+    def offered_tools(self, body: dict[str, Any]) -> bool:
+        return bool((body.get("toolConfig") or {}).get("tools"))
+
+    def error(self, status: int, message: str) -> web.Response:
+        kinds = {
+            400: "ValidationException",
+            401: "UnrecognizedClientException",
+            500: "InternalServerException",
+        }
+        return web.json_response(
+            {"message": message}, status=status, headers={"x-amzn-ErrorType": kinds.get(status, "")}
+        )
+
+    def user_text(self, body: dict[str, Any]) -> str:
+        for message in reversed(body.get("messages") or []):
+            texts = [b["text"] for b in message.get("content", []) if "text" in b]
+            if message.get("role") == "user" and texts:
+                return " ".join(texts)
+        return ""
+
+    async def stream_answer(self, request: web.Request, data: str) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "application/vnd.amazon.eventstream"})
+        await resp.prepare(request)
+        for line in data.splitlines():
+            if line.strip():
+                kind, payload = json.loads(line)
+                headers = {
+                    ":event-type": kind,
+                    ":content-type": "application/json",
+                    ":message-type": "event",
+                }
+                await resp.write(event_frame(headers, json.dumps(payload).encode()))
+        return resp

@@ -2,7 +2,8 @@
 mocked on loopback, the official ``openai`` SDK as the client.
 
 Each row is a provider type (Azure OpenAI with an api-key and with an Entra token, Gemini,
-Vertex AI, Cohere, and the OpenAI and Anthropic types for comparison). Every row must: answer
+Vertex AI, Cohere, Bedrock (signed, its binary event stream), and the OpenAI and Anthropic
+types for comparison). Every row must: answer
 JSON and streams in OpenAI's shape, carry tool calls both ways, count usage, map the provider's
 refusal to OpenAI's error shape, retry a 429 on the provider's next key, and fail over a 5xx to
 the route's fallback.
@@ -20,10 +21,11 @@ import openai
 import pytest
 
 from tests.component.router.conftest import RunningRouter
-from tests.component.router.mock_dialects import MockAzure, MockCohere, MockGemini
+from tests.component.router.mock_dialects import MockAzure, MockBedrock, MockCohere, MockGemini
 from tests.component.router.mock_providers import KEY, MockAnthropic, MockOpenAI, MockProvider
 
 KEY2 = "sk-second-provider-key-0123456789"
+AWS_KEYS = ("AKIDFIRST:first-secret-access-key", "AKIDSECOND:second-secret-access-key")
 FALLBACK = "team/fallback"
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hello"}]
 TOOLS = [
@@ -46,6 +48,7 @@ class Row:
     """What the mock's answers start with."""
     tool_args: dict[str, Any] | None
     """The arguments of the recorded tool call (None: OpenAI's API, passed through)."""
+    keys: tuple[str, str] = (KEY, KEY2)
 
 
 def rows(mocks: dict[str, MockProvider]) -> dict[str, Row]:
@@ -103,6 +106,13 @@ def rows(mocks: dict[str, MockProvider]) -> dict[str, Row]:
             "cohere",
             {"city": "Paris"},
         ),
+        "bedrock": Row(
+            mocks["bedrock"],
+            {"type": "bedrock", "baseURL": url("bedrock"), "bedrock": {"region": "eu-west-1"}},
+            "bedrock",
+            {"city": "Paris"},
+            AWS_KEYS,
+        ),
     }
 
 
@@ -114,6 +124,7 @@ ROWS = [
     "gemini",
     "vertex-ai",
     "cohere",
+    "bedrock",
 ]
 
 
@@ -128,6 +139,7 @@ def table() -> Iterator[dict[str, Row]]:
             "gemini": MockGemini(),
             "vertex": MockGemini(vertex=True),
             "cohere": MockCohere(),
+            "bedrock": MockBedrock(),
             "fallback": MockOpenAI(),
         }
         for mock in mocks.values():
@@ -142,7 +154,7 @@ def reset(table):
     for row in table.values():
         mock = row.mock
         mock.fault, mock.fault_times = None, None
-        mock.keys = {KEY, KEY2}
+        mock.keys = set(row.keys)
         mock.rate_limited = {}
         mock.requests.clear()
         mock.headers.clear()
@@ -151,7 +163,10 @@ def reset(table):
 @pytest.fixture
 def wired(router: RunningRouter, table) -> RunningRouter:
     key_sets = {
-        f"team/{name}": [{"id": "keys/a", "key": KEY}, {"id": "keys/b", "key": KEY2}]
+        f"team/{name}": [
+            {"id": "keys/a", "key": table[name].keys[0]},
+            {"id": "keys/b", "key": table[name].keys[1]},
+        ]
         for name in ROWS
     }
     router.set_provider_keys({FALLBACK: KEY}, key_sets)
@@ -350,7 +365,20 @@ def _sent_cohere(mock, headers, sent):
     assert sent["temperature"] == 0.5
 
 
+def _sent_bedrock(mock, headers, sent):
+    assert mock.paths[-1] == "/model/bedrock-model/converse"
+    assert (
+        headers["Authorization"].startswith("AWS4-HMAC-SHA256 Credential=AKIDFIRST/")
+        and "/eu-west-1/bedrock/aws4_request" in headers["Authorization"]
+    )
+    assert "first-secret-access-key" not in json.dumps(headers)
+    assert sent["system"] == [{"text": "Be brief."}]
+    assert sent["messages"] == [{"role": "user", "content": [{"text": "hello"}]}]
+    assert sent["inferenceConfig"] == {"maxTokens": 50, "temperature": 0.5}
+
+
 SENT = {
+    "bedrock": _sent_bedrock,
     "openai": _sent_openai,
     "anthropic": _sent_anthropic,
     "azure-openai": _sent_azure,

@@ -8,7 +8,8 @@ the provider refuses (401/403) or rate-limits (429) out of use on its own.
 Provider types and what each needs besides its keys: ``openai``, ``anthropic``, ``gemini`` and
 ``cohere`` (official endpoints by default); ``openai-compatible`` (a ``baseURL`` or a named
 ``preset``); ``azure-openai`` (``baseURL`` of the resource, ``azure``: api-version and auth);
-``vertex-ai`` (``vertex``: project and location; the key is an OAuth access token).
+``vertex-ai`` (``vertex``: project and location; the key is an OAuth access token);
+``bedrock`` (``bedrock``: region; the key is an AWS access key pair).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ ProviderType = Literal[
     "gemini",
     "vertex-ai",
     "cohere",
+    "bedrock",
 ]
 
 DEFAULT_BASE_URLS: dict[str, str] = {
@@ -39,8 +41,8 @@ DEFAULT_BASE_URLS: dict[str, str] = {
     "gemini": "https://generativelanguage.googleapis.com",
     "cohere": "https://api.cohere.com",
 }
-"""Base URL used when ``baseURL`` is empty (vertex-ai derives its own from its location;
-openai-compatible takes its preset's; azure-openai must name its resource)."""
+"""Base URL used when ``baseURL`` is empty (vertex-ai and bedrock derive theirs from their
+location or region; openai-compatible takes its preset's; azure-openai must name its resource)."""
 
 Preset = Literal[
     "together", "fireworks", "huggingface", "groq", "deepinfra", "openrouter", "mistral"
@@ -58,6 +60,7 @@ PRESET_BASE_URLS: Final[dict[str, str]] = {
 """OpenAI-compatible hosts by preset name: their documented base URLs."""
 
 GCP_LOCATION_PATTERN: Final = r"^[a-z]+(-[a-z0-9]+)+$|^global$"
+AWS_REGION_PATTERN: Final = r"^[a-z]{2}(-gov)?-[a-z]+-[0-9]$"
 
 
 class AzureSettings(ApiModel):
@@ -82,6 +85,13 @@ class VertexSettings(ApiModel):
 
     location: str = Field(default="us-central1", max_length=32, pattern=GCP_LOCATION_PATTERN)
     """Region (``us-central1``) or ``global``."""
+
+
+class BedrockSettings(ApiModel):
+    """Where AWS Bedrock runs (type bedrock)."""
+
+    region: str = Field(pattern=AWS_REGION_PATTERN, max_length=32)
+    """AWS region (``us-east-1``): the endpoint and the SigV4 signing region."""
 
 
 class ProviderModel(ApiModel):
@@ -155,6 +165,12 @@ class InferenceProviderSpec(ApiModel):
             field_path=".vertex",
         ),
         CelRule(
+            rule="self.type != 'bedrock' || has(self.bedrock)",
+            message="bedrock (region) is required for type bedrock",
+            check=lambda s: s.type != "bedrock" or s.bedrock is not None,
+            field_path=".bedrock",
+        ),
+        CelRule(
             rule="has(self.apiKeySecretRef) != has(self.apiKeys)",
             message="exactly one of apiKeySecretRef or apiKeys is required",
             check=lambda s: (s.api_key_secret_ref is None) != (s.api_keys is None),
@@ -173,13 +189,14 @@ class InferenceProviderSpec(ApiModel):
     type: ProviderType
     """The API the provider speaks: openai, anthropic (Messages API), openai-compatible
     (Together, Fireworks, a remote vLLM, ...), azure-openai, gemini (Gemini API), vertex-ai
-    (Gemini on Vertex AI) or cohere (v2 chat)."""
+    (Gemini on Vertex AI), cohere (v2 chat) or bedrock (AWS Bedrock's Converse API)."""
 
     base_url: str | None = Field(
         default=None, alias="baseURL", max_length=2048, pattern=r"^https?://[^\s]+$"
     )
     """Base URL of the API; defaults to the official endpoint for openai, anthropic, gemini
-    and cohere, to the preset's for openai-compatible, and to the location's for vertex-ai."""
+    and cohere, to the preset's for openai-compatible, and to the location's or region's for
+    vertex-ai and bedrock."""
 
     preset: Preset | None = None
     """An OpenAI-compatible host by name (type openai-compatible): together, fireworks,
@@ -192,6 +209,11 @@ class InferenceProviderSpec(ApiModel):
     vertex: VertexSettings | None = None
     """Vertex AI project and location (type vertex-ai; required)."""
 
+    bedrock: BedrockSettings | None = None
+    """AWS Bedrock region (type bedrock; required). Its key's Secret holds
+    ``<access key id>:<secret access key>`` (optionally ``:<session token>``); each model's
+    ``providerModel`` is its model id or inference profile (``anthropic.claude-...``)."""
+
     api_key_secret_ref: SecretKeyRef | None = None
     """Secret key that holds the API key (one key). Keys are never written in a spec."""
 
@@ -203,7 +225,7 @@ class InferenceProviderSpec(ApiModel):
     of use alone (401/403: until its Secret changes; 429: for ``Retry-After`` or a backoff)."""
 
     def resolved_base_url(self) -> str:
-        """``baseURL``, else the preset's, the location's, or the official one."""
+        """``baseURL``, else the preset's, the location's or region's, or the official one."""
         if self.base_url is not None:
             url = self.base_url
         elif self.preset is not None:
@@ -212,6 +234,8 @@ class InferenceProviderSpec(ApiModel):
             location = self.vertex.location
             host = "aiplatform" if location == "global" else f"{location}-aiplatform"
             url = f"https://{host}.googleapis.com"
+        elif self.bedrock is not None and self.type == "bedrock":
+            url = f"https://bedrock-runtime.{self.bedrock.region}.amazonaws.com"
         else:
             url = DEFAULT_BASE_URLS[self.type]
         return url.rstrip("/")
