@@ -348,7 +348,8 @@ class Dispatcher(Stage):
             try:
                 answer = await self._call(name, backend, lease.key.key, path, obj)
             except providers.ProviderFault as fault:
-                self._failed(provider_id, fault.reason, fault.message)
+                where = f" (key {lease.key.id})" if len(pool.keys) > 1 else ""
+                self._failed(provider_id, fault.reason, fault.message + where)
                 self._count_key(provider_id, lease, fault.reason)
                 if fault.reason not in KEY_FAULTS:
                     raise _attempt_failed(fault) from fault

@@ -126,6 +126,7 @@ def test_a_refused_key_is_out_alone_and_the_request_goes_on_with_the_next(wired,
     )
     assert wired.metric("inferscale_router_provider_ejections_total", provider=PROVIDER) == 0
     report = httpx.get(wired.base_url + "/admin/v1/spend", headers=AUTH).json()
+    assert report["providers"][PROVIDER]["lastError"].endswith("(key keys/one)")
     assert report["providers"][PROVIDER]["keys"] == {
         IDS[0]: "revoked",
         IDS[1]: "ok",
