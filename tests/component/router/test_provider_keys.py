@@ -146,14 +146,16 @@ def test_a_refused_key_is_out_alone_and_the_request_goes_on_with_the_next(wired,
 
 
 def test_a_rate_limited_key_backs_off_for_its_retry_after(wired, mock_openai):
-    mock_openai.rate_limited = {KEYS[0]: "1"}
+    mock_openai.rate_limited = {KEYS[0]: "2"}
+    started = time.monotonic()
     assert ask(wired) == "mock:hello"
     assert used_keys(mock_openai) == [KEYS[0], KEYS[1]]
     mock_openai.rate_limited = {}
-    for _ in range(4):
+    for _ in range(2):
         ask(wired)
-    assert KEYS[0] not in used_keys(mock_openai)[2:]  # still backing off
-    time.sleep(1.1)
+    if time.monotonic() - started < 1.9:  # a loaded machine may take longer: then skip this
+        assert KEYS[0] not in used_keys(mock_openai)[2:]  # still backing off
+    time.sleep(max(0.0, 2.1 - (time.monotonic() - started)))
     mock_openai.headers.clear()
     for _ in range(3):
         ask(wired)
