@@ -26,12 +26,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
 from pydantic import ConfigDict, Field, SecretStr, field_validator
 
 from inferscale.api.meta import ApiModel, nested
 from inferscale.api.v1alpha1.inference_client import ClientBudgets, ClientLimits, ServedName
+from inferscale.api.v1alpha1.inference_provider import MAX_PROVIDER_KEYS
 from inferscale.errors import InferscaleError
 
 DIGEST_PATTERN: Final = r"^[0-9a-f]{64}$"
@@ -114,9 +115,9 @@ class RouterCredentials(ApiModel):
     provider_keys: dict[str, SecretStr] = Field(default_factory=dict, max_length=10_000)
     """``<namespace>/<InferenceProvider name>`` → that provider's API key (one-key form)."""
 
-    provider_key_sets: dict[str, list[ProviderKeyEntry]] = Field(
-        default_factory=dict, max_length=10_000
-    )
+    provider_key_sets: dict[
+        str, Annotated[list[ProviderKeyEntry], Field(max_length=MAX_PROVIDER_KEYS)]
+    ] = Field(default_factory=dict, max_length=10_000)
     """``<namespace>/<InferenceProvider name>`` → its keys, for providers with ``apiKeys``."""
 
     client_keys: list[ClientKey] = Field(default_factory=list, max_length=100_000)
