@@ -20,8 +20,6 @@ from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import urlsplit
 
-from awscrt import auth, http
-
 SERVICE: Final = "bedrock"
 """The signing name of Bedrock's runtime endpoints."""
 
@@ -60,6 +58,10 @@ async def signed_headers(
     service: str = SERVICE,
 ) -> dict[str, str]:
     """``headers`` plus ``Host`` and the SigV4 signature of the request (``now``: its time)."""
+    # Imported here, as redis is for shared limits: a router without Bedrock providers never
+    # loads the native library.
+    from awscrt import auth, http
+
     parts = urlsplit(url)
     path = parts.path + (f"?{parts.query}" if parts.query else "")
     request = http.HttpRequest(
