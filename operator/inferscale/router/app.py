@@ -62,6 +62,7 @@ import aiohttp
 from aiohttp import web
 
 from inferscale.protocol.credentials import RouterCredentials
+from inferscale.router import provider_keys
 from inferscale.router.access import ANONYMOUS, Access, Refusal
 from inferscale.router.access_log import AccessLog
 from inferscale.router.admin import AdminApi
@@ -273,7 +274,10 @@ class Router:
             held,
             self.table.version,
             spend,
-            extra=self.access.metric_lines(),
+            extra=itertools.chain(
+                self.access.metric_lines(),
+                provider_keys.metric_lines(self.access.provider_pools, state.clock()),
+            ),
             pending_prompt_tokens=pending,
         )
         return web.Response(body=text.encode(), headers={"Content-Type": CONTENT_TYPE})

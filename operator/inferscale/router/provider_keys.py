@@ -178,6 +178,21 @@ class KeyPool:
         return out
 
 
+def metric_lines(pools: Mapping[str, KeyPool], now: float) -> Iterable[str]:
+    """The gauge ``inferscale_router_provider_key_usable{provider, key}``, in text format.
+
+    1 while a key is in use, 0 while it is refused or backing off. Key ids and provider ids
+    match patterns without a character that would need escaping.
+    """
+    yield "# HELP inferscale_router_provider_key_usable Whether a provider's API key is in use."
+    yield "# TYPE inferscale_router_provider_key_usable gauge"
+    for provider, pool in pools.items():
+        for key in pool.keys:
+            up = 1 if key.state(now) == "ok" else 0
+            labels = f'provider="{provider}",key="{key.id}"'
+            yield f"inferscale_router_provider_key_usable{{{labels}}} {up}"
+
+
 def rebuild(
     entries: Mapping[str, list[ProviderKeyEntry]], held: Mapping[str, KeyPool]
 ) -> dict[str, KeyPool]:
