@@ -297,9 +297,7 @@ class Dispatcher(Stage):
         state = self.state
         provider_id = str(backend.provider)
         try:
-            lease, answer = await self._keyed_call(
-                ctx.name, backend, ctx.path, obj, len(ctx.body)
-            )
+            lease, answer = await self._keyed_call(ctx.name, backend, ctx.path, obj, len(ctx.body))
         except providers.ProviderRefusal as refusal:
             self._ok(provider_id)
             return await self._answer_error(ctx, refusal.status, dumps(refusal.error), backend)
