@@ -112,6 +112,9 @@ def build_table(
     # builders racing each write a whole one.
     with tempfile.NamedTemporaryFile(dir=target.parent, suffix=".tmp", delete=False) as tmp:
         tmp.write(buffer.getvalue())
+    # Temporary files are private (0600); the table is read by other users (the router image
+    # runs as a non-root user), so it gets a plain file's mode.
+    os.chmod(tmp.name, 0o644)
     os.replace(tmp.name, target)
     return target
 

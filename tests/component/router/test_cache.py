@@ -328,3 +328,19 @@ def test_a_hit_on_a_providers_answer_counts_the_cost_saved():
         assert post(router, body).headers["X-Inferscale-Cache"] == "hit"
         assert router.metric("inferscale_router_cache_cost_saved_total", model="gpt") == spent
         assert router.metric("inferscale_router_spend_total") == spent  # the hit cost nothing
+
+
+def test_anthropic_messages_requests_pass_through_uncached(caching: CachingRouter):
+    body = {
+        "model": MODEL,
+        "max_tokens": 8,
+        "temperature": 0,
+        "messages": [{"role": "user", "content": "What's the weather?"}],
+    }
+    for _ in range(2):
+        resp = httpx.post(caching.base_url + "/v1/messages", json=body, timeout=10)
+        assert resp.status_code == 200 and resp.json()["type"] == "message"
+        assert "X-Inferscale-Cache" not in resp.headers
+    assert (
+        caching.router is not None and len(caching.router.pipeline.cache.caches[MODEL].store) == 0
+    )

@@ -79,6 +79,7 @@ def test_a_built_table_is_read_back_and_encodes(tiny_zip: Path, tmp_path: Path) 
     seen: list[int] = []
     path = build_table(tmp_path / "t.npz", tiny_zip, progress=lambda done, total: seen.append(done))
     assert seen[-1] == CONFIG.vocab_size
+    assert path.stat().st_mode & 0o777 == 0o644  # readable by the image's non-root user
     encoder = read_table(path)
     vector = encoder.encode_one("the cat sat")
     assert vector.shape == (encoder.dim,)

@@ -242,9 +242,11 @@ class CacheLookup(Stage):
 
     async def _cached(self, ctx: RequestContext, cache: RouteCache) -> web.StreamResponse:
         query = None
-        if eligible(ctx.obj, cache.any_temperature):
+        # Only OpenAI's API: an answer kept or replayed is OpenAI JSON, and another dialect's
+        # client (Anthropic Messages) would need it translated.
+        if ctx.dialect is None and eligible(ctx.obj, cache.any_temperature):
             query = cache_query(
-                ctx.request.path,
+                ctx.path,
                 ctx.obj,
                 route=ctx.name,  # the served name is the route's: one route per name
                 model=ctx.name,
@@ -382,7 +384,7 @@ def _answer(ctx: RequestContext, resp: web.StreamResponse) -> tuple[bytes, dict[
             events = SseDecoder().feed(b"".join(tap.chunks))
         except MalformedStream:
             return None
-        doc = stream_answer([e.data for e in events], ctx.request.path == CHAT_PATH)
+        doc = stream_answer([e.data for e in events], ctx.path == CHAT_PATH)
         return (dumps(doc), doc) if doc is not None else None
     if not isinstance(resp, web.Response):
         return None
