@@ -30,6 +30,7 @@ from typing import Any, Final, Protocol
 from aiohttp import web
 
 from inferscale.api.v1alpha1.inference_route import ResponseCache
+from inferscale.embedding import EmbeddingUnavailable
 from inferscale.protocol.defaults import CACHE_SIMILARITY_THRESHOLD
 from inferscale.router.cache_redis import SharedCache
 from inferscale.router.codec import JSON, dumps, loads
@@ -120,7 +121,17 @@ class RouteCache:
 class CacheLookup(Stage):
     """Answer from the route's cache, or hand on and keep the answer."""
 
-    __slots__ = ("caches", "encoder", "failed", "loader", "loading", "shared", "state", "tasks")
+    __slots__ = (
+        "caches",
+        "encoder",
+        "failed",
+        "loader",
+        "loading",
+        "shared",
+        "sharing",
+        "state",
+        "tasks",
+    )
 
     def __init__(
         self, state: RouterState, loader: Callable[[], Encoder] = load_static_encoder
@@ -136,6 +147,8 @@ class CacheLookup(Stage):
         """Served model name → its cache, for cached routes only (and once the encoder is in)."""
         self.shared: SharedCache | None = None
         """Redis between the router replicas (set at startup when the router has one)."""
+        self.sharing = False
+        """Whether the Redis subscription runs (it reads the routes cached when it starts)."""
         self.tasks: set[asyncio.Task[None]] = set()
         state.table.subscribe(self.on_table)
 
@@ -165,8 +178,8 @@ class CacheLookup(Stage):
             for name, s in wanted.items()
         }
         new = [name for name, cache in self.caches.items() if old.get(name) is not cache]
-        if new and self.shared is not None and old:
-            self._spawn(self._load_shared(new))  # the first routes load when the loop starts
+        if new and self.shared is not None and self.sharing:
+            self._spawn(self._load_shared(new))  # routes cached later read what is stored
 
     def start(self) -> None:
         """Load the encoder in a thread, once (nothing without a running loop yet)."""
@@ -181,12 +194,15 @@ class CacheLookup(Stage):
     async def _load(self) -> None:
         try:
             self.encoder = await asyncio.to_thread(self.loader)
-        except Exception as error:  # any failure to load turns the cache off, never the route
+        # The loader's own error, and what a missing or damaged install raises before it can
+        # say so: each turns the cache off, never the route.
+        except (EmbeddingUnavailable, ImportError, OSError, ValueError, MemoryError) as error:
             self.failed = self.state.cache_off = f"{type(error).__name__}: {error}"[:300]
             log.warning("response cache off: the embedding model did not load (%s)", self.failed)
             return
         self.on_table(self.state.table)
         if self.shared is not None:
+            self.sharing = True
             self._spawn(self.shared.run(lambda: list(self.caches), self.receive, self.state.stop))
 
     def _spawn(self, work: Coroutine[Any, Any, Any]) -> None:
