@@ -18,6 +18,7 @@ from inferscale import __version__
 from inferscale.cli import (
     chart,
     cluster,
+    embedding,
     engine_check,
     loadtest,
     operator,
@@ -141,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     top.register(sub)
     whatif.register(sub)
     engine_check.register(sub)
+    embedding.register(sub)
 
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(func=lambda _args: print(f"inferscale {__version__}") or 0)

@@ -262,10 +262,16 @@ class Router:
     async def metrics_endpoint(self, _request: web.Request) -> web.StreamResponse:
         """Prometheus text format."""
         state = self.state
-        endpoints = [(name, e) for name, m in self.table.models.items() for e in m.endpoints]
+        # An adapter's name shares its base model's endpoints: their series are the base's.
+        endpoints = [
+            (name, e)
+            for name, m in self.table.models.items()
+            if m.base is None
+            for e in m.endpoints
+        ]
         in_flight = [(name, e.pod, e.in_flight) for name, e in endpoints]
         pending = [(name, e.pod, e.pending_prompt_tokens) for name, e in endpoints]
-        held = [(name, state.held.get(name, 0)) for name in self.table.models]
+        held = [(n, state.held.get(n, 0)) for n, m in self.table.models.items() if m.base is None]
         now = state.wall()
         spend = [(r, *state.spend.mine(r, now)) for r in state.spend.routes()]
         text = state.metrics.render(

@@ -348,6 +348,36 @@ class ObservedSignals(ApiModel):
     """When the signals were read (RFC 3339)."""
 
 
+AdapterPhase = Literal["Loaded", "Loading", "Pending", "Failed"]
+"""Where an adapter stands: on every ready replica, on some, on none yet, or refused."""
+
+MAX_REPLICAS_LISTED: Final = 1000
+"""Most pod names one adapter's status lists (the count stays exact beyond it)."""
+
+
+class AdapterStatus(ApiModel):
+    """One adapter of ``spec.adapters`` as the operator last saw it on the replicas."""
+
+    name: str = Field(pattern=SERVED_NAME_PATTERN, max_length=128)
+    """The adapter's name (``spec.adapters[].name``)."""
+
+    phase: AdapterPhase
+    """Loaded (on every ready replica), Loading (on some), Pending (no ready replica yet) or
+    Failed (its source is refused, or the last load failed on every replica that lacks it)."""
+
+    loaded_replicas: int = Field(default=0, ge=0)
+    """Ready replicas that serve the adapter."""
+
+    ready_replicas: int = Field(default=0, ge=0)
+    """Ready replicas in all (the N of "loaded on M of N")."""
+
+    loaded_on: list[str] = Field(default_factory=list, max_length=MAX_REPLICAS_LISTED)
+    """The pods that serve it, sorted: the routers prefer these for the adapter's requests."""
+
+    message: str | None = Field(default=None, max_length=1024)
+    """The last error (an engine's refusal, an unreachable replica, a refused source)."""
+
+
 class InferenceModelStatus(ApiModel):
     """The observed state of a self-hosted model, written by the operator."""
 
@@ -388,6 +418,10 @@ class InferenceModelStatus(ApiModel):
     autoscaler_state: str | None = Field(default=None, max_length=65_536)
     """The autoscaler's memory (its windows' load samples, when load last fell, when it last
     scaled), kept here so an operator restart keeps its windows. Written by the operator."""
+
+    adapters: list[AdapterStatus] = Field(default_factory=list, max_length=MAX_ADAPTERS)
+    """Each LoRA adapter of ``spec.adapters``: on how many ready replicas it is loaded, and
+    the last error. The AdaptersReady condition sums them up."""
 
 
 class InferenceModel(Resource[InferenceModelSpec, InferenceModelStatus]):
