@@ -116,13 +116,15 @@ def contaminated_prompts(folder: Path) -> set[str]:
         return {json.loads(line)["eval_prompt"] for line in handle if line.strip()}
 
 
-def read_mmlu(folder: Path = DEFAULT_MMLU) -> Labelled:
-    """All 57 MMLU subjects (subject = file name after ``mmlu_``), contaminated prompts left out."""
+def read_mmlu(
+    folder: Path = DEFAULT_MMLU, weak: str = WEAK_MMLU, strong: str = STRONG_MMLU
+) -> Labelled:
+    """All ``mmlu_<subject>.csv`` of ``folder``, contaminated prompts left out."""
     files = sorted(folder.glob("mmlu_*.csv"))
     if not files:
         raise DataError(f"{folder}: no mmlu_*.csv files (see ../shared/data/README.md)")
     skip = contaminated_prompts(folder)
-    parts = [read_labelled(path, weak=WEAK_MMLU, strong=STRONG_MMLU) for path in files]
+    parts = [read_labelled(path, weak=weak, strong=strong) for path in files]
     rows = [
         (prompt, weak, strong, path.stem.removeprefix("mmlu_"))
         for path, part in zip(files, parts, strict=True)
@@ -134,8 +136,8 @@ def read_mmlu(folder: Path = DEFAULT_MMLU) -> Labelled:
         weak_ok=np.array([row[1] for row in rows], dtype=np.bool_),
         strong_ok=np.array([row[2] for row in rows], dtype=np.bool_),
         subjects=[row[3] for row in rows],
-        weak_name=WEAK_MMLU,
-        strong_name=STRONG_MMLU,
+        weak_name=weak,
+        strong_name=strong,
     )
 
 

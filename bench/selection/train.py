@@ -31,7 +31,15 @@ import numpy.typing as npt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from data import DEFAULT_MMLU, Labelled, read_mmlu, split_subjects
+from data import (
+    DEFAULT_MMLU,
+    STRONG_MMLU,
+    WEAK_MMLU,
+    DataError,
+    Labelled,
+    read_mmlu,
+    split_subjects,
+)
 
 from inferscale.router.difficulty import (
     CHEAP_FEATURES,
@@ -106,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     """Train on the training subjects and write the artefact."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mmlu", type=Path, default=DEFAULT_MMLU, help="the mmlu_*.csv folder")
+    parser.add_argument("--weak", default=WEAK_MMLU, help="the cheap model's column")
+    parser.add_argument("--strong", default=STRONG_MMLU, help="the strong model's column")
     parser.add_argument("--held-out", type=int, default=19, help="subjects kept for reporting")
     parser.add_argument("--seed", type=int, default=0, help="draws the held-out subjects")
     parser.add_argument("--buckets", type=int, default=1024, help="hashed word buckets")
@@ -113,11 +123,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=400, help="Adam steps per head")
     parser.add_argument("--out", type=Path, default=DEFAULT_ARTEFACT)
     args = parser.parse_args(argv)
-    data = read_mmlu(args.mmlu)
-    training, held_out = split_subjects(data.subjects, args.held_out, args.seed)
+    try:
+        data = read_mmlu(args.mmlu, args.weak, args.strong)
+        training, held_out = split_subjects(data.subjects, args.held_out, args.seed)
+    except DataError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     subset = data.subset(np.array([subject in training for subject in data.subjects]))
+    source = "MMLU (RouteLLM responses)" if args.mmlu == DEFAULT_MMLU else args.mmlu.name
     trained_on = (
-        f"MMLU (RouteLLM responses), {len(training)} subjects, {len(subset.prompts)} prompts;"
+        f"{source}, {len(training)} subjects, {len(subset.prompts)} prompts;"
         f" held out (--seed {args.seed}): {', '.join(sorted(held_out))}"
     )
     model = train(subset, args.buckets, args.l2, args.steps, trained_on)
