@@ -1,0 +1,74 @@
+"""Selecting a route's candidate: the cost and latency policies, availability, cost saved."""
+
+from __future__ import annotations
+
+import pytest
+
+from inferscale.router.selection import (
+    Candidate,
+    CandidateState,
+    choose_by_cost,
+    choose_by_latency,
+    cost_saved,
+)
+
+SMALL = Candidate("small", input_price=0.1, output_price=0.2, tier=1)
+MEDIUM = Candidate("medium", input_price=0.5, output_price=1.0, tier=1)
+BIG = Candidate("big", input_price=2.5, output_price=10.0, tier=2)
+HOSTED = Candidate("openai/gpt-4o", input_price=5.0, output_price=15.0, tier=2)
+ALL = [BIG, SMALL, HOSTED, MEDIUM]
+EJECTED = CandidateState(available=False)
+COLD = CandidateState(warm=False)
+
+
+@pytest.mark.parametrize(
+    ("score", "states", "chosen"),
+    [
+        (0.0, {}, "small"),  # easy: the cheapest of the weakest tier is enough
+        (0.5, {}, "big"),  # hard: the cheapest of the strongest tier
+        (0.0, {"small": EJECTED}, "medium"),  # skip an ejected candidate
+        (0.5, {"big": EJECTED}, "openai/gpt-4o"),
+        (0.0, {"small": COLD}, "medium"),  # a cold model does not hold an easy request
+        (0.0, {"small": COLD, "medium": COLD}, "big"),  # a warm stronger one serves it
+        (0.5, {"big": COLD, "openai/gpt-4o": EJECTED}, "big"),  # cold strong beats weak
+        # nothing strong usable: the best available weaker tier answers
+        (0.5, {"big": EJECTED, "openai/gpt-4o": EJECTED}, "small"),
+    ],
+)
+def test_cost_policy(score, states, chosen) -> None:
+    choice = choose_by_cost(ALL, states, score=score, threshold=0.2)
+    assert choice is not None and choice.candidate.name == chosen
+
+
+def test_cost_policy_says_why_and_nothing_usable_is_none() -> None:
+    choice = choose_by_cost(ALL, {"big": EJECTED, "openai/gpt-4o": EJECTED}, 0.9, 0.2)
+    assert choice is not None and "best available tier 1" in choice.reason
+    everyone_out = {c.name: EJECTED for c in ALL}
+    assert choose_by_cost(ALL, everyone_out, 0.9, 0.2) is None
+    assert choose_by_cost([], {}, 0.9, 0.2) is None
+
+
+def test_threshold_is_inclusive() -> None:
+    assert choose_by_cost([SMALL, BIG], {}, 0.2, 0.2).candidate is BIG  # type: ignore[union-attr]
+
+
+def test_latency_policy_prefers_warm_and_fast() -> None:
+    states = {
+        "small": CandidateState(predicted_ttft_s=0.9),
+        "big": CandidateState(predicted_ttft_s=0.1, warm=False),
+        "openai/gpt-4o": CandidateState(predicted_ttft_s=0.4),
+        "medium": CandidateState(predicted_ttft_s=0.3, available=False),
+    }
+    assert choose_by_latency(ALL, states).candidate is HOSTED  # type: ignore[union-attr]
+    cold_only = {c.name: CandidateState(warm=False, predicted_ttft_s=i) for i, c in enumerate(ALL)}
+    assert choose_by_latency(ALL, cold_only).candidate is BIG  # type: ignore[union-attr]
+    assert choose_by_latency(ALL, {c.name: EJECTED for c in ALL}) is None
+
+
+def test_cost_saved_against_always_strong() -> None:
+    usage = {"prompt_tokens": 1_000_000, "completion_tokens": 100_000}
+    # Always strong = big (the cheapest of tier 2): 2.5 + 1.0; small: 0.1 + 0.02.
+    assert cost_saved(usage, SMALL, ALL) == pytest.approx(3.5 - 0.12)
+    assert cost_saved(usage, BIG, ALL) == 0.0
+    assert cost_saved(usage, HOSTED, ALL) < 0  # a dearer pick is a negative saving
+    assert cost_saved({"prompt_tokens": "many"}, SMALL, ALL) == 0.0  # bad usage: no claim
