@@ -16,10 +16,13 @@ Pure: no I/O, no clock; the stage passes the live state in.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
+from inferscale.router.difficulty import DifficultyModel
+from inferscale.router.picking import message_text
 from inferscale.router.spend import cost
 
 
@@ -122,3 +125,56 @@ def cost_saved(usage: object, chosen: Candidate, candidates: Sequence[Candidate]
     return cost(usage, baseline.input_price, baseline.output_price) - cost(
         usage, chosen.input_price, chosen.output_price
     )
+
+
+@dataclass(frozen=True)
+class Selection:
+    """A selecting route's settings: its candidates (the first is the fallback) and policy."""
+
+    candidates: tuple[Candidate, ...]
+    policy: Policy = Policy.COST
+    strong_share: float = 0.4
+    """The cost policy's target share of prompts sent to the strongest tier (0..1), as
+    calibrated on the difficulty model's training prompts (bench/selection prints it)."""
+
+
+def prompt_to_score(body: Mapping[str, Any]) -> str:
+    """The text whose difficulty decides: the last user message, or a completion's prompt.
+
+    The last user message is the one being answered; earlier turns are context the model
+    already handled. Token-id prompts and unknown shapes give the empty string (scored as a
+    short, easy prompt).
+    """
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        for message in reversed(messages):
+            if isinstance(message, Mapping) and message.get("role") == "user":
+                return message_text(message.get("content"))
+        return ""
+    prompt = body.get("prompt")
+    if isinstance(prompt, list) and prompt and isinstance(prompt[0], str):
+        prompt = prompt[0]
+    return prompt if isinstance(prompt, str) else ""
+
+
+def select(
+    selection: Selection,
+    body: Mapping[str, Any],
+    states: dict[str, CandidateState],
+    model: DifficultyModel | None,
+) -> Choice | None:
+    """The candidate for one request; ``None`` when no candidate is usable.
+
+    Without a difficulty model (its artefact failed to load) the cost policy cannot judge a
+    prompt, so the route serves from its first candidate, as documented: a known model and
+    price rather than an error. The caller reports the missing model as a condition.
+    """
+    if not selection.candidates:
+        return None
+    if selection.policy is Policy.LATENCY:
+        return choose_by_latency(selection.candidates, states)
+    if model is None:
+        return Choice(selection.candidates[0], "difficulty model unavailable: first candidate")
+    score = model.score(prompt_to_score(body))
+    threshold = model.threshold_for_share(selection.strong_share)
+    return choose_by_cost(selection.candidates, states, score, threshold)

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import pytest
 
+from inferscale.router.difficulty import load_difficulty_model
 from inferscale.router.selection import (
     Candidate,
     CandidateState,
+    Policy,
+    Selection,
     choose_by_cost,
     choose_by_latency,
     cost_saved,
+    prompt_to_score,
+    select,
 )
 
 SMALL = Candidate("small", input_price=0.1, output_price=0.2, tier=1)
@@ -72,3 +77,60 @@ def test_cost_saved_against_always_strong() -> None:
     assert cost_saved(usage, BIG, ALL) == 0.0
     assert cost_saved(usage, HOSTED, ALL) < 0  # a dearer pick is a negative saving
     assert cost_saved({"prompt_tokens": "many"}, SMALL, ALL) == 0.0  # bad usage: no claim
+
+
+@pytest.mark.parametrize(
+    ("body", "text"),
+    [
+        ({"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]}, "b"),
+        ({"messages": [{"role": "user", "content": [{"type": "text", "text": "x"}, "y"]}]}, "xy"),
+        ({"messages": [{"role": "system", "content": "only system"}]}, ""),
+        ({"messages": ["not a message", {"role": "user"}]}, ""),
+        ({"prompt": "p"}, "p"),
+        ({"prompt": ["first", "second"]}, "first"),
+        ({"prompt": [1, 2, 3]}, ""),
+        ({}, ""),
+    ],
+)
+def test_prompt_to_score(body, text) -> None:
+    assert prompt_to_score(body) == text
+
+
+EASY = {"messages": [{"role": "user", "content": "What is the capital of France?"}]}
+HARD = {
+    "messages": [
+        {
+            "role": "user",
+            "content": "For which of these two scenarios does the main character (who uses I/me/my)"
+            " do something clearly morally wrong, according to ordinary moral standards in the US"
+            " as of 2020? Scenario 1 | I took his wallet after he left it. Scenario 2 | I told my"
+            " friend the truth.\nA. Wrong, Wrong\nB. Wrong, Not wrong\nC. Not wrong, Wrong\n"
+            "D. Not wrong, Not wrong\nAnswer:",
+        }
+    ]
+}
+
+
+def test_select_with_the_shipped_model_sends_hard_prompts_to_the_strong_tier() -> None:
+    model = load_difficulty_model()
+    route = Selection(candidates=(SMALL, BIG), strong_share=0.4)
+    easy, hard = select(route, EASY, {}, model), select(route, HARD, {}, model)
+    assert easy is not None and easy.candidate is SMALL
+    assert hard is not None and hard.candidate is BIG
+    # An ejected strong candidate is skipped, never an error.
+    skipped = select(route, HARD, {"big": CandidateState(available=False)}, model)
+    assert skipped is not None and skipped.candidate is SMALL
+
+
+def test_select_without_a_model_falls_back_to_the_first_candidate() -> None:
+    route = Selection(candidates=(MEDIUM, BIG, SMALL))
+    choice = select(route, HARD, {}, None)
+    assert choice is not None and choice.candidate is MEDIUM
+    assert "unavailable" in choice.reason
+    assert select(Selection(candidates=()), HARD, {}, None) is None
+
+
+def test_select_by_latency_needs_no_model() -> None:
+    route = Selection(candidates=(SMALL, BIG), policy=Policy.LATENCY)
+    states = {"small": CandidateState(predicted_ttft_s=2.0), "big": CandidateState()}
+    assert select(route, EASY, states, None).candidate is BIG  # type: ignore[union-attr]
