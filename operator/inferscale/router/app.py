@@ -50,6 +50,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import logging
 import os
 import signal
 import sys
@@ -67,6 +68,11 @@ from inferscale.router.access_log import AccessLog
 from inferscale.router.admin import AdminApi
 from inferscale.router.codec import JSON, error_response
 from inferscale.router.context import RequestContext
+from inferscale.router.difficulty import (
+    DifficultyModel,
+    DifficultyModelUnavailable,
+    load_difficulty_model,
+)
 from inferscale.router.dispatch import Dispatcher
 from inferscale.router.documents import (
     apply_credentials,
@@ -91,10 +97,12 @@ from inferscale.router.stages.forward import Forward
 from inferscale.router.stages.hold import Hold
 from inferscale.router.stages.parse import Parse
 from inferscale.router.stages.pick import PickEndpoint
-from inferscale.router.stages.select_model import SelectModel
+from inferscale.router.stages.select_model import SELECTED_HEADER, SELECTED_KEY, SelectModel
 from inferscale.router.state import RouterState
 from inferscale.router.table import EndpointTable
 from inferscale.serving import serve_app
+
+log_router = logging.getLogger("inferscale.router")
 
 ROUTER_KEY: Final[web.AppKey[Router]] = web.AppKey("inferscale_router")
 OPENAI_PATHS: Final = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
@@ -104,8 +112,12 @@ OPENAI_PATHS: Final = ("/v1/chat/completions", "/v1/completions", "/v1/embedding
 class Pipeline:
     """The request stages of one router, linked once."""
 
-    def __init__(self, state: RouterState) -> None:
-        """Build every stage over ``state`` and link them (see :mod:`inferscale.router.stages`)."""
+    def __init__(self, state: RouterState, difficulty: DifficultyModel | None = None) -> None:
+        """Build every stage over ``state`` and link them (see :mod:`inferscale.router.stages`).
+
+        ``difficulty`` scores prompts for selecting routes (None: they serve their first
+        candidate).
+        """
         log, access = state.log, state.access
         self.hold = Hold(state)
         forward = Forward(state)
@@ -119,7 +131,7 @@ class Pipeline:
             Authenticate(access, log),
             Parse(body_timeout, log),
             Authorize(access, log),
-            SelectModel(state.table, log),
+            SelectModel(state.table, log, difficulty, state.clock),
             Admit(access, log),
             Account(access),
             CacheLookup(),
@@ -130,7 +142,10 @@ class Pipeline:
         # (every caller is anonymous and unlimited): that chain leaves them out, so a router
         # without keys pays nothing for them.
         self.open: Stage = link(
-            Parse(body_timeout, log), SelectModel(state.table, log), CacheLookup(), by_route
+            Parse(body_timeout, log),
+            SelectModel(state.table, log, difficulty, state.clock),
+            CacheLookup(),
+            by_route,
         )
         """The chain while no client key is held or required."""
 
@@ -165,7 +180,15 @@ class Router:
         self.own_session = session is None
         self.random = state.random
         self.held = state.held
-        self.pipeline = Pipeline(state)
+        self.difficulty_error: str | None = None
+        """Why the difficulty model did not load (selecting routes then serve their first
+        candidate), or None."""
+        try:
+            difficulty: DifficultyModel | None = load_difficulty_model()
+        except DifficultyModelUnavailable as error:
+            difficulty, self.difficulty_error = None, str(error)
+            log_router.warning("model selection without a difficulty model: %s", error)
+        self.pipeline = Pipeline(state, difficulty)
         self.admin = AdminApi(state, self.pipeline.dispatcher, admin_token)
         self.draining = False
         self.ids = itertools.count(1)
@@ -333,6 +356,13 @@ def shared_limiter(settings: RouterSettings, local: LocalLimiter) -> SharedLimit
     )
 
 
+async def name_selected_model(request: web.Request, response: web.StreamResponse) -> None:
+    """Say which model served a selecting route's request (before the headers go out)."""
+    selected = request.get(SELECTED_KEY)
+    if selected is not None:
+        response.headers[SELECTED_HEADER] = selected
+
+
 def create_app(
     settings: RouterSettings,
     table: EndpointTable,
@@ -355,6 +385,7 @@ def create_app(
     app = web.Application(client_max_size=settings.max_request_bytes)
     app[ROUTER_KEY] = router
     app.on_startup.append(router.on_startup)
+    app.on_response_prepare.append(name_selected_model)
     app.on_shutdown.append(router.on_shutdown)
     app.on_cleanup.append(router.on_cleanup)
     for path in OPENAI_PATHS:
