@@ -51,8 +51,10 @@ class CandidateState:
     """False when ejected (no healthy endpoint or provider) or over its spend cap."""
     warm: bool = True
     """False when it has no ready replica now (a provider is always warm)."""
-    predicted_ttft_s: float = 0.0
-    """The latency policy's estimate: queue counts for replicas, observed latency for providers."""
+    expected_wait: float = 0.0
+    """The latency policy's estimate of the time to first token, relative (lower: sooner).
+    The stage passes the requests in flight on the candidate's least busy replica (0 for a
+    provider); observed provider latency is not measured into it yet."""
 
 
 @dataclass(frozen=True)
@@ -110,7 +112,7 @@ def choose_by_latency(
     pool = warm or cold
     if not pool:
         return None
-    fastest = min(pool, key=lambda c: states.get(c.name, CandidateState()).predicted_ttft_s)
+    fastest = min(pool, key=lambda c: states.get(c.name, CandidateState()).expected_wait)
     return Choice(fastest, "lowest predicted time to first token")
 
 

@@ -59,13 +59,13 @@ def test_threshold_is_inclusive() -> None:
 
 def test_latency_policy_prefers_warm_and_fast() -> None:
     states = {
-        "small": CandidateState(predicted_ttft_s=0.9),
-        "big": CandidateState(predicted_ttft_s=0.1, warm=False),
-        "openai/gpt-4o": CandidateState(predicted_ttft_s=0.4),
-        "medium": CandidateState(predicted_ttft_s=0.3, available=False),
+        "small": CandidateState(expected_wait=0.9),
+        "big": CandidateState(expected_wait=0.1, warm=False),
+        "openai/gpt-4o": CandidateState(expected_wait=0.4),
+        "medium": CandidateState(expected_wait=0.3, available=False),
     }
     assert choose_by_latency(ALL, states).candidate is HOSTED  # type: ignore[union-attr]
-    cold_only = {c.name: CandidateState(warm=False, predicted_ttft_s=i) for i, c in enumerate(ALL)}
+    cold_only = {c.name: CandidateState(warm=False, expected_wait=i) for i, c in enumerate(ALL)}
     assert choose_by_latency(ALL, cold_only).candidate is BIG  # type: ignore[union-attr]
     assert choose_by_latency(ALL, {c.name: EJECTED for c in ALL}) is None
 
@@ -132,5 +132,5 @@ def test_select_without_a_model_falls_back_to_the_first_candidate() -> None:
 
 def test_select_by_latency_needs_no_model() -> None:
     route = Selection(candidates=(SMALL, BIG), policy=Policy.LATENCY)
-    states = {"small": CandidateState(predicted_ttft_s=2.0), "big": CandidateState()}
+    states = {"small": CandidateState(expected_wait=2.0), "big": CandidateState()}
     assert select(route, EASY, states, None).candidate is BIG  # type: ignore[union-attr]

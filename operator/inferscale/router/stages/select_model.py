@@ -68,7 +68,7 @@ def candidate_state(model: ModelState | None, now: float) -> CandidateState:
         return CandidateState(available=False)
     warm = bool(model.ready) or model.roles is not None
     in_flight = min((e.in_flight for e in usable), default=0)
-    return CandidateState(available=True, warm=warm, predicted_ttft_s=float(in_flight))
+    return CandidateState(available=True, warm=warm, expected_wait=float(in_flight))
 
 
 class SelectModel(Stage):
