@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import copy
 import re
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 from pydantic import Field, model_validator
 
@@ -37,6 +37,7 @@ from inferscale.api.v1alpha1.inference_route import (
     Retries,
     Role,
     RouteBackend,
+    RouteSelection,
     SpendCaps,
     Strategy,
     Timeouts,
@@ -157,45 +158,6 @@ class SpilloverSettings(ApiModel):
     """Spill over at once while no replica is ready, rather than holding the request."""
 
 
-class TableCandidate(ApiModel):
-    """One model a selecting route may send a request to, with its price and quality tier."""
-
-    model: str = Field(pattern=SERVED_NAME_PATTERN)
-    """A served model name of this table (a self-hosted model or a route to a provider)."""
-
-    input_price_per_million_tokens: float = Field(default=0, ge=0)
-    """Price of a million prompt tokens (for a self-hosted model: set by hand, or GPU-hour
-    price divided by measured throughput)."""
-
-    output_price_per_million_tokens: float = Field(default=0, ge=0)
-    """Price of a million completion tokens."""
-
-    tier: int = Field(default=0, ge=0, le=100)
-    """Quality tier: higher is stronger; hard prompts go to the highest tier."""
-
-
-class SelectionSettings(ApiModel):
-    """Model selection per request (``router/selection.py``): candidates and policy."""
-
-    policy: Literal["cost", "latency"] = "cost"
-    """cost: the cheapest candidate good enough for the prompt's predicted difficulty;
-    latency: the lowest predicted time to first token."""
-
-    strong_share: float = Field(default=0.4, ge=0, le=1)
-    """The cost policy's share of prompts for the highest tier, as calibrated on the
-    difficulty model's training prompts (bench/selection prints the one to ship)."""
-
-    candidates: list[TableCandidate] = Field(min_length=2, max_length=16)
-    """The models to choose from; the first serves when the difficulty model is unavailable."""
-
-    @model_validator(mode="after")
-    def _distinct_candidates(self) -> SelectionSettings:
-        names = [candidate.model for candidate in self.candidates]
-        if len(set(names)) != len(names):
-            raise ValueError("selection candidates must name distinct models")
-        return self
-
-
 class RouteSettings(ApiModel):
     """How requests for one model are routed: InferenceRoute's settings, compiled.
 
@@ -218,8 +180,7 @@ class RouteSettings(ApiModel):
     # its key order, so a stored table reads back byte for byte.
     spend: SpendCaps = _as_in_api(InferenceRouteSpec, "spend")
 
-    selection: SelectionSettings | None = None
-    """Choose the serving model per request among candidates (None: serve this model)."""
+    selection: RouteSelection | None = _as_in_api(InferenceRouteSpec, "selection")
 
     @classmethod
     def from_route(cls, spec: InferenceRouteSpec, in_flight_per_replica: int) -> RouteSettings:
@@ -235,7 +196,15 @@ class RouteSettings(ApiModel):
         )
 
 
-ROUTE_FIELDS: Final = ("strategy", "prefix_hash", "retries", "timeouts", "hold_queue", "spend")
+ROUTE_FIELDS: Final = (
+    "strategy",
+    "prefix_hash",
+    "retries",
+    "timeouts",
+    "hold_queue",
+    "spend",
+    "selection",
+)
 """The settings that pass from an InferenceRoute's spec to the table unchanged."""
 
 

@@ -31,8 +31,7 @@ SPEC = {
 
 
 def test_route_settings_are_the_routes_own_fields_and_the_resolved_spillover():
-    # selection is the table's own until InferenceRoute declares it (docs/selection.md).
-    assert set(RouteSettings.model_fields) == {*ROUTE_FIELDS, "spillover", "selection"}
+    assert set(RouteSettings.model_fields) == {*ROUTE_FIELDS, "spillover"}
     assert set(ROUTE_FIELDS) <= set(InferenceRouteSpec.model_fields)
     for name in ROUTE_FIELDS:  # the same defaults as the API's, written there only
         assert (

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from inferscale.protocol.table import SelectionSettings
+from inferscale.api.v1alpha1.inference_route import RouteSelection
 from inferscale.router.access_log import AccessLog
 from inferscale.router.codec import dumps
 from inferscale.router.context import RequestContext
@@ -38,7 +38,7 @@ SELECTED_KEY = web.RequestKey("inferscale.selected", str)
 """Where the chosen name waits on the request for the response's headers."""
 
 
-def selection_of(settings: SelectionSettings) -> Selection:
+def selection_of(settings: RouteSelection) -> Selection:
     """The policy's view of a route's selection settings."""
     return Selection(
         candidates=tuple(
@@ -105,9 +105,7 @@ class SelectModel(Stage):
         ctx.model = model
         return await self.next(ctx)
 
-    async def selected(
-        self, ctx: RequestContext, settings: SelectionSettings
-    ) -> web.StreamResponse:
+    async def selected(self, ctx: RequestContext, settings: RouteSelection) -> web.StreamResponse:
         """Serve a selecting route's request from its chosen candidate; count what it saved."""
         route, selection = ctx.name, selection_of(settings)
         models, now = self.table.models, self.clock()

@@ -1,0 +1,47 @@
+"""Selecting routes compiled into the table: an entry of their own, candidates resolved."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from inferscale.protocol.table import RoutingTable
+from inferscale.reconcile.routing import compile_routes
+from tests.factories import model, route
+
+CANDIDATES = [
+    {"model": "small", "outputPricePerMillionTokens": 0.6},
+    {"model": "big", "outputPricePerMillionTokens": 15, "tier": 1},
+]
+
+
+def selecting(name: str = "auto", candidates: list[dict[str, Any]] = CANDIDATES) -> dict[str, Any]:
+    body = route(name, selection={"strongShare": 0.3, "candidates": candidates})
+    del body["spec"]["backends"]
+    return body
+
+
+def test_a_selecting_route_is_an_entry_with_its_selection():
+    compiled = compile_routes([model("small"), model("big")], [selecting()], [])
+    assert compiled.problems == ()
+    entry = compiled.models["auto"]
+    assert entry.route.selection is not None and entry.route.selection.strong_share == 0.3
+    assert [c.model for c in entry.route.selection.candidates] == ["small", "big"]
+    assert entry.endpoints == [] and entry.backends == [] and entry.route_id == "team/auto"
+    # What a router accepts (its own validator resolves the candidates again).
+    RoutingTable(version=1, models=compiled.models)
+
+
+def test_a_selecting_route_with_a_missing_candidate_is_left_out_and_reported():
+    compiled = compile_routes([model("small")], [selecting()], [])
+    assert "auto" not in compiled.models
+    assert any("team/auto left out" in p and "'big'" in p for p in compiled.problems)
+
+
+def test_a_selecting_route_cannot_take_a_served_name_or_select_a_selector():
+    taken = compile_routes([model("small"), model("big")], [selecting("small")], [])
+    assert any("already served" in p for p in taken.problems)
+    chained = [*CANDIDATES[:1], {"model": "auto"}]
+    compiled = compile_routes(
+        [model("small"), model("big")], [selecting(), selecting("auto2", chained)], []
+    )
+    assert "auto2" not in compiled.models and "auto" in compiled.models
