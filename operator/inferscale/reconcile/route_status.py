@@ -302,6 +302,10 @@ def _ready_condition(
     problems: Sequence[str],
 ) -> Condition:
     """``Ready``: a primary can serve; else why not (not in the table, cold, no backend)."""
+    if spec.selection is not None and served_here:
+        # Its candidates are routes of their own, each with its own Ready condition.
+        names = ", ".join(c.model for c in spec.selection.candidates)
+        return condition(CONDITION_READY, "True", "Selecting", f"choosing per request: {names}")
     if backends.primary_ready:
         serving = ", ".join(backends.primary_ready)
         return condition(CONDITION_READY, "True", "PrimaryReady", f"serving from {serving}")

@@ -45,3 +45,16 @@ def test_a_selecting_route_cannot_take_a_served_name_or_select_a_selector():
         [model("small"), model("big")], [selecting(), selecting("auto2", chained)], []
     )
     assert "auto2" not in compiled.models and "auto" in compiled.models
+
+
+def test_a_selecting_route_is_ready_when_compiled_and_says_why_when_not():
+    from inferscale.reconcile.route_status import route_status
+    from tests.unit.reconcile.test_route_status import conditions, inputs
+
+    auto, models = selecting(), [model("small"), model("big")]
+    status = route_status(auto, inputs(models, [auto], [], []))
+    assert status is not None and conditions(status)["Ready"] == ("True", "Selecting")
+    assert "small, big" in status["conditions"][0]["message"]
+    status = route_status(auto, inputs(models[:1], [auto], [], []))
+    assert status is not None and conditions(status)["Ready"] == ("False", "NotServed")
+    assert conditions(status)["Degraded"] == ("True", "BackendUnavailable")
