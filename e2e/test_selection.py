@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import openai
 import pytest
 from tests.unit.router.test_selection import EASY, HARD
 
@@ -35,11 +36,11 @@ def models(cluster: Cluster, namespace: str, routers: Routers) -> Models:
     return Models(cluster, namespace)
 
 
-def selecting_route(cheap: str, strong: str) -> dict[str, Any]:
+def selecting_route(cheap: str, strong: str, name: str = "auto") -> dict[str, Any]:
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "InferenceRoute",
-        "metadata": {"name": "auto"},
+        "metadata": {"name": name},
         "spec": {
             "selection": {
                 "strongShare": 0.4,
@@ -96,3 +97,43 @@ def test_auto_sends_easy_prompts_to_the_cheap_model_and_hard_ones_to_the_strong(
         "the route to turn Ready",
     )
     assert ready["reason"] == "Selecting" and "small-served, big-served" in ready["message"]
+
+
+def test_an_ejected_candidate_is_skipped(
+    cluster: Cluster, namespace: str, routers: Routers, models: Models
+) -> None:
+    failing = {"name": "INFERSCALE_SIM_FAILURES__ERROR_RATE", "value": "1"}
+    models.create(sim_model("cheap"))
+    models.create(sim_model("broken", env=[failing]))
+    wait_routable(routers, models, "cheap", "cheap-served", 1)
+    wait_routable(routers, models, "broken", "broken-served", 1)
+    cluster.custom.create_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        namespace,
+        "inferenceroutes",
+        selecting_route("cheap-served", "broken-served", name="auto-broken"),
+    )
+    wait_routers(
+        routers,
+        lambda: all("auto-broken" in (t or {}).get("models", {}) for t in routers.tables()),
+        15,
+        "every router to hold the route auto-broken",
+    )
+    router = routers.ready_pods()[0]
+    served = []
+    with routers.client(router) as client:
+        # Hard prompts go to the strong candidate, which fails until its breaker ejects it;
+        # from then on they are served by the cheap one instead of failing.
+        for _ in range(10):
+            try:
+                raw = client.chat.completions.with_raw_response.create(
+                    model="auto-broken", messages=HARD["messages"], max_tokens=2
+                )
+            except openai.APIStatusError as error:
+                assert error.status_code >= 500
+                served.append("error")
+                continue
+            served.append(raw.headers["x-inferscale-model"])
+    assert "error" in served[:3], served  # it was tried first
+    assert served[-3:] == ["cheap-served"] * 3, served
