@@ -97,6 +97,18 @@ def test_auto_sends_easy_prompts_to_the_cheap_model_and_hard_ones_to_the_strong(
         "the route to turn Ready",
     )
     assert ready["reason"] == "Selecting" and "small-served, big-served" in ready["message"]
+    # The operator sums every router's counts into the status (one easy, one hard per router).
+    routers_count = len(routers.ready_pods())
+    status = wait_for(
+        lambda: (
+            (s := route_status(cluster, namespace)).get("selections")
+            == {"big-served": routers_count, "small-served": routers_count}
+            and s
+        ),
+        60,
+        "the route's status to count the selections",
+    )
+    assert status["costSaved"] > 0
 
 
 def test_an_ejected_candidate_is_skipped(

@@ -49,6 +49,11 @@ class RouteReport(ApiModel):
     """Spent by this router in the current UTC day."""
     last_spill_at: float | None = Field(default=None, ge=0)
     """Epoch seconds of the last request this router sent to a spillover backend first."""
+    selections: dict[str, int] = Field(default_factory=dict, max_length=16)
+    """A selecting route: candidate -> requests this router process sent it since it started."""
+    cost_saved: float = 0
+    """A selecting route: what its answers here would have cost more on its strongest candidate,
+    since this process started (negative: they cost more)."""
 
 
 class ProviderReport(ApiModel):

@@ -113,6 +113,19 @@ class SpendBook:
         ]
         return max((t for t in times if t is not None), default=None)
 
+    def selections(self, route: str) -> tuple[dict[str, int], float]:
+        """A selecting route's (candidate -> requests, cost saved), summed over the processes."""
+        counts: dict[str, int] = {}
+        saved = 0.0
+        for report in self.reports.values():
+            seen = report.routes.get(route)
+            if seen is None:
+                continue
+            for model, n in seen.selections.items():
+                counts[model] = counts.get(model, 0) + n
+            saved += seen.cost_saved
+        return counts, saved
+
     def provider(self, provider: str) -> ProviderReport | None:
         """Every router's view of ``provider`` merged: summed failures, the latest error/ok."""
         seen = [r.providers[provider] for r in self.reports.values() if provider in r.providers]
@@ -243,12 +256,17 @@ def route_status(route: Mapping[str, Any], inputs: RouteInputs) -> dict[str, Any
     cap = _cap_condition(condition, spec, hour, day)
     last_spill = inputs.book.last_spill(ident)
     spilling = last_spill is not None and inputs.now - last_spill <= inputs.spilling_window
+    selected: dict[str, Any] = {}
+    if spec.selection is not None:
+        counts, saved = inputs.book.selections(ident)
+        selected = {"selections": dict(sorted(counts.items())), "cost_saved": _money(saved)}
     status = InferenceRouteStatus(
         observed_generation=generation,
         ready_backends=backends.ready,
         spilling=spilling,
         spend=Spend(last_hour=_money(hour), today=_money(day)),
         conditions=[c for c in (ready, degraded, cap) if c is not None],
+        **selected,
     )
     return _patch(status.to_wire(), previous_doc)
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.component.router.conftest import RunningRouter, address
+from tests.component.router.conftest import TOKEN, RunningRouter, address
 from tests.component.sim.conftest import RunningSim, make_settings
 from tests.unit.router.test_selection import EASY, HARD
 
@@ -49,7 +49,7 @@ def test_easy_to_small_hard_to_big_named_in_body_and_header(small_and_big) -> No
             {
                 "small": [address(small)],
                 "big": [address(big)],
-                "auto": {"route": {"selection": SELECTION}},
+                "auto": {"route": {"selection": SELECTION}, "routeId": "team/auto"},
             }
         )
         assert pushed.status_code == 200, pushed.text
@@ -61,6 +61,13 @@ def test_easy_to_small_hard_to_big_named_in_body_and_header(small_and_big) -> No
         assert router.metric("inferscale_router_selections_total", model="small") == 1
         # The easy answer cost less than on big; the hard one saved nothing.
         assert router.metric("inferscale_router_selection_cost_saved_total", route="auto") > 0
+        # What the operator sums into the route's status.
+        report = httpx.get(
+            router.base_url + "/admin/v1/spend",
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            timeout=10,
+        ).json()["routes"]["team/auto"]
+        assert report["selections"] == {"small": 1, "big": 1} and report["costSaved"] > 0
         plain = httpx.post(
             router.base_url + "/v1/chat/completions",
             json={"model": "small", **EASY, "max_tokens": 2},

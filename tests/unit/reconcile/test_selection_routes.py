@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from inferscale.protocol.spend import RouteReport, SpendReport
 from inferscale.protocol.table import RoutingTable
+from inferscale.reconcile.route_status import SpendBook, route_status
 from inferscale.reconcile.routing import compile_routes
 from tests.factories import model, route
+from tests.unit.reconcile.test_route_status import NOW, conditions, inputs
 
 CANDIDATES = [
     {"model": "small", "outputPricePerMillionTokens": 0.6},
@@ -48,8 +51,6 @@ def test_a_selecting_route_cannot_take_a_served_name_or_select_a_selector():
 
 
 def test_a_selecting_route_is_ready_when_compiled_and_says_why_when_not():
-    from inferscale.reconcile.route_status import route_status
-    from tests.unit.reconcile.test_route_status import conditions, inputs
 
     auto, models = selecting(), [model("small"), model("big")]
     status = route_status(auto, inputs(models, [auto], [], []))
@@ -58,3 +59,28 @@ def test_a_selecting_route_is_ready_when_compiled_and_says_why_when_not():
     status = route_status(auto, inputs(models[:1], [auto], [], []))
     assert status is not None and conditions(status)["Ready"] == ("False", "NotServed")
     assert conditions(status)["Degraded"] == ("True", "BackendUnavailable")
+
+
+def test_a_selecting_routes_status_sums_every_routers_selections_and_savings():
+
+    def seen(process: str, small: int, big: int, saved: float) -> SpendReport:
+        route = RouteReport(selections={"small": small, "big": big}, cost_saved=saved)
+        return SpendReport(
+            process=process,
+            now=NOW,
+            hour_start=int(NOW // 3600 * 3600),
+            day_start=int(NOW // 86400 * 86400),
+            routes={"team/auto": route},
+        )
+
+    book = SpendBook()
+    book.update([seen("a", 3, 1, 0.25), seen("b", 1, 0, 0.0000004)], NOW)
+    assert book.selections("team/auto") == ({"small": 4, "big": 1}, 0.2500004)
+    assert book.selections("team/other") == ({}, 0.0)
+    auto = selecting()
+    status = route_status(auto, inputs([model("small"), model("big")], [auto], [], [], book=book))
+    assert status is not None
+    assert status["selections"] == {"big": 1, "small": 4} and status["costSaved"] == 0.25
+    plain = route("llama")
+    status = route_status(plain, inputs([model()], [plain], [], [], book=book))
+    assert status is not None and "selections" not in status and "costSaved" not in status

@@ -275,6 +275,14 @@ class InferenceRouteStatus(ApiModel):
     spend: Spend | None = None
     """Spend on hosted providers."""
 
+    selections: dict[str, int] | None = Field(default=None, max_length=64)
+    """A selecting route: requests sent to each candidate by the routers running now (each
+    router counts from its start; its counts leave with its spend when its UTC day ends)."""
+
+    cost_saved: float | None = None
+    """A selecting route: what its answers would have cost more on its strongest candidate,
+    counted like ``selections`` (negative: they cost more)."""
+
     conditions: list[Condition] = Field(default_factory=list, max_length=16)
     """Ready (some primary can serve) and Degraded (a backend is missing or failing)."""
 
