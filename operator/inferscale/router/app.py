@@ -131,7 +131,7 @@ class Pipeline:
             Authenticate(access, log),
             Parse(body_timeout, log),
             Authorize(access, log),
-            SelectModel(state.table, log, difficulty, state.clock),
+            SelectModel(state.table, log, difficulty, state.clock, state.spend, state.wall),
             Admit(access, log),
             Account(access),
             CacheLookup(),
@@ -143,7 +143,7 @@ class Pipeline:
         # without keys pays nothing for them.
         self.open: Stage = link(
             Parse(body_timeout, log),
-            SelectModel(state.table, log, difficulty, state.clock),
+            SelectModel(state.table, log, difficulty, state.clock, state.spend, state.wall),
             CacheLookup(),
             by_route,
         )

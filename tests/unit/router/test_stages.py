@@ -26,6 +26,7 @@ from inferscale.router.stages.hold import Hold
 from inferscale.router.stages.parse import Parse
 from inferscale.router.stages.pick import PickEndpoint
 from inferscale.router.stages.select_model import SELECTED_KEY, SelectModel
+from inferscale.router.table import EndpointTable
 from tests.unit.router.stage_fakes import (
     FakeRequest,
     Next,
@@ -216,6 +217,44 @@ async def test_select_model_skips_an_ejected_candidate_and_refuses_when_none_is_
     live.models["small"].ready[0].ejected_until = made.clock() + 60
     resp = await stage(context(name="auto", obj=HARD_CHAT))
     assert resp.status == 503 and "No candidate of `auto`" in error_of(resp)["message"]
+
+
+async def test_select_model_skips_a_provider_candidate_over_its_spend_cap():
+    live = EndpointTable()
+    gpt = {
+        "route": {"spend": {"maxPerHour": 1.0}},
+        "routeId": "team/gpt",
+        "servesLocally": False,
+        "backends": [{"role": "primary", "provider": "team/openai", "model": "mini"}],
+    }
+    selection = {"candidates": [{"model": "small"}, {"model": "gpt", "tier": 1}]}
+    live.replace(
+        RoutingTable.model_validate(
+            {
+                "version": 1,
+                "models": {
+                    "small": {"endpoints": [endpoint(1)]},
+                    "gpt": gpt,
+                    "auto": {"route": {"selection": selection}},
+                },
+                "providers": {
+                    "team/openai": {
+                        "type": "openai",
+                        "baseURL": "https://api.openai.com/v1",
+                        "models": {"mini": {"providerModel": "gpt-4o-mini"}},
+                    }
+                },
+            }
+        )
+    )
+    made, last = state(live), Next()
+    stage = SelectModel(live, made.log, load_difficulty_model(), made.clock, made.spend, made.wall)
+    link(stage, last)
+    await stage(context(name="auto", obj=HARD_CHAT))
+    assert last.seen[0].name == "gpt"  # under its cap: the strong candidate
+    made.spend.add("team/gpt", 2.0, made.wall())
+    await stage(context(name="auto", obj=HARD_CHAT))
+    assert last.seen[1].name == "small"  # capped: skipped, never a 429
 
 
 async def test_select_model_without_a_difficulty_model_serves_the_first_candidate():

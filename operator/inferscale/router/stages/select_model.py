@@ -29,6 +29,7 @@ from inferscale.router.selection import (
     cost_saved,
     select,
 )
+from inferscale.router.spend import SpendLedger
 from inferscale.router.stages import Stage
 from inferscale.router.table import EndpointTable, ModelState
 
@@ -55,13 +56,13 @@ def selection_of(settings: RouteSelection) -> Selection:
     )
 
 
-def candidate_state(model: ModelState | None, now: float) -> CandidateState:
-    """What the table says of a candidate: missing or every ready replica ejected is out.
+def candidate_state(model: ModelState | None, now: float, capped: bool = False) -> CandidateState:
+    """What the table says of a candidate: missing, capped or every ready replica ejected is out.
 
     A candidate with no ready replica is cold unless it has other backends (a provider) to
     serve it; the latency estimate is the least in-flight count among its usable replicas.
     """
-    if model is None:
+    if model is None or capped:
         return CandidateState(available=False)
     usable = model.candidates(now)
     if model.ready and not usable:
@@ -74,7 +75,7 @@ def candidate_state(model: ModelState | None, now: float) -> CandidateState:
 class SelectModel(Stage):
     """Look the requested model up in the live table; a selecting route picks a candidate."""
 
-    __slots__ = ("clock", "difficulty", "log", "table")
+    __slots__ = ("clock", "difficulty", "log", "spend", "table", "wall")
 
     def __init__(
         self,
@@ -82,16 +83,27 @@ class SelectModel(Stage):
         log: AccessLog,
         difficulty: DifficultyModel | None = None,
         clock: Callable[[], float] = time.monotonic,
+        spend: SpendLedger | None = None,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         """Select from ``table`` (as it is when each request arrives).
 
         ``difficulty`` is None when its artefact failed to load (cost routes then serve from
-        their first candidate); ``clock`` is the breakers' clock (monotonic seconds).
+        their first candidate); ``clock`` is the breakers' clock (monotonic seconds);
+        ``spend`` and ``wall`` (epoch seconds) tell a provider candidate over its cap.
         """
         self.table = table
         self.log = log
         self.difficulty = difficulty
         self.clock = clock
+        self.spend = spend
+        self.wall = wall
+
+    def capped(self, model: ModelState | None) -> bool:
+        """A candidate served by providers alone whose route reached a spend cap."""
+        if model is None or model.roles is None or model.endpoints or self.spend is None:
+            return False
+        return self.spend.capped(model.roles.route_id, model.route.spend, self.wall())
 
     async def __call__(self, ctx: RequestContext) -> web.StreamResponse:
         """404 ``model_not_found`` for a model the table does not hold; else hand on."""
@@ -109,7 +121,10 @@ class SelectModel(Stage):
         """Serve a selecting route's request from its chosen candidate; count what it saved."""
         route, selection = ctx.name, selection_of(settings)
         models, now = self.table.models, self.clock()
-        states = {c.name: candidate_state(models.get(c.name), now) for c in selection.candidates}
+        states = {
+            c.name: candidate_state(models.get(c.name), now, self.capped(models.get(c.name)))
+            for c in selection.candidates
+        }
         choice = select(selection, ctx.obj, states, self.difficulty)
         chosen = models.get(choice.candidate.name) if choice else None
         if choice is None or chosen is None:
