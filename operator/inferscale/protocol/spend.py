@@ -88,6 +88,8 @@ class SpendReport(ApiModel):
     routes: dict[str, RouteReport] = Field(default_factory=dict, max_length=100_000)
     """Route id -> its spend and spillover on this router."""
     providers: dict[str, ProviderReport] = Field(default_factory=dict, max_length=10_000)
+    difficulty_error: str | None = Field(default=None, max_length=2048)
+    """Why this router selects models without its difficulty model (None: it has it)."""
     """Provider id -> what this router saw of it."""
 
 

@@ -126,6 +126,11 @@ class SpendBook:
             saved += seen.cost_saved
         return counts, saved
 
+    def difficulty_error(self) -> str | None:
+        """Why some router selects without its difficulty model (the first such), or None."""
+        errors = sorted(r.difficulty_error for r in self.reports.values() if r.difficulty_error)
+        return errors[0] if errors else None
+
     def provider(self, provider: str) -> ProviderReport | None:
         """Every router's view of ``provider`` merged: summed failures, the latest error/ok."""
         seen = [r.providers[provider] for r in self.reports.values() if provider in r.providers]
@@ -251,7 +256,8 @@ def route_status(route: Mapping[str, Any], inputs: RouteInputs) -> dict[str, Any
     backends = _survey_backends(spec, namespace, inputs)
     served_here = [m for m in inputs.models.values() if m.route_id == ident]
     ready = _ready_condition(condition, spec, backends, served_here, problems)
-    degraded = _degraded_condition(condition, backends, problems)
+    unscored = inputs.book.difficulty_error() if spec.selection is not None else None
+    degraded = _degraded_condition(condition, backends, problems, unscored)
     hour, day = inputs.book.totals(inputs.now).get(ident, (0.0, 0.0))
     cap = _cap_condition(condition, spec, hour, day)
     last_spill = inputs.book.last_spill(ident)
@@ -341,9 +347,16 @@ def _ready_condition(
 
 
 def _degraded_condition(
-    condition: _MakeCondition, backends: _Backends, problems: Sequence[str]
+    condition: _MakeCondition,
+    backends: _Backends,
+    problems: Sequence[str],
+    unscored: str | None = None,
 ) -> Condition:
-    """``Degraded``: the compile's problems first, then missing keys, then failing providers."""
+    """``Degraded``: problems, missing keys, failing providers, then no difficulty model.
+
+    ``unscored`` says why routers of a selecting route have no difficulty model (None: they
+    have it); they serve its first candidate meanwhile.
+    """
     if problems:
         return condition(CONDITION_DEGRADED, "True", "BackendUnavailable", "; ".join(problems))
     if backends.missing_keys:
@@ -352,6 +365,9 @@ def _degraded_condition(
     if backends.failing_providers:
         message = "; ".join(backends.failing_providers)
         return condition(CONDITION_DEGRADED, "True", "ProviderFailing", message)
+    if unscored is not None:
+        message = f"serving from the first candidate: {unscored}"
+        return condition(CONDITION_DEGRADED, "True", "DifficultyModelUnavailable", message)
     return condition(CONDITION_DEGRADED, "False", "AsExpected", "")
 
 

@@ -180,13 +180,11 @@ class Router:
         self.own_session = session is None
         self.random = state.random
         self.held = state.held
-        self.difficulty_error: str | None = None
-        """Why the difficulty model did not load (selecting routes then serve their first
-        candidate), or None."""
         try:
             difficulty: DifficultyModel | None = load_difficulty_model()
         except DifficultyModelUnavailable as error:
-            difficulty, self.difficulty_error = None, str(error)
+            # Selecting routes serve their first candidate; the operator shows why.
+            difficulty, state.difficulty_error = None, str(error)
             log_router.warning("model selection without a difficulty model: %s", error)
         self.pipeline = Pipeline(state, difficulty)
         self.admin = AdminApi(state, self.pipeline.dispatcher, admin_token)

@@ -632,4 +632,5 @@ class Dispatcher(Stage):
             day_start=window_start(now, DAY),
             routes=routes,
             providers={k: v.report() for k, v in sorted(self.health.items())},
+            difficulty_error=state.difficulty_error,
         )

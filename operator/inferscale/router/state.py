@@ -57,6 +57,8 @@ class RouterState:
         """Requests held per model now (the hold queue's length; the autoscaler reads it)."""
         self.stop = asyncio.Event()
         """Set at shutdown: held requests answer and background loops end."""
+        self.difficulty_error: str | None = None
+        """Why model selection runs without its difficulty model (reported to the operator)."""
 
     @property
     def id_prefix(self) -> str:

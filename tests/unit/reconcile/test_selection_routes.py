@@ -84,3 +84,25 @@ def test_a_selecting_routes_status_sums_every_routers_selections_and_savings():
     plain = route("llama")
     status = route_status(plain, inputs([model()], [plain], [], [], book=book))
     assert status is not None and "selections" not in status and "costSaved" not in status
+
+
+def test_a_router_without_its_difficulty_model_makes_a_selecting_route_degraded():
+    report = SpendReport(
+        process="a",
+        now=NOW,
+        hour_start=int(NOW // 3600 * 3600),
+        day_start=int(NOW // 86400 * 86400),
+        difficulty_error="cannot read difficulty.json: [Errno 2] No such file",
+    )
+    book = SpendBook()
+    book.update([report], NOW)
+    auto, models = selecting(), [model("small"), model("big")]
+    status = route_status(auto, inputs(models, [auto], [], [], book=book))
+    assert status is not None
+    assert conditions(status)["Degraded"] == ("True", "DifficultyModelUnavailable")
+    degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
+    assert "first candidate" in degraded["message"] and "difficulty.json" in degraded["message"]
+    assert conditions(status)["Ready"] == ("True", "Selecting")  # still serving
+    plain = route("llama")  # a route that does not select is not concerned
+    status = route_status(plain, inputs([model()], [plain], [], [], book=book))
+    assert status is not None and conditions(status)["Degraded"][0] == "False"

@@ -9,12 +9,14 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+import inferscale.router.app as app_module
 from inferscale.protocol.credentials import RouterCredentials, key_digest
 from inferscale.protocol.table import RoutingTable
 from inferscale.router.access import ANONYMOUS, Access
-from inferscale.router.app import Pipeline
+from inferscale.router.app import Pipeline, Router
 from inferscale.router.codec import AttemptFailed, AttemptFinal
-from inferscale.router.difficulty import load_difficulty_model
+from inferscale.router.difficulty import DifficultyModelUnavailable, load_difficulty_model
+from inferscale.router.settings import RouterSettings
 from inferscale.router.stages import ByRoute, Stage, link
 from inferscale.router.stages.account import Account
 from inferscale.router.stages.admit import Admit
@@ -568,3 +570,15 @@ def test_the_pipeline_links_every_stage_in_order_and_skips_access_without_keys()
     assert chain_of(pipeline.open) == ["Parse", "SelectModel", *common]
     assert chain_of(pipeline.dispatcher.replicas) == ["Hold", "PickEndpoint", "Forward"]
     assert chain_of(pipeline.dispatcher.other_models) == ["PickEndpoint", "Forward"]
+
+
+def test_a_router_whose_difficulty_model_fails_to_load_says_why_in_its_report(monkeypatch):
+
+    def broken() -> None:
+        raise DifficultyModelUnavailable("cannot read difficulty.json: corrupt")
+
+    monkeypatch.setattr(app_module, "load_difficulty_model", broken)
+    router = Router(RouterSettings(), EndpointTable(), None, admin_token=None, log_sink=None)
+    assert router.state.difficulty_error == "cannot read difficulty.json: corrupt"
+    report = router.pipeline.dispatcher.report(1_700_000_000.0)
+    assert report.difficulty_error == "cannot read difficulty.json: corrupt"
