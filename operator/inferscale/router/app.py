@@ -151,14 +151,18 @@ class Pipeline:
         # request, once translated, meets the same access, limits, selection and accounting.
         checked_tail = link(
             Authorize(access, log),
-            SelectModel(state.table, log, difficulty, state.clock, state.spend, state.wall),
+            SelectModel(
+                state.table, log, difficulty, state.clock, state.spend, state.wall, state.random
+            ),
             Admit(access, log),
             Account(access),
             CacheLookup(),
             by_route,
         )
         open_tail = link(
-            SelectModel(state.table, log, difficulty, state.clock, state.spend, state.wall),
+            SelectModel(
+                state.table, log, difficulty, state.clock, state.spend, state.wall, state.random
+            ),
             CacheLookup(),
             by_route,
         )

@@ -31,6 +31,7 @@ class Policy(StrEnum):
 
     COST = "cost"
     LATENCY = "latency"
+    WEIGHTED = "weighted"
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class Candidate:
     input_price: float
     output_price: float
     tier: int
+    weight: int = 1
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,28 @@ def choose_by_latency(
     return Choice(fastest, "lowest predicted time to first token")
 
 
+def choose_by_weight(
+    candidates: Sequence[Candidate], states: dict[str, CandidateState], draw: float
+) -> Choice | None:
+    """A candidate in proportion to its weight, ``draw`` uniform in [0, 1): an A/B split.
+
+    Usable warm candidates share the traffic; cold ones only when no warm one has a weight.
+    """
+    warm, cold = _usable(candidates, states)
+    for pool in (warm, cold):
+        weighted = [c for c in pool if c.weight > 0]
+        total = sum(c.weight for c in weighted)
+        if not total:
+            continue
+        mark = draw * total
+        for candidate in weighted:
+            mark -= candidate.weight
+            if mark < 0:
+                return Choice(candidate, f"weight {candidate.weight} of {total}")
+        return Choice(weighted[-1], f"weight {weighted[-1].weight} of {total}")
+    return None
+
+
 def cost_saved(usage: object, chosen: Candidate, candidates: Sequence[Candidate]) -> float:
     """What ``usage`` would have cost on the strongest candidate, minus what it cost here.
 
@@ -164,6 +188,7 @@ def select(
     body: Mapping[str, Any],
     states: dict[str, CandidateState],
     model: DifficultyModel | None,
+    draw: float = 0.0,
 ) -> Choice | None:
     """The candidate for one request; ``None`` when no candidate is usable.
 
@@ -175,6 +200,8 @@ def select(
         return None
     if selection.policy is Policy.LATENCY:
         return choose_by_latency(selection.candidates, states)
+    if selection.policy is Policy.WEIGHTED:
+        return choose_by_weight(selection.candidates, states, draw)
     if model is None:
         return Choice(selection.candidates[0], "difficulty model unavailable: first candidate")
     score = model.score(prompt_to_score(body))

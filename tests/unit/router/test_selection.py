@@ -12,6 +12,7 @@ from inferscale.router.selection import (
     Selection,
     choose_by_cost,
     choose_by_latency,
+    choose_by_weight,
     cost_saved,
     prompt_to_score,
     select,
@@ -134,3 +135,19 @@ def test_select_by_latency_needs_no_model() -> None:
     route = Selection(candidates=(SMALL, BIG), policy=Policy.LATENCY)
     states = {"small": CandidateState(expected_wait=2.0), "big": CandidateState()}
     assert select(route, EASY, states, None).candidate is BIG  # type: ignore[union-attr]
+
+
+def test_weighted_policy_splits_by_weight_among_usable_candidates() -> None:
+    a = Candidate("a", 0, 0, tier=0, weight=3)
+    b = Candidate("b", 0, 0, tier=0, weight=1)
+    off = Candidate("off", 0, 0, tier=0, weight=0)
+    choices = [choose_by_weight([a, off, b], {}, draw / 100) for draw in range(100)]
+    picks = [choice.candidate.name for choice in choices if choice is not None]
+    assert picks.count("a") == 75 and picks.count("b") == 25
+    ejected = {"a": CandidateState(available=False)}
+    assert choose_by_weight([a, b], ejected, 0.0).candidate is b  # type: ignore[union-attr]
+    cold = {"a": CandidateState(warm=False)}
+    assert choose_by_weight([a, b], cold, 0.0).candidate is b  # type: ignore[union-attr]
+    assert choose_by_weight([off], {}, 0.5) is None
+    route = Selection(candidates=(a, b), policy=Policy.WEIGHTED)
+    assert select(route, EASY, {}, None, draw=0.9).candidate is b  # type: ignore[union-attr]

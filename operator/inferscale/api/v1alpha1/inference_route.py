@@ -28,7 +28,7 @@ PLURAL = "inferenceroutes"
 Role = Literal["primary", "spillover", "fallback", "mirror"]
 Strategy = Literal["leastInFlight", "leastPrefill", "prefixHash", "weighted", "roundRobin"]
 OnCapReached = Literal["queue", "reject"]
-SelectionPolicy = Literal["cost", "latency"]
+SelectionPolicy = Literal["cost", "latency", "weighted"]
 
 
 class ProviderBackend(ApiModel):
@@ -172,6 +172,9 @@ class SelectionCandidate(ApiModel):
     tier: int = Field(default=0, ge=0, le=100)
     """Quality tier: higher is stronger; prompts scored hard go to the highest tier."""
 
+    weight: int = Field(default=1, ge=0, le=1_000_000)
+    """The weighted policy's share of requests (an A/B split across models)."""
+
 
 class RouteSelection(ApiModel):
     """Model selection per request: the candidates and how one is chosen (docs/selection.md)."""
@@ -183,11 +186,18 @@ class RouteSelection(ApiModel):
             check=lambda s: len({c.model for c in s.candidates}) == len(s.candidates),
             field_path=".candidates",
         ),
+        CelRule(
+            rule="self.policy != 'weighted' || self.candidates.exists(c, c.weight > 0)",
+            message="the weighted policy needs a candidate with a positive weight",
+            check=lambda s: s.policy != "weighted" or any(c.weight > 0 for c in s.candidates),
+            field_path=".candidates",
+        ),
     )
 
     policy: SelectionPolicy = "cost"
     """cost: the cheapest candidate good enough for the prompt's predicted difficulty;
-    latency: the candidate expected to answer first."""
+    latency: the candidate expected to answer first; weighted: a random candidate in
+    proportion to its weight (A/B across models under one name)."""
 
     strong_share: float = Field(default=0.4, ge=0, le=1)
     """The cost policy's share of prompts for the highest tier, as calibrated on the

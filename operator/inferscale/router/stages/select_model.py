@@ -11,6 +11,7 @@ an error. A model at zero replicas is still selected: its requests are held, nev
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable
 
@@ -48,6 +49,7 @@ def selection_of(settings: RouteSelection) -> Selection:
                 input_price=c.input_price_per_million_tokens,
                 output_price=c.output_price_per_million_tokens,
                 tier=c.tier,
+                weight=c.weight,
             )
             for c in settings.candidates
         ),
@@ -75,7 +77,7 @@ def candidate_state(model: ModelState | None, now: float, capped: bool = False) 
 class SelectModel(Stage):
     """Look the requested model up in the live table; a selecting route picks a candidate."""
 
-    __slots__ = ("clock", "difficulty", "log", "spend", "table", "wall")
+    __slots__ = ("clock", "difficulty", "log", "random", "spend", "table", "wall")
 
     def __init__(
         self,
@@ -85,12 +87,14 @@ class SelectModel(Stage):
         clock: Callable[[], float] = time.monotonic,
         spend: SpendLedger | None = None,
         wall: Callable[[], float] = time.time,
+        draws: random.Random | None = None,
     ) -> None:
         """Select from ``table`` (as it is when each request arrives).
 
         ``difficulty`` is None when its artefact failed to load (cost routes then serve from
         their first candidate); ``clock`` is the breakers' clock (monotonic seconds);
-        ``spend`` and ``wall`` (epoch seconds) tell a provider candidate over its cap.
+        ``spend`` and ``wall`` (epoch seconds) tell a provider candidate over its cap;
+        ``draws`` splits the weighted policy's traffic.
         """
         self.table = table
         self.log = log
@@ -98,6 +102,7 @@ class SelectModel(Stage):
         self.clock = clock
         self.spend = spend
         self.wall = wall
+        self.random = draws or random.Random()
 
     def capped(self, model: ModelState | None) -> bool:
         """A candidate served by providers alone whose route reached a spend cap."""
@@ -125,7 +130,7 @@ class SelectModel(Stage):
             c.name: candidate_state(models.get(c.name), now, self.capped(models.get(c.name)))
             for c in selection.candidates
         }
-        choice = select(selection, ctx.obj, states, self.difficulty)
+        choice = select(selection, ctx.obj, states, self.difficulty, self.random.random())
         chosen = models.get(choice.candidate.name) if choice else None
         if choice is None or chosen is None:
             return self.log.refuse(ctx, 503, f"No candidate of `{route}` can take requests now.")
