@@ -53,6 +53,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import os
 import signal
 import sys
@@ -72,6 +73,11 @@ from inferscale.router.admin import AdminApi
 from inferscale.router.cache_redis import SharedCache
 from inferscale.router.codec import JSON, dumps, error_response
 from inferscale.router.context import RequestContext
+from inferscale.router.difficulty import (
+    DifficultyModel,
+    DifficultyModelUnavailable,
+    load_difficulty_model,
+)
 from inferscale.router.dispatch import Dispatcher
 from inferscale.router.documents import (
     apply_credentials,
@@ -109,11 +115,13 @@ from inferscale.router.stages.hold import Hold
 from inferscale.router.stages.parse import Parse
 from inferscale.router.stages.parse_messages import ParseMessages
 from inferscale.router.stages.pick import PickEndpoint
-from inferscale.router.stages.select_model import SelectModel
+from inferscale.router.stages.select_model import SELECTED_HEADER, SELECTED_KEY, SelectModel
 from inferscale.router.state import RouterState
 from inferscale.router.table import EndpointTable
 from inferscale.router.usage_ledger import open_ledger
 from inferscale.serving import serve_app
+
+log_router = logging.getLogger("inferscale.router")
 
 ROUTER_KEY: Final[web.AppKey[Router]] = web.AppKey("inferscale_router")
 OPENAI_PATHS: Final = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
@@ -126,11 +134,16 @@ class Pipeline:
     """The request stages of one router, linked once."""
 
     def __init__(
-        self, state: RouterState, encoder_loader: Callable[[], Encoder] = load_static_encoder
+        self,
+        state: RouterState,
+        difficulty: DifficultyModel | None = None,
+        encoder_loader: Callable[[], Encoder] = load_static_encoder,
     ) -> None:
         """Build every stage over ``state`` and link them (see :mod:`inferscale.router.stages`).
 
-        ``encoder_loader`` builds the response cache's embedding model when a route needs it.
+        ``difficulty`` scores prompts for selecting routes (None: they serve their first
+        candidate); ``encoder_loader`` builds the response cache's embedding model when a route
+        needs it.
         """
         log, access = state.log, state.access
         self.cache = CacheLookup(state, encoder_loader)
@@ -146,13 +159,21 @@ class Pipeline:
         # request, once translated, meets the same access, limits, selection and accounting.
         checked_tail = link(
             Authorize(access, log),
-            SelectModel(state.table, log),
+            SelectModel(
+                state.table, log, difficulty, state.clock, state.spend, state.wall, state.random
+            ),
             Admit(access, log),
             Account(access),
             self.cache,
             by_route,
         )
-        open_tail = link(SelectModel(state.table, log), self.cache, by_route)
+        open_tail = link(
+            SelectModel(
+                state.table, log, difficulty, state.clock, state.spend, state.wall, state.random
+            ),
+            self.cache,
+            by_route,
+        )
         self.checked: Stage = link(
             Authenticate(access, log), Parse(body_timeout, log), checked_tail
         )
@@ -202,7 +223,13 @@ class Router:
         self.own_session = session is None
         self.random = state.random
         self.held = state.held
-        self.pipeline = Pipeline(state, encoder_loader)
+        try:
+            difficulty: DifficultyModel | None = load_difficulty_model()
+        except DifficultyModelUnavailable as error:
+            # Selecting routes serve their first candidate; the operator shows why.
+            difficulty, state.difficulty_error = None, str(error)
+            log_router.warning("model selection without a difficulty model: %s", error)
+        self.pipeline = Pipeline(state, difficulty, encoder_loader)
         self.admin = AdminApi(state, self.pipeline.dispatcher, admin_token)
         self.draining = False
         self.ids = itertools.count(1)
@@ -449,6 +476,13 @@ def shared_cache(settings: RouterSettings, origin: str) -> SharedCache:
     )
 
 
+async def name_selected_model(request: web.Request, response: web.StreamResponse) -> None:
+    """Say which model served a selecting route's request (before the headers go out)."""
+    selected = request.get(SELECTED_KEY)
+    if selected is not None:
+        response.headers[SELECTED_HEADER] = selected
+
+
 def create_app(
     settings: RouterSettings,
     table: EndpointTable,
@@ -480,6 +514,7 @@ def create_app(
     app = web.Application(client_max_size=settings.max_request_bytes)
     app[ROUTER_KEY] = router
     app.on_startup.append(router.on_startup)
+    app.on_response_prepare.append(name_selected_model)
     app.on_shutdown.append(router.on_shutdown)
     app.on_cleanup.append(router.on_cleanup)
     for path in OPENAI_PATHS:
