@@ -7,9 +7,15 @@ annotation, so a restart keeps the windows.
 How a decision is made (``docs/autoscaling.md`` has the long version):
 
 - **Load** is requests in flight (running plus waiting, summed over the engines) plus requests
-  the routers hold while no replica is ready. When the ready replicas' mean KV-cache use is above
-  ``kv_cache_saturation`` they are full whatever their request count: the sample counts as at
-  least their capacity and the policy wants one replica more than are ready.
+  the routers hold while no replica is ready, or the work waiting when that is larger: with
+  ``prompt_tokens_per_replica`` set (the prompt tokens one replica prefills within the TTFT
+  SLO) and the sample's prompt tokens waiting for a first token known, the load counts at
+  least ``waiting / prompt_tokens_per_replica`` replicas' worth (times the target). So fifteen
+  15k-token prompts want more replicas than fifteen chat turns, with the same defaults; where
+  no source counts tokens, requests in flight alone remain the signal. When the ready
+  replicas' mean KV-cache use is above ``kv_cache_saturation`` they are full whatever their
+  request count: the sample counts as at least their capacity and the policy wants one
+  replica more than are ready.
 - **Windows** in the manner of Knative's KPA: the desired count is ``ceil(load / target)`` over
   the mean of the stable window (60 s), or of the panic window (6 s) in panic. Panic starts when
   the panic window wants at least twice the ready replicas and lasts at least a stable window
@@ -90,6 +96,9 @@ class PolicyParams:
     """Measured start-up time of this model; sizes scale-up from the load's growth."""
     stale_after_s: float = 30
     """A sample older than this (against ``now``) is stale: hold."""
+    prompt_tokens_per_replica: float | None = None
+    """Prompt tokens one replica prefills within the TTFT SLO (with headroom); None: size on
+    requests alone."""
     max_scale_down_rate: float = 2.0
     """A step down keeps at least ``current / max_scale_down_rate`` replicas, rounded up but
     always one fewer than now (Knative's default, 2: at most half go at once)."""
@@ -142,6 +151,13 @@ class PolicyParams:
             not _finite(self.time_to_ready_s) or self.time_to_ready_s < 0
         ):
             problems.append(f"time_to_ready_s must be >= 0, got {self.time_to_ready_s}")
+        if self.prompt_tokens_per_replica is not None and (
+            not _finite(self.prompt_tokens_per_replica) or self.prompt_tokens_per_replica <= 0
+        ):
+            problems.append(
+                "prompt_tokens_per_replica must be a positive number, "
+                f"got {self.prompt_tokens_per_replica}"
+            )
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -199,6 +215,9 @@ class Sample:
     """Ready replicas."""
     starting: int = 0
     """Replicas that exist but are not ready yet (loading the model)."""
+    pending_prompt_tokens: float | None = None
+    """Prompt tokens of the requests without a first token yet (queued or in prefill, held
+    ones included); None: no source counts them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -572,6 +591,9 @@ def _assess(
     saturated = kv is not None and sample.ready > 0 and kv > params.kv_cache_saturation
     # A KV-full replica is at capacity whatever its request count (long contexts).
     load = max(raw, sample.ready * target) if saturated else raw
+    work = _work_load(params, sample)
+    by_work = work > load
+    load = max(load, work)
 
     # A gap in the observations means the delays were not watched: they restart now.
     low_since, idle_since = history.low_since, history.idle_since
@@ -618,6 +640,8 @@ def _assess(
         what += f" ({sample.held} held)"
     if saturated:
         what += f", KV cache {kv:.0%} full"
+    if by_work:
+        what += f" ({_num(sample.pending_prompt_tokens or 0)} prompt tokens waiting)"
     return _Assessment(
         now=now,
         current=current,
@@ -634,6 +658,18 @@ def _assess(
         what=what,
         where=f"target {_num(target)} per replica ({window} window)",
     )
+
+
+def _work_load(params: PolicyParams, sample: Sample) -> float:
+    """The prompt tokens waiting, as requests in flight: replicas' worth times the target.
+
+    Zero when either side is unknown or the tokens are not a sane count (bad data never
+    raises; the request count is then the signal alone).
+    """
+    tokens, per_replica = sample.pending_prompt_tokens, params.prompt_tokens_per_replica
+    if tokens is None or per_replica is None or not _finite(tokens) or tokens <= 0:
+        return 0.0
+    return tokens / per_replica * params.target_in_flight_per_replica
 
 
 def _windows(

@@ -377,6 +377,11 @@ class _Cluster:
         active = self.active()
         ready = [r for r in active if r.ready_at <= now]
         in_flight = sum(r.in_flight for r in self.alive)
+        # What the router's inferscale_router_pending_prompt_tokens gauge sums (exact here),
+        # plus the held requests' prompts: they wait for a first token too.
+        pending = sum(r.pending_prompt_tokens for r in self.alive) + sum(
+            max(self.requests[i].prompt_tokens, 1) for i in self.held
+        )
         kv = sum(r.kv_usage for r in ready) / len(ready) if ready else None
         busy = tuple(r.model.next_event_time() is not None for r in ready)
         scrape = Scrape(
@@ -384,6 +389,7 @@ class _Cluster:
             in_flight=in_flight,
             held=len(self.held),
             spilled_in_flight=len(self.spilled_until),
+            pending_prompt_tokens=pending,
             kv_cache_usage=kv,
             busy=busy,
             ready=len(ready),
