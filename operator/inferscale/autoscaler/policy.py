@@ -40,6 +40,10 @@ How a decision is made (``docs/autoscaling.md`` has the long version):
   measured at the larger count understates what the smaller one will carry (queueing grows as
   replicas go); never while a replica is starting (a Deployment scale-down may remove the
   loading pod first) and never below ``max(min, 1)``.
+- **A learned floor** (``learned_floor_quantile`` set): a high quantile of the replicas that
+  recent bursts wanted, decaying over hours (:mod:`inferscale.autoscaler.floor`), below which
+  no step down goes, so bursts that recur and are shorter than a cold start meet standing
+  capacity. The reason names it when it holds the count.
 - **To zero** only with ``min_replicas == 0`` and ``scale_to_zero_delay_s`` set, after that long
   with zero load and nothing held.
 - **Bad data holds.** No sample, a NaN, a negative count, a sample older than ``stale_after_s``
@@ -55,6 +59,8 @@ import json
 import math
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Final, Literal
+
+from inferscale.autoscaler.floor import Peaks, learned_floor, remember_peak
 
 if TYPE_CHECKING:
     from inferscale.api.v1alpha1.inference_model import InferenceModelSpec
@@ -99,6 +105,12 @@ class PolicyParams:
     prompt_tokens_per_replica: float | None = None
     """Prompt tokens one replica prefills within the TTFT SLO (with headroom); None: size on
     requests alone."""
+    learned_floor_quantile: float | None = None
+    """Keep at least this quantile of recent bursts' wants standing (None: no learned floor)."""
+    learned_floor_half_life_s: float = 3600
+    """A burst this old weighs half as much in the learned floor."""
+    learned_floor_bucket_s: float = 300
+    """The learned floor remembers the peak want of each bucket this long."""
     max_scale_down_rate: float = 2.0
     """A step down keeps at least ``current / max_scale_down_rate`` replicas, rounded up but
     always one fewer than now (Knative's default, 2: at most half go at once)."""
@@ -158,8 +170,20 @@ class PolicyParams:
                 "prompt_tokens_per_replica must be a positive number, "
                 f"got {self.prompt_tokens_per_replica}"
             )
+        problems.extend(self._floor_problems())
         if problems:
             raise ValueError("; ".join(problems))
+
+    def _floor_problems(self) -> list[str]:
+        problems: list[str] = []
+        q = self.learned_floor_quantile
+        if q is not None and (not _finite(q) or not 0 < q <= 1):
+            problems.append(f"learned_floor_quantile must be in (0, 1], got {q}")
+        for name in ("learned_floor_half_life_s", "learned_floor_bucket_s"):
+            value = getattr(self, name)
+            if not _finite(value) or value <= 0:
+                problems.append(f"{name} must be a positive number, got {value}")
+        return problems
 
     @classmethod
     def from_spec(
@@ -238,6 +262,8 @@ class History:
     may start earlier: it covers the window's start)."""
     last_sample_at: float | None = None
     """Time of the newest sample used, kept even when the window has emptied (gap detection)."""
+    peaks: Peaks = ()
+    """The learned floor's buckets: ``(start, peak want)``, oldest first."""
 
     def to_json(self) -> str:
         """Compact JSON; :meth:`from_json` reads it back."""
@@ -250,6 +276,7 @@ class History:
                 "last_change_at": self.last_change_at,
                 "recent_wants": [[at, n] for at, n in self.recent_wants],
                 "last_sample_at": self.last_sample_at,
+                "peaks": [[at, n] for at, n in self.peaks],
             },
             separators=(",", ":"),
         )
@@ -291,21 +318,7 @@ class History:
                 raise ValueError(f"history.{name} must be a finite number or null")
             return float(value)
 
-        raw_wants = data.get("recent_wants", [])
-        if not isinstance(raw_wants, list):
-            raise ValueError("history.recent_wants must be a list")
-        wants: list[tuple[float, int]] = []
-        for item in raw_wants[-MAX_SAMPLES:]:
-            if (
-                not isinstance(item, list)
-                or len(item) != 2
-                or not _finite(item[0])
-                or not isinstance(item[1], int)
-                or isinstance(item[1], bool)
-                or item[1] < 0
-            ):
-                raise ValueError(f"history.recent_wants holds a bad entry: {item!r}")
-            wants.append((float(item[0]), item[1]))
+        wants = _counts_field(data, "recent_wants")
         return cls(
             samples=tuple(samples),
             panic_until=time_field("panic_until"),
@@ -314,6 +327,7 @@ class History:
             last_change_at=time_field("last_change_at"),
             recent_wants=tuple(wants),
             last_sample_at=time_field("last_sample_at"),
+            peaks=_counts_field(data, "peaks"),
         )
 
     def latest_time(self) -> float | None:
@@ -326,6 +340,30 @@ class History:
         if self.samples:
             times.append(self.samples[-1][0])
         return max(times) if times else None
+
+
+def _counts_field(data: dict[str, object], name: str) -> tuple[tuple[float, int], ...]:
+    """A list of ``[time, replicas]`` pairs of a history's JSON (absent: empty).
+
+    Raises:
+        ValueError: not a list, or an entry that is not a finite time and a count >= 0.
+    """
+    raw = data.get(name, [])
+    if not isinstance(raw, list):
+        raise ValueError(f"history.{name} must be a list")
+    pairs: list[tuple[float, int]] = []
+    for item in raw[-MAX_SAMPLES:]:
+        if (
+            not isinstance(item, list)
+            or len(item) != 2
+            or not _finite(item[0])
+            or not isinstance(item[1], int)
+            or isinstance(item[1], bool)
+            or item[1] < 0
+        ):
+            raise ValueError(f"history.{name} holds a bad entry: {item!r}")
+        pairs.append((float(item[0]), item[1]))
+    return tuple(pairs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -512,6 +550,8 @@ class _Assessment:
     low_since: float | None
     idle_since: float | None
     wants: tuple[tuple[float, int], ...]
+    learned: int
+    """The learned floor (0: none), within the bounds."""
     history: History
     what: str
     """The load in words, for the reason."""
@@ -625,6 +665,7 @@ def _assess(
     else:
         low_since = None
     wants = _remember_want(wants, now, peak_want, params.scale_down_delay_s)
+    peaks, learned = _learn(params, history.peaks, now, peak_want)
 
     new_history = History(
         samples=tuple(kept),
@@ -634,6 +675,7 @@ def _assess(
         last_change_at=history.last_change_at,
         recent_wants=wants,
         last_sample_at=max(sample.at, history.last_sample_at or sample.at),
+        peaks=peaks,
     )
     what = f"{_num(sized_on)} {'projected in' if projected else 'in'} flight"
     if sample.held:
@@ -654,6 +696,7 @@ def _assess(
         low_since=low_since,
         idle_since=idle_since,
         wants=wants,
+        learned=learned,
         history=new_history,
         what=what,
         where=f"target {_num(target)} per replica ({window} window)",
@@ -670,6 +713,16 @@ def _work_load(params: PolicyParams, sample: Sample) -> float:
     if tokens is None or per_replica is None or not _finite(tokens) or tokens <= 0:
         return 0.0
     return tokens / per_replica * params.target_in_flight_per_replica
+
+
+def _learn(params: PolicyParams, peaks: Peaks, now: float, peak_want: int) -> tuple[Peaks, int]:
+    """The learned floor's buckets with this decision's peak want, and the floor now."""
+    q = params.learned_floor_quantile
+    if q is None:
+        return (), 0
+    half_life = params.learned_floor_half_life_s
+    peaks = remember_peak(peaks, now, peak_want, params.learned_floor_bucket_s, half_life)
+    return peaks, params.clamp(learned_floor(peaks, now, q, half_life))
 
 
 def _windows(
@@ -766,6 +819,13 @@ def _scale_up(params: PolicyParams, sample: Sample, a: _Assessment) -> Decision:
     return a.hold(f"{a.what} wants {a.desired}, but maxReplicas is {params.max_replicas}")
 
 
+def _floor_words(params: PolicyParams) -> str:
+    """How the learned floor is learned, for the reason."""
+    q = params.learned_floor_quantile or 0
+    half_life = _secs(params.learned_floor_half_life_s)
+    return f"p{q * 100:g} of recent bursts' wants, half-life {half_life}"
+
+
 def _to_zero(params: PolicyParams, sample: Sample, a: _Assessment) -> Decision | None:
     """Scale to zero after the idle delay (or hold for a starting replica); None: not idle."""
     zero_delay = params.scale_to_zero_delay_s
@@ -782,8 +842,10 @@ def _to_zero(params: PolicyParams, sample: Sample, a: _Assessment) -> Decision |
 def _scale_down(params: PolicyParams, sample: Sample, a: _Assessment) -> Decision | None:
     """The peaks want fewer replicas: a step down, a hold saying why not, or None (no step)."""
     current = a.current
-    floor = max(params.min_replicas, 1)
+    floor = max(params.min_replicas, 1, a.learned)
     if current <= floor:
+        if a.learned > max(params.min_replicas, 1):
+            return a.hold(f"{a.what}; at the learned floor of {floor} ({_floor_words(params)})")
         return a.hold(f"{a.what}; at the floor of {floor}")
     if a.panic:
         return a.hold(f"{a.what} wants {a.peak_want}, but no scale-down in panic")

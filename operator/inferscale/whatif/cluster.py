@@ -86,6 +86,8 @@ class SimConfig:
     scrape_interval_s: float = 2.0
     initial_replicas: int = 1
     """Replicas ready at the start (the system was running before the trace begins)."""
+    learned_floor_quantile: float | None = None
+    """Our policy's ``learned_floor_quantile`` (None: no learned floor)."""
     drain_s: float | None = None
     """How long after the last arrival the run may go on finishing requests (None: the larger
     of 600 s and three cold starts)."""

@@ -44,6 +44,7 @@ def our_params(config: SimConfig) -> PolicyParams:
         scale_to_zero_delay_s=to_zero if config.min_replicas == 0 else None,
         time_to_ready_s=config.cold_start_s,
         prompt_tokens_per_replica=prompt_token_budget(config.engine, config.slo_ttft_s),
+        learned_floor_quantile=config.learned_floor_quantile,
     )
 
 

@@ -748,3 +748,24 @@ def test_unknown_or_bad_token_counts_fall_back_to_requests(tokens):
 def test_tokens_without_a_per_replica_figure_are_ignored():
     d = one(params(), steady(10, 990), 1000, 2, in_flight=10, ready=2, pending_prompt_tokens=1e9)
     assert d.action == "hold"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"learned_floor_quantile": 0}, "learned_floor_quantile"),
+        ({"learned_floor_quantile": 1.5}, "learned_floor_quantile"),
+        ({"learned_floor_quantile": math.nan}, "learned_floor_quantile"),
+        ({"learned_floor_half_life_s": 0}, "learned_floor_half_life_s"),
+        ({"learned_floor_bucket_s": -1}, "learned_floor_bucket_s"),
+    ],
+)
+def test_absurd_floor_params_are_refused(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        params(**overrides)
+
+
+@pytest.mark.parametrize("peaks", ['"x"', "[[1, -2]]", "[[1]]", "[[1, true]]", '[["a", 1]]'])
+def test_history_with_bad_peaks_is_refused(peaks):
+    with pytest.raises(ValueError, match="history.peaks"):
+        History.from_json('{"peaks": ' + peaks + "}")
