@@ -2,10 +2,11 @@
 
 A burst shorter than a cold start is over before a replica asked for at its start is ready, so
 only capacity already standing meets it. Where bursts recur, the replicas they wanted are
-remembered as the peak want of each ``bucket_s``-second bucket (the panic window's want, the
-same figure the scale-down delay keeps), and the floor is a high quantile of those peaks,
-each weighted by ``0.5 ** (age / half_life_s)``: a burst an hour old counts half as much as
-one now, and buckets older than :data:`HORIZON_HALF_LIVES` half-lives are dropped.
+remembered as the peak want of each ``bucket_s``-second bucket (the larger of the panic
+window's want, the figure the scale-down delay keeps, and the single sample's: a burst that
+arrives at once is often served before the next scrape), and the floor is a high quantile of
+those peaks, each weighted by ``0.5 ** (age / half_life_s)``: a burst an hour old counts half
+as much as one now, and buckets older than :data:`HORIZON_HALF_LIVES` half-lives are dropped.
 
 A gap in the observations (the operator was down) adds no bucket: a gap is not evidence of a
 low load, and as every weight decays by the same factor over it, the quantile, which depends

@@ -42,8 +42,9 @@ How a decision is made (``docs/autoscaling.md`` has the long version):
   loading pod first) and never below ``max(min, 1)``.
 - **A learned floor** (``learned_floor_quantile`` set): a high quantile of the replicas that
   recent bursts wanted, decaying over hours (:mod:`inferscale.autoscaler.floor`), below which
-  no step down goes, so bursts that recur and are shorter than a cold start meet standing
-  capacity. The reason names it when it holds the count.
+  no step down goes and up to which the count rises (by the step) while there is load, so
+  bursts that recur and are shorter than a cold start meet standing capacity. The reason names
+  it when it moves or holds the count.
 - **To zero** only with ``min_replicas == 0`` and ``scale_to_zero_delay_s`` set, after that long
   with zero load and nothing held.
 - **Bad data holds.** No sample, a NaN, a negative count, a sample older than ``stale_after_s``
@@ -612,6 +613,11 @@ def _decide_on(
     to_zero = _to_zero(params, sample, a)
     if to_zero is not None:
         return to_zero
+    if current < a.learned and a.idle_since is None:
+        # Bursts that recur wanted more standing than there is: ready before the next one.
+        replicas = min(a.learned, current + params.max_scale_up_step)
+        why = f"{a.what}; the learned floor is {a.learned} ({_floor_words(params)})"
+        return a.change(replicas, "scale-up", why)
     if a.peak_want < current:
         down = _scale_down(params, sample, a)
         if down is not None:
@@ -665,7 +671,9 @@ def _assess(
     else:
         low_since = None
     wants = _remember_want(wants, now, peak_want, params.scale_down_delay_s)
-    peaks, learned = _learn(params, history.peaks, now, peak_want)
+    # The sample's own want too: a burst that arrives at once and is served before the next
+    # scrape barely moves even the panic window's mean, but it needed those replicas standing.
+    peaks, learned = _learn(params, history.peaks, now, max(peak_want, params.wanted(load)))
 
     new_history = History(
         samples=tuple(kept),

@@ -104,3 +104,11 @@ def test_to_zero_is_still_the_user_s_order_once_idle():
     assert first is not None
     d = run(p, [(HOUR + t, 0.0) for t in range(0, 400, 2)], first.replicas, first.history)
     assert d is not None and d.replicas == 0
+
+
+def test_a_burst_one_scrape_long_counts_in_the_floor():
+    # Mooncake-like: twenty requests arrive in one second and are done before the next
+    # scrape. The 6-s panic window's mean hardly moves; the sample itself wanted 6 replicas.
+    loads = [(t, 24.0 if t % 600 == 0 else 2.0) for t in range(0, int(3 * HOUR), 2)]
+    d = run(params(), loads, 1)
+    assert d is not None and d.replicas == 6
