@@ -42,9 +42,9 @@ How a decision is made (``docs/autoscaling.md`` has the long version):
   loading pod first) and never below ``max(min, 1)``.
 - **A learned floor** (``learned_floor_quantile`` set): a high quantile of the replicas that
   recent bursts wanted, decaying over hours (:mod:`inferscale.autoscaler.floor`), below which
-  no step down goes and up to which the count rises (by the step) while there is load, so
-  bursts that recur and are shorter than a cold start meet standing capacity. The reason names
-  it when it moves or holds the count.
+  no step down goes, so bursts that recur and are shorter than a cold start meet standing
+  capacity. It never raises the count by itself (that cost 12 % more GPU-hours on the Azure
+  code trace for no attainment); the reason names it when it holds the count.
 - **To zero** only with ``min_replicas == 0`` and ``scale_to_zero_delay_s`` set, after that long
   with zero load and nothing held.
 - **Bad data holds.** No sample, a NaN, a negative count, a sample older than ``stale_after_s``
@@ -613,11 +613,6 @@ def _decide_on(
     to_zero = _to_zero(params, sample, a)
     if to_zero is not None:
         return to_zero
-    if current < a.learned and a.idle_since is None:
-        # Bursts that recur wanted more standing than there is: ready before the next one.
-        replicas = min(a.learned, current + params.max_scale_up_step)
-        why = f"{a.what}; the learned floor is {a.learned} ({_floor_words(params)})"
-        return a.change(replicas, "scale-up", why)
     if a.peak_want < current:
         down = _scale_down(params, sample, a)
         if down is not None:
@@ -853,7 +848,7 @@ def _scale_down(params: PolicyParams, sample: Sample, a: _Assessment) -> Decisio
     floor = max(params.min_replicas, 1, a.learned)
     if current <= floor:
         if a.learned > max(params.min_replicas, 1):
-            return a.hold(f"{a.what}; at the learned floor of {floor} ({_floor_words(params)})")
+            return a.hold(f"{a.what}; the learned floor is {floor} ({_floor_words(params)})")
         return a.hold(f"{a.what}; at the floor of {floor}")
     if a.panic:
         return a.hold(f"{a.what} wants {a.peak_want}, but no scale-down in panic")
