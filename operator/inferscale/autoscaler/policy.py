@@ -213,6 +213,10 @@ class PolicyParams:
             scale_to_zero_delay_s=to_zero,
             kv_cache_saturation=a.kv_cache_saturation,
             time_to_ready_s=time_to_ready_s,
+            prompt_tokens_per_replica=a.prompt_tokens_per_replica,
+            learned_floor_quantile=(
+                None if a.learned_floor_percentile is None else a.learned_floor_percentile / 100
+            ),
         )
 
     def clamp(self, replicas: int) -> int:

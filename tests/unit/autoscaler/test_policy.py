@@ -85,6 +85,28 @@ def test_params_from_spec_defaults():
     )
 
 
+def test_params_from_spec_carry_the_work_signal_and_the_learned_floor():
+    spec = make_model(autoscaling={"promptTokensPerReplica": 40_000, "learnedFloorPercentile": 80})
+    p = PolicyParams.from_spec(spec)
+    assert (p.prompt_tokens_per_replica, p.learned_floor_quantile) == (40_000, 0.8)
+    plain = PolicyParams.from_spec(make_model())
+    assert (plain.prompt_tokens_per_replica, plain.learned_floor_quantile) == (None, None)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"promptTokensPerReplica": 0},
+        {"learnedFloorPercentile": 0},
+        {"learnedFloorPercentile": 101},
+        {"learnedFloorPercentile": "most"},
+    ],
+)
+def test_absurd_work_and_floor_fields_are_refused_by_the_api(bad):
+    with pytest.raises(ValueError, match="autoscaling"):
+        make_model(autoscaling=bad)
+
+
 def test_params_from_spec_with_min_zero_defaults_the_idle_delay():
     p = PolicyParams.from_spec(make_model(minReplicas=0, maxReplicas=3))
     assert p.scale_to_zero_delay_s == DEFAULT_SCALE_TO_ZERO_DELAY_S
