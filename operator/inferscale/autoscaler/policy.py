@@ -684,13 +684,6 @@ def _assess(
         last_sample_at=max(sample.at, history.last_sample_at or sample.at),
         peaks=peaks,
     )
-    what = f"{_num(sized_on)} {'projected in' if projected else 'in'} flight"
-    if sample.held:
-        what += f" ({sample.held} held)"
-    if saturated:
-        what += f", KV cache {kv:.0%} full"
-    if by_work:
-        what += f" ({_num(sample.pending_prompt_tokens or 0)} prompt tokens waiting)"
     return _Assessment(
         now=now,
         current=current,
@@ -705,9 +698,25 @@ def _assess(
         wants=wants,
         learned=learned,
         history=new_history,
-        what=what,
+        what=_load_words(
+            sample, sized_on, projected=projected, saturated=saturated, by_work=by_work
+        ),
         where=f"target {_num(target)} per replica ({window} window)",
     )
+
+
+def _load_words(
+    sample: Sample, sized_on: float, *, projected: bool, saturated: bool, by_work: bool
+) -> str:
+    """The load a decision was sized on, in words, for the reason."""
+    what = f"{_num(sized_on)} {'projected in' if projected else 'in'} flight"
+    if sample.held:
+        what += f" ({sample.held} held)"
+    if saturated:
+        what += f", KV cache {sample.kv_cache_usage or 0:.0%} full"
+    if by_work:
+        what += f" ({_num(sample.pending_prompt_tokens or 0)} prompt tokens waiting)"
+    return what
 
 
 def _work_load(params: PolicyParams, sample: Sample) -> float:
