@@ -25,6 +25,7 @@ from inferscale.cli import (
     router,
     sim,
     top,
+    usage,
     whatif,
 )
 from inferscale.errors import SpecError
@@ -140,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     chart.register(sub)
     loadtest.register(sub)
     top.register(sub)
+    usage.register(sub)
     whatif.register(sub)
     engine_check.register(sub)
     embedding.register(sub)

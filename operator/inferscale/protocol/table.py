@@ -29,7 +29,13 @@ from inferscale.api.v1alpha1.inference_model import (
     SERVED_NAME_PATTERN,
     InferenceModelSpec,
 )
-from inferscale.api.v1alpha1.inference_provider import InferenceProviderSpec, ProviderType
+from inferscale.api.v1alpha1.inference_provider import (
+    AzureSettings,
+    BedrockSettings,
+    InferenceProviderSpec,
+    ProviderType,
+    VertexSettings,
+)
 from inferscale.api.v1alpha1.inference_route import (
     HoldQueue,
     InferenceRouteSpec,
@@ -37,6 +43,7 @@ from inferscale.api.v1alpha1.inference_route import (
     Retries,
     Role,
     RouteBackend,
+    RouteSelection,
     SpendCaps,
     Strategy,
     Timeouts,
@@ -101,13 +108,16 @@ class TableProvider(ApiModel):
     """A hosted provider (an InferenceProvider), without its key."""
 
     type: ProviderType
-    """openai, anthropic or openai-compatible."""
+    """The API it speaks (InferenceProvider's ``type``)."""
 
     base_url: str = Field(alias="baseURL", pattern=r"^https?://[^\s]+$", max_length=2048)
-    """Base URL of the API (the official one already filled in for openai and anthropic)."""
+    """Base URL of the API (defaults, presets, locations and regions resolved)."""
 
     timeout_seconds: float = _as_in_api(InferenceProviderSpec, "timeout_seconds")
     anthropic_version: str = _as_in_api(InferenceProviderSpec, "anthropic_version")
+    azure: AzureSettings | None = _as_in_api(InferenceProviderSpec, "azure")
+    vertex: VertexSettings | None = _as_in_api(InferenceProviderSpec, "vertex")
+    bedrock: BedrockSettings | None = _as_in_api(InferenceProviderSpec, "bedrock")
 
     models: dict[str, TableProviderModel] = Field(min_length=1, max_length=256)
     """Model name as routes use it -> its provider-side name and prices."""
@@ -179,6 +189,8 @@ class RouteSettings(ApiModel):
     # its key order, so a stored table reads back byte for byte.
     spend: SpendCaps = _as_in_api(InferenceRouteSpec, "spend")
 
+    selection: RouteSelection | None = _as_in_api(InferenceRouteSpec, "selection")
+
     @classmethod
     def from_route(cls, spec: InferenceRouteSpec, in_flight_per_replica: int) -> RouteSettings:
         """``spec``'s settings, with spillover at ``in_flight_per_replica`` unless it sets one."""
@@ -193,7 +205,15 @@ class RouteSettings(ApiModel):
         )
 
 
-ROUTE_FIELDS: Final = ("strategy", "prefix_hash", "retries", "timeouts", "hold_queue", "spend")
+ROUTE_FIELDS: Final = (
+    "strategy",
+    "prefix_hash",
+    "retries",
+    "timeouts",
+    "hold_queue",
+    "spend",
+    "selection",
+)
 """The settings that pass from an InferenceRoute's spec to the table unchanged."""
 
 
@@ -284,6 +304,21 @@ class RoutingTable(ApiModel):
                 if provider is None or backend.model not in provider.models:
                     raise ValueError(
                         f"model {name!r}: backend {backend.label} is not in the table's providers"
+                    )
+        return self
+
+    @model_validator(mode="after")
+    def _candidates_resolve(self) -> RoutingTable:
+        # A candidate is another model of the table that selects nothing itself: selection
+        # happens once per request, never in a chain or a loop.
+        for name, model in self.models.items():
+            selection = model.route.selection
+            for candidate in selection.candidates if selection else ():
+                target = self.models.get(candidate.model)
+                if target is None or candidate.model == name or target.route.selection:
+                    raise ValueError(
+                        f"model {name!r}: candidate {candidate.model!r} is not another model of"
+                        " the table without a selection of its own"
                     )
         return self
 

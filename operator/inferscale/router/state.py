@@ -20,9 +20,11 @@ from inferscale.router.access import Access
 from inferscale.router.access_log import AccessLog
 from inferscale.router.context import RequestContext
 from inferscale.router.metrics import RouterMetrics
+from inferscale.router.provider_keys import KeyPool
 from inferscale.router.settings import RouterSettings
 from inferscale.router.spend import SpendLedger
 from inferscale.router.table import EndpointState, EndpointTable
+from inferscale.router.usage_ledger import UsageLedger
 
 log = logging.getLogger("inferscale.router")
 
@@ -55,17 +57,21 @@ class RouterState:
         self.spend = SpendLedger()
         self.held: dict[str, int] = {}
         """Requests held per model now (the hold queue's length; the autoscaler reads it)."""
+        self.ledger: UsageLedger | None = None
+        """The usage ledger (set at startup unless ``usage_ledger`` is off)."""
         self.stop = asyncio.Event()
         """Set at shutdown: held requests answer and background loops end."""
+        self.difficulty_error: str | None = None
+        """Why model selection runs without its difficulty model (reported to the operator)."""
 
     @property
     def id_prefix(self) -> str:
         """Identifies this router process in access lines and spend reports."""
         return self.log.id_prefix
 
-    def provider_key(self, provider_id: str) -> str | None:
-        """The API key of InferenceProvider ``<namespace>/<name>`` (``None``: none held)."""
-        return self.access.provider_key(provider_id)
+    def provider_pool(self, provider_id: str) -> KeyPool | None:
+        """The API keys of InferenceProvider ``<namespace>/<name>`` (``None``: none held)."""
+        return self.access.provider_pool(provider_id)
 
     def endpoint_failed(self, endpoint: EndpointState) -> None:
         """Count a failure towards ``endpoint``'s circuit breaker; log an ejection."""

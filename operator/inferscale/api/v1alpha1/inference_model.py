@@ -100,6 +100,24 @@ class SpeculativeDecoding(ApiModel):
     """Tokens proposed per step."""
 
 
+class KvCacheOffload(ApiModel):
+    """A host-memory tier for the KV cache (per replica).
+
+    Blocks the GPU cache evicts are kept in host RAM and loaded back over PCIe when a prompt
+    needs them again, instead of being recomputed (about 20x cheaper per token for an 8B model
+    on an H100; ``docs/sim.md``). vLLM: its native ``OffloadingConnector``; SGLang: its
+    hierarchical cache. Other engines refuse it.
+    """
+
+    host_memory_gib: float = Field(gt=0, le=65536)
+    """Host memory for the tier per replica, GiB (pinned; leave room for it in the pod's
+    memory)."""
+
+    kv_bytes_per_token: int | None = Field(default=None, ge=1, le=64 * 1024 * 1024)
+    """KV bytes of one token: 2 x layers x KV heads x head dim x bytes per value (131072 for
+    Llama-3.1-8B in BF16). vLLM 0.11 sizes its CPU tier in blocks, so it needs this."""
+
+
 class Optimization(ApiModel):
     """Inference optimisations, mapped by the operator to the engine's own flags.
 
@@ -127,6 +145,13 @@ class Optimization(ApiModel):
 
     speculative_decoding: SpeculativeDecoding | None = None
     """Speculative decoding settings; empty turns it off."""
+
+    kv_cache_offload: KvCacheOffload | None = None
+    """A host-memory KV tier; empty keeps the KV cache on the GPU only."""
+
+    kv_cache_events: bool | None = None
+    """Publish the engine's KV-cache events (vLLM ``--kv-events-config``: ZMQ PUB on port
+    5557), so routers can index which prompt blocks each replica holds."""
 
 
 class Autoscaling(ApiModel):

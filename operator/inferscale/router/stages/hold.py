@@ -116,8 +116,7 @@ class Hold(Stage):
             except TimeoutError:
                 if ctx.stream and state.clock() < deadline:
                     if ctx.committed is None:
-                        ctx.committed = web.StreamResponse(status=200, headers=SSE_HEADERS)
-                        await ctx.committed.prepare(ctx.request)
+                        ctx.committed = await ctx.open_stream(200, SSE_HEADERS)
                     await ctx.committed.write(KEEPALIVE)
         return "timeout"
 
