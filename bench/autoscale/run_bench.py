@@ -231,6 +231,11 @@ def main() -> int:
         default="auto",
         help="spillover.promptTokensPerReplica in the spillover runs: N, auto, or off",
     )
+    parser.add_argument(
+        "--learned-floor",
+        metavar="Q",
+        help="ours keeps the Q quantile of recent bursts' wants standing (whatif --learned-floor)",
+    )
     args = parser.parse_args()
     started = time.monotonic()
     for case in args.cases.split(","):
@@ -242,6 +247,8 @@ def main() -> int:
                 "--max-replicas", str(max_replicas), "--strategy", args.strategy,
                 "--provider", str(args.provider),
             ]  # fmt: skip
+            if args.learned_floor:
+                common += ["--learned-floor", args.learned_floor]
             by_tokens = (
                 []
                 if args.spill_prompt_tokens == "off"

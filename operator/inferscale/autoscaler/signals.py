@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -162,6 +162,10 @@ class RouterReading:
     hosted_in_flight: int = 0
     """Requests hosted providers answer for the model now (spillover, fallback): demand the
     replicas did not meet, so it counts as load."""
+    pending_prompt_tokens: int | None = None
+    """Prompt tokens of the requests sent to the model's replicas that have no first token yet
+    (the routers' estimate, the sum their ``inferscale_router_pending_prompt_tokens`` gauge
+    exports per endpoint); None: a router that does not report it."""
 
 
 def build_sample(
@@ -184,7 +188,10 @@ def build_sample(
     flight is the larger of the
     engines' count and the routers' (engines also see clients that bypass the router; the
     routers see requests before the next scrape does), plus the requests hosted providers answer
-    for the model (spilled over). Held requests only come from routers.
+    for the model (spilled over). Held requests only come from routers, and so do the prompt
+    tokens waiting for a first token (no engine exports them as one gauge: vLLM counts
+    requests waiting, not their tokens), which the policy weighs against
+    ``prompt_tokens_per_replica``; unknown (None) when no router reports them.
     """
     metrics = ENGINE_METRICS.get(engine, EngineMetrics(()))
     reasons: list[str] = []
@@ -231,5 +238,44 @@ def build_sample(
         kv_cache_usage=kv,
         ready=ready,
         starting=starting,
+        pending_prompt_tokens=None if router is None else router.pending_prompt_tokens,
     )
     return sample, ("; ".join(reasons) if unknown else None)
+
+
+def _count(value: object) -> int | None:
+    """A router's count when it is a non-negative integer, else None."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None
+
+
+def router_readings(docs: Sequence[object]) -> dict[str, RouterReading]:
+    """Each served name's counts summed over the routers' ``GET /admin/v1/held`` documents.
+
+    A count that is not a non-negative integer (an older router has no hostedInFlight) adds
+    nothing. The prompt tokens waiting are known only when every router that lists the model
+    reports them: a partial sum would understate the work.
+    """
+    totals: dict[str, list[int]] = {}
+    tokens: dict[str, int | None] = {}
+    for doc in docs:
+        per_model = doc.get("models") if isinstance(doc, dict) else None
+        if not isinstance(per_model, dict):
+            continue
+        for served, counts in per_model.items():
+            if not isinstance(counts, dict):
+                continue
+            name = str(served)
+            total = totals.setdefault(name, [0, 0, 0])
+            for i, field_name in enumerate(("held", "inFlight", "hostedInFlight")):
+                total[i] += _count(counts.get(field_name)) or 0
+            pending = _count(counts.get("pendingPromptTokens"))
+            so_far = tokens.get(name, 0)
+            tokens[name] = None if pending is None or so_far is None else so_far + pending
+    return {
+        k: RouterReading(
+            held=v[0], in_flight=v[1], hosted_in_flight=v[2], pending_prompt_tokens=tokens[k]
+        )
+        for k, v in totals.items()
+    }

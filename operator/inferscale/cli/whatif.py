@@ -55,6 +55,16 @@ def _not_negative(kind: type) -> Any:
     return parse
 
 
+def _quantile(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
 def _target(text: str) -> float | str:
     if text == "auto":
         return text
@@ -124,6 +134,12 @@ def register(subparsers: Any) -> None:
         choices=SIM_STRATEGIES,
         default="leastInFlight",
         help="the router's picker (leastInFlight)",
+    )
+    p.add_argument(
+        "--learned-floor",
+        type=_quantile,
+        metavar="Q",
+        help="ours keeps the Q quantile of recent bursts' wants standing (off)",
     )
     p.add_argument(
         "--policies",
@@ -258,6 +274,11 @@ def _header(trace: Trace, preset: str, config: SimConfig) -> str:
         f"the SLO), replicas {config.min_replicas}.."
         f"{config.max_replicas} (start {config.initial_replicas})"
         + f", {config.strategy}"
+        + (
+            f", ours' learned floor p{config.learned_floor_quantile * 100:g}"
+            if config.learned_floor_quantile
+            else ""
+        )
         + (f", spillover at {config.spill_threshold:g}" if config.spillover else "")
         + (
             f" or {config.spill_prompt_tokens_per_replica} prompt tokens"
@@ -285,6 +306,7 @@ def _config(args: argparse.Namespace, trace: Trace) -> SimConfig:
         spill_in_flight_per_replica=args.spill_at,
         spill_prompt_tokens_per_replica=spill_tokens,
         strategy=args.strategy,
+        learned_floor_quantile=args.learned_floor,
     )
     # The oracle is sized by the SLO whatever --target says; --target auto is the same figure.
     config = sized_by_slo(trace, config)

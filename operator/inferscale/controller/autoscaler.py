@@ -36,7 +36,12 @@ from inferscale.api.v1alpha1.inference_model import KIND, InferenceModelSpec
 from inferscale.autoscaler.policy import Decision, History, PolicyParams, Sample, decide
 from inferscale.autoscaler.prometheus import PrometheusRound, PrometheusSource
 from inferscale.autoscaler.report import ScalingNews, is_news, scaling_status, write_due
-from inferscale.autoscaler.signals import ModelKey, RouterReading, build_sample
+from inferscale.autoscaler.signals import (
+    ModelKey,
+    RouterReading,
+    build_sample,
+    router_readings,
+)
 from inferscale.config import AutoscalerSettings
 from inferscale.controller.cache import count_pods, index_objects
 from inferscale.controller.inference_model import (
@@ -193,26 +198,7 @@ class Autoscaler:
             return None, ("; ".join(errors[:3]) if errors else None)
         if errors:
             log.debug("some routers did not report held requests: %s", "; ".join(errors[:3]))
-        totals: dict[str, list[int]] = {}
-        for doc in docs:
-            per_model = doc.get("models") if isinstance(doc, dict) else None
-            if not isinstance(per_model, dict):
-                continue
-            for served, counts in per_model.items():
-                if not isinstance(counts, dict):
-                    continue
-                total = totals.setdefault(str(served), [0, 0, 0])
-                for i, field_name in enumerate(("held", "inFlight", "hostedInFlight")):
-                    value = counts.get(field_name)
-                    # A count that is not a non-negative integer (an older router has no
-                    # hostedInFlight) adds nothing.
-                    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-                        total[i] += value
-        readings = {
-            k: RouterReading(held=v[0], in_flight=v[1], hosted_in_flight=v[2])
-            for k, v in totals.items()
-        }
-        return readings, None
+        return router_readings(docs), None
 
     def _spec(self, key: ModelKey, body: Mapping[str, Any]) -> InferenceModelSpec | None:
         """The parsed spec, parsed again only when its generation moves.

@@ -86,6 +86,8 @@ class SimConfig:
     scrape_interval_s: float = 2.0
     initial_replicas: int = 1
     """Replicas ready at the start (the system was running before the trace begins)."""
+    learned_floor_quantile: float | None = None
+    """Our policy's ``learned_floor_quantile`` (None: no learned floor)."""
     drain_s: float | None = None
     """How long after the last arrival the run may go on finishing requests (None: the larger
     of 600 s and three cold starts)."""
@@ -377,6 +379,11 @@ class _Cluster:
         active = self.active()
         ready = [r for r in active if r.ready_at <= now]
         in_flight = sum(r.in_flight for r in self.alive)
+        # What the router's inferscale_router_pending_prompt_tokens gauge sums (exact here),
+        # plus the held requests' prompts: they wait for a first token too.
+        pending = sum(r.pending_prompt_tokens for r in self.alive) + sum(
+            max(self.requests[i].prompt_tokens, 1) for i in self.held
+        )
         kv = sum(r.kv_usage for r in ready) / len(ready) if ready else None
         busy = tuple(r.model.next_event_time() is not None for r in ready)
         scrape = Scrape(
@@ -384,6 +391,7 @@ class _Cluster:
             in_flight=in_flight,
             held=len(self.held),
             spilled_in_flight=len(self.spilled_until),
+            pending_prompt_tokens=pending,
             kv_cache_usage=kv,
             busy=busy,
             ready=len(ready),

@@ -30,7 +30,9 @@ from inferscale.whatif.trace import Trace
 def our_params(config: SimConfig) -> PolicyParams:
     """Our policy's params for a run: the API defaults, the run's bounds, target and cold start.
 
-    ``time_to_ready_s`` is the cold start, which the operator measures on a real cluster.
+    ``time_to_ready_s`` is the cold start, which the operator measures on a real cluster;
+    ``prompt_tokens_per_replica`` the preset's prefill within the SLO
+    (:func:`prompt_token_budget`), a property of the GPU and the SLO, not of the workload.
     """
     to_zero = config.scale_to_zero_delay_s
     if config.min_replicas == 0 and to_zero is None:
@@ -41,6 +43,8 @@ def our_params(config: SimConfig) -> PolicyParams:
         target_in_flight_per_replica=config.target,
         scale_to_zero_delay_s=to_zero if config.min_replicas == 0 else None,
         time_to_ready_s=config.cold_start_s,
+        prompt_tokens_per_replica=prompt_token_budget(config.engine, config.slo_ttft_s),
+        learned_floor_quantile=config.learned_floor_quantile,
     )
 
 

@@ -7,7 +7,9 @@ same bounds and, where they scale on requests, the same target per replica as ou
 comparison is about timing and logic, not about a better-chosen target:
 
 - ``ours``: the real :func:`inferscale.autoscaler.policy.decide`, every 2 s, reading the scrape
-  one interval old (what a Prometheus query sees), with ``time_to_ready_s`` = the cold start.
+  one interval old (what a Prometheus query sees), with ``time_to_ready_s`` = the cold start
+  and ``prompt_tokens_per_replica`` = the preset's prefill rate within the SLO (the prompt
+  tokens waiting are the router's gauge).
 - ``hpa``: Kubernetes HPA on GPU utilisation (duty cycle, as ``DCGM_FI_DEV_GPU_UTIL``, averaged
   over 30 s): 15 s sync, tolerance 0.1, up by at most max(100 %, 4 pods) per sync, down to the
   highest recommendation of the last 300 s; never below one replica.
@@ -84,6 +86,9 @@ class Scrape:
     """Per ready replica: a forward step is running (the GPU duty cycle, sampled)."""
     ready: int
     starting: int
+    pending_prompt_tokens: int = 0
+    """Prompt tokens without a first token yet: at the replicas (queued or in prefill) and
+    held by the router."""
     # Counters since the start of the run, as the router's and engines' Prometheus counters and
     # histograms (``_sum``/``_count``) give them: what the Dynamo-like planner reads.
     arrived: int = 0
@@ -147,6 +152,7 @@ class Ours:
                 kv_cache_usage=s.kv_cache_usage,
                 ready=s.ready,
                 starting=s.starting,
+                pending_prompt_tokens=s.pending_prompt_tokens,
             )
         d = decide(self.params, self.history, sample, now, current)
         self.history = d.history

@@ -60,6 +60,8 @@ def one(p, history, now, current, **sample) -> Decision:
         ({"kv_cache_saturation": 1.5}, "kv_cache_saturation"),
         ({"time_to_ready_s": -1}, "time_to_ready_s"),
         ({"stale_after_s": 0}, "stale_after_s"),
+        ({"prompt_tokens_per_replica": 0}, "prompt_tokens_per_replica"),
+        ({"prompt_tokens_per_replica": math.inf}, "prompt_tokens_per_replica"),
     ],
 )
 def test_absurd_params_are_refused(overrides, message):
@@ -81,6 +83,28 @@ def test_params_from_spec_defaults():
         kv_cache_saturation=0.8,
         time_to_ready_s=75.0,
     )
+
+
+def test_params_from_spec_carry_the_work_signal_and_the_learned_floor():
+    spec = make_model(autoscaling={"promptTokensPerReplica": 40_000, "learnedFloorPercentile": 80})
+    p = PolicyParams.from_spec(spec)
+    assert (p.prompt_tokens_per_replica, p.learned_floor_quantile) == (40_000, 0.8)
+    plain = PolicyParams.from_spec(make_model())
+    assert (plain.prompt_tokens_per_replica, plain.learned_floor_quantile) == (None, None)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"promptTokensPerReplica": 0},
+        {"learnedFloorPercentile": 0},
+        {"learnedFloorPercentile": 101},
+        {"learnedFloorPercentile": "most"},
+    ],
+)
+def test_absurd_work_and_floor_fields_are_refused_by_the_api(bad):
+    with pytest.raises(ValueError, match="autoscaling"):
+        make_model(autoscaling=bad)
 
 
 def test_params_from_spec_with_min_zero_defaults_the_idle_delay():
@@ -712,3 +736,58 @@ def test_stale_data_never_scales_down(p, warmup, bad, current):
     }[bad]
     d = decide(p, world.history, sample, now, world.current)
     assert d.stale and d.replicas == world.current and d.action == "hold"
+
+
+# ----- work, not requests ------------------------------------------------------------------------
+
+
+def test_prompt_tokens_waiting_size_the_fleet_where_the_request_count_does_not():
+    # 15 requests of 15k tokens: under one replica's target of 16 requests, but 225k prompt
+    # tokens waiting is 9 replicas' worth of prefill at 25k tokens per replica within the SLO.
+    p = params(prompt_tokens_per_replica=25_000)
+    history = steady(15 * 16 / 2, 990)  # the window already held the work (as requests)
+    d = one(p, history, 1000, 2, in_flight=15, ready=2, pending_prompt_tokens=225_000)
+    assert d.action == "scale-up"
+    assert (d.desired, d.replicas) == (9, 6)  # 225k / 25k, by the step of 4
+    assert "225000 prompt tokens waiting" in d.reason
+
+
+def test_short_prompts_size_on_requests_as_before():
+    p = params(prompt_tokens_per_replica=25_000)
+    with_tokens = one(p, steady(40, 990), 1000, 2, in_flight=40, ready=2, pending_prompt_tokens=800)
+    without = one(params(), steady(40, 990), 1000, 2, in_flight=40, ready=2)
+    assert (with_tokens.replicas, with_tokens.reason) == (without.replicas, without.reason)
+
+
+@pytest.mark.parametrize("tokens", [None, math.nan, -5.0, math.inf])
+def test_unknown_or_bad_token_counts_fall_back_to_requests(tokens):
+    p = params(prompt_tokens_per_replica=25_000)
+    d = one(p, steady(40, 990), 1000, 2, in_flight=40, ready=2, pending_prompt_tokens=tokens)
+    assert (d.replicas, d.action, d.stale) == (3, "scale-up", False)
+    assert "prompt tokens" not in d.reason
+
+
+def test_tokens_without_a_per_replica_figure_are_ignored():
+    d = one(params(), steady(10, 990), 1000, 2, in_flight=10, ready=2, pending_prompt_tokens=1e9)
+    assert d.action == "hold"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"learned_floor_quantile": 0}, "learned_floor_quantile"),
+        ({"learned_floor_quantile": 1.5}, "learned_floor_quantile"),
+        ({"learned_floor_quantile": math.nan}, "learned_floor_quantile"),
+        ({"learned_floor_half_life_s": 0}, "learned_floor_half_life_s"),
+        ({"learned_floor_bucket_s": -1}, "learned_floor_bucket_s"),
+    ],
+)
+def test_absurd_floor_params_are_refused(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        params(**overrides)
+
+
+@pytest.mark.parametrize("peaks", ['"x"', "[[1, -2]]", "[[1]]", "[[1, true]]", '[["a", 1]]'])
+def test_history_with_bad_peaks_is_refused(peaks):
+    with pytest.raises(ValueError, match="history.peaks"):
+        History.from_json('{"peaks": ' + peaks + "}")

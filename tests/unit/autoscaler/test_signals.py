@@ -12,6 +12,7 @@ from inferscale.autoscaler.signals import (
     build_queries,
     build_sample,
     parse_vector,
+    router_readings,
 )
 
 NOW = 1_000_000.0
@@ -163,3 +164,42 @@ def test_requests_at_hosted_providers_count_as_load() -> None:
     # from scaling up while spillover takes the excess.
     s, unknown = sample(router=RouterReading(held=0, in_flight=7, hosted_in_flight=5))
     assert unknown is None and s.in_flight == 10 + 5
+
+
+def test_prompt_tokens_waiting_come_from_the_routers() -> None:
+    s, unknown = sample(router=RouterReading(held=0, in_flight=7, pending_prompt_tokens=45_000))
+    assert unknown is None and s.pending_prompt_tokens == 45_000
+    s, _ = sample(router=RouterReading(held=0, in_flight=7))
+    assert s.pending_prompt_tokens is None
+
+
+def test_router_documents_are_summed_per_model() -> None:
+    docs = [
+        {
+            "models": {
+                "m": {"held": 1, "inFlight": 4, "hostedInFlight": 2, "pendingPromptTokens": 9}
+            }
+        },
+        {"models": {"m": {"held": 2, "inFlight": 3, "pendingPromptTokens": 30}, "n": {}}},
+    ]
+    readings = router_readings(docs)
+    assert readings["m"] == RouterReading(3, 7, 2, 39)
+    assert readings["n"] == RouterReading(0, 0, 0, None)
+
+
+@pytest.mark.parametrize(
+    "bad", [None, -4, "12", True, 1.5], ids=["absent", "negative", "text", "bool", "float"]
+)
+def test_a_router_without_a_token_count_makes_the_sum_unknown(bad: object) -> None:
+    # A partial sum would understate the work: unknown, and the policy sizes on requests.
+    counts = {"held": 0, "inFlight": 3}
+    if bad is not None:
+        counts["pendingPromptTokens"] = bad
+    first = {"models": {"m": {"inFlight": 1, "pendingPromptTokens": 500}}}
+    docs = [first, {"models": {"m": counts}}]
+    assert router_readings(docs)["m"] == RouterReading(0, 4, 0, None)
+
+
+@pytest.mark.parametrize("doc", [None, "text", [], {"models": []}, {"models": {"m": 3}}])
+def test_malformed_router_documents_add_nothing(doc: object) -> None:
+    assert router_readings([doc]) == {}

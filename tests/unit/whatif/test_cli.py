@@ -120,6 +120,9 @@ def test_strategy_and_prompt_token_spillover_flags(trace, capsys):
         ["--spill-prompt-tokens", "0"],
         ["--spill-prompt-tokens", "lots"],
         ["--strategy", "prefixHash"],
+        ["--learned-floor", "0"],
+        ["--learned-floor", "1.5"],
+        ["--learned-floor", "most"],
     ],
 )
 def test_impossible_numbers_are_usage_errors(trace, capsys, flag):
@@ -161,6 +164,12 @@ def test_cost_is_gpu_hours_at_the_presets_list_price_unless_overridden(trace, ca
     assert ours["spill_cost"] == 0
     doc = run_json([*argv, "--gpu-hour-price", "10"], capsys)
     assert doc["policies"][0]["cost"] == pytest.approx(10 * ours["gpu_hours"])
+
+
+def test_learned_floor_is_ours_and_named_in_the_header(trace, capsys):
+    argv = ["whatif", "--trace", str(trace), "--policies", "ours", "--learned-floor", "0.9"]
+    assert main(argv) == 0
+    assert "ours' learned floor p90" in capsys.readouterr().out
 
 
 def test_table_shows_cost_beside_attainment(trace, capsys):

@@ -187,6 +187,18 @@ class Autoscaling(ApiModel):
     kv_cache_saturation: float = Field(default=0.8, gt=0, le=1)
     """KV-cache use above which a replica counts as saturated, whatever its request count."""
 
+    prompt_tokens_per_replica: int | None = Field(default=None, ge=1, le=100_000_000)
+    """Prompt tokens waiting for a first token that one replica carries: its prefill within
+    the TTFT SLO (2 s on an H100 at about 25,000 tokens/s, with 20 % headroom: 40,000). Set,
+    the load is also counted in work, so long prompts want more replicas than short ones at
+    the same target; it needs routers that report the tokens waiting, and falls back to
+    requests in flight where none does."""
+
+    learned_floor_percentile: int | None = Field(default=None, ge=1, le=100)
+    """Keep standing the replicas that this percentile of recent bursts wanted (weighted by
+    age, half-life one hour), so bursts that recur and are shorter than a cold start meet
+    capacity. Unset: no learned floor."""
+
 
 class Serving(ApiModel):
     """Start-up, readiness and shutdown behaviour of the replicas."""
