@@ -151,7 +151,9 @@ class AdminApi:
         """``GET /admin/v1/held``: held and in-flight requests per model, for the autoscaler.
 
         ``inFlight`` counts requests at the model's replicas, ``hostedInFlight`` those a hosted
-        provider answers for it now (spilled over, or failed over).
+        provider answers for it now (spilled over, or failed over). ``pendingPromptTokens`` is the
+        estimated prompt tokens its replicas have yet to prefill (the autoscaler's work signal,
+        :mod:`inferscale.autoscaler.signals`); held requests are counted by ``held`` only.
         """
         if (refused := self._auth(request)) is not None:
             return refused
@@ -161,6 +163,7 @@ class AdminApi:
             name: {
                 "held": state.held.get(name, 0),
                 "inFlight": sum(e.in_flight for e in m.endpoints),
+                "pendingPromptTokens": sum(e.pending_prompt_tokens for e in m.endpoints),
                 "hostedInFlight": hosted.get(name, 0),
                 "readyEndpoints": len(m.ready),
             }

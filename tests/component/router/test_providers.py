@@ -721,7 +721,9 @@ async def test_requests_at_a_provider_are_reported_to_the_autoscaler(
         await asyncio.gather(*calls)
     finally:
         await aclient.close()
+    pending = seen.pop("pendingPromptTokens")
     assert seen == {"held": 0, "inFlight": 1, "hostedInFlight": 2, "readyEndpoints": 1}
+    assert isinstance(pending, int) and pending >= 0
     assert (await asyncio.to_thread(held))["hostedInFlight"] == 0
 
 
@@ -779,6 +781,10 @@ async def test_a_prefill_queue_spills_long_prompts_and_empties_at_the_first_toke
         exported = router.metric(
             "inferscale_router_pending_prompt_tokens", model=MODEL, endpoint="sim-0"
         )
+        # The autoscaler's work signal reads the same count (controller: GET /admin/v1/held).
+        held = await asyncio.to_thread(
+            lambda: httpx.get(router.base_url + "/admin/v1/held", headers=AUTH).json()
+        )
         # 2,000 queued + 1,000 more > 3,000: the provider takes it; a short one still fits.
         medium = await one(prompt(4000))
         short = await one(MESSAGES)
@@ -787,6 +793,7 @@ async def test_a_prefill_queue_spills_long_prompts_and_empties_at_the_first_toke
     finally:
         await aclient.close()
     assert 1900 < queued < 2100 and 1900 < exported < 2100
+    assert 1900 < held["models"][MODEL]["pendingPromptTokens"] < 2100
     assert (medium, short, again) == ("provider:team/openai/mini", "sim-0", "sim-0")
     # At its first token the long prompt left the queue while its stream went on (the short
     # request may still be waiting for its own first token then).
