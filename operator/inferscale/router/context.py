@@ -51,6 +51,7 @@ class RequestContext:
         "start",
         "status",
         "stream",
+        "ttft_work",
         "usage",
     )
 
@@ -93,6 +94,9 @@ class RequestContext:
         self.prefill_tokens = 0
         """Prompt tokens this request adds to its endpoint's ``pending_prompt_tokens`` until
         its first token (or its answer) comes back; 0 once they are taken off."""
+        self.ttft_work = 0
+        """Prefill tokens ``predictedTTFT`` expected this attempt to wait for (0: not its
+        pick): the first token's delay teaches the endpoint's prefill rate."""
 
     async def open_stream(self, status: int, headers: Mapping[str, str]) -> web.StreamResponse:
         """Start the client's stream (its headers go out now), in the client's dialect."""

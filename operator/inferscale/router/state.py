@@ -24,6 +24,7 @@ from inferscale.router.provider_keys import KeyPool
 from inferscale.router.settings import RouterSettings
 from inferscale.router.spend import SpendLedger
 from inferscale.router.table import EndpointState, EndpointTable
+from inferscale.router.ttft import TtftRouting
 from inferscale.router.usage_ledger import UsageLedger
 
 log = logging.getLogger("inferscale.router")
@@ -61,6 +62,8 @@ class RouterState:
         """The usage ledger (set at startup unless ``usage_ledger`` is off)."""
         self.stop = asyncio.Event()
         """Set at shutdown: held requests answer and background loops end."""
+        self.kv = TtftRouting()
+        """``predictedTTFT``'s cache index (fed by the KV-events subscriber) and learned rates."""
 
     @property
     def id_prefix(self) -> str:

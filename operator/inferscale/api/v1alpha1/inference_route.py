@@ -26,7 +26,9 @@ KIND: Final = "InferenceRoute"
 PLURAL = "inferenceroutes"
 
 Role = Literal["primary", "spillover", "fallback", "mirror"]
-Strategy = Literal["leastInFlight", "leastPrefill", "prefixHash", "weighted", "roundRobin"]
+Strategy = Literal[
+    "leastInFlight", "leastPrefill", "prefixHash", "weighted", "roundRobin", "predictedTTFT"
+]
 OnCapReached = Literal["queue", "reject"]
 
 
