@@ -173,8 +173,11 @@ class InferenceRouteSpec(ApiModel):
     backends: list[RouteBackend] = Field(min_length=1, max_length=32)
     """Where requests go, with roles and weights."""
 
-    strategy: Strategy = "leastInFlight"
-    """How an endpoint is picked among the primaries' ready replicas."""
+    strategy: Strategy = "predictedTTFT"
+    """How an endpoint is picked among the primaries' ready replicas. The default,
+    predictedTTFT, scores each replica's cached share of the prompt from its engine's KV events
+    (optimization.kvCacheEvents); where the engines publish none, or the router cannot hash
+    prompts as the engine does (it can for the sim), it picks as leastPrefill."""
 
     prefix_hash: PrefixHash = nested(PrefixHash)
     """Settings of the prefixHash strategy."""
