@@ -81,6 +81,7 @@ from inferscale.router.documents import (
     watch_file,
 )
 from inferscale.router.kvsubscribe import KvEventSubscriber
+from inferscale.router.kvsubscribe import metric_lines as kv_metric_lines
 from inferscale.router.limits import LocalLimiter
 from inferscale.router.limits_redis import SharedLimiter
 from inferscale.router.messages import (
@@ -350,6 +351,9 @@ class Router:
                 self.access.metric_lines(),
                 state.ledger.metric_lines() if state.ledger is not None else (),
                 provider_keys.metric_lines(self.access.provider_pools, state.clock()),
+                kv_metric_lines(
+                    self.kv_subscriber, ((e.key, e.pod) for e in self.table.endpoints())
+                ),
             ),
             pending_prompt_tokens=pending,
         )

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import zmq
@@ -133,3 +133,27 @@ class KvEventSubscriber:
                 apply(self.index, key, stats, seq, frames[2])
         finally:
             sock.close(linger=0)
+
+
+def metric_lines(
+    subscriber: KvEventSubscriber | None, pods: Iterable[tuple[str, str]]
+) -> Iterator[str]:
+    """``/metrics`` lines per subscribed endpoint (``(key, pod)`` pairs): blocks, resyncs.
+
+    What an operator (and e2e) reads to see the index follow the engines.
+    """
+    blocks, resyncs = "inferscale_router_kv_index_blocks", "inferscale_router_kv_stream_resyncs"
+    yield f"# HELP {blocks} Block hashes indexed per endpoint."
+    yield f"# TYPE {blocks} gauge"
+    subscribed = []
+    if subscriber is not None:
+        subscribed = [(k, pod, subscriber.stats[k]) for k, pod in pods if k in subscriber.stats]
+    for key, pod, _ in subscribed:
+        assert subscriber is not None
+        yield f'{blocks}{{endpoint="{pod}"}} {subscriber.index.blocks(key)}'
+    yield f"# HELP {resyncs}_total KV-event streams emptied and relearned, by why."
+    yield f"# TYPE {resyncs}_total counter"
+    for _, pod, stats in subscribed:
+        why = (("gap", stats.gaps), ("restart", stats.restarts), ("malformed", stats.malformed))
+        for reason, n in why:
+            yield f'{resyncs}_total{{endpoint="{pod}",reason="{reason}"}} {n}'

@@ -164,4 +164,8 @@ async def test_the_router_sends_a_repeated_prompt_to_the_replica_that_holds_it()
                     if index.match(holder, prompt_hashes(body))[0] > 0:
                         break
                     await asyncio.sleep(0.05)
+            metrics = (await client.get(router.base_url + "/metrics")).text
         assert chosen == [chosen[0]] * 6, chosen
+        for pod in pods.values():
+            assert f'inferscale_router_kv_index_blocks{{endpoint="{pod}"}} ' in metrics
+        assert f'kv_stream_resyncs_total{{endpoint="{chosen[0]}",reason="gap"}} 0' in metrics
