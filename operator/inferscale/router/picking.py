@@ -5,7 +5,7 @@ in-flight counts and, when the router scrapes engines, their queue and KV-cache 
 request's inputs, and returns one candidate. Randomness and rotation come in as arguments, so
 the same inputs always give the same answer; the what-if simulator runs this same code.
 
-- ``leastInFlight`` (default): fewest requests in flight (plus the engine's own waiting queue
+- ``leastInFlight``: fewest requests in flight (plus the engine's own waiting queue
   when scraped); ties go to the lower KV-cache use, then rotate from ``start``.
 - ``leastPrefill``: fewest prompt tokens waiting for their first token (the prefill queued ahead
   of a new request's first token, estimated at the router); ties by ``leastInFlight``'s order.
