@@ -32,6 +32,7 @@ class RequestContext:
     """One request on its way through the stages."""
 
     __slots__ = (
+        "attempt_start",
         "body",
         "client",
         "committed",
@@ -95,6 +96,9 @@ class RequestContext:
         """Prompt tokens this request adds to its endpoint's ``pending_prompt_tokens`` until
         its first token (or its answer) comes back; 0 once they are taken off."""
         self.ttft_work = 0
+        self.attempt_start = start
+        """When the current attempt was picked (monotonic): a held request's wait and a failed
+        attempt's time are not the endpoint's prefill."""
         """Prefill tokens ``predictedTTFT`` expected this attempt to wait for (0: not its
         pick): the first token's delay teaches the endpoint's prefill rate."""
 

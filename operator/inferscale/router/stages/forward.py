@@ -168,10 +168,10 @@ class Forward(Stage):
             raise AttemptFailed(
                 f"{endpoint.pod} broke off before the first token: {type(error).__name__}"
             ) from error
-        ttft = state.clock() - ctx.start
-        state.metrics.ttft.observe((ctx.name,), ttft)
+        now = state.clock()
+        state.metrics.ttft.observe((ctx.name,), now - ctx.start)
         if ctx.ttft_work:
-            state.kv.observe(endpoint.key, ctx.ttft_work, ttft)
+            state.kv.observe(endpoint.key, ctx.ttft_work, now - ctx.attempt_start)
             ctx.ttft_work = 0
         ctx.prefilled(endpoint)
         resp = ctx.committed

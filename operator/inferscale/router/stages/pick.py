@@ -64,6 +64,7 @@ class PickEndpoint(Stage):
                 endpoint, estimate = predicted
                 ctx.prefill_tokens = estimate.own_tokens
                 ctx.ttft_work = estimate.work_tokens
+                ctx.attempt_start = state.clock()
             else:
                 endpoint = pick(model, candidates, ctx.obj, state)
                 ctx.prefill_tokens = prompt_tokens
