@@ -43,6 +43,7 @@ from inferscale.api.v1alpha1.inference_route import (
     Retries,
     Role,
     RouteBackend,
+    RouteSelection,
     SpendCaps,
     Strategy,
     Timeouts,
@@ -192,6 +193,8 @@ class RouteSettings(ApiModel):
     # its key order, so a stored table reads back byte for byte.
     spend: SpendCaps = _as_in_api(InferenceRouteSpec, "spend")
 
+    selection: RouteSelection | None = _as_in_api(InferenceRouteSpec, "selection")
+
     @classmethod
     def from_route(cls, spec: InferenceRouteSpec, in_flight_per_replica: int) -> RouteSettings:
         """``spec``'s settings, with spillover at ``in_flight_per_replica`` unless it sets one."""
@@ -206,7 +209,15 @@ class RouteSettings(ApiModel):
         )
 
 
-ROUTE_FIELDS: Final = ("strategy", "prefix_hash", "retries", "timeouts", "hold_queue", "spend")
+ROUTE_FIELDS: Final = (
+    "strategy",
+    "prefix_hash",
+    "retries",
+    "timeouts",
+    "hold_queue",
+    "spend",
+    "selection",
+)
 """The settings that pass from an InferenceRoute's spec to the table unchanged."""
 
 
@@ -297,6 +308,21 @@ class RoutingTable(ApiModel):
                 if provider is None or backend.model not in provider.models:
                     raise ValueError(
                         f"model {name!r}: backend {backend.label} is not in the table's providers"
+                    )
+        return self
+
+    @model_validator(mode="after")
+    def _candidates_resolve(self) -> RoutingTable:
+        # A candidate is another model of the table that selects nothing itself: selection
+        # happens once per request, never in a chain or a loop.
+        for name, model in self.models.items():
+            selection = model.route.selection
+            for candidate in selection.candidates if selection else ():
+                target = self.models.get(candidate.model)
+                if target is None or candidate.model == name or target.route.selection:
+                    raise ValueError(
+                        f"model {name!r}: candidate {candidate.model!r} is not another model of"
+                        " the table without a selection of its own"
                     )
         return self
 

@@ -113,6 +113,24 @@ class SpendBook:
         ]
         return max((t for t in times if t is not None), default=None)
 
+    def selections(self, route: str) -> tuple[dict[str, int], float]:
+        """A selecting route's (candidate -> requests, cost saved), summed over the processes."""
+        counts: dict[str, int] = {}
+        saved = 0.0
+        for report in self.reports.values():
+            seen = report.routes.get(route)
+            if seen is None:
+                continue
+            for model, n in seen.selections.items():
+                counts[model] = counts.get(model, 0) + n
+            saved += seen.cost_saved
+        return counts, saved
+
+    def difficulty_error(self) -> str | None:
+        """Why some router selects without its difficulty model (the first such), or None."""
+        errors = sorted(r.difficulty_error for r in self.reports.values() if r.difficulty_error)
+        return errors[0] if errors else None
+
     def provider(self, provider: str) -> ProviderReport | None:
         """Every router's view of ``provider`` merged: summed failures, the latest error/ok."""
         seen = [r.providers[provider] for r in self.reports.values() if provider in r.providers]
@@ -238,17 +256,23 @@ def route_status(route: Mapping[str, Any], inputs: RouteInputs) -> dict[str, Any
     backends = _survey_backends(spec, namespace, inputs)
     served_here = [m for m in inputs.models.values() if m.route_id == ident]
     ready = _ready_condition(condition, spec, backends, served_here, problems)
-    degraded = _degraded_condition(condition, backends, problems)
+    unscored = inputs.book.difficulty_error() if spec.selection is not None else None
+    degraded = _degraded_condition(condition, backends, problems, unscored)
     hour, day = inputs.book.totals(inputs.now).get(ident, (0.0, 0.0))
     cap = _cap_condition(condition, spec, hour, day)
     last_spill = inputs.book.last_spill(ident)
     spilling = last_spill is not None and inputs.now - last_spill <= inputs.spilling_window
+    selected: dict[str, Any] = {}
+    if spec.selection is not None:
+        counts, saved = inputs.book.selections(ident)
+        selected = {"selections": dict(sorted(counts.items())), "cost_saved": _money(saved)}
     status = InferenceRouteStatus(
         observed_generation=generation,
         ready_backends=backends.ready,
         spilling=spilling,
         spend=Spend(last_hour=_money(hour), today=_money(day)),
         conditions=[c for c in (ready, degraded, cap) if c is not None],
+        **selected,
     )
     return _patch(status.to_wire(), previous_doc)
 
@@ -302,6 +326,10 @@ def _ready_condition(
     problems: Sequence[str],
 ) -> Condition:
     """``Ready``: a primary can serve; else why not (not in the table, cold, no backend)."""
+    if spec.selection is not None and served_here:
+        # Its candidates are routes of their own, each with its own Ready condition.
+        names = ", ".join(c.model for c in spec.selection.candidates)
+        return condition(CONDITION_READY, "True", "Selecting", f"choosing per request: {names}")
     if backends.primary_ready:
         serving = ", ".join(backends.primary_ready)
         return condition(CONDITION_READY, "True", "PrimaryReady", f"serving from {serving}")
@@ -319,9 +347,16 @@ def _ready_condition(
 
 
 def _degraded_condition(
-    condition: _MakeCondition, backends: _Backends, problems: Sequence[str]
+    condition: _MakeCondition,
+    backends: _Backends,
+    problems: Sequence[str],
+    unscored: str | None = None,
 ) -> Condition:
-    """``Degraded``: the compile's problems first, then missing keys, then failing providers."""
+    """``Degraded``: problems, missing keys, failing providers, then no difficulty model.
+
+    ``unscored`` says why routers of a selecting route have no difficulty model (None: they
+    have it); they serve its first candidate meanwhile.
+    """
     if problems:
         return condition(CONDITION_DEGRADED, "True", "BackendUnavailable", "; ".join(problems))
     if backends.missing_keys:
@@ -330,6 +365,9 @@ def _degraded_condition(
     if backends.failing_providers:
         message = "; ".join(backends.failing_providers)
         return condition(CONDITION_DEGRADED, "True", "ProviderFailing", message)
+    if unscored is not None:
+        message = f"serving from the first candidate: {unscored}"
+        return condition(CONDITION_DEGRADED, "True", "DifficultyModelUnavailable", message)
     return condition(CONDITION_DEGRADED, "False", "AsExpected", "")
 
 

@@ -53,6 +53,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import os
 import signal
 import sys
@@ -71,6 +72,11 @@ from inferscale.router.access_log import AccessLog
 from inferscale.router.admin import AdminApi
 from inferscale.router.codec import JSON, dumps, error_response
 from inferscale.router.context import RequestContext
+from inferscale.router.difficulty import (
+    DifficultyModel,
+    DifficultyModelUnavailable,
+    load_difficulty_model,
+)
 from inferscale.router.dispatch import Dispatcher
 from inferscale.router.documents import (
     apply_credentials,
@@ -110,11 +116,13 @@ from inferscale.router.stages.hold import Hold
 from inferscale.router.stages.parse import Parse
 from inferscale.router.stages.parse_messages import ParseMessages
 from inferscale.router.stages.pick import PickEndpoint
-from inferscale.router.stages.select_model import SelectModel
+from inferscale.router.stages.select_model import SELECTED_HEADER, SELECTED_KEY, SelectModel
 from inferscale.router.state import RouterState
 from inferscale.router.table import EndpointTable
 from inferscale.router.usage_ledger import open_ledger
 from inferscale.serving import serve_app
+
+log_router = logging.getLogger("inferscale.router")
 
 ROUTER_KEY: Final[web.AppKey[Router]] = web.AppKey("inferscale_router")
 OPENAI_PATHS: Final = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
@@ -126,8 +134,12 @@ MESSAGES_PATH: Final = "/v1/messages"
 class Pipeline:
     """The request stages of one router, linked once."""
 
-    def __init__(self, state: RouterState) -> None:
-        """Build every stage over ``state`` and link them (see :mod:`inferscale.router.stages`)."""
+    def __init__(self, state: RouterState, difficulty: DifficultyModel | None = None) -> None:
+        """Build every stage over ``state`` and link them (see :mod:`inferscale.router.stages`).
+
+        ``difficulty`` scores prompts for selecting routes (None: they serve their first
+        candidate).
+        """
         log, access = state.log, state.access
         self.hold = Hold(state)
         forward = Forward(state)
@@ -141,13 +153,21 @@ class Pipeline:
         # request, once translated, meets the same access, limits, selection and accounting.
         checked_tail = link(
             Authorize(access, log),
-            SelectModel(state.table, log),
+            SelectModel(
+                state.table, log, difficulty, state.clock, state.spend, state.wall, state.random
+            ),
             Admit(access, log),
             Account(access),
             CacheLookup(),
             by_route,
         )
-        open_tail = link(SelectModel(state.table, log), CacheLookup(), by_route)
+        open_tail = link(
+            SelectModel(
+                state.table, log, difficulty, state.clock, state.spend, state.wall, state.random
+            ),
+            CacheLookup(),
+            by_route,
+        )
         self.checked: Stage = link(
             Authenticate(access, log), Parse(body_timeout, log), checked_tail
         )
@@ -195,7 +215,13 @@ class Router:
         self.own_session = session is None
         self.random = state.random
         self.held = state.held
-        self.pipeline = Pipeline(state)
+        try:
+            difficulty: DifficultyModel | None = load_difficulty_model()
+        except DifficultyModelUnavailable as error:
+            # Selecting routes serve their first candidate; the operator shows why.
+            difficulty, state.difficulty_error = None, str(error)
+            log_router.warning("model selection without a difficulty model: %s", error)
+        self.pipeline = Pipeline(state, difficulty)
         self.admin = AdminApi(state, self.pipeline.dispatcher, admin_token)
         self.draining = False
         self.ids = itertools.count(1)
@@ -440,6 +466,13 @@ def shared_limiter(settings: RouterSettings, local: LocalLimiter) -> SharedLimit
     )
 
 
+async def name_selected_model(request: web.Request, response: web.StreamResponse) -> None:
+    """Say which model served a selecting route's request (before the headers go out)."""
+    selected = request.get(SELECTED_KEY)
+    if selected is not None:
+        response.headers[SELECTED_HEADER] = selected
+
+
 def create_app(
     settings: RouterSettings,
     table: EndpointTable,
@@ -462,6 +495,7 @@ def create_app(
     app = web.Application(client_max_size=settings.max_request_bytes)
     app[ROUTER_KEY] = router
     app.on_startup.append(router.on_startup)
+    app.on_response_prepare.append(name_selected_model)
     app.on_shutdown.append(router.on_shutdown)
     app.on_cleanup.append(router.on_cleanup)
     for path in OPENAI_PATHS:

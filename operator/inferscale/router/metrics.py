@@ -118,6 +118,18 @@ COUNTERS: Final[tuple[tuple[str, str, tuple[str, ...], str], ...]] = (
         ("route", "backend"),
         "Money spent on hosted providers.",
     ),
+    (
+        "inferscale_router_selections_total",
+        "selections",
+        ("route", "model"),
+        "Requests a selecting route sent to each of its candidates.",
+    ),
+    (
+        "inferscale_router_selection_cost_saved_total",
+        "cost_saved",
+        ("route",),
+        "What selected answers would have cost more on the route's strongest candidate.",
+    ),
 )
 """Every counter of :class:`RouterMetrics`, in exposition order."""
 
@@ -157,11 +169,24 @@ class RouterMetrics:
         """(model, backend, outcome) → mirror copies."""
         self.spend_total: dict[tuple[str, str], float] = {}
         """(route, backend) → money spent."""
+        self.selections: dict[tuple[str, str], int] = {}
+        """(selecting route, chosen model) → requests."""
+        self.cost_saved: dict[str, float] = {}
+        """selecting route → money saved against always-strong (negative: spent more)."""
 
     def count_request(self, model: str, pod: str, status: int) -> None:
         """One answered request."""
         key = (model, pod, status)
         self.requests[key] = self.requests.get(key, 0) + 1
+
+    def count_selection(self, route: str, model: str) -> None:
+        """One request a selecting route sent to ``model``."""
+        key = (route, model)
+        self.selections[key] = self.selections.get(key, 0) + 1
+
+    def add_cost_saved(self, route: str, amount: float) -> None:
+        """Money one selected answer saved against the route's strongest candidate."""
+        self.cost_saved[route] = self.cost_saved.get(route, 0.0) + amount
 
     def bump(self, table: dict[str, int], key: str, by: int = 1) -> None:
         """Add to a counter keyed by one label."""

@@ -64,6 +64,8 @@ class RouterState:
         """Set at shutdown: held requests answer and background loops end."""
         self.kv = TtftRouting()
         """``predictedTTFT``'s cache index (fed by the KV-events subscriber) and learned rates."""
+        self.difficulty_error: str | None = None
+        """Why model selection runs without its difficulty model (reported to the operator)."""
 
     @property
     def id_prefix(self) -> str:

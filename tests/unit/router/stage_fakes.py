@@ -44,6 +44,10 @@ class FakeRequest:
         self.delay = delay
         self.method = "POST"
         self.path = path
+        self.storage: dict[Any, Any] = {}
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.storage[key] = value
 
     async def read(self) -> bytes:
         if self.delay:
