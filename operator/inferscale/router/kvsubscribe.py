@@ -35,6 +35,10 @@ from inferscale.router.ttft import CacheIndex
 
 log = logging.getLogger(__name__)
 
+DRAIN_MESSAGES = 64
+"""Queued messages one stream applies per turn of the event loop at most, so a burst of events
+never holds up requests for long (64 batches: about 1.5 ms)."""
+
 
 @dataclass(slots=True)
 class StreamStats:
@@ -117,22 +121,33 @@ class KvEventSubscriber:
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.SUBSCRIBE, self.topic)
         sock.connect(address)  # ZMQ reconnects by itself when the publisher comes back
+        # The same socket without asyncio: what is already queued is read with no future and
+        # no loop round trip per message (measured: the asyncio wake-up cost ~10x the decode).
+        queued: zmq.Socket[bytes] = zmq.Socket.shadow(sock.underlying)
         try:
             while True:
-                frames = await sock.recv_multipart()
-                if len(frames) != 3:
-                    stats.malformed += 1
-                    self.index.cleared(key)
-                    continue
-                try:
-                    seq = decode_seq(frames[1])
-                except KvEventFormatError:
-                    stats.malformed += 1
-                    self.index.cleared(key)
-                    continue
-                apply(self.index, key, stats, seq, frames[2])
+                self._handle(key, stats, await sock.recv_multipart())
+                for _ in range(DRAIN_MESSAGES):
+                    try:
+                        frames = queued.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    self._handle(key, stats, frames)
         finally:
             sock.close(linger=0)
+
+    def _handle(self, key: str, stats: StreamStats, frames: list[bytes]) -> None:
+        if len(frames) != 3:
+            stats.malformed += 1
+            self.index.cleared(key)
+            return
+        try:
+            seq = decode_seq(frames[1])
+        except KvEventFormatError:
+            stats.malformed += 1
+            self.index.cleared(key)
+            return
+        apply(self.index, key, stats, seq, frames[2])
 
 
 def metric_lines(
