@@ -91,6 +91,10 @@ class TableEndpoint(ApiModel):
     """The LoRA adapters loaded there (the model status' ``loadedOn``): requests for one of
     them prefer the endpoints that hold it."""
 
+    kv_events: str | None = Field(default=None, pattern=ADDRESS_PATTERN)
+    """``host:port`` of the engine's KV-events publisher (the model has
+    ``optimization.kvCacheEvents`` on); the router subscribes to it for ``predictedTTFT``."""
+
 
 class TableProviderModel(ApiModel):
     """A provider's model as routes name it: its name at the provider and its prices."""

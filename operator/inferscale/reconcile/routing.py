@@ -45,6 +45,7 @@ from inferscale.api.v1alpha1.inference_provider import InferenceProviderSpec
 from inferscale.api.v1alpha1.inference_route import InferenceRouteSpec
 from inferscale.api.validation import describe_errors
 from inferscale.protocol.defaults import IN_FLIGHT_PER_REPLICA
+from inferscale.protocol.kvevents import DEFAULT_PORT as KV_EVENTS_PORT
 from inferscale.protocol.table import (
     ModelRoute,
     RouteSettings,
@@ -56,7 +57,7 @@ from inferscale.protocol.table import (
 )
 from inferscale.reconcile.adapters import resolve_adapter
 from inferscale.reconcile.deployment import served_name
-from inferscale.reconcile.engines import ENGINES
+from inferscale.reconcile.engines import ENGINES, KV_EVENTS_ENGINES
 from inferscale.reconcile.labels import COMPONENT_ENGINE
 
 JsonDict = dict[str, Any]
@@ -98,6 +99,8 @@ class _Model:
     """Its LoRA adapters' names (those with a source the engines can load)."""
     adapter_slots: int = 4
     """Adapters one replica holds on its GPUs at once (``spec.adapterSlots``)."""
+    kv_events: bool = False
+    """Its engines publish KV events (``optimization.kvCacheEvents`` on an engine that can)."""
 
 
 @dataclass(frozen=True)
@@ -244,6 +247,7 @@ def _parse_spec(
             target,
             adapters,
             spec.adapter_slots,
+            bool(spec.optimization.kv_cache_events) and spec.engine in KV_EVENTS_ENGINES,
         ),
         None,
     )
@@ -646,6 +650,7 @@ def _endpoints(
                 engine=model.engine,
                 weight=1,
                 adapters=list(loaded.get((view.namespace, view.model), {}).get(view.name, ())),
+                kv_events=f"{view.ip}:{KV_EVENTS_PORT}" if model.kv_events else None,
             )
         )
     for served, endpoints in out.items():

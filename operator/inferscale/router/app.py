@@ -87,6 +87,8 @@ from inferscale.router.documents import (
     reload_table,
     watch_file,
 )
+from inferscale.router.kvsubscribe import KvEventSubscriber
+from inferscale.router.kvsubscribe import metric_lines as kv_metric_lines
 from inferscale.router.limits import LocalLimiter
 from inferscale.router.limits_redis import SharedLimiter
 from inferscale.router.messages import (
@@ -234,6 +236,8 @@ class Router:
         self.draining = False
         self.ids = itertools.count(1)
         self.tasks: list[asyncio.Task[None]] = []
+        self.kv_subscriber: KvEventSubscriber | None = None
+        """Started with the first endpoint that publishes KV events (none: no ZMQ at all)."""
 
     @property
     def admin_token(self) -> bytes | None:
@@ -287,6 +291,19 @@ class Router:
         if settings.scrape_interval_seconds > 0:
             self._spawn(scrape_engines(state))
         self.pipeline.cache.on_table(self.table)  # a table file loaded before the loop ran
+        self.table.subscribe(self._sync_kv_events)
+        self._sync_kv_events(self.table)
+
+    def _sync_kv_events(self, table: EndpointTable) -> None:
+        """One KV-events subscription per endpoint that publishes them, as the table says."""
+        endpoints = list(table.endpoints())
+        addresses = {e.key: f"tcp://{e.kv_events}" for e in endpoints if e.kv_events}
+        if self.kv_subscriber is None:
+            if not addresses or self.state.stop.is_set():
+                return
+            self.kv_subscriber = KvEventSubscriber(self.state.kv.index)
+        self.kv_subscriber.sync(addresses)
+        self.state.kv.keep(e.key for e in endpoints)
 
     def _spawn(self, loop: Coroutine[Any, Any, None]) -> None:
         self.tasks.append(asyncio.create_task(loop))
@@ -302,6 +319,9 @@ class Router:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.pipeline.dispatcher.stop_mirrors()
+        if self.kv_subscriber is not None:
+            await self.kv_subscriber.close()
+            self.kv_subscriber = None
 
     async def on_cleanup(self, _app: web.Application) -> None:
         """Close the upstream session if it is ours, and the limits store."""
@@ -375,6 +395,9 @@ class Router:
                 state.ledger.metric_lines() if state.ledger is not None else (),
                 provider_keys.metric_lines(self.access.provider_pools, state.clock()),
                 self.pipeline.cache.metric_lines(),
+                kv_metric_lines(
+                    self.kv_subscriber, ((e.key, e.pod) for e in self.table.endpoints())
+                ),
             ),
             pending_prompt_tokens=pending,
         )

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import zmq
@@ -34,6 +34,10 @@ from inferscale.protocol.kvevents import (
 from inferscale.router.ttft import CacheIndex
 
 log = logging.getLogger(__name__)
+
+DRAIN_MESSAGES = 64
+"""Queued messages one stream applies per turn of the event loop at most, so a burst of events
+never holds up requests for long (64 batches: about 1.5 ms)."""
 
 
 @dataclass(slots=True)
@@ -117,19 +121,54 @@ class KvEventSubscriber:
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.SUBSCRIBE, self.topic)
         sock.connect(address)  # ZMQ reconnects by itself when the publisher comes back
+        # The same socket without asyncio: what is already queued is read with no future and
+        # no loop round trip per message (measured: the asyncio wake-up cost ~10x the decode).
+        queued: zmq.Socket[bytes] = zmq.Socket.shadow(sock.underlying)
         try:
             while True:
-                frames = await sock.recv_multipart()
-                if len(frames) != 3:
-                    stats.malformed += 1
-                    self.index.cleared(key)
-                    continue
-                try:
-                    seq = decode_seq(frames[1])
-                except KvEventFormatError:
-                    stats.malformed += 1
-                    self.index.cleared(key)
-                    continue
-                apply(self.index, key, stats, seq, frames[2])
+                self._handle(key, stats, await sock.recv_multipart())
+                for _ in range(DRAIN_MESSAGES):
+                    try:
+                        frames = queued.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    self._handle(key, stats, frames)
         finally:
             sock.close(linger=0)
+
+    def _handle(self, key: str, stats: StreamStats, frames: list[bytes]) -> None:
+        if len(frames) != 3:
+            stats.malformed += 1
+            self.index.cleared(key)
+            return
+        try:
+            seq = decode_seq(frames[1])
+        except KvEventFormatError:
+            stats.malformed += 1
+            self.index.cleared(key)
+            return
+        apply(self.index, key, stats, seq, frames[2])
+
+
+def metric_lines(
+    subscriber: KvEventSubscriber | None, pods: Iterable[tuple[str, str]]
+) -> Iterator[str]:
+    """``/metrics`` lines per subscribed endpoint (``(key, pod)`` pairs): blocks, resyncs.
+
+    What an operator (and e2e) reads to see the index follow the engines.
+    """
+    blocks, resyncs = "inferscale_router_kv_index_blocks", "inferscale_router_kv_stream_resyncs"
+    yield f"# HELP {blocks} Block hashes indexed per endpoint."
+    yield f"# TYPE {blocks} gauge"
+    subscribed = []
+    if subscriber is not None:
+        subscribed = [(k, pod, subscriber.stats[k]) for k, pod in pods if k in subscriber.stats]
+    for key, pod, _ in subscribed:
+        assert subscriber is not None
+        yield f'{blocks}{{endpoint="{pod}"}} {subscriber.index.blocks(key)}'
+    yield f"# HELP {resyncs}_total KV-event streams emptied and relearned, by why."
+    yield f"# TYPE {resyncs}_total counter"
+    for _, pod, stats in subscribed:
+        why = (("gap", stats.gaps), ("restart", stats.restarts), ("malformed", stats.malformed))
+        for reason, n in why:
+            yield f'{resyncs}_total{{endpoint="{pod}",reason="{reason}"}} {n}'

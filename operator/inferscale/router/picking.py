@@ -5,7 +5,7 @@ in-flight counts and, when the router scrapes engines, their queue and KV-cache 
 request's inputs, and returns one candidate. Randomness and rotation come in as arguments, so
 the same inputs always give the same answer; the what-if simulator runs this same code.
 
-- ``leastInFlight`` (default): fewest requests in flight (plus the engine's own waiting queue
+- ``leastInFlight``: fewest requests in flight (plus the engine's own waiting queue
   when scraped); ties go to the lower KV-cache use, then rotate from ``start``.
 - ``leastPrefill``: fewest prompt tokens waiting for their first token (the prefill queued ahead
   of a new request's first token, estimated at the router); ties by ``leastInFlight``'s order.
@@ -19,6 +19,8 @@ the same inputs always give the same answer; the what-if simulator runs this sam
   engines' prefix caches hit.
 - ``weighted``: by weight, from a uniform number in [0, 1).
 - ``roundRobin``: the ``counter``-th candidate.
+- ``predictedTTFT``: the lowest predicted time to first token from each replica's cached
+  blocks (:mod:`inferscale.router.ttft`); here, without a cache index, it is ``leastPrefill``.
 
 A request for a LoRA adapter first narrows the candidates to the endpoints that hold it
 (:func:`holding_adapter`). Among them, under the default strategies, :func:`adapter_affinity`
@@ -256,7 +258,7 @@ def prefix_hash(
     return least_in_flight(candidates)
 
 
-ADAPTER_AFFINE: Final = frozenset({"leastInFlight", "leastPrefill", "prefixHash"})
+ADAPTER_AFFINE: Final = frozenset({"leastInFlight", "leastPrefill", "prefixHash", "predictedTTFT"})
 """Strategies under which an adapter's requests follow :func:`adapter_affinity`; the others
 (``roundRobin``, ``weighted``) are explicit choices and stay as configured."""
 
@@ -356,7 +358,9 @@ def pick(
     """
     if strategy == "leastInFlight":
         return least_in_flight(candidates, counter)
-    if strategy == "leastPrefill":
+    if strategy in ("leastPrefill", "predictedTTFT"):
+        # predictedTTFT needs the cache index and the prompt's block hashes (router.ttft);
+        # without them it is leastPrefill, the picker it falls back to in the router.
         return least_prefill(candidates, counter)
     if strategy == "roundRobin":
         return round_robin(candidates, counter)

@@ -24,6 +24,7 @@ from inferscale.router.provider_keys import KeyPool
 from inferscale.router.settings import RouterSettings
 from inferscale.router.spend import SpendLedger
 from inferscale.router.table import EndpointState, EndpointTable
+from inferscale.router.ttft import TtftRouting
 from inferscale.router.usage_ledger import UsageLedger
 
 log = logging.getLogger("inferscale.router")
@@ -64,6 +65,8 @@ class RouterState:
         self.cache_off: str | None = None
         """Why the response cache is off (its embedding model did not load), reported to the
         operator; ``None`` while it works."""
+        self.kv = TtftRouting()
+        """``predictedTTFT``'s cache index (fed by the KV-events subscriber) and learned rates."""
         self.difficulty_error: str | None = None
         """Why model selection runs without its difficulty model (reported to the operator)."""
 

@@ -91,6 +91,7 @@ class EndpointState(CircuitBreaker):
         "address",
         "base_url",
         "engine",
+        "kv_events",
         "kv_usage",
         "pending_prompt_tokens",
         "pod",
@@ -119,11 +120,21 @@ class EndpointState(CircuitBreaker):
         """LoRA adapters loaded here, as the operator last saw."""
         self.recent_adapters: list[str] = []
         """The last distinct adapters this router sent here (``picking.remember_adapter``)."""
+        self.kv_events = spec.kv_events
+        """``host:port`` of the engine's KV-events publisher, if it has one."""
 
     @property
     def key(self) -> str:
         """Stable identity for hashing: the address."""
         return self.address
+
+    @property
+    def pending_prefill_tokens(self) -> int:
+        """What ``predictedTTFT`` reads as queued prefill: :attr:`pending_prompt_tokens`.
+
+        Under that strategy a request adds only its uncached tokens to the count.
+        """
+        return self.pending_prompt_tokens
 
     def update(self, spec: TableEndpoint) -> None:
         """Take the table's new view of this endpoint, keeping the runtime counters."""
@@ -132,6 +143,7 @@ class EndpointState(CircuitBreaker):
         self.weight = spec.weight
         self.ready = spec.ready
         self.adapters = frozenset(spec.adapters)
+        self.kv_events = spec.kv_events
 
 
 class RouteRoles:

@@ -25,7 +25,14 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final, Protocol, TypeVar
+from typing import Any, Final, Protocol, TypeVar
+
+from inferscale.protocol.simtokens import HASHABLE_ENGINES, block_hashes, request_token_ids
+
+DEFAULT_BLOCK_SIZE: Final = 16
+"""Tokens per KV block: vLLM's and the sim's default."""
+DEFAULT_SECONDS_PER_TOKEN: Final = 1e-4
+"""A replica's prefill cost before any TTFT is observed there (10k tokens/s, an 8B model)."""
 
 GPU_TIER: Final = 1
 HOST_TIER: Final = 2
@@ -284,3 +291,88 @@ def predicted_ttft(
             best, best_est, best_key = c, est, key
     assert best is not None and best_est is not None  # the least loaded always competes
     return best, best_est
+
+
+class HashedCandidate(TtftCandidate, Protocol):
+    """What :class:`TtftRouting` reads of an endpoint besides :class:`TtftCandidate`'s."""
+
+    @property
+    def engine(self) -> str:
+        """Engine kind: whose block hashing applies."""
+
+    @property
+    def kv_events(self) -> str | None:
+        """The engine's KV-events address; ``None`` when it publishes none."""
+
+
+H = TypeVar("H", bound=HashedCandidate)
+
+
+class TtftRouting:
+    """The router's ``predictedTTFT`` state: the cache index and each replica's learned rate."""
+
+    __slots__ = ("index", "rates", "block_size", "host_seconds_per_token", "seconds_per_token")
+
+    def __init__(
+        self,
+        index: CacheIndex | None = None,
+        *,
+        block_size: int = DEFAULT_BLOCK_SIZE,
+        seconds_per_token: float = DEFAULT_SECONDS_PER_TOKEN,
+        host_seconds_per_token: float = 0.0,
+    ) -> None:
+        """An empty index and no rates yet (replicas start from ``seconds_per_token``)."""
+        self.index = index or CacheIndex()
+        self.rates: dict[str, PrefillRate] = {}
+        self.block_size = block_size
+        self.seconds_per_token = seconds_per_token
+        self.host_seconds_per_token = host_seconds_per_token
+
+    def prompt(
+        self, candidates: Sequence[HashedCandidate], body: Mapping[str, Any]
+    ) -> tuple[tuple[int, ...], int] | None:
+        """The prompt's block hashes and length as the engine sees them; ``None``: can't tell.
+
+        Exact means: every candidate runs one engine whose hashing the router knows
+        (``protocol.simtokens``), at least one of them publishes events (with none, every
+        cache looks empty and the pick would only be a worse ``leastPrefill``), and the body
+        has a prompt that engine takes.
+        """
+        engines = {c.engine for c in candidates}
+        if len(engines) != 1 or not any(c.kv_events for c in candidates):
+            return None
+        if engines.pop() not in HASHABLE_ENGINES:
+            return None
+        ids = request_token_ids(body)
+        if not ids:
+            return None
+        return block_hashes(ids, self.block_size), len(ids)
+
+    def pick(
+        self, candidates: Sequence[H], hashes: Sequence[int], prompt_tokens: int, start: int
+    ) -> tuple[H, Estimate]:
+        """:func:`predicted_ttft` over ``candidates`` with this router's index and rates."""
+        return predicted_ttft(
+            candidates,
+            prompt_tokens=prompt_tokens,
+            hashes=hashes,
+            block_size=self.block_size,
+            index=self.index,
+            rates=self.rates,
+            default_rate=PrefillRate(self.seconds_per_token),
+            host_seconds_per_token=self.host_seconds_per_token,
+            start=start,
+        )
+
+    def observe(self, key: str, work_tokens: int, ttft_seconds: float) -> None:
+        """A first token from replica ``key`` after ``work_tokens`` of predicted prefill."""
+        rate = self.rates.get(key)
+        if rate is None:
+            rate = self.rates[key] = PrefillRate(self.seconds_per_token)
+        rate.observe(work_tokens, ttft_seconds)
+
+    def keep(self, keys: Iterable[str]) -> None:
+        """Forget the rates of replicas that left the table (bounded by the table's size)."""
+        wanted = set(keys)
+        for key in [k for k in self.rates if k not in wanted]:
+            del self.rates[key]

@@ -34,6 +34,7 @@ from typing import TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from inferscale.protocol.simtokens import block_hashes, render_chat, token_ids
 from inferscale.serving import serve_app
 from inferscale.sim.driver import EngineDriver, Ticket
 from inferscale.sim.kvpublish import KvEventPublisher
@@ -48,14 +49,7 @@ from inferscale.sim.openai import (
     error_body,
 )
 from inferscale.sim.settings import SimSettings
-from inferscale.sim.tokens import (
-    block_hashes,
-    embedding,
-    output_words,
-    render_chat,
-    request_seed,
-    token_ids,
-)
+from inferscale.sim.tokens import embedding, output_words, request_seed
 
 _M = TypeVar("_M", bound=BaseModel)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

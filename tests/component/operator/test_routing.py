@@ -404,7 +404,7 @@ async def test_a_real_router_takes_the_table_and_serves_its_models():
             assert held["version"] == 42
             (endpoint,) = held["models"]["llama-sim"]["endpoints"]
             assert endpoint["address"] == "127.0.0.1:8000" and endpoint["engine"] == "sim"
-            assert held["models"]["llama-sim"]["route"]["strategy"] == "leastInFlight"
+            assert held["models"]["llama-sim"]["route"]["strategy"] == "predictedTTFT"
             models_seen = httpx.get(f"{router.base_url}/v1/models").json()
             assert [m["id"] for m in models_seen["data"]] == ["llama-sim"]
             assert httpx.get(f"{router.base_url}/readyz").status_code == 200

@@ -16,11 +16,13 @@ import httpx
 import pytest
 
 from inferscale.protocol.kvevents import KvEventsConfig
+from inferscale.protocol.simtokens import engine_block_hashes
 from inferscale.router.kvsubscribe import KvEventSubscriber
 from inferscale.router.ttft import CacheIndex
 from inferscale.sim import CPU, GPU
 from inferscale.sim.kvpublish import KvEventPublisher
 from inferscale.sim.server import SIM_KEY
+from tests.component.router.conftest import RunningRouter
 from tests.component.sim.conftest import MODEL, RunningSim, make_settings
 
 
@@ -126,3 +128,51 @@ def test_a_second_publisher_on_the_same_port_is_refused_clearly():
             KvEventPublisher(config, 16)
     finally:
         first.close()
+
+
+def prompt_hashes(body: dict[str, Any]) -> tuple[int, ...]:
+    hashes = engine_block_hashes("sim", body, 16)
+    assert hashes
+    return hashes
+
+
+async def test_the_router_sends_a_repeated_prompt_to_the_replica_that_holds_it():
+    # Under leastPrefill the same sequence alternates between the two idle replicas.
+    ports = [free_port(), free_port()]
+    with EventSim(ports[0]) as a, EventSim(ports[1]) as b, RunningRouter() as router:
+        pods = {f"127.0.0.1:{s.port}": f"sim-{n}" for n, s in enumerate((a, b))}
+        endpoints = [
+            {"pod": pod, "address": addr, "engine": "sim", "kvEvents": f"127.0.0.1:{zmq}"}
+            for (addr, pod), zmq in zip(pods.items(), ports, strict=True)
+        ]
+        assert router.push({MODEL: {"endpoints": endpoints}}).status_code == 200
+        assert router.router is not None
+        index = router.router.state.kv.index
+        async with httpx.AsyncClient() as client:
+            for sim in (a, b):  # ZMQ's slow joiner: each stream delivers before we measure
+                key = f"127.0.0.1:{sim.port}"
+                await warm_up(client, sim, lambda key=key: index.blocks(key) > 0)
+            words = " ".join(f"doc{i}" for i in range(150))
+            body = {"model": MODEL, "prompt": words, "max_tokens": 2}
+            chosen = []
+            for _ in range(6):
+                r = await client.post(router.base_url + "/v1/completions", json=body, timeout=10)
+                assert r.status_code == 200, r.text
+                chosen.append(r.headers["X-Inferscale-Pod"])
+                holder = next(a for a, p in pods.items() if p == chosen[0])
+                for _ in range(100):  # bounded: until the holder's events reached the index
+                    if index.match(holder, prompt_hashes(body))[0] > 0:
+                        break
+                    await asyncio.sleep(0.05)
+            # A stream's first token teaches the replica's prefill rate.
+            r = await client.post(
+                router.base_url + "/v1/completions", json={**body, "stream": True}, timeout=10
+            )
+            assert r.status_code == 200 and r.headers["X-Inferscale-Pod"] == chosen[0]
+            holder = next(a for a, p in pods.items() if p == chosen[0])
+            assert list(router.router.state.kv.rates) == [holder]
+            metrics = (await client.get(router.base_url + "/metrics")).text
+        assert chosen == [chosen[0]] * 6, chosen
+        for pod in pods.values():
+            assert f'inferscale_router_kv_index_blocks{{endpoint="{pod}"}} ' in metrics
+        assert f'kv_stream_resyncs_total{{endpoint="{chosen[0]}",reason="gap"}} 0' in metrics

@@ -6,7 +6,7 @@ from inferscale.api.v1alpha1.inference_model import InferenceModelStatus, Observ
 from inferscale.loadtest.arrivals import Arrival
 from inferscale.loadtest.prompts import BLOCK_CACHE_SIZE, PromptBuilder
 from inferscale.loadtest.status import model_status
-from inferscale.sim.tokens import count_tokens
+from inferscale.protocol.simtokens import count_tokens
 
 
 @pytest.mark.parametrize("tokens", [1, 7, 128, 2000])

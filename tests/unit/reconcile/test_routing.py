@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from inferscale.protocol.kvevents import DEFAULT_PORT as KV_EVENTS_PORT
 from inferscale.protocol.table import RouteSettings, RoutingTable, table_json
 from inferscale.protocol.versions import stored_version
 from inferscale.reconcile.engines import ENGINES
@@ -45,6 +46,25 @@ def test_each_engine_gets_its_own_port(engine):
     (endpoint,) = table.models["llama"].endpoints
     assert endpoint.address == f"10.0.0.1:{ENGINES[engine].port}"
     assert endpoint.engine == engine
+
+
+@pytest.mark.parametrize(
+    ("engine", "events", "expected"),
+    [
+        ("sim", True, f"10.0.0.1:{KV_EVENTS_PORT}"),
+        ("vllm", True, f"10.0.0.1:{KV_EVENTS_PORT}"),
+        ("sim", False, None),
+        ("sglang", True, None),  # publishes none: the model's status says so, not the table
+    ],
+)
+def test_an_endpoint_carries_its_kv_events_address_when_events_are_on(engine, events, expected):
+    optimization = {"kvCacheEvents": True} if events else {}
+    table = compile_table(1, [model(engine=engine, optimization=optimization)], [], [pod("p")])
+    (endpoint,) = table.models["llama"].endpoints
+    assert endpoint.kv_events == expected
+    # Carried through the pushed JSON, and absent from it when off.
+    assert ("kvEvents" in table_json(table)) == (expected is not None)
+    assert RoutingTable.model_validate_json(table_json(table)) == table
 
 
 def test_served_name_defaults_to_the_model_name():

@@ -6,8 +6,8 @@ import random
 
 import pytest
 
+from inferscale.protocol.simtokens import block_hashes
 from inferscale.sim import CPU, GPU, EngineParams, KvEvent, LatencyModel
-from inferscale.sim.tokens import block_hashes
 
 
 def make_params(**overrides) -> EngineParams:

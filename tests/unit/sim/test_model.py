@@ -7,8 +7,8 @@ import random
 import pytest
 from pydantic import ValidationError
 
+from inferscale.protocol.simtokens import block_hashes
 from inferscale.sim import PRESETS, EngineParams, LatencyModel, SeqState
-from inferscale.sim.tokens import block_hashes
 
 
 def make_params(**overrides) -> EngineParams:

@@ -2,35 +2,8 @@
 
 from __future__ import annotations
 
-from inferscale.sim.tokens import (
-    VOCAB,
-    block_hashes,
-    count_tokens,
-    embedding,
-    output_words,
-    render_chat,
-    request_seed,
-    token_ids,
-)
-
-
-def test_counts_words_punctuation_and_long_words():
-    assert count_tokens("") == 0
-    assert count_tokens("Hello, world!") == 4
-    assert count_tokens("internationalization") == 4  # 20 characters, 5 per token
-
-
-def test_ids_are_stable_across_processes():
-    # CRC-32, not Python's salted str hash.
-    assert token_ids("the") == [0x3C456DE6]
-
-
-def test_block_hashes_chain_the_prefix():
-    a = block_hashes(list(range(40)), 16)
-    b = block_hashes(list(range(32)) + [0] * 8, 16)
-    c = block_hashes([9] + list(range(1, 40)), 16)
-    assert len(a) == 2 and a == b
-    assert c[0] != a[0] and c[1] != a[1]
+from inferscale.protocol.simtokens import count_tokens
+from inferscale.sim.tokens import VOCAB, embedding, output_words, request_seed
 
 
 def test_output_is_a_pure_function_of_the_seed():
@@ -48,12 +21,6 @@ def test_request_seed_prefers_the_request_then_the_prompt():
     assert request_seed(0, "a", None) == request_seed(0, "a", None)
     assert request_seed(0, "a", None) != request_seed(0, "b", None)
     assert request_seed(0, "a", None) != request_seed(1, "a", None)
-
-
-def test_chat_template_costs_tokens_per_role():
-    text = render_chat([("system", "be brief"), ("user", "hi")])
-    assert "<|system|>" in text and text.endswith("<|assistant|>\n")
-    assert count_tokens(text) > count_tokens("be brief hi")
 
 
 def test_embedding_is_unit_length_and_deterministic():

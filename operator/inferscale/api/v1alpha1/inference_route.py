@@ -26,7 +26,9 @@ KIND: Final = "InferenceRoute"
 PLURAL = "inferenceroutes"
 
 Role = Literal["primary", "spillover", "fallback", "mirror"]
-Strategy = Literal["leastInFlight", "leastPrefill", "prefixHash", "weighted", "roundRobin"]
+Strategy = Literal[
+    "leastInFlight", "leastPrefill", "prefixHash", "weighted", "roundRobin", "predictedTTFT"
+]
 OnCapReached = Literal["queue", "reject"]
 CacheScope = Literal["perKey", "shared"]
 CacheWhen = Literal["temperatureZero", "always"]
@@ -274,8 +276,11 @@ class InferenceRouteSpec(ApiModel):
     selection: RouteSelection | None = None
     """Choose among other served models per request instead of having backends."""
 
-    strategy: Strategy = "leastInFlight"
-    """How an endpoint is picked among the primaries' ready replicas."""
+    strategy: Strategy = "predictedTTFT"
+    """How an endpoint is picked among the primaries' ready replicas. The default,
+    predictedTTFT, scores each replica's cached share of the prompt from its engine's KV events
+    (optimization.kvCacheEvents); where the engines publish none, or the router cannot hash
+    prompts as the engine does (it can for the sim), it picks as leastPrefill."""
 
     prefix_hash: PrefixHash = nested(PrefixHash)
     """Settings of the prefixHash strategy."""

@@ -168,7 +168,11 @@ class Forward(Stage):
             raise AttemptFailed(
                 f"{endpoint.pod} broke off before the first token: {type(error).__name__}"
             ) from error
-        state.metrics.ttft.observe((ctx.name,), state.clock() - ctx.start)
+        now = state.clock()
+        state.metrics.ttft.observe((ctx.name,), now - ctx.start)
+        if ctx.ttft_work:
+            state.kv.observe(endpoint.key, ctx.ttft_work, now - ctx.attempt_start)
+            ctx.ttft_work = 0
         ctx.prefilled(endpoint)
         resp = ctx.committed
         if resp is None:

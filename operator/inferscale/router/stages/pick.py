@@ -24,6 +24,7 @@ from inferscale.router.context import RequestContext
 from inferscale.router.stages import Stage
 from inferscale.router.state import RouterState
 from inferscale.router.table import EndpointState, ModelState
+from inferscale.router.ttft import Estimate
 
 
 class PickEndpoint(Stage):
@@ -56,13 +57,23 @@ class PickEndpoint(Stage):
                 candidates = list(picking.holding_adapter(candidates, model.name))
             if not candidates:
                 break
-            endpoint = pick(model, candidates, ctx.obj, state)
+            predicted = None
+            if model.route.strategy == "predictedTTFT" and model.base is None:
+                predicted = pick_predicted(model, candidates, ctx.obj, state)
+            if predicted is not None:
+                endpoint, estimate = predicted
+                ctx.prefill_tokens = estimate.own_tokens
+                ctx.ttft_work = estimate.work_tokens
+                ctx.attempt_start = state.clock()
+            else:
+                endpoint = pick(model, candidates, ctx.obj, state)
+                ctx.prefill_tokens = prompt_tokens
+                ctx.ttft_work = 0
             if attempt:
                 state.metrics.bump(state.metrics.retries, ctx.name)
             tried.append(endpoint)
             endpoint.in_flight += 1
-            endpoint.pending_prompt_tokens += prompt_tokens
-            ctx.prefill_tokens = prompt_tokens
+            endpoint.pending_prompt_tokens += ctx.prefill_tokens
             ctx.endpoint = endpoint
             try:
                 return await self.next(ctx)
@@ -103,6 +114,23 @@ class PickEndpoint(Stage):
             else f"upstream failed after {len(tried)} attempt(s): {last.reason}"
         )
         return error_response(last.status, message, headers=headers_out)
+
+
+def pick_predicted(
+    model: ModelState, candidates: list[EndpointState], obj: dict[str, Any], state: RouterState
+) -> tuple[EndpointState, Estimate] | None:
+    """``predictedTTFT``'s pick and estimate; ``None`` where it cannot hash the prompt exactly.
+
+    The candidates' engine must be one whose block hashes the router computes (the sim's, in
+    ``protocol.simtokens``) and publish KV events; otherwise the caller picks by
+    ``leastPrefill`` rather than score caches it cannot see (docs/router.md).
+    """
+    prompt = state.kv.prompt(candidates, obj)
+    if prompt is None:
+        return None
+    model.counter += 1
+    hashes, tokens = prompt
+    return state.kv.pick(candidates, hashes, tokens, model.counter)
 
 
 def pick(
