@@ -81,6 +81,7 @@ from inferscale.router.documents import (
     watch_file,
 )
 from inferscale.router.limits import LocalLimiter
+from inferscale.router.limits_batched import BatchedLimiter
 from inferscale.router.limits_redis import SharedLimiter
 from inferscale.router.messages import (
     ANTHROPIC_VERSION,
@@ -393,8 +394,11 @@ class Router:
         return error_response(404, f"no route for {request.method} {request.path}")
 
 
-def shared_limiter(settings: RouterSettings, local: LocalLimiter) -> SharedLimiter:
-    """The Redis-backed limiter of ``settings.redis_url`` (connects lazily, never raises here)."""
+def shared_limiter(settings: RouterSettings, local: LocalLimiter) -> SharedLimiter | BatchedLimiter:
+    """The Redis-backed limiter of ``settings.redis_url`` (connects lazily, never raises here).
+
+    Batched (local counters synced every ``redis_sync_seconds``) when that is set.
+    """
     import redis.asyncio
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
@@ -408,6 +412,15 @@ def shared_limiter(settings: RouterSettings, local: LocalLimiter) -> SharedLimit
         # Retry (redis >= 8.2 warns about, then converts, the synchronous one).
         retry=Retry(NoBackoff(), 0),
     )
+    if settings.redis_sync_seconds > 0:
+        return BatchedLimiter(
+            client,
+            local,
+            prefix=settings.redis_key_prefix,
+            interval=settings.redis_sync_seconds,
+            retry_seconds=settings.redis_retry_seconds,
+            outage=settings.budgets_during_outage,
+        )
     return SharedLimiter(
         client,
         local,

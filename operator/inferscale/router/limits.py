@@ -453,6 +453,28 @@ class LocalLimiter:
             budgets[charge.month] = budgets.get(charge.month, 0) + delta
         return delta
 
+    def set_bucket(self, client: str, tokens: bool, level: float, stamp: float) -> None:
+        """Overwrite a client's request (or ``tokens``) bucket: a shared store's level."""
+        state = self.clients.get(client)
+        if state is None:
+            state = self.clients[client] = _ClientState()
+        bucket = state.tokens if tokens else state.requests
+        if bucket is None:
+            bucket = _Bucket(level, stamp)
+            if tokens:
+                state.tokens = bucket
+            else:
+                state.requests = bucket
+        bucket.tokens, bucket.stamp = level, stamp
+
+    def set_counter(self, holder: str, counter: str, shared: int, own: int) -> None:
+        """Overwrite a budget counter: ``shared`` as the store holds it, ``own`` not sent yet."""
+        state = self.clients.get(holder)
+        if state is None:
+            state = self.clients[holder] = _ClientState()
+        state.budgets[counter] = own
+        self.shared[(holder, counter)] = shared
+
     def add_budget_counts(self, counts: dict[tuple[str, str], int]) -> None:
         """Count these again (a hand-over that could not be delivered)."""
         for (client, window), count in counts.items():
