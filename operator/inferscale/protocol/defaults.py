@@ -17,3 +17,9 @@ IN_FLIGHT_PER_REPLICA: Final[int] = int(
 )
 """Requests in flight that one replica should carry (the autoscaling target) and, unless a
 route says otherwise, the count at which a router calls a replica saturated and spills over."""
+
+CACHE_SIMILARITY_THRESHOLD: Final[float] = 0.97
+"""Cosine similarity of the shipped static encoder's embeddings from which a cached question
+counts as the same question (a route's ``cache.threshold`` overrides it). Chosen by
+``bench/cache`` on the STS-B dev pairs for a precision of hits of at least 0.95, and checked on
+the test pairs (docs/cache.md)."""

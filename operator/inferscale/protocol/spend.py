@@ -49,6 +49,11 @@ class RouteReport(ApiModel):
     """Spent by this router in the current UTC day."""
     last_spill_at: float | None = Field(default=None, ge=0)
     """Epoch seconds of the last request this router sent to a spillover backend first."""
+    selections: dict[str, int] = Field(default_factory=dict, max_length=16)
+    """A selecting route: candidate -> requests this router process sent it since it started."""
+    cost_saved: float = 0
+    """A selecting route: what its answers here would have cost more on its strongest candidate,
+    since this process started (negative: they cost more)."""
 
 
 class ProviderReport(ApiModel):
@@ -86,7 +91,12 @@ class SpendReport(ApiModel):
     routes: dict[str, RouteReport] = Field(default_factory=dict, max_length=100_000)
     """Route id -> its spend and spillover on this router."""
     providers: dict[str, ProviderReport] = Field(default_factory=dict, max_length=10_000)
+    difficulty_error: str | None = Field(default=None, max_length=2048)
+    """Why this router selects models without its difficulty model (None: it has it)."""
     """Provider id -> what this router saw of it."""
+    cache_off: str | None = Field(default=None, max_length=512)
+    """Why this router's response cache is off (its embedding model did not load); ``None``
+    while it works or no route caches."""
 
 
 def window_start(now: float, length: int) -> int:

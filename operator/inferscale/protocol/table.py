@@ -40,9 +40,11 @@ from inferscale.api.v1alpha1.inference_route import (
     HoldQueue,
     InferenceRouteSpec,
     PrefixHash,
+    ResponseCache,
     Retries,
     Role,
     RouteBackend,
+    RouteSelection,
     SpendCaps,
     Strategy,
     Timeouts,
@@ -187,6 +189,9 @@ class RouteSettings(ApiModel):
     # Declared after spillover, as before the fields came from the API: the table's JSON keeps
     # its key order, so a stored table reads back byte for byte.
     spend: SpendCaps = _as_in_api(InferenceRouteSpec, "spend")
+    cache: ResponseCache = _as_in_api(InferenceRouteSpec, "cache")
+
+    selection: RouteSelection | None = _as_in_api(InferenceRouteSpec, "selection")
 
     @classmethod
     def from_route(cls, spec: InferenceRouteSpec, in_flight_per_replica: int) -> RouteSettings:
@@ -202,7 +207,16 @@ class RouteSettings(ApiModel):
         )
 
 
-ROUTE_FIELDS: Final = ("strategy", "prefix_hash", "retries", "timeouts", "hold_queue", "spend")
+ROUTE_FIELDS: Final = (
+    "strategy",
+    "prefix_hash",
+    "retries",
+    "timeouts",
+    "hold_queue",
+    "spend",
+    "cache",
+    "selection",
+)
 """The settings that pass from an InferenceRoute's spec to the table unchanged."""
 
 
@@ -293,6 +307,21 @@ class RoutingTable(ApiModel):
                 if provider is None or backend.model not in provider.models:
                     raise ValueError(
                         f"model {name!r}: backend {backend.label} is not in the table's providers"
+                    )
+        return self
+
+    @model_validator(mode="after")
+    def _candidates_resolve(self) -> RoutingTable:
+        # A candidate is another model of the table that selects nothing itself: selection
+        # happens once per request, never in a chain or a loop.
+        for name, model in self.models.items():
+            selection = model.route.selection
+            for candidate in selection.candidates if selection else ():
+                target = self.models.get(candidate.model)
+                if target is None or candidate.model == name or target.route.selection:
+                    raise ValueError(
+                        f"model {name!r}: candidate {candidate.model!r} is not another model of"
+                        " the table without a selection of its own"
                     )
         return self
 

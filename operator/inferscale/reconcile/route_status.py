@@ -59,6 +59,8 @@ from inferscale.reconcile.credentials import KeyState
 
 CONDITION_SPEND_CAP: Final = "SpendCapReached"
 """A route's condition: a spend cap is reached and spillover has stopped."""
+CONDITION_CACHE: Final = "CacheReady"
+"""A route's condition, while its cache is enabled: whether every router can run it."""
 
 
 @dataclass
@@ -104,6 +106,10 @@ class SpendBook:
             routes[route] = RouteSpend(hour=max(0.0, hour), day=max(0.0, day))
         return ElsewhereSpend(hour_start=hour_start, day_start=day_start, routes=routes)
 
+    def cache_off(self) -> list[str]:
+        """Why the response cache is off, for each router process that says so."""
+        return [f"{p}: {r.cache_off}" for p, r in sorted(self.reports.items()) if r.cache_off]
+
     def last_spill(self, route: str) -> float | None:
         """When any router last spilled a request of ``route`` over."""
         times = [
@@ -112,6 +118,24 @@ class SpendBook:
             if route in r.routes and r.routes[route].last_spill_at is not None
         ]
         return max((t for t in times if t is not None), default=None)
+
+    def selections(self, route: str) -> tuple[dict[str, int], float]:
+        """A selecting route's (candidate -> requests, cost saved), summed over the processes."""
+        counts: dict[str, int] = {}
+        saved = 0.0
+        for report in self.reports.values():
+            seen = report.routes.get(route)
+            if seen is None:
+                continue
+            for model, n in seen.selections.items():
+                counts[model] = counts.get(model, 0) + n
+            saved += seen.cost_saved
+        return counts, saved
+
+    def difficulty_error(self) -> str | None:
+        """Why some router selects without its difficulty model (the first such), or None."""
+        errors = sorted(r.difficulty_error for r in self.reports.values() if r.difficulty_error)
+        return errors[0] if errors else None
 
     def provider(self, provider: str) -> ProviderReport | None:
         """Every router's view of ``provider`` merged: summed failures, the latest error/ok."""
@@ -238,17 +262,24 @@ def route_status(route: Mapping[str, Any], inputs: RouteInputs) -> dict[str, Any
     backends = _survey_backends(spec, namespace, inputs)
     served_here = [m for m in inputs.models.values() if m.route_id == ident]
     ready = _ready_condition(condition, spec, backends, served_here, problems)
-    degraded = _degraded_condition(condition, backends, problems)
+    unscored = inputs.book.difficulty_error() if spec.selection is not None else None
+    degraded = _degraded_condition(condition, backends, problems, unscored)
     hour, day = inputs.book.totals(inputs.now).get(ident, (0.0, 0.0))
     cap = _cap_condition(condition, spec, hour, day)
+    cache = _cache_condition(condition, spec, inputs.book)
     last_spill = inputs.book.last_spill(ident)
     spilling = last_spill is not None and inputs.now - last_spill <= inputs.spilling_window
+    selected: dict[str, Any] = {}
+    if spec.selection is not None:
+        counts, saved = inputs.book.selections(ident)
+        selected = {"selections": dict(sorted(counts.items())), "cost_saved": _money(saved)}
     status = InferenceRouteStatus(
         observed_generation=generation,
         ready_backends=backends.ready,
         spilling=spilling,
         spend=Spend(last_hour=_money(hour), today=_money(day)),
-        conditions=[c for c in (ready, degraded, cap) if c is not None],
+        conditions=[c for c in (ready, degraded, cap, cache) if c is not None],
+        **selected,
     )
     return _patch(status.to_wire(), previous_doc)
 
@@ -302,6 +333,10 @@ def _ready_condition(
     problems: Sequence[str],
 ) -> Condition:
     """``Ready``: a primary can serve; else why not (not in the table, cold, no backend)."""
+    if spec.selection is not None and served_here:
+        # Its candidates are routes of their own, each with its own Ready condition.
+        names = ", ".join(c.model for c in spec.selection.candidates)
+        return condition(CONDITION_READY, "True", "Selecting", f"choosing per request: {names}")
     if backends.primary_ready:
         serving = ", ".join(backends.primary_ready)
         return condition(CONDITION_READY, "True", "PrimaryReady", f"serving from {serving}")
@@ -319,9 +354,16 @@ def _ready_condition(
 
 
 def _degraded_condition(
-    condition: _MakeCondition, backends: _Backends, problems: Sequence[str]
+    condition: _MakeCondition,
+    backends: _Backends,
+    problems: Sequence[str],
+    unscored: str | None = None,
 ) -> Condition:
-    """``Degraded``: the compile's problems first, then missing keys, then failing providers."""
+    """``Degraded``: problems, missing keys, failing providers, then no difficulty model.
+
+    ``unscored`` says why routers of a selecting route have no difficulty model (None: they
+    have it); they serve its first candidate meanwhile.
+    """
     if problems:
         return condition(CONDITION_DEGRADED, "True", "BackendUnavailable", "; ".join(problems))
     if backends.missing_keys:
@@ -330,7 +372,27 @@ def _degraded_condition(
     if backends.failing_providers:
         message = "; ".join(backends.failing_providers)
         return condition(CONDITION_DEGRADED, "True", "ProviderFailing", message)
+    if unscored is not None:
+        message = f"serving from the first candidate: {unscored}"
+        return condition(CONDITION_DEGRADED, "True", "DifficultyModelUnavailable", message)
     return condition(CONDITION_DEGRADED, "False", "AsExpected", "")
+
+
+def _cache_condition(
+    condition: _MakeCondition, spec: InferenceRouteSpec, book: SpendBook
+) -> Condition | None:
+    """``CacheReady`` while the route's cache is enabled; False where a router cannot run it.
+
+    The route itself keeps serving: a router without its embedding model passes every request
+    on uncached.
+    """
+    if not spec.cache.enabled:
+        return None
+    off = book.cache_off()
+    if off:
+        message = "the cache is off, requests are served uncached: " + "; ".join(off[:3])
+        return condition(CONDITION_CACHE, "False", "EmbeddingUnavailable", message[:1024])
+    return condition(CONDITION_CACHE, "True", "AsExpected", "")
 
 
 def _cap_condition(

@@ -453,12 +453,38 @@ def _hosted_problem(
     """Why a route of hosted primaries only is left out of the table; None: it is in."""
     if not any(b.role == "primary" and b.weight > 0 for b in backends):
         return f"InferenceRoute {ident} left out: none of its primary backends is usable"
+    return _taken_problem(ident, client_name, served_names, owner)
+
+
+def _taken_problem(
+    ident: str, client_name: str, served_names: Collection[str], owner: Mapping[str, str]
+) -> str | None:
+    """Why a route that is an entry of its own cannot have ``client_name``; None: it can."""
     if client_name in served_names or client_name in owner:
         return (
             f"InferenceRoute {ident} left out: model {client_name!r} is already served by "
             f"{owner.get(client_name) or 'an InferenceModel'}"
         )
     return None
+
+
+def _drop_unresolved_selections(table: dict[str, ModelRoute], problems: list[str]) -> None:
+    """Leave out selecting routes with a candidate the table lacks (or that selects too)."""
+    for name, model in list(table.items()):
+        selection = model.route.selection
+        if selection is None:
+            continue
+        missing = [
+            c.model
+            for c in selection.candidates
+            if c.model not in table or c.model == name or table[c.model].route.selection
+        ]
+        if missing:
+            del table[name]
+            problems.append(
+                f"InferenceRoute {model.route_id} left out: its selection candidates {missing}"
+                " are not served models without a selection of their own"
+            )
 
 
 def _route_entries(
@@ -483,6 +509,16 @@ def _route_entries(
             target = model.target_in_flight if model is not None else IN_FLIGHT_PER_REPLICA
             return RouteSettings.from_route(spec, target)
 
+        if spec.selection is not None:
+            # A selecting route is an entry of its own; its candidates resolve once the table
+            # is whole (_drop_unresolved_selections).
+            left_out = _taken_problem(ident, client_name, served_names, owner)
+            if left_out is not None:
+                problems.append(left_out)
+                continue
+            owner[client_name] = ident
+            hosted[client_name] = _RouteEntry(ident, route_settings(None), 0, (), False)
+            continue
         local = [b for b in spec.backends if b.inference_model is not None and b.role == "primary"]
         for backend in local:
             model = models.get((namespace, str(backend.inference_model)))
@@ -672,6 +708,7 @@ def compile_routes(
             serves_locally=entry.serves_locally,
             **lora,
         )
+    _drop_unresolved_selections(table, problems)
     used = {b.provider for m in table.values() for b in m.backends if b.provider is not None}
     return CompiledRoutes(
         models=table,

@@ -53,6 +53,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import os
 import signal
 import sys
@@ -69,8 +70,14 @@ from inferscale.router import provider_keys
 from inferscale.router.access import ANONYMOUS, Access, Refusal
 from inferscale.router.access_log import AccessLog
 from inferscale.router.admin import AdminApi
+from inferscale.router.cache_redis import SharedCache
 from inferscale.router.codec import JSON, dumps, error_response
 from inferscale.router.context import RequestContext
+from inferscale.router.difficulty import (
+    DifficultyModel,
+    DifficultyModelUnavailable,
+    load_difficulty_model,
+)
 from inferscale.router.dispatch import Dispatcher
 from inferscale.router.documents import (
     apply_credentials,
@@ -103,17 +110,19 @@ from inferscale.router.stages.account import Account
 from inferscale.router.stages.admit import Admit
 from inferscale.router.stages.authenticate import Authenticate, client_key, refusal_response
 from inferscale.router.stages.authorize import Authorize
-from inferscale.router.stages.cache import CacheLookup
+from inferscale.router.stages.cache import CacheLookup, Encoder, load_static_encoder
 from inferscale.router.stages.forward import Forward
 from inferscale.router.stages.hold import Hold
 from inferscale.router.stages.parse import Parse
 from inferscale.router.stages.parse_messages import ParseMessages
 from inferscale.router.stages.pick import PickEndpoint
-from inferscale.router.stages.select_model import SelectModel
+from inferscale.router.stages.select_model import SELECTED_HEADER, SELECTED_KEY, SelectModel
 from inferscale.router.state import RouterState
 from inferscale.router.table import EndpointTable
 from inferscale.router.usage_ledger import open_ledger
 from inferscale.serving import serve_app
+
+log_router = logging.getLogger("inferscale.router")
 
 ROUTER_KEY: Final[web.AppKey[Router]] = web.AppKey("inferscale_router")
 OPENAI_PATHS: Final = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
@@ -125,9 +134,20 @@ MESSAGES_PATH: Final = "/v1/messages"
 class Pipeline:
     """The request stages of one router, linked once."""
 
-    def __init__(self, state: RouterState) -> None:
-        """Build every stage over ``state`` and link them (see :mod:`inferscale.router.stages`)."""
+    def __init__(
+        self,
+        state: RouterState,
+        difficulty: DifficultyModel | None = None,
+        encoder_loader: Callable[[], Encoder] = load_static_encoder,
+    ) -> None:
+        """Build every stage over ``state`` and link them (see :mod:`inferscale.router.stages`).
+
+        ``difficulty`` scores prompts for selecting routes (None: they serve their first
+        candidate); ``encoder_loader`` builds the response cache's embedding model when a route
+        needs it.
+        """
         log, access = state.log, state.access
+        self.cache = CacheLookup(state, encoder_loader)
         self.hold = Hold(state)
         forward = Forward(state)
         # A plain route: hold while cold, pick, forward. A route with backends: the dispatcher,
@@ -140,13 +160,21 @@ class Pipeline:
         # request, once translated, meets the same access, limits, selection and accounting.
         checked_tail = link(
             Authorize(access, log),
-            SelectModel(state.table, log),
+            SelectModel(
+                state.table, log, difficulty, state.clock, state.spend, state.wall, state.random
+            ),
             Admit(access, log),
             Account(access),
-            CacheLookup(),
+            self.cache,
             by_route,
         )
-        open_tail = link(SelectModel(state.table, log), CacheLookup(), by_route)
+        open_tail = link(
+            SelectModel(
+                state.table, log, difficulty, state.clock, state.spend, state.wall, state.random
+            ),
+            self.cache,
+            by_route,
+        )
         self.checked: Stage = link(
             Authenticate(access, log), Parse(body_timeout, log), checked_tail
         )
@@ -177,10 +205,12 @@ class Router:
         log_sink: Callable[[str], object] | None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        encoder_loader: Callable[[], Encoder] = load_static_encoder,
     ) -> None:
         """Wire the collaborators; the session is created at startup when none is given.
 
-        ``clock`` (monotonic) times requests; ``wall`` (epoch seconds) dates spend windows.
+        ``clock`` (monotonic) times requests; ``wall`` (epoch seconds) dates spend windows;
+        ``encoder_loader`` builds the response cache's embedding model.
         """
         self.settings = settings
         self.table = table
@@ -194,7 +224,13 @@ class Router:
         self.own_session = session is None
         self.random = state.random
         self.held = state.held
-        self.pipeline = Pipeline(state)
+        try:
+            difficulty: DifficultyModel | None = load_difficulty_model()
+        except DifficultyModelUnavailable as error:
+            # Selecting routes serve their first candidate; the operator shows why.
+            difficulty, state.difficulty_error = None, str(error)
+            log_router.warning("model selection without a difficulty model: %s", error)
+        self.pipeline = Pipeline(state, difficulty, encoder_loader)
         self.admin = AdminApi(state, self.pipeline.dispatcher, admin_token)
         self.draining = False
         self.ids = itertools.count(1)
@@ -235,6 +271,9 @@ class Router:
             )
         if settings.redis_url:
             self.access.shared = shared_limiter(settings, self.access.local)
+            # Two routers of one process (tests) share a log prefix: the origin adds a nonce.
+            origin = f"{state.id_prefix}-{state.random.getrandbits(32):x}"
+            self.pipeline.cache.shared = shared_cache(settings, origin)
         if settings.usage_ledger:
             state.ledger = ledger = open_ledger(settings)
             state.log.ledger = ledger.record
@@ -248,6 +287,7 @@ class Router:
             self._spawn(watch_file(Path(settings.credentials_file), load_keys, every, state.stop))
         if settings.scrape_interval_seconds > 0:
             self._spawn(scrape_engines(state))
+        self.pipeline.cache.on_table(self.table)  # a table file loaded before the loop ran
 
     def _spawn(self, loop: Coroutine[Any, Any, None]) -> None:
         self.tasks.append(asyncio.create_task(loop))
@@ -256,6 +296,7 @@ class Router:
         """Stop the loops; wake held requests so they answer now."""
         self.state.stop.set()
         self.pipeline.hold.wake_all()
+        await self.pipeline.cache.stop()
         for task in self.tasks:
             task.cancel()
         for task in self.tasks:
@@ -304,7 +345,9 @@ class Router:
             return web.Response(status=503, text="draining")
         if self.table.table is None:
             return web.Response(status=503, text="no routing table yet")
-        degraded = self.access.degraded()
+        degraded = "; ".join(
+            d for d in (self.access.degraded(), self.pipeline.cache.degraded()) if d
+        )
         # Still ready: a router whose limits went local must keep serving.
         return web.Response(text=f"ok (degraded: {degraded})" if degraded else "ok")
 
@@ -332,6 +375,7 @@ class Router:
                 self.access.metric_lines(),
                 state.ledger.metric_lines() if state.ledger is not None else (),
                 provider_keys.metric_lines(self.access.provider_pools, state.clock()),
+                self.pipeline.cache.metric_lines(),
             ),
             pending_prompt_tokens=pending,
         )
@@ -394,16 +438,13 @@ class Router:
         return error_response(404, f"no route for {request.method} {request.path}")
 
 
-def shared_limiter(settings: RouterSettings, local: LocalLimiter) -> SharedLimiter | BatchedLimiter:
-    """The Redis-backed limiter of ``settings.redis_url`` (connects lazily, never raises here).
-
-    Batched (local counters synced every ``redis_sync_seconds``) when that is set.
-    """
+def redis_client(settings: RouterSettings) -> Any:
+    """A client of ``settings.redis_url`` (connects lazily, never raises here)."""
     import redis.asyncio
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
 
-    client = redis.asyncio.Redis.from_url(
+    return redis.asyncio.Redis.from_url(
         settings.redis_url or "",
         socket_timeout=settings.redis_timeout_seconds,
         socket_connect_timeout=settings.redis_timeout_seconds,
@@ -412,6 +453,14 @@ def shared_limiter(settings: RouterSettings, local: LocalLimiter) -> SharedLimit
         # Retry (redis >= 8.2 warns about, then converts, the synchronous one).
         retry=Retry(NoBackoff(), 0),
     )
+
+
+def shared_limiter(settings: RouterSettings, local: LocalLimiter) -> SharedLimiter | BatchedLimiter:
+    """The Redis-backed limiter of ``settings.redis_url`` (connects lazily, never raises here).
+
+    Batched (local counters synced every ``redis_sync_seconds``) when that is set.
+    """
+    client = redis_client(settings)
     if settings.redis_sync_seconds > 0:
         return BatchedLimiter(
             client,
@@ -430,6 +479,23 @@ def shared_limiter(settings: RouterSettings, local: LocalLimiter) -> SharedLimit
     )
 
 
+def shared_cache(settings: RouterSettings, origin: str) -> SharedCache:
+    """The response cache's link to the other replicas through ``settings.redis_url``."""
+    return SharedCache(
+        redis_client(settings),
+        prefix=settings.redis_key_prefix,
+        origin=origin,
+        retry_seconds=settings.redis_retry_seconds,
+    )
+
+
+async def name_selected_model(request: web.Request, response: web.StreamResponse) -> None:
+    """Say which model served a selecting route's request (before the headers go out)."""
+    selected = request.get(SELECTED_KEY)
+    if selected is not None:
+        response.headers[SELECTED_HEADER] = selected
+
+
 def create_app(
     settings: RouterSettings,
     table: EndpointTable,
@@ -437,6 +503,7 @@ def create_app(
     *,
     admin_token: str | None = None,
     log_sink: Callable[[str], object] | None = None,
+    encoder_loader: Callable[[], Encoder] = load_static_encoder,
 ) -> web.Application:
     """The router as an aiohttp app.
 
@@ -446,12 +513,21 @@ def create_app(
         upstream_session: the client session to the engines; created at startup when absent.
         admin_token: the admin API's bearer token; the admin API refuses all without one.
         log_sink: where access-log lines go (``None``: no access log).
+        encoder_loader: builds the response cache's embedding model (when a route caches).
     """
-    router = Router(settings, table, upstream_session, admin_token=admin_token, log_sink=log_sink)
+    router = Router(
+        settings,
+        table,
+        upstream_session,
+        admin_token=admin_token,
+        log_sink=log_sink,
+        encoder_loader=encoder_loader,
+    )
     initial_credentials(router.access, settings)
     app = web.Application(client_max_size=settings.max_request_bytes)
     app[ROUTER_KEY] = router
     app.on_startup.append(router.on_startup)
+    app.on_response_prepare.append(name_selected_model)
     app.on_shutdown.append(router.on_shutdown)
     app.on_cleanup.append(router.on_cleanup)
     for path in OPENAI_PATHS:
@@ -479,6 +555,7 @@ async def start(
     *,
     admin_token: str | None = None,
     log_sink: Callable[[str], object] | None = None,
+    encoder_loader: Callable[[], Encoder] = load_static_encoder,
 ) -> tuple[web.AppRunner, int, Router]:
     """Start serving on ``settings.host``/``port``; returns the runner, bound port and router."""
     app = create_app(
@@ -486,6 +563,7 @@ async def start(
         table if table is not None else initial_table(settings),
         admin_token=admin_token,
         log_sink=log_sink,
+        encoder_loader=encoder_loader,
     )
     # A client that goes away cancels its handler, which closes the upstream connection, so
     # the engine stops generating for nobody (serve_app turns handler cancellation on).

@@ -17,6 +17,7 @@ from inferscale.router.limits import Policy
 
 if TYPE_CHECKING:
     from inferscale.router.access import Grant
+    from inferscale.router.response_cache import StreamTap
     from inferscale.router.table import EndpointState, ModelState
 
 
@@ -51,6 +52,7 @@ class RequestContext:
         "start",
         "status",
         "stream",
+        "tap",
         "usage",
     )
 
@@ -90,6 +92,8 @@ class RequestContext:
         """The OpenAI path that serves the request (a Messages request: chat completions)."""
         self.dialect: Dialect | None = None
         """The client's API when it is not OpenAI's (the answer is translated into it)."""
+        self.tap: StreamTap | None = None
+        """Where the forward stage copies a relayed stream for the response cache."""
         self.prefill_tokens = 0
         """Prompt tokens this request adds to its endpoint's ``pending_prompt_tokens`` until
         its first token (or its answer) comes back; 0 once they are taken off."""

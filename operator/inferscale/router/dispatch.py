@@ -681,6 +681,21 @@ class Dispatcher(Stage):
 
     # -- status ---------------------------------------------------------------------------
 
+    def _selections(self) -> dict[str, tuple[dict[str, int], float]]:
+        """Route id -> (candidate -> requests, cost saved) of the selecting routes served here.
+
+        The metrics count by the name clients send; the table says which route that is.
+        """
+        table, metrics = self.state.table.table, self.state.log.metrics
+        out: dict[str, tuple[dict[str, int], float]] = {}
+        for (name, model), n in metrics.selections.items():
+            entry = table.models.get(name) if table is not None else None
+            if entry is None or entry.route_id is None:
+                continue
+            counts, _ = out.setdefault(entry.route_id, ({}, metrics.cost_saved.get(name, 0.0)))
+            counts[model] = n
+        return out
+
     def _key_states(self, provider_id: str, now: float) -> dict[str, str] | None:
         """A provider's keys by id and their state, when it has several (else ``None``)."""
         pool = self.state.provider_pool(provider_id)
@@ -693,10 +708,16 @@ class Dispatcher(Stage):
         """``GET /admin/v1/spend``: this router's spend, spillover and provider health."""
         state = self.state
         routes: dict[str, RouteReport] = {}
-        for route_id in sorted(set(state.spend.routes()) | set(self.spilled_at)):
+        selections = self._selections()
+        for route_id in sorted(set(state.spend.routes()) | set(self.spilled_at) | set(selections)):
             hour, day = state.spend.mine(route_id, now)
+            counts, saved = selections.get(route_id, ({}, 0.0))
             routes[route_id] = RouteReport(
-                hour=hour, day=day, last_spill_at=self.spilled_at.get(route_id)
+                hour=hour,
+                day=day,
+                last_spill_at=self.spilled_at.get(route_id),
+                selections=counts,
+                cost_saved=saved,
             )
         return SpendReport(
             process=state.id_prefix,
@@ -707,4 +728,6 @@ class Dispatcher(Stage):
             providers={
                 k: v.report(self._key_states(k, now)) for k, v in sorted(self.health.items())
             },
+            cache_off=state.cache_off,
+            difficulty_error=state.difficulty_error,
         )

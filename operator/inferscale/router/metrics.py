@@ -118,6 +118,36 @@ COUNTERS: Final[tuple[tuple[str, str, tuple[str, ...], str], ...]] = (
         ("route", "backend"),
         "Money spent on hosted providers.",
     ),
+    (
+        "inferscale_router_cache_requests_total",
+        "cache_requests",
+        ("model", "outcome"),
+        "Cacheable requests by outcome: hit_exact, hit_semantic, miss, bypass.",
+    ),
+    (
+        "inferscale_router_cache_tokens_saved_total",
+        "cache_tokens_saved",
+        ("model", "kind"),
+        "Prompt and completion tokens of answers served from the cache.",
+    ),
+    (
+        "inferscale_router_cache_cost_saved_total",
+        "cache_cost_saved",
+        ("model",),
+        "What the answers served from the cache cost the first time at a provider's prices.",
+    ),
+    (
+        "inferscale_router_selections_total",
+        "selections",
+        ("route", "model"),
+        "Requests a selecting route sent to each of its candidates.",
+    ),
+    (
+        "inferscale_router_selection_cost_saved_total",
+        "cost_saved",
+        ("route",),
+        "What selected answers would have cost more on the route's strongest candidate.",
+    ),
 )
 """Every counter of :class:`RouterMetrics`, in exposition order."""
 
@@ -157,11 +187,30 @@ class RouterMetrics:
         """(model, backend, outcome) → mirror copies."""
         self.spend_total: dict[tuple[str, str], float] = {}
         """(route, backend) → money spent."""
+        self.cache_requests: dict[tuple[str, str], int] = {}
+        """(model, outcome) → cacheable requests (hit_exact, hit_semantic, miss, bypass)."""
+        self.cache_tokens_saved: dict[tuple[str, str], int] = {}
+        """(model, prompt or completion) → tokens of answers served from the cache."""
+        self.cache_cost_saved: dict[str, float] = {}
+        """model → provider cost of the answers served from the cache."""
+        self.selections: dict[tuple[str, str], int] = {}
+        """(selecting route, chosen model) → requests."""
+        self.cost_saved: dict[str, float] = {}
+        """selecting route → money saved against always-strong (negative: spent more)."""
 
     def count_request(self, model: str, pod: str, status: int) -> None:
         """One answered request."""
         key = (model, pod, status)
         self.requests[key] = self.requests.get(key, 0) + 1
+
+    def count_selection(self, route: str, model: str) -> None:
+        """One request a selecting route sent to ``model``."""
+        key = (route, model)
+        self.selections[key] = self.selections.get(key, 0) + 1
+
+    def add_cost_saved(self, route: str, amount: float) -> None:
+        """Money one selected answer saved against the route's strongest candidate."""
+        self.cost_saved[route] = self.cost_saved.get(route, 0.0) + amount
 
     def bump(self, table: dict[str, int], key: str, by: int = 1) -> None:
         """Add to a counter keyed by one label."""

@@ -285,7 +285,8 @@ def adapter_affinity(
     return prefix_hash(candidates, ring, hash64(f"lora:{adapter}"), load_bound)
 
 
-def _text_of(content: Any) -> str:
+def message_text(content: Any) -> str:
+    """The text of a chat message's ``content``: a string, or the text parts of a list."""
     if isinstance(content, str):
         return content
     if isinstance(content, list):
@@ -321,7 +322,7 @@ def prefix_text(body: Mapping[str, Any], characters: int) -> str:
                     break
                 if first is None:
                     first = m
-        return "" if first is None else _text_of(first.get("content"))[:characters]
+        return "" if first is None else message_text(first.get("content"))[:characters]
     prompt = body.get("prompt", body.get("input"))
     if isinstance(prompt, list) and prompt:
         prompt = prompt[0] if not isinstance(prompt[0], int) else prompt

@@ -61,6 +61,11 @@ class RouterState:
         """The usage ledger (set at startup unless ``usage_ledger`` is off)."""
         self.stop = asyncio.Event()
         """Set at shutdown: held requests answer and background loops end."""
+        self.cache_off: str | None = None
+        """Why the response cache is off (its embedding model did not load), reported to the
+        operator; ``None`` while it works."""
+        self.difficulty_error: str | None = None
+        """Why model selection runs without its difficulty model (reported to the operator)."""
 
     @property
     def id_prefix(self) -> str:

@@ -312,3 +312,25 @@ def test_an_ejected_provider_says_so_until_its_breaker_closes():
     assert degraded(NOW + 6, merged) == ("True", "Failing")
     closed = merged.model_copy(update={"last_ok_at": NOW + 7, "ejected_until": None})
     assert degraded(NOW + 8, closed) == ("False", "AsExpected")
+
+
+def test_a_cached_route_says_when_a_router_cannot_run_its_cache():
+    r = route(cache={"enabled": True})
+    book = SpendBook()
+    book.update([report("a")], NOW)
+    status = route_status(r, inputs([model()], [r], [pod("p")], [], book=book))
+    assert status is not None and conditions(status)["CacheReady"] == ("True", "AsExpected")
+    broken = report("b").model_copy(update={"cache_off": "OSError: model.zip missing"})
+    book.update([broken], NOW)
+    status = route_status(r, inputs([model()], [r], [pod("p")], [], book=book))
+    assert status is not None
+    cache = next(c for c in status["conditions"] if c["type"] == "CacheReady")
+    assert (cache["status"], cache["reason"]) == ("False", "EmbeddingUnavailable")
+    assert "b: OSError: model.zip missing" in cache["message"]
+    assert conditions(status)["Ready"] == ("True", "PrimaryReady")  # never the route
+
+
+def test_a_route_without_a_cache_has_no_cache_condition():
+    r = route()
+    status = route_status(r, inputs([model()], [r], [pod("p")], []))
+    assert status is not None and "CacheReady" not in conditions(status)

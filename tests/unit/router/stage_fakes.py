@@ -44,6 +44,10 @@ class FakeRequest:
         self.delay = delay
         self.method = "POST"
         self.path = path
+        self.storage: dict[Any, Any] = {}
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.storage[key] = value
 
     async def read(self) -> bytes:
         if self.delay:
@@ -112,3 +116,36 @@ def context(request: FakeRequest | None = None, **fields: Any) -> RequestContext
 
 def logged(made: RouterState) -> list[dict[str, Any]]:
     return [json.loads(line) for line in made.lines]  # type: ignore[attr-defined]
+
+
+class WordEncoder:
+    """A stand-in embedding model: bag of words hashed into ``dim`` floats, L2-normalised.
+
+    Texts that share most of their words are similar ("What's the weather?" and "How's the
+    weather?" score 2/3), which is all the cache's tests need of a real model.
+    """
+
+    name = "bag-of-words"
+    max_tokens = 10_000
+
+    def __init__(self, dim: int = 64) -> None:
+        self.dim = dim
+        self.calls = 0
+
+    def encode_one(self, text: str) -> Any:
+        import hashlib
+
+        import numpy as np
+
+        self.calls += 1
+        vector = np.zeros(self.dim, dtype=np.float32)
+        for word in text.lower().split():
+            slot = int.from_bytes(hashlib.blake2b(word.encode(), digest_size=4).digest(), "big")
+            vector[slot % self.dim] += 1.0
+        norm = float(np.linalg.norm(vector))
+        return vector / norm if norm else vector
+
+    def encode(self, texts: list[str]) -> Any:
+        import numpy as np
+
+        return np.stack([self.encode_one(t) for t in texts])

@@ -9,11 +9,14 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+import inferscale.router.app as app_module
 from inferscale.protocol.credentials import RouterCredentials, key_digest
 from inferscale.protocol.table import RoutingTable
 from inferscale.router.access import ANONYMOUS, Access
-from inferscale.router.app import Pipeline
+from inferscale.router.app import Pipeline, Router
 from inferscale.router.codec import AttemptFailed, AttemptFinal
+from inferscale.router.difficulty import DifficultyModelUnavailable, load_difficulty_model
+from inferscale.router.settings import RouterSettings
 from inferscale.router.stages import ByRoute, Stage, link
 from inferscale.router.stages.account import Account
 from inferscale.router.stages.admit import Admit
@@ -24,16 +27,19 @@ from inferscale.router.stages.forward import Forward
 from inferscale.router.stages.hold import Hold
 from inferscale.router.stages.parse import Parse
 from inferscale.router.stages.pick import PickEndpoint
-from inferscale.router.stages.select_model import SelectModel
+from inferscale.router.stages.select_model import SELECTED_KEY, SelectModel
+from inferscale.router.table import EndpointTable
 from tests.unit.router.stage_fakes import (
     FakeRequest,
     Next,
+    WordEncoder,
     context,
     endpoint,
     logged,
     state,
     table,
 )
+from tests.unit.router.test_selection import HARD
 
 KEY = "sk-stage-test-0123456789"
 BODY = json.dumps({"model": "m1", "messages": [{"role": "user", "content": "hi"}]}).encode()
@@ -60,7 +66,7 @@ def error_of(resp: web.StreamResponse) -> dict:
 
 async def test_link_hands_each_stage_on_to_the_next_in_order():
     last = Next()
-    first = link(CacheLookup(), CacheLookup(), last)
+    first = link(CacheLookup(state()), CacheLookup(state()), last)
     resp = await first(context())
     assert resp.status == 299 and len(last.seen) == 1
 
@@ -174,6 +180,95 @@ async def test_select_model_finds_the_routes_entry_or_answers_404():
     assert resp.status == 404 and error_of(resp)["code"] == "model_not_found"
 
 
+SELECTING = {
+    "small": {"endpoints": [endpoint(1)]},
+    "big": {"endpoints": [endpoint(2)]},
+    "auto": {
+        "route": {
+            "selection": {
+                "candidates": [
+                    {"model": "small", "outputPricePerMillionTokens": 1},
+                    {"model": "big", "outputPricePerMillionTokens": 10, "tier": 1},
+                ]
+            }
+        }
+    },
+}
+HARD_CHAT = {"model": "auto", **HARD}
+
+
+async def test_select_model_picks_a_candidate_and_rewrites_the_request():
+    live = table(SELECTING)
+    made, last = state(live), Next()
+    stage = link(SelectModel(live, made.log, load_difficulty_model(), made.clock), last)
+    request = FakeRequest()
+    await stage(context(request, name="auto", obj=HARD_CHAT, body=json.dumps(HARD_CHAT).encode()))
+    seen = last.seen[0]
+    assert seen.model is live.models["big"] and seen.name == "big"
+    assert json.loads(seen.body)["model"] == "big" and seen.obj["model"] == "big"
+    assert request.storage[SELECTED_KEY] == "big"
+    assert made.log.metrics.selections == {("auto", "big"): 1}
+
+
+async def test_select_model_skips_an_ejected_candidate_and_refuses_when_none_is_left():
+    live = table(SELECTING)
+    made, last = state(live), Next()
+    stage = link(SelectModel(live, made.log, load_difficulty_model(), made.clock), last)
+    live.models["big"].ready[0].ejected_until = made.clock() + 60
+    await stage(context(name="auto", obj=HARD_CHAT))
+    assert last.seen[0].name == "small"
+    live.models["small"].ready[0].ejected_until = made.clock() + 60
+    resp = await stage(context(name="auto", obj=HARD_CHAT))
+    assert resp.status == 503 and "No candidate of `auto`" in error_of(resp)["message"]
+
+
+async def test_select_model_skips_a_provider_candidate_over_its_spend_cap():
+    live = EndpointTable()
+    gpt = {
+        "route": {"spend": {"maxPerHour": 1.0}},
+        "routeId": "team/gpt",
+        "servesLocally": False,
+        "backends": [{"role": "primary", "provider": "team/openai", "model": "mini"}],
+    }
+    selection = {"candidates": [{"model": "small"}, {"model": "gpt", "tier": 1}]}
+    live.replace(
+        RoutingTable.model_validate(
+            {
+                "version": 1,
+                "models": {
+                    "small": {"endpoints": [endpoint(1)]},
+                    "gpt": gpt,
+                    "auto": {"route": {"selection": selection}},
+                },
+                "providers": {
+                    "team/openai": {
+                        "type": "openai",
+                        "baseURL": "https://api.openai.com/v1",
+                        "models": {"mini": {"providerModel": "gpt-4o-mini"}},
+                    }
+                },
+            }
+        )
+    )
+    made, last = state(live), Next()
+    stage = SelectModel(live, made.log, load_difficulty_model(), made.clock, made.spend, made.wall)
+    link(stage, last)
+    await stage(context(name="auto", obj=HARD_CHAT))
+    assert last.seen[0].name == "gpt"  # under its cap: the strong candidate
+    made.spend.add("team/gpt", 2.0, made.wall())
+    await stage(context(name="auto", obj=HARD_CHAT))
+    assert last.seen[1].name == "small"  # capped: skipped, never a 429
+
+
+async def test_select_model_without_a_difficulty_model_serves_the_first_candidate():
+    live = table(SELECTING)
+    made, last = state(live), Next()
+    await link(SelectModel(live, made.log, None, made.clock), last)(
+        context(name="auto", obj=HARD_CHAT)
+    )
+    assert last.seen[0].name == "small"  # never an error
+
+
 # -- admit, account, cache ------------------------------------------------------------------
 
 
@@ -234,8 +329,72 @@ async def test_account_settles_nothing_without_a_grant():
 async def test_the_cache_lookup_passes_every_request_through_unchanged():
     last = Next(web.Response(status=200, text="from the route"))
     ctx = context(name="m1", body=BODY)
-    resp = await link(CacheLookup(), last)(ctx)
+    resp = await link(CacheLookup(state()), last)(ctx)
     assert last.seen == [ctx] and resp is last.answer
+
+
+ANSWER = {
+    "object": "chat.completion",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "sunny"}}],
+    "usage": {"prompt_tokens": 5, "completion_tokens": 1},
+}
+
+
+def cached_stage(**cache):
+    live = table({"m1": {"route": {"cache": {"enabled": True, **cache}}}})
+    stage = CacheLookup(state(live))
+    stage.encoder = WordEncoder()
+    stage.on_table(live)
+    return stage
+
+
+def chat_context(question, client="team/a"):
+    body = {"model": "m1", "messages": [{"role": "user", "content": question}], "temperature": 0}
+    return context(name="m1", obj=body, client=client)
+
+
+async def test_the_cache_keeps_answers_apart_per_client_key_by_default():
+    stage = cached_stage()
+    last = Next(web.json_response(ANSWER))
+    link(stage, last)
+    await stage(chat_context("weather?", client="team/a"))
+    hit = await stage(chat_context("weather?", client="team/a"))
+    assert hit.headers["X-Inferscale-Cache"] == "hit" and len(last.seen) == 1
+    last.answer = web.json_response(ANSWER)
+    other = await stage(chat_context("weather?", client="team/b"))
+    assert other.headers["X-Inferscale-Cache"] == "miss" and len(last.seen) == 2
+
+
+async def test_a_shared_cache_answers_every_client_key():
+    stage = cached_stage(scope="shared")
+    link(stage, Next(web.json_response(ANSWER)))
+    await stage(chat_context("weather?", client="team/a"))
+    hit = await stage(chat_context("weather?", client="team/b"))
+    assert hit.headers["X-Inferscale-Cache"] == "hit"
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        web.Response(status=500, text="boom"),
+        web.json_response({"error": {"message": "x"}}),
+        web.Response(status=200, body=b"not json", content_type="application/json"),
+        web.json_response({"object": "chat.completion", "choices": []}),
+    ],
+)
+async def test_the_cache_keeps_only_whole_successful_completions(answer):
+    stage = cached_stage()
+    link(stage, Next(answer))
+    await stage(chat_context("weather?"))
+    assert len(stage.caches["m1"].store) == 0
+
+
+async def test_an_exact_only_cache_never_embeds():
+    stage = cached_stage(threshold=1.0)
+    link(stage, Next(web.json_response(ANSWER)))
+    await stage(chat_context("weather?"))
+    await stage(chat_context("weather?"))
+    assert stage.encoder is not None and stage.encoder.calls == 0  # type: ignore[attr-defined]
 
 
 # -- hold -----------------------------------------------------------------------------------
@@ -476,3 +635,15 @@ def test_the_pipeline_links_every_stage_in_order_and_skips_access_without_keys()
     assert chain_of(pipeline.open) == ["Parse", "SelectModel", *common]
     assert chain_of(pipeline.dispatcher.replicas) == ["Hold", "PickEndpoint", "Forward"]
     assert chain_of(pipeline.dispatcher.other_models) == ["PickEndpoint", "Forward"]
+
+
+def test_a_router_whose_difficulty_model_fails_to_load_says_why_in_its_report(monkeypatch):
+
+    def broken() -> None:
+        raise DifficultyModelUnavailable("cannot read difficulty.json: corrupt")
+
+    monkeypatch.setattr(app_module, "load_difficulty_model", broken)
+    router = Router(RouterSettings(), EndpointTable(), None, admin_token=None, log_sink=None)
+    assert router.state.difficulty_error == "cannot read difficulty.json: corrupt"
+    report = router.pipeline.dispatcher.report(1_700_000_000.0)
+    assert report.difficulty_error == "cannot read difficulty.json: corrupt"

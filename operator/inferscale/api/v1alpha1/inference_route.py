@@ -28,6 +28,9 @@ PLURAL = "inferenceroutes"
 Role = Literal["primary", "spillover", "fallback", "mirror"]
 Strategy = Literal["leastInFlight", "leastPrefill", "prefixHash", "weighted", "roundRobin"]
 OnCapReached = Literal["queue", "reject"]
+CacheScope = Literal["perKey", "shared"]
+CacheWhen = Literal["temperatureZero", "always"]
+SelectionPolicy = Literal["cost", "latency", "weighted"]
 
 
 class ProviderBackend(ApiModel):
@@ -153,23 +156,123 @@ class SpendCaps(ApiModel):
     (the seconds until the capped hour or day ends)."""
 
 
+class ResponseCache(ApiModel):
+    """The route's response cache: repeated and paraphrased questions answered from it.
+
+    Two layers: the same request (normalised) answers at once; then the nearest cached question
+    whose embedding is at least ``threshold`` similar, under the same route, model, system
+    prompt, earlier turns and parameters (a question from another conversation never matches).
+    """
+
+    enabled: bool = False
+    """Whether the route's answers are cached and served from the cache."""
+
+    threshold: float | None = Field(default=None, ge=0.5, le=1.0)
+    """Cosine similarity from which a cached question counts as the same question (unset: the
+    threshold the project measured for its embedding model, docs/cache.md); 1.0 is the exact
+    layer alone."""
+
+    ttl_seconds: int = Field(default=3600, ge=1, le=30 * 86_400)
+    """How long an answer stays in the cache."""
+
+    max_entries: int = Field(default=10_000, ge=1, le=1_000_000)
+    """Most answers each router keeps for the route; past it the oldest go first."""
+
+    max_bytes: int = Field(default=64 * 1024 * 1024, ge=64 * 1024, le=8 * 1024 * 1024 * 1024)
+    """Most memory (answers, questions and vectors) each router keeps for the route."""
+
+    scope: CacheScope = "perKey"
+    """``perKey``: each client key has its own answers (none crosses tenants); ``shared``:
+    every caller of the route shares them."""
+
+    when: CacheWhen = "temperatureZero"
+    """Which requests may be answered from the cache: ``temperatureZero`` only those that ask
+    for ``temperature: 0`` (a deterministic answer); ``always`` any request."""
+
+
+class SelectionCandidate(ApiModel):
+    """One model a selecting route may send a request to, with its price and quality tier."""
+
+    # maxLength (the pattern's own bound) keeps the distinct-names rule inside CEL's budget.
+    model: str = Field(max_length=128, pattern=SERVED_NAME_PATTERN)
+    """A served model name: an InferenceModel's, or the model name of a route whose primaries
+    are hosted providers. It must not select by itself."""
+
+    input_price_per_million_tokens: float = Field(default=0, ge=0)
+    """Price of a million prompt tokens (for a self-hosted model: set by hand, or its GPU-hour
+    price divided by its measured throughput)."""
+
+    output_price_per_million_tokens: float = Field(default=0, ge=0)
+    """Price of a million completion tokens."""
+
+    tier: int = Field(default=0, ge=0, le=100)
+    """Quality tier: higher is stronger; prompts scored hard go to the highest tier."""
+
+    weight: int = Field(default=1, ge=0, le=1_000_000)
+    """The weighted policy's share of requests (an A/B split across models)."""
+
+
+class RouteSelection(ApiModel):
+    """Model selection per request: the candidates and how one is chosen (docs/selection.md)."""
+
+    __cel_rules__ = (
+        CelRule(
+            rule="self.candidates.all(c, self.candidates.exists_one(d, d.model == c.model))",
+            message="selection candidates must name distinct models",
+            check=lambda s: len({c.model for c in s.candidates}) == len(s.candidates),
+            field_path=".candidates",
+        ),
+        CelRule(
+            rule="self.policy != 'weighted' || self.candidates.exists(c, c.weight > 0)",
+            message="the weighted policy needs a candidate with a positive weight",
+            check=lambda s: s.policy != "weighted" or any(c.weight > 0 for c in s.candidates),
+            field_path=".candidates",
+        ),
+    )
+
+    policy: SelectionPolicy = "cost"
+    """cost: the cheapest candidate good enough for the prompt's predicted difficulty;
+    latency: the candidate expected to answer first; weighted: a random candidate in
+    proportion to its weight (A/B across models under one name)."""
+
+    strong_share: float = Field(default=0.4, ge=0, le=1)
+    """The cost policy's share of prompts for the highest tier, as calibrated on the
+    difficulty model's training prompts (``bench/selection`` prints the one to ship)."""
+
+    candidates: list[SelectionCandidate] = Field(min_length=2, max_length=16)
+    """The models to choose from; the first serves when the difficulty model is unavailable."""
+
+
 class InferenceRouteSpec(ApiModel):
     """The desired state of a route."""
 
     __cel_rules__ = (
         CelRule(
-            rule="self.backends.exists(b, b.role == 'primary' && b.weight > 0)",
+            rule="has(self.selection) || (has(self.backends) &&"
+            " self.backends.exists(b, b.role == 'primary' && b.weight > 0))",
             message="backends need at least one primary with a positive weight",
-            check=lambda s: any(b.role == "primary" and b.weight > 0 for b in s.backends),
+            check=lambda s: (
+                s.selection is not None
+                or any(b.role == "primary" and b.weight > 0 for b in s.backends)
+            ),
             field_path=".backends",
+        ),
+        CelRule(
+            rule="!has(self.selection) || !has(self.backends) || size(self.backends) == 0",
+            message="a route has either backends or a selection, not both",
+            check=lambda s: s.selection is None or not s.backends,
+            field_path=".selection",
         ),
     )
 
     model_name: str | None = Field(default=None, pattern=SERVED_NAME_PATTERN)
     """The name clients send as ``model``; defaults to the route's own name."""
 
-    backends: list[RouteBackend] = Field(min_length=1, max_length=32)
-    """Where requests go, with roles and weights."""
+    backends: list[RouteBackend] = Field(default_factory=list, max_length=32)
+    """Where requests go, with roles and weights (none on a selecting route)."""
+
+    selection: RouteSelection | None = None
+    """Choose among other served models per request instead of having backends."""
 
     strategy: Strategy = "leastInFlight"
     """How an endpoint is picked among the primaries' ready replicas."""
@@ -191,6 +294,9 @@ class InferenceRouteSpec(ApiModel):
 
     spend: SpendCaps = nested(SpendCaps)
     """Spend caps on hosted providers."""
+
+    cache: ResponseCache = nested(ResponseCache)
+    """The response cache (off unless enabled)."""
 
 
 class Spend(ApiModel):
@@ -217,6 +323,14 @@ class InferenceRouteStatus(ApiModel):
 
     spend: Spend | None = None
     """Spend on hosted providers."""
+
+    selections: dict[str, int] | None = Field(default=None, max_length=64)
+    """A selecting route: requests sent to each candidate by the routers running now (each
+    router counts from its start; its counts leave with its spend when its UTC day ends)."""
+
+    cost_saved: float | None = None
+    """A selecting route: what its answers would have cost more on its strongest candidate,
+    counted like ``selections`` (negative: they cost more)."""
 
     conditions: list[Condition] = Field(default_factory=list, max_length=16)
     """Ready (some primary can serve) and Degraded (a backend is missing or failing)."""

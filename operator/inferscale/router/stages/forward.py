@@ -201,11 +201,16 @@ class Forward(Stage):
         # joined, so a long stream copies nothing per chunk.
         tail: deque[bytes] = deque((first,))
         tail_bytes = len(first)
+        tap = ctx.tap  # the response cache keeps a copy of the stream (None: nobody asked)
+        if tap is not None:
+            tap.add(first)
         try:
             if first:
                 await resp.write(first)
             async for chunk in chunks:
                 await resp.write(chunk)
+                if tap is not None:
+                    tap.add(chunk)
                 tail.append(chunk)
                 tail_bytes += len(chunk)
                 while tail_bytes - len(tail[0]) >= USAGE_TAIL_BYTES:
