@@ -5,6 +5,7 @@
 #   inferscale        no client keys (the data-plane configuration of run.sh)
 #   inferscale-keys   a key required and every limit on (rpm, tpm, day and month budgets), in process
 #   inferscale-redis  the same limits shared through a local redis-server (CPU 0, no persistence)
+#   inferscale-batch  the same through Redis, batched: local counters synced every 5 ms
 #   ./setup_venvs.sh && ./run_keys.sh                  # defaults: 5 s cells after 1 s warm-up
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -17,7 +18,7 @@ JSON
 REDIS_PORT=${REDIS_PORT:-18379}
 redis_dir=$(mktemp -d)
 with_redis=1
-targets=direct,aiohttp,inferscale,inferscale-keys,inferscale-redis
+targets=direct,aiohttp,inferscale,inferscale-keys,inferscale-redis,inferscale-batch
 if command -v redis-server >/dev/null; then
   taskset -c 0 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
     --dir "$redis_dir" --daemonize no --loglevel warning >"$redis_dir/log" 2>&1 &
@@ -34,7 +35,9 @@ name=keys-$(date -u +%Y%m%d-%H%M%S)
 common="--host 127.0.0.1 --table-file results/router_table.json --table-poll-seconds 0"
 redis_target=()
 [ "$with_redis" = 1 ] && redis_target=(--cmd-target inferscale-redis http://127.0.0.1:8082
-  "python run_router.py --port 8082 $common --bench-keys results/$name-credentials-redis.json --bench-redis-url redis://127.0.0.1:$REDIS_PORT/0")
+  "python run_router.py --port 8082 $common --bench-keys results/$name-credentials-redis.json --bench-redis-url redis://127.0.0.1:$REDIS_PORT/0"
+  --cmd-target inferscale-batch http://127.0.0.1:8083
+  "python run_router.py --port 8083 $common --bench-keys results/$name-credentials-batch.json --bench-redis-url redis://127.0.0.1:$REDIS_PORT/0 --bench-redis-sync 0.005")
 timeout 1500 "$V" run_bench.py --out "results/$name" --duration 5 --warmup 1 \
   --targets "$targets" \
   --cmd-target inferscale http://127.0.0.1:8080 "python run_router.py --port 8080 $common" \

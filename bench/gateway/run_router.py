@@ -38,6 +38,9 @@ def write_credentials(path: str, key: str) -> None:
                 "allowedModels": ["m1"],
                 "limits": {"requestsPerMinute": 100_000_000, "tokensPerMinute": 1_000_000_000},
                 "budgets": {"tokensPerDay": 10**14, "tokensPerMonth": 10**15},
+                # A team with budgets: its counters are checked on every request too.
+                "team": "bench/team",
+                "teamBudgets": {"tokensPerDay": 10**14, "usdPerDay": 10**8},
             }
         ],
     }
@@ -50,9 +53,12 @@ def main() -> int:
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--bench-keys", default=None)
     pre.add_argument("--bench-redis-url", default=None)
+    pre.add_argument("--bench-redis-sync", default=None)
     known, rest = pre.parse_known_args(argv)
     if known.bench_redis_url:
         os.environ["INFERSCALE_ROUTER_REDIS_URL"] = known.bench_redis_url
+    if known.bench_redis_sync:
+        os.environ["INFERSCALE_ROUTER_REDIS_SYNC_SECONDS"] = known.bench_redis_sync
     if known.bench_keys:
         key = os.environ.get("ROUTER_API_KEY", "")
         if not key:

@@ -73,7 +73,13 @@ class ClientKey(ApiModel):
     """Request and token rates."""
 
     budgets: ClientBudgets = nested(ClientBudgets)
-    """Token budgets per day and month (UTC)."""
+    """Token and money budgets per day and month (UTC)."""
+
+    team: str | None = Field(default=None, pattern=OWNER_PATTERN, max_length=317)
+    """The client's team, ``<namespace>/<team name>`` (``None``: none)."""
+
+    team_budgets: ClientBudgets = nested(ClientBudgets)
+    """The team's budgets (the tightest its clients declare), shared by every key of the team."""
 
 
 KEY_ID_PATTERN: Final = r"^[-._a-zA-Z0-9]+(/[-._a-zA-Z0-9]+)?$"

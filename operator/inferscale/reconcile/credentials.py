@@ -36,7 +36,11 @@ from typing import Any, Final, Literal
 from pydantic import ValidationError
 
 from inferscale.api.meta import CONDITION_READY, Condition, make_condition
-from inferscale.api.v1alpha1.inference_client import InferenceClientSpec, InferenceClientStatus
+from inferscale.api.v1alpha1.inference_client import (
+    ClientBudgets,
+    InferenceClientSpec,
+    InferenceClientStatus,
+)
 from inferscale.api.v1alpha1.inference_provider import ProviderKey
 from inferscale.api.validation import describe_errors
 from inferscale.protocol.credentials import (
@@ -276,6 +280,7 @@ def _clients(
     out: list[ClientKey] = []
     states: dict[ObjectKey, KeyState] = {}
     owner: dict[str, str] = {}
+    team_budgets: dict[str, ClientBudgets] = {}  # team id -> the tightest its clients declare
     for obj in sorted(clients, key=_age_key):
         ident = _ident(obj)
         name = f"{ident[0]}/{ident[1]}"
@@ -309,6 +314,13 @@ def _clients(
             why = "; ".join(notes) if notes else "it is empty"
             states[ident] = KeyState(False, reason, f"{where} holds no usable key: {why}")
             continue
+        team = None
+        if spec.team is not None:
+            team = f"{ident[0]}/{spec.team.name}"
+            held = team_budgets.get(team)
+            team_budgets[team] = (
+                spec.team.budgets if held is None else tightest(held, spec.team.budgets)
+            )
         for key in mine:
             digest = key_digest(key)
             owner[digest] = name
@@ -319,12 +331,30 @@ def _clients(
                     allowed_models=list(spec.allowed_models),
                     limits=spec.limits,
                     budgets=spec.budgets,
+                    team=team,
                 )
             )
         message = f"{len(mine)} key(s) accepted by the routers"
         states[ident] = KeyState(True, REASON_READY, "; ".join([message, *notes]), keys=len(mine))
+    out = [
+        k.model_copy(update={"team_budgets": team_budgets[k.team]}) if k.team is not None else k
+        for k in out
+    ]
     out.sort(key=lambda k: (k.client, k.digest))
     return out, states
+
+
+def tightest(a: ClientBudgets, b: ClientBudgets) -> ClientBudgets:
+    """Each budget at the smaller of its two values (unset counts as no limit).
+
+    Clients of one team may declare its budgets differently (one edited, the other not yet):
+    the tighter one applies, so an edit can lower a team's budget but never silently raise it.
+    """
+    values: dict[str, Any] = {}
+    for field_name in ClientBudgets.model_fields:
+        x, y = getattr(a, field_name), getattr(b, field_name)
+        values[field_name] = y if x is None else x if y is None else min(x, y)
+    return ClientBudgets(**values)
 
 
 def compile_credentials(

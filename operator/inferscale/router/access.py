@@ -39,11 +39,13 @@ from typing import Any, Final, Protocol
 from inferscale.protocol.credentials import ClientKey, RouterCredentials, StaleCredentialsError
 from inferscale.router.credentials import KeyIndex
 from inferscale.router.limits import (
+    MICRO_USD,
     Charge,
     LimitName,
     LocalLimiter,
     Policy,
     Verdict,
+    extra_budgets,
     retry_after_header,
 )
 from inferscale.router.picking import estimate_prompt_tokens
@@ -57,6 +59,12 @@ _LIMIT_TEXT: Final[dict[LimitName, str]] = {
     "tokens": "tokens per minute",
     "tokens_per_day": "tokens per day",
     "tokens_per_month": "tokens per month",
+    "usd_per_day": "USD per day",
+    "usd_per_month": "USD per month",
+    "team_tokens_per_day": "tokens per day",
+    "team_tokens_per_month": "tokens per month",
+    "team_usd_per_day": "USD per day",
+    "team_usd_per_month": "USD per month",
     "unavailable": "budget",
 }
 
@@ -68,8 +76,10 @@ class SharedLimits(Protocol):
         """Check and take, as :meth:`LocalLimiter.admit`."""
         ...
 
-    def settle(self, policy: Policy, charge: Charge, used: int | None, failed: bool) -> None:
-        """Correct a charge (may finish in the background)."""
+    def settle(
+        self, policy: Policy, charge: Charge, used: int | None, failed: bool, usd: float = 0.0
+    ) -> None:
+        """Correct a charge and count its cost (may finish in the background)."""
         ...
 
     def degraded(self) -> str | None:
@@ -106,6 +116,14 @@ class Grant:
 
 def policy_of(key: ClientKey) -> Policy:
     """The policy a client key carries."""
+    own, team = key.budgets, key.team_budgets
+    extra = extra_budgets(
+        key.client,
+        key.team or "",
+        (own.usd_per_day, own.usd_per_month),
+        (team.tokens_per_day, team.tokens_per_month),
+        (team.usd_per_day, team.usd_per_month),
+    )
     return Policy(
         client=key.client,
         allowed_models=frozenset(key.allowed_models) if key.allowed_models else None,
@@ -113,6 +131,8 @@ def policy_of(key: ClientKey) -> Policy:
         tokens_per_minute=key.limits.tokens_per_minute,
         tokens_per_day=key.budgets.tokens_per_day,
         tokens_per_month=key.budgets.tokens_per_month,
+        team=key.team or "",
+        extra=extra,
     )
 
 
@@ -316,10 +336,14 @@ class Access:
                 {"Retry-After": retry},
             )
         what = _LIMIT_TEXT[name]
-        budget = name in ("tokens_per_day", "tokens_per_month")
+        budget = name not in ("requests", "tokens")
+        value = verdict.limit_value
+        shown = f"${value / MICRO_USD:.2f}" if "usd" in name else str(value)
+        # Names the budget and whose it is, never the key.
+        who = f"team `{policy.team}`" if name.startswith("team_") else f"client `{policy.client}`"
         message = (
             f"{'Budget spent' if budget else 'Rate limit reached'} for {what} "
-            f"(limit {verdict.limit_value}) by client `{policy.client}`; retry after {retry} s."
+            f"(limit {shown}) by {who}; retry after {retry} s."
         )
         return Refusal(
             429,
@@ -329,17 +353,21 @@ class Access:
             {"Retry-After": retry},
         )
 
-    def settle(self, grant: Grant, usage: object, status: int) -> None:
-        """Charge the real usage; refund a request that failed; keep the estimate otherwise."""
+    def settle(self, grant: Grant, usage: object, status: int, usd: float = 0.0) -> None:
+        """Charge the real usage and its cost; refund a request that failed.
+
+        ``usd`` is what the answer cost at the routes' prices (the money budgets count it);
+        a request whose usage is unknown keeps its estimate charged.
+        """
         charge = grant.charge
         if charge is None:
             return
         ok = 200 <= status < 300
         used = used_tokens(usage) if ok else None
         if self.shared is not None:
-            self.shared.settle(grant.policy, charge, used, not ok)
+            self.shared.settle(grant.policy, charge, used, not ok, usd)
         else:
-            self.local.settle(grant.policy, charge, used, not ok)
+            self.local.settle(grant.policy, charge, used, not ok, usd)
 
     def _count(self, reason: str, client: str) -> None:
         key = (reason, client)

@@ -128,8 +128,7 @@ class AccessLog:
             ts=ts,
             request_id=f"{self.id_prefix}-{ctx.id}",
             client=client or ctx.client,
-            # Teams are not in the client policy yet: the field is there for when they are.
-            team=getattr(ctx.policy, "team", "") or "",
+            team=ctx.policy.team if ctx.policy is not None else "",
             route=roles.route_id if roles is not None else "",
             model=name or ctx.name,
             served_by=pod,

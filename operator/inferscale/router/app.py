@@ -90,6 +90,7 @@ from inferscale.router.documents import (
 from inferscale.router.kvsubscribe import KvEventSubscriber
 from inferscale.router.kvsubscribe import metric_lines as kv_metric_lines
 from inferscale.router.limits import LocalLimiter
+from inferscale.router.limits_batched import BatchedLimiter
 from inferscale.router.limits_redis import SharedLimiter
 from inferscale.router.messages import (
     ANTHROPIC_VERSION,
@@ -477,9 +478,21 @@ def redis_client(settings: RouterSettings) -> Any:
     )
 
 
-def shared_limiter(settings: RouterSettings, local: LocalLimiter) -> SharedLimiter:
-    """The Redis-backed limiter of ``settings.redis_url`` (connects lazily, never raises here)."""
+def shared_limiter(settings: RouterSettings, local: LocalLimiter) -> SharedLimiter | BatchedLimiter:
+    """The Redis-backed limiter of ``settings.redis_url`` (connects lazily, never raises here).
+
+    Batched (local counters synced every ``redis_sync_seconds``) when that is set.
+    """
     client = redis_client(settings)
+    if settings.redis_sync_seconds > 0:
+        return BatchedLimiter(
+            client,
+            local,
+            prefix=settings.redis_key_prefix,
+            interval=settings.redis_sync_seconds,
+            retry_seconds=settings.redis_retry_seconds,
+            outage=settings.budgets_during_outage,
+        )
     return SharedLimiter(
         client,
         local,

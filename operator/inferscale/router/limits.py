@@ -31,9 +31,91 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Final, Literal
 
-LimitName = Literal["requests", "tokens", "tokens_per_day", "tokens_per_month", "unavailable"]
+LimitName = Literal[
+    "requests",
+    "tokens",
+    "tokens_per_day",
+    "tokens_per_month",
+    "usd_per_day",
+    "usd_per_month",
+    "team_tokens_per_day",
+    "team_tokens_per_month",
+    "team_usd_per_day",
+    "team_usd_per_month",
+    "unavailable",
+]
 """Which limit refused a request (a metric label, and the error's ``type``); ``unavailable``:
 the shared store is down and budgets are refused meanwhile (503, not 429)."""
+
+MICRO_USD: Final = 1_000_000
+"""Money is counted in micro-dollars: integers, so Redis's INCRBY keeps it exact."""
+
+TEAM_PREFIX: Final = "team:"
+"""A team's counters are held under ``team:<namespace>/<team>`` (a client id has no colon)."""
+
+
+def micro_usd(usd: float) -> int:
+    """``usd`` in whole micro-dollars (what money counters hold)."""
+    return round(usd * MICRO_USD)
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """A budget beyond the client's own token budgets: money, or its team's."""
+
+    holder: str
+    """Whose counter: the client id, or ``team:<namespace>/<team>``."""
+    money: bool
+    """Counted in micro-dollars of provider prices (else in tokens)."""
+    month: bool
+    """Per calendar month (else per UTC day)."""
+    limit: int
+    """Tokens, or micro-dollars."""
+    name: LimitName
+
+
+def counter_id(window: str, money: bool) -> str:
+    """The counter of a window: ``YYYY-MM-DD`` or ``YYYY-MM``, ``$`` appended for money."""
+    return window + "$" if money else window
+
+
+_EXTRA_NAMES: Final[dict[tuple[bool, bool, bool], LimitName]] = {
+    # (team, money, month) -> the limit's name
+    (False, True, False): "usd_per_day",
+    (False, True, True): "usd_per_month",
+    (True, False, False): "team_tokens_per_day",
+    (True, False, True): "team_tokens_per_month",
+    (True, True, False): "team_usd_per_day",
+    (True, True, True): "team_usd_per_month",
+}
+
+
+def extra_budgets(
+    client: str,
+    team: str,
+    usd: tuple[float | None, float | None],
+    team_tokens: tuple[int | None, int | None],
+    team_usd: tuple[float | None, float | None],
+) -> tuple[Budget, ...]:
+    """The money budgets of a client and the budgets of its team (each a (day, month) pair)."""
+    out: list[Budget] = []
+    for month in (False, True):
+        usd_limit, tokens_limit, team_usd_limit = usd[month], team_tokens[month], team_usd[month]
+        if usd_limit is not None:
+            name = _EXTRA_NAMES[(False, True, month)]
+            out.append(Budget(client, True, month, micro_usd(usd_limit), name))
+        if not team:
+            continue
+        holder = TEAM_PREFIX + team
+        if tokens_limit is not None:
+            out.append(
+                Budget(holder, False, month, tokens_limit, _EXTRA_NAMES[(True, False, month)])
+            )
+        if team_usd_limit is not None:
+            name = _EXTRA_NAMES[(True, True, month)]
+            out.append(Budget(holder, True, month, micro_usd(team_usd_limit), name))
+    return tuple(out)
+
 
 WINDOW_SECONDS: Final = 60.0
 """Rates are per minute: a full bucket refills in this long."""
@@ -51,6 +133,10 @@ class Policy:
     tokens_per_minute: int | None = None
     tokens_per_day: int | None = None
     tokens_per_month: int | None = None
+    team: str = ""
+    """``<namespace>/<team>`` of the client's team; empty: none."""
+    extra: tuple[Budget, ...] = ()
+    """Money budgets and the team's budgets (:func:`extra_budgets`)."""
     limited: bool = field(init=False, repr=False, compare=False)
     """Whether any rate or budget applies (else admission is free)."""
     budgeted: bool = field(init=False, repr=False, compare=False)
@@ -58,7 +144,9 @@ class Policy:
 
     def __post_init__(self) -> None:
         # Computed once per credentials version, read on every request.
-        budgeted = self.tokens_per_day is not None or self.tokens_per_month is not None
+        budgeted = (
+            self.tokens_per_day is not None or self.tokens_per_month is not None or bool(self.extra)
+        )
         limited = (
             budgeted or self.requests_per_minute is not None or self.tokens_per_minute is not None
         )
@@ -176,6 +264,18 @@ class Charge:
     month: str | None
     shared: bool = False
     """Taken in the shared store (Redis), not in this process."""
+    windows: tuple[str, str] | None = None
+    """(day, month) the policy's extra budgets (money, team) were checked in; ``None``: none."""
+
+
+def token_correction(charge: Charge, used: int | None, failed: bool) -> int:
+    """Tokens to add to what ``charge`` took: real usage minus the estimate, or a refund.
+
+    0 when the usage is unknown (the estimate stays charged).
+    """
+    if used is not None:
+        return used - charge.tokens
+    return -charge.tokens if failed else 0
 
 
 def bucket_admit(
@@ -208,7 +308,10 @@ class _ClientState:
     requests: _Bucket | None = None
     tokens: _Bucket | None = None
     budgets: dict[str, int] = field(default_factory=dict)
-    """Window id (``YYYY-MM-DD`` or ``YYYY-MM``) -> tokens counted."""
+    """Counter id (``YYYY-MM-DD`` or ``YYYY-MM``, ``$`` appended for money) -> tokens, or
+    micro-dollars, counted."""
+    day: str = ""
+    """The day last counted in: another one means older counters can go."""
 
 
 class LocalLimiter:
@@ -270,6 +373,15 @@ class LocalLimiter:
                 if self.used(client, state, month) >= per_month:
                     left = bounds.month_end - wall
                     return Verdict(False, "tokens_per_month", left, per_month), None
+            for budget in policy.extra:
+                window = bounds.month if budget.month else bounds.day
+                holder = self.clients.get(budget.holder)
+                if (
+                    self.used(budget.holder, holder, counter_id(window, budget.money))
+                    >= budget.limit
+                ):
+                    left = (bounds.month_end if budget.month else bounds.day_end) - wall
+                    return Verdict(False, budget.name, left, budget.limit), None
         if requests is not None:
             if state.requests is None:
                 state.requests = _Bucket(requests[0], requests[1])
@@ -284,9 +396,29 @@ class LocalLimiter:
             budgets[day] = budgets.get(day, 0) + cost
         if month is not None:
             budgets[month] = budgets.get(month, 0) + cost
-        if len(budgets) > 2:
+        if day is not None and state.day != day:
             self._drop_old_windows(state, day, month)
-        return ALLOWED, Charge(client, cost, day, month)
+        if not policy.extra:
+            return ALLOWED, Charge(client, cost, day, month)
+        windows = (bounds.day, bounds.month)
+        self._count_extra(policy, windows, cost, 0)
+        return ALLOWED, Charge(client, cost, day, month, windows=windows)
+
+    def _count_extra(
+        self, policy: Policy, windows: tuple[str, str], tokens: int, micro: int
+    ) -> None:
+        """Add ``tokens`` to the policy's extra token budgets, ``micro`` to its money ones."""
+        for budget in policy.extra:
+            amount = micro if budget.money else tokens
+            if not amount:
+                continue
+            state = self.clients.get(budget.holder)
+            if state is None:
+                state = self.clients[budget.holder] = _ClientState()
+            counter = counter_id(windows[budget.month], budget.money)
+            state.budgets[counter] = state.budgets.get(counter, 0) + amount
+            if state.day != windows[0]:
+                self._drop_old_windows(state, windows[0], windows[1])
 
     def used(self, client: str, state: _ClientState | None, window: str) -> int:
         """Tokens counted in ``window``: the shared floor plus this process's own count."""
@@ -294,17 +426,17 @@ class LocalLimiter:
         shared = self.shared  # empty unless a shared store set floors: skip the key's tuple
         return own + shared.get((client, window), 0) if shared else own
 
-    def settle(self, policy: Policy, charge: Charge, used: int | None, failed: bool) -> int:
+    def settle(
+        self, policy: Policy, charge: Charge, used: int | None, failed: bool, usd: float = 0.0
+    ) -> int:
         """Correct a charge: the real ``used`` tokens, or a refund if the request ``failed``.
 
-        Returns the correction applied (tokens; negative for a refund).
+        ``usd`` is what the answer cost, counted against the money budgets. Returns the
+        correction applied (tokens; negative for a refund).
         """
-        if used is not None:
-            delta = used - charge.tokens
-        elif failed:
-            delta = -charge.tokens
-        else:
-            return 0  # usage unknown: the estimate stays charged
+        delta = token_correction(charge, used, failed)
+        if charge.windows is not None:
+            self._count_extra(policy, charge.windows, delta, micro_usd(usd) if usd > 0 else 0)
         if delta == 0:
             return 0
         state = self.clients.get(charge.client)
@@ -320,6 +452,28 @@ class LocalLimiter:
         if charge.month is not None:
             budgets[charge.month] = budgets.get(charge.month, 0) + delta
         return delta
+
+    def set_bucket(self, client: str, tokens: bool, level: float, stamp: float) -> None:
+        """Overwrite a client's request (or ``tokens``) bucket: a shared store's level."""
+        state = self.clients.get(client)
+        if state is None:
+            state = self.clients[client] = _ClientState()
+        bucket = state.tokens if tokens else state.requests
+        if bucket is None:
+            bucket = _Bucket(level, stamp)
+            if tokens:
+                state.tokens = bucket
+            else:
+                state.requests = bucket
+        bucket.tokens, bucket.stamp = level, stamp
+
+    def set_counter(self, holder: str, counter: str, shared: int, own: int) -> None:
+        """Overwrite a budget counter: ``shared`` as the store holds it, ``own`` not sent yet."""
+        state = self.clients.get(holder)
+        if state is None:
+            state = self.clients[holder] = _ClientState()
+        state.budgets[counter] = own
+        self.shared[(holder, counter)] = shared
 
     def add_budget_counts(self, counts: dict[tuple[str, str], int]) -> None:
         """Count these again (a hand-over that could not be delivered)."""
@@ -340,6 +494,7 @@ class LocalLimiter:
         return out
 
     def _drop_old_windows(self, state: _ClientState, day: str | None, month: str | None) -> None:
-        keep = {day, month}
+        state.day = day or ""
+        keep = {day, month, counter_id(day or "", True), counter_id(month or "", True)}
         for window in [w for w in state.budgets if w not in keep]:
             del state.budgets[window]

@@ -45,15 +45,20 @@ from inferscale.router.limits import (
     LocalLimiter,
     Policy,
     Verdict,
+    counter_id,
+    micro_usd,
+    token_correction,
 )
 
 log = logging.getLogger("inferscale.router")
 
 OutagePolicy = Literal["local", "refuse"]
 
-# KEYS: rpm bucket, tpm bucket, day counter, month counter.
-# ARGV: rpm, tpm, day budget, month budget (0: none), cost, day ttl, month ttl (s), bucket ttl.
-# Returns {admitted, which (1 rpm, 2 tpm, 3 day, 4 month), wait seconds (text), day, month}.
+# KEYS: rpm bucket, tpm bucket, day counter, month counter, then one counter per extra budget.
+# ARGV: rpm, tpm, day budget, month budget (0: none), cost, day ttl, month ttl (s), bucket ttl,
+# then per extra budget: its limit, what to take now (the cost, or 0 for money), its ttl.
+# Returns {admitted, which (1 rpm, 2 tpm, 3 day, 4 month, 4+i extra i), wait seconds (text),
+# day, month}.
 ADMIT_SCRIPT: Final = """
 if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
@@ -89,6 +94,18 @@ if month_budget > 0 then
   month = tonumber(redis.call('GET', KEYS[4]) or '0')
   if month >= month_budget then return {0, 4, '0', day, month} end
 end
+for i = 5, #KEYS do
+  local a = 9 + (i - 5) * 3
+  if tonumber(redis.call('GET', KEYS[i]) or '0') >= tonumber(ARGV[a]) then
+    return {0, i, '0', day, month}
+  end
+end
+for i = 5, #KEYS do
+  local a = 9 + (i - 5) * 3
+  local take = tonumber(ARGV[a + 1])
+  redis.call('INCRBY', KEYS[i], take)
+  redis.call('EXPIRE', KEYS[i], ARGV[a + 2])
+end
 if rpm > 0 then
   redis.call('HSET', KEYS[1], 't', tostring(rl - 1), 's', tostring(now))
   redis.call('EXPIRE', KEYS[1], ARGV[8])
@@ -116,6 +133,13 @@ if ARGV[2] == '1' and redis.call('EXISTS', KEYS[1]) == 1 then
 end
 if ARGV[3] == '1' and redis.call('EXISTS', KEYS[2]) == 1 then redis.call('INCRBY', KEYS[2], d) end
 if ARGV[4] == '1' and redis.call('EXISTS', KEYS[3]) == 1 then redis.call('INCRBY', KEYS[3], d) end
+return 1
+"""
+
+# KEYS: one budget counter. ARGV: the correction. Only a counter that exists (it was created,
+# with its TTL, when the request was admitted) is corrected: none is left without a TTL.
+COUNT_SCRIPT: Final = """
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('INCRBY', KEYS[1], ARGV[1]) end
 return 1
 """
 
@@ -165,11 +189,14 @@ class SharedLimiter:
         )
         self.admit_sha = hashlib.sha1(ADMIT_SCRIPT.encode()).hexdigest()
         self.settle_sha = hashlib.sha1(SETTLE_SCRIPT.encode()).hexdigest()
+        self.count_sha = hashlib.sha1(COUNT_SCRIPT.encode()).hexdigest()
         self.noscript: type[BaseException] = redis.exceptions.NoScriptError
         self.waiting: list[tuple[list[str], list[int], asyncio.Future[list[Any]]]] = []
         """Admissions of this loop turn, sent together."""
         self.settles: dict[_SettleKey, int] = {}
         """Usage corrections not sent yet."""
+        self.extra_settles: dict[tuple[str, str], int] = {}
+        """Corrections of money and team budgets not sent yet: (holder, counter) -> amount."""
         self.unsent: dict[tuple[str, str], int] = {}
         """The same corrections by (client, budget window): a budget figure read from Redis
         does not include them yet, so the floor an outage starts from adds them."""
@@ -201,16 +228,22 @@ class SharedLimiter:
             self._key(policy.client, f"b:{at.day}"),
             self._key(policy.client, f"b:{at.month}"),
         ]
+        day_ttl, month_ttl = int(at.day_left) + 3600, int(at.month_left) + 86_400
         args = [
             policy.requests_per_minute or 0,
             policy.tokens_per_minute or 0,
             policy.tokens_per_day or 0,
             policy.tokens_per_month or 0,
             cost,
-            int(at.day_left) + 3600,
-            int(at.month_left) + 86_400,
+            day_ttl,
+            month_ttl,
             BUCKET_TTL_SECONDS,
         ]
+        for budget in policy.extra:
+            window = at.month if budget.month else at.day
+            keys.append(self._key(budget.holder, f"b:{counter_id(window, budget.money)}"))
+            take = 0 if budget.money else cost  # money is known when the answer ends
+            args += [budget.limit, take, month_ttl if budget.month else day_ttl]
         try:
             reply = await self._admit_batched(keys, args)
             if self.down_since is not None:
@@ -228,7 +261,12 @@ class SharedLimiter:
         if admitted:
             day_id = at.day if policy.tokens_per_day is not None else None
             month_id = at.month if policy.tokens_per_month is not None else None
-            return ALLOWED, Charge(client, cost, day_id, month_id, shared=True)
+            windows = (at.day, at.month) if policy.extra else None
+            return ALLOWED, Charge(client, cost, day_id, month_id, shared=True, windows=windows)
+        if int(which) > len(_WHICH):
+            budget = policy.extra[int(which) - len(_WHICH) - 1]
+            left = at.month_left if budget.month else at.day_left
+            return Verdict(False, budget.name, left, budget.limit), None
         name = _WHICH[int(which)]
         values = {
             "requests": policy.requests_per_minute,
@@ -290,18 +328,24 @@ class SharedLimiter:
         return replies
 
     def _local(self, policy: Policy, estimate: int) -> tuple[Verdict, Charge | None]:
-        if self.outage == "refuse" and policy.budgeted:
+        # Money and team budgets fail closed: a team spends through many clients and routers,
+        # so no router's own count bounds it.
+        if policy.extra or (self.outage == "refuse" and policy.budgeted):
             return Verdict(False, "unavailable", self.retry_seconds, 0), None
         return self.local.admit(policy, estimate)
 
     # -- settling -------------------------------------------------------------------------
 
-    def settle(self, policy: Policy, charge: Charge, used: int | None, failed: bool) -> None:
-        """Correct a charge with real usage (a shared one is sent with the next batch)."""
+    def settle(
+        self, policy: Policy, charge: Charge, used: int | None, failed: bool, usd: float = 0.0
+    ) -> None:
+        """Correct a charge with real usage and cost (a shared one goes with the next batch)."""
         if not charge.shared:
-            self.local.settle(policy, charge, used, failed)
+            self.local.settle(policy, charge, used, failed, usd)
             return
-        delta = used - charge.tokens if used is not None else (-charge.tokens if failed else 0)
+        delta = token_correction(charge, used, failed)
+        if charge.windows is not None:
+            self._settle_extra(policy, charge.windows, delta, micro_usd(usd) if usd > 0 else 0)
         if delta == 0:
             return
         key = (charge.client, policy.tokens_per_minute is not None, charge.day, charge.month)
@@ -314,7 +358,21 @@ class SharedLimiter:
             if floor in self.local.shared:
                 # The floor an outage would start from: real usage, not the estimate.
                 self.local.shared[floor] += delta
-        if self.settle_task is None:
+        self._schedule_settles()
+
+    def _settle_extra(
+        self, policy: Policy, windows: tuple[str, str], tokens: int, micro: int
+    ) -> None:
+        """Sum corrections of the policy's extra budgets, to send with the next batch."""
+        for budget in policy.extra:
+            amount = micro if budget.money else tokens
+            if amount:
+                counter = (budget.holder, counter_id(windows[budget.month], budget.money))
+                self.extra_settles[counter] = self.extra_settles.get(counter, 0) + amount
+        self._schedule_settles()
+
+    def _schedule_settles(self) -> None:
+        if self.settle_task is None and (self.settles or self.extra_settles):
             self.settle_task = asyncio.get_running_loop().create_task(self._send_settles())
             self._track(self.settle_task)
 
@@ -324,8 +382,13 @@ class SharedLimiter:
         finally:
             self.settle_task = None
         batch, self.settles, self.unsent = self.settles, {}, {}
-        if not batch:
+        extra, self.extra_settles = self.extra_settles, {}
+        if not batch and not extra:
             return
+        counted = [
+            ([self._key(holder, f"b:{counter}")], [amount])
+            for (holder, counter), amount in extra.items()
+        ]
         calls = [
             (
                 [
@@ -341,6 +404,7 @@ class SharedLimiter:
             if self.down_since is not None and self.monotonic() < self.next_try:
                 raise ConnectionError("Redis is down")
             replies = await self._evalsha_all(self.settle_sha, SETTLE_SCRIPT, calls)
+            replies += await self._evalsha_all(self.count_sha, COUNT_SCRIPT, counted)
             failed = next((r for r in replies if isinstance(r, BaseException)), None)
             if failed is not None:
                 raise failed
@@ -348,7 +412,7 @@ class SharedLimiter:
             if self.down_since is None:
                 self._failed(error)
             # Counted here instead, and added to Redis with the rest of the outage's counts.
-            counts: dict[tuple[str, str], int] = {}
+            counts: dict[tuple[str, str], int] = dict(extra)
             for (client, _, day, month), delta in batch.items():
                 for window in (day, month):
                     if window is not None:
@@ -416,7 +480,7 @@ class SharedLimiter:
         """Send pending settles now (bounded), then close the connection pool."""
         if self.settle_task is not None:
             self.settle_task.cancel()
-        if self.settles:
+        if self.settles or self.extra_settles:
             self._track(asyncio.get_running_loop().create_task(self._send_settles(0)))
         if self.tasks:
             await asyncio.wait(list(self.tasks), timeout=2.0)

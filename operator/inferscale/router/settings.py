@@ -75,6 +75,11 @@ class RouterSettings(BaseSettings):
     by this router alone and Redis counts as down."""
     redis_retry_seconds: float = Field(1.0, gt=0, le=300)
     """While Redis is down, how often it is tried again (requests in between do not wait)."""
+    redis_sync_seconds: float = Field(0.0, ge=0, le=1)
+    """0: every admission is one atomic check in Redis (exact across routers, one round trip
+    per request, batched per event-loop turn). Above 0: each router decides from local
+    counters and reconciles them with Redis this often, so a limit is exceeded by at most
+    what the other routers admit in that time plus a round trip (``docs/access.md``)."""
     redis_key_prefix: str = Field("inferscale:", max_length=64)
     """Prefix of every key the router writes in Redis (several installations, one Redis)."""
     budgets_during_outage: Literal["local", "refuse"] = "local"

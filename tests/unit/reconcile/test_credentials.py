@@ -209,3 +209,27 @@ def test_the_credentials_secret_holds_the_document_base64():
     secret = build_credentials_secret("creds", "sys", "credentials.json", '{"version":1}')
     assert secret["kind"] == "Secret" and secret["metadata"]["namespace"] == "sys"
     assert base64.b64decode(secret["data"]["credentials.json"]) == b'{"version":1}'
+
+
+def test_a_teams_clients_share_the_tightest_budgets_they_declare():
+    secrets = {("team", "a"): {"api-key": KEY_A}, ("team", "b"): {"api-key": KEY_B}}
+    a = client("a", secret="a", team={"name": "ml", "budgets": {"usdPerDay": 5, "tokensPerDay": 9}})
+    b = client("b", secret="b", team={"name": "ml", "budgets": {"usdPerDay": 3}})
+    out = compile_credentials([], [a, b], secrets)
+    assert {k.team for k in out.client_keys} == {"team/ml"}
+    for key in out.client_keys:
+        assert key.team_budgets.usd_per_day == 3
+        assert key.team_budgets.tokens_per_day == 9
+
+
+def test_a_client_without_a_team_has_none():
+    out = compile_credentials([], [client("a", secret="a")], {("team", "a"): {"api-key": KEY_A}})
+    (key,) = out.client_keys
+    assert key.team is None and key.team_budgets.usd_per_day is None
+
+
+def test_a_team_name_that_is_not_a_dns_label_is_an_invalid_spec():
+    bad = client("a", secret="a", team={"name": "ML Team"})
+    out = compile_credentials([], [bad], {("team", "a"): {"api-key": KEY_A}})
+    state = out.clients[("team", "a")]
+    assert not state.ready and state.reason == "InvalidSpec"

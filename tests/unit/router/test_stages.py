@@ -292,10 +292,10 @@ async def test_admit_is_free_for_a_caller_without_limits():
 class Settled(Access):
     def __init__(self) -> None:
         super().__init__()
-        self.settled: list[tuple[object, object, int]] = []
+        self.settled: list[tuple[object, object, int, float]] = []
 
-    def settle(self, grant, usage, status):
-        self.settled.append((grant, usage, status))
+    def settle(self, grant, usage, status, usd=0.0):
+        self.settled.append((grant, usage, status, usd))
 
 
 @pytest.mark.parametrize("fails", [False, True])
@@ -305,7 +305,7 @@ async def test_account_settles_the_grant_with_the_answers_usage_whatever_happens
 
     class Answer(Stage):
         async def __call__(self, ctx):
-            ctx.usage, ctx.status = usage, 200
+            ctx.usage, ctx.status, ctx.cost = usage, 200, 0.25
             if fails:
                 raise asyncio.CancelledError
             return web.Response(status=200)
@@ -317,7 +317,7 @@ async def test_account_settles_the_grant_with_the_answers_usage_whatever_happens
             await stage(context(grant=grant))
     else:
         await stage(context(grant=grant))
-    assert access.settled == [(grant, usage, 200)]
+    assert access.settled == [(grant, usage, 200, 0.25)]  # the cost, for money budgets
 
 
 async def test_account_settles_nothing_without_a_grant():

@@ -12,7 +12,14 @@ from typing import Annotated, Final, Literal
 
 from pydantic import Field
 
-from inferscale.api.meta import ApiModel, Condition, Resource, SecretKeyRef, nested
+from inferscale.api.meta import (
+    DNS_LABEL_PATTERN,
+    ApiModel,
+    Condition,
+    Resource,
+    SecretKeyRef,
+    nested,
+)
 from inferscale.api.v1alpha1.inference_model import SERVED_NAME_PATTERN
 
 KIND: Final = "InferenceClient"
@@ -26,6 +33,9 @@ MAX_LIMIT: Final = 1_000_000_000
 
 MAX_BUDGET: Final = 10**15
 """Largest token budget (fits a float without rounding, as Redis and JSON both need)."""
+
+MAX_USD_BUDGET: Final = 1e9
+"""Largest money budget in USD (counted in micro-dollars: 10**15, as exact as token counts)."""
 
 
 class ClientLimits(ApiModel):
@@ -44,7 +54,7 @@ class ClientLimits(ApiModel):
 
 
 class ClientBudgets(ApiModel):
-    """Token allowances per calendar period (UTC). Unset means no budget."""
+    """Token and money allowances per calendar period (UTC). Unset means no budget."""
 
     tokens_per_day: int | None = Field(default=None, ge=1, le=MAX_BUDGET)
     """Prompt plus completion tokens per day (00:00 to 24:00 UTC); once spent, 429 with
@@ -53,6 +63,24 @@ class ClientBudgets(ApiModel):
     tokens_per_month: int | None = Field(default=None, ge=1, le=MAX_BUDGET)
     """Prompt plus completion tokens per calendar month (UTC); once spent, 429 until the
     first of the next month."""
+
+    usd_per_day: float | None = Field(default=None, gt=0, le=MAX_USD_BUDGET)
+    """US dollars per UTC day, priced as the routes' spend caps are (the provider's prices
+    per million input and output tokens; self-hosted models cost nothing)."""
+
+    usd_per_month: float | None = Field(default=None, gt=0, le=MAX_USD_BUDGET)
+    """US dollars per calendar month (UTC)."""
+
+
+class ClientTeam(ApiModel):
+    """The team a client belongs to, and the budgets its clients share."""
+
+    name: str = Field(min_length=1, max_length=63, pattern=DNS_LABEL_PATTERN)
+    """Team name; clients of one namespace that name the same team share its budgets."""
+
+    budgets: ClientBudgets = nested(ClientBudgets)
+    """Budgets of the whole team (every key of every client in it). When the team's clients
+    declare different budgets, the tightest value of each applies."""
 
 
 class InferenceClientSpec(ApiModel):
@@ -75,7 +103,10 @@ class InferenceClientSpec(ApiModel):
     """Request and token rates (429 with ``Retry-After`` beyond them)."""
 
     budgets: ClientBudgets = nested(ClientBudgets)
-    """Token budgets per day and month (429 with ``Retry-After`` once spent)."""
+    """Token and money budgets per day and month (429 with ``Retry-After`` once spent)."""
+
+    team: ClientTeam | None = None
+    """The team this client belongs to (unset: none), with the team's shared budgets."""
 
     disabled: bool = False
     """Refuse this client's keys (401) without deleting anything."""

@@ -31,4 +31,4 @@ class Account(Stage):
         try:
             return await self.next(ctx)
         finally:
-            self.access.settle(ctx.grant, ctx.usage, ctx.status)
+            self.access.settle(ctx.grant, ctx.usage, ctx.status, ctx.cost)
