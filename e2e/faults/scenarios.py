@@ -1,0 +1,401 @@
+"""The fault scenarios: each starts its fleet, runs the load, injects one fault, and has a bound.
+
+A scenario is a :class:`Scenario`: ``run(size, dir)`` returns the :class:`~.ledger.Row` of
+every request, and ``bound(row)`` lists how the row breaks the scenario's promise (empty: it
+holds). The fault is injected at a third of the load's duration, so the row shows the system
+before, during and after it; ``Size`` makes the same scenario short (CI) or long (the table).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tests.component.router.mock_providers import KEY, MockOpenAI
+
+from e2e.faults.fleet import MODEL, Fleet, Proc, fleet, local_route
+from e2e.faults.ledger import Row
+from e2e.faults.load import Load, LoadShape
+
+PROVIDER = "faults/hosted"
+HOSTED_MODEL = "hosted"
+
+
+@dataclass(frozen=True)
+class Size:
+    """How much load a scenario sends."""
+
+    rate: float
+    duration: float
+    timeout: float = 15.0
+
+    def shape(self, model: str = MODEL, **overrides: Any) -> LoadShape:
+        return LoadShape(
+            model=model,
+            rate=self.rate,
+            duration=self.duration,
+            timeout=self.timeout,
+            **overrides,
+        )
+
+    @property
+    def fault_at(self) -> float:
+        return self.duration / 3
+
+
+SHORT = Size(rate=8, duration=6)
+LONG = Size(rate=15, duration=20)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One fault: how it is run, and the promise its row must keep."""
+
+    name: str
+    fault: str
+    promise: str
+    run: Callable[[Size, Path], Row]
+    bound: Callable[[Row], list[str]]
+
+
+# -- bounds ------------------------------------------------------------------------------------
+
+
+def no_lost(row: Row) -> list[str]:
+    lost = [r for r in row.records if r.outcome == "lost"]
+    return [f"{len(lost)} requests lost (no answer before the client's timeout)"] if lost else []
+
+
+def no_failures(row: Row) -> list[str]:
+    failed = row.failed()
+    return [f"{len(failed)} failed: {dict(row.failures)}"] if failed else []
+
+
+def streams_cut_cleanly(row: Row) -> list[str]:
+    """Non-streaming requests all succeed; a stream fails only past its first byte, cleanly."""
+    problems = no_lost(row)
+    plain = row.failed(stream=False)
+    if plain:
+        problems.append(f"{len(plain)} non-streaming requests failed: {dict(row.failures)}")
+    early = [r for r in row.failed(stream=True) if not r.first_byte]
+    if early:
+        problems.append(f"{len(early)} streams failed before their first byte")
+    dirty = [r for r in row.failed(stream=True) if r.outcome != "clean"]
+    if dirty:
+        problems.append(f"{len(dirty)} streams cut without an SSE error event")
+    return problems
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def _two_sims(f: Fleet, *extra: str, **route: Any) -> tuple[Proc, Proc]:
+    a, b = f.add_sim(*extra), f.add_sim()
+    f.publish({MODEL: local_route(a, b, **route)})
+    return a, b
+
+
+def _run(
+    f: Fleet, size: Size, fault: Callable[[Load], object], model: str = MODEL, **shape: Any
+) -> Row:
+    """Start ``f``; run the load through its routers; call ``fault`` at ``size.fault_at``."""
+    f.start()
+    load = Load(f.entries(), size.shape(model, **shape))
+    with load.running():
+        load.wait_until(size.fault_at)
+        fault_at = load.now()
+        fault(load)
+    return Row("", list(load.records), fault_at)
+
+
+# -- replicas ----------------------------------------------------------------------------------
+
+
+def replica_killed(size: Size, where: Path) -> Row:
+    """SIGKILL one of two replicas mid-load, with long streams on it."""
+    with fleet(where) as f:
+        a, _ = _two_sims(f)
+        f.add_router()
+        return _run(f, size, lambda _: a.kill())
+
+
+def _supervise(sim: Proc, stop: threading.Event, backoff: float = 1.0) -> None:
+    """Restart ``sim`` whenever it dies, after ``backoff`` seconds (the kubelet's restarts)."""
+    while not stop.wait(0.1):
+        if not sim.running and not stop.wait(backoff):
+            sim.start(wait=False)
+
+
+def replica_crash_loop(size: Size, where: Path) -> Row:
+    """One replica crashes every 5 requests and is restarted each time (CrashLoopBackOff)."""
+    with fleet(where) as f:
+        a, _ = _two_sims(f, "--fail-crash-after", "5")
+        f.add_router()
+        stop = threading.Event()
+        watcher = threading.Thread(target=_supervise, args=(a, stop), daemon=True)
+        watcher.start()
+        try:
+            return _run(f, size, lambda _: None)
+        finally:
+            stop.set()
+            watcher.join(5)
+
+
+def replica_slow(size: Size, where: Path) -> Row:
+    """One of two replicas eight times slower per step (a throttled or sick GPU)."""
+    with fleet(where) as f:
+        f.add_sim("--step-base-seconds", "0.048")
+        f.add_sim()
+        f.publish({MODEL: local_route(*f.sims)})
+        f.add_router()
+        return _run(f, size, lambda _: None)
+
+
+def replica_frozen(size: Size, where: Path) -> Row:
+    """SIGSTOP one replica (it accepts connections and never answers: the nearest thing to a
+    partition without touching the machine's network), SIGCONT it at the end."""
+    with fleet(where) as f:
+        route = {"timeouts": {"firstTokenSeconds": 2, "totalSeconds": 10}}
+        a, _ = _two_sims(f, **route)
+        f.add_router()
+        try:
+            return _run(f, size, lambda _: a.signal(signal.SIGSTOP))
+        finally:
+            a.signal(signal.SIGCONT)
+
+
+def scale_down(size: Size, where: Path) -> Row:
+    """Scale 3 -> 2 under load: the replica leaves the table, then gets SIGTERM and its grace."""
+    with fleet(where) as f:
+        a, b, c = f.add_sim(), f.add_sim(), f.add_sim()
+        f.publish({MODEL: local_route(a, b, c)})
+        f.add_router()
+
+        def remove(_: Load) -> None:
+            f.publish({MODEL: local_route(b, c)})
+            a.stop()
+
+        return _run(f, size, remove)
+
+
+def config_churn(size: Size, where: Path) -> Row:
+    """A new table every half second under load: endpoints come, go and change weight."""
+    with fleet(where) as f:
+        sims = [f.add_sim(), f.add_sim(), f.add_sim()]
+        f.publish({MODEL: local_route(*sims)})
+        f.add_router()
+
+        def churn(load: Load) -> None:
+            n = 0
+            while load.now() < size.duration - 0.5:
+                keep = [s for i, s in enumerate(sims) if i != n % 3]
+                f.publish(
+                    {MODEL: local_route(*keep, strategy="roundRobin" if n % 2 else "leastInFlight")}
+                )
+                load.wait_until(load.now() + 0.5)
+                n += 1
+
+        return _run(f, size, churn)
+
+
+# -- routers -----------------------------------------------------------------------------------
+
+
+def router_killed(size: Size, where: Path) -> Row:
+    """SIGKILL one of two routers; restart it a second later from its table file."""
+    with fleet(where) as f:
+        _two_sims(f)
+        killed, _ = f.add_router(), f.add_router()
+
+        def crash(_: Load) -> None:
+            killed.kill()
+            threading.Event().wait(1.0)
+            killed.start(wait=False)
+
+        return _run(f, size, crash)
+
+
+def router_bound(row: Row) -> list[str]:
+    """Only the killed router's own requests fail, none is lost, and it comes back."""
+    problems = no_lost(row)
+    other = row.failed(source="router-1")
+    if other:
+        problems.append(f"{len(other)} requests to the other router failed")
+    if row.recovery is None or row.recovery > 10:
+        problems.append(f"the killed router did not serve again within 10 s ({row.recovery})")
+    return problems
+
+
+# -- hosted providers --------------------------------------------------------------------------
+
+
+def _hosted(mock: MockOpenAI, timeout: float) -> dict[str, Any]:
+    return {
+        PROVIDER: {
+            "type": "openai-compatible",
+            "baseURL": mock.base_url + "/v1",
+            "timeoutSeconds": timeout,
+            "models": {"mini": {"providerModel": "gpt-4o-mini"}},
+        }
+    }
+
+
+def _provider_storm(fault: str, provider_timeout: float = 2.0) -> Callable[[Size, Path], Row]:
+    """The hosted provider (primary) starts failing with ``fault``; our replica is the fallback."""
+
+    def run(size: Size, where: Path) -> Row:
+        with fleet(where) as f, MockOpenAI() as mock:
+            sim = f.add_sim()
+            f.set_provider_keys({PROVIDER: KEY})
+            route = {
+                "routeId": "faults/hosted",
+                "servesLocally": False,
+                "weight": 0,
+                "backends": [
+                    {"role": "primary", "provider": PROVIDER, "model": "mini"},
+                    {"role": "fallback", "model": MODEL},
+                ],
+            }
+            f.publish(
+                {MODEL: local_route(sim), HOSTED_MODEL: route}, _hosted(mock, provider_timeout)
+            )
+            f.add_router()
+            mock.delay = 30.0
+
+            def storm(_: Load) -> None:
+                mock.fault = fault
+
+            return _run(f, size, storm, model=HOSTED_MODEL)
+
+    return run
+
+
+def provider_bound(limit: float) -> Callable[[Row], list[str]]:
+    """No failure, nothing lost, and no answer slower than ``limit`` seconds."""
+
+    def bound(row: Row) -> list[str]:
+        problems = no_failures(row) + no_lost(row)
+        slowest = max((r.latency for r in row.records), default=0.0)
+        if slowest > limit:
+            problems.append(f"a request took {slowest:.1f} s (limit {limit:g} s)")
+        return problems
+
+    return bound
+
+
+# -- held requests -----------------------------------------------------------------------------
+
+
+def model_deleted_while_held(size: Size, where: Path) -> Row:
+    """Requests held for a model with no ready replica; the model is deleted while they wait."""
+    with fleet(where) as f:
+        sim = f.add_sim()
+        cold = {
+            "route": {"holdQueue": {"maxRequests": 1000, "maxWaitSeconds": 60}},
+            "endpoints": [],
+        }
+        f.publish({MODEL: local_route(sim), "cold": cold})
+        f.add_router()
+        return _run(f, size, lambda _: f.publish({MODEL: local_route(sim)}), model="cold")
+
+
+CLEAN_503 = frozenset({"http 503", "sse model_unavailable", "sse model_removed"})
+
+
+def only_clean_503(row: Row) -> list[str]:
+    """Every request held when the model went ends with a clean 503; none is lost.
+
+    Requests sent after the deletion ask for a model that does not exist: 404 is their answer.
+    """
+    problems = no_lost(row)
+    held = [r for r in row.records if r.sent_at < row.fault_at]
+    other = [r for r in held if r.outcome != "clean" or r.detail not in CLEAN_503]
+    if other:
+        kinds = sorted({f"{r.outcome}: {r.detail}" for r in other})
+        problems.append(f"{len(other)} held requests ended otherwise than a clean 503: {kinds}")
+    return problems
+
+
+SCENARIOS: tuple[Scenario, ...] = (
+    Scenario(
+        "replica killed",
+        "SIGKILL one of 2 sims, long streams on it",
+        "no non-streaming failure; streams fail only past their first byte, with an SSE error",
+        replica_killed,
+        streams_cut_cleanly,
+    ),
+    Scenario(
+        "replica crash-loop",
+        "1 of 2 sims exits every 5 requests, restarted after 1 s",
+        "as a kill: retried before the first byte, clean cuts after",
+        replica_crash_loop,
+        streams_cut_cleanly,
+    ),
+    Scenario(
+        "slow replica",
+        "1 of 2 sims 8x slower per step",
+        "no failure, nothing lost",
+        replica_slow,
+        lambda row: no_failures(row) + no_lost(row),
+    ),
+    Scenario(
+        "frozen replica",
+        "SIGSTOP 1 of 2 sims (accepts, never answers); first-token timeout 2 s",
+        "nothing lost: every request ends within the route's timeouts",
+        replica_frozen,
+        no_lost,
+    ),
+    Scenario(
+        "scale-down in flight",
+        "3 -> 2 sims: out of the table, then SIGTERM with a 10 s grace",
+        "no failure",
+        scale_down,
+        lambda row: no_failures(row) + no_lost(row),
+    ),
+    Scenario(
+        "config churn",
+        "a new table every 0.5 s (endpoints removed and added, strategy flipped)",
+        "no failure",
+        config_churn,
+        lambda row: no_failures(row) + no_lost(row),
+    ),
+    Scenario(
+        "router killed",
+        "SIGKILL 1 of 2 routers, restarted 1 s later from its table file",
+        "failures only on the killed router's connections; it serves again",
+        router_killed,
+        router_bound,
+    ),
+    Scenario(
+        "provider 5xx storm",
+        "the hosted primary answers 500 to everything; fallback to our sim",
+        "no failure (fallback, then the breaker skips the provider)",
+        _provider_storm("500"),
+        provider_bound(5.0),
+    ),
+    Scenario(
+        "provider 429 storm",
+        "the hosted primary answers 429 to everything; fallback to our sim",
+        "no failure",
+        _provider_storm("429"),
+        provider_bound(5.0),
+    ),
+    Scenario(
+        "provider hangs",
+        "the hosted primary never answers; provider timeout 2 s",
+        "no failure; no request waits past the provider timeout plus its fallback",
+        _provider_storm("timeout"),
+        provider_bound(6.0),
+    ),
+    Scenario(
+        "model deleted while held",
+        "requests held for a model with no replica; the model leaves the table",
+        "only clean 503s (never 404, never a hang)",
+        model_deleted_while_held,
+        only_clean_503,
+    ),
+)
