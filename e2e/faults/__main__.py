@@ -49,9 +49,11 @@ def machine() -> str:
     )
 
 
-def run_scenario(scenario: Scenario, size: Size, repeat: int, log_dir: Path) -> tuple[Row, list[str]]:
+def run_scenario(
+    scenario: Scenario, size: Size, repeat: int, log_dir: Path
+) -> tuple[Row, list[str]]:
     """Run ``scenario`` ``repeat`` times; one merged row and every run's broken bounds."""
-    records, problems, recoveries = [], [], []
+    records, problems, recoveries, notes = [], [], [], []
     for attempt in range(repeat):
         where = log_dir / re.sub(r"[^a-z0-9]+", "-", scenario.name) / str(attempt)
         row = scenario.run(size, where)
@@ -60,8 +62,9 @@ def run_scenario(scenario: Scenario, size: Size, repeat: int, log_dir: Path) -> 
         problems += [f"run {attempt + 1}: {p}" for p in scenario.bound(row)]
         records += row.records
         recoveries.append(row.recovery_text)
-    merged = Row(scenario.name, records, 0.0)
-    merged.notes = recoveries
+        notes += [f"run {attempt + 1}: {n}" for n in row.notes]
+    merged = Row(scenario.name, records, 0.0, notes)
+    merged.recoveries = recoveries
     return merged, problems
 
 
@@ -82,7 +85,16 @@ def worst_recovery(texts: list[str]) -> str:
 
 def table(rows: list[tuple[Scenario, Row, list[str]]]) -> str:
     """The markdown table of the rows."""
-    head = ["scenario", "fault", "requests", *OUTCOMES, "failed by kind", "p99 (ok)", "recovery", "bound"]
+    head = [
+        "scenario",
+        "fault",
+        "requests",
+        *OUTCOMES,
+        "failed by kind",
+        "p99 (ok)",
+        "recovery",
+        "bound",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for scenario, row, problems in rows:
         counts: Counter[str] = row.counts
@@ -90,8 +102,9 @@ def table(rows: list[tuple[Scenario, Row, list[str]]]) -> str:
         verdict = "kept" if not problems else "BROKEN: " + "; ".join(problems)
         cells = [scenario.name, scenario.fault, str(len(row.records))]
         cells += [str(counts[o]) for o in OUTCOMES]
-        cells += [kinds, format_seconds(row.p99), worst_recovery(row.notes)]
+        cells += [kinds, format_seconds(row.p99), worst_recovery(row.recoveries)]
         cells.append(f"{verdict} ({scenario.promise})")
+        cells.append("; ".join(row.notes))
         lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
     return "\n".join(lines)
 

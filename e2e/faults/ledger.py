@@ -89,6 +89,10 @@ class Row:
     records: list[Record]
     fault_at: float
     notes: list[str] = field(default_factory=list)
+    facts: dict[str, int] = field(default_factory=dict)
+    """Counts a scenario measured besides the requests, for its bound (slow sockets closed)."""
+    recoveries: list[str] = field(default_factory=list)
+    """Each run's recovery text, when the row merges several runs."""
 
     @property
     def counts(self) -> Counter[str]:
@@ -128,7 +132,7 @@ class Row:
             )
         parts.append(f"p99 {format_seconds(self.p99)}")
         parts.append(f"recovery {self.recovery_text}")
-        return " ".join(parts)
+        return " ".join(parts + [f"[{n}]" for n in self.notes])
 
     @property
     def recovery_text(self) -> str:

@@ -97,6 +97,9 @@ class Load:
         self.entries = entries
         self.shape = shape
         self.records: list[Record] = []
+        self._serving = tuple(entries)
+        """The entries new requests go to: a retired one (a Service that dropped a pod that
+        failed readiness) gets no more; the tuple is swapped whole, never edited."""
         self._lock = threading.Lock()
         self._started = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -119,6 +122,13 @@ class Load:
             self._thread.join(self.shape.duration + self.shape.timeout + 30)
             if self._thread.is_alive():
                 raise RuntimeError("the load thread did not end within its bound")
+
+    def retire(self, label: str) -> None:
+        """Send no more requests to the entry ``label`` (what it has in flight goes on)."""
+        left = tuple(e for e in self._serving if e.label != label)
+        if not left:
+            raise ValueError("retiring the last entry point would leave the load nowhere to go")
+        self._serving = left
 
     def wait_until(self, at: float) -> None:
         """Block the caller until the load's clock reads ``at`` seconds (bounded by it)."""
@@ -156,7 +166,8 @@ class Load:
             self.records.append(record)
 
     async def _one(self, session: aiohttp.ClientSession, index: int) -> None:
-        entry = self.entries[index % len(self.entries)]
+        serving = self._serving
+        entry = serving[index % len(serving)]
         body, stream = _body(self.shape, index)
         attempt = _Attempt(self.now(), stream, entry.label)
         try:

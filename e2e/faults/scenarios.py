@@ -9,7 +9,9 @@ before, during and after it; ``Size`` makes the same scenario short (CI) or long
 from __future__ import annotations
 
 import signal
+import socket
 import threading
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +21,7 @@ from tests.component.router.mock_providers import KEY, MockOpenAI
 
 from e2e.faults.fleet import MODEL, Fleet, Proc, fleet, local_route
 from e2e.faults.ledger import Row
-from e2e.faults.load import Load, LoadShape
+from e2e.faults.load import PATH, Load, LoadShape
 
 PROVIDER = "faults/hosted"
 HOSTED_MODEL = "hosted"
@@ -219,6 +221,90 @@ def router_killed(size: Size, where: Path) -> Row:
         return _run(f, size, crash)
 
 
+def router_drained(size: Size, where: Path) -> Row:
+    """SIGTERM one of two routers (a rolling update); half a second later its Service stops
+    sending to it, as readiness (503 while draining) propagates."""
+    with fleet(where) as f:
+        _two_sims(f)
+        leaving = f.add_router("--drain-seconds", "2", "--shutdown-grace-seconds", "10")
+        f.add_router()
+
+        def terminate(load: Load) -> None:
+            leaving.signal(signal.SIGTERM)
+            load.wait_until(load.now() + 0.5)
+            load.retire(leaving.name)
+
+        return _run(f, size, terminate)
+
+
+def _slow_clients(address: str, count: int, stop: threading.Event, closed: Counter[str]) -> None:
+    """``count`` connections that send a request one byte a second (slow-loris), until ``stop``.
+
+    Half trickle their headers, half a declared 1 MB body; ``closed`` counts those the router
+    closed, by kind. Every socket is closed at the end.
+    """
+    host, port = address.rsplit(":", 1)
+    sockets: list[socket.socket] = []
+    pending: dict[socket.socket, bytes] = {}
+    try:
+        for n in range(count):
+            sock = socket.create_connection((host, int(port)), timeout=2)
+            sockets.append(sock)
+            head = f"POST {PATH} HTTP/1.1\r\nHost: {address}\r\n"
+            if n % 2:
+                sock.sendall(f"{head}Content-Length: 1000000\r\n\r\n{{".encode())
+                pending[sock] = b" " * 1_000_000
+            else:
+                sock.sendall(head.encode())
+                pending[sock] = b"X-Slow: " + b"a" * 1_000_000
+        while not stop.wait(1.0):
+            for sock, rest in list(pending.items()):
+                try:
+                    sock.sendall(rest[:1])
+                except OSError:  # the router closed it: that is the bound working
+                    del pending[sock]
+                    closed["body" if rest.startswith(b" ") else "headers"] += 1
+                    continue
+                pending[sock] = rest[1:]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def slow_loris(size: Size, where: Path) -> Row:
+    """200 slow-loris connections to the router while it serves the load."""
+    with fleet(where) as f:
+        _two_sims(f)
+        router = f.add_router(
+            "--client-body-timeout-seconds", "2", "--idle-connection-seconds", "2"
+        )
+        stop, closed = threading.Event(), Counter[str]()
+        attack = threading.Thread(
+            target=_slow_clients, args=(router.address, 200, stop, closed), daemon=True
+        )
+        try:
+            row = _run(f, size, lambda _: attack.start())
+        finally:
+            stop.set()
+            if attack.is_alive():
+                attack.join(10)
+        row.facts.update({"slow headers closed": closed["headers"]})
+        row.notes.append(
+            f"the router closed {closed['headers']} of 100 slow-header connections and "
+            f"{closed['body']} of 100 slow-body ones (408, then up to aiohttp's 10 s "
+            "lingering read) within the run"
+        )
+        return row
+
+
+def loris_bound(row: Row) -> list[str]:
+    """The real load does not notice, and every slow-header connection is closed."""
+    problems = no_failures(row) + no_lost(row)
+    if row.facts.get("slow headers closed", 0) < 100:
+        problems.append(f"only {row.facts.get('slow headers closed')} of 100 slow headers closed")
+    return problems
+
+
 def router_bound(row: Row) -> list[str]:
     """Only the killed router's own requests fail, none is lost, and it comes back."""
     problems = no_lost(row)
@@ -345,9 +431,10 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario(
         "frozen replica",
         "SIGSTOP 1 of 2 sims (accepts, never answers); first-token timeout 2 s",
-        "nothing lost: every request ends within the route's timeouts",
+        "as a kill: a first-byte timeout is retried elsewhere, a stalled stream ends with an "
+        "SSE error; nothing lost",
         replica_frozen,
-        no_lost,
+        streams_cut_cleanly,
     ),
     Scenario(
         "scale-down in flight",
@@ -369,6 +456,20 @@ SCENARIOS: tuple[Scenario, ...] = (
         "failures only on the killed router's connections; it serves again",
         router_killed,
         router_bound,
+    ),
+    Scenario(
+        "router drained",
+        "SIGTERM 1 of 2 routers (drain 2 s, grace 10 s); its Service drops it 0.5 s later",
+        "no failure: in-flight streams finish, new requests go to the other router",
+        router_drained,
+        lambda row: no_failures(row) + no_lost(row),
+    ),
+    Scenario(
+        "slow-loris",
+        "200 connections trickling headers or a body one byte a second",
+        "no failure of the real load; every slow-header connection closed (idle bound 2 s)",
+        slow_loris,
+        loris_bound,
     ),
     Scenario(
         "provider 5xx storm",

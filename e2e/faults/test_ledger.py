@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from e2e.faults.ledger import Record, Row, format_seconds, percentile, recovery_seconds
 from e2e.faults.scenarios import only_clean_503, router_bound, streams_cut_cleanly
 
 
-def rec(sent: float, outcome: str = "ok", **kw) -> Record:
+def rec(sent: float, outcome: str = "ok", **kw: Any) -> Record:
     return Record(sent, sent + kw.pop("took", 0.1), kw.pop("stream", False), outcome, **kw)
 
 

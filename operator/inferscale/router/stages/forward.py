@@ -12,7 +12,8 @@ Failure behaviour:
 - ``timeouts.firstTokenSeconds`` bounds the wait for the engine's answer (and any stall between
   chunks), ``timeouts.totalSeconds`` the whole stream: past either, 504 (or an SSE error event
   once streaming). A wait for the first byte that runs out is retried on another endpoint
-  when 504 is in ``retries.onStatus`` (the default), each attempt with its own wait. An answer that is not HTTP, or a 2xx JSON body that does not parse, is 502.
+  when 504 is in ``retries.onStatus`` (the default), each attempt with its own wait. An answer
+  that is not HTTP, or a 2xx JSON body that does not parse, is 502.
 - Once a stream has started, a broken engine ends it with an SSE ``error`` event and no
   ``[DONE]``, so the client can tell the answer is incomplete.
 - A client that disconnects cancels the handler, which closes the upstream connection: the

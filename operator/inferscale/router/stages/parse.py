@@ -40,9 +40,9 @@ class Parse(Stage):
                 async with asyncio.timeout(self.body_timeout):
                     body = await request.read()
         except web.HTTPRequestEntityTooLarge:
-            return refuse(ctx, 413, "request body too large", "request_too_large")
+            return _closing(refuse(ctx, 413, "request body too large", "request_too_large"))
         except TimeoutError:
-            return refuse(ctx, 408, "the request body was not sent in time")
+            return _closing(refuse(ctx, 408, "the request body was not sent in time"))
         try:
             obj = loads(body)
         except (ValueError, RecursionError):
@@ -60,3 +60,13 @@ class Parse(Stage):
             return refuse(ctx, 400, "stream_options: must be an object")
         ctx.body, ctx.obj, ctx.name, ctx.stream = body, obj, name, bool(stream)
         return await self.next(ctx)
+
+
+def _closing(response: web.Response) -> web.Response:
+    """``response``, and the connection closes after it.
+
+    The rest of an unread body is never parsed as a next request, and a slow-loris client that
+    trickles its body loses its connection.
+    """
+    response.force_close()
+    return response
