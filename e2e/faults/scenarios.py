@@ -50,7 +50,7 @@ class Size:
 
 
 SHORT = Size(rate=8, duration=6)
-LONG = Size(rate=15, duration=20)
+LONG = Size(rate=12, duration=15)
 
 
 @dataclass(frozen=True)
