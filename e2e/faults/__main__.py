@@ -15,6 +15,7 @@ import os
 import platform
 import re
 import shlex
+import signal
 import sys
 import time
 from collections import Counter
@@ -137,7 +138,15 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str]) -> int:
+    # SIGTERM (and SIGINT, even where a background shell ignored it) unwinds the scenario, so
+    # every process it started is stopped.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     args = parse(argv)
     size = SIZES[args.size]
     chosen = [s for s in SCENARIOS if not args.only or s.name in args.only]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import secrets
 import signal
 import socket
@@ -48,8 +49,16 @@ def free_port() -> int:
 class Proc:
     """One ``inferscale`` process on a fixed loopback port; restartable."""
 
-    def __init__(self, name: str, args: list[str], health: str, log_dir: Path) -> None:
+    def __init__(
+        self,
+        name: str,
+        args: list[str],
+        health: str,
+        log_dir: Path,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.name = name
+        self.env = {**os.environ, **(env or {})}
         self.port = free_port()
         self.args = args
         self.health = health
@@ -71,7 +80,9 @@ class Proc:
             raise FleetError(f"{self.name} is already running")
         command = [sys.executable, "-m", "inferscale", *self.args, "--port", str(self.port)]
         with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
+            self.proc = subprocess.Popen(
+                command, stdout=subprocess.DEVNULL, stderr=log, env=self.env
+            )
         if wait:
             self.wait_healthy()
 
@@ -156,7 +167,7 @@ class Fleet:
         for proc in waiting:
             proc.wait_healthy()
 
-    def add_router(self, *extra: str) -> Proc:
+    def add_router(self, *extra: str, env: dict[str, str] | None = None) -> Proc:
         """A router on the table file and the admin token, started by :meth:`start`."""
         args = ["router", "--host", "127.0.0.1", "--no-access-log",
                 "--table-file", str(self.table_path), "--table-poll-seconds", "1",
@@ -164,7 +175,7 @@ class Fleet:
                 "--breaker-ejection-seconds", "2", *extra]  # fmt: skip
         if self.credentials_path.exists():
             args += ["--credentials-file", str(self.credentials_path)]
-        router = Proc(f"router-{len(self.routers)}", args, "/readyz", self.dir)
+        router = Proc(f"router-{len(self.routers)}", args, "/readyz", self.dir, env)
         self.routers.append(router)
         return router
 
@@ -189,9 +200,16 @@ class Fleet:
                     raise FleetError(f"{router.name} refused the table: {answer.text[:500]}")
         return doc
 
-    def set_provider_keys(self, keys: dict[str, str]) -> None:
-        """The credentials file the routers read at start (provider keys only)."""
-        doc = {"version": 1, "providerKeys": keys, "clientKeys": []}
+    def set_credentials(
+        self, provider_keys: dict[str, str], client_keys: list[dict[str, Any]] | None = None
+    ) -> None:
+        """The credentials file the routers read at start (write it before adding them)."""
+        doc = {
+            "version": 1,
+            "providerKeys": provider_keys,
+            "clientKeys": client_keys or [],
+            "requireClientKey": bool(client_keys),
+        }
         self.credentials_path.write_text(json.dumps(doc))
 
     def close(self) -> None:

@@ -52,6 +52,8 @@ class LoadShape:
     streaming_share: int = 2
     """Every ``n``-th request does not stream (2: half of them)."""
     max_in_flight: int = 400
+    api_key: str | None = None
+    """Sent as ``Authorization: Bearer``, for routers that require a client key."""
 
 
 def _body(shape: LoadShape, index: int) -> tuple[dict[str, Any], bool]:
@@ -199,7 +201,11 @@ class Load:
         body: dict[str, Any],
         attempt: _Attempt,
     ) -> tuple[str, str]:
-        async with session.post(entry.url + PATH, data=orjson.dumps(body)) as response:
+        key = self.shape.api_key
+        auth = {"Authorization": f"Bearer {key}"} if key else None
+        async with session.post(
+            entry.url + PATH, data=orjson.dumps(body), headers=auth
+        ) as response:
             headers = response.headers
             attempt.backend = (
                 headers.get("X-Inferscale-Backend") or headers.get("X-Inferscale-Pod") or ""

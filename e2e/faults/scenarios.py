@@ -18,13 +18,16 @@ from pathlib import Path
 from typing import Any
 
 from tests.component.router.mock_providers import KEY, MockOpenAI
+from tests.redis_server import RedisServer
 
 from e2e.faults.fleet import MODEL, Fleet, Proc, fleet, local_route
 from e2e.faults.ledger import Row
 from e2e.faults.load import PATH, Load, LoadShape
+from inferscale.protocol.credentials import key_digest
 
 PROVIDER = "faults/hosted"
 HOSTED_MODEL = "hosted"
+CLIENT_KEY = "sk-faults-client-0123456789abcdef"
 
 
 @dataclass(frozen=True)
@@ -49,7 +52,7 @@ class Size:
         return self.duration / 3
 
 
-SHORT = Size(rate=8, duration=6)
+SHORT = Size(rate=8, duration=5)
 LONG = Size(rate=12, duration=15)
 
 
@@ -305,6 +308,45 @@ def loris_bound(row: Row) -> list[str]:
     return problems
 
 
+def _redis_down(outage_budgets: str) -> Callable[[Size, Path], Row]:
+    """Two routers share limits in Redis; Redis is killed, then restarted (empty) at 2/3."""
+
+    def run(size: Size, where: Path) -> Row:
+        with fleet(where) as f, RedisServer(where) as redis:
+            _two_sims(f)
+            limits = {"requestsPerMinute": 100_000}
+            budgets = {"tokensPerDay": 100_000_000}
+            client = {"digest": key_digest(CLIENT_KEY), "client": "faults/app"}
+            f.set_credentials({}, [{**client, "limits": limits, "budgets": budgets}])
+            env = {
+                "INFERSCALE_ROUTER_REDIS_URL": redis.url,
+                "INFERSCALE_ROUTER_BUDGETS_DURING_OUTAGE": outage_budgets,
+                "INFERSCALE_ROUTER_REDIS_RETRY_SECONDS": "0.5",
+            }
+            f.add_router(env=env)
+            f.add_router(env=env)
+
+            def outage(load: Load) -> None:
+                redis.kill()
+                load.wait_until(2 * size.duration / 3)
+                redis.restart()
+
+            return _run(f, size, outage, api_key=CLIENT_KEY)
+
+    return run
+
+
+def refused_while_down(row: Row) -> list[str]:
+    """Only clean 503 ``budget_unavailable`` while Redis is down; nothing lost; it recovers."""
+    problems = no_lost(row)
+    other = {k: n for k, n in row.failures.items() if k != "clean: http 503"}
+    if other:
+        problems.append(f"failures other than a clean 503: {other}")
+    if row.recovery is None:
+        problems.append("budgeted requests were still refused at the end of the run")
+    return problems
+
+
 def router_bound(row: Row) -> list[str]:
     """Only the killed router's own requests fail, none is lost, and it comes back."""
     problems = no_lost(row)
@@ -336,7 +378,7 @@ def _provider_storm(fault: str, provider_timeout: float = 2.0) -> Callable[[Size
     def run(size: Size, where: Path) -> Row:
         with fleet(where) as f, MockOpenAI() as mock:
             sim = f.add_sim()
-            f.set_provider_keys({PROVIDER: KEY})
+            f.set_credentials({PROVIDER: KEY})
             route = {
                 "routeId": "faults/hosted",
                 "servesLocally": False,
@@ -470,6 +512,20 @@ SCENARIOS: tuple[Scenario, ...] = (
         "no failure of the real load; every slow-header connection closed (idle bound 2 s)",
         slow_loris,
         loris_bound,
+    ),
+    Scenario(
+        "Redis down (budgets local)",
+        "Redis under 2 routers' shared limits killed, back (empty) at 2/3",
+        "no failure: limits and budgets go local while it is down",
+        _redis_down("local"),
+        lambda row: no_failures(row) + no_lost(row),
+    ),
+    Scenario(
+        "Redis down (budgets refused)",
+        "as above, with --budgets-during-outage refuse",
+        "budgeted clients get clean 503s while Redis is down (never a free pass), then served",
+        _redis_down("refuse"),
+        refused_while_down,
     ),
     Scenario(
         "provider 5xx storm",
