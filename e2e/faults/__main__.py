@@ -95,6 +95,7 @@ def table(rows: list[tuple[Scenario, Row, list[str]]]) -> str:
         "p99 (ok)",
         "recovery",
         "bound",
+        "notes",
     ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for scenario, row, problems in rows:
@@ -151,6 +152,8 @@ def main(argv: list[str]) -> int:
     size = SIZES[args.size]
     chosen = [s for s in SCENARIOS if not args.only or s.name in args.only]
     started, rows = time.monotonic(), []
+    # The figures move with whatever else the machine runs: say how busy it was.
+    load_before = os.getloadavg()[0]
     for scenario in chosen:
         print(f"{scenario.name}: {scenario.fault}", flush=True)
         row, problems = run_scenario(scenario, size, args.repeat, args.log_dir)
@@ -161,7 +164,8 @@ def main(argv: list[str]) -> int:
     text = (
         f"`{command}` on {now}, {took:.0f} s; {size.rate:g} requests/s for {size.duration:g} s per "
         f"run, fault at {size.fault_at:.1f} s, {args.repeat} runs per scenario; "
-        f"machine: {machine()}.\n\n{table(rows)}"
+        f"machine: {machine()}; load average {load_before:.1f} at the start, "
+        f"{os.getloadavg()[0]:.1f} at the end.\n\n{table(rows)}"
     )
     print("\n" + text)
     if args.write is not None:
