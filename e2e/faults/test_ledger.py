@@ -50,6 +50,7 @@ def test_format_seconds():
     assert format_seconds(None) == "-"
     assert format_seconds(0.1234) == "123 ms"
     assert format_seconds(4.5) == "4.50 s"
+    assert format_seconds(0.9996) == "1.00 s"
 
 
 def test_the_kill_bound_refuses_early_stream_failures_and_dirty_cuts():
