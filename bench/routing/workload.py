@@ -35,6 +35,9 @@ def add_workload_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--preset", default="llama-3.1-8b-h100")
     ap.add_argument("--block-words", type=int, default=512, help="words per 512-token block")
     ap.add_argument("--kv-factor", type=float, default=1.0, help="KV cache x the preset's")
+    ap.add_argument(
+        "--host-factor", type=float, default=0.0, help="host-memory KV tier x the GPU cache"
+    )
     ap.add_argument("--max-tokens", type=int, default=0, help="cap on output tokens (0: none)")
     ap.add_argument("--prefix-blocks", type=int, default=2, help="blocks prefixHash hashes")
     ap.add_argument("--load-bound", type=float, default=picking.DEFAULT_LOAD_BOUND)
@@ -133,12 +136,14 @@ class Prompts:
         return blocks * self.block_words * 6
 
 
-def engine_params(preset_name: str, scale: float, kv_factor: float = 1.0) -> EngineParams:
+def engine_params(
+    preset_name: str, scale: float, kv_factor: float = 1.0, host_factor: float = 0.0
+) -> EngineParams:
     """The preset, with every per-prompt-token quantity scaled consistently (module docstring).
 
-    ``kv_factor`` multiplies the KV cache on top: a stand-in for a larger prefix-cache tier
-    (KV offloaded to host memory, as Mooncake and LMCache do), which the sim does not model
-    separately (a larger cache also admits more sequences at once).
+    ``kv_factor`` multiplies the GPU KV cache on top (a larger cache also admits more sequences
+    at once); ``host_factor`` adds the sim's host-memory tier, that many times the GPU cache
+    (blocks evicted from the GPU go there and come back at the PCIe transfer cost).
     """
     p = preset(preset_name)
     bs = p.block_size
@@ -153,6 +158,8 @@ def engine_params(preset_name: str, scale: float, kv_factor: float = 1.0) -> Eng
             "prefill_seconds_per_token": p.prefill_seconds_per_token / scale,
             "decode_seconds_per_context_token": p.decode_seconds_per_context_token / scale,
             "startup_delay_seconds": 0.0,
+            "host_kv_capacity_tokens": round(kv * host_factor / bs) * bs,
+            "host_transfer_seconds_per_token": p.host_transfer_seconds_per_token / scale,
         }
     )
 
@@ -170,6 +177,8 @@ def engine_flags(params: EngineParams) -> list[str]:
         "prefill_seconds_per_token",
         "decode_seconds_per_seq",
         "decode_seconds_per_context_token",
+        "host_kv_capacity_tokens",
+        "host_transfer_seconds_per_token",
     ):
         out += ["--" + name.replace("_", "-"), repr(getattr(params, name))]
     return out
@@ -178,3 +187,43 @@ def engine_flags(params: EngineParams) -> list[str]:
 def output_tokens(row: Row, cap: int) -> int:
     """Tokens to generate: the trace's output length, capped when ``cap`` > 0."""
     return max(1, min(row.output_length, cap) if cap > 0 else row.output_length)
+
+
+def reuse(rows: list[Row], block_tokens: int = TRACE_BLOCK_TOKENS) -> dict[str, object]:
+    """How much of the workload an unbounded cache could serve, and how long reuse waits.
+
+    A request reuses the leading blocks that any earlier request had (a block id names its
+    whole prefix). Each reused block's distance is counted back to the last request that had
+    it, in requests and in seconds; the figures are the 10th, 50th and 90th percentiles over
+    reused blocks (so a long shared prefix weighs by its length, and a one-block system prompt
+    every request shares counts once per request), and the reusable share of prompt tokens is
+    the hit rate of a perfect cache.
+    """
+    last: dict[int, tuple[int, float]] = {}
+    dist_n: list[int] = []
+    dist_s: list[float] = []
+    reusable = total = 0
+    for i, row in enumerate(rows):
+        shared = 0
+        for b in row.hash_ids:
+            seen = last.get(b)
+            if seen is None:
+                break
+            shared += 1
+            dist_n.append(i - seen[0])
+            dist_s.append(row.at_s - seen[1])
+        reusable += min(shared * block_tokens, row.input_length)
+        total += row.input_length
+        for b in row.hash_ids:
+            last[b] = (i, row.at_s)
+    dist_n.sort()
+    dist_s.sort()
+
+    def q(xs: list[int] | list[float], f: float) -> float:
+        return float(xs[int(f * (len(xs) - 1))]) if xs else float("nan")
+
+    return {
+        "reusable_token_share": round(reusable / total, 3) if total else 0.0,
+        "reuse_distance_requests_p10_p50_p90": [q(dist_n, f) for f in (0.1, 0.5, 0.9)],
+        "reuse_distance_seconds_p10_p50_p90": [round(q(dist_s, f), 1) for f in (0.1, 0.5, 0.9)],
+    }

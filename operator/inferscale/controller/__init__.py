@@ -7,6 +7,7 @@ and the API calls in :mod:`inferscale.kube`.
 """
 
 from inferscale.controller import (
+    adapters,
     autoscaler,
     cache,
     credentials,
@@ -17,6 +18,7 @@ from inferscale.controller import (
 )
 
 __all__ = [
+    "adapters",
     "autoscaler",
     "cache",
     "credentials",

@@ -40,12 +40,14 @@ from inferscale.controller.publishing import (
     PublisherWiring,
     RouterPublisher,
     object_key,
+    spec_view,
 )
 from inferscale.kube.client import KubeApi
 from inferscale.protocol.table import RoutingTable, table_json
 from inferscale.reconcile.routing import (
     CompiledRoutes,
     ParseCache,
+    adapters_view,
     build_table_configmap,
     compile_routes,
     is_router_pod,
@@ -269,8 +271,11 @@ async def routing_cleanup(memo: Any, **_: Any) -> None:
 
 @kopf.on.event(GROUP, VERSION, "inferencemodels")
 async def routing_model_event(type: str | None, body: kopf.Body, memo: Any, **kwargs: Any) -> None:
-    """A model appeared, changed its spec, started deleting or is gone."""
-    WIRING.spec_changed(memo, kwargs, "model", type, body)
+    """A model appeared, changed its spec or its adapters' replicas, started deleting or is gone."""
+    view = spec_view(type, body)
+    if view is not None:
+        view = (view, adapters_view(body))  # status.adapters: where each adapter is loaded
+    WIRING.changed(memo, kwargs, object_key("model", body), view)
 
 
 @kopf.on.event(GROUP, VERSION, ROUTE_PLURAL)

@@ -24,7 +24,11 @@ from typing import Any, Final
 from pydantic import Field, model_validator
 
 from inferscale.api.meta import ApiModel, nested
-from inferscale.api.v1alpha1.inference_model import SERVED_NAME_PATTERN
+from inferscale.api.v1alpha1.inference_model import (
+    MAX_ADAPTERS,
+    SERVED_NAME_PATTERN,
+    InferenceModelSpec,
+)
 from inferscale.api.v1alpha1.inference_provider import InferenceProviderSpec, ProviderType
 from inferscale.api.v1alpha1.inference_route import (
     HoldQueue,
@@ -74,6 +78,10 @@ class TableEndpoint(ApiModel):
 
     weight: int = Field(default=1, ge=0, le=1_000_000)
     """Share of traffic under the weighted strategy."""
+
+    adapters: list[str] = Field(default_factory=list, max_length=MAX_ADAPTERS)
+    """The LoRA adapters loaded there (the model status' ``loadedOn``): requests for one of
+    them prefer the endpoints that hold it."""
 
 
 class TableProviderModel(ApiModel):
@@ -214,6 +222,12 @@ class ModelRoute(ApiModel):
     """Whether the endpoints are primaries at all: false for a route whose primaries are all
     hosted (its requests never wait for replicas)."""
 
+    adapters: list[str] = Field(default_factory=list, max_length=MAX_ADAPTERS)
+    """LoRA adapters served on these endpoints: clients send an adapter's name as ``model``,
+    and the request goes to this model's replicas with the body unchanged."""
+
+    adapter_slots: int = _as_in_api(InferenceModelSpec, "adapter_slots")
+
 
 class RoutingTable(ApiModel):
     """The whole routing table of a router, as the operator pushes it."""
@@ -233,6 +247,24 @@ class RoutingTable(ApiModel):
         bad = [name for name in self.models if not _SERVED_NAME.fullmatch(name)]
         if bad:
             raise ValueError(f"invalid served model names: {bad[:5]}")
+        return self
+
+    @model_validator(mode="after")
+    def _adapter_names(self) -> RoutingTable:
+        # An adapter's name is a model name to clients: valid, and not served twice.
+        seen: set[str] = set()
+        for name, model in self.models.items():
+            names = [*model.adapters, *(a for e in model.endpoints for a in e.adapters)]
+            bad = [a for a in names if not _SERVED_NAME.fullmatch(a)]
+            if bad:
+                raise ValueError(f"model {name!r}: invalid adapter names: {bad[:5]}")
+            taken = []
+            for adapter in model.adapters:
+                if adapter in self.models or adapter in seen:
+                    taken.append(adapter)
+                seen.add(adapter)
+            if taken:
+                raise ValueError(f"model {name!r}: adapter names served twice: {taken[:5]}")
         return self
 
     @model_validator(mode="after")

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from inferscale.api.v1alpha1.inference_model import InferenceModelSpec
+from inferscale.reconcile.adapters import adapter_claims, adapter_volumes
 from inferscale.reconcile.engines import (
     ENGINES,
     HF_HOME,
@@ -91,6 +92,11 @@ def dependencies(spec: InferenceModelSpec) -> list[Dependency]:
     """The Secrets and PVCs the pods mount, for the handler to check before applying."""
     profile = ENGINES[spec.engine]
     out: list[Dependency] = []
+    if profile.serves_adapters:
+        out.extend(
+            Dependency("PersistentVolumeClaim", claim, "adapters")
+            for claim in adapter_claims(spec.adapters)
+        )
     if not profile.needs_weights:
         return out
     if spec.hf_token_secret_ref is not None:
@@ -187,6 +193,10 @@ def _volumes(
             mounts.append(
                 {"name": MODEL_SOURCE_VOLUME, "mountPath": MODEL_SOURCE_MOUNT, "readOnly": True}
             )
+    if profile.serves_adapters:
+        more_volumes, more_mounts = adapter_volumes(spec.adapters)
+        volumes.extend(more_volumes)
+        mounts.extend(more_mounts)
     return volumes, mounts
 
 

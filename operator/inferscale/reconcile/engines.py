@@ -51,6 +51,8 @@ from typing import Any, Final
 from inferscale import __version__
 from inferscale.api.v1alpha1.inference_model import Engine, InferenceModelSpec, SpeculativeDecoding
 from inferscale.errors import SpecError
+from inferscale.protocol.kvevents import DEFAULT_PORT as KV_EVENTS_PORT
+from inferscale.protocol.kvevents import DEFAULT_TOPIC, KvEventsConfig
 
 MODEL_SOURCE_MOUNT: Final = "/mnt/model-source"
 """Where a ``pvc://claim/path`` model's claim is mounted (read-only)."""
@@ -635,6 +637,62 @@ def _check_adapters(
         )
 
 
+KV_EVENTS_ENGINES: Final = ("vllm", "sim")
+KV_OFFLOAD_ENGINES: Final = ("vllm", "sglang", "sim")
+KV_EVENTS_CONFIG: Final = KvEventsConfig(True, f"tcp://*:{KV_EVENTS_PORT}", DEFAULT_TOPIC)
+"""vLLM's ``--kv-events-config``: bind a PUB socket on every interface (the router connects)."""
+VLLM_BLOCK_TOKENS: Final = 16
+"""vLLM's default KV block size, the unit of its CPU tier's ``num_cpu_blocks``."""
+SIM_KV_BYTES_PER_TOKEN: Final = 131_072
+"""The sim's presets model Llama-3.1-8B in BF16."""
+
+
+def _kv_cache(spec: InferenceModelSpec, o: _Flags) -> None:
+    """``optimization.kvCacheEvents`` and ``kvCacheOffload``, or why the engine cannot."""
+    opt = spec.optimization
+    if opt.kv_cache_events:
+        if spec.engine in KV_EVENTS_ENGINES:
+            o.add("--kv-events-config", KV_EVENTS_CONFIG.to_json())
+        else:
+            o.problems.append(
+                f"optimization.kvCacheEvents: {spec.engine} publishes no KV-cache events "
+                f"(supported: {', '.join(KV_EVENTS_ENGINES)})"
+            )
+    off = opt.kv_cache_offload
+    if off is None:
+        return
+    if spec.engine not in KV_OFFLOAD_ENGINES:
+        o.problems.append(
+            f"optimization.kvCacheOffload: {spec.engine} has no host-memory KV tier "
+            f"(supported: {', '.join(KV_OFFLOAD_ENGINES)})"
+        )
+        return
+    host_bytes = off.host_memory_gib * 2**30
+    if spec.engine == "sglang":
+        # The hierarchical cache sizes its host pool in GB per rank.
+        o.add("--enable-hierarchical-cache", "--hicache-size", max(1, round(off.host_memory_gib)))
+        return
+    per_token = off.kv_bytes_per_token
+    if spec.engine == "sim":
+        tokens = int(host_bytes // (per_token or SIM_KV_BYTES_PER_TOKEN))
+        o.add("--host-kv-capacity-tokens", tokens)
+        return
+    if per_token is None:
+        o.problems.append(
+            "optimization.kvCacheOffload.kvBytesPerToken is required for vLLM, which sizes its "
+            "CPU tier in blocks (2 x layers x KV heads x head dim x bytes per value; 131072 for "
+            "Llama-3.1-8B in BF16)"
+        )
+        return
+    blocks = int(host_bytes // (per_token * VLLM_BLOCK_TOKENS))
+    config = {
+        "kv_connector": "OffloadingConnector",
+        "kv_role": "kv_both",
+        "kv_connector_extra_config": {"num_cpu_blocks": max(blocks, 1)},
+    }
+    o.add("--kv-transfer-config", json.dumps(config, sort_keys=True, separators=(",", ":")))
+
+
 def layout(spec: InferenceModelSpec) -> Layout:
     """Tensor parallelism defaults to the GPU count; GPUs left over hold more model copies."""
     gpus = spec.resources.gpus
@@ -663,6 +721,7 @@ def engine_command(spec: InferenceModelSpec, served_name: str) -> EngineCommand:
         )
     _check_adapters(spec, profile, served_name, out)
     profile.flags(spec, source, served_name, layout(spec), out)
+    _kv_cache(spec, out)
     if out.problems:
         raise UnsupportedSpec(spec.engine, out.problems)
     command = profile.base_command

@@ -54,6 +54,7 @@ from inferscale.protocol.table import (
     TableProvider,
     TableProviderModel,
 )
+from inferscale.reconcile.adapters import resolve_adapter
 from inferscale.reconcile.deployment import served_name
 from inferscale.reconcile.engines import ENGINES
 from inferscale.reconcile.labels import COMPONENT_ENGINE
@@ -93,6 +94,10 @@ class _Model:
     port: int
     target_in_flight: int
     """The model's autoscaling target per replica: the default spillover threshold."""
+    adapters: tuple[str, ...] = ()
+    """Its LoRA adapters' names (those with a source the engines can load)."""
+    adapter_slots: int = 4
+    """Adapters one replica holds on its GPUs at once (``spec.adapterSlots``)."""
 
 
 @dataclass(frozen=True)
@@ -224,7 +229,24 @@ def _parse_spec(
         )
     profile = ENGINES[spec.engine]
     target = spec.autoscaling.target_in_flight_per_replica
-    return _Model(namespace, name, served, spec.engine, profile.port, target), None
+    adapters = tuple(
+        a.name
+        for a in spec.adapters
+        if profile.serves_adapters and resolve_adapter(a).path is not None
+    )
+    return (
+        _Model(
+            namespace,
+            name,
+            served,
+            spec.engine,
+            profile.port,
+            target,
+            adapters,
+            spec.adapter_slots,
+        ),
+        None,
+    )
 
 
 def _parse_model(
@@ -500,10 +522,60 @@ def _route_entries(
     return settings, hosted
 
 
+def loaded_adapters(model: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Pod name -> the adapters the model's status says it serves (``loadedOn``), sorted.
+
+    The status is the operator's own, but a hand edit must not break a compile: entries that
+    are not an adapter name with a list of pod names are skipped.
+    """
+    entries = _mapping(model.get("status")).get("adapters")
+    out: dict[str, list[str]] = {}
+    for entry in entries if isinstance(entries, list) else ():
+        name = _mapping(entry).get("name")
+        pods = _mapping(entry).get("loadedOn")
+        if not isinstance(name, str) or not _SERVED_NAME.fullmatch(name):
+            continue
+        for pod in pods if isinstance(pods, list) else ():
+            if isinstance(pod, str):
+                out.setdefault(pod, []).append(name)
+    return {pod: sorted(set(names)) for pod, names in out.items()}
+
+
+def adapters_view(model: Mapping[str, Any]) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """What of a model's status matters to routing: which pod serves which adapter."""
+    return tuple(sorted((pod, tuple(names)) for pod, names in loaded_adapters(model).items()))
+
+
+def _adapter_owners(
+    by_key: Mapping[tuple[str, str], _Model], served: Collection[str], problems: list[str]
+) -> dict[str, tuple[list[str], int]]:
+    """Served name -> its adapters (each name served once) and its adapter slots.
+
+    A name another model serves, or an older model's adapter, is left out (the older model
+    wins, as for served names) and reported.
+    """
+    owners: dict[str, _Model] = {}
+    out: dict[str, tuple[list[str], int]] = {}
+    for model in by_key.values():  # oldest first (see _models_by_key)
+        for name in model.adapters:
+            first = owners.get(name)
+            if name in served or first is not None:
+                by = f"the model {name!r}" if first is None else f"{first.namespace}/{first.name}"
+                problems.append(
+                    f"adapter {name!r} of InferenceModel {model.namespace}/{model.name} left "
+                    f"out: the name is already served by {by}"
+                )
+                continue
+            owners[name] = model
+            out.setdefault(model.served, ([], model.adapter_slots))[0].append(name)
+    return out
+
+
 def _endpoints(
     pods: Iterable[Mapping[str, Any]],
     models: Mapping[tuple[str, str], _Model],
     problems: list[str],
+    loaded: Mapping[tuple[str, str], Mapping[str, list[str]]],
 ) -> dict[str, list[TableEndpoint]]:
     out: dict[str, list[TableEndpoint]] = {}
     for pod in pods:
@@ -534,6 +606,7 @@ def _endpoints(
                 ready=view.ready,
                 engine=model.engine,
                 weight=1,
+                adapters=list(loaded.get((view.namespace, view.model), {}).get(view.name, ())),
             )
         )
     for served, endpoints in out.items():
@@ -567,16 +640,25 @@ def compile_routes(
             validated again. The result is the same with or without it.
     """
     problems: list[str] = []
-    by_key = _models_by_key(models, problems, cache)
+    model_list = [m for m in models if isinstance(m, Mapping)]
+    by_key = _models_by_key(model_list, problems, cache)
     all_providers = _providers(providers, problems)
     entries, hosted = _route_entries(routes, by_key, all_providers, problems)
-    endpoints = _endpoints(pods, by_key, problems)
+    loaded = {
+        (str(_meta(m).get("namespace")), str(_meta(m).get("name"))): loaded_adapters(m)
+        for m in model_list
+    }
+    endpoints = _endpoints(pods, by_key, problems, loaded)
+    adapters = _adapter_owners(by_key, {m.served for m in by_key.values()} | set(hosted), problems)
     default = RouteSettings()  # one shared instance: nothing mutates a compiled table
     table: dict[str, ModelRoute] = {}
     for name in sorted({m.served for m in by_key.values()} | set(hosted)):
         entry = entries.get(name) or hosted.get(name)
+        lora: dict[str, Any] = {}
+        if name in adapters:
+            lora = {"adapters": adapters[name][0], "adapter_slots": adapters[name][1]}
         if entry is None:
-            table[name] = ModelRoute(route=default, endpoints=endpoints.get(name, []))
+            table[name] = ModelRoute(route=default, endpoints=endpoints.get(name, []), **lora)
             continue
         table[name] = ModelRoute(
             route=entry.settings,
@@ -585,6 +667,7 @@ def compile_routes(
             weight=entry.weight,
             backends=list(entry.backends),
             serves_locally=entry.serves_locally,
+            **lora,
         )
     used = {b.provider for m in table.values() for b in m.backends if b.provider is not None}
     return CompiledRoutes(

@@ -314,7 +314,8 @@ def compute_status(
     ``pods`` are the model's pods (selected by its labels). ``problem`` is set when the
     operator refused to apply the spec. The autoscaler's fields (``lastScaleTime``,
     ``lastScaleReason``, ``signals``, ``autoscalerState`` and its ``ScalingActive``
-    condition) are carried over from ``previous`` untouched.
+    condition) and the adapter loader's (``adapters``, ``AdaptersReady``) are carried over
+    from ``previous`` untouched.
     """
     before = previous or InferenceModelStatus()
     verdict = _verdict(spec, desired_replicas, deployment, pods, problem)
@@ -344,6 +345,7 @@ def compute_status(
         signals=before.signals,
         time_to_ready_seconds=ttr if ttr is not None else before.time_to_ready_seconds,
         autoscaler_state=before.autoscaler_state,
+        adapters=before.adapters,
     )
 
 

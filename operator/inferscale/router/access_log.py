@@ -16,12 +16,13 @@ from aiohttp import web
 from inferscale.router.codec import dumps, error_response
 from inferscale.router.context import RequestContext
 from inferscale.router.metrics import RouterMetrics
+from inferscale.router.usage import Record, usage_record
 
 
 class AccessLog:
     """Writes access lines to a sink and counts requests in the metrics."""
 
-    __slots__ = ("clock", "id_prefix", "metrics", "sink")
+    __slots__ = ("clock", "id_prefix", "ledger", "metrics", "sink")
 
     def __init__(
         self,
@@ -35,6 +36,8 @@ class AccessLog:
         self.sink = sink
         self.clock = clock
         self.id_prefix = id_prefix
+        self.ledger: Callable[[Record], None] | None = None
+        """Takes each request's usage record (the usage ledger, when one is kept)."""
 
     def write(
         self,
@@ -83,10 +86,13 @@ class AccessLog:
         if name:
             self.metrics.count_request(name, pod, status)
             self.metrics.latency.observe((name,), elapsed)
+        ts = time.time()
+        if self.ledger is not None:
+            self.ledger(self._record(ctx, ts, name, client, status, pod, usage, elapsed))
         if self.sink is None:
             return
         line: dict[str, object] = {
-            "ts": round(time.time(), 3),
+            "ts": round(ts, 3),
             "id": f"{self.id_prefix}-{ctx.id}",
             "method": ctx.request.method,
             "path": ctx.request.path,
@@ -104,3 +110,31 @@ class AccessLog:
             line["prompt_tokens"] = usage.get("prompt_tokens")
             line["completion_tokens"] = usage.get("completion_tokens")
         self.sink(dumps(line).decode() + "\n")
+
+    def _record(
+        self,
+        ctx: RequestContext,
+        ts: float,
+        name: str,
+        client: str,
+        status: int,
+        pod: str,
+        usage: object,
+        elapsed: float,
+    ) -> Record:
+        """The usage ledger's record of ``ctx`` (never its prompt)."""
+        roles = ctx.model.roles if ctx.model is not None else None
+        return usage_record(
+            ts=ts,
+            request_id=f"{self.id_prefix}-{ctx.id}",
+            client=client or ctx.client,
+            # Teams are not in the client policy yet: the field is there for when they are.
+            team=getattr(ctx.policy, "team", "") or "",
+            route=roles.route_id if roles is not None else "",
+            model=name or ctx.name,
+            served_by=pod,
+            status=status,
+            usage=usage if usage is not None else ctx.usage,
+            cost=ctx.cost,
+            ms=elapsed * 1000,
+        )

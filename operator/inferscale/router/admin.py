@@ -3,7 +3,8 @@
 ``/admin/v1/routing-table`` (GET, PUT), ``/admin/v1/credentials`` (GET: version and counts only;
 PUT), ``/admin/v1/held`` (GET: held and in-flight requests per model, for the autoscaler) and
 ``/admin/v1/spend`` (GET: this router's spend, spillover and provider health; PUT: the other
-routers' spend). The documents are :mod:`inferscale.protocol`'s.
+routers' spend) and ``/admin/v1/usage`` (GET: the usage ledger's report). The documents are
+:mod:`inferscale.protocol`'s.
 
 Failure behaviour: 401 without a bearer token, 403 with a wrong one (or when no token is
 configured), 400 for an invalid document, 413 for one over the request size, 409 for an older
@@ -12,6 +13,7 @@ version. An invalid credentials document is never quoted back or logged (it hold
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 
@@ -26,6 +28,8 @@ from inferscale.router.codec import JSON, error_response
 from inferscale.router.dispatch import Dispatcher
 from inferscale.router.documents import apply_credentials, apply_table, problems
 from inferscale.router.state import RouterState
+from inferscale.router.usage import UsageQueryError, check_groups, summarize, to_csv, to_json
+from inferscale.router.usage_ledger import UsageUnavailable
 
 
 class AdminApi:
@@ -47,6 +51,7 @@ class AdminApi:
         add.add_get("/admin/v1/held", self.get_held)
         add.add_get("/admin/v1/spend", self.get_spend)
         add.add_put("/admin/v1/spend", self.put_spend)
+        add.add_get("/admin/v1/usage", self.get_usage)
 
     def _auth(self, request: web.Request) -> web.Response | None:
         header = request.headers.get("Authorization", "")
@@ -109,6 +114,38 @@ class AdminApi:
         except StaleCredentialsError as error:
             return error_response(409, str(error), code="stale_version")
         return _json({"version": credentials.version, "changed": changed})
+
+    async def get_usage(self, request: web.Request) -> web.StreamResponse:
+        """``GET /admin/v1/usage?by=client,model,day&since=<epoch s>&format=json|csv``.
+
+        The usage ledger summed by the ``by`` groups (:data:`inferscale.router.usage.GROUPS`):
+        with Redis, every router's records; else this router's. 400 for an unknown group,
+        format or a ``since`` that is no number; 404 while the ledger is off; 503 while its
+        store cannot be read.
+        """
+        if (refused := self._auth(request)) is not None:
+            return refused
+        ledger = self.state.ledger
+        if ledger is None:
+            return error_response(404, "the usage ledger is off (usage_ledger: false)")
+        query = request.query
+        fmt = query.get("format", "json")
+        try:
+            by = check_groups(query.get("by", "client,model,day").split(","))
+            since = float(query.get("since", "0"))
+            if fmt not in ("json", "csv") or since != since:
+                raise UsageQueryError("format: json or csv; since: epoch seconds")
+        except ValueError as error:
+            return error_response(400, str(error))
+        try:
+            records = await ledger.read(since)
+            # Summing many records takes a while: a thread, so requests keep being served.
+            rows = await asyncio.to_thread(summarize, records, by)
+        except UsageUnavailable as error:
+            return error_response(503, str(error))
+        if fmt == "csv":
+            return web.Response(text=to_csv(rows, by), content_type="text/csv")
+        return _json_body(to_json(rows, by).encode())
 
     async def get_held(self, request: web.Request) -> web.StreamResponse:
         """``GET /admin/v1/held``: held and in-flight requests per model, for the autoscaler.

@@ -9,7 +9,11 @@ admin API (:mod:`.admin`) and runs the background loops (document files, engine 
 
 Request path: authenticate, read and parse the body, authorize, select the model, admit, account,
 (cache lookup), then hold while cold, pick an endpoint and forward, relaying the answer; or, for
-a route with spillover, fallback, mirrors or providers, :mod:`.dispatch`.
+a route with spillover, fallback, mirrors or providers, :mod:`.dispatch`. Anthropic's Messages
+API (``POST /v1/messages``) takes the same path from its own parse stage on
+(:mod:`.stages.parse_messages`); its answers are translated back at the edge
+(:mod:`.messages_http`), refusals included, so a Messages client only ever sees Anthropic's
+shapes.
 
 Failure behaviour:
 
@@ -49,7 +53,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import os
 import signal
 import sys
@@ -65,7 +68,7 @@ from inferscale.protocol.credentials import RouterCredentials
 from inferscale.router.access import ANONYMOUS, Access, Refusal
 from inferscale.router.access_log import AccessLog
 from inferscale.router.admin import AdminApi
-from inferscale.router.codec import JSON, error_response
+from inferscale.router.codec import JSON, dumps, error_response
 from inferscale.router.context import RequestContext
 from inferscale.router.dispatch import Dispatcher
 from inferscale.router.documents import (
@@ -78,27 +81,43 @@ from inferscale.router.documents import (
 )
 from inferscale.router.limits import LocalLimiter
 from inferscale.router.limits_redis import SharedLimiter
+from inferscale.router.messages import (
+    ANTHROPIC_VERSION,
+    anthropic_model,
+    model_list,
+    openai_model,
+)
+from inferscale.router.messages_http import (
+    MessagesDialect,
+    messages_answer,
+    messages_refusal,
+    stream_answer,
+)
 from inferscale.router.metrics import CONTENT_TYPE, RouterMetrics
 from inferscale.router.scrape import scrape_engines
 from inferscale.router.settings import RouterSettings
 from inferscale.router.stages import ByRoute, Stage, link
 from inferscale.router.stages.account import Account
 from inferscale.router.stages.admit import Admit
-from inferscale.router.stages.authenticate import Authenticate, refusal_response
+from inferscale.router.stages.authenticate import Authenticate, client_key, refusal_response
 from inferscale.router.stages.authorize import Authorize
 from inferscale.router.stages.cache import CacheLookup
 from inferscale.router.stages.forward import Forward
 from inferscale.router.stages.hold import Hold
 from inferscale.router.stages.parse import Parse
+from inferscale.router.stages.parse_messages import ParseMessages
 from inferscale.router.stages.pick import PickEndpoint
 from inferscale.router.stages.select_model import SelectModel
 from inferscale.router.state import RouterState
 from inferscale.router.table import EndpointTable
+from inferscale.router.usage_ledger import open_ledger
 from inferscale.serving import serve_app
 
 ROUTER_KEY: Final[web.AppKey[Router]] = web.AppKey("inferscale_router")
 OPENAI_PATHS: Final = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
 """The OpenAI requests the pipeline serves."""
+MESSAGES_PATH: Final = "/v1/messages"
+"""Anthropic's Messages API (translated to chat completions at the edge)."""
 
 
 class Pipeline:
@@ -115,9 +134,9 @@ class Pipeline:
         self.dispatcher = Dispatcher(state, replicas, link(PickEndpoint(state), forward))
         by_route = ByRoute(replicas, self.dispatcher)
         body_timeout = state.settings.client_body_timeout_seconds
-        self.checked: Stage = link(
-            Authenticate(access, log),
-            Parse(body_timeout, log),
+        # Every inbound API has its own parse stage and shares the stages after it: a Messages
+        # request, once translated, meets the same access, limits, selection and accounting.
+        checked_tail = link(
             Authorize(access, log),
             SelectModel(state.table, log),
             Admit(access, log),
@@ -125,14 +144,22 @@ class Pipeline:
             CacheLookup(),
             by_route,
         )
+        open_tail = link(SelectModel(state.table, log), CacheLookup(), by_route)
+        self.checked: Stage = link(
+            Authenticate(access, log), Parse(body_timeout, log), checked_tail
+        )
         """The chain while client keys are in use."""
         # Without client keys, authenticate, authorize, admit and account have nothing to do
         # (every caller is anonymous and unlimited): that chain leaves them out, so a router
         # without keys pays nothing for them.
-        self.open: Stage = link(
-            Parse(body_timeout, log), SelectModel(state.table, log), CacheLookup(), by_route
-        )
+        self.open: Stage = link(Parse(body_timeout, log), open_tail)
         """The chain while no client key is held or required."""
+        self.messages_checked: Stage = link(
+            Authenticate(access, log), ParseMessages(body_timeout, log), checked_tail
+        )
+        """Anthropic's Messages API while client keys are in use."""
+        self.messages_open: Stage = link(ParseMessages(body_timeout, log), open_tail)
+        """Anthropic's Messages API while no client key is held or required."""
 
 
 class Router:
@@ -206,6 +233,10 @@ class Router:
             )
         if settings.redis_url:
             self.access.shared = shared_limiter(settings, self.access.local)
+        if settings.usage_ledger:
+            state.ledger = ledger = open_ledger(settings)
+            state.log.ledger = ledger.record
+            self._spawn(ledger.run(state.stop))
         every = settings.table_poll_seconds
         if every > 0 and settings.table_file:
             load_table = lambda path: reload_table(self.table, path)  # noqa: E731
@@ -236,6 +267,8 @@ class Router:
             await self.state.session.close()
         if self.access.shared is not None:
             await self.access.shared.close()
+        if self.state.ledger is not None:
+            await self.state.ledger.close()
 
     # -- handlers -----------------------------------------------------------------------
 
@@ -244,6 +277,20 @@ class Router:
         ctx = RequestContext(request, self.state.clock(), next(self.ids), ANONYMOUS)
         pipeline = self.pipeline
         return await (pipeline.checked if self.access.active else pipeline.open)(ctx)
+
+    async def messages(self, request: web.Request) -> web.StreamResponse:
+        """``POST /v1/messages``: Anthropic's Messages API, through the same stages.
+
+        Every refusal and answer is Anthropic's (streams are translated as they are written).
+        """
+        ctx = RequestContext(request, self.state.clock(), next(self.ids), ANONYMOUS)
+        pipeline = self.pipeline
+        chain = pipeline.messages_checked if self.access.active else pipeline.messages_open
+        resp = await chain(ctx)
+        dialect = ctx.dialect if isinstance(ctx.dialect, MessagesDialect) else None
+        if ctx.stream and dialect is not None:
+            return stream_answer(resp, dialect)
+        return messages_answer(resp, dialect)
 
     async def healthz(self, _request: web.Request) -> web.StreamResponse:
         """Liveness: the process answers."""
@@ -262,10 +309,16 @@ class Router:
     async def metrics_endpoint(self, _request: web.Request) -> web.StreamResponse:
         """Prometheus text format."""
         state = self.state
-        endpoints = [(name, e) for name, m in self.table.models.items() for e in m.endpoints]
+        # An adapter's name shares its base model's endpoints: their series are the base's.
+        endpoints = [
+            (name, e)
+            for name, m in self.table.models.items()
+            if m.base is None
+            for e in m.endpoints
+        ]
         in_flight = [(name, e.pod, e.in_flight) for name, e in endpoints]
         pending = [(name, e.pod, e.pending_prompt_tokens) for name, e in endpoints]
-        held = [(name, state.held.get(name, 0)) for name in self.table.models]
+        held = [(n, state.held.get(n, 0)) for n, m in self.table.models.items() if m.base is None]
         now = state.wall()
         spend = [(r, *state.spend.mine(r, now)) for r in state.spend.routes()]
         text = state.metrics.render(
@@ -273,30 +326,65 @@ class Router:
             held,
             self.table.version,
             spend,
-            extra=self.access.metric_lines(),
+            extra=itertools.chain(
+                self.access.metric_lines(),
+                state.ledger.metric_lines() if state.ledger is not None else (),
+            ),
             pending_prompt_tokens=pending,
         )
         return web.Response(body=text.encode(), headers={"Content-Type": CONTENT_TYPE})
 
+    def visible_models(self, request: web.Request) -> list[str] | Refusal:
+        """Every model in the table the caller may use (with client keys: its key's models)."""
+        names = sorted(self.table.models)
+        if self.access.active:
+            policy = self.access.identify(client_key(request))
+            if isinstance(policy, Refusal):
+                return policy
+            names = self.access.visible(policy, names)
+        return names
+
     async def list_models(self, request: web.Request) -> web.StreamResponse:
         """``GET /v1/models``: every model in the table (at zero too: those are held, not 404).
 
-        With client keys, only the models the caller's key may use.
+        With client keys, only the models the caller's key may use. Anthropic's SDKs (they send
+        ``anthropic-version``) get Anthropic's list shape.
         """
-        names = sorted(self.table.models)
-        if self.access.active:
-            policy = self.access.identify(request.headers.get("Authorization"))
-            if isinstance(policy, Refusal):
-                return refusal_response(policy)
-            names = self.access.visible(policy, names)
-        data = [
-            {"id": name, "object": "model", "created": 0, "owned_by": "inferscale"}
-            for name in names
-        ]
-        return web.Response(
-            body=json.dumps({"object": "list", "data": data}).encode(),
-            headers={"Content-Type": JSON},
-        )
+        names = self.visible_models(request)
+        anthropic = ANTHROPIC_VERSION in request.headers
+        if isinstance(names, Refusal):
+            return messages_refusal(names) if anthropic else refusal_response(names)
+        if anthropic:
+            doc = model_list(names)
+        else:
+            doc = {"object": "list", "data": [openai_model(name) for name in names]}
+        return web.Response(body=dumps(doc), headers={"Content-Type": JSON})
+
+    async def get_model(self, request: web.Request) -> web.StreamResponse:
+        """``GET /v1/models/{id}``: one model as ``/v1/models`` lists it, else 404.
+
+        A model the caller's key may not use is 404 too (as if it did not exist).
+        """
+        name = request.match_info["id"]
+        names = self.visible_models(request)
+        anthropic = ANTHROPIC_VERSION in request.headers
+        if isinstance(names, Refusal):
+            return messages_refusal(names) if anthropic else refusal_response(names)
+        if name not in names:
+            resp = error_response(
+                404, f"The model `{name}` does not exist.", param="model", code="model_not_found"
+            )
+            return messages_answer(resp, None) if anthropic else resp
+        doc = anthropic_model(name) if anthropic else openai_model(name)
+        return web.Response(body=dumps(doc), headers={"Content-Type": JSON})
+
+    async def health(self, _request: web.Request) -> web.StreamResponse:
+        """``GET /health`` as vLLM serves it: 200 with an empty body while the process answers.
+
+        Load tools written for vLLM check it before they start (guidellm refuses a server
+        without it: "Backend validation request failed"); it says what ``/healthz`` says.
+        """
+        return web.Response()
 
     async def not_found(self, request: web.Request) -> web.StreamResponse:
         """Unknown path or method: an OpenAI error rather than aiohttp's text page."""
@@ -353,7 +441,10 @@ def create_app(
     app.on_cleanup.append(router.on_cleanup)
     for path in OPENAI_PATHS:
         app.router.add_post(path, router.proxy)
+    app.router.add_post(MESSAGES_PATH, router.messages)
     app.router.add_get("/v1/models", router.list_models)
+    app.router.add_get("/v1/models/{id:.+}", router.get_model)
+    app.router.add_get("/health", router.health)
     app.router.add_get("/healthz", router.healthz)
     app.router.add_get("/readyz", router.readyz)
     app.router.add_get("/metrics", router.metrics_endpoint)

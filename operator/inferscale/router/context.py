@@ -8,7 +8,8 @@ request, so handing it on costs an attribute read.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 
@@ -19,6 +20,14 @@ if TYPE_CHECKING:
     from inferscale.router.table import EndpointState, ModelState
 
 
+class Dialect(Protocol):
+    """The client's API when it is not OpenAI's: how its streams are written."""
+
+    def stream(self, status: int, headers: Mapping[str, str]) -> web.StreamResponse:
+        """A stream response that writes the pipeline's OpenAI events in this dialect."""
+        ...
+
+
 class RequestContext:
     """One request on its way through the stages."""
 
@@ -26,6 +35,8 @@ class RequestContext:
         "body",
         "client",
         "committed",
+        "cost",
+        "dialect",
         "endpoint",
         "fallible",
         "grant",
@@ -33,6 +44,7 @@ class RequestContext:
         "model",
         "name",
         "obj",
+        "path",
         "policy",
         "prefill_tokens",
         "request",
@@ -72,9 +84,25 @@ class RequestContext:
         """The InferenceClient of the caller's key, if it sent a known one."""
         self.usage: dict[str, Any] | None = None
         """The response's token usage, once read."""
+        self.cost = 0.0
+        """What hosted providers charged for the answer (their prices), once priced."""
+        self.path = request.path
+        """The OpenAI path that serves the request (a Messages request: chat completions)."""
+        self.dialect: Dialect | None = None
+        """The client's API when it is not OpenAI's (the answer is translated into it)."""
         self.prefill_tokens = 0
         """Prompt tokens this request adds to its endpoint's ``pending_prompt_tokens`` until
         its first token (or its answer) comes back; 0 once they are taken off."""
+
+    async def open_stream(self, status: int, headers: Mapping[str, str]) -> web.StreamResponse:
+        """Start the client's stream (its headers go out now), in the client's dialect."""
+        dialect = self.dialect
+        if dialect is None:
+            resp = web.StreamResponse(status=status, headers=headers)
+        else:
+            resp = dialect.stream(status, headers)
+        await resp.prepare(self.request)
+        return resp
 
     def prefilled(self, endpoint: EndpointState) -> None:
         """Take the prompt off ``endpoint``'s prefill queue (once: first token, or end)."""

@@ -142,7 +142,7 @@ class Dispatcher(Stage):
         roles = model.roles
         assert roles is not None
         settings = model.route
-        path = ctx.request.path
+        path = ctx.path
         wall = state.wall()
         if roles.mirror:
             self._mirror(ctx.name, roles, path, obj, wall)
@@ -273,7 +273,7 @@ class Dispatcher(Stage):
             self._failed(provider_id, "no_key", "the router has no API key for it")
             raise AttemptFailed(f"provider {provider_id} has no API key", 503)
         try:
-            answer = await self._call(ctx.name, backend, key, ctx.request.path, obj)
+            answer = await self._call(ctx.name, backend, key, ctx.path, obj)
         except providers.ProviderFault as fault:
             self._failed(provider_id, fault.reason, fault.message)
             body = dumps(fault.error) if fault.error is not None else None
@@ -284,7 +284,7 @@ class Dispatcher(Stage):
         self._ok(provider_id)
         label = backend.label
         if isinstance(answer, providers.Answer):
-            self._spend(roles.route_id, ctx.name, backend, answer.usage)
+            ctx.cost += self._spend(roles.route_id, ctx.name, backend, answer.usage)
             state.count_tokens(ctx, answer.usage)
             if ctx.committed is not None:  # a held stream asked for a stream: unreachable
                 await ctx.committed.write(b"data: " + answer.body + b"\n\n")
@@ -339,16 +339,13 @@ class Dispatcher(Stage):
             state.metrics.ttft.observe((ctx.name,), state.clock() - ctx.start)
             resp = ctx.committed
             if resp is None:
-                resp = web.StreamResponse(
-                    status=200, headers={**SSE_HEADERS, "X-Inferscale-Backend": label}
-                )
-                await resp.prepare(ctx.request)
+                resp = await ctx.open_stream(200, {**SSE_HEADERS, "X-Inferscale-Backend": label})
             await resp.write(stream.first)
             async for chunk in stream.rest():
                 await resp.write(chunk)
         finally:
             stream.close()
-            self._spend(roles.route_id, ctx.name, backend, stream.usage)
+            ctx.cost += self._spend(roles.route_id, ctx.name, backend, stream.usage)
             state.count_tokens(ctx, stream.usage)
             if stream.failure is not None:
                 status = 504 if stream.failure == "timeout" else 502
@@ -429,20 +426,22 @@ class Dispatcher(Stage):
 
     def _spend(
         self, route_id: str, name: str, backend: TableBackend, usage: dict[str, Any] | None
-    ) -> None:
+    ) -> float:
+        """Price a provider's answer into the route's spend; returns what it cost."""
         state = self.state
         if usage is None or backend.provider is None:
-            return
+            return 0.0
         provider = state.table.providers.get(backend.provider)
         entry = provider.models.get(backend.model) if provider is not None else None
         if entry is None:
-            return
+            return 0.0
         amount = cost(
             usage, entry.input_price_per_million_tokens, entry.output_price_per_million_tokens
         )
         state.spend.add(route_id, amount, state.wall())
         key = (route_id, backend.label)
         state.metrics.spend_total[key] = state.metrics.spend_total.get(key, 0.0) + amount
+        return amount
 
     def _failed(self, provider_id: str, reason: str, message: str) -> None:
         state = self.state

@@ -20,6 +20,14 @@ the same inputs always give the same answer; the what-if simulator runs this sam
 - ``weighted``: by weight, from a uniform number in [0, 1).
 - ``roundRobin``: the ``counter``-th candidate.
 
+A request for a LoRA adapter first narrows the candidates to the endpoints that hold it
+(:func:`holding_adapter`). Among them, under the default strategies, :func:`adapter_affinity`
+picks: an endpoint this router sent the adapter to among its last ``adapterSlots`` adapters
+(so it is likely still in a GPU slot there) while it is under the load bound, else bounded-load
+consistent hashing keyed by the adapter's name. Each replica's slots then juggle fewer distinct
+adapters (fewer swaps), and no replica takes more than the load bound allows
+(``bench/routing/adapters.py``).
+
 No I/O, no clock, no HTTP library (import-linter enforces it).
 """
 
@@ -63,6 +71,53 @@ class Candidate(Protocol):
 
 
 C = TypeVar("C", bound=Candidate)
+
+
+class AdapterHolder(Protocol):
+    """What the adapter rule reads of an endpoint."""
+
+    @property
+    def adapters(self) -> frozenset[str]:
+        """LoRA adapters loaded there."""
+
+
+H = TypeVar("H", bound=AdapterHolder)
+
+
+class AdapterCandidate(Candidate, Protocol):
+    """A candidate that remembers the adapters recently sent to it."""
+
+    @property
+    def recent_adapters(self) -> list[str]:
+        """The last distinct adapters this router sent there, most recent last."""
+
+
+A = TypeVar("A", bound=AdapterCandidate)
+
+
+def remember_adapter(recent: list[str], adapter: str, slots: int) -> None:
+    """Note that ``adapter`` was sent to an endpoint whose GPU holds ``slots`` adapters.
+
+    An LRU list of the endpoint's last ``slots`` distinct adapters: what its engine's slots
+    most likely hold (the engine evicts its least recently used idle adapter, as the sim does).
+    """
+    if adapter in recent:
+        recent.remove(adapter)
+    recent.append(adapter)
+    del recent[: max(len(recent) - slots, 0)]
+
+
+def holding_adapter(candidates: Sequence[H], adapter: str) -> Sequence[H]:
+    """The candidates that hold ``adapter``; all of them when none does.
+
+    The engine answers a request for an adapter it has not loaded with 404, so a replica that
+    holds it is always preferred; when none does yet (the operator is loading it, or the table
+    predates the load), every replica is tried rather than refusing a name the model serves.
+    Among the holders the route's strategy decides, so load still balances between them.
+    """
+    holders = [c for c in candidates if adapter in c.adapters]
+    return holders or candidates
+
 
 DEFAULT_LOAD_BOUND: Final = 1.25
 
@@ -199,6 +254,35 @@ def prefix_hash(
             return found
     # Only when the ring misses candidates (it always holds one under the cap otherwise).
     return least_in_flight(candidates)
+
+
+ADAPTER_AFFINE: Final = frozenset({"leastInFlight", "leastPrefill", "prefixHash"})
+"""Strategies under which an adapter's requests follow :func:`adapter_affinity`; the others
+(``roundRobin``, ``weighted``) are explicit choices and stay as configured."""
+
+
+def adapter_affinity(
+    candidates: Sequence[A],
+    ring: HashRing,
+    adapter: str,
+    load_bound: float = DEFAULT_LOAD_BOUND,
+    start: int = 0,
+) -> A:
+    """Warm first, then the adapter's place on the ring; never over the load cap.
+
+    1. Among candidates under the cap (:func:`load_cap`) that recently got ``adapter``
+       (its slot is likely still loaded), the least loaded one (ties rotate from ``start``).
+    2. Else :func:`prefix_hash` with the adapter's name as the key: the first replica clockwise
+       from the adapter's point under the cap, so a cold adapter settles on the same replicas.
+    """
+    total = 0
+    for c in candidates:
+        total += c.in_flight
+    cap = load_cap(total, len(candidates), load_bound)
+    warm = [c for c in candidates if c.in_flight + 1 <= cap and adapter in c.recent_adapters]
+    if warm:
+        return least_in_flight(warm, start)
+    return prefix_hash(candidates, ring, hash64(f"lora:{adapter}"), load_bound)
 
 
 def _text_of(content: Any) -> str:

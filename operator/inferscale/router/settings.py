@@ -87,6 +87,23 @@ class RouterSettings(BaseSettings):
     shared figure it last read, so the budget is exceeded by at most what the other replicas
     admit meanwhile; ``refuse`` answers 503 to clients that have a budget until Redis is
     back."""
+    usage_ledger: bool = True
+    """Keep one usage record per request (client, team, route, model, served by, tokens, cost,
+    latency, status; never the prompt): in Redis with ``redis_url``, else in this process."""
+    usage_retention_days: float = Field(31.0, gt=0, le=3660)
+    """Records older than this leave the Redis stream as new ones are written."""
+    usage_max_records: int = Field(10_000_000, ge=1000)
+    """Most records the Redis stream keeps (trimmed approximately as it grows)."""
+    usage_ring_records: int = Field(50_000, ge=0)
+    """Most records kept in this process without Redis (the oldest go first)."""
+    usage_buffer_records: int = Field(100_000, ge=1)
+    """Most records waiting for the next write to Redis; past it a record is dropped (and
+    counted), so a Redis outage never grows the router's memory."""
+    usage_flush_seconds: float = Field(0.5, gt=0, le=60)
+    """How often records gathered are written to Redis (one round trip per batch)."""
+    usage_report_max_records: int = Field(500_000, ge=1)
+    """Most records one report of ``GET /admin/v1/usage`` reads, the newest (a longer history:
+    ``inferscale usage --redis-url``, which reads and sums outside the router)."""
     access_log: bool = True
     """Write one JSON line per request to standard output (no prompt text, no credentials)."""
     drain_seconds: float = Field(0.0, ge=0)

@@ -23,6 +23,7 @@ from inferscale.router.metrics import RouterMetrics
 from inferscale.router.settings import RouterSettings
 from inferscale.router.spend import SpendLedger
 from inferscale.router.table import EndpointState, EndpointTable
+from inferscale.router.usage_ledger import UsageLedger
 
 log = logging.getLogger("inferscale.router")
 
@@ -55,6 +56,8 @@ class RouterState:
         self.spend = SpendLedger()
         self.held: dict[str, int] = {}
         """Requests held per model now (the hold queue's length; the autoscaler reads it)."""
+        self.ledger: UsageLedger | None = None
+        """The usage ledger (set at startup unless ``usage_ledger`` is off)."""
         self.stop = asyncio.Event()
         """Set at shutdown: held requests answer and background loops end."""
 

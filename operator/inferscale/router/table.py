@@ -87,6 +87,7 @@ class EndpointState(CircuitBreaker):
     """
 
     __slots__ = (
+        "adapters",
         "address",
         "base_url",
         "engine",
@@ -95,6 +96,7 @@ class EndpointState(CircuitBreaker):
         "pod",
         "queued",
         "ready",
+        "recent_adapters",
         "weight",
     )
 
@@ -113,6 +115,10 @@ class EndpointState(CircuitBreaker):
         """KV-cache use 0..1, from the engine's last scrape."""
         self.pending_prompt_tokens = 0
         """Estimated prompt tokens of this router's requests here with no first token yet."""
+        self.adapters = frozenset(spec.adapters)
+        """LoRA adapters loaded here, as the operator last saw."""
+        self.recent_adapters: list[str] = []
+        """The last distinct adapters this router sent here (``picking.remember_adapter``)."""
 
     @property
     def key(self) -> str:
@@ -125,6 +131,7 @@ class EndpointState(CircuitBreaker):
         self.engine = spec.engine
         self.weight = spec.weight
         self.ready = spec.ready
+        self.adapters = frozenset(spec.adapters)
 
 
 class RouteRoles:
@@ -157,7 +164,17 @@ class RouteRoles:
 class ModelState:
     """A served model's compiled route: its settings and the endpoints that may be picked."""
 
-    __slots__ = ("counter", "endpoints", "name", "ready", "ring", "roles", "route")
+    __slots__ = (
+        "adapter_slots",
+        "base",
+        "counter",
+        "endpoints",
+        "name",
+        "ready",
+        "ring",
+        "roles",
+        "route",
+    )
 
     def __init__(
         self,
@@ -165,6 +182,8 @@ class ModelState:
         route: RouteSettings,
         endpoints: list[EndpointState],
         roles: RouteRoles | None = None,
+        base: str | None = None,
+        adapter_slots: int = 1,
     ) -> None:
         """Compile; ``ready`` holds the endpoints whose pods are Ready (pickers choose here)."""
         self.name = name
@@ -172,6 +191,10 @@ class ModelState:
         self.endpoints = endpoints
         self.roles = roles
         """Provider and other-model backends; None for a plain model (the fast path)."""
+        self.base = base
+        """For a LoRA adapter's name: its base model's name, whose endpoints serve it."""
+        self.adapter_slots = adapter_slots
+        """Adapters one of its engines holds on its GPUs at once (adapter routing)."""
         weighted = route.strategy == "weighted"
         self.ready = [e for e in endpoints if e.ready and (e.weight > 0 or not weighted)]
         self.counter = 0
@@ -243,6 +266,12 @@ class EndpointTable:
                 endpoints.append(state)
             roles = RouteRoles(model) if model.backends or not model.serves_locally else None
             models[name] = ModelState(name, model.route, endpoints, roles)
+            for adapter in model.adapters:
+                # The base model's endpoints under the adapter's name, without its other
+                # backends: a provider or another model does not have the adapter.
+                models[adapter] = ModelState(
+                    adapter, model.route, endpoints, base=name, adapter_slots=model.adapter_slots
+                )
         # The swap: readers on the event loop see the old or the new table, never a mixture.
         self.models, self._states, self.table, self.version = models, states, table, table.version
         self.providers = table.providers

@@ -7,7 +7,7 @@
 Importing this package has no side effects.
 """
 
-from inferscale.sim.model import EngineParams, LatencyModel, Seq, SeqState
+from inferscale.sim.model import CPU, GPU, EngineParams, KvEvent, LatencyModel, Seq, SeqState
 from inferscale.sim.presets import PRESETS
 
-__all__ = ["PRESETS", "EngineParams", "LatencyModel", "Seq", "SeqState"]
+__all__ = ["CPU", "GPU", "PRESETS", "EngineParams", "KvEvent", "LatencyModel", "Seq", "SeqState"]

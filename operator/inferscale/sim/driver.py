@@ -10,10 +10,10 @@ inside ``submit`` without a single extra wake-up.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from inferscale.sim.model import LatencyModel, Seq
+from inferscale.sim.model import KvEvent, LatencyModel, Seq
 
 
 @dataclass(slots=True, eq=False)
@@ -33,9 +33,19 @@ class Ticket:
 class EngineDriver:
     """Feeds the model the loop's time; one per server, used from the loop's thread only."""
 
-    def __init__(self, model: LatencyModel, loop: asyncio.AbstractEventLoop) -> None:
-        """Drive ``model`` with ``loop.time()`` as its clock."""
+    def __init__(
+        self,
+        model: LatencyModel,
+        loop: asyncio.AbstractEventLoop,
+        publish: Callable[[list[KvEvent]], None] | None = None,
+    ) -> None:
+        """Drive ``model`` with ``loop.time()`` as its clock.
+
+        ``publish`` gets the model's cache events after every advance that recorded any (the
+        model must record them: ``LatencyModel(record_events=True)``).
+        """
         self.model = model
+        self._publish = publish
         self._loop = loop
         self._tickets: dict[int, Ticket] = {}
         self._timer: asyncio.TimerHandle | None = None
@@ -82,7 +92,12 @@ class EngineDriver:
 
     def _sync(self, now: float) -> None:
         tickets = self._tickets
-        for seq in self.model.advance(now):
+        touched = self.model.advance(now)
+        if self._publish is not None:
+            events = self.model.take_events()
+            if events:
+                self._publish(events)
+        for seq in touched:
             ticket = tickets.get(seq.id)
             if ticket is None:
                 continue

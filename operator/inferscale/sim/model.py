@@ -20,6 +20,14 @@ How a step works:
   and stay cached after their request ends, in an LRU list that gives them up only when a new
   block is needed; a new request reuses the longest cached prefix of its blocks and skips that
   part of the prefill.
+- Host tier (off unless ``host_kv_capacity_tokens`` > 0): a cached block evicted from the GPU
+  moves to host memory, itself an LRU list of that many tokens. A prompt's leading blocks may be
+  found in either tier; a block found on the host moves back to the GPU (the tiers never hold
+  the same block twice) and costs ``host_transfer_seconds_per_token`` per token in the step
+  that admits it, instead of ``prefill_seconds_per_token``.
+- Cache events: with ``record_events``, every change of what the tiers hold is appended to
+  :attr:`LatencyModel.events` as a :class:`KvEvent` (vLLM's BlockStored / BlockRemoved /
+  AllBlocksCleared, by medium), which is exactly what a router's cache index is fed with.
 
 LoRA adapters: a request may name one. The running batch holds at most ``max_loras`` distinct
 adapters, each in a GPU slot; a request whose adapter is not in a slot takes a free one, or the
@@ -44,6 +52,7 @@ import random
 from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -87,6 +96,10 @@ class EngineParams(BaseModel):
     """LoRA adapter slots on the GPU (vLLM ``--max-loras``): adapters of the running batch."""
     lora_swap_seconds: float = Field(0.0, ge=0)
     """Cost of bringing an adapter into a slot, added to the step that admits its request."""
+    host_kv_capacity_tokens: int = Field(0, ge=0)
+    """Host-memory KV tier in tokens (0: none): blocks evicted from the GPU cache go there."""
+    host_transfer_seconds_per_token: float = Field(0.0, ge=0)
+    """Cost of copying one token's KV from host memory back to the GPU (the link), seconds."""
 
     @model_validator(mode="after")
     def _fits(self) -> EngineParams:
@@ -99,6 +112,25 @@ class EngineParams(BaseModel):
                 f"({self.kv_capacity_tokens})"
             )
         return self
+
+
+GPU: Final = "GPU"
+"""vLLM's medium name for the GPU KV cache (``BlockStored.medium``)."""
+CPU: Final = "CPU"
+"""vLLM's medium name for the host-memory tier."""
+
+
+@dataclass(frozen=True, slots=True)
+class KvEvent:
+    """One change of the cached blocks, as vLLM's KV events carry it.
+
+    ``kind`` is ``stored`` (the blocks now hold KV in ``medium``), ``removed`` (they no longer
+    do there) or ``cleared`` (every block of every medium is gone; ``hashes`` is empty).
+    """
+
+    kind: Literal["stored", "removed", "cleared"]
+    hashes: tuple[int, ...]
+    medium: str
 
 
 class SeqState(enum.Enum):
@@ -122,6 +154,7 @@ class Seq:
     state: SeqState = SeqState.WAITING
     generated: int = 0
     cached_tokens: int = 0
+    host_tokens: int = 0
     admitted_at: float | None = None
     first_token_at: float | None = None
     finished_at: float | None = None
@@ -154,8 +187,19 @@ class LatencyModel:
     step ends, so a driver knows when to call again.
     """
 
-    def __init__(self, params: EngineParams, *, start: float = 0.0, seed: int = 0) -> None:
-        """Create an engine that started at ``start`` (model time) and is ready after the delay."""
+    def __init__(
+        self,
+        params: EngineParams,
+        *,
+        start: float = 0.0,
+        seed: int = 0,
+        record_events: bool = False,
+    ) -> None:
+        """Create an engine that started at ``start`` (model time) and is ready after the delay.
+
+        With ``record_events`` every change of the cached blocks is appended to ``events``
+        (the reader takes them away with :meth:`take_events`).
+        """
         self.params = params
         self.start = start
         self.ready_at = start + params.startup_delay_seconds
@@ -170,6 +214,10 @@ class LatencyModel:
         self._lru: OrderedDict[int, None] = OrderedDict()
         # Reference counts of every hashed block that holds KV (in use or in the LRU list).
         self._refs: dict[int, int] = {}
+        # Blocks in host memory, least recently stored first (never also in ``_refs``).
+        self._host: OrderedDict[int, None] = OrderedDict()
+        self.host_blocks = params.host_kv_capacity_tokens // params.block_size
+        self.events: list[KvEvent] | None = [] if record_events else None
         self._decode_ctx = 0  # context tokens of the running sequences past their prefill
         self._step_started = start
         self._step_end: float | None = None
@@ -205,6 +253,10 @@ class LatencyModel:
     def used_blocks(self) -> int:
         """KV blocks held by running sequences (cached but unreferenced blocks count as free)."""
         return self.total_blocks - self._free_blocks - len(self._lru)
+
+    def cached_blocks(self) -> dict[str, set[int]]:
+        """The hashed blocks each medium holds now (what a cache index fed by events mirrors)."""
+        return {GPU: set(self._refs), CPU: set(self._host)}
 
     @property
     def kv_usage(self) -> float:
@@ -305,6 +357,14 @@ class LatencyModel:
             self._slots.pop(name, None)
             self._adapter_runs.pop(name, None)
 
+    def take_events(self) -> list[KvEvent]:
+        """The cache events since the last call, oldest first (empty unless recording)."""
+        if not self.events:
+            return []
+        out = self.events
+        self.events = []
+        return out
+
     def advance(self, now: float) -> list[Seq]:
         """Run every step that ends at or before ``now``; return the sequences that changed."""
         self._run_until(now)
@@ -319,7 +379,9 @@ class LatencyModel:
             self._finish_step()
             self._fast_forward(now)
 
-    def _step_seconds(self, start: float, prefill_tokens: int, prefill: bool) -> float:
+    def _step_seconds(
+        self, start: float, prefill_tokens: int, prefill: bool, host_tokens: int = 0
+    ) -> float:
         p = self.params
         seconds = (
             p.step_base_seconds
@@ -328,6 +390,7 @@ class LatencyModel:
         )
         if prefill:
             seconds += p.prefill_overhead_seconds + p.prefill_seconds_per_token * prefill_tokens
+            seconds += p.host_transfer_seconds_per_token * host_tokens
         if start < self.ready_at + p.slow_start_seconds:
             seconds *= p.slow_start_factor
         # Draw only when spikes are on, so the default path stays free of RNG calls.
@@ -338,6 +401,7 @@ class LatencyModel:
     def _start_step(self, now: float) -> None:
         start = max(now, self.ready_at)
         prefill_tokens = 0
+        host_tokens = 0
         swaps = 0
         admitted = False
         while self._waiting and len(self._running) < self.params.max_num_seqs:
@@ -355,8 +419,10 @@ class LatencyModel:
             self._running[seq.id] = seq
             self.stats.queue_time.observe(start - seq.arrival)
             self.stats.prefix_cache_queries += seq.prompt_tokens
-            self.stats.prefix_cache_hits += seq.cached_tokens
+            self.stats.prefix_cache_hits += seq.cached_tokens - seq.host_tokens
+            self.stats.host_cache_hits += seq.host_tokens
             prefill_tokens += seq.prompt_tokens - seq.cached_tokens
+            host_tokens += seq.host_tokens
             admitted = True
         self._blocked = bool(self._waiting)
         if not self._running:
@@ -365,7 +431,8 @@ class LatencyModel:
         self._step_prefill = admitted
         self._step_started = start
         swap_seconds = swaps * self.params.lora_swap_seconds
-        self._step_end = start + self._step_seconds(start, prefill_tokens, admitted) + swap_seconds
+        seconds = self._step_seconds(start, prefill_tokens, admitted, host_tokens)
+        self._step_end = start + seconds + swap_seconds
 
     def _finish_step(self) -> None:
         end = self._step_end
@@ -476,39 +543,60 @@ class LatencyModel:
         if seq.adapter is not None:
             self._adapter_runs[seq.adapter] -= 1
 
+    def _match(self, hashes: tuple[int, ...]) -> tuple[int, int, int]:
+        """The longest cached prefix: (its blocks, those on the GPU, those in the GPU's LRU)."""
+        matched = on_gpu = in_lru = 0
+        for h in hashes:
+            refs = self._refs.get(h)
+            if refs is not None:
+                on_gpu += 1
+                in_lru += refs == 0
+            elif h not in self._host:
+                break
+            matched += 1
+        return matched, on_gpu, in_lru
+
     def _allocate(self, seq: Seq) -> bool:
         bs = self.params.block_size
         need = -(-(seq.prompt_tokens + seq.output_tokens) // bs)
         hashes = seq.block_hashes
-        hit = 0
-        hit_in_lru = 0
-        for h in hashes:
+        matched, on_gpu, in_lru = self._match(hashes)
+        fresh = need - on_gpu  # blocks loaded from the host need GPU blocks too
+        if fresh > self._free_blocks + len(self._lru) - in_lru:
+            return False
+        loaded: list[int] = []
+        for h in hashes[:matched]:
             refs = self._refs.get(h)
             if refs is None:
-                break
-            hit += 1
-            hit_in_lru += refs == 0
-        fresh = need - hit
-        if fresh > self._free_blocks + len(self._lru) - hit_in_lru:
-            return False
-        held = seq.held_hashes
-        for h in hashes[:hit]:
-            if self._refs[h] == 0:
+                del self._host[h]  # moves to the GPU below, before any eviction can reach it
+                loaded.append(h)
+            elif refs == 0:
                 del self._lru[h]
-            self._refs[h] += 1
-            held.append(h)
+            if refs is not None:
+                self._refs[h] = refs + 1
+        self._emit("removed", loaded, CPU)
         for _ in range(fresh):
             self._take_block()
-        registered = 0
-        for h in hashes[hit:]:
-            # A hash already cached elsewhere (a hole in this prefix) stays anonymous here.
-            if h not in self._refs:
-                self._refs[h] = 1
-                held.append(h)
-                registered += 1
-        seq.anon_blocks = fresh - registered
+        stored = list(loaded)
+        for h in hashes[matched:]:
+            # A hash already cached on the GPU elsewhere (a hole in this prefix) stays
+            # anonymous here; one on the host is recomputed, so the host copy goes.
+            if h in self._refs:
+                continue
+            if h in self._host:
+                del self._host[h]
+                self._emit("removed", [h], CPU)
+            stored.append(h)
+        for h in stored:
+            self._refs[h] = 1
+        # Prompt order, so that _release hands the tail to the LRU list first.
+        seq.held_hashes.extend(hashes[:matched])
+        seq.held_hashes.extend(stored[len(loaded) :])
+        self._emit("stored", stored, GPU)
+        seq.anon_blocks = fresh - len(stored)
         # vLLM always recomputes at least the last prompt token, even on a full hit.
-        seq.cached_tokens = min(hit * bs, seq.prompt_tokens - 1)
+        seq.cached_tokens = min(matched * bs, seq.prompt_tokens - 1)
+        seq.host_tokens = min(len(loaded) * bs, seq.cached_tokens)
         return True
 
     def _take_block(self) -> None:
@@ -517,6 +605,17 @@ class LatencyModel:
             return
         evicted, _ = self._lru.popitem(last=False)
         del self._refs[evicted]
+        self._emit("removed", [evicted], GPU)
+        if self.host_blocks:
+            if len(self._host) >= self.host_blocks:
+                dropped, _ = self._host.popitem(last=False)
+                self._emit("removed", [dropped], CPU)
+            self._host[evicted] = None
+            self._emit("stored", [evicted], CPU)
+
+    def _emit(self, kind: Literal["stored", "removed"], hashes: list[int], medium: str) -> None:
+        if self.events is not None and hashes:
+            self.events.append(KvEvent(kind, tuple(hashes), medium))
 
     def _release(self, seq: Seq) -> None:
         self._free_blocks += seq.anon_blocks

@@ -29,6 +29,8 @@ PRESETS: Final[dict[str, EngineParams]] = {
         prefill_seconds_per_token=0.00004,
         decode_seconds_per_seq=0.00002,
         decode_seconds_per_context_token=0.00000004,
+        # Host tier off; when on, 128 KiB per token over PCIe Gen5 x16 (~64 GB/s one way).
+        host_transfer_seconds_per_token=0.000002,
     ),
     # L4: 300 GB/s, ~121 dense BF16 TFLOPS, 24 GB. 16 GB of weights per step -> ~53 ms floor,
     # ~68 ms at the ~77 % of peak bandwidth vLLM reaches at batch 1 on an A100; ~4.5 GB left for
@@ -45,6 +47,8 @@ PRESETS: Final[dict[str, EngineParams]] = {
         prefill_seconds_per_token=0.00033,
         decode_seconds_per_seq=0.0001,
         decode_seconds_per_context_token=0.00000044,
+        # Host tier off; when on, 128 KiB per token over PCIe Gen4 x16 (~32 GB/s one way).
+        host_transfer_seconds_per_token=0.000004,
     ),
     # No latency at all: the sim as a fast fake for router benchmarks and functional tests.
     "zero": EngineParams(

@@ -36,6 +36,7 @@ from pydantic import BaseModel, ValidationError
 
 from inferscale.serving import serve_app
 from inferscale.sim.driver import EngineDriver, Ticket
+from inferscale.sim.kvpublish import KvEventPublisher
 from inferscale.sim.metrics import CONTENT_TYPE, RENDERERS, render_vllm_lora_info
 from inferscale.sim.model import EngineParams, LatencyModel
 from inferscale.sim.openai import (
@@ -107,6 +108,8 @@ class SimServer:
         self.adapters = settings.adapters()
         """Loaded LoRA adapters, name to path, in load order."""
         self._loading: set[str] = set()
+        self.kv_publisher: KvEventPublisher | None = None
+        """The KV-events PUB socket, with ``--kv-events-config`` on (once the app started)."""
 
     @property
     def driver(self) -> EngineDriver:
@@ -118,17 +121,28 @@ class SimServer:
         """Start the engine clock: the cold start counts from here, less ``started_before``."""
         loop = asyncio.get_running_loop()
         start = loop.time() - self.started_before
-        model = LatencyModel(self.params, start=start, seed=self.settings.seed)
-        self._driver = EngineDriver(model, loop)
+        events = self.settings.kv_events()
+        record = events is not None and events.enable
+        model = LatencyModel(
+            self.params, start=start, seed=self.settings.seed, record_events=record
+        )
+        if record:
+            assert events is not None
+            self.kv_publisher = KvEventPublisher(events, self.params.block_size)
+        publish = self.kv_publisher.publish if self.kv_publisher is not None else None
+        self._driver = EngineDriver(model, loop, publish)
 
     async def on_shutdown(self, _app: web.Application) -> None:
         """Report not-ready while in-flight requests finish."""
         self.draining = True
 
     async def on_cleanup(self, _app: web.Application) -> None:
-        """Stop the engine timer."""
+        """Stop the engine timer and the KV-events socket."""
         if self._driver is not None:
             self._driver.close()
+        if self.kv_publisher is not None:
+            self.kv_publisher.close()
+            self.kv_publisher = None
 
     # ----- plumbing ------------------------------------------------------------------------
 

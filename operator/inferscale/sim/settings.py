@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from inferscale.protocol.kvevents import KvEventsConfig
 from inferscale.sim.model import EngineParams
 from inferscale.sim.presets import PresetName, preset
 
@@ -74,6 +75,24 @@ class SimSettings(BaseSettings):
     """Adapters loaded at start, as ``NAME=PATH`` (vLLM ``--lora-modules``)."""
     lora_load_seconds: float = Field(0.0, ge=0, le=3600)
     """How long ``/v1/load_lora_adapter`` takes (reading the adapter's weights)."""
+    kv_events_config: str | None = None
+    """vLLM's ``--kv-events-config`` JSON: with ``enable_kv_cache_events``, publish the KV
+    cache's events on a ZMQ PUB socket at ``endpoint`` (``docs/sim.md``)."""
+
+    @field_validator("kv_events_config")
+    @classmethod
+    def _kv_events_parse(cls, text: str | None) -> str | None:
+        if text is not None:
+            KvEventsConfig.from_json(text)  # its ValueError names what is wrong
+        return text
+
+    def kv_events(self) -> KvEventsConfig | None:
+        """The parsed ``kv_events_config``, if given."""
+        return (
+            None
+            if self.kv_events_config is None
+            else KvEventsConfig.from_json(self.kv_events_config)
+        )
 
     @field_validator("lora_modules")
     @classmethod

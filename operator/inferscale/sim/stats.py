@@ -78,6 +78,9 @@ class EngineStats:
     prefix_cache_queries: int = 0
     """Prompt tokens looked up in the prefix cache (vLLM counts tokens, not requests)."""
     prefix_cache_hits: int = 0
+    """Of those, tokens found in the GPU cache."""
+    host_cache_hits: int = 0
+    """Of those, tokens found in the host-memory tier (loaded back, not recomputed)."""
     requests_finished: int = 0
     requests_cancelled: int = 0
     adapter_swaps: int = 0

@@ -127,6 +127,10 @@ def test_a_model_outside_allowed_models_is_403_whether_it_exists_or_not(keyed):
 def test_models_are_listed_per_key(keyed):
     assert [m.id for m in sdk(keyed, FULL).models.list()] == [MODEL]
     assert [m.id for m in sdk(keyed, OTHER_ONLY).models.list()] == []
+    # One model by id: the key's own; one it may not use is 404, as if it did not exist.
+    assert sdk(keyed, FULL).models.retrieve(MODEL).id == MODEL
+    with pytest.raises(openai.NotFoundError):
+        sdk(keyed, OTHER_ONLY).models.retrieve(MODEL)
     with pytest.raises(openai.AuthenticationError):
         sdk(keyed, "wrong-0123456789abcdef").models.list()
 

@@ -151,6 +151,9 @@ def test_unknown_path_is_an_openai_404(router):
 
 def test_health_readiness_and_metrics(router, sims):
     assert httpx.get(router.base_url + "/healthz").status_code == 200
+    # vLLM's /health (guidellm checks it at start-up): 200, empty body, even before a table.
+    health = httpx.get(router.base_url + "/health")
+    assert health.status_code == 200 and health.content == b""
     assert httpx.get(router.base_url + "/readyz").status_code == 503  # no table yet
     router.push({MODEL: [address(sims[0])]})
     assert httpx.get(router.base_url + "/readyz").status_code == 200
@@ -162,3 +165,14 @@ def test_health_readiness_and_metrics(router, sims):
     assert router.metric("inferscale_router_request_duration_seconds_count", model=MODEL) == 1
     assert router.metric("inferscale_router_in_flight", model=MODEL) == 0
     assert router.metric("inferscale_router_table_version") == router.version
+
+
+def test_one_model_by_id_and_404_for_an_unknown_one(routed):
+    routed.push({MODEL: [], "org/with-slash": []})
+    model = client(routed).models.retrieve(MODEL)
+    assert (model.id, model.object, model.owned_by) == (MODEL, "model", "inferscale")
+    assert client(routed).models.retrieve("org/with-slash").id == "org/with-slash"
+    with pytest.raises(openai.NotFoundError) as error:
+        client(routed).models.retrieve("no-such-model")
+    assert error.value.code == "model_not_found"
+    assert error.value.body["type"] == "invalid_request_error"

@@ -113,6 +113,11 @@ def test_defaults_add_no_optimisation_flags(engine):
 
 
 # (field override, engine, expected consecutive args, expected env) ; None args = unsupported
+KV_EVENTS = '{"enable_kv_cache_events":true,"publisher":"zmq","endpoint":"tcp://*:5557","topic":"kv-events"}'
+OFFLOAD_1024_BLOCKS = (
+    '{"kv_connector":"OffloadingConnector","kv_connector_extra_config":{"num_cpu_blocks":1024},'
+    '"kv_role":"kv_both"}'
+)
 OPT_TABLE: list[tuple[dict[str, Any], str, list[str] | None, dict[str, str]]] = [
     # quantisation
     ({"quantization": "awq"}, "vllm", ["--quantization", "awq"], {}),
@@ -171,6 +176,30 @@ OPT_TABLE: list[tuple[dict[str, Any], str, list[str] | None, dict[str, str]]] = 
     ),
     ({"gpuMemoryUtilization": 0.85}, "llamacpp", None, {}),
     ({"gpuMemoryUtilization": 0.85}, "sim", [], {}),
+    # KV-cache events (vLLM's option, the sim speaks it too)
+    ({"kvCacheEvents": True}, "vllm", ["--kv-events-config", KV_EVENTS], {}),
+    ({"kvCacheEvents": True}, "sim", ["--kv-events-config", KV_EVENTS], {}),
+    ({"kvCacheEvents": False}, "vllm", [], {}),
+    *(({"kvCacheEvents": True}, e, None, {}) for e in ("sglang", "tgi", "trtllm", "llamacpp")),
+    # A host-memory KV tier: 2 GiB of 128 KiB tokens = 16,384 tokens = 1,024 vLLM blocks
+    (
+        {"kvCacheOffload": {"hostMemoryGib": 2, "kvBytesPerToken": 131072}},
+        "vllm",
+        ["--kv-transfer-config", OFFLOAD_1024_BLOCKS],
+        {},
+    ),
+    ({"kvCacheOffload": {"hostMemoryGib": 2}}, "vllm", None, {}),  # blocks need the geometry
+    (
+        {"kvCacheOffload": {"hostMemoryGib": 2}},
+        "sglang",
+        ["--enable-hierarchical-cache", "--hicache-size", "2"],
+        {},
+    ),
+    ({"kvCacheOffload": {"hostMemoryGib": 2}}, "sim", ["--host-kv-capacity-tokens", "16384"], {}),
+    *(
+        ({"kvCacheOffload": {"hostMemoryGib": 2}}, e, None, {})
+        for e in ("tgi", "trtllm", "llamacpp")
+    ),
 ]
 
 

@@ -10,6 +10,7 @@ from inferscale.protocol.table import RouteSettings, RoutingTable, table_json
 from inferscale.protocol.versions import stored_version
 from inferscale.reconcile.engines import ENGINES
 from inferscale.reconcile.routing import (
+    adapters_view,
     build_table_configmap,
     compile_routes,
     compile_table,
@@ -547,3 +548,75 @@ def test_the_provider_examples_compile_without_problems():
     ]
     assert sim.route.spend.max_per_hour == 2
     assert compiled.models["llama-3.1-8b"].route.spillover.in_flight_per_replica == 48
+
+
+ADAPTERS = [
+    {"name": "sql", "source": "hf://org/sql"},
+    {"name": "chat", "source": "pvc://loras/chat"},
+    {"name": "s3-one", "source": "s3://bucket/one"},
+]
+
+
+def with_loaded(obj, **loaded_on):
+    obj["status"] = {
+        "adapters": [
+            {"name": n, "phase": "Loading", "loadedOn": pods} for n, pods in loaded_on.items()
+        ]
+    }
+    return obj
+
+
+def test_a_models_adapters_and_where_they_are_loaded_go_into_the_table():
+    llama = with_loaded(
+        model(adapters=ADAPTERS, adapterSlots=2), sql=["llama-a", "llama-b"], chat=["llama-b"]
+    )
+    table = compile_table(1, [llama], [], [pod("llama-a"), pod("llama-b", ip="10.0.0.2")])
+    entry = table.models["llama"]
+    # An s3:// adapter cannot be loaded, so its name is not routed (the router answers 404).
+    assert entry.adapters == ["sql", "chat"]
+    assert entry.adapter_slots == 2  # how many adapters the router expects a replica to keep warm
+    assert [(e.pod, e.adapters) for e in entry.endpoints] == [
+        ("llama-a", ["sql"]),
+        ("llama-b", ["chat", "sql"]),
+    ]
+    assert RoutingTable.model_validate_json(table_json(table)) == table
+
+
+@pytest.mark.parametrize(
+    "status",
+    [
+        {"adapters": "x"},
+        {"adapters": [3, {"name": 4}, {"name": "sql", "loadedOn": "llama-a"}]},
+        {"adapters": [{"name": "bad name!", "loadedOn": ["llama-a"]}]},
+        {"adapters": [{"name": "sql", "loadedOn": [7, None]}]},
+    ],
+)
+def test_a_hand_edited_adapter_status_does_not_break_the_compile(status):
+    llama = model(adapters=ADAPTERS)
+    llama["status"] = status
+    table = compile_table(1, [llama], [], [pod("llama-a")])
+    assert table.models["llama"].endpoints[0].adapters == []
+
+
+def test_adapter_names_another_model_serves_are_left_out_and_reported():
+    older = model("llama", adapters=[{"name": "other", "source": "hf://o/a"}, ADAPTERS[0]])
+    younger = model("mistral", created="2025-02-01T00:00:00Z", adapters=[ADAPTERS[0]])
+    third = model("other", created="2025-03-01T00:00:00Z")
+    compiled = compile_routes([older, younger, third], [], [])
+    assert compiled.models["llama"].adapters == ["sql"]
+    assert compiled.models["mistral"].adapters == []
+    assert compiled.problems == (
+        "adapter 'other' of InferenceModel team/llama left out: the name is already served "
+        "by the model 'other'",
+        "adapter 'sql' of InferenceModel team/mistral left out: the name is already served "
+        "by team/llama",
+    )
+
+
+def test_the_routing_view_of_a_model_follows_where_its_adapters_are_loaded():
+    llama = model(adapters=ADAPTERS)
+    assert adapters_view(llama) == ()
+    one = adapters_view(with_loaded(model(adapters=ADAPTERS), sql=["llama-b", "llama-a"]))
+    assert one == (("llama-a", ("sql",)), ("llama-b", ("sql",)))
+    two = adapters_view(with_loaded(model(adapters=ADAPTERS), sql=["llama-a"], chat=["llama-a"]))
+    assert two == (("llama-a", ("chat", "sql")),)  # a change the publisher sees, and republishes

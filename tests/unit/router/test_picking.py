@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pytest
 from hypothesis import given, settings
@@ -11,14 +11,17 @@ from hypothesis import strategies as st
 
 from inferscale.router.picking import (
     HashRing,
+    adapter_affinity,
     estimate_prompt_tokens,
     hash64,
+    holding_adapter,
     least_in_flight,
     least_prefill,
     load_cap,
     pick,
     prefix_hash,
     prefix_text,
+    remember_adapter,
     round_robin,
     weighted,
 )
@@ -315,3 +318,71 @@ def test_least_prefill_is_a_minimum(state, start):
 @pytest.mark.parametrize(("size", "tokens"), [(0, 0), (3, 0), (4, 1), (4_001, 1_000), (-5, 0)])
 def test_estimate_prompt_tokens(size, tokens):
     assert estimate_prompt_tokens(size) == tokens
+
+
+@dataclass
+class Holder:
+    key: str
+    adapters: frozenset[str]
+
+
+def test_holding_adapter_keeps_the_holders_or_everyone_when_none_holds_it():
+    a = Holder("a", frozenset({"sql"}))
+    b = Holder("b", frozenset({"sql", "chat"}))
+    c = Holder("c", frozenset())
+    assert holding_adapter([a, b, c], "sql") == [a, b]
+    assert holding_adapter([a, b, c], "chat") == [b]
+    assert holding_adapter([a, b, c], "new") == [a, b, c]
+    assert holding_adapter([], "sql") == []
+
+
+@dataclass(frozen=True)
+class Warm(Snap):
+    recent_adapters: list[str] = field(default_factory=list)
+
+
+def warm(*loads: int, recent: dict[int, list[str]] | None = None) -> list[Warm]:
+    return [
+        Warm(f"10.0.0.{i}:8000", in_flight=n, recent_adapters=(recent or {}).get(i, []))
+        for i, n in enumerate(loads)
+    ]
+
+
+def test_adapter_affinity_keeps_a_cold_adapter_on_its_place_on_the_ring_until_loaded():
+    idle = warm(0, 0, 0, 0)
+    ring = HashRing([c.key for c in idle])
+    home = adapter_affinity(idle, ring, "sql")
+    assert all(adapter_affinity(idle, ring, "sql") == home for _ in range(3))
+    # Over the bound (ceil(1.25 * (4 + 1) / 4) = 2), the next replica on the ring takes it.
+    busy = [Warm(c.key, in_flight=4 if c.key == home.key else 0) for c in idle]
+    moved = adapter_affinity(busy, ring, "sql")
+    assert moved.key != home.key and moved.in_flight == 0
+    assert adapter_affinity(busy, ring, "sql") == moved  # the same spill replica each time
+
+
+def test_adapter_affinity_prefers_replicas_that_recently_got_the_adapter_under_the_cap():
+    # Cap: ceil(1.25 * (4 + 1) / 4) = 2, so each warm replica may take one more.
+    cands = warm(1, 1, 1, 1, recent={0: ["sql"], 2: ["chat", "sql"]})
+    ring = HashRing([c.key for c in cands])
+    assert adapter_affinity(cands, ring, "sql").key in (cands[0].key, cands[2].key)
+    assert adapter_affinity(cands, ring, "sql", start=0).key == cands[0].key
+    assert adapter_affinity(cands, ring, "sql", start=1).key == cands[2].key  # rotates
+    # A warm replica at the cap (ceil(1.25 * 4 / 4) = 2) is passed over.
+    hot = warm(3, 0, 0, 0, recent={0: ["sql"]})
+    assert adapter_affinity(hot, ring, "sql").key != hot[0].key
+
+
+def test_adapter_affinity_spreads_cold_adapters_over_replicas():
+    idle = warm(0, 0, 0, 0)
+    ring = HashRing([c.key for c in idle])
+    homes = Counter(adapter_affinity(idle, ring, f"a{i}").key for i in range(40))
+    assert len(homes) == 4 and max(homes.values()) <= 20
+
+
+def test_remember_adapter_keeps_the_last_distinct_adapters_most_recent_last():
+    recent: list[str] = []
+    for name in ["a", "b", "a", "c", "d"]:
+        remember_adapter(recent, name, 3)
+    assert recent == ["a", "c", "d"]
+    remember_adapter(recent, "c", 3)
+    assert recent == ["a", "d", "c"]

@@ -304,6 +304,51 @@ async def test_hold_answers_503_when_its_model_is_removed_while_requests_wait():
     assert made.held["m1"] == 0 and made.metrics.held_total[("m1", "removed")] == 1
 
 
+async def test_an_adapters_held_requests_count_toward_its_base_model():
+    live = table({"m1": {"endpoints": [], "adapters": ["sql"]}})
+    made, last = state(live), Next()
+    waiting = asyncio.ensure_future(
+        link(Hold(made), last)(context(name="sql", model=live.models["sql"]))
+    )
+    for _ in range(100):  # bounded: the hold registers within a few loop turns
+        if made.held.get("m1"):
+            break
+        await asyncio.sleep(0)
+    assert made.held == {"m1": 1}  # the autoscaler wakes m1 for it
+    doc = {"m1": {"endpoints": [endpoint(1)], "adapters": ["sql"]}}
+    live.replace(RoutingTable.model_validate({"version": 2, "models": doc}))
+    resp = await asyncio.wait_for(waiting, 5)
+    assert resp.status == 299 and last.seen[0].model is live.models["sql"]
+    assert made.held == {"m1": 0} and made.metrics.held_total[("sql", "served")] == 1
+
+
+async def test_pick_sends_an_adapter_to_the_endpoints_that_hold_it():
+    one, two = endpoint(1), endpoint(2)
+    two["adapters"] = ["sql"]
+    live = table({"m1": {"endpoints": [one, two], "adapters": ["sql"]}})
+    made = state(live)
+    for _ in range(4):
+        last = Next()
+        await link(PickEndpoint(made), last)(context(name="sql", model=live.models["sql"]))
+        assert last.seen[0].endpoint.address == two["address"]
+
+
+@pytest.mark.parametrize(("strategy", "distinct"), [("leastInFlight", 1), ("roundRobin", 3)])
+async def test_pick_keeps_an_adapter_on_one_replica_under_the_default_strategies(
+    strategy, distinct
+):
+    eps = [endpoint(n) for n in (1, 2, 3)]
+    route = {"strategy": strategy}
+    live = table({"m1": {"endpoints": eps, "adapters": ["sql"], "route": route}})
+    made = state(live)
+    chosen = set()
+    for _ in range(6):  # one at a time: each finds every replica idle
+        last = Next()
+        await link(PickEndpoint(made), last)(context(name="sql", model=live.models["sql"]))
+        chosen.add(last.seen[0].endpoint.address)
+    assert len(chosen) == distinct
+
+
 # -- pick -----------------------------------------------------------------------------------
 
 

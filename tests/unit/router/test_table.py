@@ -202,3 +202,52 @@ def test_invalid_providers_are_refused(provider):
     # An API key is not even a field: keys never travel in the table.
     with pytest.raises(ValidationError):
         RoutingTable.model_validate({"version": 1, "providers": {"team/p": provider}})
+
+
+def adapter_table(version: int, adapters: list[str], loaded: list[str], **extra) -> RoutingTable:
+    endpoint = {"pod": "p0", "address": "127.0.0.1:9001", "adapters": loaded}
+    return RoutingTable.model_validate(
+        {
+            "version": version,
+            "models": {"base": {"endpoints": [endpoint], "adapters": adapters, **extra}},
+        }
+    )
+
+
+def test_an_adapter_is_its_base_models_endpoints_under_its_own_name():
+    table = EndpointTable()
+    table.replace(adapter_table(1, ["sql", "chat"], ["sql"]))
+    base, sql = table.models["base"], table.models["sql"]
+    assert (base.base, sql.base, table.models["chat"].base) == (None, "base", "base")
+    assert sql.endpoints[0] is base.endpoints[0]  # one in-flight count per engine
+    assert sql.roles is None and sql.name == "sql"
+    assert base.endpoints[0].adapters == frozenset({"sql"})
+    # A push that loads another adapter there updates the same endpoint state.
+    table.replace(adapter_table(2, ["sql", "chat"], ["sql", "chat"]))
+    assert table.models["chat"].endpoints[0].adapters == frozenset({"sql", "chat"})
+    table.replace(adapter_table(3, ["sql"], ["sql"]))
+    assert "chat" not in table.models
+
+
+def test_an_adapter_of_a_model_with_backends_gets_the_replicas_only():
+    doc = adapter_table(1, ["sql"], ["sql"]).model_dump(by_alias=True)
+    doc["models"]["base"]["backends"] = [{"role": "spillover", "model": "other"}]
+    doc["models"]["other"] = {"endpoints": [{"pod": "q", "address": "127.0.0.1:9002"}]}
+    table = EndpointTable()
+    table.replace(RoutingTable.model_validate(doc))
+    assert table.models["base"].roles is not None
+    assert table.models["sql"].roles is None
+
+
+@pytest.mark.parametrize(
+    ("adapters", "loaded", "error"),
+    [
+        (["base"], [], "adapter names served twice"),
+        (["sql", "sql"], [], "adapter names served twice"),
+        (["bad name"], [], "invalid adapter names"),
+        ([], ["bad name"], "invalid adapter names"),
+    ],
+)
+def test_bad_adapter_names_are_refused(adapters, loaded, error):
+    with pytest.raises(ValidationError, match=error):
+        adapter_table(1, adapters, loaded)

@@ -100,6 +100,24 @@ class SpeculativeDecoding(ApiModel):
     """Tokens proposed per step."""
 
 
+class KvCacheOffload(ApiModel):
+    """A host-memory tier for the KV cache (per replica).
+
+    Blocks the GPU cache evicts are kept in host RAM and loaded back over PCIe when a prompt
+    needs them again, instead of being recomputed (about 20x cheaper per token for an 8B model
+    on an H100; ``docs/sim.md``). vLLM: its native ``OffloadingConnector``; SGLang: its
+    hierarchical cache. Other engines refuse it.
+    """
+
+    host_memory_gib: float = Field(gt=0, le=65536)
+    """Host memory for the tier per replica, GiB (pinned; leave room for it in the pod's
+    memory)."""
+
+    kv_bytes_per_token: int | None = Field(default=None, ge=1, le=64 * 1024 * 1024)
+    """KV bytes of one token: 2 x layers x KV heads x head dim x bytes per value (131072 for
+    Llama-3.1-8B in BF16). vLLM 0.11 sizes its CPU tier in blocks, so it needs this."""
+
+
 class Optimization(ApiModel):
     """Inference optimisations, mapped by the operator to the engine's own flags.
 
@@ -127,6 +145,13 @@ class Optimization(ApiModel):
 
     speculative_decoding: SpeculativeDecoding | None = None
     """Speculative decoding settings; empty turns it off."""
+
+    kv_cache_offload: KvCacheOffload | None = None
+    """A host-memory KV tier; empty keeps the KV cache on the GPU only."""
+
+    kv_cache_events: bool | None = None
+    """Publish the engine's KV-cache events (vLLM ``--kv-events-config``: ZMQ PUB on port
+    5557), so routers can index which prompt blocks each replica holds."""
 
 
 class Autoscaling(ApiModel):
@@ -348,6 +373,36 @@ class ObservedSignals(ApiModel):
     """When the signals were read (RFC 3339)."""
 
 
+AdapterPhase = Literal["Loaded", "Loading", "Pending", "Failed"]
+"""Where an adapter stands: on every ready replica, on some, on none yet, or refused."""
+
+MAX_REPLICAS_LISTED: Final = 1000
+"""Most pod names one adapter's status lists (the count stays exact beyond it)."""
+
+
+class AdapterStatus(ApiModel):
+    """One adapter of ``spec.adapters`` as the operator last saw it on the replicas."""
+
+    name: str = Field(pattern=SERVED_NAME_PATTERN, max_length=128)
+    """The adapter's name (``spec.adapters[].name``)."""
+
+    phase: AdapterPhase
+    """Loaded (on every ready replica), Loading (on some), Pending (no ready replica yet) or
+    Failed (its source is refused, or the last load failed on every replica that lacks it)."""
+
+    loaded_replicas: int = Field(default=0, ge=0)
+    """Ready replicas that serve the adapter."""
+
+    ready_replicas: int = Field(default=0, ge=0)
+    """Ready replicas in all (the N of "loaded on M of N")."""
+
+    loaded_on: list[str] = Field(default_factory=list, max_length=MAX_REPLICAS_LISTED)
+    """The pods that serve it, sorted: the routers prefer these for the adapter's requests."""
+
+    message: str | None = Field(default=None, max_length=1024)
+    """The last error (an engine's refusal, an unreachable replica, a refused source)."""
+
+
 class InferenceModelStatus(ApiModel):
     """The observed state of a self-hosted model, written by the operator."""
 
@@ -388,6 +443,10 @@ class InferenceModelStatus(ApiModel):
     autoscaler_state: str | None = Field(default=None, max_length=65_536)
     """The autoscaler's memory (its windows' load samples, when load last fell, when it last
     scaled), kept here so an operator restart keeps its windows. Written by the operator."""
+
+    adapters: list[AdapterStatus] = Field(default_factory=list, max_length=MAX_ADAPTERS)
+    """Each LoRA adapter of ``spec.adapters``: on how many ready replicas it is loaded, and
+    the last error. The AdaptersReady condition sums them up."""
 
 
 class InferenceModel(Resource[InferenceModelSpec, InferenceModelStatus]):

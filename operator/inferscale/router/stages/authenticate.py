@@ -35,12 +35,27 @@ class Authenticate(AccessStage):
         """401 for a missing or unknown key while keys are required; else hand on."""
         access = self.access
         if access.active:
-            identified = access.identify(ctx.request.headers.get("Authorization"))
+            identified = access.identify(client_key(ctx.request))
             if isinstance(identified, Refusal):
                 return refuse(self.log, ctx, identified)
             ctx.policy = identified
             ctx.client = identified.client
         return await self.next(ctx)
+
+
+def client_key(request: web.Request) -> str | None:
+    """The caller's ``Authorization`` header; Anthropic's ``x-api-key`` stands for it when absent.
+
+    Anthropic's SDKs send their key as ``x-api-key``; accepting it on every path lets one key
+    serve both APIs (and ``GET /v1/models`` from either SDK).
+    """
+    headers = request.headers
+    authorization = headers.get("Authorization")
+    if authorization is None:
+        key = headers.get("X-Api-Key")
+        if key:
+            return f"Bearer {key}"
+    return authorization
 
 
 def refuse(log: AccessLog, ctx: RequestContext, refusal: Refusal, client: str = "") -> web.Response:

@@ -91,7 +91,7 @@ class Forward(Stage):
         headers = {k: v for k in FORWARDED if (v := request.headers.get(k)) is not None}
         try:
             async with state.session.post(
-                endpoint.base_url + request.path,
+                endpoint.base_url + ctx.path,
                 data=ctx.body,
                 headers=headers,
                 timeout=self.timeouts.get(ctx.name) or aiohttp.ClientTimeout(total=600),
@@ -179,15 +179,14 @@ class Forward(Stage):
         ctx.prefilled(endpoint)
         resp = ctx.committed
         if resp is None:
-            resp = web.StreamResponse(
-                status=up.status,
-                headers={
+            resp = await ctx.open_stream(
+                up.status,
+                {
                     "Content-Type": ctype,
                     "Cache-Control": "no-cache",
                     "X-Inferscale-Pod": endpoint.pod,
                 },
             )
-            await resp.prepare(ctx.request)
         assert ctx.model is not None
         deadline = ctx.start + ctx.model.route.timeouts.total_seconds
         return await self._relay_rest(ctx, endpoint, chunks, first, resp, up.status, deadline)

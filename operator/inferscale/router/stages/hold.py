@@ -67,9 +67,12 @@ class Hold(Stage):
     async def hold(self, ctx: RequestContext, model: ModelState) -> web.StreamResponse | None:
         """Wait for a ready endpoint; sets ``ctx.model`` (and ``ctx.committed``) when one comes."""
         state, name = self.state, ctx.name
+        # An adapter's requests wait for its base model's replicas: counted there, they are
+        # the held load that wakes a model at zero (the autoscaler reads the base's count).
+        held = model.base or name
         bounds = model.route.hold_queue
         retry_after = str(max(1, math.ceil(min(bounds.max_wait_seconds, 60))))
-        if state.held.get(name, 0) >= bounds.max_requests:
+        if state.held.get(held, 0) >= bounds.max_requests:
             self._count(name, "full")
             message = f"the model `{name}` is starting and its hold queue is full"
             if ctx.fallible:
@@ -81,12 +84,12 @@ class Hold(Stage):
                 code="model_unavailable",
                 headers={"Retry-After": retry_after},
             )
-        state.held[name] = state.held.get(name, 0) + 1
+        state.held[held] = state.held.get(held, 0) + 1
         outcome = "timeout"
         try:
             outcome = await self._wait(ctx, ctx.start + bounds.max_wait_seconds)
         finally:
-            state.held[name] -= 1
+            state.held[held] -= 1
             self._count(name, outcome)
         if outcome == "served":
             return None
@@ -116,8 +119,7 @@ class Hold(Stage):
             except TimeoutError:
                 if ctx.stream and state.clock() < deadline:
                     if ctx.committed is None:
-                        ctx.committed = web.StreamResponse(status=200, headers=SSE_HEADERS)
-                        await ctx.committed.prepare(ctx.request)
+                        ctx.committed = await ctx.open_stream(200, SSE_HEADERS)
                     await ctx.committed.write(KEEPALIVE)
         return "timeout"
 

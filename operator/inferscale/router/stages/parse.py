@@ -10,6 +10,7 @@ Unknown fields are kept: the body is forwarded byte for byte. Sets ``ctx.body``,
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from aiohttp import web
 
@@ -31,24 +32,10 @@ class Parse(Stage):
 
     async def __call__(self, ctx: RequestContext) -> web.StreamResponse:
         """400/408/413 for a body the router cannot route; else hand on."""
-        request = ctx.request
+        obj = await read_json(ctx, self.body_timeout, self.log)
+        if isinstance(obj, web.Response):
+            return obj
         refuse = self.log.refuse
-        try:
-            if request.content.is_eof():
-                body = await request.read()  # already buffered: no timer needed
-            else:
-                async with asyncio.timeout(self.body_timeout):
-                    body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            return _closing(refuse(ctx, 413, "request body too large", "request_too_large"))
-        except TimeoutError:
-            return _closing(refuse(ctx, 408, "the request body was not sent in time"))
-        try:
-            obj = loads(body)
-        except (ValueError, RecursionError):
-            return refuse(ctx, 400, "the request body is not valid JSON")
-        if not isinstance(obj, dict):
-            return refuse(ctx, 400, "the request body must be a JSON object")
         name = obj.get("model")
         if not isinstance(name, str) or not name:
             return refuse(ctx, 400, "model: a non-empty string is required", "model")
@@ -58,8 +45,34 @@ class Parse(Stage):
         options = obj.get("stream_options")
         if options is not None and not isinstance(options, dict):
             return refuse(ctx, 400, "stream_options: must be an object")
-        ctx.body, ctx.obj, ctx.name, ctx.stream = body, obj, name, bool(stream)
+        ctx.obj, ctx.name, ctx.stream = obj, name, bool(stream)
         return await self.next(ctx)
+
+
+async def read_json(
+    ctx: RequestContext, body_timeout: float, log: AccessLog
+) -> dict[str, Any] | web.Response:
+    """The request's JSON object (its bytes in ``ctx.body``), or the refusal to answer with."""
+    request = ctx.request
+    refuse = log.refuse
+    try:
+        if request.content.is_eof():
+            body = await request.read()  # already buffered: no timer needed
+        else:
+            async with asyncio.timeout(body_timeout):
+                body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return _closing(refuse(ctx, 413, "request body too large", "request_too_large"))
+    except TimeoutError:
+        return _closing(refuse(ctx, 408, "the request body was not sent in time"))
+    try:
+        obj = loads(body)
+    except (ValueError, RecursionError):
+        return refuse(ctx, 400, "the request body is not valid JSON")
+    if not isinstance(obj, dict):
+        return refuse(ctx, 400, "the request body must be a JSON object")
+    ctx.body = body
+    return obj
 
 
 def _closing(response: web.Response) -> web.Response:

@@ -52,6 +52,8 @@ class PickEndpoint(Stage):
             if tried:
                 failed = {e.address for e in tried}
                 candidates = [e for e in candidates if e.address not in failed]
+            if model.base is not None:  # a LoRA adapter's name
+                candidates = list(picking.holding_adapter(candidates, model.name))
             if not candidates:
                 break
             endpoint = pick(model, candidates, ctx.obj, state)
@@ -110,6 +112,16 @@ def pick(
     route = model.route
     model.counter += 1
     strategy = route.strategy
+    if model.base is not None and strategy in picking.ADAPTER_AFFINE:  # a LoRA adapter's name
+        if model.ring is None:  # built on the adapter's first request, kept for the table
+            model.ring = picking.HashRing(
+                [e.key for e in model.ready], route.prefix_hash.replicas_per_endpoint
+            )
+        endpoint = picking.adapter_affinity(
+            candidates, model.ring, model.name, route.prefix_hash.load_bound, model.counter
+        )
+        picking.remember_adapter(endpoint.recent_adapters, model.name, model.adapter_slots)
+        return endpoint
     if strategy == "leastInFlight":
         return picking.least_in_flight(candidates, model.counter)
     if strategy == "prefixHash":

@@ -1,0 +1,163 @@
+#!/usr/bin/env python3
+"""Many LoRA adapters on a few replicas, in virtual time: adapter-affine routing against the rest.
+
+Issue 25's benchmark: 20 adapters on 4 replicas with ``max_loras`` 4, the adapters' traffic
+Zipf-distributed, Poisson arrivals. Every replica has every adapter loaded (as the operator
+leaves them), so what differs is how many distinct adapters each replica's GPU slots must
+juggle. The engine is the sims' latency model (``inferscale.sim.model.LatencyModel``, the
+``llama-3.1-8b-h100`` preset) with ``max_loras`` slots and a swap cost per adapter brought into
+a slot; the pickers are the router's own (``inferscale.router.picking``): ``leastInFlight``
+over all replicas; ``adapterHash``, bounded-load consistent hashing on the adapter's name alone;
+and ``adapterAffinity``, what the router does for an adapter's name under its default strategy
+(a replica it recently sent the adapter to while under the load bound, else ``adapterHash``).
+No HTTP, no clock: time jumps from arrival to arrival. Seeded, so a run repeats exactly.
+
+  .venv/bin/python bench/routing/adapters.py                        # ~10 s
+  .venv/bin/python bench/routing/adapters.py --rates 10,20,30 --zipf 0.8,1.1 --seeds 1,2,3
+
+Prints one Markdown row per (rate, zipf, seed, picker): adapter swaps, mean and p95 TTFT, the
+busiest replica's requests over the mean, and the ratios against ``leastInFlight``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import math
+import random
+import statistics
+import sys
+from dataclasses import dataclass, field
+
+from virtual import Replica
+
+from inferscale.router import picking
+from inferscale.sim.model import EngineParams, LatencyModel, Seq
+from inferscale.sim.presets import preset
+
+
+@dataclass(slots=True, eq=False)
+class AdapterReplica(Replica):
+    """virtual.py's replica, plus what the adapter rules read: loaded and recent adapters."""
+
+    adapters: frozenset[str] = frozenset()
+    recent_adapters: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Request:
+    at: float
+    adapter: str
+    prompt: int
+    output: int
+
+
+def workload(
+    n: int, rate: float, adapters: int, zipf: float, seed: int, prompt: int, output: int
+) -> list[Request]:
+    """``n`` Poisson arrivals at ``rate``/s; adapter i+1 is chosen with weight 1/(i+1)^zipf."""
+    rng = random.Random(seed)
+    weights = [1 / (i + 1) ** zipf for i in range(adapters)]
+    cumulative = [sum(weights[: i + 1]) for i in range(adapters)]
+    out, now = [], 0.0
+    for _ in range(n):
+        now += rng.expovariate(rate)
+        i = bisect.bisect_left(cumulative, rng.random() * cumulative[-1])
+        # Prompts and outputs vary by up to half either way around their means.
+        p = max(1, round(prompt * rng.uniform(0.5, 1.5)))
+        o = max(1, round(output * rng.uniform(0.5, 1.5)))
+        out.append(Request(now, f"lora-{min(i, adapters - 1)}", p, o))
+    return out
+
+
+def run(
+    picker: str, requests: list[Request], params: EngineParams, replicas: int, load_bound: float
+) -> dict[str, float | int | str]:
+    names = frozenset(r.adapter for r in requests)
+    reps = [
+        AdapterReplica(f"10.0.0.{i}:8000", LatencyModel(params), adapters=names)
+        for i in range(replicas)
+    ]
+    ring = picking.HashRing([r.key for r in reps])
+    seqs: list[Seq] = []
+    served = [0] * replicas
+    for i, req in enumerate(requests):
+        for r in reps:
+            r.model.advance(req.at)
+        candidates = picking.holding_adapter(reps, req.adapter)
+        if picker == "adapterAffinity":
+            chosen = picking.adapter_affinity(candidates, ring, req.adapter, load_bound, i + 1)
+            picking.remember_adapter(chosen.recent_adapters, req.adapter, params.max_loras)
+        elif picker == "adapterHash":
+            h = picking.hash64(f"lora:{req.adapter}")
+            chosen = picking.prefix_hash(candidates, ring, h, load_bound)
+        else:
+            chosen = picking.least_in_flight(candidates, i + 1)
+        seqs.append(chosen.model.submit(req.at, req.prompt, req.output, adapter=req.adapter))
+        served[reps.index(chosen)] += 1
+    for r in reps:
+        r.model.advance(math.inf)
+    ttfts = sorted(s.ttft for s in seqs if s.ttft is not None)
+    return {
+        "picker": picker,
+        "swaps": sum(r.model.stats.adapter_swaps for r in reps),
+        "ttft_mean_ms": 1000 * statistics.mean(ttfts),
+        "ttft_p95_ms": 1000 * ttfts[int(0.95 * (len(ttfts) - 1))],
+        "max_over_mean": max(served) / statistics.mean(served),
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--requests", type=int, default=4000)
+    ap.add_argument("--rates", default="10,20,30", help="arrivals per second, comma-separated")
+    ap.add_argument("--zipf", default="1.1", help="Zipf exponents, comma-separated")
+    ap.add_argument("--seeds", default="1")
+    ap.add_argument("--adapters", type=int, default=20)
+    ap.add_argument("--replicas", type=int, default=4)
+    ap.add_argument("--max-loras", type=int, default=4)
+    ap.add_argument("--swap-ms", type=float, default=20.0, help="cost of one adapter swap")
+    ap.add_argument("--prompt", type=int, default=1000, help="mean prompt tokens")
+    ap.add_argument("--output", type=int, default=200, help="mean output tokens")
+    ap.add_argument("--load-bound", type=float, default=picking.DEFAULT_LOAD_BOUND)
+    ap.add_argument("--preset", default="llama-3.1-8b-h100")
+    args = ap.parse_args()
+    params = preset(args.preset).model_copy(
+        update={
+            "max_loras": args.max_loras,
+            "lora_swap_seconds": args.swap_ms / 1000,
+            "startup_delay_seconds": 0.0,
+        }
+    )
+    print(
+        "| rate/s | zipf | seed | picker | swaps | mean TTFT ms | p95 TTFT ms"
+        " | requests max/mean | swaps vs leastInFlight | mean TTFT vs leastInFlight |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for rate in (float(r) for r in args.rates.split(",")):
+        for zipf in (float(z) for z in args.zipf.split(",")):
+            for seed in (int(s) for s in args.seeds.split(",")):
+                requests = workload(
+                    args.requests, rate, args.adapters, zipf, seed, args.prompt, args.output
+                )
+                base, *others = (
+                    run(p, requests, params, args.replicas, args.load_bound)
+                    for p in ("leastInFlight", "adapterHash", "adapterAffinity")
+                )
+                for r in (base, *others):
+                    swaps = float(base["swaps"]) / max(float(r["swaps"]), 1)
+                    ttft = float(r["ttft_mean_ms"]) / float(base["ttft_mean_ms"])
+                    print(
+                        f"| {rate:g} | {zipf:g} | {seed} | {r['picker']} | {r['swaps']} "
+                        f"| {float(r['ttft_mean_ms']):.1f} | {float(r['ttft_p95_ms']):.1f} "
+                        f"| {float(r['max_over_mean']):.2f} | {swaps:.1f}x fewer "
+                        f"| {ttft:.2f} |",
+                        flush=True,
+                    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""The router's KV-events subscriber: one ZMQ SUB per endpoint, feeding the cache index.
+
+For every endpoint whose engine publishes KV events (vLLM's ``--kv-events-config``, or the
+sim's), a task reads ``[topic, seq, payload]`` messages and applies them to
+``ttft.CacheIndex`` under the endpoint's key. The stream is trusted only while it is whole:
+
+- a **gap** in ``seq`` (the publisher dropped messages for us, or we missed some) and a
+  **restart** (``seq`` goes back: a new engine process) both clear that endpoint's entry, and
+  learning starts again from the message at hand: the index under-reports a cache for a while,
+  never claims blocks that are gone;
+- a **malformed** message is counted and clears the entry too (what it said is unknown);
+- an endpoint that leaves the table (:meth:`KvEventSubscriber.sync`) has its task stopped and
+  its entry dropped, so the picker scores it, if it comes back, without a cache.
+
+Nothing here raises into the request path: the picker only ever reads the index.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import zmq
+import zmq.asyncio
+
+from inferscale.protocol.kvevents import (
+    KvEventFormatError,
+    decode_batch,
+    decode_seq,
+)
+from inferscale.router.ttft import CacheIndex
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class StreamStats:
+    """Per endpoint: what its stream did (for logs, metrics and tests)."""
+
+    batches: int = 0
+    events: int = 0
+    gaps: int = 0
+    restarts: int = 0
+    malformed: int = 0
+    last_seq: int | None = None
+
+
+def apply(index: CacheIndex, key: str, stats: StreamStats, seq: int, payload: bytes) -> None:
+    """Apply one message to the index, resyncing on a gap, a restart or a malformed payload."""
+    last = stats.last_seq
+    if last is not None and seq != last + 1:
+        if seq <= last:
+            stats.restarts += 1
+        else:
+            stats.gaps += 1
+        index.cleared(key)
+    stats.last_seq = seq
+    try:
+        batch = decode_batch(payload)
+    except KvEventFormatError as e:
+        stats.malformed += 1
+        index.cleared(key)
+        log.warning("kv events from %s: %s; its cache is forgotten", key, e)
+        return
+    stats.batches += 1
+    for event in batch.events:
+        stats.events += 1
+        if event.kind == "stored":
+            index.stored(key, event.hashes, event.medium)
+        elif event.kind == "removed":
+            index.removed(key, event.hashes, event.medium)
+        else:
+            index.cleared(key)
+
+
+class KvEventSubscriber:
+    """SUB sockets for a set of endpoints, kept in step with the routing table."""
+
+    def __init__(self, index: CacheIndex, topic: str = "") -> None:
+        """Feed ``index``; subscribe to ``topic`` (vLLM's default is every topic, ``""``)."""
+        self.index = index
+        self.topic = topic.encode()
+        self.stats: dict[str, StreamStats] = {}
+        self._ctx = zmq.asyncio.Context()
+        self._tasks: dict[str, tuple[str, asyncio.Task[None]]] = {}
+
+    def sync(self, addresses: Mapping[str, str]) -> None:
+        """Subscribe to ``key -> tcp://host:port`` exactly; stop and forget the others."""
+        for key, (address, task) in list(self._tasks.items()):
+            if addresses.get(key) != address:
+                task.cancel()
+                del self._tasks[key]
+                self.index.cleared(key)
+                self.stats.pop(key, None)
+        for key, address in addresses.items():
+            if key not in self._tasks:
+                stats = self.stats[key] = StreamStats()
+                task = asyncio.create_task(self._read(key, address, stats), name=f"kv:{key}")
+                self._tasks[key] = (address, task)
+
+    async def close(self) -> None:
+        """Stop every task and close the sockets."""
+        tasks = [t for _, t in self._tasks.values()]
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        self._tasks.clear()
+        self._ctx.term()
+
+    async def _read(self, key: str, address: str, stats: StreamStats) -> None:
+        sock = self._ctx.socket(zmq.SUB)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SUBSCRIBE, self.topic)
+        sock.connect(address)  # ZMQ reconnects by itself when the publisher comes back
+        try:
+            while True:
+                frames = await sock.recv_multipart()
+                if len(frames) != 3:
+                    stats.malformed += 1
+                    self.index.cleared(key)
+                    continue
+                try:
+                    seq = decode_seq(frames[1])
+                except KvEventFormatError:
+                    stats.malformed += 1
+                    self.index.cleared(key)
+                    continue
+                apply(self.index, key, stats, seq, frames[2])
+        finally:
+            sock.close(linger=0)
