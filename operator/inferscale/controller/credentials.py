@@ -58,6 +58,7 @@ from inferscale.reconcile.credentials import (
     compile_credentials,
     decode_secret,
     referenced_secrets,
+    secret_refs,
 )
 
 log = logging.getLogger(__name__)
@@ -204,6 +205,7 @@ class CredentialsPublisher(RouterPublisher[CredentialSources, RouterCredentials]
         document = RouterCredentials(
             version=held.version if held is not None else 0,
             provider_keys=compiled.provider_keys,  # type: ignore[arg-type]  # str -> SecretStr
+            provider_key_sets=compiled.provider_key_sets,
             client_keys=compiled.client_keys,
             require_client_key=compiled.require_client_key,
         )
@@ -217,7 +219,8 @@ class CredentialsPublisher(RouterPublisher[CredentialSources, RouterCredentials]
         self.log.info(
             "credentials version %d: %d provider keys, %d client keys, client key %s",
             document.version,
-            len(document.provider_keys),
+            len(document.provider_keys)
+            + sum(len(keys) for keys in document.provider_key_sets.values()),
             len(document.client_keys),
             "required" if document.require_client_key else "not required",
         )
@@ -328,12 +331,10 @@ def _snapshot(body: kopf.Body, status: bool) -> dict[str, Any]:
     return json_copy(snapshot)
 
 
-def _secret_key(body: Mapping[str, Any]) -> tuple[str, str] | None:
-    """(namespace, Secret name) an object's ``spec.apiKeySecretRef`` names."""
-    meta = body.get("metadata") or {}
-    ref = (body.get("spec") or {}).get("apiKeySecretRef") or {}
-    name = ref.get("name") if isinstance(ref, Mapping) else None
-    return (str(meta.get("namespace")), name) if isinstance(name, str) else None
+def _secret_keys(body: Mapping[str, Any]) -> dict[ObjectKey, None] | None:
+    """(namespace, Secret name) of every Secret an object's spec names, as a kopf index entry."""
+    found = {(ref.namespace, ref.name): None for ref in secret_refs(body)}
+    return found or None
 
 
 @kopf.index(GROUP, VERSION, CLIENT_PLURAL)
@@ -353,15 +354,13 @@ def inference_providers(body: kopf.Body, **_: Any) -> Any:
 @kopf.index(GROUP, VERSION, CLIENT_PLURAL)
 def client_key_secrets(body: kopf.Body, **_: Any) -> Any:
     """The Secrets InferenceClients reference, by (namespace, name): the Secret filter."""
-    key = _secret_key(body)
-    return {key: None} if key is not None else None
+    return _secret_keys(body)
 
 
 @kopf.index(GROUP, VERSION, PROVIDER_PLURAL)
 def provider_key_secrets(body: kopf.Body, **_: Any) -> Any:
     """The Secrets InferenceProviders reference, by (namespace, name): the Secret filter."""
-    key = _secret_key(body)
-    return {key: None} if key is not None else None
+    return _secret_keys(body)
 
 
 def is_key_secret(body: kopf.Body, memo: Any, **kwargs: Any) -> bool:

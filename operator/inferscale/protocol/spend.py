@@ -67,6 +67,9 @@ class ProviderReport(ApiModel):
     ejected_until: float | None = Field(default=None, ge=0)
     """Epoch seconds until which the router's circuit breaker skips the provider (``None``:
     the breaker is closed)."""
+    keys: dict[str, str] = Field(default_factory=dict, max_length=64)
+    """For a provider with several keys: each key's id and its state on this router (``ok``,
+    ``revoked`` after a 401/403, ``backing_off`` after a 429)."""
 
 
 class SpendReport(ApiModel):

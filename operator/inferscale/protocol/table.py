@@ -29,7 +29,13 @@ from inferscale.api.v1alpha1.inference_model import (
     SERVED_NAME_PATTERN,
     InferenceModelSpec,
 )
-from inferscale.api.v1alpha1.inference_provider import InferenceProviderSpec, ProviderType
+from inferscale.api.v1alpha1.inference_provider import (
+    AzureSettings,
+    BedrockSettings,
+    InferenceProviderSpec,
+    ProviderType,
+    VertexSettings,
+)
 from inferscale.api.v1alpha1.inference_route import (
     HoldQueue,
     InferenceRouteSpec,
@@ -101,13 +107,16 @@ class TableProvider(ApiModel):
     """A hosted provider (an InferenceProvider), without its key."""
 
     type: ProviderType
-    """openai, anthropic or openai-compatible."""
+    """The API it speaks (InferenceProvider's ``type``)."""
 
     base_url: str = Field(alias="baseURL", pattern=r"^https?://[^\s]+$", max_length=2048)
-    """Base URL of the API (the official one already filled in for openai and anthropic)."""
+    """Base URL of the API (defaults, presets, locations and regions resolved)."""
 
     timeout_seconds: float = _as_in_api(InferenceProviderSpec, "timeout_seconds")
     anthropic_version: str = _as_in_api(InferenceProviderSpec, "anthropic_version")
+    azure: AzureSettings | None = _as_in_api(InferenceProviderSpec, "azure")
+    vertex: VertexSettings | None = _as_in_api(InferenceProviderSpec, "vertex")
+    bedrock: BedrockSettings | None = _as_in_api(InferenceProviderSpec, "bedrock")
 
     models: dict[str, TableProviderModel] = Field(min_length=1, max_length=256)
     """Model name as routes use it -> its provider-side name and prices."""

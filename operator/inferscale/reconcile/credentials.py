@@ -6,6 +6,10 @@ the decoded data of the Secrets they reference) into the content of a
 :class:`~inferscale.protocol.credentials.ClientKey` per usable client key (its SHA-256, never the
 key). The rules that are not obvious:
 
+- A provider with several keys (``spec.apiKeys``) sends every key its Secrets hold, each with
+  its id and rates; it is Ready while one key is usable, and its message names the keys that are
+  not (their Secret or key missing or empty).
+
 - A client Secret key may hold several keys, one per line (a rotation that overlaps); blank lines
   are skipped and keys shorter than ``MIN_KEY_LENGTH`` are refused (and reported), so a
   placeholder such as ``changeme`` never opens the router.
@@ -33,8 +37,14 @@ from pydantic import ValidationError
 
 from inferscale.api.meta import CONDITION_READY, Condition, make_condition
 from inferscale.api.v1alpha1.inference_client import InferenceClientSpec, InferenceClientStatus
+from inferscale.api.v1alpha1.inference_provider import ProviderKey
 from inferscale.api.validation import describe_errors
-from inferscale.protocol.credentials import MIN_KEY_LENGTH, ClientKey, key_digest
+from inferscale.protocol.credentials import (
+    MIN_KEY_LENGTH,
+    ClientKey,
+    ProviderKeyEntry,
+    key_digest,
+)
 
 JsonDict = dict[str, Any]
 ObjectKey = tuple[str, str]
@@ -71,7 +81,7 @@ class CompiledCredentials:
     """The credentials' content without a version, and each object's state."""
 
     provider_keys: dict[str, str]
-    """``<namespace>/<name>`` -> API key."""
+    """``<namespace>/<name>`` -> API key (providers with one key)."""
     client_keys: list[ClientKey]
     """Usable client keys, by client then digest."""
     require_client_key: bool
@@ -79,6 +89,8 @@ class CompiledCredentials:
     providers: dict[ObjectKey, KeyState] = field(default_factory=dict)
     problems: tuple[str, ...] = ()
     """One sentence per object that could not be used (never a key)."""
+    provider_key_sets: dict[str, list[ProviderKeyEntry]] = field(default_factory=dict)
+    """``<namespace>/<name>`` -> its keys (providers with ``apiKeys``)."""
 
 
 @dataclass(frozen=True)
@@ -116,13 +128,37 @@ def secret_ref(obj: Mapping[str, Any]) -> SecretRef | None:
     return SecretRef(namespace, name, key)
 
 
+def provider_key_refs(obj: Mapping[str, Any]) -> list[tuple[SecretRef, ProviderKey]] | None:
+    """A provider's ``spec.apiKeys`` as refs with their rates; ``None``: it has no such list.
+
+    Entries that do not parse are left out (the API server refuses them; a stored object from
+    an older schema must not break the compile).
+    """
+    namespace, _ = _ident(obj)
+    listed = _mapping(obj.get("spec")).get("apiKeys")
+    if not isinstance(listed, list) or not namespace:
+        return None
+    out = []
+    for entry in listed:
+        try:
+            key = ProviderKey.model_validate(entry)
+        except ValidationError:
+            continue
+        out.append((SecretRef(namespace, key.secret_ref.name, key.secret_ref.key), key))
+    return out
+
+
+def secret_refs(obj: Mapping[str, Any]) -> list[SecretRef]:
+    """Every Secret key an object references: ``apiKeySecretRef`` and ``apiKeys`` (providers)."""
+    single = secret_ref(obj)
+    listed = provider_key_refs(obj) or []
+    return ([single] if single is not None else []) + [ref for ref, _ in listed]
+
+
 def referenced_secrets(*objects: Iterable[Mapping[str, Any]]) -> set[ObjectKey]:
     """Every Secret (namespace, name) the objects reference."""
     return {
-        (ref.namespace, ref.name)
-        for group in objects
-        for obj in group
-        if (ref := secret_ref(obj)) is not None
+        (ref.namespace, ref.name) for group in objects for obj in group for ref in secret_refs(obj)
     }
 
 
@@ -153,31 +189,77 @@ def _lookup(ref: SecretRef, secrets: SecretData) -> tuple[str | None, KeyState |
     return value, None
 
 
+def _key_value(ref: SecretRef, secrets: SecretData) -> tuple[str | None, KeyState | None]:
+    """A provider key's stripped value, or the state that says why there is none."""
+    value, problem = _lookup(ref, secrets)
+    if problem is not None:
+        return None, problem
+    key = (value or "").strip()
+    if not key:
+        where = f"Secret {ref.namespace}/{ref.name} key {ref.key!r}"
+        return None, KeyState(False, REASON_BAD_KEY, f"{where} is empty")
+    return key, None
+
+
+def _key_set(
+    listed: list[tuple[SecretRef, ProviderKey]], secrets: SecretData
+) -> tuple[list[ProviderKeyEntry], KeyState]:
+    """The usable keys of a provider with ``apiKeys``, and its state."""
+    entries: list[ProviderKeyEntry] = []
+    missing: list[str] = []
+    last: KeyState | None = None
+    for ref, spec in listed:
+        value, problem = _key_value(ref, secrets)
+        if problem is not None:
+            missing.append(spec.key_id)
+            last = problem
+            continue
+        entries.append(
+            ProviderKeyEntry(
+                id=spec.key_id,
+                key=value,  # type: ignore[arg-type]  # str -> SecretStr
+                requests_per_minute=spec.requests_per_minute,
+                tokens_per_minute=spec.tokens_per_minute,
+            )
+        )
+    if not entries:
+        if last is None:
+            return [], KeyState(False, REASON_INVALID_SPEC, "spec.apiKeys has no usable entry")
+        return [], KeyState(False, last.reason, f"no key is usable; last: {last.message}")
+    message = f"{len(entries)} API key(s) reached the routers"
+    if missing:
+        message += f"; not usable: {', '.join(missing)} (Secret or key missing or empty)"
+    return entries, KeyState(True, REASON_READY, message, len(entries))
+
+
 def _providers(
     providers: Iterable[Mapping[str, Any]], secrets: SecretData
-) -> tuple[dict[str, str], dict[ObjectKey, KeyState]]:
+) -> tuple[dict[str, str], dict[str, list[ProviderKeyEntry]], dict[ObjectKey, KeyState]]:
     keys: dict[str, str] = {}
+    sets: dict[str, list[ProviderKeyEntry]] = {}
     states: dict[ObjectKey, KeyState] = {}
     for obj in providers:
         ident = _ident(obj)
+        listed = provider_key_refs(obj)
+        if listed is not None:
+            entries, states[ident] = _key_set(listed, secrets)
+            if entries:
+                sets[f"{ident[0]}/{ident[1]}"] = entries
+            continue
         ref = secret_ref(obj)
         if ref is None:
-            states[ident] = KeyState(False, REASON_INVALID_SPEC, "spec.apiKeySecretRef is missing")
+            states[ident] = KeyState(
+                False, REASON_INVALID_SPEC, "spec.apiKeySecretRef or spec.apiKeys is missing"
+            )
             continue
-        value, problem = _lookup(ref, secrets)
+        key, problem = _key_value(ref, secrets)
         if problem is not None:
             states[ident] = problem
             continue
-        assert value is not None
-        key = value.strip()
-        if not key:
-            states[ident] = KeyState(
-                False, REASON_BAD_KEY, f"Secret {ref.namespace}/{ref.name} key {ref.key!r} is empty"
-            )
-            continue
+        assert key is not None
         keys[f"{ident[0]}/{ident[1]}"] = key
         states[ident] = KeyState(True, REASON_READY, "the API key reached the routers", 1)
-    return keys, states
+    return keys, sets, states
 
 
 def _client_keys(value: str) -> tuple[list[str], int]:
@@ -253,7 +335,7 @@ def compile_credentials(
 ) -> CompiledCredentials:
     """The credentials' content (see the module docstring for the rules)."""
     providers, clients = list(providers), list(clients)
-    provider_keys, provider_states = _providers(providers, secrets)
+    provider_keys, provider_key_sets, provider_states = _providers(providers, secrets)
     client_keys, client_states = _clients(clients, secrets)
     required = require == "always" or (require == "auto" and bool(clients))
     problems = [
@@ -267,6 +349,7 @@ def compile_credentials(
     ]
     return CompiledCredentials(
         provider_keys=dict(sorted(provider_keys.items())),
+        provider_key_sets=dict(sorted(provider_key_sets.items())),
         client_keys=client_keys,
         require_client_key=required,
         clients=client_states,

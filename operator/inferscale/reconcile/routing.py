@@ -41,7 +41,7 @@ from pydantic import ValidationError
 
 from inferscale.api.meta import LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_MODEL, MANAGED_BY
 from inferscale.api.v1alpha1.inference_model import SERVED_NAME_PATTERN, InferenceModelSpec
-from inferscale.api.v1alpha1.inference_provider import DEFAULT_BASE_URLS, InferenceProviderSpec
+from inferscale.api.v1alpha1.inference_provider import InferenceProviderSpec
 from inferscale.api.v1alpha1.inference_route import InferenceRouteSpec
 from inferscale.api.validation import describe_errors
 from inferscale.protocol.defaults import IN_FLIGHT_PER_REPLICA
@@ -333,9 +333,12 @@ def _providers(
             continue
         out[f"{namespace}/{name}"] = TableProvider(
             type=spec.type,
-            base_url=(spec.base_url or DEFAULT_BASE_URLS[spec.type]).rstrip("/"),
+            base_url=spec.resolved_base_url(),
             timeout_seconds=spec.timeout_seconds,
             anthropic_version=spec.anthropic_version,
+            azure=spec.azure,
+            vertex=spec.vertex,
+            bedrock=spec.bedrock,
             models={
                 m.name: TableProviderModel(
                     provider_model=m.provider_model or m.name,

@@ -4,8 +4,10 @@
 index of client-key digests and one :class:`~inferscale.router.limits.Policy` per client, all
 built from them; :meth:`Access.replace` swaps them in with one assignment each, and nothing
 awaits between reading them, so a request sees the old credentials or the new ones, never a mix.
-Provider backends read their API keys through :meth:`Access.provider_key` at the moment they
-call the provider, so a rotated key is used from the next request on.
+Provider backends take their API keys from :meth:`Access.provider_pool` at the moment they call
+the provider, so a rotated key is used from the next request on; a pool keeps each key's state
+(rates, refusals, backoffs) across pushes while the key is unchanged
+(:mod:`inferscale.router.provider_keys`).
 
 A request passes three checks, each an OpenAI error object when it fails:
 
@@ -45,6 +47,7 @@ from inferscale.router.limits import (
     retry_after_header,
 )
 from inferscale.router.picking import estimate_prompt_tokens
+from inferscale.router.provider_keys import KeyPool, rebuild
 
 ANONYMOUS: Final = Policy(client="")
 """The policy of a request without a known key while keys are not required: no limit."""
@@ -163,7 +166,8 @@ class Access:
         """Key digest -> (the digest as held, the policy of its client): what
         :meth:`identify` looks up, built with the rest on :meth:`replace` so a request pays one
         hash and one lookup. Its size is the credentials' keys: presented keys never enter it."""
-        self.provider_keys: dict[str, str] = {}
+        self.provider_pools: dict[str, KeyPool] = {}
+        """Provider id -> its keys and their state."""
         self.required = require_client_key
         self.active = require_client_key
         """Whether requests are checked at all (keys required, or some key known): a router
@@ -202,17 +206,25 @@ class Access:
         by_digest = {
             raw: (stored, policies[key.client]) for raw, (stored, key) in keys.by_digest.items()
         }
-        provider_keys = {k: v.get_secret_value() for k, v in credentials.provider_keys.items()}
+        pools = rebuild(
+            {p: credentials.provider_entries(p) for p in credentials.provider_ids()},
+            self.provider_pools,
+        )
         # Each is one assignment; readers take what they need in one step (no await between).
         self.keys, self.policies, self.by_digest = keys, policies, by_digest
-        self.provider_keys, self.credentials = provider_keys, credentials
+        self.provider_pools, self.credentials = pools, credentials
         self.required = self.force_required or credentials.require_client_key
         self.active = self.required or len(keys) > 0
         return True
 
+    def provider_pool(self, provider_id: str) -> KeyPool | None:
+        """The keys of provider ``<namespace>/<name>``, or ``None`` when none is held."""
+        return self.provider_pools.get(provider_id)
+
     def provider_key(self, provider_id: str) -> str | None:
-        """The API key of provider ``<namespace>/<name>``, or ``None`` when none is held."""
-        return self.provider_keys.get(provider_id)
+        """The first API key of provider ``<namespace>/<name>`` (``None``: none is held)."""
+        pool = self.provider_pools.get(provider_id)
+        return pool.keys[0].key if pool is not None and pool.keys else None
 
     # -- the checks -----------------------------------------------------------------------
 

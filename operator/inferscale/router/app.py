@@ -65,6 +65,7 @@ import aiohttp
 from aiohttp import web
 
 from inferscale.protocol.credentials import RouterCredentials
+from inferscale.router import provider_keys
 from inferscale.router.access import ANONYMOUS, Access, Refusal
 from inferscale.router.access_log import AccessLog
 from inferscale.router.admin import AdminApi
@@ -329,6 +330,7 @@ class Router:
             extra=itertools.chain(
                 self.access.metric_lines(),
                 state.ledger.metric_lines() if state.ledger is not None else (),
+                provider_keys.metric_lines(self.access.provider_pools, state.clock()),
             ),
             pending_prompt_tokens=pending,
         )

@@ -15,9 +15,15 @@ Failure behaviour:
   :mod:`inferscale.router.providers`) fails over to the next step. When none is left, the
   client gets the last step's own error (a provider's 429 stays a 429) or a clear OpenAI error
   naming what failed; a held stream whose headers already went out gets it as an SSE event.
-- A provider without an API key, one that does not serve the path, or a model without a ready
-  replica is skipped (and a provider without a key counted as ``no_key``); a route with no
-  usable backend at all answers 503 with ``Retry-After``.
+- A provider without an API key, one whose every key is refused or rate-limited, one that does
+  not serve the path, or a model without a ready replica is skipped (and a provider without a
+  key counted as ``no_key``); a route with no usable backend at all answers 503 with
+  ``Retry-After``.
+- A provider's keys (:mod:`inferscale.router.provider_keys`) are taken in turn, each within its
+  own rates. A key the provider refuses (401/403) or rate-limits (429) is taken out alone and
+  the request is tried again at once with the provider's next key; only when no key is left
+  does the request fail over (a 429 stays a 429 for the client). Neither feeds the provider's
+  circuit breaker: the keys' own states say when the provider is unusable.
 - A provider's verdict on the request itself (a 4xx other than 401/403/404/408/409/429) goes to
   the client as it is: another backend would refuse it too.
 - Past a spend cap, spillover stops: such requests go to the replicas, or get 503 with
@@ -49,6 +55,7 @@ from inferscale.protocol.spend import (
 )
 from inferscale.protocol.table import TableBackend
 from inferscale.router import picking, providers
+from inferscale.router.access import estimate_tokens
 from inferscale.router.codec import (
     JSON,
     AttemptFailed,
@@ -58,6 +65,8 @@ from inferscale.router.codec import (
     sse_error,
 )
 from inferscale.router.context import RequestContext
+from inferscale.router.limits import retry_after_header
+from inferscale.router.provider_keys import KeyPool, Lease
 from inferscale.router.roles import LOCAL, Plan, plan, prefill_saturated, saturated
 from inferscale.router.spend import cost
 from inferscale.router.stages import Stage
@@ -72,12 +81,16 @@ _NEVER: Final = " (never)"
 
 
 BREAKER_REASONS: Final = frozenset(
-    {"connect", "timeout", "status_429", "status_5xx", "malformed"}
+    {"connect", "timeout", "status_5xx", "malformed"}
     | {"mid_stream_timeout", "mid_stream_cut", "mid_stream_malformed"}
 )
 """Failures that say the provider is unwell (they open its circuit breaker when they come in a
 row). Not among them: a rejected or missing key and a 404, which no waiting mends and which
-the provider's status reports, and an error event that may be about the request itself."""
+the provider's status reports; a 429, which is about one key (that key backs off on its own);
+and an error event that may be about the request itself."""
+
+KEY_FAULTS: Final = frozenset({"auth", "status_429"})
+"""Faults about the key that was used, not the provider: the next key is tried."""
 
 
 @dataclass
@@ -98,9 +111,10 @@ class ProviderHealth:
     ejected_until_wall: float | None = None
     """When the breaker's ejection ends, as epoch seconds, for the report (None: closed)."""
 
-    def report(self) -> ProviderReport:
-        """As ``GET /admin/v1/spend`` shows it."""
+    def report(self, keys: dict[str, str] | None = None) -> ProviderReport:
+        """As ``GET /admin/v1/spend`` shows it, with its keys' states (by id) if it has keys."""
         return ProviderReport(
+            keys=keys or {},
             failures=dict(self.failures),
             last_error=self.last_error,
             last_reason=self.last_reason,
@@ -108,6 +122,15 @@ class ProviderHealth:
             last_ok_at=self.last_ok_at,
             ejected_until=self.ejected_until_wall,
         )
+
+
+def _attempt_failed(fault: providers.ProviderFault) -> AttemptFailed:
+    """What the client gets for ``fault`` when no other backend answers."""
+    body = dumps(fault.error) if fault.error is not None else None
+    headers = None
+    if fault.retry_after is not None:
+        headers = {"Retry-After": retry_after_header(fault.retry_after)}
+    return AttemptFailed(fault.message, fault.status, body, headers)
 
 
 class Dispatcher(Stage):
@@ -208,10 +231,15 @@ class Dispatcher(Stage):
         if not providers.serves_path(provider, path):
             skipped[backend.label] = f"({provider.type}) does not serve {path}" + _NEVER
             return False
-        if state.provider_key(backend.provider) is None:
+        pool = state.provider_pool(backend.provider)
+        if pool is None or not pool.keys:
             if backend.label not in skipped:
                 self._failed(backend.provider, "no_key", "the router has no API key for it")
             skipped[backend.label] = "has no API key (its Secret or key is missing)"
+            return False
+        why = pool.unusable_reason(state.clock())
+        if why is not None:
+            skipped[backend.label] = why
             return False
         health = self.health.get(backend.provider)
         if health is not None and not health.breaker.available(state.clock()):
@@ -268,22 +296,15 @@ class Dispatcher(Stage):
     ) -> web.StreamResponse:
         state = self.state
         provider_id = str(backend.provider)
-        key = state.provider_key(provider_id)
-        if key is None:
-            self._failed(provider_id, "no_key", "the router has no API key for it")
-            raise AttemptFailed(f"provider {provider_id} has no API key", 503)
         try:
-            answer = await self._call(ctx.name, backend, key, ctx.path, obj)
-        except providers.ProviderFault as fault:
-            self._failed(provider_id, fault.reason, fault.message)
-            body = dumps(fault.error) if fault.error is not None else None
-            raise AttemptFailed(fault.message, fault.status, body) from fault
+            lease, answer = await self._keyed_call(ctx.name, backend, ctx.path, obj, len(ctx.body))
         except providers.ProviderRefusal as refusal:
             self._ok(provider_id)
             return await self._answer_error(ctx, refusal.status, dumps(refusal.error), backend)
         self._ok(provider_id)
         label = backend.label
         if isinstance(answer, providers.Answer):
+            lease.settle(answer.usage)
             ctx.cost += self._spend(roles.route_id, ctx.name, backend, answer.usage)
             state.count_tokens(ctx, answer.usage)
             if ctx.committed is not None:  # a held stream asked for a stream: unreachable
@@ -296,7 +317,72 @@ class Dispatcher(Stage):
                 body=answer.body,
                 headers={"Content-Type": JSON, "X-Inferscale-Backend": label},
             )
-        return await self._relay(ctx, roles, backend, answer)
+        return await self._relay(ctx, roles, backend, answer, lease)
+
+    async def _keyed_call(
+        self, name: str, backend: TableBackend, path: str, obj: dict[str, Any], body_bytes: int
+    ) -> tuple[Lease, providers.Answer | providers.Stream]:
+        """Call the provider with its next key, and with the next while one is refused.
+
+        A key the provider refuses or rate-limits is taken out and the next key tried, until
+        one answers or none is left.
+
+        Raises:
+            AttemptFailed: no key is usable, or the provider failed (fail over).
+            ProviderRefusal: the provider refused the request itself.
+            Unsupported: the provider cannot serve this request.
+        """
+        state = self.state
+        provider_id = str(backend.provider)
+        pool = state.provider_pool(provider_id)
+        if pool is None or not pool.keys:
+            self._failed(provider_id, "no_key", "the router has no API key for it")
+            raise AttemptFailed(f"provider {provider_id} has no API key", 503)
+        estimate = estimate_tokens(body_bytes, obj)
+        tried: list[str] = []
+        last: providers.ProviderFault | None = None
+        while (lease := pool.take(state.clock(), estimate, tried)) is not None:
+            tried.append(lease.key.id)
+            try:
+                answer = await self._call(name, backend, lease.key.key, path, obj)
+            except providers.ProviderFault as fault:
+                where = f" (key {lease.key.id})" if len(pool.keys) > 1 else ""
+                self._failed(provider_id, fault.reason, fault.message + where)
+                self._count_key(provider_id, lease, fault.reason)
+                if fault.reason not in KEY_FAULTS:
+                    raise _attempt_failed(fault) from fault
+                self._key_fault(provider_id, pool, lease, fault)
+                last = fault
+                continue
+            except providers.ProviderRefusal:
+                self._count_key(provider_id, lease, "refused")
+                pool.succeeded(lease)
+                raise
+            self._count_key(provider_id, lease, "ok")
+            pool.succeeded(lease)
+            return lease, answer
+        if last is not None:
+            raise _attempt_failed(last)
+        why = pool.unusable_reason(state.clock()) or "has every API key at its own rate limit"
+        self._failed(provider_id, "keys_exhausted", f"provider {provider_id} {why}")
+        raise AttemptFailed(f"provider {provider_id} {why}", 429, headers={"Retry-After": "1"})
+
+    def _key_fault(
+        self, provider_id: str, pool: KeyPool, lease: Lease, fault: providers.ProviderFault
+    ) -> None:
+        """Take the key out: refused until its Secret changes, rate-limited for a while."""
+        if fault.reason == "auth":
+            pool.revoke(lease)
+            log.warning(
+                "provider key refused", extra={"provider": provider_id, "key": lease.key.id}
+            )
+        else:
+            pool.back_off(lease, self.state.clock(), fault.retry_after)
+
+    def _count_key(self, provider_id: str, lease: Lease, outcome: str) -> None:
+        metrics = self.state.metrics
+        key = (provider_id, lease.key.id, outcome)
+        metrics.provider_key_requests[key] = metrics.provider_key_requests.get(key, 0) + 1
 
     async def _call(
         self, name: str, backend: TableBackend, key: str, path: str, obj: dict[str, Any]
@@ -331,6 +417,7 @@ class Dispatcher(Stage):
         roles: RouteRoles,
         backend: TableBackend,
         stream: providers.Stream,
+        lease: Lease,
     ) -> web.StreamResponse:
         state = self.state
         label = backend.label
@@ -345,6 +432,7 @@ class Dispatcher(Stage):
                 await resp.write(chunk)
         finally:
             stream.close()
+            lease.settle(stream.usage)
             ctx.cost += self._spend(roles.route_id, ctx.name, backend, stream.usage)
             state.count_tokens(ctx, stream.usage)
             if stream.failure is not None:
@@ -519,10 +607,8 @@ class Dispatcher(Stage):
         except asyncio.CancelledError:
             outcome = "cancelled"
             raise
-        except (providers.ProviderFault, providers.Unsupported) as error:
+        except providers.Unsupported:
             outcome = "error"
-            if isinstance(error, providers.ProviderFault):
-                self._failed(str(backend.provider), error.reason, error.message)
         except providers.ProviderRefusal:
             outcome = "refused"
         except (aiohttp.ClientError, OSError, TimeoutError):
@@ -534,17 +620,17 @@ class Dispatcher(Stage):
         self, name: str, route_id: str, backend: TableBackend, path: str, obj: dict[str, Any]
     ) -> str:
         provider_id = str(backend.provider)
-        key = self.state.provider_key(provider_id)
-        if key is None:
-            return "unusable"
         breaker = self.health.setdefault(provider_id, ProviderHealth()).breaker
         breaker.in_flight += 1  # a copy can be the half-open breaker's one probe too
         try:
-            answer = await self._call(name, backend, key, path, obj)
+            lease, answer = await self._keyed_call(name, backend, path, obj, len(dumps(obj)))
+        except AttemptFailed:
+            return "error"
         finally:
             breaker.in_flight -= 1
         self._ok(provider_id)
         if isinstance(answer, providers.Answer):
+            lease.settle(answer.usage)
             self._spend(route_id, name, backend, answer.usage)
             return "ok"
         try:
@@ -552,6 +638,7 @@ class Dispatcher(Stage):
                 pass
         finally:
             answer.close()
+            lease.settle(answer.usage)
             self._spend(route_id, name, backend, answer.usage)
         return "ok" if answer.failure is None else "error"
 
@@ -594,6 +681,14 @@ class Dispatcher(Stage):
 
     # -- status ---------------------------------------------------------------------------
 
+    def _key_states(self, provider_id: str, now: float) -> dict[str, str] | None:
+        """A provider's keys by id and their state, when it has several (else ``None``)."""
+        pool = self.state.provider_pool(provider_id)
+        if pool is None or len(pool.keys) < 2:
+            return None
+        clock = self.state.clock()
+        return {key.id: key.state(clock) for key in pool.keys}
+
     def report(self, now: float) -> SpendReport:
         """``GET /admin/v1/spend``: this router's spend, spillover and provider health."""
         state = self.state
@@ -609,5 +704,7 @@ class Dispatcher(Stage):
             hour_start=window_start(now, HOUR),
             day_start=window_start(now, DAY),
             routes=routes,
-            providers={k: v.report() for k, v in sorted(self.health.items())},
+            providers={
+                k: v.report(self._key_states(k, now)) for k, v in sorted(self.health.items())
+            },
         )

@@ -49,7 +49,7 @@ def apply_credentials(access: Access, credentials: RouterCredentials, source: st
             extra={
                 "version": credentials.version,
                 "source": source,
-                "providers": len(credentials.provider_keys),
+                "providers": len(credentials.provider_ids()),
                 "client_keys": len(credentials.client_keys),
             },
         )

@@ -94,6 +94,12 @@ COUNTERS: Final[tuple[tuple[str, str, tuple[str, ...], str], ...]] = (
         "Failed provider calls, by reason.",
     ),
     (
+        "inferscale_router_provider_key_requests_total",
+        "provider_key_requests",
+        ("provider", "key", "outcome"),
+        "Provider calls per API key (its id, never the key), by outcome.",
+    ),
+    (
         "inferscale_router_mirror_requests_total",
         "mirrored",
         ("model", "backend", "outcome"),
@@ -145,6 +151,8 @@ class RouterMetrics:
         """model → steps taken after a failed one (to spillover, replicas or fallback)."""
         self.provider_failures: dict[tuple[str, str], int] = {}
         """(provider, reason) → failed provider calls."""
+        self.provider_key_requests: dict[tuple[str, str, str], int] = {}
+        """(provider, key id, outcome) → provider calls (``ok``, ``refused``, a fault reason)."""
         self.mirrored: dict[tuple[str, str, str], int] = {}
         """(model, backend, outcome) → mirror copies."""
         self.spend_total: dict[tuple[str, str], float] = {}

@@ -1,4 +1,4 @@
-"""The router's client side to hosted providers: OpenAI-compatible APIs and Anthropic's Messages.
+"""The router's client side to hosted providers: one HTTP call, whatever the provider's API.
 
 :func:`call` sends one OpenAI request (``/v1/chat/completions``, ``/v1/completions`` or
 ``/v1/embeddings``) to a provider model and returns an :class:`Answer` (a whole body) or a
@@ -11,6 +11,10 @@ shape the client asked for:
   client did not ask for it.
 - ``anthropic``: ``/v1/chat/completions`` only, translated by :mod:`inferscale.router.anthropic`
   to ``POST /v1/messages`` (``x-api-key``, ``anthropic-version``) and back, streams included.
+- ``azure-openai``, ``gemini``, ``vertex-ai``, ``cohere``, ``bedrock``: what each is sent
+  (URL, auth, body) is :mod:`inferscale.router.dialects`; the ones that are not OpenAI's API
+  come back through the Messages translation, as Anthropic's answers do. Bedrock's requests are
+  signed (SigV4, :mod:`inferscale.router.aws`) and its streams are AWS's binary event stream.
 
 Failure behaviour (nothing here logs, least of all the key):
 
@@ -31,27 +35,25 @@ Failure behaviour (nothing here logs, least of all the key):
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
 import aiohttp
 
 from inferscale.protocol.table import TableProvider
+from inferscale.router import aws, dialects
 from inferscale.router.anthropic import (
-    DEFAULT_MAX_TOKENS,
     MalformedResponse,
     StreamTranslator,
     TranslationError,
-    chat_to_messages,
     error_to_openai,
     messages_to_chat,
 )
+from inferscale.router.bedrock import EventStreamDecoder
 from inferscale.router.codec import dumps, loads, sse_error
 from inferscale.router.sse import DONE, MalformedStream, SseDecoder, SseEvent
 
-OPENAI_PATHS: Final = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
-ANTHROPIC_PATHS: Final = ("/v1/chat/completions",)
 RETRYABLE_STATUSES: Final = frozenset({408, 409, 429})
 """4xx statuses that say "not now" rather than "not this request": failed over."""
 
@@ -61,11 +63,17 @@ class ProviderFault(Exception):
 
     ``reason`` is the metric label (``connect``, ``timeout``, ``status_429``, ``status_5xx``,
     ``auth``, ``not_found``, ``malformed``, ``stream_error``, ``no_key``); ``status`` and
-    ``error`` are what the client gets when no other backend answers.
+    ``error`` are what the client gets when no other backend answers; ``retry_after`` is the
+    provider's ``Retry-After`` in seconds, when it sent one.
     """
 
     def __init__(
-        self, reason: str, message: str, status: int = 502, error: dict[str, Any] | None = None
+        self,
+        reason: str,
+        message: str,
+        status: int = 502,
+        error: dict[str, Any] | None = None,
+        retry_after: float | None = None,
     ) -> None:
         """``message`` explains the fault without the key or the request's content."""
         super().__init__(message)
@@ -73,6 +81,29 @@ class ProviderFault(Exception):
         self.message = message
         self.status = status
         self.error = error
+        self.retry_after = retry_after
+
+
+MAX_RETRY_AFTER_SECONDS: Final = 3600.0
+"""A longer ``Retry-After`` is read as this (a provider's header is outside data)."""
+
+
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """The provider's ``retry-after-ms`` or ``Retry-After`` (seconds) as seconds, if sensible.
+
+    An HTTP-date, a negative or a non-numeric value gives ``None`` (the caller backs off).
+    """
+    for name, scale in (("retry-after-ms", 0.001), ("Retry-After", 1.0)):
+        raw = headers.get(name)
+        if raw is None:
+            continue
+        try:
+            value = float(raw.strip()) * scale
+        except ValueError:
+            continue
+        if value >= 0 and value == value:  # NaN is not a wait
+            return min(value, MAX_RETRY_AFTER_SECONDS)
+    return None
 
 
 class ProviderRefusal(Exception):
@@ -96,8 +127,8 @@ class Unsupported(Exception):
 
 
 def serves_path(provider: TableProvider, path: str) -> bool:
-    """Whether the provider's API has ``path`` (Anthropic: chat completions only)."""
-    return path in (ANTHROPIC_PATHS if provider.type == "anthropic" else OPENAI_PATHS)
+    """Whether the provider's API has ``path`` (other dialects than OpenAI's: chat only)."""
+    return dialects.serves(provider.type, path)
 
 
 @dataclass
@@ -178,14 +209,17 @@ def _openai_events(strip_usage: bool) -> Translate:
     return translate
 
 
-def _anthropic_events(translator: StreamTranslator) -> Translate:
+def _messages_events(translator: StreamTranslator, convert: dialects.Events | None) -> Translate:
+    """Messages stream events (``convert`` makes them from the provider's) to OpenAI chunks."""
+
     def translate(event: SseEvent, state: _StreamState) -> list[bytes]:
         try:
             doc = loads(event.data)
         except ValueError as error:
             raise MalformedStream("an event's data is not JSON") from error
         try:
-            out = translator.feed(doc)
+            events = convert(doc) if convert is not None else [doc]
+            out = [chunk for each in events for chunk in translator.feed(each)]
         except MalformedResponse as error:
             raise MalformedStream(str(error)) from error
         state.usage = translator.usage
@@ -199,7 +233,11 @@ def _anthropic_events(translator: StreamTranslator) -> Translate:
 
 
 def _fault_for_status(
-    provider_id: str, status: int, error: dict[str, Any], client_status: int
+    provider_id: str,
+    status: int,
+    error: dict[str, Any],
+    client_status: int,
+    retry_after: float | None = None,
 ) -> ProviderFault | ProviderRefusal:
     where = f"provider {provider_id}"
     if status in (401, 403):
@@ -220,6 +258,7 @@ def _fault_for_status(
             f"{where} answered HTTP {status}" + (f": {message}" if message else ""),
             status=client_status if client_status in (429, 503, 504) else 502,
             error=error,
+            retry_after=retry_after,
         )
     return ProviderRefusal(status, error)
 
@@ -238,7 +277,7 @@ def _openai_error(status: int, body: bytes) -> dict[str, Any]:
 
 async def _first_chunks(
     response: aiohttp.ClientResponse,
-    decoder: SseDecoder,
+    decoder: SseDecoder | EventStreamDecoder,
     translate: Translate,
     state: _StreamState,
     provider_id: str,
@@ -269,7 +308,7 @@ async def _first_chunks(
 
 async def _rest(
     response: aiohttp.ClientResponse,
-    decoder: SseDecoder,
+    decoder: SseDecoder | EventStreamDecoder,
     translate: Translate,
     state: _StreamState,
     provider_id: str,
@@ -328,33 +367,21 @@ async def call(
     created = int(time.time()) if created is None else created
     if not serves_path(provider, path):
         raise Unsupported(f"provider {provider_id} ({provider.type}) does not serve {path}")
-    if provider.type == "anthropic":
-        try:
-            doc = chat_to_messages(obj, entry.provider_model, DEFAULT_MAX_TOKENS)
-        except TranslationError as error:
-            raise Unsupported(error.message, error.param) from error
-        url = f"{provider.base_url}/v1/messages"
-        headers = {
-            "x-api-key": key,
-            "anthropic-version": provider.anthropic_version,
-            "Content-Type": "application/json",
-        }
-        translate: Translate = _anthropic_events(StreamTranslator(created, client_usage))
+    try:
+        out = dialects.prepare(provider, entry.provider_model, key, path, obj)
+    except TranslationError as error:
+        raise Unsupported(error.message, error.param) from error
+    if out.shape == "openai":
+        translate = _openai_events(out.strip_usage)
     else:
-        doc = dict(obj)
-        doc["model"] = entry.provider_model
-        strip = False
-        if stream and path != "/v1/embeddings" and not client_usage:
-            doc["stream_options"] = {**(options or {}), "include_usage": True}
-            strip = True
-        url = provider.base_url + path.removeprefix("/v1")
-        headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
-        translate = _openai_events(strip)
+        translate = _messages_events(StreamTranslator(created, client_usage), out.events)
+    body = dumps(out.body)
+    headers = await _auth_headers(out, key, body, provider_id)
     timeout = aiohttp.ClientTimeout(
         total=total_timeout, sock_connect=connect_timeout, sock_read=first_byte_timeout
     )
     try:
-        response = await session.post(url, data=dumps(doc), headers=headers, timeout=timeout)
+        response = await session.post(out.url, data=body, headers=headers, timeout=timeout)
     except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as error:
         raise ProviderFault(
             "connect", f"cannot connect to provider {provider_id}: {type(error).__name__}"
@@ -368,24 +395,39 @@ async def call(
             "connect", f"provider {provider_id} failed: {type(error).__name__}"
         ) from error
     try:
-        return await _answer(response, provider_id, provider, stream, translate, created)
+        return await _answer(response, provider_id, provider, out, stream, translate, created)
     except BaseException:
         response.close()
         raise
+
+
+async def _auth_headers(
+    out: dialects.Outgoing, key: str, body: bytes, provider_id: str
+) -> dict[str, str]:
+    """The request's headers, signed with SigV4 when the provider wants it (Bedrock)."""
+    if out.aws_region is None:
+        return out.headers
+    try:
+        credentials = aws.parse_credentials(key)
+    except ValueError as error:
+        raise ProviderFault("auth", f"provider {provider_id}: {error}") from error
+    return await aws.signed_headers("POST", out.url, out.headers, body, credentials, out.aws_region)
 
 
 async def _answer(
     response: aiohttp.ClientResponse,
     provider_id: str,
     provider: TableProvider,
+    out: dialects.Outgoing,
     stream: bool,
     translate: Translate,
     created: int,
 ) -> Answer | Stream:
     status = response.status
     ctype = response.headers.get("Content-Type", "")
+    streamed = stream and ctype.startswith(out.stream_type)
     try:
-        if status >= 300 or not (stream and ctype.startswith("text/event-stream")):
+        if status >= 300 or not streamed:
             body = await response.read()
             response.release()
     except TimeoutError as error:
@@ -399,12 +441,16 @@ async def _answer(
     if status >= 300:
         if provider.type == "anthropic":
             client_status, refusal = error_to_openai(status, body)
-        else:
+        elif out.shape == "openai":
             client_status, refusal = status, _openai_error(status, body)
-        raise _fault_for_status(provider_id, status, refusal, client_status)
-    if stream and ctype.startswith("text/event-stream"):
+        else:
+            client_status, refusal = status, dialects.error_of(status, body)
+        raise _fault_for_status(
+            provider_id, status, refusal, client_status, retry_after_seconds(response.headers)
+        )
+    if streamed:
         state = _StreamState()
-        decoder = SseDecoder()
+        decoder = EventStreamDecoder() if out.aws_region is not None else SseDecoder()
         try:
             first = await _first_chunks(response, decoder, translate, state, provider_id)
         except TimeoutError as error:
@@ -428,9 +474,10 @@ async def _answer(
         raise ProviderFault(
             "malformed", f"provider {provider_id} answered with a body that is not JSON"
         ) from error
-    if provider.type == "anthropic":
+    if out.shape == "messages":
         try:
-            chat = messages_to_chat(doc, created)
+            message = out.to_message(doc) if out.to_message is not None else doc
+            chat = messages_to_chat(message, created)
         except MalformedResponse as error:
             raise ProviderFault("malformed", f"provider {provider_id}: {error}") from error
         return Answer(status, dumps(chat), chat.get("usage"))

@@ -20,6 +20,7 @@ from inferscale.router.access import Access
 from inferscale.router.access_log import AccessLog
 from inferscale.router.context import RequestContext
 from inferscale.router.metrics import RouterMetrics
+from inferscale.router.provider_keys import KeyPool
 from inferscale.router.settings import RouterSettings
 from inferscale.router.spend import SpendLedger
 from inferscale.router.table import EndpointState, EndpointTable
@@ -66,9 +67,9 @@ class RouterState:
         """Identifies this router process in access lines and spend reports."""
         return self.log.id_prefix
 
-    def provider_key(self, provider_id: str) -> str | None:
-        """The API key of InferenceProvider ``<namespace>/<name>`` (``None``: none held)."""
-        return self.access.provider_key(provider_id)
+    def provider_pool(self, provider_id: str) -> KeyPool | None:
+        """The API keys of InferenceProvider ``<namespace>/<name>`` (``None``: none held)."""
+        return self.access.provider_pool(provider_id)
 
     def endpoint_failed(self, endpoint: EndpointState) -> None:
         """Count a failure towards ``endpoint``'s circuit breaker; log an ejection."""

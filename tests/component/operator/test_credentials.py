@@ -330,6 +330,18 @@ def test_index_snapshots_and_read_sources():
     assert "status" not in snapshot
     assert credentials.client_key_secrets(body=client()) == {("team", "app-key"): None}
     assert credentials.provider_key_secrets(body={"metadata": {}, "spec": {}}) is None
+    several = provider(
+        apiKeySecretRef=None,
+        apiKeys=[
+            {"secretRef": {"name": "keys-1", "key": "a"}},
+            {"secretRef": {"name": "keys-1", "key": "b"}},
+            {"secretRef": {"name": "keys-2", "key": "a"}},
+        ],
+    )
+    assert credentials.provider_key_secrets(body=several) == {
+        ("team", "keys-1"): None,
+        ("team", "keys-2"): None,
+    }
     w = World()
     sources = read_sources(indices(w))
     assert len(sources.clients) == 1 and len(sources.providers) == 1 and len(sources.routers) == 2

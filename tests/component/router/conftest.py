@@ -84,13 +84,24 @@ class RunningRouter(ServerThread):
         )
         return resp
 
-    def set_provider_keys(self, keys: dict[str, str]) -> None:
-        """Give the router provider API keys, as the operator's credentials channel does."""
+    def set_provider_keys(
+        self, keys: dict[str, str], key_sets: dict[str, list[dict[str, Any]]] | None = None
+    ) -> None:
+        """Give the router provider API keys, as the operator's credentials channel does.
+
+        ``key_sets``: providers with several keys, each ``{"id", "key", ...rates}``.
+        """
         assert self.router is not None
         self.credentials_version += 1
-        credentials = RouterCredentials(
-            version=self.credentials_version,
-            provider_keys={k: SecretStr(v) for k, v in keys.items()},
+        credentials = RouterCredentials.model_validate(
+            {
+                "version": self.credentials_version,
+                "provider_keys": {k: SecretStr(v) for k, v in keys.items()},
+                "provider_key_sets": {
+                    provider: [{**e, "key": SecretStr(e["key"])} for e in entries]
+                    for provider, entries in (key_sets or {}).items()
+                },
+            }
         )
         self.router.apply_credentials(credentials, "test")
 

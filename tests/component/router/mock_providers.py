@@ -9,7 +9,8 @@ echoes the last user message so tests can tell answers apart, and records every 
 ``timeout`` (no answer for ``delay`` seconds), ``malformed`` (an event stream that is not one,
 or a body that is not JSON), ``cut`` (the connection drops after the first chunk),
 ``error_event`` (a stream that starts with an error event), ``slow`` (``delay`` seconds
-before each answer, which then succeeds).
+before each answer, which then succeeds). ``keys`` are the keys it accepts (the first by
+default); a key in ``rate_limited`` always gets 429, with that ``Retry-After`` (or none).
 """
 
 from __future__ import annotations
@@ -46,6 +47,10 @@ class MockProvider(ServerThread):
 
     def __init__(self, key: str = KEY, host: str = "127.0.0.1") -> None:
         self.key = key
+        self.keys = {key}
+        """Every key it accepts."""
+        self.rate_limited: dict[str, str | None] = {}
+        """Key -> the ``Retry-After`` its 429 carries (None: no header)."""
         self.host = host
         """Address to listen on: loopback, or the pod network's gateway for routers in pods."""
         self.fault: str | None = None
@@ -92,6 +97,10 @@ class MockOpenAI(MockProvider):
         app.router.add_post("/v1/completions", self.chat)
         app.router.add_post("/v1/embeddings", self.embeddings)
 
+    def presented(self, request: web.Request) -> str:
+        """The key the request carries, where OpenAI's API wants it."""
+        return request.headers.get("Authorization", "").removeprefix("Bearer ")
+
     def _fail(self, status: int, message: str, kind: str) -> web.Response:
         doc = {"error": {"message": message, "type": kind, "param": None, "code": None}}
         return web.json_response(doc, status=status)
@@ -100,8 +109,14 @@ class MockOpenAI(MockProvider):
         body = await request.json()
         self.requests.append(body)
         self.headers.append(dict(request.headers))
-        if request.headers.get("Authorization") != f"Bearer {self.key}":
+        presented = self.presented(request)
+        if presented not in self.keys:
             return body, self._fail(401, "Incorrect API key provided.", "invalid_request_error")
+        if presented in self.rate_limited:
+            resp = self._fail(429, "Rate limit reached for requests", "requests")
+            if self.rate_limited[presented] is not None:
+                resp.headers["Retry-After"] = str(self.rate_limited[presented])
+            return body, resp
         fault = self.take_fault()
         if fault == "429":
             return body, self._fail(429, "Rate limit reached for requests", "requests")
@@ -251,7 +266,7 @@ class MockAnthropic(MockProvider):
         body = await request.json()
         self.requests.append(body)
         self.headers.append(dict(request.headers))
-        if request.headers.get("x-api-key") != self.key:
+        if request.headers.get("x-api-key") not in self.keys:
             return self._fail(401, "authentication_error", "invalid x-api-key")
         if not request.headers.get("anthropic-version"):
             return self._fail(400, "invalid_request_error", "anthropic-version: header is required")
@@ -267,6 +282,8 @@ class MockAnthropic(MockProvider):
             return self._fail(429, "rate_limit_error", "Number of request tokens has exceeded")
         if fault == "500":
             return self._fail(500, "api_error", "Internal server error")
+        if fault == "400":
+            return self._fail(400, "invalid_request_error", "prompt is too long: 210000 tokens")
         if fault in ("timeout", "slow"):
             await asyncio.sleep(self.delay)
             if fault == "timeout":

@@ -366,15 +366,22 @@ def test_a_provider_failing_in_a_row_is_ejected_then_probed_back(wired, mock_ant
     assert report["providers"][CLAUDE_ID].get("ejectedUntil") is None
 
 
-def test_a_rejected_key_does_not_eject_the_provider(wired, mock_anthropic):
-    """No wait mends a wrong key: every call tries it (and its status says KeyRejected)."""
+def test_a_rejected_key_is_out_until_its_secret_changes_and_never_ejects_the_provider(
+    wired, mock_anthropic
+):
+    """No wait mends a wrong key: after one 401 it is not tried again until new credentials
+    bring another value; the provider's breaker is not fed (its status says KeyRejected)."""
     wired.set_provider_keys({OPENAI_ID: KEY, CLAUDE_ID: "sk-rotated-away"})
     for _ in range(4):
         with client(wired) as c:
             out = c.chat.completions.create(model="claude-then-gpt", messages=MESSAGES)
         assert out.choices[0].message.content == "mock:hello"
-    assert mock_anthropic.count() == 4
+    assert mock_anthropic.count() == 1
     assert wired.metric("inferscale_router_provider_ejections_total", provider=CLAUDE_ID) == 0
+    wired.set_provider_keys({OPENAI_ID: KEY, CLAUDE_ID: KEY})  # the Secret was fixed
+    with client(wired) as c:
+        out = c.chat.completions.create(model="claude-then-gpt", messages=MESSAGES)
+    assert out.choices[0].message.content == "claude:hello"
 
 
 def test_an_anthropic_error_event_mid_stream_reaches_the_client(wired, mock_anthropic):
@@ -387,15 +394,20 @@ def test_an_anthropic_error_event_mid_stream_reaches_the_client(wired, mock_anth
 def test_a_rejected_key_fails_over_and_says_so(wired, mock_anthropic):
     wired.set_provider_keys({OPENAI_ID: KEY, CLAUDE_ID: "sk-rotated-away"})
     with client(wired) as c:
+        with pytest.raises(openai.APIStatusError) as caught:
+            c.chat.completions.create(model="claude", messages=MESSAGES)
+        assert caught.value.status_code == 502
+        assert "refused the router's API key" in str(caught.value)
         out = c.chat.completions.create(model="claude-then-gpt", messages=MESSAGES)
         assert out.choices[0].message.content == "mock:hello"
         with pytest.raises(openai.APIStatusError) as caught:
             c.chat.completions.create(model="claude", messages=MESSAGES)
-    assert caught.value.status_code == 502
-    assert "refused the router's API key" in str(caught.value)
+    # The key is out: the provider is skipped, and the client is told why.
+    assert caught.value.status_code == 503
+    assert "every API key refused by the provider" in str(caught.value)
     report = httpx.get(wired.base_url + "/admin/v1/spend", headers=AUTH).json()
     claude = report["providers"][CLAUDE_ID]
-    assert claude["failures"]["auth"] == 2 and "rotated" in claude["lastError"]
+    assert claude["failures"]["auth"] == 1 and "rotated" in claude["lastError"]
 
 
 def test_a_missing_key_skips_the_provider_and_never_leaks_one(wired, mock_anthropic, caplog):

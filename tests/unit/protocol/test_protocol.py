@@ -96,3 +96,62 @@ def test_the_stored_table_keeps_its_key_order():
 def test_the_table_takes_its_defaults_and_bounds_from_the_api(wire, api, name):
     ours, theirs = wire.model_fields[name], api.model_fields[name]
     assert (ours.default, ours.metadata) == (theirs.default, theirs.metadata)
+
+
+def test_provider_key_sets_travel_in_clear_only_in_the_stored_json_and_read_back_equal():
+    from pydantic import SecretStr
+
+    from inferscale.protocol.credentials import (
+        ProviderKeyEntry,
+        RouterCredentials,
+        credentials_json,
+        summary,
+    )
+
+    doc = RouterCredentials(
+        version=2,
+        provider_keys={"team/one": SecretStr("sk-single")},
+        provider_key_sets={
+            "team/many": [
+                ProviderKeyEntry(id="keys/a", key=SecretStr("sk-a"), requests_per_minute=5),
+                ProviderKeyEntry(id="keys/b", key=SecretStr("sk-b")),
+            ]
+        },
+    )
+    assert "sk-a" not in repr(doc) and "sk-a" not in str(summary(doc))
+    text = credentials_json(doc)
+    assert '"sk-a"' in text and '"requestsPerMinute":5' in text
+    back = RouterCredentials.model_validate_json(text)
+    assert back.same_content(doc)
+    other = back.model_copy(
+        update={
+            "provider_key_sets": {
+                "team/many": [ProviderKeyEntry(id="keys/a", key=SecretStr("sk-x"))]
+            }
+        }
+    )
+    assert not other.same_content(doc)
+    assert [e.id for e in back.provider_entries("team/one")] == ["default"]
+    assert [e.id for e in back.provider_entries("team/many")] == ["keys/a", "keys/b"]
+    assert back.provider_entries("team/none") == []
+    assert summary(back)["providerKeyIds"] == {"team/many": ["keys/a", "keys/b"]}
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        {"version": 1, "providerKeySets": {"no-slash": [{"id": "a/b", "key": "sk-hidden"}]}},
+        {"version": 1, "providerKeySets": {"ns/p": [{"id": "has space", "key": "sk-hidden"}]}},
+        {"version": 1, "providerKeySets": {"ns/p": [{"id": "a/b", "key": "sk-hidden", "x": 1}]}},
+    ],
+)
+def test_bad_provider_key_sets_are_refused_without_quoting_the_key(doc):
+    import json
+
+    from pydantic import ValidationError
+
+    from inferscale.protocol.credentials import RouterCredentials
+
+    with pytest.raises(ValidationError) as caught:
+        RouterCredentials.model_validate_json(json.dumps(doc))
+    assert "sk-hidden" not in str(caught.value)

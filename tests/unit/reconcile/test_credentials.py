@@ -42,6 +42,50 @@ def test_provider_keys_and_client_digests_are_compiled():
     assert KEY_A not in repr(out.client_keys)
 
 
+def several_keys(**spec):
+    body = provider(**spec)
+    del body["spec"]["apiKeySecretRef"]
+    body["spec"]["apiKeys"] = [
+        {"secretRef": {"name": "keys", "key": "first"}, "requestsPerMinute": 60},
+        {"secretRef": {"name": "keys", "key": "second"}, "tokensPerMinute": 1000},
+        {"secretRef": {"name": "other", "key": "third"}},
+    ]
+    return body
+
+
+def test_a_provider_with_several_keys_sends_each_with_its_id_and_rates():
+    secrets = {("team", "keys"): {"first": "sk-one\n", "second": "sk-two"}, ("team", "other"): {}}
+    out = compile_credentials([several_keys()], [], secrets)
+    assert out.provider_keys == {}
+    (entries,) = out.provider_key_sets.values()
+    assert [(e.id, e.key.get_secret_value()) for e in entries] == [
+        ("keys/first", "sk-one"),
+        ("keys/second", "sk-two"),
+    ]
+    assert entries[0].requests_per_minute == 60 and entries[1].tokens_per_minute == 1000
+    state = out.providers[("team", "openai")]
+    assert state.ready and state.keys == 2
+    assert "not usable: other/third" in state.message and "sk-" not in state.message
+    assert referenced_secrets([several_keys()]) == {("team", "keys"), ("team", "other")}
+
+
+def test_a_provider_none_of_whose_keys_is_usable_is_not_ready():
+    out = compile_credentials([several_keys()], [], {("team", "keys"): {"first": "  "}})
+    state = out.providers[("team", "openai")]
+    assert not state.ready and state.reason == "SecretNotFound"
+    assert "no key is usable" in state.message
+    assert out.provider_key_sets == {}
+    assert any("InferenceProvider team/openai" in p for p in out.problems)
+
+
+def test_a_provider_whose_key_list_does_not_parse_is_not_ready():
+    body = provider()
+    del body["spec"]["apiKeySecretRef"]
+    body["spec"]["apiKeys"] = [{"secretRef": {"name": "Bad Name!"}}, "junk"]
+    out = compile_credentials([body], [], {})
+    assert out.providers[("team", "openai")].reason == "InvalidSpec"
+
+
 def test_several_keys_one_per_line_all_count_and_short_lines_are_refused():
     secrets = {("team", "app-key"): {"api-key": f"{KEY_A}\n\n  {KEY_B}  \nshortkey1\n{KEY_A}\n"}}
     out = compile_credentials([], [client()], secrets)

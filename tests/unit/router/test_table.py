@@ -189,7 +189,7 @@ def test_backends_that_do_not_resolve_are_refused(backend, providers):
     [
         {"type": "openai", "baseURL": "ftp://x", "models": {"a": {"providerModel": "a"}}},
         {"type": "openai", "baseURL": "https://x", "models": {}},
-        {"type": "gemini", "baseURL": "https://x", "models": {"a": {"providerModel": "a"}}},
+        {"type": "palm", "baseURL": "https://x", "models": {"a": {"providerModel": "a"}}},
         {
             "type": "openai",
             "baseURL": "https://x",
