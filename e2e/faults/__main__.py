@@ -63,10 +63,21 @@ def run_scenario(
         problems += [f"run {attempt + 1}: {p}" for p in scenario.bound(row)]
         records += row.records
         recoveries.append(row.recovery_text)
-        notes += [f"run {attempt + 1}: {n}" for n in row.notes]
-    merged = Row(scenario.name, records, 0.0, notes)
+        notes += [(attempt + 1, n) for n in row.notes]
+    merged = Row(scenario.name, records, 0.0, collapse(notes, repeat))
     merged.recoveries = recoveries
     return merged, problems
+
+
+def collapse(notes: list[tuple[int, str]], runs: int) -> list[str]:
+    """Each distinct note once, with the runs that made it (``every run`` when all did)."""
+    by_text: dict[str, list[int]] = {}
+    for run, text in notes:
+        by_text.setdefault(text, []).append(run)
+    return [
+        f"{'every run' if len(r) == runs else 'run ' + ', '.join(map(str, r))}: {text}"
+        for text, r in by_text.items()
+    ]
 
 
 def worst_recovery(texts: list[str]) -> str:

@@ -324,6 +324,83 @@ def slow_loris(size: Size, where: Path) -> Row:
         return row
 
 
+FLOOD = 3000
+
+
+def _flood(address: str, stop: threading.Event, closed: Counter[str]) -> None:
+    """Open ``FLOOD`` connections that never send a byte; count those the router closes."""
+    host, port = address.rsplit(":", 1)
+    open_now: list[socket.socket] = []
+    try:
+        for _ in range(FLOOD):
+            if stop.is_set():
+                break
+            try:
+                open_now.append(socket.create_connection((host, int(port)), timeout=2))
+            except OSError:
+                closed["refused"] += 1
+        while open_now and not stop.wait(0.5):
+            still = [s for s in open_now if not _closed(s)]
+            closed["idle"] += len(open_now) - len(still)
+            for sock in set(open_now) - set(still):
+                sock.close()
+            open_now = still
+    finally:
+        for sock in open_now:
+            sock.close()
+
+
+def _rss_mib(proc: Proc) -> float:
+    """The resident memory of ``proc`` (0 when it cannot be read)."""
+    assert proc.proc is not None
+    with contextlib.suppress(OSError, StopIteration, ValueError):
+        status = Path(f"/proc/{proc.proc.pid}/status").read_text().splitlines()
+        return int(next(x for x in status if x.startswith("VmRSS")).split()[1]) / 1024
+    return 0.0
+
+
+def connection_flood(size: Size, where: Path) -> Row:
+    """3,000 idle connections to the router at once while it serves the load."""
+    with fleet(where) as f:
+        _two_sims(f)
+        router = f.add_router("--idle-connection-seconds", "2")
+        stop, closed = threading.Event(), Counter[str]()
+        flood = threading.Thread(target=_flood, args=(router.address, stop, closed), daemon=True)
+        began: list[float] = []
+        rss = {"before": 0.0, "peak": 0.0}
+
+        def begin(load: Load) -> None:
+            rss["before"] = _rss_mib(router)
+            flood.start()
+            began.append(time.monotonic())
+            while load.now() < size.duration:  # sample the router's memory through the flood
+                rss["peak"] = max(rss["peak"], _rss_mib(router))
+                load.wait_until(load.now() + 0.25)
+
+        try:
+            row = _run(f, size, begin)
+            stop.wait(max(0.0, began[0] + ATTACK_SECONDS - time.monotonic()))
+        finally:
+            stop.set()
+            if flood.is_alive():
+                flood.join(15)
+        row.facts.update({"flood closed": closed["idle"] + closed["refused"]})
+        row.notes.append(
+            f"of {FLOOD} idle connections the router closed {closed['idle']} within "
+            f"{ATTACK_SECONDS:g} s ({closed['refused']} not accepted); router RSS "
+            f"{rss['before']:.0f} MiB before, {rss['peak']:.0f} MiB at most during"
+        )
+        return row
+
+
+def flood_bound(row: Row) -> list[str]:
+    """The real load does not notice, and every idle connection is closed."""
+    problems = no_failures(row) + no_lost(row)
+    if row.facts.get("flood closed", 0) < FLOOD:
+        problems.append(f"only {row.facts.get('flood closed')} of {FLOOD} idle connections closed")
+    return problems
+
+
 def loris_bound(row: Row) -> list[str]:
     """The real load does not notice, and every slow-header connection is closed."""
     problems = no_failures(row) + no_lost(row)
@@ -536,6 +613,13 @@ SCENARIOS: tuple[Scenario, ...] = (
         "no failure of the real load; every slow-header connection closed (idle bound 2 s)",
         slow_loris,
         loris_bound,
+    ),
+    Scenario(
+        "connection flood",
+        "3,000 connections opened at once that never send a byte",
+        "no failure of the real load; every idle connection closed (idle bound 2 s)",
+        connection_flood,
+        flood_bound,
     ),
     Scenario(
         "Redis down (budgets local)",

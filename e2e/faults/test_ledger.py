@@ -81,7 +81,7 @@ def test_the_held_bound_takes_404_only_after_the_deletion():
 
 
 def test_the_table_has_a_cell_for_every_column_and_worst_recovery_wins():
-    from e2e.faults.__main__ import table, worst_recovery
+    from e2e.faults.__main__ import collapse, table, worst_recovery
     from e2e.faults.scenarios import SCENARIOS
 
     row = Row("x", [rec(0), rec(1, "dirty", detail="connect")], 0.5, ["a note"])
@@ -90,5 +90,6 @@ def test_the_table_has_a_cell_for_every_column_and_worst_recovery_wins():
     assert len({line.count("|") for line in lines}) == 1
     assert "dirty: connect x1" in lines[2] and "a note" in lines[2]
     assert worst_recovery(["0 ms", "2.50 s", "900 ms"]) == "2.50 s"
+    assert collapse([(1, "a"), (2, "a"), (2, "b")], 2) == ["every run: a", "run 2: b"]
     assert worst_recovery(["-", "-"]) == "-"
     assert worst_recovery(["1.00 s", "not recovered"]) == "not recovered"
