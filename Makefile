@@ -87,6 +87,10 @@ test: install lint verify kube-binaries llamacpp embedding ## Lint, check for dr
 unit: install ## Run the unit tests only (fast, no cluster).
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
+.PHONY: faults
+faults: install ## Run the fault suite (real routers and sims on loopback, ~20 min) and write docs/reliability.md's table.
+	$(PY) -m e2e.faults --size long --repeat 3 --write docs/reliability.md
+
 ##@ Images and engines (docs/images.md, docs/engines.md)
 
 .PHONY: images

@@ -21,13 +21,21 @@ async def serve_app(
     *,
     shutdown_grace_seconds: float = 5.0,
     backlog: int = 1024,
+    idle_connection_seconds: float = 75.0,
 ) -> tuple[web.AppRunner, int]:
-    """Serve ``app`` on ``host:port``; return the runner (``cleanup()`` stops it) and the port."""
+    """Serve ``app`` on ``host:port``; return the runner (``cleanup()`` stops it) and the port.
+
+    ``idle_connection_seconds`` closes a connection that has no complete request for that long:
+    an idle keep-alive connection, and one whose client has not finished its headers since it
+    connected (slow-loris). aiohttp's timer starts when the connection opens and trickled bytes
+    do not reset it; a request being handled is never cut by it.
+    """
     runner = web.AppRunner(
         app,
         access_log=None,
         handler_cancellation=True,
         shutdown_timeout=shutdown_grace_seconds,
+        keepalive_timeout=idle_connection_seconds,
     )
     try:
         await runner.setup()

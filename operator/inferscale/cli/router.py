@@ -28,6 +28,7 @@ _FLAGS: dict[str, tuple[type, str]] = {
     "admin_token_file": (str, "file holding the admin API's bearer token (a Secret)"),
     "max_request_bytes": (int, "largest request body (413 beyond)"),
     "client_body_timeout_seconds": (float, "time a client has to send its body (408 beyond)"),
+    "idle_connection_seconds": (float, "close a connection without a complete request (75)"),
     "connect_timeout_seconds": (float, "engine connect timeout"),
     "breaker_failures": (int, "consecutive failures that eject an endpoint or a provider"),
     "breaker_ejection_seconds": (float, "first ejection, doubled each time in a row"),

@@ -596,6 +596,7 @@ async def start(
         settings.port,
         shutdown_grace_seconds=settings.shutdown_grace_seconds,
         backlog=2048,
+        idle_connection_seconds=settings.idle_connection_seconds,
     )
     return runner, port, app[ROUTER_KEY]
 

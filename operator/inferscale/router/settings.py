@@ -47,7 +47,12 @@ class RouterSettings(BaseSettings):
     max_request_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     """Largest request body accepted; larger ones get 413."""
     client_body_timeout_seconds: float = Field(30.0, gt=0)
-    """Longest a client may take to send its body; slower ones get 408."""
+    """Longest a client may take to send its body; slower ones get 408 and lose the
+    connection."""
+    idle_connection_seconds: float = Field(75.0, gt=0)
+    """Longest a client connection may go without a complete request: an idle keep-alive
+    connection, or a client still sending its headers that long after connecting
+    (slow-loris), is closed. A request in progress is never cut by it."""
     connect_timeout_seconds: float = Field(3.0, gt=0)
     """Longest wait to connect to an engine (a connect error is retried elsewhere)."""
     upstream_connections: int = Field(4096, ge=1)

@@ -260,6 +260,19 @@ def test_garbage_upstream_is_502(router):
 
 
 def test_client_disconnect_cancels_the_upstream_request(router):
+    # A frozen engine next to a healthy one: its first-byte timeout is retried on the other.
+    with SimProcess("--fail-hang-after", "0") as hung, SimProcess() as healthy:
+        router.push(
+            {
+                MODEL: {
+                    "route": {"timeouts": {"firstTokenSeconds": 0.5}, "strategy": "roundRobin"},
+                    "endpoints": [hung.address, healthy.address],
+                }
+            }
+        )
+        for _ in range(2):  # round robin: one of the two starts on the frozen engine
+            r = httpx.post(router.base_url + "/v1/chat/completions", json=CHAT, timeout=10)
+            assert r.status_code == 200 and r.headers["X-Inferscale-Pod"] == f"pod-{healthy.port}"
     with RunningSim(make_settings(step_base_seconds=0.05)) as slow:
         router.push({MODEL: [address(slow)]})
         with httpx.stream(
@@ -419,6 +432,19 @@ def test_route_timeouts_first_token_and_total(router):
         )
         r = httpx.post(router.base_url + "/v1/chat/completions", json=CHAT, timeout=10)
         assert r.status_code == 504 and r.json()["error"]["type"] == "timeout"
+    # A frozen engine next to a healthy one: its first-byte timeout is retried on the other.
+    with SimProcess("--fail-hang-after", "0") as hung, SimProcess() as healthy:
+        router.push(
+            {
+                MODEL: {
+                    "route": {"timeouts": {"firstTokenSeconds": 0.5}, "strategy": "roundRobin"},
+                    "endpoints": [hung.address, healthy.address],
+                }
+            }
+        )
+        for _ in range(2):  # round robin: one of the two starts on the frozen engine
+            r = httpx.post(router.base_url + "/v1/chat/completions", json=CHAT, timeout=10)
+            assert r.status_code == 200 and r.headers["X-Inferscale-Pod"] == f"pod-{healthy.port}"
     with RunningSim(make_settings(step_base_seconds=0.05)) as slow:
         router.push(
             {MODEL: {"route": {"timeouts": {"totalSeconds": 0.5}}, "endpoints": [address(slow)]}}

@@ -442,6 +442,27 @@ async def test_hold_releases_a_request_when_a_table_gives_its_model_a_ready_endp
     assert made.held["m1"] == 0 and made.metrics.held_total[("m1", "served")] == 1
 
 
+async def test_hold_answers_503_when_its_model_is_removed_while_requests_wait():
+    live = table({"m1": {"endpoints": []}, "m2": {"endpoints": [endpoint(1)]}})
+    made = state(live)
+    waiting = asyncio.ensure_future(
+        link(Hold(made), Next())(context(name="m1", model=live.models["m1"]))
+    )
+    for _ in range(100):  # bounded: the hold registers within a few loop turns
+        if made.held.get("m1"):
+            break
+        await asyncio.sleep(0)
+    assert made.held["m1"] == 1
+    live.replace(
+        RoutingTable.model_validate({"version": 2, "models": {"m2": {"endpoints": [endpoint(1)]}}})
+    )
+    resp = await asyncio.wait_for(waiting, 5)
+    # Never 404 for a request that was held: the model existed when it came.
+    assert resp.status == 503 and error_of(resp)["code"] == "model_removed"
+    assert "was removed" in error_of(resp)["message"]
+    assert made.held["m1"] == 0 and made.metrics.held_total[("m1", "removed")] == 1
+
+
 async def test_an_adapters_held_requests_count_toward_its_base_model():
     live = table({"m1": {"endpoints": [], "adapters": ["sql"]}})
     made, last = state(live), Next()

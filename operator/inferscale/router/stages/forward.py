@@ -11,7 +11,9 @@ Failure behaviour:
   raises :class:`~inferscale.router.codec.AttemptFailed` and the pick stage retries elsewhere.
 - ``timeouts.firstTokenSeconds`` bounds the wait for the engine's answer (and any stall between
   chunks), ``timeouts.totalSeconds`` the whole stream: past either, 504 (or an SSE error event
-  once streaming). An answer that is not HTTP, or a 2xx JSON body that does not parse, is 502.
+  once streaming). A wait for the first byte that runs out is retried on another endpoint
+  when 504 is in ``retries.onStatus`` (the default), each attempt with its own wait. An answer
+  that is not HTTP, or a 2xx JSON body that does not parse, is 502.
 - Once a stream has started, a broken engine ends it with an SSE ``error`` event and no
   ``[DONE]``, so the client can tell the answer is incomplete.
 - A client that disconnects cancels the handler, which closes the upstream connection: the
@@ -112,7 +114,12 @@ class Forward(Stage):
                 f"{endpoint.pod} closed the connection: {type(error).__name__}"
             ) from error
         except TimeoutError:
-            return await self._end(ctx, endpoint, 504, "the engine did not answer in time")
+            message = f"{endpoint.pod} did not answer within timeouts.firstTokenSeconds"
+            if 504 in route.retries.on_status:
+                # Nothing reached the client: a frozen or partitioned engine is retried
+                # elsewhere, as its 504 would be (Envoy's retry_on 5xx counts a read timeout).
+                raise AttemptFailed(message, 504) from None
+            return await self._end(ctx, endpoint, 504, message)
         except aiohttp.ClientResponseError as error:
             message = f"the engine sent an invalid HTTP response ({error.message})"
             return await self._end(ctx, endpoint, 502, message)

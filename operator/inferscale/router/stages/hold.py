@@ -4,7 +4,10 @@ The queue is bounded per model (``holdQueue.maxRequests``) and in time (``maxWai
 past either the answer is 503 with ``Retry-After`` (an SSE error event if a held stream's
 headers already went out with a keep-alive), never 404. Held streams get SSE comment
 keep-alives. A table push wakes the held requests of every model that can now serve; so does
-shutdown, and they answer at once. A model removed while requests wait answers 404.
+shutdown, and they answer at once. A model removed while requests wait answers them 503
+``model_removed`` (not 404: the model existed when they came, and a client that retries may
+find it again, as during an InferenceModel's delete and re-create); a request that arrives
+after the removal gets select model's 404.
 
 When other backends follow (``ctx.fallible``, spillover and fallback), a hold that fails
 raises :class:`~inferscale.router.codec.AttemptFinal` instead of answering.
@@ -130,11 +133,12 @@ class Hold(Stage):
                 f"the model `{name}` {reason}", 503, headers={"Retry-After": retry_after}
             )
         if outcome == "removed":
-            message = f"The model `{name}` does not exist."
+            message = f"The model `{name}` was removed while this request waited for a replica."
             if resp is not None:
-                await resp.write(sse_error(404, message, "model_not_found"))
+                await resp.write(sse_error(503, message, "model_removed"))
+                log.write(ctx, 503, "")
                 return resp
-            return log.refuse(ctx, 404, message, "model", "model_not_found")
+            return log.refuse(ctx, 503, message, code="model_removed")
         message = f"The model `{name}` has no ready replica yet; retry after {retry_after} s."
         if resp is not None:
             await resp.write(sse_error(503, message, "model_unavailable"))

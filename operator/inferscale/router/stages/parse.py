@@ -62,9 +62,9 @@ async def read_json(
             async with asyncio.timeout(body_timeout):
                 body = await request.read()
     except web.HTTPRequestEntityTooLarge:
-        return refuse(ctx, 413, "request body too large", "request_too_large")
+        return _closing(refuse(ctx, 413, "request body too large", "request_too_large"))
     except TimeoutError:
-        return refuse(ctx, 408, "the request body was not sent in time")
+        return _closing(refuse(ctx, 408, "the request body was not sent in time"))
     try:
         obj = loads(body)
     except (ValueError, RecursionError):
@@ -73,3 +73,13 @@ async def read_json(
         return refuse(ctx, 400, "the request body must be a JSON object")
     ctx.body = body
     return obj
+
+
+def _closing(response: web.Response) -> web.Response:
+    """``response``, and the connection closes after it.
+
+    The rest of an unread body is never parsed as a next request, and a slow-loris client that
+    trickles its body loses its connection.
+    """
+    response.force_close()
+    return response
