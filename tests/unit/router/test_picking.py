@@ -386,3 +386,22 @@ def test_remember_adapter_keeps_the_last_distinct_adapters_most_recent_last():
     assert recent == ["a", "c", "d"]
     remember_adapter(recent, "c", 3)
     assert recent == ["a", "d", "c"]
+
+
+def test_adapter_affinity_keeps_a_warm_replica_past_the_cold_cap_up_to_the_warm_cap():
+    # Total 5: the cold cap is ceil(1.25 * 6 / 4) = 2, the warm cap ceil(2.0 * 6 / 4) = 3.
+    cands = warm(2, 1, 1, 1, recent={0: ["sql"]})
+    ring = HashRing([c.key for c in cands])
+    assert adapter_affinity(cands, ring, "sql").key == cands[0].key  # 3 <= 3: stays warm
+    # Without the looser warm bound the warm replica is over the cap and the adapter spills.
+    assert adapter_affinity(cands, ring, "sql", warm_load_bound=1.25).key != cands[0].key
+    # The warm cap still bounds: total 8 gives ceil(2.0 * 9 / 4) = 5, and 5 + 1 > 5.
+    hot = warm(5, 1, 1, 1, recent={0: ["sql"]})
+    assert adapter_affinity(hot, ring, "sql").key != hot[0].key
+
+
+def test_adapter_affinity_never_makes_the_warm_cap_tighter_than_the_load_bound():
+    # Total 5 with load_bound 2.0: cap ceil(2.0 * 6 / 4) = 3 even if warm_load_bound says 1.0.
+    cands = warm(2, 1, 1, 1, recent={0: ["sql"]})
+    ring = HashRing([c.key for c in cands])
+    assert adapter_affinity(cands, ring, "sql", 2.0, warm_load_bound=1.0).key == cands[0].key
