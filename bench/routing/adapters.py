@@ -10,7 +10,7 @@ a slot; the pickers are the router's own (``inferscale.router.picking``): ``leas
 over all replicas; ``adapterHash``, bounded-load consistent hashing on the adapter's name alone;
 and ``adapterAffinity``, what the router does for an adapter's name under its default strategy
 (a replica it recently sent the adapter to while under the looser warm bound, 2.0, else
-``adapterHash``).
+``adapterHash`` passing over replicas whose next eviction would drop an adapter's only copy).
 No HTTP, no clock: time jumps from arrival to arrival. Seeded, so a run repeats exactly.
 
   .venv/bin/python bench/routing/adapters.py                        # ~10 s

@@ -405,3 +405,29 @@ def test_adapter_affinity_never_makes_the_warm_cap_tighter_than_the_load_bound()
     cands = warm(2, 1, 1, 1, recent={0: ["sql"]})
     ring = HashRing([c.key for c in cands])
     assert adapter_affinity(cands, ring, "sql", 2.0, warm_load_bound=1.0).key == cands[0].key
+
+
+def test_a_cold_adapter_spares_a_replica_whose_eviction_would_drop_an_only_copy():
+    idle = warm(0, 0, 0, 0)
+    ring = HashRing([c.key for c in idle])
+    order = ring.walk(hash64("lora:sql"))
+    # The adapter's first replica on the ring would evict "solo", warm nowhere else; the second
+    # would evict "shared", which the third also holds.
+    recent = {order[0]: ["solo", "x"], order[1]: ["shared", "y"], order[2]: ["shared"]}
+    cands = [Warm(c.key, recent_adapters=recent.get(c.key, [])) for c in idle]
+    assert adapter_affinity(cands, ring, "sql").key == order[1]
+    # Without the rule (the ring alone) it would have been the first.
+    assert prefix_hash(cands, ring, hash64("lora:sql")).key == order[0]
+    # A replica with nothing recent evicts nothing: the ring's first one keeps the adapter.
+    assert adapter_affinity(idle, ring, "sql").key == order[0]
+
+
+def test_a_cold_adapter_takes_the_ring_first_when_every_eviction_drops_an_only_copy():
+    idle = warm(0, 0, 0, 0)
+    ring = HashRing([c.key for c in idle])
+    order = ring.walk(hash64("lora:sql"))
+    cands = [Warm(c.key, recent_adapters=[f"only-{i}"]) for i, c in enumerate(idle)]
+    assert adapter_affinity(cands, ring, "sql").key == order[0]
+    # Over the cap (ceil(1.25 * 5 / 4) = 2) the first is passed over even if it were cheaper.
+    busy = [Warm(c.key, in_flight=4 if c.key == order[0] else 0) for c in idle]
+    assert adapter_affinity(busy, ring, "sql").key == order[1]
