@@ -31,7 +31,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Final
 
 from inferscale.router.limits import (
@@ -42,7 +41,12 @@ from inferscale.router.limits import (
     counter_id,
     micro_usd,
 )
-from inferscale.router.limits_redis import BUCKET_TTL_SECONDS, OutagePolicy
+from inferscale.router.limits_redis import (
+    BUCKET_TTL_SECONDS,
+    OutagePolicy,
+    outage_metric_lines,
+    outage_reason,
+)
 
 log = logging.getLogger("inferscale.router")
 
@@ -329,19 +333,11 @@ class BatchedLimiter:
 
     def degraded(self) -> str | None:
         """Why limits are not shared now, or ``None`` when they are."""
-        if self.down_since is None:
-            return None
-        since = datetime.fromtimestamp(self.down_since, UTC).isoformat(timespec="seconds")
-        return f"limits are local: Redis unreachable since {since} ({self.last_error})"
+        return outage_reason(self.down_since, self.last_error)
 
     def metric_lines(self) -> Iterable[str]:
         """The degradation gauge, the failure counter and the syncs sent."""
-        yield "# HELP inferscale_router_limits_degraded 1 while Redis is unreachable."
-        yield "# TYPE inferscale_router_limits_degraded gauge"
-        yield f"inferscale_router_limits_degraded {int(self.down_since is not None)}"
-        yield "# HELP inferscale_router_limits_redis_errors_total Failed Redis calls."
-        yield "# TYPE inferscale_router_limits_redis_errors_total counter"
-        yield f"inferscale_router_limits_redis_errors_total {self.failures}"
+        yield from outage_metric_lines(self.down_since, self.failures)
         yield "# HELP inferscale_router_limits_syncs_total Batched syncs of limits with Redis."
         yield "# TYPE inferscale_router_limits_syncs_total counter"
         yield f"inferscale_router_limits_syncs_total {self.syncs}"

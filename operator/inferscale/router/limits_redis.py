@@ -160,6 +160,27 @@ _SettleKey = tuple[str, bool, str | None, str | None]
 """(client, has a token rate, day window, month window): corrections summed under one key."""
 
 
+def outage_reason(down_since: float | None, last_error: str) -> str | None:
+    """Why limits are not shared now (Redis unreachable since ``down_since``), or ``None``.
+
+    Shared by the per-request and the batched Redis limiters: one wording in /readyz and logs.
+    """
+    if down_since is None:
+        return None
+    since = datetime.fromtimestamp(down_since, UTC).isoformat(timespec="seconds")
+    return f"limits are local: Redis unreachable since {since} ({last_error})"
+
+
+def outage_metric_lines(down_since: float | None, failures: int) -> Iterable[str]:
+    """The degradation gauge and the failure counter, as both Redis limiters export them."""
+    yield "# HELP inferscale_router_limits_degraded 1 while Redis is unreachable."
+    yield "# TYPE inferscale_router_limits_degraded gauge"
+    yield f"inferscale_router_limits_degraded {int(down_since is not None)}"
+    yield "# HELP inferscale_router_limits_redis_errors_total Failed Redis calls."
+    yield "# TYPE inferscale_router_limits_redis_errors_total counter"
+    yield f"inferscale_router_limits_redis_errors_total {failures}"
+
+
 class SharedLimiter:
     """Limits in Redis, and this process's :class:`LocalLimiter` while Redis is unreachable."""
 
@@ -462,19 +483,11 @@ class SharedLimiter:
 
     def degraded(self) -> str | None:
         """Why limits are not shared now, or ``None`` when they are."""
-        if self.down_since is None:
-            return None
-        since = datetime.fromtimestamp(self.down_since, UTC).isoformat(timespec="seconds")
-        return f"limits are local: Redis unreachable since {since} ({self.last_error})"
+        return outage_reason(self.down_since, self.last_error)
 
     def metric_lines(self) -> Iterable[str]:
         """Exposition lines for the degradation gauge and the failure counter."""
-        yield "# HELP inferscale_router_limits_degraded 1 while Redis is unreachable."
-        yield "# TYPE inferscale_router_limits_degraded gauge"
-        yield f"inferscale_router_limits_degraded {int(self.down_since is not None)}"
-        yield "# HELP inferscale_router_limits_redis_errors_total Failed Redis calls."
-        yield "# TYPE inferscale_router_limits_redis_errors_total counter"
-        yield f"inferscale_router_limits_redis_errors_total {self.failures}"
+        return outage_metric_lines(self.down_since, self.failures)
 
     async def close(self) -> None:
         """Send pending settles now (bounded), then close the connection pool."""
