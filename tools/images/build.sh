@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build the operator, router and sim images with podman, with no registry, and print their sizes.
+# Build the operator, router and sim images (and the pause image of the local cluster's container
+# node) with podman, with no registry, and print their sizes.
 #
 # The base is INFERSCALE_IMAGE_BASE when set (for example python:3.11-slim where a registry is
 # reachable), else the Debian bookworm base that tools/images/base.sh builds and caches. The
@@ -13,7 +14,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 export CONTAINERS_CONF=${CONTAINERS_CONF:-$here/containers.conf}
 images=("$@")
-[[ ${#images[@]} -gt 0 ]] || images=(operator router sim)
+[[ ${#images[@]} -gt 0 ]] || images=(operator router sim pause)
 
 start=$(date +%s)
 say() { echo "[images $(( $(date +%s) - start ))s] $*" >&2; }

@@ -7,8 +7,12 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 # podman with its recommends: netavark, aardvark-dns and iptables publish ports; runc because
-# crun fails on this host's cgroups; mmdebstrap builds the base from the apt mirror.
-if ! command -v podman >/dev/null || ! command -v runc >/dev/null || ! command -v mmdebstrap >/dev/null; then
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc mmdebstrap >/dev/null
+# crun fails on this host's cgroups; mmdebstrap builds the base from the apt mirror; containerd
+# and the CNI plugins run the local cluster's container node (INFERSCALE_CONTAINER_NODE=1,
+# e2e/test_container_node.py; docs/local-cluster.md).
+if ! command -v podman >/dev/null || ! command -v runc >/dev/null || ! command -v mmdebstrap >/dev/null \
+  || ! command -v containerd >/dev/null || [[ ! -x /usr/lib/cni/bridge ]]; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc mmdebstrap containerd \
+    containernetworking-plugins >/dev/null
 fi
 time bash tools/images/build.sh

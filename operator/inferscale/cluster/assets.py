@@ -28,9 +28,14 @@ ASSETS_ENV = "INFERSCALE_KUBE_ASSETS"
 BUILD_TIMEOUT = 3600.0
 
 
-def missing_in(directory: Path) -> list[str]:
+#: Built only when asked (``build.sh kubelet``): the container node's (cluster/containers.py).
+KUBELET = "kubelet"
+
+
+def missing_in(directory: Path, kubelet: bool = False) -> list[str]:
     """The binaries that ``directory`` lacks (or holds without the execute bit)."""
-    return [b for b in BINARIES if not os.access(directory / b, os.X_OK)]
+    wanted = (*BINARIES, KUBELET) if kubelet else BINARIES
+    return [b for b in wanted if not os.access(directory / b, os.X_OK)]
 
 
 def build_script() -> Path | None:
@@ -39,12 +44,13 @@ def build_script() -> Path | None:
     return script if script.is_file() else None
 
 
-def find_assets(explicit: str | None = None, build: bool = True) -> Path:
+def find_assets(explicit: str | None = None, build: bool = True, kubelet: bool = False) -> Path:
     """The directory that holds every binary in ``BINARIES``.
 
     Args:
         explicit: a directory named on the command line; wins over everything else.
         build: run the build script (which returns at once when its cache is warm).
+        kubelet: the kubelet is wanted too (a cluster with the container node).
 
     Raises:
         ClusterError: no complete directory was found and none could be built.
@@ -52,7 +58,7 @@ def find_assets(explicit: str | None = None, build: bool = True) -> Path:
     for candidate in (explicit, os.environ.get(ASSETS_ENV)):
         if candidate:
             directory = Path(candidate)
-            missing = missing_in(directory)
+            missing = missing_in(directory, kubelet)
             if not missing:
                 return directory
             if candidate == explicit:
@@ -67,7 +73,7 @@ def find_assets(explicit: str | None = None, build: bool = True) -> Path:
     print(f"[cluster] binaries: running {script} (cached after the first build)", file=sys.stderr)
     try:
         result = subprocess.run(
-            ["bash", str(script)],
+            ["bash", str(script), *([KUBELET] if kubelet else [])],
             stdout=subprocess.PIPE,
             text=True,
             timeout=BUILD_TIMEOUT,
@@ -79,7 +85,7 @@ def find_assets(explicit: str | None = None, build: bool = True) -> Path:
     if result.returncode != 0 or not lines:
         raise ClusterError("assets", f"{script} failed with exit status {result.returncode}")
     directory = Path(lines[-1])
-    missing = missing_in(directory)
+    missing = missing_in(directory, kubelet)
     if missing:
         raise ClusterError("assets", f"{script} printed {directory}, which lacks {missing}")
     return directory

@@ -20,8 +20,11 @@ NetworkMode = Literal["auto", "netns", "loopback"]
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 #: Node label naming the pool a node belongs to.
 POOL_LABEL = "inferscale.io/node-pool"
-#: Node label saying who runs the pods of a node: ``launcher`` (real processes) or ``kwok``.
+#: Node label saying who runs the pods of a node: ``launcher`` (real processes), ``kwok`` or
+#: ``containerd`` (the container node's kubelet).
 RUNNER_LABEL = "inferscale.io/pod-runner"
+#: ``1`` turns the container node on (``cluster up``, the e2e cluster, ``make dev``).
+CONTAINER_NODE_ENV = "INFERSCALE_CONTAINER_NODE"
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,9 @@ class ClusterConfig:
     max_backoff: float = 300.0
     #: An extra image map (YAML, the format of images.yaml) overlaid on the built-in one.
     image_map: str = ""
+    #: Add the container node (``cluster/containers.py``): a real kubelet whose pods run in
+    #: containerd with runc, from the images ``make images`` builds. Needs netns mode and root.
+    container_node: bool = False
     #: Where the binaries live (kube, kwok, kubectl, prometheus); filled in by ``up``.
     assets_dir: str = ""
 

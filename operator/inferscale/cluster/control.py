@@ -22,17 +22,18 @@ import shutil
 import ssl
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from inferscale.cluster import kwok, network, prometheus
+from inferscale.cluster import containers, kwok, network, prometheus
 from inferscale.cluster.assets import find_assets
 from inferscale.cluster.config import KWOK_NODE_ANNOTATION, ClusterConfig
 from inferscale.cluster.kubeapi import server_address, ssl_context, sync_client
-from inferscale.cluster.pki import Pki, ensure_pki, write_kubeconfig
+from inferscale.cluster.pki import Pki, ensure_client_cert, ensure_pki, write_kubeconfig
 from inferscale.cluster.process import (
     ClusterError,
     ProcessRecord,
@@ -52,9 +53,11 @@ COMPONENTS = (
     "kwok",
     "prometheus",
     "launcher",
+    "containerd",
+    "kubelet",
 )
-STOP_GRACE = {"launcher": 30.0, "kube-apiserver": 10.0, "etcd": 10.0}
-HEALTH_TIMEOUT = {"kube-apiserver": 120.0}
+STOP_GRACE = {"launcher": 30.0, "kube-apiserver": 10.0, "etcd": 10.0, "containerd": 10.0}
+HEALTH_TIMEOUT = {"kube-apiserver": 120.0, "kubelet": 120.0}
 DEFAULT_HEALTH_TIMEOUT = 60.0
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 #: Files the launcher keeps about host paths it had to create as mount points.
@@ -111,8 +114,14 @@ def up(config: ClusterConfig, assets: str | None = None) -> Started:
             f"({'; '.join(stale)}); run `inferscale cluster down --dir {config.state_dir} "
             f"--name {config.name}` first",
         )
-    assets_dir = find_assets(assets)
+    assets_dir = find_assets(assets, kubelet=config.container_node)
     mode = network.resolve_mode(config)
+    if config.container_node:
+        missing = containers.missing_prerequisites(assets_dir)
+        if mode != "netns":
+            missing.append("netns network mode (pods join the cluster's bridge)")
+        if missing:
+            raise ClusterError("containers", f"the container node needs {'; '.join(missing)}")
     config = replace(config, network=mode, assets_dir=str(assets_dir))  # type: ignore[arg-type]
     address = server_address(config, mode == "netns")
     ports = {
@@ -125,6 +134,10 @@ def up(config: ClusterConfig, assets: str | None = None) -> Started:
         "launcher": ("127.0.0.1", config.launcher_port),
         "prometheus": ("127.0.0.1", config.prometheus_port),
     }
+    if config.container_node:
+        ports["kubelet"] = ("127.0.0.1", containers.kubelet_healthz_port(config))
+        # The bridge address does not exist yet: 0.0.0.0 also finds a listener on it.
+        ports["kubelet (API)"] = ("0.0.0.0", containers.kubelet_port(config))
     for component, (host, port) in ports.items():
         if not port_free(host, port):
             raise ClusterError(component, f"port {host}:{port} is already in use")
@@ -165,6 +178,8 @@ def _start(config: ClusterConfig, assets: Path, address: str) -> str:
     starter.prometheus()
     starter.launcher()
     _wait_default_service_account(config, server)
+    if config.container_node:
+        starter.container_node()
     return server
 
 
@@ -325,6 +340,34 @@ class _Starter:
         argv = [sys.executable, "-m", "inferscale.cluster.launcher", str(self.config.state_dir)]
         self.run("launcher", argv, f"http://127.0.0.1:{self.config.launcher_port}/healthz")
 
+    def container_node(self) -> None:
+        """containerd, the images, then the kubelet; returns once its node is Ready."""
+        config = self.config
+        paths = containers.Paths(config)
+        containers.write_files(config, paths, self.pki.ca_crt)
+        ensure_client_cert(
+            self.pki, "kubelet", f"system:node:{containers.NODE_NAME}", ("system:nodes",)
+        )
+        write_kubeconfig(paths.kubeconfig, self.pki, self.server, "local", client="kubelet")
+        containers.prepare_cgroups(config)
+        containers.add_service_rule(config)
+        _say("starting containerd")
+        record = spawn(config.state_dir, "containerd", containers.containerd_argv(paths))
+        log = config.log_dir / "containerd.log"
+        wait_healthy(record, log, lambda: containers.containerd_ready(paths), 60.0)
+        containers.import_images(paths, list(containers.IMAGES), say=_say)
+        url = f"http://127.0.0.1:{containers.kubelet_healthz_port(config)}/healthz"
+        record = self.run("kubelet", containers.kubelet_argv(config, paths, self.assets), url)
+        with sync_client(config, self.server) as client:
+            wait_healthy(
+                record,
+                config.log_dir / "kubelet.log",
+                lambda: containers.node_ready(client),
+                120.0,
+                what=f"registered with node {containers.NODE_NAME} Ready",
+            )
+        _say(f"node {containers.NODE_NAME} Ready (pods in containerd with runc)")
+
 
 def _create_nodes(config: ClusterConfig, server: str, address: str) -> None:
     nodes = kwok.node_objects(config, address)
@@ -393,6 +436,16 @@ def down(state_dir: Path, quiet: bool = False, expected: ClusterConfig | None = 
     """
     done: list[str] = []
     records = {r.name: r for r in read_records(state_dir)}
+    config = _load(state_dir) or expected
+    # The container node's pods go first, while its kubelet and the API server still run: the
+    # kubelet stops them properly (SIGTERM, CNI teardown, unmounts).
+    if (
+        config is not None
+        and config.container_node
+        and _all_alive(records, "kubelet", "kube-apiserver")
+    ):
+        address = server_address(config, config.network == "netns")
+        done += containers.drain(config, f"https://{address}:{config.apiserver_port}")
     order = [n for n in reversed(COMPONENTS) if n in records]
     order += [n for n in records if n not in order]
     for name in order:
@@ -400,7 +453,8 @@ def down(state_dir: Path, quiet: bool = False, expected: ClusterConfig | None = 
         if record.alive():
             killed = record.stop(STOP_GRACE.get(name, 5.0))
             done.append(f"stopped {name} (pid {record.pid}{', killed' if killed else ''})")
-    config = _load(state_dir) or expected
+    if config is not None and config.container_node:
+        done += containers.cleanup(config)
     if config is not None:
         # Whatever the launcher left behind if it died: pod processes by record, then namespaces.
         for pid_file in config.pods_dir.glob("*/pids/*.json"):
@@ -431,6 +485,10 @@ def down(state_dir: Path, quiet: bool = False, expected: ClusterConfig | None = 
         for line in done:
             _say(line)
     return done
+
+
+def _all_alive(records: dict[str, ProcessRecord], *names: str) -> bool:
+    return all(name in records and records[name].alive() for name in names)
 
 
 def _remove_mountpoints(state_dir: Path, proc: Path = Path("/proc")) -> list[str]:
@@ -539,3 +597,59 @@ def env_lines(state_dir: Path) -> list[str]:
 def pki_of(config: ClusterConfig) -> Pki:
     """The cluster's PKI paths."""
     return Pki(config.pki_dir)
+
+
+#: Components ``restart`` can bring back, and how to tell each is serving again.
+RESTARTABLE = ("etcd", "kube-apiserver", "prometheus")
+
+
+def _health_check(config: ClusterConfig, name: str) -> Callable[[], bool]:
+    """A no-argument check that ``name`` serves again, as ``up`` waited for it."""
+    if name == "etcd":
+        return lambda: _probe(f"http://127.0.0.1:{config.etcd_port}/health")
+    if name == "kube-apiserver":
+        address = server_address(config, config.network == "netns")
+        url = f"https://{address}:{config.apiserver_port}/readyz"
+        context = ssl_context(config)
+        return lambda: _probe(url, verify=context)
+    return lambda: _probe(f"{config.prometheus_url}/-/ready")
+
+
+def restart(state_dir: Path, name: str, down_seconds: float = 0.0) -> ProcessRecord:
+    """Stop one control-plane component, leave it down a while, and start it as it was.
+
+    For fault tests and for users rehearsing an outage: the component is stopped as ``down``
+    stops it (SIGTERM, SIGKILL past its grace), stays down ``down_seconds``, and is started
+    again with the argv, environment and working directory it ran with (read from
+    ``/proc``), keeping its data (etcd's store, Prometheus's TSDB). Everything else runs on.
+
+    Raises:
+        ClusterError: no such running component, one ``restart`` does not support, or it did
+            not serve again in time (with its log's tail).
+    """
+    if name not in RESTARTABLE:
+        raise ClusterError(name, f"restart supports {', '.join(RESTARTABLE)}, not {name!r}")
+    config = _load(state_dir)
+    record = {r.name: r for r in read_records(state_dir)}.get(name)
+    if config is None or record is None or not record.alive():
+        raise ClusterError(name, f"not running from {state_dir}")
+    proc = Path("/proc") / str(record.pid)
+    try:
+        argv = (proc / "cmdline").read_bytes().rstrip(b"\0").decode().split("\0")
+        env_items = (proc / "environ").read_bytes().rstrip(b"\0").decode().split("\0")
+        cwd = Path(os.readlink(proc / "cwd"))
+    except OSError as error:
+        raise ClusterError(name, f"cannot read how it was started: {error}") from error
+    env = dict(item.split("=", 1) for item in env_items if "=" in item)
+    _say(f"stopping {name} (pid {record.pid})")
+    record.stop(STOP_GRACE.get(name, 5.0))
+    time.sleep(max(down_seconds, 0.0))
+    _say(f"starting {name} again")
+    started = spawn(state_dir, name, argv, env=env, cwd=cwd)
+    wait_healthy(
+        started,
+        config.log_dir / f"{name}.log",
+        _health_check(config, name),
+        HEALTH_TIMEOUT.get(name, DEFAULT_HEALTH_TIMEOUT),
+    )
+    return started

@@ -16,7 +16,8 @@ alone), everything a kubelet would do within reach of one machine:
 * runs startup, readiness and liveness probes (HTTP and TCP), restarts containers per
   ``restartPolicy`` with doubling back-off, and writes status (phase, IPs, conditions,
   container states, restart counts) and Events;
-* on deletion sends SIGTERM, waits out the grace period, sends SIGKILL, reports the
+* on deletion runs each container's preStop hook (sleep, exec or httpGet), then sends
+  SIGTERM, waits out what is left of the grace period, sends SIGKILL, reports the
   containers terminated and completes the deletion; a container that fails with
   ``terminationMessagePolicy: FallbackToLogsOnError`` gets its log's tail as the message;
 * keeps Prometheus's file_sd targets for pods that declare a metrics port.
@@ -241,6 +242,27 @@ class ContainerRunner:
         lines = text.splitlines()[-TERMINATION_MESSAGE_LINES:]
         return "\n".join(lines).strip()
 
+    def _termination_file(self) -> str:
+        """What the run wrote to its ``terminationMessagePath``, as a kubelet reads it.
+
+        Only a path inside one of the container's volumes can be read here (a kubelet mounts a
+        file of its own there; the launcher has no image filesystem to put one in), which is
+        where inferscale's preload Job puts it. Empty when unreadable.
+        """
+        path = self.spec.get("terminationMessagePath")
+        if not isinstance(path, str) or not path:
+            return ""
+        for source, target, _read_only in self.pod.mounts.get(self.name, []):
+            inside = Path(path)
+            if inside.is_relative_to(target) and inside != Path(target):
+                try:
+                    with (Path(source) / inside.relative_to(target)).open("rb") as file:
+                        text = file.read(TERMINATION_MESSAGE_BYTES).decode(errors="replace")
+                except OSError:
+                    return ""
+                return text.strip()
+        return ""
+
     def set_waiting(self, reason: str, message: str = "") -> None:
         """Report the container as waiting, and say so in the pod status."""
         self.state = {"waiting": {"reason": reason, **({"message": message} if message else {})}}
@@ -259,8 +281,11 @@ class ContainerRunner:
                 "startedAt": began,
                 "finishedAt": ended,
             }
+            written = self._termination_file()
             if self.kill_reason:
                 terminated["message"] = self.kill_reason
+            elif written:
+                terminated["message"] = written
             elif exit_code != 0 and self.spec.get("terminationMessagePolicy") == FALLBACK_TO_LOGS:
                 # As a kubelet: the tail of this run's log says why it failed.
                 tail = self._log_tail()
@@ -336,14 +361,16 @@ class ContainerRunner:
                 os.killpg(process.pid, sig)
 
     async def kill(self, grace: float, reason: str) -> None:
-        """SIGTERM, wait up to ``grace`` seconds, SIGKILL; records how it ended."""
+        """The preStop hook, then SIGTERM, SIGKILL past ``grace`` seconds; records how it ended."""
         process = self.process
         if process is None or process.returncode is not None:
             return
         began = time.monotonic()
+        await self._pre_stop(grace)
+        term_grace = pods.sigterm_grace(grace, time.monotonic() - began)
         self.signal(signal.SIGTERM)
         try:
-            await asyncio.wait_for(asyncio.shield(process.wait()), grace)
+            await asyncio.wait_for(asyncio.shield(process.wait()), term_grace)
             self.kill_reason = (
                 f"{reason}: stopped by SIGTERM after {time.monotonic() - began:.2f}s "
                 f"(grace period {grace:g}s)"
@@ -353,6 +380,65 @@ class ContainerRunner:
             self.kill_reason = f"{reason}: killed by SIGKILL after the grace period of {grace:g}s"
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(process.wait()), 10)
+
+    async def _pre_stop(self, grace: float) -> None:
+        """Run the container's preStop hook, bounded by the grace period, as a kubelet does.
+
+        A hook that fails or overruns is reported as a ``FailedPreStopHook`` Event and the
+        stop goes on: the hook delays SIGTERM, it never prevents it. The container keeps
+        serving meanwhile, which is the point: load balancers take the pod out first.
+        """
+        hook = pods.pre_stop_hook(self.spec)
+        if hook is None:
+            return
+        problem = hook.problem
+        try:
+            if hook.kind == "sleep":
+                await asyncio.sleep(min(hook.seconds, grace))
+            elif hook.kind == "exec":
+                problem = await asyncio.wait_for(self._pre_stop_exec(hook.command), grace)
+            elif hook.kind == "http" and hook.target is not None:
+                problem = await asyncio.wait_for(self._pre_stop_http(hook.target), grace)
+        except TimeoutError:
+            problem = f"did not finish within the grace period of {grace:g}s"
+        if problem:
+            await self.pod.launcher.api.event(
+                self.pod.pod,
+                "Warning",
+                "FailedPreStopHook",
+                f"PreStopHook failed for container {self.name}: {problem}",
+            )
+
+    async def _pre_stop_exec(self, command: tuple[str, ...]) -> str:
+        """Run ``command`` in the pod's namespaces; '' on exit 0, else why it failed."""
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *self.pod.wrap(list(command), self.spec),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+                cwd=self.pod.workdir(self.spec),
+            )
+        except OSError as error:
+            return f"cannot run {command[0]!r}: {error}"
+        try:
+            code = await process.wait()
+        except asyncio.CancelledError:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            raise
+        return "" if code == 0 else f"command {command[0]!r} exited with {code}"
+
+    async def _pre_stop_http(self, target: pods.ProbeTarget) -> str:
+        """GET the hook's URL on the pod; '' on a 2xx or 3xx answer, else why it failed."""
+        url = f"{target.scheme}://{target.host or self.pod.ip}:{target.port}{target.path}"
+        try:
+            response = await self.pod.launcher.probe_client.get(url, headers=dict(target.headers))
+        except httpx.HTTPError as error:
+            return f"GET {url}: {error}"
+        if 200 <= response.status_code < 400:
+            return ""
+        return f"GET {url}: HTTP {response.status_code}"
 
     async def _probe_all(self, process: asyncio.subprocess.Process) -> None:
         spec = self.spec
@@ -807,6 +893,14 @@ class PodRunner:
             target = root / name
             if "hostPath" in volume:
                 paths[name] = volume["hostPath"]["path"]
+                if volume["hostPath"].get("type") == "DirectoryOrCreate":
+                    # As a kubelet: a missing directory is created (0755), a file there fails.
+                    try:
+                        Path(paths[name]).mkdir(mode=0o755, parents=True, exist_ok=True)
+                    except OSError as error:
+                        raise SetupError(
+                            "CreateContainerConfigError", f"hostPath {paths[name]}: {error}"
+                        ) from error
                 continue
             if "persistentVolumeClaim" in volume:
                 paths[name] = await self._claim_path(volume["persistentVolumeClaim"])

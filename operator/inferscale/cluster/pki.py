@@ -144,12 +144,34 @@ def ensure_pki(directory: Path, ips: list[str], dns_names: list[str]) -> Pki:
     return pki
 
 
+def ensure_client_cert(pki: Pki, name: str, user: str, groups: tuple[str, ...] = ()) -> Path:
+    """A client certificate ``NAME.crt`` (key ``NAME.key``) for ``user`` in ``groups``.
+
+    The kubelet of the container node authenticates as ``system:node:NAME`` in
+    ``system:nodes``, which the API server's Node authorizer expects. Kept when it exists.
+    """
+    crt = pki.dir / f"{name}.crt"
+    if not crt.exists():
+        subject = "".join(f"/O={group}" for group in groups) + f"/CN={user}"
+        _sign(
+            pki, name, subject,
+            "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
+            "extendedKeyUsage=clientAuth\n",
+        )  # fmt: skip
+    return crt
+
+
 def _b64(path: Path) -> str:
     return base64.b64encode(path.read_bytes()).decode()
 
 
-def write_kubeconfig(path: Path, pki: Pki, server: str, cluster_name: str) -> None:
-    """Write an admin kubeconfig with every credential embedded, so the file stands alone."""
+def write_kubeconfig(
+    path: Path, pki: Pki, server: str, cluster_name: str, client: str = "admin"
+) -> None:
+    """Write a kubeconfig with every credential embedded, so the file stands alone.
+
+    ``client`` names the certificate pair in the PKI directory (``admin``: system:masters).
+    """
     config = {
         "apiVersion": "v1",
         "kind": "Config",
@@ -163,8 +185,8 @@ def write_kubeconfig(path: Path, pki: Pki, server: str, cluster_name: str) -> No
             {
                 "name": "admin",
                 "user": {
-                    "client-certificate-data": _b64(pki.admin_crt),
-                    "client-key-data": _b64(pki.admin_key),
+                    "client-certificate-data": _b64(pki.dir / f"{client}.crt"),
+                    "client-key-data": _b64(pki.dir / f"{client}.key"),
                 },
             }
         ],

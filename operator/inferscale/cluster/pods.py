@@ -167,6 +167,55 @@ def probe_target(container: dict[str, Any], probe: dict[str, Any]) -> ProbeTarge
 
 
 @dataclass(frozen=True)
+class PreStop:
+    """A container's ``lifecycle.preStop`` hook: what runs between deletion and SIGTERM."""
+
+    kind: str
+    """``sleep``, ``exec``, ``http``, or ``invalid`` (a hook the launcher reports and skips)."""
+    seconds: float = 0.0
+    command: tuple[str, ...] = ()
+    target: ProbeTarget | None = None
+    problem: str = ""
+
+
+def pre_stop_hook(container: dict[str, Any]) -> PreStop | None:
+    """The container's preStop hook, or None when it has none.
+
+    Kubernetes runs the hook inside the pod's termination grace period and sends SIGTERM only
+    once it returns (or once the grace period runs out); the launcher does the same with the
+    hook read here.
+    """
+    hook = (container.get("lifecycle") or {}).get("preStop")
+    if not isinstance(hook, dict) or not hook:
+        return None
+    if "sleep" in hook:
+        seconds = (hook.get("sleep") or {}).get("seconds")
+        if not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds < 0:
+            return PreStop("invalid", problem=f"sleep.seconds must be >= 0, not {seconds!r}")
+        return PreStop("sleep", seconds=float(seconds))
+    if "exec" in hook:
+        command = (hook.get("exec") or {}).get("command") or []
+        if not command or not all(isinstance(part, str) for part in command):
+            return PreStop("invalid", problem="exec.command must be a non-empty list of strings")
+        return PreStop("exec", command=tuple(command))
+    if "httpGet" in hook:
+        try:
+            return PreStop("http", target=probe_target(container, hook))
+        except (KeyError, TypeError, ValueError) as error:
+            return PreStop("invalid", problem=f"httpGet: {error}")
+    return PreStop("invalid", problem=f"unsupported handler {sorted(hook)}")
+
+
+def sigterm_grace(grace: float, hook_seconds: float) -> float:
+    """How long SIGTERM may take once the preStop hook ran for ``hook_seconds``.
+
+    The hook counts against the grace period; a hook that used all of it still leaves the
+    two seconds the kubelet grants (its one-time extension) before SIGKILL.
+    """
+    return max(grace - hook_seconds, 2.0)
+
+
+@dataclass(frozen=True)
 class ProbeTiming:
     """A probe's timing fields with the API's defaults."""
 

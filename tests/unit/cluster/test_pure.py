@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from inferscale.cluster import kwok, pods, prometheus
 from inferscale.cluster.config import ClusterConfig, NodePool
+from inferscale.cluster.control import restart
 from inferscale.cluster.images import ImageMap, UnmappedImage, strip_tag
+from inferscale.cluster.process import ClusterError
 
 
 def make_config(**overrides) -> ClusterConfig:
@@ -266,3 +269,51 @@ def test_pod_addresses_go_round_so_a_released_one_is_reused_last() -> None:
     taken = [launcher.allocate_ip(pod) for _ in range(252)]  # every free address
     assert taken[-2:] == [first, second]  # the released ones last, the oldest release first
     assert len(set(taken)) == 252
+
+
+def test_pre_stop_hooks_are_read_as_a_kubelet_reads_them() -> None:
+    container = {"name": "c", "ports": [{"name": "http", "containerPort": 8000}]}
+    assert pods.pre_stop_hook(container) is None
+    assert pods.pre_stop_hook({**container, "lifecycle": {"postStart": {}}}) is None
+    sleep = pods.pre_stop_hook({**container, "lifecycle": {"preStop": {"sleep": {"seconds": 5}}}})
+    assert sleep == pods.PreStop("sleep", seconds=5.0)
+    run = pods.pre_stop_hook(
+        {**container, "lifecycle": {"preStop": {"exec": {"command": ["sh", "-c", "true"]}}}}
+    )
+    assert run == pods.PreStop("exec", command=("sh", "-c", "true"))
+    http = pods.pre_stop_hook(
+        {**container, "lifecycle": {"preStop": {"httpGet": {"port": "http", "path": "/drain"}}}}
+    )
+    assert http is not None and http.target == pods.ProbeTarget("http", 8000, "/drain", "http")
+
+
+@pytest.mark.parametrize(
+    ("hook", "problem"),
+    [
+        ({"sleep": {"seconds": -1}}, "sleep.seconds"),
+        ({"sleep": {"seconds": "5"}}, "sleep.seconds"),
+        ({"sleep": {"seconds": True}}, "sleep.seconds"),
+        ({"exec": {"command": []}}, "exec.command"),
+        ({"exec": {"command": ["ok", 3]}}, "exec.command"),
+        ({"httpGet": {"port": "no-such-port"}}, "httpGet"),
+        ({"tcpSocket": {"port": 80}}, "unsupported handler"),
+    ],
+)
+def test_a_bad_pre_stop_hook_is_reported_not_raised(hook: dict[str, Any], problem: str) -> None:
+    found = pods.pre_stop_hook({"name": "c", "lifecycle": {"preStop": hook}})
+    assert found is not None and found.kind == "invalid" and problem in found.problem
+
+
+def test_the_hook_counts_against_the_grace_period_with_the_kubelets_two_second_extension() -> None:
+    assert pods.sigterm_grace(30, 5) == 25
+    assert pods.sigterm_grace(30, 29.5) == 2.0
+    assert pods.sigterm_grace(10, 40) == 2.0
+
+
+def test_restart_refuses_what_it_cannot_bring_back_and_a_cluster_that_is_not_running(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(ClusterError, match="restart supports etcd"):
+        restart(tmp_path, "launcher")
+    with pytest.raises(ClusterError, match="not running"):
+        restart(tmp_path, "etcd")
