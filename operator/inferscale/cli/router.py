@@ -29,6 +29,7 @@ _FLAGS: dict[str, tuple[type, str]] = {
     "max_request_bytes": (int, "largest request body (413 beyond)"),
     "client_body_timeout_seconds": (float, "time a client has to send its body (408 beyond)"),
     "idle_connection_seconds": (float, "close a connection without a complete request (75)"),
+    "max_client_connections": (int, "most open client connections; 503 past it (0: no cap)"),
     "connect_timeout_seconds": (float, "engine connect timeout"),
     "breaker_failures": (int, "consecutive failures that eject an endpoint or a provider"),
     "breaker_ejection_seconds": (float, "first ejection, doubled each time in a row"),

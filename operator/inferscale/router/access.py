@@ -86,6 +86,10 @@ class SharedLimits(Protocol):
         """Why the limits are not shared right now (``None``: they are)."""
         ...
 
+    async def read_counters(self, counters: list[tuple[str, str]]) -> list[int]:
+        """The shared budget counters ``(holder, counter id)``; raises the store's errors."""
+        ...
+
     def metric_lines(self) -> Iterable[str]:
         """Its own metrics, in the exposition format."""
         ...

@@ -3,8 +3,9 @@
 ``/admin/v1/routing-table`` (GET, PUT), ``/admin/v1/credentials`` (GET: version and counts only;
 PUT), ``/admin/v1/held`` (GET: held and in-flight requests per model, for the autoscaler) and
 ``/admin/v1/spend`` (GET: this router's spend, spillover and provider health; PUT: the other
-routers' spend) and ``/admin/v1/usage`` (GET: the usage ledger's report). The documents are
-:mod:`inferscale.protocol`'s.
+routers' spend), ``/admin/v1/usage`` (GET: the usage ledger's report) and ``/admin/v1/budgets``
+(GET: every client's and team's budget counters, :mod:`inferscale.router.budget_use`). The
+documents are :mod:`inferscale.protocol`'s.
 
 Failure behaviour: 401 without a bearer token, 403 with a wrong one (or when no token is
 configured), 400 for an invalid document, 413 for one over the request size, 409 for an older
@@ -24,6 +25,7 @@ from inferscale.api.validation import describe_errors
 from inferscale.protocol.credentials import RouterCredentials, StaleCredentialsError, summary
 from inferscale.protocol.spend import ElsewhereSpend
 from inferscale.protocol.table import RoutingTable, StaleTableError
+from inferscale.router.budget_use import budget_report
 from inferscale.router.codec import JSON, error_response
 from inferscale.router.dispatch import Dispatcher
 from inferscale.router.documents import apply_credentials, apply_table, problems
@@ -52,6 +54,7 @@ class AdminApi:
         add.add_get("/admin/v1/spend", self.get_spend)
         add.add_put("/admin/v1/spend", self.put_spend)
         add.add_get("/admin/v1/usage", self.get_usage)
+        add.add_get("/admin/v1/budgets", self.get_budgets)
 
     def _auth(self, request: web.Request) -> web.Response | None:
         header = request.headers.get("Authorization", "")
@@ -146,6 +149,18 @@ class AdminApi:
         if fmt == "csv":
             return web.Response(text=to_csv(rows, by), content_type="text/csv")
         return _json_body(to_json(rows, by).encode())
+
+    async def get_budgets(self, request: web.Request) -> web.StreamResponse:
+        """``GET /admin/v1/budgets``: every budget counter in the current UTC day and month.
+
+        Shared ones read from Redis (this router's own view, with a ``problem``, while it is
+        unreachable); the operator writes them into the InferenceClients' status.
+        """
+        if (refused := self._auth(request)) is not None:
+            return refused
+        state = self.state
+        report = await budget_report(state.access, state.id_prefix, state.wall())
+        return _json_body(report.model_dump_json(by_alias=True, exclude_none=True).encode())
 
     async def get_held(self, request: web.Request) -> web.StreamResponse:
         """``GET /admin/v1/held``: held and in-flight requests per model, for the autoscaler.

@@ -104,7 +104,7 @@ from inferscale.router.messages_http import (
     messages_refusal,
     stream_answer,
 )
-from inferscale.router.metrics import CONTENT_TYPE, RouterMetrics
+from inferscale.router.metrics import CONTENT_TYPE, RouterMetrics, connection_metric_lines
 from inferscale.router.scrape import scrape_engines
 from inferscale.router.settings import RouterSettings
 from inferscale.router.stages import ByRoute, Stage, link
@@ -122,7 +122,7 @@ from inferscale.router.stages.select_model import SELECTED_HEADER, SELECTED_KEY,
 from inferscale.router.state import RouterState
 from inferscale.router.table import EndpointTable
 from inferscale.router.usage_ledger import open_ledger
-from inferscale.serving import serve_app
+from inferscale.serving import ConnectionCap, serve_app
 
 log_router = logging.getLogger("inferscale.router")
 
@@ -239,6 +239,9 @@ class Router:
         self.tasks: list[asyncio.Task[None]] = []
         self.kv_subscriber: KvEventSubscriber | None = None
         """Started with the first endpoint that publishes KV events (none: no ZMQ at all)."""
+        cap = settings.max_client_connections
+        self.connections = ConnectionCap(cap) if cap else None
+        """The cap on client connections (``None``: uncapped); its counts are metrics."""
 
     @property
     def admin_token(self) -> bytes | None:
@@ -304,7 +307,7 @@ class Router:
                 return
             self.kv_subscriber = KvEventSubscriber(self.state.kv.index)
         self.kv_subscriber.sync(addresses)
-        self.state.kv.keep(e.key for e in endpoints)
+        self.state.kv.keep((e.key for e in endpoints), table.models)
 
     def _spawn(self, loop: Coroutine[Any, Any, None]) -> None:
         self.tasks.append(asyncio.create_task(loop))
@@ -371,6 +374,10 @@ class Router:
         # Still ready: a router whose limits went local must keep serving.
         return web.Response(text=f"ok (degraded: {degraded})" if degraded else "ok")
 
+    def _connection_lines(self) -> list[str]:
+        cap = self.connections
+        return [] if cap is None else connection_metric_lines(cap.open, cap.limit, cap.refused)
+
     async def metrics_endpoint(self, _request: web.Request) -> web.StreamResponse:
         """Prometheus text format."""
         state = self.state
@@ -399,6 +406,7 @@ class Router:
                 kv_metric_lines(
                     self.kv_subscriber, ((e.key, e.pod) for e in self.table.endpoints())
                 ),
+                self._connection_lines(),
             ),
             pending_prompt_tokens=pending,
         )
@@ -597,6 +605,7 @@ async def start(
         shutdown_grace_seconds=settings.shutdown_grace_seconds,
         backlog=2048,
         idle_connection_seconds=settings.idle_connection_seconds,
+        connection_cap=app[ROUTER_KEY].connections,
     )
     return runner, port, app[ROUTER_KEY]
 

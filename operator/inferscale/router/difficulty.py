@@ -1,10 +1,11 @@
 """Prompt difficulty: how much a prompt needs the strong model, from its text alone.
 
-Owns the features (cheap text statistics plus hashed words) and the scoring of a trained
-linear model over them; ``bench/selection/train.py`` fits the weights offline and writes the
-artefact this module reads. Pure: numpy and the standard library, no clock, no network; the
-only I/O is reading the artefact file it is handed. A bad artefact raises
-``DifficultyModelUnavailable`` with the reason, so the router can fall back, never crash.
+Owns the features (cheap text statistics plus hashed words), the scoring of a trained linear
+model over them and its blend with the prompt's length; ``bench/selection/train.py`` fits the
+weights offline and writes the artefact this module reads. Pure: numpy and the standard
+library, no clock, no network; the only I/O is reading the artefact file it is handed. A bad
+artefact raises ``DifficultyModelUnavailable`` with the reason, so the router can fall back,
+never crash.
 """
 
 from __future__ import annotations
@@ -108,14 +109,53 @@ class LinearHead:
         return 1.0 / (1.0 + math.exp(-max(min(logit, 60.0), -60.0)))
 
 
+def _share_at_or_below(value: float, points: FloatVector, shares: FloatVector) -> float:
+    """The share of the training prompts at or below ``value`` (an empirical CDF, interpolated)."""
+    return float(np.interp(value, points, shares))
+
+
+@dataclass(frozen=True)
+class LengthBlend:
+    """The classifier's gain blended with the prompt's length, as ranks on the training prompts.
+
+    Why: on subjects it never saw, the classifier and the longest-prompt router err on
+    different prompts, and their average ranks better than either (bench/selection). Both
+    parts are turned into the share of training prompts they score at or above (so the blend
+    cannot be swamped by one part's scale), then ``length_weight`` of the length's share is
+    added to the rest of the gain's. Each quantile table holds (value, share) points with
+    strictly increasing values.
+    """
+
+    length_weight: float
+    gain_points: FloatVector
+    gain_shares: FloatVector
+    length_points: FloatVector
+    length_shares: FloatVector
+
+    def combine(self, gain: float, text: str) -> float:
+        """The blended score of a prompt, in 0..1."""
+        gain_rank = _share_at_or_below(gain, self.gain_points, self.gain_shares)
+        length_rank = _share_at_or_below(
+            prompt_length(text), self.length_points, self.length_shares
+        )
+        return (1.0 - self.length_weight) * gain_rank + self.length_weight * length_rank
+
+
+def prompt_length(text: str) -> float:
+    """The length the blend ranks: log characters, what the longest-prompt router sorts by."""
+    return math.log1p(len(text))
+
+
 @dataclass(frozen=True)
 class DifficultyModel:
     """Two logistic heads (weak model right, strong model right) and their calibration.
 
-    ``score(text)`` is P(strong right) - P(weak right): the expected gain of calling the
+    ``gain(text)`` is P(strong right) - P(weak right): the expected gain of calling the
     strong model, so prompts both models fail (or both pass) score low, as they should: a
-    strong call there buys nothing. ``calibration`` maps a share of strong calls to the score
-    threshold that sent that share of the training prompts to the strong model.
+    strong call there buys nothing. ``score(text)`` is that gain, or its blend with the
+    prompt's length when the artefact has one (``blend``). ``calibration`` maps a share of
+    strong calls to the score threshold that sent that share of the training prompts to the
+    strong model.
     """
 
     buckets: int
@@ -125,15 +165,21 @@ class DifficultyModel:
     strong: LinearHead
     calibration: tuple[tuple[float, float], ...]
     trained_on: str
+    blend: LengthBlend | None = None
 
     def features(self, text: str) -> FloatVector:
         """The standardised feature row of ``text``."""
         return (prompt_features(text, self.buckets) - self.mean) / self.scale
 
-    def score(self, text: str) -> float:
+    def gain(self, text: str) -> float:
         """Expected gain of the strong model over the weak one on ``text``, in -1..1."""
         row = self.features(text)
         return self.strong.probability(row) - self.weak.probability(row)
+
+    def score(self, text: str) -> float:
+        """How much ``text`` needs the strong model: higher goes strong first; in -1..1."""
+        gain = self.gain(text)
+        return gain if self.blend is None else self.blend.combine(gain, text)
 
     def threshold_for_share(self, share: float) -> float:
         """The score above which a prompt goes to the strong model, for ``share`` (0..1)."""
@@ -149,7 +195,7 @@ class DifficultyModel:
         def rounded(values: FloatVector) -> list[float]:
             return [float(f"{value:.7g}") for value in values]
 
-        return {
+        document: dict[str, Any] = {
             "format": ARTEFACT_FORMAT,
             "trainedOn": self.trained_on,
             "buckets": self.buckets,
@@ -163,6 +209,13 @@ class DifficultyModel:
             },
             "calibration": [[share, float(f"{cut:.7g}")] for share, cut in self.calibration],
         }
+        if self.blend is not None:
+            document["lengthBlend"] = {
+                "lengthWeight": self.blend.length_weight,
+                "gain": [rounded(self.blend.gain_points), rounded(self.blend.gain_shares)],
+                "length": [rounded(self.blend.length_points), rounded(self.blend.length_shares)],
+            }
+        return document
 
 
 def _vector(document: dict[str, Any], key: str, length: int) -> FloatVector:
@@ -177,6 +230,37 @@ def _head(document: dict[str, Any], key: str, length: int) -> LinearHead:
     if not isinstance(head, dict):
         raise DifficultyModelUnavailable(f"`{key}` must be an object with weights and bias")
     return LinearHead(weights=_vector(head, "weights", length), bias=float(head["bias"]))
+
+
+def _quantile_table(blend: dict[str, Any], key: str) -> tuple[FloatVector, FloatVector]:
+    points, shares = (np.asarray(part, dtype=np.float64) for part in blend[key])
+    if (
+        points.ndim != 1
+        or points.shape != shares.shape
+        or points.size < 2
+        or not np.all(np.isfinite(points))
+        or not np.all(np.diff(points) > 0)
+        or not np.all((shares >= 0) & (shares <= 1))
+        or not np.all(np.diff(shares) >= 0)
+    ):
+        raise DifficultyModelUnavailable(
+            f"`lengthBlend.{key}` must be 2+ increasing values and their shares in 0..1"
+        )
+    return points, shares
+
+
+def _blend(document: dict[str, Any]) -> LengthBlend | None:
+    blend = document.get("lengthBlend")
+    if blend is None:
+        return None  # a plain classifier: scores are its gains
+    if not isinstance(blend, dict):
+        raise DifficultyModelUnavailable("`lengthBlend` must be an object")
+    weight = float(blend["lengthWeight"])
+    if not 0.0 <= weight <= 1.0:
+        raise DifficultyModelUnavailable("`lengthBlend.lengthWeight` must be in 0..1")
+    gain_points, gain_shares = _quantile_table(blend, "gain")
+    length_points, length_shares = _quantile_table(blend, "length")
+    return LengthBlend(weight, gain_points, gain_shares, length_points, length_shares)
 
 
 def model_from_document(document: Any) -> DifficultyModel:
@@ -202,6 +286,7 @@ def model_from_document(document: Any) -> DifficultyModel:
             strong=_head(document, "strong", length),
             calibration=calibration,
             trained_on=str(document.get("trainedOn", "")),
+            blend=_blend(document),
         )
     except (KeyError, TypeError, ValueError) as error:
         raise DifficultyModelUnavailable(f"malformed difficulty model: {error!r}") from error

@@ -70,14 +70,7 @@ def apply(index: CacheIndex, key: str, stats: StreamStats, seq: int, payload: by
         log.warning("kv events from %s: %s; its cache is forgotten", key, e)
         return
     stats.batches += 1
-    for event in batch.events:
-        stats.events += 1
-        if event.kind == "stored":
-            index.stored(key, event.hashes, event.medium)
-        elif event.kind == "removed":
-            index.removed(key, event.hashes, event.medium)
-        else:
-            index.cleared(key)
+    stats.events += index.apply(key, batch.events)
 
 
 class KvEventSubscriber:

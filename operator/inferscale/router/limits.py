@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Final, Literal
 
+from inferscale.protocol.budgets import TEAM_PREFIX
+
 LimitName = Literal[
     "requests",
     "tokens",
@@ -50,8 +52,9 @@ the shared store is down and budgets are refused meanwhile (503, not 429)."""
 MICRO_USD: Final = 1_000_000
 """Money is counted in micro-dollars: integers, so Redis's INCRBY keeps it exact."""
 
-TEAM_PREFIX: Final = "team:"
-"""A team's counters are held under ``team:<namespace>/<team>`` (a client id has no colon)."""
+
+class CountersUnavailable(Exception):
+    """The shared store's budget counters cannot be read now (Redis unreachable)."""
 
 
 def micro_usd(usd: float) -> int:
@@ -327,7 +330,10 @@ class LocalLimiter:
         unknown key is refused first), so its size is bounded by the InferenceClients."""
         self.shared: dict[tuple[str, str], int] = {}
         """(client, window) -> budget use last read from a shared store (Redis), the floor a
-        degraded router counts from, so an outage never restarts a budget at zero."""
+        degraded router counts from, so an outage never restarts a budget at zero. Only the
+        current day's and month's windows are kept (:meth:`set_counter` prunes the others)."""
+        self.shared_day = ""
+        """The latest day :attr:`shared` holds counters of (``YYYY-MM-DD``)."""
 
     def admit(self, policy: Policy, estimate: int) -> tuple[Verdict, Charge | None]:
         """Check every limit of ``policy``; take the request and its estimate only if all pass."""
@@ -473,7 +479,19 @@ class LocalLimiter:
         if state is None:
             state = self.clients[holder] = _ClientState()
         state.budgets[counter] = own
+        window = counter.rstrip("$")
+        if len(window) == 10 and window > self.shared_day:
+            self._prune_shared(window)
+        if window < self.shared_day[: len(window)]:
+            return  # a window already past (a sync that straddled midnight): no admission reads it
         self.shared[(holder, counter)] = shared
+
+    def _prune_shared(self, day: str) -> None:
+        """Forget the shared floors of windows before ``day`` and its month (bounded memory)."""
+        self.shared_day = day
+        month = day[:7]
+        for key in [k for k in self.shared if k[1].rstrip("$") not in (day, month)]:
+            del self.shared[key]
 
     def add_budget_counts(self, counts: dict[tuple[str, str], int]) -> None:
         """Count these again (a hand-over that could not be delivered)."""

@@ -46,6 +46,7 @@ from inferscale.router.limits_redis import (
     OutagePolicy,
     outage_metric_lines,
     outage_reason,
+    read_counters,
 )
 
 log = logging.getLogger("inferscale.router")
@@ -165,6 +166,12 @@ class BatchedLimiter:
                 await future
         refuse = policy.extra or (self.outage == "refuse" and policy.budgeted)
         if refuse and self.down_since is not None:
+            # The refusal is the probe too: a sync of this client is due (it tries Redis once
+            # next_try has passed), or a router whose clients all have money or team budgets
+            # would never try Redis again and refuse them for good after one slow reply.
+            self.policies[client] = policy
+            self.pending.setdefault(client, _Pending())
+            self._schedule(self.interval)
             return Verdict(False, "unavailable", self.retry_seconds, 0), None
         verdict, charge = self.view.admit(policy, estimate)
         if charge is None:
@@ -315,6 +322,10 @@ class BatchedLimiter:
 
     def _key(self, holder: str, suffix: str) -> str:
         return f"{self.prefix}{{{holder}}}:{suffix}"
+
+    async def read_counters(self, counters: list[tuple[str, str]]) -> list[int]:
+        """The shared budget counters as of the last sync (:func:`read_counters`)."""
+        return await read_counters(self.client, self._key, counters)
 
     # -- health ---------------------------------------------------------------------------
 

@@ -41,6 +41,7 @@ from typing import Any, Final, Literal
 from inferscale.router.limits import (
     ALLOWED,
     Charge,
+    CountersUnavailable,
     LimitName,
     LocalLimiter,
     Policy,
@@ -181,6 +182,33 @@ def outage_metric_lines(down_since: float | None, failures: int) -> Iterable[str
     yield f"inferscale_router_limits_redis_errors_total {failures}"
 
 
+async def read_counters(
+    client: Any, key: Callable[[str, str], str], counters: list[tuple[str, str]]
+) -> list[int]:
+    """The budget counters ``(holder, counter id)`` as Redis holds them (0: none yet).
+
+    One pipelined round trip of ``GET`` (not ``MGET``: a team's keys and a client's live in
+    different hash slots). Raises :class:`CountersUnavailable` when Redis fails; a value that
+    is no integer reads as 0.
+    """
+    import redis.exceptions
+
+    pipe = client.pipeline(transaction=False)
+    for holder, counter in counters:
+        pipe.get(key(holder, f"b:{counter}"))
+    try:
+        values: list[Any] = await pipe.execute()
+    except (redis.exceptions.RedisError, OSError, TimeoutError) as error:
+        raise CountersUnavailable(f"{type(error).__name__}: {error}"[:300]) from error
+    out = []
+    for value in values:
+        try:
+            out.append(max(0, int(value)) if value is not None else 0)
+        except (TypeError, ValueError):
+            out.append(0)
+    return out
+
+
 class SharedLimiter:
     """Limits in Redis, and this process's :class:`LocalLimiter` while Redis is unreachable."""
 
@@ -234,6 +262,10 @@ class SharedLimiter:
 
     def _key(self, client: str, suffix: str) -> str:
         return f"{self.prefix}{{{client}}}:{suffix}"
+
+    async def read_counters(self, counters: list[tuple[str, str]]) -> list[int]:
+        """The shared budget counters (:func:`read_counters`); raises Redis's errors."""
+        return await read_counters(self.client, self._key, counters)
 
     # -- admission ------------------------------------------------------------------------
 

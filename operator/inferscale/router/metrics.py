@@ -304,3 +304,19 @@ class RouterMetrics:
         )
         family("inferscale_router_table_version", "gauge", "Version of the routing table held.")
         out.append(f"inferscale_router_table_version {table_version}")
+
+
+def connection_metric_lines(open_now: int, limit: int, refused: int) -> list[str]:
+    """The client-connection cap's series: open connections, the cap, and those refused."""
+    return [
+        "# HELP inferscale_router_client_connections Client connections open now.",
+        "# TYPE inferscale_router_client_connections gauge",
+        f"inferscale_router_client_connections {open_now}",
+        "# HELP inferscale_router_client_connections_max The cap on open client connections.",
+        "# TYPE inferscale_router_client_connections_max gauge",
+        f"inferscale_router_client_connections_max {limit}",
+        "# HELP inferscale_router_client_connections_refused_total Connections refused past"
+        " the cap (answered 503 and closed).",
+        "# TYPE inferscale_router_client_connections_refused_total counter",
+        f"inferscale_router_client_connections_refused_total {refused}",
+    ]

@@ -24,12 +24,13 @@ the same inputs always give the same answer; the what-if simulator runs this sam
 
 A request for a LoRA adapter first narrows the candidates to the endpoints that hold it
 (:func:`holding_adapter`). Among them, under the default strategies, :func:`adapter_affinity`
-picks: an endpoint this router sent the adapter to among its last ``adapterSlots`` adapters
-(so it is likely still in a GPU slot there) while it is under a looser load bound (2.0: a swap
-avoided is worth some imbalance), else bounded-load consistent hashing keyed by the adapter's
-name under the route's bound, passing over replicas whose next eviction would drop another
-adapter's only warm copy. Each replica's slots then juggle fewer distinct adapters (fewer
-swaps), and no replica takes more than the warm bound allows (``bench/routing/adapters.py``).
+picks among the replicas within their share of the base model's adapter requests (decayed
+counts, :class:`AdapterShares`, bounded by the route's load bound) and under a loose cap on
+requests in flight: one this router sent the adapter to among its last ``adapterSlots`` adapters
+(so it is likely still in a GPU slot there) with the smallest share, else the replica with the
+smallest share among those whose next eviction would not drop another adapter's only warm copy
+(ties by the ring keyed by the adapter's name). Each replica's slots then juggle fewer distinct
+adapters (fewer swaps), and no replica takes more than its share (``bench/routing/adapters.py``).
 
 No I/O, no clock, no HTTP library (import-linter enforces it).
 """
@@ -259,75 +260,151 @@ def prefix_hash(
     return least_in_flight(candidates)
 
 
-DEFAULT_WARM_LOAD_BOUND: Final = 2.0
-""":func:`adapter_affinity`'s load bound for replicas that recently got the adapter."""
+ADAPTER_FLIGHT_BOUND: Final = 3.0
+""":func:`adapter_affinity`'s safety cap on requests in flight, as a multiple of the mean."""
+
+ADAPTER_SHARE_WINDOW: Final = 512
+""":class:`AdapterShares` halves its counts after this many adapter requests."""
 
 ADAPTER_AFFINE: Final = frozenset({"leastInFlight", "leastPrefill", "prefixHash", "predictedTTFT"})
 """Strategies under which an adapter's requests follow :func:`adapter_affinity`; the others
 (``roundRobin``, ``weighted``) are explicit choices and stay as configured."""
 
 
+class AdapterShares:
+    """How many of one base model's adapter requests this router sent to each endpoint, decayed.
+
+    Every ``window`` requests all counts halve, so they follow the last few windows of traffic
+    and an endpoint that stops getting requests drops out (its count falls below
+    :attr:`FORGET`): memory stays bounded by the endpoints that recently got requests.
+    """
+
+    __slots__ = ("counts", "sent", "window")
+
+    FORGET: Final = 1 / 64
+    """A count below this after halving is dropped."""
+
+    def __init__(self, window: int = ADAPTER_SHARE_WINDOW) -> None:
+        """Empty counts; ``window`` (>= 1) requests between halvings."""
+        self.counts: dict[str, float] = {}
+        self.sent = 0
+        self.window = max(window, 1)
+
+    def count(self, key: str) -> float:
+        """The endpoint's decayed count (0 when it got none lately)."""
+        return self.counts.get(key, 0.0)
+
+    def note(self, key: str) -> None:
+        """Count a request sent to ``key``; halve every count at the end of a window."""
+        self.counts[key] = self.counts.get(key, 0.0) + 1
+        self.sent += 1
+        if self.sent % self.window == 0:
+            for name in list(self.counts):
+                halved = self.counts[name] / 2
+                if halved < self.FORGET:
+                    del self.counts[name]
+                else:
+                    self.counts[name] = halved
+
+
 def adapter_affinity(
     candidates: Sequence[A],
     ring: HashRing,
     adapter: str,
+    shares: AdapterShares,
     load_bound: float = DEFAULT_LOAD_BOUND,
     start: int = 0,
-    warm_load_bound: float = DEFAULT_WARM_LOAD_BOUND,
+    flight_bound: float = ADAPTER_FLIGHT_BOUND,
 ) -> A:
-    """Warm first, under a looser cap; then the adapter's place on the ring under the cap.
+    """Warm first, then a cold replica that loses least, both among replicas within their share.
 
-    1. Among candidates that recently got ``adapter`` (its slot is likely still loaded) and
-       stay under the warm cap (:func:`load_cap` at ``warm_load_bound``, never tighter than
-       ``load_bound``), the least loaded one (ties rotate from ``start``).
-    2. Else :func:`cold_adapter_home`: the adapter's place on the ring under the cap, sparing
-       replicas whose next eviction would drop another adapter's only warm copy.
+    A replica is eligible while its decayed count of the base model's adapter requests
+    (``shares``), after taking this one, stays within ``load_bound`` times the candidates'
+    mean (rounded up, as :func:`load_cap`), and its requests in flight within :func:`load_cap`
+    at ``flight_bound`` (never tighter than ``load_bound``: a stalled replica is not fed its
+    share). Among eligible ones:
 
-    The warm cap is looser because spilling a warm adapter to a cold replica costs a swap
-    there and usually evicts another adapter that then swaps back: in
-    ``bench/routing/adapters.py`` a warm bound of 2.0 instead of 1.25 cuts the swaps
-    1.3-2.0x further, while the busiest replica serves at most 1.23x the mean at 10 and 20
-    req/s (2.5 and up exceed 1.25x already at 10).
+    1. those that recently got ``adapter`` (its slot is likely still loaded): the one with the
+       smallest share (ties rotate from ``start``);
+    2. else :func:`cold_adapter_home`.
+
+    When none is eligible, 2. among all candidates. The caller notes the pick in ``shares``
+    (:meth:`AdapterShares.note`) and :func:`remember_adapter`.
+
+    Why shares of requests rather than requests in flight: in-flight counts of a few requests
+    per replica swing by several from one arrival to the next, so a bound tight enough to
+    balance them spills warm adapters to cold replicas on every swing (a swap each), and one
+    loose enough not to (2.0) let the replicas that swap least take up to 1.42x the mean of the
+    requests in ``bench/routing/adapters.py``. Bounding the decayed share, and choosing by it,
+    keeps every replica eligible for its warm adapters as long as the others are too.
     """
-    total = 0
+    n = len(candidates)
+    total_flight = 0
+    total_share = 0.0
     for c in candidates:
-        total += c.in_flight
-    warm_cap = load_cap(total, len(candidates), max(warm_load_bound, load_bound))
-    warm = [c for c in candidates if c.in_flight + 1 <= warm_cap and adapter in c.recent_adapters]
+        total_flight += c.in_flight
+        total_share += shares.count(c.key)
+    flight_cap = load_cap(total_flight, n, max(flight_bound, load_bound))
+    # Rounded up as :func:`load_cap` does, so a replica with no share yet is always eligible.
+    share_cap = math.ceil(load_bound * (total_share + 1) / n)
+    eligible = [
+        c
+        for c in candidates
+        if c.in_flight + 1 <= flight_cap and shares.count(c.key) + 1 <= share_cap
+    ]
+    warm = [c for c in eligible if adapter in c.recent_adapters]
     if warm:
-        return least_in_flight(warm, start)
-    return cold_adapter_home(
-        candidates, ring, adapter, load_cap(total, len(candidates), load_bound)
-    )
+        return least_share(warm, shares, start)
+    return cold_adapter_home(candidates, ring, adapter, eligible or candidates, shares)
 
 
-def cold_adapter_home(candidates: Sequence[A], ring: HashRing, adapter: str, cap: int) -> A:
-    """Where an adapter no replica recently got (or whose warm replicas are full) goes.
+def least_share(candidates: Sequence[A], shares: AdapterShares, start: int = 0) -> A:
+    """The candidate with the smallest decayed share; ties rotate from ``start``."""
+    n = len(candidates)
+    best = candidates[start % n]
+    best_count = shares.count(best.key)
+    for i in range(1, n):
+        c = candidates[(start + i) % n]
+        count = shares.count(c.key)
+        if count < best_count:
+            best, best_count = c, count
+    return best
 
-    Walking clockwise from the adapter's point on the ring among candidates under ``cap``: the
-    first whose least recently sent adapter (the one its engine evicts to make room) is recent
-    on another candidate too, or that has none; else the first under the cap, as
-    :func:`prefix_hash` picks. Evicting an adapter's only warm copy makes its next request swap
-    it back in somewhere, so an eviction that leaves a copy elsewhere is the cheaper one (in
-    ``bench/routing/adapters.py``, 3-7 % fewer swaps and a busiest replica 1.23x the mean at
-    20 req/s instead of 1.28x).
+
+def cold_adapter_home(
+    candidates: Sequence[A],
+    ring: HashRing,
+    adapter: str,
+    eligible: Sequence[A],
+    shares: AdapterShares,
+) -> A:
+    """Where an adapter no eligible replica recently got goes: one of ``eligible``.
+
+    The one whose next eviction leaves a copy elsewhere, then with the smallest share, then
+    first clockwise from the adapter's point on the ring. A replica's next eviction is its
+    least recently sent adapter (what its engine evicts to make room); evicting an adapter's
+    only warm copy (recent on no other of ``candidates``) makes its next request swap it back
+    in somewhere, so an eviction that leaves a copy elsewhere is the cheaper one, and a
+    replica with nothing recent evicts nothing. Among equals the smallest share keeps the
+    replicas eligible for the adapters already warm on them (in ``bench/routing/adapters.py``
+    it takes the worst run from 4.6x to 5.1x fewer swaps than ``leastInFlight``, against the
+    ring's order alone), and the ring keeps the choice stable while shares are equal (no
+    traffic yet).
     """
     copies: dict[str, int] = {}
     for c in candidates:
         for name in c.recent_adapters:
             copies[name] = copies.get(name, 0) + 1
-    by_key = {c.key: c for c in candidates}
-    first: A | None = None
-    for key in ring.walk(hash64(f"lora:{adapter}")):
-        found = by_key.get(key)
-        if found is None or found.in_flight + 1 > cap:
-            continue
-        if not found.recent_adapters or copies.get(found.recent_adapters[0], 0) > 1:
-            return found
-        if first is None:
-            first = found
-    # ``first`` is None only when the ring misses candidates (the least loaded is under the cap).
-    return first if first is not None else least_in_flight(candidates)
+    position = {key: i for i, key in enumerate(ring.walk(hash64(f"lora:{adapter}")))}
+    unplaced = len(position)  # endpoints missing from the ring go after those on it
+    best = eligible[0]
+    best_rank: tuple[bool, float, int] | None = None
+    for c in eligible:
+        evicts_only_copy = bool(c.recent_adapters) and copies.get(c.recent_adapters[0], 0) <= 1
+        rank = (evicts_only_copy, shares.count(c.key), position.get(c.key, unplaced))
+        if best_rank is None or rank < best_rank:
+            best, best_rank = c, rank
+    return best
 
 
 def message_text(content: Any) -> str:

@@ -53,6 +53,11 @@ class RouterSettings(BaseSettings):
     """Longest a client connection may go without a complete request: an idle keep-alive
     connection, or a client still sending its headers that long after connecting
     (slow-loris), is closed. A request in progress is never cut by it."""
+    max_client_connections: int = Field(8192, ge=0)
+    """Most client connections open at once (idle keep-alive ones included); each one past it
+    is answered 503 ``too_many_connections`` with ``Connection: close`` and closed. Memory for
+    request bodies is bounded by this times ``max_request_bytes``. 0: no cap but the process's
+    file limit."""
     connect_timeout_seconds: float = Field(3.0, gt=0)
     """Longest wait to connect to an engine (a connect error is retried elsewhere)."""
     upstream_connections: int = Field(4096, ge=1)

@@ -1,23 +1,29 @@
 """The ``predictedTTFT`` picker: each replica's cache index, its learned prefill rate, the pick.
 
-Pure code shared by the router, the what-if simulator and ``bench/routing``, so all three score
-replicas the same way. Nothing here reads a clock or a socket: events and observed TTFTs come in
-as arguments.
+Pure code shared by the router and ``bench/routing`` (through :class:`TtftRouting`), so both
+score replicas the same way. Nothing here reads a clock or a socket: events, observed TTFTs and
+the time of each pick come in as arguments.
 
 - :class:`CacheIndex` mirrors, per replica, which prompt blocks its engine holds and where (GPU
   or host memory), from the engine's KV events (vLLM's BlockStored / BlockRemoved /
   AllBlocksCleared). It is bounded: past ``max_blocks`` per replica the oldest entries go (a
   forgotten block only makes the estimate pessimistic, never wrong in kind).
-- :class:`PrefillRate` learns one replica's TTFT as ``base + seconds_per_token * work`` from
+- :class:`PrefillRate` learns a pool of replicas' TTFT as ``base + seconds_per_token * work`` from
   observed first tokens, where ``work`` is the prefill the request waited for (the uncached
   tokens queued ahead of it plus its own). Both figures move by an exponentially weighted
   average of clamped samples, so one outlier (a stall, a cold start) moves them little, and they
   stay within fixed bounds.
 - :func:`predicted_ttft` estimates each candidate's TTFT as ``base + seconds_per_token *
   (queued work + uncached part of this prompt) + host_seconds_per_token * host-tier hits``
-  and picks the lowest, among the candidates with at most ``load_slack`` requests in flight
-  more than the least loaded one (so affinity never piles requests on one replica). A replica
-  without an index entry (no events, or a lost stream) is scored with an empty cache.
+  and picks the lowest cost (:func:`delay_cost`: that TTFT, plus the wait this prompt's own
+  prefill adds to the requests expected to arrive there before it is done), among the
+  candidates with at most ``load_slack`` requests in flight more than the least loaded one (so
+  affinity never piles requests on one replica). A replica without an index entry (no events,
+  or a lost stream) is scored with an empty cache; the blocks of prompts already in flight at
+  a replica (:class:`InFlightBlocks`) count as cached there.
+- :class:`TtftRouting` is the glue around them that the router's pick stage and
+  bench/routing's virtual replicas both run: one rate and one arrival rate per pool (model),
+  the blocks in flight per replica.
 """
 
 from __future__ import annotations
@@ -51,6 +57,22 @@ unbounded: 0.75. 1,500 rows at speed-up 2 (overloaded), windows 0 / 3000: slack 
 prefill, not requests in flight, is what delays a first token, so the bound only has to stop
 affinity from piling decoding requests on one replica.
 """
+
+
+class KvEventLike(Protocol):
+    """One cache event as :meth:`CacheIndex.apply` reads it (decoded vLLM, or the sim's)."""
+
+    @property
+    def kind(self) -> str:
+        """``stored``, ``removed`` or ``cleared``."""
+
+    @property
+    def hashes(self) -> Sequence[int]:
+        """The blocks it is about (none for ``cleared``)."""
+
+    @property
+    def medium(self) -> str | None:
+        """Where: ``GPU``, ``CPU`` or ``None`` (the GPU, in older vLLM)."""
 
 
 def tier_of(medium: str | None) -> int:
@@ -102,22 +124,47 @@ class CacheIndex:
         """Every block of ``replica`` is gone (AllBlocksCleared, a restart, a lost stream)."""
         self._blocks.pop(replica, None)
 
+    def apply(self, replica: str, events: Iterable[KvEventLike]) -> int:
+        """Apply ``replica``'s events in order (the one path from an engine's events in here).
+
+        The router's subscriber applies each decoded batch with it, and bench/routing the
+        events its latency models record, so both learn a cache the same way. Returns how many
+        events were applied.
+        """
+        n = 0
+        for event in events:
+            n += 1
+            if event.kind == "stored":
+                self.stored(replica, event.hashes, event.medium)
+            elif event.kind == "removed":
+                self.removed(replica, event.hashes, event.medium)
+            else:
+                self.cleared(replica)
+        return n
+
     def blocks(self, replica: str) -> int:
         """Block hashes indexed for ``replica``."""
         return len(self._blocks.get(replica, ()))
 
-    def match(self, replica: str, hashes: Sequence[int]) -> tuple[int, int]:
+    def match(
+        self, replica: str, hashes: Sequence[int], in_flight: Mapping[int, int] | None = None
+    ) -> tuple[int, int]:
         """Leading blocks of ``hashes`` cached at ``replica``: (on the GPU, only on the host).
 
         The prefix ends at the first block held in no tier, as an engine's prefix match does.
+        ``in_flight`` holds the blocks of prompts already sent to ``replica`` and not finished:
+        they count as on the GPU whatever the events said so far, because the engine computes
+        them before (or in the same step as) a prompt queued behind them, and keeps them
+        pinned while their request runs (:class:`InFlightBlocks`).
         """
-        blocks = self._blocks.get(replica)
-        if not blocks:
+        blocks = self._blocks.get(replica) or {}
+        pinned = in_flight or {}
+        if not blocks and not pinned:
             return 0, 0
         gpu = host = 0
         for h in hashes:
             tiers = blocks.get(h, 0)
-            if tiers & GPU_TIER:
+            if tiers & GPU_TIER or h in pinned:
                 gpu += 1
             elif tiers:
                 host += 1
@@ -126,8 +173,57 @@ class CacheIndex:
         return gpu, host
 
 
+class InFlightBlocks:
+    """Per replica, the block hashes of the prompts this router has in flight there.
+
+    A prompt queued behind another with the same prefix finds that prefix computed when its
+    turn comes, though no event has announced it yet: counting those blocks as cached keeps
+    a burst of requests sharing a prefix (an agent loop, a shared document) on the replica
+    that will hold it, instead of spreading it before the first one's events arrive.
+    Reference counts, because several requests in flight may share blocks; bounded by what
+    is in flight.
+    """
+
+    __slots__ = ("_blocks",)
+
+    def __init__(self) -> None:
+        """Nothing in flight."""
+        self._blocks: dict[str, dict[int, int]] = {}
+
+    def get(self, replica: str) -> Mapping[int, int] | None:
+        """The blocks in flight at ``replica`` (``None``: none)."""
+        return self._blocks.get(replica)
+
+    def sent(self, replica: str, hashes: Sequence[int]) -> None:
+        """A prompt with these blocks went to ``replica``."""
+        if not hashes:
+            return
+        blocks = self._blocks.setdefault(replica, {})
+        for h in hashes:
+            blocks[h] = blocks.get(h, 0) + 1
+
+    def finished(self, replica: str, hashes: Sequence[int]) -> None:
+        """The request sent with these blocks ended there (answered, failed or cancelled)."""
+        blocks = self._blocks.get(replica)
+        if blocks is None:
+            return
+        for h in hashes:
+            left = blocks.get(h, 0) - 1
+            if left > 0:
+                blocks[h] = left
+            else:
+                blocks.pop(h, None)
+        if not blocks:
+            del self._blocks[replica]
+
+    def forget(self, wanted: set[str]) -> None:
+        """Drop the replicas not in ``wanted`` (they left the table)."""
+        for key in [k for k in self._blocks if k not in wanted]:
+            del self._blocks[key]
+
+
 class PrefillRate:
-    """One replica's TTFT as ``base_seconds + seconds_per_token * work``, learned online."""
+    """A pool's TTFT as ``base_seconds + seconds_per_token * work``, learned online."""
 
     __slots__ = ("base_seconds", "seconds_per_token", "weight", "min_tokens", "bounds")
 
@@ -186,6 +282,36 @@ class PrefillRate:
         )
 
 
+class ArrivalRate:
+    """A pool's request rate, from the gaps between its picks (exponentially weighted)."""
+
+    __slots__ = ("weight", "mean_gap", "last")
+
+    MIN_GAP: Final = 1e-3
+    """Gaps are counted as at least 1 ms, so a burst at one instant reads as 1,000/s, not
+    infinity."""
+
+    def __init__(self, weight: float = 0.05) -> None:
+        """No arrival seen yet (rate 0); each gap moves the mean by ``weight`` of the way."""
+        if not 0 < weight <= 1:
+            raise ValueError("weight must be in (0, 1]")
+        self.weight = weight
+        self.mean_gap: float | None = None
+        self.last: float | None = None
+
+    def arrived(self, now: float) -> None:
+        """A request arrived at ``now`` (monotonic seconds; a clock going back counts as 0)."""
+        if self.last is not None:
+            gap = max(now - self.last, self.MIN_GAP)
+            mean = self.mean_gap
+            self.mean_gap = gap if mean is None else mean + self.weight * (gap - mean)
+        self.last = now
+
+    def per_second(self) -> float:
+        """Requests per second (0 until two have arrived)."""
+        return 0.0 if self.mean_gap is None else 1.0 / self.mean_gap
+
+
 class TtftCandidate(Protocol):
     """What :func:`predicted_ttft` reads of an endpoint."""
 
@@ -216,6 +342,22 @@ class Estimate:
     """Of those, this prompt's uncached tokens (what the replica's pending work grows by)."""
     gpu_tokens: int
     host_tokens: int
+    cost_seconds: float = 0.0
+    """What the pick is scored by: :attr:`ttft_seconds` plus the delay its own prefill adds to
+    the requests expected to reach the replica before that prefill is done (:func:`delay_cost`)."""
+
+
+def delay_cost(ttft_seconds: float, own_seconds: float, arrivals_per_second: float) -> float:
+    """A pick's cost: its own TTFT and the wait its prefill adds to the requests behind it.
+
+    A replica prefills in arrival order, so every request that reaches it while this one is
+    still waiting for its first token (``arrivals_per_second * ttft_seconds`` of them, at the
+    pool's measured rate per replica) waits ``own_seconds`` longer. Greedy TTFT alone would
+    recompute a long prompt on an idle replica rather than wait a little behind the replica
+    that holds most of it; under load that recompute delays everyone queued after it. At no
+    load (no arrivals) the cost is the TTFT itself.
+    """
+    return ttft_seconds * (1.0 + arrivals_per_second * own_seconds)
 
 
 def estimate(
@@ -227,16 +369,20 @@ def estimate(
     index: CacheIndex,
     rate: PrefillRate,
     host_seconds_per_token: float,
+    in_flight: Mapping[int, int] | None = None,
+    arrivals_per_second: float = 0.0,
 ) -> Estimate:
-    """One candidate's predicted TTFT for this prompt (module docstring)."""
-    gpu_blocks, host_blocks = index.match(candidate.key, hashes)
+    """One candidate's predicted TTFT for this prompt and its cost (module docstring)."""
+    gpu_blocks, host_blocks = index.match(candidate.key, hashes, in_flight)
     # An engine recomputes at least the last prompt token, even on a full hit.
     gpu = min(gpu_blocks * block_size, prompt_tokens - 1)
     host = min(host_blocks * block_size, prompt_tokens - 1 - gpu)
     own = prompt_tokens - gpu - host
     work = candidate.pending_prefill_tokens + own
     ttft = rate.predict(work, host, host_seconds_per_token)
-    return Estimate(ttft, work, own, gpu, host)
+    own_seconds = rate.seconds_per_token * own
+    cost = delay_cost(ttft, own_seconds, arrivals_per_second)
+    return Estimate(ttft, work, own, gpu, host, cost)
 
 
 def predicted_ttft(
@@ -251,6 +397,8 @@ def predicted_ttft(
     host_seconds_per_token: float = 0.0,
     load_slack: int = DEFAULT_LOAD_SLACK,
     start: int = 0,
+    in_flight: InFlightBlocks | None = None,
+    arrivals_per_second: float = 0.0,
 ) -> tuple[T, Estimate]:
     """The candidate with the lowest estimated TTFT within the load bound, and its estimate.
 
@@ -267,6 +415,10 @@ def predicted_ttft(
             one compete.
         start: where the scan begins; ties of estimate go to the fewer in flight, then to the
             first scanned, so idle replicas share traffic as ``start`` rotates.
+        in_flight: the blocks of prompts in flight per replica, counted as cached there.
+        arrivals_per_second: requests arriving per replica (the pool's rate over its
+            replicas): weighs the delay a pick's own prefill adds to later ones
+            (:func:`delay_cost`); 0 scores by TTFT alone.
     """
     least = min(c.in_flight for c in candidates)
     n = len(candidates)
@@ -285,8 +437,10 @@ def predicted_ttft(
             index=index,
             rate=rates.get(c.key, default_rate),
             host_seconds_per_token=host_seconds_per_token,
+            in_flight=in_flight.get(c.key) if in_flight is not None else None,
+            arrivals_per_second=arrivals_per_second,
         )
-        key = (est.ttft_seconds, c.in_flight)
+        key = (est.cost_seconds, c.in_flight)
         if best is None or key < best_key:
             best, best_est, best_key = c, est, key
     assert best is not None and best_est is not None  # the least loaded always competes
@@ -309,9 +463,27 @@ H = TypeVar("H", bound=HashedCandidate)
 
 
 class TtftRouting:
-    """The router's ``predictedTTFT`` state: the cache index and each replica's learned rate."""
+    """The router's ``predictedTTFT`` state: the cache index, the blocks in flight, the rates.
 
-    __slots__ = ("index", "rates", "block_size", "host_seconds_per_token", "seconds_per_token")
+    One rate per pool (the candidates' model), not per replica: a model's replicas run one
+    spec on the same hardware, and per-replica rates, each learned from a fraction of the
+    samples, chase each other's queueing noise (bench/routing/README.md measures both).
+    This is the one glue the router's pick stage and bench/routing's virtual replicas share:
+    :meth:`pick`, :meth:`sent` and :meth:`finished` around each request, :meth:`observe` at
+    its first token, ``index.apply`` for events.
+    """
+
+    __slots__ = (
+        "index",
+        "in_flight",
+        "rates",
+        "arrivals",
+        "block_size",
+        "host_seconds_per_token",
+        "seconds_per_token",
+        "base_seconds",
+        "load_slack",
+    )
 
     def __init__(
         self,
@@ -319,14 +491,20 @@ class TtftRouting:
         *,
         block_size: int = DEFAULT_BLOCK_SIZE,
         seconds_per_token: float = DEFAULT_SECONDS_PER_TOKEN,
+        base_seconds: float = 0.01,
         host_seconds_per_token: float = 0.0,
+        load_slack: int = DEFAULT_LOAD_SLACK,
     ) -> None:
-        """An empty index and no rates yet (replicas start from ``seconds_per_token``)."""
+        """An empty index and no rates yet (pools start from the priors given)."""
         self.index = index or CacheIndex()
+        self.in_flight = InFlightBlocks()
         self.rates: dict[str, PrefillRate] = {}
+        self.arrivals: dict[str, ArrivalRate] = {}
         self.block_size = block_size
         self.seconds_per_token = seconds_per_token
+        self.base_seconds = base_seconds
         self.host_seconds_per_token = host_seconds_per_token
+        self.load_slack = load_slack
 
     def prompt(
         self, candidates: Sequence[HashedCandidate], body: Mapping[str, Any]
@@ -348,31 +526,82 @@ class TtftRouting:
             return None
         return block_hashes(ids, self.block_size), len(ids)
 
+    def rate(self, pool: str) -> PrefillRate:
+        """``pool``'s learned rate (made from the priors on first use)."""
+        rate = self.rates.get(pool)
+        if rate is None:
+            rate = self.rates[pool] = PrefillRate(self.seconds_per_token, self.base_seconds)
+        return rate
+
+    def arrivals_per_second(self, pool: str, now: float) -> float:
+        """Count a request of ``pool`` arriving at ``now``; the pool's rate so far."""
+        arrivals = self.arrivals.get(pool)
+        if arrivals is None:
+            arrivals = self.arrivals[pool] = ArrivalRate()
+        arrivals.arrived(now)
+        return arrivals.per_second()
+
     def pick(
-        self, candidates: Sequence[H], hashes: Sequence[int], prompt_tokens: int, start: int
-    ) -> tuple[H, Estimate]:
-        """:func:`predicted_ttft` over ``candidates`` with this router's index and rates."""
+        self,
+        candidates: Sequence[T],
+        hashes: Sequence[int],
+        prompt_tokens: int,
+        start: int,
+        pool: str,
+        now: float,
+    ) -> tuple[T, Estimate]:
+        """:func:`predicted_ttft` over ``candidates`` (of ``pool``) with this router's state.
+
+        ``now`` (monotonic seconds) counts this request towards the pool's arrival rate, which
+        weighs the delay a pick's prefill adds to the requests behind it.
+        """
+        per_replica = self.arrivals_per_second(pool, now) / len(candidates)
         return predicted_ttft(
             candidates,
             prompt_tokens=prompt_tokens,
             hashes=hashes,
             block_size=self.block_size,
             index=self.index,
-            rates=self.rates,
-            default_rate=PrefillRate(self.seconds_per_token),
+            rates={},
+            default_rate=self.rate(pool),
             host_seconds_per_token=self.host_seconds_per_token,
+            load_slack=self.load_slack,
             start=start,
+            in_flight=self.in_flight,
+            arrivals_per_second=per_replica,
         )
 
-    def observe(self, key: str, work_tokens: int, ttft_seconds: float) -> None:
-        """A first token from replica ``key`` after ``work_tokens`` of predicted prefill."""
-        rate = self.rates.get(key)
-        if rate is None:
-            rate = self.rates[key] = PrefillRate(self.seconds_per_token)
-        rate.observe(work_tokens, ttft_seconds)
+    def sent(self, key: str, hashes: Sequence[int]) -> None:
+        """The picked prompt went to replica ``key``: its blocks are in flight there."""
+        self.in_flight.sent(key, hashes)
 
-    def keep(self, keys: Iterable[str]) -> None:
-        """Forget the rates of replicas that left the table (bounded by the table's size)."""
-        wanted = set(keys)
-        for key in [k for k in self.rates if k not in wanted]:
-            del self.rates[key]
+    def finished(self, key: str, hashes: Sequence[int]) -> None:
+        """The request :meth:`sent` to ``key`` ended (any way): its blocks are no longer pinned."""
+        self.in_flight.finished(key, hashes)
+
+    def observe(self, pool: str, work_tokens: int, ttft_seconds: float) -> None:
+        """A first token in ``pool`` after ``work_tokens`` of predicted prefill."""
+        self.rate(pool).observe(work_tokens, ttft_seconds)
+
+    def observe_answer(
+        self, pool: str, work_tokens: int, seconds: float, completion_tokens: object
+    ) -> bool:
+        """A whole (non-streamed) answer: its time is a first token's if it has at most one.
+
+        An answer of more tokens also holds their decode steps, which the rate does not model,
+        so it teaches nothing. ``completion_tokens`` is the answer's ``usage`` figure as the
+        engine sent it (anything but an int counts as unknown). True when it was used.
+        """
+        if type(completion_tokens) is not int or not 0 <= completion_tokens <= 1:
+            return False
+        self.observe(pool, work_tokens, seconds)
+        return True
+
+    def keep(self, keys: Iterable[str], pools: Iterable[str]) -> None:
+        """Forget the replicas and pools that left the table (bounded by the table's size)."""
+        self.in_flight.forget(set(keys))
+        wanted = set(pools)
+        for pool in [p for p in self.rates if p not in wanted]:
+            del self.rates[pool]
+        for pool in [p for p in self.arrivals if p not in wanted]:
+            del self.arrivals[pool]

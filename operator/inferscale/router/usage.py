@@ -30,6 +30,8 @@ GROUPS: Final = ("client", "team", "route", "model", "provider", "day", "status"
 SUMS: Final = ("requests", "errors", "prompt_tokens", "completion_tokens", "cost")
 """What each report row adds up (errors: answers with a status of 400 or more)."""
 PROVIDER_PREFIX: Final = "provider:"
+RECORD_FIELD: Final = "r"
+"""The stream entry's one field: the record as JSON."""
 
 
 class UsageQueryError(ValueError):
@@ -81,7 +83,11 @@ def usage_record(
 
 
 def parse_record(fields: Mapping[bytes, bytes] | Mapping[str, str]) -> Record | None:
-    """A record from its string fields (as Redis returns them); None for what is not one."""
+    """A record from a stream entry's fields (as Redis returns them); None for what is not one.
+
+    An entry holds the record as JSON in :data:`RECORD_FIELD`; entries written before that
+    (one field per column) are read too, until retention trims them.
+    """
     text: dict[str, str] = {}
     for key, value in fields.items():
         try:
@@ -89,6 +95,14 @@ def parse_record(fields: Mapping[bytes, bytes] | Mapping[str, str]) -> Record | 
             text[name] = value.decode() if isinstance(value, bytes) else str(value)
         except UnicodeDecodeError:
             return None
+    if RECORD_FIELD in text:
+        try:
+            doc = json.loads(text[RECORD_FIELD])
+        except ValueError:
+            return None
+        if not isinstance(doc, dict):
+            return None
+        text = {str(k): str(v) for k, v in doc.items() if isinstance(v, str | int | float)}
     out: Record = {}
     try:
         for name in NUMBER_FIELDS:

@@ -123,6 +123,23 @@ def test_a_daily_budget_is_shared(pair, redis_server):
     time.sleep(0.2)  # the last settle runs in the background
     stored = redis_server.command("GET", f"inferscale:{{t/day}}:b:{day}")
     assert int(stored.split(b"\r\n")[1]) == spent
+    # Each router reports the shared figure (what the operator writes into status.usage).
+    for router in (a, b):
+        report = budgets(router)
+        assert report["shared"] is True and "problem" not in report and report["day"] == day
+        assert report["holders"]["t/day"] == {"tokensDay": spent}
+
+
+def budgets(router: RunningRouter) -> dict:
+    """``GET /admin/v1/budgets`` of ``router``."""
+    resp = httpx.get(
+        router.base_url + "/admin/v1/budgets",
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        timeout=10,
+        trust_env=False,
+    )
+    assert resp.status_code == 200, resp.text
+    return resp.json()
 
 
 def test_redis_dying_leaves_the_routers_serving_on_local_limits_and_reporting_it(
@@ -146,6 +163,11 @@ def test_redis_dying_leaves_the_routers_serving_on_local_limits_and_reporting_it
         assert ready.status_code == 200 and "degraded" in ready.text and "Redis" in ready.text
         assert a.metric("inferscale_router_limits_degraded") == 1
         assert a.metric("inferscale_router_limits_redis_errors_total") >= 1
+        # The budget report says so, with this router's own view (never an error answer).
+        report = budgets(a)
+        assert "Redis" in report["problem"] and "t/day" in report["holders"]
+        assert httpx.get(b.base_url + "/readyz", timeout=10).status_code == 200
+        assert budgets(b)["problem"]  # b learns it on its first read or admission
         # The budget carries on from the shared figure: it does not restart at zero.
         local = 0
         for _ in range(40):

@@ -164,13 +164,19 @@ async def test_the_router_sends_a_repeated_prompt_to_the_replica_that_holds_it()
                     if index.match(holder, prompt_hashes(body))[0] > 0:
                         break
                     await asyncio.sleep(0.05)
-            # A stream's first token teaches the replica's prefill rate.
+            # Whole answers of two tokens teach the model's (the pool's) rate nothing; one of a
+            # single token does, and so does a stream's first token.
+            rate = router.router.state.kv.rates[MODEL]
+            assert list(router.router.state.kv.rates) == [MODEL] and rate.base_seconds == 0.01
+            one = {**body, "max_tokens": 1}
+            r = await client.post(router.base_url + "/v1/completions", json=one, timeout=10)
+            assert r.status_code == 200 and rate.base_seconds != 0.01
+            learned = rate.base_seconds
             r = await client.post(
                 router.base_url + "/v1/completions", json={**body, "stream": True}, timeout=10
             )
             assert r.status_code == 200 and r.headers["X-Inferscale-Pod"] == chosen[0]
-            holder = next(a for a, p in pods.items() if p == chosen[0])
-            assert list(router.router.state.kv.rates) == [holder]
+            assert rate.base_seconds != learned
             metrics = (await client.get(router.base_url + "/metrics")).text
         assert chosen == [chosen[0]] * 6, chosen
         for pod in pods.values():

@@ -13,6 +13,7 @@ from inferscale.router.difficulty import (
     CHEAP_FEATURES,
     DifficultyModel,
     DifficultyModelUnavailable,
+    LengthBlend,
     LinearHead,
     cheap_features,
     hashed_words,
@@ -75,11 +76,39 @@ def test_score_is_the_gain_of_the_strong_model() -> None:
         model.threshold_for_share(1.5)
 
 
+def blended(length_weight: float = 0.5) -> DifficultyModel:
+    # Training prompts had gains 0.0..0.2 and log lengths 2..8, spread evenly.
+    blend = LengthBlend(
+        length_weight=length_weight,
+        gain_points=np.array([0.0, 0.1, 0.2]),
+        gain_shares=np.array([0.0, 0.5, 1.0]),
+        length_points=np.array([2.0, 5.0, 8.0]),
+        length_shares=np.array([0.0, 0.5, 1.0]),
+    )
+    return make_model(blend=blend)
+
+
+def test_blend_ranks_gain_and_length_on_the_training_prompts() -> None:
+    plain, model = make_model(), blended(0.25)
+    text = "x" * 400  # log1p(400) = 5.99: a third of the way from the median to the longest
+    gain_rank = float(np.interp(plain.gain(text), [0.0, 0.1, 0.2], [0.0, 0.5, 1.0]))
+    length_rank = float(np.interp(np.log1p(400), [2.0, 5.0, 8.0], [0.0, 0.5, 1.0]))
+    assert model.gain(text) == plain.gain(text) == plain.score(text)
+    assert model.score(text) == pytest.approx(0.75 * gain_rank + 0.25 * length_rank)
+    # Beyond the training range the ranks stop at 0 and 1: scores stay in 0..1.
+    assert blended(1.0).score("") == 0.0 and blended(1.0).score("x" * 10**5) == 1.0
+    assert blended(0.0).score(text) == pytest.approx(gain_rank)
+
+
 def test_document_round_trips() -> None:
     model = make_model()
     again = model_from_document(json.loads(json.dumps(model.to_document())))
     assert again.score(QUESTION) == pytest.approx(model.score(QUESTION))
     assert again.calibration == model.calibration
+    assert "lengthBlend" not in model.to_document() and again.blend is None
+    model = blended()
+    again = model_from_document(json.loads(json.dumps(model.to_document())))
+    assert again.score(QUESTION) == pytest.approx(model.score(QUESTION))
 
 
 def test_shipped_artefact_loads_small_and_scores() -> None:
@@ -87,9 +116,13 @@ def test_shipped_artefact_loads_small_and_scores() -> None:
     assert model.trained_on.startswith("MMLU")
     assert Path("operator/inferscale/router/difficulty.json").stat().st_size < 100_000
     scores = [model.score(text) for text in (QUESTION, "hello", "x" * 10_000)]
-    assert all(-1.0 < score < 1.0 for score in scores)
+    assert all(0.0 <= score <= 1.0 for score in scores)
+    assert model.blend is not None and 0.0 < model.blend.length_weight < 1.0
     cuts = [model.threshold_for_share(share / 10) for share in range(11)]
     assert cuts == sorted(cuts, reverse=True)
+    # The calibration holds: no score reaches share 0's cut, every score reaches share 1's.
+    assert max(scores) < model.threshold_for_share(0.0)
+    assert min(scores) >= model.threshold_for_share(1.0)
 
 
 def corrupt(document: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
@@ -117,10 +150,18 @@ def corrupt(document: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
         ("strong", [1, 2], "`strong` must be an object"),
         ("calibration", [[0.5, 0.0]], "2\\+ points"),
         ("calibration", [[1.0, 0.0], [0.0, 1.0]], "ascending"),
+        ("lengthBlend", [0.5], "`lengthBlend` must be an object"),
+        ("lengthBlend.lengthWeight", 1.5, "in 0..1"),
+        ("lengthBlend.lengthWeight", KeyError, "malformed"),
+        ("lengthBlend.gain", [[0.0, 0.0], [0.0, 1.0]], "increasing values"),
+        ("lengthBlend.length", [[1.0, 2.0], [0.0, 2.0]], "shares in 0..1"),
+        ("lengthBlend.length", [[1.0, float("nan")], [0.0, 1.0]], "increasing values"),
+        ("lengthBlend.gain", [[1.0, 2.0]], "malformed"),
+        ("lengthBlend.gain", 7, "malformed"),
     ],
 )
 def test_malformed_artefacts_are_refused_with_the_reason(path, value, message) -> None:
-    document = make_model().to_document()
+    document = blended().to_document()
     with pytest.raises(DifficultyModelUnavailable, match=message):
         model_from_document(corrupt(document, path, value))
 

@@ -166,6 +166,25 @@ def test_a_budget_counts_from_the_shared_floor():
     assert lim.take_budget_counts() == {("t/a", "2025-03-14"): 3}
 
 
+def test_shared_floors_of_past_windows_are_pruned():
+    # Days of syncs leave the current day's and month's floors only (bounded memory).
+    lim = limiter(Clock())
+    for day in range(1, 29):
+        for holder in ("t/a", "team:t/x"):
+            lim.set_counter(holder, f"2025-02-{day:02d}", day, 0)
+            lim.set_counter(holder, f"2025-02-{day:02d}$", day, 0)
+            lim.set_counter(holder, "2025-02", day, 0)
+    assert len(lim.shared) == 6
+    lim.set_counter("t/a", "2025-03-01", 7, 0)
+    assert lim.shared == {("t/a", "2025-03-01"): 7}
+    # A sync that straddled midnight reports the day before: its floor is not kept again.
+    lim.set_counter("t/a", "2025-02-28", 99, 0)
+    lim.set_counter("t/a", "2025-02", 99, 0)
+    assert lim.shared == {("t/a", "2025-03-01"): 7}
+    lim.set_counter("t/a", "2025-03", 8, 0)
+    assert lim.shared[("t/a", "2025-03")] == 8
+
+
 @pytest.mark.parametrize(
     ("wall", "day", "month", "day_left"),
     [

@@ -78,14 +78,35 @@ async def test_a_body_without_a_prompt_falls_back_too() -> None:
     assert await picks(made, live, {"model": "m1", "messages": "bad"}) == [eps[1]["address"]]
 
 
-async def test_a_first_token_teaches_the_replicas_rate() -> None:
+async def test_a_first_token_teaches_the_pools_rate() -> None:
     made = state()
-    made.kv.observe("a", 20_000, 4.0)
-    before = made.kv.rates["a"].seconds_per_token
-    made.kv.observe("a", 20_000, 4.0)
-    assert made.kv.rates["a"].seconds_per_token > before
-    made.kv.keep(["b"])
+    made.kv.observe("m1", 20_000, 4.0)
+    before = made.kv.rates["m1"].seconds_per_token
+    made.kv.observe("m1", 20_000, 4.0)
+    assert made.kv.rates["m1"].seconds_per_token > before
+    made.kv.keep(["a"], ["m1"])
+    assert set(made.kv.rates) == {"m1"}
+    made.kv.keep(["a"], ["m2"])
     assert made.kv.rates == {}
+
+
+async def test_blocks_are_in_flight_only_while_their_request_is() -> None:
+    eps = [kv_endpoint(n) for n in (1, 2)]
+    live = table({"m1": {"endpoints": eps, "route": {"strategy": "predictedTTFT"}}})
+    made = state(live)
+    seen: list[Any] = []
+
+    class During(Next):
+        async def __call__(self, ctx: Any) -> Any:
+            # While the request is in flight, its blocks count as cached at its replica.
+            seen.append(dict(made.kv.in_flight.get(ctx.endpoint.key) or {}))
+            return await super().__call__(ctx)
+
+    ctx = context(name="m1", model=live.models["m1"], obj=BODY)
+    await link(PickEndpoint(made), During())(ctx)
+    assert seen[0] is not None and set(seen[0]) == set(HASHES)
+    assert made.kv.in_flight.get(eps[0]["address"]) is None
+    assert made.kv.in_flight.get(eps[1]["address"]) is None
 
 
 async def test_the_router_subscribes_to_each_endpoints_events_as_the_table_changes() -> None:
@@ -101,8 +122,9 @@ async def test_the_router_subscribes_to_each_endpoints_events_as_the_table_chang
         sub = router.kv_subscriber
         assert sub is not None and set(sub.stats) == {eps[0]["address"], eps[1]["address"]}
         router.state.kv.index.stored(eps[1]["address"], HASHES, "GPU")
-        router.state.kv.observe(eps[1]["address"], 20_000, 2.0)
-        # The second endpoint leaves: its subscription, index entry and rate go with it.
+        router.state.kv.observe("gone", 20_000, 2.0)
+        # The second endpoint leaves: its subscription and index entry go with it, and the
+        # rate of a pool no longer in the table too.
         live.replace(
             RoutingTable.model_validate({"version": 3, "models": {"m1": {"endpoints": eps[:1]}}})
         )

@@ -10,6 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from inferscale.router.picking import (
+    ADAPTER_SHARE_WINDOW,
+    AdapterShares,
     HashRing,
     adapter_affinity,
     estimate_prompt_tokens,
@@ -348,35 +350,128 @@ def warm(*loads: int, recent: dict[int, list[str]] | None = None) -> list[Warm]:
     ]
 
 
+def fresh() -> AdapterShares:
+    return AdapterShares()
+
+
+def shares_of(counts: dict[str, float]) -> AdapterShares:
+    shares = AdapterShares()
+    shares.counts.update(counts)
+    return shares
+
+
 def test_adapter_affinity_keeps_a_cold_adapter_on_its_place_on_the_ring_until_loaded():
     idle = warm(0, 0, 0, 0)
     ring = HashRing([c.key for c in idle])
-    home = adapter_affinity(idle, ring, "sql")
-    assert all(adapter_affinity(idle, ring, "sql") == home for _ in range(3))
-    # Over the bound (ceil(1.25 * (4 + 1) / 4) = 2), the next replica on the ring takes it.
-    busy = [Warm(c.key, in_flight=4 if c.key == home.key else 0) for c in idle]
-    moved = adapter_affinity(busy, ring, "sql")
-    assert moved.key != home.key and moved.in_flight == 0
-    assert adapter_affinity(busy, ring, "sql") == moved  # the same spill replica each time
+    home = adapter_affinity(idle, ring, "sql", fresh())
+    assert all(adapter_affinity(idle, ring, "sql", fresh()) == home for _ in range(3))
+    # Past its share (4 of 4: 4 + 1 > ceil(1.25 * 5 / 4) = 2), the next replica on the ring
+    # takes it.
+    over = shares_of({home.key: 4})
+    moved = adapter_affinity(idle, ring, "sql", over)
+    assert moved.key != home.key
+    assert adapter_affinity(idle, ring, "sql", over) == moved  # the same spill replica each time
 
 
-def test_adapter_affinity_prefers_replicas_that_recently_got_the_adapter_under_the_cap():
-    # Cap: ceil(1.25 * (4 + 1) / 4) = 2, so each warm replica may take one more.
+def test_adapter_affinity_prefers_replicas_that_recently_got_the_adapter_within_their_share():
     cands = warm(1, 1, 1, 1, recent={0: ["sql"], 2: ["chat", "sql"]})
     ring = HashRing([c.key for c in cands])
-    assert adapter_affinity(cands, ring, "sql").key in (cands[0].key, cands[2].key)
-    assert adapter_affinity(cands, ring, "sql", start=0).key == cands[0].key
-    assert adapter_affinity(cands, ring, "sql", start=1).key == cands[2].key  # rotates
-    # A warm replica at the cap (ceil(1.25 * 4 / 4) = 2) is passed over.
-    hot = warm(3, 0, 0, 0, recent={0: ["sql"]})
-    assert adapter_affinity(hot, ring, "sql").key != hot[0].key
+    assert adapter_affinity(cands, ring, "sql", fresh()).key in (cands[0].key, cands[2].key)
+    assert adapter_affinity(cands, ring, "sql", fresh(), start=0).key == cands[0].key
+    assert adapter_affinity(cands, ring, "sql", fresh(), start=1).key == cands[2].key  # rotates
+    # Without the warm rule the adapter's place on the ring could be any of the four.
+    order = ring.walk(hash64("lora:sql"))
+    cold = [Warm(c.key, in_flight=1) for c in cands]
+    assert adapter_affinity(cold, ring, "sql", fresh()).key == order[0]
+
+
+def test_adapter_affinity_takes_the_warm_replica_with_the_smallest_share():
+    # Both warm replicas are eligible (shares within ceil(1.25 * 8 / 4) = 3, in flight within
+    # ceil(3.0 * 3 / 4) = 3); the one with more in flight has the smaller share and gets it.
+    cands = warm(0, 2, 0, 0, recent={0: ["sql"], 1: ["sql"]})
+    ring = HashRing([c.key for c in cands])
+    shares = shares_of({cands[0].key: 2, cands[1].key: 1, cands[2].key: 2, cands[3].key: 2})
+    assert adapter_affinity(cands, ring, "sql", shares).key == cands[1].key
+
+
+def test_a_cold_adapter_goes_to_the_smallest_share_before_its_place_on_the_ring():
+    idle = warm(0, 0, 0, 0)
+    ring = HashRing([c.key for c in idle])
+    order = ring.walk(hash64("lora:sql"))
+    shares = shares_of({order[0]: 2, order[1]: 2, order[2]: 1, order[3]: 2})
+    assert adapter_affinity(idle, ring, "sql", shares).key == order[2]
+    # Sparing an only copy comes first: order[2] would evict "solo", so the ring decides
+    # among the others (equal shares).
+    cands = [Warm(c.key, recent_adapters=["solo"] if c.key == order[2] else []) for c in idle]
+    assert adapter_affinity(cands, ring, "sql", shares).key == order[0]
+
+
+def test_adapter_affinity_passes_over_a_warm_replica_past_its_share_of_adapter_requests():
+    cands = warm(0, 0, 0, 0, recent={0: ["sql"]})
+    ring = HashRing([c.key for c in cands])
+    key = cands[0].key
+    # 9 of 12 requests: 9 + 1 > ceil(1.25 * 13 / 4) = 5, so the warm replica is passed over
+    # even though it has nothing in flight.
+    busy = shares_of({key: 9, cands[1].key: 1, cands[2].key: 1, cands[3].key: 1})
+    assert adapter_affinity(cands, ring, "sql", busy).key != key
+    # Within its share (3 of 12: 4 <= 5) it keeps the adapter.
+    fair = shares_of({key: 3, cands[1].key: 3, cands[2].key: 3, cands[3].key: 3})
+    assert adapter_affinity(cands, ring, "sql", fair).key == key
+    # The route's load bound sets the share: at 3.0 the 9-of-12 replica is within it.
+    assert adapter_affinity(cands, ring, "sql", busy, 3.0).key == key
+
+
+def test_adapter_affinity_passes_over_a_replica_with_too_much_in_flight_whatever_its_share():
+    # Total 8 in flight: the cap is ceil(3.0 * 9 / 4) = 7, and 7 + 1 > 7 (a stalled replica).
+    cands = warm(7, 1, 0, 0, recent={0: ["sql"]})
+    ring = HashRing([c.key for c in cands])
+    assert adapter_affinity(cands, ring, "sql", fresh()).key != cands[0].key
+    # A looser flight bound (or less in flight) keeps it.
+    assert adapter_affinity(cands, ring, "sql", fresh(), flight_bound=4.0).key == cands[0].key
+    # The flight cap is never tighter than the load bound: at bound 4.0 it is 9, and 8 <= 9.
+    assert adapter_affinity(cands, ring, "sql", fresh(), 4.0, flight_bound=1.0).key == cands[0].key
+
+
+def test_adapter_affinity_falls_back_to_every_candidate_when_none_is_eligible():
+    cands = warm(0, 0, recent={0: ["sql"]})
+    ring = HashRing([c.key for c in cands])
+    # Both past their share of a bound below 1 (1 + 1 > ceil(0.5 * 3 / 2) = 1): the ring decides.
+    shares = shares_of({cands[0].key: 1, cands[1].key: 1})
+    order = ring.walk(hash64("lora:sql"))
+    assert adapter_affinity(cands, ring, "sql", shares, 0.5).key == order[0]
 
 
 def test_adapter_affinity_spreads_cold_adapters_over_replicas():
     idle = warm(0, 0, 0, 0)
     ring = HashRing([c.key for c in idle])
-    homes = Counter(adapter_affinity(idle, ring, f"a{i}").key for i in range(40))
+    homes = Counter(adapter_affinity(idle, ring, f"a{i}", fresh()).key for i in range(40))
     assert len(homes) == 4 and max(homes.values()) <= 20
+
+
+def test_adapter_affinity_keeps_the_busiest_replica_within_the_bound_of_the_mean():
+    # Every adapter warm on replica 0 only: without the share bound it would take everything.
+    cands = warm(0, 0, 0, 0, recent={0: [f"a{i}" for i in range(4)]})
+    ring = HashRing([c.key for c in cands])
+    shares = fresh()
+    served: Counter[str] = Counter()
+    for i in range(400):
+        chosen = adapter_affinity(cands, ring, f"a{i % 4}", shares, 1.25, i)
+        shares.note(chosen.key)
+        served[chosen.key] += 1
+    assert max(served.values()) <= 1.25 * 100 + 1
+
+
+def test_adapter_shares_halve_each_window_and_forget_endpoints_gone_quiet():
+    shares = AdapterShares(window=4)
+    for key in ["a", "a", "a", "b"]:
+        shares.note(key)
+    assert shares.count("a") == 1.5 and shares.count("b") == 0.5  # halved at the 4th
+    for _ in range(4 * 8):
+        shares.note("a")
+    assert shares.count("b") == 0.0 and "b" not in shares.counts  # below 1/64: dropped
+    assert set(shares.counts) == {"a"}
+    assert AdapterShares(window=0).window == 1  # a bad window is clamped, never a crash
+    assert ADAPTER_SHARE_WINDOW >= 64
 
 
 def test_remember_adapter_keeps_the_last_distinct_adapters_most_recent_last():
@@ -388,25 +483,6 @@ def test_remember_adapter_keeps_the_last_distinct_adapters_most_recent_last():
     assert recent == ["a", "d", "c"]
 
 
-def test_adapter_affinity_keeps_a_warm_replica_past_the_cold_cap_up_to_the_warm_cap():
-    # Total 5: the cold cap is ceil(1.25 * 6 / 4) = 2, the warm cap ceil(2.0 * 6 / 4) = 3.
-    cands = warm(2, 1, 1, 1, recent={0: ["sql"]})
-    ring = HashRing([c.key for c in cands])
-    assert adapter_affinity(cands, ring, "sql").key == cands[0].key  # 3 <= 3: stays warm
-    # Without the looser warm bound the warm replica is over the cap and the adapter spills.
-    assert adapter_affinity(cands, ring, "sql", warm_load_bound=1.25).key != cands[0].key
-    # The warm cap still bounds: total 8 gives ceil(2.0 * 9 / 4) = 5, and 5 + 1 > 5.
-    hot = warm(5, 1, 1, 1, recent={0: ["sql"]})
-    assert adapter_affinity(hot, ring, "sql").key != hot[0].key
-
-
-def test_adapter_affinity_never_makes_the_warm_cap_tighter_than_the_load_bound():
-    # Total 5 with load_bound 2.0: cap ceil(2.0 * 6 / 4) = 3 even if warm_load_bound says 1.0.
-    cands = warm(2, 1, 1, 1, recent={0: ["sql"]})
-    ring = HashRing([c.key for c in cands])
-    assert adapter_affinity(cands, ring, "sql", 2.0, warm_load_bound=1.0).key == cands[0].key
-
-
 def test_a_cold_adapter_spares_a_replica_whose_eviction_would_drop_an_only_copy():
     idle = warm(0, 0, 0, 0)
     ring = HashRing([c.key for c in idle])
@@ -415,11 +491,11 @@ def test_a_cold_adapter_spares_a_replica_whose_eviction_would_drop_an_only_copy(
     # would evict "shared", which the third also holds.
     recent = {order[0]: ["solo", "x"], order[1]: ["shared", "y"], order[2]: ["shared"]}
     cands = [Warm(c.key, recent_adapters=recent.get(c.key, [])) for c in idle]
-    assert adapter_affinity(cands, ring, "sql").key == order[1]
+    assert adapter_affinity(cands, ring, "sql", fresh()).key == order[1]
     # Without the rule (the ring alone) it would have been the first.
     assert prefix_hash(cands, ring, hash64("lora:sql")).key == order[0]
     # A replica with nothing recent evicts nothing: the ring's first one keeps the adapter.
-    assert adapter_affinity(idle, ring, "sql").key == order[0]
+    assert adapter_affinity(idle, ring, "sql", fresh()).key == order[0]
 
 
 def test_a_cold_adapter_takes_the_ring_first_when_every_eviction_drops_an_only_copy():
@@ -427,7 +503,6 @@ def test_a_cold_adapter_takes_the_ring_first_when_every_eviction_drops_an_only_c
     ring = HashRing([c.key for c in idle])
     order = ring.walk(hash64("lora:sql"))
     cands = [Warm(c.key, recent_adapters=[f"only-{i}"]) for i, c in enumerate(idle)]
-    assert adapter_affinity(cands, ring, "sql").key == order[0]
-    # Over the cap (ceil(1.25 * 5 / 4) = 2) the first is passed over even if it were cheaper.
-    busy = [Warm(c.key, in_flight=4 if c.key == order[0] else 0) for c in idle]
-    assert adapter_affinity(busy, ring, "sql").key == order[1]
+    assert adapter_affinity(cands, ring, "sql", fresh()).key == order[0]
+    # Past its share the first is passed over even if it were cheaper.
+    assert adapter_affinity(cands, ring, "sql", shares_of({order[0]: 4})).key == order[1]

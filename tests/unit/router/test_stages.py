@@ -147,6 +147,14 @@ async def test_parse_refuses_what_it_cannot_route(body, status, message):
     assert not last.seen and logged(made)[0]["status"] == status
 
 
+async def test_parse_refuses_a_declared_length_over_the_limit_before_reading_it():
+    made = state()
+    request = FakeRequest(AssertionError("the body was read"))
+    request.content_length = request.client_max_size + 1
+    resp = await link(Parse(1.0, made.log), Next())(context(request))
+    assert resp.status == 413 and resp.keep_alive is False
+
+
 async def test_parse_gives_up_on_a_body_that_does_not_come():
     made = state()
     resp = await link(Parse(0.01, made.log), Next())(context(FakeRequest(BODY, delay=5)))
@@ -506,6 +514,23 @@ async def test_pick_keeps_an_adapter_on_one_replica_under_the_default_strategies
         await link(PickEndpoint(made), last)(context(name="sql", model=live.models["sql"]))
         chosen.add(last.seen[0].endpoint.address)
     assert len(chosen) == distinct
+
+
+async def test_pick_counts_every_adapter_of_a_base_model_in_one_share_and_keeps_within_it():
+    eps = [endpoint(n) for n in (1, 2)]
+    live = table({"m1": {"endpoints": eps, "adapters": ["sql", "chat"]}})
+    made = state(live)
+    stage = PickEndpoint(made)
+    chosen = []
+    for name in ["sql", "chat"] * 6:  # one at a time: each finds every replica idle
+        last = Next()
+        await link(stage, last)(context(name=name, model=live.models[name]))
+        chosen.append(last.seen[0].endpoint.address)
+    assert set(stage.adapter_shares) == {"m1"}  # one count per base model, not per adapter
+    assert sum(stage.adapter_shares["m1"].counts.values()) == 12
+    # Idle replicas would all look alike to in-flight counts; the shares keep each within
+    # ceil(1.25 * 12 / 2) = 8 of the 12.
+    assert max(chosen.count(e["address"]) for e in eps) <= 8
 
 
 # -- pick -----------------------------------------------------------------------------------

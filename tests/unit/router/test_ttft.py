@@ -8,9 +8,14 @@ from dataclasses import dataclass
 
 import pytest
 
+from inferscale.protocol.kvevents import CacheEvent
 from inferscale.router.ttft import (
+    ArrivalRate,
     CacheIndex,
+    InFlightBlocks,
     PrefillRate,
+    TtftRouting,
+    delay_cost,
     estimate,
     predicted_ttft,
     tier_of,
@@ -166,3 +171,97 @@ def test_estimate_of_a_full_hit_still_recomputes_one_token():
         host_seconds_per_token=0.0,
     )
     assert est.own_tokens == 1 and est.ttft_seconds == pytest.approx(0.01 + 1e-4)
+
+
+def test_index_applies_events_in_order():
+    index = CacheIndex()
+    events = [
+        CacheEvent("stored", (1, 2, 3), "GPU"),
+        CacheEvent("removed", (3,), "GPU"),
+        CacheEvent("stored", (3,), "CPU"),
+    ]
+    assert index.apply("a", events) == 3 and index.match("a", [1, 2, 3]) == (2, 1)
+    assert index.apply("a", [CacheEvent("cleared", (), None)]) == 1
+    assert index.blocks("a") == 0
+
+
+def test_blocks_in_flight_count_as_cached_at_their_replica():
+    index = CacheIndex()
+    hashes = list(range(100))
+    flying = InFlightBlocks()
+    flying.sent("b", hashes[:90])
+    flying.sent("b", hashes[:10])  # a second request sharing the first blocks
+    # No event has announced them yet: without the rule both replicas look empty.
+    assert pick([Cand("a"), Cand("b")], index, hashes)[0].key == "a"
+    chosen, est = pick([Cand("a"), Cand("b")], index, hashes, in_flight=flying)
+    assert chosen.key == "b" and est.gpu_tokens == 1440
+    # A host-only block that is in flight is on the GPU by the time this prompt runs.
+    index.stored("b", hashes[:90], "CPU")
+    assert index.match("b", hashes, flying.get("b")) == (90, 0)
+    flying.finished("b", hashes[:90])
+    assert dict(flying.get("b") or {}) == dict.fromkeys(hashes[:10], 1)
+    flying.finished("b", hashes[:10])
+    flying.finished("gone", hashes)  # never sent: nothing to do
+    assert flying.get("b") is None
+    flying.sent("c", hashes)
+    flying.forget({"a"})
+    assert flying.get("c") is None
+
+
+def test_delay_cost_grows_with_arrivals_and_the_work_added():
+    assert delay_cost(2.0, 1.0, 0.0) == 2.0
+    assert delay_cost(2.0, 1.0, 0.5) == pytest.approx(3.0)
+    assert delay_cost(2.0, 0.0, 5.0) == 2.0
+
+
+def test_under_load_a_big_hit_waits_behind_a_short_queue():
+    index = CacheIndex()
+    hashes = list(range(1000))  # 16k tokens
+    index.stored("b", hashes[:800], "GPU")
+    # b holds 80 % of the prompt but has 14k tokens queued: by TTFT alone, the idle replica
+    # (16k to recompute) wins by a hair; but its recompute delays whoever arrives behind it.
+    cands = [Cand("a", 1, 0), Cand("b", 2, 14_000)]
+    greedy, est = pick(cands, index, hashes, prompt_tokens=16_000)
+    assert greedy.key == "a" and est.cost_seconds == est.ttft_seconds
+    loaded, est = pick(cands, index, hashes, prompt_tokens=16_000, arrivals_per_second=1.0)
+    assert loaded.key == "b" and est.cost_seconds > est.ttft_seconds
+
+
+def test_arrival_rate_is_learned_from_gaps_and_bounded():
+    r = ArrivalRate(weight=0.5)
+    assert r.per_second() == 0.0
+    r.arrived(10.0)
+    assert r.per_second() == 0.0
+    for t in range(11, 30):
+        r.arrived(float(t))
+    assert r.per_second() == pytest.approx(1.0)
+    for _ in range(40):
+        r.arrived(29.0)  # a burst at one instant, or a clock that went back
+    assert r.per_second() == pytest.approx(1 / ArrivalRate.MIN_GAP, rel=0.01)
+    with pytest.raises(ValueError):
+        ArrivalRate(weight=0)
+
+
+def test_routing_counts_each_pools_arrivals_and_shares_its_rate():
+    routing = TtftRouting(seconds_per_token=1e-4)
+    hashes = list(range(1000))
+    routing.index.stored("b", hashes[:800], "GPU")
+    cands = [Cand("a", 1, 0), Cand("b", 2, 14_000)]
+    # The first pick has no rate yet: TTFT alone; at one request a second the holder wins.
+    assert routing.pick(cands, hashes, 16_000, 0, "m", now=0.0)[0].key == "a"
+    for t in range(1, 40):
+        chosen, _ = routing.pick(cands, hashes, 16_000, 0, "m", now=float(t))
+    assert chosen.key == "b" and routing.arrivals["m"].per_second() == pytest.approx(1.0)
+    routing.observe("m", 10_000, 5.0)
+    assert routing.rates["m"].seconds_per_token > 1e-4 and "other" not in routing.rates
+    routing.keep(["a"], ["other"])
+    assert routing.rates == {} and routing.arrivals == {}
+
+
+def test_a_whole_answer_of_one_token_teaches_the_rate_and_longer_ones_do_not():
+    routing = TtftRouting(seconds_per_token=1e-4)
+    for tokens in (5, None, "1", True, -1):
+        assert not routing.observe_answer("m", 10_000, 5.0, tokens)
+    assert "m" not in routing.rates
+    assert routing.observe_answer("m", 10_000, 5.0, 1)
+    assert routing.rates["m"].seconds_per_token > 1e-4

@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from inferscale.router.codec import dumps
 from inferscale.router.usage import (
     UsageQueryError,
     UsageRing,
@@ -58,6 +59,15 @@ def test_a_record_reads_back_from_redis_strings_and_bad_data_is_skipped():
     assert parse_record({**fields, b"cost": b"nan"}) is None
     assert parse_record({**fields, b"status": b"two hundred"}) is None
     assert parse_record({**fields, b"client": b"\xff"}) is None
+
+
+def test_a_record_written_as_one_json_field_reads_back_and_bad_json_is_skipped():
+    doc = record()
+    assert parse_record({b"r": dumps(doc)}) == doc
+    assert parse_record({b"r": b"{not json"}) is None
+    assert parse_record({b"r": b"[1, 2]"}) is None
+    assert parse_record({b"r": dumps({**doc, "status": True})}) is None
+    assert parse_record({b"r": dumps({**doc, "client": ["x"]})}) == {**doc, "client": ""}
 
 
 def test_summaries_by_client_and_day_count_requests_errors_tokens_and_cost():

@@ -143,6 +143,11 @@ class Forward(Stage):
             except (ValueError, RecursionError):
                 return await self._end(ctx, endpoint, 502, "the engine answered invalid JSON")
             usage = doc.get("usage") if isinstance(doc, dict) else None
+        if ctx.ttft_work and ctx.model is not None and isinstance(usage, dict):
+            seconds = state.clock() - ctx.attempt_start
+            tokens = usage.get("completion_tokens")
+            state.kv.observe_answer(ctx.model.name, ctx.ttft_work, seconds, tokens)
+            ctx.ttft_work = 0
         state.count_tokens(ctx, usage)
         committed = ctx.committed
         if committed is not None:  # a held stream asked for stream but got JSON: pass it as data
@@ -177,8 +182,8 @@ class Forward(Stage):
             ) from error
         now = state.clock()
         state.metrics.ttft.observe((ctx.name,), now - ctx.start)
-        if ctx.ttft_work:
-            state.kv.observe(endpoint.key, ctx.ttft_work, now - ctx.attempt_start)
+        if ctx.ttft_work and ctx.model is not None:
+            state.kv.observe(ctx.model.name, ctx.ttft_work, now - ctx.attempt_start)
             ctx.ttft_work = 0
         ctx.prefilled(endpoint)
         resp = ctx.committed

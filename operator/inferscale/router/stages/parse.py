@@ -55,6 +55,9 @@ async def read_json(
     """The request's JSON object (its bytes in ``ctx.body``), or the refusal to answer with."""
     request = ctx.request
     refuse = log.refuse
+    if (request.content_length or 0) > request.client_max_size:
+        # Refused before a byte of the body is read: no memory spent on a body that is too big.
+        return _closing(refuse(ctx, 413, "request body too large", "request_too_large"))
     try:
         if request.content.is_eof():
             body = await request.read()  # already buffered: no timer needed

@@ -30,11 +30,14 @@ from inferscale.router.ttft import Estimate
 class PickEndpoint(Stage):
     """Pick an endpoint per attempt; hand each attempt on to the forward stage."""
 
-    __slots__ = ("state",)
+    __slots__ = ("adapter_shares", "state")
 
     def __init__(self, state: RouterState) -> None:
         """Pick from ``state``'s table (as it is at each attempt)."""
         self.state = state
+        self.adapter_shares: dict[str, picking.AdapterShares] = {}
+        """Per base model, its adapter requests sent to each endpoint (adapter routing); one
+        small entry per base model with adapters, kept across tables so shares carry over."""
 
     async def __call__(self, ctx: RequestContext) -> web.StreamResponse:
         """Attempts until one answers or none is left; then the most telling error."""
@@ -60,13 +63,15 @@ class PickEndpoint(Stage):
             predicted = None
             if model.route.strategy == "predictedTTFT" and model.base is None:
                 predicted = pick_predicted(model, candidates, ctx.obj, state)
+            blocks: tuple[int, ...] = ()
             if predicted is not None:
-                endpoint, estimate = predicted
+                endpoint, estimate, blocks = predicted
+                state.kv.sent(endpoint.key, blocks)
                 ctx.prefill_tokens = estimate.own_tokens
                 ctx.ttft_work = estimate.work_tokens
                 ctx.attempt_start = state.clock()
             else:
-                endpoint = pick(model, candidates, ctx.obj, state)
+                endpoint = pick(model, candidates, ctx.obj, state, self.adapter_shares)
                 ctx.prefill_tokens = prompt_tokens
                 ctx.ttft_work = 0
             if attempt:
@@ -85,6 +90,7 @@ class PickEndpoint(Stage):
             finally:
                 endpoint.in_flight -= 1
                 ctx.prefilled(endpoint)
+                state.kv.finished(endpoint.key, blocks)
         return await self._exhausted(ctx, model, tried, last)
 
     async def _exhausted(
@@ -118,8 +124,8 @@ class PickEndpoint(Stage):
 
 def pick_predicted(
     model: ModelState, candidates: list[EndpointState], obj: dict[str, Any], state: RouterState
-) -> tuple[EndpointState, Estimate] | None:
-    """``predictedTTFT``'s pick and estimate; ``None`` where it cannot hash the prompt exactly.
+) -> tuple[EndpointState, Estimate, tuple[int, ...]] | None:
+    """``predictedTTFT``'s pick, estimate and the prompt's blocks; ``None``: can't hash exactly.
 
     The candidates' engine must be one whose block hashes the router computes (the sim's, in
     ``protocol.simtokens``) and publish KV events; otherwise the caller picks by
@@ -130,13 +136,24 @@ def pick_predicted(
         return None
     model.counter += 1
     hashes, tokens = prompt
-    return state.kv.pick(candidates, hashes, tokens, model.counter)
+    endpoint, estimate = state.kv.pick(
+        candidates, hashes, tokens, model.counter, model.name, state.clock()
+    )
+    return endpoint, estimate, hashes
 
 
 def pick(
-    model: ModelState, candidates: list[EndpointState], obj: dict[str, Any], state: RouterState
+    model: ModelState,
+    candidates: list[EndpointState],
+    obj: dict[str, Any],
+    state: RouterState,
+    adapter_shares: dict[str, picking.AdapterShares],
 ) -> EndpointState:
-    """The endpoint ``model``'s strategy picks among ``candidates`` for a request ``obj``."""
+    """The endpoint ``model``'s strategy picks among ``candidates`` for a request ``obj``.
+
+    ``adapter_shares`` holds each base model's :class:`~inferscale.router.picking.AdapterShares`
+    (created on its adapters' first request).
+    """
     route = model.route
     model.counter += 1
     strategy = route.strategy
@@ -145,9 +162,13 @@ def pick(
             model.ring = picking.HashRing(
                 [e.key for e in model.ready], route.prefix_hash.replicas_per_endpoint
             )
+        shares = adapter_shares.get(model.base)
+        if shares is None:
+            shares = adapter_shares[model.base] = picking.AdapterShares()
         endpoint = picking.adapter_affinity(
-            candidates, model.ring, model.name, route.prefix_hash.load_bound, model.counter
+            candidates, model.ring, model.name, shares, route.prefix_hash.load_bound, model.counter
         )
+        shares.note(endpoint.key)
         picking.remember_adapter(endpoint.recent_adapters, model.name, model.adapter_slots)
         return endpoint
     if strategy == "leastInFlight":
