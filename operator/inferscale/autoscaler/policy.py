@@ -62,6 +62,14 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Final, Literal
 
 from inferscale.autoscaler.floor import Peaks, learned_floor, remember_peak
+from inferscale.autoscaler.presets import PRESETS
+from inferscale.autoscaler.spillcost import (
+    LoadHist,
+    SpillPrices,
+    cost_mode_problem,
+    remember_load,
+    standing_for_budget,
+)
 
 if TYPE_CHECKING:
     from inferscale.api.v1alpha1.inference_model import InferenceModelSpec
@@ -115,6 +123,21 @@ class PolicyParams:
     max_scale_down_rate: float = 2.0
     """A step down keeps at least ``current / max_scale_down_rate`` replicas, rounded up but
     always one fewer than now (Knative's default, 2: at most half go at once)."""
+    cost_aware: bool = False
+    """With spillover available and spilling cheaper than a replica: keep standing only the
+    replicas that hold the spilled share within ``spill_share_budget``, and let bursts spill
+    (:mod:`inferscale.autoscaler.spillcost`). Needs both prices; without them it falls back to
+    the ordinary policy and :attr:`cost_mode_fallback` says why."""
+    replica_hour_price: float | None = None
+    """One replica's accelerators per hour (the cost-aware mode's price of standing)."""
+    spill_price_per_replica_hour: float | None = None
+    """The provider's price for the tokens one replica serves in an hour at its target."""
+    spill_share_budget: float = 0.08
+    """Most of the load (requests in flight, or work) the cost-aware mode lets spill."""
+    spill_spend_cap_per_hour: float | None = None
+    """The route's spend cap per hour: the cost-aware mode keeps the spill's spend under it."""
+    spill_history_half_life_s: float = 3600
+    """A sample this old weighs half as much in the cost-aware mode's load history."""
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -172,6 +195,7 @@ class PolicyParams:
                 f"got {self.prompt_tokens_per_replica}"
             )
         problems.extend(self._floor_problems())
+        problems.extend(self._cost_problems())
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -186,19 +210,59 @@ class PolicyParams:
                 problems.append(f"{name} must be a positive number, got {value}")
         return problems
 
+    def _cost_problems(self) -> list[str]:
+        """The cost-aware mode's settings.
+
+        Its prices are not checked here: bad prices make the mode fall back, they do not make
+        the params invalid.
+        """
+        problems: list[str] = []
+        share = self.spill_share_budget
+        if not _finite(share) or not 0 <= share <= 1:
+            problems.append(f"spill_share_budget must be in [0, 1], got {share}")
+        cap = self.spill_spend_cap_per_hour
+        if cap is not None and (not _finite(cap) or cap < 0):
+            problems.append(f"spill_spend_cap_per_hour must be >= 0, got {cap}")
+        half_life = self.spill_history_half_life_s
+        if not _finite(half_life) or half_life <= 0:
+            problems.append(f"spill_history_half_life_s must be a positive number, got {half_life}")
+        return problems
+
+    @property
+    def cost_mode_fallback(self) -> str | None:
+        """Why the cost-aware mode, asked for, runs as the ordinary policy.
+
+        None: it runs, or it was not asked for.
+        """
+        if not self.cost_aware:
+            return None
+        return cost_mode_problem(self.replica_hour_price, self.spill_price_per_replica_hour)
+
+    @property
+    def cost_mode(self) -> bool:
+        """The cost-aware mode is asked for and its prices make spilling the cheaper answer."""
+        return self.cost_aware and self.cost_mode_fallback is None
+
     @classmethod
     def from_spec(
-        cls, spec: InferenceModelSpec, time_to_ready_s: float | None = None
+        cls,
+        spec: InferenceModelSpec,
+        time_to_ready_s: float | None = None,
+        spill: SpillPrices | None = None,
     ) -> PolicyParams:
         """The params of an InferenceModel's spec (its replicas and ``autoscaling`` fields).
 
         A model with ``minReplicas: 0`` and no ``scaleToZeroDelaySeconds`` scales to zero after
-        the API's documented default of 600 s.
+        the API's documented default of 600 s. The preset (:mod:`inferscale.autoscaler.presets`)
+        sets the learned floor unless ``learnedFloorPercentile`` is set, and asks for the
+        cost-aware mode when ``spill`` is given (a route can spill this model's requests): with
+        a price missing or wrong in it the mode falls back (:attr:`cost_mode_fallback`).
 
         Raises:
             ValueError: the spec's values cannot work together.
         """
         a = spec.autoscaling
+        preset = PRESETS[a.preset]
         to_zero: float | None = a.scale_to_zero_delay_seconds
         if to_zero is None and spec.min_replicas == 0:
             to_zero = DEFAULT_SCALE_TO_ZERO_DELAY_S
@@ -215,8 +279,17 @@ class PolicyParams:
             time_to_ready_s=time_to_ready_s,
             prompt_tokens_per_replica=a.prompt_tokens_per_replica,
             learned_floor_quantile=(
-                None if a.learned_floor_percentile is None else a.learned_floor_percentile / 100
+                preset.learned_floor_quantile
+                if a.learned_floor_percentile is None
+                else a.learned_floor_percentile / 100
             ),
+            cost_aware=preset.cost_aware and spill is not None,
+            replica_hour_price=None if spill is None else spill.replica_hour_price,
+            spill_price_per_replica_hour=(
+                None if spill is None else spill.spill_price_per_replica_hour
+            ),
+            spill_share_budget=preset.spill_share_budget,
+            spill_spend_cap_per_hour=None if spill is None else spill.spend_cap_per_hour,
         )
 
     def clamp(self, replicas: int) -> int:
@@ -269,6 +342,11 @@ class History:
     """Time of the newest sample used, kept even when the window has emptied (gap detection)."""
     peaks: Peaks = ()
     """The learned floor's buckets: ``(start, peak want)``, oldest first."""
+    load_hist: LoadHist = ()
+    """The cost-aware mode's load histogram (:mod:`inferscale.autoscaler.spillcost`)."""
+    over_since: float | None = None
+    """The load has wanted more replicas than there are since then (the cost-aware mode
+    spills such an excess until it has lasted long enough to be worth a replica)."""
 
     def to_json(self) -> str:
         """Compact JSON; :meth:`from_json` reads it back."""
@@ -282,6 +360,8 @@ class History:
                 "recent_wants": [[at, n] for at, n in self.recent_wants],
                 "last_sample_at": self.last_sample_at,
                 "peaks": [[at, n] for at, n in self.peaks],
+                "load_hist": [[k, w, y] for k, w, y in self.load_hist],
+                "over_since": self.over_since,
             },
             separators=(",", ":"),
         )
@@ -330,9 +410,11 @@ class History:
             low_since=time_field("low_since"),
             idle_since=time_field("idle_since"),
             last_change_at=time_field("last_change_at"),
+            over_since=time_field("over_since"),
             recent_wants=tuple(wants),
             last_sample_at=time_field("last_sample_at"),
             peaks=_counts_field(data, "peaks"),
+            load_hist=_load_hist_field(data),
         )
 
     def latest_time(self) -> float | None:
@@ -371,6 +453,33 @@ def _counts_field(data: dict[str, object], name: str) -> tuple[tuple[float, int]
     return tuple(pairs)
 
 
+def _load_hist_field(data: dict[str, object]) -> LoadHist:
+    """The ``load_hist`` of a history's JSON (absent: empty).
+
+    Raises:
+        ValueError: not a list, or an entry that is not a count >= 0 and two finite weights
+            >= 0, or buckets out of order.
+    """
+    raw = data.get("load_hist", [])
+    if not isinstance(raw, list):
+        raise ValueError("history.load_hist must be a list")
+    buckets: list[tuple[int, float, float]] = []
+    for item in raw[-MAX_SAMPLES:]:
+        if (
+            not isinstance(item, list)
+            or len(item) != 3
+            or not isinstance(item[0], int)
+            or isinstance(item[0], bool)
+            or item[0] < 0
+            or not all(_finite(v) and v >= 0 for v in item[1:])
+        ):
+            raise ValueError(f"history.load_hist holds a bad entry: {item!r}")
+        buckets.append((item[0], float(item[1]), float(item[2])))
+    if any(b[0] <= a[0] for a, b in zip(buckets, buckets[1:], strict=False)):
+        raise ValueError("history.load_hist is not in bucket order")
+    return tuple(buckets)
+
+
 @dataclass(frozen=True, slots=True)
 class Decision:
     """What to do, why, and the history to keep for the next call."""
@@ -389,6 +498,9 @@ class Decision:
     """The load the decision was sized on (window mean or projection); None when stale."""
     desired: int | None = None
     """What the load wanted before steps, delays and bounds; None when stale."""
+    cost_fallback: str | None = None
+    """Why the cost-aware mode, asked for, fell back to the ordinary policy (for a condition);
+    None when it runs or was not asked for."""
 
 
 def _num(x: float) -> str:
@@ -516,6 +628,15 @@ def decide(
     Returns:
         The decision; its ``history`` is what to pass next time. Never raises on bad data.
     """
+    decision = _decide_any(params, history, sample, now, current)
+    fallback = params.cost_mode_fallback
+    return decision if fallback is None else replace(decision, cost_fallback=fallback)
+
+
+def _decide_any(
+    params: PolicyParams, history: History, sample: Sample | None, now: float, current: int
+) -> Decision:
+    """``decide`` before the cost-aware mode's fallback is noted."""
     current = max(0, current)
     if not _finite(now):
         return _bounded(
@@ -650,11 +771,10 @@ def _assess(
     kept, stable_load, panic_load = _windows(params, history, sample, load)
     stable_want = params.wanted(stable_load)
     panic_want = params.wanted(panic_load)
-    panic_until = history.panic_until
-    if panic_until is not None and now >= panic_until:
-        panic_until = None
-    if current > 0 and panic_want >= BURST_RATIO * max(sample.ready, 1):
-        panic_until = now + params.stable_window_s
+    panic_until = _panic_until(params, history, now, current, sample.ready, panic_want)
+    if params.cost_mode:
+        # Bursts spill: no panic, and (below) no burst kept for the scale-down delay.
+        panic_load, panic_want = stable_load, stable_want
     panic = panic_until is not None
     window: Window = "panic" if panic else "stable"
 
@@ -665,14 +785,15 @@ def _assess(
         desired = max(desired, current)
     peak_want = _peak_want(params, desired, stable_want, panic_want)
     idle_since = (idle_since if idle_since is not None else now) if raw == 0 else None
-    if peak_want < current:
-        low_since = low_since if low_since is not None else now
-    else:
-        low_since = None
+    low_since = (low_since if low_since is not None else now) if peak_want < current else None
     wants = _remember_want(wants, now, peak_want, params.scale_down_delay_s)
     # The sample's own want too: a burst that arrives at once and is served before the next
     # scrape barely moves even the panic window's mean, but it needed those replicas standing.
     peaks, learned = _learn(params, history.peaks, now, max(peak_want, params.wanted(load)))
+    load_hist, standing = _learn_spill(params, history, sample, load)
+    # Cost-aware: the budget's count replaces the learned floor (they work against each other).
+    learned = standing if params.cost_mode else learned
+    over_since, desired, spilling = _spill_or_scale(params, history, now, current, desired)
 
     new_history = History(
         samples=tuple(kept),
@@ -683,6 +804,8 @@ def _assess(
         recent_wants=wants,
         last_sample_at=max(sample.at, history.last_sample_at or sample.at),
         peaks=peaks,
+        load_hist=load_hist,
+        over_since=over_since,
     )
     return _Assessment(
         now=now,
@@ -700,9 +823,28 @@ def _assess(
         history=new_history,
         what=_load_words(
             sample, sized_on, projected=projected, saturated=saturated, by_work=by_work
-        ),
+        )
+        + spilling,
         where=f"target {_num(target)} per replica ({window} window)",
     )
+
+
+def _panic_until(
+    params: PolicyParams, history: History, now: float, current: int, ready: int, panic_want: int
+) -> float | None:
+    """When panic ends (None: no panic).
+
+    It starts when the panic window wants at least ``BURST_RATIO`` times the ready replicas;
+    never in the cost-aware mode (bursts spill).
+    """
+    if params.cost_mode:
+        return None
+    panic_until = history.panic_until
+    if panic_until is not None and now >= panic_until:
+        panic_until = None
+    if current > 0 and panic_want >= BURST_RATIO * max(ready, 1):
+        panic_until = now + params.stable_window_s
+    return panic_until
 
 
 def _load_words(
@@ -729,6 +871,57 @@ def _work_load(params: PolicyParams, sample: Sample) -> float:
     if tokens is None or per_replica is None or not _finite(tokens) or tokens <= 0:
         return 0.0
     return tokens / per_replica * params.target_in_flight_per_replica
+
+
+def _spill_or_scale(
+    params: PolicyParams, history: History, now: float, current: int, desired: int
+) -> tuple[float | None, int, str]:
+    """The cost-aware mode's gate on a scale-up: ``(over_since, desired, words)``.
+
+    An excess over the replicas there are spills (the router sends it to the provider) until
+    it has lasted a start-up (``time_to_ready_s``): a replica asked for a shorter burst would
+    be ready only after it, absorbing none of it, so spilling the burst is the cheaper answer
+    at any price; an excess that has lasted a start-up is a lasting rise and gets replicas.
+    (Waiting longer, for the excess to pay for a replica at the prices, measured worse: the
+    excess does not all spill, part queues on the replicas below the spill threshold and
+    misses the SLO, a cost the prices do not carry; docs/autoscaling.md, step 7b.) Never
+    below ``max(minReplicas, 1)``: from zero (or below the floor) the ordinary rule runs, so
+    a loaded model always gets a replica.
+    """
+    over_since = history.over_since if desired > current else None
+    if not params.cost_mode or desired <= current or current < max(params.min_replicas, 1):
+        return over_since, desired, ""
+    over_since = now if over_since is None else over_since
+    lasted = now - over_since
+    start_up = params.time_to_ready_s or 0.0
+    if lasted >= start_up:
+        return over_since, desired, ""
+    why = f"a burst shorter than the {_secs(start_up)} start-up spills (cost-aware mode)"
+    return over_since, current, f", wanting {desired} for {_secs(lasted)}: {why}"
+
+
+def _learn_spill(
+    params: PolicyParams, history: History, sample: Sample, load: float
+) -> tuple[LoadHist, int]:
+    """The cost-aware mode's load histogram with this sample, and the count it keeps."""
+    if not params.cost_mode:
+        return (), 0
+    hist = history.load_hist
+    last = history.last_sample_at
+    if last is None or sample.at > last:
+        # After a gap (or with no history) nothing decays: a gap is not evidence.
+        gap = last is None or sample.at - last > params.stale_after_s
+        elapsed = 0.0 if gap or last is None else sample.at - last
+        threshold = params.target_in_flight_per_replica
+        hist = remember_load(hist, elapsed, load, threshold, params.spill_history_half_life_s)
+    standing = standing_for_budget(
+        hist,
+        params.target_in_flight_per_replica,
+        params.spill_share_budget,
+        params.spill_price_per_replica_hour or 0.0,
+        params.spill_spend_cap_per_hour,
+    )
+    return hist, params.clamp(standing)
 
 
 def _learn(params: PolicyParams, peaks: Peaks, now: float, peak_want: int) -> tuple[Peaks, int]:
@@ -837,6 +1030,11 @@ def _scale_up(params: PolicyParams, sample: Sample, a: _Assessment) -> Decision:
 
 def _floor_words(params: PolicyParams) -> str:
     """How the learned floor is learned, for the reason."""
+    if params.cost_mode:
+        return (
+            f"the fewest that spill at most {params.spill_share_budget:.0%} of the recent load"
+            + ("" if params.spill_spend_cap_per_hour is None else " within the spend cap")
+        )
     q = params.learned_floor_quantile or 0
     half_life = _secs(params.learned_floor_half_life_s)
     return f"p{q * 100:g} of recent bursts' wants, half-life {half_life}"

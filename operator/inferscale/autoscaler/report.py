@@ -50,6 +50,14 @@ class ScalingNews:
     def condition(self) -> tuple[ConditionStatus, str, str]:
         """``ScalingActive`` as (status, reason, message)."""
         if self.unknown is None:
+            fallback = None if self.decision is None else self.decision.cost_fallback
+            if fallback is not None:
+                # Documented fallback: the ordinary policy, which keeps replicas for the load.
+                return (
+                    "True",
+                    "CostAwareFallback",
+                    f"the cost-aware mode runs as the ordinary policy: {fallback}",
+                )
             return ("True", "ValidSignals", "the autoscaler sees the load")
         reason = "InvalidSettings" if self.decision is None else "SignalsUnavailable"
         return ("False", reason, f"holding at {self.replicas} replicas: {self.unknown}")

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
+from pathlib import Path
 from typing import Any, get_args
 
 from pydantic import ValidationError
@@ -19,6 +21,8 @@ from inferscale.sim.model import EngineParams
 from inferscale.sim.presets import PRESETS
 from inferscale.sim.server import process_age, serve
 from inferscale.sim.settings import MetricsDialect, SimSettings
+from inferscale.sim.startup import profile_for
+from inferscale.sim.weights import preload
 
 _ENGINE = "engine."
 _FAIL = "failures."
@@ -52,6 +56,12 @@ def register(subparsers: Any) -> None:
         "--kv-events-config",
         help="vLLM's KV-events option (JSON): publish cache events on a ZMQ PUB socket",
     )
+    cache = p.add_argument_group("weight cache (docs/sim.md, start-up phases)")
+    cache.add_argument("--weights-cache", help="cache directory: a filled one skips the download")
+    cache.add_argument(
+        "--preload", action="store_true", help="fill --weights-cache at the network rate and exit"
+    )
+    cache.add_argument("--preload-report", help='with --preload, write {"bytes": N} to this file')
     lora = p.add_argument_group("LoRA adapters (as vLLM; --max-loras is an engine knob)")
     lora.add_argument("--enable-lora", action="store_true", help="serve LoRA adapters")
     lora.add_argument("--lora-modules", nargs="+", help="adapters loaded at start, NAME=PATH")
@@ -93,9 +103,35 @@ def cmd_sim(args: argparse.Namespace) -> int:
     except (ValidationError, KeyError) as error:
         print(f"inferscale sim: invalid settings: {error}", file=sys.stderr)
         return 2
+    if settings.preload:
+        return run_preload(settings)
     try:
         asyncio.run(serve(settings, started_before=process_age()))
     except OSError as error:  # a port in use: say which, without a traceback
         print(f"inferscale sim: {error}", file=sys.stderr)
         return 1
+    return 0
+
+
+def run_preload(settings: SimSettings) -> int:
+    """Fill the weight cache as the preset's download would, report the bytes; 1 on an I/O error."""
+    assert settings.weights_cache is not None  # the settings refuse preload without it
+    plan = settings.startup_plan()
+    seconds = profile_for(settings.preset).download_seconds() * plan.scale
+    print(
+        f"inferscale sim: preloading {settings.model} ({settings.preset}) into "
+        f"{settings.weights_cache}: {seconds:.1f} s at the network rate",
+        flush=True,
+    )
+    try:
+        manifest = asyncio.run(
+            preload(settings.weights_cache, settings.model, settings.preset, seconds)
+        )
+        report = json.dumps({"bytes": manifest.bytes})
+        if settings.preload_report is not None:
+            Path(settings.preload_report).write_text(report)
+    except OSError as error:
+        print(f"inferscale sim: cannot fill the weight cache: {error}", file=sys.stderr, flush=True)
+        return 1
+    print(f"inferscale sim: cached {report}", flush=True)
     return 0

@@ -8,6 +8,7 @@ an impossible option) prints one line on standard error and exits 2, never a tra
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from dataclasses import asdict, replace
@@ -18,21 +19,28 @@ from pydantic import ValidationError
 
 from inferscale.api.v1alpha1.inference_provider import KIND as PROVIDER_KIND
 from inferscale.api.v1alpha1.inference_provider import InferenceProvider
+from inferscale.autoscaler.presets import DEFAULT_PRESET as DEFAULT_OUR_PRESET
+from inferscale.autoscaler.presets import PRESETS as OUR_PRESETS
+from inferscale.autoscaler.spillcost import MAX_PRICE_PER_HOUR
 from inferscale.protocol.defaults import IN_FLIGHT_PER_REPLICA
 from inferscale.sim.presets import GPU_HOUR_PRICES, PRESETS
+from inferscale.sim.startup import WeightSource, plan_startup, profile_for
 from inferscale.whatif.cluster import SIM_STRATEGIES, SimConfig
 from inferscale.whatif.compare import (
     compare,
     initial_replicas,
+    our_params,
     prompt_token_budget,
     sized_by_slo,
 )
-from inferscale.whatif.policies import POLICY_NAMES
+from inferscale.whatif.policies import ALL_POLICY_NAMES, POLICY_NAMES
 from inferscale.whatif.report import Prices, render_table, summarize, to_json
 from inferscale.whatif.trace import TRACE_FORMATS, Trace, TraceError, load_trace
 
 DEFAULT_PRESET = "llama-3.1-8b-h100"
 BAD_INPUT = 2
+DEFAULT_COLD_START = 60.0
+"""Seconds to ready without ``--cold-start`` or ``--cache`` (the H100 preset's from the network)."""
 
 
 def _positive(kind: type) -> Any:
@@ -53,6 +61,19 @@ def _not_negative(kind: type) -> Any:
         return value
 
     return parse
+
+
+def _price(text: str) -> float:
+    """A price: a finite number from 0 to :data:`MAX_PRICE_PER_HOUR` (more is a unit slip)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or not 0 <= value <= MAX_PRICE_PER_HOUR:
+        raise argparse.ArgumentTypeError(
+            f"must be a price from 0 to {MAX_PRICE_PER_HOUR:g}, got {text}"
+        )
+    return value
 
 
 def _quantile(text: str) -> float:
@@ -91,8 +112,15 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--preset", choices=sorted(PRESETS), default=DEFAULT_PRESET, help="replica latency model"
     )
-    p.add_argument(
-        "--cold-start", type=_not_negative(float), default=60.0, help="seconds to ready (60)"
+    start = p.add_mutually_exclusive_group()
+    start.add_argument(
+        "--cold-start", type=_not_negative(float), help=f"seconds to ready ({DEFAULT_COLD_START:g})"
+    )
+    start.add_argument(
+        "--cache",
+        choices=("warm", "cold"),
+        help="cold start from the preset's start-up phases: weights from a filled cache (warm) "
+        "or downloaded (cold); docs/sim.md",
     )
     p.add_argument("--slo-ttft", type=_positive(float), default=2.0, help="TTFT target, s (2)")
     p.add_argument(
@@ -135,21 +163,40 @@ def register(subparsers: Any) -> None:
         default="leastInFlight",
         help="the router's picker (leastInFlight)",
     )
-    p.add_argument(
-        "--learned-floor",
-        type=_quantile,
-        metavar="Q",
-        help="ours keeps the Q quantile of recent bursts' wants standing (off)",
-    )
+    _add_ours_options(p)
     p.add_argument(
         "--policies",
         default=",".join(POLICY_NAMES),
-        help=f"comma-separated, in table order ({','.join(POLICY_NAMES)})",
+        help=f"comma-separated, in table order ({','.join(POLICY_NAMES)}; also "
+        "ours-economy, ours-balanced, ours-latency)",
     )
     _add_slice_and_price_options(p)
     p.add_argument("--plots", metavar="DIR", help="write load/replicas/ttft PNGs here")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
     p.set_defaults(func=cmd_whatif)
+
+
+def _add_ours_options(p: argparse.ArgumentParser) -> None:
+    """Our policy's preset, its learned floor and the route's spend cap."""
+    p.add_argument(
+        "--learned-floor",
+        type=_quantile,
+        metavar="Q",
+        help="ours keeps the Q quantile of recent bursts' wants standing (the preset's)",
+    )
+    p.add_argument(
+        "--ours-preset",
+        choices=sorted(OUR_PRESETS),
+        default=DEFAULT_OUR_PRESET,
+        help="the API preset ours runs (spec.autoscaling.preset; balanced); "
+        "ours-economy, ours-balanced and ours-latency in --policies run one each",
+    )
+    p.add_argument(
+        "--spend-cap",
+        type=_price,
+        metavar="PER_HOUR",
+        help="the route's spend.maxPerHour for ours' cost-aware mode (none)",
+    )
 
 
 def _add_slice_and_price_options(p: argparse.ArgumentParser) -> None:
@@ -166,7 +213,7 @@ def _add_slice_and_price_options(p: argparse.ArgumentParser) -> None:
     )
     prices.add_argument(
         "--gpu-hour-price",
-        type=_not_negative(float),
+        type=_price,
         help="per accelerator-hour (default: the preset's list price, sim/presets.py)",
     )
     prices.add_argument(
@@ -180,12 +227,12 @@ def _add_slice_and_price_options(p: argparse.ArgumentParser) -> None:
     )
     prices.add_argument(
         "--spill-price-in",
-        type=_not_negative(float),
+        type=_price,
         help="per million prompt tokens spilled (overrides --provider's)",
     )
     prices.add_argument(
         "--spill-price-out",
-        type=_not_negative(float),
+        type=_price,
         help="per million output tokens spilled (overrides --provider's)",
     )
 
@@ -265,6 +312,17 @@ def _prices(args: argparse.Namespace) -> tuple[Prices, dict[str, str]]:
     return Prices(gpu, spill_in, spill_out), sources
 
 
+def cost_mode_words(trace: Trace, config: SimConfig) -> str:
+    """Whether ours' cost-aware mode runs in this run, and why not when it falls back."""
+    if not config.spillover:
+        return "off (no spillover)"
+    params = our_params(config, trace)
+    if not params.cost_aware:
+        return f"off (the {config.ours_preset} preset)"
+    fallback = params.cost_mode_fallback
+    return "on" if fallback is None else f"falls back to the ordinary policy: {fallback}"
+
+
 def _header(trace: Trace, preset: str, config: SimConfig) -> str:
     """The line above the table: the trace and the run's settings."""
     return (
@@ -273,7 +331,7 @@ def _header(trace: Trace, preset: str, config: SimConfig) -> str:
         f"{config.target:g} in flight per replica (oracle {config.oracle_target:g}: 99% of "
         f"the SLO), replicas {config.min_replicas}.."
         f"{config.max_replicas} (start {config.initial_replicas})"
-        + f", {config.strategy}"
+        + f", {config.strategy}, ours {config.ours_preset}"
         + (
             f", ours' learned floor p{config.learned_floor_quantile * 100:g}"
             if config.learned_floor_quantile
@@ -285,10 +343,26 @@ def _header(trace: Trace, preset: str, config: SimConfig) -> str:
             if config.spillover and config.spill_prompt_tokens_per_replica
             else ""
         )
+        + (f", ours' cost-aware mode {cost_mode_words(trace, config)}" if config.spillover else "")
     )
 
 
-def _config(args: argparse.Namespace, trace: Trace) -> SimConfig:
+def cold_start_seconds(preset: str, seconds: float | None, cache: str | None) -> float:
+    """``--cold-start``, else the preset's start with the weights from the cache or the network.
+
+    The network start is the preset's ``startup_delay_seconds``; a warm cache saves the download
+    (``sim/startup.py``). Neither flag: :data:`DEFAULT_COLD_START`.
+    """
+    if seconds is not None:
+        return seconds
+    if cache is None:
+        return DEFAULT_COLD_START
+    source: WeightSource = "cache" if cache == "warm" else "network"
+    plan = plan_startup(profile_for(preset), PRESETS[preset].startup_delay_seconds, source)
+    return plan.total
+
+
+def _config(args: argparse.Namespace, trace: Trace, prices: Prices) -> SimConfig:
     """The run's SimConfig from the options, its oracle sized by the SLO on ``trace``."""
     engine = PRESETS[args.preset]
     spill_tokens = args.spill_prompt_tokens
@@ -296,7 +370,7 @@ def _config(args: argparse.Namespace, trace: Trace) -> SimConfig:
         spill_tokens = prompt_token_budget(engine, args.slo_ttft)
     config = SimConfig(
         engine=engine,
-        cold_start_s=args.cold_start,
+        cold_start_s=cold_start_seconds(args.preset, args.cold_start, args.cache),
         slo_ttft_s=args.slo_ttft,
         target=float(IN_FLIGHT_PER_REPLICA) if args.target == "auto" else args.target,
         min_replicas=args.min_replicas,
@@ -307,6 +381,11 @@ def _config(args: argparse.Namespace, trace: Trace) -> SimConfig:
         spill_prompt_tokens_per_replica=spill_tokens,
         strategy=args.strategy,
         learned_floor_quantile=args.learned_floor,
+        ours_preset=args.ours_preset,
+        gpu_hour_price=prices.gpu_hour,
+        spill_price_in=prices.input_per_million,
+        spill_price_out=prices.output_per_million,
+        spill_spend_cap_per_hour=args.spend_cap,
     )
     # The oracle is sized by the SLO whatever --target says; --target auto is the same figure.
     config = sized_by_slo(trace, config)
@@ -322,9 +401,9 @@ def _config(args: argparse.Namespace, trace: Trace) -> SimConfig:
 def cmd_whatif(args: argparse.Namespace) -> int:
     """Run the comparison; 2 on bad input."""
     names = [n.strip() for n in args.policies.split(",") if n.strip()]
-    unknown = [n for n in names if n not in POLICY_NAMES]
+    unknown = [n for n in names if n not in ALL_POLICY_NAMES]
     if unknown or not names:
-        return _fail(f"unknown policies {unknown or names}; known: {', '.join(POLICY_NAMES)}")
+        return _fail(f"unknown policies {unknown or names}; known: {', '.join(ALL_POLICY_NAMES)}")
     if args.min_replicas > args.max_replicas:
         return _fail("--min-replicas must not exceed --max-replicas")
     if args.scale_to_zero_delay is not None and args.min_replicas != 0:
@@ -337,7 +416,7 @@ def cmd_whatif(args: argparse.Namespace) -> int:
     except (TraceError, ValueError) as error:
         return _fail(str(error))
     started = time.monotonic()
-    config = _config(args, trace)
+    config = _config(args, trace, prices)
     results = compare(trace, config, names)
     summaries = [summarize(r, prices) for r in results]
     meta: dict[str, Any] = {
@@ -352,6 +431,7 @@ def cmd_whatif(args: argparse.Namespace) -> int:
             if k not in ("engine", "drain_s", "scrape_interval_s")
         },
         "prices": {**asdict(prices), "sources": sources},
+        "ours_cost_mode": cost_mode_words(trace, config),
         "wall_s": round(time.monotonic() - started, 2),
     }
     if args.plots:

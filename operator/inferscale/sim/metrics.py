@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from inferscale.sim.model import LatencyModel
+from inferscale.sim.startup import StartupPlan
 from inferscale.sim.stats import Histogram
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -85,6 +86,22 @@ def render_vllm_lora_info(model: LatencyModel, timestamp: float) -> str:
         "# TYPE vllm:lora_requests_info gauge\n"
         f"vllm:lora_requests_info{{{inner}}} {float(timestamp)!r}\n"
     )
+
+
+def render_startup(plan: StartupPlan, model_name: str) -> str:
+    """``inferscale_sim_startup_phase_seconds``: each start-up phase, labelled with the source.
+
+    The sim's own name (no engine exports its phases): what a dashboard compares between a
+    replica that loaded from the weight cache and one that downloaded.
+    """
+    lines = [
+        "# HELP inferscale_sim_startup_phase_seconds Seconds each start-up phase took.",
+        "# TYPE inferscale_sim_startup_phase_seconds gauge",
+    ]
+    for phase, seconds in plan.phases:
+        labels = f'model_name="{_escape(model_name)}",phase="{phase}",source="{plan.source}"'
+        lines.append(f"inferscale_sim_startup_phase_seconds{{{labels}}} {float(seconds)!r}")
+    return "\n".join(lines) + "\n"
 
 
 def render_vllm(model: LatencyModel, model_name: str) -> str:

@@ -38,7 +38,12 @@ from inferscale.protocol.simtokens import block_hashes, render_chat, token_ids
 from inferscale.serving import serve_app
 from inferscale.sim.driver import EngineDriver, Ticket
 from inferscale.sim.kvpublish import KvEventPublisher
-from inferscale.sim.metrics import CONTENT_TYPE, RENDERERS, render_vllm_lora_info
+from inferscale.sim.metrics import (
+    CONTENT_TYPE,
+    RENDERERS,
+    render_startup,
+    render_vllm_lora_info,
+)
 from inferscale.sim.model import EngineParams, LatencyModel
 from inferscale.sim.openai import (
     ChatCompletionRequest,
@@ -49,7 +54,9 @@ from inferscale.sim.openai import (
     error_body,
 )
 from inferscale.sim.settings import SimSettings
+from inferscale.sim.startup import StartupPlan
 from inferscale.sim.tokens import embedding, output_words, request_seed
+from inferscale.sim.weights import read_manifest
 
 _M = TypeVar("_M", bound=BaseModel)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -85,9 +92,12 @@ class SimServer:
         params: EngineParams,
         on_crash: Callable[[], None],
         started_before: float = 0.0,
+        startup: StartupPlan | None = None,
     ) -> None:
         """Hold the settings; the model is created when the app starts (the cold start)."""
         self.settings = settings
+        self.startup = startup
+        """The start-up's phases (logged and exported as metrics)."""
         self.started_before = started_before
         self.params = params
         self.on_crash = on_crash
@@ -532,6 +542,8 @@ class SimServer:
         text = self.render_metrics(self.driver.model, self.model_name)
         if self.settings.enable_lora and self.settings.metrics_dialect == "vllm":
             text += render_vllm_lora_info(self.driver.model, time.time())
+        if self.startup is not None:
+            text += render_startup(self.startup, self.model_name)
         return web.Response(body=text.encode(), headers={"Content-Type": CONTENT_TYPE})
 
 
@@ -589,7 +601,12 @@ def create_app(
         started_before: seconds of the cold start already spent before the app starts (the
             process's own start-up), so the start-up delay counts from the process's start.
     """
-    server = SimServer(settings, settings.engine_params(), on_crash or _crash, started_before)
+    plan = settings.startup_plan(
+        read_manifest(settings.weights_cache) if settings.weights_cache is not None else None
+    )
+    # The cold start is the plan's: shorter when the weights are in the cache.
+    params = settings.engine_params().model_copy(update={"startup_delay_seconds": plan.total})
+    server = SimServer(settings, params, on_crash or _crash, started_before, plan)
     # aiohttp checks client_max_size itself too; one byte over ours so that our own check (with
     # its OpenAI error body) is the one that answers.
     app = web.Application(client_max_size=settings.max_request_bytes + 1, middlewares=[_errors])
@@ -628,6 +645,9 @@ async def serve(settings: SimSettings, started_before: float = 0.0) -> None:
     """Serve until SIGTERM or SIGINT, then let in-flight requests finish within the grace period."""
     runner, port = await start(settings, started_before=started_before)
     print(f"inferscale sim: {settings.model} on http://{settings.host}:{port}", flush=True)
+    server = runner.app[SIM_KEY]
+    if server.startup is not None:
+        print(f"inferscale sim: {server.startup.describe()}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

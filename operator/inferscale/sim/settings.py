@@ -15,6 +15,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from inferscale.protocol.kvevents import KvEventsConfig
 from inferscale.sim.model import EngineParams
 from inferscale.sim.presets import PresetName, preset
+from inferscale.sim.startup import (
+    Manifest,
+    StartupPlan,
+    WeightSource,
+    plan_startup,
+    profile_for,
+    weight_source,
+)
 
 MetricsDialect = Literal["vllm", "sglang", "tgi"]
 
@@ -75,6 +83,14 @@ class SimSettings(BaseSettings):
     """Adapters loaded at start, as ``NAME=PATH`` (vLLM ``--lora-modules``)."""
     lora_load_seconds: float = Field(0.0, ge=0, le=3600)
     """How long ``/v1/load_lora_adapter`` takes (reading the adapter's weights)."""
+    weights_cache: str | None = Field(None, min_length=1, max_length=4096)
+    """The weight cache directory: a start finds the preset's weights there when a preload
+    filled it, and skips the download (``docs/sim.md``, "Start-up phases")."""
+    preload: bool = False
+    """Fill ``weights_cache`` (the download at the preset's network rate) and exit, instead of
+    serving: what the operator's preload Job runs."""
+    preload_report: str | None = Field(None, min_length=1, max_length=4096)
+    """With ``preload``: a file to write ``{"bytes": N}`` to (the Job's termination message)."""
     kv_events_config: str | None = None
     """vLLM's ``--kv-events-config`` JSON: with ``enable_kv_cache_events``, publish the KV
     cache's events on a ZMQ PUB socket at ``endpoint`` (``docs/sim.md``)."""
@@ -107,6 +123,12 @@ class SimSettings(BaseSettings):
         return modules
 
     @model_validator(mode="after")
+    def _preload_needs_a_cache(self) -> SimSettings:
+        if self.preload and self.weights_cache is None:
+            raise ValueError("preload needs weights_cache (the directory to fill)")
+        return self
+
+    @model_validator(mode="after")
     def _lora_modules_need_lora(self) -> SimSettings:
         if self.lora_modules and not self.enable_lora:
             raise ValueError("lora_modules needs enable_lora")
@@ -122,3 +144,15 @@ class SimSettings(BaseSettings):
         """The preset with the overrides applied, validated."""
         base = preset(self.preset).model_dump()
         return EngineParams.model_validate({**base, **self.engine})
+
+    def startup_plan(self, manifest: Manifest | None = None) -> StartupPlan:
+        """This start's phases: from the cache when ``manifest`` names this model and preset.
+
+        ``startup_delay_seconds`` is the cold start from the network; the phases keep the
+        preset's proportions within it.
+        """
+        source: WeightSource = "network"
+        if self.weights_cache is not None:
+            source = weight_source(manifest, self.model, self.preset)
+        total = self.engine_params().startup_delay_seconds
+        return plan_startup(profile_for(self.preset), total, source)

@@ -87,7 +87,16 @@ class SimConfig:
     initial_replicas: int = 1
     """Replicas ready at the start (the system was running before the trace begins)."""
     learned_floor_quantile: float | None = None
-    """Our policy's ``learned_floor_quantile`` (None: no learned floor)."""
+    """Our policy's ``learned_floor_quantile``, over its preset's (None: the preset's)."""
+    ours_preset: str = "balanced"
+    """The API preset the ``ours`` policy runs (``spec.autoscaling.preset``)."""
+    gpu_hour_price: float | None = None
+    """Per replica-hour, for our cost-aware mode (None: not priced, the mode falls back)."""
+    spill_price_in: float | None = None
+    spill_price_out: float | None = None
+    """The provider's prices per million prompt and output tokens (None: not priced)."""
+    spill_spend_cap_per_hour: float | None = None
+    """The route's ``spend.maxPerHour`` for our cost-aware mode (None: no cap)."""
     drain_s: float | None = None
     """How long after the last arrival the run may go on finishing requests (None: the larger
     of 600 s and three cold starts)."""

@@ -10,10 +10,13 @@ from dataclasses import replace
 from typing import Final
 
 from inferscale.autoscaler.policy import DEFAULT_SCALE_TO_ZERO_DELAY_S, PolicyParams
+from inferscale.autoscaler.presets import PRESETS
+from inferscale.autoscaler.spillcost import SpillPrices
 from inferscale.sim.model import EngineParams
 from inferscale.whatif.cluster import RunResult, SimConfig, simulate
 from inferscale.whatif.policies import (
-    POLICY_NAMES,
+    ALL_POLICY_NAMES,
+    OUR_PRESET_POLICIES,
     Autoscaler,
     DynamoLike,
     HpaLike,
@@ -22,21 +25,36 @@ from inferscale.whatif.policies import (
     Oracle,
     Ours,
     Static,
+    service_seconds,
 )
 from inferscale.whatif.report import summarize
 from inferscale.whatif.trace import Trace
 
 
-def our_params(config: SimConfig) -> PolicyParams:
-    """Our policy's params for a run: the API defaults, the run's bounds, target and cold start.
+def our_params(
+    config: SimConfig, trace: Trace | None = None, preset: str | None = None
+) -> PolicyParams:
+    """Our policy's params for a run: an API preset, the run's bounds, target and cold start.
 
     ``time_to_ready_s`` is the cold start, which the operator measures on a real cluster;
     ``prompt_tokens_per_replica`` the preset's prefill within the SLO
     (:func:`prompt_token_budget`), a property of the GPU and the SLO, not of the workload.
+    ``preset`` (default ``config.ours_preset``) sets the learned floor (unless
+    ``config.learned_floor_quantile`` is set) and, with spillover on, the cost-aware mode,
+    priced by :func:`spill_prices` on ``trace``.
+
+    Raises:
+        ValueError: an unknown preset.
     """
+    name = config.ours_preset if preset is None else preset
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
+    chosen = PRESETS[name]
     to_zero = config.scale_to_zero_delay_s
     if config.min_replicas == 0 and to_zero is None:
         to_zero = DEFAULT_SCALE_TO_ZERO_DELAY_S
+    floor = config.learned_floor_quantile
+    spill = spill_prices(trace, config) if config.spillover and trace is not None else None
     return PolicyParams(
         min_replicas=config.min_replicas,
         max_replicas=config.max_replicas,
@@ -44,8 +62,36 @@ def our_params(config: SimConfig) -> PolicyParams:
         scale_to_zero_delay_s=to_zero if config.min_replicas == 0 else None,
         time_to_ready_s=config.cold_start_s,
         prompt_tokens_per_replica=prompt_token_budget(config.engine, config.slo_ttft_s),
-        learned_floor_quantile=config.learned_floor_quantile,
+        learned_floor_quantile=chosen.learned_floor_quantile if floor is None else floor,
+        cost_aware=chosen.cost_aware and spill is not None,
+        replica_hour_price=None if spill is None else spill.replica_hour_price,
+        spill_price_per_replica_hour=None if spill is None else spill.spill_price_per_replica_hour,
+        spill_share_budget=chosen.spill_share_budget,
+        spill_spend_cap_per_hour=config.spill_spend_cap_per_hour,
     )
+
+
+def spill_prices(trace: Trace, config: SimConfig) -> SpillPrices:
+    """The cost-aware mode's prices for a run: a replica-hour, and one replica's load spilled.
+
+    The second is the provider's price for the tokens one replica serves in an hour at the
+    target. That load is ``target`` requests in flight, each for the trace's mean service time at a
+    batch of ``target`` (:func:`~inferscale.whatif.policies.service_seconds`), at the trace's
+    mean prompt and output lengths. A price left unset stays None (the mode then falls back).
+    """
+    replica_hour = config.gpu_hour_price
+    per_replica: float | None = None
+    requests = trace.requests
+    if config.spill_price_in is not None and config.spill_price_out is not None and requests:
+        service = sum(service_seconds(config.engine, r, config.target) for r in requests)
+        mean_service = service / len(requests)
+        per_request = (
+            sum(r.prompt_tokens for r in requests) * config.spill_price_in
+            + sum(r.output_tokens for r in requests) * config.spill_price_out
+        ) / (1e6 * len(requests))
+        if mean_service > 0:
+            per_replica = config.target / mean_service * 3600 * per_request
+    return SpillPrices(replica_hour, per_replica, config.spill_spend_cap_per_hour)
 
 
 def build_policy(name: str, trace: Trace, config: SimConfig) -> Autoscaler:
@@ -55,7 +101,9 @@ def build_policy(name: str, trace: Trace, config: SimConfig) -> Autoscaler:
         ValueError: an unknown name.
     """
     if name == "ours":
-        return Ours(our_params(config))
+        return Ours(our_params(config, trace))
+    if name in OUR_PRESET_POLICIES:
+        return Ours(our_params(config, trace, name.removeprefix("ours-")), name=name)
     if name == "hpa":
         return HpaLike(config.min_replicas, config.max_replicas)
     if name == "keda":
@@ -68,7 +116,7 @@ def build_policy(name: str, trace: Trace, config: SimConfig) -> Autoscaler:
         return oracle_for(trace, config)
     if name == "fixed":
         return Static(best_fixed_fleet(trace, config), name="fixed")
-    raise ValueError(f"unknown policy {name!r}; known: {', '.join(POLICY_NAMES)}")
+    raise ValueError(f"unknown policy {name!r}; known: {', '.join(ALL_POLICY_NAMES)}")
 
 
 def foreseen_load(trace: Trace, config: SimConfig) -> list[float]:
@@ -134,8 +182,8 @@ def run_policy(trace: Trace, config: SimConfig, name: str) -> RunResult:
 def compare(trace: Trace, config: SimConfig, names: Sequence[str]) -> list[RunResult]:
     """Replay ``trace`` once per policy name, in the order given."""
     for name in names:
-        if name not in POLICY_NAMES:
-            raise ValueError(f"unknown policy {name!r}; known: {', '.join(POLICY_NAMES)}")
+        if name not in ALL_POLICY_NAMES:
+            raise ValueError(f"unknown policy {name!r}; known: {', '.join(ALL_POLICY_NAMES)}")
     return [run_policy(trace, config, name) for name in names]
 
 

@@ -52,6 +52,9 @@ from inferscale.sim.model import EngineParams
 from inferscale.whatif.trace import Request
 
 POLICY_NAMES: Final = ("ours", "hpa", "keda", "kubeai", "dynamo", "fixed", "oracle")
+OUR_PRESET_POLICIES: Final = ("ours-economy", "ours-balanced", "ours-latency")
+"""Ours with a named API preset, whatever ``--ours-preset`` says (for the Pareto table)."""
+ALL_POLICY_NAMES: Final = POLICY_NAMES + OUR_PRESET_POLICIES
 
 HPA_SYNC_S: Final = 15.0
 HPA_TOLERANCE: Final = 0.1

@@ -13,6 +13,7 @@ import httpx
 import openai
 import pytest
 
+from inferscale.sim.weights import preload, read_manifest
 from tests.component.sim.conftest import MODEL, RunningSim, make_settings
 
 VLLM_NAMES = [
@@ -308,3 +309,19 @@ def test_latency_spikes_show_in_inter_token_latency():
         / metrics["vllm:inter_token_latency_seconds_count"]
     )
     assert mean_itl > 0.01
+
+
+def test_a_filled_weight_cache_starts_sooner_and_says_so(tmp_path):
+    # The zero preset has no phases of its own: give it the H100's, 60 s scaled to 0.6 s.
+    settings = make_settings(startup_delay_seconds=0.6).model_copy(
+        update={"preset": "llama-3.1-8b-h100", "weights_cache": str(tmp_path)}
+    )
+    cold = settings.startup_plan()
+    asyncio.run(preload(tmp_path, MODEL, "llama-3.1-8b-h100", 0.0))
+    warm = settings.startup_plan(read_manifest(tmp_path))
+    assert (cold.source, warm.source) == ("network", "cache")
+    assert warm.total <= 0.5 * cold.total
+    with RunningSim(settings) as server:
+        text = httpx.get(server.base_url + "/metrics").text
+        assert 'phase="weight_load",source="cache"' in text
+        assert wait_for(lambda: httpx.get(server.base_url + "/health").status_code == 200, 10)

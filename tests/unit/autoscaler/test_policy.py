@@ -16,6 +16,7 @@ from inferscale.autoscaler.policy import (
     Sample,
     decide,
 )
+from inferscale.autoscaler.spillcost import SpillPrices
 from tests.factories import make_model
 
 
@@ -82,6 +83,10 @@ def test_params_from_spec_defaults():
         scale_to_zero_delay_s=None,
         kv_cache_saturation=0.8,
         time_to_ready_s=75.0,
+        # The balanced preset's learned floor; no cost-aware mode without spill prices.
+        learned_floor_quantile=0.8,
+        cost_aware=False,
+        spill_share_budget=0.08,
     )
 
 
@@ -90,7 +95,36 @@ def test_params_from_spec_carry_the_work_signal_and_the_learned_floor():
     p = PolicyParams.from_spec(spec)
     assert (p.prompt_tokens_per_replica, p.learned_floor_quantile) == (40_000, 0.8)
     plain = PolicyParams.from_spec(make_model())
-    assert (plain.prompt_tokens_per_replica, plain.learned_floor_quantile) == (None, None)
+    assert (plain.prompt_tokens_per_replica, plain.learned_floor_quantile) == (None, 0.8)
+
+
+@pytest.mark.parametrize(
+    ("preset", "floor", "cost_aware", "budget"),
+    [("economy", None, True, 0.40), ("balanced", 0.8, True, 0.08), ("latency", 0.9, False, 0.08)],
+)
+def test_each_preset_maps_to_its_policy_params(preset, floor, cost_aware, budget):
+    spec = make_model(autoscaling={"preset": preset})
+    prices = SpillPrices(3.0, 60.0, None)
+    p = PolicyParams.from_spec(spec, spill=prices)
+    assert (p.learned_floor_quantile, p.cost_aware, p.spill_share_budget) == (
+        floor,
+        cost_aware,
+        budget,
+    )
+    assert (p.replica_hour_price, p.spill_price_per_replica_hour) == (3.0, 60.0)
+    # No route to spill to: never the cost-aware mode, whatever the preset.
+    assert not PolicyParams.from_spec(spec).cost_aware
+
+
+def test_an_explicit_floor_wins_over_the_preset():
+    spec = make_model(autoscaling={"preset": "economy", "learnedFloorPercentile": 70})
+    assert PolicyParams.from_spec(spec).learned_floor_quantile == 0.7
+
+
+@pytest.mark.parametrize("bad", ["fast", "", "Balanced", 3, None])
+def test_an_unknown_preset_is_refused_by_the_api(bad):
+    with pytest.raises(ValueError, match="preset"):
+        make_model(autoscaling={"preset": bad})
 
 
 @pytest.mark.parametrize(

@@ -202,3 +202,17 @@ def test_a_garbled_stored_model_reads_as_empty_and_gets_a_valid_condition(stored
     assert condition["type"] == CONDITION_SCALING_ACTIVE
     assert condition["lastTransitionTime"] == NOW
     assert "observedGeneration" not in condition
+
+
+def test_a_cost_mode_fallback_is_a_condition_reason_the_user_sees() -> None:
+    fell_back = Decision(
+        2, 2, "hold", "stable", "holding at 2", False, History(), cost_fallback="no spill price"
+    )
+    news = ScalingNews(2, fell_back, SAMPLE, None)
+    assert news.condition() == (
+        "True",
+        "CostAwareFallback",
+        "the cost-aware mode runs as the ordinary policy: no spill price",
+    )
+    # A new reason is news: the status is written although nothing else changed.
+    assert is_news(news, ("True", "ValidSignals"), due=False)

@@ -102,7 +102,7 @@ def test_strategy_and_prompt_token_spillover_flags(trace, capsys):
     assert main(argv) == 0
     out = capsys.readouterr().out
     # 2 s x 0.8 / 0.33 ms per token on the L4 preset.
-    assert "leastPrefill, spillover at 16 or 4848 prompt tokens" in out
+    assert "leastPrefill, ours balanced, spillover at 16 or 4848 prompt tokens" in out
     argv[-1] = "250"  # below one request's 300-token prompt: every request spills
     assert main([*argv, "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
@@ -123,6 +123,15 @@ def test_strategy_and_prompt_token_spillover_flags(trace, capsys):
         ["--learned-floor", "0"],
         ["--learned-floor", "1.5"],
         ["--learned-floor", "most"],
+        ["--ours-preset", "fast"],
+        ["--gpu-hour-price", "-1"],
+        ["--gpu-hour-price", "nan"],
+        ["--gpu-hour-price", "inf"],
+        ["--gpu-hour-price", "5e6"],
+        ["--spill-price-in", "nan"],
+        ["--spill-price-out", "-0.1"],
+        ["--spend-cap", "-1"],
+        ["--spend-cap", "lots"],
     ],
 )
 def test_impossible_numbers_are_usage_errors(trace, capsys, flag):
@@ -256,3 +265,58 @@ def test_the_oracle_is_sized_by_the_slo_and_target_auto_takes_the_same_figure(tm
     assert fixed_target["run"]["oracle_target"] == auto["run"]["oracle_target"]
     assert fixed_target["policies"] == auto["policies"]
     assert auto["policies"][0]["slo_attainment"] >= 0.99
+
+
+def test_each_preset_runs_as_its_own_policy_and_the_header_names_the_cost_mode(trace, capsys):
+    argv = [
+        "whatif", "--trace", str(trace), "--policies", "ours,ours-economy,ours-latency",
+        "--spillover", "--spill-price-in", "0.15", "--spill-price-out", "0.6",
+    ]  # fmt: skip
+    doc = run_json(argv, capsys)
+    assert [p["policy"] for p in doc["policies"]] == ["ours", "ours-economy", "ours-latency"]
+    assert doc["run"]["ours_preset"] == "balanced" and doc["run"]["ours_cost_mode"] == "on"
+    assert main([*argv, "--ours-preset", "latency"]) == 0
+    assert "ours' cost-aware mode off (the latency preset)" in capsys.readouterr().out
+
+
+def test_a_replica_that_costs_nothing_makes_the_cost_mode_fall_back_and_says_so(trace, capsys):
+    argv = [
+        "whatif", "--trace", str(trace), "--policies", "ours", "--spillover",
+        "--spill-price-in", "0.15", "--spill-price-out", "0.6", "--gpu-hour-price", "0",
+    ]  # fmt: skip
+    doc = run_json(argv, capsys)
+    assert doc["run"]["ours_cost_mode"] == (
+        "falls back to the ordinary policy: a replica-hour costs nothing"
+    )
+    assert doc["policies"][0]["slo_attainment"] == 1.0
+
+
+def test_an_absurd_provider_price_makes_the_cost_mode_fall_back(trace, tmp_path, capsys):
+    # The API's highest price per million tokens: a replica's hour of tokens costs far more.
+    prices = "inputPricePerMillionTokens: 1000000, outputPricePerMillionTokens: 1"
+    models = f"    - {{name: m, {prices}}}\n"
+    argv = [
+        "whatif", "--trace", str(trace), "--policies", "ours", "--spillover",
+        "--provider", str(provider_file(tmp_path, models)),
+    ]  # fmt: skip
+    doc = run_json(argv, capsys)
+    assert "is not a sane price" in doc["run"]["ours_cost_mode"]
+
+
+def test_the_cache_flag_takes_the_presets_start_up_phases(trace, capsys):
+    base = ["whatif", "--trace", str(trace), "--policies", "ours", "--json"]
+    starts = {}
+    for cache in ("warm", "cold"):
+        assert main([*base, "--cache", cache]) == 0
+        starts[cache] = json.loads(capsys.readouterr().out)["run"]["cold_start_s"]
+    assert starts["cold"] == pytest.approx(60.0)  # the H100 preset's start from the network
+    assert starts["warm"] == pytest.approx(28.0, abs=0.1)  # docs/sim.md, start-up phases
+    assert main([*base]) == 0
+    assert json.loads(capsys.readouterr().out)["run"]["cold_start_s"] == 60.0
+
+
+def test_cache_and_cold_start_together_are_a_usage_error(trace, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["whatif", "--trace", str(trace), "--cache", "warm", "--cold-start", "5"])
+    assert exit_info.value.code == 2
+    assert "not allowed with argument" in capsys.readouterr().err

@@ -1,0 +1,140 @@
+"""The cost-aware mode's arithmetic: when spilling is cheaper, and how many replicas to keep.
+
+With a hosted provider to spill to, a burst shorter than a cold start is served either by
+replicas that stand through it (and through the quiet between bursts) or by the provider: a
+replica asked for when it starts is ready only after it. The policy's cost-aware mode keeps
+standing only as many replicas as keep the spilled share of the load within a budget, lets
+every burst above them spill, and scales up only for an excess that has lasted a start-up.
+
+Its prices (:class:`SpillPrices`, both per hour and in the same currency):
+``replica_hour_price`` (one replica's accelerators) and ``spill_price_per_replica_hour`` (the
+provider's price for the tokens one replica serves in an hour at its target load). The mode
+runs only with both known and sane (:func:`cost_mode_problem`); the spill price also bounds
+the standing count by the route's spend cap.
+
+How many to keep (:func:`standing_for_budget`): the load's recent history is a histogram over
+``k``, the replicas each sample wanted at the spill threshold, of decayed sample weight and
+decayed load. With ``n`` replicas standing, what spills at a sample of load ``L`` is
+``max(0, L - n x threshold)``; summed over the histogram that is exact for every bucket above
+``n``. The count kept is the fewest whose spilled share of the load is within
+``spill_share_budget`` and whose spill spend is within the route's cap per hour.
+
+A gap in the observations adds nothing and a lost history has no bucket: the count is then
+the ordinary floor (``max(minReplicas, 1)``), and the stable window still scales up for a load
+that lasts; so a gap never scales a loaded model to zero.
+
+Pure: no clock, no I/O.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Final
+
+LoadHist = tuple[tuple[int, float, float], ...]
+"""``(k, decayed samples, decayed load)`` per bucket, ``k`` ascending."""
+
+MAX_PRICE_PER_HOUR: Final = 1_000_000.0
+"""A price per hour above this is taken for a unit mistake (cents for dollars, per token for
+per million) and ignored: the mode falls back to the ordinary policy."""
+
+MIN_WEIGHT: Final = 1e-9
+"""Buckets whose decayed weight falls below this are dropped."""
+
+
+@dataclass(frozen=True, slots=True)
+class SpillPrices:
+    """What the cost-aware mode weighs: the route's provider, the model's accelerators.
+
+    Any of them may be missing or wrong: :func:`cost_mode_problem` says so.
+    """
+
+    replica_hour_price: float | None
+    spill_price_per_replica_hour: float | None
+    spend_cap_per_hour: float | None = None
+
+
+def _valid_price(value: float | None) -> bool:
+    return (
+        value is not None
+        and isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and 0 <= value <= MAX_PRICE_PER_HOUR
+    )
+
+
+def cost_mode_problem(
+    replica_hour_price: float | None, spill_price_per_replica_hour: float | None
+) -> str | None:
+    """Why the cost-aware mode cannot run with these prices (None: it runs).
+
+    A price that is missing, not a number, negative or above :data:`MAX_PRICE_PER_HOUR` is
+    not trusted; nor is a replica that costs nothing (every replica is then free to keep).
+    """
+    for name, value in (
+        ("replica-hour price", replica_hour_price),
+        ("spill price per replica-hour", spill_price_per_replica_hour),
+    ):
+        if value is None:
+            return f"no {name}"
+        if not _valid_price(value):
+            return f"{name} {value} is not a sane price (0 to {MAX_PRICE_PER_HOUR:g})"
+    assert replica_hour_price is not None
+    if replica_hour_price <= 0:
+        return "a replica-hour costs nothing"
+    return None
+
+
+def remember_load(
+    hist: LoadHist, elapsed_s: float, load: float, threshold: float, half_life_s: float
+) -> LoadHist:
+    """``hist`` decayed over ``elapsed_s`` with one sample of ``load`` added.
+
+    ``elapsed_s`` is the time since the previous sample; the caller passes 0 after a gap (a
+    gap is not evidence of anything, and decaying every bucket by the same factor would not
+    change a share anyway).
+    """
+    decay = 0.5 ** (max(elapsed_s, 0.0) / half_life_s)
+    k = max(0, math.ceil(load / threshold - 1e-9))
+    merged: dict[int, tuple[float, float]] = {}
+    for bucket, weight, weighted_load in hist:
+        if weight * decay >= MIN_WEIGHT:
+            merged[bucket] = (weight * decay, weighted_load * decay)
+    weight, weighted_load = merged.get(k, (0.0, 0.0))
+    merged[k] = (weight + 1.0, weighted_load + load)
+    return tuple((b, w, y) for b, (w, y) in sorted(merged.items()))
+
+
+def spilled_share(hist: LoadHist, standing: int, threshold: float) -> tuple[float, float]:
+    """The spilled share of the load with ``standing`` replicas, and the mean load spilled."""
+    total_weight = sum(w for _, w, _ in hist)
+    total_load = sum(y for _, _, y in hist)
+    if total_weight <= 0 or total_load <= 0:
+        return 0.0, 0.0
+    spilled = sum(y - standing * threshold * w for k, w, y in hist if k > standing)
+    spilled = max(spilled, 0.0)
+    return spilled / total_load, spilled / total_weight
+
+
+def standing_for_budget(
+    hist: LoadHist,
+    threshold: float,
+    share_budget: float,
+    spill_price_per_replica_hour: float,
+    spend_cap_per_hour: float | None,
+) -> int:
+    """The fewest replicas whose spill stays within the share budget and the spend cap.
+
+    The mean load spilled, in replicas' worth at the threshold, times the spill price per
+    replica-hour is the spend per hour the cap bounds. 0 with no history.
+    """
+    top = max((k for k, _, _ in hist), default=0)
+    for standing in range(top + 1):
+        share, mean_spilled = spilled_share(hist, standing, threshold)
+        spend = mean_spilled / threshold * spill_price_per_replica_hour
+        within_cap = spend_cap_per_hour is None or spend <= spend_cap_per_hour + 1e-12
+        if share <= share_budget + 1e-12 and within_cap:
+            return standing
+    return top

@@ -1,0 +1,181 @@
+"""The cost-aware mode: its prices, the load histogram, the standing count and the policy's
+gate on scale-ups, with the fallbacks for bad prices and history gaps."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from inferscale.autoscaler.policy import History, PolicyParams, Sample, decide
+from inferscale.autoscaler.spillcost import (
+    MAX_PRICE_PER_HOUR,
+    cost_mode_problem,
+    remember_load,
+    spilled_share,
+    standing_for_budget,
+)
+
+HOUR = 3600.0
+
+
+@pytest.mark.parametrize(
+    ("replica", "spill", "problem"),
+    [
+        (None, 1.0, "no replica-hour price"),
+        (3.0, None, "no spill price per replica-hour"),
+        (math.nan, 1.0, "replica-hour price nan is not a sane price"),
+        (3.0, -1.0, "spill price per replica-hour -1.0 is not a sane price"),
+        (3.0, math.inf, "not a sane price"),
+        (MAX_PRICE_PER_HOUR * 10, 1.0, "not a sane price"),
+        (True, 1.0, "not a sane price"),
+        (0.0, 1.0, "a replica-hour costs nothing"),
+    ],
+)
+def test_a_missing_or_absurd_price_names_its_problem(replica, spill, problem):
+    found = cost_mode_problem(replica, spill)
+    assert found is not None and problem in found
+
+
+def test_sane_prices_run_the_mode():
+    assert cost_mode_problem(3.0, 60.0) is None
+    assert cost_mode_problem(3.0, 0.0) is None  # a free provider: spill everything
+
+
+def test_the_histogram_buckets_by_replicas_wanted_and_decays():
+    hist = remember_load((), 0.0, 10.0, 4.0, HOUR)  # 3 replicas' worth at 4
+    hist = remember_load(hist, 0.0, 11.0, 4.0, HOUR)
+    assert hist == ((3, 2.0, 21.0),)
+    hist = remember_load(hist, HOUR, 2.0, 4.0, HOUR)  # an hour later: the old half
+    assert hist == ((1, 1.0, 2.0), (3, 1.0, 10.5))
+
+
+def test_the_spilled_share_is_the_load_above_the_standing_replicas():
+    # Nine samples of 4 (one replica's worth at 4) and one of 20: 56 in all.
+    hist = ((1, 9.0, 36.0), (5, 1.0, 20.0))
+    share, mean = spilled_share(hist, 1, 4.0)
+    assert share == pytest.approx(16 / 56) and mean == pytest.approx(1.6)
+    assert spilled_share(hist, 5, 4.0) == (0.0, 0.0)
+    assert spilled_share((), 1, 4.0) == (0.0, 0.0)
+
+
+def test_the_standing_count_keeps_the_spill_within_the_budget_and_the_cap():
+    hist = ((1, 9.0, 36.0), (5, 1.0, 20.0))
+    assert standing_for_budget(hist, 4.0, 0.30, 10.0, None) == 1  # 28.6 % spills
+    assert standing_for_budget(hist, 4.0, 0.10, 10.0, None) == 4  # 3: 8 of 56, 4: 4 of 56
+    # 1 replica spills 1.6 in flight on average, 0.4 replicas' worth: 4.0 per hour at 10;
+    # 2 spill 3.0 per hour, 3 spill 2.0.
+    assert standing_for_budget(hist, 4.0, 0.30, 10.0, 2.0) == 3
+    assert standing_for_budget((), 4.0, 0.10, 10.0, None) == 0
+
+
+def params(**overrides) -> PolicyParams:
+    base = {
+        "min_replicas": 1,
+        "max_replicas": 10,
+        "target_in_flight_per_replica": 4,
+        "scale_down_delay_s": 300,
+        "time_to_ready_s": 60,
+        "cost_aware": True,
+        "replica_hour_price": 3.0,
+        "spill_price_per_replica_hour": 63.0,
+        "spill_share_budget": 0.10,
+    }
+    base.update(overrides)
+    return PolicyParams(**base)
+
+
+def run(p: PolicyParams, loads, current: int, history=None):
+    """Decide at each (time, load), applying each decision; every decision."""
+    h = history or History()
+    out = []
+    for at, load in loads:
+        d = decide(p, h, Sample(at=at, in_flight=load, ready=current), at, current)
+        h, current = d.history, d.replicas
+        out.append(d)
+    return out
+
+
+def quiet_then(load: float, start: float, seconds: float):
+    """4 in flight (one replica's worth) for ``start`` s, then ``load`` for ``seconds``."""
+    before = [(float(t), 4.0) for t in range(0, int(start), 2)]
+    return before + [(float(t), load) for t in range(int(start), int(start + seconds), 2)]
+
+
+def test_a_burst_shorter_than_a_start_up_spills_instead_of_scaling():
+    ds = run(params(), quiet_then(40.0, 600, 40), 1)
+    assert max(d.replicas for d in ds) == 1
+    assert "75.6 projected in flight, wanting 19 for 38 s" in ds[-1].reason
+    assert "a burst shorter than the 60 s start-up spills (cost-aware mode)" in ds[-1].reason
+    # The ordinary policy panics and scales up for the same burst.
+    plain = run(params(cost_aware=False), quiet_then(40.0, 600, 40), 1)
+    assert max(d.replicas for d in plain) > 1
+
+
+def test_an_excess_that_lasts_a_start_up_gets_its_replicas():
+    loads = quiet_then(40.0, 600, 200)
+    ds = run(params(), loads, 1)
+    up = [i for i, d in enumerate(ds) if d.action == "scale-up"]
+    assert up, "a lasting excess must scale up"
+    # The stable window first wants more a few seconds into the excess; a start-up later, up.
+    assert 60 <= loads[up[0]][0] - 600 <= 80
+
+
+def test_the_prices_do_not_hold_a_lasting_excess_for_longer():
+    # Spilling far cheaper than a replica: a lasting excess still gets replicas after a
+    # start-up (held on the replicas it would queue below the spill threshold).
+    ds = run(params(spill_price_per_replica_hour=0.01), quiet_then(40.0, 600, 400), 1)
+    assert max(d.replicas for d in ds) > 1
+
+
+@pytest.mark.parametrize(
+    ("overrides", "why"),
+    [
+        ({"replica_hour_price": None}, "no replica-hour price"),
+        ({"spill_price_per_replica_hour": math.nan}, "not a sane price"),
+        ({"replica_hour_price": -3.0}, "not a sane price"),
+    ],
+)
+def test_a_bad_price_falls_back_to_the_ordinary_policy_and_says_why(overrides, why):
+    p = params(**overrides)
+    assert not p.cost_mode and why in (p.cost_mode_fallback or "")
+    ds = run(p, quiet_then(40.0, 600, 40), 1)
+    assert all(why in (d.cost_fallback or "") for d in ds)
+    # The ordinary policy: the burst gets replicas.
+    assert max(d.replicas for d in ds) > 1
+
+
+def test_without_the_mode_asked_for_there_is_no_fallback():
+    d = run(params(cost_aware=False, replica_hour_price=None), [(0.0, 4.0)], 1)[-1]
+    assert d.cost_fallback is None
+
+
+def test_a_history_gap_under_load_never_scales_to_zero_and_scales_from_zero_at_once():
+    p = params(min_replicas=0, scale_to_zero_delay_s=600)
+    before = run(p, quiet_then(4.0, 0, 600), 1)
+    # The operator was down for an hour; the load is back (and larger).
+    after = run(p, [(HOUR + 600 + t, 8.0) for t in range(0, 120, 2)], 1, before[-1].history)
+    assert min(d.replicas for d in after) >= 1
+    # With no replica and held requests, the count goes up on the first decision.
+    d = decide(p, History(), Sample(at=10.0, in_flight=0.0, held=3), 10.0, 0)
+    assert d.action == "scale-from-zero" and d.replicas == 1
+
+
+def test_the_budget_floor_keeps_replicas_for_recurring_bursts_and_replaces_the_learned_floor():
+    # Bursts of 16 (4 replicas' worth) a fifth of the time: one standing replica would spill
+    # 37.5 % of the load, two 25 %, three 12.5 %, within the 15 % budget.
+    loads = [(float(t), 16.0 if t % 100 < 20 else 4.0) for t in range(0, 2 * int(HOUR), 2)]
+    p = params(learned_floor_quantile=0.99, spill_share_budget=0.15)
+    ds = run(p, loads, 4)
+    assert ds[-1].replicas == 3
+    assert "spill at most 15% of the recent load" in " ".join(d.reason for d in ds)
+
+
+def test_the_history_round_trips_the_mode_and_refuses_a_bad_histogram():
+    ds = run(params(), quiet_then(40.0, 60, 10), 1)
+    h = ds[-1].history
+    assert h.load_hist and h.over_since is not None
+    assert History.from_json(h.to_json()) == h
+    for bad in ('{"load_hist": [[1, -1, 2]]}', '{"load_hist": [[2, 1, 1], [1, 1, 1]]}'):
+        with pytest.raises(ValueError, match="load_hist"):
+            History.from_json(bad)
