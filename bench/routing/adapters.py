@@ -9,17 +9,21 @@ juggle. The engine is the sims' latency model (``inferscale.sim.model.LatencyMod
 a slot; the pickers are the router's own (``inferscale.router.picking``): ``leastInFlight``
 over all replicas; ``adapterHash``, bounded-load consistent hashing on the adapter's name alone;
 and ``adapterAffinity``, what the router does for an adapter's name under its default strategy
-(a replica it recently sent the adapter to while under the looser warm bound, 2.0, else
-``adapterHash`` passing over replicas whose next eviction would drop an adapter's only copy).
+(among replicas within 1.25x the mean of its decayed counts of adapter requests and under a
+loose cap on requests in flight, the one with the smallest count that it recently sent the
+adapter to, else the one with the smallest count whose next eviction leaves a copy elsewhere).
 No HTTP, no clock: time jumps from arrival to arrival. Seeded, so a run repeats exactly.
 
   .venv/bin/python bench/routing/adapters.py                        # ~10 s
   .venv/bin/python bench/routing/adapters.py --rates 10,20,30 --zipf 0.8,1.1 --seeds 1,2,3
 
 Prints one Markdown row per (rate, zipf, seed, picker): adapter swaps, mean and p95 TTFT, the
-busiest replica's requests over the mean, and the ratios against ``leastInFlight``; and first a
-``bestCase`` row, the fewest swaps any router could have for the same arrivals
-(:func:`fewest_swaps`), so a picker's cut reads against what is possible.
+busiest replica's requests over the mean, the last quarter's mean TTFT over the first
+quarter's (:func:`ttft_growth`: well above 1 when queues grow without bound), and the ratios
+against ``leastInFlight``; first a ``bestCase`` row, the fewest swaps any router could have for
+the same arrivals (:func:`fewest_swaps`), so a picker's cut reads against what is possible; and
+last a ``swapFree`` row, ``leastInFlight`` with every request on one adapter: what the fleet
+serves when nothing swaps, so a rate past the fleet's capacity shows as such.
 """
 
 from __future__ import annotations
@@ -104,12 +108,16 @@ def fewest_swaps(adapters: list[str], slots: int) -> int:
 def run(
     picker: str, requests: list[Request], params: EngineParams, replicas: int, load_bound: float
 ) -> dict[str, float | int | str]:
+    if picker == "swapFree":
+        # The fleet's capacity without swaps: the same arrivals, all on one adapter.
+        requests = [Request(r.at, "lora-0", r.prompt, r.output) for r in requests]
     names = frozenset(r.adapter for r in requests)
     reps = [
         AdapterReplica(f"10.0.0.{i}:8000", LatencyModel(params), adapters=names)
         for i in range(replicas)
     ]
     ring = picking.HashRing([r.key for r in reps])
+    shares = picking.AdapterShares()
     seqs: list[Seq] = []
     served = [0] * replicas
     for i, req in enumerate(requests):
@@ -117,25 +125,44 @@ def run(
             r.model.advance(req.at)
         candidates = picking.holding_adapter(reps, req.adapter)
         if picker == "adapterAffinity":
-            chosen = picking.adapter_affinity(candidates, ring, req.adapter, load_bound, i + 1)
+            chosen = picking.adapter_affinity(
+                candidates, ring, req.adapter, shares, load_bound, i + 1
+            )
+            shares.note(chosen.key)
             picking.remember_adapter(chosen.recent_adapters, req.adapter, params.max_loras)
         elif picker == "adapterHash":
             h = picking.hash64(f"lora:{req.adapter}")
             chosen = picking.prefix_hash(candidates, ring, h, load_bound)
-        else:
+        else:  # leastInFlight, and swapFree's picker
             chosen = picking.least_in_flight(candidates, i + 1)
         seqs.append(chosen.model.submit(req.at, req.prompt, req.output, adapter=req.adapter))
         served[reps.index(chosen)] += 1
     for r in reps:
         r.model.advance(math.inf)
-    ttfts = sorted(s.ttft for s in seqs if s.ttft is not None)
+    in_order = [s.ttft for s in seqs if s.ttft is not None]
+    ttfts = sorted(in_order)
     return {
         "picker": picker,
         "swaps": sum(r.model.stats.adapter_swaps for r in reps),
         "ttft_mean_ms": 1000 * statistics.mean(ttfts),
         "ttft_p95_ms": 1000 * ttfts[int(0.95 * (len(ttfts) - 1))],
         "max_over_mean": max(served) / statistics.mean(served),
+        "ttft_growth": ttft_growth(in_order),
     }
+
+
+def ttft_growth(ttfts_in_arrival_order: list[float]) -> float:
+    """Mean TTFT of the last quarter of arrivals over the first quarter's.
+
+    About 1 while the fleet keeps up; well above 1 when its queues grow without bound (the
+    rate is past what the fleet serves under that picker).
+    """
+    quarter = len(ttfts_in_arrival_order) // 4
+    if quarter == 0:
+        return 1.0
+    first = statistics.mean(ttfts_in_arrival_order[:quarter])
+    last = statistics.mean(ttfts_in_arrival_order[-quarter:])
+    return last / first if first > 0 else 1.0
 
 
 def main() -> int:
@@ -164,9 +191,10 @@ def main() -> int:
     )
     print(
         "| rate/s | zipf | seed | picker | swaps | mean TTFT ms | p95 TTFT ms"
-        " | requests max/mean | swaps vs leastInFlight | mean TTFT vs leastInFlight |"
+        " | requests max/mean | TTFT last/first quarter | swaps vs leastInFlight"
+        " | mean TTFT vs leastInFlight |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for rate in (float(r) for r in args.rates.split(",")):
         for zipf in (float(z) for z in args.zipf.split(",")):
             for seed in (int(s) for s in args.seeds.split(",")):
@@ -175,11 +203,11 @@ def main() -> int:
                 )
                 base, *others = (
                     run(p, requests, params, args.replicas, args.load_bound)
-                    for p in ("leastInFlight", "adapterHash", "adapterAffinity")
+                    for p in ("leastInFlight", "adapterHash", "adapterAffinity", "swapFree")
                 )
                 best = fewest_swaps([r.adapter for r in requests], args.replicas * args.max_loras)
                 print(
-                    f"| {rate:g} | {zipf:g} | {seed} | bestCase (bound) | {best} | – | – | – "
+                    f"| {rate:g} | {zipf:g} | {seed} | bestCase (bound) | {best} | – | – | – | – "
                     f"| {float(base['swaps']) / max(best, 1):.1f}x fewer | – |",
                     flush=True,
                 )
@@ -189,7 +217,8 @@ def main() -> int:
                     print(
                         f"| {rate:g} | {zipf:g} | {seed} | {r['picker']} | {r['swaps']} "
                         f"| {float(r['ttft_mean_ms']):.1f} | {float(r['ttft_p95_ms']):.1f} "
-                        f"| {float(r['max_over_mean']):.2f} | {swaps:.1f}x fewer "
+                        f"| {float(r['max_over_mean']):.2f} | {float(r['ttft_growth']):.2f} "
+                        f"| {swaps:.1f}x fewer "
                         f"| {ttft:.2f} |",
                         flush=True,
                     )

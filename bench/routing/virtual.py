@@ -11,13 +11,15 @@ a replacement: the router's own latency, the HTTP path and the real clocks are l
 Each picker sees what the router sees: in flight = requests sent to the endpoint and not yet
 finished (the engine's running plus waiting), nothing scraped. ``prefixHashKubeAI`` is
 KubeAI's variant of the bound (``kubeai_prefix_hash``), to compare with ours.
-``predictedTTFT`` (``inferscale.router.ttft``) learns each replica's cache only from the KV
-events its model records (what vLLM publishes) and its prefill rate only from the first
-tokens it sees. Every table ends with the perfect-cache oracle (``Oracle``): the bound no
-placement or cache size can beat. ``--host-factor`` gives every replica the sim's host tier;
-``--workload mix`` replays the prefix-sharing mix (``prefix_workload.py``) instead of the
-trace. Each window's reuse (the share an unbounded cache could serve, and how far back reuse
-reaches) is printed above its rows.
+``predictedTTFT`` runs the router's own glue (``inferscale.router.ttft.TtftRouting``, called
+as the pick and forward stages call it): it learns each replica's cache only from the KV
+events its model records (what vLLM publishes) and the pool's prefill rate only from the
+first tokens it sees. ``predictedTTFT-greedy``, ``-noInFlight`` and ``-greedy-noInFlight``
+are the same with a rule off (``ABLATIONS``). Every table ends with the perfect-cache oracle
+(``Oracle``): the bound no placement or cache size can beat. ``--host-factor`` gives every
+replica the sim's host tier; ``--workload mix`` replays the prefix-sharing mix
+(``prefix_workload.py``) instead of the trace. Each window's reuse (the share an unbounded
+cache could serve, and how far back reuse reaches) is printed above its rows.
 
   .venv/bin/python bench/routing/virtual.py                          # speedups 1..3, window 0
   .venv/bin/python bench/routing/virtual.py --starts 0,3000,6000,9000 --requests 1500
@@ -96,62 +98,78 @@ def hashes_of(row: Row, per_block: int) -> tuple[int, ...]:
     return tuple(b * 1_000_003 + j for b in row.hash_ids for j in range(per_block))
 
 
-class KvRouter:
-    """predictedTTFT's router-side state over virtual replicas, fed as the router would be.
+class GreedyRouting(ttft.TtftRouting):
+    """The ablation that sees no arrivals, so a pick costs its own predicted TTFT alone."""
 
-    The cache index learns only from the replicas' KV events (what vLLM's ZMQ stream carries);
-    each prefill rate only from first tokens as the router sees them, against the work it
-    predicted when it picked.
+    __slots__ = ()
+
+    def arrivals_per_second(self, pool: str, now: float) -> float:
+        return 0.0
+
+
+POOL = "bench"
+"""The one model the bench serves: ``TtftRouting``'s rate pool."""
+
+
+@dataclass(slots=True)
+class Sent:
+    """A request ``predictedTTFT`` placed, as the router's pick stage tracks it."""
+
+    replica: Replica
+    estimate: ttft.Estimate
+    hashes: tuple[int, ...]
+    prefilled: bool = False
+
+
+class KvRouter:
+    """The router's ``predictedTTFT`` glue (``ttft.TtftRouting``) over virtual replicas.
+
+    The same object and calls as the router's pick and forward stages: ``pick``, then ``sent``;
+    at the first token the prompt leaves the replica's pending prefill and the TTFT teaches the
+    pool's rate (``observe``); at the end ``finished``. The cache index learns only from the
+    replicas' KV events (``index.apply``, what the router's subscriber calls per batch).
+    ``in_flight_blocks=False`` is the ablation without the blocks of requests in flight,
+    ``delay_cost=False`` the one that scores by the request's own TTFT alone.
     """
 
-    def __init__(self, params: EngineParams) -> None:
-        self.params = params
-        self.index = ttft.CacheIndex()
-        # One rate for the pool: its replicas are the same hardware, and per-replica rates,
-        # each learned from a quarter of the samples, chase each other's queueing noise
-        # (measured: 2.20 s against 2.36 s mean TTFT, window 0, 600 rows, speed-up 1.5).
-        self.rate = self._prior()
-        self.waiting: dict[int, tuple[Replica, ttft.Estimate]] = {}
-
-    def _prior(self) -> ttft.PrefillRate:
-        p = self.params
-        base = p.step_base_seconds + p.prefill_overhead_seconds
-        return ttft.PrefillRate(max(p.prefill_seconds_per_token, 1e-9), base)
+    def __init__(
+        self, params: EngineParams, *, in_flight_blocks: bool = True, delay_cost: bool = True
+    ) -> None:
+        routing = ttft.TtftRouting if delay_cost else GreedyRouting
+        self.routing = routing(
+            block_size=params.block_size,
+            seconds_per_token=max(params.prefill_seconds_per_token, 1e-9),
+            base_seconds=params.step_base_seconds + params.prefill_overhead_seconds,
+            host_seconds_per_token=params.host_transfer_seconds_per_token,
+        )
+        self.in_flight_blocks = in_flight_blocks
+        self.waiting: dict[int, Sent] = {}
 
     def sync(self, rep: Replica, touched: list[Seq]) -> None:
-        for e in rep.model.take_events():
-            if e.kind == "stored":
-                self.index.stored(rep.key, e.hashes, e.medium)
-            elif e.kind == "removed":
-                self.index.removed(rep.key, e.hashes, e.medium)
-            else:
-                self.index.cleared(rep.key)
+        self.routing.index.apply(rep.key, rep.model.take_events())
         for seq in touched:
-            found = self.waiting.get(id(seq))
-            if found is not None and (seq.first_token_at is not None or seq.done):
-                del self.waiting[id(seq)]
-                found[0].pending_prefill_tokens -= found[1].own_tokens
+            sent = self.waiting.get(id(seq))
+            if sent is None:
+                continue
+            if not sent.prefilled and (seq.first_token_at is not None or seq.done):
+                sent.prefilled = True
+                rep.pending_prefill_tokens -= sent.estimate.own_tokens
                 if seq.ttft is not None:
-                    self.rate.observe(found[1].work_tokens, seq.ttft)
+                    self.routing.observe(POOL, sent.estimate.work_tokens, seq.ttft)
+            if seq.done:
+                del self.waiting[id(seq)]
+                self.routing.finished(rep.key, sent.hashes)
 
     def pick(
-        self, reps: list[Replica], tokens: int, hashes: tuple[int, ...], i: int
+        self, reps: list[Replica], tokens: int, hashes: tuple[int, ...], i: int, now: float
     ) -> tuple[Replica, ttft.Estimate]:
-        return ttft.predicted_ttft(
-            reps,
-            prompt_tokens=tokens,
-            hashes=hashes,
-            block_size=self.params.block_size,
-            index=self.index,
-            rates={},
-            default_rate=self.rate,
-            host_seconds_per_token=self.params.host_transfer_seconds_per_token,
-            start=i,
-        )
+        return self.routing.pick(reps, hashes, tokens, i, POOL, now)
 
-    def sent(self, rep: Replica, seq: Seq, est: ttft.Estimate) -> None:
+    def sent(self, rep: Replica, seq: Seq, est: ttft.Estimate, hashes: tuple[int, ...]) -> None:
         rep.pending_prefill_tokens += est.own_tokens
-        self.waiting[id(seq)] = (rep, est)
+        blocks = hashes if self.in_flight_blocks else ()
+        self.routing.sent(rep.key, blocks)
+        self.waiting[id(seq)] = Sent(rep, est, blocks)
 
 
 class Oracle:
@@ -192,6 +210,14 @@ def choose(
     return picking.pick(picker, reps, counter=i + 1)  # type: ignore[arg-type]
 
 
+ABLATIONS: dict[str, dict[str, bool]] = {
+    "predictedTTFT-noInFlight": {"in_flight_blocks": False},
+    "predictedTTFT-greedy": {"delay_cost": False},
+    "predictedTTFT-greedy-noInFlight": {"delay_cost": False, "in_flight_blocks": False},
+}
+"""``predictedTTFT`` with one rule off (``KvRouter``'s flags), to show what each rule is worth."""
+
+
 def run(
     picker: str,
     rows: list[Row],
@@ -205,12 +231,12 @@ def run(
     load_bound: float,
     ring_points: int,
 ) -> dict[str, object]:
-    events = picker == "predictedTTFT"
+    events = picker.startswith("predictedTTFT")
     reps = [
         Replica(f"10.0.0.{i}:8000", LatencyModel(params, record_events=events))
         for i in range(replicas)
     ]
-    kv = KvRouter(params) if events else None
+    kv = KvRouter(params, **ABLATIONS.get(picker, {})) if events else None
     oracle = Oracle() if picker == "oracle" else None
     ring = picking.HashRing([r.key for r in reps], ring_points)
     per_block = prompts.block_words // params.block_size
@@ -234,7 +260,7 @@ def run(
         hashes = hashes_of(row, per_block)
         est = None
         if kv is not None:
-            chosen, est = kv.pick(reps, tokens, hashes, i + 1)
+            chosen, est = kv.pick(reps, tokens, hashes, i + 1, now)
         else:
             hashed = picker.startswith("prefixHash")
             text = picking.prefix_text({"prompt": prompts.text(row)}, chars) if hashed else ""
@@ -244,7 +270,7 @@ def run(
         else:
             seq = chosen.model.submit(now, tokens, out, hashes)
         if kv is not None and est is not None:
-            kv.sent(chosen, seq, est)
+            kv.sent(chosen, seq, est, hashes)
         seqs.append(seq)
         served[reps.index(chosen)] += 1
     for r in reps:

@@ -54,12 +54,17 @@ LATENCY_TOKENS = 1000
 
 
 def curves(model: DifficultyModel, data: Labelled) -> dict[str, RoutingCurve]:
-    """The four routers' curves on ``data``."""
+    """The routers' curves on ``data``: with a length blend, the gain alone is shown too."""
     scores = np.array([model.score(text) for text in data.prompts])
     lengths = np.array([len(text) for text in data.prompts], dtype=np.float64)
+    parts = {}
+    if model.blend is not None:
+        gains = np.array([model.gain(text) for text in data.prompts])
+        parts["gain alone"] = routing_curve(gains, data.weak_ok, data.strong_ok)
     return {
         "random": random_curve(data.weak_ok, data.strong_ok),
         "longest prompt": routing_curve(lengths, data.weak_ok, data.strong_ok),
+        **parts,
         "classifier": routing_curve(scores, data.weak_ok, data.strong_ok),
         "oracle": routing_curve(
             oracle_scores(data.weak_ok, data.strong_ok), data.weak_ok, data.strong_ok

@@ -4,10 +4,11 @@
 Reads ``../shared/data/routing-quality/mmlu`` in place (never copied), holds out
 ``--held-out`` subjects drawn with ``--seed`` (the ones ``run_bench.py`` reports on), fits two
 logistic regressions (weak model right, strong model right) over the features of
-``inferscale.router.difficulty`` with full-batch Adam from zeros, and writes
-``operator/inferscale/router/difficulty.json``. Deterministic: one BLAS thread, a fixed
-number of steps, weights rounded to 7 significant digits, so the same command writes the same
-bytes.
+``inferscale.router.difficulty`` with full-batch Adam from zeros, blends their gain with the
+prompt's length (``--length-weight``, as ranks on the training prompts), calibrates the
+thresholds and writes ``operator/inferscale/router/difficulty.json``. Deterministic: one
+BLAS thread, a fixed number of steps, weights rounded to 7 significant digits, so the same
+command writes the same bytes.
 
   .venv/bin/python bench/selection/train.py            # writes the shipped artefact
   .venv/bin/python bench/selection/train.py --out /some/where.json --buckets 2048
@@ -45,12 +46,19 @@ from inferscale.router.difficulty import (
     CHEAP_FEATURES,
     DEFAULT_ARTEFACT,
     DifficultyModel,
+    LengthBlend,
     LinearHead,
     feature_matrix,
+    prompt_length,
 )
 
 Matrix = npt.NDArray[np.float64]
 CALIBRATION_SHARES = tuple(round(step * 0.05, 2) for step in range(21))
+QUANTILE_LEVELS = np.linspace(0.0, 1.0, 101)
+# An even rank average, not tuned: cross-validation over the training subjects ranked it
+# above the gain alone but below length alone, the held-out splits the other way round
+# (docs/selection.md has both tables).
+DEFAULT_LENGTH_WEIGHT = 0.5
 
 
 def fit_logistic(features: Matrix, labels: Matrix, l2: float, steps: int) -> LinearHead:
@@ -76,7 +84,7 @@ def calibrate(scores: Matrix) -> tuple[tuple[float, float], ...]:
     points = []
     for share in CALIBRATION_SHARES:
         if share == 0.0:
-            cut = 1.0  # a gain of probabilities never reaches 1: nothing goes strong
+            cut = 2.0  # no score (a gain or a blend of shares) reaches 2: nothing goes strong
         elif share == 1.0:
             cut = -1.0
         else:
@@ -85,8 +93,39 @@ def calibrate(scores: Matrix) -> tuple[tuple[float, float], ...]:
     return tuple(points)
 
 
-def train(data: Labelled, buckets: int, l2: float, steps: int, trained_on: str) -> DifficultyModel:
-    """The difficulty model fitted on ``data``."""
+def quantile_table(values: Matrix) -> tuple[Matrix, Matrix]:
+    """(value, share of ``values`` at or below it) points, values strictly increasing."""
+    # Quantiles that are values seen (no interpolation between them): each point's share is
+    # then the share of prompts at or below it. Ties (many prompts of one length) repeat a
+    # point: keep its highest share.
+    points = np.quantile(values, QUANTILE_LEVELS, method="inverted_cdf")
+    last = np.append(np.diff(points) > 0, True)
+    return points[last], QUANTILE_LEVELS[last]
+
+
+def gains(model: DifficultyModel, prompts: list[str]) -> Matrix:
+    """``model.gain`` of every prompt, as one matrix product (what it computes one by one)."""
+    features = (feature_matrix(prompts, model.buckets) - model.mean) / model.scale
+
+    def probability(head: LinearHead) -> Matrix:
+        logits = np.clip(features @ head.weights + head.bias, -60.0, 60.0)
+        return np.asarray(1.0 / (1.0 + np.exp(-logits)), dtype=np.float64)
+
+    return probability(model.strong) - probability(model.weak)
+
+
+def length_blend(training_gains: Matrix, prompts: list[str], weight: float) -> LengthBlend:
+    """The blend of the gain with prompt length, ranked on the training prompts."""
+    lengths = np.array([prompt_length(text) for text in prompts])
+    gain_points, gain_shares = quantile_table(training_gains)
+    length_points, length_shares = quantile_table(lengths)
+    return LengthBlend(weight, gain_points, gain_shares, length_points, length_shares)
+
+
+def train(
+    data: Labelled, buckets: int, l2: float, steps: int, length_weight: float, trained_on: str
+) -> DifficultyModel:
+    """The difficulty model fitted on ``data``; ``length_weight`` 0 leaves length out."""
     raw = feature_matrix(data.prompts, buckets)
     cheap = len(CHEAP_FEATURES)
     # Standardise the cheap statistics; the hashed words are already unit-length rows.
@@ -106,6 +145,9 @@ def train(data: Labelled, buckets: int, l2: float, steps: int, trained_on: str) 
         calibration=((0.0, 1.0), (1.0, -1.0)),
         trained_on=trained_on,
     )
+    if length_weight > 0:
+        blend = length_blend(gains(model, data.prompts), data.prompts, length_weight)
+        model = DifficultyModel(**{**model.__dict__, "blend": blend})
     scores = np.array([model.score(text) for text in data.prompts])
     return DifficultyModel(**{**model.__dict__, "calibration": calibrate(scores)})
 
@@ -121,8 +163,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--buckets", type=int, default=1024, help="hashed word buckets")
     parser.add_argument("--l2", type=float, default=1e-3, help="L2 penalty of both heads")
     parser.add_argument("--steps", type=int, default=400, help="Adam steps per head")
+    parser.add_argument(
+        "--length-weight",
+        type=float,
+        default=DEFAULT_LENGTH_WEIGHT,
+        help="share of the score given to prompt length (0: the classifier alone)",
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_ARTEFACT)
     args = parser.parse_args(argv)
+    if not 0.0 <= args.length_weight <= 1.0:
+        parser.error("--length-weight must be in 0..1")
     try:
         data = read_mmlu(args.mmlu, args.weak, args.strong)
         training, held_out = split_subjects(data.subjects, args.held_out, args.seed)
@@ -135,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{source}, {len(training)} subjects, {len(subset.prompts)} prompts;"
         f" held out (--seed {args.seed}): {', '.join(sorted(held_out))}"
     )
-    model = train(subset, args.buckets, args.l2, args.steps, trained_on)
+    model = train(subset, args.buckets, args.l2, args.steps, args.length_weight, trained_on)
     args.out.write_text(json.dumps(model.to_document(), separators=(",", ":")) + "\n")
     print(f"wrote {args.out} ({args.out.stat().st_size} bytes) from {len(subset.prompts)} prompts")
     return 0

@@ -34,3 +34,23 @@ def test_fewest_swaps_is_below_every_picker_in_the_sim():
     assert best >= 8  # every adapter is loaded at least once
     for picker in ("leastInFlight", "adapterHash", "adapterAffinity"):
         assert int(adapters.run(picker, requests, params, 2, 1.25)["swaps"]) >= best
+
+
+def test_ttft_growth_compares_the_last_quarter_of_arrivals_with_the_first():
+    assert adapters.ttft_growth([1.0] * 8) == 1.0  # keeping up
+    assert adapters.ttft_growth([1.0, 1.0, 2.0, 3.0, 5.0, 6.0, 8.0, 8.0]) == 8.0  # queues grow
+    assert adapters.ttft_growth([0.5, 0.7]) == 1.0  # too few to tell
+    assert adapters.ttft_growth([0.0, 0.0, 0.0, 1.0]) == 1.0  # no first-quarter time to divide
+
+
+def test_swap_free_runs_every_request_on_one_adapter():
+    params = preset("llama-3.1-8b-h100").model_copy(
+        update={"max_loras": 2, "lora_swap_seconds": 0.02, "startup_delay_seconds": 0.0}
+    )
+    requests = adapters.workload(300, 10.0, 8, 1.1, 1, 200, 20)
+    free = adapters.run("swapFree", requests, params, 2, 1.25)
+    # One adapter loads once per replica, whatever the arrivals' adapters were.
+    assert int(free["swaps"]) <= 2
+    assert float(free["ttft_mean_ms"]) <= float(
+        adapters.run("leastInFlight", requests, params, 2, 1.25)["ttft_mean_ms"]
+    )
