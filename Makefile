@@ -47,9 +47,10 @@ fmt: install ## Format the code.
 	$(BIN)/ruff check --fix operator tests e2e bench tools
 
 .PHONY: crds
-crds: install ## Regenerate crds/, the chart's copy, its values.schema.json and docs/reference.md.
+crds: install ## Regenerate crds/, the chart's copy, its values.schema.json, docs/reference.md and docs/openapi.json.
 	$(BIN)/inferscale crds --out crds --out charts/inferscale/files/crds --reference docs/reference.md
 	$(BIN)/inferscale chart-schema charts/inferscale
+	$(BIN)/inferscale openapi --out docs/openapi.json
 
 .PHONY: dev
 dev: install kube-binaries ## Local cluster + the chart + the sim model + a 2-minute load test that scales it (docs/dev.md).
@@ -70,7 +71,7 @@ lint: install ## ruff, mypy --strict and the import-linter layering contracts.
 
 .PHONY: verify
 verify: crds ## Regenerate generated files and fail if they differ from the committed ones.
-	git diff --exit-code -- crds docs/reference.md charts
+	git diff --exit-code -- crds docs/reference.md docs/openapi.json charts
 
 .PHONY: chart-lint
 chart-lint: install ## helm lint the chart with its default and ci/ values, then its render tests.
@@ -90,6 +91,10 @@ unit: install ## Run the unit tests only (fast, no cluster).
 .PHONY: faults
 faults: install ## Run the fault suite (real routers and sims on loopback, ~20 min) and write docs/reliability.md's table.
 	$(PY) -m e2e.faults --size long --repeat 3 --write docs/reliability.md
+
+.PHONY: fuzz
+fuzz: install ## 10,000 requests generated from docs/openapi.json (schemathesis) at a router in front of a sim: no 5xx, RSS under 150 MB.
+	$(PY) -m tests.component.router.openapi_fuzz --requests 10000
 
 ##@ Images and engines (docs/images.md, docs/engines.md)
 

@@ -30,7 +30,7 @@ from kubernetes import config as kube_config
 from kubernetes.client.rest import ApiException
 
 from e2e.leaks import SecretWatch
-from inferscale.cluster.config import ClusterConfig, NodePool
+from inferscale.cluster.config import CONTAINER_NODE_ENV, ClusterConfig, NodePool
 from inferscale.cluster.control import down, up
 
 REPO = Path(__file__).resolve().parents[1]
@@ -99,6 +99,8 @@ def e2e_config(state_dir: Path = STATE_DIR, **overrides: Any) -> ClusterConfig:
             NodePool(name="gpu", count=2, gpus=4, labels={"nvidia.com/gpu.product": "Sim-80GB"}),
             NodePool(name="kwok", count=1, gpus=8, runner="kwok", taints=[SIMULATED_TAINT]),
         ],
+        # Opt-in: a kubelet node whose pods run in containerd (e2e/test_container_node.py).
+        "container_node": os.environ.get(CONTAINER_NODE_ENV) == "1",
     }
     settings.update(overrides)
     return ClusterConfig(**settings)

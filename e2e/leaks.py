@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import urllib3
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
@@ -77,7 +78,9 @@ class SecretWatch:
                     yield event["object"]
                     if self.stop.is_set():
                         break
-            except (ApiException, OSError, ValueError):
+            except (ApiException, OSError, ValueError, urllib3.exceptions.HTTPError):
+                # urllib3's errors too: the API server restarted by a fault test refuses
+                # connections for a while, and the next list catches up on what it missed.
                 self.stop.wait(1)
             finally:
                 stream.stop()

@@ -121,7 +121,10 @@ def endpoints(table: dict[str, Any] | None, served: str) -> dict[str, bool]:
 
 @contextlib.contextmanager
 def routers_running(
-    cluster: Cluster, namespace: str, env: dict[str, str] | None = None
+    cluster: Cluster,
+    namespace: str,
+    env: dict[str, str] | None = None,
+    operator_replicas: int = 1,
 ) -> Iterator[Routers]:
     """CRDs, the admin-token Secret, the operator (plus ``env``) and two routers, in one place."""
     cluster.require_local()
@@ -137,7 +140,7 @@ def routers_running(
                 "stringData": {"token": token},
             },
         )
-        with running_operator(cluster, ns, replicas=1, env=env) as operator:
+        with running_operator(cluster, ns, replicas=operator_replicas, env=env) as operator:
             apply_documents(cluster, namespaced_documents(ROUTER_FILE, ns))
             running = Routers(cluster, ns, token, operator)
             # Routers turn Ready only with a table: the operator's first push (or the ConfigMap).

@@ -144,10 +144,12 @@ def all_logs(routers: Routers) -> str:
 
 def check_usage_ledger(
     routers: Routers, key: str, served: str, client_id: str, tmp_path: Path
-) -> None:
+) -> int:
     """Anthropic's Messages API with the client's key as ``x-api-key``, then ``inferscale
-    usage`` from each router: the client's records add up to what this test sent it."""
+    usage`` from each router: the client's records add up to what this test sent it.
+    Returns the tokens the client used on every router together."""
     token = tmp_path / "admin-token"
+    total = 0
     token.write_text(routers.token)
     body = {"model": served, "max_tokens": 2, "messages": [{"role": "user", "content": "hi"}]}
     for pod in routers.ready_pods():
@@ -163,6 +165,18 @@ def check_usage_ledger(
         # Per router (no Redis here): one chat answer with the key, and the Messages requests.
         assert rows[client_id]["requests"] == 1 + MESSAGES_PER_ROUTER
         assert rows[client_id]["completion_tokens"] > 0
+        total += rows[client_id]["prompt_tokens"] + rows[client_id]["completion_tokens"]
+    return total
+
+
+def client_usage(cluster: Cluster, namespace: str, name: str) -> tuple[dict, dict]:
+    """An InferenceClient's ``status.usage`` and its UsageReported condition (empty: none)."""
+    obj = cluster.custom.get_namespaced_custom_object(
+        GROUP, VERSION, namespace, "inferenceclients", name
+    )
+    status = obj.get("status") or {}
+    reported = [c for c in status.get("conditions") or [] if c["type"] == "UsageReported"]
+    return status.get("usage") or {}, reported[0] if reported else {}
 
 
 def test_an_inference_client_key_is_accepted_and_rotating_its_secret_switches_keys(
@@ -186,6 +200,8 @@ def test_an_inference_client_key_is_accepted_and_rotating_its_secret_switches_ke
                 "apiKeySecretRef": {"name": "app-key", "key": "api-key"},
                 "allowedModels": [served],
                 "limits": {"requestsPerMinute": 600},
+                "budgets": {"tokensPerDay": 10_000_000},
+                "team": {"name": "core", "budgets": {"tokensPerMonth": 1_000_000_000}},
             },
         },
     )
@@ -210,7 +226,26 @@ def test_an_inference_client_key_is_accepted_and_rotating_its_secret_switches_ke
         assert answers(routers, pod, first, served) == 200
         assert answers(routers, pod, "sk-wrong-" + secrets.token_hex(16), served) == 401
         assert answers(routers, pod, "unused", served) == 401  # keys are required now
-    check_usage_ledger(routers, first, served, client_id, tmp_path)
+    used = check_usage_ledger(routers, first, served, client_id, tmp_path)
+    # status.usage: the operator adds up both routers' counters (no Redis here, so the
+    # condition says the figures are each router's own); the answers with the wrong key and
+    # without one used nothing.
+    usage, reported = _wait(
+        routers,
+        lambda: (
+            (u := client_usage(cluster, namespace, "app"))[0].get("client", {}).get("tokensToday")
+            == used
+            and u[1]
+            and u
+        ),
+        30,
+        f"status.usage to count the {used} tokens the client used, and its condition",
+    )
+    assert usage["team"] == {"tokensThisMonth": used}
+    assert usage["budgetUsedPercent"] == 0
+    assert reported["status"] == "False" and reported["reason"] == "Incomplete"
+    assert "no Redis" in reported["message"]
+    assert client_ready(cluster, namespace, "app")["reason"] == "KeyAccepted"  # kept
     # Rotate: the Secret gets a new key; the old one stops working everywhere.
     second = "sk-second-" + secrets.token_hex(16)
     rotated_at = time.monotonic()

@@ -129,6 +129,8 @@ def llamacpp_model(name: str, model: str, **spec: Any) -> dict[str, Any]:
         "minReplicas": 1,
         "maxReplicas": 3,
         "autoscaling": {
+            # No learned floor (balanced's default): the test scales back to one replica.
+            "preset": "economy",
             "targetInFlightPerReplica": TARGET,
             "stableWindowSeconds": 10,
             "panicWindowSeconds": 4,

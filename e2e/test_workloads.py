@@ -341,3 +341,42 @@ def test_cli_status_and_logs(cluster: Cluster, namespace: str) -> None:
     assert logs.returncode == 0 and "serving on 0.0.0.0:8080" in logs.stdout
     env = subprocess.run([*cli, "env"], capture_output=True, text=True, timeout=60)
     assert f"export KUBECONFIG={local.kubeconfig}" in env.stdout
+
+
+def test_a_pre_stop_hook_runs_before_sigterm_and_the_pod_serves_meanwhile(
+    cluster: Cluster, namespace: str
+) -> None:
+    """As a kubelet: deletion runs preStop (the pod still serves), then SIGTERM, in the grace."""
+    cluster.require_local()
+    pause = 2
+    sleeping = echo_pod("sleeps")
+    sleeping["spec"]["containers"][0]["lifecycle"] = {"preStop": {"sleep": {"seconds": pause}}}
+    failing = echo_pod("fails")
+    failing["spec"]["containers"][0]["lifecycle"] = {
+        "preStop": {"exec": {"command": ["sh", "-c", "exit 3"]}}
+    }
+    for body in (sleeping, failing):
+        cluster.core.create_namespaced_pod(namespace, body)
+    wait_for(lambda: len(ready_pods(cluster, namespace, "app in (sleeps,fails)")) == 2, 60, "pods")
+    ip = cluster.core.read_namespaced_pod("sleeps", namespace).status.pod_ip
+    began = time.monotonic()
+    cluster.core.delete_namespaced_pod("sleeps", namespace)
+    cluster.core.delete_namespaced_pod("fails", namespace)
+    served_for = 0.0
+    while time.monotonic() - began < pause + 5:
+        try:
+            httpx.get(f"http://{ip}:8080/", timeout=0.5).raise_for_status()
+            served_for = time.monotonic() - began
+        except httpx.HTTPError:
+            break
+        time.sleep(0.1)
+    # It answered through the hook's pause, and stopped soon after SIGTERM (well within 5 s).
+    assert pause - 0.5 <= served_for < pause + 3, served_for
+
+    def reasons() -> set[str]:
+        events = cluster.core.list_namespaced_event(namespace).items
+        return {e.reason for e in events if e.involved_object.name == "fails"}
+
+    wait_for(lambda: "FailedPreStopHook" in reasons(), 20, "a FailedPreStopHook Event")
+    # A failed hook delays nothing and prevents nothing: the pod still goes.
+    wait_for(lambda: not cluster.core.list_namespaced_pod(namespace).items, 30, "both pods deleted")

@@ -93,7 +93,8 @@ class RoutingSettings(BaseModel):
     status_interval_seconds: float = Field(default=5.0, ge=0.5, le=3600)
     """How often the operator reads every router's spend (``GET /admin/v1/spend``), sends
     each router what the others spent (so spend caps hold across routers), and refreshes the
-    InferenceRoutes' and InferenceProviders' status. Default 5 s."""
+    InferenceRoutes' and InferenceProviders' status and the InferenceClients' usage against
+    their budgets (``GET /admin/v1/budgets``). Default 5 s."""
 
     spilling_window_seconds: float = Field(default=30.0, gt=0, le=3600)
     """A route's ``status.spilling`` is true while a request spilled over this recently.

@@ -43,7 +43,8 @@ command -v helm >/dev/null || die "helm is missing from the cluster's binaries: 
 # --- the chart ---------------------------------------------------------------------------------
 # The launcher runs the chart's images (ghcr.io/inferscale/operator, router, sim) as local
 # processes (inferscale/cluster/images.yaml), so no image needs building or pulling. The operator
-# reads load from the cluster's Prometheus and decides every second.
+# reads load from the cluster's Prometheus and decides every second. No bundled Redis: the local
+# cluster has no DNS for its Service name (docs/access.md), and the demo sets no client limits.
 say "installing the chart as release $DEV_RELEASE in $DEV_NAMESPACE (helm upgrade --install --wait)"
 read -r -a extra_helm_args <<<"$DEV_HELM_ARGS"
 helm upgrade --install "$DEV_RELEASE" "$REPO/charts/inferscale" \
@@ -52,6 +53,7 @@ helm upgrade --install "$DEV_RELEASE" "$REPO/charts/inferscale" \
   --set operator.settings.autoscaler.prometheusUrl="$INFERSCALE_PROMETHEUS_URL" \
   --set operator.settings.autoscaler.intervalSeconds=1 \
   --set router.drainSeconds=1 \
+  --set redis.mode=none \
   "${extra_helm_args[@]}" \
   --wait --timeout 180s >/dev/null \
   || die "helm did not get the operator and routers Ready within 180 s; look at

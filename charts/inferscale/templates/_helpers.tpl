@@ -118,7 +118,7 @@ delimiter "__"): maps and lists as JSON, everything else as text; null leaves th
 {{- end }}
 {{- end -}}
 
-{{/* The bundled Redis (redis.mode bundled): names and labels. */}}
+{{/* The bundled Redis (redis.mode bundled, or auto with several routers): names and labels. */}}
 {{- define "inferscale.redis.name" -}}{{ include "inferscale.fullname" . }}-redis{{- end -}}
 
 {{- define "inferscale.redis.selectorLabels" -}}
@@ -133,17 +133,32 @@ app.kubernetes.io/component: redis
 {{- end -}}
 
 {{/*
+The Redis mode in effect: "bundled", "external" or "" (none). "auto" is bundled when more than
+one router shares client limits (router.replicas > 1), none with a single router.
+*/}}
+{{- define "inferscale.redis.mode" -}}
+{{- $mode := .Values.redis.mode | default "none" -}}
+{{- if not .Values.router.enabled -}}
+{{- else if eq $mode "auto" -}}
+{{- if gt (int .Values.router.replicas) 1 }}bundled{{ end -}}
+{{- else if ne $mode "none" -}}
+{{- $mode -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
 The Secret and key the routers read their Redis URL from: the user's (external), the chart's
 (bundled), or nothing. An external mode without a Secret fails the render with the fix.
 */}}
 {{- define "inferscale.redis.urlSecret" -}}
-{{- if eq .Values.redis.mode "external" -}}
+{{- $mode := include "inferscale.redis.mode" . -}}
+{{- if eq $mode "external" -}}
 {{- required "redis.mode is external: set redis.existingSecret to a Secret holding the Redis URL" .Values.redis.existingSecret -}}
-{{- else if eq .Values.redis.mode "bundled" -}}
+{{- else if eq $mode "bundled" -}}
 {{- include "inferscale.redis.name" . -}}
 {{- end -}}
 {{- end -}}
 
 {{- define "inferscale.redis.urlKey" -}}
-{{- if eq .Values.redis.mode "external" -}}{{ .Values.redis.existingSecretKey }}{{- else -}}url{{- end -}}
+{{- if eq (include "inferscale.redis.mode" .) "external" -}}{{ .Values.redis.existingSecretKey }}{{- else -}}url{{- end -}}
 {{- end -}}

@@ -167,6 +167,18 @@ CRDS: tuple[CrdInfo, ...] = (
             PrinterColumn("Tokens-Day", ".spec.budgets.tokensPerDay", "integer", priority=1),
             PrinterColumn("Tokens-Month", ".spec.budgets.tokensPerMonth", "integer", priority=1),
             PrinterColumn("Models", ".spec.allowedModels", priority=1),
+            PrinterColumn("Team", ".spec.team.name"),
+            PrinterColumn(
+                "Budget-Used",
+                ".status.usage.budgetUsedPercent",
+                "integer",
+                "Most used budget of the client or its team, in percent",
+            ),
+            PrinterColumn("Tokens-Today", ".status.usage.client.tokensToday", "integer"),
+            PrinterColumn("USD-Month", ".status.usage.client.usdThisMonth", "number"),
+            PrinterColumn(
+                "Team-USD-Month", ".status.usage.team.usdThisMonth", "number", priority=1
+            ),
             PrinterColumn("Status", _condition("Ready", "reason")),
             AGE,
         ),

@@ -42,6 +42,11 @@ MANAGED_BY = "inferscale"
 CONDITION_READY = "Ready"
 CONDITION_PROGRESSING = "Progressing"
 CONDITION_DEGRADED = "Degraded"
+CONDITION_CACHED = "Cached"
+"""With ``spec.cache.preload``: whether the weights are in the cache and the replicas may start."""
+LABEL_PRELOAD_OF = f"{GROUP}/preload-of"
+"""Label on a model's preload Job and its pod: the model's name. Not the model label, which
+would count the Job's pod as a replica."""
 
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 """An RFC 1123 label: the names of Kubernetes objects that others reference."""

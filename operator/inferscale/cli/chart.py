@@ -115,7 +115,7 @@ CONSTRAINTS: dict[str, JsonDict] = {
             "properties": {"name": {"type": "string", "minLength": 1}},
         },
     },
-    "redis.mode": {"type": "string", "enum": ["", "bundled", "external"]},
+    "redis.mode": {"type": "string", "enum": ["auto", "none", "", "bundled", "external"]},
     "redis.existingSecret": {
         "type": "string",
         "maxLength": 253,

@@ -117,6 +117,32 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def openapi_text() -> str:
+    """The router's OpenAPI document as written to ``docs/openapi.json``."""
+    import json
+
+    from inferscale.router.openapi import build
+
+    return json.dumps(build(), indent=2) + "\n"
+
+
+def cmd_openapi(args: argparse.Namespace) -> int:
+    """Print or write the router's OpenAPI document; with ``--check``, report drift."""
+    text = openapi_text()
+    if args.out is None:
+        sys.stdout.write(text)
+        return 0
+    path = Path(args.out)
+    if args.check:
+        if not path.is_file() or path.read_text() != text:
+            print(f"{path} differs from the router's OpenAPI document", file=sys.stderr)
+            return 1
+        return 0
+    path.write_text(text)
+    print(f"wrote the router's OpenAPI document to {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(
@@ -129,6 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
     crds.add_argument("--reference", help="also write the Markdown API reference to this file")
     crds.add_argument("--check", action="store_true", help="report drift instead of writing")
     crds.set_defaults(func=cmd_crds)
+
+    openapi = sub.add_parser("openapi", help="print or write the router's OpenAPI document")
+    openapi.add_argument("--out", help="file to write (default: standard output)")
+    openapi.add_argument("--check", action="store_true", help="report drift instead of writing")
+    openapi.set_defaults(func=cmd_openapi)
 
     validate = sub.add_parser("validate", help="check inferscale manifests offline")
     validate.add_argument("files", nargs="+", help="YAML files, or - for standard input")

@@ -83,7 +83,8 @@ async def run_operator(args: argparse.Namespace) -> int:
     api = KubernetesApi.from_environment(args.kubeconfig)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    elector = LeaderElector(api, args.lease_namespace, args.lease_name, _identity())
+    identity = _identity()
+    elector = LeaderElector(api, args.lease_namespace, args.lease_name, identity)
     if args.leader_election:
         import signal
 
@@ -109,6 +110,10 @@ async def run_operator(args: argparse.Namespace) -> int:
             memo=kopf.Memo(runtime=Runtime(api=api, settings=settings)),
             stop_flag=stop,
             liveness_endpoint=args.liveness or None,
+            # Without it kopf names itself after getpass.getuser(), which raises KeyError in
+            # a container whose numeric user has no passwd entry (the chart's runAsUser 1000
+            # under containerd; podman adds an entry, so only a real kubelet showed it).
+            identity=identity,  # type: ignore[arg-type]  # kopf's NewType of str, not exported
         )
     finally:
         stop.set()

@@ -141,13 +141,33 @@ async def model_pdbs(body: kopf.Body, labels: Mapping[str, str], **_: Any) -> An
     return {_key_of(body, labels): freeze(body)}
 
 
+@kopf.index("batch", "v1", "jobs", labels=CHILD_LABELS)
+async def model_jobs(body: kopf.Body, labels: Mapping[str, str], **_: Any) -> Any:
+    """Preload Jobs (``spec.cache.preload``) by (namespace, model), frozen."""
+    return {_key_of(body, labels): freeze(body)}
+
+
+@kopf.index("", "v1", "persistentvolumeclaims", labels=CHILD_LABELS)
+async def model_claims(body: kopf.Body, labels: Mapping[str, str], **_: Any) -> Any:
+    """Weight-cache claims the operator created (``spec.cache.size``) by (namespace, model)."""
+    return {_key_of(body, labels): freeze(body)}
+
+
 @kopf.index("", "v1", "pods", labels=CHILD_LABELS)
 async def model_pods(body: kopf.Body, labels: Mapping[str, str], **_: Any) -> Any:
     """Pods by (namespace, model), slimmed to what status and routing read (no spec)."""
     return {_key_of(body, labels): _pod_snapshot(body)}
 
 
-INDEX_NAMES = ("models", "model_deployments", "model_services", "model_pdbs", "model_pods")
+INDEX_NAMES = (
+    "models",
+    "model_deployments",
+    "model_services",
+    "model_pdbs",
+    "model_jobs",
+    "model_claims",
+    "model_pods",
+)
 """The keyword names under which kopf passes these indices to every handler."""
 
 
@@ -179,7 +199,7 @@ class ChildCache:
     """A model's children and pods from kopf's indices, plus the applies they do not show yet."""
 
     indices: Mapping[str, Any]
-    """The four kopf indices by name (see :data:`INDEX_NAMES`)."""
+    """The kopf indices by name (see :data:`INDEX_NAMES`)."""
 
     recent: dict[ModelKey, dict[ObjectKey, bytes]] = field(default_factory=dict)
     """Objects this operator applied that their index has not shown yet, per model and frozen:
@@ -198,11 +218,17 @@ class ChildCache:
                 del self.recent[model]
 
     def children(self, namespace: str, model: str) -> list[JsonDict]:
-        """The model's Deployment, Service and PDB as last seen (or as last applied)."""
+        """The model's children (Deployment, Service, PDB, Job, claim) as last seen or applied."""
         key = (namespace, model)
         seen = [
             obj
-            for index in ("model_deployments", "model_services", "model_pdbs")
+            for index in (
+                "model_deployments",
+                "model_services",
+                "model_pdbs",
+                "model_jobs",
+                "model_claims",
+            )
             for obj in self._values(index, key)
         ]
         mine = self.recent.get(key, {})

@@ -33,7 +33,7 @@ from typing import Any, Final
 import httpx
 import kopf
 
-from inferscale.api.meta import GROUP, VERSION
+from inferscale.api.meta import CONDITION_READY, GROUP, VERSION
 from inferscale.api.v1alpha1.inference_client import KIND as CLIENT_KIND
 from inferscale.api.v1alpha1.inference_client import PLURAL as CLIENT_PLURAL
 from inferscale.api.v1alpha1.inference_provider import PLURAL as PROVIDER_PLURAL
@@ -262,8 +262,10 @@ class CredentialsPublisher(RouterPublisher[CredentialSources, RouterCredentials]
                 continue
             live.add(key)
             observed = obj.get("status") if isinstance(obj.get("status"), Mapping) else None
-            # Our last write, until the watch shows it, so a burst does not write it twice.
-            previous = self.written.get(key, observed)
+            # Our last write, until the watch shows it, so a burst does not write it twice;
+            # the conditions others own (UsageReported) as the watch shows them, so that a
+            # write of Ready never drops them.
+            previous = _with_others(self.written.get(key), observed)
             patch = client_status(state, meta.get("generation"), previous, now)
             if patch is not None:
                 writes.append(self._write_status(key, patch))
@@ -285,6 +287,25 @@ class CredentialsPublisher(RouterPublisher[CredentialSources, RouterCredentials]
                 )
                 return
         self.written[key] = status
+
+
+def _with_others(
+    written: Mapping[str, Any] | None, observed: Mapping[str, Any] | None
+) -> Mapping[str, Any] | None:
+    """Our last written status, with the conditions other writers own taken from ``observed``."""
+    if written is None:
+        return observed
+    ours = [
+        c
+        for c in written.get("conditions") or []
+        if isinstance(c, Mapping) and c.get("type") == CONDITION_READY
+    ]
+    theirs = [
+        c
+        for c in (observed or {}).get("conditions") or []
+        if isinstance(c, Mapping) and c.get("type") != CONDITION_READY
+    ]
+    return {**written, "conditions": [*ours, *theirs]}
 
 
 # -- kopf glue ---------------------------------------------------------------------------

@@ -26,7 +26,14 @@ from typing import Any, cast
 import kopf
 from pydantic import ValidationError
 
-from inferscale.api.meta import GROUP, LABEL_MANAGED_BY, LABEL_MODEL, MANAGED_BY, VERSION
+from inferscale.api.meta import (
+    GROUP,
+    LABEL_MANAGED_BY,
+    LABEL_MODEL,
+    LABEL_PRELOAD_OF,
+    MANAGED_BY,
+    VERSION,
+)
 from inferscale.api.v1alpha1.inference_model import (
     KIND,
     PLURAL,
@@ -39,16 +46,33 @@ from inferscale.controller.cache import INDEX_NAMES, ChildCache
 from inferscale.controller.errors import to_kopf
 from inferscale.errors import DependencyNotReady, InferscaleError, NotFound, SpecError
 from inferscale.kube.client import KubeApi
-from inferscale.reconcile.deployment import build_deployment, dependencies, desired_replicas
+from inferscale.reconcile.deployment import (
+    build_deployment,
+    build_preload,
+    dependencies,
+    desired_replicas,
+)
 from inferscale.reconcile.pdb import build_pdb
 from inferscale.reconcile.plan import Plan, calculate_plan
+from inferscale.reconcile.preload import (
+    build_cache_claims,
+    cache_view,
+    job_finished,
+    serving_replicas,
+)
 from inferscale.reconcile.service import build_service
-from inferscale.reconcile.status import Problem, compute_status, status_patch
+from inferscale.reconcile.status import CacheView, Problem, compute_status, status_patch
 
 log = logging.getLogger(__name__)
 
 API_VERSION = f"{GROUP}/{VERSION}"
-CHILD_KINDS = (("apps/v1", "Deployment"), ("v1", "Service"), ("policy/v1", "PodDisruptionBudget"))
+CHILD_KINDS = (
+    ("apps/v1", "Deployment"),
+    ("v1", "Service"),
+    ("policy/v1", "PodDisruptionBudget"),
+    ("batch/v1", "Job"),
+    ("v1", "PersistentVolumeClaim"),
+)
 """The kinds of object the operator creates for a model, all selected by the model label."""
 
 DRIFT_INTERVAL_SECONDS = 120
@@ -196,6 +220,7 @@ async def write_status(
     replicas: int,
     now: str,
     problem: Problem | None = None,
+    cache: CacheView | None = None,
 ) -> None:
     """Compute the status from the Deployment and pods, and patch it if it changed."""
     meta = body["metadata"]
@@ -229,6 +254,7 @@ async def write_status(
         now=now,
         previous=previous,
         problem=problem,
+        cache=cache,
     )
     patch = status_patch(body.get("status"), status)
     if patch is not None:
@@ -273,7 +299,9 @@ async def reconcile_model(
             build_deployment(name, namespace, spec, settings.reconcile, replicas=replicas),
             build_service(name, namespace, spec),
             build_pdb(name, namespace, spec),
+            *build_cache_claims(name, namespace, spec),
         ]
+        job = build_preload(name, namespace, spec, settings.reconcile)
     except SpecError as error:
         await write_status(
             runtime,
@@ -292,10 +320,17 @@ async def reconcile_model(
         await write_status(runtime, body, spec, replicas=replicas, now=now(), problem=problem)
         post_event("Warning", "MissingDependency", message)
         raise DependencyNotReady(message)
+    observed = await _observed_children(runtime, namespace, name)
+    view = None
+    if job is not None:
+        desired.append(job)
+        view = await _preload_view(runtime, namespace, name, job, observed, previous)
+        # Replicas wait for the cache: none starts before the weights are in it.
+        desired[0]["spec"]["replicas"] = serving_replicas(replicas, view)
     owner = _owner_reference(body)
     for obj in desired:
         obj["metadata"]["ownerReferences"] = [owner]
-    plan = calculate_plan(desired, await _observed_children(runtime, namespace, name))
+    plan = calculate_plan(desired, observed)
     await execute_plan(api, plan, runtime.cache)
     for detail in plan.details:
         verb = detail.split(" ", 1)[0]
@@ -304,7 +339,34 @@ async def reconcile_model(
         else:
             # "keep" lines repeat on every run; they are logged, not posted as Events.
             log.info("%s/%s: %s", namespace, name, detail)
-    await write_status(runtime, body, spec, replicas=replicas, now=now())
+    await write_status(runtime, body, spec, replicas=replicas, now=now(), cache=view)
+
+
+async def _preload_view(
+    runtime: Runtime,
+    namespace: str,
+    name: str,
+    job: Mapping[str, Any],
+    observed: list[dict[str, Any]],
+    previous: InferenceModelStatus | None,
+) -> CacheView:
+    """The preload Job's outcome; its pods are read only once it finished and said nothing yet.
+
+    Its pods carry no model label (they are no replicas), so no index holds them: a finished
+    Job's pods are listed by :data:`LABEL_PRELOAD_OF`, which only happens until the bytes they
+    reported are in the status.
+    """
+    job_name = job["metadata"]["name"]
+    found = next(
+        (c for c in observed if c.get("kind") == "Job" and c["metadata"]["name"] == job_name),
+        None,
+    )
+    before = previous.cache if previous is not None else None
+    known = before is not None and before.job == job_name and before.bytes is not None
+    pods: list[dict[str, Any]] = []
+    if found is not None and job_finished(found) and not known:
+        pods = await runtime.api.list("v1", "Pod", namespace, f"{LABEL_PRELOAD_OF}={name}")
+    return cache_view(found, pods, before)
 
 
 async def _current_model(runtime: Runtime, namespace: str, name: str) -> dict[str, Any] | None:
@@ -462,6 +524,9 @@ def schedule_reconcile(
     "apps", "v1", "deployments", labels={LABEL_MANAGED_BY: MANAGED_BY, LABEL_MODEL: kopf.PRESENT}
 )
 @kopf.on.event("", "v1", "pods", labels={LABEL_MANAGED_BY: MANAGED_BY, LABEL_MODEL: kopf.PRESENT})
+@kopf.on.event(
+    "batch", "v1", "jobs", labels={LABEL_MANAGED_BY: MANAGED_BY, LABEL_MODEL: kopf.PRESENT}
+)
 @kopf.on.event(
     "", "v1", "services", labels={LABEL_MANAGED_BY: MANAGED_BY, LABEL_MODEL: kopf.PRESENT}
 )

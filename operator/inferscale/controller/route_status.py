@@ -8,7 +8,9 @@ InferenceProvider event (kopf has filled every index by then) starts one
    publisher) and keeps each router process's last report (:class:`SpendBook`);
 2. sends every router what the others spent (``PUT /admin/v1/spend``), so a spend cap holds
    across router replicas within one interval;
-3. computes each InferenceRoute's status (ready backends, spilling, spend, conditions) from the
+3. reads every Ready router's budget counters and writes each InferenceClient's usage against
+   its budgets (:mod:`inferscale.controller.client_usage`);
+4. computes each InferenceRoute's status (ready backends, spilling, spend, conditions) from the
    last compiled routing table, the providers' key states of the credentials compile and the
    reports, and each InferenceProvider's (its key, and the routers' failures with it), and
    patches the ones that changed.
@@ -37,6 +39,7 @@ import kopf
 from pydantic import ValidationError
 
 from inferscale.api.meta import GROUP, VERSION
+from inferscale.api.v1alpha1.inference_client import PLURAL as CLIENT_PLURAL
 from inferscale.api.v1alpha1.inference_provider import KIND as PROVIDER_KIND
 from inferscale.api.v1alpha1.inference_provider import PLURAL as PROVIDER_PLURAL
 from inferscale.api.v1alpha1.inference_route import KIND as ROUTE_KIND
@@ -45,6 +48,7 @@ from inferscale.config import RoutingSettings
 from inferscale.controller import credentials as credentials_controller
 from inferscale.controller import routing as routing_controller
 from inferscale.controller.cache import index_objects
+from inferscale.controller.client_usage import ClientUsageReporter
 from inferscale.controller.inference_model import Runtime, now_rfc3339
 from inferscale.controller.publishing import stop_task
 from inferscale.errors import KubeApiError, NotFound
@@ -65,6 +69,9 @@ MEMO_KEY: Final = "route_status"
 
 SOURCE_INDICES: Final = ("inference_routes", "inference_providers")
 """The kopf indices the reporter reads the objects from."""
+
+CLIENT_INDEX: Final = "inference_clients"
+"""The InferenceClients' index (the credentials controller's), for their usage."""
 
 WRITE_CONCURRENCY: Final = 8
 """Most status writes in flight at once."""
@@ -95,6 +102,8 @@ class StatusReporter:
     key_changed_at: dict[str, str] = field(default_factory=dict)
     errors: set[str] = field(default_factory=set)
     """Problems already logged, so a lasting one is said once."""
+    usage: ClientUsageReporter | None = None
+    """Writes the InferenceClients' usage against their budgets (``None``: access is off)."""
 
     async def run(self) -> None:
         """Report until cancelled."""
@@ -118,6 +127,7 @@ class StatusReporter:
             return
         now = self.wall()
         await self._exchange(publisher, now)
+        await self._client_usage(publisher)
         keys = self._key_states()
         inputs = RouteInputs(
             models=compiled.models,
@@ -196,6 +206,15 @@ class StatusReporter:
         await asyncio.gather(
             *(share(t, r) for t, r in zip(targets, reports, strict=True) if r is not None)
         )
+
+    async def _client_usage(self, publisher: routing_controller.RoutingPublisher) -> None:
+        """The clients' budget use, from every Ready router (none without the admin token)."""
+        if self.usage is None:
+            return
+        targets = [t for t in router_targets(publisher.read().routers) if t.ready]
+        token = await publisher.admin_token() if targets else None
+        headers = {"Authorization": f"Bearer {token}"}
+        await self.usage.round(publisher.client, targets if token else [], headers, self.now_text())
 
     # -- statuses -------------------------------------------------------------------------
 
@@ -323,6 +342,11 @@ def _start(memo: Any, indices: Mapping[str, Any]) -> None:
         values("inference_routes"),
         values("inference_providers"),
     )
+    if runtime.settings.access.enabled and CLIENT_INDEX in indices:
+        clients = indices[CLIENT_INDEX]
+        state.reporter.usage = ClientUsageReporter(
+            runtime.api, runtime.settings.routing, lambda: index_objects(clients)
+        )
     state.task = asyncio.get_running_loop().create_task(
         state.reporter.run(), name="route status reporter"
     )
@@ -352,4 +376,10 @@ async def route_status_route_event(memo: Any, **kwargs: Any) -> None:
 @kopf.on.event(GROUP, VERSION, PROVIDER_PLURAL)
 async def route_status_provider_event(memo: Any, **kwargs: Any) -> None:
     """A provider exists: make sure the reporter runs."""
+    _start(memo, kwargs)
+
+
+@kopf.on.event(GROUP, VERSION, CLIENT_PLURAL)
+async def route_status_client_event(memo: Any, **kwargs: Any) -> None:
+    """A client exists: make sure the reporter runs (it writes the clients' usage)."""
     _start(memo, kwargs)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from inferscale.embedding.package import read_model
+from inferscale.embedding.package import model_digest, read_model
 from inferscale.embedding.sentence import sentence_encoder_from
 from inferscale.embedding.static import (
     TABLE_VERSION,
@@ -68,8 +68,8 @@ def load_static_encoder(
     explicit = path or (Path(os.environ[TABLE_ENV]) if os.environ.get(TABLE_ENV) else None)
     if explicit is not None:
         return read_table(explicit)
-    files = read_model(model_zip)
-    cached = table_dir() / table_name(files.digest)
+    # The digest alone names the cached table: the weights are read only to build one.
+    cached = table_dir() / table_name(model_digest(model_zip))
     if cached.is_file():
         return read_table(cached)
     if not build_if_missing:

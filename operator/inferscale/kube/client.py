@@ -77,6 +77,7 @@ RESOURCES: dict[tuple[str, str], ResourceType] = {
     ("apps/v1", "Deployment"): ResourceType("apps", "v1", "deployments"),
     ("apps/v1", "ReplicaSet"): ResourceType("apps", "v1", "replicasets"),
     ("policy/v1", "PodDisruptionBudget"): ResourceType("policy", "v1", "poddisruptionbudgets"),
+    ("batch/v1", "Job"): ResourceType("batch", "v1", "jobs"),
     ("coordination.k8s.io/v1", "Lease"): ResourceType("coordination.k8s.io", "v1", "leases"),
     ("inferscale.io/v1alpha1", "InferenceModel"): ResourceType(
         "inferscale.io", "v1alpha1", "inferencemodels"

@@ -16,7 +16,7 @@ No clock, no environment, no client, and no owner reference (the handler adds it
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from inferscale.api.v1alpha1.inference_model import InferenceModelSpec
@@ -36,6 +36,7 @@ from inferscale.reconcile.labels import (
     object_labels,
     selector_labels,
 )
+from inferscale.reconcile.preload import build_preload_job, cache_volume, preload_wanted
 from inferscale.reconcile.settings import ReconcileSettings
 
 CONTAINER_NAME: Final = "engine"
@@ -46,6 +47,42 @@ MODEL_SOURCE_VOLUME: Final = "model-source"
 TMP_VOLUME: Final = "tmp"
 TMP_SIZE_LIMIT: Final = "64Mi"
 """The writable ``/tmp`` of an engine whose root filesystem is read-only (as the chart's pods)."""
+HOME_VOLUME: Final = "home"
+HOME_MOUNT: Final = "/home/inferscale"
+"""``HOME`` of a vendor engine that runs as another user or on a read-only root: its caches
+(``~/.cache``: vLLM's compile cache, FlashInfer's JIT, Hugging Face's xet; ``~/.triton``;
+``~/.config``) land in an emptyDir instead of ``/root``, which that user could not write."""
+
+
+@dataclass(frozen=True)
+class Posture:
+    """Who the engine runs as and whether its root filesystem is read-only."""
+
+    user: int | None
+    """A non-root UID (and GID) to run as; None keeps the image's user (root in vendor images)."""
+    read_only: bool
+    """The root filesystem is mounted read-only; writes go to the pod's volumes."""
+
+
+def posture(
+    spec: InferenceModelSpec, profile: EngineProfile, settings: ReconcileSettings
+) -> Posture:
+    """``spec.security`` first, then the operator's settings, then the engine's own default."""
+    wanted = spec.security
+    default_user = settings.run_as_user if profile.non_root else settings.engine_run_as_user
+    user = wanted.run_as_user or default_user
+    read_only = wanted.read_only_root_filesystem
+    if read_only is None:
+        read_only = profile.read_only_root or (
+            not profile.non_root and settings.engine_read_only_root_filesystem
+        )
+    return Posture(user, read_only)
+
+
+def _needs_home(profile: EngineProfile, stance: Posture) -> bool:
+    """A vendor image's caches need a writable HOME once it runs as another user or read-only."""
+    return not profile.non_root and (stance.user is not None or stance.read_only)
+
 
 ANNOTATION_SCRAPE: Final = "prometheus.io/scrape"
 ANNOTATION_PORT: Final = "prometheus.io/port"
@@ -97,12 +134,17 @@ def dependencies(spec: InferenceModelSpec) -> list[Dependency]:
             Dependency("PersistentVolumeClaim", claim, "adapters")
             for claim in adapter_claims(spec.adapters)
         )
+    cache = (
+        [Dependency("PersistentVolumeClaim", spec.cache.pvc_name, "cache.pvcName")]
+        if spec.cache.pvc_name is not None
+        else []
+    )
     if not profile.needs_weights:
-        return out
+        # The sim mounts the cache only to read a preload's manifest.
+        return out + cache if preload_wanted(spec) else out
     if spec.hf_token_secret_ref is not None:
         out.append(Dependency("Secret", spec.hf_token_secret_ref.name, "hfTokenSecretRef"))
-    if spec.cache.pvc_name is not None:
-        out.append(Dependency("PersistentVolumeClaim", spec.cache.pvc_name, "cache.pvcName"))
+    out.extend(cache)
     source = parse_model_source(spec.model)
     if source.claim is not None:
         out.append(Dependency("PersistentVolumeClaim", source.claim, "model"))
@@ -128,11 +170,20 @@ def _resources(spec: InferenceModelSpec) -> dict[str, Any]:
 
 
 def _env(
-    spec: InferenceModelSpec, profile: EngineProfile, extra: tuple[tuple[str, str], ...]
+    spec: InferenceModelSpec,
+    profile: EngineProfile,
+    extra: tuple[tuple[str, str], ...],
+    stance: Posture,
 ) -> list[dict[str, Any]]:
     env: dict[str, dict[str, Any]] = {}
+    if _needs_home(profile, stance):
+        env["HOME"] = {"name": "HOME", "value": HOME_MOUNT}
     if profile.needs_weights:
         env["HF_HOME"] = {"name": "HF_HOME", "value": HF_HOME}
+        if preload_wanted(spec):
+            # The cache is mounted read-only and filled: the hub client must not try to
+            # download (or write its lock files) there.
+            env["HF_HUB_OFFLINE"] = {"name": "HF_HUB_OFFLINE", "value": "1"}
         if spec.hf_token_secret_ref is not None:
             ref = spec.hf_token_secret_ref
             env["HF_TOKEN"] = {
@@ -156,32 +207,37 @@ def _probe(profile: EngineProfile, period: int, timeout: int, failures: int) -> 
 
 
 def _volumes(
-    spec: InferenceModelSpec, profile: EngineProfile, settings: ReconcileSettings
+    model_name: str,
+    spec: InferenceModelSpec,
+    profile: EngineProfile,
+    settings: ReconcileSettings,
+    stance: Posture,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     volumes: list[dict[str, Any]] = []
     mounts: list[dict[str, Any]] = []
-    if profile.read_only_root:
-        volumes.append({"name": TMP_VOLUME, "emptyDir": {"sizeLimit": TMP_SIZE_LIMIT}})
+    if stance.read_only:
+        # Vendor engines write more than the sim there (torch's inductor cache, TensorRT-LLM's
+        # options file): only the sim's /tmp is bounded.
+        tmp = {"sizeLimit": TMP_SIZE_LIMIT} if profile.non_root else {}
+        volumes.append({"name": TMP_VOLUME, "emptyDir": tmp})
         mounts.append({"name": TMP_VOLUME, "mountPath": "/tmp"})
+    if _needs_home(profile, stance):
+        volumes.append({"name": HOME_VOLUME, "emptyDir": {}})
+        mounts.append({"name": HOME_VOLUME, "mountPath": HOME_MOUNT})
     if profile.needs_shm:
         shm: dict[str, Any] = {"medium": "Memory"}
         if settings.shm_size_limit is not None:
             shm["sizeLimit"] = settings.shm_size_limit
         volumes.append({"name": SHM_VOLUME, "emptyDir": shm})
         mounts.append({"name": SHM_VOLUME, "mountPath": "/dev/shm"})
+    preloaded = preload_wanted(spec)
+    if profile.needs_weights or preloaded:
+        volumes.append(cache_volume(model_name, spec, MODEL_CACHE_VOLUME))
+        mount: dict[str, Any] = {"name": MODEL_CACHE_VOLUME, "mountPath": MODEL_CACHE_MOUNT}
+        if preloaded:
+            mount["readOnly"] = True  # the preload Job filled it; replicas only read
+        mounts.append(mount)
     if profile.needs_weights:
-        if spec.cache.pvc_name is not None:
-            cache: dict[str, Any] = {
-                "name": MODEL_CACHE_VOLUME,
-                "persistentVolumeClaim": {"claimName": spec.cache.pvc_name},
-            }
-        else:
-            empty: dict[str, Any] = {}
-            if spec.cache.size_limit is not None:
-                empty["sizeLimit"] = _quantity(spec.cache.size_limit)
-            cache = {"name": MODEL_CACHE_VOLUME, "emptyDir": empty}
-        volumes.append(cache)
-        mounts.append({"name": MODEL_CACHE_VOLUME, "mountPath": MODEL_CACHE_MOUNT})
         source = parse_model_source(spec.model)
         if source.claim is not None:
             volumes.append(
@@ -200,22 +256,24 @@ def _volumes(
     return volumes, mounts
 
 
-def _security(
-    profile: EngineProfile, settings: ReconcileSettings
-) -> tuple[dict[str, Any], dict[str, Any]]:
+def _security(profile: EngineProfile, stance: Posture) -> tuple[dict[str, Any], dict[str, Any]]:
     container: dict[str, Any] = {"allowPrivilegeEscalation": False}
-    if profile.read_only_root:
+    if stance.read_only:
         container["readOnlyRootFilesystem"] = True
     pod: dict[str, Any] = {}
-    if profile.non_root:
+    if stance.user is not None:
         container["capabilities"] = {"drop": ["ALL"]}
         container["runAsNonRoot"] = True
         pod = {
             "runAsNonRoot": True,
-            "runAsUser": settings.run_as_user,
-            "runAsGroup": settings.run_as_user,
+            "runAsUser": stance.user,
+            "runAsGroup": stance.user,
             "seccompProfile": {"type": "RuntimeDefault"},
         }
+        if not profile.non_root:
+            # The model cache (a PVC the image's root wrote before, or an emptyDir) and the
+            # home volume become writable by the engine's group.
+            pod["fsGroup"] = stance.user
     return pod, container
 
 
@@ -226,6 +284,7 @@ def _container(
     settings: ReconcileSettings,
     mounts: list[dict[str, Any]],
     security: dict[str, Any],
+    stance: Posture,
 ) -> dict[str, Any]:
     """The engine container: image, command, port, probes, mounts and security context."""
     startup = spec.serving.startup_timeout_seconds
@@ -235,7 +294,7 @@ def _container(
         "command": list(command.command),
         "args": list(command.args),
         "ports": [{"name": PORT_NAME, "containerPort": profile.port, "protocol": "TCP"}],
-        "env": _env(spec, profile, command.env),
+        "env": _env(spec, profile, command.env, stance),
         "resources": _resources(spec),
         "volumeMounts": mounts,
         # The startup probe owns the (long) model load; liveness and readiness start after it.
@@ -309,11 +368,12 @@ def build_deployment(
     profile = ENGINES[spec.engine]
     command = engine_command(spec, served_name(model_name, spec))
     labels = object_labels(model_name, spec.engine)
-    volumes, mounts = _volumes(spec, profile, settings)
-    pod_security, container_security = _security(profile, settings)
+    stance = posture(spec, profile, settings)
+    volumes, mounts = _volumes(model_name, spec, profile, settings, stance)
+    pod_security, container_security = _security(profile, stance)
     startup = spec.serving.startup_timeout_seconds
 
-    container = _container(spec, profile, command, settings, mounts, container_security)
+    container = _container(spec, profile, command, settings, mounts, container_security, stance)
     pod_spec = _pod_spec(spec, settings, container, pod_security, volumes)
 
     return {
@@ -346,3 +406,28 @@ def build_deployment(
             },
         },
     }
+
+
+def build_preload(
+    model_name: str, namespace: str, spec: InferenceModelSpec, settings: ReconcileSettings
+) -> dict[str, Any] | None:
+    """The model's preload Job (``reconcile/preload.py``), run as the engine's own user.
+
+    Raises:
+        SpecError: the engine or the model source cannot be preloaded.
+    """
+    profile = ENGINES[spec.engine]
+    # The engine's user, so the files it reads are its own; but a vendor image keeps a writable
+    # root: its download tool's scratch files are not the engine's, and the Job gets no /tmp or
+    # HOME volume. (The sim's Job stays read-only, as before.)
+    stance = posture(spec, profile, settings)
+    if not profile.non_root:
+        stance = replace(stance, read_only=False)
+    return build_preload_job(
+        model_name,
+        namespace,
+        spec,
+        served_name(model_name, spec),
+        settings,
+        _security(profile, stance),
+    )

@@ -488,8 +488,11 @@ def _llamacpp(
 
 
 def _sim(spec: InferenceModelSpec, src: ModelSource, served: str, lay: Layout, o: _Flags) -> None:
-    del src, lay  # The sim loads no weights and uses no GPU.
+    del src, lay  # The sim loads no real weights and uses no GPU.
     o.add("--model", served, "--port", SIM.port)
+    if spec.cache.preload:
+        # Its start-up reads the cache's manifest: a filled cache is a load from disk.
+        o.add("--weights-cache", MODEL_CACHE_MOUNT)
     o.add("--shutdown-grace-seconds", spec.serving.termination_grace_period_seconds)
     if spec.optimization.max_model_len is not None:
         o.add("--max-model-len", spec.optimization.max_model_len)

@@ -66,3 +66,13 @@ class ReconcileSettings(BaseModel):
 
     run_as_user: int = Field(default=1000, ge=1)
     """UID of engines that run as non-root (the sim image's ``USER 1000``). Default 1000."""
+
+    engine_run_as_user: int | None = Field(default=None, ge=1)
+    """UID (and GID) that the engines whose images run as root (vLLM, SGLang, TGI, TensorRT-LLM,
+    llama.cpp) run as instead, unless ``spec.security.runAsUser`` says otherwise. Default none:
+    the image's user."""
+
+    engine_read_only_root_filesystem: bool = False
+    """Mount those engines' root filesystems read-only, unless
+    ``spec.security.readOnlyRootFilesystem`` says otherwise; they write to their volumes
+    (``/tmp``, ``HOME``, the model cache). Default false."""

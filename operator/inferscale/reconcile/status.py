@@ -25,13 +25,18 @@ from datetime import datetime
 from typing import Any, Final
 
 from inferscale.api.meta import (
+    CONDITION_CACHED,
     CONDITION_DEGRADED,
     CONDITION_PROGRESSING,
     CONDITION_READY,
     ConditionStatus,
     make_condition,
 )
-from inferscale.api.v1alpha1.inference_model import InferenceModelSpec, InferenceModelStatus
+from inferscale.api.v1alpha1.inference_model import (
+    CacheStatus,
+    InferenceModelSpec,
+    InferenceModelStatus,
+)
 from inferscale.reconcile.labels import selector_string
 
 FAILING_WAITING_REASONS: Final = frozenset(
@@ -76,6 +81,31 @@ class Problem:
 
     reason: str
     message: str
+
+
+@dataclass(frozen=True)
+class CacheView:
+    """What the preload Job says (``reconcile/preload.py``).
+
+    The Cached condition, the status block, and whether the replicas may start.
+    """
+
+    status: ConditionStatus
+    reason: str
+    """``Preloaded``, ``Preloading`` or ``PreloadFailed``."""
+    message: str
+    cache: CacheStatus | None
+    """Job, bytes and time taken (once it finished)."""
+
+    @property
+    def filled(self) -> bool:
+        """The weights are in the cache: replicas may start."""
+        return self.status == "True"
+
+    @property
+    def failed(self) -> bool:
+        """The Job gave up: a person must act (the replicas stay at zero)."""
+        return self.reason == "PreloadFailed"
 
 
 @dataclass(frozen=True)
@@ -212,10 +242,18 @@ def _verdict(
     deployment: Mapping[str, Any] | None,
     pods: Sequence[Mapping[str, Any]],
     problem: Problem | None,
+    cache: CacheView | None = None,
 ) -> _Verdict:
     if problem is not None:
         bad: tuple[ConditionStatus, str, str] = ("False", problem.reason, problem.message)
         return _Verdict(bad, bad, ("True", problem.reason, problem.message))
+    if cache is not None and cache.failed:
+        # The replicas are held at zero and will stay there: a person must act.
+        failed: tuple[ConditionStatus, str, str] = ("False", cache.reason, cache.message)
+        return _Verdict(failed, failed, ("True", cache.reason, cache.message))
+    if cache is not None and not cache.filled:
+        waiting: tuple[ConditionStatus, str, str] = ("False", cache.reason, cache.message)
+        return _Verdict(waiting, ("True", cache.reason, cache.message), _OK)
     if deployment is None:
         creating: tuple[ConditionStatus, str, str] = (
             "False",
@@ -308,27 +346,33 @@ def compute_status(
     now: str,
     previous: InferenceModelStatus | None = None,
     problem: Problem | None = None,
+    cache: CacheView | None = None,
 ) -> InferenceModelStatus:
     """The status to write for what was observed.
 
     ``pods`` are the model's pods (selected by its labels). ``problem`` is set when the
-    operator refused to apply the spec. The autoscaler's fields (``lastScaleTime``,
-    ``lastScaleReason``, ``signals``, ``autoscalerState`` and its ``ScalingActive``
-    condition) and the adapter loader's (``adapters``, ``AdaptersReady``) are carried over
-    from ``previous`` untouched.
+    operator refused to apply the spec. ``cache`` is the preload Job's outcome with
+    ``cache.preload`` (the Cached condition; replicas wait for it). The autoscaler's fields
+    (``lastScaleTime``, ``lastScaleReason``, ``signals``, ``autoscalerState`` and its
+    ``ScalingActive`` condition) and the adapter loader's (``adapters``, ``AdaptersReady``)
+    are carried over from ``previous`` untouched.
     """
     before = previous or InferenceModelStatus()
-    verdict = _verdict(spec, desired_replicas, deployment, pods, problem)
+    verdict = _verdict(spec, desired_replicas, deployment, pods, problem, cache)
+    mine: list[tuple[str, tuple[ConditionStatus, str, str]]] = [
+        (CONDITION_READY, verdict.ready),
+        (CONDITION_PROGRESSING, verdict.progressing),
+        (CONDITION_DEGRADED, verdict.degraded),
+    ]
+    if cache is not None:
+        mine.append((CONDITION_CACHED, (cache.status, cache.reason, cache.message)))
     conditions = [
         make_condition(type_, *values, now=now, generation=generation, previous=before.conditions)
-        for type_, values in (
-            (CONDITION_READY, verdict.ready),
-            (CONDITION_PROGRESSING, verdict.progressing),
-            (CONDITION_DEGRADED, verdict.degraded),
-        )
+        for type_, values in mine
     ]
-    # Conditions of other writers (the autoscaler's ScalingActive) are theirs to keep.
-    owned = {CONDITION_READY, CONDITION_PROGRESSING, CONDITION_DEGRADED}
+    # Conditions of other writers (the autoscaler's ScalingActive) are theirs to keep; Cached
+    # is ours, and goes when preload is turned off.
+    owned = {CONDITION_READY, CONDITION_PROGRESSING, CONDITION_DEGRADED, CONDITION_CACHED}
     conditions.extend(c for c in before.conditions if c.type not in owned)
     st = (deployment or {}).get("status") or {}
     ttr = time_to_ready(pods)
@@ -346,6 +390,7 @@ def compute_status(
         time_to_ready_seconds=ttr if ttr is not None else before.time_to_ready_seconds,
         autoscaler_state=before.autoscaler_state,
         adapters=before.adapters,
+        cache=cache.cache if cache is not None else None,
     )
 
 

@@ -563,13 +563,16 @@ def test_chart_images_are_the_launchers_and_the_dockerfiles():
     assert {_strip_tag(i) for i in images} == {
         "ghcr.io/inferscale/operator",
         "ghcr.io/inferscale/router",
+        "docker.io/library/redis",  # redis.mode auto with two routers; pinned, not ours
     }
-    assert all(i.endswith(f":{__version__}") for i in images)
+    ours = [i for i in images if i.startswith("ghcr.io/inferscale/")]
+    assert ours and all(i.endswith(f":{__version__}") for i in ours)
     dockerfiles = sorted(p.parent.name for p in (REPO / "images").glob("*/Dockerfile"))
-    assert dockerfiles == ["operator", "router", "sim"]
+    # pause: the sandbox image of the local cluster's container node, no inferscale entry point.
+    assert dockerfiles == ["operator", "pause", "router", "sim"]
     group = build_parser()._subparsers._group_actions[0]  # type: ignore[union-attr]
     subcommands = set(group.choices or ())
-    for name in dockerfiles:
+    for name in ("operator", "router", "sim"):
         image = f"ghcr.io/inferscale/{name}"
         found = _dockerfile(name)
         assert found["entrypoint"] == launcher[image], name
@@ -616,13 +619,60 @@ def _notes(*sets: str) -> str:
     return done.stdout.split("NOTES:", 1)[1]
 
 
-def test_without_redis_each_router_limits_on_its_own_and_the_notes_say_so():
-    docs = render()
-    assert "INFERSCALE_ROUTER_REDIS_URL" not in _router_env(docs)
-    assert not [d for d in docs if d["metadata"]["name"].endswith("-redis")]
-    assert "WARNING: 2 routers and no Redis" in _notes()
-    assert "WARNING" not in _notes("router.replicas=1")
-    assert "WARNING" not in _notes("redis.mode=bundled")
+# (values set, the Redis the routers use, a line the NOTES must hold, one they must not)
+REDIS_CASES = [
+    # The default: two routers, mode auto -> the bundled Redis, no warning.
+    ((), "bundled", "Redis (redis.mode auto)", "WARNING"),
+    (("router.replicas=3",), "bundled", "Redis (redis.mode auto)", "WARNING"),
+    # One router shares nothing: no Redis, and the NOTES say how to scale without losing it.
+    (("router.replicas=1",), "", "One router and redis.mode auto", "WARNING"),
+    # Redis switched off with several routers: each limits on its own, and the NOTES warn.
+    (
+        ("redis.mode=none",),
+        "",
+        'WARNING: 2 routers and no Redis (redis.mode is "none")',
+        "share client limits and",
+    ),
+    (
+        ("redis.mode=",),
+        "",
+        'WARNING: 2 routers and no Redis (redis.mode is "none")',
+        "share client limits and",
+    ),
+    (("redis.mode=none", "router.replicas=1"), "", "", "WARNING"),
+    (("redis.mode=bundled", "router.replicas=1"), "bundled", "Redis (redis.mode bundled)", "WARN"),
+    (
+        ("redis.mode=external", "redis.existingSecret=shared-redis"),
+        "external",
+        "",
+        "WARNING",
+    ),
+    # No routers: nothing to share, so no Redis whatever the mode.
+    (("router.enabled=false",), "", "", "Redis (redis"),
+    (("router.enabled=false", "redis.mode=bundled"), "", "", "Redis (redis"),
+]
+
+
+@pytest.mark.parametrize(("sets", "redis", "said", "unsaid"), REDIS_CASES)
+def test_redis_is_on_by_default_with_several_routers_and_the_notes_say_when_it_is_not(
+    sets: tuple[str, ...], redis: str, said: str, unsaid: str
+):
+    docs = render(sets=sets)
+    bundled = [d for d in docs if d["metadata"]["name"].endswith("-redis")]
+    assert {d["kind"] for d in bundled} == (
+        {"Secret", "Service", "StatefulSet"} if redis == "bundled" else set()
+    )
+    if "router.enabled=false" not in sets:
+        env = _router_env(docs)
+        if redis:
+            secret = "inferscale-redis" if redis == "bundled" else "shared-redis"
+            ref = env["INFERSCALE_ROUTER_REDIS_URL"]["valueFrom"]["secretKeyRef"]
+            assert ref["name"] == secret
+        else:
+            assert "INFERSCALE_ROUTER_REDIS_URL" not in env
+    notes = _notes(*sets)
+    assert said in notes
+    assert unsaid not in notes
 
 
 def test_bundled_redis_runs_restricted_with_a_password_the_routers_read_from_its_secret():

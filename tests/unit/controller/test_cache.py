@@ -1,6 +1,6 @@
 """ChildCache: the index view of a model's children, and writes the watch has not shown yet."""
 
-from inferscale.controller.cache import ChildCache
+from inferscale.controller.cache import INDEX_NAMES, ChildCache
 
 
 def obj(kind, name, rv, model="m", ns="ns"):
@@ -17,9 +17,7 @@ def obj(kind, name, rv, model="m", ns="ns"):
 
 
 def cache_with(**stores):
-    indices = {
-        n: {} for n in ("models", "model_deployments", "model_services", "model_pdbs", "model_pods")
-    }
+    indices = {n: {} for n in INDEX_NAMES}
     for index, objects in stores.items():
         for o in objects:
             indices[index].setdefault(
@@ -76,9 +74,7 @@ def test_returned_objects_are_copies():
 def test_model_reads_prefer_our_newer_status_write_and_see_deletion():
     model = obj("InferenceModel", "m", 5)
     model["metadata"]["labels"] = {}
-    indices = {
-        n: {} for n in ("models", "model_deployments", "model_services", "model_pdbs", "model_pods")
-    }
+    indices = {n: {} for n in INDEX_NAMES}
     indices["models"][("ns", "m")] = [model]
     cache = ChildCache(indices)
     written = obj("InferenceModel", "m", 8)
@@ -179,9 +175,7 @@ def test_writes_are_remembered_frozen_and_read_back_whole():
 
 def test_model_keys_lists_the_models_in_the_index():
     model = obj("InferenceModel", "m", 5)
-    indices = {
-        n: {} for n in ("models", "model_deployments", "model_services", "model_pdbs", "model_pods")
-    }
+    indices = {n: {} for n in INDEX_NAMES}
     indices["models"][("ns", "m")] = [model]
     indices["models"][("ns", "emptied")] = []
     assert ChildCache(indices).model_keys() == {("ns", "m")}

@@ -210,3 +210,26 @@ def test_the_full_model_batches_like_it_encodes_alone() -> None:
     assert (
         long[0] == encoder.tokenizer.vocab["[CLS]"] and long[-1] == encoder.tokenizer.vocab["[SEP]"]
     )
+
+
+def test_the_installed_zip_is_named_by_its_record_and_a_copy_is_hashed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    installed = package_module.model_zip_path()
+    hashed = package_module._sha256(installed)
+    # The installed zip's digest comes from pip's RECORD and agrees with the bytes ...
+    assert package_module._recorded_sha256(installed) == hashed
+    with monkeypatch.context() as patch:
+        # ... and naming the cached table reads none of its 83 MB.
+        patch.setattr(package_module, "_sha256", lambda path: pytest.fail(f"hashed {path}"))
+        assert package_module.model_digest() == hashed
+    # Any other zip, even at another path with the same bytes, is hashed, not looked up.
+    copy = tmp_path / "model.zip"
+    copy.write_bytes(installed.read_bytes())
+    assert package_module._recorded_sha256(copy) is None
+    assert package_module.model_digest(copy) == hashed
+
+
+def test_a_missing_zip_has_no_digest_but_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(EmbeddingUnavailable, match="cannot read"):
+        package_module.model_digest(tmp_path / "absent.zip")

@@ -32,7 +32,7 @@ def test_paths(api_version, kind, namespace, name, sub, path):
 
 def test_unknown_kind_and_missing_namespace_are_refused():
     with pytest.raises(ValueError, match="does not manage"):
-        resource_type("batch/v1", "Job")
+        resource_type("batch/v1", "CronJob")
     with pytest.raises(ValueError, match="needs a namespace"):
         resource_type("v1", "Pod").path(None, "p")
 

@@ -112,6 +112,41 @@ class InferenceClientSpec(ApiModel):
     """Refuse this client's keys (401) without deleting anything."""
 
 
+class BudgetUse(ApiModel):
+    """Tokens and US dollars counted in the current UTC day and month.
+
+    Only for the budgets that are set (an unset budget is not counted and stays absent).
+    """
+
+    tokens_today: int | None = Field(default=None, ge=0)
+    """Prompt plus completion tokens counted today (UTC) against ``tokensPerDay``."""
+
+    tokens_this_month: int | None = Field(default=None, ge=0)
+    """Tokens counted this calendar month (UTC) against ``tokensPerMonth``."""
+
+    usd_today: float | None = Field(default=None, ge=0)
+    """US dollars spent today (UTC) against ``usdPerDay``."""
+
+    usd_this_month: float | None = Field(default=None, ge=0)
+    """US dollars spent this calendar month (UTC) against ``usdPerMonth``."""
+
+
+class ClientUsage(ApiModel):
+    """Usage against the client's budgets and its team's, as the routers count them."""
+
+    day: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}$")
+    """The UTC day (``YYYY-MM-DD``) the figures count; its month is the month's."""
+
+    client: BudgetUse = nested(BudgetUse)
+    """This client's own budgets (every key of its Secret)."""
+
+    team: BudgetUse | None = None
+    """Its team's budgets, shared by every client of the team (unset: no team budget)."""
+
+    budget_used_percent: int | None = Field(default=None, ge=0)
+    """The most used of every budget above, in percent of its limit (100: spent, refused)."""
+
+
 class InferenceClientStatus(ApiModel):
     """The observed state of a client, written by the operator."""
 
@@ -121,9 +156,14 @@ class InferenceClientStatus(ApiModel):
     keys: int | None = Field(default=None, ge=0)
     """How many keys the Secret holds (each one accepted)."""
 
+    usage: ClientUsage | None = None
+    """Usage against the budgets, refreshed every few seconds by the operator from the
+    routers (unset: the client and its team have no budget)."""
+
     conditions: list[Condition] = Field(default_factory=list, max_length=16)
     """Ready: the key Secret exists and holds at least one usable key, so the routers accept
-    this client."""
+    this client. UsageReported: ``usage`` is current (False: the routers could not be read, or
+    their limits are not shared through Redis now, so the figures may be incomplete)."""
 
 
 class InferenceClient(Resource[InferenceClientSpec, InferenceClientStatus]):

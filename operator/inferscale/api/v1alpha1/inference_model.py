@@ -194,10 +194,17 @@ class Autoscaling(ApiModel):
     the same target; it needs routers that report the tokens waiting, and falls back to
     requests in flight where none does."""
 
+    preset: Literal["economy", "balanced", "latency"] = "balanced"
+    """Named settings instead of tuning windows (docs/autoscaling.md, "Presets"):
+    ``balanced`` keeps a learned floor at the 80th percentile of recent bursts' wants, or, with
+    spillover priced, keeps only the replicas that spill at most 8 % of the load and lets
+    shorter bursts spill; ``economy`` keeps no floor (bursts queue, or spill up to 40 %);
+    ``latency`` keeps the 90th percentile standing and never trades replicas for spill."""
+
     learned_floor_percentile: int | None = Field(default=None, ge=1, le=100)
     """Keep standing the replicas that this percentile of recent bursts wanted (weighted by
     age, half-life one hour), so bursts that recur and are shorter than a cold start meet
-    capacity. Unset: no learned floor."""
+    capacity. Unset: the preset's (80 for balanced, 90 for latency, none for economy)."""
 
 
 class Serving(ApiModel):
@@ -210,14 +217,100 @@ class Serving(ApiModel):
     """How long a stopping replica may finish its in-flight requests and streams."""
 
 
+HOST_PATH_PATTERN = r"^/[^\x00]*[^/\x00]$"
+"""An absolute host path other than ``/`` itself."""
+
+
 class ModelCache(ApiModel):
-    """Where downloaded weights are kept between restarts."""
+    """Where downloaded weights are kept between restarts, and whether they are fetched ahead.
+
+    With ``preload``, a Job downloads the weights into the cache volume before the first replica
+    starts; the replicas are held at zero until it succeeds, then mount the cache read-only and
+    load from it instead of from the network (``docs/operator.md``, "Weight cache").
+    """
+
+    __cel_rules__ = (
+        CelRule(
+            rule="!has(self.pvcName) || !has(self.hostPath)",
+            message="cache.pvcName and cache.hostPath are exclusive: name one volume",
+            check=lambda c: c.pvc_name is None or c.host_path is None,
+            field_path=".hostPath",
+        ),
+        CelRule(
+            rule="!has(self.size) || (!has(self.pvcName) && !has(self.hostPath))",
+            message="cache.size asks the operator for a claim of its own: leave out cache.pvcName "
+            "and cache.hostPath",
+            check=lambda c: c.size is None or (c.pvc_name is None and c.host_path is None),
+            field_path=".size",
+        ),
+        CelRule(
+            rule="!has(self.storageClassName) || has(self.size)",
+            message="cache.storageClassName needs cache.size (the claim the operator creates)",
+            check=lambda c: c.storage_class_name is None or c.size is not None,
+            field_path=".storageClassName",
+        ),
+        CelRule(
+            # The default ``{}`` is checked too, before defaulting: ``preload`` may be absent.
+            rule="!has(self.preload) || !self.preload || has(self.pvcName) "
+            "|| has(self.hostPath) || has(self.size)",
+            message="cache.preload needs a shared volume: set cache.pvcName, cache.hostPath or "
+            "cache.size (a per-pod emptyDir cannot be filled ahead)",
+            check=lambda c: (
+                not c.preload
+                or c.pvc_name is not None
+                or c.host_path is not None
+                or c.size is not None
+            ),
+            field_path=".preload",
+        ),
+    )
 
     pvc_name: str | None = Field(default=None, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)
-    """An existing PersistentVolumeClaim for the weights; empty uses a per-pod emptyDir."""
+    """An existing PersistentVolumeClaim for the weights (its storage class and size are the
+    claim's; ReadWriteMany or ReadOnlyMany when replicas spread over nodes); empty uses
+    ``size``, ``hostPath`` or else a per-pod emptyDir."""
+
+    host_path: str | None = Field(default=None, max_length=4096, pattern=HOST_PATH_PATTERN)
+    """A directory on the node for the weights (single-node and local clusters; created when
+    missing). Exclusive with ``pvcName``."""
+
+    size: Quantity | None = None
+    """Size of a PersistentVolumeClaim the operator creates for the cache (``<name>-weights``,
+    deleted with the model), for example ``40Gi``. Exclusive with ``pvcName`` and
+    ``hostPath``."""
+
+    storage_class_name: str | None = Field(
+        default=None, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN
+    )
+    """StorageClass of the claim the operator creates; empty uses the cluster's default."""
+
+    access_mode: Literal["ReadWriteMany", "ReadWriteOnce", "ReadWriteOncePod"] = "ReadWriteMany"
+    """Access mode of the claim the operator creates: ReadWriteMany lets replicas on several
+    nodes share it; ReadWriteOnce keeps them on the node that mounted it first."""
 
     size_limit: Quantity | None = None
-    """Size limit of the emptyDir used when no PVC is named."""
+    """Size limit of the emptyDir used when no PVC, host path or size is given."""
+
+    preload: bool = False
+    """Download the weights into the cache with a Job before the first replica starts (needs
+    ``pvcName``, ``hostPath`` or ``size``). Status shows the ``Cached`` condition, the bytes
+    and the time taken; replicas wait for it and mount the cache read-only."""
+
+
+class EngineSecurity(ApiModel):
+    """The user the engine runs as, and whether its root filesystem may be written."""
+
+    run_as_user: int | None = Field(default=None, ge=1, le=2_147_483_647)
+    """Run the engine as this non-root UID (and GID), with every capability dropped and the
+    runtime's default seccomp profile. Unset: the operator's ``reconcile.engineRunAsUser``,
+    else the image's own user (root in the official vLLM, SGLang, TGI, TensorRT-LLM and
+    llama.cpp images; the sim runs as ``reconcile.runAsUser``, 1000)."""
+
+    read_only_root_filesystem: bool | None = None
+    """Mount the engine's root filesystem read-only; it then writes only to its volumes:
+    ``/tmp``, a home directory (``HOME``: ``~/.cache``, ``~/.config``, ``~/.triton``), the
+    model cache and ``/dev/shm``. Unset: the operator's
+    ``reconcile.engineReadOnlyRootFilesystem``, else true for the sim only."""
 
 
 class Adapter(ApiModel):
@@ -279,6 +372,14 @@ class InferenceModelSpec(ApiModel):
             field_path=".optimization.tensorParallelSize",
         ),
         CelRule(
+            rule="!has(self.cache) || !has(self.cache.preload) || !self.cache.preload "
+            "|| self.engine == 'sim' || self.model.startsWith('hf://')",
+            message="cache.preload downloads hf:// models (s3:// and pvc:// sources are not "
+            "fetched ahead)",
+            check=lambda s: not s.cache.preload or s.engine == "sim" or s.model.startswith("hf://"),
+            field_path=".cache.preload",
+        ),
+        CelRule(
             rule="!has(self.servedName) || !has(self.adapters) "
             "|| self.adapters.all(a, a.name != self.servedName)",
             message="adapters[].name must differ from servedName",
@@ -321,6 +422,9 @@ class InferenceModelSpec(ApiModel):
 
     cache: ModelCache = nested(ModelCache)
     """Where downloaded weights are kept."""
+
+    security: EngineSecurity = nested(EngineSecurity)
+    """The engine's user and root filesystem (docs/engines.md, "Engine pods")."""
 
     replicas: int | None = Field(default=None, ge=0, le=10_000)
     """Replica count when autoscaling is disabled; set by ``kubectl scale``, HPA or KEDA through
@@ -415,6 +519,22 @@ class AdapterStatus(ApiModel):
     """The last error (an engine's refusal, an unreachable replica, a refused source)."""
 
 
+class CacheStatus(ApiModel):
+    """The weight cache as the last preload Job left it (``spec.cache.preload``)."""
+
+    job: str | None = Field(default=None, max_length=253)
+    """The preload Job's name."""
+
+    bytes: int | None = Field(default=None, ge=0)
+    """Bytes of weights the Job put in the cache, as it reported them."""
+
+    seconds: float | None = Field(default=None, ge=0)
+    """How long the Job took, from its start to its completion."""
+
+    completed_at: str | None = None
+    """When the Job finished (RFC 3339)."""
+
+
 class InferenceModelStatus(ApiModel):
     """The observed state of a self-hosted model, written by the operator."""
 
@@ -438,7 +558,9 @@ class InferenceModelStatus(ApiModel):
 
     conditions: list[Condition] = Field(default_factory=list, max_length=16)
     """Ready, Progressing and Degraded, with reasons a person understands; ScalingActive says
-    whether the autoscaler can see the load (False: it holds the replica count, and why)."""
+    whether the autoscaler can see the load (False: it holds the replica count, and why);
+    Cached, with ``cache.preload``, whether the weights are in the cache (False: the replicas
+    wait, and why)."""
 
     last_scale_time: str | None = None
     """When the replica count last changed (RFC 3339)."""
@@ -459,6 +581,10 @@ class InferenceModelStatus(ApiModel):
     adapters: list[AdapterStatus] = Field(default_factory=list, max_length=MAX_ADAPTERS)
     """Each LoRA adapter of ``spec.adapters``: on how many ready replicas it is loaded, and
     the last error. The AdaptersReady condition sums them up."""
+
+    cache: CacheStatus | None = None
+    """The preloaded weight cache: the Job, bytes and time taken. The Cached condition says
+    whether the replicas may start."""
 
 
 class InferenceModel(Resource[InferenceModelSpec, InferenceModelStatus]):
