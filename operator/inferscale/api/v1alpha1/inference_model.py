@@ -9,7 +9,7 @@ engine's own flags by the operator; ``args`` carries everything else.
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from pydantic import Field, field_validator
 
@@ -75,6 +75,20 @@ class Scheduling(ApiModel):
         default=None, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN
     )
     """PriorityClass of the replicas' pods."""
+
+    def pod_fields(self) -> dict[str, Any]:
+        """The pod spec's scheduling fields, the same for replicas and the preload Job.
+
+        So the Job downloads on a node where a replica may run (its cache may be node-local).
+        """
+        fields: dict[str, Any] = {}
+        if self.node_selector:
+            fields["nodeSelector"] = dict(self.node_selector)
+        if self.tolerations:
+            fields["tolerations"] = [t.to_wire() for t in self.tolerations]
+        if self.priority_class_name:
+            fields["priorityClassName"] = self.priority_class_name
+        return fields
 
 
 class SpeculativeDecoding(ApiModel):
