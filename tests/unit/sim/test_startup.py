@@ -32,9 +32,7 @@ def test_each_presets_cold_start_is_its_profiles_network_total(name):
     # second.
     profile = STARTUP_PROFILES[name]
     assert PRESETS[name].startup_delay_seconds == profile.cold_start_seconds()
-    assert PRESETS[name].startup_delay_seconds == pytest.approx(
-        profile.total("network"), abs=0.5
-    )
+    assert PRESETS[name].startup_delay_seconds == pytest.approx(profile.total("network"), abs=0.5)
 
 
 def test_the_presets_quoted_cold_starts():
