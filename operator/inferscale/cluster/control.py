@@ -183,6 +183,31 @@ def _start(config: ClusterConfig, assets: Path, address: str) -> str:
     return server
 
 
+FRONT_PROXY_CLIENT = "front-proxy-client"
+"""The API server's client certificate (and its name) for extension API servers."""
+
+
+def _aggregation_flags(pki: Pki, front_proxy: Path) -> list[str]:
+    """The aggregation layer: the API server proxies APIServices (KEDA's metrics API server).
+
+    It authenticates to an extension server with the ``front-proxy-client`` certificate and
+    passes the user in ``X-Remote-*`` headers, which the extension trusts from that name only.
+    The cluster CA signs it (kubeadm uses a second CA): one CA keeps the PKI small, and the
+    allowed name keeps any other certificate of that CA from asserting a user in headers.
+    Services have no ClusterIP routing here, so the API server dials their endpoints instead.
+    """
+    return [
+        f"--requestheader-client-ca-file={pki.ca_crt}",
+        f"--requestheader-allowed-names={FRONT_PROXY_CLIENT}",
+        "--requestheader-username-headers=X-Remote-User",
+        "--requestheader-group-headers=X-Remote-Group",
+        "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+        f"--proxy-client-cert-file={front_proxy}",
+        f"--proxy-client-key-file={front_proxy.with_suffix('.key')}",
+        "--enable-aggregator-routing=true",
+    ]
+
+
 @dataclass(frozen=True)
 class _Starter:
     """Starts one component at a time, with the addresses and certificates they share."""
@@ -240,6 +265,7 @@ class _Starter:
     def apiserver(self) -> None:
         """The API server with Node and RBAC authorization, on the cluster's address."""
         config, pki = self.config, self.pki
+        front_proxy = ensure_client_cert(pki, FRONT_PROXY_CLIENT, FRONT_PROXY_CLIENT)
         argv = [
             str(self.assets / "kube-apiserver"),
             f"--etcd-servers={self._etcd_url}",
@@ -259,6 +285,7 @@ class _Starter:
             "--enable-priority-and-fairness=false",
             "--profiling=false",
             f"--cert-dir={config.state_dir / 'apiserver-certs'}",
+            *_aggregation_flags(pki, front_proxy),
         ]
         self.run("kube-apiserver", argv, f"{self.server}/readyz", verify=self.ca)
 
