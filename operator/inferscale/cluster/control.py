@@ -529,11 +529,13 @@ def _remove_mountpoints(state_dir: Path, proc: Path = Path("/proc")) -> list[str
     # their own mount namespaces, so the host's directory looks empty; yet removing it would
     # detach those mounts (Linux >= 3.18 lets rmdir succeed and unmounts lazily) and the
     # other cluster's running pods would lose their files.
+    # mountinfo names the path with its symlinks resolved: /var/run is a link to /run on most
+    # distributions, so the token's mount point shows as /run/secrets/... there.
     in_use = mounted_anywhere(proc)
     out = []
     # Deepest first, and only while empty: never remove anything that holds files.
     for directory in sorted(created, key=len, reverse=True):
-        if directory in in_use:
+        if directory in in_use or os.path.realpath(directory) in in_use:
             continue
         with contextlib.suppress(OSError):
             Path(directory).rmdir()
