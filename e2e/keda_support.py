@@ -1,7 +1,7 @@
 """KEDA on the local cluster, for e2e/test_keda.py: its CRDs, RBAC, and its operator as a process.
 
 ``tools/keda/build.sh`` builds KEDA's operator from its Go module (opt-in, ``INFERSCALE_KEDA=1``:
-the first build takes about 15 minutes on 2 cores) and copies the module's ``config/`` beside the
+the first build takes 15 to 30 minutes on 2 cores) and copies the module's ``config/`` beside the
 binary, so the CRDs and the RBAC applied here are KEDA's own at the pinned version.
 
 :func:`keda_running` applies KEDA's CRDs, creates KEDA's namespace with its ServiceAccount and
@@ -50,7 +50,7 @@ CERTS_SECRET = "kedaorg-certs"
 
 KEDA_OPT_IN = (
     f"KEDA is opt-in: set {KEDA_ENV}=1 (tools/keda/build.sh builds it from its Go module "
-    "first: about 15 min on 2 cores, then cached)"
+    "first: 15 to 30 min on 2 cores, then cached)"
 )
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build KEDA from its Go module, cached outside the repository, for e2e/test_keda.py (opt-in:
-# INFERSCALE_KEDA=1). Never run by default: the first build takes about 15 min on 2 cores.
+# INFERSCALE_KEDA=1). Never run by default: the first build takes 15 to 30 min on 2 cores.
 #
 #   keda           KEDA's operator (github.com/kedacore/keda/v2/cmd/operator).
 #   keda-adapter   KEDA's metrics API server (cmd/adapter), served behind the aggregation layer
@@ -61,7 +61,7 @@ if [[ ! -f "$src/go.mod" ]]; then
 fi
 say "downloading KEDA's dependencies"
 (cd "$src" && nice -n 19 go mod download)
-say "compiling KEDA ${commands[*]} (the first build takes about 15 min on 2 busy cores)"
+say "compiling KEDA ${commands[*]} (the first build takes 15 to 30 min on 2 busy cores)"
 log="$bin.tmp/build.log"
 pkgs=(); for c in "${commands[@]}"; do pkgs+=("./cmd/$c"); done
 (cd "$src" && nice -n 19 go build -v -trimpath -ldflags "$ldflags" -o "$bin.tmp/" "${pkgs[@]}" \
