@@ -33,7 +33,14 @@ from inferscale.cluster import containers, kwok, network, prometheus
 from inferscale.cluster.assets import find_assets
 from inferscale.cluster.config import KWOK_NODE_ANNOTATION, ClusterConfig
 from inferscale.cluster.kubeapi import server_address, ssl_context, sync_client
-from inferscale.cluster.pki import Pki, ensure_client_cert, ensure_pki, write_kubeconfig
+from inferscale.cluster.pki import (
+    FRONT_PROXY_CLIENT,
+    Pki,
+    ensure_client_cert,
+    ensure_front_proxy,
+    ensure_pki,
+    write_kubeconfig,
+)
 from inferscale.cluster.process import (
     ClusterError,
     ProcessRecord,
@@ -183,27 +190,23 @@ def _start(config: ClusterConfig, assets: Path, address: str) -> str:
     return server
 
 
-FRONT_PROXY_CLIENT = "front-proxy-client"
-"""The API server's client certificate (and its name) for extension API servers."""
-
-
-def _aggregation_flags(pki: Pki, front_proxy: Path) -> list[str]:
+def _aggregation_flags(front_proxy: tuple[Path, Path]) -> list[str]:
     """The aggregation layer: the API server proxies APIServices (KEDA's metrics API server).
 
-    It authenticates to an extension server with the ``front-proxy-client`` certificate and
-    passes the user in ``X-Remote-*`` headers, which the extension trusts from that name only.
-    The cluster CA signs it (kubeadm uses a second CA): one CA keeps the PKI small, and the
-    allowed name keeps any other certificate of that CA from asserting a user in headers.
-    Services have no ClusterIP routing here, so the API server dials their endpoints instead.
+    It authenticates to an extension server with the ``front-proxy-client`` certificate (of a
+    CA of its own, ``pki.ensure_front_proxy``) and passes the user in ``X-Remote-*`` headers,
+    which the extension trusts from that certificate only. Services have no ClusterIP routing
+    here, so the API server dials their endpoints instead.
     """
+    ca, client = front_proxy
     return [
-        f"--requestheader-client-ca-file={pki.ca_crt}",
+        f"--requestheader-client-ca-file={ca}",
         f"--requestheader-allowed-names={FRONT_PROXY_CLIENT}",
         "--requestheader-username-headers=X-Remote-User",
         "--requestheader-group-headers=X-Remote-Group",
         "--requestheader-extra-headers-prefix=X-Remote-Extra-",
-        f"--proxy-client-cert-file={front_proxy}",
-        f"--proxy-client-key-file={front_proxy.with_suffix('.key')}",
+        f"--proxy-client-cert-file={client}",
+        f"--proxy-client-key-file={client.with_suffix('.key')}",
         "--enable-aggregator-routing=true",
     ]
 
@@ -265,7 +268,7 @@ class _Starter:
     def apiserver(self) -> None:
         """The API server with Node and RBAC authorization, on the cluster's address."""
         config, pki = self.config, self.pki
-        front_proxy = ensure_client_cert(pki, FRONT_PROXY_CLIENT, FRONT_PROXY_CLIENT)
+        front_proxy = ensure_front_proxy(pki)
         argv = [
             str(self.assets / "kube-apiserver"),
             f"--etcd-servers={self._etcd_url}",
@@ -285,7 +288,7 @@ class _Starter:
             "--enable-priority-and-fairness=false",
             "--profiling=false",
             f"--cert-dir={config.state_dir / 'apiserver-certs'}",
-            *_aggregation_flags(pki, front_proxy),
+            *_aggregation_flags(front_proxy),
         ]
         self.run("kube-apiserver", argv, f"{self.server}/readyz", verify=self.ca)
 

@@ -87,14 +87,27 @@ def _key(path: Path) -> None:
     path.chmod(0o600)
 
 
-def _sign(pki: Pki, name: str, subject: str, extensions: str) -> None:
+def _make_ca(crt: Path, key: Path, name: str) -> None:
+    _key(key)
+    _openssl(
+        "req", "-x509", "-new", "-key", str(key), "-subj", f"/CN={name}",
+        "-days", VALID_DAYS, "-sha256", "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign", "-out", str(crt),
+    )  # fmt: skip
+
+
+def _sign(
+    pki: Pki, name: str, subject: str, extensions: str, ca: tuple[Path, Path] | None = None
+) -> None:
+    """``NAME.crt`` and ``NAME.key``, signed by the cluster CA or by ``ca`` (cert, key)."""
+    ca_crt, ca_key = ca or (pki.ca_crt, pki.ca_key)
     key, csr, crt = pki.dir / f"{name}.key", pki.dir / f"{name}.csr", pki.dir / f"{name}.crt"
     ext = pki.dir / f"{name}.ext"
     _key(key)
     _openssl("req", "-new", "-key", str(key), "-subj", subject, "-out", str(csr))
     ext.write_text(extensions)
     _openssl(
-        "x509", "-req", "-in", str(csr), "-CA", str(pki.ca_crt), "-CAkey", str(pki.ca_key),
+        "x509", "-req", "-in", str(csr), "-CA", str(ca_crt), "-CAkey", str(ca_key),
         "-CAcreateserial", "-days", VALID_DAYS, "-sha256", "-extfile", str(ext), "-out", str(crt),
     )  # fmt: skip
     csr.unlink()
@@ -110,12 +123,7 @@ def ensure_pki(directory: Path, ips: list[str], dns_names: list[str]) -> Pki:
     pki = Pki(directory)
     directory.mkdir(parents=True, exist_ok=True)
     if not pki.ca_crt.exists():
-        _key(pki.ca_key)
-        _openssl(
-            "req", "-x509", "-new", "-key", str(pki.ca_key), "-subj", "/CN=inferscale-local-ca",
-            "-days", VALID_DAYS, "-sha256", "-addext", "basicConstraints=critical,CA:TRUE",
-            "-addext", "keyUsage=critical,keyCertSign,cRLSign", "-out", str(pki.ca_crt),
-        )  # fmt: skip
+        _make_ca(pki.ca_crt, pki.ca_key, "inferscale-local-ca")
     if not pki.serving_crt.exists():
         sans = ",".join([*(f"IP:{ip}" for ip in ips), *(f"DNS:{name}" for name in dns_names)])
         _sign(
@@ -195,3 +203,29 @@ def write_kubeconfig(
     }
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     path.chmod(0o600)
+
+
+FRONT_PROXY_CLIENT = "front-proxy-client"
+"""The name of the API server's client certificate for extension API servers."""
+
+
+def ensure_front_proxy(pki: Pki) -> tuple[Path, Path]:
+    """The aggregation layer's CA and the API server's client certificate that it signs.
+
+    A CA of its own, as kubeadm's front-proxy-ca: the cluster CA also signs approved
+    CertificateSigningRequests (the controller manager's signer), and any certificate this CA
+    signs with the name ``front-proxy-client`` may pass any user in headers. Returns the CA's
+    certificate and the client certificate (its key beside it, ``.key``); kept when they exist.
+    """
+    ca, ca_key = pki.dir / "front-proxy-ca.crt", pki.dir / "front-proxy-ca.key"
+    if not ca.exists():
+        _make_ca(ca, ca_key, "inferscale-front-proxy-ca")
+    crt = pki.dir / f"{FRONT_PROXY_CLIENT}.crt"
+    if not crt.exists():
+        _sign(
+            pki, FRONT_PROXY_CLIENT, f"/CN={FRONT_PROXY_CLIENT}",
+            "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
+            "extendedKeyUsage=clientAuth\n",
+            ca=(ca, ca_key),
+        )  # fmt: skip
+    return ca, crt
