@@ -1,11 +1,12 @@
 """Certificates and keys of the local cluster, made with the ``openssl`` command.
 
-One CA signs everything: the serving certificate shared by the API server, the controller
+One CA signs the serving certificate shared by the API server, the controller
 manager and the scheduler (SANs: loopback, localhost, the bridge address and the
 ``kubernetes.default`` names), and the admin client certificate (group ``system:masters``) that
-every component and the test harness use. The service-account key pair signs and checks
-bound tokens. Keys never leave the state directory. The openssl CLI is used rather than a
-Python crypto package so that nothing beyond Debian's base system is needed.
+every component and the test harness use; a second CA signs only the API server's client
+certificate for the aggregation layer (``ensure_front_proxy``). The service-account key pair
+signs and checks bound tokens. Keys never leave the state directory. The openssl CLI is used
+rather than a Python crypto package so that nothing beyond Debian's base system is needed.
 """
 
 from __future__ import annotations
@@ -212,10 +213,11 @@ FRONT_PROXY_CLIENT = "front-proxy-client"
 def ensure_front_proxy(pki: Pki) -> tuple[Path, Path]:
     """The aggregation layer's CA and the API server's client certificate that it signs.
 
-    A CA of its own, as kubeadm's front-proxy-ca: the cluster CA also signs approved
-    CertificateSigningRequests (the controller manager's signer), and any certificate this CA
-    signs with the name ``front-proxy-client`` may pass any user in headers. Returns the CA's
-    certificate and the client certificate (its key beside it, ``.key``); kept when they exist.
+    Any certificate of the request-header CA named ``front-proxy-client`` may pass any user in
+    headers, so that CA signs nothing else: a CA of its own, as kubeadm's front-proxy-ca, not the
+    cluster CA, which also signs approved CertificateSigningRequests (the controller manager's
+    signer). Returns the CA's certificate and the client certificate (its key beside it,
+    ``.key``); both are kept when they exist.
     """
     ca, ca_key = pki.dir / "front-proxy-ca.crt", pki.dir / "front-proxy-ca.key"
     if not ca.exists():
