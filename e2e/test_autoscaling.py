@@ -27,7 +27,8 @@ from typing import Any
 import openai
 import pytest
 
-from e2e.conftest import REPO, Cluster, get_json, load_yaml, pod_ready
+from e2e.conftest import Cluster, get_json, pod_ready
+from e2e.keda_support import keda_query
 from e2e.operator_support import Models, sim_model
 from e2e.router_support import (
     Routers,
@@ -255,24 +256,6 @@ def test_scale_from_zero_up_down_and_to_zero_without_a_failed_request(
     assert total_errors == [], total_errors[:5]
 
 
-KEDA_EXAMPLE = REPO / "examples" / "interop" / "keda-scaledobject.yaml"
-
-
-def _keda_query(namespace: str, name: str, served: str) -> str:
-    """The example ScaledObject's query, for this model instead of the example's."""
-    (doc,) = load_yaml(KEDA_EXAMPLE)
-    (trigger,) = doc["spec"]["triggers"]
-    query: str = trigger["metadata"]["query"]
-    for old, new in (
-        ('namespace="default"', f'namespace="{namespace}"'),
-        ('inferscale_io_model="llama"', f'inferscale_io_model="{name}"'),
-        ('model="llama-3.1-8b"', f'model="{served}"'),
-    ):
-        assert old in query, f"{KEDA_EXAMPLE.name}: the query no longer selects {old}"
-        query = query.replace(old, new)
-    return query
-
-
 def _prometheus_value(cluster: Cluster, query: str) -> float | None:
     """The query's single value now, or None when it returns no series."""
     params = urllib.parse.urlencode({"query": query})
@@ -292,7 +275,7 @@ def test_the_keda_example_query_sees_a_request_held_at_zero_replicas(
         30,
         f"every router to know {served} at zero replicas",
     )
-    query = _keda_query(namespace, name, served)
+    query = keda_query(namespace, name, served)
     engines_only = query.split(" + (sum(inferscale_router_held_requests")[0]
     held = OpenLoad(routers, served, workers=1)
     with held.running():
