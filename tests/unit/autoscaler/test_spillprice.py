@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from inferscale.api.v1alpha1.inference_model import InferenceModelSpec
 from inferscale.autoscaler.policy import PolicyParams
 from inferscale.autoscaler.spillcost import MAX_PRICE_PER_HOUR
 from inferscale.autoscaler.spillprice import (
@@ -18,6 +19,7 @@ from inferscale.autoscaler.spillprice import (
     spill_routes,
 )
 from tests.factories import make_model
+from tests.manifests import example_docs
 
 ROUTE = SpillRoute("chat", "openai", "gpt-4o-mini", spend_cap_per_hour=2.0)
 # 10 requests in flight on average brought 1,000 prompt and 200 output tokens a second.
@@ -186,3 +188,21 @@ def test_the_spill_route_is_the_first_route_with_the_model_as_primary_and_a_prov
     ]
     found = spill_routes(routes)
     assert found == {("ns", "llama"): SpillRoute("a-first", "openai", "gpt-4o-mini", 2.0)}
+
+
+def test_the_documented_example_is_priced() -> None:
+    # examples/sim-cost-aware.yaml with examples/openai-provider.yaml (docs/autoscaling.md).
+    docs = {
+        (name, doc["kind"]): doc
+        for name, doc in example_docs()
+        if name in ("sim-cost-aware.yaml", "openai-provider.yaml")
+    }
+    model = docs[("sim-cost-aware.yaml", "InferenceModel")]
+    objects = [{**doc, "metadata": {**doc["metadata"], "namespace": "ns"}} for doc in docs.values()]
+    routes = spill_routes(o for o in objects if o["kind"] == "InferenceRoute")
+    route = routes[("ns", model["metadata"]["name"])]
+    providers = provider_models(o for o in objects if o["kind"] == "InferenceProvider")
+    model_spec = InferenceModelSpec.model_validate(model["spec"])
+    pricing = build_spill_pricing("ns", model_spec, route, providers, SEEN)
+    assert (pricing.status, pricing.reason) == ("True", "SpillPriced")
+    assert pricing.prices is not None and pricing.prices.spend_cap_per_hour == 2
