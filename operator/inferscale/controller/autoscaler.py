@@ -39,6 +39,7 @@ from pydantic import ValidationError
 
 from inferscale.api.meta import GROUP, LABEL_MODEL, VERSION
 from inferscale.api.v1alpha1.inference_model import KIND, InferenceModelSpec
+from inferscale.api.v1alpha1.inference_provider import ProviderModel
 from inferscale.autoscaler.policy import Decision, History, PolicyParams, Sample, decide
 from inferscale.autoscaler.prometheus import PrometheusRound, PrometheusSource
 from inferscale.autoscaler.report import (
@@ -114,13 +115,16 @@ SpillSources = Callable[[], tuple[list[Mapping[str, Any]], list[Mapping[str, Any
 """The InferenceRoutes and InferenceProviders, as kopf's indices hold them."""
 
 
+_VERSION_KEYS: Final = ("namespace", "name", "creationTimestamp", "generation", "uid")
+
+
 @dataclass
 class _SpillIndex:
     """The routes and providers as the cost-aware mode reads them, and what they were built from."""
 
     versions: tuple[object, ...] = ()
     routes: dict[ModelKey, SpillRoute] = field(default_factory=dict)
-    providers: dict[ModelKey, Any] = field(default_factory=dict)
+    providers: dict[ModelKey, dict[str, ProviderModel] | None] = field(default_factory=dict)
 
 
 class Autoscaler:
@@ -264,12 +268,14 @@ class Autoscaler:
         if self.spill_sources is None:
             return
         routes, providers = self.spill_sources()
+        # The indices keep name, namespace, creationTimestamp and generation (not every one
+        # keeps the uid): a spec change moves the generation, a re-creation the timestamp.
         versions = tuple(
             sorted(
-                (str(m.get("uid")), str(m.get("generation")))
+                tuple(str(m.get(k)) for k in _VERSION_KEYS)
                 for m in ((b.get("metadata") or {}) for b in [*routes, *providers])
             )
-        )
+        ) + (len(routes),)
         if versions != self.spill.versions:
             self.spill = _SpillIndex(versions, spill_routes(routes), provider_models(providers))
 

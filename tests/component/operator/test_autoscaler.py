@@ -513,3 +513,25 @@ async def test_a_restart_after_an_hour_in_the_cost_mode_never_scales_a_loaded_mo
         clock.now += 2
     # minReplicas 0 and a 60 s scale-to-zero delay, but the load is there: never zero.
     assert min(counts) == 1 and condition(runtime, "CostAware")["reason"] == "SpillPriced"
+
+
+async def test_a_route_that_stops_spilling_turns_the_mode_off(setup, events) -> None:
+    runtime, scaler, prometheus, clock = setup
+    with_spill_sources(scaler, runtime)
+    api: FakeKubeApi = runtime.api  # type: ignore[assignment]
+    api.put(ROUTE)
+    api.put(PROVIDER)
+    await start(runtime, autoscaling={"acceleratorHourPrice": 3.0})
+    priced_load(prometheus, clock, 2)
+    await scaler.round()
+    assert condition(runtime, "CostAware")["reason"] == "SpillPriced"
+    # The route's spillover backend goes (a new generation of the same route).
+    route = api.objects[("inferscale.io/v1alpha1", "InferenceRoute", "ns", "chat")]
+    route["spec"]["backends"] = route["spec"]["backends"][:1]
+    route["metadata"]["generation"] = 2
+    clock.now += 2
+    priced_load(prometheus, clock, 2)
+    await scaler.round()
+    cost = condition(runtime, "CostAware")
+    assert (cost["status"], cost["reason"]) == ("False", "NoSpillover")
+    assert ("Normal", "NoSpillover", cost["message"]) in events
