@@ -107,6 +107,9 @@ class Queries:
 THROUGHPUT_WINDOW: Final = "10m"
 """The window of the throughput queries: long enough to hold a few bursts."""
 
+THROUGHPUT_STEP: Final = "5s"
+"""The step of the mean in flight's subquery."""
+
 
 def _names_regex(names: Iterable[str]) -> str:
     return "|".join(re.escape(n).replace("\\:", ":") for n in sorted(set(names)))
@@ -124,13 +127,17 @@ def build_queries(model_label: str, namespace_label: str) -> Queries:
     prompt = _names_regex(n for m in ENGINE_METRICS.values() for n in m.prompt_tokens)
     output = _names_regex(n for m in ENGINE_METRICS.values() for n in m.output_tokens)
     w = THROUGHPUT_WINDOW
+    summed = f'sum {by} ({{__name__=~"{in_flight}", {ours}}})'
     return Queries(
-        in_flight=f'sum {by} ({{__name__=~"{in_flight}", {ours}}})',
+        in_flight=summed,
         freshness=f'max {by} (timestamp({{__name__=~"{first}", {ours}}}))',
         kv_cache=f'avg {by} ({{__name__=~"{kv}", {ours}}})',
+        # One counter name per engine, so rate() (which drops names) cannot clash.
         prompt_rate=f'sum {by} (rate({{__name__=~"{prompt}", {ours}}}[{w}]))',
         output_rate=f'sum {by} (rate({{__name__=~"{output}", {ours}}}[{w}]))',
-        mean_in_flight=f'sum {by} (avg_over_time({{__name__=~"{in_flight}", {ours}}}[{w}]))',
+        # The sum first, then its mean over a subquery: a function over the raw gauges would
+        # drop the names of a pod's running and waiting gauges and clash on the same labels.
+        mean_in_flight=f"avg_over_time(({summed})[{w}:{THROUGHPUT_STEP}])",
     )
 
 

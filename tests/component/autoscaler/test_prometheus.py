@@ -172,7 +172,9 @@ async def test_reads_the_token_throughput_per_model_once_a_minute(
                 break
             await asyncio.sleep(1)
         else:
-            pytest.fail(f"never saw a usable throughput for ns/llama: {round_.throughput}")
+            pytest.fail(
+                f"no usable throughput: {round_.throughput} {round_.problems} {source.queries}"
+            )
         # Not due again within the minute: the last answer is handed on, unchanged.
         again = await source.read()
         assert again.throughput is round_.throughput

@@ -46,7 +46,8 @@ def test_the_throughput_queries_rate_every_engines_token_counters_over_one_windo
         assert all(n in q.mean_in_flight for n in metrics.in_flight)
     assert q.prompt_rate.startswith("sum by (namespace, inferscale_io_model) (rate(")
     assert q.prompt_rate.endswith("[10m]))")
-    assert q.mean_in_flight.startswith("sum by (namespace, inferscale_io_model) (avg_over_time(")
+    # The mean of the per-model sum (a subquery): the raw gauges would clash without names.
+    assert q.mean_in_flight == f"avg_over_time(({q.in_flight})[10m:5s])"
 
 
 def test_a_model_missing_one_throughput_value_has_no_throughput() -> None:
