@@ -37,6 +37,7 @@ from e2e.router_support import (
     wait_routers,
 )
 from inferscale.api.meta import GROUP, VERSION
+from inferscale.autoscaler.signals import build_queries
 
 pytestmark = pytest.mark.e2e
 
@@ -400,12 +401,18 @@ def test_the_cost_aware_mode_is_priced_from_the_route_provider_and_traffic(
     load = OpenLoad(routers, served, workers=2)
     with load.running():
         # The throughput is read once a minute over a 10-minute window.
-        _wait(
-            routers,
-            lambda: _cost_aware(models, name).get("reason") == "SpillPriced",
-            150,
-            "CostAware=True SpillPriced",
-        )
+        try:
+            _wait(
+                routers,
+                lambda: _cost_aware(models, name).get("reason") == "SpillPriced",
+                150,
+                "CostAware=True SpillPriced",
+            )
+        finally:
+            queries = build_queries("inferscale_io_model", "namespace")
+            for query in (queries.prompt_rate, queries.output_rate, queries.mean_in_flight):
+                params = urllib.parse.urlencode({"query": query})
+                print(query, "->", get_json(f"{cluster.prometheus}/api/v1/query?{params}"))
     cost = _cost_aware(models, name)
     print(f"CostAware with traffic: {cost['status']} {cost['reason']}: {cost['message']}")
     assert cost["status"] == "True"

@@ -129,6 +129,7 @@ class PrometheusSource:
                 self._run(q.prompt_rate), self._run(q.output_rate), self._run(q.mean_in_flight)
             )
         except Exception as error:  # the mode's price only: the load was read
+            log.warning("cannot read the engines' token throughput: %s", _short(error))
             return [f"token throughput: {_short(error)}"]
         labels = (self.model_label, self.namespace_label)
         parsed = [parse_vector(r, *labels) for r in raw]
