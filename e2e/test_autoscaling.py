@@ -12,6 +12,10 @@ goes through the life the issue describes, while a load generator (threads of th
 3. the load stops: replicas fall back and then reach zero after the idle delay;
 
 and not one request fails through all of it. Every step's figure is printed.
+
+A second model shows the cost-aware mode's CostAware condition on a real object: priced from
+its spill route's provider, its accelerator price and the engines' token counters in the
+cluster's Prometheus, and PriceMissing (with a Warning Event) once the price is removed.
 """
 
 from __future__ import annotations
