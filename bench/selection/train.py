@@ -105,7 +105,12 @@ def quantile_table(values: Matrix) -> tuple[Matrix, Matrix]:
 
 def gains(model: DifficultyModel, prompts: list[str]) -> Matrix:
     """``model.gain`` of every prompt, as one matrix product (what it computes one by one)."""
-    features = (feature_matrix(prompts, model.buckets) - model.mean) / model.scale
+    return raw_gains(model, feature_matrix(prompts, model.buckets))
+
+
+def raw_gains(model: DifficultyModel, raw: Matrix) -> Matrix:
+    """``model.gain`` of the prompts whose unstandardised feature rows are ``raw``."""
+    features = (raw - model.mean) / model.scale
 
     def probability(head: LinearHead) -> Matrix:
         logits = np.clip(features @ head.weights + head.bias, -60.0, 60.0)
@@ -122,11 +127,8 @@ def length_blend(training_gains: Matrix, prompts: list[str], weight: float) -> L
     return LengthBlend(weight, gain_points, gain_shares, length_points, length_shares)
 
 
-def train(
-    data: Labelled, buckets: int, l2: float, steps: int, length_weight: float, trained_on: str
-) -> DifficultyModel:
-    """The difficulty model fitted on ``data``; ``length_weight`` 0 leaves length out."""
-    raw = feature_matrix(data.prompts, buckets)
+def fit_heads(raw: Matrix, data: Labelled, buckets: int, l2: float, steps: int) -> DifficultyModel:
+    """The two logistic heads on ``data`` (feature rows ``raw``), not yet blended or calibrated."""
     cheap = len(CHEAP_FEATURES)
     # Standardise the cheap statistics; the hashed words are already unit-length rows.
     mean = np.zeros(raw.shape[1])
@@ -134,19 +136,26 @@ def train(
     mean[:cheap] = raw[:, :cheap].mean(axis=0)
     scale[:cheap] = raw[:, :cheap].std(axis=0) + 1e-6
     features = (raw - mean) / scale
-    weak = fit_logistic(features, data.weak_ok.astype(np.float64), l2, steps)
-    strong = fit_logistic(features, data.strong_ok.astype(np.float64), l2, steps)
-    model = DifficultyModel(
+    return DifficultyModel(
         buckets=buckets,
         mean=mean,
         scale=scale,
-        weak=weak,
-        strong=strong,
+        weak=fit_logistic(features, data.weak_ok.astype(np.float64), l2, steps),
+        strong=fit_logistic(features, data.strong_ok.astype(np.float64), l2, steps),
         calibration=((0.0, 1.0), (1.0, -1.0)),
-        trained_on=trained_on,
+        trained_on="",
     )
+
+
+def train(
+    data: Labelled, buckets: int, l2: float, steps: int, length_weight: float, trained_on: str
+) -> DifficultyModel:
+    """The difficulty model fitted on ``data``; ``length_weight`` 0 leaves length out."""
+    raw = feature_matrix(data.prompts, buckets)
+    model = fit_heads(raw, data, buckets, l2, steps)
+    model = DifficultyModel(**{**model.__dict__, "trained_on": trained_on})
     if length_weight > 0:
-        blend = length_blend(gains(model, data.prompts), data.prompts, length_weight)
+        blend = length_blend(raw_gains(model, raw), data.prompts, length_weight)
         model = DifficultyModel(**{**model.__dict__, "blend": blend})
     scores = np.array([model.score(text) for text in data.prompts])
     return DifficultyModel(**{**model.__dict__, "calibration": calibrate(scores)})
