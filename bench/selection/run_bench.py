@@ -21,6 +21,7 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # "on one core", as the latency target says
 
 import argparse
+import hashlib
 import statistics
 import sys
 import time
@@ -173,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         model = load_difficulty_model(args.model)
+        # Names the bytes measured: the router loads the same file (its package data).
+        digest = hashlib.sha256(args.model.read_bytes()).hexdigest()
+        print(f"artefact {args.model.name} sha256 {digest[:16]} ({model.trained_on[:60]}...)")
         if args.data is None:
             held_out_report(model, args)
             return 0

@@ -75,7 +75,9 @@ def test_run_bench_data_prints_the_apgr_last(
         '"medium question here",False,False\n'
     )
     assert run_bench.main(["--data", str(csv), "--weak", "cheap", "--strong", "big"]) == 0
-    last = capsys.readouterr().out.strip().splitlines()[-1]
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[0].startswith("artefact difficulty.json sha256 ")  # the shipped one, named
+    last = out[-1]
     assert last.startswith("APGR ") and 0.0 <= float(last.split()[1]) <= 2.0
 
 
