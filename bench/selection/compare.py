@@ -35,7 +35,7 @@ import numpy.typing as npt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from data import DEFAULT_MMLU, DataError, Labelled, read_mmlu, split_subjects
+from data import DEFAULT_MMLU, DataError, Labelled, read_mmlu, split_subjects, subject_mean_gain
 from train import gains, length_blend, train
 
 from inferscale.router.selection_curve import oracle_scores, random_curve, routing_curve
@@ -67,14 +67,6 @@ def splits(data: Labelled, held_out: int, seed: int, count: int) -> Iterator[Spl
             test = np.isin(subjects, names[fold::3])
             yield Split(f"seed {fold_seed} fold {fold}", ~test, test)
             made += 1
-
-
-def subject_mean_gain(data: Labelled) -> npt.NDArray[np.float64]:
-    """Each prompt's score: its own subject's mean gain (an oracle: it uses the labels)."""
-    gain = data.strong_ok.astype(np.float64) - data.weak_ok
-    subjects = np.array(data.subjects)
-    means = {name: gain[subjects == name].mean() for name in set(data.subjects)}
-    return np.array([means[name] for name in data.subjects])
 
 
 def split_scores(
