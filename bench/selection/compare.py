@@ -36,7 +36,7 @@ import numpy.typing as npt
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from data import DEFAULT_MMLU, DataError, Labelled, read_mmlu, split_subjects, subject_mean_gain
-from train import gains, length_blend, train
+from train import DEFAULT_L2, gains, length_blend, train
 
 from inferscale.router.selection_curve import oracle_scores, random_curve, routing_curve
 
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--splits", type=int, default=7, help="the issue's split, then folds")
     parser.add_argument("--length-weights", type=float, nargs="+", default=[0.0, 0.3, 0.4, 0.5])
     parser.add_argument("--buckets", type=int, default=1024)
-    parser.add_argument("--l2", type=float, default=1e-3)
+    parser.add_argument("--l2", type=float, default=DEFAULT_L2)
     parser.add_argument("--steps", type=int, default=400)
     args = parser.parse_args(argv)
     if args.splits < 1 or not all(0.0 <= weight <= 1.0 for weight in args.length_weights):
