@@ -118,7 +118,7 @@ from inferscale.router.stages.hold import Hold
 from inferscale.router.stages.parse import Parse
 from inferscale.router.stages.parse_messages import ParseMessages
 from inferscale.router.stages.pick import PickEndpoint
-from inferscale.router.stages.select_model import SELECTED_HEADER, SELECTED_KEY, SelectModel
+from inferscale.router.stages.select_model import SelectModel
 from inferscale.router.state import RouterState
 from inferscale.router.table import EndpointTable
 from inferscale.router.usage_ledger import open_ledger
@@ -342,7 +342,8 @@ class Router:
         """``POST /v1/chat/completions``, ``/v1/completions``, ``/v1/embeddings``."""
         ctx = RequestContext(request, self.state.clock(), next(self.ids), ANONYMOUS)
         pipeline = self.pipeline
-        return await (pipeline.checked if self.access.active else pipeline.open)(ctx)
+        resp = await (pipeline.checked if self.access.active else pipeline.open)(ctx)
+        return ctx.name_selected(resp)
 
     async def messages(self, request: web.Request) -> web.StreamResponse:
         """``POST /v1/messages``: Anthropic's Messages API, through the same stages.
@@ -352,7 +353,7 @@ class Router:
         ctx = RequestContext(request, self.state.clock(), next(self.ids), ANONYMOUS)
         pipeline = self.pipeline
         chain = pipeline.messages_checked if self.access.active else pipeline.messages_open
-        resp = await chain(ctx)
+        resp = ctx.name_selected(await chain(ctx))
         dialect = ctx.dialect if isinstance(ctx.dialect, MessagesDialect) else None
         if ctx.stream and dialect is not None:
             return stream_answer(resp, dialect)
@@ -520,13 +521,6 @@ def shared_cache(settings: RouterSettings, origin: str) -> SharedCache:
     )
 
 
-async def name_selected_model(request: web.Request, response: web.StreamResponse) -> None:
-    """Say which model served a selecting route's request (before the headers go out)."""
-    selected = request.get(SELECTED_KEY)
-    if selected is not None:
-        response.headers[SELECTED_HEADER] = selected
-
-
 def create_app(
     settings: RouterSettings,
     table: EndpointTable,
@@ -558,7 +552,6 @@ def create_app(
     app = web.Application(client_max_size=settings.max_request_bytes)
     app[ROUTER_KEY] = router
     app.on_startup.append(router.on_startup)
-    app.on_response_prepare.append(name_selected_model)
     app.on_shutdown.append(router.on_shutdown)
     app.on_cleanup.append(router.on_cleanup)
     for path in OPENAI_PATHS:
