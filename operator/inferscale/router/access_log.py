@@ -114,7 +114,7 @@ class AccessLog:
         if isinstance(usage, dict):
             line["prompt_tokens"] = usage.get("prompt_tokens")
             line["completion_tokens"] = usage.get("completion_tokens")
-        self.sink(dumps(line).decode() + "\n")
+        sink(dumps(line).decode() + "\n")
 
     def _record(
         self,
