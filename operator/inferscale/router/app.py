@@ -276,6 +276,9 @@ class Router:
                 ),
                 auto_decompress=False,
                 skip_auto_headers=("User-Agent",),
+                # One session serves every client: a cookie an engine or provider sets must not
+                # ride along on the next client's request.
+                cookie_jar=aiohttp.DummyCookieJar(),
             )
         if settings.redis_url:
             self.access.shared = shared_limiter(settings, self.access.local)
