@@ -31,6 +31,7 @@ NAMES = [
     "operator leader killed",
     "API server and etcd restarted",
     "Prometheus down",
+    "node lost",
 ]
 BEGIN, END = "<!-- cluster-faults:begin -->", "<!-- cluster-faults:end -->"
 SIZE = CLUSTER_LONG if os.environ.get("INFERSCALE_FAULTS_SIZE") == "long" else CLUSTER_SHORT
