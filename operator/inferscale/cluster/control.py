@@ -62,6 +62,22 @@ DEFAULT_HEALTH_TIMEOUT = 60.0
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 #: Files the launcher keeps about host paths it had to create as mount points.
 CREATED_MOUNTPOINTS = "created-mountpoints.json"
+#: The API server's audit log, in the log directory (JSON lines, one per request).
+AUDIT_LOG = "kube-apiserver-audit.log"
+#: Who asked for what (the Metadata level: no bodies, so no Secret data) for every
+#: ServiceAccount outside kube-system: what the operator and workloads really call, which the
+#: RBAC end-to-end tests check against the roles (e2e/test_rbac_least_privilege.py).
+AUDIT_POLICY = """\
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived, ResponseStarted]
+rules:
+  - level: None
+    userGroups: ["system:serviceaccounts:kube-system"]
+  - level: Metadata
+    userGroups: ["system:serviceaccounts"]
+  - level: None
+"""
 
 
 def _say(message: str) -> None:
@@ -259,8 +275,20 @@ class _Starter:
             "--enable-priority-and-fairness=false",
             "--profiling=false",
             f"--cert-dir={config.state_dir / 'apiserver-certs'}",
+            *self._audit(),
         ]
         self.run("kube-apiserver", argv, f"{self.server}/readyz", verify=self.ca)
+
+    def _audit(self) -> list[str]:
+        """The audit log of what workloads ask (:data:`AUDIT_POLICY`), beside the other logs."""
+        policy = self.config.state_dir / "audit-policy.yaml"
+        policy.write_text(AUDIT_POLICY)
+        return [
+            f"--audit-policy-file={policy}",
+            f"--audit-log-path={self.config.log_dir / AUDIT_LOG}",
+            "--audit-log-maxsize=64",
+            "--audit-log-maxbackup=1",
+        ]
 
     def _common(self) -> list[str]:
         """The flags the controller manager and the scheduler share."""
