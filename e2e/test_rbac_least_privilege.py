@@ -227,6 +227,7 @@ def test_audit_requests_are_matched_to_calls():
         event(sa, "patch", {"resource": "configmaps", "namespace": "ops", "name": "t"}, 201),
         event(sa, "get", {"resource": "configmaps", "namespace": "models", "name": "x"}),
         event(sa, "list", {"resource": "namespaces"}, 403, "User x cannot list resource"),
+        event(sa, "get", {"resource": "nodes", "name": "n"}, 403, "User x cannot get resource"),
         event(sa, "patch", {"resource": "services", "namespace": "gone", "name": "s"}, 403,
               "unable to create new content in namespace gone because it is being terminated"),
         event("system:serviceaccount:ops:worker", "delete", {"resource": "nodes"}),
@@ -234,9 +235,10 @@ def test_audit_requests_are_matched_to_calls():
         "not json",
     ]  # fmt: skip
     requests = list(operator_requests(lines))
-    assert [r.home for r in requests] == ["ops"] * 6
+    assert [r.home for r in requests] == ["ops"] * 7
+    assert [r.denied for r in requests][4:7] == [True, True, False]
     assert [r.verb for r in requests][1:3] == ["patch", "create"]  # an apply that created
     assert unlisted(requests) == [
-        "get configmaps.core in models: 200 (not in CALLS) x1",
-        "list namespaces.core in cluster: 403 (denied) x1",
+        "get configmaps.core in models: 200 x1",  # a Role's call, in the wrong namespace
+        "get nodes.core in cluster: 403 (refused by RBAC) x1",
     ]
