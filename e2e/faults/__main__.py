@@ -145,7 +145,11 @@ def update_rows(path: Path, head: str, rows: str, begin: str = BEGIN, end: str =
     last = max(i for i, line in enumerate(out) if line.startswith("|"))
     out[last + 1 : last + 1] = list(fresh.values())
     names = ", ".join(f"`{_row_name(line)}`" for line in rows.split("\n")[2:])
-    out.append(f"\nRows {names} from {head}")
+    note = f"Rows {names} from "
+    out = [line for line in out if not line.startswith(note)]  # the same rows' older run
+    while out and not out[-1]:
+        out.pop()
+    out.append(f"\n{note}{head}")
     path.write_text(doc[: start + len(begin)] + "\n" + "\n".join(out) + "\n" + doc[stop:])
 
 

@@ -101,6 +101,7 @@ def test_update_rows_replaces_and_adds_rows_and_keeps_the_others(tmp_path: Path)
     head = "| scenario | fault |\n|---|---|\n"
     doc = tmp_path / "doc.md"
     doc.write_text(f"intro\n{BEGIN}\nthe long run\n\n{head}| a | old |\n| b | old |\n{END}\nend\n")
+    update_rows(doc, "`cmd -k b` on yesterday", head + "| b | new |\n| c | new |")
     update_rows(doc, "`cmd -k b` on today", head + "| b | new |\n| c | new |")
     assert doc.read_text() == (
         f"intro\n{BEGIN}\nthe long run\n\n{head}| a | old |\n| b | new |\n| c | new |\n\n"
