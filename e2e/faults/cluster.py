@@ -246,7 +246,7 @@ def node_lost(ctx: ClusterFaults, size: Size) -> Row:
             ctx.cluster.core.delete_node(node)
             # Timed from the loss, also while the load runs (a long load outlasts it).
             back = _Timed(replaced, REPLACED_WITHIN)
-            ours = [k for k in killed if k.startswith(f"{ctx.models.namespace}/")]
+            ours = [k for k in killed if k.startswith(f"{ctx.models.namespace}/{name}-")]
             notes.append(
                 f"{node} lost: {len(ours)} of {replicas} replicas and {len(killed) - len(ours)} "
                 "other pods killed"
