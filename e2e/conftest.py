@@ -55,25 +55,30 @@ LLAMACPP_IMAGE = "ghcr.io/ggml-org/llama.cpp"
 LLAMACPP_IMAGE_BINARY = "/app/llama-server"
 
 
-def llamacpp_dir(build: bool) -> Path:
-    """Where tools/llamacpp/build.sh keeps llama-server and model.gguf (``build``: make them).
-
-    Without ``build`` the directory is only named, so the cluster's image map can point at a
-    binary that the llama.cpp tests build later (the launcher resolves commands at pod start).
-    """
+def built_dir(script: Path, *args: str, quiet: bool = False) -> Path:
+    """Run a ``tools/*/build.sh`` (stderr shown unless ``quiet``); the folder it prints last."""
     done = subprocess.run(
-        ["bash", str(LLAMACPP_BUILD), *([] if build else ["--dir"])],
+        ["bash", str(script), *args],
         env={**os.environ, "PYTHON": sys.executable},
         stdout=subprocess.PIPE,
-        stderr=None if build else subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL if quiet else None,
         text=True,
         timeout=3600,
         check=False,
     )
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines:
-        pytest.fail(f"{LLAMACPP_BUILD} failed with exit status {done.returncode} (see its stderr)")
+        pytest.fail(f"{script} failed with exit status {done.returncode} (see its stderr)")
     return Path(lines[-1])
+
+
+def llamacpp_dir(build: bool) -> Path:
+    """Where tools/llamacpp/build.sh keeps llama-server and model.gguf (``build``: make them).
+
+    Without ``build`` the directory is only named, so the cluster's image map can point at a
+    binary that the llama.cpp tests build later (the launcher resolves commands at pod start).
+    """
+    return built_dir(LLAMACPP_BUILD, *([] if build else ["--dir"]), quiet=not build)
 
 
 def e2e_image_map(state_dir: Path) -> Path:

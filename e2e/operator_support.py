@@ -76,15 +76,18 @@ def apply_crds(cluster: Cluster) -> None:
             )
 
 
-def namespaced_documents(path: Path, namespace: str) -> list[dict[str, Any]]:
-    """A manifest of ``config/`` with inferscale-system (objects, subjects) set to ``namespace``."""
+def namespaced_documents(
+    path: Path, namespace: str, original: str = RBAC_NAMESPACE
+) -> list[dict[str, Any]]:
+    """A manifest with ``original`` (inferscale-system by default; objects, subjects) set to
+    ``namespace``."""
     docs = load_yaml(path)
     for doc in docs:
         meta = doc["metadata"]
-        if meta.get("namespace") == RBAC_NAMESPACE:
+        if meta.get("namespace") == original:
             meta["namespace"] = namespace
         for subject in doc.get("subjects") or []:
-            if subject.get("namespace") == RBAC_NAMESPACE:
+            if subject.get("namespace") == original:
                 subject["namespace"] = namespace
     return docs
 

@@ -12,6 +12,10 @@ goes through the life the issue describes, while a load generator (threads of th
 3. the load stops: replicas fall back and then reach zero after the idle delay;
 
 and not one request fails through all of it. Every step's figure is printed.
+
+A second model shows the cost-aware mode's CostAware condition on a real object: priced from
+its spill route's provider, its accelerator price and the engines' token counters in the
+cluster's Prometheus, and PriceMissing (with a Warning Event) once the price is removed.
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ from typing import Any
 import openai
 import pytest
 
-from e2e.conftest import REPO, Cluster, get_json, load_yaml, pod_ready
+from e2e.conftest import Cluster, get_json, pod_ready
+from e2e.keda_support import keda_query
 from e2e.operator_support import Models, sim_model
 from e2e.router_support import (
     Routers,
@@ -36,6 +41,8 @@ from e2e.router_support import (
     routers_running,
     wait_routers,
 )
+from inferscale.api.meta import GROUP, VERSION
+from inferscale.autoscaler.signals import build_queries
 
 pytestmark = pytest.mark.e2e
 
@@ -255,24 +262,6 @@ def test_scale_from_zero_up_down_and_to_zero_without_a_failed_request(
     assert total_errors == [], total_errors[:5]
 
 
-KEDA_EXAMPLE = REPO / "examples" / "interop" / "keda-scaledobject.yaml"
-
-
-def _keda_query(namespace: str, name: str, served: str) -> str:
-    """The example ScaledObject's query, for this model instead of the example's."""
-    (doc,) = load_yaml(KEDA_EXAMPLE)
-    (trigger,) = doc["spec"]["triggers"]
-    query: str = trigger["metadata"]["query"]
-    for old, new in (
-        ('namespace="default"', f'namespace="{namespace}"'),
-        ('inferscale_io_model="llama"', f'inferscale_io_model="{name}"'),
-        ('model="llama-3.1-8b"', f'model="{served}"'),
-    ):
-        assert old in query, f"{KEDA_EXAMPLE.name}: the query no longer selects {old}"
-        query = query.replace(old, new)
-    return query
-
-
 def _prometheus_value(cluster: Cluster, query: str) -> float | None:
     """The query's single value now, or None when it returns no series."""
     params = urllib.parse.urlencode({"query": query})
@@ -292,7 +281,7 @@ def test_the_keda_example_query_sees_a_request_held_at_zero_replicas(
         30,
         f"every router to know {served} at zero replicas",
     )
-    query = _keda_query(namespace, name, served)
+    query = keda_query(namespace, name, served)
     engines_only = query.split(" + (sum(inferscale_router_held_requests")[0]
     held = OpenLoad(routers, served, workers=1)
     with held.running():
@@ -316,3 +305,116 @@ def test_the_keda_example_query_sees_a_request_held_at_zero_replicas(
         )
         _wait(routers, lambda: held.done >= 1, 60, "the held request to be answered")
     assert held.errors == []
+
+
+def _cost_aware(models: Models, name: str) -> dict[str, Any]:
+    return models.condition(name, "CostAware") or {}
+
+
+def test_the_cost_aware_mode_is_priced_from_the_route_provider_and_traffic(
+    cluster: Cluster, namespace: str, routers: Routers, models: Models
+) -> None:
+    """The CostAware condition on a real object: a spill route to a priced provider, the
+    accelerator's price, and the engines' token counters in the cluster's Prometheus."""
+    name = "priced"
+    served = f"{name}-served"
+    cluster.core.create_namespaced_secret(
+        namespace,
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "hosted-key"},
+            "stringData": {"api-key": "unused"},
+        },
+    )
+    # Nothing listens there, and nothing spills: the threshold is far above the load and a
+    # cold start does not spill. The mode needs only the provider's prices.
+    provider: dict[str, Any] = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "InferenceProvider",
+        "metadata": {"name": "hosted"},
+        "spec": {
+            "type": "openai-compatible",
+            "baseURL": "http://127.0.0.1:9/v1",
+            "apiKeySecretRef": {"name": "hosted-key", "key": "api-key"},
+            "models": [
+                {
+                    "name": "small",
+                    "inputPricePerMillionTokens": 0.15,
+                    "outputPricePerMillionTokens": 0.60,
+                }
+            ],
+        },
+    }
+    route: dict[str, Any] = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "InferenceRoute",
+        "metadata": {"name": name},
+        "spec": {
+            "modelName": served,
+            "backends": [
+                {"inferenceModel": name, "role": "primary"},
+                {"provider": {"name": "hosted", "model": "small"}, "role": "spillover"},
+            ],
+            "spillover": {"inFlightPerReplica": 1000, "onColdStart": False},
+            "spend": {"maxPerHour": 2},
+        },
+    }
+    for plural, obj in (("inferenceproviders", provider), ("inferenceroutes", route)):
+        cluster.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, plural, obj)
+    body = autoscaled_model(name)
+    body["spec"]["minReplicas"] = 1
+    body["spec"]["autoscaling"] = {
+        "enabled": True,
+        "targetInFlightPerReplica": TARGET,
+        "acceleratorHourPrice": 0.8,
+    }
+    models.create(body)
+    # Before any traffic: priced, but the throughput is not known yet.
+    first = _wait(
+        routers, lambda: _cost_aware(models, name).get("reason"), 60, "a CostAware condition"
+    )
+    print(f"\nCostAware before traffic: {first}: {_cost_aware(models, name).get('message')}")
+    assert first in ("ThroughputUnknown", "SpillPriced")
+    _wait(
+        routers,
+        lambda: (
+            models.ready_pods(name)
+            and all(len(endpoints(t, served)) >= 1 for t in routers.tables())
+        ),
+        60,
+        "the model routable",
+    )
+    load = OpenLoad(routers, served, workers=2)
+    with load.running():
+        # The throughput is read once a minute over a 10-minute window.
+        try:
+            _wait(
+                routers,
+                lambda: _cost_aware(models, name).get("reason") == "SpillPriced",
+                150,
+                "CostAware=True SpillPriced",
+            )
+        finally:
+            queries = build_queries("inferscale_io_model", "namespace")
+            for query in (queries.prompt_rate, queries.output_rate, queries.mean_in_flight):
+                params = urllib.parse.urlencode({"query": query})
+                print(query, "->", get_json(f"{cluster.prometheus}/api/v1/query?{params}"))
+    cost = _cost_aware(models, name)
+    print(f"CostAware with traffic: {cost['status']} {cost['reason']}: {cost['message']}")
+    assert cost["status"] == "True"
+    assert "a replica-hour costs 0.8" in cost["message"] and "spend cap 2" in cost["message"]
+    assert "SpillPriced" in models.event_reasons(name)
+    # The price goes: the ordinary policy, a Warning naming the field.
+    models.patch_spec(name, {"autoscaling": {"acceleratorHourPrice": None}})
+    _wait(
+        routers,
+        lambda: _cost_aware(models, name).get("reason") == "PriceMissing",
+        30,
+        "CostAware=False PriceMissing",
+    )
+    cost = _cost_aware(models, name)
+    assert "spec.autoscaling.acceleratorHourPrice is not set" in cost["message"]
+    warned = [e for e in models.events(name) if e.reason == "PriceMissing"]
+    assert warned and warned[0].type == "Warning"
+    assert load.errors == [], load.errors[:5]

@@ -174,12 +174,39 @@ def spill_verdicts(plain: dict, spilled: dict) -> list[str]:
     return lines
 
 
-def pareto(doc: dict) -> list[str]:
-    """For each baseline, the cheapest preset of ours at >= its attainment and <= its GPU-h."""
+def best_case(b: dict, frontier: list[dict], oracle: dict | None) -> str:
+    """The best cases beside a baseline: the fewest fixed replicas at >= its attainment, and
+    the oracle; each marked with whether it is also at <= the baseline's GPU-hours."""
+
+    def mark(p: dict) -> str:
+        within = p["gpu_hours"] <= b["gpu_hours"] + 1e-9
+        return (
+            f"{p['slo_attainment']:.2%} / {p['gpu_hours']:.2f}{'' if within else ' (more GPU-h)'}"
+        )
+
+    found = next((p for p in frontier if p["slo_attainment"] >= b["slo_attainment"]), None)
+    if found is not None:
+        fixed = f"{found['peak_replicas']}: {mark(found)}"
+    else:
+        fixed = f"none up to {len(frontier)}" if frontier else "-"
+    if oracle is None:
+        return f"{fixed} | -"
+    reaches = oracle["slo_attainment"] >= b["slo_attainment"]
+    return f"{fixed} | {mark(oracle) if reaches else 'below: ' + mark(oracle)}"
+
+
+def pareto(doc: dict, frontier: list[dict] | None = None) -> list[str]:
+    """For each baseline, the cheapest preset of ours at >= its attainment and <= its GPU-h.
+
+    Beside it the best cases (:func:`best_case`): where no preset dominates a baseline, they
+    show whether hindsight (a fixed fleet) or foresight (the oracle) would.
+    """
     by = {p["policy"]: p for p in doc["policies"]}
+    frontier = frontier or []
     rows = [
-        "| baseline | its att. / GPU-h / cost | ours' preset at >= att., <= GPU-h |",
-        "|---|---|---|",
+        "| baseline | its att. / GPU-h / cost | ours' preset at >= att., <= GPU-h "
+        "| best case: fewest fixed at >= att. | oracle |",
+        "|---|---|---|---|---|",
     ]
     for name in (*BASELINES, "fixed"):
         b = by.get(name)
@@ -202,9 +229,29 @@ def pareto(doc: dict) -> list[str]:
             answer = "NONE"
         rows.append(
             f"| {name} | {b['slo_attainment']:.2%} / {b['gpu_hours']:.2f} / {b['cost']:.2f} | "
-            f"{answer} |"
+            f"{answer} | {best_case(b, frontier, by.get('oracle'))} |"
         )
     return rows
+
+
+def fixed_frontier(common: list[str], spill: list[str], fixed: int) -> list[dict]:
+    """``fixed-1`` .. ``fixed-N`` (N: the best fixed fleet) replayed, fewest first."""
+    names = ",".join(f"fixed-{n}" for n in range(1, max(fixed, 1) + 1))
+    doc = whatif([*common, *spill, "--initial-replicas", "1", "--policies", names])
+    return doc["policies"]
+
+
+def spill_best_case(frontier: list[dict]) -> str:
+    """The cheapest fixed fleet with spillover at >= 99.9 % within the 10 % cap (hindsight)."""
+    fits = [p for p in frontier if p["slo_attainment"] >= 0.999 and p["spilled_tokens_pct"] <= 10.0]
+    if not fits:
+        return "no fixed fleet up to the best one meets >= 99.9% within 10% spilled"
+    p = min(fits, key=lambda p: p["cost"])
+    return (
+        f"best case, the cheapest fixed fleet with spillover at >= 99.9% within 10% spilled: "
+        f"{p['peak_replicas']} replicas, {p['slo_attainment']:.2%} at a cost of {p['cost']:.2f} "
+        f"({p['spilled_tokens_pct']:.2f}% spilled)"
+    )
 
 
 def at_their_cost(common: list[str], plain: dict) -> list[str]:
@@ -284,6 +331,7 @@ def main() -> int:
     )
     args = parser.parse_args()
     started = time.monotonic()
+    FRONTIERS.clear()
     for case in args.cases.split(","):
         file, preset, max_replicas, extra = CASES[case]
         path = args.traces / file
@@ -291,6 +339,11 @@ def main() -> int:
             run_case(args, case, cold, path, preset, max_replicas, extra)
     print(f"\ntotal {time.monotonic() - started:.0f} s")
     return 0
+
+
+FRONTIERS: dict[tuple[str, bool], list[dict]] = {}
+"""The fixed fleets' frontier per (case, spillover): standing fleets do not depend on the
+cold start, so each case replays it once."""
 
 
 def run_case(
@@ -338,12 +391,20 @@ def run_case(
         + ":\n"
     )
     print(table(spilled))
+    best = next((p["peak_replicas"] for p in plain["policies"] if p["policy"] == "fixed"), 1)
+    spill_args = ["--spillover", *by_tokens]
+    for spill in (False, True):
+        if (case, spill) not in FRONTIERS:
+            FRONTIERS[case, spill] = fixed_frontier(
+                [*common, "--target", f"{target:g}"], spill_args if spill else [], best
+            )
     print("\nPareto, without spillover:\n")
-    print("\n".join(pareto(plain)))
+    print("\n".join(pareto(plain, FRONTIERS[case, False])))
     print("\nPareto, with spillover:\n")
-    print("\n".join(pareto(spilled)))
+    print("\n".join(pareto(spilled, FRONTIERS[case, True])))
     print()
     lines = verdicts(case, plain, spilled)
+    lines.append(spill_best_case(FRONTIERS[case, True]))
     if args.iso_cost:
         lines += at_their_cost([*common, *initial], plain)
     for line in lines:

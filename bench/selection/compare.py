@@ -35,8 +35,8 @@ import numpy.typing as npt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from data import DEFAULT_MMLU, DataError, Labelled, read_mmlu, split_subjects
-from train import gains, length_blend, train
+from data import DEFAULT_MMLU, DataError, Labelled, read_mmlu, split_subjects, subject_mean_gain
+from train import DEFAULT_L2, gains, length_blend, train
 
 from inferscale.router.selection_curve import oracle_scores, random_curve, routing_curve
 
@@ -67,14 +67,6 @@ def splits(data: Labelled, held_out: int, seed: int, count: int) -> Iterator[Spl
             test = np.isin(subjects, names[fold::3])
             yield Split(f"seed {fold_seed} fold {fold}", ~test, test)
             made += 1
-
-
-def subject_mean_gain(data: Labelled) -> npt.NDArray[np.float64]:
-    """Each prompt's score: its own subject's mean gain (an oracle: it uses the labels)."""
-    gain = data.strong_ok.astype(np.float64) - data.weak_ok
-    subjects = np.array(data.subjects)
-    means = {name: gain[subjects == name].mean() for name in set(data.subjects)}
-    return np.array([means[name] for name in data.subjects])
 
 
 def split_scores(
@@ -112,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--splits", type=int, default=7, help="the issue's split, then folds")
     parser.add_argument("--length-weights", type=float, nargs="+", default=[0.0, 0.3, 0.4, 0.5])
     parser.add_argument("--buckets", type=int, default=1024)
-    parser.add_argument("--l2", type=float, default=1e-3)
+    parser.add_argument("--l2", type=float, default=DEFAULT_L2)
     parser.add_argument("--steps", type=int, default=400)
     args = parser.parse_args(argv)
     if args.splits < 1 or not all(0.0 <= weight <= 1.0 for weight in args.length_weights):

@@ -148,3 +148,14 @@ def split_subjects(subjects: list[str], held_out: int, seed: int) -> tuple[set[s
         raise DataError(f"cannot hold out {held_out} of {len(names)} subjects")
     chosen = set(random.Random(seed).sample(names, held_out))
     return set(names) - chosen, chosen
+
+
+def subject_mean_gain(data: Labelled) -> npt.NDArray[np.float64]:
+    """Each prompt's score: its own subject's mean gain (an oracle: it uses the labels).
+
+    Not a router: what knowing each prompt's subject (hidden by a held-out split) would buy.
+    """
+    gain = data.strong_ok.astype(np.float64) - data.weak_ok
+    subjects = np.array(data.subjects)
+    means = {name: gain[subjects == name].mean() for name in set(data.subjects)}
+    return np.array([means[name] for name in data.subjects])

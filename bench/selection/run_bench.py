@@ -21,6 +21,7 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # "on one core", as the latency target says
 
 import argparse
+import hashlib
 import statistics
 import sys
 import time
@@ -31,7 +32,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from data import DEFAULT_MMLU, DataError, Labelled, read_labelled, read_mmlu, split_subjects
+from data import (
+    DEFAULT_MMLU,
+    DataError,
+    Labelled,
+    read_labelled,
+    read_mmlu,
+    split_subjects,
+    subject_mean_gain,
+)
 
 from inferscale.router.difficulty import (
     DEFAULT_ARTEFACT,
@@ -139,6 +148,8 @@ def held_out_report(model: DifficultyModel, args: argparse.Namespace) -> None:
     train = data.subset(np.array([subject in training for subject in data.subjects]))
     print(f"held out (--seed {args.seed}, {len(held_out)} subjects): {', '.join(sorted(held_out))}")
     table = curves(model, held)
+    # Not a router (it reads the held-out labels): the best a subject-level score could do.
+    table["subject oracle"] = routing_curve(subject_mean_gain(held), held.weak_ok, held.strong_ok)
     print_table(table, held)
     ours = table["classifier"]
     for label, value, target, ok in (
@@ -173,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         model = load_difficulty_model(args.model)
+        # Names the bytes measured: the router loads the same file (its package data).
+        digest = hashlib.sha256(args.model.read_bytes()).hexdigest()
+        print(f"artefact {args.model.name} sha256 {digest[:16]} ({model.trained_on[:60]}...)")
         if args.data is None:
             held_out_report(model, args)
             return 0

@@ -39,7 +39,9 @@ How a decision is made (``docs/autoscaling.md`` has the long version):
   max-scale-down-rate), and each step down restarts the delay, because the in-flight count
   measured at the larger count understates what the smaller one will carry (queueing grows as
   replicas go); never while a replica is starting (a Deployment scale-down may remove the
-  loading pod first) and never below ``max(min, 1)``.
+  loading pod first) and never below ``max(min, 1)``. In the cost-aware mode the delay is at
+  most what a replica removed too early costs to bring back (:attr:`PolicyParams.down_delay_s`:
+  ``time_to_ready_s x (1 + S / P)``), since spilling covers the restart.
 - **A learned floor** (``learned_floor_quantile`` set): a high quantile of the replicas that
   recent bursts wanted, decaying over hours (:mod:`inferscale.autoscaler.floor`), below which
   no step down goes, so bursts that recur and are shorter than a cold start meet standing
@@ -242,6 +244,26 @@ class PolicyParams:
     def cost_mode(self) -> bool:
         """The cost-aware mode is asked for and its prices make spilling the cheaper answer."""
         return self.cost_aware and self.cost_mode_fallback is None
+
+    @property
+    def down_delay_s(self) -> float:
+        """The scale-down delay in force: at most a restart's cost in the cost-aware mode.
+
+        ``scale_down_delay_s``, or in the cost-aware mode at most what a replica removed too
+        early costs to bring back, in its own replica-time.
+        A replica removed too early comes back after a start-up (``time_to_ready_s``) that
+        holds its GPU (``P x ttr``) while its share of the load spills (``S x ttr``, S the
+        spill price of one replica's load for an hour). Keeping an idle replica costs P per
+        hour, so keeping it longer than ``ttr x (1 + S / P)`` costs more than the mistake it
+        guards against (ski rental's break-even: at most twice the hindsight cost). The
+        delay a user set is never lengthened.
+        """
+        ttr = self.time_to_ready_s
+        if not self.cost_mode or ttr is None:
+            return self.scale_down_delay_s
+        replica = self.replica_hour_price or 0.0
+        spill = self.spill_price_per_replica_hour or 0.0
+        return min(self.scale_down_delay_s, ttr * (1 + spill / replica))
 
     @classmethod
     def from_spec(
@@ -786,7 +808,7 @@ def _assess(
     peak_want = _peak_want(params, desired, stable_want, panic_want)
     idle_since = (idle_since if idle_since is not None else now) if raw == 0 else None
     low_since = (low_since if low_since is not None else now) if peak_want < current else None
-    wants = _remember_want(wants, now, peak_want, params.scale_down_delay_s)
+    wants = _remember_want(wants, now, peak_want, params.down_delay_s)
     # The sample's own want too: a burst that arrives at once and is served before the next
     # scrape barely moves even the panic window's mean, but it needed those replicas standing.
     peaks, learned = _learn(params, history.peaks, now, max(peak_want, params.wanted(load)))
@@ -1065,10 +1087,10 @@ def _scale_down(params: PolicyParams, sample: Sample, a: _Assessment) -> Decisio
         return a.hold(f"{a.what} wants {a.peak_want}, but no scale-down in panic")
     assert a.low_since is not None
     low_for = a.now - a.low_since
-    if low_for < params.scale_down_delay_s:
+    if low_for < params.down_delay_s:
         return a.hold(
             f"{a.what} wants {a.peak_want} for {_secs(low_for)} of the "
-            f"{_secs(params.scale_down_delay_s)} scale-down delay"
+            f"{_secs(params.down_delay_s)} scale-down delay"
         )
     if sample.starting:
         return a.hold(

@@ -3,17 +3,21 @@
 prometheus-api-client is blocking (requests underneath), so every query runs in a worker
 thread with a time limit; the operator's event loop never waits on Prometheus. One round is
 three instant queries covering every model (see
-:func:`~inferscale.autoscaler.signals.build_queries`), whatever the number of models. A failed
-round is reported as a reason, never raised: the autoscaler then holds every model whose load
-it cannot see.
+:func:`~inferscale.autoscaler.signals.build_queries`), whatever the number of models; every
+:data:`THROUGHPUT_INTERVAL_S` three more read the engines' token throughput (the cost-aware
+mode's spill price), and the last answer is handed on in between. A failed round is reported
+as a reason, never raised: the autoscaler then holds every model whose load it cannot see. A
+failed throughput read only keeps the last answer (the mode's price is not the load).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import requests
 from prometheus_api_client import PrometheusConnect
@@ -25,9 +29,14 @@ from inferscale.autoscaler.signals import (
     Queries,
     build_queries,
     parse_vector,
+    throughputs,
 )
+from inferscale.autoscaler.spillprice import Throughput
 
 log = logging.getLogger(__name__)
+
+THROUGHPUT_INTERVAL_S: Final = 60.0
+"""Seconds between two reads of the token throughput (it moves over minutes, not rounds)."""
 
 
 @dataclass
@@ -38,6 +47,8 @@ class PrometheusRound:
     error: str | None = None
     problems: list[str] = field(default_factory=list)
     """Series that were left out (missing labels, NaN values): logged, not fatal."""
+    throughput: dict[ModelKey, Throughput] = field(default_factory=dict)
+    """The last throughput read (see :data:`THROUGHPUT_INTERVAL_S`); empty before the first."""
 
 
 class PrometheusSource:
@@ -51,8 +62,12 @@ class PrometheusSource:
         model_label: str,
         namespace_label: str,
         client: Any | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.url = url
+        self.monotonic = monotonic
+        self.throughput: dict[ModelKey, Throughput] = {}
+        self.throughput_at: float | None = None
         self.timeout = timeout
         self.model_label = model_label
         self.namespace_label = namespace_label
@@ -99,7 +114,27 @@ class PrometheusSource:
             key: EngineReading(in_flight=value, sampled_at=fresh.get(key), kv_cache=kv.get(key))
             for key, value in in_flight.items()
         }
-        return PrometheusRound(readings=readings, problems=[*p1, *p2, *p3])
+        problems = [*p1, *p2, *p3, *await self._read_throughput()]
+        return PrometheusRound(readings=readings, problems=problems, throughput=self.throughput)
+
+    async def _read_throughput(self) -> list[str]:
+        """Refresh :attr:`throughput` when due; its problems (a failure keeps the last one)."""
+        now = self.monotonic()
+        if self.throughput_at is not None and now - self.throughput_at < THROUGHPUT_INTERVAL_S:
+            return []
+        self.throughput_at = now
+        q = self.queries
+        try:
+            raw = await asyncio.gather(
+                self._run(q.prompt_rate), self._run(q.output_rate), self._run(q.mean_in_flight)
+            )
+        except Exception as error:  # the mode's price only: the load was read
+            log.warning("cannot read the engines' token throughput: %s", _short(error))
+            return [f"token throughput: {_short(error)}"]
+        labels = (self.model_label, self.namespace_label)
+        parsed = [parse_vector(r, *labels) for r in raw]
+        self.throughput = throughputs(parsed[0][0], parsed[1][0], parsed[2][0])
+        return [p for _, ps in parsed for p in ps]
 
 
 def _short(error: BaseException) -> str:

@@ -1,8 +1,9 @@
-"""What the autoscaler says about one model: its status fields, ``ScalingActive`` and Event (pure).
+"""What the autoscaler says about one model: its status fields, conditions and Events (pure).
 
 A round ends, for each model, in a :class:`ScalingNews`: the count now set, the policy's
 decision and sample (none when the settings are invalid), why the load cannot be seen (if it
-cannot), and whether the count changed. :func:`write_due` says whether that is worth a status
+cannot), whether the count changed, and the ``CostAware`` condition
+(:mod:`inferscale.autoscaler.spillprice`). :func:`write_due` says whether that is worth a status
 write at all (the controller asks before it takes the model's lock, so a round over a thousand
 idle models takes no lock); :func:`scaling_status` turns it and the model as stored into the
 status patch and the Event to post, or ``None`` when the status already says it.
@@ -19,9 +20,10 @@ from typing import Any, Final, Literal
 
 from pydantic import ValidationError
 
-from inferscale.api.meta import ConditionStatus, make_condition
+from inferscale.api.meta import Condition, ConditionStatus, make_condition
 from inferscale.api.v1alpha1.inference_model import InferenceModelStatus, ObservedSignals
 from inferscale.autoscaler.policy import Decision, Sample
+from inferscale.autoscaler.spillprice import CONDITION_COST_AWARE, QUIET_REASONS
 
 CONDITION_SCALING_ACTIVE: Final = "ScalingActive"
 """True while the autoscaler sees the load; False (with the reason) while it holds."""
@@ -30,6 +32,8 @@ LAST_SCALE_REASON_MAX: Final = 1024
 """``status.lastScaleReason`` is cut to this many characters (a reason names every cause)."""
 
 EventType = Literal["Normal", "Warning"]
+Event = tuple[EventType, str, str]
+CostCondition = tuple[ConditionStatus, str, str]
 
 
 @dataclass(frozen=True)
@@ -46,21 +50,22 @@ class ScalingNews:
     """Why the load cannot be seen or the settings cannot work; None: all is well."""
     scaled: bool = False
     """The decision changed the count (write and post whatever else holds)."""
+    cost: CostCondition | None = None
+    """``CostAware`` as (status, reason, message); None: not written (left as it is)."""
 
     def condition(self) -> tuple[ConditionStatus, str, str]:
         """``ScalingActive`` as (status, reason, message)."""
         if self.unknown is None:
-            fallback = None if self.decision is None else self.decision.cost_fallback
-            if fallback is not None:
-                # Documented fallback: the ordinary policy, which keeps replicas for the load.
-                return (
-                    "True",
-                    "CostAwareFallback",
-                    f"the cost-aware mode runs as the ordinary policy: {fallback}",
-                )
             return ("True", "ValidSignals", "the autoscaler sees the load")
         reason = "InvalidSettings" if self.decision is None else "SignalsUnavailable"
         return ("False", reason, f"holding at {self.replicas} replicas: {self.unknown}")
+
+    def known(self) -> tuple[object, ...]:
+        """Both conditions' (status, reason): what a stored status must match for no news.
+
+        Their messages carry ages and prices that move every round, so they are left out.
+        """
+        return (self.condition()[:2], None if self.cost is None else self.cost[:2])
 
     def signals(self) -> tuple[object, ...] | None:
         """What the periodic write compares: (in flight, held, KV use, replicas)."""
@@ -74,8 +79,10 @@ class ScalingUpdate:
     """The status patch and the Event for one model; ``patch`` None: nothing to write."""
 
     patch: dict[str, Any] | None
-    event: tuple[EventType, str, str] | None = None
+    event: Event | None = None
     """(type, reason, message) of the Event to post after the patch is stored."""
+    cost_event: Event | None = None
+    """The Event of a ``CostAware`` change, posted with the other."""
 
 
 def write_due(
@@ -96,13 +103,13 @@ def write_due(
     )
 
 
-def is_news(news: ScalingNews, known: tuple[str, str] | None, due: bool) -> bool:
-    """Whether ``news`` may change the status, given the (status, reason) it is known to hold.
+def is_news(news: ScalingNews, known: tuple[object, ...] | None, due: bool) -> bool:
+    """Whether ``news`` may change the status, given what it holds (:meth:`ScalingNews.known`).
 
     A change of status or reason is news; the message alone (an age that grows every round
     while Prometheus is stale) is not, or a hold would write and post every round.
     """
-    return news.scaled or due or known != news.condition()[:2]
+    return news.scaled or due or known != news.known()
 
 
 def scaling_status(
@@ -139,11 +146,27 @@ def scaling_status(
     )
     before = next((c for c in status.conditions if c.type == CONDITION_SCALING_ACTIVE), None)
     flipped = before is None or (before.status, before.reason) != (active.status, active.reason)
-    if not (news.scaled or flipped or due):
+    written = [active]
+    cost_flipped = False
+    cost_event: Event | None = None
+    if news.cost is not None:
+        was = next((c for c in status.conditions if c.type == CONDITION_COST_AWARE), None)
+        cost_flipped = was is None or (was.status, was.reason) != news.cost[:2]
+        cost = make_condition(
+            CONDITION_COST_AWARE,
+            *news.cost,
+            now=now,
+            generation=generation,
+            previous=status.conditions,
+        )
+        written.append(cost)
+        cost_event = _cost_event(was, cost) if cost_flipped else None
+    if not (news.scaled or flipped or cost_flipped or due):
         return ScalingUpdate(None)
-    others = [c for c in status.conditions if c.type != CONDITION_SCALING_ACTIVE]
+    mine = {c.type for c in written}
+    others = [c for c in status.conditions if c.type not in mine]
     patch: dict[str, Any] = {
-        "conditions": [c.to_wire() for c in [*others, active]],
+        "conditions": [c.to_wire() for c in [*others, *written]],
         "autoscalerState": history,
     }
     if news.sample is not None:
@@ -161,7 +184,19 @@ def scaling_status(
         event = ("Normal", "ScaledUp" if up else "ScaledDown", news.decision.reason)
     elif flipped and news.unknown is not None:
         event = ("Warning", active.reason, active.message)
-    return ScalingUpdate(patch, event)
+    return ScalingUpdate(patch, event, cost_event)
+
+
+def _cost_event(was: Condition | None, now: Condition) -> Event | None:
+    """The Event of a ``CostAware`` condition whose (status, reason) changed, if any.
+
+    Every change is posted (a Warning for a fallback, Normal when the mode runs), except a
+    first condition that only says the model has no spillover or does not ask for the mode:
+    that is every model's normal state and no news to a person.
+    """
+    if now.reason in QUIET_REASONS:
+        return None if was is None else ("Normal", now.reason, now.message)
+    return ("Normal" if now.status == "True" else "Warning", now.reason, now.message)
 
 
 def _iso(at: float) -> str:

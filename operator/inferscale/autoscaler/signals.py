@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from inferscale.autoscaler.policy import Sample
+from inferscale.autoscaler.spillprice import Throughput
 
 ModelKey = tuple[str, str]
 """(namespace, InferenceModel name)."""
@@ -36,25 +37,47 @@ class EngineMetrics:
     """Gauges whose sum is the requests running plus waiting in one replica."""
     kv_cache: tuple[str, ...] = ()
     """Gauges of KV-cache use from 0 to 1 (alternatives: one engine version exports one)."""
+    prompt_tokens: tuple[str, ...] = ()
+    """Counters of prompt tokens processed (the cost-aware mode's throughput)."""
+    output_tokens: tuple[str, ...] = ()
+    """Counters of tokens generated."""
 
 
 ENGINE_METRICS: Final[Mapping[str, EngineMetrics]] = {
     "vllm": EngineMetrics(
         ("vllm:num_requests_running", "vllm:num_requests_waiting"),
         ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"),
+        ("vllm:prompt_tokens_total",),
+        ("vllm:generation_tokens_total",),
     ),
     # The sim exports vLLM's exact names.
     "sim": EngineMetrics(
         ("vllm:num_requests_running", "vllm:num_requests_waiting"),
         ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"),
+        ("vllm:prompt_tokens_total",),
+        ("vllm:generation_tokens_total",),
     ),
     "sglang": EngineMetrics(
-        ("sglang:num_running_reqs", "sglang:num_queue_reqs"), ("sglang:token_usage",)
+        ("sglang:num_running_reqs", "sglang:num_queue_reqs"),
+        ("sglang:token_usage",),
+        ("sglang:prompt_tokens_total",),
+        ("sglang:generation_tokens_total",),
     ),
-    "tgi": EngineMetrics(("tgi_batch_current_size", "tgi_queue_size")),
+    # TGI counts tokens only in its per-request histograms; their sums are counters.
+    "tgi": EngineMetrics(
+        ("tgi_batch_current_size", "tgi_queue_size"),
+        (),
+        ("tgi_request_input_length_sum",),
+        ("tgi_request_generated_tokens_sum",),
+    ),
     # llama-server --metrics: slots decoding, and requests deferred for want of a free slot.
     # It exports no KV-cache gauge (its context is split into fixed slots instead).
-    "llamacpp": EngineMetrics(("llamacpp:requests_processing", "llamacpp:requests_deferred")),
+    "llamacpp": EngineMetrics(
+        ("llamacpp:requests_processing", "llamacpp:requests_deferred"),
+        (),
+        ("llamacpp:prompt_tokens_total",),
+        ("llamacpp:tokens_predicted_total",),
+    ),
     # trtllm-serve exports no in-flight gauge in Prometheus form: its load is the routers'
     # in-flight count alone.
     "trtllm": EngineMetrics(()),
@@ -72,6 +95,20 @@ class Queries:
     """Timestamp of the newest in-flight sample per model: an old one means a dead scrape."""
     kv_cache: str
     """Mean KV-cache use per model."""
+    prompt_rate: str = ""
+    """Prompt tokens per second per model over :data:`THROUGHPUT_WINDOW` (the cost-aware
+    mode's throughput; read once every few rounds)."""
+    output_rate: str = ""
+    """Tokens generated per second per model over the same window."""
+    mean_in_flight: str = ""
+    """Mean requests in flight per model over the same window."""
+
+
+THROUGHPUT_WINDOW: Final = "10m"
+"""The window of the throughput queries: long enough to hold a few bursts."""
+
+THROUGHPUT_STEP: Final = "5s"
+"""The step of the mean in flight's subquery."""
 
 
 def _names_regex(names: Iterable[str]) -> str:
@@ -87,11 +124,33 @@ def build_queries(model_label: str, namespace_label: str) -> Queries:
     kv = _names_regex(n for m in ENGINE_METRICS.values() for n in m.kv_cache)
     by = f"by ({namespace_label}, {model_label})"
     ours = f'{model_label}!=""'
+    prompt = _names_regex(n for m in ENGINE_METRICS.values() for n in m.prompt_tokens)
+    output = _names_regex(n for m in ENGINE_METRICS.values() for n in m.output_tokens)
+    w = THROUGHPUT_WINDOW
+    summed = f'sum {by} ({{__name__=~"{in_flight}", {ours}}})'
     return Queries(
-        in_flight=f'sum {by} ({{__name__=~"{in_flight}", {ours}}})',
+        in_flight=summed,
         freshness=f'max {by} (timestamp({{__name__=~"{first}", {ours}}}))',
         kv_cache=f'avg {by} ({{__name__=~"{kv}", {ours}}})',
+        # One counter name per engine, so rate() (which drops names) cannot clash.
+        prompt_rate=f'sum {by} (rate({{__name__=~"{prompt}", {ours}}}[{w}]))',
+        output_rate=f'sum {by} (rate({{__name__=~"{output}", {ours}}}[{w}]))',
+        # The sum first, then its mean over a subquery: a function over the raw gauges would
+        # drop the names of a pod's running and waiting gauges and clash on the same labels.
+        mean_in_flight=f"avg_over_time(({summed})[{w}:{THROUGHPUT_STEP}])",
     )
+
+
+def throughputs(
+    prompt: Mapping[ModelKey, float],
+    output: Mapping[ModelKey, float],
+    in_flight: Mapping[ModelKey, float],
+) -> dict[ModelKey, Throughput]:
+    """Per model, the throughput queries' three values; a model missing any is left out."""
+    return {
+        key: Throughput(prompt[key], output[key], in_flight[key])
+        for key in prompt.keys() & output.keys() & in_flight.keys()
+    }
 
 
 def parse_vector(

@@ -33,7 +33,7 @@ from inferscale.whatif.compare import (
     prompt_token_budget,
     sized_by_slo,
 )
-from inferscale.whatif.policies import ALL_POLICY_NAMES, POLICY_NAMES
+from inferscale.whatif.policies import ALL_POLICY_NAMES, POLICY_NAMES, known_policy
 from inferscale.whatif.report import Prices, render_table, summarize, to_json
 from inferscale.whatif.trace import TRACE_FORMATS, Trace, TraceError, load_trace
 
@@ -168,7 +168,7 @@ def register(subparsers: Any) -> None:
         "--policies",
         default=",".join(POLICY_NAMES),
         help=f"comma-separated, in table order ({','.join(POLICY_NAMES)}; also "
-        "ours-economy, ours-balanced, ours-latency)",
+        "ours-economy, ours-balanced, ours-latency, and fixed-N: N replicas standing)",
     )
     _add_slice_and_price_options(p)
     p.add_argument("--plots", metavar="DIR", help="write load/replicas/ttft PNGs here")
@@ -401,7 +401,7 @@ def _config(args: argparse.Namespace, trace: Trace, prices: Prices) -> SimConfig
 def cmd_whatif(args: argparse.Namespace) -> int:
     """Run the comparison; 2 on bad input."""
     names = [n.strip() for n in args.policies.split(",") if n.strip()]
-    unknown = [n for n in names if n not in ALL_POLICY_NAMES]
+    unknown = [n for n in names if not known_policy(n)]
     if unknown or not names:
         return _fail(f"unknown policies {unknown or names}; known: {', '.join(ALL_POLICY_NAMES)}")
     if args.min_replicas > args.max_replicas:

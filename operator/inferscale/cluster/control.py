@@ -33,7 +33,14 @@ from inferscale.cluster import containers, kwok, network, prometheus
 from inferscale.cluster.assets import find_assets
 from inferscale.cluster.config import KWOK_NODE_ANNOTATION, ClusterConfig
 from inferscale.cluster.kubeapi import server_address, ssl_context, sync_client
-from inferscale.cluster.pki import Pki, ensure_client_cert, ensure_pki, write_kubeconfig
+from inferscale.cluster.pki import (
+    FRONT_PROXY_CLIENT,
+    Pki,
+    ensure_client_cert,
+    ensure_front_proxy,
+    ensure_pki,
+    write_kubeconfig,
+)
 from inferscale.cluster.process import (
     ClusterError,
     ProcessRecord,
@@ -199,6 +206,27 @@ def _start(config: ClusterConfig, assets: Path, address: str) -> str:
     return server
 
 
+def _aggregation_flags(front_proxy: tuple[Path, Path]) -> list[str]:
+    """The aggregation layer: the API server proxies APIServices (KEDA's metrics API server).
+
+    It authenticates to an extension server with the ``front-proxy-client`` certificate (of a
+    CA of its own, ``pki.ensure_front_proxy``) and passes the user in ``X-Remote-*`` headers,
+    which the extension trusts from that certificate only. Services have no ClusterIP routing
+    here, so the API server dials their endpoints instead.
+    """
+    ca, client = front_proxy
+    return [
+        f"--requestheader-client-ca-file={ca}",
+        f"--requestheader-allowed-names={FRONT_PROXY_CLIENT}",
+        "--requestheader-username-headers=X-Remote-User",
+        "--requestheader-group-headers=X-Remote-Group",
+        "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+        f"--proxy-client-cert-file={client}",
+        f"--proxy-client-key-file={client.with_suffix('.key')}",
+        "--enable-aggregator-routing=true",
+    ]
+
+
 @dataclass(frozen=True)
 class _Starter:
     """Starts one component at a time, with the addresses and certificates they share."""
@@ -256,6 +284,7 @@ class _Starter:
     def apiserver(self) -> None:
         """The API server with Node and RBAC authorization, on the cluster's address."""
         config, pki = self.config, self.pki
+        front_proxy = ensure_front_proxy(pki)
         argv = [
             str(self.assets / "kube-apiserver"),
             f"--etcd-servers={self._etcd_url}",
@@ -275,6 +304,7 @@ class _Starter:
             "--enable-priority-and-fairness=false",
             "--profiling=false",
             f"--cert-dir={config.state_dir / 'apiserver-certs'}",
+            *_aggregation_flags(front_proxy),
             *self._audit(),
         ]
         self.run("kube-apiserver", argv, f"{self.server}/readyz", verify=self.ca)
@@ -530,11 +560,13 @@ def _remove_mountpoints(state_dir: Path, proc: Path = Path("/proc")) -> list[str
     # their own mount namespaces, so the host's directory looks empty; yet removing it would
     # detach those mounts (Linux >= 3.18 lets rmdir succeed and unmounts lazily) and the
     # other cluster's running pods would lose their files.
+    # mountinfo names the path with its symlinks resolved: /var/run is a link to /run on most
+    # distributions, so the token's mount point shows as /run/secrets/... there.
     in_use = mounted_anywhere(proc)
     out = []
     # Deepest first, and only while empty: never remove anything that holds files.
     for directory in sorted(created, key=len, reverse=True):
-        if directory in in_use:
+        if directory in in_use or os.path.realpath(directory) in in_use:
             continue
         with contextlib.suppress(OSError):
             Path(directory).rmdir()

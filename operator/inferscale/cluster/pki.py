@@ -1,11 +1,12 @@
 """Certificates and keys of the local cluster, made with the ``openssl`` command.
 
-One CA signs everything: the serving certificate shared by the API server, the controller
+One CA signs the serving certificate shared by the API server, the controller
 manager and the scheduler (SANs: loopback, localhost, the bridge address and the
 ``kubernetes.default`` names), and the admin client certificate (group ``system:masters``) that
-every component and the test harness use. The service-account key pair signs and checks
-bound tokens. Keys never leave the state directory. The openssl CLI is used rather than a
-Python crypto package so that nothing beyond Debian's base system is needed.
+every component and the test harness use; a second CA signs only the API server's client
+certificate for the aggregation layer (``ensure_front_proxy``). The service-account key pair
+signs and checks bound tokens. Keys never leave the state directory. The openssl CLI is used
+rather than a Python crypto package so that nothing beyond Debian's base system is needed.
 """
 
 from __future__ import annotations
@@ -87,14 +88,27 @@ def _key(path: Path) -> None:
     path.chmod(0o600)
 
 
-def _sign(pki: Pki, name: str, subject: str, extensions: str) -> None:
+def _make_ca(crt: Path, key: Path, name: str) -> None:
+    _key(key)
+    _openssl(
+        "req", "-x509", "-new", "-key", str(key), "-subj", f"/CN={name}",
+        "-days", VALID_DAYS, "-sha256", "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign", "-out", str(crt),
+    )  # fmt: skip
+
+
+def _sign(
+    pki: Pki, name: str, subject: str, extensions: str, ca: tuple[Path, Path] | None = None
+) -> None:
+    """``NAME.crt`` and ``NAME.key``, signed by the cluster CA or by ``ca`` (cert, key)."""
+    ca_crt, ca_key = ca or (pki.ca_crt, pki.ca_key)
     key, csr, crt = pki.dir / f"{name}.key", pki.dir / f"{name}.csr", pki.dir / f"{name}.crt"
     ext = pki.dir / f"{name}.ext"
     _key(key)
     _openssl("req", "-new", "-key", str(key), "-subj", subject, "-out", str(csr))
     ext.write_text(extensions)
     _openssl(
-        "x509", "-req", "-in", str(csr), "-CA", str(pki.ca_crt), "-CAkey", str(pki.ca_key),
+        "x509", "-req", "-in", str(csr), "-CA", str(ca_crt), "-CAkey", str(ca_key),
         "-CAcreateserial", "-days", VALID_DAYS, "-sha256", "-extfile", str(ext), "-out", str(crt),
     )  # fmt: skip
     csr.unlink()
@@ -110,12 +124,7 @@ def ensure_pki(directory: Path, ips: list[str], dns_names: list[str]) -> Pki:
     pki = Pki(directory)
     directory.mkdir(parents=True, exist_ok=True)
     if not pki.ca_crt.exists():
-        _key(pki.ca_key)
-        _openssl(
-            "req", "-x509", "-new", "-key", str(pki.ca_key), "-subj", "/CN=inferscale-local-ca",
-            "-days", VALID_DAYS, "-sha256", "-addext", "basicConstraints=critical,CA:TRUE",
-            "-addext", "keyUsage=critical,keyCertSign,cRLSign", "-out", str(pki.ca_crt),
-        )  # fmt: skip
+        _make_ca(pki.ca_crt, pki.ca_key, "inferscale-local-ca")
     if not pki.serving_crt.exists():
         sans = ",".join([*(f"IP:{ip}" for ip in ips), *(f"DNS:{name}" for name in dns_names)])
         _sign(
@@ -195,3 +204,30 @@ def write_kubeconfig(
     }
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     path.chmod(0o600)
+
+
+FRONT_PROXY_CLIENT = "front-proxy-client"
+"""The name of the API server's client certificate for extension API servers."""
+
+
+def ensure_front_proxy(pki: Pki) -> tuple[Path, Path]:
+    """The aggregation layer's CA and the API server's client certificate that it signs.
+
+    Any certificate of the request-header CA named ``front-proxy-client`` may pass any user in
+    headers, so that CA signs nothing else: a CA of its own, as kubeadm's front-proxy-ca, not the
+    cluster CA, which also signs approved CertificateSigningRequests (the controller manager's
+    signer). Returns the CA's certificate and the client certificate (its key beside it,
+    ``.key``); both are kept when they exist.
+    """
+    ca, ca_key = pki.dir / "front-proxy-ca.crt", pki.dir / "front-proxy-ca.key"
+    if not ca.exists():
+        _make_ca(ca, ca_key, "inferscale-front-proxy-ca")
+    crt = pki.dir / f"{FRONT_PROXY_CLIENT}.crt"
+    if not crt.exists():
+        _sign(
+            pki, FRONT_PROXY_CLIENT, f"/CN={FRONT_PROXY_CLIENT}",
+            "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
+            "extendedKeyUsage=clientAuth\n",
+            ca=(ca, ca_key),
+        )  # fmt: skip
+    return ca, crt

@@ -17,6 +17,12 @@ stale or NaN metrics, a renamed metric, routers unreachable) keeps its count, an
 The policy's memory (its windows) lives here and in ``status.autoscalerState``, written at most
 every ``statusIntervalSeconds`` (or with a scale), so an operator restart keeps its windows
 without a status write per model per round.
+
+The cost-aware mode's prices are gathered here and built by the pure
+:func:`inferscale.autoscaler.spillprice.build_spill_pricing`: the InferenceRoutes and
+InferenceProviders from kopf's indices (parsed again only when one of them changes), the
+engines' token throughput from Prometheus (the last usable reading is kept per model, so a
+quiet spell does not flip the mode off). Its verdict is the ``CostAware`` condition.
 """
 
 from __future__ import annotations
@@ -33,14 +39,29 @@ from pydantic import ValidationError
 
 from inferscale.api.meta import GROUP, LABEL_MODEL, VERSION
 from inferscale.api.v1alpha1.inference_model import KIND, InferenceModelSpec
+from inferscale.api.v1alpha1.inference_provider import ProviderModel
 from inferscale.autoscaler.policy import Decision, History, PolicyParams, Sample, decide
 from inferscale.autoscaler.prometheus import PrometheusRound, PrometheusSource
-from inferscale.autoscaler.report import ScalingNews, is_news, scaling_status, write_due
+from inferscale.autoscaler.report import (
+    CostCondition,
+    ScalingNews,
+    is_news,
+    scaling_status,
+    write_due,
+)
 from inferscale.autoscaler.signals import (
     ModelKey,
     RouterReading,
     build_sample,
     router_readings,
+)
+from inferscale.autoscaler.spillcost import SpillPrices
+from inferscale.autoscaler.spillprice import (
+    SpillRoute,
+    Throughput,
+    build_spill_pricing,
+    provider_models,
+    spill_routes,
 )
 from inferscale.config import AutoscalerSettings
 from inferscale.controller.cache import count_pods, index_objects
@@ -72,13 +93,15 @@ class _Memory:
     history: History
     status_written_at: float = 0.0
     """``time.monotonic()`` of the last status write (a scale, a condition, the resync)."""
-    condition: tuple[str, str] | None = None
-    """The ScalingActive condition's (status, reason) that the status is known to hold."""
+    condition: tuple[object, ...] | None = None
+    """The conditions' (status, reason) that the status is known to hold (ScalingNews.known)."""
     signals: tuple[object, ...] | None = None
     """(in flight, held, KV use, replicas) as last written."""
     spec_key: tuple[object, ...] = ()
     params: PolicyParams | None = None
     params_error: str | None = None
+    throughput: Throughput | None = None
+    """The engines' last usable token throughput (the cost-aware mode's spill price)."""
 
 
 @dataclass
@@ -86,6 +109,22 @@ class _RoundInputs:
     prometheus: PrometheusRound | None
     routers: dict[str, RouterReading] | None
     router_error: str | None
+
+
+SpillSources = Callable[[], tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]]]
+"""The InferenceRoutes and InferenceProviders, as kopf's indices hold them."""
+
+
+_VERSION_KEYS: Final = ("namespace", "name", "creationTimestamp", "generation", "uid")
+
+
+@dataclass
+class _SpillIndex:
+    """The routes and providers as the cost-aware mode reads them, and what they were built from."""
+
+    versions: tuple[object, ...] = ()
+    routes: dict[ModelKey, SpillRoute] = field(default_factory=dict)
+    providers: dict[ModelKey, dict[str, ProviderModel] | None] = field(default_factory=dict)
 
 
 class Autoscaler:
@@ -101,8 +140,11 @@ class Autoscaler:
         routers: Callable[[], RoutingState | None],
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        spill_sources: SpillSources | None = None,
     ) -> None:
         self.runtime = runtime
+        self.spill_sources = spill_sources
+        self.spill = _SpillIndex()
         self.settings = settings
         self.models = models
         self.prometheus = prometheus
@@ -154,6 +196,7 @@ class Autoscaler:
         """Read every signal once, then decide every model."""
         models = self.models()
         inputs = await self._read()
+        self._refresh_spill()
         now = self.clock()
         live: set[ModelKey] = set()
         self.at_zero = set()
@@ -220,16 +263,52 @@ class Autoscaler:
         self.specs[key] = (version, spec)
         return spec
 
+    def _refresh_spill(self) -> None:
+        """Parse the routes and providers again when one of them changed since the last round."""
+        if self.spill_sources is None:
+            return
+        routes, providers = self.spill_sources()
+        # The indices keep name, namespace, creationTimestamp and generation (not every one
+        # keeps the uid): a spec change moves the generation, a re-creation the timestamp.
+        versions = tuple(
+            sorted(
+                tuple(str(m.get(k)) for k in _VERSION_KEYS)
+                for m in ((b.get("metadata") or {}) for b in [*routes, *providers])
+            )
+        ) + (len(routes),)
+        if versions != self.spill.versions:
+            self.spill = _SpillIndex(versions, spill_routes(routes), provider_models(providers))
+
+    def _pricing(
+        self, key: ModelKey, spec: InferenceModelSpec, memory: _Memory, inputs: _RoundInputs
+    ) -> tuple[SpillPrices | None, CostCondition]:
+        """The model's spill prices and its CostAware condition, from what this round holds."""
+        seen = inputs.prometheus.throughput.get(key) if inputs.prometheus is not None else None
+        if seen is not None and seen.usable():
+            memory.throughput = seen
+        pricing = build_spill_pricing(
+            key[0], spec, self.spill.routes.get(key), self.spill.providers, memory.throughput
+        )
+        return pricing.prices, pricing.condition()
+
     def _params(
-        self, memory: _Memory, key: ModelKey, spec: InferenceModelSpec, ttr: float | None
+        self,
+        memory: _Memory,
+        key: ModelKey,
+        spec: InferenceModelSpec,
+        ttr: float | None,
+        spill: SpillPrices | None,
     ) -> None:
-        """Rebuild the policy's params when the spec's generation or the start-up time moves."""
-        spec_key = (self.specs[key][0], None if ttr is None else round(ttr))
+        """Rebuild the policy's params when the spec, the start-up time or the prices move.
+
+        Prices count to three significant figures: the throughput wanders every read.
+        """
+        spec_key = (self.specs[key][0], None if ttr is None else round(ttr), _rounded(spill))
         if spec_key == memory.spec_key:
             return
         memory.spec_key = spec_key
         try:
-            params = PolicyParams.from_spec(spec, ttr)
+            params = PolicyParams.from_spec(spec, ttr, spill)
             # The operator's staleness setting (autoscaler.staleAfterSeconds) into the policy.
             memory.params = replace(params, stale_after_s=self.settings.stale_after_seconds)
             memory.params_error = None
@@ -254,14 +333,15 @@ class Autoscaler:
         if memory is None:
             memory = _Memory(history=_restore(status.text("autoscalerState")))
             self.memory[key] = memory
-        self._params(memory, key, spec, status.number("timeToReadySeconds"))
+        spill, cost = self._pricing(key, spec, memory, inputs)
+        self._params(memory, key, spec, status.number("timeToReadySeconds"), spill)
         current = self.runtime.autoscaled.get(key)
         if current is None:
             desired = status.number("desiredReplicas")
             current = desired_replicas(spec, int(desired) if desired is not None else None)
         if memory.params is None:
             why = f"invalid autoscaling settings: {memory.params_error}"
-            await self._write(key, memory, ScalingNews(current, None, None, why))
+            await self._write(key, memory, ScalingNews(current, None, None, why, cost=cost))
             return
 
         if self.runtime.cache is not None:
@@ -290,17 +370,22 @@ class Autoscaler:
         if decision.replicas == 0:
             self.at_zero.add(served)
         if decision.replicas != current:
-            await self._scale(key, memory, decision, sample)
+            await self._scale(key, memory, decision, sample, cost)
             return
-        await self._write(key, memory, ScalingNews(current, decision, sample, unknown))
+        await self._write(key, memory, ScalingNews(current, decision, sample, unknown, cost=cost))
 
     async def _scale(
-        self, key: ModelKey, memory: _Memory, decision: Decision, sample: Sample
+        self,
+        key: ModelKey,
+        memory: _Memory,
+        decision: Decision,
+        sample: Sample,
+        cost: CostCondition,
     ) -> None:
         namespace, name = key
         self.runtime.autoscaled[key] = decision.replicas
         log.info("%s/%s: %s", namespace, name, decision.reason)
-        news = ScalingNews(decision.replicas, decision, sample, None, scaled=True)
+        news = ScalingNews(decision.replicas, decision, sample, None, scaled=True, cost=cost)
         await self._write(key, memory, news)
         # At once, not after the child-event coalescing: a cold start is waiting on it.
         schedule_reconcile(self.runtime, namespace, name, log, delay=0)
@@ -320,7 +405,7 @@ class Autoscaler:
                 news, fresh, history=memory.history.to_json(), now=now_rfc3339(), due=due
             )
             if update.patch is None:
-                memory.condition = news.condition()[:2]
+                memory.condition = news.known()
                 return
             try:
                 stored = await self.runtime.api.patch_status(
@@ -331,10 +416,12 @@ class Autoscaler:
             if self.runtime.cache is not None:
                 self.runtime.cache.applied(stored)
             memory.status_written_at = self.monotonic()
-            memory.condition = news.condition()[:2]
+            memory.condition = news.known()
             memory.signals = news.signals()
-            if update.event is not None:
-                event_poster(kopf.Body(cast(kopf.RawBody, fresh)))(*update.event)
+            post = event_poster(kopf.Body(cast(kopf.RawBody, fresh)))
+            for event in (update.event, update.cost_event):
+                if event is not None:
+                    post(*event)
 
     async def _fresh(self, key: ModelKey) -> dict[str, Any] | None:
         if self.runtime.cache is not None:
@@ -364,6 +451,15 @@ class _StatusView:
         if isinstance(value, bool) or not isinstance(value, int | float):
             return None
         return float(value) if value >= 0 else None
+
+
+def _rounded(spill: SpillPrices | None) -> tuple[object, ...] | None:
+    if spill is None:
+        return None
+    return tuple(
+        None if v is None else float(f"{v:.3g}")
+        for v in (spill.replica_hour_price, spill.spill_price_per_replica_hour)
+    ) + (spill.spend_cap_per_hour,)
 
 
 def _restore(text: str | None) -> History:
@@ -400,9 +496,14 @@ def _start(memo: Any, indices: Mapping[str, Any]) -> None:
     if not settings.enabled:
         return
     models_index = indices["models"]
+    routes_index = indices.get("inference_routes", {})
+    providers_index = indices.get("inference_providers", {})
 
     def models() -> list[Mapping[str, Any]]:
         return index_objects(models_index)
+
+    def spill_sources() -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]]:
+        return index_objects(routes_index), index_objects(providers_index)
 
     def routers() -> RoutingState | None:
         routing = memo.get(ROUTING_MEMO_KEY)
@@ -418,7 +519,14 @@ def _start(memo: Any, indices: Mapping[str, Any]) -> None:
         if settings.prometheus_url
         else None
     )
-    state.autoscaler = Autoscaler(runtime, settings, models, prometheus=prometheus, routers=routers)
+    state.autoscaler = Autoscaler(
+        runtime,
+        settings,
+        models,
+        prometheus=prometheus,
+        routers=routers,
+        spill_sources=spill_sources,
+    )
     state.task = asyncio.get_running_loop().create_task(state.autoscaler.run(), name="autoscaler")
     where = settings.prometheus_url or "the routers only (no Prometheus URL set)"
     log.info("autoscaler started: every %gs from %s", settings.interval_seconds, where)

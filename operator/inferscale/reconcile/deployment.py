@@ -339,12 +339,7 @@ def _pod_spec(
         pod_spec["securityContext"] = security
     if volumes:
         pod_spec["volumes"] = volumes
-    if spec.scheduling.node_selector:
-        pod_spec["nodeSelector"] = dict(spec.scheduling.node_selector)
-    if spec.scheduling.tolerations:
-        pod_spec["tolerations"] = [t.to_wire() for t in spec.scheduling.tolerations]
-    if spec.scheduling.priority_class_name:
-        pod_spec["priorityClassName"] = spec.scheduling.priority_class_name
+    pod_spec.update(spec.scheduling.pod_fields())
     return pod_spec
 
 

@@ -228,10 +228,7 @@ def build_preload_job(
     }
     if pod_security:
         pod_spec["securityContext"] = pod_security
-    if spec.scheduling.node_selector:
-        pod_spec["nodeSelector"] = dict(spec.scheduling.node_selector)
-    if spec.scheduling.tolerations:
-        pod_spec["tolerations"] = [t.to_wire() for t in spec.scheduling.tolerations]
+    pod_spec.update(spec.scheduling.pod_fields())
     pod_labels = {LABEL_PRELOAD_OF: model_name, LABEL_MANAGED_BY: MANAGED_BY}
     return {
         "apiVersion": "batch/v1",

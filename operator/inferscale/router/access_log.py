@@ -16,7 +16,7 @@ from aiohttp import web
 from inferscale.router.codec import dumps, error_response
 from inferscale.router.context import RequestContext
 from inferscale.router.metrics import RouterMetrics
-from inferscale.router.usage import Record, usage_record
+from inferscale.router.usage import Record, milli, usage_record
 
 
 class AccessLog:
@@ -86,21 +86,26 @@ class AccessLog:
         if name:
             self.metrics.count_request(name, pod, status)
             self.metrics.latency.observe((name,), elapsed)
-        ts = time.time()
-        if self.ledger is not None:
-            self.ledger(self._record(ctx, ts, name, client, status, pod, usage, elapsed))
-        if self.sink is None:
+        ledger, sink = self.ledger, self.sink
+        if ledger is None and sink is None:
             return
+        # Computed once for the record and the line (rounding a float to 3 places is not free).
+        ts, ms, request_id = milli(time.time()), milli(elapsed * 1000), f"{self.id_prefix}-{ctx.id}"
+        if ledger is not None:
+            ledger(self._record(ctx, ts, request_id, name, client, status, pod, usage, ms))
+        if sink is None:
+            return
+        request = ctx.request
         line: dict[str, object] = {
-            "ts": round(ts, 3),
-            "id": f"{self.id_prefix}-{ctx.id}",
-            "method": ctx.request.method,
-            "path": ctx.request.path,
+            "ts": ts,
+            "id": request_id,
+            "method": request.method,
+            "path": request.path,
             "model": name,
             "stream": stream,
             "status": status,
             "endpoint": pod,
-            "ms": round(elapsed * 1000, 3),
+            "ms": ms,
         }
         if client:
             line["client"] = client
@@ -109,24 +114,25 @@ class AccessLog:
         if isinstance(usage, dict):
             line["prompt_tokens"] = usage.get("prompt_tokens")
             line["completion_tokens"] = usage.get("completion_tokens")
-        self.sink(dumps(line).decode() + "\n")
+        sink(dumps(line).decode() + "\n")
 
     def _record(
         self,
         ctx: RequestContext,
         ts: float,
+        request_id: str,
         name: str,
         client: str,
         status: int,
         pod: str,
         usage: object,
-        elapsed: float,
+        ms: float,
     ) -> Record:
         """The usage ledger's record of ``ctx`` (never its prompt)."""
         roles = ctx.model.roles if ctx.model is not None else None
         return usage_record(
             ts=ts,
-            request_id=f"{self.id_prefix}-{ctx.id}",
+            request_id=request_id,
             client=client or ctx.client,
             team=ctx.policy.team if ctx.policy is not None else "",
             route=roles.route_id if roles is not None else "",
@@ -135,5 +141,5 @@ class AccessLog:
             status=status,
             usage=usage if usage is not None else ctx.usage,
             cost=ctx.cost,
-            ms=elapsed * 1000,
+            ms=ms,
         )

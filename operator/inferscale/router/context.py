@@ -9,7 +9,7 @@ request, so handing it on costs an attribute read.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from aiohttp import web
 
@@ -19,6 +19,10 @@ if TYPE_CHECKING:
     from inferscale.router.access import Grant
     from inferscale.router.response_cache import StreamTap
     from inferscale.router.table import EndpointState, ModelState
+
+
+SELECTED_HEADER: Final = "x-inferscale-model"
+"""The response header naming the model a selecting route chose."""
 
 
 class Dialect(Protocol):
@@ -50,6 +54,7 @@ class RequestContext:
         "policy",
         "prefill_tokens",
         "request",
+        "selected",
         "start",
         "status",
         "stream",
@@ -94,6 +99,8 @@ class RequestContext:
         """The OpenAI path that serves the request (a Messages request: chat completions)."""
         self.dialect: Dialect | None = None
         """The client's API when it is not OpenAI's (the answer is translated into it)."""
+        self.selected: str | None = None
+        """The model a selecting route chose (named in the answer's :data:`SELECTED_HEADER`)."""
         self.tap: StreamTap | None = None
         """Where the forward stage copies a relayed stream for the response cache."""
         self.prefill_tokens = 0
@@ -108,12 +115,24 @@ class RequestContext:
 
     async def open_stream(self, status: int, headers: Mapping[str, str]) -> web.StreamResponse:
         """Start the client's stream (its headers go out now), in the client's dialect."""
+        if self.selected is not None:
+            headers = {**headers, SELECTED_HEADER: self.selected}
         dialect = self.dialect
         if dialect is None:
             resp = web.StreamResponse(status=status, headers=headers)
         else:
             resp = dialect.stream(status, headers)
         await resp.prepare(self.request)
+        return resp
+
+    def name_selected(self, resp: web.StreamResponse) -> web.StreamResponse:
+        """``resp``, naming the model a selecting route chose (a stream's headers already do).
+
+        Set here rather than in an ``on_response_prepare`` hook, which every answer of every
+        route would pay for.
+        """
+        if self.selected is not None and not resp.prepared:
+            resp.headers[SELECTED_HEADER] = self.selected
         return resp
 
     def prefilled(self, endpoint: EndpointState) -> None:

@@ -45,6 +45,15 @@ def provider_of(served_by: str) -> str:
     return served_by[len(PROVIDER_PREFIX) :].rsplit("/", 1)[0]
 
 
+def milli(value: float) -> float:
+    """A non-negative ``value`` to three decimals (as ``round(value, 3)``, at a quarter its cost).
+
+    Half-way cases may round up where ``round`` keeps the even digit: a thousandth of a second or
+    millisecond in a record or log line, never a count.
+    """
+    return int(value * 1000 + 0.5) / 1000
+
+
 def _count(usage: object, name: str) -> int:
     value = usage.get(name) if isinstance(usage, dict) else None
     return value if type(value) is int and value > 0 else 0
@@ -66,7 +75,7 @@ def usage_record(
 ) -> Record:
     """One request's record (``usage`` in OpenAI's shape; anything else counts 0 tokens)."""
     return {
-        "ts": round(ts, 3),
+        "ts": milli(ts),
         "id": request_id,
         "client": client,
         "team": team,
@@ -78,7 +87,7 @@ def usage_record(
         "prompt_tokens": _count(usage, "prompt_tokens"),
         "completion_tokens": _count(usage, "completion_tokens"),
         "cost": cost,
-        "ms": round(ms, 3),
+        "ms": milli(ms),
     }
 
 

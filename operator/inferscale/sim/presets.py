@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Final, Literal
 
 from inferscale.sim.model import EngineParams
+from inferscale.sim.startup import STARTUP_PROFILES
 
 PresetName = Literal["llama-3.1-8b-h100", "llama-3.1-8b-l4", "zero"]
 
@@ -23,7 +24,8 @@ PRESETS: Final[dict[str, EngineParams]] = {
         kv_capacity_tokens=400_000,
         block_size=16,
         max_model_len=32_768,
-        startup_delay_seconds=60.0,
+        # The cold start from the network, from its phases (sim/startup.py): 60 s.
+        startup_delay_seconds=STARTUP_PROFILES["llama-3.1-8b-h100"].cold_start_seconds(),
         step_base_seconds=0.006,
         prefill_overhead_seconds=0.002,
         prefill_seconds_per_token=0.00004,
@@ -41,7 +43,8 @@ PRESETS: Final[dict[str, EngineParams]] = {
         kv_capacity_tokens=32_768,
         block_size=16,
         max_model_len=8_192,
-        startup_delay_seconds=90.0,
+        # From its phases (sim/startup.py): 90 s.
+        startup_delay_seconds=STARTUP_PROFILES["llama-3.1-8b-l4"].cold_start_seconds(),
         step_base_seconds=0.068,
         prefill_overhead_seconds=0.005,
         prefill_seconds_per_token=0.00033,

@@ -6,8 +6,9 @@ reads them at disk speed, one that does not first downloads them from the hub. E
 network and disk bandwidths, the image pull and the warm-up (engine init, memory profiling, CUDA
 graph capture). :func:`plan_startup` turns it into phase times for a weight source.
 
-The preset's ``startup_delay_seconds`` stays the cold start from the network: the phases are
-scaled so their network total equals it, so ``--startup-delay-seconds 6`` (a test's short start)
+The preset's ``startup_delay_seconds`` is the cold start from the network, derived from its
+profile here (:meth:`StartupProfile.cold_start_seconds`); the phases are scaled so their
+network total equals the configured delay, so ``--startup-delay-seconds 6`` (a test's short start)
 keeps the preset's proportions and a filled cache still saves the download's share.
 
 The weight cache is a directory (``--weights-cache``) holding :data:`MANIFEST` once a preload
@@ -54,6 +55,15 @@ class StartupProfile:
     def total(self, source: WeightSource) -> float:
         """Seconds from pod start to ready, unscaled."""
         return sum(seconds for _, seconds in self.raw(source))
+
+    def cold_start_seconds(self) -> float:
+        """The preset's ``startup_delay_seconds``: the network total in whole seconds.
+
+        The presets (``sim/presets.py``) take their cold start from here, so the two figures
+        cannot drift apart; whole seconds because the phases' rates are round estimates
+        (docs/sim.md quotes 60 s and 90 s), not measurements to the tenth.
+        """
+        return float(round(self.total("network")))
 
     def download_seconds(self) -> float:
         """The network's share of the weight load: what a preload spends, unscaled."""

@@ -25,6 +25,8 @@ from inferscale.whatif.policies import (
     Oracle,
     Ours,
     Static,
+    fixed_count,
+    known_policy,
     service_seconds,
 )
 from inferscale.whatif.report import summarize
@@ -95,7 +97,7 @@ def spill_prices(trace: Trace, config: SimConfig) -> SpillPrices:
 
 
 def build_policy(name: str, trace: Trace, config: SimConfig) -> Autoscaler:
-    """A fresh autoscaler named ``name`` (one of ``POLICY_NAMES``) for this run.
+    """A fresh autoscaler named ``name`` (one of ``ALL_POLICY_NAMES``, or ``fixed-N``).
 
     Raises:
         ValueError: an unknown name.
@@ -116,6 +118,9 @@ def build_policy(name: str, trace: Trace, config: SimConfig) -> Autoscaler:
         return oracle_for(trace, config)
     if name == "fixed":
         return Static(best_fixed_fleet(trace, config), name="fixed")
+    count = fixed_count(name)
+    if count is not None:
+        return Static(count, name=name)
     raise ValueError(f"unknown policy {name!r}; known: {', '.join(ALL_POLICY_NAMES)}")
 
 
@@ -182,7 +187,7 @@ def run_policy(trace: Trace, config: SimConfig, name: str) -> RunResult:
 def compare(trace: Trace, config: SimConfig, names: Sequence[str]) -> list[RunResult]:
     """Replay ``trace`` once per policy name, in the order given."""
     for name in names:
-        if name not in ALL_POLICY_NAMES:
+        if not known_policy(name):
             raise ValueError(f"unknown policy {name!r}; known: {', '.join(ALL_POLICY_NAMES)}")
     return [run_policy(trace, config, name) for name in names]
 

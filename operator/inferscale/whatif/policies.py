@@ -55,6 +55,23 @@ POLICY_NAMES: Final = ("ours", "hpa", "keda", "kubeai", "dynamo", "fixed", "orac
 OUR_PRESET_POLICIES: Final = ("ours-economy", "ours-balanced", "ours-latency")
 """Ours with a named API preset, whatever ``--ours-preset`` says (for the Pareto table)."""
 ALL_POLICY_NAMES: Final = POLICY_NAMES + OUR_PRESET_POLICIES
+FIXED_N_PREFIX: Final = "fixed-"
+"""``fixed-N``: N replicas standing from the start, never changed (the fixed fleets' frontier
+beside the best one; bench/autoscale's best-case rows)."""
+
+
+def fixed_count(name: str) -> int | None:
+    """N of a ``fixed-N`` policy name (N >= 1), else None."""
+    digits = name.removeprefix(FIXED_N_PREFIX)
+    if digits == name or not digits.isdigit() or int(digits) < 1:
+        return None
+    return int(digits)
+
+
+def known_policy(name: str) -> bool:
+    """A name ``compare.build_policy`` builds: one of ``ALL_POLICY_NAMES`` or ``fixed-N``."""
+    return name in ALL_POLICY_NAMES or fixed_count(name) is not None
+
 
 HPA_SYNC_S: Final = 15.0
 HPA_TOLERANCE: Final = 0.1

@@ -150,6 +150,44 @@ async def test_reads_in_flight_freshness_and_kv_per_model(
     assert round_.readings[("ml", "qwen")].in_flight == 0
 
 
+async def test_reads_the_token_throughput_per_model_once_a_minute(
+    prometheus: str, sims: list[RunningSim]
+) -> None:
+    # The cost-aware mode's throughput queries (rate over 10 m, avg_over_time) are valid PromQL
+    # on a real Prometheus and read the sims' vLLM token counters per model.
+    source = PrometheusSource(
+        prometheus, timeout=3, model_label=LABELS[0], namespace_label=LABELS[1]
+    )
+    stop = threading.Event()
+    threads = busy(sims[0], 2, stop)
+    seen = None
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            source.throughput_at = None  # due at every read here
+            round_ = await source.read()
+            assert round_.error is None, round_.error
+            seen = round_.throughput.get(("ns", "llama"))
+            if seen is not None and seen.usable():
+                break
+            await asyncio.sleep(1)
+        else:
+            pytest.fail(
+                f"no usable throughput: {round_.throughput} {round_.problems} {source.queries}"
+            )
+        # Not due again within the minute: the last answer is handed on, unchanged.
+        again = await source.read()
+        assert again.throughput is round_.throughput
+    finally:
+        source.close()
+        stop.set()
+        for t in threads:
+            t.join(30)
+    assert seen.prompt_tokens_per_s > 0 and seen.output_tokens_per_s > 0
+    assert seen.mean_in_flight > 0
+    assert not [p for p in round_.problems if "throughput" in p]
+
+
 async def test_prometheus_down_is_an_error_not_an_exception() -> None:
     source = PrometheusSource(
         f"http://127.0.0.1:{free_port()}",

@@ -15,6 +15,7 @@ import pytest
 
 from inferscale.autoscaler.prometheus import PrometheusRound
 from inferscale.autoscaler.signals import EngineReading, RouterReading
+from inferscale.autoscaler.spillprice import Throughput
 from inferscale.config import AutoscalerSettings, OperatorSettings
 from inferscale.controller import autoscaler as autoscaler_module
 from inferscale.controller import inference_model
@@ -345,3 +346,192 @@ async def test_a_long_hold_is_one_write_and_one_event(setup, events) -> None:
     assert [c[0] for c in api.calls].count("patch_status") == 1
     assert [e[1] for e in events if e[0] == "Warning"] == ["SignalsUnavailable"]
     assert "old (stale after 30 s)" in condition(runtime, "ScalingActive")["message"]
+
+
+# -- the cost-aware mode's prices ---------------------------------------------------------
+
+ROUTE = {
+    "apiVersion": "inferscale.io/v1alpha1",
+    "kind": "InferenceRoute",
+    "metadata": {"name": "chat", "namespace": "ns", "uid": "uid-chat", "generation": 1},
+    "spec": {
+        "backends": [
+            {"inferenceModel": "llama", "role": "primary"},
+            {"provider": {"name": "openai", "model": "gpt-4o-mini"}, "role": "spillover"},
+        ],
+        "spend": {"maxPerHour": 2},
+    },
+}
+PROVIDER = {
+    "apiVersion": "inferscale.io/v1alpha1",
+    "kind": "InferenceProvider",
+    "metadata": {"name": "openai", "namespace": "ns", "uid": "uid-openai", "generation": 1},
+    "spec": {
+        "type": "openai",
+        "apiKeySecretRef": {"name": "openai-api-key", "key": "api-key"},
+        "models": [
+            {
+                "name": "gpt-4o-mini",
+                "inputPricePerMillionTokens": 0.15,
+                "outputPricePerMillionTokens": 0.60,
+            }
+        ],
+    },
+}
+# 4 requests in flight on average brought 400 prompt and 100 output tokens a second.
+SEEN = Throughput(prompt_tokens_per_s=400.0, output_tokens_per_s=100.0, mean_in_flight=4.0)
+
+
+def with_spill_sources(scaler: Autoscaler, runtime: Runtime) -> None:
+    """Routes and providers from the fake API, as kopf's indices would hand them over."""
+    api: FakeKubeApi = runtime.api  # type: ignore[assignment]
+
+    def sources() -> tuple[list[Any], list[Any]]:
+        kinds = [k for (_, k, _, _) in api.objects]
+        objects = list(api.objects.values())
+        routes = [o for k, o in zip(kinds, objects) if k == "InferenceRoute"]
+        providers = [o for k, o in zip(kinds, objects) if k == "InferenceProvider"]
+        return routes, providers
+
+    scaler.spill_sources = sources
+
+
+def priced_load(prometheus: FakePrometheus, clock: Clock, in_flight: float) -> None:
+    load(prometheus, clock, in_flight)
+    prometheus.round.throughput = {("ns", "llama"): SEEN}
+
+
+async def test_a_priced_spill_route_turns_the_mode_on_and_a_missing_price_off(
+    setup, events
+) -> None:
+    runtime, scaler, prometheus, clock = setup
+    with_spill_sources(scaler, runtime)
+    api: FakeKubeApi = runtime.api  # type: ignore[assignment]
+    api.put(ROUTE)
+    api.put(PROVIDER)
+    await start(runtime, autoscaling={"acceleratorHourPrice": 3.0})
+    priced_load(prometheus, clock, 2)
+    await scaler.round()
+    cost = condition(runtime, "CostAware")
+    assert cost is not None and (cost["status"], cost["reason"]) == ("True", "SpillPriced")
+    # 100 + 25 tokens/s per request in flight, 4 at the target: 1.44 M + 0.36 M an hour.
+    assert "spilling its load 0.432" in cost["message"] and "spend cap 2" in cost["message"]
+    assert ("Normal", "SpillPriced", cost["message"]) in events
+    params = scaler.memory[("ns", "llama")].params
+    assert params is not None and params.cost_mode
+    # The user drops the price: the ordinary policy, a Warning naming the field.
+    body = api.objects[MODEL_KEY]
+    body["spec"]["autoscaling"].pop("acceleratorHourPrice")
+    body["metadata"]["generation"] = 2
+    clock.now += 2
+    # A quiet spell does not lose the throughput: the last usable reading is kept.
+    load(prometheus, clock, 0)
+    await scaler.round()
+    cost = condition(runtime, "CostAware")
+    assert cost is not None and (cost["status"], cost["reason"]) == ("False", "PriceMissing")
+    assert "spec.autoscaling.acceleratorHourPrice is not set" in cost["message"]
+    assert ("Warning", "PriceMissing", cost["message"]) in events
+    params = scaler.memory[("ns", "llama")].params
+    assert params is not None and not params.cost_mode
+    assert condition(runtime, "ScalingActive")["reason"] == "ValidSignals"
+
+
+async def test_without_a_spill_route_the_condition_says_so_quietly(setup, events) -> None:
+    runtime, scaler, prometheus, clock = setup
+    with_spill_sources(scaler, runtime)
+    await start(runtime, autoscaling={"acceleratorHourPrice": 3.0})
+    priced_load(prometheus, clock, 2)
+    await scaler.round()
+    cost = condition(runtime, "CostAware")
+    assert cost is not None and (cost["status"], cost["reason"]) == ("False", "NoSpillover")
+    assert not [e for e in events if e[1] == "NoSpillover"]
+
+
+async def test_an_absurd_provider_price_falls_back_with_a_warning(setup, events) -> None:
+    runtime, scaler, prometheus, clock = setup
+    with_spill_sources(scaler, runtime)
+    api: FakeKubeApi = runtime.api  # type: ignore[assignment]
+    api.put(ROUTE)
+    absurd = {**PROVIDER, "spec": {**PROVIDER["spec"]}}
+    absurd["spec"]["models"] = [{"name": "gpt-4o-mini", "inputPricePerMillionTokens": 1_000_000}]
+    api.put(absurd)
+    await start(runtime, autoscaling={"acceleratorHourPrice": 3.0})
+    priced_load(prometheus, clock, 2)
+    await scaler.round()
+    cost = condition(runtime, "CostAware")
+    assert cost is not None and (cost["status"], cost["reason"]) == ("False", "PriceOutOfRange")
+    assert "InferenceProvider openai" in cost["message"]
+    assert [e for e in events if e[:2] == ("Warning", "PriceOutOfRange")]
+
+
+async def test_a_restart_after_an_hour_in_the_cost_mode_never_scales_a_loaded_model_to_zero(
+    setup,
+) -> None:
+    runtime, scaler, prometheus, clock = setup
+    with_spill_sources(scaler, runtime)
+    api: FakeKubeApi = runtime.api  # type: ignore[assignment]
+    api.put(ROUTE)
+    api.put(PROVIDER)
+    spec = {
+        "minReplicas": 0,
+        "autoscaling": {
+            "acceleratorHourPrice": 3.0,
+            "preset": "economy",
+            "scaleToZeroDelaySeconds": 60,
+            "scaleDownDelaySeconds": 0,
+        },
+    }
+    await start(runtime, pods=2, **spec)
+    runtime.autoscaled[("ns", "llama")] = 2
+    for _ in range(30):  # a minute of light load in the mode
+        priced_load(prometheus, clock, 3)
+        await scaler.round()
+        clock.now += 2
+    assert condition(runtime, "CostAware")["reason"] == "SpillPriced"
+    assert status(runtime)["desiredReplicas"] == 1  # the mode followed the light load down
+    saved = status(runtime)["autoscalerState"]
+    # The operator was down for an hour: a new loop starts from the saved windows, and the load
+    # is there.
+    fresh = Autoscaler(
+        runtime,
+        scaler.settings,
+        scaler.models,
+        prometheus=prometheus,  # type: ignore[arg-type]
+        routers=lambda: None,
+        clock=clock,
+        monotonic=clock,
+    )
+    with_spill_sources(fresh, runtime)
+    runtime.autoscaled.pop(("ns", "llama"))
+    api.objects[MODEL_KEY]["status"]["autoscalerState"] = saved
+    clock.now += 3600
+    counts = []
+    for _ in range(120):  # four minutes, past every delay
+        priced_load(prometheus, clock, 3)
+        await fresh.round()
+        counts.append(status(runtime)["desiredReplicas"])
+        clock.now += 2
+    # minReplicas 0 and a 60 s scale-to-zero delay, but the load is there: never zero.
+    assert min(counts) == 1 and condition(runtime, "CostAware")["reason"] == "SpillPriced"
+
+
+async def test_a_route_that_stops_spilling_turns_the_mode_off(setup, events) -> None:
+    runtime, scaler, prometheus, clock = setup
+    with_spill_sources(scaler, runtime)
+    api: FakeKubeApi = runtime.api  # type: ignore[assignment]
+    api.put(ROUTE)
+    api.put(PROVIDER)
+    await start(runtime, autoscaling={"acceleratorHourPrice": 3.0})
+    priced_load(prometheus, clock, 2)
+    await scaler.round()
+    assert condition(runtime, "CostAware")["reason"] == "SpillPriced"
+    # The route's spillover backend goes (a new generation of the same route).
+    route = api.objects[("inferscale.io/v1alpha1", "InferenceRoute", "ns", "chat")]
+    route["spec"]["backends"] = route["spec"]["backends"][:1]
+    route["metadata"]["generation"] = 2
+    clock.now += 2
+    priced_load(prometheus, clock, 2)
+    await scaler.round()
+    cost = condition(runtime, "CostAware")
+    assert (cost["status"], cost["reason"]) == ("False", "NoSpillover")
+    assert ("Normal", "NoSpillover", cost["message"]) in events

@@ -520,3 +520,39 @@ async def test_a_router_that_cannot_start_closes_what_it_opened():
         warnings.simplefilter("always")
         gc.collect()
     assert not [w for w in caught if "Unclosed" in str(w.message)]
+
+
+class CookieEngine(ServerThread):
+    """An engine that sets a cookie on every answer and records the Cookie headers it gets."""
+
+    name = "cookie-engine"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cookies: list[str | None] = []
+
+    async def start_server(self) -> tuple[Any, int]:
+        async def chat(request: web.Request) -> web.Response:
+            self.cookies.append(request.headers.get("Cookie"))
+            answer = {
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}}],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1},
+            }
+            resp = web.json_response(answer)
+            resp.set_cookie("session", "client-a-secret")
+            return resp
+
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", chat)
+        return await serve_app(app, "127.0.0.1", 0, shutdown_grace_seconds=0.5)
+
+
+def test_a_cookie_an_upstream_sets_never_reaches_another_clients_request(router):
+    # By name, as a hosted provider is: aiohttp's default jar ignores cookies from IP addresses.
+    with CookieEngine() as engine:
+        assert router.push({MODEL: [f"localhost:{engine.port}"]}).status_code == 200
+        body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
+        for _ in range(3):
+            r = httpx.post(router.base_url + "/v1/chat/completions", json=body, timeout=10)
+            assert r.status_code == 200
+        assert engine.cookies == [None, None, None]

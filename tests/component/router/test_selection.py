@@ -74,6 +74,18 @@ def test_easy_to_small_hard_to_big_named_in_body_and_header(small_and_big) -> No
             timeout=30,
         )
         assert "x-inferscale-model" not in plain.headers
+        # A stream names the model too (its headers go out before the answer is known), and so
+        # does an Anthropic Messages answer.
+        streamed = ask(router, {**HARD, "stream": True})
+        assert streamed.status_code == 200 and streamed.headers["x-inferscale-model"] == "big"
+        assert "data: [DONE]" in streamed.text
+        messages = httpx.post(
+            router.base_url + "/v1/messages",
+            json={"model": "auto", "max_tokens": 4, **EASY},
+            timeout=30,
+        )
+        assert messages.status_code == 200, messages.text
+        assert messages.headers["x-inferscale-model"] == "small"
 
 
 def test_candidates_must_be_other_plain_models_of_the_table(small_and_big) -> None:

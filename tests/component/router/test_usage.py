@@ -10,6 +10,7 @@ as dropped.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
@@ -22,6 +23,8 @@ import pytest
 
 from inferscale.cli.main import main
 from inferscale.protocol.credentials import key_digest
+from inferscale.router.usage import usage_record
+from inferscale.router.usage_ledger import WRITE_CHUNK, UsageLedger, redis_client
 from tests.component.router.conftest import MODEL, TOKEN, RunningRouter, address
 from tests.component.router.mock_providers import KEY, MockOpenAI
 from tests.redis_server import RedisServer
@@ -238,3 +241,31 @@ def test_the_cli_reads_a_router_and_says_why_it_cannot(routed_with_ledger, tmp_p
     assert "HTTP 403" in capsys.readouterr().err
     assert main(["usage", "--router", "http://127.0.0.1:9", "--since", "2026-01-01"]) == 2
     assert main(["usage", "--router", router.base_url, "--since", "yesterday"]) == 2
+
+
+def test_a_batch_larger_than_a_script_call_is_written_whole_and_in_order(redis_server):
+    """A batch goes as several script calls (WRITE_CHUNK records each): none lost or reordered."""
+    records = [
+        usage_record(
+            ts=1_700_000_000.0 + i, request_id=f"r-{i}", client="team/a", team="", route="",
+            model=MODEL, served_by="sim-0", status=200,
+            usage={"prompt_tokens": 1, "completion_tokens": i}, cost=0.0, ms=1.0,
+        )
+        for i in range(2 * WRITE_CHUNK + 7)
+    ]  # fmt: skip
+
+    async def write_and_read() -> list[Any]:
+        ledger = UsageLedger(
+            redis_client(redis_server.url, 2.0), "test:usage", max_records=100_000,
+            ring_records=10, retention_days=36_500, buffer_records=10_000, flush_seconds=1,
+            report_max_records=10_000,
+        )  # fmt: skip
+        for record in records:
+            ledger.record(record)
+        await ledger.flush()
+        read = await ledger.read(0)
+        await ledger.close()
+        assert ledger.written == len(records) and ledger.dropped == 0
+        return read
+
+    assert asyncio.run(write_and_read()) == records

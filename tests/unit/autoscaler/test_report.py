@@ -97,16 +97,20 @@ def test_the_periodic_write_is_due_after_the_interval_with_new_signals(
     assert write_due(news, written, since, 60.0) is due
 
 
+SEEN = (("True", "ValidSignals"), None)
+UNSEEN = (("False", "SignalsUnavailable"), None)
+
+
 @pytest.mark.parametrize(
     ("news", "known", "due", "expected"),
     [
-        (HOLD, ("True", "ValidSignals"), False, False),
+        (HOLD, SEEN, False, False),
         (HOLD, None, False, True),  # nothing known yet: read the stored status
-        (HOLD, ("False", "SignalsUnavailable"), False, True),
-        (HOLD, ("True", "ValidSignals"), True, True),
-        (UP, ("True", "ValidSignals"), False, True),
+        (HOLD, UNSEEN, False, True),
+        (HOLD, SEEN, True, True),
+        (UP, SEEN, False, True),
         # Only status and reason count: a message that grows every round is no news.
-        (BLIND, ("False", "SignalsUnavailable"), False, False),
+        (BLIND, UNSEEN, False, False),
     ],
 )
 def test_news_is_a_scale_a_due_write_or_a_new_status_or_reason(news, known, due, expected) -> None:
@@ -204,15 +208,48 @@ def test_a_garbled_stored_model_reads_as_empty_and_gets_a_valid_condition(stored
     assert "observedGeneration" not in condition
 
 
-def test_a_cost_mode_fallback_is_a_condition_reason_the_user_sees() -> None:
-    fell_back = Decision(
-        2, 2, "hold", "stable", "holding at 2", False, History(), cost_fallback="no spill price"
-    )
-    news = ScalingNews(2, fell_back, SAMPLE, None)
-    assert news.condition() == (
-        "True",
-        "CostAwareFallback",
-        "the cost-aware mode runs as the ordinary policy: no spill price",
-    )
-    # A new reason is news: the status is written although nothing else changed.
-    assert is_news(news, ("True", "ValidSignals"), due=False)
+PRICED = ("True", "SpillPriced", "a replica-hour costs 3, spilling its load 1.2")
+UNPRICED = ("False", "PriceMissing", "ordinary policy: spec.autoscaling.acceleratorHourPrice")
+NO_SPILL = ("False", "NoSpillover", "no InferenceRoute has this model as a primary")
+
+
+def cost(status: str, reason: str, message: str = "", since: str = EARLIER) -> dict[str, Any]:
+    return {**active(status, reason, message, since), "type": "CostAware"}
+
+
+def test_the_cost_aware_condition_stays_apart_from_scaling_active() -> None:
+    # A fallback of the mode is its own condition: the load is still seen.
+    news = ScalingNews(2, decision(2, 2, "holding at 2"), SAMPLE, None, cost=UNPRICED)
+    assert news.condition()[:2] == ("True", "ValidSignals")
+    # A new CostAware reason is news: the status is written although nothing else changed.
+    assert is_news(news, (("True", "ValidSignals"), ("True", "SpillPriced")), due=False)
+    assert not is_news(news, (("True", "ValidSignals"), ("False", "PriceMissing")), due=False)
+
+
+@pytest.mark.parametrize(
+    ("stored", "news_cost", "event"),
+    [
+        # A fallback warns, naming the field; the first time too.
+        ((), UNPRICED, ("Warning", "PriceMissing", UNPRICED[2])),
+        ((cost(*PRICED),), UNPRICED, ("Warning", "PriceMissing", UNPRICED[2])),
+        # The mode starting to run is a Normal Event.
+        ((cost(*UNPRICED),), PRICED, ("Normal", "SpillPriced", PRICED[2])),
+        # No spillover is every plain model's state: no Event when first set ...
+        ((), NO_SPILL, None),
+        # ... but one when a route stops spilling the model.
+        ((cost(*PRICED),), NO_SPILL, ("Normal", "NoSpillover", NO_SPILL[2])),
+        # Unchanged: nothing.
+        ((cost(*UNPRICED),), UNPRICED, None),
+    ],
+)
+def test_a_cost_aware_change_is_written_and_posted(stored, news_cost, event) -> None:
+    news = ScalingNews(2, decision(2, 2, "holding at 2"), SAMPLE, None, cost=news_cost)
+    update = scaling_status(news, model(SEEING, *stored), history="{}", now=NOW, due=False)
+    assert update.cost_event == event and update.event is None
+    if not stored or stored[0]["reason"] != news_cost[1]:
+        assert update.patch is not None
+        written = {c["type"]: c for c in update.patch["conditions"]}
+        assert (written["CostAware"]["status"], written["CostAware"]["reason"]) == news_cost[:2]
+        assert written["ScalingActive"]["reason"] == "ValidSignals"
+    else:
+        assert update.patch is None

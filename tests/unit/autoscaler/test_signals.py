@@ -13,7 +13,9 @@ from inferscale.autoscaler.signals import (
     build_sample,
     parse_vector,
     router_readings,
+    throughputs,
 )
+from inferscale.autoscaler.spillprice import Throughput
 
 NOW = 1_000_000.0
 
@@ -34,6 +36,24 @@ def test_one_query_covers_every_engine_and_groups_by_model() -> None:
     assert q.freshness.startswith("max by (namespace, inferscale_io_model) (timestamp(")
     # vLLM renamed its KV gauge; both names are read.
     assert "vllm:gpu_cache_usage_perc" in q.kv_cache and "vllm:kv_cache_usage_perc" in q.kv_cache
+
+
+def test_the_throughput_queries_rate_every_engines_token_counters_over_one_window() -> None:
+    q = build_queries("inferscale_io_model", "namespace")
+    for metrics in ENGINE_METRICS.values():
+        assert all(n in q.prompt_rate for n in metrics.prompt_tokens)
+        assert all(n in q.output_rate for n in metrics.output_tokens)
+        assert all(n in q.mean_in_flight for n in metrics.in_flight)
+    assert q.prompt_rate.startswith("sum by (namespace, inferscale_io_model) (rate(")
+    assert q.prompt_rate.endswith("[10m]))")
+    # The mean of the per-model sum (a subquery): the raw gauges would clash without names.
+    assert q.mean_in_flight == f"avg_over_time(({q.in_flight})[10m:5s])"
+
+
+def test_a_model_missing_one_throughput_value_has_no_throughput() -> None:
+    a, b = ("ns", "a"), ("ns", "b")
+    found = throughputs({a: 10.0, b: 1.0}, {a: 2.0}, {a: 4.0, b: 1.0})
+    assert found == {a: Throughput(10.0, 2.0, 4.0)}
 
 
 def test_every_api_engine_has_its_gauges_listed() -> None:

@@ -179,3 +179,37 @@ def test_the_history_round_trips_the_mode_and_refuses_a_bad_histogram():
     for bad in ('{"load_hist": [[1, -1, 2]]}', '{"load_hist": [[2, 1, 1], [1, 1, 1]]}'):
         with pytest.raises(ValueError, match="load_hist"):
             History.from_json(bad)
+
+
+def test_the_scale_down_delay_is_at_most_what_a_restart_costs():
+    # A replica removed too early comes back after 60 s of its GPU and 60 s of its load
+    # spilled: at 0.80 a replica-hour and 1.20 for a replica's load spilled, an idle replica
+    # is worth keeping for 60 x (1 + 1.2 / 0.8) = 150 s.
+    p = params(replica_hour_price=0.8, spill_price_per_replica_hour=1.2)
+    assert p.down_delay_s == pytest.approx(150.0)
+    # Spilling dear (63 against 3 a replica-hour): the user's 300 s stays; never lengthened.
+    assert params().down_delay_s == 300.0
+    # The ordinary policy, a fallback, or no start-up time known: the user's delay.
+    assert params(cost_aware=False, spill_price_per_replica_hour=1.2).down_delay_s == 300.0
+    assert params(replica_hour_price=None).down_delay_s == 300.0
+    assert params(time_to_ready_s=None, spill_price_per_replica_hour=1.2).down_delay_s == 300.0
+    # A free provider: a restart costs only its start-up's GPU time.
+    assert params(spill_price_per_replica_hour=0.0).down_delay_s == pytest.approx(60.0)
+
+
+def test_the_cost_aware_mode_sheds_an_idle_replica_after_the_break_even():
+    # Eight replicas' worth, then one: the mode steps down after 150 s, the ordinary
+    # policy after its 300 s (a budget of the whole load: the standing count holds nothing).
+    loads = [(float(t), 32.0) for t in range(0, 120, 2)]
+    loads += [(float(t), 4.0) for t in range(120, 600, 2)]
+    cheap = params(replica_hour_price=0.8, spill_price_per_replica_hour=1.2, spill_share_budget=1.0)
+    first_down = {}
+    for name, p in {"cost": cheap, "ordinary": params(cost_aware=False)}.items():
+        ds = run(p, loads, 8)
+        downs = [loads[i][0] for i, d in enumerate(ds) if d.action == "scale-down"]
+        first_down[name] = downs[0]
+        assert ds[-1].replicas < 8
+    assert 150 <= first_down["cost"] - 120 < 220
+    assert first_down["ordinary"] - 120 >= 300
+    ds = run(cheap, loads, 8)
+    assert any("of the 150 s scale-down delay" in d.reason for d in ds)

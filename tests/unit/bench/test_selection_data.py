@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import pytest
 
 BENCH = Path(__file__).resolve().parents[3] / "bench" / "selection"
@@ -82,3 +83,15 @@ def test_subjects_split_by_seed_and_contaminated_prompts_are_left_out(tmp_path: 
         data.split_subjects(labelled.subjects, 3, seed=0)
     with pytest.raises(data.DataError, match="no mmlu_"):
         data.read_mmlu(tmp_path / "empty")
+
+
+def test_subject_mean_gain_scores_each_prompt_by_its_subjects_mean() -> None:
+    labelled = data.Labelled(
+        prompts=["a", "b", "c", "d"],
+        weak_ok=np.array([False, True, False, True]),
+        strong_ok=np.array([True, True, False, False]),
+        subjects=["x", "x", "y", "y"],
+        weak_name="w",
+        strong_name="s",
+    )
+    assert data.subject_mean_gain(labelled).tolist() == [0.5, 0.5, -0.5, -0.5]

@@ -75,7 +75,9 @@ def test_run_bench_data_prints_the_apgr_last(
         '"medium question here",False,False\n'
     )
     assert run_bench.main(["--data", str(csv), "--weak", "cheap", "--strong", "big"]) == 0
-    last = capsys.readouterr().out.strip().splitlines()[-1]
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[0].startswith("artefact difficulty.json sha256 ")  # the shipped one, named
+    last = out[-1]
     assert last.startswith("APGR ") and 0.0 <= float(last.split()[1]) <= 2.0
 
 
@@ -88,3 +90,45 @@ def test_run_bench_refuses_a_broken_artefact_with_the_reason(
     csv.write_text("prompt,cheap,big\nhi,True,False\n")
     assert run_bench.main(["--data", str(csv), "--model", str(artefact)]) == 2
     assert "error: malformed difficulty model" in capsys.readouterr().err
+
+
+tune = load("tune")
+
+
+def test_tune_folds_partition_the_subjects_whole() -> None:
+    subjects = [name for name in "abcdefg" for _ in range(3)]
+    masks = list(tune.subject_folds(subjects, 3, [1, 2]))
+    assert len(masks) == 6
+    for first in (0, 3):  # each shuffle covers every row exactly once
+        assert np.sum(masks[first : first + 3], axis=0).tolist() == [1] * len(subjects)
+    for mask in masks:  # a subject is never split across folds
+        chosen = {subject for subject, kept in zip(subjects, mask, strict=True) if kept}
+        assert all(mask[i] == (subject in chosen) for i, subject in enumerate(subjects))
+
+
+def test_tune_never_reads_the_held_out_subjects(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = {"weak": "mistralai/Mixtral-8x7B-Instruct-v0.1", "strong": "gpt-4-1106-preview"}
+    for subject in "abcde":
+        rows = "".join(
+            f'"{subject} question {i}{" why" * (i % 7)}",{i % 7 < 4},True\n' for i in range(14)
+        )
+        (tmp_path / f"mmlu_{subject}.csv").write_text(
+            f"prompt,{model['weak']},{model['strong']}\n{rows}"
+        )
+    seen: list[str] = []
+    real_features = tune.feature_matrix
+
+    def spy(prompts: list[str], buckets: int) -> np.ndarray:
+        seen.extend(prompts)
+        return real_features(prompts, buckets)
+
+    monkeypatch.setattr(tune, "feature_matrix", spy)
+    argv = ["--mmlu", str(tmp_path), "--held-out", "2", "--folds", "3", "--cv-seeds", "1"]
+    argv += ["--l2s", "1e-2", "--length-weights", "0", "1", "--steps", "20", "--buckets", "16"]
+    assert tune.main(argv) == 0
+    _, held_out = train.split_subjects(list("abcde"), 2, 0)
+    assert seen and not any(prompt.split()[0] in held_out for prompt in seen)
+    out = capsys.readouterr().out
+    assert "| 0.01 | 1 |" in out and out.strip().splitlines()[-1].startswith("pick ")

@@ -60,6 +60,21 @@ def test_a_mount_point_in_use_elsewhere_stays_and_a_free_one_goes(tmp_path):
     ]
 
 
+def test_a_mount_point_behind_a_symlink_is_recognised_by_its_real_path(tmp_path):
+    # /var/run -> /run: the launcher records /var/run/secrets/..., mountinfo says /run/secrets/...
+    real = tmp_path / "run"
+    (real / "secrets").mkdir(parents=True)
+    link = tmp_path / "var-run"
+    link.symlink_to(real)
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / CREATED_MOUNTPOINTS).write_text(json.dumps([str(link / "secrets")]))
+    proc = tmp_path / "proc"
+    _fake_process(proc, 7, "mnt:[9]", ["/", str(real / "secrets")])
+    assert _remove_mountpoints(state, proc) == []
+    assert (real / "secrets").is_dir()
+
+
 @pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("unshare") is None, reason="needs root and unshare"
 )

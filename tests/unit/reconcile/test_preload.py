@@ -201,6 +201,20 @@ def test_replicas_mount_the_preloaded_cache_read_only():
     assert env["HF_HUB_OFFLINE"] == "1"
 
 
+def test_the_job_is_scheduled_like_the_replicas():
+    scheduling = {
+        "nodeSelector": {"nvidia.com/gpu.product": "H100"},
+        "tolerations": [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        "priorityClassName": "inference",
+    }
+    spec = make_model("vllm", model="hf://org/m", cache=HOST, scheduling=scheduling)
+    job_pod = _job(spec)["spec"]["template"]["spec"]
+    replica_pod = build_deployment("m", "ns", spec, SETTINGS)["spec"]["template"]["spec"]
+    for field in scheduling:
+        assert job_pod[field] == replica_pod[field], field
+    assert job_pod["priorityClassName"] == "inference"
+
+
 def test_the_sim_mounts_the_cache_only_with_preload():
     plain = build_deployment("m", "ns", make_model("sim"), SETTINGS)
     assert "volumeMounts" not in _engine(plain) or all(

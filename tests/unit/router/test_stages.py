@@ -27,7 +27,7 @@ from inferscale.router.stages.forward import Forward
 from inferscale.router.stages.hold import Hold
 from inferscale.router.stages.parse import Parse
 from inferscale.router.stages.pick import PickEndpoint
-from inferscale.router.stages.select_model import SELECTED_KEY, SelectModel
+from inferscale.router.stages.select_model import SelectModel
 from inferscale.router.table import EndpointTable
 from tests.unit.router.stage_fakes import (
     FakeRequest,
@@ -214,7 +214,7 @@ async def test_select_model_picks_a_candidate_and_rewrites_the_request():
     seen = last.seen[0]
     assert seen.model is live.models["big"] and seen.name == "big"
     assert json.loads(seen.body)["model"] == "big" and seen.obj["model"] == "big"
-    assert request.storage[SELECTED_KEY] == "big"
+    assert seen.selected == "big"
     assert made.log.metrics.selections == {("auto", "big"): 1}
 
 

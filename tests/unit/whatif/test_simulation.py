@@ -226,9 +226,21 @@ def test_no_fixed_fleet_within_the_bound_meeting_the_goal_gives_the_bound():
     assert best_fixed_fleet(trace, cfg) == 2
 
 
-def test_unknown_policy_is_refused():
+def test_fixed_n_is_n_replicas_standing():
+    trace = steady(12.0, 120, prompt=3000, output=50)
+    cfg = config(max_replicas=12)
+    two, three = compare(trace, cfg, ["fixed-2", "fixed-3"])
+    assert two.policy == "fixed-2" and three.policy == "fixed-3"
+    for result, n in ((two, 2), (three, 3)):
+        s = summarize(result)
+        assert s.peak_replicas == n and s.cold_starts == 0 and s.scale_events == 0
+        assert s.slo_attainment == pytest.approx(fixed_fleet_attainment(trace, cfg, n))
+
+
+@pytest.mark.parametrize("name", ["magic", "fixed-0", "fixed-", "fixed-x", "fixed--1"])
+def test_unknown_policy_is_refused(name):
     with pytest.raises(ValueError, match="unknown policy"):
-        compare(steady(1, 10), config(), ["ours", "magic"])
+        compare(steady(1, 10), config(), ["ours", name])
 
 
 def test_quantile_interpolates():

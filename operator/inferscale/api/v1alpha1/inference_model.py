@@ -9,7 +9,7 @@ engine's own flags by the operator; ``args`` carries everything else.
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from pydantic import Field, field_validator
 
@@ -75,6 +75,20 @@ class Scheduling(ApiModel):
         default=None, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN
     )
     """PriorityClass of the replicas' pods."""
+
+    def pod_fields(self) -> dict[str, Any]:
+        """The pod spec's scheduling fields, the same for replicas and the preload Job.
+
+        So the Job downloads on a node where a replica may run (its cache may be node-local).
+        """
+        fields: dict[str, Any] = {}
+        if self.node_selector:
+            fields["nodeSelector"] = dict(self.node_selector)
+        if self.tolerations:
+            fields["tolerations"] = [t.to_wire() for t in self.tolerations]
+        if self.priority_class_name:
+            fields["priorityClassName"] = self.priority_class_name
+        return fields
 
 
 class SpeculativeDecoding(ApiModel):
@@ -205,6 +219,14 @@ class Autoscaling(ApiModel):
     """Keep standing the replicas that this percentile of recent bursts wanted (weighted by
     age, half-life one hour), so bursts that recur and are shorter than a cold start meet
     capacity. Unset: the preset's (80 for balanced, 90 for latency, none for economy)."""
+
+    accelerator_hour_price: float | None = Field(default=None, gt=0, le=1_000_000)
+    """Price of one accelerator (one GPU of ``resources``) for an hour, in the currency of the
+    providers' prices, for example 3.00 for an on-demand H100; a replica costs it times
+    ``resources.gpus`` (a replica without GPUs costs it once). With a route that spills this
+    model to a priced provider, the balanced and economy presets weigh it against spilling
+    (the cost-aware mode, docs/autoscaling.md); unset, they scale as without spillover and the
+    CostAware condition says PriceMissing."""
 
 
 class Serving(ApiModel):
@@ -560,7 +582,9 @@ class InferenceModelStatus(ApiModel):
     """Ready, Progressing and Degraded, with reasons a person understands; ScalingActive says
     whether the autoscaler can see the load (False: it holds the replica count, and why);
     Cached, with ``cache.preload``, whether the weights are in the cache (False: the replicas
-    wait, and why)."""
+    wait, and why); CostAware whether the autoscaler weighs replicas against spilling to a
+    hosted provider (False: the ordinary policy runs, and why: no spillover, a price missing or
+    out of range)."""
 
     last_scale_time: str | None = None
     """When the replica count last changed (RFC 3339)."""

@@ -323,8 +323,7 @@ class CacheLookup(Stage):
         doc = loads(entry.body)
         options = ctx.obj.get("stream_options")
         include_usage = isinstance(options, dict) and options.get("include_usage") is True
-        resp = web.StreamResponse(status=200, headers=_SSE)
-        await resp.prepare(ctx.request)
+        resp = await ctx.open_stream(200, _SSE)
         events = b"".join(encode_data(dumps(c)) for c in replay_chunks(doc, include_usage))
         await resp.write(events + DONE)
         return resp

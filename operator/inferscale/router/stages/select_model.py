@@ -34,11 +34,6 @@ from inferscale.router.spend import SpendLedger
 from inferscale.router.stages import Stage
 from inferscale.router.table import EndpointTable, ModelState
 
-SELECTED_HEADER = "x-inferscale-model"
-"""The response header naming the model a selecting route chose."""
-SELECTED_KEY = web.RequestKey("inferscale.selected", str)
-"""Where the chosen name waits on the request for the response's headers."""
-
 
 def selection_of(settings: RouteSelection) -> Selection:
     """The policy's view of a route's selection settings."""
@@ -139,7 +134,7 @@ class SelectModel(Stage):
         ctx.obj = {**ctx.obj, "model": name}
         ctx.body = dumps(ctx.obj)
         ctx.name = name
-        ctx.request[SELECTED_KEY] = name
+        ctx.selected = name
         ctx.model = chosen
         response = await self.next(ctx)
         if ctx.usage is not None:
