@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,9 @@ from kubernetes import client
 from kubernetes import config as kube_config
 from kubernetes.client.rest import ApiException
 
+from e2e.audit import read_operator_requests
 from e2e.leaks import SecretWatch
+from e2e.rbac_calls import unlisted
 from inferscale.cluster.config import CONTAINER_NODE_ENV, ClusterConfig, NodePool
 from inferscale.cluster.control import down, up
 
@@ -166,6 +169,7 @@ def cluster() -> Iterator[Cluster]:
     config = e2e_config()
     # Whatever a killed earlier run left behind, even outside the state directory.
     down(STATE_DIR, quiet=True, expected=config)
+    began = datetime.now(UTC)
     try:
         started = up(config)
         api = kube_config.new_client_from_config(config_file=str(started.config.kubeconfig))
@@ -178,6 +182,13 @@ def cluster() -> Iterator[Cluster]:
             leaks = secrets.leaks(started.config.log_dir)
             assert not leaks, "\n".join(sorted({str(leak) for leak in leaks}))
             print(f"\nno leak: {len(secrets.values)} secret values, {len(secrets.events)} Events")
+            # Least privilege on observed calls: all the operator asked is what its roles prove.
+            requests = read_operator_requests(started.config.log_dir, began)
+            problems = unlisted(requests)
+            assert not problems, "operator requests not in e2e/rbac_calls.py:\n" + "\n".join(
+                problems
+            )
+            print(f"audit: {len(requests)} operator requests, each a call of e2e/rbac_calls.py")
         finally:
             secrets.close()
             api.close()

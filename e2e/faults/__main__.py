@@ -122,13 +122,43 @@ def table(rows: list[tuple[Scenario, Row, list[str]]]) -> str:
     return "\n".join(lines)
 
 
-def write_table(path: Path, text: str) -> None:
+def write_table(path: Path, text: str, begin: str = BEGIN, end: str = END) -> None:
     """Put ``text`` between the markers of ``path`` (ValueError when they are missing)."""
     doc = path.read_text()
-    start, end = doc.find(BEGIN), doc.find(END)
-    if start < 0 or end < start:
-        raise ValueError(f"{path} has no {BEGIN} ... {END} markers")
-    path.write_text(doc[: start + len(BEGIN)] + "\n" + text + "\n" + doc[end:])
+    start, stop = doc.find(begin), doc.find(end)
+    if start < 0 or stop < start:
+        raise ValueError(f"{path} has no {begin} ... {end} markers")
+    path.write_text(doc[: start + len(begin)] + "\n" + text + "\n" + doc[stop:])
+
+
+def update_rows(path: Path, head: str, rows: str, begin: str = BEGIN, end: str = END) -> None:
+    """Replace the table rows of the scenarios in ``rows`` (a :func:`table`), add new ones at
+    its end, and say below the table which run updated them (``head``): a run of only some
+    scenarios keeps the others' rows, each with the run that measured it."""
+    doc = path.read_text()
+    start, stop = doc.find(begin), doc.find(end)
+    if start < 0 or stop < start:
+        raise ValueError(f"{path} has no {begin} ... {end} markers")
+    lines = doc[start + len(begin) : stop].strip("\n").split("\n")
+    fresh = {_row_name(line): line for line in rows.split("\n")[2:]}
+    out = [fresh.pop(_row_name(line), line) if _row_name(line) else line for line in lines]
+    last = max(i for i, line in enumerate(out) if line.startswith("|"))
+    out[last + 1 : last + 1] = list(fresh.values())
+    names = ", ".join(f"`{_row_name(line)}`" for line in rows.split("\n")[2:])
+    note = f"Rows {names} from "
+    out = [line for line in out if not line.startswith(note)]  # the same rows' older run
+    while out and not out[-1]:
+        out.pop()
+    out.append(f"\n{note}{head}")
+    path.write_text(doc[: start + len(begin)] + "\n" + "\n".join(out) + "\n" + doc[stop:])
+
+
+def _row_name(line: str) -> str:
+    """A table row's scenario name; empty for any other line (the head, its rule, text)."""
+    if not line.startswith("|"):
+        return ""
+    name = line.strip("|").split("|", 1)[0].strip()
+    return "" if name == "scenario" or set(name) <= {"-"} else name
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -179,7 +209,9 @@ def main(argv: list[str]) -> int:
         f"{os.getloadavg()[0]:.1f} at the end.\n\n{table(rows)}"
     )
     print("\n" + text)
-    if args.write is not None:
+    if args.write is not None and args.only:
+        update_rows(args.write, text.split("\n\n", 1)[0], table(rows))
+    elif args.write is not None:
         write_table(args.write, text)
     return 1 if any(problems for _, _, problems in rows) else 0
 

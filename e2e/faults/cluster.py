@@ -14,22 +14,26 @@ operator must still do afterwards (scale, reconcile) besides the requests' bound
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from kubernetes.client.exceptions import ApiException
 
 from e2e.conftest import Cluster, wait_for
 from e2e.faults.ledger import Row
 from e2e.faults.load import Entry, Load
-from e2e.faults.scenarios import Scenario, Size, no_failures
+from e2e.faults.scenarios import Scenario, Size, no_failures, streams_cut_cleanly
 from e2e.operator_support import CHILD_KINDS, Models, sim_model
-from e2e.router_support import ROUTER_PORT, Routers, wait_routable
-from inferscale.cluster.control import restart
+from e2e.router_support import ROUTER_PORT, Routers, endpoints, wait_routable
+from inferscale.cluster.control import lose_node, restart, restore_node
 
 #: A cluster fault's load: long enough for a rollout (each old pod's 5 s preStop pause and
 #: the new pod's start) to happen inside it.
@@ -203,6 +207,113 @@ def prometheus_down(ctx: ClusterFaults, size: Size) -> Row:
     return ctx.run(name, 1, size, fault, body=_autoscaled(name))
 
 
+def node_lost(ctx: ClusterFaults, size: Size) -> Row:
+    """One of the two launcher nodes lost under a 3-replica model: its machine gone.
+
+    The node's pods die at once (SIGKILL, no preStop) with their addresses, its heartbeat
+    stops, and its Node is deleted as a cloud's node lifecycle deletes the Node of a machine
+    that is gone; the pod garbage collector then force-deletes its pods and the Deployment
+    replaces them on the other node. Until then the routing table still lists the dead
+    replicas (their pods still say Ready): the routers must route around them. The load goes
+    through the routers of the other node (a router on the lost node is the ``router killed``
+    scenario: nothing here stands in front of the routers as a Service would).
+    """
+    name, replicas = "node-lost", 3
+    local = ctx.cluster.require_local()
+    served = ctx.serve(sim_model(name, replicas=replicas), replicas)
+    node, notes = _node_to_lose(ctx, name, local.launcher_node_names())
+    entries = [
+        Entry(f"http://{pod.status.pod_ip}:{ROUTER_PORT}", f"router-{i}")
+        for i, pod in enumerate(ctx.routers.ready_pods())
+        if pod.spec.node_name != node
+    ]
+    load = Load(entries, size.shape(served))
+
+    def replaced() -> bool:
+        pods = ctx.models.ready_pods(name)
+        want = {p.metadata.name: True for p in pods}
+        return (
+            len(pods) == replicas
+            and all(p.spec.node_name != node for p in pods)
+            and all(endpoints(ctx.routers.table(p), served) == want for p in live(ctx, node))
+        )
+
+    try:
+        with load.running():
+            load.wait_until(size.fault_at)
+            fault_at = load.now()
+            killed = lose_node(local.state_dir, node)
+            ctx.cluster.core.delete_node(node)
+            # Timed from the loss, also while the load runs (a long load outlasts it).
+            back = _Timed(replaced, REPLACED_WITHIN)
+            ours = [k for k in killed if k.startswith(f"{ctx.models.namespace}/{name}-")]
+            notes.append(
+                f"{node} lost: {len(ours)} of {replicas} replicas and {len(killed) - len(ours)} "
+                "other pods killed"
+            )
+        took = back.wait()
+        what = f"{replicas} replicas Ready and routed again"
+        late = f"FAILED: {what} within {REPLACED_WITHIN:g} s"
+        notes.append(late if took is None else f"{what}, {took:.0f} s after the loss")
+    finally:
+        restore_node(local.state_dir, node)
+    return Row(name, load.records, fault_at, notes=notes)
+
+
+REPLACED_WITHIN = 150.0
+"""The pod garbage collector's 20 s checks and 40 s quarantine, a new pod's start, a table push."""
+
+
+class _Timed:
+    """Polls ``check`` in a thread until it holds or ``timeout`` passes; ``wait`` says when."""
+
+    def __init__(self, check: Callable[[], bool], timeout: float) -> None:
+        self.began = time.monotonic()
+        self.took: float | None = None
+        self._thread = threading.Thread(target=self._poll, args=(check, timeout), daemon=True)
+        self._thread.start()
+
+    def _poll(self, check: Callable[[], bool], timeout: float) -> None:
+        while time.monotonic() - self.began < timeout:
+            with contextlib.suppress(ApiException, httpx.HTTPError):
+                if check():
+                    self.took = time.monotonic() - self.began
+                    return
+            time.sleep(0.5)
+
+    def wait(self) -> float | None:
+        """Seconds from the start until ``check`` held; None if it never did in time."""
+        self._thread.join()
+        return self.took
+
+
+def live(ctx: ClusterFaults, lost: str) -> list[Any]:
+    """The Ready routers that are not on the lost node."""
+    return [p for p in ctx.routers.ready_pods() if p.spec.node_name != lost]
+
+
+def _node_to_lose(ctx: ClusterFaults, name: str, nodes: list[str]) -> tuple[str, list[str]]:
+    """The launcher node to lose: one with some of the model's replicas but not all, and the
+    fewest routers (a router must be left to send the load through)."""
+    replicas = Counter(p.spec.node_name for p in ctx.models.ready_pods(name))
+    routers = Counter(p.spec.node_name for p in ctx.routers.ready_pods())
+    candidates = [
+        n
+        for n in nodes
+        if 0 < replicas[n] < sum(replicas.values()) and routers[n] < routers.total()
+    ]
+    if not candidates:
+        pytest.fail(f"no node to lose: replicas {dict(replicas)}, routers {dict(routers)}")
+    node = min(candidates, key=lambda n: (routers[n], replicas[n]))
+    leader = ctx.routers.operator.lease_holder() or ""
+    on_node = [p.metadata.name for p in ctx.routers.operator.pods() if p.spec.node_name == node]
+    where = "the leader" if leader in on_node else "a standby" if on_node else "none"
+    return node, [
+        f"on {node}: {replicas[node]} of the replicas, {routers[node]} of "
+        f"{routers.total()} routers, operator replicas: {where}"
+    ]
+
+
 def _autoscaled(name: str) -> dict[str, Any]:
     """A sim scaled by inferscale between 0 and 4 (starting at 1), quick to decide.
 
@@ -281,5 +392,14 @@ def cluster_scenarios(ctx: ClusterFaults) -> list[Scenario]:
             f"{everything}; the autoscaler holds (never fewer replicas), says why, and resumes",
             bind(prometheus_down),
             zero_failures_and_checks,
+        ),
+        Scenario(
+            "node lost",
+            "one of 2 nodes lost under a 3-replica model: its pods killed (no preStop), its "
+            "heartbeat stopped, its Node deleted",
+            "no failure before a first byte (retried on a live replica); a stream cut on the "
+            "lost node ends with an SSE error; nothing lost; the replicas replaced and routed",
+            bind(node_lost),
+            lambda row: streams_cut_cleanly(row) + failed_checks(row),
         ),
     ]

@@ -473,7 +473,9 @@ def _hosted(mock: MockOpenAI, timeout: float) -> dict[str, Any]:
     }
 
 
-def _provider_storm(fault: str, provider_timeout: float = 2.0) -> Callable[[Size, Path], Row]:
+def _provider_storm(
+    fault: str, provider_timeout: float = 2.0, delay: float = 30.0
+) -> Callable[[Size, Path], Row]:
     """The hosted provider (primary) starts failing with ``fault``; our replica is the fallback."""
 
     def run(size: Size, where: Path) -> Row:
@@ -493,7 +495,7 @@ def _provider_storm(fault: str, provider_timeout: float = 2.0) -> Callable[[Size
                 {MODEL: local_route(sim), HOSTED_MODEL: route}, _hosted(mock, provider_timeout)
             )
             f.add_router()
-            mock.delay = 30.0
+            mock.delay = delay
 
             def storm(_: Load) -> None:
                 mock.fault = fault
@@ -508,6 +510,20 @@ def provider_bound(limit: float) -> Callable[[Row], list[str]]:
 
     def bound(row: Row) -> list[str]:
         problems = no_failures(row) + no_lost(row)
+        slowest = max((r.latency for r in row.records), default=0.0)
+        if slowest > limit:
+            problems.append(f"a request took {slowest:.1f} s (limit {limit:g} s)")
+        return problems
+
+    return bound
+
+
+def drip_bound(limit: float) -> Callable[[Row], list[str]]:
+    """As a killed replica (failures only past a stream's first byte, cleanly), and no answer
+    slower than ``limit`` seconds: the provider's timeout bounds the whole answer."""
+
+    def bound(row: Row) -> list[str]:
+        problems = streams_cut_cleanly(row)
         slowest = max((r.latency for r in row.records), default=0.0)
         if slowest > limit:
             problems.append(f"a request took {slowest:.1f} s (limit {limit:g} s)")
@@ -655,6 +671,15 @@ SCENARIOS: tuple[Scenario, ...] = (
         "no failure; no request waits past the provider timeout plus its fallback",
         _provider_storm("timeout"),
         provider_bound(6.0),
+    ),
+    Scenario(
+        "provider drips",
+        "the hosted primary answers at once, then one byte (a stream: one event) every 0.5 s; "
+        "provider timeout 2 s",
+        "no failure before a first byte (a body that is not whole in time falls back); a "
+        "stream past its first byte ends with an SSE error; no request waits past the timeout",
+        _provider_storm("drip", delay=0.5),
+        drip_bound(6.0),
     ),
     Scenario(
         "model deleted while held",

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from e2e.conftest import REPO, Cluster
-from e2e.faults.__main__ import machine, table
+from e2e.faults.__main__ import machine, table, update_rows, write_table
 from e2e.faults.cluster import CLUSTER_LONG, CLUSTER_SHORT, ClusterFaults, cluster_scenarios
 from e2e.faults.ledger import Row
 from e2e.faults.scenarios import Scenario
@@ -31,10 +31,15 @@ NAMES = [
     "operator leader killed",
     "API server and etcd restarted",
     "Prometheus down",
+    "node lost",
 ]
 BEGIN, END = "<!-- cluster-faults:begin -->", "<!-- cluster-faults:end -->"
 SIZE = CLUSTER_LONG if os.environ.get("INFERSCALE_FAULTS_SIZE") == "long" else CLUSTER_SHORT
 ROWS: list[tuple[Scenario, Row, list[str]]] = []
+
+
+def _id(name: str) -> str:
+    return name.split(" (")[0].replace(" ", "-")
 
 
 @pytest.fixture(scope="module")
@@ -50,11 +55,11 @@ def scenarios(cluster: Cluster) -> Iterator[dict[str, Scenario]]:
         ctx = ClusterFaults(cluster, routers, Models(cluster, namespace))
         yield {s.name: s for s in cluster_scenarios(ctx)}
     target = os.environ.get("INFERSCALE_FAULTS_WRITE")
-    if target and len(ROWS) == len(NAMES):
-        _write(REPO / target, began)
+    if target and ROWS:
+        _write(REPO / target, began, whole=len(ROWS) == len(NAMES))
 
 
-@pytest.mark.parametrize("name", NAMES, ids=[n.split(" (")[0].replace(" ", "-") for n in NAMES])
+@pytest.mark.parametrize("name", NAMES, ids=[_id(n) for n in NAMES])
 def test_cluster_fault_keeps_its_bound(
     scenarios: dict[str, Scenario], name: str, tmp_path: Path
 ) -> None:
@@ -69,16 +74,20 @@ def test_cluster_fault_keeps_its_bound(
     assert not problems, f"{name}: {problems}\n{row.describe()}"
 
 
-def _write(path: Path, began: str) -> None:
+def _write(path: Path, began: str, whole: bool) -> None:
+    """The whole table when every scenario ran, else only the rows of those that did."""
+    selected = "" if whole else f" -k '{' or '.join(_ids(ROWS))}'"
     head = (
         f"`INFERSCALE_FAULTS_SIZE={os.environ.get('INFERSCALE_FAULTS_SIZE', 'short')} "
-        f"INFERSCALE_FAULTS_WRITE=docs/reliability.md pytest e2e/faults/test_cluster_faults.py` "
-        f"on {began}; {SIZE.rate:g} requests/s for {SIZE.duration:g} s per scenario, fault at "
-        f"{SIZE.fault_at:g} s; machine: {machine()}."
+        f"INFERSCALE_FAULTS_WRITE=docs/reliability.md pytest e2e/faults/test_cluster_faults.py"
+        f"{selected}` on {began}; {SIZE.rate:g} requests/s for {SIZE.duration:g} s per scenario, "
+        f"fault at {SIZE.fault_at:g} s; machine: {machine()}."
     )
-    doc = path.read_text()
-    start, end = doc.find(BEGIN), doc.find(END)
-    if start < 0 or end < start:
-        raise ValueError(f"{path} has no {BEGIN} ... {END} markers")
-    text = head + "\n\n" + table(ROWS)
-    path.write_text(doc[: start + len(BEGIN)] + "\n" + text + "\n" + doc[end:])
+    if whole:
+        write_table(path, head + "\n\n" + table(ROWS), BEGIN, END)
+    else:
+        update_rows(path, head, table(ROWS), BEGIN, END)
+
+
+def _ids(rows: list[tuple[Scenario, Row, list[str]]]) -> list[str]:
+    return [_id(scenario.name) for scenario, _, _ in rows]

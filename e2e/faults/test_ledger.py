@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from e2e.faults.__main__ import BEGIN, END, update_rows
 from e2e.faults.ledger import Record, Row, format_seconds, percentile, recovery_seconds
 from e2e.faults.scenarios import only_clean_503, router_bound, streams_cut_cleanly
 
@@ -93,3 +95,15 @@ def test_the_table_has_a_cell_for_every_column_and_worst_recovery_wins():
     assert collapse([(1, "a"), (2, "a"), (2, "b")], 2) == ["every run: a", "run 2: b"]
     assert worst_recovery(["-", "-"]) == "-"
     assert worst_recovery(["1.00 s", "not recovered"]) == "not recovered"
+
+
+def test_update_rows_replaces_and_adds_rows_and_keeps_the_others(tmp_path: Path) -> None:
+    head = "| scenario | fault |\n|---|---|\n"
+    doc = tmp_path / "doc.md"
+    doc.write_text(f"intro\n{BEGIN}\nthe long run\n\n{head}| a | old |\n| b | old |\n{END}\nend\n")
+    update_rows(doc, "`cmd -k b` on yesterday", head + "| b | new |\n| c | new |")
+    update_rows(doc, "`cmd -k b` on today", head + "| b | new |\n| c | new |")
+    assert doc.read_text() == (
+        f"intro\n{BEGIN}\nthe long run\n\n{head}| a | old |\n| b | new |\n| c | new |\n\n"
+        f"Rows `b`, `c` from `cmd -k b` on today\n{END}\nend\n"
+    )

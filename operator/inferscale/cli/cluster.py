@@ -114,6 +114,23 @@ def cmd_restart(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_node(args: argparse.Namespace) -> int:
+    """Lose a launcher node as when its machine dies, or bring it back."""
+    from inferscale.cluster.control import lose_node, restore_node
+
+    try:
+        if args.action == "lose":
+            killed = lose_node(state_dir(args), args.node)
+            print(f"{args.node} lost; pods killed: {', '.join(killed) or 'none'}")
+        else:
+            restore_node(state_dir(args), args.node)
+            print(f"{args.node} back and Ready")
+    except ClusterError as error:
+        print(error, file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_env(args: argparse.Namespace) -> int:
     """Print shell exports for kubectl, helm and the tests."""
     from inferscale.cluster.control import env_lines
@@ -198,6 +215,14 @@ def register(subparsers: Any) -> None:
         "--down-seconds", type=float, default=0.0, help="how long it stays down (default 0)"
     )
     p.set_defaults(func=cmd_restart)
+    p = sub.add_parser(
+        "node",
+        parents=[common],
+        help="lose a launcher node (its pods killed, its heartbeat stopped) or restore it",
+    )
+    p.add_argument("action", choices=["lose", "restore"])
+    p.add_argument("node", help="a launcher node's name (see `inferscale cluster status`)")
+    p.set_defaults(func=cmd_node)
     p = sub.add_parser("env", parents=[common], help="print shell exports (KUBECONFIG, PATH)")
     p.set_defaults(func=cmd_env)
     p = sub.add_parser("logs", parents=[common], help="print a pod's logs")

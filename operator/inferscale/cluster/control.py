@@ -69,6 +69,22 @@ DEFAULT_HEALTH_TIMEOUT = 60.0
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 #: Files the launcher keeps about host paths it had to create as mount points.
 CREATED_MOUNTPOINTS = "created-mountpoints.json"
+#: The API server's audit log, in the log directory (JSON lines, one per request).
+AUDIT_LOG = "kube-apiserver-audit.log"
+#: Who asked for what (the Metadata level: no bodies, so no Secret data) for every
+#: ServiceAccount outside kube-system: what the operator and workloads really call, which the
+#: RBAC end-to-end tests check against the roles (e2e/test_rbac_least_privilege.py).
+AUDIT_POLICY = """\
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived, ResponseStarted]
+rules:
+  - level: None
+    userGroups: ["system:serviceaccounts:kube-system"]
+  - level: Metadata
+    userGroups: ["system:serviceaccounts"]
+  - level: None
+"""
 
 
 def _say(message: str) -> None:
@@ -289,8 +305,20 @@ class _Starter:
             "--profiling=false",
             f"--cert-dir={config.state_dir / 'apiserver-certs'}",
             *_aggregation_flags(front_proxy),
+            *self._audit(),
         ]
         self.run("kube-apiserver", argv, f"{self.server}/readyz", verify=self.ca)
+
+    def _audit(self) -> list[str]:
+        """The audit log of what workloads ask (:data:`AUDIT_POLICY`), beside the other logs."""
+        policy = self.config.state_dir / "audit-policy.yaml"
+        policy.write_text(AUDIT_POLICY)
+        return [
+            f"--audit-policy-file={policy}",
+            f"--audit-log-path={self.config.log_dir / AUDIT_LOG}",
+            "--audit-log-maxsize=64",
+            "--audit-log-maxbackup=1",
+        ]
 
     def _common(self) -> list[str]:
         """The flags the controller manager and the scheduler share."""
@@ -685,3 +713,89 @@ def restart(state_dir: Path, name: str, down_seconds: float = 0.0) -> ProcessRec
         HEALTH_TIMEOUT.get(name, DEFAULT_HEALTH_TIMEOUT),
     )
     return started
+
+
+def _server(config: ClusterConfig) -> str:
+    return f"https://{server_address(config, config.network == 'netns')}:{config.apiserver_port}"
+
+
+def _launcher_node(config: ClusterConfig, node: str, action: str) -> dict[str, Any]:
+    url = f"http://127.0.0.1:{config.launcher_port}/nodes/{node}/{action}"
+    try:
+        response = httpx.post(url, timeout=60.0)
+    except httpx.HTTPError as error:
+        raise ClusterError("launcher", f"{action} {node}: {error}") from error
+    if response.status_code != 200:
+        raise ClusterError("launcher", f"{action} {node}: {response.text}")
+    answer: dict[str, Any] = response.json()
+    return answer
+
+
+def lose_node(state_dir: Path, node: str) -> list[str]:
+    """Lose a launcher node as when its machine dies; returns the pods killed on it.
+
+    Its pods' processes are killed at once (SIGKILL: no preStop, no grace) and their addresses
+    go with their network; the launcher says nothing more of them; and the node's heartbeat
+    stops (KWOK no longer renews it), so the node controller marks it NotReady after its grace
+    period. The Node and its pods stay in the API as they were: deleting the Node (what a
+    cloud's node lifecycle does for a machine that is gone) lets the pod garbage collector
+    force-delete them within about a minute. :func:`restore_node` brings it back.
+
+    Raises:
+        ClusterError: no such cluster, or the launcher has no such node.
+    """
+    config = _load(state_dir)
+    if config is None:
+        raise ClusterError("lose-node", f"no cluster in {state_dir}")
+    killed: list[str] = _launcher_node(config, node, "lose").get("killed", [])
+    with sync_client(config, _server(config)) as client:
+        response = client.patch(
+            f"/api/v1/nodes/{node}",
+            json={"metadata": {"annotations": {KWOK_NODE_ANNOTATION: None}}},
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
+    if response.status_code not in (200, 404):
+        raise ClusterError("lose-node", f"stopping the heartbeat of {node}: {response.text}")
+    _say(f"node {node} lost: {len(killed)} pods killed")
+    return killed
+
+
+def restore_node(state_dir: Path, node: str, timeout: float = 60.0) -> None:
+    """Bring a lost node back, as a new machine under its name; returns once it is Ready.
+
+    Its Node is as ``up`` made it (created again if it was deleted), KWOK keeps its heartbeat
+    again, and the launcher runs its pods.
+
+    Raises:
+        ClusterError: no such cluster or node, or the node not Ready within ``timeout``.
+    """
+    config = _load(state_dir)
+    if config is None:
+        raise ClusterError("restore-node", f"no cluster in {state_dir}")
+    server = _server(config)
+    address = server_address(config, config.network == "netns")
+    objects = [n for n in kwok.node_objects(config, address) if n["metadata"]["name"] == node]
+    if not objects:
+        raise ClusterError("restore-node", f"no node {node!r} in the cluster's pools")
+    with sync_client(config, server) as client:
+        created = client.post("/api/v1/nodes", json=objects[0])
+        if created.status_code == 409:
+            created = client.patch(
+                f"/api/v1/nodes/{node}",
+                json={"metadata": {"annotations": objects[0]["metadata"]["annotations"]}},
+                headers={"Content-Type": "application/merge-patch+json"},
+            )
+        if created.status_code not in (200, 201):
+            raise ClusterError("restore-node", f"{node}: {created.text}")
+        _launcher_node(config, node, "restore")
+        deadline = time.monotonic() + timeout
+        while not _node_ready(client.get(f"/api/v1/nodes/{node}").json()):
+            if time.monotonic() > deadline:
+                raise ClusterError("restore-node", f"{node} not Ready after {timeout:g}s")
+            time.sleep(0.5)
+    _say(f"node {node} restored and Ready")
+
+
+def _node_ready(node: dict[str, Any]) -> bool:
+    conditions = (node.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)

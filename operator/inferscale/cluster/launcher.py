@@ -549,6 +549,8 @@ class PodRunner:
         self.stop_requested = asyncio.Event()
         self.dirty = asyncio.Event()
         self.gone = False
+        self.lost = False
+        """Its node was lost (:meth:`Launcher.lose_node`): killed, and nothing more said of it."""
         self.start_time = now()
         self.conditions: dict[str, dict[str, Any]] = {}
         self.dir = launcher.config.pods_dir / self.uid.replace("-", "")
@@ -713,7 +715,7 @@ class PodRunner:
         refresh = asyncio.create_task(self._refresh_tokens())
         try:
             await asyncio.wait([stop, done], return_when=asyncio.FIRST_COMPLETED)
-            if self.stop_requested.is_set():
+            if self.stop_requested.is_set() and not self.lost:
                 grace = self._grace()
                 for container in self.containers:
                     container.stopping = True
@@ -1058,6 +1060,8 @@ class Launcher:
         pool = next((p for p in config.pools if p.runner == "launcher"), None)
         if pool is not None:
             self.allocatable = {"cpu": pool.cpu, "memory": pool.memory}
+        self.lost: set[str] = set()
+        """Nodes whose machine is gone (:meth:`lose_node`): their pods are not ours to run."""
         self.max_grace = float(os.environ.get("INFERSCALE_LAUNCHER_MAX_GRACE", "3600"))
         self.healthy = False
         # One client for every probe; no keep-alive, so each probe opens a fresh connection
@@ -1129,7 +1133,40 @@ class Launcher:
 
     # ----- the watch -----------------------------------------------------------------------
     def _mine(self, pod: dict[str, Any]) -> bool:
-        return pod.get("spec", {}).get("nodeName") in self.nodes
+        node = pod.get("spec", {}).get("nodeName")
+        return node in self.nodes and node not in self.lost
+
+    # ----- a lost node ---------------------------------------------------------------------
+    async def lose_node(self, node: str) -> list[str]:
+        """The node's machine is gone; returns the pods killed (``namespace/name``).
+
+        Its pods' processes die at once (SIGKILL: no preStop, no SIGTERM), their addresses
+        vanish with their network, and from then on nothing is said of them (no status, no
+        Event, no deletion completed), as when a kubelet's host dies. The pods stay in the API
+        as they were until the control plane acts.
+        """
+        if node not in self.nodes:
+            raise KeyError(node)
+        self.lost.add(node)
+        runners = [r for r in self.runners.values() if r.pod["spec"].get("nodeName") == node]
+        for runner in runners:
+            runner.lost = runner.gone = True
+            for container in runner.containers:
+                container.stopping = True
+                container.signal(signal.SIGKILL)
+            runner.stop_requested.set()
+        tasks = [r.task for r in runners if r.task]
+        if tasks:
+            await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE)
+        LOG.warning("node %s lost: %d pods killed", node, len(runners))
+        return sorted(r.key for r in runners)
+
+    def restore_node(self, node: str) -> None:
+        """The node is back (a new machine under the same name): its pods are ours again."""
+        if node not in self.nodes:
+            raise KeyError(node)
+        self.lost.discard(node)
+        LOG.info("node %s restored", node)
 
     def _handle(self, kind: str, pod: dict[str, Any]) -> None:
         if not self._mine(pod):
@@ -1257,9 +1294,20 @@ async def _serve_health(launcher: Launcher) -> web.AppRunner:
             {r.key: {"ip": r.ip, "netns": r.netns} for r in launcher.runners.values()}
         )
 
+    async def node_action(request: web.Request) -> web.Response:
+        node, action = request.match_info["node"], request.match_info["action"]
+        try:
+            if action == "lose":
+                return web.json_response({"killed": await launcher.lose_node(node)})
+            launcher.restore_node(node)
+        except KeyError:
+            return web.json_response({"error": f"no launcher node {node!r}"}, status=404)
+        return web.json_response({})
+
     app = web.Application()
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/pods", listing)
+    app.router.add_post("/nodes/{node}/{action:lose|restore}", node_action)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", launcher.config.launcher_port).start()

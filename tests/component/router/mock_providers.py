@@ -9,8 +9,10 @@ echoes the last user message so tests can tell answers apart, and records every 
 ``timeout`` (no answer for ``delay`` seconds), ``malformed`` (an event stream that is not one,
 or a body that is not JSON), ``cut`` (the connection drops after the first chunk),
 ``error_event`` (a stream that starts with an error event), ``slow`` (``delay`` seconds
-before each answer, which then succeeds). ``keys`` are the keys it accepts (the first by
-default); a key in ``rate_limited`` always gets 429, with that ``Retry-After`` (or none).
+before each answer, which then succeeds), ``drip`` (OpenAI: the answer starts at once and
+drips, a stream one event and a body one byte every ``delay`` seconds). ``keys`` are the keys
+it accepts (the first by default); a key in ``rate_limited`` always gets 429, with that
+``Retry-After`` (or none).
 """
 
 from __future__ import annotations
@@ -136,9 +138,21 @@ class MockOpenAI(MockProvider):
             else:
                 resp = web.Response(body=b"<html>oops</html>", content_type="application/json")
             return body, resp
-        if fault == "cut":
-            body["_cut"] = True
+        if fault in ("cut", "drip"):
+            body[f"_{fault}"] = True
         return body, None
+
+    async def _drip_json(self, request: web.Request, doc: dict[str, Any]) -> web.StreamResponse:
+        """A 200 whose JSON body comes one byte every ``delay`` seconds."""
+        data = json.dumps(doc).encode()
+        resp = web.StreamResponse(
+            headers={"Content-Type": "application/json", "Content-Length": str(len(data))}
+        )
+        await resp.prepare(request)
+        for i in range(len(data)):
+            await resp.write(data[i : i + 1])
+            await asyncio.sleep(self.delay)
+        return resp
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         body, refusal = await self._prologue(request)
@@ -169,24 +183,25 @@ class MockOpenAI(MockProvider):
                 }
             )
         if not body.get("stream"):
-            return web.json_response(
-                {
-                    "id": "chatcmpl-B9MBs8CjcvOU2jLn4n570S5qMJKcT",
-                    "object": "chat.completion",
-                    "created": 1741569952,
-                    "model": model,
-                    "choices": [
-                        {
-                            "index": 0,
-                            "message": {"role": "assistant", "content": text, "refusal": None},
-                            "logprobs": None,
-                            "finish_reason": "stop",
-                        }
-                    ],
-                    "usage": usage,
-                    "service_tier": "default",
-                }
-            )
+            answer = {
+                "id": "chatcmpl-B9MBs8CjcvOU2jLn4n570S5qMJKcT",
+                "object": "chat.completion",
+                "created": 1741569952,
+                "model": model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text, "refusal": None},
+                        "logprobs": None,
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": usage,
+                "service_tier": "default",
+            }
+            if body.get("_drip"):
+                return await self._drip_json(request, answer)
+            return web.json_response(answer)
         include_usage = (body.get("stream_options") or {}).get("include_usage") is True
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
@@ -207,6 +222,7 @@ class MockOpenAI(MockProvider):
             doc.update(extra)
             return b"data: " + json.dumps(doc).encode() + b"\n\n"
 
+        drip = self.delay if body.get("_drip") else 0.0
         await resp.write(chunk({"role": "assistant", "content": ""}))
         if body.get("_cut"):
             await resp.write(chunk({"content": words[0]}))
@@ -214,7 +230,9 @@ class MockOpenAI(MockProvider):
             request.transport.close()
             return resp
         for i, word in enumerate(words):
+            await asyncio.sleep(drip)
             await resp.write(chunk({"content": word if i == 0 else ":" + word}))
+        await asyncio.sleep(drip)
         await resp.write(chunk({}, "stop"))
         if include_usage:
             doc = {

@@ -11,7 +11,7 @@ import yaml
 
 from inferscale.cluster import kwok, pods, prometheus
 from inferscale.cluster.config import ClusterConfig, NodePool
-from inferscale.cluster.control import restart
+from inferscale.cluster.control import AUDIT_POLICY, lose_node, restart, restore_node
 from inferscale.cluster.images import ImageMap, UnmappedImage, strip_tag
 from inferscale.cluster.process import ClusterError
 
@@ -317,3 +317,20 @@ def test_restart_refuses_what_it_cannot_bring_back_and_a_cluster_that_is_not_run
         restart(tmp_path, "launcher")
     with pytest.raises(ClusterError, match="not running"):
         restart(tmp_path, "etcd")
+
+
+def test_losing_or_restoring_a_node_needs_a_cluster(tmp_path: Path) -> None:
+    with pytest.raises(ClusterError, match="no cluster"):
+        lose_node(tmp_path, "gpu-0")
+    with pytest.raises(ClusterError, match="no cluster"):
+        restore_node(tmp_path, "gpu-0")
+
+
+def test_the_audit_policy_logs_workloads_service_accounts_at_metadata_level_only() -> None:
+    policy = yaml.safe_load(AUDIT_POLICY)
+    levels = [(rule["level"], rule.get("userGroups")) for rule in policy["rules"]]
+    assert levels == [
+        ("None", ["system:serviceaccounts:kube-system"]),
+        ("Metadata", ["system:serviceaccounts"]),
+        ("None", None),
+    ]
