@@ -301,9 +301,9 @@ class Dispatcher(Stage):
         except providers.ProviderRefusal as refusal:
             self._ok(provider_id)
             return await self._answer_error(ctx, refusal.status, dumps(refusal.error), backend)
-        self._ok(provider_id)
         label = backend.label
         if isinstance(answer, providers.Answer):
+            self._ok(provider_id)
             lease.settle(answer.usage)
             ctx.cost += self._spend(roles.route_id, ctx.name, backend, answer.usage)
             state.count_tokens(ctx, answer.usage)
@@ -422,6 +422,10 @@ class Dispatcher(Stage):
         state = self.state
         label = backend.label
         status = 200
+        # The provider's success is the stream's clean end, not its first byte: counted at the
+        # first byte, a provider that starts every answer and finishes none reset its breaker
+        # with each new stream and was never ejected. A client that hangs up proves nothing.
+        ended = False
         try:
             state.metrics.ttft.observe((ctx.name,), state.clock() - ctx.start)
             resp = ctx.committed
@@ -430,6 +434,7 @@ class Dispatcher(Stage):
             await resp.write(stream.first)
             async for chunk in stream.rest():
                 await resp.write(chunk)
+            ended = True
         finally:
             stream.close()
             lease.settle(stream.usage)
@@ -442,6 +447,8 @@ class Dispatcher(Stage):
                     f"mid_stream_{stream.failure}",
                     f"the stream broke after its first byte ({stream.failure})",
                 )
+            elif ended:
+                self._ok(str(backend.provider))
         state.log.write(ctx, status, label, stream.usage)
         return resp
 
@@ -628,8 +635,8 @@ class Dispatcher(Stage):
             return "error"
         finally:
             breaker.in_flight -= 1
-        self._ok(provider_id)
         if isinstance(answer, providers.Answer):
+            self._ok(provider_id)
             lease.settle(answer.usage)
             self._spend(route_id, name, backend, answer.usage)
             return "ok"
@@ -640,7 +647,10 @@ class Dispatcher(Stage):
             answer.close()
             lease.settle(answer.usage)
             self._spend(route_id, name, backend, answer.usage)
-        return "ok" if answer.failure is None else "error"
+        if answer.failure is not None:
+            return "error"
+        self._ok(provider_id)  # as for a served stream: its clean end, not its first byte
+        return "ok"
 
     async def _mirror_model(
         self, name: str, backend: TableBackend, path: str, obj: dict[str, Any]

@@ -334,6 +334,19 @@ def test_a_stream_cut_after_its_first_byte_ends_with_an_error(wired, mock_openai
     assert wired.metric("inferscale_router_provider_failures_total", reason="mid_stream_cut") == 2
 
 
+def test_streams_that_start_and_then_break_eject_the_provider(wired, mock_anthropic):
+    """A stream's success is its clean end, not its first byte: a provider that starts every
+    answer and finishes none fails in a row (3, the default) and is ejected."""
+    mock_anthropic.fault = "cut"
+    for _ in range(3):
+        with client(wired) as c, pytest.raises(openai.APIError):
+            list(c.chat.completions.create(model="claude", messages=MESSAGES, stream=True))
+    assert wired.metric("inferscale_router_provider_ejections_total", provider=CLAUDE_ID) == 1
+    with client(wired) as c, pytest.raises(openai.APIStatusError) as caught:
+        c.chat.completions.create(model="claude", messages=MESSAGES, stream=True)
+    assert caught.value.status_code == 503 and "ejected" in str(caught.value)
+
+
 EJECTION_SECONDS = 2.0
 """This test's first ejection: long enough that the checks made inside it finish inside it
 on a loaded machine (0.5 s, the other tests' window, ran out mid-check under load)."""
