@@ -140,7 +140,6 @@ class KvRouter:
             block_size=params.block_size,
             seconds_per_token=max(params.prefill_seconds_per_token, 1e-9),
             base_seconds=params.step_base_seconds + params.prefill_overhead_seconds,
-            host_seconds_per_token=params.host_transfer_seconds_per_token,
         )
         self.in_flight_blocks = in_flight_blocks
         self.waiting: dict[int, Sent] = {}
@@ -155,7 +154,8 @@ class KvRouter:
                 sent.prefilled = True
                 rep.pending_prefill_tokens -= sent.estimate.own_tokens
                 if seq.ttft is not None:
-                    self.routing.observe(POOL, sent.estimate.work_tokens, seq.ttft)
+                    est = sent.estimate
+                    self.routing.observe(POOL, est.work_tokens, seq.ttft, est.host_tokens)
             if seq.done:
                 del self.waiting[id(seq)]
                 self.routing.finished(rep.key, sent.hashes)
