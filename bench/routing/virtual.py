@@ -14,12 +14,13 @@ KubeAI's variant of the bound (``kubeai_prefix_hash``), to compare with ours.
 ``predictedTTFT`` runs the router's own glue (``inferscale.router.ttft.TtftRouting``, with
 the router's priors, called as the pick and forward stages call it): it learns each replica's
 cache only from the KV events its model records (what vLLM publishes) and the pool's prefill
-rate and host-tier load cost only from the first tokens it sees. ``predictedTTFT-greedy``, ``-noInFlight`` and ``-greedy-noInFlight``
-are the same with a rule off (``ABLATIONS``). Every table ends with the perfect-cache oracle
-(``Oracle``): the bound no placement or cache size can beat. ``--host-factor`` gives every
-replica the sim's host tier; ``--workload mix`` replays the prefix-sharing mix
-(``prefix_workload.py``) instead of the trace. Each window's reuse (the share an unbounded
-cache could serve, and how far back reuse reaches) is printed above its rows.
+rate and host-tier load cost only from the first tokens it sees. ``predictedTTFT-greedy``,
+``-noInFlight`` and ``-greedy-noInFlight`` are the same with a rule off (``ABLATIONS``).
+Every table ends with the perfect-cache oracle (``Oracle``): the bound no placement or cache
+size can beat. ``--host-factor`` gives every replica the sim's host tier; ``--workload mix``
+replays the prefix-sharing mix (``prefix_workload.py``) instead of the trace. Each window's
+reuse (the share an unbounded cache could serve, and how far back reuse reaches) is printed
+above its rows.
 
   .venv/bin/python bench/routing/virtual.py                          # speedups 1..3, window 0
   .venv/bin/python bench/routing/virtual.py --starts 0,3000,6000,9000 --requests 1500
