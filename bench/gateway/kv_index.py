@@ -52,6 +52,8 @@ class FakeRequest:
     method = "POST"
     path = "/v1/chat/completions"
     content = Content()
+    content_length = len(BODY)
+    client_max_size = 1 << 20
 
     def __init__(self) -> None:
         self.headers = {"Content-Type": "application/json"}

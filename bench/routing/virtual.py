@@ -11,15 +11,16 @@ a replacement: the router's own latency, the HTTP path and the real clocks are l
 Each picker sees what the router sees: in flight = requests sent to the endpoint and not yet
 finished (the engine's running plus waiting), nothing scraped. ``prefixHashKubeAI`` is
 KubeAI's variant of the bound (``kubeai_prefix_hash``), to compare with ours.
-``predictedTTFT`` runs the router's own glue (``inferscale.router.ttft.TtftRouting``, called
-as the pick and forward stages call it): it learns each replica's cache only from the KV
-events its model records (what vLLM publishes) and the pool's prefill rate only from the
-first tokens it sees. ``predictedTTFT-greedy``, ``-noInFlight`` and ``-greedy-noInFlight``
-are the same with a rule off (``ABLATIONS``). Every table ends with the perfect-cache oracle
-(``Oracle``): the bound no placement or cache size can beat. ``--host-factor`` gives every
-replica the sim's host tier; ``--workload mix`` replays the prefix-sharing mix
-(``prefix_workload.py``) instead of the trace. Each window's reuse (the share an unbounded
-cache could serve, and how far back reuse reaches) is printed above its rows.
+``predictedTTFT`` runs the router's own glue (``inferscale.router.ttft.TtftRouting``, with
+the router's priors, called as the pick and forward stages call it): it learns each replica's
+cache only from the KV events its model records (what vLLM publishes) and the pool's prefill
+rate and host-tier load cost only from the first tokens it sees. ``predictedTTFT-greedy``,
+``-noInFlight`` and ``-greedy-noInFlight`` are the same with a rule off (``ABLATIONS``).
+Every table ends with the perfect-cache oracle (``Oracle``): the bound no placement or cache
+size can beat. ``--host-factor`` gives every replica the sim's host tier; ``--workload mix``
+replays the prefix-sharing mix (``prefix_workload.py``) instead of the trace. Each window's
+reuse (the share an unbounded cache could serve, and how far back reuse reaches) is printed
+above its rows.
 
   .venv/bin/python bench/routing/virtual.py                          # speedups 1..3, window 0
   .venv/bin/python bench/routing/virtual.py --starts 0,3000,6000,9000 --requests 1500
@@ -136,12 +137,9 @@ class KvRouter:
         self, params: EngineParams, *, in_flight_blocks: bool = True, delay_cost: bool = True
     ) -> None:
         routing = ttft.TtftRouting if delay_cost else GreedyRouting
-        self.routing = routing(
-            block_size=params.block_size,
-            seconds_per_token=max(params.prefill_seconds_per_token, 1e-9),
-            base_seconds=params.step_base_seconds + params.prefill_overhead_seconds,
-            host_seconds_per_token=params.host_transfer_seconds_per_token,
-        )
+        # The router's own priors (``RouterState`` makes ``TtftRouting()``): the prefill rate
+        # and the host ratio are learned from first tokens, never told the engine's figures.
+        self.routing = routing(block_size=params.block_size)
         self.in_flight_blocks = in_flight_blocks
         self.waiting: dict[int, Sent] = {}
 
@@ -155,7 +153,8 @@ class KvRouter:
                 sent.prefilled = True
                 rep.pending_prefill_tokens -= sent.estimate.own_tokens
                 if seq.ttft is not None:
-                    self.routing.observe(POOL, sent.estimate.work_tokens, seq.ttft)
+                    est = sent.estimate
+                    self.routing.observe(POOL, est.work_tokens, seq.ttft, est.host_tokens)
             if seq.done:
                 del self.waiting[id(seq)]
                 self.routing.finished(rep.key, sent.hashes)

@@ -59,6 +59,7 @@ class RequestContext:
         "status",
         "stream",
         "tap",
+        "ttft_host",
         "ttft_work",
         "usage",
     )
@@ -107,11 +108,14 @@ class RequestContext:
         """Prompt tokens this request adds to its endpoint's ``pending_prompt_tokens`` until
         its first token (or its answer) comes back; 0 once they are taken off."""
         self.ttft_work = 0
+        """Prefill work ``predictedTTFT`` expected this attempt to wait for (0: not its
+        pick): the first token's delay teaches the model's prefill rate."""
+        self.ttft_host = 0
+        """Of this prompt, the tokens ``predictedTTFT`` expected to load from the host tier:
+        they teach the model's host ratio with the same first token."""
         self.attempt_start = start
         """When the current attempt was picked (monotonic): a held request's wait and a failed
         attempt's time are not the endpoint's prefill."""
-        """Prefill tokens ``predictedTTFT`` expected this attempt to wait for (0: not its
-        pick): the first token's delay teaches the endpoint's prefill rate."""
 
     async def open_stream(self, status: int, headers: Mapping[str, str]) -> web.StreamResponse:
         """Start the client's stream (its headers go out now), in the client's dialect."""

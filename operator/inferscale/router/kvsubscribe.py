@@ -12,7 +12,9 @@ sim's), a task reads ``[topic, seq, payload]`` messages and applies them to
 - an endpoint that leaves the table (:meth:`KvEventSubscriber.sync`) has its task stopped and
   its entry dropped, so the picker scores it, if it comes back, without a cache.
 
-Nothing here raises into the request path: the picker only ever reads the index.
+A busy stream is read in bursts (:data:`COALESCE_SECONDS`): the event loop wakes once per
+50 ms for all the batches queued meanwhile, not once per batch. Nothing here raises into the
+request path: the picker only ever reads the index.
 """
 
 from __future__ import annotations
@@ -38,6 +40,15 @@ log = logging.getLogger(__name__)
 DRAIN_MESSAGES = 64
 """Queued messages one stream applies per turn of the event loop at most, so a burst of events
 never holds up requests for long (64 batches: about 1.5 ms)."""
+
+COALESCE_SECONDS = 0.05
+"""After a stream's queue is drained, how long it lets the next messages queue before it reads
+again. A busy engine publishes a batch per step (every 10-30 ms), and waking the event loop
+for each one cost far more than applying it (bench/gateway/README.md: ~200 us of the router's
+CPU per wake-up against ~21 us to decode and apply a batch); read every 50 ms, a wake-up
+applies several. The index lags the engine by that much more, which costs nothing: the blocks
+of the router's own prompts in flight count as cached at once (``ttft.InFlightBlocks``). An
+idle stream waits on its socket, so no timer runs while nothing is published."""
 
 
 @dataclass(slots=True)
@@ -124,8 +135,11 @@ class KvEventSubscriber:
                     try:
                         frames = queued.recv_multipart(zmq.NOBLOCK)
                     except zmq.Again:
+                        await asyncio.sleep(COALESCE_SECONDS)  # drained: let more queue
                         break
                     self._handle(key, stats, frames)
+                else:
+                    await asyncio.sleep(0)  # more queued: let requests run first
         finally:
             sock.close(linger=0)
 

@@ -9,12 +9,16 @@ the time of each pick come in as arguments.
   AllBlocksCleared). It is bounded: past ``max_blocks`` per replica the oldest entries go (a
   forgotten block only makes the estimate pessimistic, never wrong in kind).
 - :class:`PrefillRate` learns a pool of replicas' TTFT as ``base + seconds_per_token * work`` from
-  observed first tokens, where ``work`` is the prefill the request waited for (the uncached
-  tokens queued ahead of it plus its own). Both figures move by an exponentially weighted
-  average of clamped samples, so one outlier (a stall, a cold start) moves them little, and they
-  stay within fixed bounds.
+  observed first tokens, where ``work`` is the prefill the request waited for (the work queued
+  ahead of it plus its own), in prefill-token equivalents: an uncached token is 1, a token
+  loaded from the host tier ``host_ratio`` (the load's cost as a share of recomputing it,
+  learned from the first tokens of prompts with host hits, read against what first tokens
+  without host hits imply beyond the model). Both rate figures move by an exponentially
+  weighted average of clamped samples, the host ratio by fixed multiplicative steps towards
+  the median of its samples, so one outlier (a stall, a cold start) moves them little, and all
+  stay within fixed bounds. Host loads queued at a replica count in its pending work too.
 - :func:`predicted_ttft` estimates each candidate's TTFT as ``base + seconds_per_token *
-  (queued work + uncached part of this prompt) + host_seconds_per_token * host-tier hits``
+  (queued work + this prompt's uncached tokens + host_ratio * its host-tier hits)``
   and picks the lowest cost (:func:`delay_cost`: that TTFT, plus the wait this prompt's own
   prefill adds to the requests expected to arrive there before it is done), among the
   candidates with at most ``load_slack`` requests in flight more than the least loaded one (so
@@ -44,6 +48,18 @@ GPU_TIER: Final = 1
 HOST_TIER: Final = 2
 MEDIUM_TIERS: Final[Mapping[str, int]] = {"GPU": GPU_TIER, "CPU": HOST_TIER}
 """vLLM's ``medium`` names (``None`` in older versions means the GPU) to index tiers."""
+
+DEFAULT_HOST_RATIO: Final = 0.25
+"""Prior cost of loading one token's KV from the host tier, as a share of prefilling it.
+
+Deliberately not any engine's figure: the pool's ratio is learned from its first tokens
+(:meth:`PrefillRate.observe`). For scale, 128 KiB per token over PCIe Gen5 against an H100's
+prefill of Llama-3.1-8B is 0.05 (the sim's preset, ``docs/sim.md``); larger models do more
+compute per byte of KV, so less.
+"""
+HOST_RATIO_BOUNDS: Final = (1e-3, 1.0)
+"""The range the learned host ratio is kept in: never free, never dearer than recomputing (a
+tier that cost more than recompute would not be configured)."""
 
 DEFAULT_MAX_BLOCKS: Final = 4_000_000
 """Per replica: 16-token blocks of a 400k-token GPU cache and a 16x larger host tier, with room."""
@@ -223,15 +239,29 @@ class InFlightBlocks:
 
 
 class PrefillRate:
-    """A pool's TTFT as ``base_seconds + seconds_per_token * work``, learned online."""
+    """A pool's TTFT as ``base_seconds + seconds_per_token * work``, learned online.
 
-    __slots__ = ("base_seconds", "seconds_per_token", "weight", "min_tokens", "bounds")
+    ``work`` counts prefill-token equivalents: an uncached token is 1, a token loaded from the
+    host tier :attr:`host_ratio` (also learned here).
+    """
+
+    __slots__ = (
+        "base_seconds",
+        "seconds_per_token",
+        "host_ratio",
+        "residual",
+        "residual_spread",
+        "weight",
+        "min_tokens",
+        "bounds",
+    )
 
     def __init__(
         self,
         seconds_per_token: float,
         base_seconds: float = 0.01,
         *,
+        host_ratio: float = DEFAULT_HOST_RATIO,
         weight: float = 0.05,
         min_tokens: int = 512,
         bounds: tuple[float, float] = (1e-7, 1e-2),
@@ -242,8 +272,11 @@ class PrefillRate:
             seconds_per_token: prior prefill cost per token, including the decode steps that
                 interleave with it (what a queued token costs a waiting request).
             base_seconds: prior TTFT of a request with no prefill work (one step).
+            host_ratio: prior cost of a host-tier token as a share of a prefilled one (kept
+                within :data:`HOST_RATIO_BOUNDS`).
             weight: how far one sample moves the estimate (0..1).
-            min_tokens: samples with less work than this teach ``base_seconds`` only.
+            min_tokens: samples with less work than this teach ``base_seconds`` only, and
+                with fewer host-tier tokens than this teach nothing of ``host_ratio``.
             bounds: the range ``seconds_per_token`` is kept in.
         """
         if not 0 < weight <= 1 or seconds_per_token <= 0 or base_seconds < 0:
@@ -251,18 +284,32 @@ class PrefillRate:
         self.bounds = bounds
         self.seconds_per_token = min(max(seconds_per_token, bounds[0]), bounds[1])
         self.base_seconds = base_seconds
+        low, high = HOST_RATIO_BOUNDS
+        self.host_ratio = min(max(host_ratio, low), high)
+        self.residual = 0.0
+        """The median of the work first tokens imply beyond what was predicted (token
+        equivalents), over samples without host hits: the model's own bias, which the host
+        ratio's samples are read against (:meth:`_observe_host`)."""
+        self.residual_spread = 0.0
+        """The mean distance of those samples from :attr:`residual` (its tracking step)."""
         self.weight = weight
         self.min_tokens = min_tokens
 
-    def observe(self, work_tokens: int, ttft_seconds: float) -> None:
+    def observe(self, work_tokens: int, ttft_seconds: float, host_tokens: int = 0) -> None:
         """A first token came ``ttft_seconds`` after a request that waited for ``work_tokens``.
 
-        Each sample is clamped to a quarter..four times the current estimate before it is
-        averaged in, so a single outlier moves the estimate by at most ``3 * weight`` of it.
-        Non-finite or negative figures are ignored.
+        ``host_tokens`` of the request's own prompt were to be loaded from the host tier (they
+        are in ``work_tokens`` at the ratio they were predicted with). Each rate sample is
+        clamped to a quarter..four times the current estimate before it is averaged in, so a
+        single outlier moves the estimate by at most ``3 * weight`` of it. Non-finite or
+        negative figures are ignored.
         """
         if not (0 <= ttft_seconds < 1e6) or work_tokens < 0:
             return
+        if host_tokens >= self.min_tokens:
+            self._observe_host(work_tokens, ttft_seconds, host_tokens)
+        elif work_tokens >= self.min_tokens:
+            self._observe_residual(work_tokens, ttft_seconds)
         if work_tokens < self.min_tokens:
             sample = min(max(ttft_seconds, self.base_seconds / 4), 4 * self.base_seconds + 1e-3)
             self.base_seconds += self.weight * (sample - self.base_seconds)
@@ -273,13 +320,49 @@ class PrefillRate:
         low, high = self.bounds
         self.seconds_per_token = min(max(est + self.weight * (sample - est), low), high)
 
-    def predict(self, work_tokens: float, host_tokens: int, host_seconds_per_token: float) -> float:
-        """Estimated TTFT for ``work_tokens`` of prefill and ``host_tokens`` loaded from host."""
-        return (
-            self.base_seconds
-            + self.seconds_per_token * work_tokens
-            + host_seconds_per_token * host_tokens
-        )
+    def _implied(self, ttft_seconds: float) -> float:
+        """The work (token equivalents) a first token after ``ttft_seconds`` implies."""
+        return (ttft_seconds - self.base_seconds) / self.seconds_per_token
+
+    def _observe_residual(self, work_tokens: int, ttft_seconds: float) -> None:
+        """Track the median of what a sample without host hits implies beyond its work.
+
+        A median tracker: :attr:`residual` moves a fifth of ``weight`` times the samples'
+        mean distance from it, up or down, so no outlier moves it more than one step.
+        """
+        x = self._implied(ttft_seconds) - work_tokens
+        median = self.residual
+        self.residual_spread += self.weight * (abs(x - median) - self.residual_spread)
+        step = 0.2 * self.weight * self.residual_spread
+        self.residual = median + step if x > median else median - step
+
+    def _observe_host(self, work_tokens: int, ttft_seconds: float, host_tokens: int) -> None:
+        """Move :attr:`host_ratio` one step towards what this first token implies.
+
+        What the TTFT implies beyond the rest of the work and beyond what first tokens without
+        host hits imply anyway (:attr:`residual`: the linear model misses queueing for KV room
+        and decode steps, and a host-hit sample must not be charged for that), over the host
+        tokens, is this sample's ratio. Queueing makes single samples far noisier than the
+        ratio itself (a few percent of a prefilled token), and clamping such samples would
+        bias a mean, so the ratio moves by a fixed factor ``1 + weight`` up or down, which
+        tracks the samples' median (in log space) and lets no outlier move it more than one
+        step.
+        """
+        ratio = self.host_ratio
+        rest = work_tokens - ratio * host_tokens
+        implied = self._implied(ttft_seconds) - rest - self.residual
+        step = 1.0 + self.weight
+        ratio = ratio * step if implied > ratio * host_tokens else ratio / step
+        low, high = HOST_RATIO_BOUNDS
+        self.host_ratio = min(max(ratio, low), high)
+
+    def predict(self, work_tokens: float) -> float:
+        """Estimated TTFT for ``work_tokens`` (prefill-token equivalents) of work."""
+        return self.base_seconds + self.seconds_per_token * work_tokens
+
+    def work(self, uncached_tokens: int, host_tokens: int) -> int:
+        """Prefill-token equivalents of recomputing some tokens and loading others from host."""
+        return uncached_tokens + round(self.host_ratio * host_tokens)
 
 
 class ArrivalRate:
@@ -337,11 +420,14 @@ class Estimate:
 
     ttft_seconds: float
     work_tokens: int
-    """Prefill tokens this request waits for there: queued plus its own uncached ones."""
+    """Prefill work this request waits for there, in prefill-token equivalents: the work
+    queued there plus its own (:attr:`own_tokens`)."""
     own_tokens: int
-    """Of those, this prompt's uncached tokens (what the replica's pending work grows by)."""
+    """Of those, this prompt's own: its uncached tokens plus its host-tier hits at the pool's
+    host ratio (what the replica's pending work grows by)."""
     gpu_tokens: int
     host_tokens: int
+    """This prompt's tokens found only in the host tier (loaded, not recomputed)."""
     cost_seconds: float = 0.0
     """What the pick is scored by: :attr:`ttft_seconds` plus the delay its own prefill adds to
     the requests expected to reach the replica before that prefill is done (:func:`delay_cost`)."""
@@ -368,7 +454,6 @@ def estimate(
     block_size: int,
     index: CacheIndex,
     rate: PrefillRate,
-    host_seconds_per_token: float,
     in_flight: Mapping[int, int] | None = None,
     arrivals_per_second: float = 0.0,
 ) -> Estimate:
@@ -377,9 +462,9 @@ def estimate(
     # An engine recomputes at least the last prompt token, even on a full hit.
     gpu = min(gpu_blocks * block_size, prompt_tokens - 1)
     host = min(host_blocks * block_size, prompt_tokens - 1 - gpu)
-    own = prompt_tokens - gpu - host
+    own = rate.work(prompt_tokens - gpu - host, host)
     work = candidate.pending_prefill_tokens + own
-    ttft = rate.predict(work, host, host_seconds_per_token)
+    ttft = rate.predict(work)
     own_seconds = rate.seconds_per_token * own
     cost = delay_cost(ttft, own_seconds, arrivals_per_second)
     return Estimate(ttft, work, own, gpu, host, cost)
@@ -394,7 +479,6 @@ def predicted_ttft(
     index: CacheIndex,
     rates: Mapping[str, PrefillRate],
     default_rate: PrefillRate,
-    host_seconds_per_token: float = 0.0,
     load_slack: int = DEFAULT_LOAD_SLACK,
     start: int = 0,
     in_flight: InFlightBlocks | None = None,
@@ -410,7 +494,6 @@ def predicted_ttft(
         index: the replicas' cached blocks.
         rates: each replica's learned rate; ``default_rate`` for the others.
         default_rate: the rate of a replica not yet observed.
-        host_seconds_per_token: cost of loading one token from the host tier.
         load_slack: only candidates with at most this many in flight above the least loaded
             one compete.
         start: where the scan begins; ties of estimate go to the fewer in flight, then to the
@@ -436,7 +519,6 @@ def predicted_ttft(
             block_size=block_size,
             index=index,
             rate=rates.get(c.key, default_rate),
-            host_seconds_per_token=host_seconds_per_token,
             in_flight=in_flight.get(c.key) if in_flight is not None else None,
             arrivals_per_second=arrivals_per_second,
         )
@@ -479,7 +561,7 @@ class TtftRouting:
         "rates",
         "arrivals",
         "block_size",
-        "host_seconds_per_token",
+        "host_ratio",
         "seconds_per_token",
         "base_seconds",
         "load_slack",
@@ -492,7 +574,7 @@ class TtftRouting:
         block_size: int = DEFAULT_BLOCK_SIZE,
         seconds_per_token: float = DEFAULT_SECONDS_PER_TOKEN,
         base_seconds: float = 0.01,
-        host_seconds_per_token: float = 0.0,
+        host_ratio: float = DEFAULT_HOST_RATIO,
         load_slack: int = DEFAULT_LOAD_SLACK,
     ) -> None:
         """An empty index and no rates yet (pools start from the priors given)."""
@@ -503,7 +585,7 @@ class TtftRouting:
         self.block_size = block_size
         self.seconds_per_token = seconds_per_token
         self.base_seconds = base_seconds
-        self.host_seconds_per_token = host_seconds_per_token
+        self.host_ratio = host_ratio
         self.load_slack = load_slack
 
     def prompt(
@@ -530,7 +612,9 @@ class TtftRouting:
         """``pool``'s learned rate (made from the priors on first use)."""
         rate = self.rates.get(pool)
         if rate is None:
-            rate = self.rates[pool] = PrefillRate(self.seconds_per_token, self.base_seconds)
+            rate = self.rates[pool] = PrefillRate(
+                self.seconds_per_token, self.base_seconds, host_ratio=self.host_ratio
+            )
         return rate
 
     def arrivals_per_second(self, pool: str, now: float) -> float:
@@ -564,7 +648,6 @@ class TtftRouting:
             index=self.index,
             rates={},
             default_rate=self.rate(pool),
-            host_seconds_per_token=self.host_seconds_per_token,
             load_slack=self.load_slack,
             start=start,
             in_flight=self.in_flight,
@@ -579,12 +662,23 @@ class TtftRouting:
         """The request :meth:`sent` to ``key`` ended (any way): its blocks are no longer pinned."""
         self.in_flight.finished(key, hashes)
 
-    def observe(self, pool: str, work_tokens: int, ttft_seconds: float) -> None:
-        """A first token in ``pool`` after ``work_tokens`` of predicted prefill."""
-        self.rate(pool).observe(work_tokens, ttft_seconds)
+    def observe(
+        self, pool: str, work_tokens: int, ttft_seconds: float, host_tokens: int = 0
+    ) -> None:
+        """A first token in ``pool`` after ``work_tokens`` of predicted prefill work.
+
+        ``host_tokens``: the prompt's tokens the pick expected to load from the host tier
+        (:attr:`Estimate.host_tokens`), which teach the pool's host ratio.
+        """
+        self.rate(pool).observe(work_tokens, ttft_seconds, host_tokens)
 
     def observe_answer(
-        self, pool: str, work_tokens: int, seconds: float, completion_tokens: object
+        self,
+        pool: str,
+        work_tokens: int,
+        seconds: float,
+        completion_tokens: object,
+        host_tokens: int = 0,
     ) -> bool:
         """A whole (non-streamed) answer: its time is a first token's if it has at most one.
 
@@ -594,7 +688,7 @@ class TtftRouting:
         """
         if type(completion_tokens) is not int or not 0 <= completion_tokens <= 1:
             return False
-        self.observe(pool, work_tokens, seconds)
+        self.observe(pool, work_tokens, seconds, host_tokens)
         return True
 
     def keep(self, keys: Iterable[str], pools: Iterable[str]) -> None:

@@ -113,6 +113,10 @@ async def test_the_index_mirrors_the_sim_and_resyncs_after_a_restart():
                 await warm_up(client, again, lambda: stats.restarts + stats.gaps >= 1)
                 for seed in range(100, 103):
                     await complete(client, again.base_url, 100, seed)
+                for _ in range(100):  # bounded: 5 s; the subscriber reads every 50 ms
+                    if index.blocks("sim") >= 18:
+                        break
+                    await asyncio.sleep(0.05)
                 await settle(index, again, "sim", exact=False)
                 assert 18 <= index.blocks("sim") < before
             assert stats.malformed == 0

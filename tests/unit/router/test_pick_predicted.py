@@ -109,6 +109,30 @@ async def test_blocks_are_in_flight_only_while_their_request_is() -> None:
     assert made.kv.in_flight.get(eps[1]["address"]) is None
 
 
+async def test_a_host_tier_hit_is_priced_as_a_load_and_teaches_the_host_ratio() -> None:
+    eps = [kv_endpoint(n) for n in (1, 2)]
+    live = table({"m1": {"endpoints": eps, "route": {"strategy": "predictedTTFT"}}})
+    made = state(live)
+    made.kv.index.stored(eps[1]["address"], HASHES, "CPU")
+    seen: list[tuple[int, int, int]] = []
+
+    class During(Next):
+        async def __call__(self, ctx: Any) -> Any:
+            seen.append((ctx.ttft_host, ctx.prefill_tokens, ctx.endpoint.pending_prompt_tokens))
+            return await super().__call__(ctx)
+
+    ctx = context(name="m1", model=live.models["m1"], obj=BODY)
+    await link(PickEndpoint(made), During())(ctx)
+    host, own, pending = seen[0]
+    ratio = made.kv.rates["m1"].host_ratio
+    # The host hit is loaded, not recomputed: the replica's pending work grows by the load's
+    # prefill-token equivalents plus the prompt's tokens past its last full block.
+    assert ctx.endpoint.address == eps[1]["address"] and host == len(HASHES) * 16
+    assert pending == own > round(ratio * host) > 0
+    made.kv.observe("m1", own, 10.0, host)  # slower than predicted: the load costs more
+    assert made.kv.rates["m1"].host_ratio > ratio
+
+
 async def test_the_router_subscribes_to_each_endpoints_events_as_the_table_changes() -> None:
     live = table()
     router = Router(RouterSettings(), live, None, admin_token=None, log_sink=None)

@@ -29,11 +29,11 @@ class Cand:
     pending_prefill_tokens: int = 0
 
 
-def rate() -> PrefillRate:
-    return PrefillRate(seconds_per_token=1e-4, base_seconds=0.01)
+def rate(host_ratio: float = 0.25) -> PrefillRate:
+    return PrefillRate(seconds_per_token=1e-4, base_seconds=0.01, host_ratio=host_ratio)
 
 
-def pick(cands, index, hashes, prompt_tokens=1600, **kw):
+def pick(cands, index, hashes, prompt_tokens=1600, host_ratio=0.25, **kw):
     return predicted_ttft(
         cands,
         prompt_tokens=prompt_tokens,
@@ -41,7 +41,7 @@ def pick(cands, index, hashes, prompt_tokens=1600, **kw):
         block_size=16,
         index=index,
         rates={},
-        default_rate=rate(),
+        default_rate=rate(host_ratio),
         **kw,
     )
 
@@ -113,6 +113,22 @@ def test_rate_learns_towards_observations_and_resists_outliers():
         PrefillRate(seconds_per_token=0)
 
 
+def test_host_ratio_is_read_against_the_models_own_bias():
+    # First tokens come 3,000 token equivalents sooner than the linear model says, with or
+    # without host hits (queueing it does not model): that must not read as free host loads.
+    true_ratio = 0.05
+    r = rate()
+    rng = random.Random(3)
+    for i in range(2_000):
+        host = 10_000 if i % 2 else 0
+        own = rng.randrange(4_000, 12_000)
+        work = own + round(r.host_ratio * host)
+        implied = own + true_ratio * host - 3_000 + rng.gauss(0.0, 500.0)
+        r.observe(work, r.base_seconds + r.seconds_per_token * implied, host)
+    assert r.residual == pytest.approx(-3_000, rel=0.2)
+    assert 0.025 < r.host_ratio < 0.1  # without the residual it sinks to its floor
+
+
 def test_picks_the_replica_holding_the_prefix():
     index = CacheIndex()
     hashes = list(range(100))
@@ -135,10 +151,52 @@ def test_a_host_hit_costs_its_transfer():
     index.stored("a", hashes[:50], "GPU")
     index.stored("b", hashes, "CPU")
     cands = [Cand("a"), Cand("b")]
-    cheap = pick(cands, index, hashes, host_seconds_per_token=1e-6)
+    cheap = pick(cands, index, hashes, host_ratio=0.01)
     assert cheap[0].key == "b" and cheap[1].host_tokens == 1599
-    dear = pick(cands, index, hashes, host_seconds_per_token=1e-3)  # slower than recompute
+    # Its own work (what the replica's pending prefill grows by) counts the load at the ratio.
+    assert cheap[1].own_tokens == 1 + 16 and cheap[1].work_tokens == 17
+    dear = pick(cands, index, hashes, host_ratio=1.0)  # as dear as recomputing
     assert dear[0].key == "a"
+
+
+def test_queued_host_loads_count_as_pending_work():
+    # A replica whose queue holds host loads: b's estimate grows with them, a GPU hit does not.
+    index = CacheIndex()
+    hashes = list(range(100))
+    index.stored("a", hashes, "GPU")
+    cands = [Cand("a", pending_prefill_tokens=0)]
+    first = pick(cands, index, hashes, host_ratio=0.05)[1]
+    assert first.host_tokens == 0 and first.own_tokens == 1
+    index.cleared("a")
+    index.stored("a", hashes, "CPU")
+    loaded = pick(cands, index, hashes, host_ratio=0.05)[1]
+    assert loaded.own_tokens == 1 + round(0.05 * 1599) and loaded.cost_seconds > first.cost_seconds
+
+
+def test_host_ratio_learns_the_median_and_stays_bounded():
+    true_ratio = 0.05
+    r = rate()
+    rng = random.Random(7)
+    for _ in range(600):
+        own, host = 2_000, 10_000
+        work = own + round(r.host_ratio * host)
+        # Queueing noise far larger than the host term, symmetric, plus the odd stall.
+        noise = rng.gauss(0.0, 0.2) if rng.random() > 0.02 else 500.0
+        ttft = r.base_seconds + r.seconds_per_token * (own + true_ratio * host) + noise
+        r.observe(work, max(ttft, 0.0), host)
+    assert 0.025 < r.host_ratio < 0.1
+    before = r.host_ratio
+    r.observe(work, 1e5, host)  # one stall moves it one step, no more
+    assert r.host_ratio == pytest.approx(before * 1.05)
+    for _ in range(500):
+        r.observe(100_000, 1e5, 10_000)
+    assert r.host_ratio == 1.0  # never dearer than recompute
+    for _ in range(500):
+        r.observe(100_000, 0.0, 10_000)
+    assert r.host_ratio == pytest.approx(1e-3)  # never free
+    small = rate()
+    small.observe(2_000, 5.0, host_tokens=100)  # too few host tokens to teach the ratio
+    assert small.host_ratio == 0.25
 
 
 def test_the_load_bound_keeps_affinity_from_piling_up():
@@ -168,7 +226,6 @@ def test_estimate_of_a_full_hit_still_recomputes_one_token():
         block_size=16,
         index=index,
         rate=rate(),
-        host_seconds_per_token=0.0,
     )
     assert est.own_tokens == 1 and est.ttft_seconds == pytest.approx(0.01 + 1e-4)
 

@@ -146,7 +146,7 @@ class Forward(Stage):
         if ctx.ttft_work and ctx.model is not None and isinstance(usage, dict):
             seconds = state.clock() - ctx.attempt_start
             tokens = usage.get("completion_tokens")
-            state.kv.observe_answer(ctx.model.name, ctx.ttft_work, seconds, tokens)
+            state.kv.observe_answer(ctx.model.name, ctx.ttft_work, seconds, tokens, ctx.ttft_host)
             ctx.ttft_work = 0
         state.count_tokens(ctx, usage)
         committed = ctx.committed
@@ -183,7 +183,7 @@ class Forward(Stage):
         now = state.clock()
         state.metrics.ttft.observe((ctx.name,), now - ctx.start)
         if ctx.ttft_work and ctx.model is not None:
-            state.kv.observe(ctx.model.name, ctx.ttft_work, now - ctx.attempt_start)
+            state.kv.observe(ctx.model.name, ctx.ttft_work, now - ctx.attempt_start, ctx.ttft_host)
             ctx.ttft_work = 0
         ctx.prefilled(endpoint)
         resp = ctx.committed

@@ -69,6 +69,7 @@ class PickEndpoint(Stage):
                 state.kv.sent(endpoint.key, blocks)
                 ctx.prefill_tokens = estimate.own_tokens
                 ctx.ttft_work = estimate.work_tokens
+                ctx.ttft_host = estimate.host_tokens
                 ctx.attempt_start = state.clock()
             else:
                 endpoint = pick(model, candidates, ctx.obj, state, self.adapter_shares)
