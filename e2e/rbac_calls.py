@@ -50,6 +50,12 @@ CALLS: tuple[Call, ...] = (
     _ours("patch", "inferenceroutes/status", "controller/route_status.py: patch_status"),
     _ours("patch", "inferenceproviders/status", "controller/route_status.py: patch_status"),
     _ours("patch", "inferenceclients/status", "controller/credentials.py: patch_status"),
+    _ours(
+        "update",
+        "inferencemodels/finalizers",
+        "an authorization check, not a request: OwnerReferencesPermissionEnforcement (on in the "
+        "local cluster) asks it for each child created with blockOwnerDeletion",
+    ),
     *(
         Call(
             v,
