@@ -53,8 +53,8 @@ CALLS: tuple[Call, ...] = (
     _ours(
         "update",
         "inferencemodels/finalizers",
-        "an authorization check, not a request: OwnerReferencesPermissionEnforcement (on in the "
-        "local cluster) asks it for each child created with blockOwnerDeletion",
+        "an authorization check, not a request: OwnerReferencesPermissionEnforcement (on in "
+        "OpenShift) asks it for each child created with blockOwnerDeletion",
     ),
     *(
         Call(

@@ -297,9 +297,6 @@ class _Starter:
             f"--service-account-key-file={pki.sa_pub}",
             f"--service-account-signing-key-file={pki.sa_key}",
             "--authorization-mode=Node,RBAC",
-            # As OpenShift does: a child whose owner reference blocks the owner's deletion needs
-            # update on the owner's finalizers, so the roles are proven where that is enforced.
-            "--enable-admission-plugins=OwnerReferencesPermissionEnforcement",
             f"--service-cluster-ip-range={config.service_cidr}",
             # Nothing routes the kubernetes Service; do not publish the bridge address there.
             "--endpoint-reconciler-type=none",
