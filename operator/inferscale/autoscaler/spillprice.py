@@ -13,7 +13,8 @@ turns what the controller gathered into the policy's :class:`SpillPrices` and th
   in flight brings per second (Little's law), times ``targetInFlightPerReplica`` times 3600.
   Measured at a lighter load than the target a request finishes sooner, so the figure errs
   high: spilling then looks dearer and more replicas stand, the safe side.
-- ``spend_cap_per_hour``: the route's ``spend.maxPerHour``.
+- ``spend_cap_per_hour``: the tighter of the route's ``spend.maxPerHour`` and
+  ``spend.maxPerDay / 24`` (:func:`~inferscale.autoscaler.spillcost.hourly_spend_cap`).
 
 The spill route is the first InferenceRoute (by name) in the model's namespace with the model
 as a primary backend and a provider backend of role ``spillover`` (its first such backend).
@@ -38,7 +39,7 @@ from inferscale.api.v1alpha1.inference_model import InferenceModelSpec
 from inferscale.api.v1alpha1.inference_provider import InferenceProviderSpec, ProviderModel
 from inferscale.api.v1alpha1.inference_route import InferenceRouteSpec
 from inferscale.autoscaler.presets import PRESETS
-from inferscale.autoscaler.spillcost import MAX_PRICE_PER_HOUR, SpillPrices
+from inferscale.autoscaler.spillcost import MAX_PRICE_PER_HOUR, SpillPrices, hourly_spend_cap
 
 CONDITION_COST_AWARE: Final = "CostAware"
 """True while the cost-aware mode runs; False (with the reason) while the ordinary policy does."""
@@ -69,6 +70,9 @@ class SpillRoute:
     model: str
     """The provider's ``models[].name``."""
     spend_cap_per_hour: float | None = None
+    """The spill spend per hour the mode plans within (None: the route has no cap)."""
+    spend_cap_words: str = ""
+    """Which of the route's caps set it, for the condition."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,12 +130,13 @@ def spill_routes(routes: Iterable[Mapping[str, Any]]) -> dict[ModelKey, SpillRou
         )
         if spill is None:
             continue
+        cap, cap_words = hourly_spend_cap(spec.spend.max_per_hour, spec.spend.max_per_day)
         for backend in spec.backends:
             if backend.role != "primary" or backend.inference_model is None:
                 continue
             found.setdefault(
                 (namespace, backend.inference_model),
-                SpillRoute(name, spill.name, spill.model, spec.spend.max_per_hour),
+                SpillRoute(name, spill.name, spill.model, cap, cap_words),
             )
     return found
 
@@ -247,7 +252,9 @@ def _with_throughput(
     )
     if problem is not None:
         return _out_of_range(prices, problem)
-    capped = "" if cap is None else f", spend cap {cap:g} per hour"
+    capped = "" if cap is None else f", spend cap {cap:.4g} per hour"
+    if cap is not None and route.spend_cap_words:
+        capped += f" ({route.spend_cap_words})"
     return SpillPricing(
         prices,
         "True",
