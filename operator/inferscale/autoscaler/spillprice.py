@@ -4,8 +4,10 @@ The operator's side of :mod:`inferscale.autoscaler.spillcost`: :func:`build_spil
 turns what the controller gathered into the policy's :class:`SpillPrices` and the model's
 ``CostAware`` condition.
 
-- ``replica_hour_price``: ``spec.autoscaling.acceleratorHourPrice`` times
-  ``resources.gpus`` (once for a replica without GPUs).
+- ``replica_hour_price``: the price of one accelerator for an hour times ``resources.gpus``
+  (once for a replica without GPUs). The price is ``spec.autoscaling.acceleratorHourPrice``,
+  else the operator's settings (:mod:`inferscale.autoscaler.pricebook`: by node label, by GPU
+  resource name, or the default); the condition names which priced it.
 - ``spill_price_per_replica_hour``: the price, at the spillover provider's
   ``inputPricePerMillionTokens`` and ``outputPricePerMillionTokens``, of the tokens one replica
   serves in an hour at its target. Those come from the engines' token counters: over a window,
@@ -39,6 +41,7 @@ from inferscale.api.v1alpha1.inference_model import InferenceModelSpec
 from inferscale.api.v1alpha1.inference_provider import InferenceProviderSpec, ProviderModel
 from inferscale.api.v1alpha1.inference_route import InferenceRouteSpec
 from inferscale.autoscaler.presets import PRESETS
+from inferscale.autoscaler.pricebook import PriceBook, accelerator_hour_price
 from inferscale.autoscaler.spillcost import MAX_PRICE_PER_HOUR, SpillPrices, hourly_spend_cap
 
 CONDITION_COST_AWARE: Final = "CostAware"
@@ -168,11 +171,13 @@ def build_spill_pricing(
     route: SpillRoute | None,
     providers: Mapping[ModelKey, dict[str, ProviderModel] | None],
     throughput: Throughput | None,
+    book: PriceBook | None = None,
 ) -> SpillPricing:
     """The cost-aware mode's prices for a model in ``namespace``, or why it cannot have them.
 
     ``route`` is its spill route (None: none), ``providers`` every provider's models by
-    (namespace, name), ``throughput`` what its engines were last seen doing (None: not yet).
+    (namespace, name), ``throughput`` what its engines were last seen doing (None: not yet),
+    ``book`` the operator's accelerator prices (None: the model's own field only).
     """
     a = spec.autoscaling
     if not PRESETS[a.preset].cost_aware:
@@ -182,7 +187,8 @@ def build_spill_pricing(
         why = "no InferenceRoute has this model as a primary and a provider as spillover"
         return SpillPricing(None, "False", REASON_NO_SPILLOVER, why)
     gpus = max(spec.resources.gpus, 1)
-    price = a.accelerator_hour_price
+    accelerator = accelerator_hour_price(spec, book or PriceBook())
+    price = accelerator.price
     replica_hour = None if price is None else price * gpus
     unpriced = SpillPrices(replica_hour, None, route.spend_cap_per_hour)
     where = f"InferenceProvider {route.provider} (spillover of InferenceRoute {route.route})"
@@ -201,14 +207,12 @@ def build_spill_pricing(
             "outputPricePerMillionTokens are both 0 (unset)",
         )
     if replica_hour is None:
-        return _missing(unpriced, "spec.autoscaling.acceleratorHourPrice is not set")
-    problem = _price_problem(
-        replica_hour,
-        f"the replica-hour price (spec.autoscaling.acceleratorHourPrice x {gpus} GPUs)",
-    )
+        return _missing(unpriced, accelerator.source)
+    priced_by = f"{price:g} per accelerator from {accelerator.source} x {gpus} GPUs"
+    problem = _price_problem(replica_hour, f"the replica-hour price ({priced_by})")
     if problem is not None:
         return _out_of_range(unpriced, problem)
-    return _with_throughput(spec, route, offered, replica_hour, throughput, where)
+    return _with_throughput(spec, route, offered, replica_hour, throughput, where, priced_by)
 
 
 def _missing(prices: SpillPrices, message: str) -> SpillPricing:
@@ -226,6 +230,7 @@ def _with_throughput(
     replica_hour: float,
     throughput: Throughput | None,
     where: str,
+    priced_by: str,
 ) -> SpillPricing:
     """The spill price from the observed throughput, checked like the replica-hour price."""
     cap = route.spend_cap_per_hour
@@ -259,7 +264,8 @@ def _with_throughput(
         prices,
         "True",
         REASON_PRICED,
-        f"a replica-hour costs {replica_hour:.4g}, spilling its load {spill:.4g} at {where} "
+        f"a replica-hour costs {replica_hour:.4g} ({priced_by}), spilling its load "
+        f"{spill:.4g} at {where} "
         f"model {route.model} ({tokens_in:.0f} prompt + {tokens_out:.0f} output tokens per "
         f"replica-hour at the target){capped}",
     )

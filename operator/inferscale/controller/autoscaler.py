@@ -22,7 +22,8 @@ The cost-aware mode's prices are gathered here and built by the pure
 :func:`inferscale.autoscaler.spillprice.build_spill_pricing`: the InferenceRoutes and
 InferenceProviders from kopf's indices (parsed again only when one of them changes), the
 engines' token throughput from Prometheus (the last usable reading is kept per model, so a
-quiet spell does not flip the mode off). Its verdict is the ``CostAware`` condition.
+quiet spell does not flip the mode off), and the operator-wide accelerator prices of the
+settings for models that set none. Its verdict is the ``CostAware`` condition.
 """
 
 from __future__ import annotations
@@ -146,6 +147,8 @@ class Autoscaler:
         self.spill_sources = spill_sources
         self.spill = _SpillIndex()
         self.settings = settings
+        self.book = settings.price_book()
+        """The operator-wide accelerator prices (``autoscaler.acceleratorHourPrices``)."""
         self.models = models
         self.prometheus = prometheus
         self.routers = routers
@@ -287,7 +290,12 @@ class Autoscaler:
         if seen is not None and seen.usable():
             memory.throughput = seen
         pricing = build_spill_pricing(
-            key[0], spec, self.spill.routes.get(key), self.spill.providers, memory.throughput
+            key[0],
+            spec,
+            self.spill.routes.get(key),
+            self.spill.providers,
+            memory.throughput,
+            self.book,
         )
         return pricing.prices, pricing.condition()
 

@@ -124,6 +124,11 @@ BAD_VALUES = [
     ("redis.budgetsDuringOutage=open", "'/redis/budgetsDuringOutage'"),
     ("redis.bundled.maxMemory=lots", "'/redis/bundled/maxMemory'"),
     ("redis.existingSecret=Not A Name", "'/redis/existingSecret'"),
+    (
+        "operator.settings.autoscaler.defaultAcceleratorHourPrice=-1",
+        "autoscaler/defaultAcceleratorHourPrice'",
+    ),
+    ("operator.settings.autoscaler.acceleratorHourPrices.gpu=0", "acceleratorHourPrices/gpu'"),
 ]
 
 
@@ -326,6 +331,10 @@ def test_operator_settings_values_become_the_operators_settings(monkeypatch):
     routing = settings.routing.model_dump()
     for key, value in full["routing"].items():
         assert routing[_snake(key)] == value, key
+    autoscaler = settings.autoscaler.model_dump()
+    for key, value in full["autoscaler"].items():
+        assert autoscaler[_snake(key)] == value, key
+    assert settings.autoscaler.price_book().by_key["nvidia.com/gpu"] == 2.5
 
 
 def _snake(name: str) -> str:
