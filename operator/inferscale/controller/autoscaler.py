@@ -41,6 +41,7 @@ from pydantic import ValidationError
 from inferscale.api.meta import GROUP, LABEL_MODEL, VERSION
 from inferscale.api.v1alpha1.inference_model import KIND, InferenceModelSpec
 from inferscale.api.v1alpha1.inference_provider import ProviderModel
+from inferscale.autoscaler.floornews import FloorNews, floor_news
 from inferscale.autoscaler.policy import Decision, History, PolicyParams, Sample, decide
 from inferscale.autoscaler.prometheus import PrometheusRound, PrometheusSource
 from inferscale.autoscaler.report import (
@@ -377,10 +378,15 @@ class Autoscaler:
         memory.history = decision.history
         if decision.replicas == 0:
             self.at_zero.add(served)
+        a = spec.autoscaling
+        floor = floor_news(
+            memory.params, decision, now, a.preset, a.learned_floor_percentile is not None
+        )
         if decision.replicas != current:
-            await self._scale(key, memory, decision, sample, cost)
+            await self._scale(key, memory, decision, sample, cost, floor)
             return
-        await self._write(key, memory, ScalingNews(current, decision, sample, unknown, cost=cost))
+        news = ScalingNews(current, decision, sample, unknown, cost=cost, floor=floor)
+        await self._write(key, memory, news)
 
     async def _scale(
         self,
@@ -389,11 +395,14 @@ class Autoscaler:
         decision: Decision,
         sample: Sample,
         cost: CostCondition,
+        floor: FloorNews | None,
     ) -> None:
         namespace, name = key
         self.runtime.autoscaled[key] = decision.replicas
         log.info("%s/%s: %s", namespace, name, decision.reason)
-        news = ScalingNews(decision.replicas, decision, sample, None, scaled=True, cost=cost)
+        news = ScalingNews(
+            decision.replicas, decision, sample, None, scaled=True, cost=cost, floor=floor
+        )
         await self._write(key, memory, news)
         # At once, not after the child-event coalescing: a cold start is waiting on it.
         schedule_reconcile(self.runtime, namespace, name, log, delay=0)
@@ -427,7 +436,7 @@ class Autoscaler:
             memory.condition = news.known()
             memory.signals = news.signals()
             post = event_poster(kopf.Body(cast(kopf.RawBody, fresh)))
-            for event in (update.event, update.cost_event):
+            for event in (update.event, update.cost_event, update.floor_event):
                 if event is not None:
                     post(*event)
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -612,3 +614,52 @@ async def test_no_price_anywhere_is_price_missing_naming_every_place_never_a_sca
     assert ("Warning", "PriceMissing", cost["message"]) in events
     # The ordinary policy keeps the replicas the load wants.
     assert runtime.autoscaled[("ns", "llama")] == 3
+
+
+# -- why replicas stand after a burst --------------------------------------------------------
+
+
+async def test_replicas_that_a_learned_floor_keeps_say_why_and_when_they_go(setup, events) -> None:
+    runtime, scaler, prometheus, clock = setup
+    # balanced (the default preset): a learned floor at p80 of recent bursts' wants. A 300 s
+    # scale-down delay (the default), so each burst's replicas would go within minutes.
+    await start(runtime, pods=1)
+    clock.now = 1_800_000_000.0 // 300 * 300  # at a bucket's start
+    for burst in range(6):  # a burst to 24 in flight (6 replicas' worth) every 10 min
+        for second in range(0, 600, 2):
+            load(prometheus, clock, 24 if second < 20 else 2)
+            await scaler.round()
+            clock.now += 2
+    await settle(runtime)
+    st = status(runtime)
+    limited = condition(runtime, "ScalingLimited")
+    assert limited is not None and (limited["status"], limited["reason"]) == (
+        "True",
+        "LearnedFloor",
+    )
+    floor = st["learnedFloor"]
+    assert floor > 1 and runtime.autoscaled[("ns", "llama")] >= floor
+    message = limited["message"]
+    print("\n" + message)
+    assert f"{floor} replicas stand although the load's peaks want 1 now" in message
+    assert "the balanced preset's learned floor, the 80th percentile" in message
+    assert "a burst counts half after 1 h" in message
+    assert "at this load it falls to" in message and "at about 20" in message
+    assert "spec.autoscaling.preset: economy" in message
+    assert ("Normal", "LearnedFloor") in [e[:2] for e in events]
+    # The bursts stop: the floor falls when its estimate said, and the condition follows.
+    api: FakeKubeApi = runtime.api  # type: ignore[assignment]
+    for _ in range(4 * 3600 // 20):
+        load(prometheus, clock, 2)
+        await scaler.round()
+        clock.now += 20
+        if api.objects[MODEL_KEY]["status"].get("learnedFloor", 0) <= 1:
+            break
+    limited = condition(runtime, "ScalingLimited")
+    assert (limited["status"], limited["reason"]) == ("False", "FloorAtMinimum")
+    assert status(runtime)["learnedFloor"] <= 1
+    estimate = re.search(r"falls to 1 at about (\S+)Z", message)
+    assert estimate is not None
+    said = datetime.strptime(estimate.group(1), "%Y-%m-%dT%H:%M").replace(tzinfo=UTC)
+    assert abs(clock.now - said.timestamp()) <= 20  # the round after the bucket starts
+    assert ("Normal", "FloorAtMinimum") in [e[:2] for e in events]
