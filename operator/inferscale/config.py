@@ -18,7 +18,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from inferscale.autoscaler.pricebook import PriceBook, price_key_problem
+from inferscale.autoscaler.pricebook import PRICE_KEY_PATTERN, PriceBook, price_key_problem
 from inferscale.autoscaler.spillcost import MAX_PRICE_PER_HOUR
 from inferscale.reconcile.settings import ReconcileSettings
 
@@ -159,7 +159,9 @@ class AutoscalerSettings(BaseModel):
     per decision would be 500 writes a second."""
 
     accelerator_hour_prices: dict[str, AcceleratorHourPrice] = Field(
-        default_factory=dict, max_length=256
+        default_factory=dict,
+        max_length=256,
+        json_schema_extra={"propertyNames": {"pattern": PRICE_KEY_PATTERN}},
     )
     """Price of one accelerator for an hour, in the currency of the providers' prices, for
     every InferenceModel that does not set ``spec.autoscaling.acceleratorHourPrice`` (the

@@ -41,6 +41,9 @@ _PREFIX = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
 QUALIFIED_NAME: Final = re.compile(rf"^({_PREFIX}/)?{_NAME}$")
 """A Kubernetes qualified name: a label key, or an extended resource name."""
 LABEL_VALUE: Final = re.compile(rf"^({_NAME})?$")
+PRICE_KEY_PATTERN: Final = rf"^({_PREFIX}/)?{_NAME}(=({_NAME})?)?$"
+"""A key of ``acceleratorHourPrices``, for the chart's schema (the operator checks the same
+with :func:`price_key_problem`, which says what is wrong)."""
 
 
 @dataclass(frozen=True, slots=True)

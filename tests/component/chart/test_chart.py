@@ -140,6 +140,14 @@ def test_invalid_values_fail_at_the_schema_with_the_key_named(setting, named):
     assert named in done.stderr, done.stderr
 
 
+def test_a_malformed_accelerator_price_key_fails_at_the_schema():
+    prices = {"nvidia.com/gpu ": 3.0}  # a trailing space: no such resource or label
+    values = {"operator": {"settings": {"autoscaler": {"acceleratorHourPrices": prices}}}}
+    done = run_helm("template", "x", str(CHART), values=values)
+    # helm names the key but not its path for a propertyNames failure.
+    assert done.returncode != 0 and "invalid propertyName 'nvidia.com/gpu '" in done.stderr
+
+
 def test_a_wrong_type_in_a_values_file_is_named_too():
     done = run_helm("template", "x", str(CHART), values={"router": {"drainSeconds": "5s"}})
     assert done.returncode != 0 and "'/router/drainSeconds'" in done.stderr, done.stderr

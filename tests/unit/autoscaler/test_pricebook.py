@@ -3,9 +3,16 @@ label, by GPU resource name, the default; and the operator's refusal of malforme
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from inferscale.autoscaler.pricebook import PriceBook, accelerator_hour_price, price_key_problem
+from inferscale.autoscaler.pricebook import (
+    PRICE_KEY_PATTERN,
+    PriceBook,
+    accelerator_hour_price,
+    price_key_problem,
+)
 from inferscale.cli.main import main
 from inferscale.config import AutoscalerSettings
 from tests.factories import make_model
@@ -81,6 +88,7 @@ def test_an_empty_book_prices_only_from_the_spec():
 )
 def test_good_keys(key):
     assert price_key_problem(key) is None
+    assert re.match(PRICE_KEY_PATTERN, key)  # the chart's schema agrees
 
 
 @pytest.mark.parametrize(
@@ -89,6 +97,7 @@ def test_good_keys(key):
 def test_malformed_keys_name_the_key(key):
     problem = price_key_problem(key)
     assert problem is not None and repr(key) in problem
+    assert not re.match(PRICE_KEY_PATTERN, key)
 
 
 @pytest.mark.parametrize(
