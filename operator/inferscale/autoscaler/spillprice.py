@@ -208,7 +208,8 @@ def build_spill_pricing(
         )
     if replica_hour is None:
         return _missing(unpriced, accelerator.source)
-    priced_by = f"{price:g} per accelerator from {accelerator.source} x {gpus} GPUs"
+    times = f"x {gpus} GPUs" if spec.resources.gpus else "once for a replica without GPUs"
+    priced_by = f"{price:g} per accelerator from {accelerator.source} {times}"
     problem = _price_problem(replica_hour, f"the replica-hour price ({priced_by})")
     if problem is not None:
         return _out_of_range(unpriced, problem)

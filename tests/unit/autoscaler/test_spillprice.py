@@ -75,8 +75,10 @@ def test_sane_inputs_give_both_prices_and_the_cap() -> None:
 
 def test_a_replica_without_gpus_costs_the_price_once() -> None:
     no_gpu = make_model("sim", resources={"gpus": 0}, autoscaling={"acceleratorHourPrice": 0.5})
-    prices = build_spill_pricing("ns", no_gpu, ROUTE, PRICED, SEEN).prices
-    assert prices is not None and prices.replica_hour_price == 0.5
+    pricing = build_spill_pricing("ns", no_gpu, ROUTE, PRICED, SEEN)
+    assert pricing.prices is not None and pricing.prices.replica_hour_price == 0.5
+    once = "(0.5 per accelerator from spec.autoscaling.acceleratorHourPrice once for a replica"
+    assert f"{once} without GPUs)" in pricing.message
 
 
 @pytest.mark.parametrize(
