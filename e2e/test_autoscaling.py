@@ -15,7 +15,9 @@ and not one request fails through all of it. Every step's figure is printed.
 
 A second model shows the cost-aware mode's CostAware condition on a real object: priced from
 its spill route's provider, its accelerator price and the engines' token counters in the
-cluster's Prometheus, and PriceMissing (with a Warning Event) once the price is removed.
+cluster's Prometheus, PriceMissing (with a Warning Event) once the price is removed, and
+priced again by the operator's own accelerator price once it asks for the nodes that price
+names; with the autoscaler's status.learnedFloor and ScalingLimited kept by the API server.
 """
 
 from __future__ import annotations
@@ -53,10 +55,15 @@ TARGET = 4
 """Requests in flight per replica the model's autoscaling aims at."""
 POLL = 0.1
 
+PRICES = '{"kubernetes.io/os=linux": 0.5}'
+"""The operator-wide accelerator price: a node label every local node has (kubelet sets it),
+so a model that asks for it in its nodeSelector is priced without a price of its own."""
+
 
 @pytest.fixture(scope="module")
 def routers(cluster: Cluster) -> Iterator[Routers]:
-    with routers_running(cluster, OPERATOR_NAMESPACE, fast_autoscaler_env(cluster)) as running:
+    env = {**fast_autoscaler_env(cluster), "INFERSCALE_AUTOSCALER__ACCELERATOR_HOUR_PRICES": PRICES}
+    with routers_running(cluster, OPERATOR_NAMESPACE, env) as running:
         yield running
 
 
@@ -417,4 +424,23 @@ def test_the_cost_aware_mode_is_priced_from_the_route_provider_and_traffic(
     assert "spec.autoscaling.acceleratorHourPrice is not set" in cost["message"]
     warned = [e for e in models.events(name) if e.reason == "PriceMissing"]
     assert warned and warned[0].type == "Warning"
+    # The operator's own price, for models on nodes labelled kubernetes.io/os=linux: the model
+    # asks for such nodes and is priced again, the condition naming the setting.
+    models.patch_spec(name, {"scheduling": {"nodeSelector": {"kubernetes.io/os": "linux"}}})
+    # The last usable throughput is kept: no traffic is needed for the price to come back.
+    _wait(
+        routers,
+        lambda: _cost_aware(models, name).get("reason") == "SpillPriced",
+        60,
+        "CostAware=True SpillPriced from the operator's price",
+    )
+    cost = _cost_aware(models, name)
+    print(f"CostAware from the operator's price: {cost['message']}")
+    assert "a replica-hour costs 0.5 (0.5 per accelerator from operator setting " in cost["message"]
+    assert "autoscaler.acceleratorHourPrices[kubernetes.io/os=linux]" in cost["message"]
+    # The API server kept the autoscaler's floor fields (the CRD has them) and says why.
+    st = _status(models, name)
+    limited = models.condition(name, "ScalingLimited")
+    print(f"learnedFloor {st.get('learnedFloor')}, ScalingLimited {limited}")
+    assert isinstance(st.get("learnedFloor"), int) and limited is not None
     assert load.errors == [], load.errors[:5]

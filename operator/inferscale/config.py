@@ -13,12 +13,17 @@ own under ``INFERSCALE_ROUTER_*``; ``INFERSCALE_ROUTING__*`` is how the operator
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from inferscale.autoscaler.pricebook import PRICE_KEY_PATTERN, PriceBook, price_key_problem
+from inferscale.autoscaler.spillcost import MAX_PRICE_PER_HOUR
 from inferscale.reconcile.settings import ReconcileSettings
+
+AcceleratorHourPrice = Annotated[float, Field(gt=0, le=MAX_PRICE_PER_HOUR, allow_inf_nan=False)]
+"""One accelerator for an hour: the API's bounds on ``acceleratorHourPrice``, and finite."""
 
 DEFAULT_ROUTER_NAMESPACE = "inferscale-system"
 """Where routers live when neither ``routing.namespace`` nor ``POD_NAMESPACE`` says."""
@@ -152,6 +157,37 @@ class AutoscalerSettings(BaseModel):
     """Least time between two status writes of a model whose replica count did not change
     (signals, the windows kept across restarts). Default 15 s: at a thousand models a write
     per decision would be 500 writes a second."""
+
+    accelerator_hour_prices: dict[str, AcceleratorHourPrice] = Field(
+        default_factory=dict,
+        max_length=256,
+        json_schema_extra={"propertyNames": {"pattern": PRICE_KEY_PATTERN}},
+    )
+    """Price of one accelerator for an hour, in the currency of the providers' prices, for
+    every InferenceModel that does not set ``spec.autoscaling.acceleratorHourPrice`` (the
+    cost-aware mode's replica-hour price, docs/autoscaling.md). Keys: a node label
+    ``key=value`` that the model's ``scheduling.nodeSelector`` asks for (the accelerator type,
+    ``nvidia.com/gpu.product=NVIDIA-H100-80GB-HBM3: 3.0``), or the resource its GPUs are
+    requested under (``resources.gpuResourceName``, ``amd.com/gpu: 2.5``); a label wins over a
+    resource name, and of several labels the lowest price. Each price is more than 0 and at
+    most 1,000,000. Default none."""
+
+    default_accelerator_hour_price: AcceleratorHourPrice | None = None
+    """Price of one accelerator for an hour where neither the model nor
+    ``acceleratorHourPrices`` prices it (models with GPUs only). Default none: such models
+    run without the cost-aware mode, and their ``CostAware`` condition says ``PriceMissing``."""
+
+    @field_validator("accelerator_hour_prices")
+    @classmethod
+    def _price_keys(cls, prices: dict[str, float]) -> dict[str, float]:
+        problems = [p for p in map(price_key_problem, prices) if p is not None]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return prices
+
+    def price_book(self) -> PriceBook:
+        """The accelerator prices as the pure pricing reads them."""
+        return PriceBook(dict(self.accelerator_hour_prices), self.default_accelerator_hour_price)
 
 
 class AccessSettings(BaseModel):

@@ -5,5 +5,7 @@ memory it needs passed in and out as a :class:`~inferscale.autoscaler.policy.His
 clock and no I/O, so the operator and the what-if simulator (``inferscale whatif``) run the same
 code, one against Prometheus and wall time, the other against a trace in virtual time.
 ``report`` (pure too) turns a decision into the model's status fields, ``ScalingActive``
-condition and Event; ``prometheus`` is the one module here that does I/O.
+condition and Event, with ``floornews`` saying why a floor keeps replicas standing
+(``ScalingLimited``); ``spillcost``, ``spillprice`` and ``pricebook`` price the cost-aware
+mode; ``prometheus`` is the one module here that does I/O.
 """

@@ -62,3 +62,36 @@ def learned_floor(peaks: Peaks, now: float, quantile: float, half_life_s: float)
         if covered >= quantile * total - 1e-12:
             return n
     return weighted[-1][0]
+
+
+def floor_falls(
+    peaks: Peaks,
+    now: float,
+    quantile: float,
+    half_life_s: float,
+    bucket_s: float,
+    *,
+    want: int,
+    floor: int,
+    lowest: int,
+) -> tuple[tuple[float, int], ...]:
+    """When the floor would fall if the load kept wanting ``want``: ``(time, floor after)``.
+
+    The floor's buckets are replayed forward, one bucket of ``want`` per ``bucket_s`` (what
+    the policy records at a steady load), until the floor is at ``max(want, lowest)`` or every
+    bucket of now is forgotten (:data:`HORIZON_HALF_LIVES`). An estimate for people (status
+    and Events): a new burst raises the floor again, and a load that changes moves the times.
+    Each fall is at a bucket's start, so the times stay put while the load does.
+    """
+    bottom = max(want, lowest)
+    steps: list[tuple[float, int]] = []
+    at, current = now, floor
+    horizon = now + HORIZON_HALF_LIVES * half_life_s + bucket_s
+    while current > bottom and at < horizon:
+        at = (math.floor(at / bucket_s) + 1) * bucket_s
+        peaks = remember_peak(peaks, at, want, bucket_s, half_life_s)
+        fallen = max(learned_floor(peaks, at, quantile, half_life_s), bottom)
+        if fallen < current:
+            steps.append((at, fallen))
+            current = fallen
+    return tuple(steps)

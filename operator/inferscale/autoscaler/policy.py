@@ -523,6 +523,11 @@ class Decision:
     cost_fallback: str | None = None
     """Why the cost-aware mode, asked for, fell back to the ordinary policy (for a condition);
     None when it runs or was not asked for."""
+    floor: int = 0
+    """The learned floor in force (in the cost-aware mode, its spill budget's standing count),
+    within the bounds; 0 with none, or when the sample was stale."""
+    peak_want: int | None = None
+    """What the load's peaks want (what a scale-down compares); None when stale."""
 
 
 def _num(x: float) -> str:
@@ -727,6 +732,8 @@ class _Assessment:
             moved,
             self.sized_on,
             self.desired,
+            floor=self.learned,
+            peak_want=self.peak_want,
         )
 
     def hold(self, why: str, win: Window | None = None) -> Decision:
@@ -741,6 +748,8 @@ class _Assessment:
             self.history,
             self.sized_on,
             self.desired,
+            floor=self.learned,
+            peak_want=self.peak_want,
         )
 
 

@@ -22,6 +22,11 @@ from pydantic import ValidationError
 
 from inferscale.api.meta import Condition, ConditionStatus, make_condition
 from inferscale.api.v1alpha1.inference_model import InferenceModelStatus, ObservedSignals
+from inferscale.autoscaler.floornews import (
+    CONDITION_SCALING_LIMITED,
+    REASON_AT_MINIMUM,
+    FloorNews,
+)
 from inferscale.autoscaler.policy import Decision, Sample
 from inferscale.autoscaler.spillprice import CONDITION_COST_AWARE, QUIET_REASONS
 
@@ -52,6 +57,8 @@ class ScalingNews:
     """The decision changed the count (write and post whatever else holds)."""
     cost: CostCondition | None = None
     """``CostAware`` as (status, reason, message); None: not written (left as it is)."""
+    floor: FloorNews | None = None
+    """The floor behind ``ScalingLimited`` and ``status.learnedFloor``; None: not written."""
 
     def condition(self) -> tuple[ConditionStatus, str, str]:
         """``ScalingActive`` as (status, reason, message)."""
@@ -61,11 +68,12 @@ class ScalingNews:
         return ("False", reason, f"holding at {self.replicas} replicas: {self.unknown}")
 
     def known(self) -> tuple[object, ...]:
-        """Both conditions' (status, reason): what a stored status must match for no news.
+        """The conditions' (status, reason), and the floor: what a stored status must match.
 
         Their messages carry ages and prices that move every round, so they are left out.
         """
-        return (self.condition()[:2], None if self.cost is None else self.cost[:2])
+        known = (self.condition()[:2], None if self.cost is None else self.cost[:2])
+        return known if self.floor is None else (*known, self.floor.known())
 
     def signals(self) -> tuple[object, ...] | None:
         """What the periodic write compares: (in flight, held, KV use, replicas)."""
@@ -83,6 +91,8 @@ class ScalingUpdate:
     """(type, reason, message) of the Event to post after the patch is stored."""
     cost_event: Event | None = None
     """The Event of a ``CostAware`` change, posted with the other."""
+    floor_event: Event | None = None
+    """The Event of a ``ScalingLimited`` change (a floor starts holding replicas)."""
 
 
 def write_due(
@@ -161,7 +171,10 @@ def scaling_status(
         )
         written.append(cost)
         cost_event = _cost_event(was, cost) if cost_flipped else None
-    if not (news.scaled or flipped or cost_flipped or due):
+    limited = _limited(news, status, now, generation)
+    if limited.condition is not None:
+        written.append(limited.condition)
+    if not (news.scaled or flipped or cost_flipped or limited.changed or due):
         return ScalingUpdate(None)
     mine = {c.type for c in written}
     others = [c for c in status.conditions if c.type not in mine]
@@ -169,6 +182,8 @@ def scaling_status(
         "conditions": [c.to_wire() for c in [*others, *written]],
         "autoscalerState": history,
     }
+    if news.floor is not None:
+        patch["learnedFloor"] = news.floor.floor
     if news.sample is not None:
         patch["signals"] = ObservedSignals(
             in_flight=news.sample.in_flight,
@@ -184,7 +199,47 @@ def scaling_status(
         event = ("Normal", "ScaledUp" if up else "ScaledDown", news.decision.reason)
     elif flipped and news.unknown is not None:
         event = ("Warning", active.reason, active.message)
-    return ScalingUpdate(patch, event, cost_event)
+    return ScalingUpdate(patch, event, cost_event, limited.event)
+
+
+@dataclass(frozen=True)
+class _Limited:
+    condition: Condition | None = None
+    changed: bool = False
+    event: Event | None = None
+
+
+def _limited(
+    news: ScalingNews, status: InferenceModelStatus, now: str, generation: int | None
+) -> _Limited:
+    """``ScalingLimited`` for ``news``: the condition, whether it is news, and its Event.
+
+    News when its status, reason or message changes or the floor moves (the message's times
+    fall on a bucket's start, so they stay put while the load does). A floor that starts
+    holding is a Normal Event; one that falls back to the minimum is too, except the first
+    condition written (every model's normal state).
+    """
+    if news.floor is None:
+        return _Limited()
+    was = next((c for c in status.conditions if c.type == CONDITION_SCALING_LIMITED), None)
+    condition = make_condition(
+        CONDITION_SCALING_LIMITED,
+        *news.floor.condition(),
+        now=now,
+        generation=generation,
+        previous=status.conditions,
+    )
+    flipped = was is None or (was.status, was.reason) != (condition.status, condition.reason)
+    changed = (
+        flipped
+        or was is None
+        or was.message != condition.message
+        or status.learned_floor != news.floor.floor
+    )
+    event: Event | None = None
+    if flipped and not (was is None and condition.reason == REASON_AT_MINIMUM):
+        event = ("Normal", condition.reason, condition.message)
+    return _Limited(condition, changed, event)
 
 
 def _cost_event(was: Condition | None, now: Condition) -> Event | None:

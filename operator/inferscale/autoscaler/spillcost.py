@@ -17,7 +17,8 @@ How many to keep (:func:`standing_for_budget`): the load's recent history is a h
 decayed load. With ``n`` replicas standing, what spills at a sample of load ``L`` is
 ``max(0, L - n x threshold)``; summed over the histogram that is exact for every bucket above
 ``n``. The count kept is the fewest whose spilled share of the load is within
-``spill_share_budget`` and whose spill spend is within the route's cap per hour.
+``spill_share_budget`` and whose spill spend is within the route's cap per hour
+(:func:`hourly_spend_cap`: the tighter of ``spend.maxPerHour`` and ``spend.maxPerDay / 24``).
 
 A gap in the observations adds nothing and a lost history has no bucket: the count is then
 the ordinary floor (``max(minReplicas, 1)``), and the stable window still scales up for a load
@@ -53,6 +54,33 @@ class SpillPrices:
     replica_hour_price: float | None
     spill_price_per_replica_hour: float | None
     spend_cap_per_hour: float | None = None
+
+
+HOURS_PER_DAY: Final = 24.0
+
+
+def hourly_spend_cap(
+    max_per_hour: float | None, max_per_day: float | None
+) -> tuple[float | None, str]:
+    """The spill spend per hour the mode plans within, and which cap set it (None: no cap).
+
+    The tighter of the route's ``maxPerHour`` and ``maxPerDay / 24``. The router stops
+    spillover once either cap is reached (the hour and the day on the UTC clock), and the
+    mode's standing count is planned from the recent load's mean spend per hour, so the day
+    cap enters as the mean hourly spend that keeps a whole day within it. Planning a busy hour
+    at that mean is the safe side: a day whose busy hours stay within ``maxPerDay / 24``
+    spends no more than ``maxPerDay``, so spillover is still there for the day's last bursts
+    instead of stopping at noon with too few replicas standing (they would then queue).
+    """
+    candidates: list[tuple[float, str]] = []
+    if max_per_hour is not None:
+        candidates.append((max_per_hour, f"spend.maxPerHour {max_per_hour:g}"))
+    if max_per_day is not None:
+        per_hour = max_per_day / HOURS_PER_DAY
+        candidates.append((per_hour, f"spend.maxPerDay {max_per_day:g} / 24"))
+    if not candidates:
+        return None, ""
+    return min(candidates, key=lambda c: c[0])
 
 
 def _valid_price(value: float | None) -> bool:

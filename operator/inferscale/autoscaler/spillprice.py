@@ -4,8 +4,10 @@ The operator's side of :mod:`inferscale.autoscaler.spillcost`: :func:`build_spil
 turns what the controller gathered into the policy's :class:`SpillPrices` and the model's
 ``CostAware`` condition.
 
-- ``replica_hour_price``: ``spec.autoscaling.acceleratorHourPrice`` times
-  ``resources.gpus`` (once for a replica without GPUs).
+- ``replica_hour_price``: the price of one accelerator for an hour times ``resources.gpus``
+  (once for a replica without GPUs). The price is ``spec.autoscaling.acceleratorHourPrice``,
+  else the operator's settings (:mod:`inferscale.autoscaler.pricebook`: by node label, by GPU
+  resource name, or the default); the condition names which priced it.
 - ``spill_price_per_replica_hour``: the price, at the spillover provider's
   ``inputPricePerMillionTokens`` and ``outputPricePerMillionTokens``, of the tokens one replica
   serves in an hour at its target. Those come from the engines' token counters: over a window,
@@ -13,7 +15,8 @@ turns what the controller gathered into the policy's :class:`SpillPrices` and th
   in flight brings per second (Little's law), times ``targetInFlightPerReplica`` times 3600.
   Measured at a lighter load than the target a request finishes sooner, so the figure errs
   high: spilling then looks dearer and more replicas stand, the safe side.
-- ``spend_cap_per_hour``: the route's ``spend.maxPerHour``.
+- ``spend_cap_per_hour``: the tighter of the route's ``spend.maxPerHour`` and
+  ``spend.maxPerDay / 24`` (:func:`~inferscale.autoscaler.spillcost.hourly_spend_cap`).
 
 The spill route is the first InferenceRoute (by name) in the model's namespace with the model
 as a primary backend and a provider backend of role ``spillover`` (its first such backend).
@@ -38,7 +41,8 @@ from inferscale.api.v1alpha1.inference_model import InferenceModelSpec
 from inferscale.api.v1alpha1.inference_provider import InferenceProviderSpec, ProviderModel
 from inferscale.api.v1alpha1.inference_route import InferenceRouteSpec
 from inferscale.autoscaler.presets import PRESETS
-from inferscale.autoscaler.spillcost import MAX_PRICE_PER_HOUR, SpillPrices
+from inferscale.autoscaler.pricebook import PriceBook, accelerator_hour_price
+from inferscale.autoscaler.spillcost import MAX_PRICE_PER_HOUR, SpillPrices, hourly_spend_cap
 
 CONDITION_COST_AWARE: Final = "CostAware"
 """True while the cost-aware mode runs; False (with the reason) while the ordinary policy does."""
@@ -69,6 +73,9 @@ class SpillRoute:
     model: str
     """The provider's ``models[].name``."""
     spend_cap_per_hour: float | None = None
+    """The spill spend per hour the mode plans within (None: the route has no cap)."""
+    spend_cap_words: str = ""
+    """Which of the route's caps set it, for the condition."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,12 +133,13 @@ def spill_routes(routes: Iterable[Mapping[str, Any]]) -> dict[ModelKey, SpillRou
         )
         if spill is None:
             continue
+        cap, cap_words = hourly_spend_cap(spec.spend.max_per_hour, spec.spend.max_per_day)
         for backend in spec.backends:
             if backend.role != "primary" or backend.inference_model is None:
                 continue
             found.setdefault(
                 (namespace, backend.inference_model),
-                SpillRoute(name, spill.name, spill.model, spec.spend.max_per_hour),
+                SpillRoute(name, spill.name, spill.model, cap, cap_words),
             )
     return found
 
@@ -163,11 +171,13 @@ def build_spill_pricing(
     route: SpillRoute | None,
     providers: Mapping[ModelKey, dict[str, ProviderModel] | None],
     throughput: Throughput | None,
+    book: PriceBook | None = None,
 ) -> SpillPricing:
     """The cost-aware mode's prices for a model in ``namespace``, or why it cannot have them.
 
     ``route`` is its spill route (None: none), ``providers`` every provider's models by
-    (namespace, name), ``throughput`` what its engines were last seen doing (None: not yet).
+    (namespace, name), ``throughput`` what its engines were last seen doing (None: not yet),
+    ``book`` the operator's accelerator prices (None: the model's own field only).
     """
     a = spec.autoscaling
     if not PRESETS[a.preset].cost_aware:
@@ -177,7 +187,8 @@ def build_spill_pricing(
         why = "no InferenceRoute has this model as a primary and a provider as spillover"
         return SpillPricing(None, "False", REASON_NO_SPILLOVER, why)
     gpus = max(spec.resources.gpus, 1)
-    price = a.accelerator_hour_price
+    accelerator = accelerator_hour_price(spec, book or PriceBook())
+    price = accelerator.price
     replica_hour = None if price is None else price * gpus
     unpriced = SpillPrices(replica_hour, None, route.spend_cap_per_hour)
     where = f"InferenceProvider {route.provider} (spillover of InferenceRoute {route.route})"
@@ -196,14 +207,13 @@ def build_spill_pricing(
             "outputPricePerMillionTokens are both 0 (unset)",
         )
     if replica_hour is None:
-        return _missing(unpriced, "spec.autoscaling.acceleratorHourPrice is not set")
-    problem = _price_problem(
-        replica_hour,
-        f"the replica-hour price (spec.autoscaling.acceleratorHourPrice x {gpus} GPUs)",
-    )
+        return _missing(unpriced, accelerator.source)
+    times = f"x {gpus} GPUs" if spec.resources.gpus else "once for a replica without GPUs"
+    priced_by = f"{price:g} per accelerator from {accelerator.source} {times}"
+    problem = _price_problem(replica_hour, f"the replica-hour price ({priced_by})")
     if problem is not None:
         return _out_of_range(unpriced, problem)
-    return _with_throughput(spec, route, offered, replica_hour, throughput, where)
+    return _with_throughput(spec, route, offered, replica_hour, throughput, where, priced_by)
 
 
 def _missing(prices: SpillPrices, message: str) -> SpillPricing:
@@ -221,6 +231,7 @@ def _with_throughput(
     replica_hour: float,
     throughput: Throughput | None,
     where: str,
+    priced_by: str,
 ) -> SpillPricing:
     """The spill price from the observed throughput, checked like the replica-hour price."""
     cap = route.spend_cap_per_hour
@@ -247,12 +258,15 @@ def _with_throughput(
     )
     if problem is not None:
         return _out_of_range(prices, problem)
-    capped = "" if cap is None else f", spend cap {cap:g} per hour"
+    capped = "" if cap is None else f", spend cap {cap:.4g} per hour"
+    if cap is not None and route.spend_cap_words:
+        capped += f" ({route.spend_cap_words})"
     return SpillPricing(
         prices,
         "True",
         REASON_PRICED,
-        f"a replica-hour costs {replica_hour:.4g}, spilling its load {spill:.4g} at {where} "
+        f"a replica-hour costs {replica_hour:.4g} ({priced_by}), spilling its load "
+        f"{spill:.4g} at {where} "
         f"model {route.model} ({tokens_in:.0f} prompt + {tokens_out:.0f} output tokens per "
         f"replica-hour at the target){capped}",
     )

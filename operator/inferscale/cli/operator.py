@@ -14,8 +14,12 @@ import ctypes
 import logging
 import os
 import socket
+import sys
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from inferscale.config import OperatorSettings
 
 DEFAULT_LEASE_NAME = "inferscale-operator"
 
@@ -61,14 +65,13 @@ def _identity() -> str:
     return f"{base}-{uuid.uuid4().hex[:6]}"
 
 
-async def run_operator(args: argparse.Namespace) -> int:
+async def run_operator(args: argparse.Namespace, settings: OperatorSettings) -> int:
     """Elect, then run kopf until stopped; 1 when leadership was lost."""
     from concurrent.futures import ThreadPoolExecutor
 
     import kopf
 
     import inferscale.controller  # noqa: F401  (registers the handlers)
-    from inferscale.config import OperatorSettings
     from inferscale.controller.inference_model import Runtime
     from inferscale.kube.client import API_THREADS, KubernetesApi
     from inferscale.kube.lease import LeaderElector
@@ -79,7 +82,6 @@ async def run_operator(args: argparse.Namespace) -> int:
     # asyncio.to_thread's default pool has min(32, cores + 4) threads: 6 on a 2-core node, too
     # few for API calls while a thousand models reconcile.
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(API_THREADS))
-    settings = OperatorSettings()
     api = KubernetesApi.from_environment(args.kubeconfig)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -187,10 +189,33 @@ def quiet_watch_successes(record: logging.LogRecord) -> bool:
     )
 
 
+def load_settings() -> OperatorSettings | None:
+    """The operator's settings from the environment; None, with the problem printed, if bad.
+
+    A setting that does not parse or is out of range (a negative price, a malformed key) stops
+    the operator before it touches the cluster, with one message naming the setting, instead of
+    a traceback from inside kopf or, worse, a model scaled on a wrong figure.
+    """
+    from inferscale.config import OperatorSettings
+
+    try:
+        return OperatorSettings()
+    except ValueError as error:  # pydantic's ValidationError and pydantic-settings' SettingsError
+        print(
+            "inferscale operator: invalid settings (INFERSCALE_* environment variables, the "
+            f"chart's operator.settings): {error}",
+            file=sys.stderr,
+        )
+        return None
+
+
 def cmd_operator(args: argparse.Namespace) -> int:
-    """Entry point of ``inferscale operator``."""
+    """Entry point of ``inferscale operator``; 2 when its settings are invalid."""
     import kopf
 
+    settings = load_settings()
+    if settings is None:
+        return 2
     cap_malloc_arenas()
 
     if args.kubeconfig:
@@ -198,4 +223,4 @@ def cmd_operator(args: argparse.Namespace) -> int:
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.JSON)
     if not args.verbose:
         logging.getLogger("kopf.objects").addFilter(quiet_watch_successes)
-    return asyncio.run(run_operator(args))
+    return asyncio.run(run_operator(args, settings))

@@ -21,7 +21,7 @@ from inferscale.api.v1alpha1.inference_provider import KIND as PROVIDER_KIND
 from inferscale.api.v1alpha1.inference_provider import InferenceProvider
 from inferscale.autoscaler.presets import DEFAULT_PRESET as DEFAULT_OUR_PRESET
 from inferscale.autoscaler.presets import PRESETS as OUR_PRESETS
-from inferscale.autoscaler.spillcost import MAX_PRICE_PER_HOUR
+from inferscale.autoscaler.spillcost import MAX_PRICE_PER_HOUR, hourly_spend_cap
 from inferscale.protocol.defaults import IN_FLIGHT_PER_REPLICA
 from inferscale.sim.presets import GPU_HOUR_PRICES, PRESETS
 from inferscale.sim.startup import WeightSource, plan_startup, profile_for
@@ -196,6 +196,13 @@ def _add_ours_options(p: argparse.ArgumentParser) -> None:
         type=_price,
         metavar="PER_HOUR",
         help="the route's spend.maxPerHour for ours' cost-aware mode (none)",
+    )
+    p.add_argument(
+        "--spend-cap-per-day",
+        type=_price,
+        metavar="PER_DAY",
+        help="the route's spend.maxPerDay: ours' cost-aware mode plans within the tighter of "
+        "--spend-cap and this / 24 (none)",
     )
 
 
@@ -385,7 +392,7 @@ def _config(args: argparse.Namespace, trace: Trace, prices: Prices) -> SimConfig
         gpu_hour_price=prices.gpu_hour,
         spill_price_in=prices.input_per_million,
         spill_price_out=prices.output_per_million,
-        spill_spend_cap_per_hour=args.spend_cap,
+        spill_spend_cap_per_hour=hourly_spend_cap(args.spend_cap, args.spend_cap_per_day)[0],
     )
     # The oracle is sized by the SLO whatever --target says; --target auto is the same figure.
     config = sized_by_slo(trace, config)

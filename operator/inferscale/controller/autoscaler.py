@@ -22,7 +22,8 @@ The cost-aware mode's prices are gathered here and built by the pure
 :func:`inferscale.autoscaler.spillprice.build_spill_pricing`: the InferenceRoutes and
 InferenceProviders from kopf's indices (parsed again only when one of them changes), the
 engines' token throughput from Prometheus (the last usable reading is kept per model, so a
-quiet spell does not flip the mode off). Its verdict is the ``CostAware`` condition.
+quiet spell does not flip the mode off), and the operator-wide accelerator prices of the
+settings for models that set none. Its verdict is the ``CostAware`` condition.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from pydantic import ValidationError
 from inferscale.api.meta import GROUP, LABEL_MODEL, VERSION
 from inferscale.api.v1alpha1.inference_model import KIND, InferenceModelSpec
 from inferscale.api.v1alpha1.inference_provider import ProviderModel
+from inferscale.autoscaler.floornews import FloorNews, floor_news
 from inferscale.autoscaler.policy import Decision, History, PolicyParams, Sample, decide
 from inferscale.autoscaler.prometheus import PrometheusRound, PrometheusSource
 from inferscale.autoscaler.report import (
@@ -146,6 +148,8 @@ class Autoscaler:
         self.spill_sources = spill_sources
         self.spill = _SpillIndex()
         self.settings = settings
+        self.book = settings.price_book()
+        """The operator-wide accelerator prices (``autoscaler.acceleratorHourPrices``)."""
         self.models = models
         self.prometheus = prometheus
         self.routers = routers
@@ -287,7 +291,12 @@ class Autoscaler:
         if seen is not None and seen.usable():
             memory.throughput = seen
         pricing = build_spill_pricing(
-            key[0], spec, self.spill.routes.get(key), self.spill.providers, memory.throughput
+            key[0],
+            spec,
+            self.spill.routes.get(key),
+            self.spill.providers,
+            memory.throughput,
+            self.book,
         )
         return pricing.prices, pricing.condition()
 
@@ -369,10 +378,15 @@ class Autoscaler:
         memory.history = decision.history
         if decision.replicas == 0:
             self.at_zero.add(served)
+        a = spec.autoscaling
+        floor = floor_news(
+            memory.params, decision, now, a.preset, a.learned_floor_percentile is not None
+        )
         if decision.replicas != current:
-            await self._scale(key, memory, decision, sample, cost)
+            await self._scale(key, memory, decision, sample, cost, floor)
             return
-        await self._write(key, memory, ScalingNews(current, decision, sample, unknown, cost=cost))
+        news = ScalingNews(current, decision, sample, unknown, cost=cost, floor=floor)
+        await self._write(key, memory, news)
 
     async def _scale(
         self,
@@ -381,11 +395,14 @@ class Autoscaler:
         decision: Decision,
         sample: Sample,
         cost: CostCondition,
+        floor: FloorNews | None,
     ) -> None:
         namespace, name = key
         self.runtime.autoscaled[key] = decision.replicas
         log.info("%s/%s: %s", namespace, name, decision.reason)
-        news = ScalingNews(decision.replicas, decision, sample, None, scaled=True, cost=cost)
+        news = ScalingNews(
+            decision.replicas, decision, sample, None, scaled=True, cost=cost, floor=floor
+        )
         await self._write(key, memory, news)
         # At once, not after the child-event coalescing: a cold start is waiting on it.
         schedule_reconcile(self.runtime, namespace, name, log, delay=0)
@@ -419,7 +436,7 @@ class Autoscaler:
             memory.condition = news.known()
             memory.signals = news.signals()
             post = event_poster(kopf.Body(cast(kopf.RawBody, fresh)))
-            for event in (update.event, update.cost_event):
+            for event in (update.event, update.cost_event, update.floor_event):
                 if event is not None:
                     post(*event)
 

@@ -353,8 +353,8 @@ def compute_status(
     ``pods`` are the model's pods (selected by its labels). ``problem`` is set when the
     operator refused to apply the spec. ``cache`` is the preload Job's outcome with
     ``cache.preload`` (the Cached condition; replicas wait for it). The autoscaler's fields
-    (``lastScaleTime``, ``lastScaleReason``, ``signals``, ``autoscalerState`` and its
-    ``ScalingActive`` condition) and the adapter loader's (``adapters``, ``AdaptersReady``)
+    (``lastScaleTime``, ``lastScaleReason``, ``signals``, ``autoscalerState``,
+    ``learnedFloor`` and its conditions) and the adapter loader's (``adapters``, ``AdaptersReady``)
     are carried over from ``previous`` untouched.
     """
     before = previous or InferenceModelStatus()
@@ -389,6 +389,7 @@ def compute_status(
         signals=before.signals,
         time_to_ready_seconds=ttr if ttr is not None else before.time_to_ready_seconds,
         autoscaler_state=before.autoscaler_state,
+        learned_floor=before.learned_floor,
         adapters=before.adapters,
         cache=cache.cache if cache is not None else None,
     )

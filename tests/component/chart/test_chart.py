@@ -124,6 +124,11 @@ BAD_VALUES = [
     ("redis.budgetsDuringOutage=open", "'/redis/budgetsDuringOutage'"),
     ("redis.bundled.maxMemory=lots", "'/redis/bundled/maxMemory'"),
     ("redis.existingSecret=Not A Name", "'/redis/existingSecret'"),
+    (
+        "operator.settings.autoscaler.defaultAcceleratorHourPrice=-1",
+        "autoscaler/defaultAcceleratorHourPrice'",
+    ),
+    ("operator.settings.autoscaler.acceleratorHourPrices.gpu=0", "acceleratorHourPrices/gpu'"),
 ]
 
 
@@ -133,6 +138,14 @@ def test_invalid_values_fail_at_the_schema_with_the_key_named(setting, named):
     assert done.returncode != 0
     assert "don't meet the specifications of the schema" in done.stderr
     assert named in done.stderr, done.stderr
+
+
+def test_a_malformed_accelerator_price_key_fails_at_the_schema():
+    prices = {"nvidia.com/gpu ": 3.0}  # a trailing space: no such resource or label
+    values = {"operator": {"settings": {"autoscaler": {"acceleratorHourPrices": prices}}}}
+    done = run_helm("template", "x", str(CHART), values=values)
+    # helm names the key but not its path for a propertyNames failure.
+    assert done.returncode != 0 and "invalid propertyName 'nvidia.com/gpu '" in done.stderr
 
 
 def test_a_wrong_type_in_a_values_file_is_named_too():
@@ -326,6 +339,10 @@ def test_operator_settings_values_become_the_operators_settings(monkeypatch):
     routing = settings.routing.model_dump()
     for key, value in full["routing"].items():
         assert routing[_snake(key)] == value, key
+    autoscaler = settings.autoscaler.model_dump()
+    for key, value in full["autoscaler"].items():
+        assert autoscaler[_snake(key)] == value, key
+    assert settings.autoscaler.price_book().by_key["nvidia.com/gpu"] == 2.5
 
 
 def _snake(name: str) -> str:

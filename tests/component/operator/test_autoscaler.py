@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -535,3 +537,129 @@ async def test_a_route_that_stops_spilling_turns_the_mode_off(setup, events) -> 
     cost = condition(runtime, "CostAware")
     assert (cost["status"], cost["reason"]) == ("False", "NoSpillover")
     assert ("Normal", "NoSpillover", cost["message"]) in events
+
+
+def with_settings(scaler: Autoscaler, runtime: Runtime, **settings: Any) -> Autoscaler:
+    """The same loop, started with other autoscaler settings (as the operator reads them)."""
+    fresh = Autoscaler(
+        runtime,
+        AutoscalerSettings(prometheus_url="http://prometheus.invalid:9090", **settings),
+        scaler.models,
+        prometheus=scaler.prometheus,
+        routers=lambda: None,
+        clock=scaler.clock,
+        monotonic=scaler.monotonic,
+    )
+    with_spill_sources(fresh, runtime)
+    return fresh
+
+
+async def test_the_operator_wide_price_prices_a_model_without_its_own_and_says_so(
+    setup, events
+) -> None:
+    runtime, scaler, prometheus, clock = setup
+    scaler = with_settings(
+        scaler,
+        runtime,
+        accelerator_hour_prices={
+            "nvidia.com/gpu": 2.0,
+            "nvidia.com/gpu.product=NVIDIA-L4": 0.8,
+        },
+        default_accelerator_hour_price=5.0,
+    )
+    api: FakeKubeApi = runtime.api  # type: ignore[assignment]
+    api.put(ROUTE)
+    api.put(PROVIDER)
+    await start(runtime, resources={"gpus": 2})
+    priced_load(prometheus, clock, 2)
+    await scaler.round()
+    cost = condition(runtime, "CostAware")
+    assert cost is not None and (cost["status"], cost["reason"]) == ("True", "SpillPriced")
+    source = "2 per accelerator from operator setting autoscaler.acceleratorHourPrices"
+    assert f"a replica-hour costs 4 ({source}[nvidia.com/gpu] x 2 GPUs)" in cost["message"]
+    assert ("Normal", "SpillPriced", cost["message"]) in events
+    params = scaler.memory[("ns", "llama")].params
+    assert params is not None and params.cost_mode and params.replica_hour_price == 4.0
+    # Its own field wins (and a node label would win over the resource name).
+    body = api.objects[MODEL_KEY]
+    body["spec"]["autoscaling"]["acceleratorHourPrice"] = 3.0
+    body["spec"]["scheduling"] = {"nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-L4"}}
+    body["metadata"]["generation"] = 2
+    clock.now += 20  # past the status interval: the periodic write carries the new message
+    priced_load(prometheus, clock, 3)
+    await scaler.round()
+    cost = condition(runtime, "CostAware")
+    assert "a replica-hour costs 6 (3 per accelerator from spec.autoscaling" in cost["message"]
+    assert scaler.memory[("ns", "llama")].params.replica_hour_price == 6.0
+
+
+async def test_no_price_anywhere_is_price_missing_naming_every_place_never_a_scale_down(
+    setup, events
+) -> None:
+    runtime, scaler, prometheus, clock = setup
+    scaler = with_settings(scaler, runtime, accelerator_hour_prices={"amd.com/gpu": 2.0})
+    api: FakeKubeApi = runtime.api  # type: ignore[assignment]
+    api.put(ROUTE)
+    api.put(PROVIDER)
+    await start(runtime, pods=3, resources={"gpus": 1})
+    runtime.autoscaled[("ns", "llama")] = 3
+    for _ in range(5):
+        priced_load(prometheus, clock, 12)  # three replicas' worth at 4
+        await scaler.round()
+        clock.now += 2
+    cost = condition(runtime, "CostAware")
+    assert cost is not None and (cost["status"], cost["reason"]) == ("False", "PriceMissing")
+    assert "autoscaler.acceleratorHourPrices has no nvidia.com/gpu" in cost["message"]
+    assert "autoscaler.defaultAcceleratorHourPrice is unset" in cost["message"]
+    assert ("Warning", "PriceMissing", cost["message"]) in events
+    # The ordinary policy keeps the replicas the load wants.
+    assert runtime.autoscaled[("ns", "llama")] == 3
+
+
+# -- why replicas stand after a burst --------------------------------------------------------
+
+
+async def test_replicas_that_a_learned_floor_keeps_say_why_and_when_they_go(setup, events) -> None:
+    runtime, scaler, prometheus, clock = setup
+    # balanced (the default preset): a learned floor at p80 of recent bursts' wants. A 300 s
+    # scale-down delay (the default), so each burst's replicas would go within minutes.
+    await start(runtime, pods=1)
+    clock.now = 1_800_000_000.0 // 300 * 300  # at a bucket's start
+    for burst in range(6):  # a burst to 24 in flight (6 replicas' worth) every 10 min
+        for second in range(0, 600, 2):
+            load(prometheus, clock, 24 if second < 20 else 2)
+            await scaler.round()
+            clock.now += 2
+    await settle(runtime)
+    st = status(runtime)
+    limited = condition(runtime, "ScalingLimited")
+    assert limited is not None and (limited["status"], limited["reason"]) == (
+        "True",
+        "LearnedFloor",
+    )
+    floor = st["learnedFloor"]
+    assert floor > 1 and runtime.autoscaled[("ns", "llama")] >= floor
+    message = limited["message"]
+    print("\n" + message)
+    assert f"{floor} replicas stand although the load's peaks want 1 now" in message
+    assert "the balanced preset's learned floor, the 80th percentile" in message
+    assert "a burst counts half after 1 h" in message
+    assert "at this load it falls to" in message and "at about 20" in message
+    assert "spec.autoscaling.preset: economy" in message
+    assert ("Normal", "LearnedFloor") in [e[:2] for e in events]
+    # The bursts stop: the floor falls when its estimate said, and the condition follows.
+    api: FakeKubeApi = runtime.api  # type: ignore[assignment]
+    for _ in range(4 * 3600 // 20):
+        load(prometheus, clock, 2)
+        await scaler.round()
+        clock.now += 20
+        if api.objects[MODEL_KEY]["status"].get("learnedFloor", 0) <= 1:
+            break
+    limited = condition(runtime, "ScalingLimited")
+    assert (limited["status"], limited["reason"]) == ("False", "FloorAtMinimum")
+    assert status(runtime)["learnedFloor"] <= 1
+    estimate = re.search(r"falls to 1 at about (\S+)Z", message)
+    assert estimate is not None
+    said = datetime.strptime(estimate.group(1), "%Y-%m-%dT%H:%M").replace(tzinfo=UTC)
+    assert abs(clock.now - said.timestamp()) <= 20  # the round after the bucket starts
+    assert ("Normal", "FloorAtMinimum") in [e[:2] for e in events]

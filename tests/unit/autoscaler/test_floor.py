@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from inferscale.autoscaler.floor import HORIZON_HALF_LIVES, learned_floor, remember_peak
+from inferscale.autoscaler.floor import (
+    HORIZON_HALF_LIVES,
+    floor_falls,
+    learned_floor,
+    remember_peak,
+)
 from inferscale.autoscaler.policy import History, PolicyParams, Sample, decide
 
 HOUR = 3600.0
@@ -114,3 +119,25 @@ def test_a_burst_one_scrape_long_counts_in_the_floor():
     assert d is not None and "the learned floor is 6" in d.reason
     without = run(params(), [(t, 2.0) for t, _ in loads], 1)
     assert without is not None and "learned floor" not in without.reason
+
+
+def test_the_fall_estimate_replays_quiet_buckets_until_the_floor_reaches_the_load():
+    peaks = tuple((i * 300.0, 5 if i % 3 == 0 else 1) for i in range(12))
+    assert learned_floor(peaks, 3300, 0.8, HOUR) == 5
+    steps = floor_falls(peaks, 3300, 0.8, HOUR, 300, want=1, floor=5, lowest=1)
+    assert steps == ((4800, 1),)
+    # Replaying it for real gives the same: the floor is still 5 a bucket before, 1 at it.
+    replay = peaks
+    for at in range(3600, 4801, 300):
+        replay = remember_peak(replay, at, 1, 300, HOUR)
+        assert learned_floor(replay, at, 0.8, HOUR) == (1 if at >= 4800 else 5)
+    # The load wants as much as the floor, or the minimum is above it: nothing to fall.
+    assert floor_falls(peaks, 3300, 0.8, HOUR, 300, want=5, floor=5, lowest=1) == ()
+    assert floor_falls(peaks, 3300, 0.8, HOUR, 300, want=1, floor=5, lowest=5) == ()
+    # Falls in steps, each at a bucket's start, never below the minimum.
+    mixed = tuple((i * 300.0, (6, 3, 1)[i % 3]) for i in range(12))
+    steps = floor_falls(mixed, 3300, 0.8, HOUR, 300, want=1, floor=6, lowest=2)
+    assert [n for _, n in steps] == sorted({n for _, n in steps}, reverse=True)
+    assert steps[-1][1] == 2 and all(at % 300 == 0 for at, _ in steps)
+    # Within the horizon: every bucket of now is forgotten after four half-lives.
+    assert steps[-1][0] <= 3300 + HORIZON_HALF_LIVES * HOUR + 300

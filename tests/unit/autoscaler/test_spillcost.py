@@ -11,6 +11,7 @@ from inferscale.autoscaler.policy import History, PolicyParams, Sample, decide
 from inferscale.autoscaler.spillcost import (
     MAX_PRICE_PER_HOUR,
     cost_mode_problem,
+    hourly_spend_cap,
     remember_load,
     spilled_share,
     standing_for_budget,
@@ -67,6 +68,33 @@ def test_the_standing_count_keeps_the_spill_within_the_budget_and_the_cap():
     # 2 spill 3.0 per hour, 3 spill 2.0.
     assert standing_for_budget(hist, 4.0, 0.30, 10.0, 2.0) == 3
     assert standing_for_budget((), 4.0, 0.10, 10.0, None) == 0
+
+
+@pytest.mark.parametrize(
+    ("per_hour", "per_day", "cap", "words"),
+    [
+        (None, None, None, ""),
+        (2.0, None, 2.0, "spend.maxPerHour 2"),
+        (None, 24.0, 1.0, "spend.maxPerDay 24 / 24"),
+        # The tighter wins: 48 a day is 2 an hour on average, tighter than 5 an hour.
+        (5.0, 48.0, 2.0, "spend.maxPerDay 48 / 24"),
+        (1.0, 48.0, 1.0, "spend.maxPerHour 1"),
+        (None, 0.0, 0.0, "spend.maxPerDay 0 / 24"),  # no spill at all: replicas for the load
+    ],
+)
+def test_the_hourly_cap_is_the_tighter_of_the_hour_and_a_day_spread_over_24(
+    per_hour, per_day, cap, words
+):
+    assert hourly_spend_cap(per_hour, per_day) == (cap, words)
+
+
+def test_a_day_cap_keeps_more_replicas_standing_than_the_hour_cap_alone():
+    # As the test above: 2 standing spend 3.0 an hour, 3 spend 2.0, 4 spend 1.0.
+    hist = ((1, 9.0, 36.0), (5, 1.0, 20.0))
+    hour_only, _ = hourly_spend_cap(5.0, None)
+    with_day, _ = hourly_spend_cap(5.0, 24.0)  # 1 an hour on average
+    assert standing_for_budget(hist, 4.0, 0.30, 10.0, hour_only) == 1
+    assert standing_for_budget(hist, 4.0, 0.30, 10.0, with_day) == 4
 
 
 def params(**overrides) -> PolicyParams:

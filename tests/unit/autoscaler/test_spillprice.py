@@ -75,8 +75,10 @@ def test_sane_inputs_give_both_prices_and_the_cap() -> None:
 
 def test_a_replica_without_gpus_costs_the_price_once() -> None:
     no_gpu = make_model("sim", resources={"gpus": 0}, autoscaling={"acceleratorHourPrice": 0.5})
-    prices = build_spill_pricing("ns", no_gpu, ROUTE, PRICED, SEEN).prices
-    assert prices is not None and prices.replica_hour_price == 0.5
+    pricing = build_spill_pricing("ns", no_gpu, ROUTE, PRICED, SEEN)
+    assert pricing.prices is not None and pricing.prices.replica_hour_price == 0.5
+    once = "(0.5 per accelerator from spec.autoscaling.acceleratorHourPrice once for a replica"
+    assert f"{once} without GPUs)" in pricing.message
 
 
 @pytest.mark.parametrize(
@@ -187,7 +189,25 @@ def test_the_spill_route_is_the_first_route_with_the_model_as_primary_and_a_prov
         route_body("0-broken", {"role": "primary"}),
     ]
     found = spill_routes(routes)
-    assert found == {("ns", "llama"): SpillRoute("a-first", "openai", "gpt-4o-mini", 2.0)}
+    assert found == {
+        ("ns", "llama"): SpillRoute("a-first", "openai", "gpt-4o-mini", 2.0, "spend.maxPerHour 2")
+    }
+
+
+def test_the_day_cap_bounds_the_spill_spend_too_and_the_condition_says_which() -> None:
+    spill = {"provider": {"name": "openai", "model": "gpt-4o-mini"}, "role": "spillover"}
+    primary = {"inferenceModel": "llama", "role": "primary"}
+    both = route_body("chat", primary, spill, spend={"maxPerHour": 5, "maxPerDay": 36})
+    route = spill_routes([both])[("ns", "llama")]
+    assert route.spend_cap_per_hour == 1.5  # 36 / 24, tighter than 5 an hour
+    pricing = build_spill_pricing("ns", spec(), route, PRICED, SEEN)
+    assert pricing.prices is not None and pricing.prices.spend_cap_per_hour == 1.5
+    assert "spend cap 1.5 per hour (spend.maxPerDay 36 / 24)" in pricing.message
+    params = PolicyParams.from_spec(spec(), 60.0, pricing.prices)
+    assert params.spill_spend_cap_per_hour == 1.5
+    # A day cap alone counts as well.
+    day = route_body("chat", primary, spill, spend={"maxPerDay": 96})
+    assert spill_routes([day])[("ns", "llama")].spend_cap_per_hour == 4.0
 
 
 def test_the_documented_example_is_priced() -> None:

@@ -332,6 +332,7 @@ def test_status_fields():
         last_scale_time="2025-01-01T00:00:00Z",
         last_scale_reason="scaled 1 -> 2",
         signals=ObservedSignals(in_flight=3.0),
+        learned_floor=3,
     )
     st = compute_status(
         model_name="m",
@@ -349,6 +350,7 @@ def test_status_fields():
     assert st.served_name == "llama"
     assert (st.last_scale_time, st.last_scale_reason) == (prev.last_scale_time, "scaled 1 -> 2")
     assert st.signals == prev.signals
+    assert st.learned_floor == 3  # the autoscaler's, kept
 
 
 def test_transition_time_kept_while_status_unchanged():

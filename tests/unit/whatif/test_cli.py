@@ -132,6 +132,8 @@ def test_strategy_and_prompt_token_spillover_flags(trace, capsys):
         ["--spill-price-out", "-0.1"],
         ["--spend-cap", "-1"],
         ["--spend-cap", "lots"],
+        ["--spend-cap-per-day", "-1"],
+        ["--spend-cap-per-day", "nan"],
     ],
 )
 def test_impossible_numbers_are_usage_errors(trace, capsys, flag):
@@ -320,3 +322,11 @@ def test_cache_and_cold_start_together_are_a_usage_error(trace, capsys):
         main(["whatif", "--trace", str(trace), "--cache", "warm", "--cold-start", "5"])
     assert exit_info.value.code == 2
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_a_day_cap_enters_ours_cost_aware_mode_as_its_hourly_mean(trace, capsys):
+    argv = ["whatif", "--trace", str(trace), "--policies", "ours", "--json", "--spillover"]
+    argv += ["--spill-price-in", "0.15", "--spill-price-out", "0.6"]
+    assert main([*argv, "--spend-cap", "5", "--spend-cap-per-day", "24"]) == 0
+    run = json.loads(capsys.readouterr().out)["run"]
+    assert run["spill_spend_cap_per_hour"] == 1.0  # 24 / 24, tighter than 5 an hour

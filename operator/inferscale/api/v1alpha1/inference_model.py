@@ -584,7 +584,9 @@ class InferenceModelStatus(ApiModel):
     Cached, with ``cache.preload``, whether the weights are in the cache (False: the replicas
     wait, and why); CostAware whether the autoscaler weighs replicas against spilling to a
     hosted provider (False: the ordinary policy runs, and why: no spillover, a price missing or
-    out of range)."""
+    out of range); ScalingLimited whether a floor keeps replicas standing above
+    ``max(minReplicas, 1)`` after a burst (True: the floor, how it is learned and when it
+    would fall)."""
 
     last_scale_time: str | None = None
     """When the replica count last changed (RFC 3339)."""
@@ -597,6 +599,11 @@ class InferenceModelStatus(ApiModel):
 
     time_to_ready_seconds: float | None = Field(default=None, ge=0)
     """How long the last replica took from creation to Ready."""
+
+    learned_floor: int | None = Field(default=None, ge=0)
+    """Replicas the autoscaler keeps standing whatever the load wants: the learned floor of
+    the balanced and latency presets, or the cost-aware mode's spill-budget count (0: none).
+    Scale-downs stop there; the ScalingLimited condition says why, and when it would fall."""
 
     autoscaler_state: str | None = Field(default=None, max_length=65_536)
     """The autoscaler's memory (its windows' load samples, when load last fell, when it last

@@ -149,7 +149,9 @@ class SpendCaps(ApiModel):
     """Most spent per clock hour (UTC), in the providers' price currency."""
 
     max_per_day: float | None = Field(default=None, ge=0)
-    """Most spent per day (UTC)."""
+    """Most spent per day (UTC). The cost-aware autoscaler of the route's primary models plans
+    their spill within the tighter of ``maxPerHour`` and ``maxPerDay / 24`` per hour, so the
+    day's cap is not spent by noon (docs/autoscaling.md, step 7b)."""
 
     on_cap_reached: OnCapReached = "queue"
     """What happens to a request that would spill over once a cap is reached: ``queue`` sends
