@@ -41,6 +41,7 @@ from inferscale.loadtest.trace import TraceError, TraceFormat, TraceStats, read_
 
 if TYPE_CHECKING:
     from inferscale.loadtest.observe import ClusterWatch
+    from inferscale.loadtest.runner import Runner
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -94,7 +95,18 @@ def register(subparsers: Any) -> None:
             "docs/loadtest.md."
         ),
     )
-    target = p.add_argument_group("endpoint")
+    _endpoint_arguments(p.add_argument_group("endpoint"))
+    _load_arguments(p.add_argument_group("load (one of --rate, --stages, --trace)"))
+    cluster = p.add_argument_group("cluster (optional: replicas per InferenceModel)")
+    cluster.add_argument("--kubeconfig", help="default: $KUBECONFIG or ~/.kube/config")
+    cluster.add_argument("--namespace", "-n", help="InferenceModels of one namespace only")
+    cluster.add_argument("--no-cluster", action="store_true", help="do not read the cluster")
+    _output_arguments(p.add_argument_group("output"))
+    p.set_defaults(func=cmd_loadtest)
+
+
+def _endpoint_arguments(target: Any) -> None:
+    """Where the load goes, and how each request is sent."""
     target.add_argument("--url", required=True, help="base URL, e.g. http://127.0.0.1:8080")
     target.add_argument("--model", help="model name to send (default: the first /v1/models)")
     target.add_argument("--api-key", help="bearer token (default: $OPENAI_API_KEY)")
@@ -108,7 +120,9 @@ def register(subparsers: Any) -> None:
         "--ignore-eos", action="store_true", help="send ignore_eos (vLLM, SGLang; not OpenAI)"
     )
 
-    load = p.add_argument_group("load (one of --rate, --stages, --trace)")
+
+def _load_arguments(load: Any) -> None:
+    """The load's shape (rate, stages or a trace) and the requests' sizes."""
     shape = load.add_mutually_exclusive_group(required=True)
     shape.add_argument("--rate", type=_positive(float), help="Poisson arrivals, requests/s")
     shape.add_argument("--stages", help="staged rates, e.g. 30s@2,60s@20,30s@2 (or 30s@2..20)")
@@ -136,12 +150,9 @@ def register(subparsers: Any) -> None:
         help="concurrency cap; requests due beyond it are dropped (counted as failed)",
     )
 
-    cluster = p.add_argument_group("cluster (optional: replicas per InferenceModel)")
-    cluster.add_argument("--kubeconfig", help="default: $KUBECONFIG or ~/.kube/config")
-    cluster.add_argument("--namespace", "-n", help="InferenceModels of one namespace only")
-    cluster.add_argument("--no-cluster", action="store_true", help="do not read the cluster")
 
-    out = p.add_argument_group("output")
+def _output_arguments(out: Any) -> None:
+    """The live view, the summary, and when the run counts as failed."""
     out.add_argument("--json", action="store_true", help="summary as JSON on stdout")
     out.add_argument(
         "--json-file",
@@ -164,7 +175,6 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="exit 1 unless some InferenceModel scaled both up and down during the run",
     )
-    p.set_defaults(func=cmd_loadtest)
 
 
 def _fail(message: str) -> int:
@@ -309,17 +319,10 @@ async def _load(
             models = await preflight(session, base_url, headers, args.preflight_timeout)
         except Unreachable as error:
             return _fail(f"the endpoint is unreachable: {error}")
-        model = args.model
-        if model is None:
-            if not models:
-                return _fail(f"no --model given and {base_url}/v1/models lists none")
-            model = models[0]
-        elif models is not None and model not in models:
-            print(
-                f"inferscale loadtest: warning: {model!r} is not in {base_url}/v1/models "
-                f"({', '.join(models[:5]) or 'empty'}); sending anyway",
-                file=sys.stderr,
-            )
+        try:
+            model = _model(args.model, models, base_url)
+        except UsageError as error:
+            return _fail(str(error))
         target = Target(
             base_url=base_url,
             model=model,
@@ -362,23 +365,43 @@ async def _load(
             watch=watch,
             trace=plan.trace,
         )
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        try:
-            summary = await runner.run(plan.arrivals, stop)
-        finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
-            if watch is not None:
-                watch.close()
+        summary = await _run_until_signalled(runner, plan, watch)
     _report(summary, args.json, out)
     if args.json_file is not None and not _write_json_file(summary, args.json_file):
         return EXIT_FAILED
     if summary.interrupted:
         return EXIT_INTERRUPTED
     return 0 if summary.passed else EXIT_FAILED
+
+
+async def _run_until_signalled(runner: Runner, plan: _Plan, watch: ClusterWatch | None) -> Summary:
+    """Run the plan; SIGINT or SIGTERM ends it early, and the summary still comes."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        return await runner.run(plan.arrivals, stop)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        if watch is not None:
+            watch.close()
+
+
+def _model(given: str | None, models: list[str] | None, base_url: str) -> str:
+    """The model to send: ``--model``, else the endpoint's first (a warning if it lacks it)."""
+    if given is None:
+        if not models:
+            raise UsageError(f"no --model given and {base_url}/v1/models lists none")
+        return models[0]
+    if models is not None and given not in models:
+        print(
+            f"inferscale loadtest: warning: {given!r} is not in {base_url}/v1/models "
+            f"({', '.join(models[:5]) or 'empty'}); sending anyway",
+            file=sys.stderr,
+        )
+    return given
 
 
 def _watch(args: argparse.Namespace) -> ClusterWatch | None:
