@@ -9,6 +9,8 @@ prints the perfect-cache oracle beside it, so a miss reads against what is possi
    every load (``--speedups``) in every window (``--starts``), GPU cache only.
 2. With a host tier of 4x the GPU cache on every replica (both strategies), mean TTFT <= 0.5x
    at 1.5x load on the conversation trace; if not, the oracle's ratio is the workload's bound.
+   The check is window 0 (``--requests`` rows from row 0); the whole trace is printed after it
+   for reference (``--whole-trace``, on by default), with its own oracle, and decides nothing.
 3. The prefix-sharing mix (``prefix_workload.py``, defaults): mean TTFT <= 0.5x, and the
    busiest replica serves <= 1.25x the mean number of requests.
 
@@ -90,20 +92,31 @@ def never_loses(args: argparse.Namespace) -> bool:
     return all_ok
 
 
-def host_tier(args: argparse.Namespace) -> bool:
-    """Target 2: a 4x host tier at 1.5x load, window 0."""
-    rows = read_rows(args.trace, 0, args.requests)
+def host_tier_rows(args: argparse.Namespace, rows: list[Row], label: str) -> bool:
+    """Target 2's figures over ``rows``: a 4x host tier at 1.5x load; whether <= 0.5x."""
     r = compare(rows, 1.5, 4.0, args.replicas)
     mean = ratio(r, CANDIDATE, "ttft_mean_ms")
-    bound = ratio(r, "oracle", "ttft_mean_ms")
     ok = mean <= 0.5
     print(
-        f"target 2 host tier 4x, speed-up 1.5: mean {mean:.2f}x (<= 0.5); the oracle "
-        f"(unbounded cache, best placement) reaches {bound:.2f}x; hit rate "
+        f"target 2 {label}, host tier 4x, speed-up 1.5: mean {mean:.3f}x (<= 0.5), p95 "
+        f"{ratio(r, CANDIDATE, 'ttft_p95_ms'):.3f}x; the oracle (unbounded cache, best "
+        f"placement) reaches {ratio(r, 'oracle', 'ttft_mean_ms'):.3f}x (p95 "
+        f"{ratio(r, 'oracle', 'ttft_p95_ms'):.3f}x); hit rate "
         f"{r[CANDIDATE]['prefix_hit_rate']} (host {r[CANDIDATE]['host_hit_rate']}) against "
         f"{r[BASE]['prefix_hit_rate']} {verdict(ok)}",
         flush=True,
     )
+    return ok
+
+
+def host_tier(args: argparse.Namespace) -> bool:
+    """Target 2 on window 0 (the check), then on the whole trace (reference only)."""
+    rows = read_rows(args.trace, 0, args.requests)
+    ok = host_tier_rows(args, rows, f"window 0 (rows 0-{len(rows) - 1}; the check)")
+    if args.whole_trace:
+        rows = read_rows(args.trace, 0, 0)
+        print(json.dumps({"window": "whole trace", **reuse(rows)}), flush=True)
+        host_tier_rows(args, rows, f"whole trace (rows 0-{len(rows) - 1}; reference only)")
     return ok
 
 
@@ -136,6 +149,12 @@ def main() -> int:
     ap.add_argument("--mix-speedup", type=float, default=2.0)
     ap.add_argument("--replicas", type=int, default=4)
     ap.add_argument("--only", choices=("1", "2", "3"), help="run one target")
+    ap.add_argument(
+        "--whole-trace",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="after target 2's window 0, print it over every row too (reference only)",
+    )
     args = ap.parse_args()
     checks = {"1": never_loses, "2": host_tier, "3": prefix_mix}
     passed = {k: f(args) for k, f in checks.items() if args.only in (None, k)}

@@ -25,6 +25,7 @@ above its rows.
   .venv/bin/python bench/routing/virtual.py                          # speedups 1..3, window 0
   .venv/bin/python bench/routing/virtual.py --starts 0,3000,6000,9000 --requests 1500
   .venv/bin/python bench/routing/virtual.py --speedups 1.5 --host-factor 4
+  .venv/bin/python bench/routing/virtual.py --requests 0 --speedups 1.5 --host-factor 4  # all rows
   .venv/bin/python bench/routing/virtual.py --workload mix --speedups 1,2,3
 """
 
@@ -354,7 +355,9 @@ def main() -> int:
     ap.add_argument("--trace", default=str(default_trace()))
     ap.add_argument("--workload", choices=("trace", "mix"), default="trace")
     ap.add_argument("--starts", default="0", help="first trace rows, comma-separated")
-    ap.add_argument("--requests", type=int, default=900)
+    ap.add_argument(
+        "--requests", type=int, default=900, help="rows per window (0: to the trace's end)"
+    )
     ap.add_argument("--speedups", default="1,1.5,2,2.5,3")
     add_workload_arguments(ap)
     prefix_workload.add_arguments(ap)

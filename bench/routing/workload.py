@@ -80,11 +80,12 @@ class Row:
 
 
 def read_rows(path: Path | str, start: int, count: int) -> list[Row]:
-    """``count`` rows from row ``start`` of a Mooncake JSONL file."""
+    """``count`` rows from row ``start`` of a Mooncake JSONL file (``count`` 0: to the end)."""
+    stop = start + count if count > 0 else None
     with open(path) as f:
         return [
             Row(d["timestamp"] / 1000, d["input_length"], d["output_length"], tuple(d["hash_ids"]))
-            for d in map(json.loads, itertools.islice(f, start, start + count))
+            for d in map(json.loads, itertools.islice(f, start, stop))
         ]
 
 
