@@ -148,7 +148,9 @@ def _normalise(text: str) -> str:
             out.append(f" {char} ")
         else:
             out.append(char)
-    lowered = "".join(out).lower()
+    # str.lower() writes a capital sigma that ends a word as the final form (ς), a context rule
+    # of Unicode's; the reference lower-cases one character at a time, which always gives σ.
+    lowered = "".join(out).replace("Σ", "σ").lower()
     decomposed = unicodedata.normalize("NFD", lowered)
     return "".join(c for c in decomposed if unicodedata.category(c) != "Mn")
 

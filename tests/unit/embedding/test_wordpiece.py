@@ -131,6 +131,7 @@ def test_real_text_tokenizes_as_the_reference(pair) -> None:  # type: ignore[no-
         "naïve café résumé, emoji 🙂, replacement \ufffd char",
         "x" * 150 + " short",
         "What's 2+2? Let f(x) = x^2; find f'(3).",
+        "AΣ ΟΔΟΣ Σ",  # a capital sigma ending a word: found by the generated test below
     ]
     stsb = SHARED_DATA / "semantic-cache" / "stsb-en-dev.csv"
     if stsb.is_file():  # the shared evaluation data, where this checkout sits beside it
