@@ -71,6 +71,7 @@ from inferscale.autoscaler.spillcost import (
     cost_mode_problem,
     remember_load,
     standing_for_budget,
+    token_floor,
 )
 
 if TYPE_CHECKING:
@@ -342,6 +343,10 @@ class Sample:
     pending_prompt_tokens: float | None = None
     """Prompt tokens of the requests without a first token yet (queued or in prefill, held
     ones included); None: no source counts them."""
+    spilled_token_share: float | None = None
+    """The share of the model's tokens (prompt and output) that spillover backends answered
+    over the last :data:`~inferscale.autoscaler.spillcost.SPILL_SHARE_WINDOW_S` (the routers'
+    counters); None: unknown (no router counts them, or no tokens in the window)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -710,6 +715,8 @@ class _Assessment:
     """The load in words, for the reason."""
     where: str
     """The target and window in words, for the reason."""
+    floor_why: str = ""
+    """Why the learned floor is what it is, when the spilled token share sets it."""
 
     def change(
         self, replicas: int, action: Action, why: str, win: Window | None = None
@@ -783,14 +790,7 @@ def _assess(
 ) -> _Assessment:
     """The windows, panic, and what the load wants, from a usable sample."""
     target = params.target_in_flight_per_replica
-    raw = float(sample.in_flight or 0) + sample.held
-    kv = sample.kv_cache_usage
-    saturated = kv is not None and sample.ready > 0 and kv > params.kv_cache_saturation
-    # A KV-full replica is at capacity whatever its request count (long contexts).
-    load = max(raw, sample.ready * target) if saturated else raw
-    work = _work_load(params, sample)
-    by_work = work > load
-    load = max(load, work)
+    raw, load, saturated, by_work = _sample_load(params, sample)
 
     # A gap in the observations means the delays were not watched: they restart now.
     low_since, idle_since = history.low_since, history.idle_since
@@ -821,10 +821,12 @@ def _assess(
     # The sample's own want too: a burst that arrives at once and is served before the next
     # scrape barely moves even the panic window's mean, but it needed those replicas standing.
     peaks, learned = _learn(params, history.peaks, now, max(peak_want, params.wanted(load)))
-    load_hist, standing = _learn_spill(params, history, sample, load)
+    load_hist, standing, token, token_why = _learn_spill(params, history, sample, load, current)
     # Cost-aware: the budget's count replaces the learned floor (they work against each other).
-    learned = standing if params.cost_mode else learned
+    learned = max(standing, token) if params.cost_mode else learned
     over_since, desired, spilling = _spill_or_scale(params, history, now, current, desired)
+    if token > desired:  # the observed spill is over the budget in tokens: a lasting excess
+        desired, spilling = token, f"{spilling}; {token_why}"
 
     new_history = History(
         samples=tuple(kept),
@@ -857,7 +859,19 @@ def _assess(
         )
         + spilling,
         where=f"target {_num(target)} per replica ({window} window)",
+        floor_why=token_why if token >= standing else "",
     )
+
+
+def _sample_load(params: PolicyParams, sample: Sample) -> tuple[float, float, bool, bool]:
+    """``(raw, load, KV-saturated, sized by work)``: in flight plus held, and the load."""
+    raw = float(sample.in_flight or 0) + sample.held
+    kv = sample.kv_cache_usage
+    saturated = kv is not None and sample.ready > 0 and kv > params.kv_cache_saturation
+    # A KV-full replica is at capacity whatever its request count (long contexts).
+    load = max(raw, sample.ready * params.target_in_flight_per_replica) if saturated else raw
+    work = _work_load(params, sample)
+    return raw, max(load, work), saturated, work > load
 
 
 def _panic_until(
@@ -932,11 +946,12 @@ def _spill_or_scale(
 
 
 def _learn_spill(
-    params: PolicyParams, history: History, sample: Sample, load: float
-) -> tuple[LoadHist, int]:
-    """The cost-aware mode's load histogram with this sample, and the count it keeps."""
+    params: PolicyParams, history: History, sample: Sample, load: float, current: int
+) -> tuple[LoadHist, int, int, str]:
+    """The cost-aware mode's load histogram with this sample, the count it keeps, and the
+    count the observed spilled token share asks for with why (:func:`token_floor`)."""
     if not params.cost_mode:
-        return (), 0
+        return (), 0, 0, ""
     hist = history.load_hist
     last = history.last_sample_at
     if last is None or sample.at > last:
@@ -952,7 +967,13 @@ def _learn_spill(
         params.spill_price_per_replica_hour or 0.0,
         params.spill_spend_cap_per_hour,
     )
-    return hist, params.clamp(standing)
+    share = sample.spilled_token_share
+    if share is not None and (not _finite(share) or not 0 <= share <= 1):
+        share = None  # bad data never raises: the histogram alone rules
+    last = history.last_change_at
+    since = None if last is None else sample.at - last
+    token, why = token_floor(share, params.spill_share_budget, current, since)
+    return hist, params.clamp(standing), min(token, params.max_replicas), why
 
 
 def _learn(params: PolicyParams, peaks: Peaks, now: float, peak_want: int) -> tuple[Peaks, int]:
@@ -1089,8 +1110,9 @@ def _scale_down(params: PolicyParams, sample: Sample, a: _Assessment) -> Decisio
     current = a.current
     floor = max(params.min_replicas, 1, a.learned)
     if current <= floor:
-        if a.learned > max(params.min_replicas, 1):
-            return a.hold(f"{a.what}; the learned floor is {floor} ({_floor_words(params)})")
+        if a.learned > max(params.min_replicas, 1) or a.floor_why:
+            why = a.floor_why or _floor_words(params)
+            return a.hold(f"{a.what}; the learned floor is {floor} ({why})")
         return a.hold(f"{a.what}; at the floor of {floor}")
     if a.panic:
         return a.hold(f"{a.what} wants {a.peak_want}, but no scale-down in panic")

@@ -20,6 +20,16 @@ decayed load. With ``n`` replicas standing, what spills at a sample of load ``L`
 ``spill_share_budget`` and whose spill spend is within the route's cap per hour
 (:func:`hourly_spend_cap`: the tighter of ``spend.maxPerHour`` and ``spend.maxPerDay / 24``).
 
+The histogram counts load in requests in flight (or their work), but the route also spills a
+prompt that no replica can prefill within the SLO (``spillover.promptTokensPerReplica``), and
+those are the long ones: the share of the *tokens* spilled can be twice the share of the load
+the histogram predicts (Mooncake's conversation trace: 6.66 % of the requests, 13.3 % of the
+tokens). So the routers' spilled-token counters correct it (:func:`token_floor`): while the
+share of the tokens spilled over the last :data:`SPILL_SHARE_WINDOW_S` exceeds the budget, and
+that window has seen only the replicas set now, one more replica stands; while it is not well
+within (above :data:`TOKEN_SHARE_RELEASE` of the budget) none goes; once it is, the histogram's
+count rules again. Without the counters (no router, an older one) the histogram alone rules.
+
 A gap in the observations adds nothing and a lost history has no bucket: the count is then
 the ordinary floor (``max(minReplicas, 1)``), and the stable window still scales up for a load
 that lasts; so a gap never scales a loaded model to zero.
@@ -42,6 +52,15 @@ per million) and ignored: the mode falls back to the ordinary policy."""
 
 MIN_WEIGHT: Final = 1e-9
 """Buckets whose decayed weight falls below this are dropped."""
+
+SPILL_SHARE_WINDOW_S: Final = 300.0
+"""The window of the observed spilled token share (the routers' counters as a rate over it;
+the what-if simulator's scrapes over the same span): long enough to hold a few bursts, short
+enough that a correction shows within a few of them."""
+
+TOKEN_SHARE_RELEASE: Final = 0.5
+"""The observed spilled token share is well within the budget below this fraction of it: the
+hysteresis that keeps one replica from coming and going at the budget's edge."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,3 +185,29 @@ def standing_for_budget(
         if share <= share_budget + 1e-12 and within_cap:
             return standing
     return top
+
+
+def token_floor(
+    share: float | None,
+    budget: float,
+    current: int,
+    since_change: float | None,
+    window_s: float = SPILL_SHARE_WINDOW_S,
+) -> tuple[int, str]:
+    """The standing count the observed spilled token share asks for (0: none), and why.
+
+    ``share`` is the share of the model's tokens (prompt and output) spilled over the last
+    ``window_s`` (None: unknown, the histogram alone rules); ``since_change`` the seconds
+    since the replica count last changed (None: never). Over the budget, one more than
+    ``current`` once the window has seen only ``current`` (a raise before that would answer
+    a share that the last change has not had time to move), else ``current``; above
+    :data:`TOKEN_SHARE_RELEASE` of the budget, ``current`` (none goes); well within it, 0.
+    """
+    if share is None or current < 1:
+        return 0, ""
+    spilled = f"{share:.1%} of the tokens spilled in the last {window_s:.0f} s"
+    if share > budget and (since_change is None or since_change >= window_s):
+        return current + 1, f"{spilled}, over the {budget:.0%} budget: one more stands"
+    if share > budget * TOKEN_SHARE_RELEASE:
+        return current, f"{spilled}, not well within the {budget:.0%} budget"
+    return 0, ""

@@ -15,6 +15,7 @@ from inferscale.autoscaler.spillcost import (
     remember_load,
     spilled_share,
     standing_for_budget,
+    token_floor,
 )
 
 HOUR = 3600.0
@@ -113,12 +114,16 @@ def params(**overrides) -> PolicyParams:
     return PolicyParams(**base)
 
 
-def run(p: PolicyParams, loads, current: int, history=None):
-    """Decide at each (time, load), applying each decision; every decision."""
+def run(p: PolicyParams, loads, current: int, history=None, share=None):
+    """Decide at each (time, load), applying each decision; every decision.
+
+    ``share``: the spilled token share every sample reports (None: no router counts it).
+    """
     h = history or History()
     out = []
     for at, load in loads:
-        d = decide(p, h, Sample(at=at, in_flight=load, ready=current), at, current)
+        sample = Sample(at=at, in_flight=load, ready=current, spilled_token_share=share)
+        d = decide(p, h, sample, at, current)
         h, current = d.history, d.replicas
         out.append(d)
     return out
@@ -241,3 +246,62 @@ def test_the_cost_aware_mode_sheds_an_idle_replica_after_the_break_even():
     assert first_down["ordinary"] - 120 >= 300
     ds = run(cheap, loads, 8)
     assert any("of the 150 s scale-down delay" in d.reason for d in ds)
+
+
+@pytest.mark.parametrize(
+    ("share", "since_change", "expected"),
+    [
+        (None, None, 0),  # no counters: the histogram alone rules
+        (0.13, None, 4),  # over the 8 % budget, never changed: one more
+        (0.13, 300.0, 4),  # the whole window has seen the 3 set now
+        (0.13, 120.0, 3),  # a change 2 min ago: the window has not caught up, none goes
+        (0.06, 10.0, 3),  # within the budget but not well within: none goes
+        (0.04, 10.0, 0),  # well within (half the budget): released
+        (0.0, None, 0),
+    ],
+)
+def test_the_token_floor_raises_over_the_budget_holds_near_it_and_releases_well_within(
+    share, since_change, expected
+):
+    floor, why = token_floor(share, 0.08, 3, since_change)
+    assert floor == expected
+    assert (why != "") == (expected != 0)
+    assert token_floor(0.5, 0.08, 0, None) == (0, "")  # at zero the held queue rules
+
+
+def steady(load: float, seconds: float, start: float = 0.0):
+    return [(float(t), load) for t in range(int(start), int(start + seconds), 2)]
+
+
+def test_tokens_spilled_over_the_budget_add_a_replica_once_per_window():
+    # One replica's worth of requests in flight: the histogram keeps 1, but the routers see
+    # 13 % of the tokens spill (the long prompts): one more stands, and another only after
+    # the window has seen the new count.
+    ds = run(params(spill_share_budget=0.08), steady(4.0, 700), 2, share=0.13)
+    ups = [(d.history.last_change_at, d.replicas) for d in ds if d.action == "scale-up"]
+    assert ups == [(0.0, 3), (300.0, 4), (600.0, 5)]
+    assert "13.0% of the tokens spilled in the last 300 s, over the 8% budget" in ds[0].reason
+
+
+def test_a_share_near_the_budget_keeps_the_replicas_and_well_within_lets_them_go():
+    loads = steady(4.0, 700)
+    near = run(params(spill_share_budget=0.08), loads, 4, share=0.06)
+    assert all(d.replicas == 4 for d in near)
+    assert "the learned floor is 4 (6.0% of the tokens spilled" in near[-1].reason
+    within = run(params(spill_share_budget=0.08), loads, 4, share=0.02)
+    assert within[-1].replicas < 4
+
+
+@pytest.mark.parametrize("share", [None, math.nan, -0.1, 1.5])
+def test_no_or_bad_token_share_is_todays_policy(share):
+    loads = steady(4.0, 700) + steady(40.0, 200, 700)
+    p = params(spill_share_budget=0.08)
+    today = [(d.replicas, d.reason) for d in run(p, loads, 4)]
+    assert [(d.replicas, d.reason) for d in run(p, loads, 4, share=share)] == today
+
+
+def test_the_ordinary_policy_ignores_the_token_share():
+    loads = steady(4.0, 700)
+    p = params(cost_aware=False)
+    today = [(d.replicas, d.reason) for d in run(p, loads, 4)]
+    assert [(d.replicas, d.reason) for d in run(p, loads, 4, share=0.5)] == today
