@@ -68,8 +68,10 @@ from inferscale.autoscaler.presets import PRESETS
 from inferscale.autoscaler.spillcost import (
     LoadHist,
     SpillPrices,
+    TokenSpill,
     cost_mode_problem,
     remember_load,
+    remember_tokens,
     standing_for_budget,
     token_floor,
 )
@@ -347,6 +349,9 @@ class Sample:
     """The share of the model's tokens (prompt and output) that spillover backends answered
     over the last :data:`~inferscale.autoscaler.spillcost.SPILL_SHARE_WINDOW_S` (the routers'
     counters); None: unknown (no router counts them, or no tokens in the window)."""
+    token_rate: float | None = None
+    """Tokens per second of the model over the same window (its engines' and the spilled):
+    the share's weight in the cost-aware mode's long-run share; None: weight 1."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -374,6 +379,15 @@ class History:
     over_since: float | None = None
     """The load has wanted more replicas than there are since then (the cost-aware mode
     spills such an excess until it has lasted long enough to be worth a replica)."""
+    unsettled_at: float | None = None
+    """The last scale-up, or the last sample with fewer replicas ready than set or some
+    starting (cost-aware mode): once it is a window old, every count the spilled token share's
+    window saw was at least the count set now."""
+    token_spill: TokenSpill = (0.0, 0.0)
+    """The cost-aware mode's long-run spilled token share, decayed
+    (:func:`~inferscale.autoscaler.spillcost.remember_tokens`)."""
+    token_since: float | None = None
+    """The first sample with a spilled token share (the long-run share's age)."""
 
     def to_json(self) -> str:
         """Compact JSON; :meth:`from_json` reads it back."""
@@ -389,6 +403,9 @@ class History:
                 "peaks": [[at, n] for at, n in self.peaks],
                 "load_hist": [[k, w, y] for k, w, y in self.load_hist],
                 "over_since": self.over_since,
+                "unsettled_at": self.unsettled_at,
+                "token_spill": list(self.token_spill),
+                "token_since": self.token_since,
             },
             separators=(",", ":"),
         )
@@ -438,6 +455,9 @@ class History:
             idle_since=time_field("idle_since"),
             last_change_at=time_field("last_change_at"),
             over_since=time_field("over_since"),
+            unsettled_at=time_field("unsettled_at"),
+            token_spill=_token_spill_field(data),
+            token_since=time_field("token_since"),
             recent_wants=tuple(wants),
             last_sample_at=time_field("last_sample_at"),
             peaks=_counts_field(data, "peaks"),
@@ -478,6 +498,18 @@ def _counts_field(data: dict[str, object], name: str) -> tuple[tuple[float, int]
             raise ValueError(f"history.{name} holds a bad entry: {item!r}")
         pairs.append((float(item[0]), item[1]))
     return tuple(pairs)
+
+
+def _token_spill_field(data: dict[str, object]) -> TokenSpill:
+    """The ``token_spill`` of a history's JSON (absent: none).
+
+    Raises:
+        ValueError: not two finite numbers >= 0.
+    """
+    raw = data.get("token_spill", [0.0, 0.0])
+    if not isinstance(raw, list) or len(raw) != 2 or not all(_finite(v) and v >= 0 for v in raw):
+        raise ValueError(f"history.token_spill must be two numbers >= 0, got {raw!r}")
+    return float(raw[0]), float(raw[1])
 
 
 def _load_hist_field(data: dict[str, object]) -> LoadHist:
@@ -728,6 +760,9 @@ class _Assessment:
         else:
             low = _low_since(self.wants, replicas)
         moved = replace(self.history, last_change_at=self.now, low_since=low)
+        if replicas > self.current and moved.token_since is not None:
+            # The spilled token share's window now holds a smaller count than the one set.
+            moved = replace(moved, unsettled_at=self.now)
         reason = f"scaled {self.current} -> {replicas}: {why}"
         return Decision(
             replicas,
@@ -821,13 +856,14 @@ def _assess(
     # The sample's own want too: a burst that arrives at once and is served before the next
     # scrape barely moves even the panic window's mean, but it needed those replicas standing.
     peaks, learned = _learn(params, history.peaks, now, max(peak_want, params.wanted(load)))
-    load_hist, standing, token, token_why = _learn_spill(params, history, sample, load, current)
+    load_hist, standing, (token, token_why, kept_tokens) = _learn_spill(
+        params, history, sample, load, current
+    )
     # Cost-aware: the budget's count replaces the learned floor (they work against each other).
     learned = max(standing, token) if params.cost_mode else learned
     over_since, desired, spilling = _spill_or_scale(params, history, now, current, desired)
     if token > desired:  # the observed spill is over the budget in tokens: a lasting excess
         desired, spilling = token, f"{spilling}; {token_why}"
-
     new_history = History(
         samples=tuple(kept),
         panic_until=panic_until,
@@ -839,6 +875,9 @@ def _assess(
         peaks=peaks,
         load_hist=load_hist,
         over_since=over_since,
+        unsettled_at=kept_tokens.unsettled_at,
+        token_spill=kept_tokens.token_spill,
+        token_since=kept_tokens.token_since,
     )
     return _Assessment(
         now=now,
@@ -947,13 +986,13 @@ def _spill_or_scale(
 
 def _learn_spill(
     params: PolicyParams, history: History, sample: Sample, load: float, current: int
-) -> tuple[LoadHist, int, int, str]:
-    """The cost-aware mode's load histogram with this sample, the count it keeps, and the
-    count the observed spilled token share asks for with why (:func:`token_floor`)."""
+) -> tuple[LoadHist, int, tuple[int, str, _TokenState]]:
+    """The mode's load histogram with this sample, its count, and :func:`_token_floor`'s."""
     if not params.cost_mode:
-        return (), 0, 0, ""
+        return (), 0, (0, "", _TokenState())
     hist = history.load_hist
     last = history.last_sample_at
+    elapsed: float | None = None  # None: the sample was seen before
     if last is None or sample.at > last:
         # After a gap (or with no history) nothing decays: a gap is not evidence.
         gap = last is None or sample.at - last > params.stale_after_s
@@ -967,13 +1006,50 @@ def _learn_spill(
         params.spill_price_per_replica_hour or 0.0,
         params.spill_spend_cap_per_hour,
     )
-    share = sample.spilled_token_share
+    token = _token_floor(params, history, sample, current, elapsed)
+    return hist, params.clamp(standing), token
+
+
+@dataclass(frozen=True, slots=True)
+class _TokenState:
+    """What the token correction keeps in the history."""
+
+    unsettled_at: float | None = None
+    token_spill: TokenSpill = (0.0, 0.0)
+    token_since: float | None = None
+
+
+def _token_floor(
+    params: PolicyParams, history: History, sample: Sample, current: int, elapsed: float | None
+) -> tuple[int, str, _TokenState]:
+    """The count the observed spilled token shares ask for, why, and the state to keep.
+
+    The long-run share's sums take this sample unless ``elapsed`` is None (seen before).
+    Every count the recent window saw was at least the count set now once the last sample
+    with a replica missing or starting (a scale-up landing a start-up later) is a window
+    old: its share is then at most what the count set now spills alone.
+    """
+    unsettled = sample.ready < current or sample.starting > 0
+    unsettled_at = sample.at if unsettled else history.unsettled_at
+    share, rate = sample.spilled_token_share, sample.token_rate
     if share is not None and (not _finite(share) or not 0 <= share <= 1):
         share = None  # bad data never raises: the histogram alone rules
-    last = history.last_change_at
-    since = None if last is None else sample.at - last
-    token, why = token_floor(share, params.spill_share_budget, current, since)
-    return hist, params.clamp(standing), min(token, params.max_replicas), why
+    acc = history.token_spill
+    if share is not None and elapsed is not None:
+        weight = rate if rate is not None and _finite(rate) and rate > 0 else 1.0
+        acc = remember_tokens(acc, elapsed, share, weight, params.spill_history_half_life_s)
+    token_since = history.token_since
+    if share is not None and token_since is None:
+        token_since = sample.at
+    # The long-run share is the budget's measure once its history spans half a half-life;
+    # before that it is its first minutes (a start-up transient), and only holds act.
+    mature = token_since is not None and (
+        sample.at - token_since >= params.spill_history_half_life_s / 2
+    )
+    overall = acc[0] / acc[1] if acc[1] > 0 and mature else None
+    since = None if unsettled_at is None else sample.at - unsettled_at
+    token, why = token_floor(share, overall, params.spill_share_budget, current, since)
+    return min(token, params.max_replicas), why, _TokenState(unsettled_at, acc, token_since)
 
 
 def _learn(params: PolicyParams, peaks: Peaks, now: float, peak_want: int) -> tuple[Peaks, int]:

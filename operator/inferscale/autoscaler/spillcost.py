@@ -24,11 +24,16 @@ The histogram counts load in requests in flight (or their work), but the route a
 prompt that no replica can prefill within the SLO (``spillover.promptTokensPerReplica``), and
 those are the long ones: the share of the *tokens* spilled can be twice the share of the load
 the histogram predicts (Mooncake's conversation trace: 6.66 % of the requests, 13.3 % of the
-tokens). So the routers' spilled-token counters correct it (:func:`token_floor`): while the
-share of the tokens spilled over the last :data:`SPILL_SHARE_WINDOW_S` exceeds the budget, and
-that window has seen only the replicas set now, one more replica stands; while it is not well
-within (above :data:`TOKEN_SHARE_RELEASE` of the budget) none goes; once it is, the histogram's
-count rules again. Without the counters (no router, an older one) the histogram alone rules.
+tokens). So the routers' spilled-token counters correct it (:func:`token_floor`), on two
+horizons: the share of the tokens spilled over the recent window
+(:data:`SPILL_SHARE_WINDOW_S`: what the replicas set now spill) and the budget's own, the
+recent shares weighted by their tokens and decayed with the histogram's half-life
+(:func:`remember_tokens`). While both exceed the budget, and the recent window has seen only
+the replicas set now, one more replica stands; while both are above
+:data:`TOKEN_SHARE_RELEASE` of the budget, none goes; otherwise the histogram's count rules. A
+burst that spills over the budget for a few minutes of an hour within it raises nothing, and a
+past excess no longer spilling holds nothing. Without the counters (no router, an older one)
+the histogram alone rules.
 
 A gap in the observations adds nothing and a lost history has no bucket: the count is then
 the ordinary floor (``max(minReplicas, 1)``), and the stable window still scales up for a load
@@ -46,6 +51,10 @@ from typing import Final
 LoadHist = tuple[tuple[int, float, float], ...]
 """``(k, decayed samples, decayed load)`` per bucket, ``k`` ascending."""
 
+TokenSpill = tuple[float, float]
+"""``(decayed spilled tokens, decayed tokens)``: the recent windows' tokens per second, summed
+per sample (:func:`remember_tokens`)."""
+
 MAX_PRICE_PER_HOUR: Final = 1_000_000.0
 """A price per hour above this is taken for a unit mistake (cents for dollars, per token for
 per million) and ignored: the mode falls back to the ordinary policy."""
@@ -53,10 +62,10 @@ per million) and ignored: the mode falls back to the ordinary policy."""
 MIN_WEIGHT: Final = 1e-9
 """Buckets whose decayed weight falls below this are dropped."""
 
-SPILL_SHARE_WINDOW_S: Final = 300.0
-"""The window of the observed spilled token share (the routers' counters as a rate over it;
-the what-if simulator's scrapes over the same span): long enough to hold a few bursts, short
-enough that a correction shows within a few of them."""
+SPILL_SHARE_WINDOW_S: Final = 600.0
+"""The recent window of the observed spilled token share (the routers' and the engines' token
+counters as rates over it, the window of the cost-aware mode's throughput reads; the what-if
+simulator's scrapes over the same span): long enough to hold a few bursts."""
 
 TOKEN_SHARE_RELEASE: Final = 0.5
 """The observed spilled token share is well within the budget below this fraction of it: the
@@ -187,27 +196,48 @@ def standing_for_budget(
     return top
 
 
+def remember_tokens(
+    acc: TokenSpill, elapsed_s: float, share: float, tokens_per_s: float, half_life_s: float
+) -> TokenSpill:
+    """``acc`` decayed over ``elapsed_s`` with one recent window's share and token rate added.
+
+    Weighted by the tokens, a quiet window (few tokens, none spilled) does not dilute a busy
+    one's spill. ``elapsed_s`` is 0 after a gap, as in :func:`remember_load`.
+    """
+    decay = 0.5 ** (max(elapsed_s, 0.0) / half_life_s)
+    return acc[0] * decay + share * tokens_per_s, acc[1] * decay + tokens_per_s
+
+
 def token_floor(
-    share: float | None,
+    recent: float | None,
+    overall: float | None,
     budget: float,
     current: int,
-    since_change: float | None,
+    since_settled: float | None,
     window_s: float = SPILL_SHARE_WINDOW_S,
 ) -> tuple[int, str]:
-    """The standing count the observed spilled token share asks for (0: none), and why.
+    """The standing count the observed spilled token shares ask for (0: none), and why.
 
-    ``share`` is the share of the model's tokens (prompt and output) spilled over the last
-    ``window_s`` (None: unknown, the histogram alone rules); ``since_change`` the seconds
-    since the replica count last changed (None: never). Over the budget, one more than
-    ``current`` once the window has seen only ``current`` (a raise before that would answer
-    a share that the last change has not had time to move), else ``current``; above
-    :data:`TOKEN_SHARE_RELEASE` of the budget, ``current`` (none goes); well within it, 0.
+    ``recent`` is the share of the model's tokens (prompt and output) spilled over the last
+    ``window_s`` (None: unknown, the histogram alone rules), ``overall`` the share over the
+    budget's horizon (:func:`remember_tokens`; None: not known yet, so no raise);
+    ``since_settled`` the seconds since a replica last was missing or starting (None: never).
+
+    - Both over the budget, and every count the recent window saw at least ``current``
+      (``since_settled >= window_s``, so ``current`` alone would spill at least as much):
+      ``current + 1``, one more replica.
+    - ``recent`` above :data:`TOKEN_SHARE_RELEASE` of the budget: ``current``, none goes (a
+      step down would spill more, and a past excess no longer spilling holds nothing).
+    - Otherwise 0: the histogram's count rules.
     """
-    if share is None or current < 1:
+    if recent is None or current < 1:
         return 0, ""
-    spilled = f"{share:.1%} of the tokens spilled in the last {window_s:.0f} s"
-    if share > budget and (since_change is None or since_change >= window_s):
+    spilled = f"{recent:.1%} of the tokens spilled in the last {window_s:.0f} s"
+    if overall is not None:
+        spilled += f", {overall:.1%} over the last hours"
+    settled = since_settled is None or since_settled >= window_s
+    if overall is not None and min(recent, overall) > budget and settled:
         return current + 1, f"{spilled}, over the {budget:.0%} budget: one more stands"
-    if share > budget * TOKEN_SHARE_RELEASE:
+    if recent > budget * TOKEN_SHARE_RELEASE:
         return current, f"{spilled}, not well within the {budget:.0%} budget"
     return 0, ""

@@ -13,6 +13,7 @@ from inferscale.autoscaler.spillcost import (
     cost_mode_problem,
     hourly_spend_cap,
     remember_load,
+    remember_tokens,
     spilled_share,
     standing_for_budget,
     token_floor,
@@ -249,24 +250,26 @@ def test_the_cost_aware_mode_sheds_an_idle_replica_after_the_break_even():
 
 
 @pytest.mark.parametrize(
-    ("share", "since_change", "expected"),
+    ("recent", "overall", "since_settled", "expected"),
     [
-        (None, None, 0),  # no counters: the histogram alone rules
-        (0.13, None, 4),  # over the 8 % budget, never changed: one more
-        (0.13, 300.0, 4),  # the whole window has seen the 3 set now
-        (0.13, 120.0, 3),  # a change 2 min ago: the window has not caught up, none goes
-        (0.06, 10.0, 3),  # within the budget but not well within: none goes
-        (0.04, 10.0, 0),  # well within (half the budget): released
-        (0.0, None, 0),
+        (None, 0.20, None, 0),  # no counters: the histogram alone rules
+        (0.13, 0.10, None, 4),  # both over the 8 % budget, never unsettled: one more
+        (0.13, 0.10, 600.0, 4),  # the whole window has seen at least the 3 set now
+        (0.13, 0.10, 120.0, 3),  # a scale-up 2 min ago: the window still holds fewer
+        (0.13, 0.05, None, 3),  # a burst over a long run within the budget: none goes
+        (0.13, None, None, 3),  # the long run not known yet: holds only
+        (0.06, 0.20, None, 3),  # a past excess; the recent share is not well within: hold
+        (0.03, 0.20, None, 0),  # well within (under half the budget): released
+        (0.0, None, None, 0),
     ],
 )
 def test_the_token_floor_raises_over_the_budget_holds_near_it_and_releases_well_within(
-    share, since_change, expected
+    recent, overall, since_settled, expected
 ):
-    floor, why = token_floor(share, 0.08, 3, since_change)
+    floor, why = token_floor(recent, overall, 0.08, 3, since_settled)
     assert floor == expected
     assert (why != "") == (expected != 0)
-    assert token_floor(0.5, 0.08, 0, None) == (0, "")  # at zero the held queue rules
+    assert token_floor(0.5, 0.5, 0.08, 0, None) == (0, "")  # at zero the held queue rules
 
 
 def steady(load: float, seconds: float, start: float = 0.0):
@@ -275,12 +278,20 @@ def steady(load: float, seconds: float, start: float = 0.0):
 
 def test_tokens_spilled_over_the_budget_add_a_replica_once_per_window():
     # One replica's worth of requests in flight: the histogram keeps 1, but the routers see
-    # 13 % of the tokens spill (the long prompts): one more stands, and another only after
-    # the window has seen the new count.
-    ds = run(params(spill_share_budget=0.08), steady(4.0, 700), 2, share=0.13)
+    # 13 % of the tokens spill (the long prompts). Once the long-run share is known (half a
+    # half-life of history: 300 s here), one more stands, and another only when the window
+    # (600 s) has seen nothing below it.
+    p = params(spill_share_budget=0.08, spill_history_half_life_s=600)
+    ds = run(p, steady(4.0, 1600), 2, share=0.13)
     ups = [(d.history.last_change_at, d.replicas) for d in ds if d.action == "scale-up"]
-    assert ups == [(0.0, 3), (300.0, 4), (600.0, 5)]
-    assert "13.0% of the tokens spilled in the last 300 s, over the 8% budget" in ds[0].reason
+    assert ups == [(300.0, 3), (900.0, 4), (1500.0, 5)]
+    assert (
+        "13.0% of the tokens spilled in the last 600 s, 13.0% over the last hours, over the 8% "
+        "budget: one more stands" in ds[150].reason
+    )
+    # Before the long run is known, the share only holds: 2 stand, none goes.
+    assert all(d.replicas == 2 for d in ds[:150])
+    assert "not well within the 8% budget" in ds[0].reason
 
 
 def test_a_share_near_the_budget_keeps_the_replicas_and_well_within_lets_them_go():
@@ -305,3 +316,34 @@ def test_the_ordinary_policy_ignores_the_token_share():
     p = params(cost_aware=False)
     today = [(d.replicas, d.reason) for d in run(p, loads, 4)]
     assert [(d.replicas, d.reason) for d in run(p, loads, 4, share=0.5)] == today
+
+
+def test_the_next_raise_waits_a_window_after_the_last_one_is_ready():
+    # Replicas take 180 s to start: the window holds the raised count only once it is ready,
+    # so the second raise comes a window after that, not a window after the first raise.
+    p = params(spill_share_budget=0.08, time_to_ready_s=180, spill_history_half_life_s=600)
+    h, current, set_at, ups = History(), 2, {2: -1e9}, []
+    for at, load in steady(4.0, 1800):
+        ready = max(n for n, t in set_at.items() if t + 180 <= at and n <= current)
+        sample = Sample(
+            at=at, in_flight=load, ready=ready, starting=current - ready, spilled_token_share=0.13
+        )
+        d = decide(p, h, sample, at, current)
+        if d.replicas > current:
+            set_at[d.replicas] = at
+            ups.append(at)
+        h, current = d.history, d.replicas
+    # Raised at 300 s, ready at 480 s (the last sample with it starting: 478 s), then 600 s.
+    assert ups[:2] == [300.0, 478.0 + 600.0]
+    assert History.from_json(h.to_json()) == h
+
+
+def test_the_long_run_share_weighs_each_window_by_its_tokens():
+    # A busy window spilling 20 % and a quiet one spilling none: by tokens, 20 x 9 / 10.
+    acc = remember_tokens((0.0, 0.0), 0.0, 0.20, 900.0, 3600.0)
+    acc = remember_tokens(acc, 0.0, 0.0, 100.0, 3600.0)
+    assert acc[0] / acc[1] == pytest.approx(0.18)
+    # An hour later the older sums weigh half.
+    assert remember_tokens(acc, 3600.0, 0.0, 0.0, 3600.0) == pytest.approx((90.0, 500.0))
+    with pytest.raises(ValueError, match="token_spill"):
+        History.from_json('{"token_spill": [1, -1]}')
