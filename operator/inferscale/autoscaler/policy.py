@@ -862,7 +862,7 @@ def _assess(
     # Cost-aware: the budget's count replaces the learned floor (they work against each other).
     learned = max(standing, token) if params.cost_mode else learned
     over_since, desired, spilling = _spill_or_scale(params, history, now, current, desired)
-    if token > desired:  # the observed spill is over the budget in tokens: a lasting excess
+    if token > max(desired, current):  # over the budget in tokens: a lasting excess
         desired, spilling = token, f"{spilling}; {token_why}"
     new_history = History(
         samples=tuple(kept),
