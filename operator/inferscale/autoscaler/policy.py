@@ -388,6 +388,9 @@ class History:
     (:func:`~inferscale.autoscaler.spillcost.remember_tokens`)."""
     token_since: float | None = None
     """The first sample with a spilled token share (the long-run share's age)."""
+    token_raised: int = 0
+    """The count the token correction last raised to, kept while the long-run share is not
+    well within the budget (0: none)."""
 
     def to_json(self) -> str:
         """Compact JSON; :meth:`from_json` reads it back."""
@@ -406,6 +409,7 @@ class History:
                 "unsettled_at": self.unsettled_at,
                 "token_spill": list(self.token_spill),
                 "token_since": self.token_since,
+                "token_raised": self.token_raised,
             },
             separators=(",", ":"),
         )
@@ -458,6 +462,7 @@ class History:
             unsettled_at=time_field("unsettled_at"),
             token_spill=_token_spill_field(data),
             token_since=time_field("token_since"),
+            token_raised=_count_field(data, "token_raised"),
             recent_wants=tuple(wants),
             last_sample_at=time_field("last_sample_at"),
             peaks=_counts_field(data, "peaks"),
@@ -498,6 +503,18 @@ def _counts_field(data: dict[str, object], name: str) -> tuple[tuple[float, int]
             raise ValueError(f"history.{name} holds a bad entry: {item!r}")
         pairs.append((float(item[0]), item[1]))
     return tuple(pairs)
+
+
+def _count_field(data: dict[str, object], name: str) -> int:
+    """A replica count of a history's JSON (absent: 0).
+
+    Raises:
+        ValueError: not an integer >= 0.
+    """
+    value = data.get(name, 0)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"history.{name} must be an integer >= 0, got {value!r}")
+    return value
 
 
 def _token_spill_field(data: dict[str, object]) -> TokenSpill:
@@ -878,6 +895,7 @@ def _assess(
         unsettled_at=kept_tokens.unsettled_at,
         token_spill=kept_tokens.token_spill,
         token_since=kept_tokens.token_since,
+        token_raised=kept_tokens.token_raised,
     )
     return _Assessment(
         now=now,
@@ -1017,6 +1035,7 @@ class _TokenState:
     unsettled_at: float | None = None
     token_spill: TokenSpill = (0.0, 0.0)
     token_since: float | None = None
+    token_raised: int = 0
 
 
 def _token_floor(
@@ -1048,8 +1067,11 @@ def _token_floor(
     )
     overall = acc[0] / acc[1] if acc[1] > 0 and mature else None
     since = None if unsettled_at is None else sample.at - unsettled_at
-    token, why = token_floor(share, overall, params.spill_share_budget, current, since)
-    return min(token, params.max_replicas), why, _TokenState(unsettled_at, acc, token_since)
+    token, why, raised = token_floor(
+        share, overall, params.spill_share_budget, current, since, history.token_raised
+    )
+    kept = _TokenState(unsettled_at, acc, token_since, raised)
+    return min(token, params.max_replicas), why, kept
 
 
 def _learn(params: PolicyParams, peaks: Peaks, now: float, peak_want: int) -> tuple[Peaks, int]:

@@ -214,30 +214,43 @@ def token_floor(
     budget: float,
     current: int,
     since_settled: float | None,
+    raised: int = 0,
     window_s: float = SPILL_SHARE_WINDOW_S,
-) -> tuple[int, str]:
-    """The standing count the observed spilled token shares ask for (0: none), and why.
+) -> tuple[int, str, int]:
+    """The standing count the observed spilled token shares ask for (0: none), why, and more.
+
+    The third value is the ``raised`` count to keep.
 
     ``recent`` is the share of the model's tokens (prompt and output) spilled over the last
     ``window_s`` (None: unknown, the histogram alone rules), ``overall`` the share over the
     budget's horizon (:func:`remember_tokens`; None: not known yet, so no raise);
-    ``since_settled`` the seconds since a replica last was missing or starting (None: never).
+    ``since_settled`` the seconds since a replica last was missing or starting (None: never);
+    ``raised`` the count the last raise set (0: none).
 
     - Both over the budget, and every count the recent window saw at least ``current``
       (``since_settled >= window_s``, so ``current`` alone would spill at least as much):
       ``current + 1``, one more replica.
     - ``recent`` above :data:`TOKEN_SHARE_RELEASE` of the budget: ``current``, none goes (a
       step down would spill more, and a past excess no longer spilling holds nothing).
+    - A count raised for the budget stays while ``overall`` is above that fraction of it: the
+      recent share at the raised count is what it was raised for, and at the budget's half
+      the count below it spilled over the budget; well within over the budget's horizon, it
+      is let go (``raised`` 0).
     - Otherwise 0: the histogram's count rules.
     """
     if recent is None or current < 1:
-        return 0, ""
+        return 0, "", raised
     spilled = f"{recent:.1%} of the tokens spilled in the last {window_s:.0f} s"
     if overall is not None:
         spilled += f", {overall:.1%} over the last hours"
     settled = since_settled is None or since_settled >= window_s
     if overall is not None and min(recent, overall) > budget and settled:
-        return current + 1, f"{spilled}, over the {budget:.0%} budget: one more stands"
+        return current + 1, f"{spilled}, over the {budget:.0%} budget: one more stands", current + 1
+    floor, why = 0, ""
     if recent > budget * TOKEN_SHARE_RELEASE:
-        return current, f"{spilled}, not well within the {budget:.0%} budget"
-    return 0, ""
+        floor, why = current, f"{spilled}, not well within the {budget:.0%} budget"
+    if overall is None or overall <= budget * TOKEN_SHARE_RELEASE:
+        return floor, why, 0
+    if raised > floor:
+        floor, why = raised, f"{spilled}: raised to {raised} for the {budget:.0%} budget"
+    return floor, why, raised

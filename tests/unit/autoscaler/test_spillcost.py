@@ -266,10 +266,30 @@ def test_the_cost_aware_mode_sheds_an_idle_replica_after_the_break_even():
 def test_the_token_floor_raises_over_the_budget_holds_near_it_and_releases_well_within(
     recent, overall, since_settled, expected
 ):
-    floor, why = token_floor(recent, overall, 0.08, 3, since_settled)
+    floor, why, raised = token_floor(recent, overall, 0.08, 3, since_settled)
     assert floor == expected
     assert (why != "") == (expected != 0)
-    assert token_floor(0.5, 0.5, 0.08, 0, None) == (0, "")  # at zero the held queue rules
+    assert raised == (4 if expected == 4 else 0)
+    assert token_floor(0.5, 0.5, 0.08, 0, None) == (0, "", 0)  # at zero the held queue rules
+
+
+@pytest.mark.parametrize(
+    ("recent", "overall", "expected"),
+    [
+        (0.03, 0.06, (5, 5)),  # recent well within, the long run not: the raised 5 stay
+        (0.06, 0.06, (5, 5)),
+        (0.03, 0.03, (0, 0)),  # well within over the budget's horizon: let go
+        (0.06, 0.03, (3, 0)),  # let go; the recent share alone still holds the 3 there
+        (None, 0.06, (0, 5)),  # no share now: today's policy, the raise remembered
+    ],
+)
+def test_a_count_raised_for_the_budget_stays_until_the_long_run_is_well_within(
+    recent, overall, expected
+):
+    floor, why, raised = token_floor(recent, overall, 0.08, 3, None, raised=5)
+    assert (floor, raised) == expected
+    if floor == 5:
+        assert "raised to 5 for the 8% budget" in why
 
 
 def steady(load: float, seconds: float, start: float = 0.0):
@@ -347,3 +367,22 @@ def test_the_long_run_share_weighs_each_window_by_its_tokens():
     assert remember_tokens(acc, 3600.0, 0.0, 0.0, 3600.0) == pytest.approx((90.0, 500.0))
     with pytest.raises(ValueError, match="token_spill"):
         History.from_json('{"token_spill": [1, -1]}')
+
+
+def test_the_raised_count_outlasts_a_quiet_window_and_goes_once_the_long_run_is_within():
+    # 13 % spill until the raise to 3, then 3 % (the raised count is enough): the ordinary
+    # policy would step down after its delay, but the long-run share (half-life 600 s) is
+    # still over half the budget, so the 3 stay; once it is well within, they may go.
+    p = params(spill_share_budget=0.08, spill_history_half_life_s=600)
+    h, current, counts = History(), 2, []
+    for at, load in steady(4.0, 3600):
+        share = 0.13 if current < 3 else 0.03
+        sample = Sample(at=at, in_flight=load, ready=current, spilled_token_share=share)
+        d = decide(p, h, sample, at, current)
+        h, current = d.history, d.replicas
+        counts.append((at, current, h.token_raised))
+    raised_at = next(at for at, n, _ in counts if n == 3)
+    assert raised_at == 300.0
+    kept = [n for at, n, _ in counts if raised_at <= at < raised_at + 900]
+    assert min(kept) == 3  # the scale-down delay (300 s) passed twice meanwhile
+    assert counts[-1][1] < 3 and counts[-1][2] == 0
