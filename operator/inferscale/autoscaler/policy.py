@@ -881,21 +881,19 @@ def _assess(
     over_since, desired, spilling = _spill_or_scale(params, history, now, current, desired)
     if token > max(desired, current):  # over the budget in tokens: a lasting excess
         desired, spilling = token, f"{spilling}; {token_why}"
-    new_history = History(
-        samples=tuple(kept),
-        panic_until=panic_until,
-        low_since=low_since,
-        idle_since=idle_since,
-        last_change_at=history.last_change_at,
-        recent_wants=wants,
-        last_sample_at=max(sample.at, history.last_sample_at or sample.at),
-        peaks=peaks,
-        load_hist=load_hist,
-        over_since=over_since,
-        unsettled_at=kept_tokens.unsettled_at,
-        token_spill=kept_tokens.token_spill,
-        token_since=kept_tokens.token_since,
-        token_raised=kept_tokens.token_raised,
+    new_history = kept_tokens.into(
+        History(
+            samples=tuple(kept),
+            panic_until=panic_until,
+            low_since=low_since,
+            idle_since=idle_since,
+            last_change_at=history.last_change_at,
+            recent_wants=wants,
+            last_sample_at=max(sample.at, history.last_sample_at or sample.at),
+            peaks=peaks,
+            load_hist=load_hist,
+            over_since=over_since,
+        )
     )
     return _Assessment(
         now=now,
@@ -1036,6 +1034,16 @@ class _TokenState:
     token_spill: TokenSpill = (0.0, 0.0)
     token_since: float | None = None
     token_raised: int = 0
+
+    def into(self, history: History) -> History:
+        """``history`` with this state."""
+        return replace(
+            history,
+            unsettled_at=self.unsettled_at,
+            token_spill=self.token_spill,
+            token_since=self.token_since,
+            token_raised=self.token_raised,
+        )
 
 
 def _token_floor(
