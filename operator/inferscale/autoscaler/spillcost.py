@@ -28,12 +28,13 @@ tokens). So the routers' spilled-token counters correct it (:func:`token_floor`)
 horizons: the share of the tokens spilled over the recent window
 (:data:`SPILL_SHARE_WINDOW_S`: what the replicas set now spill) and the budget's own, the
 recent shares weighted by their tokens and decayed with the histogram's half-life
-(:func:`remember_tokens`). While both exceed the budget, and the recent window has seen only
-the replicas set now, one more replica stands; while both are above
-:data:`TOKEN_SHARE_RELEASE` of the budget, none goes; otherwise the histogram's count rules. A
-burst that spills over the budget for a few minutes of an hour within it raises nothing, and a
-past excess no longer spilling holds nothing. Without the counters (no router, an older one)
-the histogram alone rules.
+(:func:`remember_tokens`). While both exceed the budget, and the recent window saw no fewer
+replicas than are set now, one more replica stands, and stays while the long-run share is
+above :data:`TOKEN_SHARE_RELEASE` of the budget; while the recent share is above that
+fraction, none goes; otherwise the histogram's count rules. A burst that spills over the
+budget for a few minutes of an hour within it raises nothing, and a past excess no longer
+spilling holds nothing but a count raised for it. Without the counters (no router, an older
+one) the histogram alone rules.
 
 A gap in the observations adds nothing and a lost history has no bucket: the count is then
 the ordinary floor (``max(minReplicas, 1)``), and the stable window still scales up for a load
@@ -232,10 +233,10 @@ def token_floor(
       ``current + 1``, one more replica.
     - ``recent`` above :data:`TOKEN_SHARE_RELEASE` of the budget: ``current``, none goes (a
       step down would spill more, and a past excess no longer spilling holds nothing).
-    - A count raised for the budget stays while ``overall`` is above that fraction of it: the
-      recent share at the raised count is what it was raised for, and at the budget's half
-      the count below it spilled over the budget; well within over the budget's horizon, it
-      is let go (``raised`` 0).
+    - ``raised``, the count the last raise set, stays while ``overall`` is above that fraction
+      of the budget: the recent share is low at that count because of the raise, and one
+      quiet window is no evidence that the count below it would do. Once ``overall`` is well
+      within too, it is let go (``raised`` 0).
     - Otherwise 0: the histogram's count rules.
     """
     if recent is None or current < 1:
