@@ -47,6 +47,11 @@ How a decision is made (``docs/autoscaling.md`` has the long version):
   no step down goes, so bursts that recur and are shorter than a cold start meet standing
   capacity. It never raises the count by itself (that cost 12 % more GPU-hours on the Azure
   code trace for no attainment); the reason names it when it holds the count.
+- **The cost-aware mode** (``cost_aware``, spillover priced) replaces that floor with the
+  fewest replicas whose spill stays within ``spill_share_budget``
+  (:mod:`inferscale.autoscaler.spillcost`), held in tokens where the sample carries the
+  routers' spilled token share: one more replica while it is over the budget, none going
+  while it is near it (:func:`~inferscale.autoscaler.spillcost.token_floor`).
 - **To zero** only with ``min_replicas == 0`` and ``scale_to_zero_delay_s`` set, after that long
   with zero load and nothing held.
 - **Bad data holds.** No sample, a NaN, a negative count, a sample older than ``stale_after_s``
