@@ -47,6 +47,11 @@ How a decision is made (``docs/autoscaling.md`` has the long version):
   no step down goes, so bursts that recur and are shorter than a cold start meet standing
   capacity. It never raises the count by itself (that cost 12 % more GPU-hours on the Azure
   code trace for no attainment); the reason names it when it holds the count.
+- **The cost-aware mode** (``cost_aware``, spillover priced) replaces that floor with the
+  fewest replicas whose spill stays within ``spill_share_budget``
+  (:mod:`inferscale.autoscaler.spillcost`), held in tokens where the sample carries the
+  routers' spilled token share: one more replica while it is over the budget, none going
+  while it is near it (:func:`~inferscale.autoscaler.spillcost.token_floor`).
 - **To zero** only with ``min_replicas == 0`` and ``scale_to_zero_delay_s`` set, after that long
   with zero load and nothing held.
 - **Bad data holds.** No sample, a NaN, a negative count, a sample older than ``stale_after_s``
@@ -68,9 +73,12 @@ from inferscale.autoscaler.presets import PRESETS
 from inferscale.autoscaler.spillcost import (
     LoadHist,
     SpillPrices,
+    TokenSpill,
     cost_mode_problem,
     remember_load,
+    remember_tokens,
     standing_for_budget,
+    token_floor,
 )
 
 if TYPE_CHECKING:
@@ -342,6 +350,13 @@ class Sample:
     pending_prompt_tokens: float | None = None
     """Prompt tokens of the requests without a first token yet (queued or in prefill, held
     ones included); None: no source counts them."""
+    spilled_token_share: float | None = None
+    """The share of the model's tokens (prompt and output) that spillover backends answered
+    over the last :data:`~inferscale.autoscaler.spillcost.SPILL_SHARE_WINDOW_S` (the routers'
+    counters); None: unknown (no router counts them, or no tokens in the window)."""
+    token_rate: float | None = None
+    """Tokens per second of the model over the same window (its engines' and the spilled):
+    the share's weight in the cost-aware mode's long-run share; None: weight 1."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -369,6 +384,18 @@ class History:
     over_since: float | None = None
     """The load has wanted more replicas than there are since then (the cost-aware mode
     spills such an excess until it has lasted long enough to be worth a replica)."""
+    unsettled_at: float | None = None
+    """The last scale-up, or the last sample with fewer replicas ready than set or some
+    starting (cost-aware mode): once it is a window old, every count the spilled token share's
+    window saw was at least the count set now."""
+    token_spill: TokenSpill = (0.0, 0.0)
+    """The cost-aware mode's long-run spilled token share, decayed
+    (:func:`~inferscale.autoscaler.spillcost.remember_tokens`)."""
+    token_since: float | None = None
+    """The first sample with a spilled token share (the long-run share's age)."""
+    token_raised: int = 0
+    """The count the token correction last raised to, kept while the long-run share is not
+    well within the budget (0: none)."""
 
     def to_json(self) -> str:
         """Compact JSON; :meth:`from_json` reads it back."""
@@ -384,6 +411,10 @@ class History:
                 "peaks": [[at, n] for at, n in self.peaks],
                 "load_hist": [[k, w, y] for k, w, y in self.load_hist],
                 "over_since": self.over_since,
+                "unsettled_at": self.unsettled_at,
+                "token_spill": list(self.token_spill),
+                "token_since": self.token_since,
+                "token_raised": self.token_raised,
             },
             separators=(",", ":"),
         )
@@ -433,6 +464,10 @@ class History:
             idle_since=time_field("idle_since"),
             last_change_at=time_field("last_change_at"),
             over_since=time_field("over_since"),
+            unsettled_at=time_field("unsettled_at"),
+            token_spill=_token_spill_field(data),
+            token_since=time_field("token_since"),
+            token_raised=_count_field(data, "token_raised"),
             recent_wants=tuple(wants),
             last_sample_at=time_field("last_sample_at"),
             peaks=_counts_field(data, "peaks"),
@@ -473,6 +508,30 @@ def _counts_field(data: dict[str, object], name: str) -> tuple[tuple[float, int]
             raise ValueError(f"history.{name} holds a bad entry: {item!r}")
         pairs.append((float(item[0]), item[1]))
     return tuple(pairs)
+
+
+def _count_field(data: dict[str, object], name: str) -> int:
+    """A replica count of a history's JSON (absent: 0).
+
+    Raises:
+        ValueError: not an integer >= 0.
+    """
+    value = data.get(name, 0)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"history.{name} must be an integer >= 0, got {value!r}")
+    return value
+
+
+def _token_spill_field(data: dict[str, object]) -> TokenSpill:
+    """The ``token_spill`` of a history's JSON (absent: none).
+
+    Raises:
+        ValueError: not two finite numbers >= 0.
+    """
+    raw = data.get("token_spill", [0.0, 0.0])
+    if not isinstance(raw, list) or len(raw) != 2 or not all(_finite(v) and v >= 0 for v in raw):
+        raise ValueError(f"history.token_spill must be two numbers >= 0, got {raw!r}")
+    return float(raw[0]), float(raw[1])
 
 
 def _load_hist_field(data: dict[str, object]) -> LoadHist:
@@ -710,6 +769,8 @@ class _Assessment:
     """The load in words, for the reason."""
     where: str
     """The target and window in words, for the reason."""
+    floor_why: str = ""
+    """Why the learned floor is what it is, when the spilled token share sets it."""
 
     def change(
         self, replicas: int, action: Action, why: str, win: Window | None = None
@@ -721,6 +782,9 @@ class _Assessment:
         else:
             low = _low_since(self.wants, replicas)
         moved = replace(self.history, last_change_at=self.now, low_since=low)
+        if replicas > self.current and moved.token_since is not None:
+            # The spilled token share's window now holds a smaller count than the one set.
+            moved = replace(moved, unsettled_at=self.now)
         reason = f"scaled {self.current} -> {replicas}: {why}"
         return Decision(
             replicas,
@@ -783,14 +847,7 @@ def _assess(
 ) -> _Assessment:
     """The windows, panic, and what the load wants, from a usable sample."""
     target = params.target_in_flight_per_replica
-    raw = float(sample.in_flight or 0) + sample.held
-    kv = sample.kv_cache_usage
-    saturated = kv is not None and sample.ready > 0 and kv > params.kv_cache_saturation
-    # A KV-full replica is at capacity whatever its request count (long contexts).
-    load = max(raw, sample.ready * target) if saturated else raw
-    work = _work_load(params, sample)
-    by_work = work > load
-    load = max(load, work)
+    raw, load, saturated, by_work = _sample_load(params, sample)
 
     # A gap in the observations means the delays were not watched: they restart now.
     low_since, idle_since = history.low_since, history.idle_since
@@ -821,22 +878,27 @@ def _assess(
     # The sample's own want too: a burst that arrives at once and is served before the next
     # scrape barely moves even the panic window's mean, but it needed those replicas standing.
     peaks, learned = _learn(params, history.peaks, now, max(peak_want, params.wanted(load)))
-    load_hist, standing = _learn_spill(params, history, sample, load)
+    load_hist, standing, (token, token_why, kept_tokens) = _learn_spill(
+        params, history, sample, load, current
+    )
     # Cost-aware: the budget's count replaces the learned floor (they work against each other).
-    learned = standing if params.cost_mode else learned
+    learned = max(standing, token) if params.cost_mode else learned
     over_since, desired, spilling = _spill_or_scale(params, history, now, current, desired)
-
-    new_history = History(
-        samples=tuple(kept),
-        panic_until=panic_until,
-        low_since=low_since,
-        idle_since=idle_since,
-        last_change_at=history.last_change_at,
-        recent_wants=wants,
-        last_sample_at=max(sample.at, history.last_sample_at or sample.at),
-        peaks=peaks,
-        load_hist=load_hist,
-        over_since=over_since,
+    if token > max(desired, current):  # over the budget in tokens: a lasting excess
+        desired, spilling = token, f"{spilling}; {token_why}"
+    new_history = kept_tokens.into(
+        History(
+            samples=tuple(kept),
+            panic_until=panic_until,
+            low_since=low_since,
+            idle_since=idle_since,
+            last_change_at=history.last_change_at,
+            recent_wants=wants,
+            last_sample_at=max(sample.at, history.last_sample_at or sample.at),
+            peaks=peaks,
+            load_hist=load_hist,
+            over_since=over_since,
+        )
     )
     return _Assessment(
         now=now,
@@ -857,7 +919,19 @@ def _assess(
         )
         + spilling,
         where=f"target {_num(target)} per replica ({window} window)",
+        floor_why=token_why if token >= standing else "",
     )
+
+
+def _sample_load(params: PolicyParams, sample: Sample) -> tuple[float, float, bool, bool]:
+    """``(raw, load, KV-saturated, sized by work)``: in flight plus held, and the load."""
+    raw = float(sample.in_flight or 0) + sample.held
+    kv = sample.kv_cache_usage
+    saturated = kv is not None and sample.ready > 0 and kv > params.kv_cache_saturation
+    # A KV-full replica is at capacity whatever its request count (long contexts).
+    load = max(raw, sample.ready * params.target_in_flight_per_replica) if saturated else raw
+    work = _work_load(params, sample)
+    return raw, max(load, work), saturated, work > load
 
 
 def _panic_until(
@@ -932,13 +1006,14 @@ def _spill_or_scale(
 
 
 def _learn_spill(
-    params: PolicyParams, history: History, sample: Sample, load: float
-) -> tuple[LoadHist, int]:
-    """The cost-aware mode's load histogram with this sample, and the count it keeps."""
+    params: PolicyParams, history: History, sample: Sample, load: float, current: int
+) -> tuple[LoadHist, int, tuple[int, str, _TokenState]]:
+    """The mode's load histogram with this sample, its count, and :func:`_token_floor`'s."""
     if not params.cost_mode:
-        return (), 0
+        return (), 0, (0, "", _TokenState())
     hist = history.load_hist
     last = history.last_sample_at
+    elapsed: float | None = None  # None: the sample was seen before
     if last is None or sample.at > last:
         # After a gap (or with no history) nothing decays: a gap is not evidence.
         gap = last is None or sample.at - last > params.stale_after_s
@@ -952,7 +1027,64 @@ def _learn_spill(
         params.spill_price_per_replica_hour or 0.0,
         params.spill_spend_cap_per_hour,
     )
-    return hist, params.clamp(standing)
+    token = _token_floor(params, history, sample, current, elapsed)
+    return hist, params.clamp(standing), token
+
+
+@dataclass(frozen=True, slots=True)
+class _TokenState:
+    """What the token correction keeps in the history."""
+
+    unsettled_at: float | None = None
+    token_spill: TokenSpill = (0.0, 0.0)
+    token_since: float | None = None
+    token_raised: int = 0
+
+    def into(self, history: History) -> History:
+        """``history`` with this state."""
+        return replace(
+            history,
+            unsettled_at=self.unsettled_at,
+            token_spill=self.token_spill,
+            token_since=self.token_since,
+            token_raised=self.token_raised,
+        )
+
+
+def _token_floor(
+    params: PolicyParams, history: History, sample: Sample, current: int, elapsed: float | None
+) -> tuple[int, str, _TokenState]:
+    """The count the observed spilled token shares ask for, why, and the state to keep.
+
+    The long-run share's sums take this sample unless ``elapsed`` is None (seen before).
+    Every count the recent window saw was at least the count set now once the last sample
+    with a replica missing or starting (a scale-up landing a start-up later) is a window
+    old: its share is then at most what the count set now spills alone.
+    """
+    unsettled = sample.ready < current or sample.starting > 0
+    unsettled_at = sample.at if unsettled else history.unsettled_at
+    share, rate = sample.spilled_token_share, sample.token_rate
+    if share is not None and (not _finite(share) or not 0 <= share <= 1):
+        share = None  # bad data never raises: the histogram alone rules
+    acc = history.token_spill
+    if share is not None and elapsed is not None:
+        weight = rate if rate is not None and _finite(rate) and rate > 0 else 1.0
+        acc = remember_tokens(acc, elapsed, share, weight, params.spill_history_half_life_s)
+    token_since = history.token_since
+    if share is not None and token_since is None:
+        token_since = sample.at
+    # The long-run share is the budget's measure once its history spans half a half-life;
+    # before that it is its first minutes (a start-up transient), and only holds act.
+    mature = token_since is not None and (
+        sample.at - token_since >= params.spill_history_half_life_s / 2
+    )
+    overall = acc[0] / acc[1] if acc[1] > 0 and mature else None
+    since = None if unsettled_at is None else sample.at - unsettled_at
+    token, why, raised = token_floor(
+        share, overall, params.spill_share_budget, current, since, history.token_raised
+    )
+    kept = _TokenState(unsettled_at, acc, token_since, raised)
+    return min(token, params.max_replicas), why, kept
 
 
 def _learn(params: PolicyParams, peaks: Peaks, now: float, peak_want: int) -> tuple[Peaks, int]:
@@ -1089,8 +1221,9 @@ def _scale_down(params: PolicyParams, sample: Sample, a: _Assessment) -> Decisio
     current = a.current
     floor = max(params.min_replicas, 1, a.learned)
     if current <= floor:
-        if a.learned > max(params.min_replicas, 1):
-            return a.hold(f"{a.what}; the learned floor is {floor} ({_floor_words(params)})")
+        if a.learned > max(params.min_replicas, 1) or a.floor_why:
+            why = a.floor_why or _floor_words(params)
+            return a.hold(f"{a.what}; the learned floor is {floor} ({why})")
         return a.hold(f"{a.what}; at the floor of {floor}")
     if a.panic:
         return a.hold(f"{a.what} wants {a.peak_want}, but no scale-down in panic")

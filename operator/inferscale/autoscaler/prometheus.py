@@ -5,9 +5,11 @@ thread with a time limit; the operator's event loop never waits on Prometheus. O
 three instant queries covering every model (see
 :func:`~inferscale.autoscaler.signals.build_queries`), whatever the number of models; every
 :data:`THROUGHPUT_INTERVAL_S` three more read the engines' token throughput (the cost-aware
-mode's spill price), and the last answer is handed on in between. A failed round is reported
-as a reason, never raised: the autoscaler then holds every model whose load it cannot see. A
-failed throughput read only keeps the last answer (the mode's price is not the load).
+mode's spill price) and one the routers' spilled tokens per served name (with the engines'
+throughput, the spilled token share), and the last answers are handed on in between. A
+failed round is reported as a reason, never raised: the autoscaler then holds every model
+whose load it cannot see. A failed throughput read only keeps the last answer (the mode's
+price is not the load).
 """
 
 from __future__ import annotations
@@ -24,11 +26,14 @@ from prometheus_api_client import PrometheusConnect
 from urllib3.util.retry import Retry
 
 from inferscale.autoscaler.signals import (
+    ROUTER_MODEL_LABEL,
     EngineReading,
     ModelKey,
     Queries,
     build_queries,
+    parse_by_label,
     parse_vector,
+    spilled_token_share,
     throughputs,
 )
 from inferscale.autoscaler.spillprice import Throughput
@@ -49,6 +54,13 @@ class PrometheusRound:
     """Series that were left out (missing labels, NaN values): logged, not fatal."""
     throughput: dict[ModelKey, Throughput] = field(default_factory=dict)
     """The last throughput read (see :data:`THROUGHPUT_INTERVAL_S`); empty before the first."""
+    spilled_tokens: dict[str, float] = field(default_factory=dict)
+    """Tokens per second spillover backends answered per served name, from the same read
+    (empty: no router exports the counter, or none has spilled)."""
+
+    def spilled_token_share(self, key: ModelKey, served: str) -> tuple[float | None, float | None]:
+        """The model's spilled token share and token rate (None: unknown, the policy skips it)."""
+        return spilled_token_share(self.spilled_tokens.get(served), self.throughput.get(key))
 
 
 class PrometheusSource:
@@ -67,6 +79,7 @@ class PrometheusSource:
         self.url = url
         self.monotonic = monotonic
         self.throughput: dict[ModelKey, Throughput] = {}
+        self.spilled_tokens: dict[str, float] = {}
         self.throughput_at: float | None = None
         self.timeout = timeout
         self.model_label = model_label
@@ -115,7 +128,12 @@ class PrometheusSource:
             for key, value in in_flight.items()
         }
         problems = [*p1, *p2, *p3, *await self._read_throughput()]
-        return PrometheusRound(readings=readings, problems=problems, throughput=self.throughput)
+        return PrometheusRound(
+            readings=readings,
+            problems=problems,
+            throughput=self.throughput,
+            spilled_tokens=self.spilled_tokens,
+        )
 
     async def _read_throughput(self) -> list[str]:
         """Refresh :attr:`throughput` when due; its problems (a failure keeps the last one)."""
@@ -126,14 +144,18 @@ class PrometheusSource:
         q = self.queries
         try:
             raw = await asyncio.gather(
-                self._run(q.prompt_rate), self._run(q.output_rate), self._run(q.mean_in_flight)
+                self._run(q.prompt_rate),
+                self._run(q.output_rate),
+                self._run(q.mean_in_flight),
+                self._run(q.spilled_tokens),
             )
         except Exception as error:  # the mode's price only: the load was read
             log.warning("cannot read the engines' token throughput: %s", _short(error))
             return [f"token throughput: {_short(error)}"]
         labels = (self.model_label, self.namespace_label)
-        parsed = [parse_vector(r, *labels) for r in raw]
+        parsed = [parse_vector(r, *labels) for r in raw[:3]]
         self.throughput = throughputs(parsed[0][0], parsed[1][0], parsed[2][0])
+        self.spilled_tokens = parse_by_label(raw[3], ROUTER_MODEL_LABEL)
         return [p for _, ps in parsed for p in ps]
 
 

@@ -102,13 +102,25 @@ class Queries:
     """Tokens generated per second per model over the same window."""
     mean_in_flight: str = ""
     """Mean requests in flight per model over the same window."""
+    spilled_tokens: str = ""
+    """Prompt plus output tokens per second that spillover backends answered, per served name
+    (the routers' ``model`` label), over the same window: with the engines' rates above, the
+    spilled token share (:func:`spilled_token_share`)."""
 
 
 THROUGHPUT_WINDOW: Final = "10m"
-"""The window of the throughput queries: long enough to hold a few bursts."""
+"""The window of the throughput queries: long enough to hold a few bursts; the spilled token
+share's recent window too (:data:`~inferscale.autoscaler.spillcost.SPILL_SHARE_WINDOW_S`)."""
 
 THROUGHPUT_STEP: Final = "5s"
 """The step of the mean in flight's subquery."""
+
+SPILLED_TOKENS_METRIC: Final = "inferscale_router_spillover_tokens_total"
+"""The routers' counter of the tokens spillover backends answered (label ``model``: the
+served name; ``kind``: prompt or completion)."""
+
+ROUTER_MODEL_LABEL: Final = "model"
+"""The routers' label for the served name."""
 
 
 def _names_regex(names: Iterable[str]) -> str:
@@ -138,6 +150,7 @@ def build_queries(model_label: str, namespace_label: str) -> Queries:
         # The sum first, then its mean over a subquery: a function over the raw gauges would
         # drop the names of a pod's running and waiting gauges and clash on the same labels.
         mean_in_flight=f"avg_over_time(({summed})[{w}:{THROUGHPUT_STEP}])",
+        spilled_tokens=f"sum by ({ROUTER_MODEL_LABEL}) (rate({SPILLED_TOKENS_METRIC}[{w}]))",
     )
 
 
@@ -151,6 +164,37 @@ def throughputs(
         key: Throughput(prompt[key], output[key], in_flight[key])
         for key in prompt.keys() & output.keys() & in_flight.keys()
     }
+
+
+def spilled_token_share(
+    spilled: float | None, engines: Throughput | None
+) -> tuple[float | None, float | None]:
+    """A model's spilled token share and its tokens per second, over one window.
+
+    From the routers' spilled rate and the engines' throughput. ``(None, None)`` (the policy
+    then runs without them) when either is unknown, not a sane rate, or both are zero: an
+    older router exports no spilled-token counter, an engine without token counters (trtllm)
+    would make every token look spilled, and an idle window says nothing.
+    """
+    if spilled is None or engines is None:
+        return None, None
+    local = engines.prompt_tokens_per_s + engines.output_tokens_per_s
+    if not (math.isfinite(spilled) and math.isfinite(local)) or spilled < 0 or local < 0:
+        return None, None
+    total = spilled + local
+    return (spilled / total, total) if total > 0 else (None, None)
+
+
+def parse_by_label(result: object, label: str) -> dict[str, float]:
+    """Values per ``label`` from an instant-query result; bad entries are left out."""
+    values: dict[str, float] = {}
+    for entry in result if isinstance(result, list) else []:
+        metric = entry.get("metric") if isinstance(entry, dict) else None
+        key = metric.get(label) if isinstance(metric, dict) else None
+        number = _number(entry.get("value")) if isinstance(key, str) and key else None
+        if isinstance(key, str) and number is not None:
+            values[key] = number
+    return values
 
 
 def parse_vector(
@@ -239,6 +283,7 @@ def build_sample(
     router: RouterReading | None,
     router_error: str | None,
     stale_after: float,
+    spilled_tokens: tuple[float | None, float | None] = (None, None),
 ) -> tuple[Sample, str | None]:
     """The policy's sample for one model, and why its load is unknown (None when known).
 
@@ -250,7 +295,8 @@ def build_sample(
     for the model (spilled over). Held requests only come from routers, and so do the prompt
     tokens waiting for a first token (no engine exports them as one gauge: vLLM counts
     requests waiting, not their tokens), which the policy weighs against
-    ``prompt_tokens_per_replica``; unknown (None) when no router reports them.
+    ``prompt_tokens_per_replica``; unknown (None) when no router reports them. The spilled
+    token share and the token rate (:func:`spilled_token_share`) go into the sample as they are.
     """
     metrics = ENGINE_METRICS.get(engine, EngineMetrics(()))
     reasons: list[str] = []
@@ -298,6 +344,8 @@ def build_sample(
         ready=ready,
         starting=starting,
         pending_prompt_tokens=None if router is None else router.pending_prompt_tokens,
+        spilled_token_share=spilled_tokens[0],
+        token_rate=spilled_tokens[1],
     )
     return sample, ("; ".join(reasons) if unknown else None)
 

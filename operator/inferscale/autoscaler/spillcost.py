@@ -20,6 +20,22 @@ decayed load. With ``n`` replicas standing, what spills at a sample of load ``L`
 ``spill_share_budget`` and whose spill spend is within the route's cap per hour
 (:func:`hourly_spend_cap`: the tighter of ``spend.maxPerHour`` and ``spend.maxPerDay / 24``).
 
+The histogram counts load in requests in flight (or their work), but the route also spills a
+prompt that no replica can prefill within the SLO (``spillover.promptTokensPerReplica``), and
+those are the long ones: the share of the *tokens* spilled can be twice the share of the load
+the histogram predicts (Mooncake's conversation trace: 6.66 % of the requests, 13.3 % of the
+tokens). So the routers' spilled-token counters correct it (:func:`token_floor`), on two
+horizons: the share of the tokens spilled over the recent window
+(:data:`SPILL_SHARE_WINDOW_S`: what the replicas set now spill) and the budget's own, the
+recent shares weighted by their tokens and decayed with the histogram's half-life
+(:func:`remember_tokens`). While both exceed the budget, and the recent window saw no fewer
+replicas than are set now, one more replica stands, and stays while the long-run share is
+above :data:`TOKEN_SHARE_RELEASE` of the budget; while the recent share is above that
+fraction, none goes; otherwise the histogram's count rules. A burst that spills over the
+budget for a few minutes of an hour within it raises nothing, and a past excess no longer
+spilling holds nothing but a count raised for it. Without the counters (no router, an older
+one) the histogram alone rules.
+
 A gap in the observations adds nothing and a lost history has no bucket: the count is then
 the ordinary floor (``max(minReplicas, 1)``), and the stable window still scales up for a load
 that lasts; so a gap never scales a loaded model to zero.
@@ -36,12 +52,25 @@ from typing import Final
 LoadHist = tuple[tuple[int, float, float], ...]
 """``(k, decayed samples, decayed load)`` per bucket, ``k`` ascending."""
 
+TokenSpill = tuple[float, float]
+"""``(decayed spilled tokens, decayed tokens)``: the recent windows' tokens per second, summed
+per sample (:func:`remember_tokens`)."""
+
 MAX_PRICE_PER_HOUR: Final = 1_000_000.0
 """A price per hour above this is taken for a unit mistake (cents for dollars, per token for
 per million) and ignored: the mode falls back to the ordinary policy."""
 
 MIN_WEIGHT: Final = 1e-9
 """Buckets whose decayed weight falls below this are dropped."""
+
+SPILL_SHARE_WINDOW_S: Final = 600.0
+"""The recent window of the observed spilled token share (the routers' and the engines' token
+counters as rates over it, the window of the cost-aware mode's throughput reads; the what-if
+simulator's scrapes over the same span): long enough to hold a few bursts."""
+
+TOKEN_SHARE_RELEASE: Final = 0.5
+"""The observed spilled token share is well within the budget below this fraction of it: the
+hysteresis that keeps one replica from coming and going at the budget's edge."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,3 +195,63 @@ def standing_for_budget(
         if share <= share_budget + 1e-12 and within_cap:
             return standing
     return top
+
+
+def remember_tokens(
+    acc: TokenSpill, elapsed_s: float, share: float, tokens_per_s: float, half_life_s: float
+) -> TokenSpill:
+    """``acc`` decayed over ``elapsed_s`` with one recent window's share and token rate added.
+
+    Weighted by the tokens, a quiet window (few tokens, none spilled) does not dilute a busy
+    one's spill. ``elapsed_s`` is 0 after a gap, as in :func:`remember_load`.
+    """
+    decay = 0.5 ** (max(elapsed_s, 0.0) / half_life_s)
+    return acc[0] * decay + share * tokens_per_s, acc[1] * decay + tokens_per_s
+
+
+def token_floor(
+    recent: float | None,
+    overall: float | None,
+    budget: float,
+    current: int,
+    since_settled: float | None,
+    raised: int = 0,
+    window_s: float = SPILL_SHARE_WINDOW_S,
+) -> tuple[int, str, int]:
+    """The standing count the observed spilled token shares ask for (0: none), why, and more.
+
+    The third value is the ``raised`` count to keep.
+
+    ``recent`` is the share of the model's tokens (prompt and output) spilled over the last
+    ``window_s`` (None: unknown, the histogram alone rules), ``overall`` the share over the
+    budget's horizon (:func:`remember_tokens`; None: not known yet, so no raise);
+    ``since_settled`` the seconds since a replica last was missing or starting (None: never);
+    ``raised`` the count the last raise set (0: none).
+
+    - Both over the budget, and every count the recent window saw at least ``current``
+      (``since_settled >= window_s``, so ``current`` alone would spill at least as much):
+      ``current + 1``, one more replica.
+    - ``recent`` above :data:`TOKEN_SHARE_RELEASE` of the budget: ``current``, none goes (a
+      step down would spill more, and a past excess no longer spilling holds nothing).
+    - ``raised``, the count the last raise set, stays while ``overall`` is above that fraction
+      of the budget: the recent share is low at that count because of the raise, and one
+      quiet window is no evidence that the count below it would do. Once ``overall`` is well
+      within too, it is let go (``raised`` 0).
+    - Otherwise 0: the histogram's count rules.
+    """
+    if recent is None or current < 1:
+        return 0, "", raised
+    spilled = f"{recent:.1%} of the tokens spilled in the last {window_s:.0f} s"
+    if overall is not None:
+        spilled += f", {overall:.1%} over the last hours"
+    settled = since_settled is None or since_settled >= window_s
+    if overall is not None and min(recent, overall) > budget and settled:
+        return current + 1, f"{spilled}, over the {budget:.0%} budget: one more stands", current + 1
+    floor, why = 0, ""
+    if recent > budget * TOKEN_SHARE_RELEASE:
+        floor, why = current, f"{spilled}, not well within the {budget:.0%} budget"
+    if overall is None or overall <= budget * TOKEN_SHARE_RELEASE:
+        return floor, why, 0
+    if raised > floor:
+        floor, why = raised, f"{spilled}: raised to {raised} for the {budget:.0%} budget"
+    return floor, why, raised

@@ -373,6 +373,9 @@ class Autoscaler:
             router=router,
             router_error=inputs.router_error,
             stale_after=self.settings.stale_after_seconds,
+            spilled_tokens=(
+                (None, None) if prometheus is None else prometheus.spilled_token_share(key, served)
+            ),
         )
         decision = decide(memory.params, memory.history, sample, now, current)
         memory.history = decision.history

@@ -169,6 +169,23 @@ def used_tokens(usage: object) -> int | None:
     return sum(parts) if parts else None
 
 
+def spilled_tokens(usage: object, body_bytes: int) -> tuple[int, int | None]:
+    """Prompt and completion tokens of a spilled request, for the spilled-token counters.
+
+    The prompt is the answer's ``usage`` count, else the pickers' estimate from the body's
+    size (a spilled prompt is load the replicas did not carry, known or not); the completion
+    is the usage count, else ``None`` (unknown: a provider that reports no usage).
+    """
+    prompt: int | None = None
+    completion: int | None = None
+    if isinstance(usage, Mapping):
+        p, c = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        # ``type(...) is int``: a bool is not a count.
+        prompt = p if type(p) is int and p >= 0 else None
+        completion = c if type(c) is int and c >= 0 else None
+    return (estimate_prompt_tokens(body_bytes) if prompt is None else prompt), completion
+
+
 class Access:
     """The router's credentials and client-access checks."""
 

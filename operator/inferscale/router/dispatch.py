@@ -55,7 +55,7 @@ from inferscale.protocol.spend import (
 )
 from inferscale.protocol.table import TableBackend
 from inferscale.router import picking, providers
-from inferscale.router.access import estimate_tokens
+from inferscale.router.access import estimate_tokens, spilled_tokens
 from inferscale.router.codec import (
     JSON,
     AttemptFailed,
@@ -211,8 +211,12 @@ class Dispatcher(Stage):
                 if step is LOCAL:
                     return await self.replicas(ctx)
                 if step.provider is None:
-                    return await self._other_model(ctx, step, obj)
-                return await self._provider(ctx, roles, step, obj)
+                    resp = await self._other_model(ctx, step, obj)
+                else:
+                    resp = await self._provider(ctx, roles, step, obj)
+                if index < steps.spill_steps:
+                    self._count_spilled(ctx, resp)
+                return resp
             except providers.Unsupported as error:
                 unsupported = error
             except AttemptFailed as error:
@@ -258,6 +262,13 @@ class Dispatcher(Stage):
             self.spilled_at[roles.route_id] = wall
         if steps.capped is not None:
             metrics.bump(metrics.spend_capped, roles.route_id)
+
+    def _count_spilled(self, ctx: RequestContext, resp: web.StreamResponse) -> None:
+        """Count the tokens of a request a spillover backend answered (not one it refused)."""
+        if resp.status >= 400:
+            return
+        prompt, completion = spilled_tokens(ctx.usage, len(ctx.body))
+        self.state.metrics.count_spilled(ctx.name, prompt, completion)
 
     async def _other_model(
         self, ctx: RequestContext, backend: TableBackend, obj: dict[str, Any]

@@ -88,6 +88,13 @@ COUNTERS: Final[tuple[tuple[str, str, tuple[str, ...], str], ...]] = (
         "Requests sent to spillover backends first, by why.",
     ),
     (
+        "inferscale_router_spillover_tokens_total",
+        "spillover_tokens",
+        ("model", "kind"),
+        "Tokens of the requests spillover backends answered: prompt (the provider's usage, else"
+        " the router's estimate) and completion (the provider's usage, when it reports one).",
+    ),
+    (
         "inferscale_router_provider_failures_total",
         "provider_failures",
         ("provider", "reason"),
@@ -175,6 +182,9 @@ class RouterMetrics:
         self.spillover: dict[tuple[str, str], int] = {}
         """(model, reason) → requests sent to spillover first (saturated, cold_start,
         hold_full)."""
+        self.spillover_tokens: dict[tuple[str, str], int] = {}
+        """(model, prompt or completion) → tokens of the requests spillover backends answered
+        (the autoscaler's spilled token share)."""
         self.spend_capped: dict[str, int] = {}
         """route → requests that would have spilled over but a spend cap stopped."""
         self.failovers: dict[str, int] = {}
@@ -211,6 +221,13 @@ class RouterMetrics:
     def add_cost_saved(self, route: str, amount: float) -> None:
         """Money one selected answer saved against the route's strongest candidate."""
         self.cost_saved[route] = self.cost_saved.get(route, 0.0) + amount
+
+    def count_spilled(self, model: str, prompt: int, completion: int | None) -> None:
+        """The tokens of one request a spillover backend answered (completion None: unknown)."""
+        for kind, n in (("prompt", prompt), ("completion", completion)):
+            if n is not None and n >= 0:
+                key = (model, kind)
+                self.spillover_tokens[key] = self.spillover_tokens.get(key, 0) + n
 
     def bump(self, table: dict[str, int], key: str, by: int = 1) -> None:
         """Add to a counter keyed by one label."""

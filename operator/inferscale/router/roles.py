@@ -45,6 +45,8 @@ class Plan:
     steps: tuple[Step, ...]
     spill: SpillReason | None = None
     """Set when the first step is a spillover backend."""
+    spill_steps: int = 0
+    """How many of the first steps are spillover backends (their answers are spilled)."""
     capped: SpillReason | None = None
     """Set when the request would have spilled over but a spend cap stopped it."""
     reject: bool = False
@@ -123,4 +125,4 @@ def plan(
     if capped:
         reject = settings.spend.on_cap_reached == "reject"
         return Plan(() if reject else (LOCAL, *fallbacks), capped=reason, reject=reject)
-    return Plan((*spill, LOCAL, *fallbacks), spill=reason)
+    return Plan((*spill, LOCAL, *fallbacks), spill=reason, spill_steps=len(spill))

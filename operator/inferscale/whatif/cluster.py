@@ -18,7 +18,9 @@ takes seconds. What happens, in the order a real deployment does it:
   where the router estimates them from the body's size.
   Requests longer than the engine accepts are rejected, as the engine would with a 400.
 - **Scrapes** every ``scrape_interval_s``: in-flight, held, spilled, KV-cache use, GPU busy
-  per ready replica, ready and starting counts. Policies read these (with their own lag).
+  per ready replica, ready and starting counts, and the counters (arrivals, their tokens, the
+  tokens spilled: the router's ``inferscale_router_spillover_tokens_total``). Policies read
+  these (with their own lag).
 - **Replicas**: a new one holds a GPU from the moment it is created and serves after
   ``cold_start_s``. One removed stops taking requests at once and finishes those it has
   (a graceful drain), holding its GPU until then; starting replicas go first (newest first),
@@ -228,6 +230,7 @@ class _Cluster:
         # The counters a scrape reports (see Scrape): arrivals, and the latencies of requests
         # as they get their first token (awaiting_first) and then finish (decoding).
         self.arrived = self.arrived_prompt_tokens = self.arrived_output_tokens = 0
+        self.spilled_tokens = 0
         self.ttft_sum = self.itl_sum = 0.0
         self.ttft_count = self.itl_count = 0
         self.awaiting_first: list[int] = []
@@ -312,6 +315,8 @@ class _Cluster:
         r = self.requests[index]
         self.outcome[index] = SPILLED
         self.ttft[index] = 0.0
+        # The router's spilled-token counters (the provider's usage: prompt and output).
+        self.spilled_tokens += r.prompt_tokens + r.output_tokens
         # The provider holds it about as long as a replica at the target batch would.
         heapq.heappush(
             self.spilled_until, now + service_seconds(self.engine, r, self.config.target)
@@ -408,6 +413,7 @@ class _Cluster:
             arrived=self.arrived,
             arrived_prompt_tokens=self.arrived_prompt_tokens,
             arrived_output_tokens=self.arrived_output_tokens,
+            spilled_tokens=self.spilled_tokens,
             ttft_sum=self.ttft_sum,
             ttft_count=self.ttft_count,
             itl_sum=self.itl_sum,

@@ -9,7 +9,9 @@ comparison is about timing and logic, not about a better-chosen target:
 - ``ours``: the real :func:`inferscale.autoscaler.policy.decide`, every 2 s, reading the scrape
   one interval old (what a Prometheus query sees), with ``time_to_ready_s`` = the cold start
   and ``prompt_tokens_per_replica`` = the preset's prefill rate within the SLO (the prompt
-  tokens waiting are the router's gauge).
+  tokens waiting are the router's gauge), and the share of the tokens spilled over the last
+  :data:`~inferscale.autoscaler.spillcost.SPILL_SHARE_WINDOW_S` (:func:`spilled_token_share`,
+  what the operator reads from the routers' and engines' counters).
 - ``hpa``: Kubernetes HPA on GPU utilisation (duty cycle, as ``DCGM_FI_DEV_GPU_UTIL``, averaged
   over 30 s): 15 s sync, tolerance 0.1, up by at most max(100 %, 4 pods) per sync, down to the
   highest recommendation of the last 300 s; never below one replica.
@@ -41,6 +43,7 @@ Pure: no clock, no I/O.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import deque
 from collections.abc import Sequence
@@ -48,6 +51,7 @@ from dataclasses import dataclass, field
 from typing import Final, Protocol
 
 from inferscale.autoscaler.policy import Decision, History, PolicyParams, Sample, decide
+from inferscale.autoscaler.spillcost import SPILL_SHARE_WINDOW_S
 from inferscale.sim.model import EngineParams
 from inferscale.whatif.trace import Request
 
@@ -116,6 +120,9 @@ class Scrape:
     arrived_prompt_tokens: int = 0
     arrived_output_tokens: int = 0
     """Output tokens of the requests received (a real router learns them as they finish)."""
+    spilled_tokens: int = 0
+    """Prompt plus output tokens of the requests spilled (the routers' spilled-token
+    counters)."""
     ttft_sum: float = 0.0
     ttft_count: int = 0
     """Seconds to first token of the requests the replicas have begun answering."""
@@ -145,6 +152,29 @@ def _latest(scrapes: Sequence[Scrape], not_after: float) -> Scrape | None:
     return None
 
 
+def spilled_token_share(
+    scrapes: Sequence[Scrape], latest: Scrape, window_s: float = SPILL_SHARE_WINDOW_S
+) -> tuple[float | None, float | None]:
+    """The share of the tokens spilled over the ``window_s`` before ``latest``, and their rate.
+
+    The rate is the tokens per second of all that arrived. Both come from the counters'
+    increase since the newest scrape at least ``window_s`` older (the first one while the run
+    is younger), as a ``rate()`` over the window gives it; None when no token arrived in it.
+    """
+    i = bisect.bisect_right(scrapes, latest.at - window_s, key=lambda s: s.at)
+    start = scrapes[max(i - 1, 0)]
+    arrived = (
+        latest.arrived_prompt_tokens
+        + latest.arrived_output_tokens
+        - start.arrived_prompt_tokens
+        - start.arrived_output_tokens
+    )
+    if arrived <= 0 or latest.at <= start.at:
+        return None, None
+    share = min(max((latest.spilled_tokens - start.spilled_tokens) / arrived, 0.0), 1.0)
+    return share, arrived / (latest.at - start.at)
+
+
 def _clamp(n: int, low: int, high: int) -> int:
     return max(low, min(high, n))
 
@@ -165,6 +195,7 @@ class Ours:
         s = _latest(scrapes, now - self.staleness_s)
         sample = None
         if s is not None:
+            share, rate = spilled_token_share(scrapes, s)
             sample = Sample(
                 at=s.at,
                 in_flight=s.in_flight + s.spilled_in_flight,
@@ -173,6 +204,8 @@ class Ours:
                 ready=s.ready,
                 starting=s.starting,
                 pending_prompt_tokens=s.pending_prompt_tokens,
+                spilled_token_share=share,
+                token_rate=rate,
             )
         d = decide(self.params, self.history, sample, now, current)
         self.history = d.history

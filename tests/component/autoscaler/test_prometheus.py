@@ -186,6 +186,10 @@ async def test_reads_the_token_throughput_per_model_once_a_minute(
     assert seen.prompt_tokens_per_s > 0 and seen.output_tokens_per_s > 0
     assert seen.mean_in_flight > 0
     assert not [p for p in round_.problems if "throughput" in p]
+    # The spilled token query is valid PromQL too; with no router exporting the spilled-token
+    # counter the share is unknown (the policy runs without it), not an error.
+    assert round_.spilled_tokens == {}
+    assert round_.spilled_token_share(("ns", "llama"), "llama") == (None, None)
 
 
 async def test_prometheus_down_is_an_error_not_an_exception() -> None:

@@ -541,6 +541,12 @@ def test_cold_start_spills_at_once_or_when_the_hold_queue_is_full(
         out = c.chat.completions.create(model=MODEL, messages=MESSAGES)
     assert out.choices[0].message.content == "mock:hello"
     assert router.metric("inferscale_router_spillover_total", reason="cold_start") == 1
+    # The spilled answer's tokens, from the provider's usage (the autoscaler's token share).
+    spilled = [
+        router.metric("inferscale_router_spillover_tokens_total", model=MODEL, kind=kind)
+        for kind in ("prompt", "completion")
+    ]
+    assert spilled == [out.usage.prompt_tokens, out.usage.completion_tokens]
     # Without onColdStart the request is held; with the queue full (0 places) it spills.
     table = {
         MODEL: local(

@@ -7,14 +7,18 @@ import pytest
 from inferscale.api.v1alpha1.inference_model import ENGINES as API_ENGINES
 from inferscale.autoscaler.signals import (
     ENGINE_METRICS,
+    THROUGHPUT_WINDOW,
     EngineReading,
     RouterReading,
     build_queries,
     build_sample,
+    parse_by_label,
     parse_vector,
     router_readings,
+    spilled_token_share,
     throughputs,
 )
+from inferscale.autoscaler.spillcost import SPILL_SHARE_WINDOW_S
 from inferscale.autoscaler.spillprice import Throughput
 
 NOW = 1_000_000.0
@@ -48,6 +52,65 @@ def test_the_throughput_queries_rate_every_engines_token_counters_over_one_windo
     assert q.prompt_rate.endswith("[10m]))")
     # The mean of the per-model sum (a subquery): the raw gauges would clash without names.
     assert q.mean_in_flight == f"avg_over_time(({q.in_flight})[10m:5s])"
+
+
+def test_the_spilled_token_share_reads_the_routers_over_the_throughput_window() -> None:
+    q = build_queries("inferscale_io_model", "namespace")
+    # The engines' side is the throughput read's rates over the same 10 m, the recent window.
+    assert q.spilled_tokens == (
+        "sum by (model) (rate(inferscale_router_spillover_tokens_total[10m]))"
+    )
+    assert SPILL_SHARE_WINDOW_S == 600.0 and THROUGHPUT_WINDOW == "10m"
+
+
+@pytest.mark.parametrize(
+    ("spilled", "engines", "expected"),
+    [
+        (10.0, Throughput(60.0, 30.0, 4.0), (0.10, 100.0)),
+        (0.0, Throughput(40.0, 10.0, 4.0), (0.0, 50.0)),
+        (None, Throughput(40.0, 10.0, 4.0), (None, None)),  # no counter (or none spilled)
+        (5.0, None, (None, None)),  # engines without token counters: never "all spilled"
+        (0.0, Throughput(0.0, 0.0, 0.0), (None, None)),  # an idle window says nothing
+        (float("nan"), Throughput(1.0, 1.0, 1.0), (None, None)),
+        (-1.0, Throughput(1.0, 1.0, 1.0), (None, None)),
+    ],
+)
+def test_the_spilled_token_share_is_unknown_without_both_rates(spilled, engines, expected) -> None:
+    share, rate = spilled_token_share(spilled, engines)
+    if expected[0] is None:
+        assert (share, rate) == (None, None)
+    else:
+        assert (share, rate) == pytest.approx(expected)
+
+
+def test_the_routers_spilled_tokens_are_read_per_served_name() -> None:
+    result = [
+        {"metric": {"model": "llama"}, "value": [NOW, "12.5"]},
+        {"metric": {"model": ""}, "value": [NOW, "1"]},
+        {"metric": {}, "value": [NOW, "1"]},
+        {"metric": {"model": "qwen"}, "value": [NOW, "NaN"]},
+        "junk",
+    ]
+    assert parse_by_label(result, "model") == {"llama": 12.5}
+    assert parse_by_label({"not": "a vector"}, "model") == {}
+
+
+def test_the_sample_carries_the_spilled_token_share() -> None:
+    kwargs = {
+        "engine": "vllm",
+        "now": NOW,
+        "ready": 1,
+        "starting": 0,
+        "prometheus_configured": True,
+        "prometheus": EngineReading(in_flight=3.0, sampled_at=NOW),
+        "prometheus_error": None,
+        "router": None,
+        "router_error": None,
+        "stale_after": 30.0,
+    }
+    sample, unknown = build_sample(**kwargs, spilled_tokens=(0.12, 900.0))
+    assert unknown is None and (sample.spilled_token_share, sample.token_rate) == (0.12, 900.0)
+    assert build_sample(**kwargs)[0].spilled_token_share is None
 
 
 def test_a_model_missing_one_throughput_value_has_no_throughput() -> None:

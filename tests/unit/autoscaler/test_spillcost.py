@@ -13,8 +13,10 @@ from inferscale.autoscaler.spillcost import (
     cost_mode_problem,
     hourly_spend_cap,
     remember_load,
+    remember_tokens,
     spilled_share,
     standing_for_budget,
+    token_floor,
 )
 
 HOUR = 3600.0
@@ -113,12 +115,16 @@ def params(**overrides) -> PolicyParams:
     return PolicyParams(**base)
 
 
-def run(p: PolicyParams, loads, current: int, history=None):
-    """Decide at each (time, load), applying each decision; every decision."""
+def run(p: PolicyParams, loads, current: int, history=None, share=None):
+    """Decide at each (time, load), applying each decision; every decision.
+
+    ``share``: the spilled token share every sample reports (None: no router counts it).
+    """
     h = history or History()
     out = []
     for at, load in loads:
-        d = decide(p, h, Sample(at=at, in_flight=load, ready=current), at, current)
+        sample = Sample(at=at, in_flight=load, ready=current, spilled_token_share=share)
+        d = decide(p, h, sample, at, current)
         h, current = d.history, d.replicas
         out.append(d)
     return out
@@ -241,3 +247,142 @@ def test_the_cost_aware_mode_sheds_an_idle_replica_after_the_break_even():
     assert first_down["ordinary"] - 120 >= 300
     ds = run(cheap, loads, 8)
     assert any("of the 150 s scale-down delay" in d.reason for d in ds)
+
+
+@pytest.mark.parametrize(
+    ("recent", "overall", "since_settled", "expected"),
+    [
+        (None, 0.20, None, 0),  # no counters: the histogram alone rules
+        (0.13, 0.10, None, 4),  # both over the 8 % budget, never unsettled: one more
+        (0.13, 0.10, 600.0, 4),  # the whole window has seen at least the 3 set now
+        (0.13, 0.10, 120.0, 3),  # a scale-up 2 min ago: the window still holds fewer
+        (0.13, 0.05, None, 3),  # a burst over a long run within the budget: none goes
+        (0.13, None, None, 3),  # the long run not known yet: holds only
+        (0.06, 0.20, None, 3),  # a past excess; the recent share is not well within: hold
+        (0.03, 0.20, None, 0),  # well within (under half the budget): released
+        (0.0, None, None, 0),
+    ],
+)
+def test_the_token_floor_raises_over_the_budget_holds_near_it_and_releases_well_within(
+    recent, overall, since_settled, expected
+):
+    floor, why, raised = token_floor(recent, overall, 0.08, 3, since_settled)
+    assert floor == expected
+    assert (why != "") == (expected != 0)
+    assert raised == (4 if expected == 4 else 0)
+    assert token_floor(0.5, 0.5, 0.08, 0, None) == (0, "", 0)  # at zero the held queue rules
+
+
+@pytest.mark.parametrize(
+    ("recent", "overall", "expected"),
+    [
+        (0.03, 0.06, (5, 5)),  # recent well within, the long run not: the raised 5 stay
+        (0.06, 0.06, (5, 5)),
+        (0.03, 0.03, (0, 0)),  # well within over the budget's horizon: let go
+        (0.06, 0.03, (3, 0)),  # let go; the recent share alone still holds the 3 there
+        (None, 0.06, (0, 5)),  # no share now: today's policy, the raise remembered
+    ],
+)
+def test_a_count_raised_for_the_budget_stays_until_the_long_run_is_well_within(
+    recent, overall, expected
+):
+    floor, why, raised = token_floor(recent, overall, 0.08, 3, None, raised=5)
+    assert (floor, raised) == expected
+    if floor == 5:
+        assert "raised to 5 for the 8% budget" in why
+
+
+def steady(load: float, seconds: float, start: float = 0.0):
+    return [(float(t), load) for t in range(int(start), int(start + seconds), 2)]
+
+
+def test_tokens_spilled_over_the_budget_add_a_replica_once_per_window():
+    # One replica's worth of requests in flight: the histogram keeps 1, but the routers see
+    # 13 % of the tokens spill (the long prompts). Once the long-run share is known (half a
+    # half-life of history: 300 s here), one more stands, and another only when the window
+    # (600 s) has seen nothing below it.
+    p = params(spill_share_budget=0.08, spill_history_half_life_s=600)
+    ds = run(p, steady(4.0, 1600), 2, share=0.13)
+    ups = [(d.history.last_change_at, d.replicas) for d in ds if d.action == "scale-up"]
+    assert ups == [(300.0, 3), (900.0, 4), (1500.0, 5)]
+    assert (
+        "13.0% of the tokens spilled in the last 600 s, 13.0% over the last hours, over the 8% "
+        "budget: one more stands" in ds[150].reason
+    )
+    # Before the long run is known, the share only holds: 2 stand, none goes.
+    assert all(d.replicas == 2 for d in ds[:150])
+    assert "not well within the 8% budget" in ds[0].reason
+
+
+def test_a_share_near_the_budget_keeps_the_replicas_and_well_within_lets_them_go():
+    loads = steady(4.0, 700)
+    near = run(params(spill_share_budget=0.08), loads, 4, share=0.06)
+    assert all(d.replicas == 4 for d in near)
+    assert "the learned floor is 4 (6.0% of the tokens spilled" in near[-1].reason
+    within = run(params(spill_share_budget=0.08), loads, 4, share=0.02)
+    assert within[-1].replicas < 4
+
+
+@pytest.mark.parametrize("share", [None, math.nan, -0.1, 1.5])
+def test_no_or_bad_token_share_is_todays_policy(share):
+    loads = steady(4.0, 700) + steady(40.0, 200, 700)
+    p = params(spill_share_budget=0.08)
+    today = [(d.replicas, d.reason) for d in run(p, loads, 4)]
+    assert [(d.replicas, d.reason) for d in run(p, loads, 4, share=share)] == today
+
+
+def test_the_ordinary_policy_ignores_the_token_share():
+    loads = steady(4.0, 700)
+    p = params(cost_aware=False)
+    today = [(d.replicas, d.reason) for d in run(p, loads, 4)]
+    assert [(d.replicas, d.reason) for d in run(p, loads, 4, share=0.5)] == today
+
+
+def test_the_next_raise_waits_a_window_after_the_last_one_is_ready():
+    # Replicas take 180 s to start: the window holds the raised count only once it is ready,
+    # so the second raise comes a window after that, not a window after the first raise.
+    p = params(spill_share_budget=0.08, time_to_ready_s=180, spill_history_half_life_s=600)
+    h, current, set_at, ups = History(), 2, {2: -1e9}, []
+    for at, load in steady(4.0, 1800):
+        ready = max(n for n, t in set_at.items() if t + 180 <= at and n <= current)
+        sample = Sample(
+            at=at, in_flight=load, ready=ready, starting=current - ready, spilled_token_share=0.13
+        )
+        d = decide(p, h, sample, at, current)
+        if d.replicas > current:
+            set_at[d.replicas] = at
+            ups.append(at)
+        h, current = d.history, d.replicas
+    # Raised at 300 s, ready at 480 s (the last sample with it starting: 478 s), then 600 s.
+    assert ups[:2] == [300.0, 478.0 + 600.0]
+    assert History.from_json(h.to_json()) == h
+
+
+def test_the_long_run_share_weighs_each_window_by_its_tokens():
+    # A busy window spilling 20 % and a quiet one spilling none: by tokens, 20 x 9 / 10.
+    acc = remember_tokens((0.0, 0.0), 0.0, 0.20, 900.0, 3600.0)
+    acc = remember_tokens(acc, 0.0, 0.0, 100.0, 3600.0)
+    assert acc[0] / acc[1] == pytest.approx(0.18)
+    # An hour later the older sums weigh half.
+    assert remember_tokens(acc, 3600.0, 0.0, 0.0, 3600.0) == pytest.approx((90.0, 500.0))
+    with pytest.raises(ValueError, match="token_spill"):
+        History.from_json('{"token_spill": [1, -1]}')
+
+
+def test_the_raised_count_outlasts_a_quiet_window_and_goes_once_the_long_run_is_within():
+    # 13 % spill until the raise to 3, then 3 % (the raised count is enough): the ordinary
+    # policy would step down after its delay, but the long-run share (half-life 600 s) is
+    # still over half the budget, so the 3 stay; once it is well within, they may go.
+    p = params(spill_share_budget=0.08, spill_history_half_life_s=600)
+    h, current, counts = History(), 2, []
+    for at, load in steady(4.0, 3600):
+        share = 0.13 if current < 3 else 0.03
+        sample = Sample(at=at, in_flight=load, ready=current, spilled_token_share=share)
+        d = decide(p, h, sample, at, current)
+        h, current = d.history, d.replicas
+        counts.append((at, current, h.token_raised))
+    raised_at = next(at for at, n, _ in counts if n == 3)
+    assert raised_at == 300.0
+    kept = [n for at, n, _ in counts if raised_at <= at < raised_at + 900]
+    assert min(kept) == 3  # the scale-down delay (300 s) passed twice meanwhile
+    assert counts[-1][1] < 3 and counts[-1][2] == 0

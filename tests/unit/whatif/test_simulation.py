@@ -20,7 +20,14 @@ from inferscale.whatif.compare import (
     oracle_for,
     prompt_token_budget,
 )
-from inferscale.whatif.policies import HpaLike, KedaLike, KubeAiLike, Scrape, Static
+from inferscale.whatif.policies import (
+    HpaLike,
+    KedaLike,
+    KubeAiLike,
+    Scrape,
+    Static,
+    spilled_token_share,
+)
 from inferscale.whatif.report import gpu_hours, quantile, render_table, summarize, to_json
 from inferscale.whatif.trace import Request, Trace
 
@@ -288,3 +295,81 @@ def test_kubeai_averages_ten_minutes_and_waits_three_ticks_to_go_down():
     # Load gone: the 10-minute average falls slowly, each drop waits for 3 ticks.
     counts = [kubeai.tick(float(t), 5, [scrape(float(t))]) for t in range(10, 60, 10)]
     assert counts[:2] == [5, 5]
+
+
+# ----- the spilled token share ours reads -------------------------------------------------------
+
+
+class Recorder(Static):
+    """Static, keeping the scrapes it was handed (what a policy reads)."""
+
+    seen: tuple[Scrape, ...] = ()
+
+    def tick(self, now, current, scrapes):
+        self.seen = tuple(scrapes)
+        return self.replicas
+
+
+def test_scrapes_count_the_spilled_tokens_as_the_routers_counters_do():
+    trace = Trace(
+        "t",
+        "azure",
+        (
+            Request(0.0, 3000, 10),
+            Request(0.01, 3000, 10),  # spilled (prompt tokens waiting): 3,010 tokens
+            Request(0.03, 4500, 10),  # spilled: 4,510 tokens
+            Request(10.0, 3000, 10),
+        ),
+    )
+    cfg = config(
+        engine=L4,
+        initial_replicas=1,
+        spillover=True,
+        spill_in_flight_per_replica=100,
+        spill_prompt_tokens_per_replica=4000,
+    )
+    recorder = Recorder(1, interval=2.0)
+    simulate(trace, recorder, cfg)
+    last = recorder.seen[-1]
+    assert last.spilled_tokens == 3010 + 4510
+    # The last scrape (10 s) runs before the last arrival (10 s): three requests arrived.
+    assert last.arrived_prompt_tokens + last.arrived_output_tokens == 10530
+    share, rate = spilled_token_share(recorder.seen, last)
+    assert share == pytest.approx(7520 / 10530)
+    assert rate == pytest.approx(10530 / last.at)
+
+
+def counters(at, arrived, spilled):
+    return Scrape(
+        at, 0, 0, 0, None, (), 1, 0, arrived_prompt_tokens=arrived, spilled_tokens=spilled
+    )
+
+
+def test_the_share_is_over_the_window_before_the_scrape_and_unknown_without_tokens():
+    scrapes = [counters(0, 0, 0), counters(300, 1000, 500), counters(900, 3000, 600)]
+    # The window (600 s) before 900 s starts at the scrape of 300 s: 100 of 2,000 spilled.
+    assert spilled_token_share(scrapes, scrapes[-1]) == pytest.approx((0.05, 2000 / 600))
+    # A run younger than the window: since its first scrape.
+    assert spilled_token_share(scrapes, scrapes[1]) == pytest.approx((0.5, 1000 / 300))
+    idle = [counters(0, 0, 0), counters(10, 0, 0)]
+    assert spilled_token_share(idle, idle[-1]) == (None, None)
+
+
+def test_ours_reads_the_share_and_keeps_the_spill_within_its_budget_in_tokens():
+    # Long prompts that no replica can prefill within the bound spill whatever the requests
+    # in flight say: the share reaches ours' sample, whose history then carries it.
+    requests = tuple(Request(float(t), 3000 if t % 4 == 0 else 200, 10) for t in range(0, 1200, 1))
+    trace = Trace("long", "azure", requests)
+    cfg = config(
+        engine=L4,
+        initial_replicas=2,
+        spillover=True,
+        spill_prompt_tokens_per_replica=4000,
+        gpu_hour_price=0.8,
+        spill_price_in=0.5,
+        spill_price_out=1.5,
+    )
+    ours = build_policy("ours", trace, cfg)
+    simulate(trace, ours, cfg)
+    assert ours.params.cost_mode
+    assert ours.history.token_since is not None and ours.history.token_spill[1] > 0
