@@ -131,6 +131,19 @@ def render_vllm(model: LatencyModel, model_name: str) -> str:
         "Prefix cache hits, in terms of number of cached tokens.",
         s.prefix_cache_hits,
     )
+    if model.host_blocks:
+        # vLLM counts a KV connector's (its CPU offloading's) hits apart, over the tokens the
+        # GPU cache missed; it has these counters only with a connector, the sim with a host tier.
+        w.counter(
+            "vllm:external_prefix_cache_queries_total",
+            "External prefix cache queries from KV connector, in queried tokens.",
+            s.prefix_cache_queries - s.prefix_cache_hits,
+        )
+        w.counter(
+            "vllm:external_prefix_cache_hits_total",
+            "External prefix cache hits from KV connector, in cached tokens.",
+            s.host_cache_hits,
+        )
     w.counter("vllm:prompt_tokens_total", "Number of prefill tokens processed.", s.prompt_tokens)
     w.counter(
         "vllm:generation_tokens_total",

@@ -8,6 +8,7 @@ import pytest
 
 from inferscale.protocol.simtokens import block_hashes
 from inferscale.sim import CPU, GPU, EngineParams, KvEvent, LatencyModel
+from inferscale.sim.metrics import render_vllm
 
 
 def make_params(**overrides) -> EngineParams:
@@ -112,3 +113,24 @@ def test_no_events_are_kept_unless_asked():
     model = LatencyModel(make_params(host_kv_capacity_tokens=512))
     evict_a(model)
     assert model.events is None and model.take_events() == []
+
+
+def metric(text: str, name: str) -> float | None:
+    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name)]
+    return sum(values) if values else None
+
+
+def test_host_hits_are_vllms_external_prefix_cache_counters():
+    with_host = LatencyModel(make_params(host_kv_capacity_tokens=512))
+    a = evict_a(with_host)
+    with_host.submit(10.0, 32, 1, a)
+    drain(with_host)
+    text = render_vllm(with_host, "m")
+    s = with_host.stats
+    # Queried: the tokens the GPU cache missed; hit: the 31 loaded from the host.
+    queries = metric(text, "vllm:external_prefix_cache_queries_total")
+    assert queries == s.prefix_cache_queries - s.prefix_cache_hits > 31
+    assert metric(text, "vllm:external_prefix_cache_hits_total") == 31
+    assert metric(text, "vllm:prefix_cache_hits_total") == s.prefix_cache_hits  # GPU only
+    # Without a host tier there is no connector, so no such counters (as in vLLM).
+    assert "external_prefix" not in render_vllm(LatencyModel(make_params()), "m")
