@@ -50,7 +50,12 @@ from workload import (
     read_rows,
 )
 
+from inferscale.protocol.kvevents import KvEventsConfig
+from inferscale.sim.model import EngineParams
+
 MODEL = "trace-model"
+INDEX_BLOCKS = "inferscale_router_kv_index_blocks"
+RESYNCS = "inferscale_router_kv_stream_resyncs_total"
 
 
 def free_port() -> int:
@@ -94,13 +99,15 @@ def endpoint_values(metrics: dict[str, float], name: str, replicas: int) -> list
 
 async def replay(
     base: str, rows: list[Row], prompts: Prompts, args: argparse.Namespace, speedup: float
-) -> tuple[list[float | None], list[float]]:
-    """TTFT per request, and in flight per replica averaged over 0.5 s samples of the router."""
+) -> tuple[list[float | None], list[float], int]:
+    """TTFT per request, in flight per replica averaged over 0.5 s samples of the router, and
+    the most block hashes the router's KV-event index held at once (all replicas, sampled)."""
     ttfts: list[float | None] = [None] * len(rows)
     t0 = rows[0].at_s
     timeout = aiohttp.ClientTimeout(total=args.request_timeout)
     load = [0.0] * args.replicas
     samples = 0
+    most_blocks = 0
     async with aiohttp.ClientSession(timeout=timeout) as session:
         start = time.monotonic()
 
@@ -127,18 +134,20 @@ async def replay(
                 return
 
         async def sample() -> None:
-            nonlocal samples
+            nonlocal samples, most_blocks
             while True:
                 await asyncio.sleep(0.5)
                 async with session.get(base + "/metrics") as resp:
                     text = await resp.text()
                 m: dict[str, float] = {}
                 for line in text.splitlines():
-                    if line.startswith("inferscale_router_in_flight{"):
+                    if line.startswith(("inferscale_router_in_flight{", INDEX_BLOCKS + "{")):
                         key, value = line.rsplit(" ", 1)
                         m[key] = float(value)
                 for j, v in enumerate(endpoint_values(m, "inferscale_router_in_flight", len(load))):
                     load[j] += v
+                blocks = endpoint_values(m, INDEX_BLOCKS, len(load))
+                most_blocks = max(most_blocks, int(sum(blocks)))
                 samples += 1
 
         sampler = asyncio.create_task(sample())
@@ -146,108 +155,204 @@ async def replay(
             await asyncio.gather(*(one(i, r) for i, r in enumerate(rows)))
         finally:
             sampler.cancel()
-    return ttfts, [x / max(samples, 1) for x in load]
+    return ttfts, [x / max(samples, 1) for x in load], most_blocks
+
+
+def kv_events_config(port: int) -> str:
+    """The sim's ``--kv-events-config``: vLLM's JSON, a ZMQ publisher on loopback ``port``."""
+    return KvEventsConfig(enable=True, endpoint=f"tcp://127.0.0.1:{port}").to_json()
+
+
+def sim_command(
+    port: int, kv_port: int | None, args: argparse.Namespace, params: EngineParams
+) -> list[str]:
+    """``inferscale sim`` on ``port`` with the bench's engine; KV events on ``kv_port`` if any."""
+    events = [] if kv_port is None else ["--kv-events-config", kv_events_config(kv_port)]
+    return [
+        *(sys.executable, "-m", "inferscale", "sim", "--host", "127.0.0.1"),
+        *("--port", str(port), "--model", MODEL, "--preset", args.preset),
+        *("--max-request-bytes", str(16 * 1024 * 1024)),
+        *engine_flags(params),
+        *events,
+    ]
+
+
+def routing_table(
+    picker: str,
+    ports: list[int],
+    kv_ports: list[int | None],
+    prompts: Prompts,
+    args: argparse.Namespace,
+) -> dict[str, object]:
+    """The router's table file: one model on the sims, routed by ``picker``.
+
+    An endpoint whose sim publishes KV events names the publisher (``kv_events``), so the
+    router subscribes to it and ``predictedTTFT`` scores that replica with its cache.
+    """
+    route = {
+        "strategy": picker,
+        "prefixHash": {
+            "prefixCharacters": prompts.prefix_chars(args.prefix_blocks),
+            "loadBound": args.load_bound,
+        },
+        "timeouts": {"firstTokenSeconds": args.request_timeout},
+    }
+    endpoints: list[dict[str, object]] = []
+    for i, (p, kv) in enumerate(zip(ports, kv_ports, strict=True)):
+        e: dict[str, object] = {"pod": f"sim-{i}", "address": f"127.0.0.1:{p}", "engine": "sim"}
+        if kv is not None:
+            e["kv_events"] = f"127.0.0.1:{kv}"
+        endpoints.append(e)
+    return {"version": 1, "models": {MODEL: {"route": route, "endpoints": endpoints}}}
+
+
+def start_fleet(
+    picker: str, prompts: Prompts, args: argparse.Namespace, tdir: str
+) -> tuple[list[subprocess.Popen], list[int], str]:
+    """Fresh sims and a router in front of them: (processes, sim ports, the router's URL).
+
+    The processes are returned as soon as each starts, so the caller stops them on any error.
+    """
+    params = engine_params(args.preset, prompts.scale, args.kv_factor, args.host_factor)
+    procs: list[subprocess.Popen] = []
+    ports = [free_port() for _ in range(args.replicas)]
+    kv_ports = [None if args.no_kv_events else free_port() for _ in ports]
+    for p, kv in zip(ports, kv_ports, strict=True):
+        procs.append(
+            subprocess.Popen(
+                sim_command(p, kv, args, params),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+    for p, proc in zip(ports, procs, strict=True):
+        wait_ok(f"http://127.0.0.1:{p}/health", proc)
+    tfile = os.path.join(tdir, "table.json")
+    Path(tfile).write_text(json.dumps(routing_table(picker, ports, kv_ports, prompts, args)))
+    rport = free_port()
+    router = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "inferscale", "router", "--host", "127.0.0.1"),
+            *("--port", str(rport), "--table-file", tfile, "--table-poll-seconds", "0"),
+            "--no-access-log",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    procs.append(router)
+    base = f"http://127.0.0.1:{rport}"
+    wait_ok(base + "/readyz", router)
+    return procs, ports, base
+
+
+def stop(procs: list[subprocess.Popen]) -> None:
+    """SIGTERM, router first; kill what does not exit in 15 s."""
+    for proc in reversed(procs):
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def cache_figures(ports: list[int], base: str) -> dict[str, object]:
+    """After a run: the sims' hit rates and what the router's KV-event index saw.
+
+    ``prefix_hit_rate`` counts GPU and host-tier hits (vLLM's ``prefix_cache_hits`` and its
+    connector's ``external_prefix_cache_hits``) over the prompt tokens, as ``virtual.py`` does.
+    """
+    sums = {"hits": 0.0, "queries": 0.0, "host": 0.0}
+    names = {
+        "hits": "vllm:prefix_cache_hits_total",
+        "queries": "vllm:prefix_cache_queries_total",
+        "host": "vllm:external_prefix_cache_hits_total",
+    }
+    for p in ports:
+        m = scrape(f"http://127.0.0.1:{p}/metrics")
+        for what, name in names.items():
+            sums[what] += sum(v for k, v in m.items() if k.startswith(name + "{"))
+    router = scrape(base + "/metrics")
+    queries = sums["queries"]
+    return {
+        "prefix_hit_rate": round((sums["hits"] + sums["host"]) / queries, 3) if queries else None,
+        "host_hit_rate": round(sums["host"] / queries, 3) if queries else None,
+        "index_blocks_end": int(sum(v for k, v in router.items() if k.startswith(INDEX_BLOCKS))),
+        "kv_resyncs": int(sum(v for k, v in router.items() if k.startswith(RESYNCS))),
+        "router_metrics": router,
+    }
 
 
 def run_picker(
     picker: str, rows: list[Row], prompts: Prompts, args: argparse.Namespace, speedup: float
 ) -> dict[str, object]:
-    py = sys.executable
-    params = engine_params(args.preset, prompts.scale, args.kv_factor, args.host_factor)
+    """One fresh fleet, one replay; the row of figures ``main`` prints."""
     procs: list[subprocess.Popen] = []
-    tdir = tempfile.TemporaryDirectory()
-    try:
-        ports = [free_port() for _ in range(args.replicas)]
-        for p in ports:
-            procs.append(
-                subprocess.Popen(
-                    [
-                        *(py, "-m", "inferscale", "sim", "--host", "127.0.0.1"),
-                        *("--port", str(p), "--model", MODEL, "--preset", args.preset),
-                        *("--max-request-bytes", str(16 * 1024 * 1024)),
-                        *engine_flags(params),
-                    ],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-            )
-        for p, proc in zip(ports, procs, strict=True):
-            wait_ok(f"http://127.0.0.1:{p}/health", proc)
-        route = {
-            "strategy": picker,
-            "prefixHash": {
-                "prefixCharacters": prompts.prefix_chars(args.prefix_blocks),
-                "loadBound": args.load_bound,
-            },
-            "timeouts": {"firstTokenSeconds": args.request_timeout},
-        }
-        table = {
-            "version": 1,
-            "models": {
-                MODEL: {
-                    "route": route,
-                    "endpoints": [
-                        {"pod": f"sim-{i}", "address": f"127.0.0.1:{p}", "engine": "sim"}
-                        for i, p in enumerate(ports)
-                    ],
-                }
-            },
-        }
-        tfile = os.path.join(tdir.name, "table.json")
-        Path(tfile).write_text(json.dumps(table))
-        rport = free_port()
-        router = subprocess.Popen(
-            [
-                *(py, "-m", "inferscale", "router", "--host", "127.0.0.1", "--port", str(rport)),
-                *("--table-file", tfile, "--table-poll-seconds", "0", "--no-access-log"),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        procs.append(router)
-        base = f"http://127.0.0.1:{rport}"
-        wait_ok(base + "/readyz", router)
-        t = time.monotonic()
-        ttfts, load = asyncio.run(replay(base, rows, prompts, args, speedup))
-        wall = time.monotonic() - t
-        ok = sorted(x for x in ttfts if x is not None)
-        hits = queries = 0.0
-        for p in ports:
-            m = scrape(f"http://127.0.0.1:{p}/metrics")
-            hits += sum(v for k, v in m.items() if k.startswith("vllm:prefix_cache_hits_total"))
-            queries += sum(
-                v for k, v in m.items() if k.startswith("vllm:prefix_cache_queries_total")
-            )
-        per = endpoint_values(
-            scrape(base + "/metrics"), "inferscale_router_requests_total", args.replicas
-        )
-        mean = statistics.mean(per)
-        mean_load = statistics.mean(load)
-        return {
-            "picker": picker,
-            "speedup": speedup,
-            "requests": len(rows),
-            "ok": len(ok),
-            "wall_s": round(wall, 1),
-            "ttft_mean_ms": round(1000 * statistics.mean(ok), 1) if ok else None,
-            "ttft_p95_ms": round(1000 * ok[int(0.95 * (len(ok) - 1))], 1) if ok else None,
-            "prefix_hit_rate": round(hits / queries, 3) if queries else None,
-            "per_replica": [int(x) for x in per],
-            "max_over_mean": round(max(per) / mean, 2) if mean else None,
-            "in_flight_max_over_mean": round(max(load) / mean_load, 2) if mean_load else None,
-            "mean_in_flight": round(mean_load, 1),
-        }
-    finally:
-        for proc in reversed(procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        tdir.cleanup()
+    with tempfile.TemporaryDirectory() as tdir:
+        try:
+            procs, ports, base = start_fleet(picker, prompts, args, tdir)
+            t = time.monotonic()
+            ttfts, load, most_blocks = asyncio.run(replay(base, rows, prompts, args, speedup))
+            wall = time.monotonic() - t
+            cache = cache_figures(ports, base)
+        finally:
+            stop(procs)
+    ok = sorted(x for x in ttfts if x is not None)
+    per = endpoint_values(
+        cache.pop("router_metrics"),  # type: ignore[arg-type]
+        "inferscale_router_requests_total",
+        args.replicas,
+    )
+    mean = statistics.mean(per)
+    mean_load = statistics.mean(load)
+    return {
+        "picker": picker,
+        "speedup": speedup,
+        "requests": len(rows),
+        "ok": len(ok),
+        "wall_s": round(wall, 1),
+        "ttft_mean_ms": round(1000 * statistics.mean(ok), 1) if ok else None,
+        "ttft_p95_ms": round(1000 * ok[int(0.95 * (len(ok) - 1))], 1) if ok else None,
+        **cache,
+        "index_blocks_max": most_blocks,
+        "per_replica": [int(x) for x in per],
+        "max_over_mean": round(max(per) / mean, 2) if mean else None,
+        "in_flight_max_over_mean": round(max(load) / mean_load, 2) if mean_load else None,
+        "mean_in_flight": round(mean_load, 1),
+    }
+
+
+HEADER = (
+    "| start | speedup | picker | ok | mean TTFT ms | p95 TTFT ms | hit rate (host)"
+    " | requests per replica | requests max/mean | in-flight max/mean | ratio | p95 ratio"
+    " | index blocks max | virtual mean TTFT ms | virtual ratio | virtual p95 ratio"
+    " | virtual hit rate (host) |\n" + "|---" * 17 + "|"
+)
+
+
+def table_lines(results: list[dict[str, object]], start: int, speedup: float) -> list[str]:
+    """Rows of the printed table, ratios against the first picker's run (same load)."""
+    first = results[0]
+
+    def ratio(r: dict[str, object], key: str) -> str:
+        mine, base = r[key], first[key]
+        if not isinstance(mine, float) or not isinstance(base, float) or not base:
+            return "–"
+        return f"{mine / base:.2f}"
+
+    return [
+        f"| {start} | {speedup:g} | {r['picker']} | {r['ok']}/{r['requests']} "
+        f"| {r['ttft_mean_ms']} | {r['ttft_p95_ms']} | {r['prefix_hit_rate']} "
+        f"({r['host_hit_rate']}) | {r['per_replica']} | {r['max_over_mean']} "
+        f"| {r['in_flight_max_over_mean']} | {ratio(r, 'ttft_mean_ms')} "
+        f"| {ratio(r, 'ttft_p95_ms')} | {r['index_blocks_max']} "
+        f"| {r['virtual_ttft_mean_ms']} | {ratio(r, 'virtual_ttft_mean_ms')} "
+        f"| {ratio(r, 'virtual_ttft_p95_ms')} | {r['virtual_hit_rate']} "
+        f"({r['virtual_host_hit_rate']}) |"
+        for r in results
+    ]
 
 
 def main() -> int:
@@ -261,6 +366,11 @@ def main() -> int:
     add_workload_arguments(ap)
     ap.add_argument("--pickers", default="leastInFlight,prefixHash")
     ap.add_argument("--request-timeout", type=float, default=300.0)
+    ap.add_argument(
+        "--no-kv-events",
+        action="store_true",
+        help="sims publish no KV events (predictedTTFT then falls back to leastPrefill)",
+    )
     args = ap.parse_args()
     rows = read_rows(args.trace, args.start, args.requests)
     prompts = Prompts(args.block_words)
@@ -294,27 +404,12 @@ def main() -> int:
                 load_bound=args.load_bound,
                 ring_points=64,
             )
-            r["virtual_ttft_mean_ms"] = v["ttft_mean_ms"]
-            r["virtual_hit_rate"] = v["prefix_hit_rate"]
+            for key in ("ttft_mean_ms", "ttft_p95_ms", "prefix_hit_rate", "host_hit_rate"):
+                r["virtual_" + key.removeprefix("prefix_")] = v[key]
             print(json.dumps(r), flush=True)
             results.append(r)
-        base = results[0]["ttft_mean_ms"]
-        vbase = results[0]["virtual_ttft_mean_ms"]
-        for r in results:
-            ratio = r["ttft_mean_ms"] / base if base and r["ttft_mean_ms"] else None  # type: ignore[operator]
-            vratio = r["virtual_ttft_mean_ms"] / vbase  # type: ignore[operator]
-            lines.append(
-                f"| {args.start} | {speedup:g} | {r['picker']} | {r['ok']}/{r['requests']} "
-                f"| {r['ttft_mean_ms']} | {r['ttft_p95_ms']} | {r['prefix_hit_rate']} "
-                f"| {r['per_replica']} | {r['max_over_mean']} | {r['in_flight_max_over_mean']} "
-                f"| {ratio and round(ratio, 2)} | {r['virtual_ttft_mean_ms']} | {vratio:.2f} |"
-            )
-    print(
-        "\n| start | speedup | picker | ok | mean TTFT ms | p95 TTFT ms | hit rate"
-        " | requests per replica | requests max/mean | in-flight max/mean | ratio"
-        " | virtual mean TTFT ms | virtual ratio |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        lines += table_lines(results, args.start, speedup)
+    print("\n" + HEADER)
     print("\n".join(lines))
     return 0
 
