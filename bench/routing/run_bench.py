@@ -186,7 +186,7 @@ def routing_table(
 ) -> dict[str, object]:
     """The router's table file: one model on the sims, routed by ``picker``.
 
-    An endpoint whose sim publishes KV events names the publisher (``kv_events``), so the
+    An endpoint whose sim publishes KV events names the publisher (``kvEvents``), so the
     router subscribes to it and ``predictedTTFT`` scores that replica with its cache.
     """
     route = {
@@ -201,7 +201,7 @@ def routing_table(
     for i, (p, kv) in enumerate(zip(ports, kv_ports, strict=True)):
         e: dict[str, object] = {"pod": f"sim-{i}", "address": f"127.0.0.1:{p}", "engine": "sim"}
         if kv is not None:
-            e["kv_events"] = f"127.0.0.1:{kv}"
+            e["kvEvents"] = f"127.0.0.1:{kv}"
         endpoints.append(e)
     return {"version": 1, "models": {MODEL: {"route": route, "endpoints": endpoints}}}
 
