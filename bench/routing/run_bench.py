@@ -98,11 +98,20 @@ def endpoint_values(metrics: dict[str, float], name: str, replicas: int) -> list
 
 
 async def replay(
-    base: str, rows: list[Row], prompts: Prompts, args: argparse.Namespace, speedup: float
+    base: str,
+    rows: list[Row],
+    prompts: Prompts,
+    args: argparse.Namespace,
+    speedup: float,
+    sends: list[float],
 ) -> tuple[list[float | None], list[float], int]:
     """TTFT per request, in flight per replica averaged over 0.5 s samples of the router, and
-    the most block hashes the router's KV-event index held at once (all replicas, sampled)."""
+    the most block hashes the router's KV-event index held at once (all replicas, sampled).
+
+    ``sends`` gets each request's send time, seconds from the start (the schedule is the
+    trace's; a busy client sends late)."""
     ttfts: list[float | None] = [None] * len(rows)
+    sends[:] = [0.0] * len(rows)
     t0 = rows[0].at_s
     timeout = aiohttp.ClientTimeout(total=args.request_timeout)
     load = [0.0] * args.replicas
@@ -120,6 +129,7 @@ async def replay(
                 "max_tokens": output_tokens(row, args.max_tokens),
             }
             sent = time.monotonic()
+            sends[i] = sent - start
             try:
                 async with session.post(base + "/v1/completions", json=body) as resp:
                     if resp.status != 200:
@@ -264,11 +274,13 @@ def cache_figures(ports: list[int], base: str) -> dict[str, object]:
     ``prefix_hit_rate`` counts GPU and host-tier hits (vLLM's ``prefix_cache_hits`` and its
     connector's ``external_prefix_cache_hits``) over the prompt tokens, as ``virtual.py`` does.
     """
-    sums = {"hits": 0.0, "queries": 0.0, "host": 0.0}
+    sums = {"hits": 0.0, "queries": 0.0, "host": 0.0, "ttft_s": 0.0, "firsts": 0.0}
     names = {
         "hits": "vllm:prefix_cache_hits_total",
         "queries": "vllm:prefix_cache_queries_total",
         "host": "vllm:external_prefix_cache_hits_total",
+        "ttft_s": "vllm:time_to_first_token_seconds_sum",
+        "firsts": "vllm:time_to_first_token_seconds_count",
     }
     for p in ports:
         m = scrape(f"http://127.0.0.1:{p}/metrics")
@@ -279,6 +291,11 @@ def cache_figures(ports: list[int], base: str) -> dict[str, object]:
     return {
         "prefix_hit_rate": round((sums["hits"] + sums["host"]) / queries, 3) if queries else None,
         "host_hit_rate": round(sums["host"] / queries, 3) if queries else None,
+        # The sims' own TTFT, from arrival at the engine (model time): what the client's TTFT
+        # adds beyond it is the HTTP path, the router and the CPU these processes wait for.
+        "engine_ttft_mean_ms": (
+            round(1000 * sums["ttft_s"] / sums["firsts"], 1) if sums["firsts"] else None
+        ),
         "index_blocks_end": int(sum(v for k, v in router.items() if k.startswith(INDEX_BLOCKS))),
         "kv_resyncs": int(sum(v for k, v in router.items() if k.startswith(RESYNCS))),
         "router_metrics": router,
@@ -294,12 +311,22 @@ def run_picker(
         try:
             procs, ports, base = start_fleet(picker, prompts, args, tdir)
             t = time.monotonic()
-            ttfts, load, most_blocks = asyncio.run(replay(base, rows, prompts, args, speedup))
+            sends: list[float] = []
+            ttfts, load, most_blocks = asyncio.run(
+                replay(base, rows, prompts, args, speedup, sends)
+            )
             wall = time.monotonic() - t
             cache = cache_figures(ports, base)
         finally:
             stop(procs)
     ok = sorted(x for x in ttfts if x is not None)
+    t0 = rows[0].at_s
+    lags = sorted(s - (r.at_s - t0) / speedup for s, r in zip(sends, rows, strict=True))
+    if args.log:
+        with open(args.log, "a") as f:
+            for i, (sent, ttft) in enumerate(zip(sends, ttfts, strict=True)):
+                line = {"picker": picker, "speedup": speedup, "row": i, "sent_s": sent}
+                f.write(json.dumps({**line, "ttft_s": ttft}) + "\n")
     per = endpoint_values(
         cache.pop("router_metrics"),  # type: ignore[arg-type]
         "inferscale_router_requests_total",
@@ -315,6 +342,11 @@ def run_picker(
         "wall_s": round(wall, 1),
         "ttft_mean_ms": round(1000 * statistics.mean(ok), 1) if ok else None,
         "ttft_p95_ms": round(1000 * ok[int(0.95 * (len(ok) - 1))], 1) if ok else None,
+        # How late the client sent, against the trace's schedule (a busy machine's client lags).
+        "send_lag_ms_mean_p95": [
+            round(1000 * statistics.mean(lags), 1),
+            round(1000 * lags[int(0.95 * (len(lags) - 1))], 1),
+        ],
         **cache,
         "index_blocks_max": most_blocks,
         "per_replica": [int(x) for x in per],
@@ -327,8 +359,8 @@ def run_picker(
 HEADER = (
     "| start | speedup | picker | ok | mean TTFT ms | p95 TTFT ms | hit rate (host)"
     " | requests per replica | requests max/mean | in-flight max/mean | ratio | p95 ratio"
-    " | index blocks max | virtual mean TTFT ms | virtual ratio | virtual p95 ratio"
-    " | virtual hit rate (host) |\n" + "|---" * 17 + "|"
+    " | index blocks max | engine mean TTFT ms | virtual mean TTFT ms | virtual ratio"
+    " | virtual p95 ratio | virtual hit rate (host) |\n" + "|---" * 18 + "|"
 )
 
 
@@ -347,7 +379,7 @@ def table_lines(results: list[dict[str, object]], start: int, speedup: float) ->
         f"| {r['ttft_mean_ms']} | {r['ttft_p95_ms']} | {r['prefix_hit_rate']} "
         f"({r['host_hit_rate']}) | {r['per_replica']} | {r['max_over_mean']} "
         f"| {r['in_flight_max_over_mean']} | {ratio(r, 'ttft_mean_ms')} "
-        f"| {ratio(r, 'ttft_p95_ms')} | {r['index_blocks_max']} "
+        f"| {ratio(r, 'ttft_p95_ms')} | {r['index_blocks_max']} | {r['engine_ttft_mean_ms']} "
         f"| {r['virtual_ttft_mean_ms']} | {ratio(r, 'virtual_ttft_mean_ms')} "
         f"| {ratio(r, 'virtual_ttft_p95_ms')} | {r['virtual_hit_rate']} "
         f"({r['virtual_host_hit_rate']}) |"
@@ -366,6 +398,7 @@ def main() -> int:
     add_workload_arguments(ap)
     ap.add_argument("--pickers", default="leastInFlight,prefixHash")
     ap.add_argument("--request-timeout", type=float, default=300.0)
+    ap.add_argument("--log", help="append each request's send time and TTFT here (JSON lines)")
     ap.add_argument(
         "--no-kv-events",
         action="store_true",

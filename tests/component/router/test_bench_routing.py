@@ -25,7 +25,7 @@ def test_predicted_ttft_runs_through_the_router_on_the_sims_events():
     ap = argparse.ArgumentParser()
     run_bench.add_workload_arguments(ap)
     args = ap.parse_args(["--replicas", "2", "--block-words", "16", "--host-factor", "4"])
-    args.request_timeout, args.no_kv_events = 30.0, False
+    args.request_timeout, args.no_kv_events, args.log = 30.0, False, None
     prompts = run_bench.Prompts(args.block_words)
     # 12 prompts 0.1 s apart: two shared trace blocks (32 sim tokens), then one of their own.
     rows = [run_bench.Row(0.1 * i, 3 * 512, 4, (1, 2, 100 + i)) for i in range(12)]
