@@ -2,12 +2,15 @@
 """Replay the Mooncake conversation trace through sims behind the router, once per picker.
 
 For each load (``--speedups``) and picker: start N fresh `inferscale sim` processes (cold prefix
-caches) and one `inferscale router` whose routing table sends the model to them with that
-strategy; replay a window of the trace in scaled time as streaming completions; then print
-mean and p95 time to first token (client side, through the router), the prefix-cache hit rate
-(the sims' own vLLM-named counters), the per-replica share of requests and the time-averaged
-in flight per replica (max / mean), and the same run in virtual time (``virtual.py``: the
-same latency model and pickers without HTTP or clocks) as a cross-check.
+caches, KV events on, each publishing on its own loopback port; ``--host-factor`` gives each
+the host-memory tier) and one `inferscale router` whose routing table sends the model to them
+with that strategy and names each sim's KV-events publisher (so ``predictedTTFT`` runs on the
+sims' own events); replay a window of the trace in scaled time as streaming completions; then
+print mean and p95 time to first token (client side, through the router, and the sims' own),
+the prefix-cache hit rate (the sims' own vLLM-named counters, host-tier hits in brackets), the
+most blocks the router's KV-event index held, the per-replica share of requests and the
+time-averaged in flight per replica (max / mean), and the same run in virtual time
+(``virtual.py``: the same latency model and pickers without HTTP or clocks) as a cross-check.
 
 The workload and the engine come from ``workload.py`` (see its docstring and the README for
 the scaling): by default every trace token is a sim token (``--block-words 512``) on the
@@ -16,6 +19,8 @@ Everything runs on 127.0.0.1 and stops by itself (bounded request count, per-req
 
   .venv/bin/python bench/routing/run_bench.py                      # speedups 1 and 1.5
   .venv/bin/python bench/routing/run_bench.py --start 9000 --requests 600 --speedups 1.25
+  .venv/bin/python bench/routing/run_bench.py --requests 400 --speedups 1.5 --host-factor 4 \
+      --pickers leastInFlight,predictedTTFT,leastPrefill
 """
 
 from __future__ import annotations
