@@ -61,6 +61,7 @@ from inferscale.sim.model import EngineParams
 MODEL = "trace-model"
 INDEX_BLOCKS = "inferscale_router_kv_index_blocks"
 RESYNCS = "inferscale_router_kv_stream_resyncs_total"
+ROUTER_TTFT = "inferscale_router_time_to_first_token_seconds"
 
 
 def free_port() -> int:
@@ -297,6 +298,10 @@ def cache_figures(ports: list[int], base: str) -> dict[str, object]:
         for what, name in names.items():
             sums[what] += sum(v for k, v in m.items() if k.startswith(name + "{"))
     router = scrape(base + "/metrics")
+    router_ttft = [
+        sum(v for k, v in router.items() if k.startswith(f"{ROUTER_TTFT}_{part}{{"))
+        for part in ("sum", "count")
+    ]
     queries = sums["queries"]
     return {
         "prefix_hit_rate": round((sums["hits"] + sums["host"]) / queries, 3) if queries else None,
@@ -305,6 +310,10 @@ def cache_figures(ports: list[int], base: str) -> dict[str, object]:
         # adds beyond it is the HTTP path, the router and the CPU these processes wait for.
         "engine_ttft_mean_ms": (
             round(1000 * sums["ttft_s"] / sums["firsts"], 1) if sums["firsts"] else None
+        ),
+        # From the router's receipt of the request to the first chunk it relays.
+        "router_ttft_mean_ms": (
+            round(1000 * router_ttft[0] / router_ttft[1], 1) if router_ttft[1] else None
         ),
         "index_blocks_end": int(sum(v for k, v in router.items() if k.startswith(INDEX_BLOCKS))),
         "kv_resyncs": int(sum(v for k, v in router.items() if k.startswith(RESYNCS))),
