@@ -34,9 +34,10 @@ def test_predicted_ttft_runs_through_the_router_on_the_sims_events():
     used = sum(1 for n in r["per_replica"] if n)
     assert sum(r["per_replica"]) == 12
     # The index holds what the sims do: each prompt's own block, and the two shared ones on
-    # each replica that served any. The last prompt's events may still be on their way (the
-    # subscriber reads every 50 ms), the first 11 prompts' are in.
-    assert 2 + 11 <= r["index_blocks_end"] <= 2 * used + 12
+    # each replica that served any; never more. At least prompts 2-11's own blocks are in: the
+    # first prompt's events may precede the subscription (ZMQ's slow joiner), the last one's
+    # may still be on their way (the subscriber reads every 50 ms).
+    assert 10 <= r["index_blocks_end"] <= 2 * used + 12
     assert r["kv_resyncs"] == 0
     # All but each replica's first prompt find the shared two of their three blocks cached.
     assert r["prefix_hit_rate"] >= (12 - used) * 32 / (12 * 48) - 1e-3
