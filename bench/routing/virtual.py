@@ -17,15 +17,20 @@ cache only from the KV events its model records (what vLLM publishes) and the po
 rate and host-tier load cost only from the first tokens it sees. ``predictedTTFT-greedy``,
 ``-noInFlight`` and ``-greedy-noInFlight`` are the same with a rule off (``ABLATIONS``).
 Every table ends with the perfect-cache oracle (``Oracle``): the bound no placement or cache
-size can beat. ``--host-factor`` gives every replica the sim's host tier; ``--workload mix``
-replays the prefix-sharing mix (``prefix_workload.py``) instead of the trace. Each window's
-reuse (the share an unbounded cache could serve, and how far back reuse reaches) is printed
-above its rows.
+size can beat. ``pooled`` (``Pooled``) is the best case within the replicas' own room: their
+caches merged into one shared LRU pool, no block held twice. ``--duplicate-every`` samples how
+much of each strategy's aggregate cache holds blocks that two replicas both hold.
+``--host-factor`` gives every replica the sim's host tier; ``--workload mix`` replays the
+prefix-sharing mix (``prefix_workload.py``) instead of the trace. Each window's reuse (the
+share an unbounded cache could serve, and how far back reuse reaches) is printed above its
+rows.
 
   .venv/bin/python bench/routing/virtual.py                          # speedups 1..3, window 0
   .venv/bin/python bench/routing/virtual.py --starts 0,3000,6000,9000 --requests 1500
   .venv/bin/python bench/routing/virtual.py --speedups 1.5 --host-factor 4
   .venv/bin/python bench/routing/virtual.py --requests 0 --speedups 1.5 --host-factor 4  # all rows
+  .venv/bin/python bench/routing/virtual.py --requests 0 --speedups 1.5 --host-factor 4 \
+      --pickers leastInFlight,predictedTTFT,pooled --duplicate-every 100
   .venv/bin/python bench/routing/virtual.py --workload mix --speedups 1,2,3
 """
 
@@ -36,6 +41,7 @@ import json
 import math
 import statistics
 import sys
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,7 +60,7 @@ from workload import (
 )
 
 from inferscale.router import picking, ttft
-from inferscale.sim.model import EngineParams, LatencyModel, Seq
+from inferscale.sim.model import CPU, GPU, EngineParams, LatencyModel, Seq
 
 
 @dataclass(slots=True, eq=False)
@@ -198,6 +204,101 @@ class Oracle:
         return tokens - cached
 
 
+class Pooled:
+    """The best case within the same room: every replica's cache merged into one shared pool.
+
+    One pool of ``replicas x`` (GPU cache + host tier) blocks, no block held twice, that every
+    replica reads: the sim's two tiers (a GPU LRU list whose evictions move to a host LRU list;
+    a host hit moves back to the GPU), pooled. A prompt's blocks enter (or refresh) the pool as
+    it is placed, its first block most recently used, so a prefix outlives its tail. A GPU hit
+    is free, as the oracle's; a host hit costs the sim's host transfer per token, charged as
+    ``host_transfer / prefill`` seconds' worth of prefill tokens. Placement is ``leastPrefill``
+    over the work left, as the oracle's. Like the oracle, cached blocks take no room from the
+    running batch and a request's blocks are shared from the moment it is placed.
+
+    So it bounds what any placement with this much room and LRU eviction can reach (no copy,
+    perfect sharing); LRU is not Belady's optimal eviction, so it is not a bound on every
+    eviction policy. It never hits more than the unbounded ``Oracle`` (it holds only blocks
+    some earlier request computed), and by LRU's inclusion property never less than the same
+    pool with less room.
+    """
+
+    def __init__(self, gpu_blocks: int, host_blocks: int, host_ratio: float) -> None:
+        self.gpu: OrderedDict[int, None] = OrderedDict()  # least recently used first
+        self.host: OrderedDict[int, None] = OrderedDict()
+        self.gpu_blocks = gpu_blocks
+        self.host_blocks = host_blocks
+        self.host_ratio = host_ratio
+        self.hits = 0
+        self.host_hits = 0
+        self.queries = 0
+
+    @classmethod
+    def of(cls, params: EngineParams, replicas: int) -> Pooled:
+        """The pool of ``replicas`` engines with ``params``' caches."""
+        bs = params.block_size
+        return cls(
+            replicas * (params.kv_capacity_tokens // bs),
+            replicas * (params.host_kv_capacity_tokens // bs),
+            params.host_transfer_seconds_per_token / params.prefill_seconds_per_token,
+        )
+
+    def match(self, hashes: tuple[int, ...]) -> tuple[int, int]:
+        """The longest pooled prefix: (its blocks, those in the host tier)."""
+        matched = on_host = 0
+        for h in hashes:
+            if h in self.host:
+                on_host += 1
+            elif h not in self.gpu:
+                break
+            matched += 1
+        return matched, on_host
+
+    def store(self, hashes: tuple[int, ...]) -> None:
+        """Put (or refresh) the blocks on the GPU tier, the first most recently used."""
+        for h in reversed(hashes):
+            self.host.pop(h, None)
+            self.gpu[h] = None
+            self.gpu.move_to_end(h)
+        while len(self.gpu) > self.gpu_blocks:
+            evicted, _ = self.gpu.popitem(last=False)
+            if self.host_blocks:
+                self.host[evicted] = None
+        while len(self.host) > self.host_blocks:
+            self.host.popitem(last=False)
+
+    def uncached(self, tokens: int, hashes: tuple[int, ...], block_size: int) -> int:
+        """The prefill tokens to submit: uncached, plus host hits at their transfer price."""
+        matched, on_host = self.match(hashes)
+        self.store(hashes)
+        cached = min(matched * block_size, tokens - 1)
+        host = min(on_host * block_size, cached)
+        self.hits += cached
+        self.host_hits += host
+        self.queries += tokens
+        return tokens - cached + math.ceil(host * self.host_ratio)
+
+
+def duplicate_share(reps: list[Replica]) -> tuple[float, float, int]:
+    """The copies in the replicas' caches (both tiers), now.
+
+    Returns the share of the cached blocks (summed over replicas) that hold a block another
+    replica also holds, the share that is a second or later copy (the room deduplication would
+    free), and the number of cached blocks.
+    """
+    counts: Counter[int] = Counter()
+    for r in reps:
+        held = r.model.cached_blocks()
+        counts.update(held[GPU] | held[CPU])
+    total = sum(counts.values())
+    shared = sum(n for n in counts.values() if n > 1)
+    return (shared / total, (total - len(counts)) / total, total) if total else (0.0, 0.0, 0)
+
+
+BEST_CASES = ("oracle", "pooled")
+"""The rows that are bounds, not strategies: placed by ``leastPrefill``, pricing their own hits."""
+
+
 def choose(
     picker: str, reps: list[Replica], ring: picking.HashRing, text: str, i: int, load_bound: float
 ) -> Replica:
@@ -205,7 +306,7 @@ def choose(
     if picker.startswith("prefixHash"):
         pick_hash = kubeai_prefix_hash if picker == "prefixHashKubeAI" else picking.prefix_hash
         return pick_hash(reps, ring, picking.hash64(text), load_bound)
-    if picker == "oracle":
+    if picker in BEST_CASES:
         return picking.least_prefill(reps, i + 1)
     return picking.pick(picker, reps, counter=i + 1)  # type: ignore[arg-type]
 
@@ -230,14 +331,20 @@ def run(
     max_tokens: int,
     load_bound: float,
     ring_points: int,
+    duplicate_every: int = 0,
 ) -> dict[str, object]:
+    """One picker (or best case) over the rows; ``duplicate_every`` > 0 samples the copies
+    (``duplicate_share``) every that many rows once the caches are full."""
     events = picker.startswith("predictedTTFT")
     reps = [
         Replica(f"10.0.0.{i}:8000", LatencyModel(params, record_events=events))
         for i in range(replicas)
     ]
     kv = KvRouter(params, **ABLATIONS.get(picker, {})) if events else None
-    oracle = Oracle() if picker == "oracle" else None
+    best = best_case(picker, params, replicas)
+    room = replicas * (params.kv_capacity_tokens + params.host_kv_capacity_tokens)
+    room //= params.block_size
+    duplicates: list[tuple[float, float]] = []
     ring = picking.HashRing([r.key for r in reps], ring_points)
     per_block = prompts.block_words // params.block_size
     chars = prompts.prefix_chars(prefix_blocks)
@@ -265,20 +372,44 @@ def run(
             hashed = picker.startswith("prefixHash")
             text = picking.prefix_text({"prompt": prompts.text(row)}, chars) if hashed else ""
             chosen = choose(picker, reps, ring, text, i, load_bound)
-        if oracle is not None:
-            seq = chosen.model.submit(now, oracle.uncached(tokens, hashes, params.block_size), out)
+        if best is not None:
+            seq = chosen.model.submit(now, best.uncached(tokens, hashes, params.block_size), out)
         else:
             seq = chosen.model.submit(now, tokens, out, hashes)
         if kv is not None and est is not None:
             kv.sent(chosen, seq, est, hashes)
         seqs.append(seq)
         served[reps.index(chosen)] += 1
+        if best is None and duplicate_every and i % duplicate_every == 0:
+            sample_duplicates(reps, room, duplicates)
     for r in reps:
         r.model.advance(math.inf)
     result = summary(picker, rows, reps, seqs, served, load_sum)
-    if oracle is not None:  # its hits never reach an engine
-        result["prefix_hit_rate"] = round(oracle.hits / max(oracle.queries, 1), 3)
+    if best is not None:  # its hits never reach an engine
+        result["prefix_hit_rate"] = round(best.hits / max(best.queries, 1), 3)
+        host = best.host_hits if isinstance(best, Pooled) else 0
+        result["host_hit_rate"] = round(host / max(best.queries, 1), 3)
+    if duplicates:
+        result["held_twice"] = round(statistics.mean(d[0] for d in duplicates), 3)
+        result["copies"] = round(statistics.mean(d[1] for d in duplicates), 3)
+        result["duplicate_samples"] = len(duplicates)
     return result
+
+
+def best_case(picker: str, params: EngineParams, replicas: int) -> Oracle | Pooled | None:
+    """The bound a best-case row replays, or None for a strategy."""
+    if picker == "oracle":
+        return Oracle()
+    if picker == "pooled":
+        return Pooled.of(params, replicas)
+    return None
+
+
+def sample_duplicates(reps: list[Replica], room: int, out: list[tuple[float, float]]) -> None:
+    """Record ``duplicate_share`` once the replicas' caches are full (90 % of ``room`` blocks)."""
+    held_twice, copies, total = duplicate_share(reps)
+    if total >= 0.9 * room:
+        out.append((held_twice, copies))
 
 
 def summary(
@@ -343,6 +474,7 @@ def sweep(
             max_tokens=args.max_tokens,
             load_bound=args.load_bound,
             ring_points=args.ring_points,
+            duplicate_every=args.duplicate_every,
         )
         for p in pickers
     ]
@@ -363,6 +495,12 @@ def main() -> int:
     prefix_workload.add_arguments(ap)
     ap.add_argument("--ring-points", type=int, default=64, help="prefixHash points per endpoint")
     ap.add_argument("--pickers", default="leastInFlight,prefixHash,predictedTTFT")
+    ap.add_argument(
+        "--duplicate-every",
+        type=int,
+        default=0,
+        help="sample the blocks two replicas both cache every that many rows (0: never)",
+    )
     args = ap.parse_args()
     prompts = Prompts(args.block_words)
     params = engine_params(args.preset, prompts.scale, args.kv_factor, args.host_factor)
@@ -388,6 +526,9 @@ def main() -> int:
                     f"| {ratio95:.2f} |",
                     flush=True,
                 )
+                if "held_twice" in r:
+                    keys = ("picker", "held_twice", "copies", "duplicate_samples")
+                    print(json.dumps({k: r[k] for k in keys}), flush=True)
     return 0
 
 
