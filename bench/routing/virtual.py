@@ -18,7 +18,8 @@ rate and host-tier load cost only from the first tokens it sees. ``predictedTTFT
 ``-noInFlight`` and ``-greedy-noInFlight`` are the same with a rule off (``ABLATIONS``).
 Every table ends with the perfect-cache oracle (``Oracle``): the bound no placement or cache
 size can beat. ``pooled`` (``Pooled``) is the best case within the replicas' own room: their
-caches merged into one shared LRU pool, no block held twice. ``--duplicate-every`` samples how
+caches merged into one shared LRU pool, no block held twice; ``pooledBelady`` the same room
+with Belady's eviction (it knows the future). ``--duplicate-every`` samples how
 much of each strategy's aggregate cache holds blocks that two replicas both hold.
 ``--host-factor`` gives every replica the sim's host tier; ``--workload mix`` replays the
 prefix-sharing mix (``prefix_workload.py``) instead of the trace. Each window's reuse (the
@@ -37,11 +38,12 @@ rows.
 from __future__ import annotations
 
 import argparse
+import heapq
 import json
 import math
 import statistics
 import sys
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -279,6 +281,60 @@ class Pooled:
         return tokens - cached + math.ceil(host * self.host_ratio)
 
 
+class PooledBelady:
+    """``Pooled``'s room, Belady's eviction: what the room allows if eviction knew the future.
+
+    One pool of ``blocks`` (the replicas' GPU caches and host tiers together), that evicts
+    the block whose next use is furthest ahead in the known future (``future``: every
+    submitted prompt's blocks, in order), its later blocks first on a tie; a block never used
+    again goes first, and an arriving block may be the one that goes (bypass). Which tier a
+    block sits in is left open, so every hit is priced as the dearer one, a host-tier load
+    (``host_ratio`` prefill tokens per token): this does not flatter it. Belady's MIN is the
+    fewest misses for blocks of one size; with prefixes it is a close best case rather than a
+    proof (a prefix's later block is never used before its first, so it goes no later).
+    """
+
+    def __init__(self, blocks: int, future: list[tuple[int, ...]], host_ratio: float) -> None:
+        self.blocks = blocks
+        self.host_ratio = host_ratio
+        self.uses: dict[int, deque[int]] = {}
+        for i, hashes in enumerate(future):
+            for h in hashes:
+                self.uses.setdefault(h, deque()).append(i)
+        self.held: dict[int, int] = {}  # block: its next use
+        self.heap: list[tuple[int, int, int]] = []  # (-next use, -position, block)
+        self.now = 0
+        self.hits = 0
+        self.host_hits = 0
+        self.queries = 0
+
+    def uncached(self, tokens: int, hashes: tuple[int, ...], block_size: int) -> int:
+        """The prefill tokens to submit, every hit at the host price; then the blocks are stored."""
+        matched = 0
+        for h in hashes:
+            if h not in self.held:
+                break
+            matched += 1
+        for pos, h in enumerate(hashes):
+            uses = self.uses.get(h, deque())
+            while uses and uses[0] <= self.now:
+                uses.popleft()
+            after = uses[0] if uses else math.inf
+            nxt = int(min(after, sys.maxsize))
+            self.held[h] = nxt
+            heapq.heappush(self.heap, (-nxt, -pos, h))
+        while len(self.held) > self.blocks:
+            key, _, h = heapq.heappop(self.heap)
+            if self.held.get(h) == -key:
+                del self.held[h]
+        self.now += 1
+        cached = min(matched * block_size, tokens - 1)
+        self.hits += cached
+        self.host_hits += cached
+        self.queries += tokens
+        return tokens - cached + math.ceil(cached * self.host_ratio)
+
+
 def duplicate_share(reps: list[Replica]) -> tuple[float, float, int]:
     """The copies in the replicas' caches (both tiers), now.
 
@@ -295,7 +351,7 @@ def duplicate_share(reps: list[Replica]) -> tuple[float, float, int]:
     return (shared / total, (total - len(counts)) / total, total) if total else (0.0, 0.0, 0)
 
 
-BEST_CASES = ("oracle", "pooled")
+BEST_CASES = ("oracle", "pooled", "pooledBelady")
 """The rows that are bounds, not strategies: placed by ``leastPrefill``, pricing their own hits."""
 
 
@@ -341,7 +397,8 @@ def run(
         for i in range(replicas)
     ]
     kv = KvRouter(params, **ABLATIONS.get(picker, {})) if events else None
-    best = best_case(picker, params, replicas)
+    future = submitted_blocks(rows, prompts, params, max_tokens) if picker == "pooledBelady" else []
+    best = best_case(picker, params, replicas, future)
     room = replicas * (params.kv_capacity_tokens + params.host_kv_capacity_tokens)
     room //= params.block_size
     duplicates: list[tuple[float, float]] = []
@@ -387,7 +444,7 @@ def run(
     result = summary(picker, rows, reps, seqs, served, load_sum)
     if best is not None:  # its hits never reach an engine
         result["prefix_hit_rate"] = round(best.hits / max(best.queries, 1), 3)
-        host = best.host_hits if isinstance(best, Pooled) else 0
+        host = getattr(best, "host_hits", 0)
         result["host_hit_rate"] = round(host / max(best.queries, 1), 3)
     if duplicates:
         result["held_twice"] = round(statistics.mean(d[0] for d in duplicates), 3)
@@ -396,13 +453,32 @@ def run(
     return result
 
 
-def best_case(picker: str, params: EngineParams, replicas: int) -> Oracle | Pooled | None:
-    """The bound a best-case row replays, or None for a strategy."""
+def best_case(
+    picker: str, params: EngineParams, replicas: int, future: list[tuple[int, ...]]
+) -> Oracle | Pooled | PooledBelady | None:
+    """The bound a best-case row replays, or None for a strategy; ``future``: every prompt's
+    blocks, in the order they are submitted (only ``pooledBelady`` reads it)."""
     if picker == "oracle":
         return Oracle()
     if picker == "pooled":
         return Pooled.of(params, replicas)
+    if picker == "pooledBelady":
+        room = params.kv_capacity_tokens + params.host_kv_capacity_tokens
+        ratio = params.host_transfer_seconds_per_token / params.prefill_seconds_per_token
+        return PooledBelady(replicas * room // params.block_size, future, ratio)
     return None
+
+
+def submitted_blocks(
+    rows: list[Row], prompts: Prompts, params: EngineParams, max_tokens: int
+) -> list[tuple[int, ...]]:
+    """The blocks of every prompt ``run`` submits, in order (the future Belady is told)."""
+    per_block = prompts.block_words // params.block_size
+    return [
+        hashes_of(row, per_block)
+        for row in rows
+        if prompts.tokens(row) + output_tokens(row, max_tokens) <= params.max_model_len
+    ]
 
 
 def sample_duplicates(reps: list[Replica], room: int, out: list[tuple[float, float]]) -> None:

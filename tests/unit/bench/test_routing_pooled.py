@@ -81,3 +81,19 @@ def test_host_hits_cost_their_transfer_and_gpu_hits_nothing():
     pool = virtual.Pooled(0, 4, 1.0)
     pool.store((1, 2))
     assert pool.uncached(2 * BS, (1, 2), BS) == 1 + (2 * BS - 1)
+
+
+def test_belady_hits_no_fewer_than_lru_in_the_same_room_and_no_more_than_the_oracle():
+    work = prompts(600)
+    oracle = replay(virtual.Oracle(), work)
+    future = [hashes for _, hashes in work]
+    for gpu, host in ((4, 0), (8, 16), (30, 120), (10, 40)):
+        belady = replay(virtual.PooledBelady(gpu + host, future, 0.05), work)
+        assert sum(belady) >= sum(replay(virtual.Pooled(gpu, host, 0.05), work))
+        assert all(b <= o for b, o in zip(belady, oracle, strict=True))
+    blocks = len(set().union(*future))
+    assert replay(virtual.PooledBelady(blocks, future, 0.05), work) == oracle
+    # Every hit is priced as a host-tier load.
+    pool = virtual.PooledBelady(2, [(1, 2), (1, 2)], 0.25)
+    assert pool.uncached(2 * BS, (1, 2), BS) == 2 * BS
+    assert pool.uncached(2 * BS + 1, (1, 2), BS) == 1 + 2 * BS // 4
