@@ -335,6 +335,31 @@ class PooledBelady:
         return tokens - cached + math.ceil(cached * self.host_ratio)
 
 
+def live_blocks(future: list[tuple[int, ...]]) -> tuple[int, int, int, int]:
+    """The most (and mean) blocks, over the prompts, that were used before and will be again:
+    the room an eviction that knew the future needs to miss nothing an unbounded cache hits;
+    then the distinct blocks, and how many of them are ever used again."""
+    first: dict[int, int] = {}
+    last: dict[int, int] = {}
+    for i, hashes in enumerate(future):
+        for h in hashes:
+            first.setdefault(h, i)
+            last[h] = i
+    delta = [0] * (len(future) + 1)
+    reused = 0
+    for h, i in first.items():
+        if last[h] > i:
+            reused += 1
+            delta[i] += 1
+            delta[last[h]] -= 1
+    live = most = total = 0
+    for d in delta[:-1]:
+        live += d
+        most = max(most, live)
+        total += live
+    return most, total // max(len(future), 1), len(first), reused
+
+
 def duplicate_share(reps: list[Replica]) -> tuple[float, float, int]:
     """The copies in the replicas' caches (both tiers), now.
 
@@ -446,6 +471,9 @@ def run(
         result["prefix_hit_rate"] = round(best.hits / max(best.queries, 1), 3)
         host = getattr(best, "host_hits", 0)
         result["host_hit_rate"] = round(host / max(best.queries, 1), 3)
+    if future:
+        live = dict(zip(("max", "mean", "distinct", "reused"), live_blocks(future), strict=True))
+        result["live_blocks"] = live
     if duplicates:
         result["held_twice"] = round(statistics.mean(d[0] for d in duplicates), 3)
         result["copies"] = round(statistics.mean(d[1] for d in duplicates), 3)
@@ -602,9 +630,12 @@ def main() -> int:
                     f"| {ratio95:.2f} |",
                     flush=True,
                 )
-                if "held_twice" in r:
-                    keys = ("picker", "held_twice", "copies", "duplicate_samples")
-                    print(json.dumps({k: r[k] for k in keys}), flush=True)
+                for keys in (
+                    ("picker", "held_twice", "copies", "duplicate_samples"),
+                    ("picker", "live_blocks"),
+                ):
+                    if keys[1] in r:
+                        print(json.dumps({k: r[k] for k in keys}), flush=True)
     return 0
 
 

@@ -97,3 +97,9 @@ def test_belady_hits_no_fewer_than_lru_in_the_same_room_and_no_more_than_the_ora
     pool = virtual.PooledBelady(2, [(1, 2), (1, 2)], 0.25)
     assert pool.uncached(2 * BS, (1, 2), BS) == 2 * BS
     assert pool.uncached(2 * BS + 1, (1, 2), BS) == 1 + 2 * BS // 4
+
+
+def test_live_blocks_counts_the_blocks_between_their_first_and_last_use():
+    # 1 is used at 0 and 2, 2 at 1 and 3, 3 once: after prompt 1 both 1 and 2 wait for reuse.
+    assert virtual.live_blocks([(1,), (2,), (1,), (2, 3)]) == (2, 1, 3, 2)
+    assert virtual.live_blocks([]) == (0, 0, 0, 0)
