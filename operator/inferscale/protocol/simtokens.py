@@ -28,6 +28,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
 _PIECES = re.compile(r"\w+|[^\w\s]")
+_ASCII_PIECES = re.compile(rb"[A-Za-z0-9_]+|[^A-Za-z0-9_ \t\n\r\x0b\x0c\x1c-\x1f]")
+"""``_PIECES`` on ASCII bytes: in ASCII, ``str``'s ``\\w`` is ``[A-Za-z0-9_]`` and its ``\\s``
+is ``[ \\t\\n\\r\\x0b\\x0c\\x1c-\\x1f]``. Matching bytes skips encoding every piece:
+a 14k-token prompt tokenizes in ~2.4 ms instead of ~3.8 (the router does this on its event
+loop for every ``predictedTTFT`` request; bench/routing/README.md)."""
 _CHARS_PER_TOKEN = 5
 
 HASHABLE_ENGINES: Final = frozenset({"sim"})
@@ -38,8 +43,11 @@ def token_ids(text: str) -> list[int]:
     """Approximate token ids of ``text`` (see the module docstring for the rule)."""
     ids: list[int] = []
     crc = zlib.crc32
-    for piece in _PIECES.findall(text):
-        raw = piece.encode()
+    if text.isascii():
+        pieces: Iterable[bytes] = _ASCII_PIECES.findall(text.encode())
+    else:
+        pieces = (piece.encode() for piece in _PIECES.findall(text))
+    for raw in pieces:
         if len(raw) <= _CHARS_PER_TOKEN:
             ids.append(crc(raw))
         else:

@@ -13,8 +13,10 @@ sim's), a task reads ``[topic, seq, payload]`` messages and applies them to
   its entry dropped, so the picker scores it, if it comes back, without a cache.
 
 A busy stream is read in bursts (:data:`COALESCE_SECONDS`): the event loop wakes once per
-50 ms for all the batches queued meanwhile, not once per batch. Nothing here raises into the
-request path: the picker only ever reads the index.
+50 ms for all the batches queued meanwhile, not once per batch; one turn of the loop applies
+at most :data:`DRAIN_MESSAGES` messages and :data:`APPLY_EVENTS` events, so a big batch is
+applied over several turns, in order (requests in between see part of it applied). Nothing
+here raises into the request path: the picker only ever reads the index.
 """
 
 from __future__ import annotations
@@ -22,13 +24,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import zmq
 import zmq.asyncio
 
 from inferscale.protocol.kvevents import (
+    CacheEvent,
     KvEventFormatError,
     decode_batch,
     decode_seq,
@@ -36,6 +39,13 @@ from inferscale.protocol.kvevents import (
 from inferscale.router.ttft import CacheIndex
 
 log = logging.getLogger(__name__)
+
+APPLY_EVENTS = 512
+"""Events one stream applies per turn of the event loop at most. An engine step that stores and
+evicts many blocks publishes them in one batch: through the router with 4 sims
+(bench/routing/README.md) a batch held ~1,100 events on average and up to 18,000, ~3 us each,
+so one batch held the loop (and every request behind it) for up to 55 ms of CPU. In slices of
+512 a turn costs ~1.5 ms."""
 
 DRAIN_MESSAGES = 64
 """Queued messages one stream applies per turn of the event loop at most, so a burst of events
@@ -65,6 +75,18 @@ class StreamStats:
 
 def apply(index: CacheIndex, key: str, stats: StreamStats, seq: int, payload: bytes) -> None:
     """Apply one message to the index, resyncing on a gap, a restart or a malformed payload."""
+    events = accept(index, key, stats, seq, payload)
+    if events is not None:
+        stats.events += index.apply(key, events)
+
+
+def accept(
+    index: CacheIndex, key: str, stats: StreamStats, seq: int, payload: bytes
+) -> Sequence[CacheEvent] | None:
+    """:func:`apply` up to the events: resync on a gap or a restart, decode; ``None``: malformed.
+
+    The caller applies the events returned (in order, all of them) to ``index``.
+    """
     last = stats.last_seq
     if last is not None and seq != last + 1:
         if seq <= last:
@@ -79,9 +101,9 @@ def apply(index: CacheIndex, key: str, stats: StreamStats, seq: int, payload: by
         stats.malformed += 1
         index.cleared(key)
         log.warning("kv events from %s: %s; its cache is forgotten", key, e)
-        return
+        return None
     stats.batches += 1
-    stats.events += index.apply(key, batch.events)
+    return batch.events
 
 
 class KvEventSubscriber:
@@ -130,31 +152,45 @@ class KvEventSubscriber:
         queued: zmq.Socket[bytes] = zmq.Socket.shadow(sock.underlying)
         try:
             while True:
-                self._handle(key, stats, await sock.recv_multipart())
+                applied = await self._handle(key, stats, await sock.recv_multipart(), 0)
                 for _ in range(DRAIN_MESSAGES):
                     try:
                         frames = queued.recv_multipart(zmq.NOBLOCK)
                     except zmq.Again:
                         await asyncio.sleep(COALESCE_SECONDS)  # drained: let more queue
                         break
-                    self._handle(key, stats, frames)
+                    applied = await self._handle(key, stats, frames, applied)
                 else:
                     await asyncio.sleep(0)  # more queued: let requests run first
         finally:
             sock.close(linger=0)
 
-    def _handle(self, key: str, stats: StreamStats, frames: list[bytes]) -> None:
+    async def _handle(self, key: str, stats: StreamStats, frames: list[bytes], applied: int) -> int:
+        """Apply one message; ``applied``: events applied since the loop last ran others.
+
+        Returns the same count after this message (:data:`APPLY_EVENTS` per turn at most).
+        """
         if len(frames) != 3:
             stats.malformed += 1
             self.index.cleared(key)
-            return
+            return applied
         try:
             seq = decode_seq(frames[1])
         except KvEventFormatError:
             stats.malformed += 1
             self.index.cleared(key)
-            return
-        apply(self.index, key, stats, seq, frames[2])
+            return applied
+        events = accept(self.index, key, stats, seq, frames[2])
+        start = 0
+        while events is not None and start < len(events):
+            if applied >= APPLY_EVENTS:
+                await asyncio.sleep(0)  # a big batch: let requests run between slices
+                applied = 0
+            part = events[start : start + APPLY_EVENTS - applied]
+            stats.events += self.index.apply(key, part)
+            applied += len(part)
+            start += len(part)
+        return applied
 
 
 def metric_lines(

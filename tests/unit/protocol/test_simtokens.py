@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+import re
+import zlib
 from typing import Any
 
 import pytest
@@ -26,6 +29,29 @@ def test_counts_words_punctuation_and_long_words() -> None:
 def test_ids_are_stable_across_processes() -> None:
     # CRC-32, not Python's salted str hash.
     assert token_ids("the") == [0x3C456DE6]
+
+
+def _reference_ids(text: str) -> list[int]:
+    # The rule as first written: str regex, every piece encoded (non-ASCII text still runs it).
+    ids: list[int] = []
+    for piece in re.findall(r"\w+|[^\w\s]", text):
+        raw = piece.encode()
+        ids.extend(zlib.crc32(raw[i : i + 5]) for i in range(0, len(raw), 5))
+    return ids
+
+
+def test_ascii_fast_path_matches_the_str_rule() -> None:
+    # Every ASCII character alone, between words, and in random runs (control characters,
+    # the whitespace that only str's \s knows: \x1c-\x1f), then mixed with non-ASCII text.
+    chars = [chr(c) for c in range(128)]
+    for c in chars:
+        for text in (c, f"ab{c}cd", f"{c}{c}longword{c}"):
+            assert token_ids(text) == _reference_ids(text), repr(text)
+    rng = random.Random(7)
+    for _ in range(300):
+        text = "".join(rng.choice(chars) for _ in range(rng.randrange(1, 60)))
+        assert token_ids(text) == _reference_ids(text), repr(text)
+        assert token_ids(text + "é ü") == _reference_ids(text + "é ü")
 
 
 def test_block_hashes_chain_the_prefix() -> None:

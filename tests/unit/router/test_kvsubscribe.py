@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from inferscale.protocol.kvevents import encode_batch
-from inferscale.router.kvsubscribe import StreamStats, apply
+import asyncio
+
+from inferscale.protocol.kvevents import encode_batch, encode_seq
+from inferscale.router.kvsubscribe import APPLY_EVENTS, KvEventSubscriber, StreamStats, apply
 from inferscale.router.ttft import CacheIndex
 from inferscale.sim import KvEvent
 
@@ -52,3 +54,33 @@ def test_a_malformed_payload_is_counted_and_clears_never_raises():
     assert stats.gaps == 0 and index.blocks("a") == 1
     apply(index, "b", StreamStats(), 0, payload(KvEvent("cleared", (), "GPU")))
     assert index.blocks("a") == 1
+
+
+async def test_a_big_batch_is_applied_in_order_over_several_loop_turns():
+    # One engine step can publish thousands of events: the loop runs others between slices.
+    index = CacheIndex()
+    subscriber = KvEventSubscriber(index)
+    stats = StreamStats()
+    n = 2 * APPLY_EVENTS + 10
+    events = [KvEvent("stored", (i,), "GPU") for i in range(n - 1)]
+    events.append(KvEvent("removed", (0,), "GPU"))  # the last event sees all the earlier ones
+    seen: list[int] = []
+
+    async def watch() -> None:
+        while True:
+            seen.append(index.blocks("a"))
+            await asyncio.sleep(0)
+
+    watcher = asyncio.create_task(watch())
+    await asyncio.sleep(0)
+    frames = [b"", encode_seq(0), payload(*events)]
+    applied = await subscriber._handle("a", stats, frames, APPLY_EVENTS - 2)
+    watcher.cancel()
+    await subscriber.close()
+    assert index.blocks("a") == n - 2 and stats.events == n and stats.batches == 1
+    assert index.match("a", list(range(1, n - 1))) == (n - 2, 0)
+    assert applied == (n - 2) % APPLY_EVENTS  # what this turn applied so far
+    assert 2 in seen and 2 + APPLY_EVENTS in seen  # parts applied, one slice per turn
+    # A malformed message still clears the entry and applies nothing.
+    assert await subscriber._handle("a", stats, [b"", encode_seq(1), b"\xc1"], 0) == 0
+    assert index.blocks("a") == 0 and stats.malformed == 1
