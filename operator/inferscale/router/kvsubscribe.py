@@ -48,8 +48,8 @@ so one batch held the loop (and every request behind it) for up to 55 ms of CPU.
 512 a turn costs ~1.5 ms."""
 
 DRAIN_MESSAGES = 64
-"""Queued messages one stream applies per turn of the event loop at most, so a burst of events
-never holds up requests for long (64 batches: about 1.5 ms)."""
+"""Queued messages one stream reads per turn of the event loop at most (their events are applied
+:data:`APPLY_EVENTS` at a time), so a backlog of small batches never holds up requests for long."""
 
 COALESCE_SECONDS = 0.05
 """After a stream's queue is drained, how long it lets the next messages queue before it reads
