@@ -398,6 +398,14 @@ def with_spill_sources(scaler: Autoscaler, runtime: Runtime) -> None:
     scaler.spill_sources = sources
 
 
+def put_spill_route(runtime: Runtime) -> FakeKubeApi:
+    """The route that spills the model over to the provider, and the provider, in the fake API."""
+    api: FakeKubeApi = runtime.api  # type: ignore[assignment]
+    api.put(ROUTE)
+    api.put(PROVIDER)
+    return api
+
+
 def priced_load(prometheus: FakePrometheus, clock: Clock, in_flight: float) -> None:
     load(prometheus, clock, in_flight)
     prometheus.round.throughput = {("ns", "llama"): SEEN}
@@ -408,9 +416,7 @@ async def test_a_priced_spill_route_turns_the_mode_on_and_a_missing_price_off(
 ) -> None:
     runtime, scaler, prometheus, clock = setup
     with_spill_sources(scaler, runtime)
-    api: FakeKubeApi = runtime.api  # type: ignore[assignment]
-    api.put(ROUTE)
-    api.put(PROVIDER)
+    api = put_spill_route(runtime)
     await start(runtime, autoscaling={"acceleratorHourPrice": 3.0})
     priced_load(prometheus, clock, 2)
     await scaler.round()
@@ -471,9 +477,7 @@ async def test_a_restart_after_an_hour_in_the_cost_mode_never_scales_a_loaded_mo
 ) -> None:
     runtime, scaler, prometheus, clock = setup
     with_spill_sources(scaler, runtime)
-    api: FakeKubeApi = runtime.api  # type: ignore[assignment]
-    api.put(ROUTE)
-    api.put(PROVIDER)
+    api = put_spill_route(runtime)
     spec = {
         "minReplicas": 0,
         "autoscaling": {
@@ -520,9 +524,7 @@ async def test_a_restart_after_an_hour_in_the_cost_mode_never_scales_a_loaded_mo
 async def test_a_route_that_stops_spilling_turns_the_mode_off(setup, events) -> None:
     runtime, scaler, prometheus, clock = setup
     with_spill_sources(scaler, runtime)
-    api: FakeKubeApi = runtime.api  # type: ignore[assignment]
-    api.put(ROUTE)
-    api.put(PROVIDER)
+    api = put_spill_route(runtime)
     await start(runtime, autoscaling={"acceleratorHourPrice": 3.0})
     priced_load(prometheus, clock, 2)
     await scaler.round()
@@ -567,9 +569,7 @@ async def test_the_operator_wide_price_prices_a_model_without_its_own_and_says_s
         },
         default_accelerator_hour_price=5.0,
     )
-    api: FakeKubeApi = runtime.api  # type: ignore[assignment]
-    api.put(ROUTE)
-    api.put(PROVIDER)
+    api = put_spill_route(runtime)
     await start(runtime, resources={"gpus": 2})
     priced_load(prometheus, clock, 2)
     await scaler.round()
@@ -598,9 +598,7 @@ async def test_no_price_anywhere_is_price_missing_naming_every_place_never_a_sca
 ) -> None:
     runtime, scaler, prometheus, clock = setup
     scaler = with_settings(scaler, runtime, accelerator_hour_prices={"amd.com/gpu": 2.0})
-    api: FakeKubeApi = runtime.api  # type: ignore[assignment]
-    api.put(ROUTE)
-    api.put(PROVIDER)
+    put_spill_route(runtime)
     await start(runtime, pods=3, resources={"gpus": 1})
     runtime.autoscaled[("ns", "llama")] = 3
     for _ in range(5):
