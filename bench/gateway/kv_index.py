@@ -35,7 +35,11 @@ import subprocess
 import sys
 import time
 
-BASE_PORT = 45570
+BASE_PORT = 31570
+"""The publishers' ports: below Linux's ephemeral range (32768-60999 by default). A SUB socket
+that keeps reconnecting to a port with no publisher (the bare arm; the fed arm before the
+publisher binds) can connect to itself when that port is also a free source port (TCP
+simultaneous open), and then holds it: 45570 failed two runs with "Address already in use"."""
 ENDPOINTS = 4
 PROMPT = " ".join(f"token{i} of a shared system prompt" for i in range(60))
 BODY = json.dumps(
