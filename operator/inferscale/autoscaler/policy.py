@@ -87,6 +87,9 @@ if TYPE_CHECKING:
 DEFAULT_SCALE_TO_ZERO_DELAY_S: Final = 600.0
 """Idle time before the last replica goes when ``minReplicas`` is 0 and no delay is given."""
 
+SPEND_CAPPED_WORDS: Final = "spend cap reached: spill stopped, scaling for the excess"
+"""The cost-aware mode's words when the route's spend cap stops spill (the excess queues)."""
+
 BURST_RATIO: Final = 2.0
 """A burst: the panic window wants this many times the replicas that are ready (panic starts)
 or that the stable window wants (the peak is remembered for scale-down). Knative's panic
@@ -357,6 +360,11 @@ class Sample:
     token_rate: float | None = None
     """Tokens per second of the model over the same window (its engines' and the spilled):
     the share's weight in the cost-aware mode's long-run share; None: weight 1."""
+    spend_capped: float | None = None
+    """Requests per second the routers did not spill over the recent window because the
+    model's spill route reached its spend cap (``inferscale_router_spend_capped_total``);
+    above 0, the cost-aware mode holds no scale-up back for spill. None: unknown (no
+    Prometheus, no spill route; the what-if simulator), the same as 0."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -883,7 +891,7 @@ def _assess(
     )
     # Cost-aware: the budget's count replaces the learned floor (they work against each other).
     learned = max(standing, token) if params.cost_mode else learned
-    over_since, desired, spilling = _spill_or_scale(params, history, now, current, desired)
+    over_since, desired, spilling = _spill_or_scale(params, history, sample, now, current, desired)
     if token > max(desired, current):  # over the budget in tokens: a lasting excess
         desired, spilling = token, f"{spilling}; {token_why}"
     new_history = kept_tokens.into(
@@ -979,7 +987,7 @@ def _work_load(params: PolicyParams, sample: Sample) -> float:
 
 
 def _spill_or_scale(
-    params: PolicyParams, history: History, now: float, current: int, desired: int
+    params: PolicyParams, history: History, sample: Sample, now: float, current: int, desired: int
 ) -> tuple[float | None, int, str]:
     """The cost-aware mode's gate on a scale-up: ``(over_since, desired, words)``.
 
@@ -991,12 +999,17 @@ def _spill_or_scale(
     excess does not all spill, part queues on the replicas below the spill threshold and
     misses the SLO, a cost the prices do not carry; docs/autoscaling.md, step 7b.) Never
     below ``max(minReplicas, 1)``: from zero (or below the floor) the ordinary rule runs, so
-    a loaded model always gets a replica.
+    a loaded model always gets a replica. Nor while the routers report requests the route's
+    spend cap kept from spilling (``sample.spend_capped`` above 0): the excess then queues on
+    the replicas, so it scales up at once, as the ordinary policy would.
     """
     over_since = history.over_since if desired > current else None
     if not params.cost_mode or desired <= current or current < max(params.min_replicas, 1):
         return over_since, desired, ""
     over_since = now if over_since is None else over_since
+    capped = sample.spend_capped
+    if capped is not None and _finite(capped) and capped > 0:
+        return over_since, desired, f", {SPEND_CAPPED_WORDS}"
     lasted = now - over_since
     start_up = params.time_to_ready_s or 0.0
     if lasted >= start_up:

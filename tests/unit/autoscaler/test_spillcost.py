@@ -7,7 +7,13 @@ import math
 
 import pytest
 
-from inferscale.autoscaler.policy import History, PolicyParams, Sample, decide
+from inferscale.autoscaler.policy import (
+    SPEND_CAPPED_WORDS,
+    History,
+    PolicyParams,
+    Sample,
+    decide,
+)
 from inferscale.autoscaler.spillcost import (
     MAX_PRICE_PER_HOUR,
     cost_mode_problem,
@@ -115,15 +121,18 @@ def params(**overrides) -> PolicyParams:
     return PolicyParams(**base)
 
 
-def run(p: PolicyParams, loads, current: int, history=None, share=None):
+def run(p: PolicyParams, loads, current: int, history=None, share=None, capped=None):
     """Decide at each (time, load), applying each decision; every decision.
 
-    ``share``: the spilled token share every sample reports (None: no router counts it).
+    ``share``: the spilled token share every sample reports (None: no router counts it);
+    ``capped``: the requests per second the spend cap kept from spilling (None: unknown).
     """
     h = history or History()
     out = []
     for at, load in loads:
-        sample = Sample(at=at, in_flight=load, ready=current, spilled_token_share=share)
+        sample = Sample(
+            at=at, in_flight=load, ready=current, spilled_token_share=share, spend_capped=capped
+        )
         d = decide(p, h, sample, at, current)
         h, current = d.history, d.replicas
         out.append(d)
@@ -144,6 +153,54 @@ def test_a_burst_shorter_than_a_start_up_spills_instead_of_scaling():
     # The ordinary policy panics and scales up for the same burst.
     plain = run(params(cost_aware=False), quiet_then(40.0, 600, 40), 1)
     assert max(d.replicas for d in plain) > 1
+
+
+def test_a_burst_with_the_spend_cap_reached_scales_up_at_once():
+    # The router stops spilling at the cap, so the burst queues on the replica: no wait.
+    loads = quiet_then(40.0, 600, 40)
+    ds = run(params(), loads, 1, capped=0.5)
+    today = run(params(), loads, 1)
+    up = [i for i, d in enumerate(ds) if d.action == "scale-up"]
+    assert up and max(d.replicas for d in today) == 1
+    plain = run(params(cost_aware=False), loads, 1)
+    first_plain = next(i for i, d in enumerate(plain) if d.action == "scale-up")
+    # Up within the burst's first samples, the ordinary policy's first step too, not a
+    # start-up (60 s) later.
+    assert loads[up[0]][0] - 600 <= 4 and up[0] == first_plain
+    assert SPEND_CAPPED_WORDS in ds[up[0]].reason
+    assert "start-up spills" not in ds[up[0]].reason
+    assert ds[up[0]].reason.startswith("scaled 1 -> ")
+
+
+@pytest.mark.parametrize("capped", [None, 0.0, math.nan, -1.0])
+def test_no_capped_spill_is_todays_cost_aware_mode(capped):
+    loads = quiet_then(40.0, 600, 200)
+    today = [(d.replicas, d.reason, d.history) for d in run(params(), loads, 1)]
+    assert [(d.replicas, d.reason, d.history) for d in run(params(), loads, 1, capped=capped)] == (
+        today
+    )
+
+
+def test_the_ordinary_policy_ignores_the_capped_spill():
+    loads = quiet_then(40.0, 600, 200)
+    p = params(cost_aware=False)
+    today = [(d.replicas, d.reason) for d in run(p, loads, 1)]
+    assert [(d.replicas, d.reason) for d in run(p, loads, 1, capped=2.0)] == today
+
+
+def test_once_the_cap_no_longer_stops_spill_bursts_spill_again():
+    # Capped for the first burst only (the hour turned, the cap reset): the next one spills.
+    p = params()
+    first = run(p, quiet_then(40.0, 600, 40), 1, capped=1.0)
+    assert first[-1].replicas > 1
+    h, current = first[-1].history, first[-1].replicas
+    quiet = [(640.0 + t, 4.0) for t in range(0, 2000, 2)]
+    settled = run(p, quiet, current, history=h)
+    standing = settled[-1].replicas
+    burst = [(2640.0 + t, 40.0) for t in range(0, 40, 2)]
+    again = run(p, burst, standing, history=settled[-1].history, capped=0.0)
+    assert max(d.replicas for d in again) == standing < 10
+    assert "start-up spills (cost-aware mode)" in again[-1].reason
 
 
 def test_an_excess_that_lasts_a_start_up_gets_its_replicas():
