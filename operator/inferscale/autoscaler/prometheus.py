@@ -6,7 +6,9 @@ three instant queries covering every model (see
 :func:`~inferscale.autoscaler.signals.build_queries`), whatever the number of models; every
 :data:`THROUGHPUT_INTERVAL_S` three more read the engines' token throughput (the cost-aware
 mode's spill price) and one the routers' spilled tokens per served name (with the engines'
-throughput, the spilled token share), and the last answers are handed on in between. A
+throughput, the spilled token share), and the last answers are handed on in between. Every
+round also reads the requests each route's spend cap kept from spilling (the cost-aware mode's
+scale-up gate); that read failing leaves them unknown, never fails the round. A
 failed round is reported as a reason, never raised: the autoscaler then holds every model
 whose load it cannot see. A failed throughput read only keeps the last answer (the mode's
 price is not the load).
@@ -27,12 +29,14 @@ from urllib3.util.retry import Retry
 
 from inferscale.autoscaler.signals import (
     ROUTER_MODEL_LABEL,
+    ROUTER_ROUTE_LABEL,
     EngineReading,
     ModelKey,
     Queries,
     build_queries,
     parse_by_label,
     parse_vector,
+    spend_capped_rate,
     spilled_token_share,
     throughputs,
 )
@@ -57,6 +61,13 @@ class PrometheusRound:
     spilled_tokens: dict[str, float] = field(default_factory=dict)
     """Tokens per second spillover backends answered per served name, from the same read
     (empty: no router exports the counter, or none has spilled)."""
+    spend_capped: dict[str, float] | None = None
+    """Requests per second each route's spend cap kept from spilling, per route
+    (``namespace/name``), this round; None: the read failed."""
+
+    def spend_capped_rate(self, route: str | None) -> float | None:
+        """The capped spill rate of the model's spill route (None: unknown or no route)."""
+        return spend_capped_rate(self.spend_capped, route)
 
     def spilled_token_share(self, key: ModelKey, served: str) -> tuple[float | None, float | None]:
         """The model's spilled token share and token rate (None: unknown, the policy skips it)."""
@@ -110,10 +121,11 @@ class PrometheusSource:
     async def read(self) -> PrometheusRound:
         """One round of queries; never raises for Prometheus' faults."""
         try:
-            in_flight_raw, fresh_raw, kv_raw = await asyncio.gather(
+            in_flight_raw, fresh_raw, kv_raw, capped = await asyncio.gather(
                 self._run(self.queries.in_flight),
                 self._run(self.queries.freshness),
                 self._run(self.queries.kv_cache),
+                self._read_capped(),
             )
         except TimeoutError:
             return PrometheusRound(error=f"Prometheus at {self.url} did not answer in time")
@@ -133,7 +145,19 @@ class PrometheusSource:
             problems=problems,
             throughput=self.throughput,
             spilled_tokens=self.spilled_tokens,
+            spend_capped=capped,
         )
+
+    async def _read_capped(self) -> dict[str, float] | None:
+        """Each route's capped spill rate; None when the read fails (never raises)."""
+        try:
+            raw = await self._run(self.queries.spend_capped)
+        except Exception as error:  # the gate's signal only: unknown, as before it existed
+            log.debug("cannot read the routers' capped spill: %s", _short(error))
+            return None
+        if not isinstance(raw, list):
+            return None
+        return parse_by_label(raw, ROUTER_ROUTE_LABEL)
 
     async def _read_throughput(self) -> list[str]:
         """Refresh :attr:`throughput` when due; its problems (a failure keeps the last one)."""

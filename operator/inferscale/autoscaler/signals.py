@@ -106,6 +106,9 @@ class Queries:
     """Prompt plus output tokens per second that spillover backends answered, per served name
     (the routers' ``model`` label), over the same window: with the engines' rates above, the
     spilled token share (:func:`spilled_token_share`)."""
+    spend_capped: str = ""
+    """Requests per second the routers did not spill because a route's spend cap was reached,
+    per route (``namespace/name``), over :data:`SPEND_CAPPED_WINDOW` (read every round)."""
 
 
 THROUGHPUT_WINDOW: Final = "10m"
@@ -121,6 +124,16 @@ served name; ``kind``: prompt or completion)."""
 
 ROUTER_MODEL_LABEL: Final = "model"
 """The routers' label for the served name."""
+
+SPEND_CAPPED_METRIC: Final = "inferscale_router_spend_capped_total"
+"""The routers' counter of the requests a route's spend cap kept from spilling over."""
+
+ROUTER_ROUTE_LABEL: Final = "route"
+"""The routers' label for an InferenceRoute: ``namespace/name``."""
+
+SPEND_CAPPED_WINDOW: Final = "2m"
+"""The recent window of the capped spill: a cap reached now stops the cost-aware mode's wait
+within a round; one that no longer stops spill (the UTC hour turned) lets it go in minutes."""
 
 
 def _names_regex(names: Iterable[str]) -> str:
@@ -151,7 +164,27 @@ def build_queries(model_label: str, namespace_label: str) -> Queries:
         # drop the names of a pod's running and waiting gauges and clash on the same labels.
         mean_in_flight=f"avg_over_time(({summed})[{w}:{THROUGHPUT_STEP}])",
         spilled_tokens=f"sum by ({ROUTER_MODEL_LABEL}) (rate({SPILLED_TOKENS_METRIC}[{w}]))",
+        spend_capped=(
+            f"sum by ({ROUTER_ROUTE_LABEL}) (rate({SPEND_CAPPED_METRIC}[{SPEND_CAPPED_WINDOW}]))"
+        ),
     )
+
+
+def route_id(namespace: str, route: str | None) -> str | None:
+    """The routers' ``route`` label of a model's spill route (None: no spill route)."""
+    return None if route is None else f"{namespace}/{route}"
+
+
+def spend_capped_rate(rates: Mapping[str, float] | None, route: str | None) -> float | None:
+    """The capped spill rate of ``route`` (``namespace/name``) from one read of every route's.
+
+    None (unknown: the policy runs as without a cap signal) when the read failed or the model
+    has no spill route; 0 when the read answered without the route (no router has capped it
+    since it started: the counter has no series yet).
+    """
+    if rates is None or route is None:
+        return None
+    return rates.get(route, 0.0)
 
 
 def throughputs(
@@ -284,6 +317,7 @@ def build_sample(
     router_error: str | None,
     stale_after: float,
     spilled_tokens: tuple[float | None, float | None] = (None, None),
+    spend_capped: float | None = None,
 ) -> tuple[Sample, str | None]:
     """The policy's sample for one model, and why its load is unknown (None when known).
 
@@ -296,7 +330,8 @@ def build_sample(
     tokens waiting for a first token (no engine exports them as one gauge: vLLM counts
     requests waiting, not their tokens), which the policy weighs against
     ``prompt_tokens_per_replica``; unknown (None) when no router reports them. The spilled
-    token share and the token rate (:func:`spilled_token_share`) go into the sample as they are.
+    token share and the token rate (:func:`spilled_token_share`) go into the sample as they are,
+    and so does the capped spill rate (:func:`spend_capped_rate`).
     """
     metrics = ENGINE_METRICS.get(engine, EngineMetrics(()))
     reasons: list[str] = []
@@ -346,6 +381,7 @@ def build_sample(
         pending_prompt_tokens=None if router is None else router.pending_prompt_tokens,
         spilled_token_share=spilled_tokens[0],
         token_rate=spilled_tokens[1],
+        spend_capped=spend_capped,
     )
     return sample, ("; ".join(reasons) if unknown else None)
 

@@ -55,6 +55,7 @@ from inferscale.autoscaler.signals import (
     ModelKey,
     RouterReading,
     build_sample,
+    route_id,
     router_readings,
 )
 from inferscale.autoscaler.spillcost import SpillPrices
@@ -376,6 +377,7 @@ class Autoscaler:
             spilled_tokens=(
                 (None, None) if prometheus is None else prometheus.spilled_token_share(key, served)
             ),
+            spend_capped=self._spend_capped(key, prometheus),
         )
         decision = decide(memory.params, memory.history, sample, now, current)
         memory.history = decision.history
@@ -390,6 +392,18 @@ class Autoscaler:
             return
         news = ScalingNews(current, decision, sample, unknown, cost=cost, floor=floor)
         await self._write(key, memory, news)
+
+    def _spend_capped(self, key: ModelKey, prometheus: PrometheusRound | None) -> float | None:
+        """The requests the model's spill route's spend cap kept from spilling, per second.
+
+        The routers label them by route (``namespace/name``); the spill route is the one the
+        prices come from (:func:`~inferscale.autoscaler.spillprice.spill_routes`). None:
+        unknown (no Prometheus, no spill route, the read failed).
+        """
+        route = self.spill.routes.get(key)
+        if prometheus is None or route is None:
+            return None
+        return prometheus.spend_capped_rate(route_id(key[0], route.route))
 
     async def _scale(
         self,

@@ -3,17 +3,19 @@
 Two sims stand for two replicas of one model (both export vLLM's running and waiting gauges,
 the case where a careless ``timestamp()`` query fails), a third for another model in another
 namespace. Prometheus scrapes them every second from a static config that carries the labels
-Kubernetes service discovery would. Also: Prometheus down, and a garbled answer.
+Kubernetes service discovery would, and a stand-in router whose spend-capped counter grows for
+one route. Also: Prometheus down, and a garbled answer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
@@ -21,7 +23,7 @@ import httpx
 import pytest
 import yaml
 
-from inferscale.autoscaler.prometheus import PrometheusSource
+from inferscale.autoscaler.prometheus import PrometheusRound, PrometheusSource
 from inferscale.cluster.assets import find_assets
 from inferscale.cluster.process import ClusterError
 from tests.component.sim.conftest import RunningSim, make_settings
@@ -52,9 +54,65 @@ def sims() -> Iterator[list[RunningSim]]:
         yield [a, b, c]
 
 
+class _Answer(BaseHTTPRequestHandler):
+    """Answers every GET with :meth:`body`, as :attr:`content_type`."""
+
+    content_type = "application/json"
+
+    def body(self) -> bytes:
+        raise NotImplementedError
+
+    def do_GET(self) -> None:
+        body = self.body()
+        self.send_response(200)
+        self.send_header("Content-Type", self.content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+class _CappedRouter(_Answer):
+    """A router's /metrics: ``ns/chat`` capped one more request at every scrape."""
+
+    content_type = "text/plain; version=0.0.4"
+    scrapes = 0
+
+    def body(self) -> bytes:
+        type(self).scrapes += 1
+        return (
+            "# TYPE inferscale_router_spend_capped_total counter\n"
+            f'inferscale_router_spend_capped_total{{route="ns/chat"}} {self.scrapes}\n'
+        ).encode()
+
+
+@contextlib.contextmanager
+def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[int]:
+    """``handler`` served on a free local port, in a thread, until the block ends."""
+    server = HTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_port
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="module")
+def router_metrics() -> Iterator[str]:
+    with serving(_CappedRouter) as port:
+        yield f"127.0.0.1:{port}"
+
+
 @pytest.fixture(scope="module")
 def prometheus(
-    prometheus_binary: Path, sims: list[RunningSim], tmp_path_factory: pytest.TempPathFactory
+    prometheus_binary: Path,
+    sims: list[RunningSim],
+    router_metrics: str,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[str]:
     folder = tmp_path_factory.mktemp("prometheus")
     port = free_port()
@@ -69,7 +127,10 @@ def prometheus(
     ]
     config = {
         "global": {"scrape_interval": "1s"},
-        "scrape_configs": [{"job_name": "pods", "static_configs": groups}],
+        "scrape_configs": [
+            {"job_name": "pods", "static_configs": groups},
+            {"job_name": "routers", "static_configs": [{"targets": [router_metrics]}]},
+        ],
     }
     (folder / "prometheus.yml").write_text(yaml.safe_dump(config))
     process = subprocess.Popen(
@@ -91,13 +152,13 @@ def prometheus(
                     f"{url}/api/v1/query", params={"query": "count(up == 1)"}, timeout=1
                 ).json()
                 result = query["data"]["result"]
-                if result and result[0]["value"][1] == "3":
+                if result and result[0]["value"][1] == "4":
                     break
             except (httpx.HTTPError, ValueError, KeyError):
                 pass
             time.sleep(0.2)
         else:
-            pytest.fail("Prometheus did not scrape the three sims within 30 s")
+            pytest.fail("Prometheus did not scrape the three sims and the router within 30 s")
         yield url
     finally:
         process.terminate()
@@ -121,6 +182,21 @@ def busy(sim: RunningSim, n: int, stop: threading.Event) -> list[threading.Threa
     return threads
 
 
+async def read_until(
+    source: PrometheusSource, seen: Callable[[PrometheusRound], bool], what: str
+) -> PrometheusRound:
+    """Rounds every 0.5 s until one is ``seen`` (within 20 s); each must answer."""
+    deadline = time.monotonic() + 20
+    while True:
+        round_ = await source.read()
+        assert round_.error is None, round_.error
+        if seen(round_):
+            return round_
+        if time.monotonic() > deadline:
+            pytest.fail(f"never saw {what}: {round_}")
+        await asyncio.sleep(0.5)
+
+
 async def test_reads_in_flight_freshness_and_kv_per_model(
     prometheus: str, sims: list[RunningSim]
 ) -> None:
@@ -130,16 +206,12 @@ async def test_reads_in_flight_freshness_and_kv_per_model(
     stop = threading.Event()
     threads = busy(sims[0], 3, stop) + busy(sims[1], 2, stop)
     try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            round_ = await source.read()
-            assert round_.error is None, round_.error
-            reading = round_.readings.get(("ns", "llama"))
-            if reading is not None and reading.in_flight == 5:
-                break
-            await asyncio.sleep(0.5)
-        else:
-            pytest.fail(f"never saw 5 in flight for ns/llama: {round_.readings}")
+        round_ = await read_until(
+            source,
+            lambda r: getattr(r.readings.get(("ns", "llama")), "in_flight", None) == 5,
+            "5 in flight for ns/llama",
+        )
+        reading = round_.readings[("ns", "llama")]
     finally:
         source.close()
         stop.set()
@@ -192,6 +264,27 @@ async def test_reads_the_token_throughput_per_model_once_a_minute(
     assert round_.spilled_token_share(("ns", "llama"), "llama") == (None, None)
 
 
+async def test_reads_each_routes_capped_spill_every_round(prometheus: str) -> None:
+    # The cost-aware mode's gate: rate() over the last 2 m of the routers' spend-capped
+    # counter, per route, in every round (not once a minute like the throughput).
+    source = PrometheusSource(
+        prometheus, timeout=3, model_label=LABELS[0], namespace_label=LABELS[1]
+    )
+    try:
+        round_ = await read_until(
+            source, lambda r: (r.spend_capped_rate("ns/chat") or 0) > 0, "capped spill for ns/chat"
+        )
+        rate = round_.spend_capped_rate("ns/chat")
+        assert rate is not None
+    finally:
+        source.close()
+    # One request per 1 s scrape, at most; rate() divides by the 2 m window, which holds
+    # only the seconds since Prometheus started here.
+    assert 0 < rate < 3
+    assert round_.spend_capped_rate("ns/other") == 0.0  # answered, no series: none capped
+    assert round_.spend_capped_rate(None) is None  # no spill route: unknown
+
+
 async def test_prometheus_down_is_an_error_not_an_exception() -> None:
     source = PrometheusSource(
         f"http://127.0.0.1:{free_port()}",
@@ -207,35 +300,45 @@ async def test_prometheus_down_is_an_error_not_an_exception() -> None:
     assert time.monotonic() - started < 5
 
 
-class _Garbled(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        body = b'{"status":"success","data":{"resultType":"vector","result":"nonsense"}}'
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
+class _Garbled(_Answer):
+    def body(self) -> bytes:
+        return b'{"status":"success","data":{"resultType":"vector","result":"nonsense"}}'
 
 
 async def test_a_garbled_answer_leaves_every_model_unknown() -> None:
-    server = HTTPServer(("127.0.0.1", 0), _Garbled)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(_Garbled) as port:
         source = PrometheusSource(
-            f"http://127.0.0.1:{server.server_port}",
+            f"http://127.0.0.1:{port}",
             timeout=2,
             model_label=LABELS[0],
             namespace_label=LABELS[1],
         )
         round_ = await source.read()
         source.close()
-    finally:
-        server.shutdown()
-        server.server_close()
     assert round_.error is None
     assert round_.readings == {}
     assert round_.problems and "vector" in round_.problems[0]
+    assert round_.spend_capped is None
+
+
+class _CappedReadFails:
+    """A client whose capped-spill query fails and every other answers an empty vector."""
+
+    def custom_query(self, query: str, **_: object) -> object:
+        if "spend_capped" in query:
+            raise OSError("connection reset")
+        return []
+
+
+async def test_a_failed_capped_spill_read_leaves_it_unknown_not_the_round() -> None:
+    source = PrometheusSource(
+        "http://127.0.0.1:1",
+        timeout=1,
+        model_label=LABELS[0],
+        namespace_label=LABELS[1],
+        client=_CappedReadFails(),
+    )
+    round_ = await source.read()
+    source.close()
+    assert round_.error is None
+    assert round_.spend_capped is None and round_.spend_capped_rate("ns/chat") is None

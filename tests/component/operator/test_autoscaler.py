@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
 import time
 from datetime import UTC, datetime
@@ -539,6 +540,34 @@ async def test_a_route_that_stops_spilling_turns_the_mode_off(setup, events) -> 
     cost = condition(runtime, "CostAware")
     assert (cost["status"], cost["reason"]) == ("False", "NoSpillover")
     assert ("Normal", "NoSpillover", cost["message"]) in events
+
+
+@pytest.mark.parametrize(("capped_route", "scales"), [("ns/chat", True), ("ns/other", False)])
+async def test_a_burst_the_spend_cap_stops_spilling_scales_up_at_once(
+    setup, capped_route, scales
+) -> None:
+    runtime, scaler, prometheus, clock = setup
+    with_spill_sources(scaler, runtime)
+    api = put_spill_route(runtime)
+    await start(runtime, autoscaling={"acceleratorHourPrice": 3.0})
+    api.objects[MODEL_KEY].setdefault("status", {})["timeToReadySeconds"] = 60
+    for _ in range(10):
+        priced_load(prometheus, clock, 2)
+        await scaler.round()
+        clock.now += 2
+    assert condition(runtime, "CostAware")["reason"] == "SpillPriced"
+    # A burst, and the routers count requests the spill route's cap (ns/chat) kept back.
+    priced_load(prometheus, clock, 40)
+    prometheus.round.spend_capped = {capped_route: 0.5}
+    await scaler.round()
+    st = status(runtime)
+    if scales:
+        assert runtime.autoscaled[("ns", "llama")] > 1
+        assert st["lastScaleReason"].startswith("scaled 1 -> ")
+        assert "spend cap reached: spill stopped, scaling for the excess" in st["lastScaleReason"]
+    else:  # another route's cap: this model's burst still spills for a start-up (today's mode)
+        assert st["desiredReplicas"] == 1 and "lastScaleReason" not in st
+        assert json.loads(st["autoscalerState"])["over_since"] is not None
 
 
 def with_settings(scaler: Autoscaler, runtime: Runtime, **settings: Any) -> Autoscaler:

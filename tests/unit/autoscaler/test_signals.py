@@ -14,7 +14,9 @@ from inferscale.autoscaler.signals import (
     build_sample,
     parse_by_label,
     parse_vector,
+    route_id,
     router_readings,
+    spend_capped_rate,
     spilled_token_share,
     throughputs,
 )
@@ -95,7 +97,7 @@ def test_the_routers_spilled_tokens_are_read_per_served_name() -> None:
     assert parse_by_label({"not": "a vector"}, "model") == {}
 
 
-def test_the_sample_carries_the_spilled_token_share() -> None:
+def test_the_sample_carries_the_spilled_token_share_and_the_capped_spill() -> None:
     kwargs = {
         "engine": "vllm",
         "now": NOW,
@@ -111,6 +113,29 @@ def test_the_sample_carries_the_spilled_token_share() -> None:
     sample, unknown = build_sample(**kwargs, spilled_tokens=(0.12, 900.0))
     assert unknown is None and (sample.spilled_token_share, sample.token_rate) == (0.12, 900.0)
     assert build_sample(**kwargs)[0].spilled_token_share is None
+    assert build_sample(**kwargs, spend_capped=0.5)[0].spend_capped == 0.5
+    assert build_sample(**kwargs)[0].spend_capped is None
+
+
+def test_the_capped_spill_is_read_per_route_over_the_last_two_minutes() -> None:
+    q = build_queries("inferscale_io_model", "namespace")
+    assert q.spend_capped == ("sum by (route) (rate(inferscale_router_spend_capped_total[2m]))")
+    result = [
+        {"metric": {"route": "ns/chat"}, "value": [NOW, "0.25"]},
+        {"metric": {"route": "ns/idle"}, "value": [NOW, "0"]},
+        {"metric": {"route": "ml/bad"}, "value": [NOW, "NaN"]},
+        {"metric": {}, "value": [NOW, "1"]},
+    ]
+    rates = parse_by_label(result, "route")
+    assert rates == {"ns/chat": 0.25, "ns/idle": 0.0}
+    # The routers' label is the route's namespace/name (the spill route spillprice picks).
+    assert route_id("ns", "chat") == "ns/chat" and route_id("ns", None) is None
+    assert spend_capped_rate(rates, "ns/chat") == 0.25
+    # The read answered without the route: no router has capped it (no series yet).
+    assert spend_capped_rate(rates, "ns/other") == 0.0
+    # Unknown: the read failed, or the model has no spill route.
+    assert spend_capped_rate(None, "ns/chat") is None
+    assert spend_capped_rate(rates, None) is None
 
 
 def test_a_model_missing_one_throughput_value_has_no_throughput() -> None:
